@@ -1,0 +1,410 @@
+//! Drives one Claude Code CLI process per session (DESIGN.md "Agent").
+//!
+//! The CLI speaks JSON lines: we write user turns and control requests to its stdin and
+//! read stream-json from its stdout. This module owns the process (its group, its
+//! stdin, its exit) and turns its output into [`AgentEvent`]s tagged with a generation
+//! number, so a session never mistakes a dead process's last words for the new one's.
+//! Everything the CLI prints on stderr goes to the log, never to a phone.
+
+mod events;
+
+pub use events::{AgentEvent, LineError, StreamParser, TurnResult};
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::process;
+use crate::protocol::PermissionMode;
+
+/// How to install the CLI, for every message that says it is missing.
+pub const INSTALL_HINT: &str =
+    "install Claude Code with `npm install -g @anthropic-ai/claude-code` (then run `claude` once to log in), or set CHROXY_CLAUDE to the path of the `claude` binary";
+
+/// Lines longer than this are dropped: a tool result can be big, but a runaway child
+/// must not make us buffer without bound.
+const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+/// After stdin closes the CLI exits by itself; only then do signals follow.
+const EXIT_AFTER_EOF: Duration = Duration::from_secs(3);
+/// SIGTERM → SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// Why an agent could not be started or reached.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No `claude` binary where we looked.
+    #[error("Claude Code (`claude`) was not found {searched}; {INSTALL_HINT}")]
+    NotFound {
+        /// Where we looked, for the user ("on PATH", "at /x/claude").
+        searched: String,
+    },
+    /// The binary exists but would not start.
+    #[error("could not start Claude Code at {program}: {source}; {INSTALL_HINT}")]
+    Spawn {
+        /// The binary.
+        program: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process has exited; its input is gone.
+    #[error("Claude Code has exited")]
+    Gone,
+}
+
+/// Finds the CLI: an explicit path (from `CHROXY_CLAUDE` or the config) wins, else `PATH`.
+pub fn find_claude(configured: Option<&Path>) -> Result<PathBuf, AgentError> {
+    match configured {
+        Some(path) if path.is_file() => Ok(path.to_path_buf()),
+        Some(path) => Err(AgentError::NotFound {
+            searched: format!("at {}", path.display()),
+        }),
+        None => which::which("claude").map_err(|_| AgentError::NotFound {
+            searched: "on PATH".into(),
+        }),
+    }
+}
+
+/// The CLI's name for a permission mode.
+pub fn cli_mode(mode: PermissionMode) -> &'static str {
+    match mode {
+        PermissionMode::Approve => "default",
+        PermissionMode::AcceptEdits => "acceptEdits",
+        PermissionMode::Auto => "bypassPermissions",
+        PermissionMode::Plan => "plan",
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The `claude` binary.
+    pub program: PathBuf,
+    /// The session's working directory.
+    pub cwd: PathBuf,
+    /// `--model`, when the session chose one.
+    pub model: Option<String>,
+    /// `--permission-mode`.
+    pub mode: PermissionMode,
+    /// `--resume`: the agent session to continue.
+    pub resume: Option<String>,
+}
+
+impl AgentSpec {
+    /// The command line (DESIGN.md "Agent").
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+            "--permission-prompt-tool",
+            "stdio",
+            "--permission-mode",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        args.push(cli_mode(self.mode).to_owned());
+        if let Some(model) = &self.model {
+            args.extend(["--model".to_owned(), model.clone()]);
+        }
+        if let Some(id) = &self.resume {
+            args.extend(["--resume".to_owned(), id.clone()]);
+        }
+        args
+    }
+}
+
+/// What an agent process reports to its session.
+#[derive(Debug)]
+pub enum AgentOutput {
+    /// Parsed stdout.
+    Event(AgentEvent),
+    /// The process is gone; no more events follow from this generation.
+    Exited {
+        /// "exit status 1", "killed by signal 9", …
+        status: String,
+    },
+}
+
+/// A running CLI process. Dropping it stops the process (stdin closed, then signals).
+pub struct Agent {
+    generation: u64,
+    input: mpsc::Sender<String>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    pid: Option<u32>,
+    next_request: u64,
+}
+
+impl Agent {
+    /// Starts the CLI. Output arrives on `out` as `(generation, AgentOutput)`.
+    pub fn spawn(
+        spec: &AgentSpec,
+        generation: u64,
+        env_remove: &[&str],
+        out: mpsc::Sender<(u64, AgentOutput)>,
+    ) -> Result<Self, AgentError> {
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(spec.args())
+            .current_dir(&spec.cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for key in env_remove {
+            cmd.env_remove(key);
+        }
+        process::own(&mut cmd);
+        let mut child = cmd.spawn().map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => AgentError::NotFound {
+                searched: format!("at {}", spec.program.display()),
+            },
+            _ => AgentError::Spawn {
+                program: spec.program.clone(),
+                source,
+            },
+        })?;
+        let pid = child.id();
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (input, input_rx) = mpsc::channel::<String>(64);
+        let stop = CancellationToken::new();
+        let span = tracing::info_span!("agent", pid, generation);
+        tracing::info!(parent: &span, resume = spec.resume.is_some(), model = ?spec.model, "agent started");
+
+        let task_stop = stop.clone();
+        let task = tokio::spawn(
+            async move {
+                let writer =
+                    stdin.map(|s| tokio::spawn(write_lines(s, input_rx, task_stop.clone())));
+                let reader = stdout.map(|s| {
+                    tokio::spawn(read_events(s, generation, out.clone()).in_current_span())
+                });
+                let errlog = stderr.map(|s| tokio::spawn(log_stderr(s).in_current_span()));
+                let status = tokio::select! {
+                    status = child.wait() => status,
+                    _ = task_stop.cancelled() => {
+                        // The writer drops stdin on cancel; a CLI exits on EOF by itself.
+                        match tokio::time::timeout(EXIT_AFTER_EOF, child.wait()).await {
+                            Ok(status) => status,
+                            Err(_) => process::stop_gracefully(&mut child, TERM_GRACE).await,
+                        }
+                    }
+                };
+                task_stop.cancel();
+                for handle in [writer, reader, errlog].into_iter().flatten() {
+                    // Grandchildren may hold the pipes open; don't wait on them forever.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
+                }
+                let status = match status {
+                    Ok(s) => process::describe(&s),
+                    Err(e) => format!("unknown ({e})"),
+                };
+                tracing::info!(%status, "agent exited");
+                let _ = out.send((generation, AgentOutput::Exited { status })).await;
+            }
+            .instrument(span),
+        );
+        Ok(Self {
+            generation,
+            input,
+            stop,
+            task: Some(task),
+            pid,
+            next_request: 0,
+        })
+    }
+
+    /// This process's generation number.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    async fn write(&self, value: Value) -> Result<(), AgentError> {
+        self.input
+            .send(value.to_string())
+            .await
+            .map_err(|_| AgentError::Gone)
+    }
+
+    /// Sends a user turn.
+    pub async fn send_user(&self, text: &str) -> Result<(), AgentError> {
+        self.write(json!({
+            "type": "user",
+            "message": {"role": "user", "content": [{"type": "text", "text": text}]},
+        }))
+        .await
+    }
+
+    /// Sends a control request (`initialize`, `interrupt`, `set_model`, …); returns its
+    /// id, which the matching [`AgentEvent::ControlResponse`] carries.
+    pub async fn control(&mut self, subtype: &str, fields: Value) -> Result<String, AgentError> {
+        self.next_request += 1;
+        let request_id = format!("chroxy-{}-{}", self.generation, self.next_request);
+        let mut request = json!({ "subtype": subtype });
+        if let (Some(req), Value::Object(extra)) = (request.as_object_mut(), fields) {
+            req.extend(extra);
+        }
+        self.write(
+            json!({"type": "control_request", "request_id": request_id, "request": request}),
+        )
+        .await?;
+        Ok(request_id)
+    }
+
+    /// Answers one of the CLI's control requests (e.g. `can_use_tool`).
+    pub async fn respond(&self, request_id: &str, response: Value) -> Result<(), AgentError> {
+        self.write(json!({
+            "type": "control_response",
+            "response": {"subtype": "success", "request_id": request_id, "response": response},
+        }))
+        .await
+    }
+
+    /// Stops the process (stdin closed, then SIGTERM/SIGKILL) and waits until it is gone.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // The process task notices and stops the child; nobody waits for it here.
+        self.stop.cancel();
+    }
+}
+
+async fn write_lines(
+    mut stdin: ChildStdin,
+    mut rx: mpsc::Receiver<String>,
+    stop: CancellationToken,
+) {
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => line,
+            _ = stop.cancelled() => None,
+        };
+        let Some(mut line) = line else { break };
+        line.push('\n');
+        if let Err(err) = async {
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.flush().await
+        }
+        .await
+        {
+            tracing::warn!(%err, "writing to the agent failed");
+            break;
+        }
+    }
+    // Dropping stdin is the CLI's signal to finish and exit.
+}
+
+async fn read_events(
+    stdout: tokio::process::ChildStdout,
+    generation: u64,
+    out: mpsc::Sender<(u64, AgentOutput)>,
+) {
+    let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
+    let mut parser = StreamParser::new(format!("g{generation}"));
+    while let Some(line) = lines.next().await {
+        let line = match line {
+            Ok(line) => line,
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                tracing::warn!(
+                    limit = MAX_LINE_BYTES,
+                    "agent printed an over-long line; skipped"
+                );
+                continue;
+            }
+            Err(LinesCodecError::Io(err)) => {
+                tracing::warn!(%err, "reading agent output failed");
+                break;
+            }
+        };
+        match parser.feed(&line) {
+            Ok(events) => {
+                for event in events {
+                    if out
+                        .send((generation, AgentOutput::Event(event)))
+                        .await
+                        .is_err()
+                    {
+                        return; // the session is gone
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "ignoring agent output"),
+        }
+    }
+}
+
+async fn log_stderr(stderr: tokio::process::ChildStderr) {
+    let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(64 * 1024));
+    while let Some(line) = lines.next().await {
+        match line {
+            Ok(line) if !line.trim().is_empty() => tracing::warn!(stderr = %line, "agent stderr"),
+            Ok(_) => {}
+            Err(LinesCodecError::MaxLineLengthExceeded) => {}
+            Err(LinesCodecError::Io(_)) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_matches_the_design() {
+        let spec = AgentSpec {
+            program: "claude".into(),
+            cwd: "/tmp".into(),
+            model: Some("opus".into()),
+            mode: PermissionMode::Auto,
+            resume: Some("abc".into()),
+        };
+        let args = spec.args().join(" ");
+        for part in [
+            "-p --input-format stream-json --output-format stream-json --verbose --include-partial-messages",
+            "--permission-prompt-tool stdio",
+            "--permission-mode bypassPermissions",
+            "--model opus",
+            "--resume abc",
+        ] {
+            assert!(args.contains(part), "{part:?} missing from {args}");
+        }
+    }
+
+    #[test]
+    fn missing_binary_names_where_and_how_to_install() {
+        let err = find_claude(Some(Path::new("/nonexistent/claude")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/claude") && err.contains("npm install"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The user's settings file (`config.toml` in the config directory). Every key is
+//! optional; a missing file means defaults. A file that does not parse is an error that
+//! names the file and the problem — we never guess around a typo, and never overwrite it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::protocol::ModelInfo;
+
+/// Why the settings could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a wrong type.
+    #[error("{path} is not a valid Chroxy config: {message}\nfix the file or move it away to use the defaults")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+}
+
+/// Everything configurable, by section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[worker]`.
+    pub worker: WorkerConfig,
+}
+
+/// `[worker]`: the phone-facing server and its sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// A client must authenticate within this many milliseconds.
+    pub auth_timeout_ms: u64,
+    /// Delay before the first failed `auth_fail` of an address; doubles per failure.
+    pub auth_backoff_base_ms: u64,
+    /// Cap of that delay.
+    pub auth_backoff_max_ms: u64,
+    /// Text deltas are merged for this long before being sent; 0 sends each at once.
+    pub coalesce_ms: u64,
+    /// WebSocket ping interval; a peer that misses one ping is dropped.
+    pub ws_ping_secs: u64,
+    /// Per-connection message budget per minute.
+    pub messages_per_minute: u32,
+    /// Burst allowance on top of the steady rate.
+    pub message_burst: u32,
+    /// Frames a client may have waiting to be sent before it counts as too slow (1013).
+    pub client_queue: usize,
+    /// Path of the `claude` binary; default: `CHROXY_CLAUDE`, then `PATH`.
+    pub claude: Option<PathBuf>,
+    /// What phones may choose in `set_model`.
+    pub models: Vec<ModelInfo>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        let model = |id: &str, label: &str| ModelInfo {
+            id: id.into(),
+            label: label.into(),
+        };
+        Self {
+            auth_timeout_ms: 10_000,
+            auth_backoff_base_ms: 1_000,
+            auth_backoff_max_ms: 60_000,
+            coalesce_ms: 50,
+            ws_ping_secs: 30,
+            messages_per_minute: 100,
+            message_burst: 20,
+            client_queue: 1024,
+            claude: None,
+            models: vec![
+                model("sonnet", "Sonnet"),
+                model("opus", "Opus"),
+                model("haiku", "Haiku"),
+            ],
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// `auth_timeout_ms` as a duration.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_timeout_ms)
+    }
+
+    /// `coalesce_ms` as a duration.
+    pub fn coalesce(&self) -> Duration {
+        Duration::from_millis(self.coalesce_ms)
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&dir.path().join("config.toml")).unwrap();
+        assert_eq!(c.worker.auth_timeout_ms, 10_000);
+        assert_eq!(c.worker.coalesce_ms, 50);
+    }
+
+    #[test]
+    fn keys_override_defaults() {
+        let c = Config::parse(Path::new("c.toml"), "[worker]\nauth_timeout_ms = 200\n").unwrap();
+        assert_eq!(c.worker.auth_timeout(), Duration::from_millis(200));
+        assert_eq!(c.worker.messages_per_minute, 100);
+    }
+
+    #[test]
+    fn a_typo_is_named_not_ignored() {
+        let err = Config::parse(
+            Path::new("/x/config.toml"),
+            "[worker]\nauth_timout_ms = 5\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/x/config.toml") && err.contains("auth_timout_ms"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[worker\n\u{0}garbage").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"[worker\n\0garbage",
+            "config was modified"
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! Chroxy: supervise Claude Code on your machine from your phone.
+//!
+//! # Layout
+//! - [`protocol`]: the phone ↔ worker wire protocol (PROTOCOL.md).
+//! - [`worker`]: the server phones talk to; [`session`]: sessions, history, fan-out;
+//!   [`agent`]: the Claude Code CLI driver.
+//! - [`store`]: paths and atomic, locked files; [`config`]: the settings file;
+//!   [`secrets`]: the API token; [`control`]: worker → supervisor messages;
+//!   [`process`]: owned child processes.
+//!
+//! The `chroxy` binary is a thin shell over this library.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(rust_2018_idioms)]
+
+pub mod agent;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod process;
+pub mod protocol;
+pub mod secrets;
+pub mod session;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,164 @@
+//! The `chroxy` command line: a thin shell that resolves paths, settings and secrets
+//! from flags and the environment, then hands plain values to the library.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use chroxy::config::Config;
+use chroxy::control::WorkerEvent;
+use chroxy::secrets::ApiToken;
+use chroxy::session::{Hub, SessionsConfig};
+use chroxy::store::Paths;
+
+/// Supervise Claude Code on this machine from your phone.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Keep every file (config, token, sessions, logs) under this directory.
+    #[arg(long, env = "CHROXY_HOME", global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server worker that phones connect to (normally started by `chroxy start`).
+    Worker {
+        /// Port on 127.0.0.1; 0 picks a free one (printed in the `ready` line on stdout).
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// Directory of the default session.
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+    },
+    /// Show the API token phones authenticate with.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Print the token (keep it secret: it grants control of Claude Code on this machine).
+    Show,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let paths = Paths::resolve(cli.home.clone())?;
+    match cli.command {
+        Command::Worker { port, cwd } => {
+            init_logging();
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(run_worker(paths, port, cwd))
+        }
+        Command::Token {
+            action: TokenAction::Show,
+        } => {
+            let token = ApiToken::load_or_create(&paths).with_context(|| {
+                format!("reading the token in {}", paths.token_file().display())
+            })?;
+            println!("{}", token.expose());
+            Ok(())
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CHROXY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>) -> Result<()> {
+    let config = Config::load(&paths.config_file())?;
+    // The supervisor hands the token over in the environment, never on a command line.
+    let token = match std::env::var("CHROXY_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => ApiToken::new(t.trim()),
+        _ => ApiToken::load_or_create(&paths)
+            .with_context(|| format!("reading the token in {}", paths.token_file().display()))?,
+    };
+    let claude = std::env::var_os("CHROXY_CLAUDE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| config.worker.claude.clone());
+    let cwd = match cwd {
+        Some(dir) => dir,
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    let cwd = cwd
+        .canonicalize()
+        .with_context(|| format!("the session directory {} does not exist", cwd.display()))?;
+
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr}; is another Chroxy running? choose another port with --port"
+        )
+    })?;
+    let bound = listener.local_addr()?.port();
+
+    let hub = Hub::start(SessionsConfig {
+        sessions_dir: paths.sessions_dir(),
+        claude,
+        default_cwd: cwd.clone(),
+        coalesce: config.worker.coalesce(),
+        models: config.worker.models.clone(),
+        env_remove: vec!["CHROXY_TOKEN"],
+    })
+    .await;
+
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+
+    let ready = WorkerEvent::Ready {
+        port: bound,
+        pid: std::process::id(),
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(ready.to_line().as_bytes())?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(port = bound, cwd = %cwd.display(), "worker ready");
+
+    let served = chroxy::worker::serve(
+        listener,
+        hub.clone(),
+        token,
+        config.worker,
+        cwd.display().to_string(),
+        stop,
+    )
+    .await;
+    hub.shutdown().await;
+    tracing::info!("worker stopped");
+    Ok(served?)
+}
+
+/// SIGTERM or Ctrl-C starts an orderly stop: clients told, agents stopped, state saved.
+async fn stop_on_signal(stop: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(%err, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping");
+    stop.cancel();
+}

@@ -1,0 +1,216 @@
+//! Client → server messages. Each message body is its own struct so the parser can
+//! deserialize it directly and report the exact field at fault (serde loses the field
+//! path when it goes through an internally tagged enum).
+
+use serde::{Deserialize, Serialize};
+
+/// A secret token as it travels in `auth`. Its `Debug` never shows the value, so a
+/// `debug!(?msg)` of a parsed frame cannot leak it into a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// What a device says about itself at `auth`; shown to the other devices.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceInfo {
+    /// Human name, e.g. "Ana's phone".
+    #[serde(default)]
+    pub device_name: Option<String>,
+    /// `phone`, `tablet`, `desktop`, …
+    #[serde(default)]
+    pub device_type: Option<String>,
+    /// OS or browser.
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+/// `auth`: the first message of every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// The API token.
+    pub token: Token,
+    /// Optional description of the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_info: Option<DeviceInfo>,
+    /// Protocol version the client speaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<u32>,
+}
+
+/// `input`: a user turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Input {
+    /// The text (≤ 100 000 characters).
+    pub data: String,
+    /// Target session; default the client's active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// A message whose only field is an optional target session (`interrupt`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionTarget {
+    /// Target session; default the client's active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// A message naming one session that must exist (`switch_session`, `destroy_session`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRef {
+    /// The session.
+    pub session_id: String,
+}
+
+/// A message with no fields (`ping`, `list_sessions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// `set_model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetModel {
+    /// One of the ids announced in `available_models`.
+    pub model: String,
+    /// Target session; default the client's active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// `set_permission_mode`. The mode stays a string here so that an unknown one is
+/// answered `INVALID_MODE` (a refused setting), not `INVALID_MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetPermissionMode {
+    /// `approve`, `acceptEdits`, `auto` or `plan`.
+    pub mode: String,
+    /// Must be true for `auto`.
+    #[serde(default)]
+    pub confirmed: bool,
+    /// Target session; default the client's active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// A phone's answer to a permission prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Decision {
+    /// Allow this once.
+    Allow,
+    /// Allow and remember a rule for this project.
+    AllowAlways,
+    /// Refuse.
+    Deny,
+}
+
+/// `permission_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionResponse {
+    /// The `requestId` of the `permission_request`.
+    pub request_id: String,
+    /// The answer.
+    pub decision: Decision,
+    /// Optional reason, passed to the agent on deny.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `user_question_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserQuestionResponse {
+    /// The `toolUseId` of the `user_question`.
+    pub tool_use_id: String,
+    /// The chosen label (single question).
+    pub answer: String,
+    /// Question text → chosen label(s), for several questions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `create_session`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateSession {
+    /// Display name (≤ 200 characters); default the directory's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Working directory; must exist. Default the worker's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Model id from `available_models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Wire permission mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+}
+
+/// `rename_session`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenameSession {
+    /// The session.
+    pub session_id: String,
+    /// New name (≤ 200 characters).
+    pub name: String,
+}
+
+/// Every message a client may send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// See [`Auth`].
+    Auth(Auth),
+    /// Application-level keepalive; answered by `pong`.
+    Ping(Empty),
+    /// See [`Input`].
+    Input(Input),
+    /// Stop the current turn.
+    Interrupt(SessionTarget),
+    /// See [`SetModel`].
+    SetModel(SetModel),
+    /// See [`SetPermissionMode`].
+    SetPermissionMode(SetPermissionMode),
+    /// See [`PermissionResponse`].
+    PermissionResponse(PermissionResponse),
+    /// See [`UserQuestionResponse`].
+    UserQuestionResponse(UserQuestionResponse),
+    /// Answered by `session_list`.
+    ListSessions(Empty),
+    /// Make a session the client's active one.
+    SwitchSession(SessionRef),
+    /// See [`CreateSession`].
+    CreateSession(CreateSession),
+    /// Stop a session's agent and forget it.
+    DestroySession(SessionRef),
+    /// See [`RenameSession`].
+    RenameSession(RenameSession),
+}
+
+impl ClientMsg {
+    /// Answers to prompts and keepalives ride a budget of their own, so that a client
+    /// that floods input can still answer a permission prompt or stop a turn.
+    pub fn is_priority(&self) -> bool {
+        matches!(
+            self,
+            ClientMsg::Ping(_)
+                | ClientMsg::Interrupt(_)
+                | ClientMsg::PermissionResponse(_)
+                | ClientMsg::UserQuestionResponse(_)
+        )
+    }
+}

@@ -1,0 +1,171 @@
+//! Text frame → typed message, or the specific error PROTOCOL.md names.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{ClientMsg, ErrorCode, MAX_FRAME_BYTES, MAX_INPUT_CHARS, MAX_NAME_CHARS};
+
+/// Why a frame was refused. `message` names the field or limit and never echoes a
+/// token (field values are not quoted back, only their names and sizes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct FrameError {
+    /// The protocol error code.
+    pub code: ErrorCode,
+    /// What exactly was wrong.
+    pub message: String,
+    /// The frame's `requestId`, when it had one, so the client can match the answer.
+    pub request_id: Option<String>,
+    /// Whether this error is one of the frame-level faults (not JSON, not an object,
+    /// too large) that count towards closing the connection with 1008.
+    pub counts_as_bad_frame: bool,
+}
+
+impl FrameError {
+    fn frame(code: ErrorCode, message: String) -> Self {
+        Self {
+            code,
+            message,
+            request_id: None,
+            counts_as_bad_frame: true,
+        }
+    }
+
+    fn field(code: ErrorCode, message: String, request_id: Option<String>) -> Self {
+        Self {
+            code,
+            message,
+            request_id,
+            counts_as_bad_frame: false,
+        }
+    }
+}
+
+/// Parses one text frame. Total: any input yields `Ok` or a specific `Err`.
+pub fn parse_client_frame(text: &str) -> Result<ClientMsg, FrameError> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::frame(
+            ErrorCode::TooLarge,
+            format!(
+                "frame is {} bytes; the limit is {MAX_FRAME_BYTES} bytes",
+                text.len()
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|err| {
+        FrameError::frame(
+            ErrorCode::InvalidMessage,
+            format!("frame is not valid JSON ({err})"),
+        )
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(FrameError::frame(
+            ErrorCode::InvalidMessage,
+            format!("frame must be a JSON object, got {}", json_kind(&value)),
+        ));
+    };
+    let request_id = obj
+        .get("requestId")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let ty = match obj.get("type") {
+        Some(Value::String(ty)) => ty.clone(),
+        Some(other) => {
+            return Err(FrameError::field(
+                ErrorCode::InvalidMessage,
+                format!("field `type` must be a string, got {}", json_kind(other)),
+                request_id,
+            ))
+        }
+        None => {
+            return Err(FrameError::field(
+                ErrorCode::InvalidMessage,
+                "missing field `type`".to_owned(),
+                request_id,
+            ))
+        }
+    };
+    let msg = decode(&ty, Value::Object(obj)).map_err(|mut e| {
+        e.request_id = request_id.clone();
+        e
+    })?;
+    check_limits(&msg)
+        .map_err(|message| FrameError::field(ErrorCode::TooLarge, message, request_id))?;
+    Ok(msg)
+}
+
+/// Builds the variant for a known `type` from the whole object.
+fn decode(ty: &str, v: Value) -> Result<ClientMsg, FrameError> {
+    Ok(match ty {
+        "auth" => ClientMsg::Auth(body(v, ty)?),
+        "ping" => ClientMsg::Ping(body(v, ty)?),
+        "input" => ClientMsg::Input(body(v, ty)?),
+        "interrupt" => ClientMsg::Interrupt(body(v, ty)?),
+        "set_model" => ClientMsg::SetModel(body(v, ty)?),
+        "set_permission_mode" => ClientMsg::SetPermissionMode(body(v, ty)?),
+        "permission_response" => ClientMsg::PermissionResponse(body(v, ty)?),
+        "user_question_response" => ClientMsg::UserQuestionResponse(body(v, ty)?),
+        "list_sessions" => ClientMsg::ListSessions(body(v, ty)?),
+        "switch_session" => ClientMsg::SwitchSession(body(v, ty)?),
+        "create_session" => ClientMsg::CreateSession(body(v, ty)?),
+        "destroy_session" => ClientMsg::DestroySession(body(v, ty)?),
+        "rename_session" => ClientMsg::RenameSession(body(v, ty)?),
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(FrameError::field(
+                ErrorCode::UnknownType,
+                format!("unknown message type `{shown}`"),
+                None,
+            ));
+        }
+    })
+}
+
+/// Deserializes one message body, naming the offending field on failure.
+fn body<T: DeserializeOwned>(value: Value, ty: &str) -> Result<T, FrameError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        // serde's own text for a missing field already names it ("missing field `data`");
+        // for the rest, prefix the path so "expected a string" says which string.
+        let message = if path == "." || inner.starts_with("missing field") {
+            format!("`{ty}`: {inner}")
+        } else {
+            format!("`{ty}`: field `{path}`: {inner}")
+        };
+        FrameError::field(ErrorCode::InvalidMessage, message, None)
+    })
+}
+
+fn check_limits(msg: &ClientMsg) -> Result<(), String> {
+    let over = |field: &str, s: &str, limit: usize| {
+        let n = s.chars().count();
+        if n > limit {
+            Err(format!(
+                "field `{field}` is {n} characters; the limit is {limit}"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match msg {
+        ClientMsg::Input(m) => over("data", &m.data, MAX_INPUT_CHARS),
+        ClientMsg::RenameSession(m) => over("name", &m.name, MAX_NAME_CHARS),
+        ClientMsg::CreateSession(m) => match &m.name {
+            Some(name) => over("name", name, MAX_NAME_CHARS),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

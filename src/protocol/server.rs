@@ -1,0 +1,306 @@
+//! Server → client messages.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::PermissionMode;
+
+/// Error codes of PROTOCOL.md "Errors".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, missing or wrongly typed field.
+    InvalidMessage,
+    /// `type` not in this protocol.
+    UnknownType,
+    /// Frame or field over its limit.
+    TooLarge,
+    /// `sessionId` unknown.
+    SessionNotFound,
+    /// Already at the session limit.
+    SessionLimit,
+    /// The input queue is full.
+    QueueFull,
+    /// Model not in `available_models`.
+    InvalidModel,
+    /// Permission mode not in the protocol.
+    InvalidMode,
+    /// `cwd` is not an existing directory.
+    InvalidCwd,
+    /// `claude` missing or not starting.
+    AgentUnavailable,
+    /// The worker is stopping.
+    Draining,
+}
+
+/// Why `auth` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthFailReason {
+    /// Wrong token.
+    InvalidToken,
+    /// No `auth` within the deadline.
+    Timeout,
+    /// Too many attempts from this address.
+    RateLimited,
+    /// Something other than `auth` came first.
+    NotAuthenticated,
+}
+
+/// A connected device, as others see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientInfo {
+    /// Server-assigned id (`c-…`).
+    pub client_id: String,
+    /// From `deviceInfo`.
+    #[serde(default)]
+    pub device_name: Option<String>,
+    /// From `deviceInfo`.
+    #[serde(default)]
+    pub device_type: Option<String>,
+    /// From `deviceInfo`.
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+/// One entry of `session_list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    /// Chroxy's session id.
+    pub session_id: String,
+    /// Display name.
+    pub name: String,
+    /// Working directory of the agent.
+    pub cwd: String,
+    /// Model id, when one was chosen.
+    pub model: Option<String>,
+    /// Current permission mode.
+    pub permission_mode: PermissionMode,
+    /// A turn is running.
+    pub is_busy: bool,
+    /// Milliseconds since the epoch.
+    pub created_at: u64,
+    /// Milliseconds since the epoch.
+    pub last_activity_at: u64,
+}
+
+/// One entry of `available_models`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// What `set_model` takes and the CLI's `--model` receives.
+    pub id: String,
+    /// Human label.
+    pub label: String,
+}
+
+/// `message.messageType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageType {
+    /// Something a user typed (on any device).
+    UserInput,
+    /// A complete assistant text.
+    Assistant,
+    /// A notice from Chroxy.
+    System,
+    /// A failure shown in the conversation.
+    Error,
+}
+
+/// Why the server is going away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownReason {
+    /// Planned restart; back after the ETA.
+    Restart,
+    /// Stopping for good.
+    Shutdown,
+    /// Unplanned.
+    Crash,
+}
+
+/// Every message the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+#[allow(missing_docs)] // field meanings are in PROTOCOL.md's table, one line each
+pub enum ServerMsg {
+    AuthOk {
+        client_id: String,
+        server_mode: String,
+        server_version: String,
+        latest_version: Option<String>,
+        server_commit: String,
+        cwd: String,
+        connected_clients: Vec<ClientInfo>,
+        encryption: String,
+        protocol_version: u32,
+        min_protocol_version: u32,
+        max_protocol_version: u32,
+    },
+    AuthFail {
+        reason: AuthFailReason,
+    },
+    Pong {
+        server_ts: u64,
+    },
+    SessionList {
+        sessions: Vec<SessionInfo>,
+    },
+    SessionSwitched {
+        session_id: String,
+        name: String,
+        cwd: String,
+    },
+    SessionError {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<ErrorCode>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
+    },
+    HistoryReplayStart {
+        session_id: String,
+    },
+    HistoryReplayEnd {
+        session_id: String,
+    },
+    ClaudeReady {
+        session_id: String,
+    },
+    AgentBusy {
+        session_id: String,
+    },
+    AgentIdle {
+        session_id: String,
+    },
+    StreamStart {
+        message_id: String,
+        session_id: String,
+    },
+    StreamDelta {
+        message_id: String,
+        delta: String,
+        session_id: String,
+    },
+    StreamEnd {
+        message_id: String,
+        session_id: String,
+    },
+    ToolStart {
+        message_id: String,
+        tool_use_id: String,
+        tool: String,
+        input: Value,
+        session_id: String,
+    },
+    ToolResult {
+        tool_use_id: String,
+        result: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        truncated: Option<bool>,
+        session_id: String,
+    },
+    Message {
+        message_type: MessageType,
+        content: String,
+        timestamp: u64,
+        session_id: String,
+    },
+    /// `sessionId` here is the agent's own session id (PROTOCOL.md); the Chroxy session
+    /// is named by the `agent_idle` that follows.
+    Result {
+        cost: Option<f64>,
+        duration: Option<u64>,
+        usage: Value,
+        session_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue_length: Option<usize>,
+    },
+    PermissionRequest {
+        request_id: String,
+        tool: String,
+        description: String,
+        input: Value,
+        remaining_ms: u64,
+        session_id: String,
+    },
+    PermissionResolved {
+        request_id: String,
+        decision: String,
+        session_id: String,
+    },
+    PermissionExpired {
+        request_id: String,
+        message: String,
+        session_id: String,
+    },
+    UserQuestion {
+        tool_use_id: String,
+        questions: Value,
+        session_id: String,
+    },
+    ModelChanged {
+        model: String,
+        session_id: String,
+    },
+    AvailableModels {
+        models: Vec<ModelInfo>,
+    },
+    PermissionModeChanged {
+        mode: PermissionMode,
+        session_id: String,
+    },
+    ConfirmPermissionMode {
+        mode: PermissionMode,
+        warning: String,
+    },
+    ClientJoined {
+        client: ClientInfo,
+    },
+    ClientLeft {
+        client_id: String,
+    },
+    RateLimited {
+        retry_after_ms: u64,
+        message: String,
+    },
+    ServerShutdown {
+        reason: ShutdownReason,
+        restart_eta_ms: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+}
+
+impl ServerMsg {
+    /// An `error` without a request id.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+            request_id: None,
+        }
+    }
+
+    /// The JSON text of this message. Serializing these types cannot fail (all keys are
+    /// strings, no maps with non-string keys), so a failure would be a bug worth a log.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|err| {
+            tracing::error!(%err, "serializing a server message failed");
+            r#"{"type":"error","code":"INVALID_MESSAGE","message":"internal serialization error"}"#
+                .to_owned()
+        })
+    }
+}

@@ -1,0 +1,806 @@
+//! One session: a task that owns its agent process, history, input queue and text
+//! coalescer. Everything that happens to a session passes through this task in order,
+//! which is what makes a history replay and the live stream after it line up exactly:
+//! a client attaches *inside* the task, between two events, never across one.
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::clients::{frame, Audience, ClientId, Clients, Outbound};
+use super::record::SessionRecord;
+use super::SessionsConfig;
+use crate::agent::{self, Agent, AgentEvent, AgentOutput, AgentSpec, TurnResult};
+use crate::protocol::{
+    now_ms, ErrorCode, MessageType, PermissionMode, ServerMsg, SessionInfo, HISTORY_LIMIT,
+    MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
+};
+
+/// A request refused with a protocol error, for the client that asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// Protocol error code.
+    pub code: ErrorCode,
+    /// What to tell the user.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// As an `error` message.
+    pub fn to_msg(&self) -> ServerMsg {
+        ServerMsg::error(self.code, self.message.clone())
+    }
+}
+
+/// Requests to a session task.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    /// Make this the client's active session and replay the history to it.
+    Attach { client: ClientId },
+    /// A user turn.
+    Input {
+        text: String,
+        from: ClientId,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// Stop the current turn.
+    Interrupt,
+    /// Change the model (already validated).
+    SetModel { model: String },
+    /// Change the permission mode (already validated and confirmed).
+    SetMode { mode: PermissionMode },
+    /// New display name.
+    Rename {
+        name: String,
+        done: oneshot::Sender<()>,
+    },
+    /// Stop the agent, save (or delete) the state, end the task.
+    Shutdown {
+        delete: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A control request we sent and what to do with its answer.
+#[derive(Debug)]
+enum Pending {
+    Initialize,
+    Interrupt,
+    SetModel(String),
+    SetMode(PermissionMode),
+}
+
+/// Shared, always-current summary for `session_list` (read without asking the task).
+pub(crate) type InfoCell = Arc<Mutex<SessionInfo>>;
+
+pub(crate) struct Session {
+    rec: SessionRecord,
+    cfg: Arc<SessionsConfig>,
+    clients: Clients,
+    info: InfoCell,
+    cmds: mpsc::Receiver<Cmd>,
+    events: mpsc::Receiver<(u64, AgentOutput)>,
+    events_tx: mpsc::Sender<(u64, AgentOutput)>,
+    agent: Option<Agent>,
+    generation: u64,
+    agent_ready: bool,
+    /// The agent was started with `--resume` and has not said `init` yet.
+    resuming: bool,
+    pending: std::collections::HashMap<String, Pending>,
+    busy: bool,
+    interrupted: bool,
+    /// The input of the running turn, kept to retry it if `--resume` fails.
+    current_input: Option<String>,
+    queue: VecDeque<String>,
+    /// The open text block: our message id and its full text so far.
+    open_text: Option<(String, String)>,
+    /// Text not yet sent, and when it must be.
+    coalesced: String,
+    flush_at: Option<Instant>,
+    saver: watch::Sender<Option<SessionRecord>>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        rec: SessionRecord,
+        cfg: Arc<SessionsConfig>,
+        clients: Clients,
+        cmds: mpsc::Receiver<Cmd>,
+        saver: watch::Sender<Option<SessionRecord>>,
+    ) -> (Self, InfoCell) {
+        let info = Arc::new(Mutex::new(info_of(&rec, false)));
+        let (events_tx, events) = mpsc::channel(256);
+        let session = Self {
+            rec,
+            cfg,
+            clients,
+            info: info.clone(),
+            cmds,
+            events,
+            events_tx,
+            agent: None,
+            generation: 0,
+            agent_ready: false,
+            resuming: false,
+            pending: Default::default(),
+            busy: false,
+            interrupted: false,
+            current_input: None,
+            queue: VecDeque::new(),
+            open_text: None,
+            coalesced: String::new(),
+            flush_at: None,
+            saver,
+        };
+        (session, info)
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let flush_at = self.flush_at;
+            tokio::select! {
+                cmd = self.cmds.recv() => match cmd {
+                    Some(cmd) => {
+                        if self.on_cmd(cmd).await.is_break() {
+                            return;
+                        }
+                    }
+                    // The hub dropped us without a shutdown: stop quietly, state saved.
+                    None => { self.shutdown(false).await; return; }
+                },
+                Some((generation, out)) = self.events.recv() => self.on_agent(generation, out).await,
+                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
+                    self.flush_text();
+                }
+            }
+        }
+    }
+
+    // ---- publishing -------------------------------------------------------------
+
+    fn publish(&self, audience: Audience<'_>, msg: &ServerMsg) {
+        self.clients.publish(audience, msg);
+    }
+
+    /// Publishes to the session's clients and keeps it for replay.
+    fn record(&mut self, msg: ServerMsg) {
+        self.publish(Audience::Active(&self.rec.session_id), &msg);
+        self.remember(msg);
+    }
+
+    fn remember(&mut self, msg: ServerMsg) {
+        if self.rec.history.len() >= HISTORY_LIMIT {
+            self.rec.history.pop_front();
+        }
+        self.rec.history.push_back(msg);
+    }
+
+    fn notice(&mut self, kind: MessageType, content: impl Into<String>) {
+        let msg = ServerMsg::Message {
+            message_type: kind,
+            content: content.into(),
+            timestamp: now_ms(),
+            session_id: self.rec.session_id.clone(),
+        };
+        self.record(msg);
+    }
+
+    fn session_error(&self, code: Option<ErrorCode>, message: String) {
+        let msg = ServerMsg::SessionError {
+            message,
+            code,
+            session_id: Some(self.rec.session_id.clone()),
+        };
+        self.publish(Audience::All, &msg);
+    }
+
+    fn refresh_info(&self) {
+        let fresh = info_of(&self.rec, self.busy);
+        *self.info.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
+    fn save(&self) {
+        self.refresh_info();
+        // The saver task writes the newest value; older unsaved ones are superseded.
+        self.saver.send_replace(Some(self.rec.clone()));
+    }
+
+    // ---- commands ---------------------------------------------------------------
+
+    async fn on_cmd(&mut self, cmd: Cmd) -> ControlFlow<()> {
+        match cmd {
+            Cmd::Attach { client } => self.attach(&client),
+            Cmd::Input { text, from, reply } => {
+                let result = self.input(text, &from).await;
+                let _ = reply.send(result);
+            }
+            Cmd::Interrupt => self.interrupt().await,
+            Cmd::SetModel { model } => self.set_model(model).await,
+            Cmd::SetMode { mode } => self.set_mode(mode).await,
+            Cmd::Rename { name, done } => {
+                self.rec.name = name;
+                self.save();
+                let _ = done.send(());
+            }
+            Cmd::Shutdown { delete, done } => {
+                self.shutdown(delete).await;
+                let _ = done.send(());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn attach(&mut self, client: &str) {
+        self.flush_text();
+        self.clients.set_active(client, &self.rec.session_id);
+        let id = self.rec.session_id.clone();
+        let mut frames = vec![
+            frame(&ServerMsg::SessionSwitched {
+                session_id: id.clone(),
+                name: self.rec.name.clone(),
+                cwd: self.rec.cwd.display().to_string(),
+            }),
+            frame(&ServerMsg::HistoryReplayStart {
+                session_id: id.clone(),
+            }),
+        ];
+        frames.extend(self.rec.history.iter().map(frame));
+        frames.push(frame(&ServerMsg::HistoryReplayEnd {
+            session_id: id.clone(),
+        }));
+        if self.busy {
+            frames.push(frame(&ServerMsg::AgentBusy {
+                session_id: id.clone(),
+            }));
+        }
+        // A block being streamed right now: show what came so far, then live deltas.
+        if let Some((message_id, text)) = &self.open_text {
+            frames.push(frame(&ServerMsg::StreamStart {
+                message_id: message_id.clone(),
+                session_id: id.clone(),
+            }));
+            if !text.is_empty() {
+                frames.push(frame(&ServerMsg::StreamDelta {
+                    message_id: message_id.clone(),
+                    delta: text.clone(),
+                    session_id: id.clone(),
+                }));
+            }
+        }
+        match agent::find_claude(self.cfg.claude.as_deref()) {
+            Ok(_) => frames.push(frame(&ServerMsg::ClaudeReady {
+                session_id: id.clone(),
+            })),
+            Err(err) => frames.push(frame(&ServerMsg::SessionError {
+                message: err.to_string(),
+                code: Some(ErrorCode::AgentUnavailable),
+                session_id: Some(id),
+            })),
+        }
+        self.clients.send_to(client, Outbound::Batch(frames));
+    }
+
+    async fn input(&mut self, text: String, from: &str) -> Result<(), Refusal> {
+        if self.busy || !self.queue.is_empty() {
+            if self.queue.len() >= MAX_QUEUED_INPUTS {
+                return Err(Refusal::new(
+                    ErrorCode::QueueFull,
+                    format!("{MAX_QUEUED_INPUTS} inputs are already waiting for this session; wait for the current turn to finish"),
+                ));
+            }
+            self.accept_input(&text, from);
+            self.queue.push_back(text);
+            return Ok(());
+        }
+        // Start the agent first: if it cannot start, the input is refused, not half-taken.
+        self.ensure_agent().await?;
+        self.accept_input(&text, from);
+        self.start_turn(text).await;
+        Ok(())
+    }
+
+    fn accept_input(&mut self, text: &str, from: &str) {
+        let msg = ServerMsg::Message {
+            message_type: MessageType::UserInput,
+            content: text.to_owned(),
+            timestamp: now_ms(),
+            session_id: self.rec.session_id.clone(),
+        };
+        // The sender already shows what it typed; everyone else on the session sees it.
+        self.publish(Audience::ActiveExcept(&self.rec.session_id, from), &msg);
+        self.remember(msg);
+        self.rec.last_activity_at = now_ms();
+        self.save();
+    }
+
+    async fn ensure_agent(&mut self) -> Result<(), Refusal> {
+        if self.agent.is_some() {
+            return Ok(());
+        }
+        let unavailable =
+            |e: agent::AgentError| Refusal::new(ErrorCode::AgentUnavailable, e.to_string());
+        let program = agent::find_claude(self.cfg.claude.as_deref()).map_err(unavailable)?;
+        let spec = AgentSpec {
+            program,
+            cwd: self.rec.cwd.clone(),
+            model: self.rec.model.clone(),
+            mode: self.rec.permission_mode,
+            resume: self.rec.agent_session_id.clone(),
+        };
+        self.generation += 1;
+        let mut agent = Agent::spawn(
+            &spec,
+            self.generation,
+            &self.cfg.env_remove,
+            self.events_tx.clone(),
+        )
+        .map_err(unavailable)?;
+        self.resuming = spec.resume.is_some();
+        self.agent_ready = false;
+        match agent.control("initialize", json!({"hooks": null})).await {
+            Ok(id) => {
+                self.pending.insert(id, Pending::Initialize);
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+        self.agent = Some(agent);
+        Ok(())
+    }
+
+    async fn start_turn(&mut self, text: String) {
+        self.busy = true;
+        self.interrupted = false;
+        self.publish(
+            Audience::All,
+            &ServerMsg::AgentBusy {
+                session_id: self.rec.session_id.clone(),
+            },
+        );
+        self.refresh_info();
+        let sent = match &self.agent {
+            Some(agent) => agent.send_user(&text).await.is_ok(),
+            None => false,
+        };
+        self.current_input = Some(text);
+        if !sent {
+            // The process died between start and now; its Exited event ends the turn.
+            tracing::warn!("agent input closed before the turn could be sent");
+        }
+    }
+
+    async fn next_from_queue(&mut self) {
+        while let Some(text) = self.queue.pop_front() {
+            match self.ensure_agent().await {
+                Ok(()) => {
+                    self.start_turn(text).await;
+                    return;
+                }
+                Err(refusal) => {
+                    self.session_error(Some(refusal.code), refusal.message);
+                    self.queue.clear();
+                }
+            }
+        }
+    }
+
+    async fn interrupt(&mut self) {
+        if !self.busy {
+            return;
+        }
+        if let Some(agent) = self.agent.as_mut() {
+            if let Ok(id) = agent.control("interrupt", json!({})).await {
+                self.interrupted = true;
+                self.pending.insert(id, Pending::Interrupt);
+            }
+        }
+    }
+
+    async fn set_model(&mut self, model: String) {
+        if let Some(agent) = self.agent.as_mut() {
+            if let Ok(id) = agent.control("set_model", json!({"model": model})).await {
+                self.pending.insert(id, Pending::SetModel(model));
+                return;
+            }
+        }
+        // No running agent: the next one starts with --model.
+        self.model_applied(model);
+    }
+
+    fn model_applied(&mut self, model: String) {
+        self.rec.model = Some(model.clone());
+        self.save();
+        self.publish(
+            Audience::All,
+            &ServerMsg::ModelChanged {
+                model,
+                session_id: self.rec.session_id.clone(),
+            },
+        );
+    }
+
+    async fn set_mode(&mut self, mode: PermissionMode) {
+        if let Some(agent) = self.agent.as_mut() {
+            if let Ok(id) = agent
+                .control(
+                    "set_permission_mode",
+                    json!({"mode": agent::cli_mode(mode)}),
+                )
+                .await
+            {
+                self.pending.insert(id, Pending::SetMode(mode));
+                return;
+            }
+        }
+        self.mode_applied(mode);
+    }
+
+    fn mode_applied(&mut self, mode: PermissionMode) {
+        self.rec.permission_mode = mode;
+        self.save();
+        self.publish(
+            Audience::All,
+            &ServerMsg::PermissionModeChanged {
+                mode,
+                session_id: self.rec.session_id.clone(),
+            },
+        );
+    }
+
+    async fn shutdown(&mut self, delete: bool) {
+        self.flush_text();
+        if let Some(agent) = self.agent.take() {
+            agent.shutdown().await;
+        }
+        if delete {
+            // Nothing more to save; the hub removes the file once the saver is done, so
+            // no late write can bring a destroyed session back.
+            self.saver.send_replace(None);
+        } else {
+            self.save();
+        }
+    }
+
+    // ---- agent output -----------------------------------------------------------
+
+    async fn on_agent(&mut self, generation: u64, out: AgentOutput) {
+        if self.agent.as_ref().map(Agent::generation) != Some(generation) {
+            return; // a replaced process's last words
+        }
+        match out {
+            AgentOutput::Event(event) => self.on_event(event).await,
+            AgentOutput::Exited { status } => self.on_exit(status).await,
+        }
+    }
+
+    async fn on_event(&mut self, event: AgentEvent) {
+        let sid = self.rec.session_id.clone();
+        match event {
+            AgentEvent::Init { session_id, .. } => {
+                self.resuming = false;
+                if self.rec.agent_session_id.as_deref() != Some(&session_id) {
+                    self.rec.agent_session_id = Some(session_id);
+                    self.save();
+                }
+            }
+            AgentEvent::TextStart { message_id } => {
+                self.close_text();
+                self.publish(
+                    Audience::Active(&sid),
+                    &ServerMsg::StreamStart {
+                        message_id: message_id.clone(),
+                        session_id: sid.clone(),
+                    },
+                );
+                self.open_text = Some((message_id, String::new()));
+            }
+            AgentEvent::TextDelta { text } => {
+                let Some((_, full)) = self.open_text.as_mut() else {
+                    return;
+                };
+                full.push_str(&text);
+                self.coalesced.push_str(&text);
+                if self.cfg.coalesce.is_zero() {
+                    self.flush_text();
+                } else if self.flush_at.is_none() {
+                    self.flush_at = Some(Instant::now() + self.cfg.coalesce);
+                }
+            }
+            AgentEvent::TextEnd => self.close_text(),
+            AgentEvent::ToolUse {
+                message_id,
+                id,
+                name,
+                input,
+            } => {
+                self.close_text();
+                self.record(ServerMsg::ToolStart {
+                    message_id,
+                    tool_use_id: id,
+                    tool: name,
+                    input,
+                    session_id: sid,
+                });
+            }
+            AgentEvent::ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+            } => {
+                let truncated = content.chars().count() > MAX_TOOL_RESULT_CHARS;
+                let result = if truncated {
+                    content.chars().take(MAX_TOOL_RESULT_CHARS).collect()
+                } else {
+                    content
+                };
+                self.record(ServerMsg::ToolResult {
+                    tool_use_id,
+                    result,
+                    is_error: is_error.then_some(true),
+                    truncated: truncated.then_some(true),
+                    session_id: sid,
+                });
+            }
+            AgentEvent::TurnResult(result) => self.on_result(result).await,
+            AgentEvent::ControlRequest {
+                request_id,
+                subtype,
+                request,
+            } => self.on_control_request(request_id, &subtype, request).await,
+            AgentEvent::ControlCancel { .. } => {}
+            AgentEvent::ControlResponse {
+                request_id,
+                outcome,
+            } => self.on_control_response(&request_id, outcome),
+        }
+    }
+
+    async fn on_control_request(&mut self, request_id: String, subtype: &str, request: Value) {
+        let Some(agent) = self.agent.as_ref() else {
+            return;
+        };
+        if subtype != "can_use_tool" {
+            tracing::debug!(
+                subtype,
+                "unsupported control request from the agent; answering empty"
+            );
+            let _ = agent.respond(&request_id, json!({})).await;
+            return;
+        }
+        let tool = request
+            .get("tool_name")
+            .and_then(Value::as_str)
+            .unwrap_or("a tool")
+            .to_owned();
+        // Never leave the CLI waiting: until approvals from the phone exist, deny with a
+        // reason the model (and the user, via the notice) can understand.
+        let message = format!(
+            "Chroxy cannot ask for approval from the phone yet, so using {tool} was denied. Switch the session to a permission mode that does not ask (e.g. acceptEdits) to let it proceed."
+        );
+        let _ = agent
+            .respond(&request_id, json!({"behavior": "deny", "message": message}))
+            .await;
+        self.notice(
+            MessageType::System,
+            format!("{tool} needed approval, which this version cannot ask for yet: denied."),
+        );
+    }
+
+    fn on_control_response(&mut self, request_id: &str, outcome: Result<Value, String>) {
+        let Some(pending) = self.pending.remove(request_id) else {
+            return;
+        };
+        match (pending, outcome) {
+            (Pending::Initialize, Ok(_)) => {
+                self.agent_ready = true;
+                self.publish(
+                    Audience::Active(&self.rec.session_id),
+                    &ServerMsg::ClaudeReady {
+                        session_id: self.rec.session_id.clone(),
+                    },
+                );
+            }
+            (Pending::SetModel(model), Ok(_)) => self.model_applied(model),
+            (Pending::SetMode(mode), Ok(_)) => self.mode_applied(mode),
+            (Pending::Interrupt, Ok(_)) => {}
+            (what, Err(error)) => {
+                tracing::warn!(?what, %error, "the agent refused a control request");
+                self.session_error(
+                    None,
+                    format!("Claude Code refused the request ({what:?}): {error}"),
+                );
+            }
+        }
+    }
+
+    async fn on_result(&mut self, result: TurnResult) {
+        self.close_text();
+        let sid = self.rec.session_id.clone();
+        if self.resuming
+            && result.is_error
+            && result
+                .errors
+                .iter()
+                .any(|e| e.contains("No conversation found"))
+        {
+            // The CLI lost the conversation we saved (its own files were removed). Start a
+            // fresh one and say so, instead of retrying a resume that can never work.
+            self.resuming = false;
+            self.rec.agent_session_id = None;
+            if let Some(agent) = self.agent.take() {
+                drop(agent); // exits on its own; its Exited is ignored (old generation)
+            }
+            self.notice(
+                MessageType::System,
+                "The earlier Claude Code conversation could not be resumed; starting a new one.",
+            );
+            self.save();
+            if let Some(text) = self.current_input.take() {
+                match self.ensure_agent().await {
+                    Ok(()) => {
+                        if let Some(agent) = &self.agent {
+                            let _ = agent.send_user(&text).await;
+                        }
+                        self.current_input = Some(text);
+                        return;
+                    }
+                    Err(refusal) => self.session_error(Some(refusal.code), refusal.message),
+                }
+            }
+        }
+        if result.is_error {
+            if self.interrupted {
+                self.notice(MessageType::System, "Interrupted.");
+            } else {
+                let detail = if result.errors.is_empty() {
+                    result.subtype.clone()
+                } else {
+                    result.errors.join("; ")
+                };
+                let text = match &result.text {
+                    Some(t) if !t.is_empty() => format!("The turn failed: {t} ({detail})"),
+                    _ => format!("The turn failed: {detail}"),
+                };
+                self.notice(MessageType::Error, text);
+            }
+        }
+        self.record(ServerMsg::Result {
+            cost: result.cost,
+            duration: result.duration_ms,
+            usage: result.usage,
+            session_id: result.session_id,
+            queue_length: Some(self.queue.len()),
+        });
+        self.end_turn(&sid);
+        self.next_from_queue().await;
+    }
+
+    fn end_turn(&mut self, sid: &str) {
+        self.busy = false;
+        self.interrupted = false;
+        self.current_input = None;
+        self.rec.last_activity_at = now_ms();
+        self.publish(
+            Audience::All,
+            &ServerMsg::AgentIdle {
+                session_id: sid.to_owned(),
+            },
+        );
+        self.save();
+    }
+
+    async fn on_exit(&mut self, status: String) {
+        self.agent = None;
+        self.agent_ready = false;
+        self.pending.clear();
+        self.close_text();
+        let sid = self.rec.session_id.clone();
+        tracing::warn!(%status, busy = self.busy, "agent exited unexpectedly");
+        self.session_error(
+            None,
+            format!("Claude Code stopped unexpectedly ({status}). Your next message restarts it and resumes the conversation."),
+        );
+        if self.busy {
+            self.end_turn(&sid);
+        }
+        self.next_from_queue().await;
+    }
+
+    // ---- text coalescing --------------------------------------------------------
+
+    /// Sends the text gathered since the last flush as one delta.
+    fn flush_text(&mut self) {
+        self.flush_at = None;
+        if self.coalesced.is_empty() {
+            return;
+        }
+        let delta = std::mem::take(&mut self.coalesced);
+        if let Some((message_id, _)) = &self.open_text {
+            let msg = ServerMsg::StreamDelta {
+                message_id: message_id.clone(),
+                delta,
+                session_id: self.rec.session_id.clone(),
+            };
+            self.publish(Audience::Active(&self.rec.session_id), &msg);
+        }
+    }
+
+    /// Ends the open text block: last delta, `stream_end`, and the whole text into history.
+    fn close_text(&mut self) {
+        self.flush_text();
+        if let Some((message_id, text)) = self.open_text.take() {
+            let sid = self.rec.session_id.clone();
+            self.publish(
+                Audience::Active(&sid),
+                &ServerMsg::StreamEnd {
+                    message_id,
+                    session_id: sid.clone(),
+                },
+            );
+            self.remember(ServerMsg::Message {
+                message_type: MessageType::Assistant,
+                content: text,
+                timestamp: now_ms(),
+                session_id: sid,
+            });
+        }
+    }
+}
+
+fn info_of(rec: &SessionRecord, busy: bool) -> SessionInfo {
+    SessionInfo {
+        session_id: rec.session_id.clone(),
+        name: rec.name.clone(),
+        cwd: rec.cwd.display().to_string(),
+        model: rec.model.clone(),
+        permission_mode: rec.permission_mode,
+        is_busy: busy,
+        created_at: rec.created_at,
+        last_activity_at: rec.last_activity_at,
+    }
+}
+
+/// Writes the newest record whenever it changes, in order, off the async threads.
+/// A failed write (full disk) keeps the previous file intact and tells the phones.
+pub(crate) async fn run_saver(
+    mut rx: watch::Receiver<Option<SessionRecord>>,
+    dir: PathBuf,
+    clients: Clients,
+) {
+    while rx.changed().await.is_ok() {
+        let Some(rec) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let dir2 = dir.clone();
+        let id = rec.session_id.clone();
+        let result = tokio::task::spawn_blocking(move || rec.save(&dir2)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(%err, session = %id, "could not save session state");
+                clients.publish(
+                    Audience::All,
+                    &ServerMsg::SessionError {
+                        message: format!("Could not save this session's state ({err}); the last saved state is kept. Free some disk space."),
+                        code: None,
+                        session_id: Some(id),
+                    },
+                );
+            }
+            Err(join) => tracing::error!(%join, "session saver panicked"),
+        }
+    }
+}

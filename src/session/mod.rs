@@ -1,0 +1,490 @@
+//! Sessions and the clients watching them.
+//!
+//! The [`Hub`] is what a connection talks to after `auth`: it keeps the sessions (each a
+//! task, see `actor.rs`), the connected clients and which session each one is looking
+//! at, and turns client requests into session commands. It enforces the session limits,
+//! restores saved sessions at start, and makes sure there is always a session to type
+//! into.
+
+mod actor;
+mod clients;
+mod record;
+
+pub use actor::Refusal;
+pub use clients::{frame, Audience, ClientId, Clients, Frame, Outbound, SessionId};
+pub use record::{RecordError, SessionRecord};
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{
+    now_ms, ClientMsg, ErrorCode, ModelInfo, PermissionMode, ServerMsg, SessionInfo, MAX_SESSIONS,
+};
+use actor::{Cmd, InfoCell, Session};
+
+/// What sessions need to know, fixed for the worker's lifetime.
+#[derive(Debug, Clone)]
+pub struct SessionsConfig {
+    /// Where session files live.
+    pub sessions_dir: PathBuf,
+    /// Explicit `claude` path (`CHROXY_CLAUDE` / config); `None` searches `PATH`.
+    pub claude: Option<PathBuf>,
+    /// Directory of the default session.
+    pub default_cwd: PathBuf,
+    /// Text delta coalescing window; zero sends each delta at once.
+    pub coalesce: Duration,
+    /// Models phones may choose.
+    pub models: Vec<ModelInfo>,
+    /// Environment variables the agent must not inherit (our own secrets).
+    pub env_remove: Vec<&'static str>,
+}
+
+struct Entry {
+    id: SessionId,
+    tx: mpsc::Sender<Cmd>,
+    info: InfoCell,
+    task: JoinHandle<()>,
+    saver: JoinHandle<()>,
+}
+
+/// The sessions and clients of one worker; a cheap clone.
+#[derive(Clone)]
+pub struct Hub {
+    cfg: Arc<SessionsConfig>,
+    clients: Clients,
+    sessions: Arc<Mutex<Vec<Entry>>>,
+    /// Serializes create/destroy so the limit and the "always one session" rule hold.
+    structure: Arc<tokio::sync::Mutex<()>>,
+    draining: CancellationToken,
+}
+
+impl Hub {
+    /// Restores saved sessions (newest first, at most [`MAX_SESSIONS`]) or creates the
+    /// default one.
+    pub async fn start(cfg: SessionsConfig) -> Self {
+        let hub = Self {
+            cfg: Arc::new(cfg),
+            clients: Clients::default(),
+            sessions: Default::default(),
+            structure: Default::default(),
+            draining: CancellationToken::new(),
+        };
+        let dir = hub.cfg.sessions_dir.clone();
+        let records = tokio::task::spawn_blocking(move || record::load_all(&dir))
+            .await
+            .unwrap_or_default();
+        if records.len() > MAX_SESSIONS {
+            tracing::warn!(
+                found = records.len(),
+                kept = MAX_SESSIONS,
+                "more saved sessions than the limit; the oldest stay on disk unused"
+            );
+        }
+        for rec in records.into_iter().take(MAX_SESSIONS) {
+            tracing::info!(session = %rec.session_id, history = rec.history.len(), "restored session");
+            hub.spawn_session(rec, false);
+        }
+        if hub.lock().is_empty() {
+            hub.create_default();
+        }
+        hub
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connected clients.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Summaries of every session, in creation order.
+    pub fn session_infos(&self) -> Vec<SessionInfo> {
+        let mut infos: Vec<SessionInfo> = self
+            .lock()
+            .iter()
+            .map(|e| e.info.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        infos.sort_by_key(|i| i.created_at);
+        infos
+    }
+
+    /// The models phones may choose.
+    pub fn models(&self) -> &[ModelInfo] {
+        &self.cfg.models
+    }
+
+    /// Number of sessions.
+    pub fn session_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn spawn_session(&self, rec: SessionRecord, save_now: bool) -> SessionId {
+        let id = rec.session_id.clone();
+        let (tx, rx) = mpsc::channel(64);
+        let (save_tx, save_rx) = watch::channel(save_now.then(|| rec.clone()));
+        if save_now {
+            save_tx.send_modify(|_| {}); // mark as changed so the saver writes it
+        }
+        let saver = tokio::spawn(actor::run_saver(
+            save_rx,
+            self.cfg.sessions_dir.clone(),
+            self.clients.clone(),
+        ));
+        let (session, info) =
+            Session::new(rec, self.cfg.clone(), self.clients.clone(), rx, save_tx);
+        let span = tracing::info_span!("session", session = %id);
+        let task = tokio::spawn(tracing::Instrument::instrument(session.run(), span));
+        self.lock().push(Entry {
+            id: id.clone(),
+            tx,
+            info,
+            task,
+            saver,
+        });
+        id
+    }
+
+    fn create_default(&self) -> SessionId {
+        let cwd = self.cfg.default_cwd.clone();
+        let rec = SessionRecord::new(new_id("s"), dir_name(&cwd), cwd, now_ms());
+        self.spawn_session(rec, true)
+    }
+
+    fn sender(&self, id: &str) -> Option<mpsc::Sender<Cmd>> {
+        self.lock()
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.tx.clone())
+    }
+
+    /// The most recently active session.
+    fn most_recent(&self) -> Option<SessionId> {
+        self.session_infos()
+            .into_iter()
+            .max_by_key(|i| i.last_activity_at)
+            .map(|i| i.session_id)
+    }
+
+    /// Tells the session to replay itself to `client` and make it active.
+    async fn attach(&self, client: &str, session: &str) -> bool {
+        match self.sender(session) {
+            Some(tx) => tx
+                .send(Cmd::Attach {
+                    client: client.to_owned(),
+                })
+                .await
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Called once a client has authenticated: what PROTOCOL.md "Connecting" step 4
+    /// says it gets, in that order.
+    pub async fn welcome(&self, client: &ClientId) {
+        self.clients.send_msg(
+            client,
+            &ServerMsg::SessionList {
+                sessions: self.session_infos(),
+            },
+        );
+        if let Some(session) = self.most_recent() {
+            self.attach(client, &session).await;
+        }
+        self.clients.send_msg(
+            client,
+            &ServerMsg::AvailableModels {
+                models: self.cfg.models.clone(),
+            },
+        );
+    }
+
+    /// Handles one authenticated request. Answers to the sender go to its queue.
+    pub async fn handle(&self, client: &ClientId, msg: ClientMsg) {
+        if let Err(refusal) = self.dispatch(client, msg).await {
+            self.clients.send_msg(client, &refusal.to_msg());
+        }
+    }
+
+    fn target(
+        &self,
+        client: &str,
+        session: Option<String>,
+    ) -> Result<(SessionId, mpsc::Sender<Cmd>), Refusal> {
+        let id = session
+            .or_else(|| self.clients.active(client))
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::SessionNotFound,
+                    "no session is selected; send switch_session or create_session first",
+                )
+            })?;
+        let tx = self.sender(&id).ok_or_else(|| not_found(&id))?;
+        Ok((id, tx))
+    }
+
+    async fn dispatch(&self, client: &ClientId, msg: ClientMsg) -> Result<(), Refusal> {
+        let draining = || {
+            Refusal::new(
+                ErrorCode::Draining,
+                "the server is shutting down; reconnect in a moment",
+            )
+        };
+        match msg {
+            ClientMsg::Auth(_) => {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidMessage,
+                    "already authenticated; `auth` is only valid as the first message",
+                ));
+            }
+            ClientMsg::Ping(_) => {
+                self.clients.send_msg(
+                    client,
+                    &ServerMsg::Pong {
+                        server_ts: now_ms(),
+                    },
+                );
+            }
+            ClientMsg::ListSessions(_) => {
+                self.clients.send_msg(
+                    client,
+                    &ServerMsg::SessionList {
+                        sessions: self.session_infos(),
+                    },
+                );
+            }
+            ClientMsg::Input(m) => {
+                if self.draining.is_cancelled() {
+                    return Err(draining());
+                }
+                let (_, tx) = self.target(client, m.session_id)?;
+                let (reply, answer) = oneshot::channel();
+                tx.send(Cmd::Input {
+                    text: m.data,
+                    from: client.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|_| draining())?;
+                answer.await.map_err(|_| draining())??;
+            }
+            ClientMsg::Interrupt(m) => {
+                let (_, tx) = self.target(client, m.session_id)?;
+                let _ = tx.send(Cmd::Interrupt).await;
+            }
+            ClientMsg::SetModel(m) => {
+                let (_, tx) = self.target(client, m.session_id)?;
+                self.check_model(&m.model)?;
+                let _ = tx.send(Cmd::SetModel { model: m.model }).await;
+            }
+            ClientMsg::SetPermissionMode(m) => {
+                let (_, tx) = self.target(client, m.session_id)?;
+                let mode = parse_mode(&m.mode)?;
+                if mode == PermissionMode::Auto && !m.confirmed {
+                    self.clients.send_msg(client, &ServerMsg::ConfirmPermissionMode {
+                        mode,
+                        warning: "Auto mode lets Claude Code run every tool, edit files and run commands, without asking. Send again with confirmed: true to switch.".into(),
+                    });
+                    return Ok(());
+                }
+                let _ = tx.send(Cmd::SetMode { mode }).await;
+            }
+            ClientMsg::PermissionResponse(m) => {
+                let session_id = self.clients.active(client).unwrap_or_default();
+                self.clients.send_msg(client, &ServerMsg::PermissionExpired {
+                    request_id: m.request_id,
+                    message: "no permission request with this id is pending (already answered, expired, or unknown)".into(),
+                    session_id,
+                });
+            }
+            ClientMsg::UserQuestionResponse(m) => {
+                let session_id = self.clients.active(client).unwrap_or_default();
+                self.clients.send_msg(client, &ServerMsg::PermissionExpired {
+                    request_id: m.tool_use_id,
+                    message: "no question with this id is pending (already answered, expired, or unknown)".into(),
+                    session_id,
+                });
+            }
+            ClientMsg::SwitchSession(m) => {
+                if !self.attach(client, &m.session_id).await {
+                    return Err(not_found(&m.session_id));
+                }
+            }
+            ClientMsg::CreateSession(m) => {
+                if self.draining.is_cancelled() {
+                    return Err(draining());
+                }
+                let id = self.create(m).await?;
+                self.attach(client, &id).await;
+                self.broadcast_list();
+            }
+            ClientMsg::DestroySession(m) => self.destroy(&m.session_id).await?,
+            ClientMsg::RenameSession(m) => {
+                let tx = self
+                    .sender(&m.session_id)
+                    .ok_or_else(|| not_found(&m.session_id))?;
+                let (done, renamed) = oneshot::channel();
+                let _ = tx.send(Cmd::Rename { name: m.name, done }).await;
+                let _ = renamed.await;
+                self.broadcast_list();
+            }
+        }
+        Ok(())
+    }
+
+    fn check_model(&self, model: &str) -> Result<(), Refusal> {
+        if self.cfg.models.iter().any(|m| m.id == model) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.cfg.models.iter().map(|m| m.id.as_str()).collect();
+        Err(Refusal::new(
+            ErrorCode::InvalidModel,
+            format!(
+                "unknown model `{model}`; choose one of: {}",
+                known.join(", ")
+            ),
+        ))
+    }
+
+    fn broadcast_list(&self) {
+        self.clients.publish(
+            Audience::All,
+            &ServerMsg::SessionList {
+                sessions: self.session_infos(),
+            },
+        );
+    }
+
+    async fn create(&self, m: crate::protocol::CreateSession) -> Result<SessionId, Refusal> {
+        let _guard = self.structure.lock().await;
+        if self.session_count() >= MAX_SESSIONS {
+            return Err(Refusal::new(
+                ErrorCode::SessionLimit,
+                format!("already {MAX_SESSIONS} sessions; destroy one first"),
+            ));
+        }
+        let cwd = match m.cwd {
+            Some(cwd) => {
+                let path = PathBuf::from(&cwd);
+                if !path.is_absolute() || !path.is_dir() {
+                    return Err(Refusal::new(ErrorCode::InvalidCwd, format!("`cwd` must be an existing directory given as an absolute path; `{cwd}` is not")));
+                }
+                path
+            }
+            None => self.cfg.default_cwd.clone(),
+        };
+        if let Some(model) = &m.model {
+            self.check_model(model)?;
+        }
+        let mode = m.permission_mode.as_deref().map(parse_mode).transpose()?;
+        if mode == Some(PermissionMode::Auto) {
+            return Err(Refusal::new(ErrorCode::InvalidMode, "a session cannot be created in auto mode; create it, then switch with set_permission_mode and confirmed: true"));
+        }
+        let name = m
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| dir_name(&cwd));
+        let mut rec = SessionRecord::new(new_id("s"), name, cwd, now_ms());
+        rec.model = m.model;
+        rec.permission_mode = mode.unwrap_or(PermissionMode::Approve);
+        Ok(self.spawn_session(rec, true))
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), Refusal> {
+        let _guard = self.structure.lock().await;
+        let entry = {
+            let mut sessions = self.lock();
+            let pos = sessions
+                .iter()
+                .position(|e| e.id == id)
+                .ok_or_else(|| not_found(id))?;
+            sessions.remove(pos)
+        };
+        let watchers = self.clients.on_session(id);
+        stop_entry(entry, Some(&self.cfg.sessions_dir)).await;
+        if self.session_count() == 0 {
+            self.create_default();
+        }
+        self.broadcast_list();
+        if let Some(next) = self.most_recent() {
+            for client in watchers {
+                self.attach(&client, &next).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses new input from now on (drain).
+    pub fn begin_drain(&self) {
+        self.draining.cancel();
+    }
+
+    /// Stops every agent and saves every session. Idempotent.
+    pub async fn shutdown(&self) {
+        self.begin_drain();
+        let entries: Vec<Entry> = std::mem::take(&mut *self.lock());
+        for entry in entries {
+            stop_entry(entry, None).await;
+        }
+    }
+}
+
+async fn stop_entry(entry: Entry, delete: Option<&Path>) {
+    let (done, stopped) = oneshot::channel();
+    if entry
+        .tx
+        .send(Cmd::Shutdown {
+            delete: delete.is_some(),
+            done,
+        })
+        .await
+        .is_ok()
+    {
+        let _ = stopped.await;
+    }
+    let _ = entry.task.await;
+    // The session dropped its end of the save channel; the saver finishes its last write.
+    let _ = entry.saver.await;
+    if let Some(dir) = delete {
+        let path = SessionRecord::path_in(dir, &entry.id);
+        if let Err(err) = std::fs::remove_file(&path) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%err, path = %path.display(), "could not delete a destroyed session's file");
+            }
+        }
+    }
+}
+
+fn not_found(id: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::SessionNotFound,
+        format!("no session with id `{id}`"),
+    )
+}
+
+fn parse_mode(mode: &str) -> Result<PermissionMode, Refusal> {
+    PermissionMode::from_wire(mode).ok_or_else(|| {
+        Refusal::new(
+            ErrorCode::InvalidMode,
+            format!("unknown permission mode `{mode}`; use approve, acceptEdits, auto or plan"),
+        )
+    })
+}
+
+/// A short random id with a readable prefix (`s-…`, `c-…`).
+pub fn new_id(prefix: &str) -> String {
+    let uuid = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &uuid[..12])
+}
+
+fn dir_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}

@@ -1,0 +1,144 @@
+//! A session as saved on disk: its settings, the agent's session id (for `--resume`)
+//! and its history. Written atomically after every turn, so a worker killed at any
+//! moment comes back with everything up to the last finished turn at least.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{PermissionMode, ServerMsg, HISTORY_LIMIT};
+use crate::store::{atomic_write, StoreError};
+
+/// File format version, to refuse (and keep aside) files from a future format.
+const RECORD_VERSION: u32 = 1;
+
+/// Everything needed to bring a session back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    /// Format version.
+    pub version: u32,
+    /// Chroxy's session id.
+    pub session_id: String,
+    /// Display name.
+    pub name: String,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Chosen model.
+    pub model: Option<String>,
+    /// Permission mode.
+    pub permission_mode: PermissionMode,
+    /// The CLI's session id, for `--resume`.
+    pub agent_session_id: Option<String>,
+    /// Milliseconds since the epoch.
+    pub created_at: u64,
+    /// Milliseconds since the epoch.
+    pub last_activity_at: u64,
+    /// The replayable history, oldest first (≤ [`HISTORY_LIMIT`]).
+    pub history: VecDeque<ServerMsg>,
+}
+
+/// Why a saved session could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Unreadable.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a session record.
+    #[error("{path} is not a valid session file: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl SessionRecord {
+    /// The file a session lives in.
+    pub fn path_in(dir: &Path, session_id: &str) -> PathBuf {
+        dir.join(format!("{session_id}.json"))
+    }
+
+    /// Reads one record.
+    pub fn load(path: &Path) -> Result<Self, RecordError> {
+        let text = std::fs::read(path).map_err(|source| RecordError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut rec: SessionRecord =
+            serde_json::from_slice(&text).map_err(|e| RecordError::Invalid {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
+        if rec.version != RECORD_VERSION {
+            return Err(RecordError::Invalid {
+                path: path.into(),
+                message: format!(
+                    "format version {} (this build reads {RECORD_VERSION})",
+                    rec.version
+                ),
+            });
+        }
+        while rec.history.len() > HISTORY_LIMIT {
+            rec.history.pop_front();
+        }
+        Ok(rec)
+    }
+
+    /// Writes it atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
+        // Serializing plain data into a Vec cannot fail.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        atomic_write(&Self::path_in(dir, &self.session_id), &bytes)
+    }
+
+    /// New record with the current format version.
+    pub fn new(session_id: String, name: String, cwd: PathBuf, now: u64) -> Self {
+        Self {
+            version: RECORD_VERSION,
+            session_id,
+            name,
+            cwd,
+            model: None,
+            permission_mode: PermissionMode::Approve,
+            agent_session_id: None,
+            created_at: now,
+            last_activity_at: now,
+            history: VecDeque::new(),
+        }
+    }
+}
+
+/// Loads every session in `dir`, newest activity first. A file that cannot be read is
+/// moved aside as `*.corrupt` (never deleted) and reported; the rest still load.
+pub fn load_all(dir: &Path) -> Vec<SessionRecord> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut records = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        match SessionRecord::load(&path) {
+            Ok(rec) => records.push(rec),
+            Err(err) => {
+                let aside =
+                    path.with_extension(format!("json.corrupt-{}", crate::protocol::now_ms()));
+                tracing::error!(%err, kept_as = %aside.display(), "a saved session could not be read; it was set aside");
+                let _ = std::fs::rename(&path, &aside);
+            }
+        }
+    }
+    records.sort_by_key(|r| std::cmp::Reverse(r.last_activity_at));
+    records
+}

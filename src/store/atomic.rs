@@ -1,0 +1,73 @@
+//! Atomic, private file writes: temp file in the same directory, fsync, rename, fsync
+//! the directory. A reader sees the old file or the new one, never a torn one, and a
+//! failed write (full disk, kill -9) leaves the old file untouched.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use super::StoreError;
+
+/// Creates `dir` (and parents) readable by the owner only.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| StoreError::io("creating directory", dir, e))
+}
+
+/// Replaces `path` with `bytes` atomically, mode 0600.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    ensure_private_dir(dir)?;
+    // tempfile creates the file 0600 and removes it again if we bail out early.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| StoreError::io("creating a temporary file in", dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| StoreError::io("writing", path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| StoreError::io("syncing", path, e))?;
+    tmp.persist(path)
+        .map_err(|e| StoreError::io("replacing", path, e.error))?;
+    // The rename is durable only once the directory entry is on disk too.
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("syncing directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_replace_whole_files_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        atomic_write(&path, b"one").unwrap();
+        atomic_write(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".tmp-"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temp files left behind: {leftovers:?}"
+        );
+    }
+}

@@ -1,0 +1,370 @@
+//! One WebSocket connection: auth, then a read loop feeding the hub while a writer
+//! task drains the client's bounded queue onto the socket.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::auth::Verdict;
+use super::{Shared, COMMIT, VERSION};
+use crate::protocol::{
+    parse_client_frame, AuthFailReason, ClientInfo, ClientMsg, DeviceInfo, ServerMsg,
+    ShutdownReason, PROTOCOL_VERSION,
+};
+use crate::session::{frame, new_id, Audience, Outbound};
+
+/// Close codes of PROTOCOL.md.
+mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    pub const AUTH: u16 = 4001;
+    pub const RATE_LIMITED: u16 = 4029;
+}
+
+/// Frame-level faults (binary, not JSON, too large) tolerated per minute.
+const BAD_FRAMES_PER_MINUTE: usize = 5;
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+fn text(msg: &ServerMsg) -> Message {
+    Message::Text(Utf8Bytes::from(msg.to_json()))
+}
+
+fn close_msg(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    }))
+}
+
+pub(crate) async fn run(socket: WebSocket, addr: IpAddr, s: Arc<Shared>) {
+    let (mut sink, mut stream) = socket.split();
+    let Some(device) = authenticate(&mut sink, &mut stream, addr, &s).await else {
+        return;
+    };
+    let client_id = new_id("c");
+    let span = tracing::info_span!("client", client = %client_id, %addr);
+    serve_client(sink, stream, client_id, device, s)
+        .instrument(span)
+        .await;
+}
+
+/// Waits for `auth` within the deadline. `None`: the connection was refused and closed.
+async fn authenticate(
+    sink: &mut Sink,
+    stream: &mut Stream,
+    addr: IpAddr,
+    s: &Shared,
+) -> Option<DeviceInfo> {
+    let deadline = tokio::time::sleep(s.cfg.auth_timeout());
+    tokio::pin!(deadline);
+    let refuse = |reason, code| async move {
+        let _ = sink.send(text(&ServerMsg::AuthFail { reason })).await;
+        let _ = sink.send(close_msg(code, "authentication failed")).await;
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = &mut deadline => {
+                refuse(AuthFailReason::Timeout, close::AUTH).await;
+                return None;
+            }
+            _ = s.stop.cancelled() => return None,
+            msg = stream.next() => msg,
+        };
+        let frame = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                refuse(AuthFailReason::NotAuthenticated, close::AUTH).await;
+                return None;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+        };
+        match parse_client_frame(frame.as_str()) {
+            Ok(ClientMsg::Auth(auth)) => {
+                if s.token.matches(&auth.token.0) {
+                    s.auth.succeeded(addr);
+                    return Some(auth.device_info.unwrap_or_default());
+                }
+                match s.auth.failed(addr) {
+                    (Verdict::RateLimited, _) => {
+                        tracing::warn!(%addr, "too many authentication attempts in flight");
+                        refuse(AuthFailReason::RateLimited, close::RATE_LIMITED).await;
+                    }
+                    (Verdict::DelayThenFail(delay), in_flight) => {
+                        tracing::warn!(%addr, delay_ms = delay.as_millis() as u64, "wrong token");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = s.stop.cancelled() => {}
+                        }
+                        drop(in_flight);
+                        refuse(AuthFailReason::InvalidToken, close::AUTH).await;
+                    }
+                }
+                return None;
+            }
+            // Anything else first — even a malformed frame — is not authentication.
+            Ok(_) | Err(_) => {
+                refuse(AuthFailReason::NotAuthenticated, close::AUTH).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Why the connection ends, decided by the reader and carried out by the writer.
+#[derive(Debug, Clone)]
+enum Ending {
+    /// The peer went away; nothing to send.
+    Gone,
+    /// Send these frames (already queued ones first), then close with the code.
+    Close(u16, &'static str),
+}
+
+async fn serve_client(
+    mut sink: Sink,
+    mut stream: Stream,
+    client_id: String,
+    device: DeviceInfo,
+    s: Arc<Shared>,
+) {
+    let info = ClientInfo {
+        client_id: client_id.clone(),
+        device_name: device.device_name,
+        device_type: device.device_type,
+        platform: device.platform,
+    };
+    let hub = &s.hub;
+    let mut others = hub.clients().infos();
+    others.push(info.clone());
+    let ok = ServerMsg::AuthOk {
+        client_id: client_id.clone(),
+        server_mode: "cli".into(),
+        server_version: VERSION.into(),
+        latest_version: None,
+        server_commit: COMMIT.into(),
+        cwd: s.cwd.clone(),
+        connected_clients: others,
+        encryption: "disabled".into(),
+        protocol_version: PROTOCOL_VERSION,
+        min_protocol_version: PROTOCOL_VERSION,
+        max_protocol_version: PROTOCOL_VERSION,
+    };
+    if sink.send(text(&ok)).await.is_err() {
+        return;
+    }
+    tracing::info!(device = ?info.device_name, "client connected");
+
+    let (tx, rx) = mpsc::channel(s.cfg.client_queue.max(16));
+    let kick = CancellationToken::new();
+    hub.clients()
+        .register(info.clone(), tx.clone(), kick.clone());
+    hub.clients().publish(
+        Audience::AllExcept(&client_id),
+        &ServerMsg::ClientJoined { client: info },
+    );
+    hub.welcome(&client_id).await;
+
+    let pong_seen = Arc::new(AtomicBool::new(true));
+    let (end_tx, end_rx) = tokio::sync::watch::channel(None::<Ending>);
+    let writer = tokio::spawn(
+        write_loop(
+            sink,
+            rx,
+            kick.clone(),
+            end_rx,
+            pong_seen.clone(),
+            Duration::from_secs(s.cfg.ws_ping_secs.max(1)),
+        )
+        .in_current_span(),
+    );
+
+    let ending = read_loop(&mut stream, &client_id, &tx, &kick, &pong_seen, &s).await;
+    let _ = end_tx.send(Some(ending));
+    let _ = writer.await;
+
+    hub.clients().unregister(&client_id);
+    hub.clients().publish(
+        Audience::All,
+        &ServerMsg::ClientLeft {
+            client_id: client_id.clone(),
+        },
+    );
+    tracing::info!("client disconnected");
+}
+
+async fn read_loop(
+    stream: &mut Stream,
+    client_id: &String,
+    tx: &mpsc::Sender<Outbound>,
+    kick: &CancellationToken,
+    pong_seen: &AtomicBool,
+    s: &Shared,
+) -> Ending {
+    let quota = |per_minute: u32, burst: u32| {
+        let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Quota::per_minute(per_minute).allow_burst(burst)
+    };
+    let normal: DefaultDirectRateLimiter =
+        RateLimiter::direct(quota(s.cfg.messages_per_minute, s.cfg.message_burst));
+    // Answers, interrupts and pings have a budget of their own (PROTOCOL.md "Limits").
+    let priority: DefaultDirectRateLimiter =
+        RateLimiter::direct(quota(s.cfg.messages_per_minute, s.cfg.message_burst));
+    let mut bad_frames: VecDeque<Instant> = VecDeque::new();
+    let reply = |msg: &ServerMsg| {
+        if tx.try_send(Outbound::Frame(frame(msg))).is_err() {
+            kick.cancel();
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = s.stop.cancelled() => {
+                reply(&ServerMsg::ServerShutdown { reason: ShutdownReason::Shutdown, restart_eta_ms: 0 });
+                return Ending::Close(close::GOING_AWAY, "server shutting down");
+            }
+            _ = kick.cancelled() => return Ending::Close(close::TRY_AGAIN_LATER, "client too slow"),
+            msg = stream.next() => msg,
+        };
+        let frame_error = match msg {
+            Some(Ok(Message::Text(t))) => match parse_client_frame(t.as_str()) {
+                Ok(msg) => {
+                    let limiter = if msg.is_priority() {
+                        &priority
+                    } else {
+                        &normal
+                    };
+                    if let Err(not_until) = limiter.check() {
+                        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                            &governor::clock::DefaultClock::default(),
+                        ));
+                        reply(&ServerMsg::RateLimited {
+                            retry_after_ms: wait.as_millis().max(1) as u64,
+                            message: format!(
+                                "more than {} messages per minute; this message was dropped",
+                                s.cfg.messages_per_minute
+                            ),
+                        });
+                        continue;
+                    }
+                    tracing::debug!(?msg, "request");
+                    s.hub.handle(client_id, msg).await;
+                    continue;
+                }
+                Err(err) => err,
+            },
+            Some(Ok(Message::Binary(_))) => crate::protocol::FrameError {
+                code: crate::protocol::ErrorCode::InvalidMessage,
+                message: "binary frames are not supported; send JSON text frames".into(),
+                request_id: None,
+                counts_as_bad_frame: true,
+            },
+            Some(Ok(Message::Pong(_))) => {
+                pong_seen.store(true, Ordering::Relaxed);
+                continue;
+            }
+            Some(Ok(Message::Ping(_))) => continue, // the WebSocket layer answers it
+            Some(Ok(Message::Close(_))) | None => return Ending::Gone,
+            Some(Err(err)) => {
+                tracing::debug!(%err, "websocket read failed");
+                return Ending::Gone;
+            }
+        };
+        tracing::debug!(code = ?frame_error.code, message = %frame_error.message, "refused frame");
+        reply(&ServerMsg::Error {
+            code: frame_error.code,
+            message: frame_error.message,
+            request_id: frame_error.request_id,
+        });
+        if frame_error.counts_as_bad_frame {
+            let now = Instant::now();
+            bad_frames.push_back(now);
+            while bad_frames
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+            {
+                bad_frames.pop_front();
+            }
+            if bad_frames.len() >= BAD_FRAMES_PER_MINUTE {
+                tracing::warn!("too many invalid frames; closing (1008)");
+                return Ending::Close(close::POLICY, "too many invalid frames");
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Outbound>,
+    kick: CancellationToken,
+    mut end: tokio::sync::watch::Receiver<Option<Ending>>,
+    pong_seen: Arc<AtomicBool>,
+    ping_every: Duration,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let Some(out) = out else { break };
+                if send_out(&mut sink, out).await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                // PROTOCOL.md "Keepalive": a peer that did not answer the last ping is gone.
+                if !pong_seen.swap(false, Ordering::Relaxed) {
+                    tracing::info!("no pong since the last ping; dropping the client");
+                    let _ = sink.send(close_msg(close::GOING_AWAY, "keepalive timeout")).await;
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+            _ = kick.cancelled() => {
+                let _ = sink.send(close_msg(close::TRY_AGAIN_LATER, "client too slow")).await;
+                break;
+            }
+            changed = end.changed() => {
+                let ending = if changed.is_ok() { end.borrow().clone() } else { Some(Ending::Gone) };
+                if let Some(Ending::Close(code, reason)) = ending {
+                    // Whatever was queued before the decision (e.g. the error that caused
+                    // it) goes out first.
+                    while let Ok(out) = rx.try_recv() {
+                        if send_out(&mut sink, out).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = sink.send(close_msg(code, reason)).await;
+                }
+                break;
+            }
+        }
+    }
+    let _ = sink.close().await;
+}
+
+async fn send_out(sink: &mut Sink, out: Outbound) -> Result<(), axum::Error> {
+    match out {
+        Outbound::Frame(f) => sink.send(Message::Text(Utf8Bytes::from(&*f))).await,
+        Outbound::Batch(frames) => {
+            for f in frames {
+                sink.feed(Message::Text(Utf8Bytes::from(&*f))).await?;
+            }
+            sink.flush().await
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Test harness: a real `chroxy worker` process on a temporary CHROXY_HOME, the real
+//! Claude Code CLI behind it, the scripted model (`chroxy::demo`) in this process, and
+//! WebSocket clients. Everything binds 127.0.0.1 port 0; nothing sleeps for readiness.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
+/// Generous: the CLI takes ~0.6 s to start and CI machines are slow.
+pub const WAIT: Duration = Duration::from_secs(45);
+
+/// The pinned Claude Code CLI installed by the test command. A missing CLI fails the
+/// test: a skipped test would count as passing.
+pub fn claude_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHROXY_TEST_CLAUDE") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools/claude-code/node_modules/.bin/claude");
+    assert!(
+        p.exists(),
+        "Claude Code CLI not found at {}; run ./scripts/test (it installs the pinned version) or set CHROXY_TEST_CLAUDE",
+        p.display()
+    );
+    p
+}
+
+/// The scripted model, served from this test process.
+pub struct Model {
+    pub handle: chroxy::demo::DemoHandle,
+    stop: CancellationToken,
+}
+
+impl Model {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stop = CancellationToken::new();
+        let (handle, _task) = chroxy::demo::spawn(listener, stop.clone()).unwrap();
+        Self { handle, stop }
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A temporary home for one test: CHROXY_HOME, the CLI's HOME, a project directory.
+pub struct Home {
+    pub dir: TempDir,
+}
+
+impl Home {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["chroxy", "user", "project"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Self { dir }
+    }
+    pub fn chroxy(&self) -> PathBuf {
+        self.dir.path().join("chroxy")
+    }
+    pub fn user_home(&self) -> PathBuf {
+        self.dir.path().join("user")
+    }
+    pub fn project(&self) -> PathBuf {
+        self.dir.path().join("project").canonicalize().unwrap()
+    }
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.chroxy().join("state/sessions")
+    }
+    /// Writes CHROXY_HOME/config/config.toml.
+    pub fn config(&self, toml: &str) {
+        let dir = self.chroxy().join("config");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), toml).unwrap();
+    }
+}
+
+/// How to start a worker.
+pub struct WorkerOpts {
+    pub claude: Option<PathBuf>,
+    pub model_url: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// A running `chroxy worker`.
+pub struct Worker {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    /// Starts a worker with the real CLI pointed at `model`.
+    pub async fn start(home: &Home, model: &Model) -> Self {
+        let mut env: Vec<(String, String)> = model
+            .handle
+            .cli_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        env.push(("CHROXY_LOG".into(), "info,chroxy=debug".into()));
+        Self::start_with(
+            home,
+            WorkerOpts {
+                claude: Some(claude_bin()),
+                model_url: None,
+                env,
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(home: &Home, opts: WorkerOpts) -> Self {
+        let logs = home.dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let n = std::fs::read_dir(&logs).unwrap().count();
+        let log = logs.join(format!("worker-{n}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chroxy"));
+        cmd.args(["worker", "--port", "0", "--cwd"])
+            .arg(home.project())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CHROXY_HOME", home.chroxy())
+            .env("HOME", home.user_home())
+            .env("CHROXY_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true);
+        match &opts.claude {
+            Some(p) => cmd.env("CHROXY_CLAUDE", p),
+            None => cmd.env("CHROXY_CLAUDE", "/nonexistent/claude"),
+        };
+        if let Some(url) = &opts.model_url {
+            cmd.env("ANTHROPIC_BASE_URL", url);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting chroxy worker");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "worker not ready; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!(
+                    "worker exited; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let ready: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(ready["type"], "ready", "{line}");
+        let port = ready["port"].as_u64().unwrap() as u16;
+        // Keep reading stdout so the worker never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, port, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(self.port).await
+    }
+
+    /// Connects and authenticates; returns the client after the welcome sequence
+    /// (up to `history_replay_end`).
+    pub async fn client(&self) -> Client {
+        let mut c = self.connect().await;
+        c.auth(TOKEN).await;
+        c.until_type("history_replay_end").await;
+        c
+    }
+
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    /// PIDs of the worker's child processes (the agents).
+    pub fn children(&self) -> Vec<u32> {
+        children_of(self.pid())
+    }
+}
+
+/// Direct children of `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // Field 4 (ppid) comes after the parenthesized command name.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        if ppid == pid {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// A WebSocket client speaking the protocol.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Every frame received so far, in order.
+    pub seen: Vec<Value>,
+}
+
+#[derive(Debug)]
+pub enum Next {
+    Msg(Value),
+    Closed(Option<u16>),
+}
+
+impl Client {
+    pub async fn connect(port: u16) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+            .await
+            .unwrap();
+        Self {
+            ws,
+            seen: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.unwrap();
+    }
+
+    /// The next text frame or the close, within WAIT.
+    pub async fn next(&mut self) -> Next {
+        // One deadline for the whole call: control frames (pings) must not extend it.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no frame within {WAIT:?}; seen so far: {:#?}",
+                        tail(&self.seen)
+                    )
+                });
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    self.seen.push(v.clone());
+                    return Next::Msg(v);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Next::Closed(frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Next::Closed(None),
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Next::Msg(v) => v,
+            Next::Closed(code) => panic!(
+                "connection closed ({code:?}); seen: {:#?}",
+                tail(&self.seen)
+            ),
+        }
+    }
+
+    /// Reads until a frame satisfies `pred`; returns it.
+    pub async fn until(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            let v = self.recv().await;
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    pub async fn until_type(&mut self, ty: &str) -> Value {
+        self.until(|v| v["type"] == ty).await
+    }
+
+    /// Reads until the close frame; returns its code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            if let Next::Closed(code) = self.next().await {
+                return code;
+            }
+        }
+    }
+
+    pub async fn auth(&mut self, token: &str) -> Value {
+        self.send(json!({"type": "auth", "token": token, "deviceInfo": {"deviceName": "test", "deviceType": "phone", "platform": "test"}}))
+            .await;
+        self.recv().await
+    }
+
+    /// Sends input and reads until the turn's `agent_idle`; returns the frames of the turn.
+    pub async fn turn(&mut self, text: &str) -> Vec<Value> {
+        let start = self.seen.len();
+        self.send(json!({"type": "input", "data": text})).await;
+        self.until(|v| v["type"] == "agent_busy").await;
+        self.until(|v| v["type"] == "agent_idle").await;
+        self.seen[start..].to_vec()
+    }
+
+    /// The active session id from the last `session_switched`.
+    pub fn active_session(&self) -> String {
+        self.seen
+            .iter()
+            .rev()
+            .find(|v| v["type"] == "session_switched")
+            .expect("no session_switched")["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// The concatenated `stream_delta` text of `frames`.
+pub fn streamed_text(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter(|v| v["type"] == "stream_delta")
+        .map(|v| v["delta"].as_str().unwrap())
+        .collect()
+}
+
+fn tail(seen: &[Value]) -> &[Value] {
+    &seen[seen.len().saturating_sub(12)..]
+}
+
+pub fn close_code(c: CloseCode) -> u16 {
+    u16::from(c)
+}

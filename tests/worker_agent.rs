@@ -1,0 +1,494 @@
+//! Sessions driven through the worker with the real Claude Code CLI and the scripted
+//! model: streaming, tools, fan-out, replay, interrupt, settings, restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn of_type<'a>(frames: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    frames.iter().filter(|v| v["type"] == ty).collect()
+}
+
+#[tokio::test]
+async fn a_turn_streams_to_every_client_and_replays_to_late_ones() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut a = w.client().await;
+    let mut b = w.client().await;
+
+    let said = "The quick brown fox jumps over the lazy dog";
+    let frames = a.turn(&format!("REPLY {said}")).await;
+    assert_eq!(streamed_text(&frames), said);
+    let start = of_type(&frames, "stream_start");
+    let end = of_type(&frames, "stream_end");
+    assert_eq!((start.len(), end.len()), (1, 1), "{frames:#?}");
+    assert_eq!(start[0]["messageId"], end[0]["messageId"]);
+    let result = of_type(&frames, "result");
+    assert_eq!(result.len(), 1);
+    assert!(
+        result[0]["sessionId"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "result carries the agent's session id"
+    );
+
+    // The other phone saw the same turn, including the input it did not type.
+    b.until_type("agent_idle").await;
+    assert_eq!(streamed_text(&b.seen), said);
+    let input = b
+        .seen
+        .iter()
+        .find(|v| v["type"] == "message" && v["messageType"] == "user_input")
+        .unwrap();
+    assert_eq!(input["content"], format!("REPLY {said}"));
+
+    // A tool call: Write needs approval, which this version denies with a reason.
+    let frames = a.turn("PLEASE_WRITE made.txt").await;
+    let tool = of_type(&frames, "tool_start");
+    assert_eq!(tool.len(), 1, "{frames:#?}");
+    assert_eq!(tool[0]["tool"], "Write");
+    assert!(tool[0]["input"]["file_path"]
+        .as_str()
+        .unwrap()
+        .ends_with("made.txt"));
+    let result = of_type(&frames, "tool_result");
+    assert_eq!(result.len(), 1);
+    assert_eq!(result[0]["toolUseId"], tool[0]["toolUseId"]);
+    assert_eq!(result[0]["isError"], true);
+    assert!(!home.project().join("made.txt").exists());
+    // The model was told why.
+    let last = model.handle.requests().last().unwrap().body.to_string();
+    assert!(
+        last.contains("cannot ask for approval"),
+        "deny reason not sent to the model"
+    );
+
+    // A third client, connecting afterwards, gets the whole conversation replayed.
+    let mut c = w.connect().await;
+    c.auth(TOKEN).await;
+    c.until_type("history_replay_start").await;
+    let replay_end = c.until_type("history_replay_end").await;
+    assert_eq!(replay_end["sessionId"], a.active_session());
+    let replay: Vec<Value> = c
+        .seen
+        .iter()
+        .skip_while(|v| v["type"] != "history_replay_start")
+        .cloned()
+        .collect();
+    let texts: Vec<&str> = replay
+        .iter()
+        .filter(|v| v["type"] == "message")
+        .map(|v| v["content"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts.contains(&format!("REPLY {said}").as_str()),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(&said),
+        "assistant text missing from replay: {texts:?}"
+    );
+    assert_eq!(of_type(&replay, "tool_start").len(), 1);
+    assert_eq!(of_type(&replay, "tool_result").len(), 1);
+    assert_eq!(of_type(&replay, "result").len(), 2);
+}
+
+#[tokio::test]
+async fn interrupt_ends_a_slow_turn_and_the_next_turn_works() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    c.send(json!({"type": "input", "data": "SLOW 300 one two three four five six seven eight nine ten eleven twelve"})).await;
+    c.until_type("stream_delta").await;
+    c.send(json!({"type": "interrupt"})).await;
+    c.until_type("agent_idle").await;
+    assert!(
+        !streamed_text(&c.seen).contains("twelve"),
+        "the turn ran to the end despite the interrupt"
+    );
+    assert!(c
+        .seen
+        .iter()
+        .any(|v| v["type"] == "message" && v["content"] == "Interrupted."));
+    let frames = c.turn("REPLY still here").await;
+    assert_eq!(streamed_text(&frames), "still here");
+}
+
+#[tokio::test]
+async fn model_and_permission_mode_reach_the_cli_and_bad_values_do_not() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let models = c
+        .seen
+        .iter()
+        .find(|v| v["type"] == "available_models")
+        .unwrap()
+        .clone();
+    assert!(models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "opus"));
+
+    c.turn("REPLY warm up").await; // the agent is running now; changes go over control requests
+    c.send(json!({"type": "set_model", "model": "opus"})).await;
+    assert_eq!(c.until_type("model_changed").await["model"], "opus");
+    c.turn("REPLY after model").await;
+    let req = model.handle.requests().last().unwrap().clone();
+    assert!(
+        req.model().unwrap().contains("opus"),
+        "model sent to the API: {:?}",
+        req.model()
+    );
+
+    c.send(json!({"type": "set_model", "model": "gpt-5"})).await;
+    assert_eq!(c.until_type("error").await["code"], "INVALID_MODEL");
+
+    c.send(json!({"type": "set_permission_mode", "mode": "yolo"}))
+        .await;
+    let err = c.until_type("error").await;
+    assert_eq!(err["code"], "INVALID_MODE");
+    c.send(json!({"type": "set_permission_mode", "mode": "auto"}))
+        .await;
+    let confirm = c.until_type("confirm_permission_mode").await;
+    assert_eq!(confirm["mode"], "auto");
+
+    // acceptEdits reaches the CLI: the Write it used to ask about now just happens.
+    c.send(json!({"type": "set_permission_mode", "mode": "acceptEdits"}))
+        .await;
+    assert_eq!(
+        c.until_type("permission_mode_changed").await["mode"],
+        "acceptEdits"
+    );
+    let frames = c.turn("PLEASE_WRITE accepted.txt hello").await;
+    assert!(home.project().join("accepted.txt").exists(), "{frames:#?}");
+    assert!(!c
+        .seen
+        .iter()
+        .any(|v| v["type"] == "permission_mode_changed" && v["mode"] != "acceptEdits"));
+    let list = {
+        c.send(json!({"type": "list_sessions"})).await;
+        c.until_type("session_list").await
+    };
+    assert_eq!(list["sessions"][0]["permissionMode"], "acceptEdits");
+    assert_eq!(list["sessions"][0]["model"], "opus");
+}
+
+#[tokio::test]
+async fn sessions_survive_a_worker_killed_mid_turn() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let mut w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let first = c.turn("REPLY remember the word pineapple").await;
+    assert_eq!(streamed_text(&first), "remember the word pineapple");
+    c.send(json!({"type": "create_session", "name": "second"}))
+        .await;
+    c.until(|v| v["type"] == "session_switched" && v["name"] == "second")
+        .await;
+    c.send(json!({"type": "input", "data": "SLOW 500 this turn will be cut"}))
+        .await;
+    c.until_type("stream_delta").await;
+    w.kill9().await;
+
+    let w2 = Worker::start(&home, &model).await;
+    let mut c2 = w2.client().await;
+    let list = c2
+        .seen
+        .iter()
+        .find(|v| v["type"] == "session_list")
+        .unwrap()
+        .clone();
+    let names: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"second"));
+    // Back to the first session: its history is replayed…
+    let first_id = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] != "second")
+        .unwrap()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c2.send(json!({"type": "switch_session", "sessionId": first_id}))
+        .await;
+    c2.until(|v| v["type"] == "session_switched" && v["sessionId"] == first_id.as_str())
+        .await;
+    c2.until_type("history_replay_end").await;
+    assert!(c2
+        .seen
+        .iter()
+        .any(|v| v["type"] == "message" && v["content"] == "remember the word pineapple"));
+    // …and the CLI resumed the conversation: the model sees the earlier turn.
+    let before = model.handle.turns_seen();
+    let frames = c2.turn("REPLY what was the word").await;
+    assert_eq!(streamed_text(&frames), "what was the word");
+    let req = model
+        .handle
+        .wait_for_request(before + 1, WAIT)
+        .await
+        .unwrap();
+    let conversation = serde_json::to_string(req.messages()).unwrap();
+    assert!(
+        conversation.contains("remember the word pineapple"),
+        "not resumed: {conversation}"
+    );
+}
+
+/// Waits until the CLI has written its transcript for `needle` (it writes them
+/// asynchronously; a process killed before that loses the turn, which is the CLI's
+/// durability and not what these tests are about).
+async fn transcript_contains(home: &Home, needle: &str) {
+    let projects = home.user_home().join(".claude/projects");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = walk(&projects)
+            .iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(needle)));
+        if found {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the CLI never wrote a transcript containing {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn kill_agent(w: &Worker) {
+    let agents = w.children();
+    assert_eq!(agents.len(), 1, "one agent process expected: {agents:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agents[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_that_dies_is_reported_and_resumed_on_the_next_input() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    c.turn("REPLY the code is 4711").await;
+    transcript_contains(&home, "the code is 4711").await;
+    kill_agent(&w);
+    let err = c.until_type("session_error").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("stopped unexpectedly"),
+        "{err}"
+    );
+    let before = model.handle.turns_seen();
+    let frames = c.turn("REPLY and now").await;
+    assert_eq!(streamed_text(&frames), "and now");
+    let req = model
+        .handle
+        .wait_for_request(before + 1, WAIT)
+        .await
+        .unwrap();
+    let conversation = serde_json::to_string(req.messages()).unwrap();
+    assert!(
+        conversation.contains("the code is 4711"),
+        "not resumed: {conversation}"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_agent_conversation_starts_fresh_and_says_so() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    c.turn("REPLY first").await;
+    kill_agent(&w);
+    c.until_type("session_error").await;
+    // The CLI's own record of the conversation is gone (e.g. ~/.claude was cleaned).
+    std::fs::remove_dir_all(home.user_home().join(".claude/projects")).ok();
+    let frames = c.turn("REPLY second").await;
+    assert_eq!(streamed_text(&frames), "second", "{frames:#?}");
+    assert!(frames.iter().any(|v| v["type"] == "message"
+        && v["content"]
+            .as_str()
+            .unwrap()
+            .contains("could not be resumed")));
+    // Exactly one turn reached the model for this input: no resume loop.
+    let after: Vec<_> = model
+        .handle
+        .requests()
+        .into_iter()
+        .filter(|r| r.body.to_string().contains("REPLY second"))
+        .collect();
+    assert_eq!(after.len(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_claude_is_agent_unavailable_and_the_worker_stays_up() {
+    let home = Home::new();
+    let w = Worker::start_with(
+        &home,
+        WorkerOpts {
+            claude: None,
+            model_url: None,
+            env: vec![],
+        },
+    )
+    .await;
+    let mut c = w.connect().await;
+    c.auth(TOKEN).await;
+    // Right after the replay, before anyone types, the phone learns the agent is missing.
+    c.until_type("history_replay_end").await;
+    let err = c.until_type("session_error").await;
+    assert_eq!(err["code"], "AGENT_UNAVAILABLE");
+    c.send(json!({"type": "input", "data": "hello"})).await;
+    let err = c.until_type("error").await;
+    assert_eq!(err["code"], "AGENT_UNAVAILABLE");
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.contains("npm install") && message.contains("CHROXY_CLAUDE"),
+        "{message}"
+    );
+    // Still serving.
+    c.send(json!({"type": "ping"})).await;
+    c.until_type("pong").await;
+    let mut d = w.client().await;
+    d.send(json!({"type": "list_sessions"})).await;
+    d.until_type("session_list").await;
+}
+
+#[tokio::test]
+async fn session_management_and_limits() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let mut watcher = w.client().await;
+    let default_id = c.active_session();
+
+    c.send(json!({"type": "create_session", "cwd": "/definitely/not/here"}))
+        .await;
+    assert_eq!(c.until_type("error").await["code"], "INVALID_CWD");
+    for n in 2..=5 {
+        c.send(json!({"type": "create_session", "name": format!("s{n}")}))
+            .await;
+        c.until(|v| v["type"] == "session_switched" && v["name"] == format!("s{n}").as_str())
+            .await;
+    }
+    c.send(json!({"type": "create_session"})).await;
+    assert_eq!(c.until_type("error").await["code"], "SESSION_LIMIT");
+    let list = watcher
+        .until(|v| v["type"] == "session_list" && v["sessions"].as_array().unwrap().len() == 5)
+        .await;
+    let s5 = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "s5")
+        .unwrap()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    c.send(json!({"type": "rename_session", "sessionId": s5, "name": "renamed"}))
+        .await;
+    watcher
+        .until(|v| {
+            v["type"] == "session_list"
+                && v["sessions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["name"] == "renamed")
+        })
+        .await;
+    assert!(home.sessions_dir().join(format!("{s5}.json")).exists());
+
+    // Destroying the session a client is on moves it to another one, and deletes the file.
+    c.send(json!({"type": "destroy_session", "sessionId": s5}))
+        .await;
+    let switched = c.until(|v| v["type"] == "session_switched").await;
+    assert_ne!(switched["sessionId"], s5.as_str());
+    watcher
+        .until(|v| v["type"] == "session_list" && v["sessions"].as_array().unwrap().len() == 4)
+        .await;
+    assert!(!home.sessions_dir().join(format!("{s5}.json")).exists());
+
+    c.send(json!({"type": "switch_session", "sessionId": "s-nope"}))
+        .await;
+    assert_eq!(c.until_type("error").await["code"], "SESSION_NOT_FOUND");
+    c.send(json!({"type": "input", "data": "hi", "sessionId": "s-nope"}))
+        .await;
+    assert_eq!(c.until_type("error").await["code"], "SESSION_NOT_FOUND");
+    c.send(json!({"type": "switch_session", "sessionId": default_id}))
+        .await;
+    c.until(|v| v["type"] == "session_switched" && v["sessionId"] == default_id.as_str())
+        .await;
+}
+
+#[tokio::test]
+async fn inputs_queue_behind_a_busy_agent_up_to_ten() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    c.send(json!({"type": "input", "data": "SLOW 400 a b c d e f g h"}))
+        .await;
+    c.until_type("stream_delta").await;
+    for n in 0..10 {
+        c.send(json!({"type": "input", "data": format!("REPLY queued {n}")}))
+            .await;
+    }
+    c.send(json!({"type": "input", "data": "REPLY one too many"}))
+        .await;
+    assert_eq!(c.until_type("error").await["code"], "QUEUE_FULL");
+    c.send(json!({"type": "interrupt"})).await;
+    // Every queued input runs, in order.
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        c.until(|v| v["type"] == "stream_end").await;
+        let text: String = {
+            let start = c
+                .seen
+                .iter()
+                .rposition(|v| v["type"] == "stream_start")
+                .unwrap();
+            streamed_text(&c.seen[start..])
+        };
+        if text.starts_with("queued") {
+            got.push(text);
+        }
+    }
+    let expected: Vec<String> = (0..10).map(|n| format!("queued {n}")).collect();
+    assert_eq!(got, expected);
+}

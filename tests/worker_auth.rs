@@ -1,0 +1,283 @@
+//! Authentication, malformed frames and rate limits, against a real worker process.
+//! These paths never reach an agent, so the CLI is not needed except where noted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn worker(home: &Home) -> Worker {
+    // The agent is irrelevant here; a missing one must not matter either.
+    Worker::start_with(
+        home,
+        WorkerOpts {
+            claude: None,
+            model_url: None,
+            env: vec![],
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn wrong_token_gets_invalid_token_and_4001() {
+    let home = Home::new();
+    home.config("[worker]\nauth_backoff_base_ms = 10\n");
+    let w = worker(&home).await;
+    let mut c = w.connect().await;
+    let answer = c.auth("wrong").await;
+    assert_eq!(
+        answer,
+        json!({"type": "auth_fail", "reason": "invalid_token"})
+    );
+    assert_eq!(c.closed().await, Some(4001));
+}
+
+#[tokio::test]
+async fn no_auth_within_the_deadline_gets_timeout_and_4001() {
+    let home = Home::new();
+    home.config("[worker]\nauth_timeout_ms = 300\n");
+    let w = worker(&home).await;
+    let mut c = w.connect().await;
+    let started = Instant::now();
+    assert_eq!(
+        c.recv().await,
+        json!({"type": "auth_fail", "reason": "timeout"})
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(c.closed().await, Some(4001));
+}
+
+#[tokio::test]
+async fn a_message_before_auth_gets_not_authenticated_and_4001() {
+    let home = Home::new();
+    let w = worker(&home).await;
+    let mut c = w.connect().await;
+    c.send(json!({"type": "list_sessions"})).await;
+    assert_eq!(
+        c.recv().await,
+        json!({"type": "auth_fail", "reason": "not_authenticated"})
+    );
+    assert_eq!(c.closed().await, Some(4001));
+}
+
+#[tokio::test]
+async fn repeated_wrong_tokens_back_off_per_address_and_never_block_the_right_token() {
+    let home = Home::new();
+    let base = 60u64;
+    home.config(&format!("[worker]\nauth_backoff_base_ms = {base}\n"));
+    let w = worker(&home).await;
+    let mut delays = Vec::new();
+    for _ in 0..6 {
+        let mut c = w.connect().await;
+        let started = Instant::now();
+        assert_eq!(c.auth("wrong").await["reason"], "invalid_token");
+        delays.push(started.elapsed());
+        assert_eq!(c.closed().await, Some(4001));
+    }
+    for (n, d) in delays.iter().enumerate() {
+        let expected = Duration::from_millis(base << n);
+        assert!(
+            *d >= expected,
+            "failure {n}: answered after {d:?}, expected at least {expected:?} ({delays:?})"
+        );
+    }
+    // The owner, from the same address, gets in at once despite the backoff.
+    let mut c = w.connect().await;
+    let started = Instant::now();
+    assert_eq!(c.auth(TOKEN).await["type"], "auth_ok");
+    assert!(
+        started.elapsed() < Duration::from_millis(base << 5),
+        "the right token was slowed down"
+    );
+
+    // Behind the tunnel, another client's address is not slowed by these failures.
+    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://127.0.0.1:{}/ws", w.port),
+    )
+    .map(|mut r| {
+        r.headers_mut()
+            .insert("cf-connecting-ip", "203.0.113.50".parse().unwrap());
+        r
+    })
+    .unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut other = Client { ws, seen: vec![] };
+    let started = Instant::now();
+    assert_eq!(other.auth("wrong").await["reason"], "invalid_token");
+    assert!(
+        started.elapsed() < Duration::from_millis(base << 5),
+        "another address inherited the backoff"
+    );
+}
+
+#[tokio::test]
+async fn more_than_three_wrong_attempts_in_flight_are_rate_limited() {
+    let home = Home::new();
+    home.config("[worker]\nauth_backoff_base_ms = 2000\n");
+    let w = worker(&home).await;
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let mut c = w.connect().await;
+        c.send(json!({"type": "auth", "token": "wrong"})).await;
+        waiting.push(c);
+    }
+    // The three are now waiting out their delays; wait until the worker has counted
+    // them by retrying the fourth until it is refused with rate_limited.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut c = w.connect().await;
+        let answer = c.auth("wrong").await;
+        if answer["reason"] == "rate_limited" {
+            assert_eq!(c.closed().await, Some(4029));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never rate limited: {answer}");
+        waiting.push(c);
+    }
+}
+
+#[tokio::test]
+async fn malformed_frames_get_specific_errors_and_the_connection_keeps_working() {
+    let home = Home::new();
+    let w = worker(&home).await;
+    let mut c = w.client().await;
+    let cases: Vec<(Message, &str, &str)> = vec![
+        (
+            Message::text("{not json"),
+            "INVALID_MESSAGE",
+            "not valid JSON",
+        ),
+        (
+            Message::text("[1,2,3]"),
+            "INVALID_MESSAGE",
+            "must be a JSON object",
+        ),
+        (
+            Message::binary(vec![1u8, 2, 3]),
+            "INVALID_MESSAGE",
+            "binary",
+        ),
+        (
+            Message::text(format!(
+                "{{\"type\":\"input\",\"data\":\"{}\"}}",
+                "x".repeat(2 << 20)
+            )),
+            "TOO_LARGE",
+            "limit",
+        ),
+        (
+            Message::text(r#"{"type":"teleport"}"#),
+            "UNKNOWN_TYPE",
+            "teleport",
+        ),
+        (
+            Message::text(r#"{"type":"input"}"#),
+            "INVALID_MESSAGE",
+            "data",
+        ),
+        (
+            Message::text(r#"{"type":"input","data":5}"#),
+            "INVALID_MESSAGE",
+            "data",
+        ),
+        (
+            Message::text(r#"{"type":"rename_session","sessionId":"x","name":7}"#),
+            "INVALID_MESSAGE",
+            "name",
+        ),
+        (
+            Message::text(format!(
+                "{{\"type\":\"input\",\"data\":\"{}\"}}",
+                "y".repeat(100_001)
+            )),
+            "TOO_LARGE",
+            "data",
+        ),
+    ];
+    for (frame, code, needle) in cases {
+        c.send_raw(frame).await;
+        let err = c.until_type("error").await;
+        assert_eq!(err["code"], code, "{err}");
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle),
+            "{code}: {message:?} should mention {needle:?}"
+        );
+    }
+    c.send(json!({"type": "ping"})).await;
+    assert!(c.until_type("pong").await["serverTs"].as_u64().unwrap() > 0);
+    c.send(json!({"type": "list_sessions"})).await;
+    assert_eq!(
+        c.until_type("session_list").await["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn five_bad_frames_in_a_minute_close_with_1008() {
+    let home = Home::new();
+    let w = worker(&home).await;
+    let mut c = w.client().await;
+    for _ in 0..5 {
+        c.send_raw(Message::text("nope")).await;
+    }
+    assert_eq!(c.closed().await, Some(1008));
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_and_other_clients_are_unaffected() {
+    let home = Home::new();
+    let w = worker(&home).await;
+    let mut flooder = w.client().await;
+    let mut other = w.client().await;
+    for _ in 0..1000 {
+        flooder.send(json!({"type": "list_sessions"})).await;
+    }
+    let limited = flooder.until_type("rate_limited").await;
+    assert!(limited["retryAfterMs"].as_u64().unwrap() > 0, "{limited}");
+    // The other phone is served at once, and the flooder can still ping (own budget).
+    other.send(json!({"type": "ping"})).await;
+    other.until_type("pong").await;
+    other.send(json!({"type": "list_sessions"})).await;
+    other.until_type("session_list").await;
+    flooder.send(json!({"type": "ping"})).await;
+    flooder.until_type("pong").await;
+}
+
+#[tokio::test]
+async fn health_and_static_files() {
+    let home = Home::new();
+    let w = worker(&home).await;
+    let body = http_get(w.port, "/health").await;
+    let v: serde_json::Value =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert!(v["uptimeMs"].is_u64() && v["version"].is_string() && v["commit"].is_string());
+    let page = http_get(w.port, "/").await;
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("text/html") && page.contains("Chroxy")
+    );
+}
+
+/// A minimal HTTP/1.1 GET (keeps the test free of an HTTP client dependency).
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
