@@ -59,6 +59,8 @@ pub struct WorkerConfig {
     pub message_burst: u32,
     /// Frames a client may have waiting to be sent before it counts as too slow (1013).
     pub client_queue: usize,
+    /// Unanswered permission prompts and questions are denied after this long.
+    pub permission_timeout_ms: u64,
     /// Path of the `claude` binary; default: `CHROXY_CLAUDE`, then `PATH`.
     pub claude: Option<PathBuf>,
     /// What phones may choose in `set_model`.
@@ -80,6 +82,7 @@ impl Default for WorkerConfig {
             messages_per_minute: 100,
             message_burst: 20,
             client_queue: 1024,
+            permission_timeout_ms: 5 * 60 * 1000,
             claude: None,
             models: vec![
                 model("sonnet", "Sonnet"),
@@ -94,6 +97,11 @@ impl WorkerConfig {
     /// `auth_timeout_ms` as a duration.
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_millis(self.auth_timeout_ms)
+    }
+
+    /// `permission_timeout_ms` as a duration.
+    pub fn permission_timeout(&self) -> Duration {
+        Duration::from_millis(self.permission_timeout_ms)
     }
 
     /// `coalesce_ms` as a duration.

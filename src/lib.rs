@@ -20,6 +20,7 @@ pub mod control;
 pub mod demo;
 pub mod process;
 pub mod protocol;
+pub mod rules;
 pub mod secrets;
 pub mod session;
 pub mod store;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use chroxy::agent::AgentEnv;
 use chroxy::config::Config;
 use chroxy::control::WorkerEvent;
 use chroxy::secrets::ApiToken;
@@ -36,6 +37,10 @@ enum Command {
         /// Directory of the default session.
         #[arg(long)]
         cwd: Option<PathBuf>,
+        /// Answer with Chroxy's built-in scripted model instead of Anthropic's API, to
+        /// try everything without an account (Claude Code itself is still needed).
+        #[arg(long)]
+        demo: bool,
     },
     /// Show the API token phones authenticate with.
     Token {
@@ -54,10 +59,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let paths = Paths::resolve(cli.home.clone())?;
     match cli.command {
-        Command::Worker { port, cwd } => {
+        Command::Worker { port, cwd, demo } => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run_worker(paths, port, cwd))
+            runtime.block_on(run_worker(paths, port, cwd, demo))
         }
         Command::Token {
             action: TokenAction::Show,
@@ -81,7 +86,7 @@ fn init_logging() {
         .init();
 }
 
-async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>) -> Result<()> {
+async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>, demo: bool) -> Result<()> {
     let config = Config::load(&paths.config_file())?;
     // The supervisor hands the token over in the environment, never on a command line.
     let token = match std::env::var("CHROXY_TOKEN") {
@@ -109,17 +114,42 @@ async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>) -> Result<()>
     })?;
     let bound = listener.local_addr()?.port();
 
+    let stop = CancellationToken::new();
+    let mut agent_env = AgentEnv {
+        remove: vec!["CHROXY_TOKEN".into()],
+        set: vec![],
+    };
+    if demo {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("starting the demo model")?;
+        let (model, _task) = chroxy::demo::spawn(listener, stop.child_token())?;
+        agent_env.set = model
+            .cli_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        // The demo's conversations stay out of the user's real Claude Code settings.
+        let claude_dir = paths.state_dir().join("demo-claude");
+        agent_env
+            .set
+            .push(("CLAUDE_CONFIG_DIR".into(), claude_dir.display().to_string()));
+        tracing::info!(model = %model.base_url(), "demo mode: answers come from Chroxy's scripted model");
+    }
     let hub = Hub::start(SessionsConfig {
         sessions_dir: paths.sessions_dir(),
         claude,
         default_cwd: cwd.clone(),
         coalesce: config.worker.coalesce(),
         models: config.worker.models.clone(),
-        env_remove: vec!["CHROXY_TOKEN"],
+        agent_env,
+        permission_timeout: config.worker.permission_timeout(),
+        rules: chroxy::rules::RuleStore::new(&paths),
+        // The CLI refuses to skip permissions for root unless told it is in a sandbox.
+        allow_bypass: !nix::unistd::geteuid().is_root() || std::env::var_os("IS_SANDBOX").is_some(),
     })
     .await;
 
-    let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
 
     let ready = WorkerEvent::Ready {

@@ -46,8 +46,15 @@ async fn a_turn_streams_to_every_client_and_replays_to_late_ones() {
         .unwrap();
     assert_eq!(input["content"], format!("REPLY {said}"));
 
-    // A tool call: Write needs approval, which this version denies with a reason.
-    let frames = a.turn("PLEASE_WRITE made.txt").await;
+    // A tool call: Write needs approval; the phone denies it and the model is told.
+    let start = a.seen.len();
+    a.send(json!({"type": "input", "data": "PLEASE_WRITE made.txt"}))
+        .await;
+    let prompt = a.until_type("permission_request").await;
+    assert_eq!(prompt["tool"], "Write");
+    a.send(json!({"type": "permission_response", "requestId": prompt["requestId"], "decision": "deny"})).await;
+    a.until_type("agent_idle").await;
+    let frames = a.seen[start..].to_vec();
     let tool = of_type(&frames, "tool_start");
     assert_eq!(tool.len(), 1, "{frames:#?}");
     assert_eq!(tool[0]["tool"], "Write");
@@ -60,10 +67,10 @@ async fn a_turn_streams_to_every_client_and_replays_to_late_ones() {
     assert_eq!(result[0]["toolUseId"], tool[0]["toolUseId"]);
     assert_eq!(result[0]["isError"], true);
     assert!(!home.project().join("made.txt").exists());
-    // The model was told why.
+    // The model was told who denied it.
     let last = model.handle.requests().last().unwrap().body.to_string();
     assert!(
-        last.contains("cannot ask for approval"),
+        last.contains("Denied from test"),
         "deny reason not sent to the model"
     );
 
@@ -95,6 +102,7 @@ async fn a_turn_streams_to_every_client_and_replays_to_late_ones() {
     assert_eq!(of_type(&replay, "tool_start").len(), 1);
     assert_eq!(of_type(&replay, "tool_result").len(), 1);
     assert_eq!(of_type(&replay, "result").len(), 2);
+    assert!(!w.log_text().contains(TOKEN), "the token reached the log");
 }
 
 #[tokio::test]
@@ -286,6 +294,12 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn kill_agent(w: &Worker) {
     let agents = w.children();
     assert_eq!(agents.len(), 1, "one agent process expected: {agents:?}");
+    // The agent runs arbitrary commands: it must not inherit the phone token.
+    let environ = std::fs::read(format!("/proc/{}/environ", agents[0])).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains(TOKEN),
+        "the agent inherited CHROXY_TOKEN"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agents[0] as i32),
         nix::sys::signal::Signal::SIGKILL,

@@ -98,6 +98,9 @@ pub struct AgentSpec {
     pub mode: PermissionMode,
     /// `--resume`: the agent session to continue.
     pub resume: Option<String>,
+    /// Launch so that a phone may later switch to `auto` (the CLI refuses the switch
+    /// otherwise, and refuses this flag for root unless `IS_SANDBOX` is set).
+    pub allow_bypass: bool,
 }
 
 impl AgentSpec {
@@ -119,6 +122,9 @@ impl AgentSpec {
         .map(String::from)
         .collect();
         args.push(cli_mode(self.mode).to_owned());
+        if self.allow_bypass {
+            args.push("--allow-dangerously-skip-permissions".to_owned());
+        }
         if let Some(model) = &self.model {
             args.extend(["--model".to_owned(), model.clone()]);
         }
@@ -127,6 +133,15 @@ impl AgentSpec {
         }
         args
     }
+}
+
+/// Changes to the environment the agent inherits from the worker.
+#[derive(Debug, Clone, Default)]
+pub struct AgentEnv {
+    /// Variables the agent must not see (our own secrets: it runs arbitrary commands).
+    pub remove: Vec<String>,
+    /// Variables to set (e.g. the demo model's address).
+    pub set: Vec<(String, String)>,
 }
 
 /// What an agent process reports to its session.
@@ -156,7 +171,7 @@ impl Agent {
     pub fn spawn(
         spec: &AgentSpec,
         generation: u64,
-        env_remove: &[&str],
+        env: &AgentEnv,
         out: mpsc::Sender<(u64, AgentOutput)>,
     ) -> Result<Self, AgentError> {
         let mut cmd = Command::new(&spec.program);
@@ -165,9 +180,10 @@ impl Agent {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for key in env_remove {
+        for key in &env.remove {
             cmd.env_remove(key);
         }
+        cmd.envs(env.set.iter().map(|(k, v)| (k, v)));
         process::own(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => AgentError::NotFound {
@@ -384,6 +400,7 @@ mod tests {
             model: Some("opus".into()),
             mode: PermissionMode::Auto,
             resume: Some("abc".into()),
+            allow_bypass: false,
         };
         let args = spec.args().join(" ");
         for part in [

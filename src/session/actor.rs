@@ -13,13 +13,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::clients::{frame, Audience, ClientId, Clients, Outbound};
+use super::prompts::{Ask, Prompt, PromptIndex, Prompts};
 use super::record::SessionRecord;
 use super::SessionsConfig;
 use crate::agent::{self, Agent, AgentEvent, AgentOutput, AgentSpec, TurnResult};
 use crate::protocol::{
-    now_ms, ErrorCode, MessageType, PermissionMode, ServerMsg, SessionInfo, HISTORY_LIMIT,
-    MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
+    now_ms, Decision, ErrorCode, MessageType, PermissionMode, ServerMsg, SessionInfo,
+    HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
 };
+use crate::rules::Rule;
 
 /// A request refused with a protocol error, for the client that asked.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +69,23 @@ pub(crate) enum Cmd {
         name: String,
         done: oneshot::Sender<()>,
     },
+    /// A phone's answer to a permission prompt.
+    Answer {
+        id: String,
+        decision: Decision,
+        reason: Option<String>,
+        from: ClientId,
+        device: String,
+    },
+    /// A phone's answer to an AskUserQuestion.
+    AnswerQuestion {
+        id: String,
+        answer: String,
+        answers: Option<std::collections::BTreeMap<String, String>>,
+        from: ClientId,
+    },
+    /// Send this session's waiting prompts to a phone that is looking at another session.
+    SendPrompts { client: ClientId },
     /// Stop the agent, save (or delete) the state, end the task.
     Shutdown {
         delete: bool,
@@ -100,6 +119,8 @@ pub(crate) struct Session {
     /// The agent was started with `--resume` and has not said `init` yet.
     resuming: bool,
     pending: std::collections::HashMap<String, Pending>,
+    /// Permission prompts and questions the agent is waiting on.
+    prompts: Prompts,
     busy: bool,
     interrupted: bool,
     /// The input of the running turn, kept to retry it if `--resume` fails.
@@ -120,9 +141,11 @@ impl Session {
         clients: Clients,
         cmds: mpsc::Receiver<Cmd>,
         saver: watch::Sender<Option<SessionRecord>>,
+        index: PromptIndex,
     ) -> (Self, InfoCell) {
         let info = Arc::new(Mutex::new(info_of(&rec, false)));
         let (events_tx, events) = mpsc::channel(256);
+        let prompts = Prompts::new(rec.session_id.clone(), cfg.permission_timeout, index);
         let session = Self {
             rec,
             cfg,
@@ -136,6 +159,7 @@ impl Session {
             agent_ready: false,
             resuming: false,
             pending: Default::default(),
+            prompts,
             busy: false,
             interrupted: false,
             current_input: None,
@@ -151,6 +175,7 @@ impl Session {
     pub(crate) async fn run(mut self) {
         loop {
             let flush_at = self.flush_at;
+            let prompt_deadline = self.prompts.next_deadline();
             tokio::select! {
                 cmd = self.cmds.recv() => match cmd {
                     Some(cmd) => {
@@ -164,6 +189,9 @@ impl Session {
                 Some((generation, out)) = self.events.recv() => self.on_agent(generation, out).await,
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
                     self.flush_text();
+                }
+                _ = tokio::time::sleep_until(prompt_deadline.unwrap_or_else(Instant::now)), if prompt_deadline.is_some() => {
+                    self.expire_prompts().await;
                 }
             }
         }
@@ -234,6 +262,26 @@ impl Session {
                 self.rec.name = name;
                 self.save();
                 let _ = done.send(());
+            }
+            Cmd::Answer {
+                id,
+                decision,
+                reason,
+                from,
+                device,
+            } => self.answer(id, decision, reason, &from, &device).await,
+            Cmd::AnswerQuestion {
+                id,
+                answer,
+                answers,
+                from,
+            } => self.answer_question(id, answer, answers, &from).await,
+            Cmd::SendPrompts { client } => {
+                let now = Instant::now();
+                let frames: Vec<_> = self.prompts.messages(now).iter().map(frame).collect();
+                if !frames.is_empty() {
+                    self.clients.send_to(&client, Outbound::Batch(frames));
+                }
             }
             Cmd::Shutdown { delete, done } => {
                 self.shutdown(delete).await;
@@ -340,12 +388,13 @@ impl Session {
             model: self.rec.model.clone(),
             mode: self.rec.permission_mode,
             resume: self.rec.agent_session_id.clone(),
+            allow_bypass: self.cfg.allow_bypass,
         };
         self.generation += 1;
         let mut agent = Agent::spawn(
             &spec,
             self.generation,
-            &self.cfg.env_remove,
+            &self.cfg.agent_env,
             self.events_tx.clone(),
         )
         .map_err(unavailable)?;
@@ -462,6 +511,12 @@ impl Session {
 
     async fn shutdown(&mut self, delete: bool) {
         self.flush_text();
+        let why = if delete {
+            "the session was closed"
+        } else {
+            "the server is stopping"
+        };
+        self.deny_all_prompts(why).await;
         if let Some(agent) = self.agent.take() {
             agent.shutdown().await;
         }
@@ -560,7 +615,19 @@ impl Session {
                 subtype,
                 request,
             } => self.on_control_request(request_id, &subtype, request).await,
-            AgentEvent::ControlCancel { .. } => {}
+            AgentEvent::ControlCancel { request_id } => {
+                // The CLI withdrew the question (turn aborted): no answer may follow.
+                if let Some(prompt) = self.prompts.take_by_cli_request(&request_id) {
+                    self.publish(
+                        Audience::All,
+                        &ServerMsg::PermissionExpired {
+                            request_id: prompt.id,
+                            message: "Claude Code withdrew this request.".into(),
+                            session_id: sid,
+                        },
+                    );
+                }
+            }
             AgentEvent::ControlResponse {
                 request_id,
                 outcome,
@@ -580,22 +647,260 @@ impl Session {
             let _ = agent.respond(&request_id, json!({})).await;
             return;
         }
-        let tool = request
-            .get("tool_name")
-            .and_then(Value::as_str)
-            .unwrap_or("a tool")
-            .to_owned();
-        // Never leave the CLI waiting: until approvals from the phone exist, deny with a
-        // reason the model (and the user, via the notice) can understand.
-        let message = format!(
-            "Chroxy cannot ask for approval from the phone yet, so using {tool} was denied. Switch the session to a permission mode that does not ask (e.g. acceptEdits) to let it proceed."
+        let field = |k: &str| request.get(k).and_then(Value::as_str).map(str::to_owned);
+        let tool = field("tool_name").unwrap_or_default();
+        let input = request.get("input").cloned().unwrap_or_else(|| json!({}));
+        let sid = self.rec.session_id.clone();
+        if tool == "AskUserQuestion" {
+            let id = field("tool_use_id").unwrap_or_else(|| request_id.clone());
+            let msg = self
+                .prompts
+                .add(id, request_id, Ask::Question { input }, Instant::now())
+                .to_msg(&sid, Instant::now());
+            self.publish(Audience::All, &msg);
+            return;
+        }
+        // A rule remembered with "allow always" answers without asking anyone.
+        let (rules, cwd, t, i) = (
+            self.cfg.rules.clone(),
+            self.rec.cwd.clone(),
+            tool.clone(),
+            input.clone(),
         );
-        let _ = agent
-            .respond(&request_id, json!({"behavior": "deny", "message": message}))
-            .await;
-        self.notice(
-            MessageType::System,
-            format!("{tool} needed approval, which this version cannot ask for yet: denied."),
+        match tokio::task::spawn_blocking(move || rules.matching(&cwd, &t, &i)).await {
+            Ok(Ok(Some(rule))) => {
+                let _ = agent.respond(&request_id, allow(&input, None)).await;
+                tracing::info!(%rule, "allowed by a saved rule");
+                self.notice(MessageType::System, format!("Allowed by your rule {rule}."));
+                return;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => {
+                tracing::error!(%err, "permission rules unreadable; asking instead");
+                self.session_error(
+                    None,
+                    format!("Saved permission rules could not be read ({err}); asking instead."),
+                );
+            }
+            Err(join) => tracing::error!(%join, "rule lookup panicked"),
+        }
+        let description = field("description")
+            .or_else(|| field("display_name"))
+            .unwrap_or_else(|| tool.clone());
+        let suggestions = request
+            .get("permission_suggestions")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let ask = Ask::Permission {
+            tool,
+            description,
+            input,
+            suggestions,
+        };
+        let msg = self
+            .prompts
+            .add(request_id.clone(), request_id, ask, Instant::now())
+            .to_msg(&sid, Instant::now());
+        self.publish(Audience::All, &msg);
+    }
+
+    /// A phone's answer. The prompt is taken out of the map before anything is sent, so
+    /// of two answers racing for it exactly one reaches the agent.
+    async fn answer(
+        &mut self,
+        id: String,
+        decision: Decision,
+        reason: Option<String>,
+        from: &str,
+        device: &str,
+    ) {
+        let Some(prompt) = self.prompts.take(&id) else {
+            self.too_late(&id, from);
+            return;
+        };
+        let Ask::Permission {
+            tool,
+            input,
+            suggestions,
+            ..
+        } = &prompt.ask
+        else {
+            // A question answered as a permission: "deny" dismisses it, anything else
+            // needs the chosen option.
+            if decision == Decision::Deny {
+                self.resolve(&prompt, deny(device, reason.as_deref()), "deny")
+                    .await;
+            } else {
+                self.restore(prompt);
+                self.clients.send_msg(
+                    from,
+                    &ServerMsg::error(
+                        ErrorCode::InvalidMessage,
+                        format!("`{id}` is a question; answer it with user_question_response"),
+                    ),
+                );
+            }
+            return;
+        };
+        let (response, word) = match decision {
+            Decision::Allow => (allow(input, None), "allow"),
+            Decision::Deny => (deny(device, reason.as_deref()), "deny"),
+            Decision::AllowAlways => {
+                self.remember_rule(tool, suggestions).await;
+                (
+                    allow(input, Some(session_scoped(suggestions))),
+                    "allowAlways",
+                )
+            }
+        };
+        self.resolve(&prompt, response, word).await;
+    }
+
+    async fn answer_question(
+        &mut self,
+        id: String,
+        answer: String,
+        answers: Option<std::collections::BTreeMap<String, String>>,
+        from: &str,
+    ) {
+        let Some(prompt) = self.prompts.take(&id) else {
+            self.too_late(&id, from);
+            return;
+        };
+        let Ask::Question { input } = &prompt.ask else {
+            self.restore(prompt);
+            self.clients.send_msg(
+                from,
+                &ServerMsg::error(
+                    ErrorCode::InvalidMessage,
+                    format!("`{id}` is a permission request; answer it with permission_response"),
+                ),
+            );
+            return;
+        };
+        // The CLI wants question text → chosen label(s); a single `answer` goes to the
+        // first question.
+        let answers = answers.filter(|a| !a.is_empty()).unwrap_or_else(|| {
+            let first = input
+                .pointer("/questions/0/question")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            std::iter::once((first, answer)).collect()
+        });
+        let mut updated = input.clone();
+        if let Some(obj) = updated.as_object_mut() {
+            obj.insert("answers".into(), json!(answers));
+        }
+        self.resolve(
+            &prompt,
+            json!({"behavior": "allow", "updatedInput": updated}),
+            "allow",
+        )
+        .await;
+    }
+
+    fn too_late(&self, id: &str, from: &str) {
+        self.clients.send_msg(
+            from,
+            &ServerMsg::PermissionExpired {
+                request_id: id.to_owned(),
+                message: "this prompt was already answered, timed out, or was withdrawn".into(),
+                session_id: self.rec.session_id.clone(),
+            },
+        );
+    }
+
+    fn restore(&mut self, prompt: Prompt) {
+        let Prompt {
+            id,
+            cli_request,
+            ask,
+            deadline,
+        } = prompt;
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        // Re-adding resets the deadline to the full timeout; keep the original one.
+        self.prompts.add(
+            id,
+            cli_request,
+            ask,
+            now - self.cfg.permission_timeout.saturating_sub(left),
+        );
+    }
+
+    /// Sends the decision to the agent and tells every phone to hide the prompt.
+    async fn resolve(&mut self, prompt: &Prompt, response: Value, decision: &str) {
+        if let Some(agent) = &self.agent {
+            let _ = agent.respond(&prompt.cli_request, response).await;
+        }
+        tracing::info!(prompt = %prompt.id, decision, "prompt answered");
+        self.publish(
+            Audience::All,
+            &ServerMsg::PermissionResolved {
+                request_id: prompt.id.clone(),
+                decision: decision.to_owned(),
+                session_id: self.rec.session_id.clone(),
+            },
+        );
+    }
+
+    async fn remember_rule(&mut self, tool: &str, suggestions: &Value) {
+        let Some(rule) = Rule::from_request(tool, suggestions) else {
+            self.notice(
+                MessageType::System,
+                format!("Allowed once: Claude Code offered no rule to remember for {tool}."),
+            );
+            return;
+        };
+        let (rules, cwd, r) = (self.cfg.rules.clone(), self.rec.cwd.clone(), rule.clone());
+        match tokio::task::spawn_blocking(move || rules.add(&cwd, r)).await {
+            Ok(Ok(_)) => self.notice(
+                MessageType::System,
+                format!(
+                    "Remembered: {rule} is always allowed in {}.",
+                    self.rec.cwd.display()
+                ),
+            ),
+            Ok(Err(err)) => self.session_error(
+                None,
+                format!("Allowed, but the rule could not be saved: {err}"),
+            ),
+            Err(join) => tracing::error!(%join, "saving a rule panicked"),
+        }
+    }
+
+    async fn expire_prompts(&mut self) {
+        for prompt in self.prompts.take_expired(Instant::now()) {
+            let secs = self.cfg.permission_timeout.as_secs_f64();
+            self.end_prompt(prompt, &format!("No answer within {secs:.0} s; denied."))
+                .await;
+        }
+    }
+
+    /// Denies everything still waiting (session closing, server stopping).
+    async fn deny_all_prompts(&mut self, why: &str) {
+        for prompt in self.prompts.take_all() {
+            self.end_prompt(prompt, &format!("Denied: {why}.")).await;
+        }
+    }
+
+    async fn end_prompt(&mut self, prompt: Prompt, message: &str) {
+        if let Some(agent) = &self.agent {
+            let _ = agent
+                .respond(
+                    &prompt.cli_request,
+                    json!({"behavior": "deny", "message": message}),
+                )
+                .await;
+        }
+        self.publish(
+            Audience::All,
+            &ServerMsg::PermissionExpired {
+                request_id: prompt.id,
+                message: message.to_owned(),
+                session_id: self.rec.session_id.clone(),
+            },
         );
     }
 
@@ -704,6 +1009,17 @@ impl Session {
 
     async fn on_exit(&mut self, status: String) {
         self.agent = None;
+        // Nobody is left to answer to; the phones must stop showing these prompts.
+        for prompt in self.prompts.take_all() {
+            self.publish(
+                Audience::All,
+                &ServerMsg::PermissionExpired {
+                    request_id: prompt.id,
+                    message: "Claude Code stopped before this was answered.".into(),
+                    session_id: self.rec.session_id.clone(),
+                },
+            );
+        }
         self.agent_ready = false;
         self.pending.clear();
         self.close_text();
@@ -758,6 +1074,46 @@ impl Session {
             });
         }
     }
+}
+
+/// `allow` must always carry `updatedInput` (the original input when nothing changed).
+fn allow(input: &Value, permissions: Option<Value>) -> Value {
+    let mut v = json!({"behavior": "allow", "updatedInput": input});
+    if let Some(p) = permissions.filter(|p| p.as_array().is_some_and(|a| !a.is_empty())) {
+        v["updatedPermissions"] = p;
+    }
+    v
+}
+
+fn deny(device: &str, reason: Option<&str>) -> Value {
+    let message = match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) => format!("Denied from {device}: {r}"),
+        None => format!("Denied from {device}"),
+    };
+    json!({"behavior": "deny", "message": message})
+}
+
+/// The CLI's suggestions, kept to this session: its rules and directories apply until
+/// the agent exits, and nothing is written to the user's Claude Code settings files
+/// (our own rule file is what persists "always").
+fn session_scoped(suggestions: &Value) -> Value {
+    let kept: Vec<Value> = suggestions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            matches!(
+                s.get("type").and_then(Value::as_str),
+                Some("addRules" | "addDirectories")
+            )
+        })
+        .map(|s| {
+            let mut s = s.clone();
+            s["destination"] = json!("session");
+            s
+        })
+        .collect();
+    Value::Array(kept)
 }
 
 fn info_of(rec: &SessionRecord, busy: bool) -> SessionInfo {

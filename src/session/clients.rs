@@ -110,6 +110,15 @@ impl Clients {
             .collect()
     }
 
+    /// How a client is named in messages to others ("Denied from Ana's phone").
+    pub fn device_name(&self, id: &str) -> String {
+        self.lock()
+            .get(id)
+            .and_then(|s| s.info.device_name.clone())
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| id.to_owned())
+    }
+
     /// Everyone connected, as others see them.
     pub fn infos(&self) -> Vec<ClientInfo> {
         self.lock().values().map(|s| s.info.clone()).collect()

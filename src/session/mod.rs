@@ -8,10 +8,12 @@
 
 mod actor;
 mod clients;
+mod prompts;
 mod record;
 
 pub use actor::Refusal;
 pub use clients::{frame, Audience, ClientId, Clients, Frame, Outbound, SessionId};
+pub use prompts::PromptIndex;
 pub use record::{RecordError, SessionRecord};
 
 use std::path::{Path, PathBuf};
@@ -40,8 +42,14 @@ pub struct SessionsConfig {
     pub coalesce: Duration,
     /// Models phones may choose.
     pub models: Vec<ModelInfo>,
-    /// Environment variables the agent must not inherit (our own secrets).
-    pub env_remove: Vec<&'static str>,
+    /// How the agent's environment differs from the worker's.
+    pub agent_env: crate::agent::AgentEnv,
+    /// Unanswered prompts are denied after this long.
+    pub permission_timeout: Duration,
+    /// "Allow always" rules.
+    pub rules: crate::rules::RuleStore,
+    /// Whether agents may be switched to `auto` (see [`crate::agent::AgentSpec`]).
+    pub allow_bypass: bool,
 }
 
 struct Entry {
@@ -61,6 +69,7 @@ pub struct Hub {
     /// Serializes create/destroy so the limit and the "always one session" rule hold.
     structure: Arc<tokio::sync::Mutex<()>>,
     draining: CancellationToken,
+    prompts: PromptIndex,
 }
 
 impl Hub {
@@ -73,6 +82,7 @@ impl Hub {
             sessions: Default::default(),
             structure: Default::default(),
             draining: CancellationToken::new(),
+            prompts: PromptIndex::default(),
         };
         let dir = hub.cfg.sessions_dir.clone();
         let records = tokio::task::spawn_blocking(move || record::load_all(&dir))
@@ -125,6 +135,11 @@ impl Hub {
         self.lock().len()
     }
 
+    /// Prompts waiting for an answer, across all sessions.
+    pub fn pending_prompts(&self) -> usize {
+        self.prompts.len()
+    }
+
     fn spawn_session(&self, rec: SessionRecord, save_now: bool) -> SessionId {
         let id = rec.session_id.clone();
         let (tx, rx) = mpsc::channel(64);
@@ -137,8 +152,14 @@ impl Hub {
             self.cfg.sessions_dir.clone(),
             self.clients.clone(),
         ));
-        let (session, info) =
-            Session::new(rec, self.cfg.clone(), self.clients.clone(), rx, save_tx);
+        let (session, info) = Session::new(
+            rec,
+            self.cfg.clone(),
+            self.clients.clone(),
+            rx,
+            save_tx,
+            self.prompts.clone(),
+        );
         let span = tracing::info_span!("session", session = %id);
         let task = tokio::spawn(tracing::Instrument::instrument(session.run(), span));
         self.lock().push(Entry {
@@ -194,8 +215,9 @@ impl Hub {
                 sessions: self.session_infos(),
             },
         );
-        if let Some(session) = self.most_recent() {
-            self.attach(client, &session).await;
+        let active = self.most_recent();
+        if let Some(session) = &active {
+            self.attach(client, session).await;
         }
         self.clients.send_msg(
             client,
@@ -203,6 +225,20 @@ impl Hub {
                 models: self.cfg.models.clone(),
             },
         );
+        // Prompts of the other sessions too: any phone may answer any prompt.
+        let others: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|e| Some(&e.id) != active.as_ref())
+            .map(|e| e.tx.clone())
+            .collect();
+        for tx in others {
+            let _ = tx
+                .send(Cmd::SendPrompts {
+                    client: client.clone(),
+                })
+                .await;
+        }
     }
 
     /// Handles one authenticated request. Answers to the sender go to its queue.
@@ -293,23 +329,32 @@ impl Hub {
                     });
                     return Ok(());
                 }
+                if mode == PermissionMode::Auto && !self.cfg.allow_bypass {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidMode,
+                        "Claude Code refuses to skip permissions when it runs as root; run Chroxy as a normal user (or set IS_SANDBOX=1 inside a disposable sandbox)",
+                    ));
+                }
                 let _ = tx.send(Cmd::SetMode { mode }).await;
             }
             ClientMsg::PermissionResponse(m) => {
-                let session_id = self.clients.active(client).unwrap_or_default();
-                self.clients.send_msg(client, &ServerMsg::PermissionExpired {
-                    request_id: m.request_id,
-                    message: "no permission request with this id is pending (already answered, expired, or unknown)".into(),
-                    session_id,
-                });
+                let cmd = Cmd::Answer {
+                    id: m.request_id.clone(),
+                    decision: m.decision,
+                    reason: m.reason,
+                    from: client.clone(),
+                    device: self.clients.device_name(client),
+                };
+                self.route_answer(client, &m.request_id, cmd).await;
             }
             ClientMsg::UserQuestionResponse(m) => {
-                let session_id = self.clients.active(client).unwrap_or_default();
-                self.clients.send_msg(client, &ServerMsg::PermissionExpired {
-                    request_id: m.tool_use_id,
-                    message: "no question with this id is pending (already answered, expired, or unknown)".into(),
-                    session_id,
-                });
+                let cmd = Cmd::AnswerQuestion {
+                    id: m.tool_use_id.clone(),
+                    answer: m.answer,
+                    answers: m.answers,
+                    from: client.clone(),
+                };
+                self.route_answer(client, &m.tool_use_id, cmd).await;
             }
             ClientMsg::SwitchSession(m) => {
                 if !self.attach(client, &m.session_id).await {
@@ -336,6 +381,25 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// Answers go to the session whose prompt it is; an unknown id is already over.
+    async fn route_answer(&self, client: &ClientId, id: &str, cmd: Cmd) {
+        let tx = self.prompts.session_of(id).and_then(|s| self.sender(&s));
+        let delivered = match tx {
+            Some(tx) => tx.send(cmd).await.is_ok(),
+            None => false,
+        };
+        if !delivered {
+            self.clients.send_msg(
+                client,
+                &ServerMsg::PermissionExpired {
+                    request_id: id.to_owned(),
+                    message: "this prompt was already answered, timed out, or was withdrawn".into(),
+                    session_id: self.clients.active(client).unwrap_or_default(),
+                },
+            );
+        }
     }
 
     fn check_model(&self, model: &str) -> Result<(), Refusal> {
