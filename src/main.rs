@@ -47,6 +47,25 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// The "allow always" permission rules phones have created.
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesAction {
+    /// Print every rule, by project directory.
+    List,
+    /// Delete a rule, as `list` prints it (e.g. "Bash(touch made.txt)").
+    Remove {
+        /// The rule.
+        rule: String,
+        /// Only in this project directory (default: every project).
+        #[arg(long)]
+        project: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -64,6 +83,7 @@ fn main() -> Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run_worker(paths, port, cwd, demo))
         }
+        Command::Rules { action } => rules(&paths, action),
         Command::Token {
             action: TokenAction::Show,
         } => {
@@ -74,6 +94,38 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn rules(paths: &Paths, action: RulesAction) -> Result<()> {
+    let store = chroxy::rules::RuleStore::new(paths);
+    match action {
+        RulesAction::List => {
+            let file = store.load()?;
+            if file.projects.is_empty() {
+                println!("no rules (phones add them with \"Always\" on a permission prompt)");
+            }
+            for (project, rules) in &file.projects {
+                println!("{}", project.display());
+                for rule in rules {
+                    println!("  {rule}");
+                }
+            }
+        }
+        RulesAction::Remove { rule, project } => {
+            let project = project
+                .map(|p| {
+                    p.canonicalize()
+                        .with_context(|| format!("{} does not exist", p.display()))
+                })
+                .transpose()?;
+            let removed = store.remove(project.as_deref(), &rule)?;
+            if removed == 0 {
+                anyhow::bail!("no rule `{rule}` found; `chroxy rules list` shows them");
+            }
+            println!("removed {removed} rule(s)");
+        }
+    }
+    Ok(())
 }
 
 fn init_logging() {

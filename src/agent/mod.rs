@@ -319,8 +319,11 @@ async fn write_lines(
 ) {
     loop {
         let line = tokio::select! {
+            // Written in order; a stop still lets everything already queued out (a
+            // final "deny" must reach the CLI before its stdin closes).
+            biased;
             line = rx.recv() => line,
-            _ = stop.cancelled() => None,
+            _ = stop.cancelled() => rx.try_recv().ok(),
         };
         let Some(mut line) = line else { break };
         line.push('\n');

@@ -100,6 +100,68 @@ pub struct WorkerOpts {
     pub env: Vec<(String, String)>,
 }
 
+impl WorkerOpts {
+    /// The real CLI, answering from `model`, with debug logs.
+    pub fn real_cli(model: &Model) -> Self {
+        let mut env: Vec<(String, String)> = model
+            .handle
+            .cli_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        env.push(("CHROXY_LOG".into(), "info,chroxy=debug".into()));
+        Self {
+            claude: Some(claude_bin()),
+            model_url: None,
+            env,
+        }
+    }
+
+    /// Runs the CLI through a shim that appends everything Chroxy writes to its stdin to
+    /// `log`, so a test can count exactly what reached the CLI.
+    pub fn recording_stdin(mut self, home: &Home, log: &Path) -> Self {
+        let shim = home.dir.path().join("claude-recording");
+        let real = self.claude.take().expect("a CLI to wrap");
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\ntee -a '{}' | exec '{}' \"$@\"\n",
+                log.display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        let mut perms = std::fs::metadata(&shim).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&shim, perms).unwrap();
+        self.claude = Some(shim);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// The JSON lines of a stdin recording.
+pub fn recorded_lines(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The answers Chroxy sent the CLI for one of its control requests.
+pub fn answers_for(log: &Path, request_id: &str) -> Vec<Value> {
+    recorded_lines(log)
+        .into_iter()
+        .filter(|v| v["type"] == "control_response" && v["response"]["request_id"] == request_id)
+        .map(|v| v["response"]["response"].clone())
+        .collect()
+}
+
 /// A running `chroxy worker`.
 pub struct Worker {
     pub child: Child,
@@ -311,6 +373,15 @@ impl Client {
                 return v;
             }
         }
+    }
+
+    /// Like `until`, but a frame already received counts too (for messages whose order
+    /// relative to others is not fixed).
+    pub async fn seen_or_until(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        self.until(pred).await
     }
 
     pub async fn until_type(&mut self, ty: &str) -> Value {

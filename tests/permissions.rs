@@ -1,0 +1,481 @@
+//! Permission prompts and questions answered from phones (PROTOCOL.md "Permissions"),
+//! with the real Claude Code CLI and the scripted model.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Sends `input` and returns the first prompt of `ty` that arrives for it.
+async fn ask(c: &mut Client, input: &str, ty: &str) -> Value {
+    c.send(json!({"type": "input", "data": input})).await;
+    c.until_type(ty).await
+}
+
+fn answer(request_id: &Value, decision: &str) -> Value {
+    json!({"type": "permission_response", "requestId": request_id, "decision": decision})
+}
+
+#[tokio::test]
+async fn allow_runs_the_tool_and_deny_tells_the_model_who_denied() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+
+    let prompt = ask(
+        &mut c,
+        "PLEASE_BASH touch allowed.txt",
+        "permission_request",
+    )
+    .await;
+    assert_eq!(prompt["tool"], "Bash");
+    assert_eq!(prompt["input"]["command"], "touch allowed.txt");
+    let remaining = prompt["remainingMs"].as_u64().unwrap();
+    assert!(
+        remaining > 290_000 && remaining <= 300_000,
+        "default timeout is 5 min: {remaining}"
+    );
+    c.send(answer(&prompt["requestId"], "allow")).await;
+    let resolved = c.until_type("permission_resolved").await;
+    assert_eq!(
+        (resolved["requestId"].clone(), resolved["decision"].clone()),
+        (prompt["requestId"].clone(), json!("allow"))
+    );
+    c.until_type("agent_idle").await;
+    assert!(home.project().join("allowed.txt").exists());
+
+    let prompt = ask(&mut c, "PLEASE_BASH touch denied.txt", "permission_request").await;
+    c.send(json!({"type": "permission_response", "requestId": prompt["requestId"], "decision": "deny", "reason": "not now"}))
+        .await;
+    c.until_type("agent_idle").await;
+    assert!(!home.project().join("denied.txt").exists());
+    let last = model.handle.requests().last().unwrap().body.to_string();
+    assert!(
+        last.contains("Denied from test: not now"),
+        "the model did not get the denial: {last}"
+    );
+}
+
+#[tokio::test]
+async fn two_phones_answering_at_once_exactly_one_decision_reaches_the_cli() {
+    let home = Home::new();
+    let model = Model::start().await;
+    // 100 prompts in well under a minute: lift the per-connection rate limit.
+    home.config("[worker]\nmessages_per_minute = 100000\nmessage_burst = 1000\n");
+    let log = home.dir.path().join("stdin.jsonl");
+    let w = Worker::start_with(
+        &home,
+        WorkerOpts::real_cli(&model).recording_stdin(&home, &log),
+    )
+    .await;
+    let mut a = w.client().await;
+    let mut b = w.client().await;
+    for n in 0..100u32 {
+        let file = format!("race{n}.txt");
+        let prompt = ask(
+            &mut a,
+            &format!("PLEASE_BASH touch {file}"),
+            "permission_request",
+        )
+        .await;
+        let id = prompt["requestId"].clone();
+        b.until(|v| v["type"] == "permission_request" && v["requestId"] == id)
+            .await;
+        // Both answer "at once": one allows, one denies; who goes first varies.
+        let a_first = n % 2 == 0;
+        let (first, second) = if a_first {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        first.send(answer(&id, "allow")).await;
+        for _ in 0..n % 4 {
+            tokio::task::yield_now().await;
+        }
+        second.send(answer(&id, "deny")).await;
+
+        let mut decisions = Vec::new();
+        for c in [&mut a, &mut b] {
+            let resolved = c
+                .until(|v| v["type"] == "permission_resolved" && v["requestId"] == id)
+                .await;
+            decisions.push(resolved["decision"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            decisions[0], decisions[1],
+            "round {n}: both phones must see the same winner"
+        );
+        // The phone whose answer lost is told so; the winner is not.
+        let allow_won = decisions[0] == "allow";
+        let (winner, loser) = if allow_won == a_first {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        loser
+            .seen_or_until(|v| v["type"] == "permission_expired" && v["requestId"] == id)
+            .await;
+        for c in [&mut *winner, &mut *loser] {
+            c.until(|v| v["type"] == "agent_idle").await;
+        }
+        assert!(
+            !winner
+                .seen
+                .iter()
+                .any(|v| v["type"] == "permission_expired" && v["requestId"] == id),
+            "round {n}: the winning answer was reported as expired"
+        );
+        let sent = answers_for(&log, id.as_str().unwrap());
+        assert_eq!(
+            sent.len(),
+            1,
+            "round {n}: {} answers reached the CLI: {sent:?}",
+            sent.len()
+        );
+        assert_eq!(
+            sent[0]["behavior"],
+            if allow_won { "allow" } else { "deny" }
+        );
+        assert_eq!(home.project().join(&file).exists(), allow_won, "round {n}");
+    }
+}
+
+#[tokio::test]
+async fn an_unanswered_prompt_is_denied_after_the_timeout_and_the_turn_goes_on() {
+    let home = Home::new();
+    home.config("[worker]\npermission_timeout_ms = 1000\n");
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let mut watcher = w.client().await;
+    let prompt = ask(&mut c, "PLEASE_BASH touch late.txt", "permission_request").await;
+    assert!(prompt["remainingMs"].as_u64().unwrap() <= 1000);
+    for p in [&mut c, &mut watcher] {
+        let expired = p
+            .until(|v| v["type"] == "permission_expired" && v["requestId"] == prompt["requestId"])
+            .await;
+        assert!(
+            expired["message"].as_str().unwrap().contains("No answer"),
+            "{expired}"
+        );
+    }
+    c.until_type("agent_idle").await;
+    assert!(!home.project().join("late.txt").exists());
+    let last = model.handle.requests().last().unwrap().body.to_string();
+    assert!(
+        last.contains("No answer within"),
+        "the model was not told: {last}"
+    );
+    // Too late now.
+    c.send(answer(&prompt["requestId"], "allow")).await;
+    c.until(|v| {
+        v["type"] == "permission_expired"
+            && v["message"].as_str().unwrap().contains("already answered")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn allow_always_is_remembered_across_sessions_and_restarts() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let mut w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let prompt = ask(&mut c, "PLEASE_BASH touch made.txt", "permission_request").await;
+    c.send(answer(&prompt["requestId"], "allowAlways")).await;
+    c.until_type("agent_idle").await;
+    assert!(home.project().join("made.txt").exists());
+    let rules: Value = serde_json::from_slice(
+        &std::fs::read(home.chroxy().join("config/permission-rules.json")).unwrap(),
+    )
+    .unwrap();
+    let project = home.project().display().to_string();
+    assert_eq!(rules["projects"][&project][0]["tool"], "Bash");
+    assert_eq!(rules["projects"][&project][0]["content"], "touch made.txt");
+
+    // A new session in the same directory: nobody is asked, everybody is told.
+    std::fs::remove_file(home.project().join("made.txt")).unwrap();
+    let mut watcher = w.client().await;
+    c.send(json!({"type": "create_session", "name": "again"}))
+        .await;
+    c.until(|v| v["type"] == "session_switched" && v["name"] == "again")
+        .await;
+    let frames = c.turn("PLEASE_BASH touch made.txt").await;
+    assert!(home.project().join("made.txt").exists());
+    assert!(frames.iter().any(|v| v["type"] == "message"
+        && v["content"]
+            .as_str()
+            .unwrap()
+            .contains("Allowed by your rule Bash(touch made.txt)")));
+    assert!(!c
+        .seen
+        .iter()
+        .chain(&watcher.seen)
+        .any(|v| v["type"] == "permission_request"
+            && v["input"]["command"] == "touch made.txt"
+            && v["requestId"] != prompt["requestId"]));
+    watcher.send(json!({"type": "ping"})).await;
+    watcher.until_type("pong").await;
+    assert!(!watcher
+        .seen
+        .iter()
+        .any(|v| v["type"] == "permission_request"));
+
+    // After a restart too.
+    w.kill9().await;
+    std::fs::remove_file(home.project().join("made.txt")).unwrap();
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let frames = c.turn("PLEASE_BASH touch made.txt").await;
+    assert!(home.project().join("made.txt").exists(), "{frames:#?}");
+    assert!(!frames.iter().any(|v| v["type"] == "permission_request"));
+
+    // A different command still asks.
+    let prompt = ask(&mut c, "PLEASE_BASH touch other.txt", "permission_request").await;
+    c.send(answer(&prompt["requestId"], "deny")).await;
+    c.until_type("agent_idle").await;
+
+    // Chroxy wrote no Claude Code settings: not in HOME, not in the project.
+    for settings in [".claude/settings.json", ".claude/settings.local.json"] {
+        assert!(
+            !home.user_home().join(settings).exists(),
+            "{settings} written in HOME"
+        );
+        assert!(
+            !home.project().join(settings).exists(),
+            "{settings} written in the project"
+        );
+    }
+}
+
+/// Child mode of the concurrency test below: 10 threads adding rules at once.
+fn write_rules_as_child(home: &Path, who: &str) {
+    let store = chroxy::rules::RuleStore::new(&chroxy::store::Paths::under(home));
+    std::thread::scope(|s| {
+        for t in 0..10 {
+            let store = store.clone();
+            s.spawn(move || {
+                let rule = chroxy::rules::Rule {
+                    tool: "Bash".into(),
+                    content: Some(format!("echo {who}-{t}")),
+                    created_at: 0,
+                };
+                store.add(Path::new("/project"), rule).unwrap();
+            });
+        }
+    });
+}
+
+#[test]
+fn twenty_concurrent_rule_writers_in_two_processes_lose_nothing() {
+    if let (Ok(home), Ok(who)) = (
+        std::env::var("CHROXY_RULES_CHILD_HOME"),
+        std::env::var("CHROXY_RULES_CHILD"),
+    ) {
+        write_rules_as_child(Path::new(&home), &who);
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let me = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|who| {
+            std::process::Command::new(&me)
+                .args([
+                    "--exact",
+                    "twenty_concurrent_rule_writers_in_two_processes_lose_nothing",
+                    "--test-threads=1",
+                ])
+                .env("CHROXY_RULES_CHILD_HOME", home.path())
+                .env("CHROXY_RULES_CHILD", who)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "writer process failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(home.path().join("config/permission-rules.json")).unwrap();
+    let file: Value = serde_json::from_str(&text).expect("rules file is valid JSON");
+    let mut rules: Vec<String> = file["projects"]["/project"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["content"].as_str().unwrap().to_owned())
+        .collect();
+    rules.sort();
+    let mut expected: Vec<String> = ["a", "b"]
+        .iter()
+        .flat_map(|w| (0..10).map(move |t| format!("echo {w}-{t}")))
+        .collect();
+    expected.sort();
+    assert_eq!(rules, expected);
+}
+
+#[tokio::test]
+async fn a_question_answered_from_the_phone_reaches_the_model() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let q = ask(&mut c, "PLEASE_ASK", "user_question").await;
+    assert_eq!(
+        q["questions"][0]["question"],
+        "Which color should the button be?"
+    );
+    let labels: Vec<&str> = q["questions"][0]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["Red", "Blue"]);
+    c.send(
+        json!({"type": "user_question_response", "toolUseId": q["toolUseId"], "answer": "Blue"}),
+    )
+    .await;
+    c.until_type("agent_idle").await;
+    let last = model.handle.requests().last().unwrap().body.to_string();
+    assert!(
+        last.contains(r#"\"Which color should the button be?\"=\"Blue\""#),
+        "answer not received: {last}"
+    );
+    // A second answer is too late.
+    c.send(json!({"type": "user_question_response", "toolUseId": q["toolUseId"], "answer": "Red"}))
+        .await;
+    c.until_type("permission_expired").await;
+}
+
+#[tokio::test]
+async fn a_phone_arriving_while_a_prompt_waits_gets_it_after_the_replay() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let prompt = ask(&mut c, "PLEASE_BASH touch later.txt", "permission_request").await;
+    let mut late = w.connect().await;
+    late.auth(TOKEN).await;
+    late.until_type("history_replay_end").await;
+    let again = late.until_type("permission_request").await;
+    assert_eq!(again["requestId"], prompt["requestId"]);
+    assert!(again["remainingMs"].as_u64().unwrap() <= prompt["remainingMs"].as_u64().unwrap());
+    late.send(answer(&again["requestId"], "allow")).await;
+    c.until(|v| v["type"] == "permission_resolved").await;
+    c.until_type("agent_idle").await;
+    assert!(home.project().join("later.txt").exists());
+}
+
+#[tokio::test]
+async fn destroying_a_session_denies_its_prompt_and_forgets_it() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let log = home.dir.path().join("stdin.jsonl");
+    let w = Worker::start_with(
+        &home,
+        WorkerOpts::real_cli(&model).recording_stdin(&home, &log),
+    )
+    .await;
+    let mut c = w.client().await;
+    let mut watcher = w.client().await;
+    let session = c.active_session();
+    c.send(json!({"type": "create_session", "name": "spare"}))
+        .await; // so the default is not recreated
+    c.until(|v| v["type"] == "session_switched" && v["name"] == "spare")
+        .await;
+    c.send(json!({"type": "switch_session", "sessionId": session}))
+        .await;
+    c.until(|v| v["type"] == "session_switched" && v["sessionId"] == session.as_str())
+        .await;
+    let prompt = ask(&mut c, "PLEASE_BASH touch never.txt", "permission_request").await;
+    let id = prompt["requestId"].as_str().unwrap().to_owned();
+    c.send(json!({"type": "destroy_session", "sessionId": session}))
+        .await;
+    for p in [&mut c, &mut watcher] {
+        let expired = p
+            .until(|v| v["type"] == "permission_expired" && v["requestId"] == id.as_str())
+            .await;
+        assert!(
+            expired["message"].as_str().unwrap().contains("closed"),
+            "{expired}"
+        );
+    }
+    // Once the session is gone from the list its agent has exited, so the recording of
+    // its stdin is complete.
+    watcher
+        .until(|v| v["type"] == "session_list" && v["sessions"].as_array().unwrap().len() == 1)
+        .await;
+    let sent = answers_for(&log, &id);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["behavior"], "deny");
+    // The prompt is gone from the worker: a late answer finds nothing.
+    c.send(answer(&json!(id), "allow")).await;
+    c.until(|v| {
+        v["type"] == "permission_expired"
+            && v["message"].as_str().unwrap().contains("already answered")
+    })
+    .await;
+    assert!(!home.project().join("never.txt").exists());
+}
+
+#[tokio::test]
+async fn answers_have_their_own_budget_under_a_flood() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let prompt = ask(&mut c, "PLEASE_BASH touch flood.txt", "permission_request").await;
+    for _ in 0..200 {
+        c.send(json!({"type": "list_sessions"})).await;
+    }
+    c.until_type("rate_limited").await;
+    c.send(answer(&prompt["requestId"], "allow")).await;
+    c.until(|v| v["type"] == "permission_resolved").await;
+    c.until_type("agent_idle").await;
+    assert!(home.project().join("flood.txt").exists());
+}
+
+#[tokio::test]
+async fn auto_needs_confirmation_and_then_the_cli_stops_asking() {
+    let home = Home::new();
+    let model = Model::start().await;
+    // Claude Code skips permissions for root only inside a declared sandbox; CI runs as root.
+    let w = Worker::start_with(&home, WorkerOpts::real_cli(&model).env("IS_SANDBOX", "1")).await;
+    let mut c = w.client().await;
+    c.turn("REPLY warm up").await;
+    c.send(json!({"type": "set_permission_mode", "mode": "auto"}))
+        .await;
+    let confirm = c.until_type("confirm_permission_mode").await;
+    assert!(confirm["warning"]
+        .as_str()
+        .unwrap()
+        .contains("without asking"));
+    // Unconfirmed: nothing changed, the CLI still asks.
+    let prompt = ask(&mut c, "PLEASE_BASH touch asked.txt", "permission_request").await;
+    assert!(!c
+        .seen
+        .iter()
+        .any(|v| v["type"] == "permission_mode_changed"));
+    c.send(answer(&prompt["requestId"], "deny")).await;
+    c.until_type("agent_idle").await;
+
+    c.send(json!({"type": "set_permission_mode", "mode": "auto", "confirmed": true}))
+        .await;
+    assert_eq!(
+        c.until_type("permission_mode_changed").await["mode"],
+        "auto"
+    );
+    let frames = c.turn("PLEASE_BASH touch unasked.txt").await;
+    assert!(home.project().join("unasked.txt").exists(), "{frames:#?}");
+    assert!(!frames.iter().any(|v| v["type"] == "permission_request"));
+}
