@@ -202,7 +202,7 @@ async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>, demo: bool) -
     })
     .await;
 
-    tokio::spawn(stop_on_signal(stop.clone()));
+    tokio::spawn(stop_on_signal(hub.clone(), stop.clone()));
 
     let ready = WorkerEvent::Ready {
         port: bound,
@@ -228,8 +228,10 @@ async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>, demo: bool) -
     Ok(served?)
 }
 
-/// SIGTERM or Ctrl-C starts an orderly stop: clients told, agents stopped, state saved.
-async fn stop_on_signal(stop: CancellationToken) {
+/// SIGTERM or Ctrl-C starts an orderly stop: while phones are still connected, input
+/// is refused and waiting prompts are denied and announced; then connections close with
+/// `server_shutdown`, agents stop and sessions are saved (after `serve` returns).
+async fn stop_on_signal(hub: Hub, stop: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(err) => {
@@ -240,7 +242,10 @@ async fn stop_on_signal(stop: CancellationToken) {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        // Stopped for another reason (the server failed): nothing to drain.
+        _ = stop.cancelled() => return,
     }
     tracing::info!("stopping");
+    hub.drain().await;
     stop.cancel();
 }

@@ -479,3 +479,96 @@ async fn auto_needs_confirmation_and_then_the_cli_stops_asking() {
     assert!(home.project().join("unasked.txt").exists(), "{frames:#?}");
     assert!(!frames.iter().any(|v| v["type"] == "permission_request"));
 }
+
+#[tokio::test]
+async fn an_interrupt_withdraws_the_prompt_and_no_answer_is_sent() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let log = home.dir.path().join("stdin.jsonl");
+    let w = Worker::start_with(
+        &home,
+        WorkerOpts::real_cli(&model).recording_stdin(&home, &log),
+    )
+    .await;
+    let mut c = w.client().await;
+    let prompt = ask(&mut c, "PLEASE_BASH touch x.txt", "permission_request").await;
+    c.send(json!({"type": "interrupt"})).await;
+    let expired = c
+        .until(|v| v["type"] == "permission_expired" && v["requestId"] == prompt["requestId"])
+        .await;
+    assert!(
+        expired["message"].as_str().unwrap().contains("withdrew"),
+        "{expired}"
+    );
+    c.until_type("agent_idle").await;
+    c.send(answer(&prompt["requestId"], "allow")).await;
+    c.until(|v| {
+        v["type"] == "permission_expired"
+            && v["message"].as_str().unwrap().contains("already answered")
+    })
+    .await;
+    assert!(answers_for(&log, prompt["requestId"].as_str().unwrap()).is_empty());
+    assert!(!home.project().join("x.txt").exists());
+}
+
+#[tokio::test]
+async fn an_agent_crash_takes_its_prompts_with_it() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let prompt = ask(&mut c, "PLEASE_BASH touch crash.txt", "permission_request").await;
+    let agents = w.children();
+    assert_eq!(agents.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agents[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let expired = c
+        .until(|v| v["type"] == "permission_expired" && v["requestId"] == prompt["requestId"])
+        .await;
+    assert!(
+        expired["message"].as_str().unwrap().contains("stopped"),
+        "{expired}"
+    );
+    c.until_type("agent_idle").await;
+    // The session works again (and asks again).
+    let again = ask(&mut c, "PLEASE_BASH touch crash.txt", "permission_request").await;
+    assert_ne!(again["requestId"], prompt["requestId"]);
+}
+
+#[tokio::test]
+async fn a_stopping_worker_denies_waiting_prompts_and_tells_the_phones_first() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let log = home.dir.path().join("stdin.jsonl");
+    let mut w = Worker::start_with(
+        &home,
+        WorkerOpts::real_cli(&model).recording_stdin(&home, &log),
+    )
+    .await;
+    let mut c = w.client().await;
+    let prompt = ask(&mut c, "PLEASE_BASH touch stop.txt", "permission_request").await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(w.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let expired = c
+        .until(|v| v["type"] == "permission_expired" && v["requestId"] == prompt["requestId"])
+        .await;
+    assert!(
+        expired["message"].as_str().unwrap().contains("stopping"),
+        "{expired}"
+    );
+    c.until_type("server_shutdown").await;
+    let status = tokio::time::timeout(WAIT, w.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "worker exit: {status:?}");
+    let sent = answers_for(&log, prompt["requestId"].as_str().unwrap());
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["behavior"], "deny");
+}

@@ -86,6 +86,9 @@ pub(crate) enum Cmd {
     },
     /// Send this session's waiting prompts to a phone that is looking at another session.
     SendPrompts { client: ClientId },
+    /// The worker is stopping: deny what waits and tell the phones, while they are
+    /// still connected.
+    Drain { done: oneshot::Sender<()> },
     /// Stop the agent, save (or delete) the state, end the task.
     Shutdown {
         delete: bool,
@@ -282,6 +285,10 @@ impl Session {
                 if !frames.is_empty() {
                     self.clients.send_to(&client, Outbound::Batch(frames));
                 }
+            }
+            Cmd::Drain { done } => {
+                self.deny_all_prompts("the server is stopping").await;
+                let _ = done.send(());
             }
             Cmd::Shutdown { delete, done } => {
                 self.shutdown(delete).await;

@@ -484,14 +484,22 @@ impl Hub {
         Ok(())
     }
 
-    /// Refuses new input from now on (drain).
-    pub fn begin_drain(&self) {
+    /// Starts an orderly stop while phones are still connected: new input is refused
+    /// with `DRAINING`, and every waiting prompt is denied and announced.
+    pub async fn drain(&self) {
         self.draining.cancel();
+        let senders: Vec<_> = self.lock().iter().map(|e| e.tx.clone()).collect();
+        for tx in senders {
+            let (done, drained) = oneshot::channel();
+            if tx.send(Cmd::Drain { done }).await.is_ok() {
+                let _ = drained.await;
+            }
+        }
     }
 
     /// Stops every agent and saves every session. Idempotent.
     pub async fn shutdown(&self) {
-        self.begin_drain();
+        self.draining.cancel();
         let entries: Vec<Entry> = std::mem::take(&mut *self.lock());
         for entry in entries {
             stop_entry(entry, None).await;
