@@ -61,6 +61,8 @@ pub struct WorkerConfig {
     pub client_queue: usize,
     /// Unanswered permission prompts and questions are denied after this long.
     pub permission_timeout_ms: u64,
+    /// An agent that ignores `interrupt` this long is stopped (and resumed on the next input).
+    pub interrupt_grace_ms: u64,
     /// Path of the `claude` binary; default: `CHROXY_CLAUDE`, then `PATH`.
     pub claude: Option<PathBuf>,
     /// What phones may choose in `set_model`.
@@ -83,6 +85,7 @@ impl Default for WorkerConfig {
             message_burst: 20,
             client_queue: 1024,
             permission_timeout_ms: 5 * 60 * 1000,
+            interrupt_grace_ms: 10_000,
             claude: None,
             models: vec![
                 model("sonnet", "Sonnet"),
@@ -102,6 +105,11 @@ impl WorkerConfig {
     /// `permission_timeout_ms` as a duration.
     pub fn permission_timeout(&self) -> Duration {
         Duration::from_millis(self.permission_timeout_ms)
+    }
+
+    /// `interrupt_grace_ms` as a duration.
+    pub fn interrupt_grace(&self) -> Duration {
+        Duration::from_millis(self.interrupt_grace_ms)
     }
 
     /// `coalesce_ms` as a duration.

@@ -196,6 +196,7 @@ async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>, demo: bool) -
         models: config.worker.models.clone(),
         agent_env,
         permission_timeout: config.worker.permission_timeout(),
+        interrupt_grace: config.worker.interrupt_grace(),
         rules: chroxy::rules::RuleStore::new(&paths),
         // The CLI refuses to skip permissions for root unless told it is in a sandbox.
         allow_bypass: !nix::unistd::geteuid().is_root() || std::env::var_os("IS_SANDBOX").is_some(),

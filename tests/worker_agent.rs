@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{json, Value};
 
@@ -262,20 +260,15 @@ async fn sessions_survive_a_worker_killed_mid_turn() {
 /// durability and not what these tests are about).
 async fn transcript_contains(home: &Home, needle: &str) {
     let projects = home.user_home().join(".claude/projects");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let found = walk(&projects)
-            .iter()
-            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(needle)));
-        if found {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the CLI never wrote a transcript containing {needle:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &format!("the CLI writes a transcript containing {needle:?}"),
+        || {
+            walk(&projects)
+                .iter()
+                .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(needle)))
+        },
+    )
+    .await;
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -446,7 +439,11 @@ async fn session_management_and_limits() {
                     .any(|s| s["name"] == "renamed")
         })
         .await;
-    assert!(home.sessions_dir().join(format!("{s5}.json")).exists());
+    let file = home.sessions_dir().join(format!("{s5}.json"));
+    eventually("the renamed session is saved", || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("\"renamed\""))
+    })
+    .await;
 
     // Destroying the session a client is on moves it to another one, and deletes the file.
     c.send(json!({"type": "destroy_session", "sessionId": s5}))
@@ -456,7 +453,7 @@ async fn session_management_and_limits() {
     watcher
         .until(|v| v["type"] == "session_list" && v["sessions"].as_array().unwrap().len() == 4)
         .await;
-    assert!(!home.sessions_dir().join(format!("{s5}.json")).exists());
+    assert!(!file.exists(), "a destroyed session's file was left behind");
 
     c.send(json!({"type": "switch_session", "sessionId": "s-nope"}))
         .await;

@@ -117,27 +117,34 @@ async fn repeated_wrong_tokens_back_off_per_address_and_never_block_the_right_to
 #[tokio::test]
 async fn more_than_three_wrong_attempts_in_flight_are_rate_limited() {
     let home = Home::new();
-    home.config("[worker]\nauth_backoff_base_ms = 2000\n");
+    // Every wrong token waits at least 5 s for its answer, so six at once cannot all be
+    // waiting: three are in flight, the other three are refused on the spot.
+    home.config("[worker]\nauth_backoff_base_ms = 5000\n");
     let w = worker(&home).await;
-    let mut waiting = Vec::new();
-    for _ in 0..3 {
+    let mut attempts = Vec::new();
+    for _ in 0..6 {
         let mut c = w.connect().await;
         c.send(json!({"type": "auth", "token": "wrong"})).await;
-        waiting.push(c);
+        attempts.push(tokio::spawn(async move {
+            let first = tokio::time::timeout(Duration::from_secs(3), c.recv()).await;
+            match first {
+                Ok(answer) if answer["reason"] == "rate_limited" => Some(c.closed().await),
+                Ok(other) => panic!("answered before its delay: {other}"),
+                Err(_still_waiting) => None,
+            }
+        }));
     }
-    // The three are now waiting out their delays; wait until the worker has counted
-    // them by retrying the fourth until it is refused with rate_limited.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut c = w.connect().await;
-        let answer = c.auth("wrong").await;
-        if answer["reason"] == "rate_limited" {
-            assert_eq!(c.closed().await, Some(4029));
-            break;
+    let mut refused = Vec::new();
+    for a in attempts {
+        if let Some(code) = a.await.unwrap() {
+            refused.push(code);
         }
-        assert!(Instant::now() < deadline, "never rate limited: {answer}");
-        waiting.push(c);
     }
+    assert_eq!(
+        refused,
+        vec![Some(4029); 3],
+        "exactly three of six are refused at once, with 4029"
+    );
 }
 
 #[tokio::test]

@@ -38,11 +38,49 @@ pub struct Auth {
     /// The API token.
     pub token: Token,
     /// Optional description of the device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
     pub device_info: Option<DeviceInfo>,
     /// Protocol version the client speaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<u32>,
+}
+
+/// Reads an optional struct that must be written as a JSON object. serde also accepts a
+/// struct written as an array, fields by position (`["Pixel","phone"]`); PROTOCOL.md makes
+/// that a wrongly typed field, and taking it would put values in whichever field comes
+/// first. Going through the map access (not an intermediate `Value`) keeps the field
+/// path of a nested error, e.g. `deviceInfo.deviceName`.
+fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    use serde::de::{value::MapAccessDeserializer, MapAccess, Visitor};
+    use std::marker::PhantomData;
+
+    struct ObjectOrNull<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOrNull<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+
+    deserializer.deserialize_any(ObjectOrNull(PhantomData))
 }
 
 /// `input`: a user turn.

@@ -9,6 +9,8 @@
 mod client;
 mod parse;
 mod server;
+#[cfg(test)]
+mod tests;
 
 pub use client::*;
 pub use parse::{parse_client_frame, FrameError};

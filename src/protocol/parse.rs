@@ -85,7 +85,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientMsg, FrameError> {
             ))
         }
     };
-    let msg = decode(&ty, Value::Object(obj)).map_err(|mut e| {
+    let msg = decode(&ty, &Value::Object(obj)).map_err(|mut e| {
         e.request_id = request_id.clone();
         e
     })?;
@@ -95,7 +95,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientMsg, FrameError> {
 }
 
 /// Builds the variant for a known `type` from the whole object.
-fn decode(ty: &str, v: Value) -> Result<ClientMsg, FrameError> {
+fn decode(ty: &str, v: &Value) -> Result<ClientMsg, FrameError> {
     Ok(match ty {
         "auth" => ClientMsg::Auth(body(v, ty)?),
         "ping" => ClientMsg::Ping(body(v, ty)?),
@@ -122,18 +122,64 @@ fn decode(ty: &str, v: Value) -> Result<ClientMsg, FrameError> {
 }
 
 /// Deserializes one message body, naming the offending field on failure.
-fn body<T: DeserializeOwned>(value: Value, ty: &str) -> Result<T, FrameError> {
+fn body<T: DeserializeOwned>(value: &Value, ty: &str) -> Result<T, FrameError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
+        let got = value_at(value, err.path()).map(json_kind);
+        let path: String = err
+            .path()
+            .to_string()
+            .chars()
+            .take(MAX_PATH_CHARS)
+            .collect();
         let inner = err.into_inner().to_string();
-        // serde's own text for a missing field already names it ("missing field `data`");
-        // for the rest, prefix the path so "expected a string" says which string.
-        let message = if path == "." || inner.starts_with("missing field") {
+        FrameError::field(
+            ErrorCode::InvalidMessage,
+            describe(ty, &path, &inner, got),
+            None,
+        )
+    })
+}
+
+/// Longest field path shown in an error; map keys (`answers`) come from the client.
+const MAX_PATH_CHARS: usize = 100;
+
+/// Words serde's error for the client. serde quotes the value it refused
+/// (`invalid type: string "…", expected u32`), and that value may be a token in the
+/// wrong place or half a megabyte long; so only serde's expectation is kept, and the
+/// value is described by its JSON kind.
+fn describe(ty: &str, path: &str, inner: &str, got: Option<&str>) -> String {
+    const EXPECTED: &str = ", expected ";
+    // The expectation comes last and never contains the separator; the quoted value
+    // before it might, hence `rfind`.
+    let Some(at) = inner.rfind(EXPECTED) else {
+        // serde's own text for a missing field already names it ("missing field `data`").
+        return if path == "." {
             format!("`{ty}`: {inner}")
         } else {
             format!("`{ty}`: field `{path}`: {inner}")
         };
-        FrameError::field(ErrorCode::InvalidMessage, message, None)
+    };
+    let expected = &inner[at + EXPECTED.len()..];
+    let field = if path == "." {
+        String::new()
+    } else {
+        format!(" field `{path}`:")
+    };
+    match got {
+        Some(kind) if inner.starts_with("invalid type") => {
+            format!("`{ty}`:{field} expected {expected}, got {kind}")
+        }
+        _ => format!("`{ty}`:{field} value not accepted, expected {expected}"),
+    }
+}
+
+/// The value a deserialization error points at, to say what kind it was.
+fn value_at<'v>(root: &'v Value, path: &serde_path_to_error::Path) -> Option<&'v Value> {
+    use serde_path_to_error::Segment;
+    path.iter().try_fold(root, |v, segment| match segment {
+        Segment::Map { key } => v.get(key.as_str()),
+        Segment::Seq { index } => v.get(*index),
+        Segment::Enum { .. } | Segment::Unknown => Some(v),
     })
 }
 

@@ -3,9 +3,10 @@
 //! which is what makes a history replay and the live stream after it line up exactly:
 //! a client attaches *inside* the task, between two events, never across one.
 
+mod asking;
+
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -13,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::clients::{frame, Audience, ClientId, Clients, Outbound};
-use super::prompts::{Ask, Prompt, PromptIndex, Prompts};
+use super::prompts::{PromptIndex, Prompts};
 use super::record::SessionRecord;
 use super::SessionsConfig;
 use crate::agent::{self, Agent, AgentEvent, AgentOutput, AgentSpec, TurnResult};
@@ -21,7 +22,10 @@ use crate::protocol::{
     now_ms, Decision, ErrorCode, MessageType, PermissionMode, ServerMsg, SessionInfo,
     HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
 };
-use crate::rules::Rule;
+
+/// Replayable history is also bounded in bytes: 500 messages of a chatty agent (whole
+/// files written by a tool, long answers) must not grow a worker without limit.
+const HISTORY_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
 /// A request refused with a protocol error, for the client that asked.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +133,10 @@ pub(crate) struct Session {
     /// The input of the running turn, kept to retry it if `--resume` fails.
     current_input: Option<String>,
     queue: VecDeque<String>,
+    /// Approximate size of `rec.history`, kept under [`HISTORY_BUDGET_BYTES`].
+    history_bytes: usize,
+    /// When an unanswered `interrupt` gives up on the agent.
+    interrupt_deadline: Option<Instant>,
     /// The open text block: our message id and its full text so far.
     open_text: Option<(String, String)>,
     /// Text not yet sent, and when it must be.
@@ -148,6 +156,7 @@ impl Session {
     ) -> (Self, InfoCell) {
         let info = Arc::new(Mutex::new(info_of(&rec, false)));
         let (events_tx, events) = mpsc::channel(256);
+        let history_bytes = rec.history.iter().map(approx_size).sum();
         let prompts = Prompts::new(rec.session_id.clone(), cfg.permission_timeout, index);
         let session = Self {
             rec,
@@ -167,6 +176,8 @@ impl Session {
             interrupted: false,
             current_input: None,
             queue: VecDeque::new(),
+            history_bytes,
+            interrupt_deadline: None,
             open_text: None,
             coalesced: String::new(),
             flush_at: None,
@@ -179,6 +190,7 @@ impl Session {
         loop {
             let flush_at = self.flush_at;
             let prompt_deadline = self.prompts.next_deadline();
+            let interrupt_deadline = self.interrupt_deadline;
             tokio::select! {
                 cmd = self.cmds.recv() => match cmd {
                     Some(cmd) => {
@@ -195,6 +207,9 @@ impl Session {
                 }
                 _ = tokio::time::sleep_until(prompt_deadline.unwrap_or_else(Instant::now)), if prompt_deadline.is_some() => {
                     self.expire_prompts().await;
+                }
+                _ = tokio::time::sleep_until(interrupt_deadline.unwrap_or_else(Instant::now)), if interrupt_deadline.is_some() => {
+                    self.agent_unresponsive().await;
                 }
             }
         }
@@ -213,10 +228,15 @@ impl Session {
     }
 
     fn remember(&mut self, msg: ServerMsg) {
-        if self.rec.history.len() >= HISTORY_LIMIT {
-            self.rec.history.pop_front();
-        }
+        self.history_bytes += approx_size(&msg);
         self.rec.history.push_back(msg);
+        while self.rec.history.len() > 1
+            && (self.rec.history.len() > HISTORY_LIMIT || self.history_bytes > HISTORY_BUDGET_BYTES)
+        {
+            if let Some(old) = self.rec.history.pop_front() {
+                self.history_bytes = self.history_bytes.saturating_sub(approx_size(&old));
+            }
+        }
     }
 
     fn notice(&mut self, kind: MessageType, content: impl Into<String>) {
@@ -462,6 +482,7 @@ impl Session {
         if let Some(agent) = self.agent.as_mut() {
             if let Ok(id) = agent.control("interrupt", json!({})).await {
                 self.interrupted = true;
+                self.interrupt_deadline = Some(Instant::now() + self.cfg.interrupt_grace);
                 self.pending.insert(id, Pending::Interrupt);
             }
         }
@@ -627,14 +648,7 @@ impl Session {
             AgentEvent::ControlCancel { request_id } => {
                 // The CLI withdrew the question (turn aborted): no answer may follow.
                 if let Some(prompt) = self.prompts.take_by_cli_request(&request_id) {
-                    self.publish(
-                        Audience::All,
-                        &ServerMsg::PermissionExpired {
-                            request_id: prompt.id,
-                            message: "Claude Code withdrew this request.".into(),
-                            session_id: sid,
-                        },
-                    );
+                    self.announce_expired(prompt.id, "Claude Code withdrew this request.");
                 }
             }
             AgentEvent::ControlResponse {
@@ -642,275 +656,6 @@ impl Session {
                 outcome,
             } => self.on_control_response(&request_id, outcome),
         }
-    }
-
-    async fn on_control_request(&mut self, request_id: String, subtype: &str, request: Value) {
-        let Some(agent) = self.agent.as_ref() else {
-            return;
-        };
-        if subtype != "can_use_tool" {
-            tracing::debug!(
-                subtype,
-                "unsupported control request from the agent; answering empty"
-            );
-            let _ = agent.respond(&request_id, json!({})).await;
-            return;
-        }
-        let field = |k: &str| request.get(k).and_then(Value::as_str).map(str::to_owned);
-        let tool = field("tool_name").unwrap_or_default();
-        let input = request.get("input").cloned().unwrap_or_else(|| json!({}));
-        let sid = self.rec.session_id.clone();
-        if tool == "AskUserQuestion" {
-            let id = field("tool_use_id").unwrap_or_else(|| request_id.clone());
-            let msg = self
-                .prompts
-                .add(id, request_id, Ask::Question { input }, Instant::now())
-                .to_msg(&sid, Instant::now());
-            self.publish(Audience::All, &msg);
-            return;
-        }
-        // A rule remembered with "allow always" answers without asking anyone.
-        let (rules, cwd, t, i) = (
-            self.cfg.rules.clone(),
-            self.rec.cwd.clone(),
-            tool.clone(),
-            input.clone(),
-        );
-        match tokio::task::spawn_blocking(move || rules.matching(&cwd, &t, &i)).await {
-            Ok(Ok(Some(rule))) => {
-                let _ = agent.respond(&request_id, allow(&input, None)).await;
-                tracing::info!(%rule, "allowed by a saved rule");
-                self.notice(MessageType::System, format!("Allowed by your rule {rule}."));
-                return;
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(err)) => {
-                tracing::error!(%err, "permission rules unreadable; asking instead");
-                self.session_error(
-                    None,
-                    format!("Saved permission rules could not be read ({err}); asking instead."),
-                );
-            }
-            Err(join) => tracing::error!(%join, "rule lookup panicked"),
-        }
-        let description = field("description")
-            .or_else(|| field("display_name"))
-            .unwrap_or_else(|| tool.clone());
-        let suggestions = request
-            .get("permission_suggestions")
-            .cloned()
-            .unwrap_or(Value::Null);
-        let ask = Ask::Permission {
-            tool,
-            description,
-            input,
-            suggestions,
-        };
-        let msg = self
-            .prompts
-            .add(request_id.clone(), request_id, ask, Instant::now())
-            .to_msg(&sid, Instant::now());
-        self.publish(Audience::All, &msg);
-    }
-
-    /// A phone's answer. The prompt is taken out of the map before anything is sent, so
-    /// of two answers racing for it exactly one reaches the agent.
-    async fn answer(
-        &mut self,
-        id: String,
-        decision: Decision,
-        reason: Option<String>,
-        from: &str,
-        device: &str,
-    ) {
-        let Some(prompt) = self.prompts.take(&id) else {
-            self.too_late(&id, from);
-            return;
-        };
-        let Ask::Permission {
-            tool,
-            input,
-            suggestions,
-            ..
-        } = &prompt.ask
-        else {
-            // A question answered as a permission: "deny" dismisses it, anything else
-            // needs the chosen option.
-            if decision == Decision::Deny {
-                self.resolve(&prompt, deny(device, reason.as_deref()), "deny")
-                    .await;
-            } else {
-                self.restore(prompt);
-                self.clients.send_msg(
-                    from,
-                    &ServerMsg::error(
-                        ErrorCode::InvalidMessage,
-                        format!("`{id}` is a question; answer it with user_question_response"),
-                    ),
-                );
-            }
-            return;
-        };
-        let (response, word) = match decision {
-            Decision::Allow => (allow(input, None), "allow"),
-            Decision::Deny => (deny(device, reason.as_deref()), "deny"),
-            Decision::AllowAlways => {
-                self.remember_rule(tool, suggestions).await;
-                (
-                    allow(input, Some(session_scoped(suggestions))),
-                    "allowAlways",
-                )
-            }
-        };
-        self.resolve(&prompt, response, word).await;
-    }
-
-    async fn answer_question(
-        &mut self,
-        id: String,
-        answer: String,
-        answers: Option<std::collections::BTreeMap<String, String>>,
-        from: &str,
-    ) {
-        let Some(prompt) = self.prompts.take(&id) else {
-            self.too_late(&id, from);
-            return;
-        };
-        let Ask::Question { input } = &prompt.ask else {
-            self.restore(prompt);
-            self.clients.send_msg(
-                from,
-                &ServerMsg::error(
-                    ErrorCode::InvalidMessage,
-                    format!("`{id}` is a permission request; answer it with permission_response"),
-                ),
-            );
-            return;
-        };
-        // The CLI wants question text → chosen label(s); a single `answer` goes to the
-        // first question.
-        let answers = answers.filter(|a| !a.is_empty()).unwrap_or_else(|| {
-            let first = input
-                .pointer("/questions/0/question")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            std::iter::once((first, answer)).collect()
-        });
-        let mut updated = input.clone();
-        if let Some(obj) = updated.as_object_mut() {
-            obj.insert("answers".into(), json!(answers));
-        }
-        self.resolve(
-            &prompt,
-            json!({"behavior": "allow", "updatedInput": updated}),
-            "allow",
-        )
-        .await;
-    }
-
-    fn too_late(&self, id: &str, from: &str) {
-        self.clients.send_msg(
-            from,
-            &ServerMsg::PermissionExpired {
-                request_id: id.to_owned(),
-                message: "this prompt was already answered, timed out, or was withdrawn".into(),
-                session_id: self.rec.session_id.clone(),
-            },
-        );
-    }
-
-    fn restore(&mut self, prompt: Prompt) {
-        let Prompt {
-            id,
-            cli_request,
-            ask,
-            deadline,
-        } = prompt;
-        let now = Instant::now();
-        let left = deadline.saturating_duration_since(now);
-        // Re-adding resets the deadline to the full timeout; keep the original one.
-        self.prompts.add(
-            id,
-            cli_request,
-            ask,
-            now - self.cfg.permission_timeout.saturating_sub(left),
-        );
-    }
-
-    /// Sends the decision to the agent and tells every phone to hide the prompt.
-    async fn resolve(&mut self, prompt: &Prompt, response: Value, decision: &str) {
-        if let Some(agent) = &self.agent {
-            let _ = agent.respond(&prompt.cli_request, response).await;
-        }
-        tracing::info!(prompt = %prompt.id, decision, "prompt answered");
-        self.publish(
-            Audience::All,
-            &ServerMsg::PermissionResolved {
-                request_id: prompt.id.clone(),
-                decision: decision.to_owned(),
-                session_id: self.rec.session_id.clone(),
-            },
-        );
-    }
-
-    async fn remember_rule(&mut self, tool: &str, suggestions: &Value) {
-        let Some(rule) = Rule::from_request(tool, suggestions) else {
-            self.notice(
-                MessageType::System,
-                format!("Allowed once: Claude Code offered no rule to remember for {tool}."),
-            );
-            return;
-        };
-        let (rules, cwd, r) = (self.cfg.rules.clone(), self.rec.cwd.clone(), rule.clone());
-        match tokio::task::spawn_blocking(move || rules.add(&cwd, r)).await {
-            Ok(Ok(_)) => self.notice(
-                MessageType::System,
-                format!(
-                    "Remembered: {rule} is always allowed in {}.",
-                    self.rec.cwd.display()
-                ),
-            ),
-            Ok(Err(err)) => self.session_error(
-                None,
-                format!("Allowed, but the rule could not be saved: {err}"),
-            ),
-            Err(join) => tracing::error!(%join, "saving a rule panicked"),
-        }
-    }
-
-    async fn expire_prompts(&mut self) {
-        for prompt in self.prompts.take_expired(Instant::now()) {
-            let secs = self.cfg.permission_timeout.as_secs_f64();
-            self.end_prompt(prompt, &format!("No answer within {secs:.0} s; denied."))
-                .await;
-        }
-    }
-
-    /// Denies everything still waiting (session closing, server stopping).
-    async fn deny_all_prompts(&mut self, why: &str) {
-        for prompt in self.prompts.take_all() {
-            self.end_prompt(prompt, &format!("Denied: {why}.")).await;
-        }
-    }
-
-    async fn end_prompt(&mut self, prompt: Prompt, message: &str) {
-        if let Some(agent) = &self.agent {
-            let _ = agent
-                .respond(
-                    &prompt.cli_request,
-                    json!({"behavior": "deny", "message": message}),
-                )
-                .await;
-        }
-        self.publish(
-            Audience::All,
-            &ServerMsg::PermissionExpired {
-                request_id: prompt.id,
-                message: message.to_owned(),
-                session_id: self.rec.session_id.clone(),
-            },
-        );
     }
 
     fn on_control_response(&mut self, request_id: &str, outcome: Result<Value, String>) {
@@ -942,6 +687,9 @@ impl Session {
 
     async fn on_result(&mut self, result: TurnResult) {
         self.close_text();
+        // The CLI only asks during a turn; whatever still waits now is moot (the CLI
+        // withdraws such requests itself; this covers one that did not).
+        self.forget_prompts("The turn ended before this was answered.");
         let sid = self.rec.session_id.clone();
         if self.resuming
             && result.is_error
@@ -1004,6 +752,7 @@ impl Session {
 
     fn end_turn(&mut self, sid: &str) {
         self.busy = false;
+        self.interrupt_deadline = None;
         self.interrupted = false;
         self.current_input = None;
         self.rec.last_activity_at = now_ms();
@@ -1016,19 +765,32 @@ impl Session {
         self.save();
     }
 
+    /// The agent ignored `interrupt`: stop it, end the turn, and let the next input
+    /// start a fresh process that resumes the conversation.
+    async fn agent_unresponsive(&mut self) {
+        self.interrupt_deadline = None;
+        if !self.busy {
+            return;
+        }
+        let grace = self.cfg.interrupt_grace;
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "agent ignored interrupt; stopping it"
+        );
+        if let Some(agent) = self.agent.take() {
+            agent.shutdown().await;
+        }
+        self.on_exit(format!(
+            "did not stop within {:.1} s of the interrupt",
+            grace.as_secs_f64()
+        ))
+        .await;
+    }
+
     async fn on_exit(&mut self, status: String) {
         self.agent = None;
         // Nobody is left to answer to; the phones must stop showing these prompts.
-        for prompt in self.prompts.take_all() {
-            self.publish(
-                Audience::All,
-                &ServerMsg::PermissionExpired {
-                    request_id: prompt.id,
-                    message: "Claude Code stopped before this was answered.".into(),
-                    session_id: self.rec.session_id.clone(),
-                },
-            );
-        }
+        self.forget_prompts("Claude Code stopped before this was answered.");
         self.agent_ready = false;
         self.pending.clear();
         self.close_text();
@@ -1066,7 +828,8 @@ impl Session {
     /// Ends the open text block: last delta, `stream_end`, and the whole text into history.
     fn close_text(&mut self) {
         self.flush_text();
-        if let Some((message_id, text)) = self.open_text.take() {
+        if let Some((message_id, mut text)) = self.open_text.take() {
+            text.shrink_to_fit();
             let sid = self.rec.session_id.clone();
             self.publish(
                 Audience::Active(&sid),
@@ -1085,44 +848,16 @@ impl Session {
     }
 }
 
-/// `allow` must always carry `updatedInput` (the original input when nothing changed).
-fn allow(input: &Value, permissions: Option<Value>) -> Value {
-    let mut v = json!({"behavior": "allow", "updatedInput": input});
-    if let Some(p) = permissions.filter(|p| p.as_array().is_some_and(|a| !a.is_empty())) {
-        v["updatedPermissions"] = p;
-    }
-    v
-}
-
-fn deny(device: &str, reason: Option<&str>) -> Value {
-    let message = match reason.map(str::trim).filter(|r| !r.is_empty()) {
-        Some(r) => format!("Denied from {device}: {r}"),
-        None => format!("Denied from {device}"),
-    };
-    json!({"behavior": "deny", "message": message})
-}
-
-/// The CLI's suggestions, kept to this session: its rules and directories apply until
-/// the agent exits, and nothing is written to the user's Claude Code settings files
-/// (our own rule file is what persists "always").
-fn session_scoped(suggestions: &Value) -> Value {
-    let kept: Vec<Value> = suggestions
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| {
-            matches!(
-                s.get("type").and_then(Value::as_str),
-                Some("addRules" | "addDirectories")
-            )
-        })
-        .map(|s| {
-            let mut s = s.clone();
-            s["destination"] = json!("session");
-            s
-        })
-        .collect();
-    Value::Array(kept)
+/// Roughly what a history entry costs in memory and on disk.
+fn approx_size(msg: &ServerMsg) -> usize {
+    const OVERHEAD: usize = 128;
+    OVERHEAD
+        + match msg {
+            ServerMsg::Message { content, .. } => content.len(),
+            ServerMsg::ToolResult { result, .. } => result.len(),
+            ServerMsg::ToolStart { input, .. } => input.to_string().len(),
+            _ => 0,
+        }
 }
 
 fn info_of(rec: &SessionRecord, busy: bool) -> SessionInfo {
@@ -1135,37 +870,5 @@ fn info_of(rec: &SessionRecord, busy: bool) -> SessionInfo {
         is_busy: busy,
         created_at: rec.created_at,
         last_activity_at: rec.last_activity_at,
-    }
-}
-
-/// Writes the newest record whenever it changes, in order, off the async threads.
-/// A failed write (full disk) keeps the previous file intact and tells the phones.
-pub(crate) async fn run_saver(
-    mut rx: watch::Receiver<Option<SessionRecord>>,
-    dir: PathBuf,
-    clients: Clients,
-) {
-    while rx.changed().await.is_ok() {
-        let Some(rec) = rx.borrow_and_update().clone() else {
-            continue;
-        };
-        let dir2 = dir.clone();
-        let id = rec.session_id.clone();
-        let result = tokio::task::spawn_blocking(move || rec.save(&dir2)).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::error!(%err, session = %id, "could not save session state");
-                clients.publish(
-                    Audience::All,
-                    &ServerMsg::SessionError {
-                        message: format!("Could not save this session's state ({err}); the last saved state is kept. Free some disk space."),
-                        code: None,
-                        session_id: Some(id),
-                    },
-                );
-            }
-            Err(join) => tracing::error!(%join, "session saver panicked"),
-        }
     }
 }

@@ -10,6 +10,7 @@ mod actor;
 mod clients;
 mod prompts;
 mod record;
+mod saver;
 
 pub use actor::Refusal;
 pub use clients::{frame, Audience, ClientId, Clients, Frame, Outbound, SessionId};
@@ -46,6 +47,9 @@ pub struct SessionsConfig {
     pub agent_env: crate::agent::AgentEnv,
     /// Unanswered prompts are denied after this long.
     pub permission_timeout: Duration,
+    /// An agent still busy this long after `interrupt` is stopped, so no session stays
+    /// busy forever.
+    pub interrupt_grace: Duration,
     /// "Allow always" rules.
     pub rules: crate::rules::RuleStore,
     /// Whether agents may be switched to `auto` (see [`crate::agent::AgentSpec`]).
@@ -147,7 +151,7 @@ impl Hub {
         if save_now {
             save_tx.send_modify(|_| {}); // mark as changed so the saver writes it
         }
-        let saver = tokio::spawn(actor::run_saver(
+        let saver = tokio::spawn(saver::run_saver(
             save_rx,
             self.cfg.sessions_dir.clone(),
             self.clients.clone(),

@@ -110,15 +110,28 @@ impl Prompts {
         }
     }
 
-    /// Registers a prompt; returns it with its deadline set.
+    /// Registers a prompt; returns it with its deadline set. The id phones see is the
+    /// agent's own unless another waiting prompt (of any session) already uses it: ids
+    /// come from separate processes, and an answer must never reach the wrong one.
     pub fn add(&mut self, id: String, cli_request: String, ask: Ask, now: Instant) -> &Prompt {
+        let id = {
+            let mut index = self.index.lock();
+            let id = if index.contains_key(&id) {
+                let fresh = super::new_id("p");
+                tracing::warn!(agent_id = %id, %fresh, "prompt id already in use; renamed for phones");
+                fresh
+            } else {
+                id
+            };
+            index.insert(id.clone(), self.session.clone());
+            id
+        };
         let prompt = Prompt {
             id: id.clone(),
             cli_request,
             ask,
             deadline: now + self.timeout,
         };
-        self.index.lock().insert(id.clone(), self.session.clone());
         self.waiting.entry(id).or_insert(prompt)
     }
 
@@ -127,6 +140,14 @@ impl Prompts {
         let p = self.waiting.remove(id)?;
         self.index.lock().remove(id);
         Some(p)
+    }
+
+    /// Puts back a prompt taken by mistake (an answer of the wrong kind), deadline kept.
+    pub fn put_back(&mut self, prompt: Prompt) {
+        self.index
+            .lock()
+            .insert(prompt.id.clone(), self.session.clone());
+        self.waiting.insert(prompt.id.clone(), prompt);
     }
 
     /// The prompt with this CLI request id (for `control_cancel_request`).
@@ -207,6 +228,24 @@ mod tests {
         assert!(p.take("r1").is_some());
         assert!(p.take("r1").is_none(), "a second answer must find nothing");
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn ids_clashing_across_sessions_are_kept_apart() {
+        let index = PromptIndex::default();
+        let mut one = Prompts::new("s1".into(), Duration::from_secs(300), index.clone());
+        let mut two = Prompts::new("s2".into(), Duration::from_secs(300), index.clone());
+        let now = Instant::now();
+        let a = one.add("same".into(), "same".into(), ask(), now).id.clone();
+        let b = two.add("same".into(), "same".into(), ask(), now).id.clone();
+        assert_ne!(a, b);
+        assert_eq!(index.session_of(&a).as_deref(), Some("s1"));
+        assert_eq!(index.session_of(&b).as_deref(), Some("s2"));
+        assert_eq!(
+            two.take(&b).unwrap().cli_request,
+            "same",
+            "the agent still gets its own id"
+        );
     }
 
     #[test]

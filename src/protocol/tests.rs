@@ -1,0 +1,228 @@
+//! The wire protocol as PROTOCOL.md writes it, checked from the phone's side: every
+//! message type both ways (`client`, `server`), every refusal with its code and wording
+//! (`errors`), and properties over arbitrary and mangled frames (`props`).
+//!
+//! The frame tables live here because `props` mutates the same valid frames the
+//! per-message tests check.
+
+mod client;
+mod errors;
+mod props;
+mod server;
+
+use serde_json::{json, Value};
+
+use super::*;
+
+/// Every client `type` PROTOCOL.md lists; `client_type` keeps it in step with `ClientMsg`.
+const CLIENT_TYPES: [&str; 13] = [
+    "auth",
+    "ping",
+    "input",
+    "interrupt",
+    "set_model",
+    "set_permission_mode",
+    "permission_response",
+    "user_question_response",
+    "list_sessions",
+    "switch_session",
+    "create_session",
+    "destroy_session",
+    "rename_session",
+];
+
+/// The wire `type` of a client message. No wildcard arm: a new variant does not compile
+/// until it is named here, and then `every_client_type_has_a_case` asks for its frame.
+fn client_type(msg: &ClientMsg) -> &'static str {
+    match msg {
+        ClientMsg::Auth(_) => "auth",
+        ClientMsg::Ping(_) => "ping",
+        ClientMsg::Input(_) => "input",
+        ClientMsg::Interrupt(_) => "interrupt",
+        ClientMsg::SetModel(_) => "set_model",
+        ClientMsg::SetPermissionMode(_) => "set_permission_mode",
+        ClientMsg::PermissionResponse(_) => "permission_response",
+        ClientMsg::UserQuestionResponse(_) => "user_question_response",
+        ClientMsg::ListSessions(_) => "list_sessions",
+        ClientMsg::SwitchSession(_) => "switch_session",
+        ClientMsg::CreateSession(_) => "create_session",
+        ClientMsg::DestroySession(_) => "destroy_session",
+        ClientMsg::RenameSession(_) => "rename_session",
+    }
+}
+
+fn s(text: &str) -> String {
+    text.to_owned()
+}
+
+fn some(text: &str) -> Option<String> {
+    Some(text.to_owned())
+}
+
+/// Client frames exactly as PROTOCOL.md writes them, with the value each must parse to.
+/// Each also serializes back to the same JSON, so optional fields appear here only when
+/// set: a case without `sessionId` proves a `None` is omitted, not sent as `null`.
+fn client_cases() -> Vec<(Value, ClientMsg)> {
+    vec![
+        (
+            json!({"type": "auth", "token": "tok-123",
+                   "deviceInfo": {"deviceName": "Ana's phone", "deviceType": "phone", "platform": "iOS 18"},
+                   "protocolVersion": 1}),
+            ClientMsg::Auth(Auth {
+                token: Token(s("tok-123")),
+                device_info: Some(DeviceInfo {
+                    device_name: some("Ana's phone"),
+                    device_type: some("phone"),
+                    platform: some("iOS 18"),
+                }),
+                protocol_version: Some(1),
+            }),
+        ),
+        (
+            json!({"type": "auth", "token": "tok-123"}),
+            ClientMsg::Auth(Auth {
+                token: Token(s("tok-123")),
+                device_info: None,
+                protocol_version: None,
+            }),
+        ),
+        (json!({"type": "ping"}), ClientMsg::Ping(Empty {})),
+        (
+            json!({"type": "input", "data": "fix the tests", "sessionId": "s-1"}),
+            ClientMsg::Input(Input {
+                data: s("fix the tests"),
+                session_id: some("s-1"),
+            }),
+        ),
+        (
+            json!({"type": "input", "data": "héllo\n\"quoted\" ✓"}),
+            ClientMsg::Input(Input {
+                data: s("héllo\n\"quoted\" ✓"),
+                session_id: None,
+            }),
+        ),
+        (
+            json!({"type": "interrupt", "sessionId": "s-1"}),
+            ClientMsg::Interrupt(SessionTarget {
+                session_id: some("s-1"),
+            }),
+        ),
+        (
+            json!({"type": "interrupt"}),
+            ClientMsg::Interrupt(SessionTarget { session_id: None }),
+        ),
+        (
+            json!({"type": "set_model", "model": "opus", "sessionId": "s-1"}),
+            ClientMsg::SetModel(SetModel {
+                model: s("opus"),
+                session_id: some("s-1"),
+            }),
+        ),
+        (
+            json!({"type": "set_model", "model": "sonnet"}),
+            ClientMsg::SetModel(SetModel {
+                model: s("sonnet"),
+                session_id: None,
+            }),
+        ),
+        (
+            json!({"type": "set_permission_mode", "mode": "auto", "confirmed": true, "sessionId": "s-1"}),
+            ClientMsg::SetPermissionMode(SetPermissionMode {
+                mode: s("auto"),
+                confirmed: true,
+                session_id: some("s-1"),
+            }),
+        ),
+        (
+            json!({"type": "set_permission_mode", "mode": "acceptEdits", "confirmed": false}),
+            ClientMsg::SetPermissionMode(SetPermissionMode {
+                mode: s("acceptEdits"),
+                confirmed: false,
+                session_id: None,
+            }),
+        ),
+        (
+            json!({"type": "permission_response", "requestId": "p-1", "decision": "allow"}),
+            ClientMsg::PermissionResponse(PermissionResponse {
+                request_id: s("p-1"),
+                decision: Decision::Allow,
+                reason: None,
+            }),
+        ),
+        (
+            json!({"type": "permission_response", "requestId": "p-2", "decision": "allowAlways"}),
+            ClientMsg::PermissionResponse(PermissionResponse {
+                request_id: s("p-2"),
+                decision: Decision::AllowAlways,
+                reason: None,
+            }),
+        ),
+        (
+            json!({"type": "permission_response", "requestId": "p-3", "decision": "deny", "reason": "not in prod"}),
+            ClientMsg::PermissionResponse(PermissionResponse {
+                request_id: s("p-3"),
+                decision: Decision::Deny,
+                reason: some("not in prod"),
+            }),
+        ),
+        (
+            json!({"type": "user_question_response", "toolUseId": "tu-1", "answer": "Rust",
+                   "answers": {"Which language?": "Rust", "Which editor?": "Helix"}}),
+            ClientMsg::UserQuestionResponse(UserQuestionResponse {
+                tool_use_id: s("tu-1"),
+                answer: s("Rust"),
+                answers: Some(
+                    [("Which language?", "Rust"), ("Which editor?", "Helix")]
+                        .into_iter()
+                        .map(|(q, a)| (s(q), s(a)))
+                        .collect(),
+                ),
+            }),
+        ),
+        (
+            json!({"type": "user_question_response", "toolUseId": "tu-2", "answer": "yes"}),
+            ClientMsg::UserQuestionResponse(UserQuestionResponse {
+                tool_use_id: s("tu-2"),
+                answer: s("yes"),
+                answers: None,
+            }),
+        ),
+        (
+            json!({"type": "list_sessions"}),
+            ClientMsg::ListSessions(Empty {}),
+        ),
+        (
+            json!({"type": "switch_session", "sessionId": "s-2"}),
+            ClientMsg::SwitchSession(SessionRef {
+                session_id: s("s-2"),
+            }),
+        ),
+        (
+            json!({"type": "create_session", "name": "api", "cwd": "/home/dev/api",
+                   "model": "opus", "permissionMode": "plan"}),
+            ClientMsg::CreateSession(CreateSession {
+                name: some("api"),
+                cwd: some("/home/dev/api"),
+                model: some("opus"),
+                permission_mode: some("plan"),
+            }),
+        ),
+        (
+            json!({"type": "create_session"}),
+            ClientMsg::CreateSession(CreateSession::default()),
+        ),
+        (
+            json!({"type": "destroy_session", "sessionId": "s-2"}),
+            ClientMsg::DestroySession(SessionRef {
+                session_id: s("s-2"),
+            }),
+        ),
+        (
+            json!({"type": "rename_session", "sessionId": "s-1", "name": "backend"}),
+            ClientMsg::RenameSession(RenameSession {
+                session_id: s("s-1"),
+                name: s("backend"),
+            }),
+        ),
+    ]
+}

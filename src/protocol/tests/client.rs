@@ -1,0 +1,179 @@
+//! Client → server: each frame PROTOCOL.md writes parses to the expected value, and the
+//! value serializes back to the same JSON.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+#[test]
+fn every_client_type_has_a_case() {
+    let covered: BTreeSet<&str> = client_cases()
+        .iter()
+        .map(|(_, msg)| client_type(msg))
+        .collect();
+    let all: BTreeSet<&str> = CLIENT_TYPES.into_iter().collect();
+    assert_eq!(covered, all, "client types without a literal frame below");
+}
+
+#[test]
+fn protocol_frames_parse_to_the_expected_message() {
+    for (frame, expected) in client_cases() {
+        let text = frame.to_string();
+        assert_eq!(parse_client_frame(&text), Ok(expected), "frame {text}");
+    }
+}
+
+#[test]
+fn messages_serialize_to_the_protocol_frame() {
+    for (frame, msg) in client_cases() {
+        let got = serde_json::to_value(&msg).expect("client messages serialize");
+        assert_eq!(got, frame, "{msg:?}");
+        assert_eq!(got["type"], client_type(&msg), "{msg:?}");
+    }
+}
+
+#[test]
+fn optional_fields_left_out_are_omitted_not_null() {
+    let cases = [
+        (
+            ClientMsg::Input(Input {
+                data: s("hi"),
+                session_id: None,
+            }),
+            "sessionId",
+        ),
+        (
+            ClientMsg::Auth(Auth {
+                token: Token(s("t")),
+                device_info: None,
+                protocol_version: None,
+            }),
+            "deviceInfo",
+        ),
+        (
+            ClientMsg::Auth(Auth {
+                token: Token(s("t")),
+                device_info: None,
+                protocol_version: None,
+            }),
+            "protocolVersion",
+        ),
+        (
+            ClientMsg::PermissionResponse(PermissionResponse {
+                request_id: s("p"),
+                decision: Decision::Deny,
+                reason: None,
+            }),
+            "reason",
+        ),
+        (
+            ClientMsg::UserQuestionResponse(UserQuestionResponse {
+                tool_use_id: s("t"),
+                answer: s("a"),
+                answers: None,
+            }),
+            "answers",
+        ),
+        (ClientMsg::CreateSession(CreateSession::default()), "name"),
+        (ClientMsg::CreateSession(CreateSession::default()), "cwd"),
+        (ClientMsg::CreateSession(CreateSession::default()), "model"),
+        (
+            ClientMsg::CreateSession(CreateSession::default()),
+            "permissionMode",
+        ),
+    ];
+    for (msg, field) in cases {
+        let json = serde_json::to_value(&msg).expect("client messages serialize");
+        assert!(json.get(field).is_none(), "`{field}` present in {json}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_ignored_in_every_message() {
+    for (frame, expected) in client_cases() {
+        let mut frame = frame;
+        let obj = frame.as_object_mut().expect("cases are objects");
+        obj.insert(s("clientTime"), json!(1_700_000_000_000u64));
+        // A `requestId` is allowed on any message (the error echoes it); keep a real one.
+        obj.entry("requestId").or_insert(json!("r-1"));
+        obj.insert(s("futureFeature"), json!({"nested": [1, null, "x"]}));
+        let text = frame.to_string();
+        assert_eq!(parse_client_frame(&text), Ok(expected), "frame {text}");
+    }
+}
+
+#[test]
+fn unknown_fields_inside_device_info_are_ignored() {
+    let text = r#"{"type":"auth","token":"t","deviceInfo":{"deviceName":"Pixel","appVersion":"2.1","screen":{"w":1080}}}"#;
+    let Ok(ClientMsg::Auth(auth)) = parse_client_frame(text) else {
+        panic!("auth refused: {:?}", parse_client_frame(text));
+    };
+    assert_eq!(
+        auth.device_info,
+        Some(DeviceInfo {
+            device_name: some("Pixel"),
+            device_type: None,
+            platform: None,
+        })
+    );
+}
+
+#[test]
+fn set_permission_mode_without_confirmed_means_not_confirmed() {
+    // PROTOCOL.md: `auto` needs `confirmed: true`; an absent flag must not count as one.
+    let parsed = parse_client_frame(r#"{"type":"set_permission_mode","mode":"auto"}"#);
+    assert_eq!(
+        parsed,
+        Ok(ClientMsg::SetPermissionMode(SetPermissionMode {
+            mode: s("auto"),
+            confirmed: false,
+            session_id: None,
+        }))
+    );
+}
+
+#[test]
+fn unknown_permission_mode_is_left_for_the_server_to_refuse() {
+    // A mode outside the protocol is a refused setting (`INVALID_MODE`, decided by the
+    // session), not a malformed frame, so the parser hands it through as written.
+    let parsed = parse_client_frame(r#"{"type":"set_permission_mode","mode":"yolo"}"#);
+    let Ok(ClientMsg::SetPermissionMode(m)) = parsed else {
+        panic!("refused: {parsed:?}");
+    };
+    assert_eq!(m.mode, "yolo");
+    assert_eq!(PermissionMode::from_wire(&m.mode), None);
+}
+
+#[test]
+fn permission_modes_use_their_wire_names() {
+    for mode in PermissionMode::ALL {
+        let json = serde_json::to_value(mode).expect("modes serialize");
+        assert_eq!(json, mode.as_str());
+        assert_eq!(PermissionMode::from_wire(mode.as_str()), Some(mode));
+        assert_eq!(
+            serde_json::from_value::<PermissionMode>(json).ok(),
+            Some(mode)
+        );
+    }
+    let names: Vec<&str> = PermissionMode::ALL.iter().map(|m| m.as_str()).collect();
+    assert_eq!(names, ["approve", "acceptEdits", "auto", "plan"]);
+}
+
+#[test]
+fn only_answers_and_keepalives_ride_the_priority_budget() {
+    // PROTOCOL.md "Limits": these four have their own budget so a flood cannot block them.
+    let priority: BTreeSet<&str> = client_cases()
+        .iter()
+        .filter(|(_, msg)| msg.is_priority())
+        .map(|(_, msg)| client_type(msg))
+        .collect();
+    let want: BTreeSet<&str> = [
+        "permission_response",
+        "user_question_response",
+        "ping",
+        "interrupt",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(priority, want);
+}

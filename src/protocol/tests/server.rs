@@ -1,0 +1,557 @@
+//! Server → client: each message serializes to the JSON PROTOCOL.md writes, and that JSON
+//! deserializes back (what the phone client and the integration tests read).
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+const SERVER_TYPES: [&str; 31] = [
+    "auth_ok",
+    "auth_fail",
+    "pong",
+    "session_list",
+    "session_switched",
+    "session_error",
+    "history_replay_start",
+    "history_replay_end",
+    "claude_ready",
+    "agent_busy",
+    "agent_idle",
+    "stream_start",
+    "stream_delta",
+    "stream_end",
+    "tool_start",
+    "tool_result",
+    "message",
+    "result",
+    "permission_request",
+    "permission_resolved",
+    "permission_expired",
+    "user_question",
+    "model_changed",
+    "available_models",
+    "permission_mode_changed",
+    "confirm_permission_mode",
+    "client_joined",
+    "client_left",
+    "rate_limited",
+    "server_shutdown",
+    "error",
+];
+
+/// No wildcard arm: a new variant does not compile until named here.
+fn server_type(msg: &ServerMsg) -> &'static str {
+    match msg {
+        ServerMsg::AuthOk { .. } => "auth_ok",
+        ServerMsg::AuthFail { .. } => "auth_fail",
+        ServerMsg::Pong { .. } => "pong",
+        ServerMsg::SessionList { .. } => "session_list",
+        ServerMsg::SessionSwitched { .. } => "session_switched",
+        ServerMsg::SessionError { .. } => "session_error",
+        ServerMsg::HistoryReplayStart { .. } => "history_replay_start",
+        ServerMsg::HistoryReplayEnd { .. } => "history_replay_end",
+        ServerMsg::ClaudeReady { .. } => "claude_ready",
+        ServerMsg::AgentBusy { .. } => "agent_busy",
+        ServerMsg::AgentIdle { .. } => "agent_idle",
+        ServerMsg::StreamStart { .. } => "stream_start",
+        ServerMsg::StreamDelta { .. } => "stream_delta",
+        ServerMsg::StreamEnd { .. } => "stream_end",
+        ServerMsg::ToolStart { .. } => "tool_start",
+        ServerMsg::ToolResult { .. } => "tool_result",
+        ServerMsg::Message { .. } => "message",
+        ServerMsg::Result { .. } => "result",
+        ServerMsg::PermissionRequest { .. } => "permission_request",
+        ServerMsg::PermissionResolved { .. } => "permission_resolved",
+        ServerMsg::PermissionExpired { .. } => "permission_expired",
+        ServerMsg::UserQuestion { .. } => "user_question",
+        ServerMsg::ModelChanged { .. } => "model_changed",
+        ServerMsg::AvailableModels { .. } => "available_models",
+        ServerMsg::PermissionModeChanged { .. } => "permission_mode_changed",
+        ServerMsg::ConfirmPermissionMode { .. } => "confirm_permission_mode",
+        ServerMsg::ClientJoined { .. } => "client_joined",
+        ServerMsg::ClientLeft { .. } => "client_left",
+        ServerMsg::RateLimited { .. } => "rate_limited",
+        ServerMsg::ServerShutdown { .. } => "server_shutdown",
+        ServerMsg::Error { .. } => "error",
+    }
+}
+
+fn ana() -> ClientInfo {
+    ClientInfo {
+        client_id: s("c-9z"),
+        device_name: some("Ana's phone"),
+        device_type: some("phone"),
+        platform: some("iOS 18"),
+    }
+}
+
+/// Server messages as PROTOCOL.md writes them. Cases without an optional field prove it
+/// is omitted when `None` (the serialized JSON must equal the literal exactly).
+fn server_cases() -> Vec<(Value, ServerMsg)> {
+    let mut cases = vec![
+        (
+            json!({"type": "auth_ok", "clientId": "c-1a2b", "serverMode": "cli",
+                   "serverVersion": "0.3.1", "latestVersion": null, "serverCommit": "abc1234",
+                   "cwd": "/home/dev/project",
+                   "connectedClients": [{"clientId": "c-9z", "deviceName": "Ana's phone",
+                                         "deviceType": "phone", "platform": "iOS 18"}],
+                   "encryption": "disabled", "protocolVersion": 1,
+                   "minProtocolVersion": 1, "maxProtocolVersion": 1}),
+            ServerMsg::AuthOk {
+                client_id: s("c-1a2b"),
+                server_mode: s("cli"),
+                server_version: s("0.3.1"),
+                latest_version: None,
+                server_commit: s("abc1234"),
+                cwd: s("/home/dev/project"),
+                connected_clients: vec![ana()],
+                encryption: s("disabled"),
+                protocol_version: 1,
+                min_protocol_version: 1,
+                max_protocol_version: 1,
+            },
+        ),
+        (
+            json!({"type": "pong", "serverTs": 1_700_000_000_000u64}),
+            ServerMsg::Pong {
+                server_ts: 1_700_000_000_000,
+            },
+        ),
+        (
+            json!({"type": "session_list", "sessions": [
+                {"sessionId": "s-1", "name": "project", "cwd": "/home/dev/project",
+                 "model": "sonnet", "permissionMode": "acceptEdits", "isBusy": true,
+                 "createdAt": 1_700_000_000_000u64, "lastActivityAt": 1_700_000_005_000u64},
+                {"sessionId": "s-2", "name": "api", "cwd": "/home/dev/api",
+                 "model": null, "permissionMode": "approve", "isBusy": false,
+                 "createdAt": 1u64, "lastActivityAt": 2u64}]}),
+            ServerMsg::SessionList {
+                sessions: vec![
+                    SessionInfo {
+                        session_id: s("s-1"),
+                        name: s("project"),
+                        cwd: s("/home/dev/project"),
+                        model: some("sonnet"),
+                        permission_mode: PermissionMode::AcceptEdits,
+                        is_busy: true,
+                        created_at: 1_700_000_000_000,
+                        last_activity_at: 1_700_000_005_000,
+                    },
+                    SessionInfo {
+                        session_id: s("s-2"),
+                        name: s("api"),
+                        cwd: s("/home/dev/api"),
+                        model: None,
+                        permission_mode: PermissionMode::Approve,
+                        is_busy: false,
+                        created_at: 1,
+                        last_activity_at: 2,
+                    },
+                ],
+            },
+        ),
+        (
+            json!({"type": "session_list", "sessions": []}),
+            ServerMsg::SessionList { sessions: vec![] },
+        ),
+        (
+            json!({"type": "session_switched", "sessionId": "s-1", "name": "project", "cwd": "/home/dev/project"}),
+            ServerMsg::SessionSwitched {
+                session_id: s("s-1"),
+                name: s("project"),
+                cwd: s("/home/dev/project"),
+            },
+        ),
+        (
+            json!({"type": "session_error", "message": "claude exited with status 1",
+                   "code": "AGENT_UNAVAILABLE", "sessionId": "s-1"}),
+            ServerMsg::SessionError {
+                message: s("claude exited with status 1"),
+                code: Some(ErrorCode::AgentUnavailable),
+                session_id: some("s-1"),
+            },
+        ),
+        (
+            json!({"type": "session_error", "message": "no agent"}),
+            ServerMsg::SessionError {
+                message: s("no agent"),
+                code: None,
+                session_id: None,
+            },
+        ),
+        (
+            json!({"type": "stream_start", "messageId": "m-1", "sessionId": "s-1"}),
+            ServerMsg::StreamStart {
+                message_id: s("m-1"),
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "stream_delta", "messageId": "m-1", "delta": "Hello, ", "sessionId": "s-1"}),
+            ServerMsg::StreamDelta {
+                message_id: s("m-1"),
+                delta: s("Hello, "),
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "stream_end", "messageId": "m-1", "sessionId": "s-1"}),
+            ServerMsg::StreamEnd {
+                message_id: s("m-1"),
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "tool_start", "messageId": "m-2", "toolUseId": "tu-1", "tool": "Bash",
+                   "input": {"command": "ls -la", "timeout": 5000}, "sessionId": "s-1"}),
+            ServerMsg::ToolStart {
+                message_id: s("m-2"),
+                tool_use_id: s("tu-1"),
+                tool: s("Bash"),
+                input: json!({"command": "ls -la", "timeout": 5000}),
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "tool_result", "toolUseId": "tu-1", "result": "total 0",
+                   "isError": true, "truncated": false, "sessionId": "s-1"}),
+            ServerMsg::ToolResult {
+                tool_use_id: s("tu-1"),
+                result: s("total 0"),
+                is_error: Some(true),
+                truncated: Some(false),
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "tool_result", "toolUseId": "tu-1", "result": "ok", "sessionId": "s-1"}),
+            ServerMsg::ToolResult {
+                tool_use_id: s("tu-1"),
+                result: s("ok"),
+                is_error: None,
+                truncated: None,
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "result", "cost": 0.0123, "duration": 4200,
+                   "usage": {"input_tokens": 10, "output_tokens": 20},
+                   "sessionId": "agent-abc", "queueLength": 2}),
+            ServerMsg::Result {
+                cost: Some(0.0123),
+                duration: Some(4200),
+                usage: json!({"input_tokens": 10, "output_tokens": 20}),
+                session_id: s("agent-abc"),
+                queue_length: Some(2),
+            },
+        ),
+        (
+            json!({"type": "result", "cost": null, "duration": null, "usage": {}, "sessionId": "agent-abc"}),
+            ServerMsg::Result {
+                cost: None,
+                duration: None,
+                usage: json!({}),
+                session_id: s("agent-abc"),
+                queue_length: None,
+            },
+        ),
+        (
+            json!({"type": "permission_request", "requestId": "p-1", "tool": "Bash",
+                   "description": "Run `rm -rf build`", "input": {"command": "rm -rf build"},
+                   "remainingMs": 300_000, "sessionId": "s-1"}),
+            ServerMsg::PermissionRequest {
+                request_id: s("p-1"),
+                tool: s("Bash"),
+                description: s("Run `rm -rf build`"),
+                input: json!({"command": "rm -rf build"}),
+                remaining_ms: 300_000,
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "permission_resolved", "requestId": "p-1", "decision": "allowAlways", "sessionId": "s-1"}),
+            ServerMsg::PermissionResolved {
+                request_id: s("p-1"),
+                decision: s("allowAlways"),
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "permission_expired", "requestId": "p-1",
+                   "message": "already answered on another device", "sessionId": "s-1"}),
+            ServerMsg::PermissionExpired {
+                request_id: s("p-1"),
+                message: s("already answered on another device"),
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "user_question", "toolUseId": "tu-3",
+                   "questions": [{"question": "Which language?", "options": [{"label": "Rust"}, {"label": "Go"}]}],
+                   "sessionId": "s-1"}),
+            ServerMsg::UserQuestion {
+                tool_use_id: s("tu-3"),
+                questions: json!([{"question": "Which language?", "options": [{"label": "Rust"}, {"label": "Go"}]}]),
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "model_changed", "model": "opus", "sessionId": "s-1"}),
+            ServerMsg::ModelChanged {
+                model: s("opus"),
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "available_models", "models": [{"id": "sonnet", "label": "Sonnet"}, {"id": "opus", "label": "Opus"}]}),
+            ServerMsg::AvailableModels {
+                models: vec![
+                    ModelInfo {
+                        id: s("sonnet"),
+                        label: s("Sonnet"),
+                    },
+                    ModelInfo {
+                        id: s("opus"),
+                        label: s("Opus"),
+                    },
+                ],
+            },
+        ),
+        (
+            json!({"type": "permission_mode_changed", "mode": "plan", "sessionId": "s-1"}),
+            ServerMsg::PermissionModeChanged {
+                mode: PermissionMode::Plan,
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "confirm_permission_mode", "mode": "auto",
+                   "warning": "auto skips every permission prompt"}),
+            ServerMsg::ConfirmPermissionMode {
+                mode: PermissionMode::Auto,
+                warning: s("auto skips every permission prompt"),
+            },
+        ),
+        (
+            json!({"type": "client_joined", "client": {"clientId": "c-9z", "deviceName": "Ana's phone",
+                                                       "deviceType": "phone", "platform": "iOS 18"}}),
+            ServerMsg::ClientJoined { client: ana() },
+        ),
+        (
+            json!({"type": "client_left", "clientId": "c-9z"}),
+            ServerMsg::ClientLeft {
+                client_id: s("c-9z"),
+            },
+        ),
+        (
+            json!({"type": "rate_limited", "retryAfterMs": 1500, "message": "slow down"}),
+            ServerMsg::RateLimited {
+                retry_after_ms: 1500,
+                message: s("slow down"),
+            },
+        ),
+        (
+            json!({"type": "error", "code": "SESSION_NOT_FOUND", "message": "no session `s-9`", "requestId": "r-7"}),
+            ServerMsg::Error {
+                code: ErrorCode::SessionNotFound,
+                message: s("no session `s-9`"),
+                request_id: some("r-7"),
+            },
+        ),
+        (
+            json!({"type": "error", "code": "QUEUE_FULL", "message": "10 inputs already waiting"}),
+            ServerMsg::error(ErrorCode::QueueFull, "10 inputs already waiting"),
+        ),
+    ];
+    for (ty, reason) in [
+        ("invalid_token", AuthFailReason::InvalidToken),
+        ("timeout", AuthFailReason::Timeout),
+        ("rate_limited", AuthFailReason::RateLimited),
+        ("not_authenticated", AuthFailReason::NotAuthenticated),
+    ] {
+        cases.push((
+            json!({"type": "auth_fail", "reason": ty}),
+            ServerMsg::AuthFail { reason },
+        ));
+    }
+    type SessionOnly = fn(String) -> ServerMsg;
+    let session_only: [(&str, SessionOnly); 5] = [
+        ("history_replay_start", |session_id| {
+            ServerMsg::HistoryReplayStart { session_id }
+        }),
+        ("history_replay_end", |session_id| {
+            ServerMsg::HistoryReplayEnd { session_id }
+        }),
+        ("claude_ready", |session_id| ServerMsg::ClaudeReady {
+            session_id,
+        }),
+        ("agent_busy", |session_id| ServerMsg::AgentBusy {
+            session_id,
+        }),
+        ("agent_idle", |session_id| ServerMsg::AgentIdle {
+            session_id,
+        }),
+    ];
+    for (ty, make) in session_only {
+        cases.push((json!({"type": ty, "sessionId": "s-1"}), make(s("s-1"))));
+    }
+    for (ty, message_type) in [
+        ("user_input", MessageType::UserInput),
+        ("assistant", MessageType::Assistant),
+        ("system", MessageType::System),
+        ("error", MessageType::Error),
+    ] {
+        cases.push((
+            json!({"type": "message", "messageType": ty, "content": "text",
+                   "timestamp": 1_700_000_000_000u64, "sessionId": "s-1"}),
+            ServerMsg::Message {
+                message_type,
+                content: s("text"),
+                timestamp: 1_700_000_000_000,
+                session_id: s("s-1"),
+            },
+        ));
+    }
+    for (ty, reason) in [
+        ("restart", ShutdownReason::Restart),
+        ("shutdown", ShutdownReason::Shutdown),
+        ("crash", ShutdownReason::Crash),
+    ] {
+        cases.push((
+            json!({"type": "server_shutdown", "reason": ty, "restartEtaMs": 3000}),
+            ServerMsg::ServerShutdown {
+                reason,
+                restart_eta_ms: 3000,
+            },
+        ));
+    }
+    cases
+}
+
+#[test]
+fn every_server_type_has_a_case() {
+    let covered: BTreeSet<&str> = server_cases()
+        .iter()
+        .map(|(_, msg)| server_type(msg))
+        .collect();
+    let all: BTreeSet<&str> = SERVER_TYPES.into_iter().collect();
+    assert_eq!(covered, all, "server types without a literal frame");
+}
+
+#[test]
+fn messages_serialize_to_the_protocol_frame() {
+    for (frame, msg) in server_cases() {
+        let text = msg.to_json();
+        let got: Value = serde_json::from_str(&text).expect("to_json gives JSON");
+        assert_eq!(got, frame, "{msg:?}");
+        assert_eq!(got["type"], server_type(&msg), "{msg:?}");
+    }
+}
+
+#[test]
+fn protocol_frames_deserialize_to_the_expected_message() {
+    for (frame, expected) in server_cases() {
+        let text = frame.to_string();
+        let got = serde_json::from_value::<ServerMsg>(frame);
+        assert_eq!(got.ok(), Some(expected), "frame {text}");
+    }
+}
+
+#[test]
+fn optional_fields_left_out_are_omitted_not_null() {
+    let cases = [
+        (
+            ServerMsg::SessionError {
+                message: s("m"),
+                code: None,
+                session_id: None,
+            },
+            ["code", "sessionId"].as_slice(),
+        ),
+        (
+            ServerMsg::ToolResult {
+                tool_use_id: s("t"),
+                result: s("r"),
+                is_error: None,
+                truncated: None,
+                session_id: s("s"),
+            },
+            ["isError", "truncated"].as_slice(),
+        ),
+        (
+            ServerMsg::Result {
+                cost: None,
+                duration: None,
+                usage: Value::Null,
+                session_id: s("s"),
+                queue_length: None,
+            },
+            ["queueLength"].as_slice(),
+        ),
+        (
+            ServerMsg::error(ErrorCode::Draining, "stopping"),
+            ["requestId"].as_slice(),
+        ),
+    ];
+    for (msg, absent) in cases {
+        let json: Value = serde_json::from_str(&msg.to_json()).expect("to_json gives JSON");
+        for field in absent {
+            assert!(json.get(field).is_none(), "`{field}` present in {json}");
+        }
+    }
+}
+
+#[test]
+fn fields_the_protocol_shows_as_null_are_sent_as_null() {
+    // `latestVersion: null` (auth_ok) and `cost`/`duration` of an agent that reported none
+    // are part of the shape phones read; dropping them would break `"key" in msg` checks.
+    let (frame, _) = server_cases()
+        .into_iter()
+        .find(|(_, m)| matches!(m, ServerMsg::AuthOk { .. }))
+        .expect("auth_ok case");
+    let json: Value = serde_json::from_str(
+        &serde_json::from_value::<ServerMsg>(frame)
+            .expect("auth_ok deserializes")
+            .to_json(),
+    )
+    .expect("to_json gives JSON");
+    assert_eq!(json.get("latestVersion"), Some(&Value::Null));
+}
+
+#[test]
+fn error_codes_use_the_protocol_names() {
+    let codes = [
+        (ErrorCode::InvalidMessage, "INVALID_MESSAGE"),
+        (ErrorCode::UnknownType, "UNKNOWN_TYPE"),
+        (ErrorCode::TooLarge, "TOO_LARGE"),
+        (ErrorCode::SessionNotFound, "SESSION_NOT_FOUND"),
+        (ErrorCode::SessionLimit, "SESSION_LIMIT"),
+        (ErrorCode::QueueFull, "QUEUE_FULL"),
+        (ErrorCode::InvalidModel, "INVALID_MODEL"),
+        (ErrorCode::InvalidMode, "INVALID_MODE"),
+        (ErrorCode::InvalidCwd, "INVALID_CWD"),
+        (ErrorCode::AgentUnavailable, "AGENT_UNAVAILABLE"),
+        (ErrorCode::Draining, "DRAINING"),
+    ];
+    for (code, name) in codes {
+        let json: Value =
+            serde_json::from_str(&ServerMsg::error(code, "x").to_json()).expect("JSON");
+        assert_eq!(json["code"], name);
+        assert_eq!(
+            serde_json::from_value::<ErrorCode>(json!(name)).ok(),
+            Some(code)
+        );
+    }
+}
+
+#[test]
+fn text_with_quotes_and_control_characters_survives_to_json() {
+    let delta = "line 1\n\t\"quoted\" \\ \u{0} ✓ 🦀";
+    let msg = ServerMsg::StreamDelta {
+        message_id: s("m"),
+        delta: s(delta),
+        session_id: s("s"),
+    };
+    let back: ServerMsg = serde_json::from_str(&msg.to_json()).expect("to_json gives JSON");
+    assert_eq!(back, msg);
+}

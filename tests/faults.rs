@@ -1,0 +1,258 @@
+//! What the real CLI cannot be made to do on cue — crash, hang, print garbage, flood —
+//! driven through `fake-claude`, plus the session machinery at a scale the real CLI
+//! (0.6 s and 300 MB per process) would make slow.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chroxy::protocol::{ClientInfo, ClientMsg, CreateSession, Input, SessionRef};
+use chroxy::session::{Hub, Outbound, SessionsConfig};
+use common::*;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+fn fake_claude() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fake-claude"))
+}
+
+fn fake_opts() -> WorkerOpts {
+    WorkerOpts {
+        claude: Some(fake_claude()),
+        model_url: None,
+        env: vec![("CHROXY_LOG".into(), "info,chroxy=debug".into())],
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_ignores_interrupt_is_stopped_and_the_session_recovers() {
+    let home = Home::new();
+    home.config("[worker]\ninterrupt_grace_ms = 500\n");
+    let w = Worker::start_with(&home, fake_opts()).await;
+    let mut c = w.client().await;
+    c.send(json!({"type": "input", "data": "HANG"})).await;
+    c.until_type("agent_busy").await;
+    c.send(json!({"type": "interrupt"})).await;
+    let err = c.until_type("session_error").await;
+    assert!(
+        err["message"].as_str().unwrap().contains("did not stop"),
+        "{err}"
+    );
+    c.until_type("agent_idle").await;
+    let frames = c.turn("hello again").await;
+    assert_eq!(streamed_text(&frames), "hello again");
+}
+
+#[tokio::test]
+async fn a_crashing_agent_is_reported_and_restarted_with_resume() {
+    let home = Home::new();
+    let w = Worker::start_with(&home, fake_opts()).await;
+    let mut c = w.client().await;
+    c.turn("first").await;
+    c.send(json!({"type": "input", "data": "CRASH"})).await;
+    let err = c.until_type("session_error").await;
+    assert!(
+        err["message"].as_str().unwrap().contains("exit status 3"),
+        "{err}"
+    );
+    c.until_type("agent_idle").await;
+    let frames = c.turn("after the crash").await;
+    assert_eq!(streamed_text(&frames), "after the crash");
+    assert!(
+        w.log_text().contains("resume=true"),
+        "the new agent was not resumed"
+    );
+}
+
+#[tokio::test]
+async fn garbage_on_the_agents_stdout_is_skipped_and_never_reaches_phones() {
+    let home = Home::new();
+    let w = Worker::start_with(&home, fake_opts()).await;
+    let mut c = w.client().await;
+    let frames = c.turn("GARBAGE").await;
+    assert_eq!(streamed_text(&frames), "GARBAGE");
+    let all = serde_json::to_string(&frames).unwrap();
+    assert!(
+        !all.contains("Segmentation fault") && !all.contains("not json"),
+        "{all}"
+    );
+    assert!(!frames
+        .iter()
+        .any(|v| v["type"] == "session_error" || v["type"] == "error"));
+    assert!(w.log_text().contains("ignoring agent output"));
+}
+
+#[tokio::test]
+async fn a_slow_phone_is_closed_with_1013_and_the_others_get_everything() {
+    let home = Home::new();
+    home.config("[worker]\nclient_queue = 256\ncoalesce_ms = 0\n");
+    let w = Worker::start_with(&home, fake_opts()).await;
+    let mut fast = w.client().await;
+    let mut slow = w.client().await; // authenticated, then never reads while the flood runs
+                                     // ~11 MB of frames at a pace a reading phone keeps up with: far more than the
+                                     // kernel's socket buffers and the 256-frame queue hold for one that does not read.
+    let n = 100_000;
+    fast.send(json!({"type": "input", "data": format!("BENCH {n} 30")}))
+        .await;
+    fast.until_type("agent_idle").await;
+    let deltas = fast
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "stream_delta")
+        .count();
+    assert_eq!(deltas, n, "the reading phone lost deltas");
+    assert_eq!(slow.closed().await, Some(1013));
+    // It comes back and resyncs from the replay, which holds the whole answer.
+    let back = w.client().await;
+    let replayed = back
+        .seen
+        .iter()
+        .find(|v| v["type"] == "message" && v["messageType"] == "assistant")
+        .unwrap();
+    assert_eq!(
+        replayed["content"].as_str().unwrap().matches(';').count(),
+        n
+    );
+}
+
+/// A phone registered directly with the hub; collects what the hub sends it.
+struct Phone {
+    id: String,
+    rx: mpsc::Receiver<Outbound>,
+    frames: Vec<Value>,
+}
+
+impl Phone {
+    fn join(hub: &Hub) -> Self {
+        let id = chroxy::session::new_id("c");
+        let (tx, rx) = mpsc::channel(100_000);
+        let info = ClientInfo {
+            client_id: id.clone(),
+            device_name: Some("hub-test".into()),
+            device_type: None,
+            platform: None,
+        };
+        hub.clients().register(info, tx, CancellationToken::new());
+        Self {
+            id,
+            rx,
+            frames: Vec::new(),
+        }
+    }
+
+    async fn until(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let out = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .expect("no frame in time")
+                .expect("hub gone");
+            let frames = match out {
+                Outbound::Frame(f) => vec![f],
+                Outbound::Batch(fs) => fs,
+            };
+            for f in frames {
+                let v: Value = serde_json::from_str(&f).unwrap();
+                self.frames.push(v.clone());
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = chroxy::store::Paths::under(dir.path().join("home"));
+    let project = dir.path().canonicalize().unwrap();
+    let hub = Hub::start(SessionsConfig {
+        sessions_dir: paths.sessions_dir(),
+        claude: Some(fake_claude()),
+        default_cwd: project.clone(),
+        coalesce: Duration::from_millis(50),
+        models: vec![],
+        agent_env: Default::default(),
+        permission_timeout: Duration::from_secs(300),
+        interrupt_grace: Duration::from_secs(10),
+        rules: chroxy::rules::RuleStore::new(&paths),
+        allow_bypass: false,
+    })
+    .await;
+    let mut phone = Phone::join(&hub);
+    hub.welcome(&phone.id).await;
+    let me = std::process::id();
+    for round in 0..50 {
+        // Four sessions at a time beside the default one, each with a prompt waiting.
+        let mut ids = Vec::new();
+        for k in 0..4 {
+            let name = format!("r{round}-{k}");
+            hub.handle(
+                &phone.id,
+                ClientMsg::CreateSession(CreateSession {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+            )
+            .await;
+            let switched = phone
+                .until(|v| v["type"] == "session_switched" && v["name"] == name.as_str())
+                .await;
+            let id = switched["sessionId"].as_str().unwrap().to_owned();
+            hub.handle(
+                &phone.id,
+                ClientMsg::Input(Input {
+                    data: "PERMISSION".into(),
+                    session_id: Some(id.clone()),
+                }),
+            )
+            .await;
+            phone
+                .until(|v| v["type"] == "permission_request" && v["sessionId"] == id.as_str())
+                .await;
+            ids.push(id);
+        }
+        assert_eq!(hub.pending_prompts(), 4);
+        for id in ids {
+            hub.handle(
+                &phone.id,
+                ClientMsg::DestroySession(SessionRef {
+                    session_id: id.clone(),
+                }),
+            )
+            .await;
+            phone
+                .until(|v| v["type"] == "permission_expired" && v["sessionId"] == id.as_str())
+                .await;
+        }
+        assert_eq!(
+            hub.pending_prompts(),
+            0,
+            "round {round}: prompts outlived their sessions"
+        );
+        assert_eq!(hub.session_count(), 1);
+        // (Other tests here run workers as children of this process too: count agents only.)
+        let agents: Vec<u32> = children_of(me)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == fake_claude())
+            })
+            .collect();
+        assert!(
+            agents.is_empty(),
+            "round {round}: agent processes outlived their sessions: {agents:?}"
+        );
+    }
+    let errors: Vec<&Value> = phone
+        .frames
+        .iter()
+        .filter(|v| v["type"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    hub.shutdown().await;
+    // Only the default session's file is left.
+    assert_eq!(std::fs::read_dir(paths.sessions_dir()).unwrap().count(), 1);
+}
