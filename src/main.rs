@@ -176,11 +176,7 @@ async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>, demo: bool) -
             .await
             .context("starting the demo model")?;
         let (model, _task) = chroxy::demo::spawn(listener, stop.child_token())?;
-        agent_env.set = model
-            .cli_env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        agent_env.set = model.cli_env();
         // The demo's conversations stay out of the user's real Claude Code settings.
         let claude_dir = paths.state_dir().join("demo-claude");
         agent_env

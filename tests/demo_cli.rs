@@ -82,33 +82,23 @@ impl Scene {
         let stderr_path = root.join(format!("stderr-{}.log", uuid::Uuid::new_v4()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr log");
         let mut cmd = Command::new(claude_bin());
-        cmd.args([
-            "-p",
-            "--input-format",
-            "stream-json",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--include-partial-messages",
-            "--permission-prompt-tool",
-            "stdio",
-        ])
-        .args(extra)
-        .current_dir(self.work())
-        // Only what the CLI needs: nothing from the developer's shell may leak in
-        // (a real ANTHROPIC_* key or base URL, a CLAUDE_CONFIG_DIR ...).
-        .env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-        )
-        .env("HOME", root.join("home"))
-        .env("TMPDIR", root.join("tmp"))
-        .envs(self.demo.cli_env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true);
+        cmd.args(chroxy::agent::STREAM_JSON_ARGS)
+            .args(extra)
+            .current_dir(self.work())
+            // Only what the CLI needs: nothing from the developer's shell may leak in
+            // (a real ANTHROPIC_* key or base URL, a CLAUDE_CONFIG_DIR ...).
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", root.join("home"))
+            .env("TMPDIR", root.join("tmp"))
+            .envs(self.demo.cli_env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn the Claude Code CLI");
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();

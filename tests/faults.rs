@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chroxy::protocol::{ClientInfo, ClientMsg, CreateSession, Input, SessionRef};
+use chroxy::protocol::{ClientInfo, ClientMsg, CreateSession, DeviceInfo, Input, SessionRef};
 use chroxy::session::{Hub, Outbound, SessionsConfig};
 use common::*;
 use serde_json::{json, Value};
@@ -18,19 +18,11 @@ fn fake_claude() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fake-claude"))
 }
 
-fn fake_opts() -> WorkerOpts {
-    WorkerOpts {
-        claude: Some(fake_claude()),
-        model_url: None,
-        env: vec![("CHROXY_LOG".into(), "info,chroxy=debug".into())],
-    }
-}
-
 #[tokio::test]
 async fn an_agent_that_ignores_interrupt_is_stopped_and_the_session_recovers() {
     let home = Home::new();
     home.config("[worker]\ninterrupt_grace_ms = 500\n");
-    let w = Worker::start_with(&home, fake_opts()).await;
+    let w = Worker::start_with(&home, WorkerOpts::fake_cli()).await;
     let mut c = w.client().await;
     c.send(json!({"type": "input", "data": "HANG"})).await;
     c.until_type("agent_busy").await;
@@ -48,7 +40,7 @@ async fn an_agent_that_ignores_interrupt_is_stopped_and_the_session_recovers() {
 #[tokio::test]
 async fn a_crashing_agent_is_reported_and_restarted_with_resume() {
     let home = Home::new();
-    let w = Worker::start_with(&home, fake_opts()).await;
+    let w = Worker::start_with(&home, WorkerOpts::fake_cli()).await;
     let mut c = w.client().await;
     c.turn("first").await;
     c.send(json!({"type": "input", "data": "CRASH"})).await;
@@ -69,7 +61,7 @@ async fn a_crashing_agent_is_reported_and_restarted_with_resume() {
 #[tokio::test]
 async fn garbage_on_the_agents_stdout_is_skipped_and_never_reaches_phones() {
     let home = Home::new();
-    let w = Worker::start_with(&home, fake_opts()).await;
+    let w = Worker::start_with(&home, WorkerOpts::fake_cli()).await;
     let mut c = w.client().await;
     let frames = c.turn("GARBAGE").await;
     assert_eq!(streamed_text(&frames), "GARBAGE");
@@ -88,7 +80,7 @@ async fn garbage_on_the_agents_stdout_is_skipped_and_never_reaches_phones() {
 async fn a_slow_phone_is_closed_with_1013_and_the_others_get_everything() {
     let home = Home::new();
     home.config("[worker]\nclient_queue = 256\ncoalesce_ms = 0\n");
-    let w = Worker::start_with(&home, fake_opts()).await;
+    let w = Worker::start_with(&home, WorkerOpts::fake_cli()).await;
     let mut fast = w.client().await;
     let mut slow = w.client().await; // authenticated, then never reads while the flood runs
                                      // ~11 MB of frames at a pace a reading phone keeps up with: far more than the
@@ -128,11 +120,13 @@ impl Phone {
     fn join(hub: &Hub) -> Self {
         let id = chroxy::session::new_id("c");
         let (tx, rx) = mpsc::channel(100_000);
+        let device = DeviceInfo {
+            device_name: Some("hub-test".into()),
+            ..Default::default()
+        };
         let info = ClientInfo {
             client_id: id.clone(),
-            device_name: Some("hub-test".into()),
-            device_type: None,
-            platform: None,
+            device,
         };
         hub.clients().register(info, tx, CancellationToken::new());
         Self {

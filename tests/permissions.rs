@@ -8,6 +8,17 @@ use std::path::Path;
 use common::*;
 use serde_json::{json, Value};
 
+/// A worker whose agents' stdin is recorded (see `answers_for`).
+async fn recording_worker(home: &Home, model: &Model) -> (Worker, std::path::PathBuf) {
+    let log = home.dir.path().join("stdin.jsonl");
+    let w = Worker::start_with(
+        home,
+        WorkerOpts::real_cli(model).recording_stdin(home, &log),
+    )
+    .await;
+    (w, log)
+}
+
 /// Sends `input` and returns the first prompt of `ty` that arrives for it.
 async fn ask(c: &mut Client, input: &str, ty: &str) -> Value {
     c.send(json!({"type": "input", "data": input})).await;
@@ -65,12 +76,7 @@ async fn two_phones_answering_at_once_exactly_one_decision_reaches_the_cli() {
     let model = Model::start().await;
     // 100 prompts in well under a minute: lift the per-connection rate limit.
     home.config("[worker]\nmessages_per_minute = 100000\nmessage_burst = 1000\n");
-    let log = home.dir.path().join("stdin.jsonl");
-    let w = Worker::start_with(
-        &home,
-        WorkerOpts::real_cli(&model).recording_stdin(&home, &log),
-    )
-    .await;
+    let (w, log) = recording_worker(&home, &model).await;
     let mut a = w.client().await;
     let mut b = w.client().await;
     for n in 0..100u32 {
@@ -380,12 +386,7 @@ async fn a_phone_arriving_while_a_prompt_waits_gets_it_after_the_replay() {
 async fn destroying_a_session_denies_its_prompt_and_forgets_it() {
     let home = Home::new();
     let model = Model::start().await;
-    let log = home.dir.path().join("stdin.jsonl");
-    let w = Worker::start_with(
-        &home,
-        WorkerOpts::real_cli(&model).recording_stdin(&home, &log),
-    )
-    .await;
+    let (w, log) = recording_worker(&home, &model).await;
     let mut c = w.client().await;
     let mut watcher = w.client().await;
     let session = c.active_session();
@@ -484,12 +485,7 @@ async fn auto_needs_confirmation_and_then_the_cli_stops_asking() {
 async fn an_interrupt_withdraws_the_prompt_and_no_answer_is_sent() {
     let home = Home::new();
     let model = Model::start().await;
-    let log = home.dir.path().join("stdin.jsonl");
-    let w = Worker::start_with(
-        &home,
-        WorkerOpts::real_cli(&model).recording_stdin(&home, &log),
-    )
-    .await;
+    let (w, log) = recording_worker(&home, &model).await;
     let mut c = w.client().await;
     let prompt = ask(&mut c, "PLEASE_BASH touch x.txt", "permission_request").await;
     c.send(json!({"type": "interrupt"})).await;
@@ -542,12 +538,7 @@ async fn an_agent_crash_takes_its_prompts_with_it() {
 async fn a_stopping_worker_denies_waiting_prompts_and_tells_the_phones_first() {
     let home = Home::new();
     let model = Model::start().await;
-    let log = home.dir.path().join("stdin.jsonl");
-    let mut w = Worker::start_with(
-        &home,
-        WorkerOpts::real_cli(&model).recording_stdin(&home, &log),
-    )
-    .await;
+    let (mut w, log) = recording_worker(&home, &model).await;
     let mut c = w.client().await;
     let prompt = ask(&mut c, "PLEASE_BASH touch stop.txt", "permission_request").await;
     nix::sys::signal::kill(

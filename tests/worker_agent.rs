@@ -243,12 +243,7 @@ async fn sessions_survive_a_worker_killed_mid_turn() {
     let before = model.handle.turns_seen();
     let frames = c2.turn("REPLY what was the word").await;
     assert_eq!(streamed_text(&frames), "what was the word");
-    let req = model
-        .handle
-        .wait_for_request(before + 1, WAIT)
-        .await
-        .unwrap();
-    let conversation = serde_json::to_string(req.messages()).unwrap();
+    let conversation = model.conversation_after(before).await;
     assert!(
         conversation.contains("remember the word pineapple"),
         "not resumed: {conversation}"
@@ -320,12 +315,7 @@ async fn an_agent_that_dies_is_reported_and_resumed_on_the_next_input() {
     let before = model.handle.turns_seen();
     let frames = c.turn("REPLY and now").await;
     assert_eq!(streamed_text(&frames), "and now");
-    let req = model
-        .handle
-        .wait_for_request(before + 1, WAIT)
-        .await
-        .unwrap();
-    let conversation = serde_json::to_string(req.messages()).unwrap();
+    let conversation = model.conversation_after(before).await;
     assert!(
         conversation.contains("the code is 4711"),
         "not resumed: {conversation}"
@@ -363,15 +353,7 @@ async fn a_lost_agent_conversation_starts_fresh_and_says_so() {
 #[tokio::test]
 async fn a_missing_claude_is_agent_unavailable_and_the_worker_stays_up() {
     let home = Home::new();
-    let w = Worker::start_with(
-        &home,
-        WorkerOpts {
-            claude: None,
-            model_url: None,
-            env: vec![],
-        },
-    )
-    .await;
+    let w = Worker::start_with(&home, WorkerOpts::missing_cli()).await;
     let mut c = w.connect().await;
     c.auth(TOKEN).await;
     // Right after the replay, before anyone types, the phone learns the agent is missing.

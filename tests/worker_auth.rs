@@ -11,15 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 async fn worker(home: &Home) -> Worker {
     // The agent is irrelevant here; a missing one must not matter either.
-    Worker::start_with(
-        home,
-        WorkerOpts {
-            claude: None,
-            model_url: None,
-            env: vec![],
-        },
-    )
-    .await
+    Worker::start_with(home, WorkerOpts::missing_cli()).await
 }
 
 #[tokio::test]

@@ -85,6 +85,20 @@ pub fn cli_mode(mode: PermissionMode) -> &'static str {
     }
 }
 
+/// How Claude Code is driven: JSON lines both ways, partial messages streamed,
+/// permission prompts asked over stdio (DESIGN.md "Agent").
+pub const STREAM_JSON_ARGS: &[&str] = &[
+    "-p",
+    "--input-format",
+    "stream-json",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--include-partial-messages",
+    "--permission-prompt-tool",
+    "stdio",
+];
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct AgentSpec {
@@ -106,22 +120,11 @@ pub struct AgentSpec {
 impl AgentSpec {
     /// The command line (DESIGN.md "Agent").
     pub fn args(&self) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "-p",
-            "--input-format",
-            "stream-json",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--include-partial-messages",
-            "--permission-prompt-tool",
-            "stdio",
-            "--permission-mode",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        args.push(cli_mode(self.mode).to_owned());
+        let mut args: Vec<String> = STREAM_JSON_ARGS.iter().map(|a| (*a).to_owned()).collect();
+        args.extend([
+            "--permission-mode".to_owned(),
+            cli_mode(self.mode).to_owned(),
+        ]);
         if self.allow_bypass {
             args.push("--allow-dangerously-skip-permissions".to_owned());
         }

@@ -153,12 +153,12 @@ impl DemoHandle {
 
     /// The environment the Claude Code CLI needs to use this server and nothing else
     /// (see the module docs for why each variable is there). `HOME` is the caller's.
-    pub fn cli_env(&self) -> Vec<(&'static str, String)> {
-        let mut env = vec![("ANTHROPIC_BASE_URL", self.base_url())];
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("ANTHROPIC_BASE_URL".to_owned(), self.base_url())];
         env.extend(
             super::CLI_ENV
                 .iter()
-                .map(|(name, value)| (*name, (*value).to_owned())),
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
         );
         env
     }

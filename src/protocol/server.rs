@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::PermissionMode;
+use super::{DeviceInfo, PermissionMode};
 
 /// Error codes of PROTOCOL.md "Errors".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,15 +53,9 @@ pub enum AuthFailReason {
 pub struct ClientInfo {
     /// Server-assigned id (`c-…`).
     pub client_id: String,
-    /// From `deviceInfo`.
-    #[serde(default)]
-    pub device_name: Option<String>,
-    /// From `deviceInfo`.
-    #[serde(default)]
-    pub device_type: Option<String>,
-    /// From `deviceInfo`.
-    #[serde(default)]
-    pub platform: Option<String>,
+    /// What the device said about itself at `auth`, side by side with the id.
+    #[serde(flatten)]
+    pub device: DeviceInfo,
 }
 
 /// One entry of `session_list`.

@@ -114,7 +114,7 @@ impl Clients {
     pub fn device_name(&self, id: &str) -> String {
         self.lock()
             .get(id)
-            .and_then(|s| s.info.device_name.clone())
+            .and_then(|s| s.info.device.device_name.clone())
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| id.to_owned())
     }

@@ -143,9 +143,7 @@ async fn serve_client(
 ) {
     let info = ClientInfo {
         client_id: client_id.clone(),
-        device_name: device.device_name,
-        device_type: device.device_type,
-        platform: device.platform,
+        device,
     };
     let hub = &s.hub;
     let mut others = hub.clients().infos();
@@ -166,7 +164,7 @@ async fn serve_client(
     if sink.send(text(&ok)).await.is_err() {
         return;
     }
-    tracing::info!(device = ?info.device_name, "client connected");
+    tracing::info!(device = ?info.device.device_name, "client connected");
 
     let (tx, rx) = mpsc::channel(s.cfg.client_queue.max(16));
     let kick = CancellationToken::new();

@@ -54,6 +54,15 @@ impl Model {
     }
 }
 
+impl Model {
+    /// The conversation of the first main-turn request after the `after`-th, as text:
+    /// what the model was sent.
+    pub async fn conversation_after(&self, after: u64) -> String {
+        let req = self.handle.wait_for_request(after + 1, WAIT).await.unwrap();
+        serde_json::to_string(req.messages()).unwrap()
+    }
+}
+
 impl Drop for Model {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -95,25 +104,35 @@ impl Home {
 
 /// How to start a worker.
 pub struct WorkerOpts {
+    /// The agent binary; `None` points CHROXY_CLAUDE at a path that does not exist.
     pub claude: Option<PathBuf>,
-    pub model_url: Option<String>,
     pub env: Vec<(String, String)>,
 }
 
 impl WorkerOpts {
     /// The real CLI, answering from `model`, with debug logs.
     pub fn real_cli(model: &Model) -> Self {
-        let mut env: Vec<(String, String)> = model
-            .handle
-            .cli_env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        env.push(("CHROXY_LOG".into(), "info,chroxy=debug".into()));
         Self {
             claude: Some(claude_bin()),
-            model_url: None,
-            env,
+            env: model.handle.cli_env(),
+        }
+        .env("CHROXY_LOG", "info,chroxy=debug")
+    }
+
+    /// `fake-claude` as the agent, for what the real CLI cannot do on cue.
+    pub fn fake_cli() -> Self {
+        Self {
+            claude: Some(PathBuf::from(env!("CARGO_BIN_EXE_fake-claude"))),
+            env: vec![],
+        }
+        .env("CHROXY_LOG", "info,chroxy=debug")
+    }
+
+    /// No agent installed.
+    pub fn missing_cli() -> Self {
+        Self {
+            claude: None,
+            env: vec![],
         }
     }
 
@@ -172,22 +191,7 @@ pub struct Worker {
 impl Worker {
     /// Starts a worker with the real CLI pointed at `model`.
     pub async fn start(home: &Home, model: &Model) -> Self {
-        let mut env: Vec<(String, String)> = model
-            .handle
-            .cli_env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        env.push(("CHROXY_LOG".into(), "info,chroxy=debug".into()));
-        Self::start_with(
-            home,
-            WorkerOpts {
-                claude: Some(claude_bin()),
-                model_url: None,
-                env,
-            },
-        )
-        .await
+        Self::start_with(home, WorkerOpts::real_cli(model)).await
     }
 
     pub async fn start_with(home: &Home, opts: WorkerOpts) -> Self {
@@ -211,9 +215,6 @@ impl Worker {
             Some(p) => cmd.env("CHROXY_CLAUDE", p),
             None => cmd.env("CHROXY_CLAUDE", "/nonexistent/claude"),
         };
-        if let Some(url) = &opts.model_url {
-            cmd.env("ANTHROPIC_BASE_URL", url);
-        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

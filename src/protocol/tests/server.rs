@@ -79,9 +79,11 @@ fn server_type(msg: &ServerMsg) -> &'static str {
 fn ana() -> ClientInfo {
     ClientInfo {
         client_id: s("c-9z"),
-        device_name: some("Ana's phone"),
-        device_type: some("phone"),
-        platform: some("iOS 18"),
+        device: DeviceInfo {
+            device_name: some("Ana's phone"),
+            device_type: some("phone"),
+            platform: some("iOS 18"),
+        },
     }
 }
 
