@@ -8,17 +8,6 @@ use std::path::Path;
 use common::*;
 use serde_json::{json, Value};
 
-/// A worker whose agents' stdin is recorded (see `answers_for`).
-async fn recording_worker(home: &Home, model: &Model) -> (Worker, std::path::PathBuf) {
-    let log = home.dir.path().join("stdin.jsonl");
-    let w = Worker::start_with(
-        home,
-        WorkerOpts::real_cli(model).recording_stdin(home, &log),
-    )
-    .await;
-    (w, log)
-}
-
 /// Sends `input` and returns the first prompt of `ty` that arrives for it.
 async fn ask(c: &mut Client, input: &str, ty: &str) -> Value {
     c.send(json!({"type": "input", "data": input})).await;
@@ -188,7 +177,7 @@ async fn an_unanswered_prompt_is_denied_after_the_timeout_and_the_turn_goes_on()
 async fn allow_always_is_remembered_across_sessions_and_restarts() {
     let home = Home::new();
     let model = Model::start().await;
-    let mut w = Worker::start(&home, &model).await;
+    let (mut w, log) = recording_worker(&home, &model).await;
     let mut c = w.client().await;
     let prompt = ask(&mut c, "PLEASE_BASH touch made.txt", "permission_request").await;
     c.send(answer(&prompt["requestId"], "allowAlways")).await;
@@ -201,6 +190,20 @@ async fn allow_always_is_remembered_across_sessions_and_restarts() {
     let project = home.project().display().to_string();
     assert_eq!(rules["projects"][&project][0]["tool"], "Bash");
     assert_eq!(rules["projects"][&project][0]["content"], "touch made.txt");
+    // The CLI was also told, for this session only, so it stops asking right away;
+    // nothing that would make it write the user's settings files.
+    let sent = answers_for(&log, prompt["requestId"].as_str().unwrap());
+    assert_eq!(sent.len(), 1);
+    let perms = sent[0]["updatedPermissions"]
+        .as_array()
+        .expect("updatedPermissions");
+    assert!(
+        perms.iter().all(|p| p["destination"] == "session"),
+        "{perms:?}"
+    );
+    assert!(perms
+        .iter()
+        .any(|p| p["type"] == "addRules" && p["rules"][0]["ruleContent"] == "touch made.txt"));
 
     // A new session in the same directory: nobody is asked, everybody is told.
     std::fs::remove_file(home.project().join("made.txt")).unwrap();
@@ -255,6 +258,45 @@ async fn allow_always_is_remembered_across_sessions_and_restarts() {
             "{settings} written in the project"
         );
     }
+}
+
+#[test]
+fn rules_can_be_listed_and_removed_from_the_command_line() {
+    let home = tempfile::tempdir().unwrap();
+    let store = chroxy::rules::RuleStore::new(&chroxy::store::Paths::under(home.path()));
+    let rule = chroxy::rules::Rule {
+        tool: "Bash".into(),
+        content: Some("touch made.txt".into()),
+        created_at: 0,
+    };
+    store.add(Path::new("/work/project"), rule).unwrap();
+    let chroxy = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_chroxy"))
+            .args(args)
+            .env("CHROXY_HOME", home.path())
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = chroxy(&["rules", "list"]);
+    assert!(
+        ok && out.contains("/work/project") && out.contains("Bash(touch made.txt)"),
+        "{out}"
+    );
+    let (ok, out) = chroxy(&["rules", "remove", "Bash(touch made.txt)"]);
+    assert!(ok && out.contains("removed 1"), "{out}");
+    let (ok, out) = chroxy(&["rules", "list"]);
+    assert!(ok && out.contains("no rules"), "{out}");
+    let (ok, out) = chroxy(&["rules", "remove", "Bash(touch made.txt)"]);
+    assert!(
+        !ok && out.contains("no rule `Bash(touch made.txt)` found"),
+        "{out}"
+    );
 }
 
 /// Child mode of the concurrency test below: 10 threads adding rules at once.

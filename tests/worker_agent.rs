@@ -17,6 +17,24 @@ async fn a_turn_streams_to_every_client_and_replays_to_late_ones() {
     let w = Worker::start(&home, &model).await;
     let mut a = w.client().await;
     let mut b = w.client().await;
+    // A new session, watched by both phones.
+    a.send(json!({"type": "create_session", "name": "fox"}))
+        .await;
+    let created = a
+        .until(|v| v["type"] == "session_switched" && v["name"] == "fox")
+        .await;
+    let list = b
+        .until(|v| v["type"] == "session_list" && v["sessions"].as_array().unwrap().len() == 2)
+        .await;
+    assert!(list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["sessionId"] == created["sessionId"]));
+    b.send(json!({"type": "switch_session", "sessionId": created["sessionId"]}))
+        .await;
+    b.until(|v| v["type"] == "history_replay_end" && v["sessionId"] == created["sessionId"])
+        .await;
 
     let said = "The quick brown fox jumps over the lazy dog";
     let frames = a.turn(&format!("REPLY {said}")).await;
@@ -129,7 +147,7 @@ async fn interrupt_ends_a_slow_turn_and_the_next_turn_works() {
 async fn model_and_permission_mode_reach_the_cli_and_bad_values_do_not() {
     let home = Home::new();
     let model = Model::start().await;
-    let w = Worker::start(&home, &model).await;
+    let (w, log) = recording_worker(&home, &model).await;
     let mut c = w.client().await;
     let models = c
         .seen
@@ -185,6 +203,27 @@ async fn model_and_permission_mode_reach_the_cli_and_bad_values_do_not() {
     };
     assert_eq!(list["sessions"][0]["permissionMode"], "acceptEdits");
     assert_eq!(list["sessions"][0]["model"], "opus");
+    // What reached the CLI: the valid changes as control requests, the refused ones not at all.
+    let controls: Vec<Value> = recorded_lines(&log)
+        .into_iter()
+        .filter(|v| v["type"] == "control_request")
+        .map(|v| v["request"].clone())
+        .collect();
+    assert!(
+        controls
+            .iter()
+            .any(|r| r["subtype"] == "set_model" && r["model"] == "opus"),
+        "{controls:?}"
+    );
+    assert!(controls
+        .iter()
+        .any(|r| r["subtype"] == "set_permission_mode" && r["mode"] == "acceptEdits"));
+    assert!(
+        !controls.iter().any(|r| r["mode"] == "yolo"
+            || r["mode"] == "bypassPermissions"
+            || r["model"] == "gpt-5"),
+        "a refused setting reached the CLI: {controls:?}"
+    );
 }
 
 #[tokio::test]

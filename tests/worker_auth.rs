@@ -142,7 +142,8 @@ async fn more_than_three_wrong_attempts_in_flight_are_rate_limited() {
 #[tokio::test]
 async fn malformed_frames_get_specific_errors_and_the_connection_keeps_working() {
     let home = Home::new();
-    let w = worker(&home).await;
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
     let mut c = w.client().await;
     let cases: Vec<(Message, &str, &str)> = vec![
         (
@@ -217,6 +218,9 @@ async fn malformed_frames_get_specific_errors_and_the_connection_keeps_working()
             .len(),
         1
     );
+    // None of it reached the session: it still takes a turn.
+    let frames = c.turn("REPLY still fine").await;
+    assert_eq!(streamed_text(&frames), "still fine");
 }
 
 #[tokio::test]

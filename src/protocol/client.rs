@@ -174,7 +174,8 @@ pub struct UserQuestionResponse {
     pub tool_use_id: String,
     /// The chosen label (single question).
     pub answer: String,
-    /// Question text → chosen label(s), for several questions.
+    /// Question text → chosen label, for several questions; the labels of a
+    /// multi-select question are joined with `, ` (as Claude Code expects them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<std::collections::BTreeMap<String, String>>,
 }

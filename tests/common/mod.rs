@@ -163,6 +163,17 @@ impl WorkerOpts {
     }
 }
 
+/// A worker whose agents' stdin is recorded (see `answers_for`).
+pub async fn recording_worker(home: &Home, model: &Model) -> (Worker, std::path::PathBuf) {
+    let log = home.dir.path().join("stdin.jsonl");
+    let w = Worker::start_with(
+        home,
+        WorkerOpts::real_cli(model).recording_stdin(home, &log),
+    )
+    .await;
+    (w, log)
+}
+
 /// The JSON lines of a stdin recording.
 pub fn recorded_lines(log: &Path) -> Vec<Value> {
     std::fs::read_to_string(log)
