@@ -24,4 +24,5 @@ pub mod rules;
 pub mod secrets;
 pub mod session;
 pub mod store;
+pub mod supervisor;
 pub mod worker;

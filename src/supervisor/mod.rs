@@ -1,0 +1,5 @@
+//! Keeps exactly one healthy worker serving phones, across crashes, bad releases and
+//! restarts (DESIGN.md "Supervisor"). Both shells — `chroxy start` and the tray app —
+//! run this, so every user gets the same restart policy.
+
+pub mod status;
