@@ -53,6 +53,9 @@ pub struct WorkerConfig {
     pub coalesce_ms: u64,
     /// WebSocket ping interval; a peer that misses one ping is dropped.
     pub ws_ping_secs: u64,
+    /// A supervised worker reports liveness this often; three missed beats and the
+    /// supervisor treats it as hung.
+    pub heartbeat_ms: u64,
     /// Per-connection message budget per minute.
     pub messages_per_minute: u32,
     /// Burst allowance on top of the steady rate.
@@ -81,6 +84,7 @@ impl Default for WorkerConfig {
             auth_backoff_max_ms: 60_000,
             coalesce_ms: 50,
             ws_ping_secs: 30,
+            heartbeat_ms: 1_000,
             messages_per_minute: 100,
             message_burst: 20,
             client_queue: 1024,
@@ -100,6 +104,11 @@ impl WorkerConfig {
     /// `auth_timeout_ms` as a duration.
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_millis(self.auth_timeout_ms)
+    }
+
+    /// `heartbeat_ms` as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(10))
     }
 
     /// `permission_timeout_ms` as a duration.

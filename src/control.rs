@@ -1,7 +1,11 @@
-//! What a worker tells whoever started it, as JSON lines on its stdout. The supervisor
-//! reads these; so do tests that start a worker on port 0 and need to learn the port.
+//! The supervisor ↔ worker control channel: JSON lines on the worker's stdout (events)
+//! and stdin (commands). The only type the two share besides the protocol. A closed
+//! stdin means the supervisor is gone, and the worker stops by itself, so no orphan
+//! ever holds a port.
 
 use serde::{Deserialize, Serialize};
+
+use crate::protocol::ShutdownReason;
 
 /// Worker → supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,14 +18,89 @@ pub enum WorkerEvent {
         /// The worker's process id.
         pid: u32,
     },
+    /// Liveness, every heartbeat interval, with counters for the canary watch.
+    Heartbeat {
+        /// Connected phones.
+        clients: u32,
+        /// Sessions.
+        sessions: u32,
+        /// Sessions with a turn running.
+        busy: u32,
+        /// Frames refused since the previous heartbeat.
+        protocol_errors: u64,
+    },
+    /// Drained: sessions saved, phones told; the process exits next.
+    DrainDone,
+}
+
+/// Supervisor → worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SupervisorCommand {
+    /// Stop in order: refuse input, let prompt answers through, wait (bounded) for
+    /// running turns, tell phones `server_shutdown`, save, exit.
+    Drain {
+        /// What phones are told.
+        reason: ShutdownReason,
+        /// When they should try again.
+        restart_eta_ms: u64,
+        /// How long running turns may take to finish.
+        idle_wait_ms: u64,
+    },
+    /// Tell every phone to reconnect now (`server_shutdown` restart) and close them.
+    Reconnect {
+        /// The ETA phones are told.
+        restart_eta_ms: u64,
+    },
+}
+
+/// One JSON line (with the newline).
+pub fn to_line<T: Serialize>(msg: &T) -> String {
+    // Flat enums of strings and integers serialize infallibly.
+    let mut line = serde_json::to_string(msg).unwrap_or_default();
+    line.push('\n');
+    line
 }
 
 impl WorkerEvent {
     /// One JSON line (with the newline).
     pub fn to_line(&self) -> String {
-        // A flat enum of integers serializes infallibly.
-        let mut line = serde_json::to_string(self).unwrap_or_default();
-        line.push('\n');
-        line
+        to_line(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        let cmd = SupervisorCommand::Drain {
+            reason: ShutdownReason::Restart,
+            restart_eta_ms: 1500,
+            idle_wait_ms: 30_000,
+        };
+        let line = to_line(&cmd);
+        assert!(line.ends_with('\n'));
+        assert_eq!(
+            serde_json::from_str::<SupervisorCommand>(&line).unwrap(),
+            cmd
+        );
+        let beat = WorkerEvent::Heartbeat {
+            clients: 2,
+            sessions: 1,
+            busy: 0,
+            protocol_errors: 3,
+        };
+        assert_eq!(
+            serde_json::from_str::<WorkerEvent>(&beat.to_line()).unwrap(),
+            beat
+        );
+        assert_eq!(
+            serde_json::from_str::<SupervisorCommand>(r#"{"type":"reconnect","restartEtaMs":5}"#)
+                .ok(),
+            None,
+            "fields are snake_case on this channel"
+        );
     }
 }

@@ -15,6 +15,7 @@ use chroxy::control::WorkerEvent;
 use chroxy::secrets::ApiToken;
 use chroxy::session::{Hub, SessionsConfig};
 use chroxy::store::Paths;
+use chroxy::worker::WorkerSignals;
 
 /// Supervise Claude Code on this machine from your phone.
 #[derive(Parser)]
@@ -41,6 +42,10 @@ enum Command {
         /// try everything without an account (Claude Code itself is still needed).
         #[arg(long)]
         demo: bool,
+        /// Started by a supervisor: follow its commands on stdin, send heartbeats on
+        /// stdout, and stop when stdin closes.
+        #[arg(long, hide = true)]
+        supervised: bool,
     },
     /// Show the API token phones authenticate with.
     Token {
@@ -78,10 +83,15 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let paths = Paths::resolve(cli.home.clone())?;
     match cli.command {
-        Command::Worker { port, cwd, demo } => {
+        Command::Worker {
+            port,
+            cwd,
+            demo,
+            supervised,
+        } => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run_worker(paths, port, cwd, demo))
+            runtime.block_on(run_worker(paths, port, cwd, demo, supervised))
         }
         Command::Rules { action } => rules(&paths, action),
         Command::Token {
@@ -138,7 +148,13 @@ fn init_logging() {
         .init();
 }
 
-async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>, demo: bool) -> Result<()> {
+async fn run_worker(
+    paths: Paths,
+    port: u16,
+    cwd: Option<PathBuf>,
+    demo: bool,
+    supervised: bool,
+) -> Result<()> {
     let config = Config::load(&paths.config_file())?;
     // The supervisor hands the token over in the environment, never on a command line.
     let token = match std::env::var("CHROXY_TOKEN") {
@@ -211,16 +227,39 @@ async fn run_worker(paths: Paths, port: u16, cwd: Option<PathBuf>, demo: bool) -
     drop(out);
     tracing::info!(port = bound, cwd = %cwd.display(), "worker ready");
 
+    let signals = WorkerSignals::default();
+    let control = supervised.then(|| {
+        tokio::spawn(chroxy::worker::follow_supervisor(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            hub.clone(),
+            signals.clone(),
+            config.worker.heartbeat(),
+            stop.clone(),
+        ))
+    });
     let served = chroxy::worker::serve(
         listener,
         hub.clone(),
         token,
         config.worker,
         cwd.display().to_string(),
-        stop,
+        signals,
+        stop.clone(),
     )
     .await;
     hub.shutdown().await;
+    if let Some(control) = control {
+        stop.cancel();
+        let _ = control.await;
+        let mut out = tokio::io::stdout();
+        let _ = tokio::io::AsyncWriteExt::write_all(
+            &mut out,
+            WorkerEvent::DrainDone.to_line().as_bytes(),
+        )
+        .await;
+        let _ = tokio::io::AsyncWriteExt::flush(&mut out).await;
+    }
     tracing::info!("worker stopped");
     Ok(served?)
 }

@@ -143,6 +143,7 @@ pub(crate) struct Session {
     coalesced: String,
     flush_at: Option<Instant>,
     saver: watch::Sender<Option<SessionRecord>>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Session {
@@ -153,6 +154,7 @@ impl Session {
         cmds: mpsc::Receiver<Cmd>,
         saver: watch::Sender<Option<SessionRecord>>,
         index: PromptIndex,
+        changed: Arc<tokio::sync::Notify>,
     ) -> (Self, InfoCell) {
         let info = Arc::new(Mutex::new(info_of(&rec, false)));
         let (events_tx, events) = mpsc::channel(256);
@@ -182,6 +184,7 @@ impl Session {
             coalesced: String::new(),
             flush_at: None,
             saver,
+            changed,
         };
         (session, info)
     }
@@ -261,6 +264,7 @@ impl Session {
     fn refresh_info(&self) {
         let fresh = info_of(&self.rec, self.busy);
         *self.info.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        self.changed.notify_waiters();
     }
 
     fn save(&self) {

@@ -74,6 +74,8 @@ pub struct Hub {
     structure: Arc<tokio::sync::Mutex<()>>,
     draining: CancellationToken,
     prompts: PromptIndex,
+    /// Woken whenever a session's summary changes (busy → idle among others).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Hub {
@@ -87,6 +89,7 @@ impl Hub {
             structure: Default::default(),
             draining: CancellationToken::new(),
             prompts: PromptIndex::default(),
+            changed: Default::default(),
         };
         let dir = hub.cfg.sessions_dir.clone();
         let records = tokio::task::spawn_blocking(move || record::load_all(&dir))
@@ -163,6 +166,7 @@ impl Hub {
             rx,
             save_tx,
             self.prompts.clone(),
+            self.changed.clone(),
         );
         let span = tracing::info_span!("session", session = %id);
         let task = tokio::spawn(tracing::Instrument::instrument(session.run(), span));
@@ -497,6 +501,21 @@ impl Hub {
             let (done, drained) = oneshot::channel();
             if tx.send(Cmd::Drain { done }).await.is_ok() {
                 let _ = drained.await;
+            }
+        }
+    }
+
+    /// Waits until no session has a turn running, or `deadline` passes; true if idle.
+    pub async fn wait_idle(&self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            // Register before looking, so a change between the look and the wait wakes us.
+            let notified = self.changed.notified();
+            if !self.session_infos().iter().any(|i| i.is_busy) {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return false;
             }
         }
     }

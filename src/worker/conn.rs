@@ -28,6 +28,7 @@ use crate::session::{frame, new_id, Audience, Outbound};
 mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const AUTH: u16 = 4001;
     pub const RATE_LIMITED: u16 = 4029;
@@ -223,6 +224,8 @@ async fn read_loop(
     let priority: DefaultDirectRateLimiter =
         RateLimiter::direct(quota(s.cfg.messages_per_minute, s.cfg.message_burst));
     let mut bad_frames: VecDeque<Instant> = VecDeque::new();
+    let mut reconnects = s.signals.reconnects();
+    reconnects.mark_unchanged();
     let reply = |msg: &ServerMsg| {
         if tx.try_send(Outbound::Frame(frame(msg))).is_err() {
             kick.cancel();
@@ -231,8 +234,15 @@ async fn read_loop(
     loop {
         let msg = tokio::select! {
             _ = s.stop.cancelled() => {
-                reply(&ServerMsg::ServerShutdown { reason: ShutdownReason::Shutdown, restart_eta_ms: 0 });
+                let (reason, restart_eta_ms) = s.signals.shutdown_notice();
+                reply(&ServerMsg::ServerShutdown { reason, restart_eta_ms });
                 return Ending::Close(close::GOING_AWAY, "server shutting down");
+            }
+            // The signals outlive every connection, so this never reports closed.
+            Ok(()) = reconnects.changed() => {
+                let restart_eta_ms = *reconnects.borrow_and_update();
+                reply(&ServerMsg::ServerShutdown { reason: ShutdownReason::Restart, restart_eta_ms });
+                return Ending::Close(close::SERVICE_RESTART, "reconnect now");
             }
             _ = kick.cancelled() => return Ending::Close(close::TRY_AGAIN_LATER, "client too slow"),
             msg = stream.next() => msg,
@@ -282,6 +292,7 @@ async fn read_loop(
             }
         };
         tracing::debug!(code = ?frame_error.code, message = %frame_error.message, "refused frame");
+        s.signals.count_protocol_error();
         reply(&ServerMsg::Error {
             code: frame_error.code,
             message: frame_error.message,

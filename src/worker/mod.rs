@@ -7,19 +7,24 @@
 mod auth;
 mod conn;
 mod routes;
+mod supervised;
 
 pub use auth::{AuthLimiter, Verdict};
+pub use supervised::follow_supervisor;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::WorkerConfig;
+use crate::protocol::ShutdownReason;
 use crate::secrets::ApiToken;
 use crate::session::Hub;
 
@@ -36,6 +41,61 @@ pub enum WorkerError {
     Serve(#[source] std::io::Error),
 }
 
+/// Levers on a running worker, held by whoever started it (the control channel): what
+/// phones are told when it stops, a "reconnect now" for every phone, and the count of
+/// refused frames the canary watch reads. A cheap clone.
+#[derive(Clone)]
+pub struct WorkerSignals {
+    inner: Arc<SignalsInner>,
+}
+
+struct SignalsInner {
+    protocol_errors: AtomicU64,
+    notice: watch::Sender<(ShutdownReason, u64)>,
+    reconnect: watch::Sender<u64>,
+}
+
+impl Default for WorkerSignals {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(SignalsInner {
+                protocol_errors: AtomicU64::new(0),
+                notice: watch::Sender::new((ShutdownReason::Shutdown, 0)),
+                reconnect: watch::Sender::new(0),
+            }),
+        }
+    }
+}
+
+impl WorkerSignals {
+    /// Frames refused since the last call.
+    pub fn take_protocol_errors(&self) -> u64 {
+        self.inner.protocol_errors.swap(0, Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_protocol_error(&self) {
+        self.inner.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What phones are told (`server_shutdown`) when the worker stops.
+    pub fn set_shutdown_notice(&self, reason: ShutdownReason, restart_eta_ms: u64) {
+        self.inner.notice.send_replace((reason, restart_eta_ms));
+    }
+
+    pub(crate) fn shutdown_notice(&self) -> (ShutdownReason, u64) {
+        *self.inner.notice.borrow()
+    }
+
+    /// Tells every connected phone to reconnect now, with this ETA.
+    pub fn reconnect_all(&self, restart_eta_ms: u64) {
+        self.inner.reconnect.send_replace(restart_eta_ms);
+    }
+
+    pub(crate) fn reconnects(&self) -> watch::Receiver<u64> {
+        self.inner.reconnect.subscribe()
+    }
+}
+
 /// Everything a connection needs; shared.
 pub(crate) struct Shared {
     pub token: ApiToken,
@@ -46,6 +106,7 @@ pub(crate) struct Shared {
     pub cwd: String,
     pub stop: CancellationToken,
     pub conns: TaskTracker,
+    pub signals: WorkerSignals,
 }
 
 /// Serves until `stop` is cancelled, then closes every WebSocket (each client is told
@@ -57,6 +118,7 @@ pub async fn serve(
     token: ApiToken,
     cfg: WorkerConfig,
     cwd: String,
+    signals: WorkerSignals,
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
     let auth = AuthLimiter::new(
@@ -72,6 +134,7 @@ pub async fn serve(
         cwd,
         stop: stop.clone(),
         conns: TaskTracker::new(),
+        signals,
     });
     let app = routes::router(shared.clone());
     // Small frames (one text delta) must leave at once; Nagle's algorithm would hold

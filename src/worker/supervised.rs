@@ -1,0 +1,93 @@
+//! The worker's end of the control channel (`chroxy worker --supervised`): heartbeats
+//! with counters on stdout, commands on stdin. When stdin closes the supervisor is
+//! gone, and the worker stops by itself so that no orphan keeps a port or an agent.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::sync::CancellationToken;
+
+use super::WorkerSignals;
+use crate::control::{to_line, SupervisorCommand, WorkerEvent};
+use crate::protocol::ShutdownReason;
+use crate::session::Hub;
+
+/// How long running turns may finish when the supervisor itself has vanished.
+const ORPHAN_IDLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Serves the control channel until the worker stops (`stop` cancelled) — by a `drain`
+/// command, by the supervisor's pipe closing, or by anything else that cancels `stop`.
+pub async fn follow_supervisor(
+    input: impl AsyncRead + Unpin,
+    mut output: impl AsyncWrite + Unpin,
+    hub: Hub,
+    signals: WorkerSignals,
+    heartbeat: Duration,
+    stop: CancellationToken,
+) {
+    let mut commands = FramedRead::new(input, LinesCodec::new_with_max_length(64 * 1024));
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = beat.tick() => {
+                let infos = hub.session_infos();
+                let event = WorkerEvent::Heartbeat {
+                    clients: hub.clients().len() as u32,
+                    sessions: infos.len() as u32,
+                    busy: infos.iter().filter(|i| i.is_busy).count() as u32,
+                    protocol_errors: signals.take_protocol_errors(),
+                };
+                if output.write_all(to_line(&event).as_bytes()).await.is_err() || output.flush().await.is_err() {
+                    tracing::warn!("the supervisor stopped reading; stopping");
+                    drain(&hub, &signals, ShutdownReason::Restart, 2_000, ORPHAN_IDLE_WAIT, &stop).await;
+                    return;
+                }
+            }
+            line = commands.next() => match line {
+                Some(Ok(line)) => match serde_json::from_str::<SupervisorCommand>(&line) {
+                    Ok(SupervisorCommand::Drain { reason, restart_eta_ms, idle_wait_ms }) => {
+                        tracing::info!(?reason, "draining on the supervisor's request");
+                        drain(&hub, &signals, reason, restart_eta_ms, Duration::from_millis(idle_wait_ms), &stop).await;
+                        return;
+                    }
+                    Ok(SupervisorCommand::Reconnect { restart_eta_ms }) => {
+                        tracing::info!("telling every phone to reconnect");
+                        signals.reconnect_all(restart_eta_ms);
+                    }
+                    Err(err) => tracing::warn!(%err, "ignoring an unreadable control command"),
+                },
+                Some(Err(err)) => tracing::warn!(%err, "ignoring an unreadable control command"),
+                None => {
+                    tracing::warn!("the supervisor is gone (control channel closed); stopping");
+                    drain(&hub, &signals, ShutdownReason::Restart, 2_000, ORPHAN_IDLE_WAIT, &stop).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Refuse input, answer waiting prompts, let running turns finish (bounded), then stop
+/// serving with this notice. Saving happens when the caller shuts the hub down.
+async fn drain(
+    hub: &Hub,
+    signals: &WorkerSignals,
+    reason: ShutdownReason,
+    restart_eta_ms: u64,
+    idle_wait: Duration,
+    stop: &CancellationToken,
+) {
+    signals.set_shutdown_notice(reason, restart_eta_ms);
+    hub.drain().await;
+    if !hub.wait_idle(idle_wait).await {
+        tracing::warn!(
+            wait_ms = idle_wait.as_millis() as u64,
+            "turns still running at the drain deadline; stopping anyway"
+        );
+    }
+    stop.cancel();
+}
