@@ -2,4 +2,5 @@
 //! restarts (DESIGN.md "Supervisor"). Both shells — `chroxy start` and the tray app —
 //! run this, so every user gets the same restart policy.
 
+pub mod state;
 pub mod status;

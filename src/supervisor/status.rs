@@ -82,7 +82,12 @@ pub struct TunnelStatus {
 
 impl Default for TunnelStatus {
     fn default() -> Self {
-        Self { mode: "none".into(), state: "off".into(), url: None, last_error: None }
+        Self {
+            mode: "none".into(),
+            state: "off".into(),
+            url: None,
+            last_error: None,
+        }
     }
 }
 
@@ -156,7 +161,11 @@ impl Status {
 
     /// Appends an event, dropping the oldest beyond [`MAX_EVENTS`].
     pub fn push_event(&mut self, kind: &str, message: impl Into<String>) {
-        self.events.push(StatusEvent { at: crate::protocol::now_ms(), kind: kind.to_owned(), message: message.into() });
+        self.events.push(StatusEvent {
+            at: crate::protocol::now_ms(),
+            kind: kind.to_owned(),
+            message: message.into(),
+        });
         if self.events.len() > MAX_EVENTS {
             let excess = self.events.len() - MAX_EVENTS;
             self.events.drain(..excess);

@@ -1,0 +1,1054 @@
+//! The supervisor's decisions, as a pure state machine: `step(event, now)` returns the
+//! effects to carry out, and nothing here touches a process, a port or a file. The
+//! runner feeds it what happened (a worker passed its health gate, exited, missed its
+//! heartbeats; a timer fired; a person asked for a rollback) and executes what it says.
+//! Time is a parameter, so every rule — backoff, crash budget, canary window — is
+//! tested as a table, without a runtime.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::status::StateName;
+
+/// The numbers behind the rules (issue "Supervisor": 0.5 s → 10 s backoff, reset after
+/// 60 s healthy, more than 5 crashes in 2 min rolls back, 60 s canary, > 10 errors).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// First restart delay; doubles per consecutive crash.
+    pub backoff_floor: Duration,
+    /// Longest restart delay.
+    pub backoff_cap: Duration,
+    /// Healthy this long and the backoff starts over.
+    pub healthy_reset: Duration,
+    /// More crashes than this within `crash_window` rolls back (or gives up).
+    pub crash_budget: usize,
+    /// See `crash_budget`.
+    pub crash_window: Duration,
+    /// A new release is watched this long before it becomes known-good.
+    pub canary_window: Duration,
+    /// More protocol errors than this in the canary window rolls back.
+    pub canary_error_limit: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            backoff_floor: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(10),
+            healthy_reset: Duration::from_secs(60),
+            crash_budget: 5,
+            crash_window: Duration::from_secs(120),
+            canary_window: Duration::from_secs(60),
+            canary_error_limit: 10,
+        }
+    }
+}
+
+impl Policy {
+    /// Delay before restart number `attempt` (0-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        self.backoff_floor
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.backoff_cap)
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The worker of `release` passed its health gate.
+    Healthy { release: String },
+    /// The worker of `release` failed its health gate (the runner has stopped it).
+    Unhealthy {
+        release: String,
+        step: String,
+        detail: String,
+    },
+    /// The worker of `release` exited.
+    Exited { release: String, status: String },
+    /// The serving worker stopped sending heartbeats (the runner has killed it).
+    Hung { release: String },
+    /// Protocol errors reported by the serving worker since its last heartbeat.
+    ProtocolErrors { release: String, count: u64 },
+    /// The armed timer fired.
+    Timer,
+    /// A person asked for a restart.
+    Restart,
+    /// A person (or `chroxy rollback`) asked to switch releases; `None` = known-good.
+    Rollback { to: Option<String> },
+    /// `chroxy deploy` added `release` and wants it promoted.
+    Deploy { release: String },
+    /// Stop everything in order.
+    Shutdown,
+}
+
+/// What to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Start a worker of `release` on a fresh private port and health-gate it; report
+    /// `Healthy`, `Unhealthy` or `Exited`. While no worker is routed, the public port
+    /// answers "restarting".
+    Spawn { release: String },
+    /// Send the public port's new connections to this release's (healthy) worker.
+    Route { release: String },
+    /// Stop this release's worker: drained first when `drain`, killed otherwise.
+    Stop { release: String, drain: bool },
+    /// Move the store's `current` pointer.
+    SetCurrent(String),
+    /// Move the store's `known_good` pointer.
+    SetKnownGood(String),
+    /// Fire `Timer` at this instant (replaces any earlier timer).
+    ArmTimer(Instant),
+    /// An entry for the status page's event list.
+    Record { kind: &'static str, message: String },
+    /// Everything is stopped; the supervisor may exit.
+    Exit,
+}
+
+/// Where the machine is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// A worker of `release` is starting and being gated; nothing is routed.
+    Starting { release: String, name: StateName },
+    /// `release` serves phones; a canary until `canary_until`, if any.
+    Serving {
+        release: String,
+        since: Instant,
+        canary: Option<Canary>,
+    },
+    /// `release` serves while `candidate` (a deploy) starts beside it.
+    Deploying {
+        release: String,
+        since: Instant,
+        candidate: String,
+    },
+    /// Waiting to restart `release`.
+    Backoff { release: String, until: Instant },
+    /// Gave up on every release; waits for a person.
+    Failed { reason: String },
+    /// Draining and stopping; then `Exit`.
+    Stopping,
+}
+
+/// A release being watched before it is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    /// When it becomes known-good.
+    pub until: Instant,
+    /// Protocol errors counted so far.
+    pub errors: u64,
+}
+
+/// The supervisor's memory: state plus the history the rules need.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    policy: Policy,
+    state: State,
+    current: String,
+    known_good: String,
+    crashes: VecDeque<Instant>,
+    attempt: u32,
+    restarts: u32,
+}
+
+impl Machine {
+    /// A machine about to start `current`; returns it with the first effects.
+    pub fn start(policy: Policy, current: String, known_good: String) -> (Self, Vec<Effect>) {
+        let effects = vec![Effect::Spawn {
+            release: current.clone(),
+        }];
+        let state = State::Starting {
+            release: current.clone(),
+            name: StateName::Starting,
+        };
+        let m = Self {
+            policy,
+            state,
+            current,
+            known_good,
+            crashes: VecDeque::new(),
+            attempt: 0,
+            restarts: 0,
+        };
+        (m, effects)
+    }
+
+    /// The state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The state as views name it.
+    pub fn state_name(&self) -> StateName {
+        match &self.state {
+            State::Starting { name, .. } => *name,
+            State::Serving { .. } | State::Deploying { .. } => StateName::Healthy,
+            State::Backoff { .. } => StateName::Restarting,
+            State::Failed { .. } => StateName::Failed,
+            State::Stopping => StateName::Draining,
+        }
+    }
+
+    /// Why it failed, while failed.
+    pub fn failed_reason(&self) -> Option<&str> {
+        match &self.state {
+            State::Failed { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Restarts so far (crashes and requests).
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// The release `current` points at.
+    pub fn current(&self) -> &str {
+        &self.current
+    }
+
+    /// The release `known_good` points at.
+    pub fn known_good(&self) -> &str {
+        &self.known_good
+    }
+
+    /// Feeds one event; returns what to do.
+    pub fn step(&mut self, event: Event, now: Instant) -> Vec<Effect> {
+        tracing::trace!(state = ?self.state, ?event, "supervisor step");
+        let state = std::mem::replace(&mut self.state, State::Stopping);
+        let (state, effects) = self.transition(state, event, now);
+        self.state = state;
+        effects
+    }
+
+    fn transition(&mut self, state: State, event: Event, now: Instant) -> (State, Vec<Effect>) {
+        use Event as E;
+        match (state, event) {
+            // ---- stopping wins over everything --------------------------------------
+            (State::Stopping, _) => (State::Stopping, vec![]),
+            (state, E::Shutdown) => {
+                let mut fx = Vec::new();
+                match &state {
+                    State::Serving { release, .. } | State::Starting { release, .. } => {
+                        fx.push(Effect::Stop {
+                            release: release.clone(),
+                            drain: true,
+                        });
+                    }
+                    State::Deploying {
+                        release, candidate, ..
+                    } => {
+                        fx.push(Effect::Stop {
+                            release: candidate.clone(),
+                            drain: false,
+                        });
+                        fx.push(Effect::Stop {
+                            release: release.clone(),
+                            drain: true,
+                        });
+                    }
+                    State::Backoff { .. } | State::Failed { .. } | State::Stopping => {}
+                }
+                fx.push(Effect::Exit);
+                (State::Stopping, fx)
+            }
+
+            // ---- starting -------------------------------------------------------------
+            (State::Starting { release, .. }, E::Healthy { release: r }) if r == release => {
+                let mut fx = vec![
+                    Effect::Route {
+                        release: release.clone(),
+                    },
+                    Effect::Record {
+                        kind: "worker_started",
+                        message: format!("release {release} is serving"),
+                    },
+                ];
+                let canary = (release != self.known_good).then(|| {
+                    let until = now + self.policy.canary_window;
+                    fx.push(Effect::ArmTimer(until));
+                    Canary { until, errors: 0 }
+                });
+                (
+                    State::Serving {
+                        release,
+                        since: now,
+                        canary,
+                    },
+                    fx,
+                )
+            }
+            (
+                State::Starting { release, .. },
+                E::Unhealthy {
+                    release: r,
+                    step,
+                    detail,
+                },
+            ) if r == release => {
+                let why = format!("release {release} failed its health gate at {step}: {detail}");
+                self.crashed(release, now, "health_failed", why)
+            }
+            (State::Starting { release, .. }, E::Exited { release: r, status }) if r == release => {
+                let why = format!("release {release} exited while starting ({status})");
+                self.crashed(release, now, "worker_exited", why)
+            }
+
+            // ---- serving ----------------------------------------------------------------
+            (
+                State::Serving {
+                    release,
+                    since,
+                    canary,
+                },
+                E::Exited { release: r, status },
+            ) if r == release => self.lost_serving(
+                release,
+                since,
+                canary.is_some(),
+                now,
+                "worker_exited",
+                format!("exited ({status})"),
+            ),
+            (
+                State::Serving {
+                    release,
+                    since,
+                    canary,
+                },
+                E::Hung { release: r },
+            ) if r == release => self.lost_serving(
+                release,
+                since,
+                canary.is_some(),
+                now,
+                "worker_hung",
+                "stopped sending heartbeats and was killed".into(),
+            ),
+            (
+                State::Serving {
+                    release,
+                    since,
+                    canary: Some(mut c),
+                },
+                E::ProtocolErrors { release: r, count },
+            ) if r == release => {
+                c.errors += count;
+                if c.errors > self.policy.canary_error_limit {
+                    let why = format!(
+                        "{} protocol errors within the canary window (limit {})",
+                        c.errors, self.policy.canary_error_limit
+                    );
+                    let mut fx = vec![Effect::Stop {
+                        release: release.clone(),
+                        drain: true,
+                    }];
+                    fx.extend(self.roll_back(None, &why));
+                    return (self.rolling_back_state(), fx);
+                }
+                (
+                    State::Serving {
+                        release,
+                        since,
+                        canary: Some(c),
+                    },
+                    vec![],
+                )
+            }
+            (
+                State::Serving {
+                    release,
+                    since,
+                    canary: Some(c),
+                },
+                E::Timer,
+            ) if now >= c.until => {
+                let fx = vec![
+                    Effect::SetKnownGood(release.clone()),
+                    Effect::Record {
+                        kind: "promoted",
+                        message: format!(
+                            "release {release} survived its canary window and is now known-good"
+                        ),
+                    },
+                ];
+                self.known_good = release.clone();
+                (
+                    State::Serving {
+                        release,
+                        since,
+                        canary: None,
+                    },
+                    fx,
+                )
+            }
+            (
+                State::Serving {
+                    release,
+                    since,
+                    canary,
+                },
+                E::Restart,
+            ) => {
+                self.restarts += 1;
+                let fx = vec![
+                    Effect::Record {
+                        kind: "restart_requested",
+                        message: format!("restarting release {release} on request"),
+                    },
+                    Effect::Stop {
+                        release: release.clone(),
+                        drain: true,
+                    },
+                    Effect::Spawn {
+                        release: release.clone(),
+                    },
+                ];
+                (
+                    State::Starting {
+                        release,
+                        name: StateName::Restarting,
+                    },
+                    fx,
+                )
+            }
+            (State::Serving { release, .. }, E::Rollback { to }) => {
+                let mut fx = vec![Effect::Stop {
+                    release,
+                    drain: true,
+                }];
+                fx.extend(self.roll_back(to, "requested"));
+                (self.rolling_back_state(), fx)
+            }
+            (
+                State::Serving {
+                    release,
+                    since,
+                    canary,
+                },
+                E::Deploy { release: candidate },
+            ) => {
+                if candidate == release {
+                    let fx = vec![Effect::Record {
+                        kind: "deploy_refused",
+                        message: format!("release {candidate} is already serving"),
+                    }];
+                    return (
+                        State::Serving {
+                            release,
+                            since,
+                            canary,
+                        },
+                        fx,
+                    );
+                }
+                let fx = vec![
+                    Effect::Record {
+                        kind: "deploying",
+                        message: format!("starting release {candidate} beside {release}"),
+                    },
+                    Effect::Spawn {
+                        release: candidate.clone(),
+                    },
+                ];
+                (
+                    State::Deploying {
+                        release,
+                        since,
+                        candidate,
+                    },
+                    fx,
+                )
+            }
+
+            // ---- deploying: the old release serves until the candidate proves itself -
+            (
+                State::Deploying {
+                    release, candidate, ..
+                },
+                E::Healthy { release: r },
+            ) if r == candidate => {
+                self.current = candidate.clone();
+                let until = now + self.policy.canary_window;
+                let fx = vec![
+                    Effect::Route { release: candidate.clone() },
+                    Effect::SetCurrent(candidate.clone()),
+                    Effect::Stop { release: release.clone(), drain: true },
+                    Effect::Record { kind: "deployed", message: format!("release {candidate} passed its health gate and now serves; watching it for {} s", self.policy.canary_window.as_secs()) },
+                    Effect::ArmTimer(until),
+                ];
+                (
+                    State::Serving {
+                        release: candidate,
+                        since: now,
+                        canary: Some(Canary { until, errors: 0 }),
+                    },
+                    fx,
+                )
+            }
+            (
+                State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                },
+                E::Unhealthy {
+                    release: r,
+                    step,
+                    detail,
+                },
+            ) if r == candidate => {
+                let fx = vec![Effect::Record {
+                    kind: "health_failed",
+                    message: format!("release {candidate} was not promoted: health gate failed at {step}: {detail}; {release} keeps serving"),
+                }];
+                (
+                    State::Serving {
+                        release,
+                        since,
+                        canary: None,
+                    },
+                    fx,
+                )
+            }
+            (
+                State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                },
+                E::Exited { release: r, status },
+            ) if r == candidate => {
+                let fx = vec![Effect::Record {
+                    kind: "worker_exited",
+                    message: format!("release {candidate} exited before its health gate passed ({status}); {release} keeps serving"),
+                }];
+                (
+                    State::Serving {
+                        release,
+                        since,
+                        canary: None,
+                    },
+                    fx,
+                )
+            }
+            (
+                State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                },
+                E::Exited { release: r, status },
+            ) if r == release => {
+                // The old one died while the new one starts: the candidate will serve if
+                // it passes; meanwhile nothing is routed.
+                let fx = vec![Effect::Record {
+                    kind: "worker_exited",
+                    message: format!("release {release} exited ({status}) during a deploy"),
+                }];
+                (
+                    State::Starting {
+                        release: candidate,
+                        name: StateName::Restarting,
+                    },
+                    fx,
+                )
+            }
+
+            // ---- waiting ------------------------------------------------------------------
+            (State::Backoff { release, until }, E::Timer) if now >= until => {
+                let fx = vec![Effect::Spawn {
+                    release: release.clone(),
+                }];
+                (
+                    State::Starting {
+                        release,
+                        name: StateName::Restarting,
+                    },
+                    fx,
+                )
+            }
+            (State::Backoff { release, .. } | State::Starting { release, .. }, E::Restart) => {
+                self.restarts += 1;
+                let fx = vec![
+                    Effect::Stop {
+                        release: release.clone(),
+                        drain: false,
+                    },
+                    Effect::Spawn {
+                        release: release.clone(),
+                    },
+                ];
+                (
+                    State::Starting {
+                        release,
+                        name: StateName::Restarting,
+                    },
+                    fx,
+                )
+            }
+            (
+                State::Backoff { release, .. } | State::Starting { release, .. },
+                E::Rollback { to },
+            ) => {
+                let mut fx = vec![Effect::Stop {
+                    release,
+                    drain: false,
+                }];
+                fx.extend(self.roll_back(to, "requested"));
+                (self.rolling_back_state(), fx)
+            }
+
+            // ---- failed: only a person gets it going again -------------------------------
+            (State::Failed { .. }, E::Restart) => {
+                self.crashes.clear();
+                self.attempt = 0;
+                let release = self.current.clone();
+                let fx = vec![
+                    Effect::Record {
+                        kind: "restart_requested",
+                        message: format!("restarting release {release} on request"),
+                    },
+                    Effect::Spawn {
+                        release: release.clone(),
+                    },
+                ];
+                (
+                    State::Starting {
+                        release,
+                        name: StateName::Restarting,
+                    },
+                    fx,
+                )
+            }
+            (State::Failed { .. }, E::Rollback { to }) => {
+                self.crashes.clear();
+                self.attempt = 0;
+                let fx = self.roll_back(to, "requested");
+                (self.rolling_back_state(), fx)
+            }
+
+            // ---- anything else changes nothing (late reports of replaced workers) ------
+            (state, event) => {
+                tracing::debug!(?state, ?event, "event ignored in this state");
+                (state, vec![])
+            }
+        }
+    }
+
+    /// The serving worker is gone. In its canary window that is a verdict on the
+    /// release; otherwise a crash like any other.
+    fn lost_serving(
+        &mut self,
+        release: String,
+        since: Instant,
+        in_canary: bool,
+        now: Instant,
+        kind: &'static str,
+        what: String,
+    ) -> (State, Vec<Effect>) {
+        if in_canary && release != self.known_good {
+            let why = format!("release {release} {what} within its canary window");
+            let mut fx = vec![Effect::Record {
+                kind,
+                message: why.clone(),
+            }];
+            fx.extend(self.roll_back(None, &why));
+            return (self.rolling_back_state(), fx);
+        }
+        if now.duration_since(since) >= self.policy.healthy_reset {
+            self.attempt = 0;
+        }
+        self.crashed(
+            release.clone(),
+            now,
+            kind,
+            format!("release {release} {what}"),
+        )
+    }
+
+    /// A worker failed: restart after a backoff, roll back after too many, give up
+    /// when even the known-good release keeps failing.
+    fn crashed(
+        &mut self,
+        release: String,
+        now: Instant,
+        kind: &'static str,
+        why: String,
+    ) -> (State, Vec<Effect>) {
+        self.crashes.push_back(now);
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.policy.crash_window)
+        {
+            self.crashes.pop_front();
+        }
+        let mut fx = vec![Effect::Record {
+            kind,
+            message: why.clone(),
+        }];
+        if self.crashes.len() > self.policy.crash_budget {
+            if release != self.known_good {
+                let reason = format!(
+                    "{} failures in {} s",
+                    self.crashes.len(),
+                    self.policy.crash_window.as_secs()
+                );
+                self.crashes.clear();
+                self.attempt = 0;
+                fx.extend(self.roll_back(None, &reason));
+                return (self.rolling_back_state(), fx);
+            }
+            let reason = format!(
+                "the known-good release {release} failed {} times in {} s; last: {why}. Fix the problem, then restart or roll back from the status page",
+                self.crashes.len(),
+                self.policy.crash_window.as_secs()
+            );
+            fx.push(Effect::Record {
+                kind: "failed",
+                message: reason.clone(),
+            });
+            return (State::Failed { reason }, fx);
+        }
+        let until = now + self.policy.backoff(self.attempt);
+        self.attempt += 1;
+        self.restarts += 1;
+        fx.push(Effect::ArmTimer(until));
+        (State::Backoff { release, until }, fx)
+    }
+
+    /// Point `current` at `to` (default known-good) and start it.
+    fn roll_back(&mut self, to: Option<String>, why: &str) -> Vec<Effect> {
+        let target = to.unwrap_or_else(|| self.known_good.clone());
+        let from = std::mem::replace(&mut self.current, target.clone());
+        self.restarts += 1;
+        vec![
+            Effect::SetCurrent(target.clone()),
+            Effect::Record {
+                kind: "rollback",
+                message: format!("rolling back from {from} to {target}: {why}"),
+            },
+            Effect::Spawn { release: target },
+        ]
+    }
+
+    fn rolling_back_state(&self) -> State {
+        State::Starting {
+            release: self.current.clone(),
+            name: StateName::RollingBack,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn machine() -> (Machine, Instant) {
+        let (m, fx) = Machine::start(Policy::default(), "1-new".into(), "0-good".into());
+        assert_eq!(
+            fx,
+            vec![Effect::Spawn {
+                release: "1-new".into()
+            }]
+        );
+        (m, Instant::now())
+    }
+
+    fn healthy(r: &str) -> Event {
+        Event::Healthy { release: r.into() }
+    }
+
+    fn exited(r: &str) -> Event {
+        Event::Exited {
+            release: r.into(),
+            status: "exit status 1".into(),
+        }
+    }
+
+    fn spawns(fx: &[Effect]) -> Vec<&str> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Spawn { release } => Some(release.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_floor_to_the_cap() {
+        let p = Policy::default();
+        let got: Vec<u64> = (0..7).map(|a| p.backoff(a).as_millis() as u64).collect();
+        assert_eq!(got, [500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
+    }
+
+    #[test]
+    fn a_new_release_is_a_canary_and_becomes_known_good_after_the_window() {
+        let (mut m, t0) = machine();
+        let fx = m.step(healthy("1-new"), t0);
+        assert!(fx.contains(&Effect::Route {
+            release: "1-new".into()
+        }));
+        assert!(fx.contains(&Effect::ArmTimer(t0 + 60 * S)));
+        assert_eq!(m.state_name(), StateName::Healthy);
+        assert_eq!(m.step(Event::Timer, t0 + 30 * S), vec![], "too early");
+        let fx = m.step(Event::Timer, t0 + 60 * S);
+        assert!(fx.contains(&Effect::SetKnownGood("1-new".into())));
+        assert_eq!(m.known_good(), "1-new");
+    }
+
+    #[test]
+    fn crashes_back_off_then_roll_back_then_give_up() {
+        let (mut m, t0) = machine();
+        let mut now = t0;
+        // Five failures of the new release: each waits longer before the next start.
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            let fx = m.step(exited("1-new"), now);
+            let until = fx
+                .iter()
+                .find_map(|e| {
+                    if let Effect::ArmTimer(t) = e {
+                        Some(*t)
+                    } else {
+                        None
+                    }
+                })
+                .unwrap();
+            delays.push((until - now).as_millis() as u64);
+            now = until;
+            assert_eq!(spawns(&m.step(Event::Timer, now)), ["1-new"]);
+        }
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000]);
+        // The sixth within two minutes rolls back to known-good.
+        let fx = m.step(exited("1-new"), now);
+        assert!(fx.contains(&Effect::SetCurrent("0-good".into())));
+        assert_eq!(spawns(&fx), ["0-good"]);
+        assert_eq!(m.state_name(), StateName::RollingBack);
+        // Known-good crashing the same way ends in Failed, with no more spawns.
+        for _ in 0..5 {
+            let fx = m.step(exited("0-good"), now);
+            let until = fx
+                .iter()
+                .find_map(|e| {
+                    if let Effect::ArmTimer(t) = e {
+                        Some(*t)
+                    } else {
+                        None
+                    }
+                })
+                .unwrap();
+            now = until;
+            m.step(Event::Timer, now);
+        }
+        let fx = m.step(exited("0-good"), now);
+        assert_eq!(m.state_name(), StateName::Failed);
+        assert!(spawns(&fx).is_empty());
+        assert!(m.failed_reason().unwrap().contains("0-good"));
+        assert_eq!(
+            m.step(Event::Timer, now + 3600 * S),
+            vec![],
+            "failed means no tight loop"
+        );
+        // A person restarts it.
+        assert_eq!(spawns(&m.step(Event::Restart, now)), ["0-good"]);
+    }
+
+    #[test]
+    fn crashes_spread_over_more_than_the_window_never_roll_back() {
+        let (mut m, t0) = machine();
+        m.step(healthy("1-new"), t0);
+        m.step(Event::Timer, t0 + 60 * S); // now known-good itself
+        let mut now = t0 + 61 * S;
+        for _ in 0..20 {
+            now += 61 * S; // healthy for over a minute between crashes: backoff resets
+            let fx = m.step(exited("1-new"), now);
+            assert!(
+                fx.contains(&Effect::ArmTimer(now + Duration::from_millis(500))),
+                "{fx:?}"
+            );
+            m.step(Event::Timer, now + S);
+            m.step(healthy("1-new"), now + S);
+        }
+        assert_eq!(m.state_name(), StateName::Healthy);
+    }
+
+    #[test]
+    fn a_crash_or_hang_in_the_canary_window_rolls_back_at_once() {
+        let (mut m, t0) = machine();
+        m.step(healthy("1-new"), t0);
+        let fx = m.step(
+            Event::Hung {
+                release: "1-new".into(),
+            },
+            t0 + 10 * S,
+        );
+        assert_eq!(spawns(&fx), ["0-good"]);
+        assert!(fx.contains(&Effect::SetCurrent("0-good".into())));
+    }
+
+    #[test]
+    fn too_many_protocol_errors_in_the_canary_window_roll_back() {
+        let (mut m, t0) = machine();
+        m.step(healthy("1-new"), t0);
+        assert_eq!(
+            m.step(
+                Event::ProtocolErrors {
+                    release: "1-new".into(),
+                    count: 10
+                },
+                t0 + S
+            ),
+            vec![]
+        );
+        let fx = m.step(
+            Event::ProtocolErrors {
+                release: "1-new".into(),
+                count: 1,
+            },
+            t0 + 2 * S,
+        );
+        assert!(fx.contains(&Effect::Stop {
+            release: "1-new".into(),
+            drain: true
+        }));
+        assert_eq!(spawns(&fx), ["0-good"]);
+        let reason = fx.iter().find_map(|e| {
+            if let Effect::Record {
+                kind: "rollback",
+                message,
+            } = e
+            {
+                Some(message)
+            } else {
+                None
+            }
+        });
+        assert!(reason.unwrap().contains("11 protocol errors"));
+    }
+
+    #[test]
+    fn a_deploy_is_promoted_only_after_its_gate_and_a_failed_one_changes_nothing() {
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        let t0 = Instant::now();
+        m.step(healthy("0-good"), t0);
+        let fx = m.step(
+            Event::Deploy {
+                release: "2-bad".into(),
+            },
+            t0 + S,
+        );
+        assert_eq!(spawns(&fx), ["2-bad"]);
+        assert!(
+            !fx.iter()
+                .any(|e| matches!(e, Effect::Route { .. } | Effect::Stop { .. })),
+            "old keeps serving"
+        );
+        let fx = m.step(
+            Event::Unhealthy {
+                release: "2-bad".into(),
+                step: "websocket_upgrade".into(),
+                detail: "404".into(),
+            },
+            t0 + 2 * S,
+        );
+        assert!(!fx
+            .iter()
+            .any(|e| matches!(e, Effect::Route { .. } | Effect::SetCurrent(_))));
+        assert_eq!(m.current(), "0-good");
+        assert_eq!(
+            m.state(),
+            &State::Serving {
+                release: "0-good".into(),
+                since: t0,
+                canary: None
+            }
+        );
+
+        let fx = m.step(
+            Event::Deploy {
+                release: "3-ok".into(),
+            },
+            t0 + 3 * S,
+        );
+        assert_eq!(spawns(&fx), ["3-ok"]);
+        let fx = m.step(healthy("3-ok"), t0 + 4 * S);
+        assert_eq!(
+            &fx[..3],
+            &[
+                Effect::Route {
+                    release: "3-ok".into()
+                },
+                Effect::SetCurrent("3-ok".into()),
+                Effect::Stop {
+                    release: "0-good".into(),
+                    drain: true
+                }
+            ]
+        );
+        assert_eq!(m.known_good(), "0-good", "known-good only after the window");
+    }
+
+    #[test]
+    fn rollback_and_restart_on_request_work_from_any_state() {
+        let (mut m, t0) = machine();
+        m.step(healthy("1-new"), t0);
+        let fx = m.step(Event::Rollback { to: None }, t0 + S);
+        assert_eq!(
+            fx[0],
+            Effect::Stop {
+                release: "1-new".into(),
+                drain: true
+            }
+        );
+        assert_eq!(spawns(&fx), ["0-good"]);
+        m.step(healthy("0-good"), t0 + 2 * S);
+        let fx = m.step(Event::Restart, t0 + 3 * S);
+        assert_eq!(spawns(&fx), ["0-good"]);
+        assert_eq!(m.state_name(), StateName::Restarting);
+        let fx = m.step(
+            Event::Rollback {
+                to: Some("1-new".into()),
+            },
+            t0 + 4 * S,
+        );
+        assert_eq!(spawns(&fx), ["1-new"]);
+    }
+
+    #[test]
+    fn shutdown_drains_the_serving_worker_and_exits_and_nothing_follows() {
+        let (mut m, t0) = machine();
+        m.step(healthy("1-new"), t0);
+        let fx = m.step(Event::Shutdown, t0 + S);
+        assert_eq!(
+            fx,
+            vec![
+                Effect::Stop {
+                    release: "1-new".into(),
+                    drain: true
+                },
+                Effect::Exit
+            ]
+        );
+        assert_eq!(m.step(exited("1-new"), t0 + 2 * S), vec![]);
+        assert_eq!(m.state_name(), StateName::Draining);
+    }
+
+    #[test]
+    fn late_reports_about_replaced_workers_are_ignored() {
+        let (mut m, t0) = machine();
+        m.step(healthy("1-new"), t0);
+        m.step(Event::Rollback { to: None }, t0 + S);
+        assert_eq!(
+            m.step(exited("1-new"), t0 + 2 * S),
+            vec![],
+            "the stopped release's exit"
+        );
+        assert_eq!(m.state_name(), StateName::RollingBack);
+    }
+}
