@@ -58,28 +58,53 @@ impl Policy {
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The worker of `release` passed its health gate.
-    Healthy { release: String },
-    /// The worker of `release` failed its health gate (the runner has stopped it).
-    Unhealthy {
+    /// A worker passed its health gate.
+    Healthy {
+        /// Its release.
         release: String,
+    },
+    /// A worker failed its health gate (the runner has stopped it).
+    Unhealthy {
+        /// Its release.
+        release: String,
+        /// The gate step that failed.
         step: String,
+        /// What went wrong there.
         detail: String,
     },
-    /// The worker of `release` exited.
-    Exited { release: String, status: String },
+    /// A worker exited.
+    Exited {
+        /// Its release.
+        release: String,
+        /// How (exit code or signal).
+        status: String,
+    },
     /// The serving worker stopped sending heartbeats (the runner has killed it).
-    Hung { release: String },
+    Hung {
+        /// Its release.
+        release: String,
+    },
     /// Protocol errors reported by the serving worker since its last heartbeat.
-    ProtocolErrors { release: String, count: u64 },
+    ProtocolErrors {
+        /// Its release.
+        release: String,
+        /// How many.
+        count: u64,
+    },
     /// The armed timer fired.
     Timer,
     /// A person asked for a restart.
     Restart,
-    /// A person (or `chroxy rollback`) asked to switch releases; `None` = known-good.
-    Rollback { to: Option<String> },
-    /// `chroxy deploy` added `release` and wants it promoted.
-    Deploy { release: String },
+    /// A person (or `chroxy rollback`) asked to switch releases.
+    Rollback {
+        /// The target; `None` = known-good.
+        to: Option<String>,
+    },
+    /// `chroxy deploy` added a release and wants it promoted.
+    Deploy {
+        /// The new release.
+        release: String,
+    },
     /// Stop everything in order.
     Shutdown,
 }
@@ -87,14 +112,25 @@ pub enum Event {
 /// What to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Start a worker of `release` on a fresh private port and health-gate it; report
-    /// `Healthy`, `Unhealthy` or `Exited`. While no worker is routed, the public port
-    /// answers "restarting".
-    Spawn { release: String },
+    /// Start a worker on a fresh private port and health-gate it; report `Healthy`,
+    /// `Unhealthy` or `Exited`. While no worker is routed, the public port answers
+    /// "restarting".
+    Spawn {
+        /// The release to run.
+        release: String,
+    },
     /// Send the public port's new connections to this release's (healthy) worker.
-    Route { release: String },
-    /// Stop this release's worker: drained first when `drain`, killed otherwise.
-    Stop { release: String, drain: bool },
+    Route {
+        /// The release whose worker serves.
+        release: String,
+    },
+    /// Stop a worker.
+    Stop {
+        /// The release whose worker stops.
+        release: String,
+        /// Drained first (phones told, sessions saved) when true, killed otherwise.
+        drain: bool,
+    },
     /// Move the store's `current` pointer.
     SetCurrent(String),
     /// Move the store's `known_good` pointer.
@@ -102,7 +138,12 @@ pub enum Effect {
     /// Fire `Timer` at this instant (replaces any earlier timer).
     ArmTimer(Instant),
     /// An entry for the status page's event list.
-    Record { kind: &'static str, message: String },
+    Record {
+        /// Event kind (`worker_exited`, `rollback`, …).
+        kind: &'static str,
+        /// Human-readable detail.
+        message: String,
+    },
     /// Everything is stopped; the supervisor may exit.
     Exit,
 }
@@ -110,24 +151,43 @@ pub enum Effect {
 /// Where the machine is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
-    /// A worker of `release` is starting and being gated; nothing is routed.
-    Starting { release: String, name: StateName },
-    /// `release` serves phones; a canary until `canary_until`, if any.
-    Serving {
+    /// A worker is starting and being gated; nothing is routed.
+    Starting {
+        /// Its release.
         release: String,
+        /// How views call this start (starting, restarting, rolling back).
+        name: StateName,
+    },
+    /// A release serves phones, watched as a canary if it is not known-good yet.
+    Serving {
+        /// The serving release.
+        release: String,
+        /// Serving since.
         since: Instant,
+        /// The canary watch, while it lasts.
         canary: Option<Canary>,
     },
-    /// `release` serves while `candidate` (a deploy) starts beside it.
+    /// A release serves while a deploy's candidate starts beside it.
     Deploying {
+        /// The serving release.
         release: String,
+        /// Serving since.
         since: Instant,
+        /// The release being gated.
         candidate: String,
     },
-    /// Waiting to restart `release`.
-    Backoff { release: String, until: Instant },
+    /// Waiting to restart a release.
+    Backoff {
+        /// The release to restart.
+        release: String,
+        /// When.
+        until: Instant,
+    },
     /// Gave up on every release; waits for a person.
-    Failed { reason: String },
+    Failed {
+        /// Why, for every view.
+        reason: String,
+    },
     /// Draining and stopping; then `Exit`.
     Stopping,
 }
@@ -384,14 +444,7 @@ impl Machine {
                     fx,
                 )
             }
-            (
-                State::Serving {
-                    release,
-                    since,
-                    canary,
-                },
-                E::Restart,
-            ) => {
+            (State::Serving { release, .. }, E::Restart) => {
                 self.restarts += 1;
                 let fx = vec![
                     Effect::Record {
@@ -536,9 +589,7 @@ impl Machine {
             }
             (
                 State::Deploying {
-                    release,
-                    since,
-                    candidate,
+                    release, candidate, ..
                 },
                 E::Exited { release: r, status },
             ) if r == release => {
