@@ -37,6 +37,75 @@ pub enum ConfigError {
 pub struct Config {
     /// `[worker]`.
     pub worker: WorkerConfig,
+    /// `[supervisor]`.
+    pub supervisor: SupervisorConfig,
+}
+
+/// `[supervisor]`: restart policy, health gate, canary watch, drain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// First restart delay after a crash; doubles per consecutive crash.
+    pub backoff_floor_ms: u64,
+    /// Longest restart delay.
+    pub backoff_cap_ms: u64,
+    /// A worker healthy this long starts the backoff over.
+    pub healthy_reset_ms: u64,
+    /// More crashes than this within `crash_window_ms` roll back to known-good (or,
+    /// for known-good itself, stop retrying: state `failed`).
+    pub crash_budget: usize,
+    /// See `crash_budget`.
+    pub crash_window_ms: u64,
+    /// A new release is watched this long before it becomes known-good.
+    pub canary_window_ms: u64,
+    /// More protocol errors than this within the canary window roll back.
+    pub canary_error_limit: u64,
+    /// How often the serving worker is health-probed (a failed probe in the canary
+    /// window rolls back; later it counts as a crash).
+    pub probe_interval_ms: u64,
+    /// The whole health gate (HTTP, upgrade, auth, ping, round trip) must pass within this.
+    pub gate_timeout_ms: u64,
+    /// Heartbeats a worker may miss before the watchdog kills it.
+    pub heartbeat_misses: u32,
+    /// How long a draining worker may wait for running turns.
+    pub drain_idle_ms: u64,
+    /// After the drain, how long a worker may take to exit before SIGTERM, then SIGKILL.
+    pub stop_grace_ms: u64,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            backoff_floor_ms: 500,
+            backoff_cap_ms: 10_000,
+            healthy_reset_ms: 60_000,
+            crash_budget: 5,
+            crash_window_ms: 120_000,
+            canary_window_ms: 60_000,
+            canary_error_limit: 10,
+            probe_interval_ms: 5_000,
+            gate_timeout_ms: 10_000,
+            heartbeat_misses: 3,
+            drain_idle_ms: 30_000,
+            stop_grace_ms: 5_000,
+        }
+    }
+}
+
+impl SupervisorConfig {
+    /// The state machine's rules.
+    pub fn policy(&self) -> crate::supervisor::state::Policy {
+        let ms = Duration::from_millis;
+        crate::supervisor::state::Policy {
+            backoff_floor: ms(self.backoff_floor_ms),
+            backoff_cap: ms(self.backoff_cap_ms),
+            healthy_reset: ms(self.healthy_reset_ms),
+            crash_budget: self.crash_budget,
+            crash_window: ms(self.crash_window_ms),
+            canary_window: ms(self.canary_window_ms),
+            canary_error_limit: self.canary_error_limit,
+        }
+    }
 }
 
 /// `[worker]`: the phone-facing server and its sessions.

@@ -55,26 +55,44 @@ impl ApiToken {
         &self.0
     }
 
-    /// The token from the token file, creating the file on first use.
+    /// The API token phones authenticate with, from its file, created on first use.
     pub fn load_or_create(paths: &Paths) -> Result<Self, SecretsError> {
-        let path = paths.token_file();
-        let mut lock = FileLock::open(&paths.lock_file("token"))?;
-        lock.exclusive(|| match std::fs::read_to_string(&path) {
+        Self::load_or_create_at(&paths.token_file(), &paths.lock_file("token"), "API token")
+    }
+
+    /// The admin token the status page's actions require (`X-Chroxy-Admin`), from its
+    /// file, created on first use. Separate from the API token so that a phone's
+    /// pairing never grants rollbacks.
+    pub fn admin_load_or_create(paths: &Paths) -> Result<Self, SecretsError> {
+        Self::load_or_create_at(
+            &paths.admin_token_file(),
+            &paths.lock_file("admin-token"),
+            "admin token",
+        )
+    }
+
+    fn load_or_create_at(
+        path: &std::path::Path,
+        lock_path: &std::path::Path,
+        what: &str,
+    ) -> Result<Self, SecretsError> {
+        let mut lock = FileLock::open(lock_path)?;
+        lock.exclusive(|| match std::fs::read_to_string(path) {
             Ok(text) => {
                 let token = text.trim();
                 if token.is_empty() {
-                    Err(SecretsError::EmptyFile(path.clone()))
+                    Err(SecretsError::EmptyFile(path.to_path_buf()))
                 } else {
                     Ok(Self(token.to_owned()))
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let token = Self::generate()?;
-                atomic_write(&path, token.0.as_bytes())?;
-                tracing::info!(path = %path.display(), "created a new API token");
+                atomic_write(path, token.0.as_bytes())?;
+                tracing::info!(path = %path.display(), "created a new {what}");
                 Ok(token)
             }
-            Err(e) => Err(StoreError::io("reading", path.clone(), e).into()),
+            Err(e) => Err(StoreError::io("reading", path.to_path_buf(), e).into()),
         })?
     }
 }
@@ -96,6 +114,9 @@ mod tests {
         let a = ApiToken::load_or_create(&paths).unwrap();
         let b = ApiToken::load_or_create(&paths).unwrap();
         assert_eq!(a, b);
+        let admin = ApiToken::admin_load_or_create(&paths).unwrap();
+        assert_ne!(admin, a, "the admin token is its own secret");
+        assert_eq!(ApiToken::admin_load_or_create(&paths).unwrap(), admin);
         assert_eq!(a.expose().len(), 43, "32 bytes base64url");
         #[cfg(unix)]
         {

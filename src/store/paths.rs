@@ -53,6 +53,22 @@ impl Paths {
         self.config.join("token")
     }
 
+    /// The admin token (status-page actions) when no keyring holds it.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.config.join("admin-token")
+    }
+
+    /// The release store: `releases/<id>/` plus the `current` and `known_good` pointers.
+    pub fn releases_dir(&self) -> PathBuf {
+        self.state.join("releases")
+    }
+
+    /// Where a running supervisor says who it is (pid, ports) while it holds the
+    /// instance lock.
+    pub fn instance_file(&self) -> PathBuf {
+        self.state.join("supervisor.json")
+    }
+
     /// One JSON file per session: settings, the agent's session id, history.
     pub fn sessions_dir(&self) -> PathBuf {
         self.state.join("sessions")

@@ -2,5 +2,6 @@
 //! restarts (DESIGN.md "Supervisor"). Both shells — `chroxy start` and the tray app —
 //! run this, so every user gets the same restart policy.
 
+pub mod handle;
 pub mod state;
 pub mod status;

@@ -185,4 +185,9 @@ pub enum Action {
     Restart,
     /// Restart the tunnel, tell every phone to reconnect now, re-run the health gate.
     Reconnect,
+    /// Start a release already added to the store (by `chroxy deploy`) as a canary.
+    Deploy {
+        /// Its id.
+        release: String,
+    },
 }

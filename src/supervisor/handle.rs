@@ -1,0 +1,68 @@
+//! How views (status page, CLI, tray window) talk to a running supervisor: they watch
+//! its [`Status`] and send it [`Action`]s, each answered once. A view holds no state of
+//! its own, so every view shows the same truth.
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::status::{Action, Status};
+
+/// Why an action was not carried out. The message says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// No release with that id in the store.
+    #[error("there is no release `{0}`; `chroxy releases` lists them")]
+    UnknownRelease(String),
+    /// The release's binary no longer matches its manifest.
+    #[error("release `{0}` was refused: its binary does not match the checksum in its manifest (it was changed or damaged after it was added); deploy it again")]
+    ChecksumMismatch(String),
+    /// The supervisor is shutting down and takes no more actions.
+    #[error("the supervisor is shutting down")]
+    Stopping,
+    /// Anything else, already worded for a person.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One action and where its answer goes.
+#[derive(Debug)]
+pub struct Request {
+    /// What to do.
+    pub action: Action,
+    /// A short human-readable confirmation, or why not.
+    pub reply: oneshot::Sender<Result<String, ActionError>>,
+}
+
+/// A view's connection to the supervisor. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    status: watch::Receiver<Status>,
+    actions: mpsc::Sender<Request>,
+}
+
+impl Handle {
+    /// Wraps the two channels (the supervisor makes these; tests make their own).
+    pub fn new(status: watch::Receiver<Status>, actions: mpsc::Sender<Request>) -> Self {
+        Self { status, actions }
+    }
+
+    /// The status now.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Asks for `action` and waits for the supervisor's answer (it answers once the
+    /// action is under way, not when a restart has finished: watch the status for that).
+    pub async fn act(&self, action: Action) -> Result<String, ActionError> {
+        let (reply, answer) = oneshot::channel();
+        self.actions
+            .send(Request { action, reply })
+            .await
+            .map_err(|_| ActionError::Stopping)?;
+        answer.await.unwrap_or(Err(ActionError::Stopping))
+    }
+}
