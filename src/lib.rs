@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod rules;
 pub mod secrets;
 pub mod session;
+pub mod status_page;
 pub mod store;
 pub mod supervisor;
 pub mod worker;

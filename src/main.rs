@@ -19,7 +19,7 @@ use chroxy::worker::WorkerSignals;
 
 /// Supervise Claude Code on this machine from your phone.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CHROXY_COMMIT"), ")"), about, long_about = None)]
 struct Cli {
     /// Keep every file (config, token, sessions, logs) under this directory.
     #[arg(long, env = "CHROXY_HOME", global = true)]

@@ -3,5 +3,7 @@
 //! run this, so every user gets the same restart policy.
 
 pub mod handle;
+pub mod health;
+pub mod release;
 pub mod state;
 pub mod status;

@@ -1,0 +1,1 @@
+//! The release store (in progress).
