@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::ShutdownReason;
 
+/// The `deviceType` the supervisor's health probes authenticate with. A worker keeps
+/// such connections out of phones' sight: no `client_joined`/`client_left`, no history
+/// replay, so probing every few seconds costs phones nothing.
+pub const PROBE_DEVICE_TYPE: &str = "chroxy-health-check";
+
 /// Worker → supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -30,6 +30,45 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run Chroxy: the supervisor that keeps a healthy worker behind the public port,
+    /// with a status page on the second port.
+    Start {
+        /// Public port on 127.0.0.1 (phones and the tunnel connect here).
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// Status page port on 127.0.0.1.
+        #[arg(long, default_value_t = 8766)]
+        status_port: u16,
+        /// How phones reach this machine from elsewhere.
+        #[arg(long, value_enum, default_value_t = Tunnel::None)]
+        tunnel: Tunnel,
+        /// Directory of the default session.
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// Answer with Chroxy's built-in scripted model instead of Anthropic's API, to
+        /// try everything without an account (Claude Code itself is still needed).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Show what the running supervisor is doing (or that none runs).
+    Status {
+        /// Print the status page's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a chroxy binary as a new release and promote it as a canary.
+    Deploy {
+        /// The new `chroxy` binary.
+        binary: PathBuf,
+    },
+    /// Switch back to the known-good release (or another one) and restart.
+    Rollback {
+        /// Release id (`chroxy releases` lists them); default: known-good.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// List the releases in the store.
+    Releases,
     /// Run the server worker that phones connect to (normally started by `chroxy start`).
     Worker {
         /// Port on 127.0.0.1; 0 picks a free one (printed in the `ready` line on stdout).
@@ -76,7 +115,18 @@ enum RulesAction {
 #[derive(Subcommand)]
 enum TokenAction {
     /// Print the token (keep it secret: it grants control of Claude Code on this machine).
-    Show,
+    Show {
+        /// Print the admin token instead (status-page actions: rollback, restart, reconnect).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// `--tunnel`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tunnel {
+    /// Local only: 127.0.0.1.
+    None,
 }
 
 fn main() -> Result<()> {
@@ -93,17 +143,248 @@ fn main() -> Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run_worker(paths, port, cwd, demo, supervised))
         }
+        Command::Start {
+            port,
+            status_port,
+            tunnel: Tunnel::None,
+            cwd,
+            demo,
+        } => {
+            init_logging();
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(run_supervisor(cli.home, paths, port, status_port, cwd, demo))
+        }
+        Command::Status { json } => block_on(show_status(&paths, json)),
+        Command::Deploy { binary } => block_on(deploy(&paths, &binary)),
+        Command::Rollback { to } => block_on(rollback(&paths, to)),
+        Command::Releases => list_releases(&paths),
         Command::Rules { action } => rules(&paths, action),
         Command::Token {
-            action: TokenAction::Show,
+            action: TokenAction::Show { admin },
         } => {
-            let token = ApiToken::load_or_create(&paths).with_context(|| {
-                format!("reading the token in {}", paths.token_file().display())
-            })?;
+            let token = if admin {
+                ApiToken::admin_load_or_create(&paths)
+            } else {
+                ApiToken::load_or_create(&paths)
+            }
+            .with_context(|| format!("reading the token in {}", paths.config_dir().display()))?;
             println!("{}", token.expose());
             Ok(())
         }
     }
+}
+
+fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+/// `chroxy start`: runs until SIGTERM or Ctrl-C (a second one stops waiting for drains).
+async fn run_supervisor(
+    home: Option<PathBuf>,
+    paths: Paths,
+    port: u16,
+    status_port: u16,
+    cwd: Option<PathBuf>,
+    demo: bool,
+) -> Result<()> {
+    let config = Config::load(&paths.config_file())?;
+    let token = match std::env::var("CHROXY_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => ApiToken::new(t.trim()),
+        _ => ApiToken::load_or_create(&paths)
+            .with_context(|| format!("reading the token in {}", paths.token_file().display()))?,
+    };
+    let admin = ApiToken::admin_load_or_create(&paths).with_context(|| {
+        format!(
+            "reading the admin token in {}",
+            paths.admin_token_file().display()
+        )
+    })?;
+    let cwd = match cwd {
+        Some(dir) => dir,
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    let cwd = cwd
+        .canonicalize()
+        .with_context(|| format!("the session directory {} does not exist", cwd.display()))?;
+    let mut worker_args: Vec<std::ffi::OsString> = vec!["--cwd".into(), cwd.into()];
+    if demo {
+        worker_args.push("--demo".into());
+    }
+    let worker_env = home
+        .map(|h| vec![("CHROXY_HOME".into(), h.into_os_string())])
+        .unwrap_or_default();
+    let opts = chroxy::supervisor::Options {
+        paths,
+        public_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        status_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, status_port)),
+        token,
+        admin,
+        config: config.supervisor.clone(),
+        heartbeat: config.worker.heartbeat(),
+        installed: std::env::current_exe().context("finding the chroxy binary")?,
+        worker_args,
+        worker_env,
+        demo,
+        secrets_backend: "file".into(),
+    };
+    let shutdown = CancellationToken::new();
+    let force = CancellationToken::new();
+    let supervisor = chroxy::supervisor::Supervisor::start(opts, shutdown.clone(), force.clone()).await?;
+    println!(
+        "Chroxy is running: phones connect to http://127.0.0.1:{}/ — status page http://127.0.0.1:{}/",
+        supervisor.public_port(),
+        supervisor.status_port()
+    );
+    if demo {
+        println!("DEMO mode: answers come from Chroxy's scripted model, not Anthropic's API. Run `chroxy start` without --demo (after `claude login`) for the real thing.");
+    }
+    tokio::spawn(async move {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            tracing::error!("cannot listen for SIGTERM");
+            return;
+        };
+        for round in 0.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            if round == 0 {
+                tracing::info!("stopping: draining the worker (press Ctrl-C again to force)");
+                shutdown.cancel();
+            } else {
+                force.cancel();
+                return;
+            }
+        }
+    });
+    supervisor.wait().await;
+    Ok(())
+}
+
+async fn show_status(paths: &Paths, json: bool) -> Result<()> {
+    use chroxy::supervisor::{instance, remote};
+    let Some(info) = instance::running(paths) else {
+        let releases = chroxy::supervisor::release::Releases::open(paths).status().ok();
+        if json {
+            println!("{}", serde_json::json!({"state": "stopped", "releases": releases}));
+        } else {
+            println!("Chroxy is not running (start it with `chroxy start`)");
+        }
+        std::process::exit(3);
+    };
+    let status = remote::status(info.status_port).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    let state = serde_json::to_value(status.state)?;
+    println!("state:        {}", state.as_str().unwrap_or_default());
+    if let Some(reason) = &status.failed_reason {
+        println!("reason:       {reason}");
+    }
+    if status.demo {
+        println!("mode:         DEMO (scripted model)");
+    }
+    println!("supervisor:   {}", instance::describe(&info));
+    let w = &status.worker;
+    println!(
+        "worker:       release {} pid {} port {} restarts {}",
+        w.release.as_deref().unwrap_or("-"),
+        w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        w.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        w.restarts
+    );
+    println!(
+        "releases:     current {} known-good {}",
+        status.releases.current.as_deref().unwrap_or("-"),
+        status.releases.known_good.as_deref().unwrap_or("-")
+    );
+    println!("clients:      {}   sessions: {}", status.clients, status.sessions);
+    println!("tunnel:       {} ({})", status.tunnel.mode, status.tunnel.state);
+    if !status.events.is_empty() {
+        println!("recent events:");
+        for e in status.events.iter().rev().take(10) {
+            println!("  {} {:<18} {}", e.at, e.kind, e.message);
+        }
+    }
+    Ok(())
+}
+
+async fn deploy(paths: &Paths, binary: &std::path::Path) -> Result<()> {
+    use chroxy::supervisor::{instance, release::Releases, remote};
+    let releases = Releases::open(paths);
+    let manifest = releases.add(binary)?;
+    println!(
+        "added release {} (chroxy {} {}, sha256 {})",
+        manifest.id,
+        manifest.version,
+        manifest.commit,
+        &manifest.sha256[..12.min(manifest.sha256.len())]
+    );
+    match instance::running(paths) {
+        Some(info) => {
+            let admin = ApiToken::admin_load_or_create(paths)?;
+            let body = serde_json::json!({ "release": manifest.id });
+            println!("{}", remote::act(info.status_port, &admin, "deploy", Some(body)).await?);
+        }
+        None => {
+            releases.set_current(&manifest.id)?;
+            println!("Chroxy is not running: release {} will start as a canary at the next `chroxy start`", manifest.id);
+        }
+    }
+    Ok(())
+}
+
+async fn rollback(paths: &Paths, to: Option<String>) -> Result<()> {
+    use chroxy::supervisor::{instance, release::Releases, remote};
+    match instance::running(paths) {
+        Some(info) => {
+            let admin = ApiToken::admin_load_or_create(paths)?;
+            let body = to.map(|id| serde_json::json!({ "to": id }));
+            println!("{}", remote::act(info.status_port, &admin, "rollback", body).await?);
+        }
+        None => {
+            let releases = Releases::open(paths);
+            let target = match to {
+                Some(id) => id,
+                None => releases.known_good()?,
+            };
+            releases.verify(&target)?;
+            releases.set_current(&target)?;
+            println!("Chroxy is not running: release {target} is now current and starts at the next `chroxy start`");
+        }
+    }
+    Ok(())
+}
+
+fn list_releases(paths: &Paths) -> Result<()> {
+    let releases = chroxy::supervisor::release::Releases::open(paths);
+    let status = releases.status()?;
+    if status.list.is_empty() {
+        println!("no releases yet (the first `chroxy start` registers the installed binary as release 0)");
+    }
+    for r in &status.list {
+        let mut marks = Vec::new();
+        if status.current.as_deref() == Some(r.id.as_str()) {
+            marks.push("current");
+        }
+        if status.known_good.as_deref() == Some(r.id.as_str()) {
+            marks.push("known-good");
+        }
+        println!(
+            "{:<12} chroxy {:<10} {:<14} sha256 {}  {}",
+            r.id,
+            r.version,
+            r.commit,
+            &r.sha256[..12.min(r.sha256.len())],
+            marks.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn rules(paths: &Paths, action: RulesAction) -> Result<()> {

@@ -1,5 +1,5 @@
-//! Owning child processes: every child Chroxy starts (agents now; workers and
-//! cloudflared later) runs in its own process group, dies with its owner
+//! Owning child processes: every child Chroxy starts (agents, workers; cloudflared
+//! later) runs in its own process group, dies with its owner
 //! (`kill_on_drop`), and is stopped in two steps so it can finish writing first.
 
 use std::io;
@@ -37,6 +37,14 @@ pub async fn stop_gracefully(child: &mut Child, grace: Duration) -> io::Result<E
             child.wait().await
         }
     }
+}
+
+/// SIGKILL the child's group at once and reap it.
+pub async fn kill_group(child: &mut Child) -> io::Result<ExitStatus> {
+    if let Some(pid) = child.id() {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    child.wait().await
 }
 
 /// "exit status 1", "killed by signal 9": for messages a user reads.

@@ -37,17 +37,24 @@ pub struct Request {
 pub struct Handle {
     status: watch::Receiver<Status>,
     actions: mpsc::Sender<Request>,
+    started: std::time::Instant,
 }
 
 impl Handle {
     /// Wraps the two channels (the supervisor makes these; tests make their own).
     pub fn new(status: watch::Receiver<Status>, actions: mpsc::Sender<Request>) -> Self {
-        Self { status, actions }
+        Self {
+            status,
+            actions,
+            started: std::time::Instant::now(),
+        }
     }
 
-    /// The status now.
+    /// The status now, with the uptime as of this call.
     pub fn status(&self) -> Status {
-        self.status.borrow().clone()
+        let mut status = self.status.borrow().clone();
+        status.uptime_ms = self.started.elapsed().as_millis() as u64;
+        status
     }
 
     /// A receiver that wakes on every change.

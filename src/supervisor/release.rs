@@ -1,1 +1,559 @@
-//! The release store (in progress).
+//! The release store: `releases/<id>/` with a worker binary and its manifest, and two
+//! pointers, `current` (what the supervisor runs) and `known_good` (what it falls back
+//! to). Rollback is a pointer switch plus a restart: nothing is rebuilt or reinstalled.
+//! The installed binary is release "0", so there is always something to fall back to.
+//!
+//! Every write is atomic and every read-modify-write holds the store's advisory lock,
+//! so `chroxy deploy` in a terminal and a running supervisor never trample each other.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::status::{ReleaseInfo, ReleasesStatus};
+use crate::store::{atomic_write, ensure_private_dir, FileLock, Paths, StoreError};
+
+/// The installed binary's release id.
+pub const INSTALLED: &str = "0";
+/// File name of a stored release's binary.
+const BINARY: &str = "chroxy";
+const MANIFEST: &str = "manifest.json";
+/// Prefix of a release directory still being copied.
+const PARTIAL: &str = ".partial-";
+/// A binary that does not say its version within this is not a Chroxy release.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One release as its manifest describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// `0` for the installed binary, then `<n>-<first 8 hex of sha256>`.
+    pub id: String,
+    /// What `chroxy --version` says.
+    pub version: String,
+    /// Git commit it was built from.
+    pub commit: String,
+    /// The binary's modification time, ms since the epoch.
+    pub built_at: u64,
+    /// Hex sha256 of the binary.
+    pub sha256: String,
+    /// When it was added, ms since the epoch.
+    pub added_at: u64,
+    /// The binary to run.
+    pub binary: PathBuf,
+    /// Size in bytes (with `built_at`, tells whether the installed binary changed).
+    #[serde(default)]
+    pub size: u64,
+}
+
+impl From<&Manifest> for ReleaseInfo {
+    fn from(m: &Manifest) -> Self {
+        ReleaseInfo {
+            id: m.id.clone(),
+            version: m.version.clone(),
+            commit: m.commit.clone(),
+            built_at: m.built_at,
+            sha256: m.sha256.clone(),
+        }
+    }
+}
+
+/// Why the store refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// Reading or writing the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Not a Chroxy binary (or not runnable).
+    #[error("{path} is not a chroxy binary: {detail}")]
+    NotChroxy {
+        /// The file offered.
+        path: PathBuf,
+        /// What went wrong when asking it for its version.
+        detail: String,
+    },
+    /// No such release.
+    #[error("there is no release `{0}`; `chroxy releases` lists them")]
+    Unknown(String),
+    /// The binary no longer matches its manifest.
+    #[error("release `{0}` was refused: its binary does not match the checksum in its manifest (changed or damaged after it was added); deploy it again")]
+    ChecksumMismatch(String),
+    /// A manifest that cannot be read.
+    #[error("the manifest of release `{id}` is damaged ({detail}); remove {dir} and deploy it again")]
+    BadManifest {
+        /// The release.
+        id: String,
+        /// Its directory.
+        dir: PathBuf,
+        /// The parse error.
+        detail: String,
+    },
+}
+
+/// The store under `paths.releases_dir()`.
+#[derive(Debug, Clone)]
+pub struct Releases {
+    dir: PathBuf,
+    lock: PathBuf,
+}
+
+impl Releases {
+    /// The store of `paths` (nothing is created until it is written).
+    pub fn open(paths: &Paths) -> Self {
+        Self {
+            dir: paths.releases_dir(),
+            lock: paths.lock_file("releases"),
+        }
+    }
+
+    fn locked<T>(&self, f: impl FnOnce() -> Result<T, ReleaseError>) -> Result<T, ReleaseError> {
+        ensure_private_dir(&self.dir)?;
+        FileLock::open(&self.lock)?.exclusive(f)?
+    }
+
+    /// Registers the installed binary as release "0" (in place, not copied), re-hashing
+    /// it only when its size or time changed (an upgrade by the package manager), and
+    /// points `current` and `known_good` at it if they point nowhere yet. Removes what
+    /// an interrupted `add` left.
+    pub fn ensure_installed(&self, installed: &Path) -> Result<Manifest, ReleaseError> {
+        self.locked(|| {
+            self.remove_partials();
+            let (size, built_at) = stat(installed)?;
+            let manifest = match self.read_manifest(INSTALLED) {
+                Ok(m) if m.binary == installed && m.size == size && m.built_at == built_at => m,
+                _ => {
+                    let m = describe(installed, INSTALLED.into(), installed.to_path_buf())?;
+                    let dir = self.dir.join(INSTALLED);
+                    ensure_private_dir(&dir)?;
+                    write_manifest(&dir, &m)?;
+                    m
+                }
+            };
+            for pointer in ["current", "known_good"] {
+                if self.read_pointer(pointer).is_none() {
+                    atomic_write(&self.dir.join(pointer), INSTALLED.as_bytes())?;
+                }
+            }
+            Ok(manifest)
+        })
+    }
+
+    /// Copies `binary` in as a new release (pointers unchanged). A half-copied release
+    /// never appears: it is built in a temporary directory and renamed into place.
+    pub fn add(&self, binary: &Path) -> Result<Manifest, ReleaseError> {
+        let binary = binary
+            .canonicalize()
+            .map_err(|e| ReleaseError::NotChroxy {
+                path: binary.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        // Ask it first: a file that is not Chroxy never enters the store.
+        let (version, commit) = version_of(&binary)?;
+        self.locked(|| {
+            let next = self
+                .ids()?
+                .iter()
+                .filter_map(|id| id.split('-').next()?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let partial = tempfile::Builder::new()
+                .prefix(PARTIAL)
+                .tempdir_in(&self.dir)
+                .map_err(|e| StoreError::io("creating a directory in", &self.dir, e))?;
+            let copy = partial.path().join(BINARY);
+            std::fs::copy(&binary, &copy)
+                .map_err(|e| StoreError::io("copying the release binary to", &copy, e))?;
+            File::open(&copy)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StoreError::io("syncing", &copy, e))?;
+            set_mode(&copy, 0o700)?;
+            let sha256 = hash(&copy)?;
+            let id = format!("{next}-{}", &sha256[..8]);
+            let dir = self.dir.join(&id);
+            let (size, built_at) = stat(&binary)?;
+            let manifest = Manifest {
+                id: id.clone(),
+                version: version.clone(),
+                commit: commit.clone(),
+                built_at,
+                sha256,
+                added_at: crate::protocol::now_ms(),
+                binary: dir.join(BINARY),
+                size,
+            };
+            write_manifest(partial.path(), &manifest)?;
+            let partial = partial.keep();
+            std::fs::rename(&partial, &dir)
+                .map_err(|e| StoreError::io("moving the new release into", &dir, e))?;
+            sync_dir(&self.dir)?;
+            tracing::info!(release = %id, %version, %commit, "release added");
+            Ok(manifest)
+        })
+    }
+
+    /// Every release, "0" first, then in the order they were added.
+    pub fn list(&self) -> Result<Vec<Manifest>, ReleaseError> {
+        let mut all = self
+            .ids()?
+            .iter()
+            .map(|id| self.read_manifest(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort_by_key(|m| {
+            m.id.split('-')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        });
+        Ok(all)
+    }
+
+    /// One release's manifest.
+    pub fn get(&self, id: &str) -> Result<Manifest, ReleaseError> {
+        self.read_manifest(valid(id)?)
+    }
+
+    /// The binary of `id`, after checking it still matches its manifest.
+    pub fn verify(&self, id: &str) -> Result<PathBuf, ReleaseError> {
+        let m = self.get(id)?;
+        if hash(&m.binary)? != m.sha256 {
+            return Err(ReleaseError::ChecksumMismatch(m.id));
+        }
+        Ok(m.binary)
+    }
+
+    /// The release the supervisor runs.
+    pub fn current(&self) -> Result<String, ReleaseError> {
+        Ok(self.read_pointer("current").unwrap_or_else(|| INSTALLED.into()))
+    }
+
+    /// The release to fall back to.
+    pub fn known_good(&self) -> Result<String, ReleaseError> {
+        Ok(self
+            .read_pointer("known_good")
+            .unwrap_or_else(|| INSTALLED.into()))
+    }
+
+    /// Points `current` at `id` (which must exist).
+    pub fn set_current(&self, id: &str) -> Result<(), ReleaseError> {
+        self.set_pointer("current", id)
+    }
+
+    /// Points `known_good` at `id` (which must exist).
+    pub fn set_known_good(&self, id: &str) -> Result<(), ReleaseError> {
+        self.set_pointer("known_good", id)
+    }
+
+    /// What the status page shows.
+    pub fn status(&self) -> Result<ReleasesStatus, ReleaseError> {
+        Ok(ReleasesStatus {
+            current: Some(self.current()?),
+            known_good: Some(self.known_good()?),
+            list: self.list()?.iter().map(ReleaseInfo::from).collect(),
+        })
+    }
+
+    fn set_pointer(&self, name: &str, id: &str) -> Result<(), ReleaseError> {
+        self.locked(|| {
+            self.get(id)?;
+            atomic_write(&self.dir.join(name), id.as_bytes())?;
+            Ok(())
+        })
+    }
+
+    fn read_pointer(&self, name: &str) -> Option<String> {
+        let id = std::fs::read_to_string(self.dir.join(name)).ok()?;
+        let id = id.trim();
+        valid(id).ok().map(str::to_owned)
+    }
+
+    fn ids(&self) -> Result<Vec<String>, ReleaseError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(StoreError::io("listing", &self.dir, e).into()),
+        };
+        Ok(entries
+            .flatten()
+            .filter(|e| e.path().join(MANIFEST).is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| valid(name).is_ok())
+            .collect())
+    }
+
+    fn read_manifest(&self, id: &str) -> Result<Manifest, ReleaseError> {
+        let dir = self.dir.join(id);
+        let text = match std::fs::read(dir.join(MANIFEST)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ReleaseError::Unknown(id.to_owned()))
+            }
+            Err(e) => return Err(StoreError::io("reading", dir.join(MANIFEST), e).into()),
+        };
+        serde_json::from_slice(&text).map_err(|e| ReleaseError::BadManifest {
+            id: id.to_owned(),
+            dir,
+            detail: e.to_string(),
+        })
+    }
+
+    fn remove_partials(&self) {
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(PARTIAL) {
+                tracing::info!(path = %entry.path().display(), "removing an interrupted release copy");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// Ids come from people and URLs: never let one name a path outside the store.
+fn valid(id: &str) -> Result<&str, ReleaseError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(id)
+    } else {
+        Err(ReleaseError::Unknown(id.chars().take(64).collect()))
+    }
+}
+
+fn describe(binary: &Path, id: String, run: PathBuf) -> Result<Manifest, ReleaseError> {
+    let (version, commit) = version_of(binary)?;
+    let (size, built_at) = stat(binary)?;
+    Ok(Manifest {
+        id,
+        version,
+        commit,
+        built_at,
+        sha256: hash(binary)?,
+        added_at: crate::protocol::now_ms(),
+        binary: run,
+        size,
+    })
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), ReleaseError> {
+    // A struct of strings and integers always serializes.
+    let json = serde_json::to_vec_pretty(m).unwrap_or_default();
+    atomic_write(&dir.join(MANIFEST), &json)?;
+    Ok(())
+}
+
+/// `chroxy --version` prints `chroxy 0.1.0 (2e00c7993bd5)`.
+fn version_of(binary: &Path) -> Result<(String, String), ReleaseError> {
+    let not = |detail: String| ReleaseError::NotChroxy {
+        path: binary.to_path_buf(),
+        detail,
+    };
+    let mut child = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| not(format!("cannot run it: {e}")))?;
+    let mut out = String::new();
+    let reader = child.stdout.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            text
+        })
+    });
+    let deadline = std::time::Instant::now() + VERSION_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(not(format!(
+                    "`--version` gave no answer within {} s",
+                    VERSION_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+    if let Some(reader) = reader {
+        out = reader.join().unwrap_or_default();
+    }
+    let line = out.lines().next().unwrap_or_default();
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("chroxy"), Some(version), Some(commit))
+            if commit.starts_with('(') && commit.ends_with(')') =>
+        {
+            Ok((version.to_owned(), commit.trim_matches(['(', ')']).to_owned()))
+        }
+        _ => Err(not(format!(
+            "`--version` printed {:?}, not `chroxy <version> (<commit>)`",
+            line.chars().take(80).collect::<String>()
+        ))),
+    }
+}
+
+fn hash(path: &Path) -> Result<String, ReleaseError> {
+    let mut file = File::open(path).map_err(|e| StoreError::io("reading", path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| StoreError::io("reading", path, e))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn stat(path: &Path) -> Result<(u64, u64), ReleaseError> {
+    let meta = std::fs::metadata(path).map_err(|e| ReleaseError::NotChroxy {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    Ok((meta.len(), mtime))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), ReleaseError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| StoreError::io("setting the mode of", path, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ReleaseError> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("syncing", dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shell script that answers `--version` like chroxy.
+    fn fake_chroxy(dir: &Path, name: &str, version: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho 'chroxy {version} (abcdef123456)'\n"),
+        )
+        .unwrap();
+        set_mode(&path, 0o755).unwrap();
+        path
+    }
+
+    fn store() -> (tempfile::TempDir, Releases, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let releases = Releases::open(&Paths::under(dir.path().join("home")));
+        let installed = fake_chroxy(dir.path(), "installed", "1.0.0");
+        (dir, releases, installed)
+    }
+
+    #[test]
+    fn the_installed_binary_is_release_zero_and_both_pointers_start_there() {
+        let (dir, r, installed) = store();
+        let m = r.ensure_installed(&installed).unwrap();
+        assert_eq!((m.id.as_str(), m.version.as_str()), ("0", "1.0.0"));
+        assert_eq!(m.commit, "abcdef123456");
+        assert_eq!(m.binary, installed, "run in place, not copied");
+        assert_eq!(r.current().unwrap(), "0");
+        assert_eq!(r.known_good().unwrap(), "0");
+        // Unchanged binary: the manifest is not rewritten (no re-hash).
+        let again = r.ensure_installed(&installed).unwrap();
+        assert_eq!(again.added_at, m.added_at);
+        // Upgraded in place: registered anew.
+        fake_chroxy(dir.path(), "installed", "1.10.0"); // another size
+        let upgraded = r.ensure_installed(&installed).unwrap();
+        assert_eq!(upgraded.version, "1.10.0");
+        assert_ne!(upgraded.sha256, m.sha256);
+        r.verify("0").unwrap();
+    }
+
+    #[test]
+    fn added_releases_are_exact_executable_copies_with_increasing_ids() {
+        let (dir, r, installed) = store();
+        r.ensure_installed(&installed).unwrap();
+        let new = fake_chroxy(dir.path(), "new", "2.0.0");
+        let a = r.add(&new).unwrap();
+        let b = r.add(&new).unwrap();
+        assert!(a.id.starts_with("1-") && b.id.starts_with("2-"), "{a:?} {b:?}");
+        assert_eq!(std::fs::read(&a.binary).unwrap(), std::fs::read(&new).unwrap());
+        assert_eq!(r.verify(&a.id).unwrap(), a.binary);
+        // It runs from the store.
+        let out = Command::new(&a.binary).arg("--version").output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("chroxy 2.0.0"));
+        let ids: Vec<String> = r.list().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["0".to_owned(), a.id.clone(), b.id.clone()]);
+        assert_eq!(r.current().unwrap(), "0", "adding moves no pointer");
+        r.set_current(&b.id).unwrap();
+        r.set_known_good(&a.id).unwrap();
+        let s = r.status().unwrap();
+        assert_eq!(s.current.as_deref(), Some(b.id.as_str()));
+        assert_eq!(s.known_good.as_deref(), Some(a.id.as_str()));
+        assert_eq!(s.list.len(), 3);
+    }
+
+    #[test]
+    fn what_is_not_chroxy_never_enters_and_unknown_or_hostile_ids_are_refused() {
+        let (dir, r, installed) = store();
+        r.ensure_installed(&installed).unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, "#!/bin/sh\necho hello\n").unwrap();
+        set_mode(&other, 0o755).unwrap();
+        let err = r.add(&other).unwrap_err().to_string();
+        assert!(err.contains("not a chroxy binary") && err.contains("hello"), "{err}");
+        let err = r.add(&dir.path().join("missing")).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+        assert_eq!(r.list().unwrap().len(), 1);
+        for id in ["9-nothere", "../0", "", "a/b"] {
+            assert!(matches!(r.set_current(id), Err(ReleaseError::Unknown(_))), "{id}");
+            assert!(matches!(r.verify(id), Err(ReleaseError::Unknown(_))), "{id}");
+        }
+    }
+
+    #[test]
+    fn a_changed_binary_fails_verification() {
+        let (dir, r, installed) = store();
+        r.ensure_installed(&installed).unwrap();
+        let m = r.add(&fake_chroxy(dir.path(), "new", "2.0.0")).unwrap();
+        std::fs::write(&m.binary, "#!/bin/sh\necho 'chroxy 6.6.6 (evil)'\n").unwrap();
+        assert!(matches!(r.verify(&m.id), Err(ReleaseError::ChecksumMismatch(id)) if id == m.id));
+    }
+
+    #[test]
+    fn an_interrupted_add_leaves_nothing_visible_and_is_cleaned_up() {
+        let (_dir, r, installed) = store();
+        r.ensure_installed(&installed).unwrap();
+        let partial = r.dir.join(format!("{PARTIAL}xyz"));
+        std::fs::create_dir_all(&partial).unwrap();
+        std::fs::write(partial.join(BINARY), b"half").unwrap();
+        assert_eq!(r.list().unwrap().len(), 1, "no manifest, no release");
+        r.ensure_installed(&installed).unwrap();
+        assert!(!partial.exists());
+    }
+}

@@ -391,6 +391,25 @@ impl Machine {
                 State::Serving {
                     release,
                     since,
+                    canary,
+                },
+                E::Unhealthy {
+                    release: r,
+                    step,
+                    detail,
+                },
+            ) if r == release => self.lost_serving(
+                release,
+                since,
+                canary.is_some(),
+                now,
+                "health_failed",
+                format!("failed a health probe at {step}: {detail}"),
+            ),
+            (
+                State::Serving {
+                    release,
+                    since,
                     canary: Some(mut c),
                 },
                 E::ProtocolErrors { release: r, count },
@@ -652,6 +671,24 @@ impl Machine {
                 (self.rolling_back_state(), fx)
             }
 
+            (
+                State::Backoff { release, .. } | State::Starting { release, .. },
+                E::Deploy { release: candidate },
+            ) => {
+                let mut fx = vec![Effect::Stop {
+                    release,
+                    drain: false,
+                }];
+                fx.extend(self.deploy_now(candidate));
+                (self.restarting_state(), fx)
+            }
+            (State::Failed { .. }, E::Deploy { release: candidate }) => {
+                self.crashes.clear();
+                self.attempt = 0;
+                let fx = self.deploy_now(candidate);
+                (self.restarting_state(), fx)
+            }
+
             // ---- failed: only a person gets it going again -------------------------------
             (State::Failed { .. }, E::Restart) => {
                 self.crashes.clear();
@@ -784,6 +821,28 @@ impl Machine {
             },
             Effect::Spawn { release: target },
         ]
+    }
+
+    /// Nothing healthy serves, so a deploy cannot run beside it: switch and start the
+    /// candidate directly; it is a canary like any release that is not known-good.
+    fn deploy_now(&mut self, candidate: String) -> Vec<Effect> {
+        let from = std::mem::replace(&mut self.current, candidate.clone());
+        self.restarts += 1;
+        vec![
+            Effect::SetCurrent(candidate.clone()),
+            Effect::Record {
+                kind: "deploying",
+                message: format!("starting release {candidate} in place of {from}, which was not serving"),
+            },
+            Effect::Spawn { release: candidate },
+        ]
+    }
+
+    fn restarting_state(&self) -> State {
+        State::Starting {
+            release: self.current.clone(),
+            name: StateName::Restarting,
+        }
     }
 
     fn rolling_back_state(&self) -> State {
@@ -1088,6 +1147,44 @@ mod tests {
         );
         assert_eq!(m.step(exited("1-new"), t0 + 2 * S), vec![]);
         assert_eq!(m.state_name(), StateName::Draining);
+    }
+
+    #[test]
+    fn a_failed_probe_rolls_a_canary_back_and_restarts_a_known_good_release() {
+        let probe_failed = |r: &str| Event::Unhealthy {
+            release: r.into(),
+            step: "round_trip".into(),
+            detail: "answered error".into(),
+        };
+        let (mut m, t0) = machine();
+        m.step(healthy("1-new"), t0);
+        let fx = m.step(probe_failed("1-new"), t0 + 5 * S);
+        assert_eq!(spawns(&fx), ["0-good"], "canary: straight back to known-good");
+        m.step(healthy("0-good"), t0 + 6 * S);
+        let fx = m.step(probe_failed("0-good"), t0 + 100 * S);
+        assert_eq!(m.state_name(), StateName::Restarting);
+        assert!(fx.contains(&Effect::ArmTimer(t0 + 100 * S + Duration::from_millis(500))));
+    }
+
+    #[test]
+    fn a_deploy_while_failed_starts_the_candidate_as_a_canary() {
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        let mut now = Instant::now();
+        while m.state_name() != StateName::Failed {
+            m.step(exited("0-good"), now);
+            now += 11 * S;
+            m.step(Event::Timer, now);
+        }
+        let fx = m.step(
+            Event::Deploy {
+                release: "1-fix".into(),
+            },
+            now,
+        );
+        assert_eq!(spawns(&fx), ["1-fix"]);
+        assert!(fx.contains(&Effect::SetCurrent("1-fix".into())));
+        let fx = m.step(healthy("1-fix"), now + S);
+        assert!(fx.contains(&Effect::ArmTimer(now + S + 60 * S)), "watched as a canary");
     }
 
     #[test]

@@ -165,17 +165,24 @@ async fn serve_client(
     if sink.send(text(&ok)).await.is_err() {
         return;
     }
-    tracing::info!(device = ?info.device.device_name, "client connected");
+    let probe = info.device.device_type.as_deref() == Some(crate::control::PROBE_DEVICE_TYPE);
+    if probe {
+        tracing::debug!("health probe connected");
+    } else {
+        tracing::info!(device = ?info.device.device_name, "client connected");
+    }
 
     let (tx, rx) = mpsc::channel(s.cfg.client_queue.max(16));
     let kick = CancellationToken::new();
     hub.clients()
         .register(info.clone(), tx.clone(), kick.clone());
-    hub.clients().publish(
-        Audience::AllExcept(&client_id),
-        &ServerMsg::ClientJoined { client: info },
-    );
-    hub.welcome(&client_id).await;
+    if !probe {
+        hub.clients().publish(
+            Audience::AllExcept(&client_id),
+            &ServerMsg::ClientJoined { client: info },
+        );
+        hub.welcome(&client_id).await;
+    }
 
     let pong_seen = Arc::new(AtomicBool::new(true));
     let (end_tx, end_rx) = tokio::sync::watch::channel(None::<Ending>);
@@ -196,13 +203,15 @@ async fn serve_client(
     let _ = writer.await;
 
     hub.clients().unregister(&client_id);
-    hub.clients().publish(
-        Audience::All,
-        &ServerMsg::ClientLeft {
-            client_id: client_id.clone(),
-        },
-    );
-    tracing::info!("client disconnected");
+    if !probe {
+        hub.clients().publish(
+            Audience::All,
+            &ServerMsg::ClientLeft {
+                client_id: client_id.clone(),
+            },
+        );
+        tracing::info!("client disconnected");
+    }
 }
 
 async fn read_loop(

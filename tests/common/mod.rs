@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod supervisor;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

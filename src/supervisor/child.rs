@@ -1,0 +1,476 @@
+//! One worker process, from launch to reaping, owned by one task. The task starts the
+//! release's binary on a fresh loopback port, health-gates it, then watches it:
+//! heartbeats (the watchdog), periodic probes, and the commands of the runner (drain,
+//! reconnect, kill). Whatever happens is reported back as a [`Report`]; the runner
+//! decides what it means. The process never outlives the task (`kill_on_drop`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::health::{self, GateFailure};
+use super::release::Releases;
+use crate::control::{to_line, SupervisorCommand, WorkerEvent};
+use crate::process;
+use crate::protocol::ShutdownReason;
+use crate::secrets::ApiToken;
+
+/// How a worker is started and watched; the same for every worker of one supervisor.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// The release store (to find and verify the binary).
+    pub releases: Arc<Releases>,
+    /// Arguments after `worker --port 0 --supervised` (e.g. `--cwd`, `--demo`).
+    pub args: Vec<OsString>,
+    /// Extra environment (`CHROXY_HOME`, …). The token is added separately.
+    pub env: Vec<(OsString, OsString)>,
+    /// Handed over in `CHROXY_TOKEN`, never on the command line.
+    pub token: ApiToken,
+    /// Ready line plus the whole health gate must come within this.
+    pub gate_timeout: Duration,
+    /// The worker's heartbeat interval.
+    pub heartbeat: Duration,
+    /// Missed beats before the watchdog kills it.
+    pub heartbeat_misses: u32,
+    /// How often a healthy worker is probed.
+    pub probe_interval: Duration,
+    /// How long a drain may wait for running turns.
+    pub drain_idle: Duration,
+    /// After that, how long until SIGTERM, then SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// What the runner asks of a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerCommand {
+    /// Stop: drained (phones told `reason`) or killed at once.
+    Stop {
+        /// Drain first.
+        drain: bool,
+        /// What phones are told.
+        reason: ShutdownReason,
+        /// When phones should try again.
+        restart_eta_ms: u64,
+    },
+    /// Tell every phone to reconnect now, and probe.
+    Reconnect {
+        /// The ETA phones are told.
+        restart_eta_ms: u64,
+    },
+    /// Stop waiting politely (a second Ctrl-C): SIGKILL now.
+    Kill,
+}
+
+/// What happened to worker `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The worker (unique per supervisor).
+    pub id: u64,
+    /// What.
+    pub what: WorkerReport,
+}
+
+/// The kinds of [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerReport {
+    /// The process is up and listening.
+    Started {
+        /// Its pid.
+        pid: u32,
+        /// Its private port.
+        port: u16,
+    },
+    /// It passed the health gate.
+    Healthy,
+    /// It failed the gate (or could not start); it has been stopped.
+    Unhealthy {
+        /// The failing step.
+        step: String,
+        /// What went wrong, secret-free.
+        detail: String,
+    },
+    /// Its latest heartbeat.
+    Beat {
+        /// Connected phones.
+        clients: u32,
+        /// Sessions.
+        sessions: u32,
+        /// Protocol errors since the previous beat.
+        protocol_errors: u64,
+    },
+    /// It missed its heartbeats and was killed.
+    Hung,
+    /// It exited (reported last, once the process is reaped).
+    Exited {
+        /// "exit status 1", "killed by signal 9".
+        status: String,
+    },
+}
+
+/// The runner's side of one worker.
+#[derive(Debug)]
+pub struct WorkerRef {
+    /// Unique per supervisor.
+    pub id: u64,
+    /// Cancelled once the process is reaped (or never started).
+    pub exited: CancellationToken,
+    commands: mpsc::UnboundedSender<WorkerCommand>,
+}
+
+impl WorkerRef {
+    /// Sends a command; a worker that is already gone needs none.
+    pub fn send(&self, cmd: WorkerCommand) {
+        let _ = self.commands.send(cmd);
+    }
+}
+
+/// Starts the task for a worker of `release`. It first waits for `after` (workers being
+/// stopped: they must have saved their sessions before a successor reads them).
+pub fn launch(
+    spec: LaunchSpec,
+    id: u64,
+    release: String,
+    after: Vec<CancellationToken>,
+    reports: mpsc::UnboundedSender<Report>,
+) -> WorkerRef {
+    let exited = CancellationToken::new();
+    let (commands, rx) = mpsc::unbounded_channel();
+    let task = Task {
+        spec,
+        id,
+        release,
+        reports,
+        commands: rx,
+    };
+    let done = exited.clone();
+    tokio::spawn(async move {
+        let reports = task.reports.clone();
+        let last = task.run(after).await;
+        // Cancelled first: a successor that waits on us may start the moment the runner
+        // sees this report.
+        done.cancel();
+        let _ = reports.send(Report { id, what: last });
+    });
+    WorkerRef {
+        id,
+        exited,
+        commands,
+    }
+}
+
+struct Task {
+    spec: LaunchSpec,
+    id: u64,
+    release: String,
+    reports: mpsc::UnboundedSender<Report>,
+    commands: mpsc::UnboundedReceiver<WorkerCommand>,
+}
+
+/// Why the watch loop ended, with the process still to be dealt with.
+enum Ending {
+    Exited(String),
+    GateFailed(GateFailure),
+    ProbeFailed(GateFailure),
+    Hung,
+    Stop { drain: bool, reason: ShutdownReason, restart_eta_ms: u64 },
+    Kill,
+}
+
+impl Task {
+    fn report(&self, what: WorkerReport) {
+        let _ = self.reports.send(Report { id: self.id, what });
+    }
+
+    async fn run(
+        mut self,
+        after: Vec<CancellationToken>,
+    ) -> WorkerReport {
+        for predecessor in after {
+            tokio::select! {
+                _ = predecessor.cancelled() => {}
+                cmd = self.commands.recv() => if matches!(cmd, None | Some(WorkerCommand::Stop { .. } | WorkerCommand::Kill)) {
+                    return WorkerReport::Exited { status: "stopped before it started".into() };
+                }
+            }
+        }
+        let releases = self.spec.releases.clone();
+        let id = self.release.clone();
+        let binary = match tokio::task::spawn_blocking(move || releases.verify(&id)).await {
+            Ok(Ok(path)) => path,
+            Ok(Err(err)) => {
+                return WorkerReport::Unhealthy {
+                    step: "checksum".into(),
+                    detail: err.to_string(),
+                }
+            }
+            Err(err) => {
+                return WorkerReport::Unhealthy {
+                    step: "checksum".into(),
+                    detail: err.to_string(),
+                }
+            }
+        };
+        let mut child = match self.spawn(&binary) {
+            Ok(child) => child,
+            Err(err) => {
+                return WorkerReport::Unhealthy {
+                    step: "spawn".into(),
+                    detail: format!("cannot run {}: {err}", binary.display()),
+                }
+            }
+        };
+        let Some(stdout) = child.stdout.take() else {
+            return WorkerReport::Unhealthy {
+                step: "spawn".into(),
+                detail: "no stdout pipe".into(),
+            };
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let started = Instant::now();
+        let deadline = started + self.spec.gate_timeout;
+
+        // ---- the ready line -----------------------------------------------------------
+        let port = loop {
+            tokio::select! {
+                status = child.wait() => {
+                    return WorkerReport::Exited { status: exit_text(status) };
+                }
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        if let Ok(WorkerEvent::Ready { port, pid }) = serde_json::from_str(&line) {
+                            self.report(WorkerReport::Started { pid, port });
+                            break port;
+                        }
+                    }
+                    // stdout closed before ready: it is exiting; the next turn reaps it.
+                    Ok(None) | Err(_) => {
+                        let status = child.wait().await;
+                        return WorkerReport::Exited { status: exit_text(status) };
+                    }
+                },
+                _ = sleep_until(deadline) => {
+                    let _ = process::kill_group(&mut child).await;
+                    return WorkerReport::Unhealthy {
+                        step: "ready".into(),
+                        detail: format!("no ready line within {} ms", self.spec.gate_timeout.as_millis()),
+                    };
+                }
+                cmd = self.commands.recv() => if let Some(ending) = self.early_stop(cmd) {
+                    return self.finish(ending, &mut child, lines).await;
+                }
+            }
+        };
+
+        let ending = self.watch(&mut child, &mut lines, port, deadline).await;
+        self.finish(ending, &mut child, lines).await
+    }
+
+    fn early_stop(&self, cmd: Option<WorkerCommand>) -> Option<Ending> {
+        match cmd {
+            None | Some(WorkerCommand::Kill) => Some(Ending::Kill),
+            // Not serving yet: nothing to drain.
+            Some(WorkerCommand::Stop { .. }) => Some(Ending::Kill),
+            Some(WorkerCommand::Reconnect { .. }) => None,
+        }
+    }
+
+    fn spawn(&self, binary: &PathBuf) -> std::io::Result<Child> {
+        let mut cmd = Command::new(binary);
+        cmd.arg("worker")
+            .args(["--port", "0", "--supervised"])
+            .args(&self.spec.args)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
+            .env("CHROXY_TOKEN", self.spec.token.expose())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        process::own(&mut cmd);
+        cmd.spawn()
+    }
+
+    /// Gate, then watch until something ends it.
+    async fn watch(
+        &mut self,
+        child: &mut Child,
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+        port: u16,
+        gate_deadline: Instant,
+    ) -> Ending {
+        let token = self.spec.token.clone();
+        let gate_timeout = gate_deadline.saturating_duration_since(Instant::now());
+        let mut check = Some(Box::pin(gate_owned(port, token.clone(), gate_timeout)));
+        let mut healthy = false;
+        let watchdog = self.spec.heartbeat * self.spec.heartbeat_misses.max(1);
+        let mut last_beat = Instant::now();
+        let mut next_probe = Instant::now() + self.spec.probe_interval;
+        loop {
+            tokio::select! {
+                status = child.wait() => return Ending::Exited(exit_text(status)),
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => match serde_json::from_str::<WorkerEvent>(&line) {
+                        Ok(WorkerEvent::Heartbeat { clients, sessions, protocol_errors, .. }) => {
+                            last_beat = Instant::now();
+                            self.report(WorkerReport::Beat { clients, sessions, protocol_errors });
+                        }
+                        Ok(_) => {}
+                        Err(err) => tracing::debug!(%err, "ignoring a line from the worker"),
+                    },
+                    Ok(None) | Err(_) => return Ending::Exited(exit_text(child.wait().await)),
+                },
+                result = async { check.as_mut().expect("guarded").await }, if check.is_some() => {
+                    check = None;
+                    match result {
+                        Ok(()) if !healthy => {
+                            healthy = true;
+                            last_beat = Instant::now();
+                            next_probe = Instant::now() + self.spec.probe_interval;
+                            self.report(WorkerReport::Healthy);
+                        }
+                        Ok(()) => next_probe = Instant::now() + self.spec.probe_interval,
+                        Err(failure) if !healthy => return Ending::GateFailed(failure),
+                        Err(failure) => return Ending::ProbeFailed(failure),
+                    }
+                }
+                _ = sleep_until(next_probe), if healthy && check.is_none() => {
+                    check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.gate_timeout)));
+                }
+                _ = sleep_until(last_beat + watchdog), if healthy => return Ending::Hung,
+                cmd = self.commands.recv() => match cmd {
+                    Some(WorkerCommand::Reconnect { restart_eta_ms }) => {
+                        self.send_line(child, &SupervisorCommand::Reconnect { restart_eta_ms }).await;
+                        if healthy && check.is_none() {
+                            check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.gate_timeout)));
+                        }
+                    }
+                    Some(WorkerCommand::Stop { drain, reason, restart_eta_ms }) => {
+                        return Ending::Stop { drain: drain && healthy, reason, restart_eta_ms };
+                    }
+                    Some(WorkerCommand::Kill) | None => return Ending::Kill,
+                },
+            }
+        }
+    }
+
+    async fn send_line(&self, child: &mut Child, cmd: &SupervisorCommand) {
+        if let Some(stdin) = child.stdin.as_mut() {
+            let _ = write_line(stdin, cmd).await;
+        }
+    }
+
+    /// Deals with the process as the ending says; returns the final report.
+    async fn finish(
+        mut self,
+        ending: Ending,
+        child: &mut Child,
+        mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    ) -> WorkerReport {
+        let mut stdin = child.stdin.take();
+        let what = match ending {
+            Ending::Exited(status) => WorkerReport::Exited { status },
+            Ending::GateFailed(f) => {
+                let _ = process::kill_group(child).await;
+                WorkerReport::Unhealthy {
+                    step: f.step.as_str().into(),
+                    detail: f.detail,
+                }
+            }
+            Ending::ProbeFailed(f) => {
+                let _ = process::kill_group(child).await;
+                WorkerReport::Unhealthy {
+                    step: f.step.as_str().into(),
+                    detail: format!("periodic probe: {}", f.detail),
+                }
+            }
+            Ending::Hung => {
+                let _ = process::kill_group(child).await;
+                WorkerReport::Hung
+            }
+            Ending::Kill => WorkerReport::Exited {
+                status: exit_text(process::kill_group(child).await),
+            },
+            Ending::Stop {
+                drain,
+                reason,
+                restart_eta_ms,
+            } => {
+                if drain {
+                    if let Some(stdin) = stdin.as_mut() {
+                        let cmd = SupervisorCommand::Drain {
+                            reason,
+                            restart_eta_ms,
+                            idle_wait_ms: self.spec.drain_idle.as_millis() as u64,
+                        };
+                        let _ = write_line(stdin, &cmd).await;
+                    }
+                    let patience = self.spec.drain_idle + self.spec.stop_grace;
+                    // Keep reading its stdout so it never blocks on a full pipe.
+                    let drained = async {
+                        while let Ok(Some(_)) = lines.next_line().await {}
+                        child.wait().await
+                    };
+                    tokio::select! {
+                        status = tokio::time::timeout(patience, drained) => match status {
+                            Ok(status) => WorkerReport::Exited { status: exit_text(status) },
+                            Err(_) => {
+                                tracing::warn!(release = %self.release, "worker did not finish its drain in time; stopping it");
+                                WorkerReport::Exited { status: exit_text(process::stop_gracefully(child, self.spec.stop_grace).await) }
+                            }
+                        },
+                        _ = wait_for_kill(&mut self.commands) => WorkerReport::Exited {
+                            status: exit_text(process::kill_group(child).await),
+                        },
+                    }
+                } else {
+                    drop(stdin.take());
+                    WorkerReport::Exited {
+                        status: exit_text(process::stop_gracefully(child, self.spec.stop_grace).await),
+                    }
+                }
+            }
+        };
+        drop(stdin);
+        match &what {
+            WorkerReport::Exited { .. } => what,
+            // The failure first, then (after `exited`) the exit, so the runner learns both.
+            _ => {
+                self.report(what);
+                let status = exit_text(child.wait().await);
+                WorkerReport::Exited { status }
+            }
+        }
+    }
+}
+
+async fn wait_for_kill(commands: &mut mpsc::UnboundedReceiver<WorkerCommand>) {
+    while let Some(cmd) = commands.recv().await {
+        if cmd == WorkerCommand::Kill {
+            return;
+        }
+    }
+    // The runner is gone: keep waiting for the drain rather than cut it.
+    std::future::pending::<()>().await
+}
+
+async fn gate_owned(port: u16, token: ApiToken, deadline: Duration) -> Result<(), GateFailure> {
+    health::gate(port, &token, deadline).await
+}
+
+async fn write_line(stdin: &mut ChildStdin, cmd: &SupervisorCommand) -> std::io::Result<()> {
+    stdin.write_all(to_line(cmd).as_bytes()).await?;
+    stdin.flush().await
+}
+
+fn exit_text(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => process::describe(&status),
+        Err(err) => format!("could not be waited for: {err}"),
+    }
+}

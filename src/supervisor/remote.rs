@@ -1,0 +1,126 @@
+//! The CLI's way to a running supervisor: the status page's JSON API on loopback, the
+//! same one the page's buttons use, so `chroxy status|rollback|deploy` and the page can
+//! never disagree.
+
+use std::time::Duration;
+
+use hyper::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use serde::de::DeserializeOwned;
+
+use super::status::Status;
+use crate::secrets::ApiToken;
+
+/// A running supervisor could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// No answer on its status port.
+    #[error("the supervisor's status page on 127.0.0.1:{port} does not answer ({detail}); is it still starting or stuck? `chroxy status` again in a moment")]
+    Unreachable {
+        /// The status port.
+        port: u16,
+        /// What failed.
+        detail: String,
+    },
+    /// It answered with a refusal; the message is its own.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// How long the CLI waits for an answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /api/status`.
+pub async fn status(port: u16) -> Result<Status, RemoteError> {
+    let (code, body) = call(port, "GET", "/api/status", None, None).await?;
+    if code != 200 {
+        return Err(RemoteError::Refused(format!(
+            "the status page answered HTTP {code}"
+        )));
+    }
+    parse(port, &body)
+}
+
+/// `POST /api/<action>` with the admin token; returns the supervisor's message.
+pub async fn act(
+    port: u16,
+    admin: &ApiToken,
+    action: &str,
+    body: Option<serde_json::Value>,
+) -> Result<String, RemoteError> {
+    let (code, text) = call(
+        port,
+        "POST",
+        &format!("/api/{action}"),
+        Some(admin),
+        body.map(|b| b.to_string()),
+    )
+    .await?;
+    let answer: serde_json::Value = parse(port, &text)?;
+    let message = |key: &str| {
+        answer
+            .get(key)
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if code == 200 {
+        Ok(message("message"))
+    } else {
+        Err(RemoteError::Refused(message("error")))
+    }
+}
+
+fn parse<T: DeserializeOwned>(port: u16, body: &[u8]) -> Result<T, RemoteError> {
+    serde_json::from_slice(body).map_err(|e| RemoteError::Unreachable {
+        port,
+        detail: format!("unreadable answer: {e}"),
+    })
+}
+
+async fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    admin: Option<&ApiToken>,
+    body: Option<String>,
+) -> Result<(u16, Vec<u8>), RemoteError> {
+    let unreachable = |detail: String| RemoteError::Unreachable { port, detail };
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("127.0.0.1:{port}"))
+            .header("content-type", "application/json");
+        if let Some(admin) = admin {
+            request = request.header("x-chroxy-admin", admin.expose());
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let code = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        Ok((code, body.to_vec()))
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))?
+}

@@ -1,0 +1,672 @@
+//! The supervisor at work: one task that feeds the [`Machine`] what happened (worker
+//! reports, timers, actions from views, shutdown) and carries out the effects it
+//! returns. Everything that blocks (a drain, a health gate, hashing a binary) runs in
+//! a worker's own task, so this loop always answers — the status page and the tray stay
+//! truthful while a worker is stuck.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::child::{self, LaunchSpec, Report, WorkerCommand, WorkerRef, WorkerReport};
+use super::handle::{ActionError, Handle, Request};
+use super::instance::{Instance, InstanceError};
+use super::proxy::{self, Route};
+use super::release::{ReleaseError, Releases};
+use super::state::{Effect, Event, Machine, State};
+use super::status::{Action, StateName, Status, WorkerStatus};
+use crate::config::SupervisorConfig;
+use crate::protocol::ShutdownReason;
+use crate::secrets::ApiToken;
+use crate::status_page::{self, StatusPage};
+use crate::store::Paths;
+
+/// What phones are told to expect when a worker is replaced on purpose.
+const RESTART_ETA_MS: u64 = 2_000;
+
+/// Everything a supervisor needs; the shells (CLI, tray app) fill it in.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where everything lives.
+    pub paths: Paths,
+    /// The public address phones and the tunnel connect to.
+    pub public_addr: SocketAddr,
+    /// The status page's address (loopback).
+    pub status_addr: SocketAddr,
+    /// The API token, handed to workers in their environment.
+    pub token: ApiToken,
+    /// The admin token the status page's actions require.
+    pub admin: ApiToken,
+    /// `[supervisor]` settings.
+    pub config: SupervisorConfig,
+    /// The workers' heartbeat interval (`[worker] heartbeat_ms`).
+    pub heartbeat: Duration,
+    /// The installed `chroxy` binary: release zero.
+    pub installed: PathBuf,
+    /// Extra arguments for `chroxy worker` (`--cwd`, `--demo`).
+    pub worker_args: Vec<OsString>,
+    /// Extra environment for workers.
+    pub worker_env: Vec<(OsString, OsString)>,
+    /// Workers answer with the scripted demo model.
+    pub demo: bool,
+    /// `keyring` or `file`.
+    pub secrets_backend: String,
+}
+
+/// Why a supervisor could not start (or stopped badly).
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// Another supervisor runs for this home.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    /// A port was taken.
+    #[error("cannot listen on {addr} for the {what}: {source}; choose another port with {flag}")]
+    Bind {
+        /// "public port" or "status page".
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The flag that changes it.
+        flag: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The release store could not be set up.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// The instance file could not be written.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A running supervisor.
+#[derive(Debug)]
+pub struct Supervisor {
+    handle: Handle,
+    public_port: u16,
+    status_port: u16,
+    task: JoinHandle<()>,
+}
+
+impl Supervisor {
+    /// Claims the instance, binds both ports, registers the installed binary as
+    /// release zero, starts the current release, and returns at once. Cancel
+    /// `shutdown` for an orderly stop; cancel `force` too to stop waiting for drains.
+    pub async fn start(
+        opts: Options,
+        shutdown: CancellationToken,
+        force: CancellationToken,
+    ) -> Result<Self, SupervisorError> {
+        let paths = opts.paths.clone();
+        let mut instance = tokio::task::spawn_blocking(move || Instance::acquire(&paths))
+            .await
+            .map_err(|e| InstanceError::Store(join_error(e)))??;
+        let public = bind(opts.public_addr, "public port", "--port").await?;
+        let status_listener = bind(opts.status_addr, "status page", "--status-port").await?;
+        let public_port = public.local_addr().map(|a| a.port()).unwrap_or_default();
+        let status_port = status_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default();
+        instance.set_ports(public_port, status_port)?;
+
+        let releases = Arc::new(Releases::open(&opts.paths));
+        let store = releases.clone();
+        let installed = opts.installed.clone();
+        let (current, known_good, listing) = tokio::task::spawn_blocking(move || {
+            store.ensure_installed(&installed)?;
+            Ok::<_, ReleaseError>((store.current()?, store.known_good()?, store.status()?))
+        })
+        .await
+        .map_err(|e| ReleaseError::from(join_error(e)))??;
+
+        let mut status = Status::new(
+            public_port,
+            status_port,
+            opts.demo,
+            &opts.secrets_backend,
+        );
+        status.releases = listing;
+        let (status_tx, status_rx) = watch::channel(status);
+        let (actions_tx, actions_rx) = mpsc::channel(16);
+        let handle = Handle::new(status_rx, actions_tx);
+
+        let (route_tx, route_rx) = watch::channel(Route {
+            port: None,
+            state: StateName::Starting,
+            retry_after_secs: 1,
+        });
+        let accepting = CancellationToken::new();
+        let connections = TaskTracker::new();
+        tokio::spawn(proxy::serve(
+            public,
+            route_rx,
+            accepting.clone(),
+            connections.clone(),
+        ));
+        let page_stop = CancellationToken::new();
+        let page = StatusPage {
+            handle: handle.clone(),
+            admin: opts.admin.clone(),
+            port: status_port,
+        };
+        let page_task = tokio::spawn(status_page::serve(
+            status_listener,
+            page,
+            page_stop.clone(),
+        ));
+        tracing::info!(
+            public_port,
+            status_port,
+            %current,
+            %known_good,
+            "supervisor started"
+        );
+
+        let (machine, first) = Machine::start(opts.config.policy(), current, known_good);
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let runner = Runner {
+            spec: LaunchSpec {
+                releases: releases.clone(),
+                args: opts.worker_args.clone(),
+                env: opts.worker_env.clone(),
+                token: opts.token.clone(),
+                gate_timeout: Duration::from_millis(opts.config.gate_timeout_ms),
+                heartbeat: opts.heartbeat,
+                heartbeat_misses: opts.config.heartbeat_misses,
+                probe_interval: Duration::from_millis(opts.config.probe_interval_ms.max(100)),
+                drain_idle: Duration::from_millis(opts.config.drain_idle_ms),
+                stop_grace: Duration::from_millis(opts.config.stop_grace_ms),
+            },
+            machine,
+            releases,
+            instance,
+            workers: HashMap::new(),
+            stopping: HashMap::new(),
+            next_id: 0,
+            routed: None,
+            timer: None,
+            route_tx,
+            status_tx,
+            reports_tx,
+            clients: 0,
+            sessions: 0,
+            exiting: false,
+        };
+        let task = tokio::spawn(async move {
+            runner
+                .run(first, reports_rx, actions_rx, shutdown, force, accepting)
+                .await;
+            // Spliced connections end with their worker; don't wait on stragglers.
+            connections.close();
+            page_stop.cancel();
+            let _ = page_task.await;
+            tracing::info!("supervisor stopped");
+        });
+        Ok(Self {
+            handle,
+            public_port,
+            status_port,
+            task,
+        })
+    }
+
+    /// For views: status and actions.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The bound public port.
+    pub fn public_port(&self) -> u16 {
+        self.public_port
+    }
+
+    /// The bound status-page port.
+    pub fn status_port(&self) -> u16 {
+        self.status_port
+    }
+
+    /// Waits until the supervisor has stopped (after `shutdown`): workers drained and
+    /// reaped, ports closed, instance released.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<TcpListener, SupervisorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SupervisorError::Bind {
+            what,
+            addr,
+            flag,
+            source,
+        })
+}
+
+fn join_error(e: tokio::task::JoinError) -> crate::store::StoreError {
+    crate::store::StoreError::Io {
+        action: "running a background task for",
+        path: PathBuf::from("the supervisor"),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// A worker the machine knows about.
+struct Live {
+    release: String,
+    worker: WorkerRef,
+    pid: Option<u32>,
+    port: Option<u16>,
+    started_at: Option<u64>,
+}
+
+/// A worker on its way out; its `exited` token gates its successor.
+struct Leaving {
+    release: String,
+    worker: WorkerRef,
+    pid: Option<u32>,
+    planned: bool,
+}
+
+struct Runner {
+    spec: LaunchSpec,
+    machine: Machine,
+    releases: Arc<Releases>,
+    instance: Instance,
+    workers: HashMap<String, Live>,
+    stopping: HashMap<u64, Leaving>,
+    next_id: u64,
+    routed: Option<String>,
+    timer: Option<Instant>,
+    route_tx: watch::Sender<Route>,
+    status_tx: watch::Sender<Status>,
+    reports_tx: mpsc::UnboundedSender<Report>,
+    clients: u32,
+    sessions: u32,
+    exiting: bool,
+}
+
+impl Runner {
+    async fn run(
+        mut self,
+        first: Vec<Effect>,
+        mut reports: mpsc::UnboundedReceiver<Report>,
+        mut actions: mpsc::Receiver<Request>,
+        shutdown: CancellationToken,
+        force: CancellationToken,
+        accepting: CancellationToken,
+    ) {
+        self.apply(first).await;
+        self.publish();
+        let mut forced = false;
+        loop {
+            if self.exiting && self.workers.is_empty() && self.stopping.is_empty() {
+                break;
+            }
+            let timer = self.timer;
+            tokio::select! {
+                _ = shutdown.cancelled(), if !self.exiting => {
+                    // Order: stop accepting, then drain and wait for the worker's exit.
+                    accepting.cancel();
+                    let fx = self.machine.step(Event::Shutdown, Instant::now());
+                    self.apply(fx).await;
+                }
+                _ = force.cancelled(), if !forced => {
+                    forced = true;
+                    tracing::warn!("forced stop: killing workers without waiting for their drain");
+                    for w in self.workers.values() { w.worker.send(WorkerCommand::Kill); }
+                    for w in self.stopping.values() { w.worker.send(WorkerCommand::Kill); }
+                }
+                Some(report) = reports.recv() => self.on_report(report).await,
+                Some(request) = actions.recv() => self.on_action(request).await,
+                _ = sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
+                    self.timer = None;
+                    let fx = self.machine.step(Event::Timer, Instant::now());
+                    self.apply(fx).await;
+                }
+            }
+            self.publish();
+        }
+        // The instance (lock and pid file) goes last, after every worker is reaped.
+        drop(self.instance);
+    }
+
+    async fn step(&mut self, event: Event) {
+        let fx = self.machine.step(event, Instant::now());
+        self.apply(fx).await;
+    }
+
+    async fn on_report(&mut self, report: Report) {
+        if let Some(leaving) = self.stopping.get(&report.id) {
+            if let WorkerReport::Exited { status } = &report.what {
+                if leaving.planned {
+                    let message = format!("release {} stopped ({status})", leaving.release);
+                    self.record("worker_stopped", message);
+                }
+                self.stopping.remove(&report.id);
+                self.save_pids();
+            }
+            return;
+        }
+        let Some(release) = self
+            .workers
+            .iter()
+            .find(|(_, w)| w.worker.id == report.id)
+            .map(|(r, _)| r.clone())
+        else {
+            return;
+        };
+        match report.what {
+            WorkerReport::Started { pid, port } => {
+                if let Some(w) = self.workers.get_mut(&release) {
+                    w.pid = Some(pid);
+                    w.port = Some(port);
+                    w.started_at = Some(crate::protocol::now_ms());
+                }
+                self.save_pids();
+            }
+            WorkerReport::Healthy => self.step(Event::Healthy { release }).await,
+            WorkerReport::Beat {
+                clients,
+                sessions,
+                protocol_errors,
+            } => {
+                if self.routed.as_deref() == Some(release.as_str()) {
+                    self.clients = clients;
+                    self.sessions = sessions;
+                }
+                if protocol_errors > 0 {
+                    self.step(Event::ProtocolErrors {
+                        release,
+                        count: protocol_errors,
+                    })
+                    .await;
+                }
+            }
+            WorkerReport::Unhealthy { step, detail } => {
+                self.retire(&release, false);
+                self.step(Event::Unhealthy {
+                    release,
+                    step,
+                    detail,
+                })
+                .await;
+            }
+            WorkerReport::Hung => {
+                self.retire(&release, false);
+                self.step(Event::Hung { release }).await;
+            }
+            WorkerReport::Exited { status } => {
+                self.retire(&release, false);
+                self.stopping.remove(&report.id);
+                self.step(Event::Exited { release, status }).await;
+            }
+        }
+    }
+
+    async fn on_action(&mut self, Request { action, reply }: Request) {
+        let answer = self.act(action).await;
+        let _ = reply.send(answer);
+    }
+
+    async fn act(&mut self, action: Action) -> Result<String, ActionError> {
+        if self.exiting {
+            return Err(ActionError::Stopping);
+        }
+        match action {
+            Action::Restart => {
+                self.record("restart_requested", "restart requested".into());
+                self.step(Event::Restart).await;
+                Ok("restarting the worker".into())
+            }
+            Action::Rollback { to } => {
+                let target = match &to {
+                    Some(id) => id.clone(),
+                    None => self.machine.known_good().to_owned(),
+                };
+                self.check_release(&target).await?;
+                self.step(Event::Rollback { to: Some(target.clone()) }).await;
+                Ok(format!("rolling back to release {target}"))
+            }
+            Action::Deploy { release } => {
+                if matches!(self.machine.state(), State::Deploying { .. }) {
+                    return Err(ActionError::Refused(
+                        "a deploy is already in progress; wait for it to finish".into(),
+                    ));
+                }
+                self.check_release(&release).await?;
+                self.step(Event::Deploy {
+                    release: release.clone(),
+                })
+                .await;
+                Ok(format!("deploying release {release} as a canary"))
+            }
+            Action::Reconnect => {
+                let routed = self.routed.as_ref().and_then(|r| self.workers.get(r));
+                match routed {
+                    Some(w) => {
+                        w.worker.send(WorkerCommand::Reconnect {
+                            restart_eta_ms: 500,
+                        });
+                        self.record(
+                            "reconnect",
+                            "phones told to reconnect now; health gate re-run".into(),
+                        );
+                        Ok("phones told to reconnect; health gate re-run".into())
+                    }
+                    None => {
+                        self.record(
+                            "reconnect",
+                            "no worker was serving: starting one now".into(),
+                        );
+                        self.step(Event::Restart).await;
+                        Ok("no worker was serving; starting one now".into())
+                    }
+                }
+            }
+        }
+    }
+
+    /// A release an action names must exist and be intact before anything is stopped.
+    async fn check_release(&self, id: &str) -> Result<(), ActionError> {
+        let releases = self.releases.clone();
+        let owned = id.to_owned();
+        match tokio::task::spawn_blocking(move || releases.verify(&owned)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(ReleaseError::Unknown(id))) => Err(ActionError::UnknownRelease(id)),
+            Ok(Err(ReleaseError::ChecksumMismatch(id))) => Err(ActionError::ChecksumMismatch(id)),
+            Ok(Err(err)) => Err(ActionError::Refused(err.to_string())),
+            Err(err) => Err(ActionError::Refused(err.to_string())),
+        }
+    }
+
+    async fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Spawn { release } => self.spawn(release),
+                Effect::Route { release } => {
+                    let port = self.workers.get(&release).and_then(|w| w.port);
+                    self.routed = port.map(|_| release);
+                    self.route(port);
+                }
+                Effect::Stop { release, drain } => {
+                    let reason = if self.exiting || matches!(self.machine.state(), State::Stopping) {
+                        ShutdownReason::Shutdown
+                    } else {
+                        ShutdownReason::Restart
+                    };
+                    if let Some(w) = self.workers.get(&release) {
+                        w.worker.send(WorkerCommand::Stop {
+                            drain,
+                            reason,
+                            restart_eta_ms: RESTART_ETA_MS,
+                        });
+                    }
+                    self.retire(&release, true);
+                }
+                Effect::SetCurrent(id) => self.move_pointer(id, false).await,
+                Effect::SetKnownGood(id) => self.move_pointer(id, true).await,
+                Effect::ArmTimer(at) => self.timer = Some(at),
+                Effect::Record { kind, message } => self.record(kind, message),
+                Effect::Exit => self.exiting = true,
+            }
+        }
+    }
+
+    fn spawn(&mut self, release: String) {
+        // A worker of the same release still in the table is replaced, never doubled.
+        self.retire(&release, true);
+        self.next_id += 1;
+        let after = self
+            .stopping
+            .values()
+            .map(|l| l.worker.exited.clone())
+            .collect();
+        let worker = child::launch(
+            self.spec.clone(),
+            self.next_id,
+            release.clone(),
+            after,
+            self.reports_tx.clone(),
+        );
+        self.workers.insert(
+            release.clone(),
+            Live {
+                release,
+                worker,
+                pid: None,
+                port: None,
+                started_at: None,
+            },
+        );
+    }
+
+    /// Moves a worker out of the table (it is stopping or gone); unroutes it.
+    fn retire(&mut self, release: &str, planned: bool) {
+        let Some(live) = self.workers.remove(release) else {
+            return;
+        };
+        if self.routed.as_deref() == Some(release) {
+            self.routed = None;
+            self.route(None);
+            self.clients = 0;
+            self.sessions = 0;
+        }
+        self.stopping.insert(
+            live.worker.id,
+            Leaving {
+                release: live.release,
+                worker: live.worker,
+                pid: live.pid,
+                planned,
+            },
+        );
+    }
+
+    fn route(&self, port: Option<u16>) {
+        let state = self.machine.state_name();
+        let retry_after_secs = match self.machine.state() {
+            State::Backoff { until, .. } => {
+                until.saturating_duration_since(Instant::now()).as_secs() + 1
+            }
+            // Nothing will change until a person acts; phones needn't hammer.
+            State::Failed { .. } => 30,
+            _ => 1,
+        };
+        self.route_tx.send_replace(Route {
+            port,
+            state,
+            retry_after_secs,
+        });
+    }
+
+    async fn move_pointer(&mut self, id: String, known_good: bool) {
+        let releases = self.releases.clone();
+        let target = id.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            if known_good {
+                releases.set_known_good(&target)?;
+            } else {
+                releases.set_current(&target)?;
+            }
+            releases.status()
+        })
+        .await;
+        match result {
+            Ok(Ok(listing)) => self.status_tx.send_modify(|s| s.releases = listing),
+            Ok(Err(err)) => self.record("store_error", format!("cannot move a pointer to {id}: {err}")),
+            Err(err) => self.record("store_error", format!("cannot move a pointer to {id}: {err}")),
+        }
+    }
+
+    fn record(&self, kind: &str, message: String) {
+        tracing::info!(kind, "{message}");
+        self.status_tx.send_modify(|s| s.push_event(kind, message));
+    }
+
+    fn save_pids(&mut self) {
+        let pids = self
+            .workers
+            .values()
+            .filter_map(|w| w.pid)
+            .chain(self.stopping.values().filter_map(|l| l.pid))
+            .collect();
+        if let Err(err) = self.instance.set_workers(pids) {
+            tracing::warn!(%err, "cannot record worker pids");
+        }
+    }
+
+    /// Pushes the current truth to every view (only if something changed).
+    fn publish(&self) {
+        let state = self.machine.state_name();
+        // While this is routed, the route's state word must follow the machine's.
+        if self.route_tx.borrow().state != state {
+            self.route(self.routed.as_ref().and_then(|r| self.workers.get(r)).and_then(|w| w.port));
+        }
+        let shown = self
+            .routed
+            .as_ref()
+            .and_then(|r| self.workers.get(r))
+            .or_else(|| self.workers.get(self.machine.current()));
+        let worker = WorkerStatus {
+            pid: shown.and_then(|w| w.pid),
+            release: shown.map(|w| w.release.clone()),
+            port: shown.and_then(|w| w.port),
+            started_at: shown.and_then(|w| w.started_at),
+            restarts: self.machine.restarts(),
+        };
+        let failed_reason = self.machine.failed_reason().map(str::to_owned);
+        let (clients, sessions) = (self.clients, self.sessions);
+        self.status_tx.send_if_modified(|s| {
+            let before = (
+                s.state,
+                s.failed_reason.clone(),
+                s.worker.clone(),
+                s.clients,
+                s.sessions,
+            );
+            s.state = state;
+            s.failed_reason = failed_reason;
+            s.worker = worker;
+            s.clients = clients;
+            s.sessions = sessions;
+            before != (s.state, s.failed_reason.clone(), s.worker.clone(), s.clients, s.sessions)
+        });
+    }
+}

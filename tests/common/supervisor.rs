@@ -1,0 +1,305 @@
+//! A real `chroxy start` process on a temporary CHROXY_HOME, its status API, and the
+//! release store as the CLI sees it. Ports are picked by the OS (`--port 0`) and read
+//! from the supervisor's instance file.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use super::{Client, Home, WorkerOpts, TOKEN, WAIT};
+
+/// A running supervisor.
+pub struct Sup {
+    pub child: Child,
+    pub public: u16,
+    pub status: u16,
+    pub log: PathBuf,
+    home: PathBuf,
+}
+
+/// The `chroxy` binary the tests run (release zero of every test home).
+pub fn chroxy_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_chroxy")
+}
+
+/// The misbehaving stand-in release built by the test suite.
+pub fn bad_worker_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bad-worker")
+}
+
+/// `chroxy <args>` on `home`, as a user would run it; returns (status, stdout, stderr).
+pub async fn cli(home: &Home, args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(chroxy_bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CHROXY_HOME", home.chroxy())
+        .env("HOME", home.user_home())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Sup {
+    /// `chroxy start --port 0 --status-port 0` with the agent of `opts` and its env.
+    pub async fn start(home: &Home, opts: WorkerOpts) -> Self {
+        Self::start_args(home, opts, &[]).await
+    }
+
+    pub async fn start_args(home: &Home, opts: WorkerOpts, extra: &[&str]) -> Self {
+        let logs = home.dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let n = std::fs::read_dir(&logs).unwrap().count();
+        let log = logs.join(format!("supervisor-{n}.log"));
+        let mut cmd = Command::new(chroxy_bin());
+        cmd.args(["start", "--port", "0", "--status-port", "0", "--cwd"])
+            .arg(home.project())
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CHROXY_HOME", home.chroxy())
+            .env("HOME", home.user_home())
+            .env("CHROXY_TOKEN", TOKEN)
+            .env("CHROXY_LOG", "info,chroxy=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true);
+        match &opts.claude {
+            Some(p) => cmd.env("CHROXY_CLAUDE", p),
+            None => cmd.env("CHROXY_CLAUDE", "/nonexistent/claude"),
+        };
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting chroxy start");
+        let info = home.chroxy().join("state/supervisor.json");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let (public, status) = loop {
+            if let Some(ports) = read_ports(&info) {
+                break ports;
+            }
+            if let Ok(Some(exit)) = child.try_wait() {
+                panic!(
+                    "chroxy start exited ({exit}); log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chroxy start never wrote its ports"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Self {
+            child,
+            public,
+            status,
+            log,
+            home: home.chroxy(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The admin token the supervisor created.
+    pub fn admin(&self) -> String {
+        std::fs::read_to_string(self.home.join("config/admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// `GET /api/status`.
+    pub async fn status(&self) -> Value {
+        let (code, body) = http(self.status, "GET", "/api/status", &[], "").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls the status API until `pred` holds (the status has no push channel for
+    /// tests; each poll is a real request a user's page would make).
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let s = self.status().await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never happened: {what}; last status: {s:#}\nlog:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until a worker serves, and returns the status then.
+    pub async fn healthy(&self) -> Value {
+        self.wait_for("healthy", |s| s["state"] == "healthy").await
+    }
+
+    /// `POST /api/<action>` with the admin token (or `admin` given explicitly).
+    pub async fn post(&self, action: &str, admin: Option<&str>, body: &str) -> (u16, Value) {
+        let token = admin.map(str::to_owned).unwrap_or_else(|| self.admin());
+        let (code, text) = http(
+            self.status,
+            "POST",
+            &format!("/api/{action}"),
+            &[("X-Chroxy-Admin", token.as_str())],
+            body,
+        )
+        .await;
+        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// A phone: connected through the public port, authenticated, welcome read.
+    pub async fn client(&self) -> Client {
+        let mut c = Client::connect(self.public).await;
+        let ok = c.auth(TOKEN).await;
+        assert_eq!(ok["type"], "auth_ok", "{ok}");
+        c.until_type("history_replay_end").await;
+        c
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
+    }
+
+    /// Waits (under WAIT) for the supervisor to exit.
+    pub async fn exited(&mut self) -> ExitStatus {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("supervisor did not exit; log:\n{}", self.log_text()))
+            .unwrap()
+    }
+}
+
+fn read_ports(info: &Path) -> Option<(u16, u16)> {
+    let v: Value = serde_json::from_slice(&std::fs::read(info).ok()?).ok()?;
+    let public = v["publicPort"].as_u64()? as u16;
+    let status = v["statusPort"].as_u64()? as u16;
+    (public != 0 && status != 0).then_some((public, status))
+}
+
+/// One HTTP/1.1 request on 127.0.0.1; returns status code and body.
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (code, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The events of a status, as (kind, message).
+pub fn events(status: &Value) -> Vec<(String, String)> {
+    status["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["kind"].as_str().unwrap_or_default().to_owned(),
+                        e["message"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a process still runs (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            state != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    // After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,433 @@
+//! `chroxy start` end to end: a real supervisor process, real workers behind its public
+//! port, and "bad releases" — the `bad-worker` test binary deployed like any other.
+
+mod common;
+
+use std::time::Duration;
+
+use common::supervisor::{alive, bad_worker_bin, chroxy_bin, cli, cpu_ticks, events, files_under, http, Sup};
+use common::{children_of, eventually, Client, Home, Model, WorkerOpts, TOKEN};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+fn messages(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|v| v["type"] == "message")
+        .filter_map(|v| v["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The conversation as a phone that connects now gets it replayed.
+async fn replayed(sup: &Sup) -> Vec<String> {
+    let c = sup.client().await;
+    let start = c
+        .seen
+        .iter()
+        .position(|v| v["type"] == "history_replay_start")
+        .unwrap();
+    messages(&c.seen[start..])
+}
+
+fn worker_pid(status: &Value) -> u64 {
+    status["worker"]["pid"].as_u64().unwrap()
+}
+
+/// Deploys `bad-worker` through the CLI; returns its release id.
+async fn deploy_bad(home: &Home) -> String {
+    let (ok, out, err) = cli(home, &["deploy", bad_worker_bin()]).await;
+    assert!(ok.success(), "deploy failed: {out}{err}");
+    out.split_whitespace()
+        .nth(2)
+        .expect("`added release <id>`")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn worker_killed_20_times_during_turns_comes_back_on_the_same_port_with_the_whole_conversation(
+) {
+    let home = Home::new();
+    // Backoff and crash budget are the state machine's to test; here every kill is
+    // one crash among many and the policy must not give up.
+    home.config("[supervisor]\nbackoff_cap_ms = 500\ncrash_budget = 100\n");
+    let model = Model::start().await;
+    let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    let mut status = sup.healthy().await;
+    let mut said = Vec::new();
+    for round in 0..20 {
+        let mut c = sup.client().await;
+        let reply = format!("answer number {round}");
+        let frames = c.turn(&format!("REPLY {reply}")).await;
+        assert!(messages(&frames).contains(&reply), "round {round}: {frames:?}");
+        said.push(format!("REPLY {reply}"));
+        said.push(reply);
+        // Kill during a running turn.
+        c.send(json!({"type": "input", "data": "SLOW 200 this turn is cut short by a kill"}))
+            .await;
+        c.until(|v| v["type"] == "agent_busy").await;
+        said.push("SLOW 200 this turn is cut short by a kill".into());
+        let pid = worker_pid(&status);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        // The phone's socket ends with the worker (whatever the close code).
+        c.closed().await;
+        status = sup
+            .wait_for("a new healthy worker", |s| {
+                s["state"] == "healthy" && s["worker"]["pid"].as_u64() != Some(pid)
+            })
+            .await;
+        let history = replayed(&sup).await;
+        for line in &said {
+            assert!(
+                history.contains(line),
+                "round {round}: `{line}` lost after the kill; history: {history:?}"
+            );
+        }
+    }
+    assert!(status["worker"]["restarts"].as_u64().unwrap() >= 20);
+    let kinds = events(&status);
+    assert!(kinds.iter().any(|(k, m)| k == "worker_exited" && m.contains("signal 9")), "{kinds:?}");
+}
+
+async fn a_bad_release_is_never_promoted(mode: &str, step: &str) {
+    let home = Home::new();
+    let sup = Sup::start(
+        &home,
+        WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", mode),
+    )
+    .await;
+    let before = sup.healthy().await;
+    let mut phone = sup.client().await;
+    let id = deploy_bad(&home).await;
+    let after = sup
+        .wait_for("the candidate's gate to fail", |s| {
+            events(s).iter().any(|(k, _)| k == "health_failed")
+        })
+        .await;
+    let (_, message) = events(&after)
+        .into_iter()
+        .find(|(k, _)| k == "health_failed")
+        .unwrap();
+    assert!(message.contains(step) && message.contains(&id), "{message}");
+    assert_eq!(after["state"], "healthy");
+    assert_eq!(after["releases"]["current"], "0");
+    assert_eq!(after["worker"]["pid"], before["worker"]["pid"], "the old worker keeps serving");
+    // The phone that was connected all along still works, and so does a new one.
+    phone.send(json!({"type": "list_sessions"})).await;
+    phone.until_type("session_list").await;
+    sup.client().await;
+    // The status page names the failing step in its HTML too (it renders the events).
+    let (code, _) = http(sup.status, "GET", "/", &[], "").await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn a_release_whose_websocket_upgrade_fails_is_never_promoted() {
+    a_bad_release_is_never_promoted("upgrade", "websocket_upgrade").await;
+}
+
+#[tokio::test]
+async fn a_release_that_fails_auth_is_never_promoted() {
+    a_bad_release_is_never_promoted("auth", "auth").await;
+}
+
+#[tokio::test]
+async fn a_release_that_never_answers_ping_is_never_promoted() {
+    a_bad_release_is_never_promoted("ping", "ping").await;
+}
+
+#[tokio::test]
+async fn a_release_that_answers_everything_with_errors_is_rolled_back_within_its_canary_window() {
+    let home = Home::new();
+    home.config("[supervisor]\ncanary_window_ms = 60000\ncanary_error_limit = 10\n");
+    let sup = Sup::start(
+        &home,
+        WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", "errors"),
+    )
+    .await;
+    sup.healthy().await;
+    let id = deploy_bad(&home).await;
+    let serving = sup
+        .wait_for("the bad release to serve", |s| {
+            s["state"] == "healthy" && s["worker"]["release"] == id.as_str()
+        })
+        .await;
+    assert_eq!(serving["releases"]["current"], id.as_str());
+    assert_eq!(serving["releases"]["knownGood"], "0");
+    // A phone uses it; every message is answered with an error.
+    let mut phone = Client::connect(sup.public).await;
+    assert_eq!(phone.auth(TOKEN).await["type"], "auth_ok");
+    for i in 0..12 {
+        phone.send(json!({"type": "input", "data": format!("hello {i}")})).await;
+        phone.until_type("error").await;
+    }
+    let back = sup
+        .wait_for("the rollback to known-good", |s| {
+            s["state"] == "healthy" && s["worker"]["release"] == "0"
+        })
+        .await;
+    assert_eq!(back["releases"]["current"], "0");
+    assert_eq!(back["releases"]["knownGood"], "0", "the bad one never became known-good");
+    let rollback = events(&back)
+        .into_iter()
+        .find(|(k, _)| k == "rollback")
+        .expect("a rollback event");
+    assert!(rollback.1.contains("protocol errors"), "{rollback:?}");
+}
+
+#[tokio::test]
+async fn a_release_that_survives_its_canary_window_becomes_known_good_and_rollback_returns_to_it() {
+    let home = Home::new();
+    home.config("[supervisor]\ncanary_window_ms = 1500\n");
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    let mut phone = sup.client().await;
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    let id = out.split_whitespace().nth(2).unwrap().to_owned();
+    // The old worker drains: the connected phone is told to come back.
+    let notice = phone.until_type("server_shutdown").await;
+    assert_eq!(notice["reason"], "restart");
+    let promoted = sup
+        .wait_for("promotion to known-good", |s| s["releases"]["knownGood"] == id.as_str())
+        .await;
+    assert_eq!(promoted["worker"]["release"], id.as_str());
+    assert!(events(&promoted).iter().any(|(k, _)| k == "promoted"));
+    sup.client().await;
+
+    // `chroxy releases` lists both, marked.
+    let (_, list, _) = cli(&home, &["releases"]).await;
+    assert!(list.lines().any(|l| l.starts_with(&id) && l.contains("current") && l.contains("known-good")), "{list}");
+
+    // Roll back by hand to release 0: a pointer switch and a restart.
+    let (ok, out, err) = cli(&home, &["rollback", "--to", "0"]).await;
+    assert!(ok.success(), "{out}{err}");
+    let back = sup
+        .wait_for("release 0 serving", |s| {
+            s["state"] == "healthy" && s["worker"]["release"] == "0"
+        })
+        .await;
+    assert_eq!(back["releases"]["current"], "0");
+    // An unknown release is refused with a clear message, nothing stopped.
+    let (ok, _, err) = cli(&home, &["rollback", "--to", "77-nothere"]).await;
+    assert!(!ok.success());
+    assert!(err.contains("77-nothere") && err.contains("chroxy releases"), "{err}");
+}
+
+#[tokio::test]
+async fn a_tampered_release_is_refused() {
+    let home = Home::new();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    // Added while the supervisor runs: it is deployed at once, so add it "offline"
+    // through the library, then damage it.
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    let m = releases.add(std::path::Path::new(chroxy_bin())).unwrap();
+    let mut binary = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&m.binary)
+        .unwrap();
+    std::io::Write::write_all(&mut binary, b"tampered").unwrap();
+    drop(binary);
+    let (code, answer) = sup
+        .post("rollback", None, &json!({"to": m.id}).to_string())
+        .await;
+    assert_eq!(code, 422, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("checksum"), "{answer}");
+    let s = sup.status().await;
+    assert_eq!(s["state"], "healthy");
+    assert_eq!(s["releases"]["current"], "0");
+}
+
+#[tokio::test]
+async fn a_crash_loop_rolls_back_then_fails_when_known_good_crashes_too_and_then_stays_idle() {
+    let home = Home::new();
+    home.config(
+        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
+    );
+    // Two bad releases added while nothing runs: one is made known-good (as if it had
+    // once survived its window), the newer one is current.
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    releases
+        .ensure_installed(std::path::Path::new(chroxy_bin()))
+        .unwrap();
+    let good = releases.add(std::path::Path::new(bad_worker_bin())).unwrap();
+    releases.set_known_good(&good.id).unwrap();
+    let (ok, out, err) = cli(&home, &["deploy", bad_worker_bin()]).await;
+    assert!(ok.success() && out.contains("next `chroxy start`"), "{out}{err}");
+    let newest = releases.current().unwrap();
+    assert_ne!(newest, good.id);
+
+    let sup = Sup::start(&home, WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", "crash")).await;
+    let failed = sup.wait_for("failed", |s| s["state"] == "failed").await;
+    let kinds = events(&failed);
+    let rollback = kinds.iter().find(|(k, _)| k == "rollback").expect("rolled back first");
+    assert!(rollback.1.contains(&newest) && rollback.1.contains(&good.id), "{rollback:?}");
+    let reason = failed["failedReason"].as_str().unwrap();
+    assert!(reason.contains(&good.id) && reason.contains("known-good"), "{reason}");
+    assert_eq!(failed["releases"]["current"], good.id.as_str());
+
+    // The public port says so instead of hanging.
+    let (code, body) = http(sup.public, "GET", "/health", &[], "").await;
+    assert_eq!(code, 503);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "restarting");
+    // `chroxy status` says so.
+    let (_, out, _) = cli(&home, &["status"]).await;
+    assert!(out.contains("failed") && out.contains("known-good"), "{out}");
+
+    // Idle: no worker is started again and the supervisor burns no CPU.
+    let restarts = failed["worker"]["restarts"].clone();
+    let before = cpu_ticks(sup.pid());
+    let window = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await; // a measurement window, not a wait
+    let used = cpu_ticks(sup.pid()) - before;
+    let elapsed = window.elapsed();
+    assert!(used <= 5, "{used} ticks of CPU in {elapsed:?} while failed");
+    assert!(children_of(sup.pid()).is_empty(), "a worker was started while failed");
+    let still = sup.status().await;
+    assert_eq!(still["state"], "failed");
+    assert_eq!(still["worker"]["restarts"], restarts);
+}
+
+#[tokio::test]
+async fn sigterm_during_a_turn_tells_the_phone_saves_the_turn_and_exits_0_leaving_nothing_behind() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let mut sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    let status = sup.healthy().await;
+    let worker = worker_pid(&status) as u32;
+    let mut c = sup.client().await;
+    c.turn("REPLY first turn").await;
+    c.send(json!({"type": "input", "data": "SLOW 100 one two three four five six"}))
+        .await;
+    c.until(|v| v["type"] == "agent_busy").await;
+    sup.signal(Signal::SIGTERM);
+    let notice = c.until_type("server_shutdown").await;
+    assert_eq!(notice["reason"], "shutdown");
+    let exit = sup.exited().await;
+    assert_eq!(exit.code(), Some(0), "log:\n{}", sup.log_text());
+    assert!(!alive(worker), "the worker outlived its supervisor");
+    let saved: String = files_under(&home.sessions_dir())
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert!(saved.contains("SLOW 100 one two three"), "the running turn's input was not saved");
+    assert!(saved.contains("first turn"));
+    let leftovers: Vec<_> = files_under(&home.chroxy())
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(".tmp") || name == "supervisor.lock" || name == "supervisor.json"
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn when_the_supervisor_is_killed_its_worker_exits_by_itself_and_the_next_start_is_clean() {
+    let home = Home::new();
+    let mut sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let status = sup.healthy().await;
+    let worker = worker_pid(&status) as u32;
+    sup.signal(Signal::SIGKILL);
+    sup.exited().await;
+    eventually("the orphaned worker exits", || !alive(worker)).await;
+    let next = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let s = next.healthy().await;
+    assert_ne!(worker_pid(&s) as u32, worker);
+    next.client().await;
+}
+
+#[tokio::test]
+async fn one_supervisor_per_home_and_the_second_names_the_first() {
+    let home = Home::new();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    let (ok, out, err) = cli(&home, &["start", "--port", "0", "--status-port", "0"]).await;
+    assert!(!ok.success(), "{out}");
+    assert!(
+        err.contains("already running")
+            && err.contains(&format!("pid {}", sup.pid()))
+            && err.contains(&sup.public.to_string())
+            && err.contains(&sup.status.to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn status_json_follows_each_transition_and_actions_need_the_admin_token() {
+    let home = Home::new();
+    let sup = Sup::start_args(&home, WorkerOpts::fake_cli(), &["--demo"]).await;
+    let first = sup.healthy().await;
+    for key in ["state", "worker", "releases", "tunnel", "clients", "secretsBackend", "events"] {
+        assert!(first.get(key).is_some(), "status lacks {key}: {first:#}");
+    }
+    assert_eq!(first["demo"], true, "the demo marker");
+    assert_eq!(first["releases"]["current"], "0");
+    assert_eq!(first["releases"]["list"][0]["id"], "0");
+    let pid = worker_pid(&first);
+
+    // No token, a wrong token, a foreign origin: refused, nothing happens.
+    let (code, _) = http(sup.status, "POST", "/api/restart", &[], "").await;
+    assert_eq!(code, 401);
+    let (code, _) = sup.post("restart", Some("wrong-token"), "").await;
+    assert_eq!(code, 401);
+    let admin = sup.admin();
+    let (code, _) = http(
+        sup.status,
+        "POST",
+        "/api/restart",
+        &[("X-Chroxy-Admin", admin.as_str()), ("Origin", "https://evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert_eq!(worker_pid(&sup.status().await), pid);
+
+    // The phone sees its connection count on the status page.
+    let phone = sup.client().await;
+    sup.wait_for("one client", |s| s["clients"] == 1).await;
+    drop(phone);
+
+    // Restart: restarting → healthy with a new worker.
+    let (code, answer) = sup.post("restart", None, "").await;
+    assert_eq!(code, 200, "{answer}");
+    let s = sup
+        .wait_for("a restarted worker", |s| {
+            s["state"] == "healthy" && s["worker"]["pid"].as_u64() != Some(pid)
+        })
+        .await;
+    assert!(events(&s).iter().any(|(k, _)| k == "restart_requested"));
+    assert_eq!(s["worker"]["restarts"], 1);
+
+    // Reconnect: phones are told to come back at once; the worker stays.
+    let mut phone = sup.client().await;
+    let (code, _) = sup.post("reconnect", None, "").await;
+    assert_eq!(code, 200);
+    let notice = phone.until_type("server_shutdown").await;
+    assert_eq!(notice["reason"], "restart");
+    sup.client().await;
+
+    // The status CLI agrees with the page.
+    let (ok, out, _) = cli(&home, &["status", "--json"]).await;
+    assert!(ok.success());
+    let cli_status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cli_status["state"], "healthy");
+    assert_eq!(cli_status["demo"], true);
+    let (_, out, _) = cli(&home, &["status"]).await;
+    assert!(out.contains("healthy") && out.contains("DEMO"), "{out}");
+    assert!(!sup.log_text().contains(TOKEN), "the token reached the log");
+    assert!(!sup.log_text().contains(&admin), "the admin token reached the log");
+}
+
+#[tokio::test]
+async fn status_of_a_home_where_nothing_runs_says_so() {
+    let home = Home::new();
+    let (ok, out, _) = cli(&home, &["status"]).await;
+    assert_eq!(ok.code(), Some(3));
+    assert!(out.contains("not running"), "{out}");
+    let (_, out, _) = cli(&home, &["status", "--json"]).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "stopped");
+}
