@@ -149,6 +149,7 @@ pub fn launch(
         release,
         reports,
         commands: rx,
+        stdin: None,
     };
     let done = exited.clone();
     tokio::spawn(async move {
@@ -172,6 +173,9 @@ struct Task {
     release: String,
     reports: mpsc::UnboundedSender<Report>,
     commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    /// Kept out of the `Child`: tokio closes a child's stdin when it is waited for,
+    /// and a closed stdin tells the worker its supervisor is gone.
+    stdin: Option<ChildStdin>,
 }
 
 /// Why the watch loop ended, with the process still to be dealt with.
@@ -227,6 +231,7 @@ impl Task {
                 }
             }
         };
+        self.stdin = child.stdin.take();
         let Some(stdout) = child.stdout.take() else {
             return WorkerReport::Unhealthy {
                 step: "spawn".into(),
@@ -345,7 +350,7 @@ impl Task {
                 _ = sleep_until(last_beat + watchdog), if healthy => return Ending::Hung,
                 cmd = self.commands.recv() => match cmd {
                     Some(WorkerCommand::Reconnect { restart_eta_ms }) => {
-                        self.send_line(child, &SupervisorCommand::Reconnect { restart_eta_ms }).await;
+                        self.send_line(&SupervisorCommand::Reconnect { restart_eta_ms }).await;
                         if healthy && check.is_none() {
                             check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.gate_timeout)));
                         }
@@ -359,8 +364,8 @@ impl Task {
         }
     }
 
-    async fn send_line(&self, child: &mut Child, cmd: &SupervisorCommand) {
-        if let Some(stdin) = child.stdin.as_mut() {
+    async fn send_line(&mut self, cmd: &SupervisorCommand) {
+        if let Some(stdin) = self.stdin.as_mut() {
             let _ = write_line(stdin, cmd).await;
         }
     }
@@ -372,7 +377,7 @@ impl Task {
         child: &mut Child,
         mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     ) -> WorkerReport {
-        let mut stdin = child.stdin.take();
+        let mut stdin = self.stdin.take();
         let what = match ending {
             Ending::Exited(status) => WorkerReport::Exited { status },
             Ending::GateFailed(f) => {
