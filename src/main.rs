@@ -152,7 +152,14 @@ fn main() -> Result<()> {
         } => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run_supervisor(cli.home, paths, port, status_port, cwd, demo))
+            runtime.block_on(run_supervisor(
+                cli.home,
+                paths,
+                port,
+                status_port,
+                cwd,
+                demo,
+            ))
         }
         Command::Status { json } => block_on(show_status(&paths, json)),
         Command::Deploy { binary } => block_on(deploy(&paths, &binary)),
@@ -233,7 +240,8 @@ async fn run_supervisor(
     };
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
-    let supervisor = chroxy::supervisor::Supervisor::start(opts, shutdown.clone(), force.clone()).await?;
+    let supervisor =
+        chroxy::supervisor::Supervisor::start(opts, shutdown.clone(), force.clone()).await?;
     println!(
         "Chroxy is running: phones connect to http://127.0.0.1:{}/ — status page http://127.0.0.1:{}/",
         supervisor.public_port(),
@@ -243,7 +251,9 @@ async fn run_supervisor(
         println!("DEMO mode: answers come from Chroxy's scripted model, not Anthropic's API. Run `chroxy start` without --demo (after `claude login`) for the real thing.");
     }
     tokio::spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
             tracing::error!("cannot listen for SIGTERM");
             return;
         };
@@ -268,9 +278,14 @@ async fn run_supervisor(
 async fn show_status(paths: &Paths, json: bool) -> Result<()> {
     use chroxy::supervisor::{instance, remote};
     let Some(info) = instance::running(paths) else {
-        let releases = chroxy::supervisor::release::Releases::open(paths).status().ok();
+        let releases = chroxy::supervisor::release::Releases::open(paths)
+            .status()
+            .ok();
         if json {
-            println!("{}", serde_json::json!({"state": "stopped", "releases": releases}));
+            println!(
+                "{}",
+                serde_json::json!({"state": "stopped", "releases": releases})
+            );
         } else {
             println!("Chroxy is not running (start it with `chroxy start`)");
         }
@@ -303,8 +318,14 @@ async fn show_status(paths: &Paths, json: bool) -> Result<()> {
         status.releases.current.as_deref().unwrap_or("-"),
         status.releases.known_good.as_deref().unwrap_or("-")
     );
-    println!("clients:      {}   sessions: {}", status.clients, status.sessions);
-    println!("tunnel:       {} ({})", status.tunnel.mode, status.tunnel.state);
+    println!(
+        "clients:      {}   sessions: {}",
+        status.clients, status.sessions
+    );
+    println!(
+        "tunnel:       {} ({})",
+        status.tunnel.mode, status.tunnel.state
+    );
     if !status.events.is_empty() {
         println!("recent events:");
         for e in status.events.iter().rev().take(10) {
@@ -329,7 +350,10 @@ async fn deploy(paths: &Paths, binary: &std::path::Path) -> Result<()> {
         Some(info) => {
             let admin = ApiToken::admin_load_or_create(paths)?;
             let body = serde_json::json!({ "release": manifest.id });
-            println!("{}", remote::act(info.status_port, &admin, "deploy", Some(body)).await?);
+            println!(
+                "{}",
+                remote::act(info.status_port, &admin, "deploy", Some(body)).await?
+            );
         }
         None => {
             releases.set_current(&manifest.id)?;
@@ -345,7 +369,10 @@ async fn rollback(paths: &Paths, to: Option<String>) -> Result<()> {
         Some(info) => {
             let admin = ApiToken::admin_load_or_create(paths)?;
             let body = to.map(|id| serde_json::json!({ "to": id }));
-            println!("{}", remote::act(info.status_port, &admin, "rollback", body).await?);
+            println!(
+                "{}",
+                remote::act(info.status_port, &admin, "rollback", body).await?
+            );
         }
         None => {
             let releases = Releases::open(paths);

@@ -26,6 +26,8 @@ use crate::protocol::{
 /// Replayable history is also bounded in bytes: 500 messages of a chatty agent (whole
 /// files written by a tool, long answers) must not grow a worker without limit.
 const HISTORY_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+/// Longest a session waits for its state to reach the disk before telling phones.
+const PERSIST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A request refused with a protocol error, for the client that asked.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,7 +144,11 @@ pub(crate) struct Session {
     /// Text not yet sent, and when it must be.
     coalesced: String,
     flush_at: Option<Instant>,
-    saver: watch::Sender<Option<SessionRecord>>,
+    saver: watch::Sender<super::saver::Pending>,
+    /// The number of the last record on disk.
+    written: watch::Receiver<u64>,
+    /// The number of the last record handed to the saver.
+    saves: u64,
     changed: Arc<tokio::sync::Notify>,
 }
 
@@ -152,7 +158,7 @@ impl Session {
         cfg: Arc<SessionsConfig>,
         clients: Clients,
         cmds: mpsc::Receiver<Cmd>,
-        saver: watch::Sender<Option<SessionRecord>>,
+        (saver, written): (watch::Sender<super::saver::Pending>, watch::Receiver<u64>),
         index: PromptIndex,
         changed: Arc<tokio::sync::Notify>,
     ) -> (Self, InfoCell) {
@@ -184,6 +190,8 @@ impl Session {
             coalesced: String::new(),
             flush_at: None,
             saver,
+            written,
+            saves: 0,
             changed,
         };
         (session, info)
@@ -267,10 +275,24 @@ impl Session {
         self.changed.notify_waiters();
     }
 
-    fn save(&self) {
+    fn save(&mut self) {
         self.refresh_info();
         // The saver task writes the newest value; older unsaved ones are superseded.
-        self.saver.send_replace(Some(self.rec.clone()));
+        self.saves += 1;
+        self.saver
+            .send_replace(Some((self.saves, self.rec.clone())));
+    }
+
+    /// Saves and waits until it is on disk, for the moments a phone is told something
+    /// it will rely on ("your input is taken", "the turn is over"): a worker killed
+    /// right after must not forget it. Bounded, so a stuck disk delays, never freezes.
+    async fn persist(&mut self) {
+        self.save();
+        let number = self.saves;
+        let on_disk = self.written.wait_for(|&w| w >= number);
+        if tokio::time::timeout(PERSIST_WAIT, on_disk).await.is_err() {
+            tracing::warn!("session state not on disk after {PERSIST_WAIT:?}; going on");
+        }
     }
 
     // ---- commands ---------------------------------------------------------------
@@ -385,11 +407,13 @@ impl Session {
             }
             self.accept_input(&text, from);
             self.queue.push_back(text);
+            self.persist().await;
             return Ok(());
         }
         // Start the agent first: if it cannot start, the input is refused, not half-taken.
         self.ensure_agent().await?;
         self.accept_input(&text, from);
+        self.persist().await;
         self.start_turn(text).await;
         Ok(())
     }
@@ -405,7 +429,6 @@ impl Session {
         self.publish(Audience::ActiveExcept(&self.rec.session_id, from), &msg);
         self.remember(msg);
         self.rec.last_activity_at = now_ms();
-        self.save();
     }
 
     async fn ensure_agent(&mut self) -> Result<(), Refusal> {
@@ -750,23 +773,24 @@ impl Session {
             session_id: result.session_id,
             queue_length: Some(self.queue.len()),
         });
-        self.end_turn(&sid);
+        self.end_turn(&sid).await;
         self.next_from_queue().await;
     }
 
-    fn end_turn(&mut self, sid: &str) {
+    async fn end_turn(&mut self, sid: &str) {
         self.busy = false;
         self.interrupt_deadline = None;
         self.interrupted = false;
         self.current_input = None;
         self.rec.last_activity_at = now_ms();
+        // On disk before the phones hear the turn is over.
+        self.persist().await;
         self.publish(
             Audience::All,
             &ServerMsg::AgentIdle {
                 session_id: sid.to_owned(),
             },
         );
-        self.save();
     }
 
     /// The agent ignored `interrupt`: stop it, end the turn, and let the next input
@@ -805,7 +829,7 @@ impl Session {
             format!("Claude Code stopped unexpectedly ({status}). Your next message restarts it and resumes the conversation."),
         );
         if self.busy {
-            self.end_turn(&sid);
+            self.end_turn(&sid).await;
         }
         self.next_from_queue().await;
     }

@@ -150,12 +150,14 @@ impl Hub {
     fn spawn_session(&self, rec: SessionRecord, save_now: bool) -> SessionId {
         let id = rec.session_id.clone();
         let (tx, rx) = mpsc::channel(64);
-        let (save_tx, save_rx) = watch::channel(save_now.then(|| rec.clone()));
+        let (save_tx, save_rx) = watch::channel(save_now.then(|| (0, rec.clone())));
         if save_now {
             save_tx.send_modify(|_| {}); // mark as changed so the saver writes it
         }
+        let (written_tx, written_rx) = watch::channel(0);
         let saver = tokio::spawn(saver::run_saver(
             save_rx,
+            written_tx,
             self.cfg.sessions_dir.clone(),
             self.clients.clone(),
         ));
@@ -164,7 +166,7 @@ impl Hub {
             self.cfg.clone(),
             self.clients.clone(),
             rx,
-            save_tx,
+            (save_tx, written_rx),
             self.prompts.clone(),
             self.changed.clone(),
         );

@@ -9,15 +9,20 @@ use super::clients::{Audience, Clients};
 use super::record::SessionRecord;
 use crate::protocol::ServerMsg;
 
-/// Writes the newest record whenever it changes, in order, off the async threads.
+/// A record to write, numbered so the session can wait until a given one is on disk.
+pub(crate) type Pending = Option<(u64, SessionRecord)>;
+
+/// Writes the newest record whenever it changes, in order, off the async threads, and
+/// reports the number of each record once it is on disk (or failed) in `written`.
 /// A failed write (full disk) keeps the previous file intact and tells the phones.
 pub(crate) async fn run_saver(
-    mut rx: watch::Receiver<Option<SessionRecord>>,
+    mut rx: watch::Receiver<Pending>,
+    written: watch::Sender<u64>,
     dir: PathBuf,
     clients: Clients,
 ) {
     while rx.changed().await.is_ok() {
-        let Some(rec) = rx.borrow_and_update().clone() else {
+        let Some((number, rec)) = rx.borrow_and_update().clone() else {
             continue;
         };
         let dir2 = dir.clone();
@@ -38,5 +43,6 @@ pub(crate) async fn run_saver(
             }
             Err(join) => tracing::error!(%join, "session saver panicked"),
         }
+        written.send_replace(number);
     }
 }

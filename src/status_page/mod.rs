@@ -145,20 +145,28 @@ struct DeployBody {
     release: String,
 }
 
-/// An empty body or a JSON object: anything else is a 400 naming the problem.
-fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<Option<T>, Response> {
+/// An empty body or a JSON object; the error says what is wrong with it (for a 400).
+fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<Option<T>, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     serde_json::from_slice(bytes)
         .map(Some)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, &format!("unreadable request body: {e}")))
+        .map_err(|e| format!("unreadable request body: {e}"))
 }
 
 async fn rollback(State(page): State<StatusPage>, bytes: Bytes) -> Response {
     match body::<RollbackBody>(&bytes) {
-        Ok(b) => act(&page, Action::Rollback { to: b.and_then(|b| b.to) }).await,
-        Err(r) => r,
+        Ok(b) => {
+            act(
+                &page,
+                Action::Rollback {
+                    to: b.and_then(|b| b.to),
+                },
+            )
+            .await
+        }
+        Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
     }
 }
 
@@ -177,7 +185,7 @@ async fn deploy(State(page): State<StatusPage>, bytes: Bytes) -> Response {
             StatusCode::BAD_REQUEST,
             "deploy needs {\"release\": \"<id>\"}; `chroxy deploy <binary>` adds one",
         ),
-        Err(r) => r,
+        Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
     }
 }
 

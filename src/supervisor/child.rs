@@ -184,7 +184,11 @@ enum Ending {
     GateFailed(GateFailure),
     ProbeFailed(GateFailure),
     Hung,
-    Stop { drain: bool, reason: ShutdownReason, restart_eta_ms: u64 },
+    Stop {
+        drain: bool,
+        reason: ShutdownReason,
+        restart_eta_ms: u64,
+    },
     Kill,
 }
 
@@ -193,10 +197,7 @@ impl Task {
         let _ = self.reports.send(Report { id: self.id, what });
     }
 
-    async fn run(
-        mut self,
-        after: Vec<CancellationToken>,
-    ) -> WorkerReport {
+    async fn run(mut self, after: Vec<CancellationToken>) -> WorkerReport {
         for predecessor in after {
             tokio::select! {
                 _ = predecessor.cancelled() => {}
@@ -436,7 +437,9 @@ impl Task {
                 } else {
                     drop(stdin.take());
                     WorkerReport::Exited {
-                        status: exit_text(process::stop_gracefully(child, self.spec.stop_grace).await),
+                        status: exit_text(
+                            process::stop_gracefully(child, self.spec.stop_grace).await,
+                        ),
                     }
                 }
             }

@@ -116,7 +116,12 @@ async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<(), GateFail
     expect(&mut ws, Step::Ping, |m| matches!(m, ServerMsg::Pong { .. })).await?;
 
     *at = Step::RoundTrip;
-    send(&mut ws, &ClientMsg::ListSessions(NoFields {}), Step::RoundTrip).await?;
+    send(
+        &mut ws,
+        &ClientMsg::ListSessions(NoFields {}),
+        Step::RoundTrip,
+    )
+    .await?;
     expect(&mut ws, Step::RoundTrip, |m| {
         matches!(m, ServerMsg::SessionList { .. })
     })
@@ -149,13 +154,19 @@ async fn http_health(port: u16) -> Result<(), GateFailure> {
         .to_bytes();
     conn.abort();
     if !code.is_success() {
-        return Err(fail(Step::Http, format!("GET /health answered HTTP {code}")));
+        return Err(fail(
+            Step::Http,
+            format!("GET /health answered HTTP {code}"),
+        ));
     }
     let ok = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .is_some_and(|v| v["status"] == "ok");
     if !ok {
-        return Err(fail(Step::Http, "GET /health did not say {\"status\":\"ok\"}"));
+        return Err(fail(
+            Step::Http,
+            "GET /health did not say {\"status\":\"ok\"}",
+        ));
     }
     Ok(())
 }

@@ -200,8 +200,7 @@ fn stop_leftover_workers(pids: &[u32]) {
         signal(pid, nix::sys::signal::Signal::SIGTERM);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < deadline && alive.iter().any(|&p| is_supervised_worker(p))
-    {
+    while std::time::Instant::now() < deadline && alive.iter().any(|&p| is_supervised_worker(p)) {
         std::thread::sleep(Duration::from_millis(50));
     }
     for &pid in alive.iter().filter(|&&p| is_supervised_worker(p)) {

@@ -122,7 +122,10 @@ pub fn restarting_response(head: &[u8], route: Route) -> String {
     } else if upgrade {
         (
             "text/plain; charset=utf-8",
-            format!("Chroxy is restarting ({state}); retry in {} s\n", route.retry_after_secs),
+            format!(
+                "Chroxy is restarting ({state}); retry in {} s\n",
+                route.retry_after_secs
+            ),
         )
     } else {
         (
@@ -177,6 +180,9 @@ mod tests {
         let r = restarting_response(b"GET / HTTP/1.1\r\n\r\n", route());
         assert!(r.contains("text/html") && r.contains("http-equiv=refresh"));
         let r = restarting_response(b"\xff\xfe garbage", route());
-        assert!(r.starts_with("HTTP/1.1 503 "), "garbage still gets an answer");
+        assert!(
+            r.starts_with("HTTP/1.1 503 "),
+            "garbage still gets an answer"
+        );
     }
 }

@@ -84,7 +84,9 @@ pub enum ReleaseError {
     #[error("release `{0}` was refused: its binary does not match the checksum in its manifest (changed or damaged after it was added); deploy it again")]
     ChecksumMismatch(String),
     /// A manifest that cannot be read.
-    #[error("the manifest of release `{id}` is damaged ({detail}); remove {dir} and deploy it again")]
+    #[error(
+        "the manifest of release `{id}` is damaged ({detail}); remove {dir} and deploy it again"
+    )]
     BadManifest {
         /// The release.
         id: String,
@@ -146,12 +148,10 @@ impl Releases {
     /// Copies `binary` in as a new release (pointers unchanged). A half-copied release
     /// never appears: it is built in a temporary directory and renamed into place.
     pub fn add(&self, binary: &Path) -> Result<Manifest, ReleaseError> {
-        let binary = binary
-            .canonicalize()
-            .map_err(|e| ReleaseError::NotChroxy {
-                path: binary.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+        let binary = binary.canonicalize().map_err(|e| ReleaseError::NotChroxy {
+            path: binary.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         // Ask it first: a file that is not Chroxy never enters the store.
         let (version, commit) = version_of(&binary)?;
         self.locked(|| {
@@ -229,7 +229,9 @@ impl Releases {
 
     /// The release the supervisor runs.
     pub fn current(&self) -> Result<String, ReleaseError> {
-        Ok(self.read_pointer("current").unwrap_or_else(|| INSTALLED.into()))
+        Ok(self
+            .read_pointer("current")
+            .unwrap_or_else(|| INSTALLED.into()))
     }
 
     /// The release to fall back to.
@@ -395,7 +397,10 @@ fn version_of(binary: &Path) -> Result<(String, String), ReleaseError> {
         (Some("chroxy"), Some(version), Some(commit))
             if commit.starts_with('(') && commit.ends_with(')') =>
         {
-            Ok((version.to_owned(), commit.trim_matches(['(', ')']).to_owned()))
+            Ok((
+                version.to_owned(),
+                commit.trim_matches(['(', ')']).to_owned(),
+            ))
         }
         _ => Err(not(format!(
             "`--version` printed {:?}, not `chroxy <version> (<commit>)`",
@@ -501,8 +506,14 @@ mod tests {
         let new = fake_chroxy(dir.path(), "new", "2.0.0");
         let a = r.add(&new).unwrap();
         let b = r.add(&new).unwrap();
-        assert!(a.id.starts_with("1-") && b.id.starts_with("2-"), "{a:?} {b:?}");
-        assert_eq!(std::fs::read(&a.binary).unwrap(), std::fs::read(&new).unwrap());
+        assert!(
+            a.id.starts_with("1-") && b.id.starts_with("2-"),
+            "{a:?} {b:?}"
+        );
+        assert_eq!(
+            std::fs::read(&a.binary).unwrap(),
+            std::fs::read(&new).unwrap()
+        );
         assert_eq!(r.verify(&a.id).unwrap(), a.binary);
         // It runs from the store.
         let out = Command::new(&a.binary).arg("--version").output().unwrap();
@@ -526,13 +537,22 @@ mod tests {
         std::fs::write(&other, "#!/bin/sh\necho hello\n").unwrap();
         set_mode(&other, 0o755).unwrap();
         let err = r.add(&other).unwrap_err().to_string();
-        assert!(err.contains("not a chroxy binary") && err.contains("hello"), "{err}");
+        assert!(
+            err.contains("not a chroxy binary") && err.contains("hello"),
+            "{err}"
+        );
         let err = r.add(&dir.path().join("missing")).unwrap_err().to_string();
         assert!(err.contains("missing"), "{err}");
         assert_eq!(r.list().unwrap().len(), 1);
         for id in ["9-nothere", "../0", "", "a/b"] {
-            assert!(matches!(r.set_current(id), Err(ReleaseError::Unknown(_))), "{id}");
-            assert!(matches!(r.verify(id), Err(ReleaseError::Unknown(_))), "{id}");
+            assert!(
+                matches!(r.set_current(id), Err(ReleaseError::Unknown(_))),
+                "{id}"
+            );
+            assert!(
+                matches!(r.verify(id), Err(ReleaseError::Unknown(_))),
+                "{id}"
+            );
         }
     }
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use hyper::body::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use hyper::Request;
 use serde::de::DeserializeOwned;
 

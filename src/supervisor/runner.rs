@@ -131,12 +131,7 @@ impl Supervisor {
         .await
         .map_err(|e| ReleaseError::from(join_error(e)))??;
 
-        let mut status = Status::new(
-            public_port,
-            status_port,
-            opts.demo,
-            &opts.secrets_backend,
-        );
+        let mut status = Status::new(public_port, status_port, opts.demo, &opts.secrets_backend);
         status.releases = listing;
         let (status_tx, status_rx) = watch::channel(status);
         let (actions_tx, actions_rx) = mpsc::channel(16);
@@ -161,11 +156,7 @@ impl Supervisor {
             admin: opts.admin.clone(),
             port: status_port,
         };
-        let page_task = tokio::spawn(status_page::serve(
-            status_listener,
-            page,
-            page_stop.clone(),
-        ));
+        let page_task = tokio::spawn(status_page::serve(status_listener, page, page_stop.clone()));
         tracing::info!(
             public_port,
             status_port,
@@ -441,7 +432,10 @@ impl Runner {
                     None => self.machine.known_good().to_owned(),
                 };
                 self.check_release(&target).await?;
-                self.step(Event::Rollback { to: Some(target.clone()) }).await;
+                self.step(Event::Rollback {
+                    to: Some(target.clone()),
+                })
+                .await;
                 Ok(format!("rolling back to release {target}"))
             }
             Action::Deploy { release } => {
@@ -506,7 +500,8 @@ impl Runner {
                     self.route(port);
                 }
                 Effect::Stop { release, drain } => {
-                    let reason = if self.exiting || matches!(self.machine.state(), State::Stopping) {
+                    let reason = if self.exiting || matches!(self.machine.state(), State::Stopping)
+                    {
                         ShutdownReason::Shutdown
                     } else {
                         ShutdownReason::Restart
@@ -610,8 +605,14 @@ impl Runner {
         .await;
         match result {
             Ok(Ok(listing)) => self.status_tx.send_modify(|s| s.releases = listing),
-            Ok(Err(err)) => self.record("store_error", format!("cannot move a pointer to {id}: {err}")),
-            Err(err) => self.record("store_error", format!("cannot move a pointer to {id}: {err}")),
+            Ok(Err(err)) => self.record(
+                "store_error",
+                format!("cannot move a pointer to {id}: {err}"),
+            ),
+            Err(err) => self.record(
+                "store_error",
+                format!("cannot move a pointer to {id}: {err}"),
+            ),
         }
     }
 
@@ -637,7 +638,12 @@ impl Runner {
         let state = self.machine.state_name();
         // While this is routed, the route's state word must follow the machine's.
         if self.route_tx.borrow().state != state {
-            self.route(self.routed.as_ref().and_then(|r| self.workers.get(r)).and_then(|w| w.port));
+            self.route(
+                self.routed
+                    .as_ref()
+                    .and_then(|r| self.workers.get(r))
+                    .and_then(|w| w.port),
+            );
         }
         let shown = self
             .routed
@@ -666,7 +672,14 @@ impl Runner {
             s.worker = worker;
             s.clients = clients;
             s.sessions = sessions;
-            before != (s.state, s.failed_reason.clone(), s.worker.clone(), s.clients, s.sessions)
+            before
+                != (
+                    s.state,
+                    s.failed_reason.clone(),
+                    s.worker.clone(),
+                    s.clients,
+                    s.sessions,
+                )
         });
     }
 }

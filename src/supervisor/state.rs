@@ -832,7 +832,9 @@ impl Machine {
             Effect::SetCurrent(candidate.clone()),
             Effect::Record {
                 kind: "deploying",
-                message: format!("starting release {candidate} in place of {from}, which was not serving"),
+                message: format!(
+                    "starting release {candidate} in place of {from}, which was not serving"
+                ),
             },
             Effect::Spawn { release: candidate },
         ]
@@ -1159,7 +1161,11 @@ mod tests {
         let (mut m, t0) = machine();
         m.step(healthy("1-new"), t0);
         let fx = m.step(probe_failed("1-new"), t0 + 5 * S);
-        assert_eq!(spawns(&fx), ["0-good"], "canary: straight back to known-good");
+        assert_eq!(
+            spawns(&fx),
+            ["0-good"],
+            "canary: straight back to known-good"
+        );
         m.step(healthy("0-good"), t0 + 6 * S);
         let fx = m.step(probe_failed("0-good"), t0 + 100 * S);
         assert_eq!(m.state_name(), StateName::Restarting);
@@ -1184,7 +1190,10 @@ mod tests {
         assert_eq!(spawns(&fx), ["1-fix"]);
         assert!(fx.contains(&Effect::SetCurrent("1-fix".into())));
         let fx = m.step(healthy("1-fix"), now + S);
-        assert!(fx.contains(&Effect::ArmTimer(now + S + 60 * S)), "watched as a canary");
+        assert!(
+            fx.contains(&Effect::ArmTimer(now + S + 60 * S)),
+            "watched as a canary"
+        );
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl Sup {
         let info = home.chroxy().join("state/supervisor.json");
         let deadline = tokio::time::Instant::now() + WAIT;
         let (public, status) = loop {
-            if let Some(ports) = read_ports(&info) {
+            if let Some(ports) = read_ports(&info, child.id().unwrap_or_default()) {
                 break ports;
             }
             if let Ok(Some(exit)) = child.try_wait() {
@@ -166,7 +166,10 @@ impl Sup {
             body,
         )
         .await;
-        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// A phone: connected through the public port, authenticated, welcome read.
@@ -191,8 +194,12 @@ impl Sup {
     }
 }
 
-fn read_ports(info: &Path) -> Option<(u16, u16)> {
+/// The ports in the instance file, once `pid` (not a predecessor) wrote it.
+fn read_ports(info: &Path, pid: u32) -> Option<(u16, u16)> {
     let v: Value = serde_json::from_slice(&std::fs::read(info).ok()?).ok()?;
+    if v["pid"].as_u64()? != u64::from(pid) {
+        return None;
+    }
     let public = v["publicPort"].as_u64()? as u16;
     let status = v["statusPort"].as_u64()? as u16;
     (public != 0 && status != 0).then_some((public, status))
@@ -231,7 +238,10 @@ pub async fn http(
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -273,7 +283,10 @@ pub fn events(status: &Value) -> Vec<(String, String)> {
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
-            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            let state = s
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
             state != Some("Z")
         })
         .unwrap_or(false)
@@ -282,7 +295,12 @@ pub fn alive(pid: u32) -> bool {
 /// utime + stime of a process, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     // After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
