@@ -17,6 +17,9 @@ use chroxy::session::{Hub, SessionsConfig};
 use chroxy::store::Paths;
 use chroxy::worker::WorkerSignals;
 
+/// What phones and the terminal are told in demo mode.
+const DEMO_NOTICE: &str = "DEMO mode: answers come from Chroxy's built-in scripted model, not Claude. Start Chroxy without --demo (after `claude` is installed and logged in) for the real thing.";
+
 /// Supervise Claude Code on this machine from your phone.
 #[derive(Parser)]
 #[command(version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CHROXY_COMMIT"), ")"), about, long_about = None)]
@@ -248,7 +251,7 @@ async fn run_supervisor(
         supervisor.status_port()
     );
     if demo {
-        println!("DEMO mode: answers come from Chroxy's scripted model, not Anthropic's API. Run `chroxy start` without --demo (after `claude login`) for the real thing.");
+        println!("{DEMO_NOTICE}");
     }
     tokio::spawn(async move {
         let Ok(mut term) =
@@ -520,6 +523,7 @@ async fn run_worker(
         rules: chroxy::rules::RuleStore::new(&paths),
         // The CLI refuses to skip permissions for root unless told it is in a sandbox.
         allow_bypass: !nix::unistd::geteuid().is_root() || std::env::var_os("IS_SANDBOX").is_some(),
+        welcome_notice: demo.then(|| DEMO_NOTICE.to_owned()),
     })
     .await;
 

@@ -174,6 +174,7 @@ async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
         interrupt_grace: Duration::from_secs(10),
         rules: chroxy::rules::RuleStore::new(&paths),
         allow_bypass: false,
+        welcome_notice: None,
     })
     .await;
     let mut phone = Phone::join(&hub);

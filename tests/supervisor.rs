@@ -345,6 +345,59 @@ async fn a_crash_loop_rolls_back_then_fails_when_known_good_crashes_too_and_then
 }
 
 #[tokio::test]
+async fn a_worker_that_stops_its_heartbeats_is_killed_and_its_release_rolled_back() {
+    let home = Home::new();
+    home.config("[worker]\nheartbeat_ms = 100\n[supervisor]\nheartbeat_misses = 3\n");
+    let sup = Sup::start(
+        &home,
+        WorkerOpts::fake_cli()
+            .env("CHROXY_BAD_MODE", "hang")
+            .env("CHROXY_BAD_HEARTBEAT_MS", "100"),
+    )
+    .await;
+    sup.healthy().await;
+    let id = deploy_bad(&home).await;
+    let back = sup
+        .wait_for("the hung canary to be replaced by known-good", |s| {
+            events(s).iter().any(|(k, _)| k == "rollback")
+                && s["state"] == "healthy"
+                && s["worker"]["release"] == "0"
+        })
+        .await;
+    let kinds = events(&back);
+    let hung = kinds
+        .iter()
+        .find(|(k, _)| k == "worker_hung")
+        .expect("a worker_hung event");
+    assert!(
+        hung.1.contains(&id) && hung.1.contains("heartbeats"),
+        "{hung:?}"
+    );
+    assert_eq!(back["releases"]["current"], "0");
+}
+
+#[tokio::test]
+async fn a_second_sigterm_stops_waiting_for_the_drain() {
+    let home = Home::new();
+    home.config("[supervisor]\ndrain_idle_ms = 600000\n");
+    let model = Model::start().await;
+    let mut sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    let status = sup.healthy().await;
+    let worker = worker_pid(&status) as u32;
+    let mut c = sup.client().await;
+    // A turn that would take minutes, and a drain willing to wait ten: only the second
+    // signal can make the supervisor exit within the harness's wait.
+    c.send(json!({"type": "input", "data": "SLOW 60000 a very slow answer that nobody waits for"}))
+        .await;
+    c.until(|v| v["type"] == "agent_busy").await;
+    sup.signal(Signal::SIGTERM);
+    sup.wait_for("draining", |s| s["state"] == "draining").await;
+    sup.signal(Signal::SIGTERM);
+    sup.exited().await;
+    assert!(!alive(worker));
+}
+
+#[tokio::test]
 async fn sigterm_during_a_turn_tells_the_phone_saves_the_turn_and_exits_0_leaving_nothing_behind() {
     let home = Home::new();
     let model = Model::start().await;
@@ -453,8 +506,16 @@ async fn status_json_follows_each_transition_and_actions_need_the_admin_token() 
     assert_eq!(code, 403);
     assert_eq!(worker_pid(&sup.status().await), pid);
 
-    // The phone sees its connection count on the status page.
-    let phone = sup.client().await;
+    // Every phone is told it talks to the demo model.
+    let mut phone = sup.client().await;
+    let notice = phone
+        .until(|v| v["type"] == "message" && v["messageType"] == "system")
+        .await;
+    assert!(
+        notice["content"].as_str().unwrap().contains("DEMO"),
+        "{notice}"
+    );
+    // The phone is counted on the status page.
     sup.wait_for("one client", |s| s["clients"] == 1).await;
     drop(phone);
 

@@ -57,7 +57,11 @@ impl Refusal {
 #[derive(Debug)]
 pub(crate) enum Cmd {
     /// Make this the client's active session and replay the history to it.
-    Attach { client: ClientId },
+    Attach {
+        client: ClientId,
+        /// Shown after the history (the welcome's notice), never stored.
+        notice: Option<String>,
+    },
     /// A user turn.
     Input {
         text: String,
@@ -299,7 +303,7 @@ impl Session {
 
     async fn on_cmd(&mut self, cmd: Cmd) -> ControlFlow<()> {
         match cmd {
-            Cmd::Attach { client } => self.attach(&client),
+            Cmd::Attach { client, notice } => self.attach(&client, notice),
             Cmd::Input { text, from, reply } => {
                 let result = self.input(text, &from).await;
                 let _ = reply.send(result);
@@ -345,7 +349,7 @@ impl Session {
         ControlFlow::Continue(())
     }
 
-    fn attach(&mut self, client: &str) {
+    fn attach(&mut self, client: &str, notice: Option<String>) {
         self.flush_text();
         self.clients.set_active(client, &self.rec.session_id);
         let id = self.rec.session_id.clone();
@@ -363,6 +367,14 @@ impl Session {
         frames.push(frame(&ServerMsg::HistoryReplayEnd {
             session_id: id.clone(),
         }));
+        if let Some(content) = notice {
+            frames.push(frame(&ServerMsg::Message {
+                message_type: MessageType::System,
+                content,
+                timestamp: now_ms(),
+                session_id: id.clone(),
+            }));
+        }
         if self.busy {
             frames.push(frame(&ServerMsg::AgentBusy {
                 session_id: id.clone(),

@@ -54,6 +54,9 @@ pub struct SessionsConfig {
     pub rules: crate::rules::RuleStore,
     /// Whether agents may be switched to `auto` (see [`crate::agent::AgentSpec`]).
     pub allow_bypass: bool,
+    /// Told to every phone right after its welcome (as a `system` message of the
+    /// active session, never stored): e.g. that answers come from the demo model.
+    pub welcome_notice: Option<String>,
 }
 
 struct Entry {
@@ -205,10 +208,15 @@ impl Hub {
 
     /// Tells the session to replay itself to `client` and make it active.
     async fn attach(&self, client: &str, session: &str) -> bool {
+        self.attach_with(client, session, None).await
+    }
+
+    async fn attach_with(&self, client: &str, session: &str, notice: Option<String>) -> bool {
         match self.sender(session) {
             Some(tx) => tx
                 .send(Cmd::Attach {
                     client: client.to_owned(),
+                    notice,
                 })
                 .await
                 .is_ok(),
@@ -227,7 +235,8 @@ impl Hub {
         );
         let active = self.most_recent();
         if let Some(session) = &active {
-            self.attach(client, session).await;
+            self.attach_with(client, session, self.cfg.welcome_notice.clone())
+                .await;
         }
         self.clients.send_msg(
             client,

@@ -464,6 +464,9 @@ impl Runner {
                         );
                         Ok("phones told to reconnect; health gate re-run".into())
                     }
+                    None if matches!(self.machine.state(), State::Starting { .. }) => Ok(
+                        "a worker is starting; phones reconnect as soon as it is healthy".into(),
+                    ),
                     None => {
                         self.record(
                             "reconnect",

@@ -627,6 +627,36 @@ impl Machine {
                 )
             }
 
+            (
+                State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                },
+                event @ (E::Rollback { .. } | E::Restart),
+            ) => {
+                // A person acts while a candidate is being gated: drop the candidate and
+                // do what they asked of the release that serves.
+                let mut fx = vec![
+                    Effect::Record {
+                        kind: "deploy_abandoned",
+                        message: format!("deploy of release {candidate} abandoned on request"),
+                    },
+                    Effect::Stop {
+                        release: candidate,
+                        drain: false,
+                    },
+                ];
+                let serving = State::Serving {
+                    release,
+                    since,
+                    canary: None,
+                };
+                let (state, more) = self.transition(serving, event, now);
+                fx.extend(more);
+                (state, fx)
+            }
+
             // ---- waiting ------------------------------------------------------------------
             (State::Backoff { release, until }, E::Timer) if now >= until => {
                 let fx = vec![Effect::Spawn {
@@ -1194,6 +1224,28 @@ mod tests {
             fx.contains(&Effect::ArmTimer(now + S + 60 * S)),
             "watched as a canary"
         );
+    }
+
+    #[test]
+    fn a_rollback_during_a_deploy_drops_the_candidate() {
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        let t0 = Instant::now();
+        m.step(healthy("0-good"), t0);
+        m.step(
+            Event::Deploy {
+                release: "1-new".into(),
+            },
+            t0 + S,
+        );
+        let fx = m.step(Event::Rollback { to: None }, t0 + 2 * S);
+        assert!(fx.contains(&Effect::Stop {
+            release: "1-new".into(),
+            drain: false
+        }));
+        assert_eq!(spawns(&fx), ["0-good"]);
+        assert_eq!(m.current(), "0-good");
+        // The candidate's late report changes nothing.
+        assert_eq!(m.step(healthy("1-new"), t0 + 3 * S), vec![]);
     }
 
     #[test]
