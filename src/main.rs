@@ -184,6 +184,16 @@ fn main() -> Result<()> {
     }
 }
 
+/// `CHROXY_TOKEN` (how the supervisor hands it to a worker: in the environment, never on
+/// a command line, where every user of the machine could read it), else the token file.
+fn api_token(paths: &Paths) -> Result<ApiToken> {
+    match std::env::var("CHROXY_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(ApiToken::new(t.trim())),
+        _ => ApiToken::load_or_create(paths)
+            .with_context(|| format!("reading the token in {}", paths.token_file().display())),
+    }
+}
+
 fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -202,11 +212,7 @@ async fn run_supervisor(
     demo: bool,
 ) -> Result<()> {
     let config = Config::load(&paths.config_file())?;
-    let token = match std::env::var("CHROXY_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => ApiToken::new(t.trim()),
-        _ => ApiToken::load_or_create(&paths)
-            .with_context(|| format!("reading the token in {}", paths.token_file().display()))?,
-    };
+    let token = api_token(&paths)?;
     let admin = ApiToken::admin_load_or_create(&paths).with_context(|| {
         format!(
             "reading the admin token in {}",
@@ -467,12 +473,7 @@ async fn run_worker(
     supervised: bool,
 ) -> Result<()> {
     let config = Config::load(&paths.config_file())?;
-    // The supervisor hands the token over in the environment, never on a command line.
-    let token = match std::env::var("CHROXY_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => ApiToken::new(t.trim()),
-        _ => ApiToken::load_or_create(&paths)
-            .with_context(|| format!("reading the token in {}", paths.token_file().display()))?,
-    };
+    let token = api_token(&paths)?;
     let claude = std::env::var_os("CHROXY_CLAUDE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

@@ -208,29 +208,10 @@ impl Worker {
     }
 
     pub async fn start_with(home: &Home, opts: WorkerOpts) -> Self {
-        let logs = home.dir.path().join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let n = std::fs::read_dir(&logs).unwrap().count();
-        let log = logs.join(format!("worker-{n}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chroxy"));
+        let (mut cmd, log) = chroxy_command(home, &opts, "worker");
         cmd.args(["worker", "--port", "0", "--cwd"])
             .arg(home.project())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CHROXY_HOME", home.chroxy())
-            .env("HOME", home.user_home())
-            .env("CHROXY_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true);
-        match &opts.claude {
-            Some(p) => cmd.env("CHROXY_CLAUDE", p),
-            None => cmd.env("CHROXY_CLAUDE", "/nonexistent/claude"),
-        };
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
+            .stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("starting chroxy worker");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -287,6 +268,32 @@ impl Worker {
     pub fn children(&self) -> Vec<u32> {
         children_of(self.pid())
     }
+}
+
+/// `chroxy` run as a test runs it: only PATH from this environment, the test's homes,
+/// the test token, the agent of `opts`, stderr into a fresh log file (returned).
+pub fn chroxy_command(home: &Home, opts: &WorkerOpts, what: &str) -> (Command, PathBuf) {
+    let logs = home.dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let n = std::fs::read_dir(&logs).unwrap().count();
+    let log = logs.join(format!("{what}-{n}.log"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chroxy"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CHROXY_HOME", home.chroxy())
+        .env("HOME", home.user_home())
+        .env("CHROXY_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true);
+    match &opts.claude {
+        Some(p) => cmd.env("CHROXY_CLAUDE", p),
+        None => cmd.env("CHROXY_CLAUDE", "/nonexistent/claude"),
+    };
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    (cmd, log)
 }
 
 /// Waits (under WAIT) until `cond` holds: for state that is written asynchronously,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-use super::{Client, Home, WorkerOpts, TOKEN, WAIT};
+use super::{chroxy_command, Client, Home, WorkerOpts, TOKEN, WAIT};
 
 /// A running supervisor.
 pub struct Sup {
@@ -56,30 +56,13 @@ impl Sup {
     }
 
     pub async fn start_args(home: &Home, opts: WorkerOpts, extra: &[&str]) -> Self {
-        let logs = home.dir.path().join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let n = std::fs::read_dir(&logs).unwrap().count();
-        let log = logs.join(format!("supervisor-{n}.log"));
-        let mut cmd = Command::new(chroxy_bin());
+        let (mut cmd, log) = chroxy_command(home, &opts, "supervisor");
         cmd.args(["start", "--port", "0", "--status-port", "0", "--cwd"])
             .arg(home.project())
             .args(extra)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CHROXY_HOME", home.chroxy())
-            .env("HOME", home.user_home())
-            .env("CHROXY_TOKEN", TOKEN)
-            .env("CHROXY_LOG", "info,chroxy=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true);
-        match &opts.claude {
-            Some(p) => cmd.env("CHROXY_CLAUDE", p),
-            None => cmd.env("CHROXY_CLAUDE", "/nonexistent/claude"),
-        };
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
+            .stdout(Stdio::null());
+        if !opts.env.iter().any(|(k, _)| k == "CHROXY_LOG") {
+            cmd.env("CHROXY_LOG", "info,chroxy=debug");
         }
         let mut child = cmd.spawn().expect("starting chroxy start");
         let info = home.chroxy().join("state/supervisor.json");
