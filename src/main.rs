@@ -194,6 +194,16 @@ fn api_token(paths: &Paths) -> Result<ApiToken> {
     }
 }
 
+/// `--cwd`, or the current directory, as an absolute path that exists.
+fn session_dir(cwd: Option<PathBuf>) -> Result<PathBuf> {
+    let cwd = match cwd {
+        Some(dir) => dir,
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    cwd.canonicalize()
+        .with_context(|| format!("the session directory {} does not exist", cwd.display()))
+}
+
 fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -219,13 +229,7 @@ async fn run_supervisor(
             paths.admin_token_file().display()
         )
     })?;
-    let cwd = match cwd {
-        Some(dir) => dir,
-        None => std::env::current_dir().context("reading the current directory")?,
-    };
-    let cwd = cwd
-        .canonicalize()
-        .with_context(|| format!("the session directory {} does not exist", cwd.display()))?;
+    let cwd = session_dir(cwd)?;
     let mut worker_args: Vec<std::ffi::OsString> = vec!["--cwd".into(), cwd.into()];
     if demo {
         worker_args.push("--demo".into());
@@ -478,13 +482,7 @@ async fn run_worker(
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| config.worker.claude.clone());
-    let cwd = match cwd {
-        Some(dir) => dir,
-        None => std::env::current_dir().context("reading the current directory")?,
-    };
-    let cwd = cwd
-        .canonicalize()
-        .with_context(|| format!("the session directory {} does not exist", cwd.display()))?;
+    let cwd = session_dir(cwd)?;
 
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
