@@ -19,13 +19,35 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io("creating directory", dir, e))
 }
 
+/// Temporary files of `atomic_write` start with this.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// Removes temporary files that a killed process left in `dir` (not recursive). Only
+/// files older than `min_age` go: a younger one may belong to a write in progress.
+pub fn remove_stale_temp_files(dir: &Path, min_age: std::time::Duration) -> usize {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+        if stale && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Replaces `path` with `bytes` atomically, mode 0600.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     ensure_private_dir(dir)?;
     // tempfile creates the file 0600 and removes it again if we bail out early.
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| StoreError::io("creating a temporary file in", dir, e))?;
     tmp.write_all(bytes)
@@ -44,6 +66,24 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temp_files_go_and_everything_else_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(".tmp-abc"), b"half a write").unwrap();
+        fs::write(dir.path().join("session.json"), b"{}").unwrap();
+        assert_eq!(
+            remove_stale_temp_files(dir.path(), std::time::Duration::from_secs(3600)),
+            0,
+            "too young: may be a write in progress"
+        );
+        assert_eq!(
+            remove_stale_temp_files(dir.path(), std::time::Duration::ZERO),
+            1
+        );
+        assert!(!dir.path().join(".tmp-abc").exists());
+        assert!(dir.path().join("session.json").exists());
+    }
 
     #[test]
     fn writes_replace_whole_files_with_private_mode() {

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{atomic_write, ensure_private_dir, Paths, StoreError};
+use crate::store::{atomic_write, ensure_private_dir, remove_stale_temp_files, Paths, StoreError};
+
+/// A temporary file this old is nobody's write in progress.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
 
 /// Who holds the instance lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +94,20 @@ impl Instance {
         };
         if let Some(old) = read_info(&info_path) {
             stop_leftover_workers(&old.workers);
+        }
+        // Half-written files of processes killed mid-write (their targets are intact).
+        let dirs = [
+            paths.config_dir().to_path_buf(),
+            paths.state_dir().to_path_buf(),
+            paths.sessions_dir(),
+            paths.releases_dir(),
+        ];
+        let removed: usize = dirs
+            .iter()
+            .map(|d| remove_stale_temp_files(d, STALE_TEMP_AGE))
+            .sum();
+        if removed > 0 {
+            tracing::info!(removed, "removed temporary files left by a killed process");
         }
         Ok(Self {
             lock_path,
