@@ -39,6 +39,40 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// `[supervisor]`.
     pub supervisor: SupervisorConfig,
+    /// `[tunnel]`.
+    pub tunnel: TunnelConfig,
+}
+
+/// `[tunnel]`: how phones reach the machine from elsewhere.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// The public hostname of a named tunnel (`--tunnel named`), e.g. `chroxy.example.com`.
+    pub hostname: Option<String>,
+    /// A cloudflared start that shows no tunnel within this is killed and retried.
+    pub start_timeout_ms: u64,
+    /// First retry delay after the tunnel dies; doubles per failure up to `backoff_cap_ms`.
+    pub backoff_floor_ms: u64,
+    /// Longest retry delay.
+    pub backoff_cap_ms: u64,
+    /// Up this long and the backoff starts over.
+    pub healthy_reset_ms: u64,
+    /// The public URL pairing links use when there is no tunnel (e.g. your LAN address,
+    /// `http://192.168.1.20:8765`); default `http://127.0.0.1:<port>`.
+    pub public_url: Option<String>,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        Self {
+            hostname: None,
+            start_timeout_ms: 30_000,
+            backoff_floor_ms: 1_000,
+            backoff_cap_ms: 60_000,
+            healthy_reset_ms: 300_000,
+            public_url: None,
+        }
+    }
 }
 
 /// `[supervisor]`: restart policy, health gate, canary watch, drain.

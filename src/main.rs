@@ -43,7 +43,7 @@ enum Command {
         #[arg(long, default_value_t = 8766)]
         status_port: u16,
         /// How phones reach this machine from elsewhere.
-        #[arg(long, value_enum, default_value_t = Tunnel::None)]
+        #[arg(long, value_enum, default_value_t = Tunnel::Quick)]
         tunnel: Tunnel,
         /// Directory of the default session.
         #[arg(long)]
@@ -72,6 +72,13 @@ enum Command {
     },
     /// List the releases in the store.
     Releases,
+    /// Print the pairing link (or its QR code) a phone needs to connect.
+    Pair {
+        /// `url` (the https link the QR encodes), `chroxy` (for the Chroxy app), `svg`
+        /// (the QR code as SVG) or `terminal` (the QR code as text).
+        #[arg(long, value_enum, default_value_t = PairFormat::Url)]
+        format: PairFormat,
+    },
     /// Run the server worker that phones connect to (normally started by `chroxy start`).
     Worker {
         /// Port on 127.0.0.1; 0 picks a free one (printed in the `ready` line on stdout).
@@ -123,11 +130,27 @@ enum TokenAction {
         #[arg(long)]
         admin: bool,
     },
+    /// Store your named Cloudflare tunnel's token, read from standard input.
+    SetTunnel,
+}
+
+/// `chroxy pair --format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PairFormat {
+    Url,
+    Chroxy,
+    Svg,
+    Terminal,
 }
 
 /// `--tunnel`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Tunnel {
+    /// A Cloudflare quick tunnel: no account needed, a new trycloudflare.com URL each start.
+    Quick,
+    /// Your named Cloudflare tunnel (`[tunnel] hostname` in the config, token stored with
+    /// `chroxy token set-tunnel`).
+    Named,
     /// Local only: 127.0.0.1.
     None,
 }
@@ -149,7 +172,7 @@ fn main() -> Result<()> {
         Command::Start {
             port,
             status_port,
-            tunnel: Tunnel::None,
+            tunnel,
             cwd,
             demo,
         } => {
@@ -160,6 +183,7 @@ fn main() -> Result<()> {
                 paths,
                 port,
                 status_port,
+                tunnel,
                 cwd,
                 demo,
             ))
@@ -168,7 +192,23 @@ fn main() -> Result<()> {
         Command::Deploy { binary } => block_on(deploy(&paths, &binary)),
         Command::Rollback { to } => block_on(rollback(&paths, to)),
         Command::Releases => list_releases(&paths),
+        Command::Pair { format } => block_on(pair(&paths, format)),
         Command::Rules { action } => rules(&paths, action),
+        Command::Token {
+            action: TokenAction::SetTunnel,
+        } => {
+            let mut token = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut token)
+                .context("reading the tunnel token from standard input")?;
+            if token.trim().is_empty() {
+                anyhow::bail!(
+                    "no token on standard input; use `chroxy token set-tunnel < token.txt`"
+                );
+            }
+            ApiToken::tunnel_store(&paths, &token)?;
+            println!("stored the named tunnel's token; start with `chroxy start --tunnel named`");
+            Ok(())
+        }
         Command::Token {
             action: TokenAction::Show { admin },
         } => {
@@ -192,6 +232,41 @@ fn api_token(paths: &Paths) -> Result<ApiToken> {
         _ => ApiToken::load_or_create(paths)
             .with_context(|| format!("reading the token in {}", paths.token_file().display())),
     }
+}
+
+/// What `--tunnel` asks for, with what it needs; the port is the supervisor's to fill.
+fn tunnel_spec(
+    paths: &Paths,
+    config: &chroxy::config::TunnelConfig,
+    tunnel: Tunnel,
+) -> Result<Option<chroxy::tunnel::TunnelSpec>> {
+    use chroxy::tunnel::{Mode, TunnelSpec};
+    let mode = match tunnel {
+        Tunnel::None => return Ok(None),
+        Tunnel::Quick => Mode::Quick,
+        Tunnel::Named => {
+            let hostname = config.hostname.clone().with_context(|| {
+                format!(
+                    "--tunnel named needs the tunnel's hostname: add `[tunnel]` `hostname = \"chroxy.example.com\"` to {}",
+                    paths.config_file().display()
+                )
+            })?;
+            let token = ApiToken::tunnel_load(paths)?.context(
+                "--tunnel named needs the tunnel's token: `chroxy token set-tunnel < token.txt` (from the Cloudflare dashboard)",
+            )?;
+            Mode::Named { hostname, token }
+        }
+    };
+    let binary = std::env::var_os("CHROXY_CLOUDFLARED")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let ms = std::time::Duration::from_millis;
+    let mut spec = TunnelSpec::new(mode, binary, 0);
+    spec.start_timeout = ms(config.start_timeout_ms);
+    spec.backoff_floor = ms(config.backoff_floor_ms);
+    spec.backoff_cap = ms(config.backoff_cap_ms);
+    spec.healthy_reset = ms(config.healthy_reset_ms);
+    Ok(Some(spec))
 }
 
 /// `--cwd`, or the current directory, as an absolute path that exists.
@@ -218,10 +293,12 @@ async fn run_supervisor(
     paths: Paths,
     port: u16,
     status_port: u16,
+    tunnel: Tunnel,
     cwd: Option<PathBuf>,
     demo: bool,
 ) -> Result<()> {
     let config = Config::load(&paths.config_file())?;
+    let tunnel = tunnel_spec(&paths, &config.tunnel, tunnel)?;
     let token = api_token(&paths)?;
     let admin = ApiToken::admin_load_or_create(&paths).with_context(|| {
         format!(
@@ -237,6 +314,7 @@ async fn run_supervisor(
     let worker_env = home
         .map(|h| vec![("CHROXY_HOME".into(), h.into_os_string())])
         .unwrap_or_default();
+    let pair_token = token.clone();
     let opts = chroxy::supervisor::Options {
         paths,
         public_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -250,11 +328,17 @@ async fn run_supervisor(
         worker_env,
         demo,
         secrets_backend: "file".into(),
+        tunnel,
     };
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
     let supervisor =
         chroxy::supervisor::Supervisor::start(opts, shutdown.clone(), force.clone()).await?;
+    tokio::spawn(print_pairing(
+        supervisor.handle(),
+        pair_token,
+        config.tunnel.public_url.clone(),
+    ));
     println!(
         "Chroxy is running: phones connect to http://127.0.0.1:{}/ — status page http://127.0.0.1:{}/",
         supervisor.public_port(),
@@ -286,6 +370,72 @@ async fn run_supervisor(
     });
     supervisor.wait().await;
     Ok(())
+}
+
+/// The pairing for this home: the running supervisor's tunnel URL if it has one, else
+/// the configured public URL, else its public port (or the default one).
+async fn pairing(paths: &Paths) -> Result<chroxy::pairing::Pairing> {
+    use chroxy::supervisor::{instance, remote};
+    let config = Config::load(&paths.config_file())?;
+    let (tunnel_url, port) = match instance::running(paths) {
+        Some(info) => {
+            let status = remote::status(info.status_port).await?;
+            (status.tunnel.url, info.public_port)
+        }
+        None => (None, 8765),
+    };
+    let url = chroxy::pairing::public_url(
+        tunnel_url.as_deref(),
+        config.tunnel.public_url.as_deref(),
+        port,
+    );
+    Ok(chroxy::pairing::Pairing::new(&url, api_token(paths)?)?)
+}
+
+async fn pair(paths: &Paths, format: PairFormat) -> Result<()> {
+    let pairing = pairing(paths).await?;
+    let out = match format {
+        PairFormat::Url => pairing.link(),
+        PairFormat::Chroxy => pairing.chroxy_link(),
+        PairFormat::Svg => pairing.svg()?,
+        PairFormat::Terminal => pairing.terminal()?,
+    };
+    println!("{out}");
+    Ok(())
+}
+
+/// Prints the link and QR a phone scans, now and whenever the tunnel's URL changes.
+async fn print_pairing(
+    handle: chroxy::supervisor::handle::Handle,
+    token: ApiToken,
+    configured: Option<String>,
+) {
+    let mut status = handle.watch();
+    let mut shown: Option<String> = None;
+    loop {
+        let (url, port, tunnel) = {
+            let s = status.borrow_and_update();
+            (s.tunnel.url.clone(), s.public_port, s.tunnel.mode.clone())
+        };
+        // With a tunnel, only its URL reaches a phone elsewhere: wait for it.
+        let usable = url.is_some() || tunnel == "none";
+        let public = chroxy::pairing::public_url(url.as_deref(), configured.as_deref(), port);
+        if usable && shown.as_deref() != Some(public.as_str()) {
+            match chroxy::pairing::Pairing::new(&public, token.clone()) {
+                Ok(p) => {
+                    if let Ok(qr) = p.terminal() {
+                        println!("{qr}");
+                    }
+                    println!("Scan the code with your phone, or open {}", p.link());
+                }
+                Err(err) => eprintln!("cannot make a pairing link: {err}"),
+            }
+            shown = Some(public);
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn show_status(paths: &Paths, json: bool) -> Result<()> {

@@ -71,6 +71,23 @@ impl ApiToken {
         )
     }
 
+    /// The named tunnel's token, if the user stored one (`chroxy token set-tunnel`).
+    pub fn tunnel_load(paths: &Paths) -> Result<Option<Self>, SecretsError> {
+        let path = paths.tunnel_token_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => Ok(Some(Self(text.trim().to_owned()))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("reading", path, e).into()),
+        }
+    }
+
+    /// Stores the named tunnel's token (0600, atomically).
+    pub fn tunnel_store(paths: &Paths, token: &str) -> Result<(), SecretsError> {
+        atomic_write(&paths.tunnel_token_file(), token.trim().as_bytes())?;
+        Ok(())
+    }
+
     fn load_or_create_at(
         path: &std::path::Path,
         lock_path: &std::path::Path,

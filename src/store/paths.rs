@@ -58,6 +58,11 @@ impl Paths {
         self.config.join("admin-token")
     }
 
+    /// The named tunnel's token when no keyring holds it.
+    pub fn tunnel_token_file(&self) -> PathBuf {
+        self.config.join("tunnel-token")
+    }
+
     /// The release store: `releases/<id>/` plus the `current` and `known_good` pointers.
     pub fn releases_dir(&self) -> PathBuf {
         self.state.join("releases")

@@ -24,7 +24,7 @@ use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
 use super::release::{ReleaseError, Releases};
 use super::state::{Effect, Event, Machine, State};
-use super::status::{Action, StateName, Status, WorkerStatus};
+use super::status::{Action, StateName, Status, TunnelStatus, WorkerStatus};
 use crate::config::SupervisorConfig;
 use crate::protocol::ShutdownReason;
 use crate::secrets::ApiToken;
@@ -61,6 +61,8 @@ pub struct Options {
     pub demo: bool,
     /// `keyring` or `file`.
     pub secrets_backend: String,
+    /// The tunnel to keep up (its port is set to the public port); `None` = local only.
+    pub tunnel: Option<crate::tunnel::TunnelSpec>,
 }
 
 /// Why a supervisor could not start (or stopped badly).
@@ -165,6 +167,18 @@ impl Supervisor {
             "supervisor started"
         );
 
+        // The tunnel points at the public port, so worker restarts never touch it; it
+        // stops only after the workers have drained (its own token, cancelled last).
+        let tunnel_stop = CancellationToken::new();
+        let tunnel = opts.tunnel.clone().map(|mut spec| {
+            spec.port = public_port;
+            crate::tunnel::Tunnel::start(spec, tunnel_stop.clone())
+        });
+        if let Some(t) = &tunnel {
+            let first = t.status().borrow().clone();
+            status_tx.send_modify(|s| s.tunnel = first);
+        }
+
         let (machine, first) = Machine::start(opts.config.policy(), current, known_good);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let runner = Runner {
@@ -194,11 +208,16 @@ impl Supervisor {
             clients: 0,
             sessions: 0,
             exiting: false,
+            tunnel,
         };
         let task = tokio::spawn(async move {
-            runner
+            let tunnel = runner
                 .run(first, reports_rx, actions_rx, shutdown, force, accepting)
                 .await;
+            tunnel_stop.cancel();
+            if let Some(t) = tunnel {
+                t.stopped().await;
+            }
             // Spliced connections end with their worker; don't wait on stragglers.
             connections.close();
             page_stop.cancel();
@@ -258,6 +277,14 @@ fn join_error(e: tokio::task::JoinError) -> crate::store::StoreError {
     }
 }
 
+/// Waits for the next change of an optional watch; never resolves without one.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A worker the machine knows about.
 struct Live {
     release: String,
@@ -291,6 +318,7 @@ struct Runner {
     clients: u32,
     sessions: u32,
     exiting: bool,
+    tunnel: Option<crate::tunnel::Tunnel>,
 }
 
 impl Runner {
@@ -302,10 +330,11 @@ impl Runner {
         shutdown: CancellationToken,
         force: CancellationToken,
         accepting: CancellationToken,
-    ) {
+    ) -> Option<crate::tunnel::Tunnel> {
         self.apply(first).await;
         self.publish();
         let mut forced = false;
+        let mut tunnel_status = self.tunnel.as_ref().map(|t| t.status());
         loop {
             if self.exiting && self.workers.is_empty() && self.stopping.is_empty() {
                 break;
@@ -331,11 +360,34 @@ impl Runner {
                     let fx = self.machine.step(Event::Timer, Instant::now());
                     self.apply(fx).await;
                 }
+                Ok(()) = changed(&mut tunnel_status) => {
+                    if let Some(rx) = &mut tunnel_status {
+                        let now = rx.borrow_and_update().clone();
+                        self.tunnel_changed(now);
+                    }
+                }
             }
             self.publish();
         }
-        // The instance (lock and pid file) goes last, after every worker is reaped.
+        // The instance (lock and pid file) goes last, after every worker is reaped;
+        // the caller stops the tunnel after that.
         drop(self.instance);
+        self.tunnel
+    }
+
+    /// Records what a person needs to know of a tunnel change.
+    fn tunnel_changed(&self, now: TunnelStatus) {
+        let before = self.status_tx.borrow().tunnel.clone();
+        if now.url != before.url {
+            if let Some(url) = &now.url {
+                self.record("tunnel", format!("tunnel up at {url}"));
+            }
+        }
+        if now.state != before.state && now.state != "up" {
+            let why = now.last_error.clone().unwrap_or_default();
+            self.record("tunnel", format!("tunnel {}: {why}", now.state));
+        }
+        self.status_tx.send_modify(|s| s.tunnel = now);
     }
 
     async fn step(&mut self, event: Event) {
@@ -455,6 +507,9 @@ impl Runner {
                 let routed = self.routed.as_ref().and_then(|r| self.workers.get(r));
                 match routed {
                     Some(w) => {
+                        if let Some(t) = &self.tunnel {
+                            t.restart();
+                        }
                         w.worker.send(WorkerCommand::Reconnect {
                             restart_eta_ms: 500,
                         });
@@ -468,6 +523,9 @@ impl Runner {
                         "a worker is starting; phones reconnect as soon as it is healthy".into(),
                     ),
                     None => {
+                        if let Some(t) = &self.tunnel {
+                            t.restart();
+                        }
                         self.record(
                             "reconnect",
                             "no worker was serving: starting one now".into(),

@@ -39,6 +39,7 @@ pub async fn cli(home: &Home, args: &[&str]) -> (ExitStatus, String, String) {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("CHROXY_HOME", home.chroxy())
         .env("HOME", home.user_home())
+        .env("CHROXY_TOKEN", TOKEN)
         .output()
         .await
         .unwrap();
@@ -61,6 +62,9 @@ impl Sup {
             .arg(home.project())
             .args(extra)
             .stdout(Stdio::null());
+        if !extra.contains(&"--tunnel") {
+            cmd.args(["--tunnel", "none"]);
+        }
         if !opts.env.iter().any(|(k, _)| k == "CHROXY_LOG") {
             cmd.env("CHROXY_LOG", "info,chroxy=debug");
         }

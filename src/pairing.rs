@@ -1,0 +1,236 @@
+//! Pairing a phone (PROTOCOL.md "Pairing link"): the link the QR code carries, and the
+//! QR itself as SVG (the window) and as terminal text (`chroxy start`, `chroxy pair`).
+//!
+//! The link is `https://<host>/#pair=<base64url JSON {"v":1,"url":"wss://<host>/ws","token":…}>`:
+//! the token rides in the fragment, which browsers never send to any server, and the
+//! phone client removes it from the address bar once stored. A link holds the token, so
+//! it is printed for the user and never logged.
+
+use std::fmt;
+
+use base64::Engine;
+use qrcode::render::{svg, unicode};
+use qrcode::QrCode;
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::ApiToken;
+
+/// Why no link could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairingError {
+    /// The public URL is not `http(s)://host[:port]`.
+    #[error("`{0}` is not a public URL Chroxy can pair with; use the form https://host or http://host:port (set `[tunnel] public_url` in the config)")]
+    BadUrl(String),
+    /// The link does not fit in a QR code (cannot happen with real tokens and hosts).
+    #[error("the pairing link is too long for a QR code")]
+    TooLong,
+}
+
+/// What the fragment of a pairing link decodes to.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    /// Format version: 1.
+    pub v: u32,
+    /// The WebSocket URL.
+    pub url: String,
+    /// The API token.
+    pub token: String,
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Payload")
+            .field("v", &self.v)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A public URL plus the token: everything a phone needs.
+#[derive(Clone)]
+pub struct Pairing {
+    secure: bool,
+    host: String,
+    token: ApiToken,
+}
+
+impl fmt::Debug for Pairing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pairing")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pairing {
+    /// From the public URL phones use (a tunnel's `https://…`, or `http://host:port`).
+    pub fn new(public_url: &str, token: ApiToken) -> Result<Self, PairingError> {
+        let bad = || PairingError::BadUrl(public_url.chars().take(200).collect());
+        let (secure, rest) = if let Some(rest) = public_url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = public_url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad());
+        };
+        let host = rest.trim_end_matches('/');
+        let valid = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+        if !valid {
+            return Err(bad());
+        }
+        Ok(Self {
+            secure,
+            host: host.to_owned(),
+            token,
+        })
+    }
+
+    /// The public page, without any secret: what may be shown and logged.
+    pub fn public_url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.secure { "https" } else { "http" },
+            self.host
+        )
+    }
+
+    /// The WebSocket URL phones connect to.
+    pub fn ws_url(&self) -> String {
+        format!(
+            "{}://{}/ws",
+            if self.secure { "wss" } else { "ws" },
+            self.host
+        )
+    }
+
+    /// `https://host/#pair=…`: what the QR encodes.
+    pub fn link(&self) -> String {
+        let payload = Payload {
+            v: 1,
+            url: self.ws_url(),
+            token: self.token.expose().to_owned(),
+        };
+        // A struct of strings always serializes.
+        let json = serde_json::to_vec(&payload).unwrap_or_default();
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        format!("{}/#pair={encoded}", self.public_url())
+    }
+
+    /// `chroxy://host?token=…`, for the Chroxy mobile app.
+    pub fn chroxy_link(&self) -> String {
+        // Tokens are base64url: nothing in them needs escaping in a query.
+        format!("chroxy://{}?token={}", self.host, self.token.expose())
+    }
+
+    fn qr(&self) -> Result<QrCode, PairingError> {
+        QrCode::new(self.link().as_bytes()).map_err(|_| PairingError::TooLong)
+    }
+
+    /// The QR code of [`link`](Self::link) as an SVG document.
+    pub fn svg(&self) -> Result<String, PairingError> {
+        Ok(self
+            .qr()?
+            .render::<svg::Color<'_>>()
+            .min_dimensions(256, 256)
+            .quiet_zone(true)
+            .build())
+    }
+
+    /// The QR code as text for a terminal (two modules per character; light on dark
+    /// terminals is handled by printing dark modules as spaces).
+    pub fn terminal(&self) -> Result<String, PairingError> {
+        Ok(self
+            .qr()?
+            .render::<unicode::Dense1x2>()
+            .dark_color(unicode::Dense1x2::Light)
+            .light_color(unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build())
+    }
+
+    /// The QR's modules, row by row (true = dark), for decoders in tests.
+    pub fn modules(&self) -> Result<(usize, Vec<bool>), PairingError> {
+        let code = self.qr()?;
+        let dark = code
+            .to_colors()
+            .into_iter()
+            .map(|c| c == qrcode::Color::Dark)
+            .collect();
+        Ok((code.width(), dark))
+    }
+}
+
+/// The URL phones should use: the tunnel's while it is up, else the configured one
+/// (`[tunnel] public_url`, e.g. a LAN address), else the public port on this machine.
+pub fn public_url(tunnel_url: Option<&str>, configured: Option<&str>, public_port: u16) -> String {
+    tunnel_url
+        .or(configured)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("http://127.0.0.1:{public_port}"))
+}
+
+/// The payload in a pairing link's fragment.
+pub fn decode_link(link: &str) -> Option<Payload> {
+    let (_, fragment) = link.split_once("#pair=")?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(fragment)
+        .ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_carry_the_websocket_url_and_the_token_in_the_fragment() {
+        let p = Pairing::new(
+            "https://tender-quiet-words-1.trycloudflare.com/",
+            ApiToken::new("tok_en-1"),
+        )
+        .unwrap();
+        let link = p.link();
+        assert!(link.starts_with("https://tender-quiet-words-1.trycloudflare.com/#pair="));
+        let payload = decode_link(&link).unwrap();
+        assert_eq!(payload.v, 1);
+        assert_eq!(
+            payload.url,
+            "wss://tender-quiet-words-1.trycloudflare.com/ws"
+        );
+        assert_eq!(payload.token, "tok_en-1");
+        assert_eq!(
+            p.chroxy_link(),
+            "chroxy://tender-quiet-words-1.trycloudflare.com?token=tok_en-1"
+        );
+        assert!(!format!("{p:?} {payload:?}").contains("tok_en"));
+
+        let local = Pairing::new("http://127.0.0.1:8765", ApiToken::new("t")).unwrap();
+        assert_eq!(local.ws_url(), "ws://127.0.0.1:8765/ws");
+    }
+
+    #[test]
+    fn what_is_not_a_public_url_is_refused_by_name() {
+        for bad in [
+            "ftp://x",
+            "x.example",
+            "https://",
+            "https://a b",
+            "https://x/#y",
+        ] {
+            let err = Pairing::new(bad, ApiToken::new("t")).unwrap_err();
+            assert!(err.to_string().contains("public_url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_qr_renders_as_svg_and_text() {
+        let p = Pairing::new("http://127.0.0.1:8765", ApiToken::new("t")).unwrap();
+        let svg = p.svg().unwrap();
+        assert!(svg.starts_with("<?xml") && svg.contains("<svg"));
+        let text = p.terminal().unwrap();
+        assert!(text.lines().count() > 10);
+    }
+}

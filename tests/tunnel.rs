@@ -1,0 +1,250 @@
+//! The tunnel and pairing end to end: `chroxy start --tunnel quick|named` with
+//! `fake-cloudflared` (prints what the real one prints; told by env how to misbehave).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::supervisor::{cli, events, Sup};
+use common::{Home, WorkerOpts, TOKEN};
+use serde_json::Value;
+
+fn fake_cloudflared(home: &Home) -> (WorkerOpts, PathBuf) {
+    let log = home.dir.path().join("cloudflared.log");
+    let opts = WorkerOpts::fake_cli()
+        .env("CHROXY_CLOUDFLARED", env!("CARGO_BIN_EXE_fake-cloudflared"))
+        .env(
+            "FAKE_CF_STATE",
+            home.dir.path().join("cloudflared.runs").to_str().unwrap(),
+        )
+        .env("FAKE_CF_LOG", log.to_str().unwrap());
+    (opts, log)
+}
+
+/// Every cloudflared run: its argv and whether it got TUNNEL_TOKEN.
+fn runs(log: &PathBuf) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn quick_url(run: u64) -> String {
+    format!("https://tender-quiet-words-{run}.trycloudflare.com")
+}
+
+/// `chroxy pair` through the CLI, as the user runs it.
+async fn pair(home: &Home, format: &str) -> String {
+    let (ok, out, err) = cli(home, &["pair", "--format", format]).await;
+    assert!(ok.success(), "{err}");
+    out.trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_quick_tunnel_comes_up_and_the_pairing_link_and_qr_point_at_it() {
+    let home = Home::new();
+    let (opts, log) = fake_cloudflared(&home);
+    let sup = Sup::start_args(&home, opts, &["--tunnel", "quick"]).await;
+    let s = sup
+        .wait_for("tunnel up", |s| s["tunnel"]["state"] == "up")
+        .await;
+    assert_eq!(s["tunnel"]["mode"], "quick");
+    assert_eq!(s["tunnel"]["url"], quick_url(1).as_str());
+    assert!(events(&s)
+        .iter()
+        .any(|(k, m)| k == "tunnel" && m.contains(&quick_url(1))));
+
+    // cloudflared points at the public port, and no secret is on its command line.
+    let run = &runs(&log)[0];
+    let argv: Vec<&str> = run["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let origin = format!("http://127.0.0.1:{}", sup.public);
+    assert_eq!(
+        argv,
+        ["tunnel", "--no-autoupdate", "--url", origin.as_str()]
+    );
+
+    // The link a phone scans: the tunnel's host, the WebSocket URL and the token inside.
+    let link = pair(&home, "url").await;
+    assert!(
+        link.starts_with(&format!("{}/#pair=", quick_url(1))),
+        "{link}"
+    );
+    let payload = chroxy::pairing::decode_link(&link).unwrap();
+    assert_eq!(
+        payload.url,
+        "wss://tender-quiet-words-1.trycloudflare.com/ws"
+    );
+    assert_eq!(payload.token, TOKEN);
+    assert_eq!(
+        pair(&home, "chroxy").await,
+        format!("chroxy://tender-quiet-words-1.trycloudflare.com?token={TOKEN}")
+    );
+    assert!(pair(&home, "svg").await.contains("<svg"));
+
+    // The QR decodes to exactly that link.
+    let pairing =
+        chroxy::pairing::Pairing::new(&quick_url(1), chroxy::secrets::ApiToken::new(TOKEN))
+            .unwrap();
+    assert_eq!(decode_qr(&pairing), link);
+    // The status page shows the URL, never the token.
+    let (_, page) = common::supervisor::http(sup.status, "GET", "/api/status", &[], "").await;
+    assert!(!page.contains(TOKEN));
+    assert!(!sup.log_text().contains(TOKEN), "the token reached the log");
+}
+
+/// Reads a QR code the way a phone camera would: from pixels.
+fn decode_qr(pairing: &chroxy::pairing::Pairing) -> String {
+    let (width, dark) = pairing.modules().unwrap();
+    let (scale, quiet) = (4, 4);
+    let size = (width + 2 * quiet) * scale;
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(size, size, |x, y| {
+        let (mx, my) = (x / scale, y / scale);
+        let inside = mx >= quiet && my >= quiet && mx < quiet + width && my < quiet + width;
+        if inside && dark[(my - quiet) * width + (mx - quiet)] {
+            0
+        } else {
+            255
+        }
+    });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    grids[0].decode().unwrap().1
+}
+
+#[tokio::test]
+async fn a_tunnel_that_keeps_dying_comes_back_every_time_with_a_new_link_and_secrets_intact() {
+    let home = Home::new();
+    home.config("[tunnel]\nbackoff_floor_ms = 10\nbackoff_cap_ms = 40\n");
+    let (opts, log) = fake_cloudflared(&home);
+    let opts = opts
+        .env("FAKE_CF_DIE_RUNS", "10")
+        .env("FAKE_CF_DIE_AFTER_MS", "50");
+    let sup = Sup::start_args(&home, opts, &["--tunnel", "quick"]).await;
+    let token_before = std::fs::read(home.chroxy().join("config/admin-token")).unwrap();
+    // Ten deaths (the fifth and the tenth among them), then the eleventh run stays up.
+    let s = sup
+        .wait_for("the eleventh tunnel up", |s| {
+            s["tunnel"]["state"] == "up" && s["tunnel"]["url"] == quick_url(11).as_str()
+        })
+        .await;
+    assert_eq!(runs(&log).len(), 11);
+    let downs = events(&s)
+        .into_iter()
+        .filter(|(k, m)| k == "tunnel" && m.contains("reconnecting") && m.contains("exited"))
+        .count();
+    assert!(downs >= 10, "every death is an event: {:?}", events(&s));
+    // A new URL is a new pairing link.
+    let link = pair(&home, "url").await;
+    assert!(link.starts_with(&quick_url(11)), "{link}");
+    // Ten failed restarts touched no secret.
+    assert_eq!(
+        std::fs::read(home.chroxy().join("config/admin-token")).unwrap(),
+        token_before
+    );
+    // The worker never noticed: same worker, no restart.
+    assert_eq!(s["worker"]["restarts"], 0);
+}
+
+#[tokio::test]
+async fn a_tunnel_that_shows_no_url_in_time_is_retried() {
+    let home = Home::new();
+    home.config("[tunnel]\nstart_timeout_ms = 300\nbackoff_floor_ms = 10\n");
+    let (opts, log) = fake_cloudflared(&home);
+    let sup = Sup::start_args(
+        &home,
+        opts.env("FAKE_CF_SILENT_RUNS", "2"),
+        &["--tunnel", "quick"],
+    )
+    .await;
+    let s = sup
+        .wait_for("up on the third try", |s| s["tunnel"]["state"] == "up")
+        .await;
+    assert_eq!(s["tunnel"]["url"], quick_url(3).as_str());
+    assert_eq!(runs(&log).len(), 3);
+    assert!(
+        events(&s)
+            .iter()
+            .any(|(k, m)| k == "tunnel" && m.contains("no tunnel within")),
+        "{:?}",
+        events(&s)
+    );
+}
+
+#[tokio::test]
+async fn without_cloudflared_the_status_says_how_to_install_it_and_the_machine_still_serves() {
+    let home = Home::new();
+    let opts = WorkerOpts::fake_cli().env("CHROXY_CLOUDFLARED", "/nonexistent/cloudflared");
+    let sup = Sup::start_args(&home, opts, &["--tunnel", "quick"]).await;
+    let s = sup
+        .wait_for("tunnel down", |s| s["tunnel"]["state"] == "down")
+        .await;
+    let error = s["tunnel"]["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("cloudflared not found") && error.contains("install"),
+        "{error}"
+    );
+    sup.healthy().await;
+    sup.client().await;
+}
+
+#[tokio::test]
+async fn a_named_tunnel_gets_its_token_in_the_environment_and_uses_the_configured_host() {
+    let home = Home::new();
+    home.config("[tunnel]\nhostname = \"chroxy.example.com\"\n");
+    let secret = "named-tunnel-secret-0123456789";
+    let mut set = tokio::process::Command::new(env!("CARGO_BIN_EXE_chroxy"))
+        .args(["token", "set-tunnel"])
+        .env_clear()
+        .env("CHROXY_HOME", home.chroxy())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(set.stdin.as_mut().unwrap(), secret.as_bytes())
+        .await
+        .unwrap();
+    drop(set.stdin.take());
+    assert!(set.wait().await.unwrap().success());
+
+    let (opts, log) = fake_cloudflared(&home);
+    let sup = Sup::start_args(&home, opts, &["--tunnel", "named"]).await;
+    let s = sup
+        .wait_for("named tunnel up", |s| s["tunnel"]["state"] == "up")
+        .await;
+    assert_eq!(s["tunnel"]["url"], "https://chroxy.example.com");
+    let run = &runs(&log)[0];
+    assert_eq!(run["tunnelToken"], true, "TUNNEL_TOKEN reached cloudflared");
+    assert!(
+        !run["argv"].to_string().contains(secret),
+        "the token is on argv"
+    );
+    assert!(!sup.log_text().contains(secret));
+    let link = pair(&home, "url").await;
+    assert!(
+        link.starts_with("https://chroxy.example.com/#pair="),
+        "{link}"
+    );
+}
+
+#[tokio::test]
+async fn force_reconnect_restarts_the_tunnel() {
+    let home = Home::new();
+    let (opts, log) = fake_cloudflared(&home);
+    let sup = Sup::start_args(&home, opts, &["--tunnel", "quick"]).await;
+    sup.wait_for("up", |s| s["tunnel"]["url"] == quick_url(1).as_str())
+        .await;
+    sup.healthy().await;
+    let (code, _) = sup.post("reconnect", None, "").await;
+    assert_eq!(code, 200);
+    sup.wait_for("a new tunnel", |s| {
+        s["tunnel"]["state"] == "up" && s["tunnel"]["url"] == quick_url(2).as_str()
+    })
+    .await;
+    assert_eq!(runs(&log).len(), 2);
+}
