@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use chroxy::agent::AgentEnv;
 use chroxy::config::Config;
 use chroxy::control::WorkerEvent;
-use chroxy::secrets::ApiToken;
+use chroxy::secrets::{ApiToken, Secrets};
 use chroxy::session::{Hub, SessionsConfig};
 use chroxy::store::Paths;
 use chroxy::worker::WorkerSignals;
@@ -132,6 +132,8 @@ enum TokenAction {
     },
     /// Store your named Cloudflare tunnel's token, read from standard input.
     SetTunnel,
+    /// Replace the API token: every paired phone must scan the new QR code.
+    Rotate,
 }
 
 /// `chroxy pair --format`.
@@ -167,7 +169,7 @@ fn main() -> Result<()> {
         } => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run_worker(paths, port, cwd, demo, supervised))
+            runtime.block_on(run_worker(cli.home, paths, port, cwd, demo, supervised))
         }
         Command::Start {
             port,
@@ -189,10 +191,12 @@ fn main() -> Result<()> {
             ))
         }
         Command::Status { json } => block_on(show_status(&paths, json)),
-        Command::Deploy { binary } => block_on(deploy(&paths, &binary)),
-        Command::Rollback { to } => block_on(rollback(&paths, to)),
+        Command::Deploy { binary } => {
+            block_on(deploy(&paths, &secrets(&cli.home, &paths), &binary))
+        }
+        Command::Rollback { to } => block_on(rollback(&paths, &secrets(&cli.home, &paths), to)),
         Command::Releases => list_releases(&paths),
-        Command::Pair { format } => block_on(pair(&paths, format)),
+        Command::Pair { format } => block_on(pair(&paths, &secrets(&cli.home, &paths), format)),
         Command::Rules { action } => rules(&paths, action),
         Command::Token {
             action: TokenAction::SetTunnel,
@@ -205,38 +209,46 @@ fn main() -> Result<()> {
                     "no token on standard input; use `chroxy token set-tunnel < token.txt`"
                 );
             }
-            ApiToken::tunnel_store(&paths, &token)?;
+            secrets(&cli.home, &paths).set_tunnel_token(&token)?;
             println!("stored the named tunnel's token; start with `chroxy start --tunnel named`");
             Ok(())
         }
         Command::Token {
+            action: TokenAction::Rotate,
+        } => block_on(rotate(&paths, &secrets(&cli.home, &paths))),
+        Command::Token {
             action: TokenAction::Show { admin },
         } => {
+            let secrets = secrets(&cli.home, &paths);
             let token = if admin {
-                ApiToken::admin_load_or_create(&paths)
+                secrets.admin_token()?
             } else {
-                ApiToken::load_or_create(&paths)
-            }
-            .with_context(|| format!("reading the token in {}", paths.config_dir().display()))?;
+                secrets.api_token()?
+            };
             println!("{}", token.expose());
             Ok(())
         }
     }
 }
 
+/// This home's secrets: the OS keyring, or files where there is none. Blocking.
+fn secrets(home: &Option<PathBuf>, paths: &Paths) -> Secrets {
+    Secrets::open(paths, home.as_deref())
+}
+
 /// `CHROXY_TOKEN` (how the supervisor hands it to a worker: in the environment, never on
-/// a command line, where every user of the machine could read it), else the token file.
-fn api_token(paths: &Paths) -> Result<ApiToken> {
+/// a command line, where every user of the machine could read it), else the stored one.
+fn api_token(secrets: &Secrets) -> Result<ApiToken> {
     match std::env::var("CHROXY_TOKEN") {
         Ok(t) if !t.trim().is_empty() => Ok(ApiToken::new(t.trim())),
-        _ => ApiToken::load_or_create(paths)
-            .with_context(|| format!("reading the token in {}", paths.token_file().display())),
+        _ => Ok(secrets.api_token()?),
     }
 }
 
 /// What `--tunnel` asks for, with what it needs; the port is the supervisor's to fill.
 fn tunnel_spec(
     paths: &Paths,
+    secrets: &Secrets,
     config: &chroxy::config::TunnelConfig,
     tunnel: Tunnel,
 ) -> Result<Option<chroxy::tunnel::TunnelSpec>> {
@@ -251,7 +263,7 @@ fn tunnel_spec(
                     paths.config_file().display()
                 )
             })?;
-            let token = ApiToken::tunnel_load(paths)?.context(
+            let token = secrets.tunnel_token()?.context(
                 "--tunnel named needs the tunnel's token: `chroxy token set-tunnel < token.txt` (from the Cloudflare dashboard)",
             )?;
             Mode::Named { hostname, token }
@@ -298,14 +310,13 @@ async fn run_supervisor(
     demo: bool,
 ) -> Result<()> {
     let config = Config::load(&paths.config_file())?;
-    let tunnel = tunnel_spec(&paths, &config.tunnel, tunnel)?;
-    let token = api_token(&paths)?;
-    let admin = ApiToken::admin_load_or_create(&paths).with_context(|| {
-        format!(
-            "reading the admin token in {}",
-            paths.admin_token_file().display()
-        )
-    })?;
+    let secrets = {
+        let (home, paths) = (home.clone(), paths.clone());
+        tokio::task::spawn_blocking(move || Secrets::open(&paths, home.as_deref())).await?
+    };
+    let tunnel = tunnel_spec(&paths, &secrets, &config.tunnel, tunnel)?;
+    let token = api_token(&secrets)?;
+    let admin = secrets.admin_token()?;
     let cwd = session_dir(cwd)?;
     let mut worker_args: Vec<std::ffi::OsString> = vec!["--cwd".into(), cwd.into()];
     if demo {
@@ -327,8 +338,12 @@ async fn run_supervisor(
         worker_args,
         worker_env,
         demo,
-        secrets_backend: "file".into(),
+        secrets_backend: secrets.backend_name().into(),
         tunnel,
+        // A token given in CHROXY_TOKEN is pinned: rotation in the store cannot apply.
+        secrets: std::env::var("CHROXY_TOKEN")
+            .map_or(true, |t| t.trim().is_empty())
+            .then(|| secrets.clone()),
     };
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
@@ -374,7 +389,7 @@ async fn run_supervisor(
 
 /// The pairing for this home: the running supervisor's tunnel URL if it has one, else
 /// the configured public URL, else its public port (or the default one).
-async fn pairing(paths: &Paths) -> Result<chroxy::pairing::Pairing> {
+async fn pairing(paths: &Paths, secrets: &Secrets) -> Result<chroxy::pairing::Pairing> {
     use chroxy::supervisor::{instance, remote};
     let config = Config::load(&paths.config_file())?;
     let (tunnel_url, port) = match instance::running(paths) {
@@ -389,11 +404,11 @@ async fn pairing(paths: &Paths) -> Result<chroxy::pairing::Pairing> {
         config.tunnel.public_url.as_deref(),
         port,
     );
-    Ok(chroxy::pairing::Pairing::new(&url, api_token(paths)?)?)
+    Ok(chroxy::pairing::Pairing::new(&url, api_token(secrets)?)?)
 }
 
-async fn pair(paths: &Paths, format: PairFormat) -> Result<()> {
-    let pairing = pairing(paths).await?;
+async fn pair(paths: &Paths, secrets: &Secrets, format: PairFormat) -> Result<()> {
+    let pairing = pairing(paths, secrets).await?;
     let out = match format {
         PairFormat::Url => pairing.link(),
         PairFormat::Chroxy => pairing.chroxy_link(),
@@ -436,6 +451,20 @@ async fn print_pairing(
             return;
         }
     }
+}
+
+async fn rotate(paths: &Paths, secrets: &Secrets) -> Result<()> {
+    use chroxy::supervisor::{instance, remote};
+    secrets.rotate_api_token()?;
+    println!("the API token was replaced; paired phones must scan the new QR code (`chroxy pair --format terminal`)");
+    if let Some(info) = instance::running(paths) {
+        let admin = secrets.admin_token()?;
+        println!(
+            "{}",
+            remote::act(info.status_port, &admin, "reload-token", None).await?
+        );
+    }
+    Ok(())
 }
 
 async fn show_status(paths: &Paths, json: bool) -> Result<()> {
@@ -498,7 +527,7 @@ async fn show_status(paths: &Paths, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn deploy(paths: &Paths, binary: &std::path::Path) -> Result<()> {
+async fn deploy(paths: &Paths, secrets: &Secrets, binary: &std::path::Path) -> Result<()> {
     use chroxy::supervisor::{instance, release::Releases, remote};
     let releases = Releases::open(paths);
     let manifest = releases.add(binary)?;
@@ -511,7 +540,7 @@ async fn deploy(paths: &Paths, binary: &std::path::Path) -> Result<()> {
     );
     match instance::running(paths) {
         Some(info) => {
-            let admin = ApiToken::admin_load_or_create(paths)?;
+            let admin = secrets.admin_token()?;
             let body = serde_json::json!({ "release": manifest.id });
             println!(
                 "{}",
@@ -526,11 +555,11 @@ async fn deploy(paths: &Paths, binary: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn rollback(paths: &Paths, to: Option<String>) -> Result<()> {
+async fn rollback(paths: &Paths, secrets: &Secrets, to: Option<String>) -> Result<()> {
     use chroxy::supervisor::{instance, release::Releases, remote};
     match instance::running(paths) {
         Some(info) => {
-            let admin = ApiToken::admin_load_or_create(paths)?;
+            let admin = secrets.admin_token()?;
             let body = to.map(|id| serde_json::json!({ "to": id }));
             println!(
                 "{}",
@@ -620,6 +649,7 @@ fn init_logging() {
 }
 
 async fn run_worker(
+    home: Option<PathBuf>,
     paths: Paths,
     port: u16,
     cwd: Option<PathBuf>,
@@ -627,7 +657,17 @@ async fn run_worker(
     supervised: bool,
 ) -> Result<()> {
     let config = Config::load(&paths.config_file())?;
-    let token = api_token(&paths)?;
+    // Supervised, the token comes only from the environment: a worker never opens the
+    // keyring (a release being tried out gets no more than it needs).
+    let token = match std::env::var("CHROXY_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => ApiToken::new(t.trim()),
+        _ if supervised => anyhow::bail!("a supervised worker needs its token in CHROXY_TOKEN"),
+        _ => {
+            let (home, paths) = (home.clone(), paths.clone());
+            tokio::task::spawn_blocking(move || Secrets::open(&paths, home.as_deref()).api_token())
+                .await??
+        }
+    };
     let claude = std::env::var_os("CHROXY_CLAUDE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

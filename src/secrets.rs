@@ -1,31 +1,54 @@
-//! The API token phones authenticate with, and where it is kept.
+//! Secrets and where they are kept (DESIGN.md "Secrets"): the API token phones pair
+//! with, the admin token of the status page's actions, and a named tunnel's token.
 //!
-//! Until the OS keyring lands (DESIGN.md "Secrets"), the token lives in a 0600 file in
-//! the config directory, created once on first run under an advisory lock so that two
-//! processes starting together agree on one token. Nothing here ever deletes it.
+//! They live in the OS keyring (Secret Service on Linux, Keychain, Credential Manager).
+//! Where no keyring is usable — no Secret Service on the bus, a locked one that cannot
+//! prompt — each lives in a 0600 file in the config directory instead, and every view
+//! says so (`secretsBackend: "file"`). Tokens are made once, under an advisory lock so
+//! that two processes starting together agree on one. Only [`Secrets::rotate_api_token`]
+//! replaces one; nothing else — a crash, a failed reconnect, a rollback — ever deletes
+//! or changes a secret.
+//!
+//! Each `CHROXY_HOME` is its own instance with its own entries (the keyring service
+//! name carries the home's path), so tests and second instances never touch the
+//! user's real tokens.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
 use crate::store::{atomic_write, FileLock, Paths, StoreError};
 
-/// Why no token could be had.
+/// The keyring service name of the default home.
+const SERVICE: &str = "chroxy";
+
+/// Why no secret could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
-    /// The token file could not be read or written.
+    /// A secret file could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The OS random source failed.
     #[error("the system random generator failed: {0}")]
     Random(String),
-    /// The token file exists but is empty.
-    #[error("the token file {0} is empty; run `chroxy token rotate` to make a new token")]
-    EmptyFile(std::path::PathBuf),
+    /// A secret file exists but is empty.
+    #[error("the secret file {0} is empty; run `chroxy token rotate` to make a new token")]
+    EmptyFile(PathBuf),
+    /// The keyring answered with an error after it was found usable.
+    #[error("the OS keyring failed while {action} the {what}: {detail}")]
+    Keyring {
+        /// "reading" or "storing".
+        action: &'static str,
+        /// Which secret.
+        what: &'static str,
+        /// The keyring's message (never the secret).
+        detail: String,
+    },
 }
 
-/// A secret bearer token. `Debug` and `Display` never show it.
+/// A secret bearer token. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiToken(String);
 
@@ -54,64 +77,6 @@ impl ApiToken {
     pub fn expose(&self) -> &str {
         &self.0
     }
-
-    /// The API token phones authenticate with, from its file, created on first use.
-    pub fn load_or_create(paths: &Paths) -> Result<Self, SecretsError> {
-        Self::load_or_create_at(&paths.token_file(), &paths.lock_file("token"), "API token")
-    }
-
-    /// The admin token the status page's actions require (`X-Chroxy-Admin`), from its
-    /// file, created on first use. Separate from the API token so that a phone's
-    /// pairing never grants rollbacks.
-    pub fn admin_load_or_create(paths: &Paths) -> Result<Self, SecretsError> {
-        Self::load_or_create_at(
-            &paths.admin_token_file(),
-            &paths.lock_file("admin-token"),
-            "admin token",
-        )
-    }
-
-    /// The named tunnel's token, if the user stored one (`chroxy token set-tunnel`).
-    pub fn tunnel_load(paths: &Paths) -> Result<Option<Self>, SecretsError> {
-        let path = paths.tunnel_token_file();
-        match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => Ok(Some(Self(text.trim().to_owned()))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io("reading", path, e).into()),
-        }
-    }
-
-    /// Stores the named tunnel's token (0600, atomically).
-    pub fn tunnel_store(paths: &Paths, token: &str) -> Result<(), SecretsError> {
-        atomic_write(&paths.tunnel_token_file(), token.trim().as_bytes())?;
-        Ok(())
-    }
-
-    fn load_or_create_at(
-        path: &std::path::Path,
-        lock_path: &std::path::Path,
-        what: &str,
-    ) -> Result<Self, SecretsError> {
-        let mut lock = FileLock::open(lock_path)?;
-        lock.exclusive(|| match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let token = text.trim();
-                if token.is_empty() {
-                    Err(SecretsError::EmptyFile(path.to_path_buf()))
-                } else {
-                    Ok(Self(token.to_owned()))
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let token = Self::generate()?;
-                atomic_write(path, token.0.as_bytes())?;
-                tracing::info!(path = %path.display(), "created a new {what}");
-                Ok(token)
-            }
-            Err(e) => Err(StoreError::io("reading", path.to_path_buf(), e).into()),
-        })?
-    }
 }
 
 impl fmt::Debug for ApiToken {
@@ -120,30 +85,282 @@ impl fmt::Debug for ApiToken {
     }
 }
 
+/// The secrets there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Api,
+    Admin,
+    Tunnel,
+}
+
+impl Kind {
+    /// Keyring account and file name.
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Api => "token",
+            Kind::Admin => "admin-token",
+            Kind::Tunnel => "tunnel-token",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Api => "API token",
+            Kind::Admin => "admin token",
+            Kind::Tunnel => "named tunnel's token",
+        }
+    }
+}
+
+/// Where secrets are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The OS keyring, under this service name.
+    Keyring(String),
+    /// 0600 files in the config directory, because no keyring is usable (the reason).
+    File(String),
+}
+
+/// The secrets of one `CHROXY_HOME`.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    paths: Paths,
+    backend: Backend,
+}
+
+impl Secrets {
+    /// Finds out where this home's secrets are kept: the OS keyring if one answers,
+    /// files otherwise. `home` is `CHROXY_HOME` when set (its own keyring entries).
+    /// Blocking (it may talk to the Secret Service): call from `spawn_blocking` in
+    /// async code.
+    pub fn open(paths: &Paths, home: Option<&Path>) -> Self {
+        let bus =
+            std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some() || !cfg!(target_os = "linux");
+        Self::open_with(paths, home, bus)
+    }
+
+    fn open_with(paths: &Paths, home: Option<&Path>, session_bus: bool) -> Self {
+        let service = match home {
+            Some(h) => format!("{SERVICE}:{}", h.display()),
+            None => SERVICE.to_owned(),
+        };
+        let probed = if session_bus {
+            probe(&service)
+        } else {
+            Err("no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set)".to_owned())
+        };
+        let backend = match probed {
+            Ok(()) => Backend::Keyring(service),
+            Err(why) => {
+                tracing::info!(%why, "no usable OS keyring: secrets are kept in 0600 files");
+                Backend::File(why)
+            }
+        };
+        Self {
+            paths: paths.clone(),
+            backend,
+        }
+    }
+
+    /// Files only, whatever keyring there is.
+    pub fn files(paths: &Paths) -> Self {
+        Self {
+            paths: paths.clone(),
+            backend: Backend::File("chosen".into()),
+        }
+    }
+
+    /// `keyring` or `file`, as the status page says it.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Keyring(_) => "keyring",
+            Backend::File(_) => "file",
+        }
+    }
+
+    /// Where they are kept, and why when it is files.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The API token phones authenticate with, made on first use.
+    pub fn api_token(&self) -> Result<ApiToken, SecretsError> {
+        self.get_or_create(Kind::Api)
+    }
+
+    /// The admin token the status page's actions need, made on first use. Separate
+    /// from the API token so that pairing a phone never grants rollbacks.
+    pub fn admin_token(&self) -> Result<ApiToken, SecretsError> {
+        self.get_or_create(Kind::Admin)
+    }
+
+    /// The named tunnel's token, if the user stored one.
+    pub fn tunnel_token(&self) -> Result<Option<ApiToken>, SecretsError> {
+        self.read(Kind::Tunnel)
+    }
+
+    /// Stores the named tunnel's token.
+    pub fn set_tunnel_token(&self, token: &str) -> Result<(), SecretsError> {
+        self.write(Kind::Tunnel, token.trim())
+    }
+
+    /// Replaces the API token: every pairing made with the old one stops working.
+    pub fn rotate_api_token(&self) -> Result<ApiToken, SecretsError> {
+        let mut lock = FileLock::open(&self.paths.lock_file(Kind::Api.key()))?;
+        lock.exclusive(|| {
+            let token = ApiToken::generate()?;
+            self.write(Kind::Api, token.expose())?;
+            tracing::info!("the API token was rotated");
+            Ok(token)
+        })?
+    }
+
+    fn file(&self, kind: Kind) -> PathBuf {
+        self.paths.config_dir().join(kind.key())
+    }
+
+    fn get_or_create(&self, kind: Kind) -> Result<ApiToken, SecretsError> {
+        let mut lock = FileLock::open(&self.paths.lock_file(kind.key()))?;
+        lock.exclusive(|| {
+            if let Some(token) = self.read(kind)? {
+                return Ok(token);
+            }
+            let token = ApiToken::generate()?;
+            self.write(kind, token.expose())?;
+            tracing::info!(
+                backend = self.backend_name(),
+                "created a new {}",
+                kind.what()
+            );
+            Ok(token)
+        })?
+    }
+
+    fn read(&self, kind: Kind) -> Result<Option<ApiToken>, SecretsError> {
+        let from_file = read_file(&self.file(kind))?;
+        let Backend::Keyring(service) = &self.backend else {
+            return Ok(from_file);
+        };
+        let entry = entry(service, kind)?;
+        match off_runtime(|| entry.get_password()) {
+            Ok(value) if !value.trim().is_empty() => Ok(Some(ApiToken(value.trim().to_owned()))),
+            Ok(_) | Err(keyring::Error::NoEntry) => match from_file {
+                // Kept in a file before a keyring was usable: move it in, so pairings
+                // made back then keep working; the file goes only once the keyring
+                // gives the same value back.
+                Some(token) => {
+                    self.write(kind, token.expose())?;
+                    if matches!(off_runtime(|| entry.get_password()), Ok(v) if v == token.expose())
+                    {
+                        let _ = std::fs::remove_file(self.file(kind));
+                        tracing::info!("moved the {} into the OS keyring", kind.what());
+                    }
+                    Ok(Some(token))
+                }
+                None => Ok(None),
+            },
+            Err(e) => Err(keyring_error("reading", kind, e)),
+        }
+    }
+
+    fn write(&self, kind: Kind, value: &str) -> Result<(), SecretsError> {
+        match &self.backend {
+            Backend::Keyring(service) => {
+                let entry = entry(service, kind)?;
+                off_runtime(|| entry.set_password(value))
+                    .map_err(|e| keyring_error("storing", kind, e))
+            }
+            Backend::File(_) => Ok(atomic_write(&self.file(kind), value.as_bytes())?),
+        }
+    }
+}
+
+/// Runs a keyring call where it can run. The Secret Service client drives its own
+/// runtime and refuses to start inside another one, so from async code (or a thread
+/// of a runtime's blocking pool) the call gets a plain thread of its own.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+fn entry(service: &str, kind: Kind) -> Result<keyring::Entry, SecretsError> {
+    keyring::Entry::new(service, kind.key()).map_err(|e| keyring_error("opening", kind, e))
+}
+
+fn keyring_error(action: &'static str, kind: Kind, e: keyring::Error) -> SecretsError {
+    SecretsError::Keyring {
+        action,
+        what: kind.what(),
+        detail: e.to_string(),
+    }
+}
+
+/// A keyring is usable if reading an entry answers "there" or "not there".
+fn probe(service: &str) -> Result<(), String> {
+    let entry = keyring::Entry::new(service, Kind::Api.key()).map_err(|e| e.to_string())?;
+    match off_runtime(|| entry.get_password()) {
+        Ok(_) | Err(keyring::Error::NoEntry) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn read_file(path: &Path) -> Result<Option<ApiToken>, SecretsError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Err(SecretsError::EmptyFile(path.to_path_buf())),
+        Ok(text) => Ok(Some(ApiToken(text.trim().to_owned()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("reading", path, e).into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn token_file_is_created_once_and_reused() {
+    fn file_secrets_are_made_once_private_and_separate() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path());
-        let a = ApiToken::load_or_create(&paths).unwrap();
-        let b = ApiToken::load_or_create(&paths).unwrap();
-        assert_eq!(a, b);
-        let admin = ApiToken::admin_load_or_create(&paths).unwrap();
-        assert_ne!(admin, a, "the admin token is its own secret");
-        assert_eq!(ApiToken::admin_load_or_create(&paths).unwrap(), admin);
+        let s = Secrets::files(&paths);
+        let a = s.api_token().unwrap();
+        assert_eq!(s.api_token().unwrap(), a);
         assert_eq!(a.expose().len(), 43, "32 bytes base64url");
+        let admin = s.admin_token().unwrap();
+        assert_ne!(admin, a, "the admin token is its own secret");
+        assert_eq!(s.admin_token().unwrap(), admin);
+        assert_eq!(s.tunnel_token().unwrap(), None);
+        s.set_tunnel_token(" tunnel-secret\n").unwrap();
+        assert_eq!(s.tunnel_token().unwrap().unwrap().expose(), "tunnel-secret");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(paths.token_file())
+            let mode = std::fs::metadata(paths.config_dir().join("token"))
                 .unwrap()
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let rotated = s.rotate_api_token().unwrap();
+        assert_ne!(rotated, a);
+        assert_eq!(s.api_token().unwrap(), rotated);
+        assert_eq!(
+            s.admin_token().unwrap(),
+            admin,
+            "rotation touches only the API token"
+        );
+    }
+
+    #[test]
+    fn without_a_session_bus_the_files_are_used_and_the_reason_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Secrets::open_with(&Paths::under(dir.path()), Some(dir.path()), false);
+        assert_eq!(s.backend_name(), "file");
+        assert!(matches!(s.backend(), Backend::File(why) if why.contains("D-Bus")));
     }
 
     #[test]

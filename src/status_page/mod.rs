@@ -53,6 +53,7 @@ pub fn router(page: StatusPage) -> Router {
         .route("/api/restart", post(restart))
         .route("/api/reconnect", post(reconnect))
         .route("/api/deploy", post(deploy))
+        .route("/api/reload-token", post(reload_token))
         .fallback(get(static_file))
         .layer(middleware::from_fn_with_state(page.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -176,6 +177,10 @@ async fn restart(State(page): State<StatusPage>) -> Response {
 
 async fn reconnect(State(page): State<StatusPage>) -> Response {
     act(&page, Action::Reconnect).await
+}
+
+async fn reload_token(State(page): State<StatusPage>) -> Response {
+    act(&page, Action::ReloadToken).await
 }
 
 async fn deploy(State(page): State<StatusPage>, bytes: Bytes) -> Response {

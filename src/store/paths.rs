@@ -48,21 +48,6 @@ impl Paths {
         self.config.join("config.toml")
     }
 
-    /// The API token when no keyring holds it.
-    pub fn token_file(&self) -> PathBuf {
-        self.config.join("token")
-    }
-
-    /// The admin token (status-page actions) when no keyring holds it.
-    pub fn admin_token_file(&self) -> PathBuf {
-        self.config.join("admin-token")
-    }
-
-    /// The named tunnel's token when no keyring holds it.
-    pub fn tunnel_token_file(&self) -> PathBuf {
-        self.config.join("tunnel-token")
-    }
-
     /// The release store: `releases/<id>/` plus the `current` and `known_good` pointers.
     pub fn releases_dir(&self) -> PathBuf {
         self.state.join("releases")
@@ -109,7 +94,8 @@ mod tests {
         let p = Paths::resolve(Some(PathBuf::from("/tmp/ch"))).unwrap();
         for path in [
             p.config_file(),
-            p.token_file(),
+            p.releases_dir(),
+            p.instance_file(),
             p.sessions_dir(),
             p.lock_file("x"),
             p.logs_dir(),

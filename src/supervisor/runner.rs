@@ -63,6 +63,9 @@ pub struct Options {
     pub secrets_backend: String,
     /// The tunnel to keep up (its port is set to the public port); `None` = local only.
     pub tunnel: Option<crate::tunnel::TunnelSpec>,
+    /// Where a rotated API token is read back from; `None` when the token was given
+    /// (`CHROXY_TOKEN`) and rotation does not apply.
+    pub secrets: Option<crate::secrets::Secrets>,
 }
 
 /// Why a supervisor could not start (or stopped badly).
@@ -209,6 +212,7 @@ impl Supervisor {
             sessions: 0,
             exiting: false,
             tunnel,
+            secrets: opts.secrets.clone(),
         };
         let task = tokio::spawn(async move {
             let tunnel = runner
@@ -319,6 +323,7 @@ struct Runner {
     sessions: u32,
     exiting: bool,
     tunnel: Option<crate::tunnel::Tunnel>,
+    secrets: Option<crate::secrets::Secrets>,
 }
 
 impl Runner {
@@ -489,6 +494,28 @@ impl Runner {
                 })
                 .await;
                 Ok(format!("rolling back to release {target}"))
+            }
+            Action::ReloadToken => {
+                let Some(secrets) = self.secrets.clone() else {
+                    return Err(ActionError::Refused(
+                        "this supervisor was given its token in CHROXY_TOKEN; restart it with the new token".into(),
+                    ));
+                };
+                let token = tokio::task::spawn_blocking(move || secrets.api_token())
+                    .await
+                    .map_err(|e| ActionError::Refused(e.to_string()))?
+                    .map_err(|e| ActionError::Refused(e.to_string()))?;
+                if token == self.spec.token {
+                    return Ok("the token has not changed".into());
+                }
+                self.spec.token = token;
+                self.record(
+                    "token_rotated",
+                    "the API token was rotated: restarting the worker; phones must pair again"
+                        .into(),
+                );
+                self.step(Event::Restart).await;
+                Ok("restarting the worker with the new token".into())
             }
             Action::Deploy { release } => {
                 if matches!(self.machine.state(), State::Deploying { .. }) {

@@ -185,6 +185,9 @@ pub enum Action {
     Restart,
     /// Restart the tunnel, tell every phone to reconnect now, re-run the health gate.
     Reconnect,
+    /// The API token was rotated in the store: start workers with the new one (phones
+    /// holding the old one get `auth_fail` and must pair again).
+    ReloadToken,
     /// Start a release already added to the store (by `chroxy deploy`) as a canary.
     Deploy {
         /// Its id.

@@ -33,6 +33,15 @@ pub fn bad_worker_bin() -> &'static str {
 
 /// `chroxy <args>` on `home`, as a user would run it; returns (status, stdout, stderr).
 pub async fn cli(home: &Home, args: &[&str]) -> (ExitStatus, String, String) {
+    cli_env(home, args, &[]).await
+}
+
+/// [`cli`] with more environment.
+pub async fn cli_env(
+    home: &Home,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ExitStatus, String, String) {
     let out = Command::new(chroxy_bin())
         .args(args)
         .env_clear()
@@ -40,6 +49,7 @@ pub async fn cli(home: &Home, args: &[&str]) -> (ExitStatus, String, String) {
         .env("CHROXY_HOME", home.chroxy())
         .env("HOME", home.user_home())
         .env("CHROXY_TOKEN", TOKEN)
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();

@@ -1,0 +1,218 @@
+//! Secrets in a real Secret Service: gnome-keyring in a private D-Bus session with its
+//! own data directory, so the user's keyring is never touched.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use common::supervisor::{cli_env, events, Sup};
+use common::{Client, Home, WorkerOpts};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A D-Bus session with an unlocked gnome-keyring, alive as long as this value.
+struct SecretService {
+    _session: Child,
+    sleeper: u32,
+    bus: String,
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        // Ending the session's command ends the session (and its daemons) cleanly.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.sleeper as i32),
+            Signal::SIGTERM,
+        );
+    }
+}
+
+impl SecretService {
+    async fn start(home: &Home) -> Self {
+        for tool in ["dbus-run-session", "gnome-keyring-daemon", "secret-tool"] {
+            assert!(
+                which::which(tool).is_ok(),
+                "{tool} is missing: run ./scripts/test, which installs dbus-daemon, gnome-keyring and libsecret-tools"
+            );
+        }
+        let data = home.dir.path().join("xdg-data");
+        std::fs::create_dir_all(&data).unwrap();
+        let script = r#"eval "$(printf pw | gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
+echo "$DBUS_SESSION_BUS_ADDRESS $$"
+exec sleep 600"#;
+        let mut session = Command::new("dbus-run-session")
+            .args(["--", "sh", "-c", script])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.user_home())
+            .env("XDG_DATA_HOME", &data)
+            .env("XDG_RUNTIME_DIR", home.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(session.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(common::WAIT, lines.next_line())
+            .await
+            .expect("no D-Bus session")
+            .unwrap()
+            .expect("the session ended");
+        let (bus, pid) = line.rsplit_once(' ').unwrap();
+        Self {
+            _session: session,
+            sleeper: pid.parse().unwrap(),
+            bus: bus.to_owned(),
+        }
+    }
+
+    /// What `secret-tool` finds for one of Chroxy's entries of `home`.
+    async fn lookup(&self, home: &Home, account: &str) -> String {
+        let service = format!("chroxy:{}", home.chroxy().display());
+        let out = Command::new("secret-tool")
+            .args(["lookup", "service", &service, "username", account])
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        // An empty CHROXY_TOKEN means "not given": the token comes from the keyring.
+        vec![
+            ("DBUS_SESSION_BUS_ADDRESS", self.bus.as_str()),
+            ("CHROXY_TOKEN", ""),
+        ]
+    }
+
+    fn opts(&self) -> WorkerOpts {
+        let mut opts = WorkerOpts::fake_cli();
+        for (k, v) in self.env() {
+            opts = opts.env(k, v);
+        }
+        opts
+    }
+}
+
+async fn authenticates(port: u16, token: &str) -> bool {
+    let mut c = Client::connect(port).await;
+    c.auth(token).await["type"] == "auth_ok"
+}
+
+fn no_secret_files(home: &Home) {
+    for name in ["token", "admin-token", "tunnel-token"] {
+        let path = home.chroxy().join("config").join(name);
+        assert!(
+            !Path::new(&path).exists(),
+            "{} exists: secrets belong in the keyring",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_live_in_the_keyring_across_supervisor_runs_crashes_rollbacks_and_tunnel_failures() {
+    let home = Home::new();
+    home.config("[supervisor]\ncrash_budget = 100\nbackoff_cap_ms = 200\n[tunnel]\nbackoff_floor_ms = 10\nbackoff_cap_ms = 20\n");
+    let keyring = SecretService::start(&home).await;
+    let (ok, token, err) = cli_env(&home, &["token", "show"], &keyring.env()).await;
+    assert!(ok.success(), "{err}");
+    let token = token.trim().to_owned();
+    assert_eq!(token.len(), 43);
+    assert_eq!(keyring.lookup(&home, "token").await, token);
+    no_secret_files(&home);
+
+    // First run: the status says where secrets are; phones use the keyring's token.
+    let mut sup = Sup::start(&home, keyring.opts()).await;
+    let s = sup.healthy().await;
+    assert_eq!(s["secretsBackend"], "keyring");
+    assert!(authenticates(sup.public, &token).await);
+    // The worker got the token in its environment, not on its command line.
+    let pid = s["worker"]["pid"].as_u64().unwrap();
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&argv).contains(&token),
+        "the token is on a worker's argv"
+    );
+    let admin = keyring.lookup(&home, "admin-token").await;
+    assert_eq!(admin.len(), 43);
+    sup.signal(Signal::SIGTERM);
+    sup.exited().await;
+
+    // Second run, with everything that once lost secrets: crashes, a rollback, a tunnel
+    // that dies ten times.
+    let cf_state = home.dir.path().join("cf.runs");
+    let cf_log = home.dir.path().join("cf.log");
+    let opts = keyring
+        .opts()
+        .env("CHROXY_CLOUDFLARED", env!("CARGO_BIN_EXE_fake-cloudflared"))
+        .env("FAKE_CF_STATE", cf_state.to_str().unwrap())
+        .env("FAKE_CF_LOG", cf_log.to_str().unwrap())
+        .env("FAKE_CF_DIE_RUNS", "10")
+        .env("FAKE_CF_DIE_AFTER_MS", "20");
+    let sup = Sup::start_args(&home, opts, &["--tunnel", "quick"]).await;
+    let mut s = sup.healthy().await;
+    for _ in 0..3 {
+        let pid = s["worker"]["pid"].as_i64().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        s = sup
+            .wait_for("restarted", |s| {
+                s["state"] == "healthy" && s["worker"]["pid"].as_i64() != Some(pid)
+            })
+            .await;
+    }
+    let (code, answer) = sup.post("rollback", Some(&admin), "").await;
+    assert_eq!(code, 200, "{answer}");
+    let s = sup
+        .wait_for("the eleventh tunnel up and a worker serving", |s| {
+            s["tunnel"]["state"] == "up" && s["state"] == "healthy"
+        })
+        .await;
+    assert!(events(&s).iter().any(|(k, _)| k == "rollback"));
+    assert_eq!(std::fs::read_to_string(&cf_state).unwrap().trim(), "11");
+    assert_eq!(keyring.lookup(&home, "token").await, token);
+    assert_eq!(keyring.lookup(&home, "admin-token").await, admin);
+    assert!(authenticates(sup.public, &token).await);
+    no_secret_files(&home);
+
+    // Rotation is the one thing that replaces the token: phones must pair again.
+    let (ok, out, err) = cli_env(&home, &["token", "rotate"], &keyring.env()).await;
+    assert!(ok.success(), "{out}{err}");
+    let rotated = keyring.lookup(&home, "token").await;
+    assert_ne!(rotated, token);
+    sup.wait_for("restarted with the new token", |s| {
+        events(s).iter().any(|(k, _)| k == "token_rotated") && s["state"] == "healthy"
+    })
+    .await;
+    let mut old = Client::connect(sup.public).await;
+    let refused = old.auth(&token).await;
+    assert_eq!(refused["type"], "auth_fail");
+    assert_eq!(refused["reason"], "invalid_token");
+    assert!(authenticates(sup.public, &rotated).await);
+    // No token in any log line or any child's command line, old or new.
+    let cf_argv = std::fs::read_to_string(&cf_log).unwrap();
+    for secret in [&token, &rotated, &admin] {
+        assert!(
+            !sup.log_text().contains(secret.as_str()),
+            "a token reached the log"
+        );
+        assert!(
+            !cf_argv.contains(secret.as_str()),
+            "a token reached cloudflared's argv"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_a_secret_service_the_files_are_used_and_the_status_says_so() {
+    let home = Home::new();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli().env("CHROXY_TOKEN", "")).await;
+    let s = sup.healthy().await;
+    assert_eq!(s["secretsBackend"], "file");
+    let token = std::fs::read_to_string(home.chroxy().join("config/token")).unwrap();
+    assert!(authenticates(sup.public, token.trim()).await);
+}
