@@ -18,6 +18,7 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod doctor;
 pub mod pairing;
 pub mod process;
 pub mod protocol;

@@ -72,6 +72,15 @@ enum Command {
     },
     /// List the releases in the store.
     Releases,
+    /// Check what Chroxy needs on this machine, and say how to fix what is missing.
+    Doctor {
+        /// The public port to check.
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// The status page port to check.
+        #[arg(long, default_value_t = 8766)]
+        status_port: u16,
+    },
     /// Print the pairing link (or its QR code) a phone needs to connect.
     Pair {
         /// `url` (the https link the QR encodes), `chroxy` (for the Chroxy app), `svg`
@@ -196,6 +205,7 @@ fn main() -> Result<()> {
         }
         Command::Rollback { to } => block_on(rollback(&paths, &secrets(&cli.home, &paths), to)),
         Command::Releases => list_releases(&paths),
+        Command::Doctor { port, status_port } => doctor(&cli.home, &paths, port, status_port),
         Command::Pair { format } => block_on(pair(&paths, &secrets(&cli.home, &paths), format)),
         Command::Rules { action } => rules(&paths, action),
         Command::Token {
@@ -451,6 +461,36 @@ async fn print_pairing(
             return;
         }
     }
+}
+
+fn doctor(home: &Option<PathBuf>, paths: &Paths, port: u16, status_port: u16) -> Result<()> {
+    use chroxy::doctor::{Inputs, Verdict};
+    let config = Config::load(&paths.config_file())?;
+    let env_path = |key: &str| {
+        std::env::var_os(key)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let inputs = Inputs {
+        paths: paths.clone(),
+        claude: env_path("CHROXY_CLAUDE").or(config.worker.claude.clone()),
+        cloudflared: env_path("CHROXY_CLOUDFLARED"),
+        ports: [port, status_port],
+    };
+    let checks = chroxy::doctor::run(&inputs, &secrets(home, paths));
+    for c in &checks {
+        let mark = match c.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+        };
+        println!("{mark} {:<12} {}", c.name, c.detail);
+    }
+    let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} check(s) failed; see above for how to fix each");
+    }
+    Ok(())
 }
 
 async fn rotate(paths: &Paths, secrets: &Secrets) -> Result<()> {

@@ -47,6 +47,46 @@ pub async fn kill_group(child: &mut Child) -> io::Result<ExitStatus> {
     child.wait().await
 }
 
+/// The first line `<binary> --version` prints, if it answers within `timeout`
+/// (blocking). The error says what went wrong, for messages.
+pub fn version_line(binary: &std::path::Path, timeout: Duration) -> Result<String, String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    // Read on the side so a chatty binary never blocks on a full pipe.
+    let reader = child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        })
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`--version` gave no answer within {} s",
+                    timeout.as_secs()
+                ));
+            }
+        }
+    }
+    let text = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
 /// "exit status 1", "killed by signal 9": for messages a user reads.
 pub fn describe(status: &ExitStatus) -> String {
     #[cfg(unix)]

@@ -7,9 +7,7 @@
 //! so `chroxy deploy` in a terminal and a running supervisor never trample each other.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -356,42 +354,8 @@ fn version_of(binary: &Path) -> Result<(String, String), ReleaseError> {
         path: binary.to_path_buf(),
         detail,
     };
-    let mut child = Command::new(binary)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| not(format!("cannot run it: {e}")))?;
-    let mut out = String::new();
-    let reader = child.stdout.take().map(|mut s| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = s.read_to_string(&mut text);
-            text
-        })
-    });
-    let deadline = std::time::Instant::now() + VERSION_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(not(format!(
-                    "`--version` gave no answer within {} s",
-                    VERSION_TIMEOUT.as_secs()
-                )));
-            }
-        }
-    }
-    if let Some(reader) = reader {
-        out = reader.join().unwrap_or_default();
-    }
-    let line = out.lines().next().unwrap_or_default();
+    let out = crate::process::version_line(binary, VERSION_TIMEOUT).map_err(not)?;
+    let line = out.as_str();
     let mut words = line.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some("chroxy"), Some(version), Some(commit))
@@ -516,7 +480,10 @@ mod tests {
         );
         assert_eq!(r.verify(&a.id).unwrap(), a.binary);
         // It runs from the store.
-        let out = Command::new(&a.binary).arg("--version").output().unwrap();
+        let out = std::process::Command::new(&a.binary)
+            .arg("--version")
+            .output()
+            .unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("chroxy 2.0.0"));
         let ids: Vec<String> = r.list().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, ["0".to_owned(), a.id.clone(), b.id.clone()]);

@@ -186,8 +186,14 @@ enum Outcome {
 }
 
 fn resolve(spec: &TunnelSpec) -> Result<PathBuf, String> {
-    match &spec.binary {
-        Some(path) if path.is_file() => Ok(path.clone()),
+    find_cloudflared(spec.binary.as_deref())
+}
+
+/// Finds cloudflared: the configured path (`CHROXY_CLOUDFLARED`) if given, else `PATH`.
+/// The error says how to install it.
+pub fn find_cloudflared(configured: Option<&std::path::Path>) -> Result<PathBuf, String> {
+    match configured {
+        Some(path) if path.is_file() => Ok(path.to_path_buf()),
         Some(path) => Err(format!(
             "cloudflared not found at {} (CHROXY_CLOUDFLARED); {INSTALL_HINT}",
             path.display()

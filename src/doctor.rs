@@ -1,0 +1,200 @@
+//! `chroxy doctor`: checks what Chroxy needs on this machine and says, for each thing
+//! that is wrong, how to fix it. The same checks can feed the tray window.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::secrets::{Backend, Secrets};
+use crate::store::Paths;
+use crate::supervisor::instance;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Fine.
+    Ok,
+    /// Works, but not as well as it could.
+    Warn,
+    /// Chroxy cannot work like this.
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// How it came out.
+    pub verdict: Verdict,
+    /// What was found, and (unless ok) what to do about it.
+    pub detail: String,
+}
+
+/// What the checks look at.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// The home's paths.
+    pub paths: Paths,
+    /// `CHROXY_CLAUDE` or the config's `claude`.
+    pub claude: Option<PathBuf>,
+    /// `CHROXY_CLOUDFLARED`.
+    pub cloudflared: Option<PathBuf>,
+    /// The ports `chroxy start` would take.
+    pub ports: [u16; 2],
+}
+
+/// Runs every check (blocking: it runs `--version`s and may ask the keyring).
+pub fn run(inputs: &Inputs, secrets: &Secrets) -> Vec<Check> {
+    let running = instance::running(&inputs.paths);
+    vec![
+        claude(inputs.claude.as_deref()),
+        cloudflared(inputs.cloudflared.as_deref()),
+        keyring(secrets),
+        writable(&inputs.paths),
+        ports(inputs.ports, running.as_ref()),
+        match &running {
+            Some(info) => Check {
+                name: "running",
+                verdict: Verdict::Ok,
+                detail: format!(
+                    "a supervisor runs: {} (`chroxy status` shows its health)",
+                    instance::describe(info)
+                ),
+            },
+            None => Check {
+                name: "running",
+                verdict: Verdict::Ok,
+                detail: "no supervisor runs for this home (start one with `chroxy start`)".into(),
+            },
+        },
+    ]
+}
+
+fn claude(configured: Option<&Path>) -> Check {
+    let name = "claude";
+    match crate::agent::find_claude(configured) {
+        Ok(path) => match version(&path) {
+            Some(v) => ok(name, format!("{} ({v})", path.display())),
+            None => Check {
+                name,
+                verdict: Verdict::Fail,
+                detail: format!(
+                    "{} does not answer `--version`; reinstall it: {}",
+                    path.display(),
+                    crate::agent::INSTALL_HINT
+                ),
+            },
+        },
+        Err(e) => fail(name, e.to_string()),
+    }
+}
+
+fn cloudflared(configured: Option<&Path>) -> Check {
+    let name = "cloudflared";
+    match crate::tunnel::find_cloudflared(configured) {
+        Ok(path) => ok(
+            name,
+            format!(
+                "{} ({})",
+                path.display(),
+                version(&path).unwrap_or_else(|| "version unknown".into())
+            ),
+        ),
+        Err(e) => fail(
+            name,
+            format!("{e}; without it phones reach this machine only on the local network"),
+        ),
+    }
+}
+
+fn keyring(secrets: &Secrets) -> Check {
+    match secrets.backend() {
+        Backend::Keyring(service) => ok(
+            "secrets",
+            format!("kept in the OS keyring (service `{service}`)"),
+        ),
+        Backend::File(why) => Check {
+            name: "secrets",
+            verdict: Verdict::Warn,
+            detail: format!(
+                "no usable OS keyring ({why}): tokens are kept in 0600 files in the config directory; run Chroxy in a desktop session with a Secret Service (e.g. gnome-keyring) to use the keyring"
+            ),
+        },
+    }
+}
+
+fn writable(paths: &Paths) -> Check {
+    for dir in [paths.config_dir(), paths.state_dir()] {
+        let probe = dir.join(".doctor-probe");
+        let result = crate::store::atomic_write(&probe, b"probe");
+        let _ = std::fs::remove_file(&probe);
+        if let Err(e) = result {
+            return fail(
+                "files",
+                format!("{e}; make the directory writable, or set CHROXY_HOME to one that is"),
+            );
+        }
+    }
+    ok(
+        "files",
+        format!(
+            "{} and {} are writable",
+            paths.config_dir().display(),
+            paths.state_dir().display()
+        ),
+    )
+}
+
+fn ports(ports: [u16; 2], running: Option<&instance::InstanceInfo>) -> Check {
+    if let Some(info) = running {
+        return ok(
+            "ports",
+            format!(
+                "{} and {} are Chroxy's own (running)",
+                info.public_port, info.status_port
+            ),
+        );
+    }
+    let taken: Vec<String> = ports
+        .iter()
+        .filter(|&&p| {
+            std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, p))).is_err()
+        })
+        .map(u16::to_string)
+        .collect();
+    if taken.is_empty() {
+        ok("ports", format!("{} and {} are free", ports[0], ports[1]))
+    } else {
+        fail(
+            "ports",
+            format!(
+                "port {} is taken by another program; stop it or choose others with `chroxy start --port P --status-port S`",
+                taken.join(" and ")
+            ),
+        )
+    }
+}
+
+fn ok(name: &'static str, detail: String) -> Check {
+    Check {
+        name,
+        verdict: Verdict::Ok,
+        detail,
+    }
+}
+
+fn fail(name: &'static str, detail: String) -> Check {
+    Check {
+        name,
+        verdict: Verdict::Fail,
+        detail,
+    }
+}
+
+/// The first line of `<binary> --version`, if it answers within a few seconds.
+fn version(binary: &Path) -> Option<String> {
+    crate::process::version_line(binary, Duration::from_secs(10))
+        .ok()
+        .filter(|l| !l.is_empty())
+}
