@@ -42,6 +42,11 @@ enum Command {
         /// Status page port on 127.0.0.1.
         #[arg(long, default_value_t = 8766)]
         status_port: u16,
+        /// Address of the public port: 127.0.0.1 keeps it on this machine (the tunnel
+        /// still reaches it); 0.0.0.0 also serves the local network (then set
+        /// `[tunnel] public_url` to this machine's LAN address for pairing links).
+        #[arg(long, default_value_t = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST))]
+        bind: std::net::IpAddr,
         /// How phones reach this machine from elsewhere.
         #[arg(long, value_enum, default_value_t = Tunnel::Quick)]
         tunnel: Tunnel,
@@ -183,6 +188,7 @@ fn main() -> Result<()> {
         Command::Start {
             port,
             status_port,
+            bind,
             tunnel,
             cwd,
             demo,
@@ -192,7 +198,7 @@ fn main() -> Result<()> {
             runtime.block_on(run_supervisor(
                 cli.home,
                 paths,
-                port,
+                SocketAddr::new(bind, port),
                 status_port,
                 tunnel,
                 cwd,
@@ -313,7 +319,7 @@ fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
 async fn run_supervisor(
     home: Option<PathBuf>,
     paths: Paths,
-    port: u16,
+    public_addr: SocketAddr,
     status_port: u16,
     tunnel: Tunnel,
     cwd: Option<PathBuf>,
@@ -338,7 +344,7 @@ async fn run_supervisor(
     let pair_token = token.clone();
     let opts = chroxy::supervisor::Options {
         paths,
-        public_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        public_addr,
         status_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, status_port)),
         token,
         admin,

@@ -248,3 +248,76 @@ async fn force_reconnect_restarts_the_tunnel() {
     .await;
     assert_eq!(runs(&log).len(), 2);
 }
+
+#[tokio::test]
+async fn chroxy_start_prints_the_link_and_qr_when_the_tunnel_is_up_and_again_for_a_new_url() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let home = Home::new();
+    let (opts, _log) = fake_cloudflared(&home);
+    let (mut cmd, _stderr) = common::chroxy_command(&home, &opts, "supervisor");
+    cmd.args([
+        "start",
+        "--port",
+        "0",
+        "--status-port",
+        "0",
+        "--tunnel",
+        "quick",
+        "--cwd",
+    ])
+    .arg(home.project())
+    .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let link_line = |run: u64| {
+        format!(
+            "Scan the code with your phone, or open {}/#pair=",
+            quick_url(run)
+        )
+    };
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(common::WAIT, out.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("stdout ended");
+        let done = line.starts_with(&link_line(1));
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    // The QR came before the link: rows of block characters.
+    let qr_rows = seen
+        .iter()
+        .filter(|l| l.contains(['\u{2588}', '\u{2580}', '\u{2584}']))
+        .count();
+    assert!(qr_rows > 10, "no QR printed: {seen:?}");
+    let admin = std::fs::read_to_string(home.chroxy().join("config/admin-token")).unwrap();
+    let info: Value = serde_json::from_slice(
+        &std::fs::read(home.chroxy().join("state/supervisor.json")).unwrap(),
+    )
+    .unwrap();
+    let port = info["statusPort"].as_u64().unwrap() as u16;
+    let (code, _) = common::supervisor::http(
+        port,
+        "POST",
+        "/api/reconnect",
+        &[("X-Chroxy-Admin", admin.trim())],
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    loop {
+        let line = tokio::time::timeout(common::WAIT, out.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("stdout ended");
+        if line.starts_with(&link_line(2)) {
+            break;
+        }
+    }
+    child.start_kill().unwrap();
+}

@@ -531,12 +531,13 @@ impl Runner {
                 Ok(format!("deploying release {release} as a canary"))
             }
             Action::Reconnect => {
+                // The tunnel is the usual culprit when a phone cannot get through.
+                if let Some(t) = &self.tunnel {
+                    t.restart();
+                }
                 let routed = self.routed.as_ref().and_then(|r| self.workers.get(r));
                 match routed {
                     Some(w) => {
-                        if let Some(t) = &self.tunnel {
-                            t.restart();
-                        }
                         w.worker.send(WorkerCommand::Reconnect {
                             restart_eta_ms: 500,
                         });
@@ -550,9 +551,6 @@ impl Runner {
                         "a worker is starting; phones reconnect as soon as it is healthy".into(),
                     ),
                     None => {
-                        if let Some(t) = &self.tunnel {
-                            t.restart();
-                        }
                         self.record(
                             "reconnect",
                             "no worker was serving: starting one now".into(),
