@@ -57,6 +57,8 @@ pub enum SupervisorCommand {
         /// The ETA phones are told.
         restart_eta_ms: u64,
     },
+    /// The worker this one replaced has saved its last state and exited: re-read it.
+    Resync,
 }
 
 /// One JSON line (with the newline).

@@ -238,6 +238,54 @@ async fn a_release_that_survives_its_canary_window_becomes_known_good_and_rollba
 }
 
 #[tokio::test]
+async fn a_turn_that_ends_on_the_old_worker_during_a_deploy_is_in_the_new_workers_history() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    sup.healthy().await;
+    let mut phone = sup.client().await;
+    // A turn that is still running when the new release starts, loads the sessions,
+    // and takes over: the old worker's drain lets it finish and saves it.
+    let slow = "SLOW 150 one two three four five six seven eight nine ten";
+    phone.send(json!({"type": "input", "data": slow})).await;
+    phone.until(|v| v["type"] == "agent_busy").await;
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    let id = out.split_whitespace().nth(2).unwrap().to_owned();
+    phone.until_type("server_shutdown").await;
+    sup.wait_for("the old worker gone, the new one serving", |s| {
+        s["worker"]["release"] == id.as_str()
+            && events(s)
+                .iter()
+                .any(|(k, m)| k == "worker_stopped" && m.contains("release 0"))
+    })
+    .await;
+    let expected = "one two three four five six seven eight nine ten";
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let history = replayed(&sup).await;
+        if history.iter().any(|m| m == expected) {
+            assert!(history.iter().any(|m| m == slow), "{history:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the turn finished on the old worker is missing: {history:?}\nlog:\n{}",
+            sup.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And it stays: the next turn on the new worker saves on top of it.
+    let mut phone = sup.client().await;
+    phone.turn("REPLY after the deploy").await;
+    let history = replayed(&sup).await;
+    assert!(
+        history.iter().any(|m| m == expected) && history.iter().any(|m| m == "after the deploy"),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_tampered_release_is_refused() {
     let home = Home::new();
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;

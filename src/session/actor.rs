@@ -96,6 +96,9 @@ pub(crate) enum Cmd {
     },
     /// Send this session's waiting prompts to a phone that is looking at another session.
     SendPrompts { client: ClientId },
+    /// The record on disk, written by the worker this one replaced after this one had
+    /// loaded it: take it if nothing happened here since, and show it to the phones.
+    Resync { rec: Box<SessionRecord> },
     /// The worker is stopping: deny what waits and tell the phones, while they are
     /// still connected.
     Drain { done: oneshot::Sender<()> },
@@ -329,6 +332,7 @@ impl Session {
                 answers,
                 from,
             } => self.answer_question(id, answer, answers, &from).await,
+            Cmd::Resync { rec } => self.resync(*rec),
             Cmd::SendPrompts { client } => {
                 let now = Instant::now();
                 let frames: Vec<_> = self.prompts.messages(now).iter().map(frame).collect();
@@ -347,6 +351,29 @@ impl Session {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    fn resync(&mut self, rec: SessionRecord) {
+        let untouched =
+            self.saves == 0 && !self.busy && self.agent.is_none() && self.queue.is_empty();
+        if !untouched {
+            // Both workers changed it; this one's phones have seen this one's version.
+            tracing::warn!("session changed here since it was loaded; keeping this worker's state");
+            return;
+        }
+        if rec.history == self.rec.history && rec.agent_session_id == self.rec.agent_session_id {
+            return;
+        }
+        tracing::info!(
+            history = rec.history.len(),
+            "taking the state the previous worker saved"
+        );
+        self.history_bytes = rec.history.iter().map(approx_size).sum();
+        self.rec = rec;
+        self.refresh_info();
+        for client in self.clients.on_session(&self.rec.session_id) {
+            self.attach(&client, None);
+        }
     }
 
     fn attach(&mut self, client: &str, notice: Option<String>) {

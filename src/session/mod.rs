@@ -115,6 +115,38 @@ impl Hub {
         hub
     }
 
+    /// Re-reads the saved sessions after the worker this one replaced has saved its
+    /// last state (a deploy runs both for a moment): sessions untouched here take the
+    /// saved version, sessions created there meanwhile appear here.
+    pub async fn resync(&self) {
+        let dir = self.cfg.sessions_dir.clone();
+        let records = tokio::task::spawn_blocking(move || record::load_all(&dir))
+            .await
+            .unwrap_or_default();
+        let mut added = false;
+        for rec in records {
+            match self.sender(&rec.session_id) {
+                Some(tx) => {
+                    let _ = tx.send(Cmd::Resync { rec: Box::new(rec) }).await;
+                }
+                None if self.session_count() < MAX_SESSIONS => {
+                    tracing::info!(session = %rec.session_id, "session created by the previous worker");
+                    self.spawn_session(rec, false);
+                    added = true;
+                }
+                None => {}
+            }
+        }
+        if added {
+            self.clients.publish(
+                Audience::All,
+                &ServerMsg::SessionList {
+                    sessions: self.session_infos(),
+                },
+            );
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }

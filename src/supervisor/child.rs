@@ -65,6 +65,8 @@ pub enum WorkerCommand {
         /// The ETA phones are told.
         restart_eta_ms: u64,
     },
+    /// Re-read the sessions the worker it replaced saved.
+    Resync,
     /// Stop waiting politely (a second Ctrl-C): SIGKILL now.
     Kill,
 }
@@ -284,7 +286,7 @@ impl Task {
             None | Some(WorkerCommand::Kill) => Some(Ending::Kill),
             // Not serving yet: nothing to drain.
             Some(WorkerCommand::Stop { .. }) => Some(Ending::Kill),
-            Some(WorkerCommand::Reconnect { .. }) => None,
+            Some(WorkerCommand::Reconnect { .. } | WorkerCommand::Resync) => None,
         }
     }
 
@@ -356,6 +358,7 @@ impl Task {
                             check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.gate_timeout)));
                         }
                     }
+                    Some(WorkerCommand::Resync) => self.send_line(&SupervisorCommand::Resync).await,
                     Some(WorkerCommand::Stop { drain, reason, restart_eta_ms }) => {
                         return Ending::Stop { drain: drain && healthy, reason, restart_eta_ms };
                     }

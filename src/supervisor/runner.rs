@@ -304,6 +304,9 @@ struct Leaving {
     worker: WorkerRef,
     pid: Option<u32>,
     planned: bool,
+    /// It was drained while a successor already served (a deploy): once it has saved
+    /// and exited, the successor re-reads the sessions.
+    handover: bool,
 }
 
 struct Runner {
@@ -406,6 +409,11 @@ impl Runner {
                 if leaving.planned {
                     let message = format!("release {} stopped ({status})", leaving.release);
                     self.record("worker_stopped", message);
+                }
+                if leaving.handover {
+                    if let Some(w) = self.routed.as_ref().and_then(|r| self.workers.get(r)) {
+                        w.worker.send(WorkerCommand::Resync);
+                    }
                 }
                 self.stopping.remove(&report.id);
                 self.save_pids();
@@ -599,7 +607,12 @@ impl Runner {
                             restart_eta_ms: RESTART_ETA_MS,
                         });
                     }
+                    let successor_serves = self.routed.as_ref().is_some_and(|r| *r != release);
+                    let id = self.workers.get(&release).map(|w| w.worker.id);
                     self.retire(&release, true);
+                    if let Some(l) = id.and_then(|id| self.stopping.get_mut(&id)) {
+                        l.handover = drain && successor_serves;
+                    }
                 }
                 Effect::SetCurrent(id) => self.move_pointer(id, false).await,
                 Effect::SetKnownGood(id) => self.move_pointer(id, true).await,
@@ -656,6 +669,7 @@ impl Runner {
                 worker: live.worker,
                 pid: live.pid,
                 planned,
+                handover: false,
             },
         );
     }

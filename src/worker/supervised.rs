@@ -58,6 +58,7 @@ pub async fn follow_supervisor(
                         tracing::info!("telling every phone to reconnect");
                         signals.reconnect_all(restart_eta_ms);
                     }
+                    Ok(SupervisorCommand::Resync) => hub.resync().await,
                     Err(err) => tracing::warn!(%err, "ignoring an unreadable control command"),
                 },
                 Some(Err(err)) => tracing::warn!(%err, "ignoring an unreadable control command"),
