@@ -34,6 +34,15 @@ fn quick_url(run: u64) -> String {
     format!("https://tender-quiet-words-{run}.trycloudflare.com")
 }
 
+/// A supervisor with `--tunnel <mode>`, once its tunnel is up; and that status.
+async fn tunnel_up(home: &Home, opts: WorkerOpts, mode: &str) -> (Sup, Value) {
+    let sup = Sup::start_args(home, opts, &["--tunnel", mode]).await;
+    let s = sup
+        .wait_for("tunnel up", |s| s["tunnel"]["state"] == "up")
+        .await;
+    (sup, s)
+}
+
 /// `chroxy pair` through the CLI, as the user runs it.
 async fn pair(home: &Home, format: &str) -> String {
     let (ok, out, err) = cli(home, &["pair", "--format", format]).await;
@@ -45,10 +54,7 @@ async fn pair(home: &Home, format: &str) -> String {
 async fn a_quick_tunnel_comes_up_and_the_pairing_link_and_qr_point_at_it() {
     let home = Home::new();
     let (opts, log) = fake_cloudflared(&home);
-    let sup = Sup::start_args(&home, opts, &["--tunnel", "quick"]).await;
-    let s = sup
-        .wait_for("tunnel up", |s| s["tunnel"]["state"] == "up")
-        .await;
+    let (sup, s) = tunnel_up(&home, opts, "quick").await;
     assert_eq!(s["tunnel"]["mode"], "quick");
     assert_eq!(s["tunnel"]["url"], quick_url(1).as_str());
     assert!(events(&s)
@@ -213,10 +219,7 @@ async fn a_named_tunnel_gets_its_token_in_the_environment_and_uses_the_configure
     assert!(set.wait().await.unwrap().success());
 
     let (opts, log) = fake_cloudflared(&home);
-    let sup = Sup::start_args(&home, opts, &["--tunnel", "named"]).await;
-    let s = sup
-        .wait_for("named tunnel up", |s| s["tunnel"]["state"] == "up")
-        .await;
+    let (sup, s) = tunnel_up(&home, opts, "named").await;
     assert_eq!(s["tunnel"]["url"], "https://chroxy.example.com");
     let run = &runs(&log)[0];
     assert_eq!(run["tunnelToken"], true, "TUNNEL_TOKEN reached cloudflared");
