@@ -79,14 +79,16 @@ async fn garbage_on_the_agents_stdout_is_skipped_and_never_reaches_phones() {
 #[tokio::test]
 async fn a_slow_phone_is_closed_with_1013_and_the_others_get_everything() {
     let home = Home::new();
-    home.config("[worker]\nclient_queue = 256\ncoalesce_ms = 0\n");
+    // The queue absorbs a reading phone's stalls of ~0.25 s (a loaded CI machine),
+    // never the ~16 MB a phone that does not read at all falls behind.
+    home.config("[worker]\nclient_queue = 4096\ncoalesce_ms = 0\n");
     let w = Worker::start_with(&home, WorkerOpts::fake_cli()).await;
     let mut fast = w.client().await;
     let mut slow = w.client().await; // authenticated, then never reads while the flood runs
-                                     // ~11 MB of frames at a pace a reading phone keeps up with: far more than the
-                                     // kernel's socket buffers and the 256-frame queue hold for one that does not read.
-    let n = 100_000;
-    fast.send(json!({"type": "input", "data": format!("BENCH {n} 30")}))
+                                     // ~16 MB of frames at a pace a reading phone keeps up with: far more than the kernel's
+                                     // socket buffers and the 4096-frame queue hold for one that does not read.
+    let n = 150_000;
+    fast.send(json!({"type": "input", "data": format!("BENCH {n} 60")}))
         .await;
     fast.until_type("agent_idle").await;
     let deltas = fast

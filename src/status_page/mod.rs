@@ -1,18 +1,31 @@
 //! The status page on the second port (PROTOCOL.md "Status page"), served by the
 //! supervisor itself so it tells the truth while no worker runs: the HTML page, the
 //! JSON of [`Status`](crate::supervisor::status::Status), and the actions of the window
-//! (rollback, restart, reconnect, deploy) for whoever holds the admin token.
+//! (rollback, restart, reconnect, deploy, reload-token) for whoever holds the admin
+//! token. The supervisor's runner serves it; `chroxy status`/`deploy`/`token` call it.
 //!
 //! It listens on loopback only, and still trusts nothing about the browser that talks
 //! to it: a page on another site could make the user's browser POST here, so actions
 //! need the admin token in a header (which a cross-site form cannot set) and a foreign
 //! `Origin` is refused; a `Host` that is not loopback is refused too, so a DNS name
-//! rebound to 127.0.0.1 cannot read the status either.
+//! rebound to 127.0.0.1 cannot read the status either. Those checks: `guard.rs`; the
+//! page's files and the headers every answer carries: `assets.rs`.
+//!
+//! Every answer under `/api/` is JSON, errors included (`{"ok":false,"error":…}`), so
+//! a CLI talking to an older or newer supervisor always gets a sentence to show.
+
+mod assets;
+mod guard;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
-use axum::middleware::{self, Next};
+use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,28 +37,28 @@ use crate::secrets::ApiToken;
 use crate::supervisor::handle::{ActionError, Handle};
 use crate::supervisor::status::Action;
 
-/// The page's files, built into the binary.
-#[derive(rust_embed::Embed)]
-#[folder = "web/status/"]
-struct StatusAssets;
-
-/// The header actions must carry.
+/// The header actions must carry, holding the admin token.
 pub const ADMIN_HEADER: &str = "x-chroxy-admin";
-/// Request bodies are tiny JSON objects.
+
+/// Request bodies are tiny JSON objects; anything bigger is refused unread.
 const MAX_BODY: usize = 4 * 1024;
 
-/// What the page serves.
+/// How long a stop waits for requests in flight before it lets the page go anyway: a
+/// stalled local client must not hold up the supervisor's shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// What the page serves and whom it obeys.
 #[derive(Debug, Clone)]
 pub struct StatusPage {
     /// The supervisor.
     pub handle: Handle,
-    /// The admin token actions need.
+    /// The admin token actions need (`chroxy token show --admin` prints it).
     pub admin: ApiToken,
-    /// The port it is served on (to recognise its own origin).
+    /// The port it is served on: its own origin and `Host` are recognised by it.
     pub port: u16,
 }
 
-/// The routes.
+/// The routes, with the host/origin/token checks in front of every one of them.
 pub fn router(page: StatusPage) -> Router {
     Router::new()
         .route("/api/status", get(status))
@@ -54,74 +67,38 @@ pub fn router(page: StatusPage) -> Router {
         .route("/api/reconnect", post(reconnect))
         .route("/api/deploy", post(deploy))
         .route("/api/reload-token", post(reload_token))
-        .fallback(get(static_file))
-        .layer(middleware::from_fn_with_state(page.clone(), guard))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(assets::static_file)
+        .layer(middleware::from_fn_with_state(page.clone(), guard::guard))
+        .layer(middleware::from_fn(assets::common_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(page)
 }
 
-/// Serves on `listener` until `shutdown` is cancelled.
+/// Binds nothing itself: serves on `listener` until `shutdown` is cancelled, then lets
+/// requests in flight finish for a short grace.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     page: StatusPage,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(page))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-}
-
-fn own_origins(port: u16) -> [String; 3] {
-    [
-        format!("127.0.0.1:{port}"),
-        format!("localhost:{port}"),
-        format!("[::1]:{port}"),
-    ]
-}
-
-/// Host check for everything; Origin and admin token for every action.
-async fn guard(
-    State(page): State<StatusPage>,
-    request: axum::extract::Request,
-    next: Next,
-) -> Response {
-    let headers = request.headers();
-    let hosts = own_origins(page.port);
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    if !hosts.iter().any(|h| h == host) {
-        return refuse(
-            StatusCode::MISDIRECTED_REQUEST,
-            "the status page answers only on 127.0.0.1, localhost or [::1]",
-        );
-    }
-    if request.method() == axum::http::Method::POST {
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let origin = origin.to_str().unwrap_or_default();
-            let ours = hosts.iter().any(|h| origin == format!("http://{h}"));
-            if !ours {
-                return refuse(
-                    StatusCode::FORBIDDEN,
-                    "actions are refused from another site's page",
-                );
-            }
-        }
-        let token = headers
-            .get(ADMIN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if token.is_empty() || !page.admin.matches(token) {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "this action needs the admin token in the X-Chroxy-Admin header; `chroxy token show --admin` prints it",
-            );
+    let app = router(page).into_make_service_with_connect_info::<SocketAddr>();
+    let serving = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    tokio::select! {
+        done = serving => done,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => {
+            tracing::debug!("status page stopped with requests still open");
+            Ok(())
         }
     }
-    next.run(request).await
 }
 
+/// The JSON error every refusal answers with.
 fn refuse(code: StatusCode, error: &str) -> Response {
     (code, Json(json!({"ok": false, "error": error}))).into_response()
 }
@@ -134,9 +111,17 @@ async fn status(State(page): State<StatusPage>) -> Response {
         .into_response()
 }
 
+async fn method_not_allowed() -> Response {
+    refuse(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "wrong method: /api/status is read with GET, every action is a POST",
+    )
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
+    /// A release id; absent or null means known-good.
     to: Option<String>,
 }
 
@@ -146,28 +131,32 @@ struct DeployBody {
     release: String,
 }
 
-/// An empty body or a JSON object; the error says what is wrong with it (for a 400).
-fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<Option<T>, String> {
+/// An empty body, or a JSON object of type `T`; the error is what the 4xx says.
+fn body<T: for<'de> Deserialize<'de>>(
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Option<T>, (StatusCode, String)> {
+    let bytes = bytes.map_err(|e| (e.status(), e.body_text()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(bytes)
-        .map(Some)
-        .map_err(|e| format!("unreadable request body: {e}"))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("unreadable request body: {e}"),
+        )
+    })
 }
 
-async fn rollback(State(page): State<StatusPage>, bytes: Bytes) -> Response {
-    match body::<RollbackBody>(&bytes) {
+async fn rollback(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body::<RollbackBody>(bytes) {
         Ok(b) => {
-            act(
-                &page,
-                Action::Rollback {
-                    to: b.and_then(|b| b.to),
-                },
-            )
-            .await
+            let to = b.and_then(|b| b.to);
+            act(&page, Action::Rollback { to }).await
         }
-        Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
+        Err((code, why)) => refuse(code, &why),
     }
 }
 
@@ -183,48 +172,32 @@ async fn reload_token(State(page): State<StatusPage>) -> Response {
     act(&page, Action::ReloadToken).await
 }
 
-async fn deploy(State(page): State<StatusPage>, bytes: Bytes) -> Response {
-    match body::<DeployBody>(&bytes) {
+async fn deploy(State(page): State<StatusPage>, bytes: Result<Bytes, BytesRejection>) -> Response {
+    match body::<DeployBody>(bytes) {
         Ok(Some(b)) => act(&page, Action::Deploy { release: b.release }).await,
         Ok(None) => refuse(
             StatusCode::BAD_REQUEST,
-            "deploy needs {\"release\": \"<id>\"}; `chroxy deploy <binary>` adds one",
+            "deploy needs {\"release\": \"<id>\"}; `chroxy deploy <binary>` adds the release and sends it",
         ),
-        Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
+        Err((code, why)) => refuse(code, &why),
     }
 }
 
+/// Hands `action` to the supervisor and turns its answer into HTTP.
 async fn act(page: &StatusPage, action: Action) -> Response {
+    tracing::info!(?action, "status page: action requested");
     match page.handle.act(action).await {
         Ok(message) => Json(json!({"ok": true, "message": message})).into_response(),
-        Err(err) => {
-            let code = match err {
-                ActionError::UnknownRelease(_) => StatusCode::NOT_FOUND,
-                ActionError::ChecksumMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                ActionError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
-                ActionError::Refused(_) => StatusCode::CONFLICT,
-            };
-            refuse(code, &err.to_string())
-        }
+        Err(err) => refuse(error_status(&err), &err.to_string()),
     }
 }
 
-async fn static_file(uri: Uri) -> Response {
-    let path = uri.path().trim_start_matches('/');
-    let path = if path.is_empty() { "index.html" } else { path };
-    match StatusAssets::get(path) {
-        Some(file) => {
-            let mime = file.metadata.mimetype().to_owned();
-            let mut response = ([(header::CONTENT_TYPE, mime)], file.data).into_response();
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
-            );
-            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+/// Callers (the page, `chroxy deploy`) tell "no such release" from "not now" by it.
+fn error_status(err: &ActionError) -> StatusCode {
+    match err {
+        ActionError::UnknownRelease(_) => StatusCode::NOT_FOUND,
+        ActionError::ChecksumMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ActionError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+        ActionError::Refused(_) => StatusCode::CONFLICT,
     }
 }

@@ -479,6 +479,13 @@ mod tests {
             std::fs::read(&new).unwrap()
         );
         assert_eq!(r.verify(&a.id).unwrap(), a.binary);
+        assert_eq!(r.get(&a.id).unwrap(), a, "get reads back what add wrote");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&a.binary).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "owner-only, executable");
+        }
         // It runs from the store.
         let out = std::process::Command::new(&a.binary)
             .arg("--version")
@@ -494,6 +501,10 @@ mod tests {
         assert_eq!(s.current.as_deref(), Some(b.id.as_str()));
         assert_eq!(s.known_good.as_deref(), Some(a.id.as_str()));
         assert_eq!(s.list.len(), 3);
+        // The next supervisor start must not undo a deploy or a promotion.
+        r.ensure_installed(&installed).unwrap();
+        assert_eq!(r.current().unwrap(), b.id);
+        assert_eq!(r.known_good().unwrap(), a.id);
     }
 
     #[test]

@@ -1,20 +1,21 @@
-// The status page: reads /api/status every 2 s and renders it; buttons POST the
-// actions with the admin token typed by the user (kept for this tab only).
+// The status page: reads /api/status every 2 s and renders it; the buttons POST the
+// actions with the admin token the user typed (kept in sessionStorage: this tab only).
 // Every server string goes through textContent: nothing from the API becomes markup.
 
 const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 2000;
+/** A supervisor that accepts the connection but never answers counts as not answering. */
+const FETCH_TIMEOUT_MS = 5000;
+const TOKEN_KEY = "chroxy-admin";
 
 function text(id, value) {
-  $(id).textContent = value ?? "–";
+  $(id).textContent = value === null || value === undefined || value === "" ? "–" : String(value);
 }
 
 function duration(ms) {
-  const s = Math.floor(ms / 1000);
-  const parts = [[86400, "d"], [3600, "h"], [60, "m"], [1, "s"]];
+  let rest = Math.floor(ms / 1000);
   const out = [];
-  let rest = s;
-  for (const [n, unit] of parts) {
+  for (const [n, unit] of [[86400, "d"], [3600, "h"], [60, "m"], [1, "s"]]) {
     if (rest >= n || (unit === "s" && out.length === 0)) {
       out.push(Math.floor(rest / n) + unit);
       rest %= n;
@@ -24,7 +25,13 @@ function duration(ms) {
 }
 
 function when(ms) {
-  return ms ? new Date(ms).toLocaleString() : "–";
+  if (!ms) return "–";
+  const d = new Date(ms);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+}
+
+function short(hex, n = 12) {
+  return hex ? hex.slice(0, n) : "";
 }
 
 function row(cells) {
@@ -37,69 +44,144 @@ function row(cells) {
   return tr;
 }
 
+function withTimeout() {
+  return typeof AbortSignal.timeout === "function" ? AbortSignal.timeout(FETCH_TIMEOUT_MS) : undefined;
+}
+
 function render(s) {
+  const name = s.state.replaceAll("_", " ");
   const state = $("state");
-  state.textContent = s.state.replace("_", " ");
+  state.textContent = name;
   state.className = "state " + s.state;
+  document.title = `Chroxy — ${name}`;
   $("offline").hidden = true;
+  $("main").classList.remove("stale");
   $("demo").hidden = !s.demo;
-  $("reason").hidden = !s.failedReason;
-  text("reason", s.failedReason);
+  // The reason is the headline while failed; otherwise it only says why the last
+  // restart happened.
+  const reason = $("reason");
+  const failed = s.state === "failed";
+  reason.hidden = !s.failedReason;
+  reason.className = failed ? "alert" : "note";
+  reason.textContent = s.failedReason ? (failed ? "Failed: " : "Last restart: ") + s.failedReason : "";
+
   text("uptime", duration(s.uptimeMs));
   const w = s.worker;
-  text("worker", w.pid ? `release ${w.release}, pid ${w.pid}, port ${w.port}, since ${when(w.startedAt)}` : "not running");
-  text("restarts", String(w.restarts));
-  text("clients", String(s.clients));
-  text("sessions", String(s.sessions));
-  const t = s.tunnel;
-  text("tunnel", `${t.mode}: ${t.state}${t.url ? " — " + t.url : ""}${t.lastError ? " (" + t.lastError + ")" : ""}`);
+  text(
+    "worker",
+    w.pid
+      ? `pid ${w.pid} on port ${w.port ?? "?"}, release ${w.release ?? "?"}, since ${when(w.startedAt)}`
+      : `not running${w.release ? ` (last release ${w.release})` : ""}`,
+  );
+  text("restarts", w.restarts);
+  text("current", s.releases.current);
+  text("known-good", s.releases.knownGood);
+  renderTunnel(s.tunnel);
+  text("clients", s.clients);
+  text("sessions", s.sessions);
   text("public", `127.0.0.1:${s.publicPort}`);
   text("secrets", s.secretsBackend);
 
-  const releases = $("releases");
-  releases.replaceChildren(...s.releases.list.map((r) => {
-    const marks = [];
-    if (r.id === s.releases.current) marks.push("current");
-    if (r.id === s.releases.knownGood) marks.push("known-good");
-    return row([r.id, r.version, r.commit, when(r.builtAt), r.sha256.slice(0, 12), marks.join(", ")]);
-  }));
-  const events = $("events");
-  events.replaceChildren(...[...s.events].reverse().map((e) => row([when(e.at), e.kind, e.message])));
+  $("releases").replaceChildren(
+    ...s.releases.list.map((r) => {
+      const marks = [];
+      if (r.id === s.releases.current) marks.push("current");
+      if (r.id === s.releases.knownGood) marks.push("known-good");
+      return row([r.id, r.version, short(r.commit), when(r.builtAt), short(r.sha256), marks.join(", ")]);
+    }),
+  );
+  $("events").replaceChildren(...[...s.events].reverse().map((e) => row([when(e.at), e.kind, e.message])));
+}
+
+function renderTunnel(t) {
+  const cell = $("tunnel");
+  cell.replaceChildren(`${t.mode}: ${t.state}`);
+  if (t.url) {
+    cell.append(" — ");
+    if (/^https:\/\//.test(t.url)) {
+      const a = document.createElement("a");
+      a.href = t.url;
+      a.rel = "noreferrer noopener";
+      a.target = "_blank";
+      a.textContent = t.url;
+      cell.append(a);
+    } else {
+      cell.append(t.url);
+    }
+  }
+  if (t.lastError) cell.append(` (${t.lastError})`);
+}
+
+function offline() {
+  const state = $("state");
+  state.textContent = "supervisor not answering";
+  state.className = "state offline";
+  document.title = "Chroxy — not answering";
+  $("offline").hidden = false;
+  $("main").classList.add("stale");
 }
 
 async function refresh() {
   try {
-    const response = await fetch("/api/status", { cache: "no-store" });
+    const response = await fetch("/api/status", { cache: "no-store", signal: withTimeout() });
     if (!response.ok) throw new Error("HTTP " + response.status);
     render(await response.json());
   } catch {
-    const state = $("state");
-    state.textContent = "not answering";
-    state.className = "state offline";
-    $("offline").hidden = false;
+    offline();
   }
 }
 
-async function act(action) {
+async function loop() {
+  await refresh();
+  setTimeout(loop, REFRESH_MS);
+}
+
+async function act(action, button) {
   const token = $("admin").value.trim();
-  sessionStorage.setItem("chroxy-admin", token);
-  text("answer", "…");
+  const answer = $("answer");
+  if (!token) {
+    answer.className = "error";
+    answer.textContent = "Paste the admin token first: `chroxy token show --admin` prints it.";
+    $("admin").focus();
+    return;
+  }
+  const buttons = document.querySelectorAll("[data-action]");
+  for (const b of buttons) b.disabled = true;
+  answer.className = "";
+  answer.textContent = `${button.textContent}…`;
   try {
     const response = await fetch("/api/" + action, {
       method: "POST",
       headers: { "X-Chroxy-Admin": token },
+      signal: withTimeout(),
     });
-    const answer = await response.json();
-    text("answer", answer.ok ? answer.message : "Refused: " + answer.error);
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      // Not JSON: say what HTTP said.
+    }
+    if (response.ok && body?.ok) {
+      answer.className = "ok";
+      answer.textContent = body.message || "Done.";
+    } else {
+      answer.className = "error";
+      answer.textContent = `Refused: ${body?.error ?? "HTTP " + response.status}`;
+    }
   } catch (err) {
-    text("answer", "The supervisor did not answer: " + err.message);
+    answer.className = "error";
+    answer.textContent = `The supervisor did not answer (${err.message}).`;
+  } finally {
+    for (const b of buttons) b.disabled = false;
   }
   refresh();
 }
 
-$("admin").value = sessionStorage.getItem("chroxy-admin") ?? "";
+const admin = $("admin");
+admin.value = sessionStorage.getItem(TOKEN_KEY) ?? "";
+admin.addEventListener("input", () => sessionStorage.setItem(TOKEN_KEY, admin.value.trim()));
+$("actions").addEventListener("submit", (e) => e.preventDefault());
 for (const button of document.querySelectorAll("[data-action]")) {
-  button.addEventListener("click", () => act(button.dataset.action));
+  button.addEventListener("click", () => act(button.dataset.action, button));
 }
-refresh();
-setInterval(refresh, REFRESH_MS);
+loop();
