@@ -68,7 +68,12 @@ impl Sup {
 
     pub async fn start_args(home: &Home, opts: WorkerOpts, extra: &[&str]) -> Self {
         let (mut cmd, log) = chroxy_command(home, &opts, "supervisor");
-        cmd.args(["start", "--port", "0", "--status-port", "0", "--cwd"])
+        cmd.arg("start");
+        // Ports picked by the OS unless the test names one (to come back on the same).
+        if !extra.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
+        cmd.args(["--status-port", "0", "--cwd"])
             .arg(home.project())
             .args(extra)
             .stdout(Stdio::null());

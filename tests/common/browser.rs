@@ -1,0 +1,215 @@
+//! Headless Chromium driven through chromedriver (fantoccini), at a phone's 390×844,
+//! with a fresh profile per browser, screenshots into `target/test-output/<suite>/`,
+//! and the browser's console log for "no errors" checks.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::elements::Element;
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+use super::WAIT;
+
+/// One chromedriver; each [`Browser`] is a session of its own (own profile).
+pub struct Driver {
+    _child: Child,
+    port: u16,
+}
+
+impl Driver {
+    pub async fn start() -> Self {
+        let driver = which::which("chromedriver").expect(
+            "chromedriver is missing: run ./scripts/test, which installs chromium and chromium-driver",
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            _child: child,
+            port,
+        }
+    }
+
+    pub async fn browser(&self, shots: &str) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let chromium = which::which("chromium").expect("chromium is missing: run ./scripts/test");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+                // A phone's viewport, exactly: 390×844 CSS pixels at 1 pixel each.
+                "mobileEmulation": {"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 1.0, "touch": true}},
+            }),
+        );
+        caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a chromium session");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/test-output")
+            .join(shots);
+        std::fs::create_dir_all(&dir).unwrap();
+        Browser {
+            client,
+            _profile: profile,
+            shots: dir,
+        }
+    }
+}
+
+pub struct Browser {
+    pub client: Client,
+    _profile: TempDir,
+    shots: PathBuf,
+}
+
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (hyper::Method, Option<String>) {
+        (
+            hyper::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
+    }
+}
+
+impl Browser {
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    /// Evaluates `script` (a function body) in the page.
+    pub async fn js(&self, script: &str) -> Value {
+        self.client.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Waits until `script` returns true.
+    pub async fn until(&self, what: &str, script: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if self.js(script).await == Value::Bool(true) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let text = self.js("return document.body.innerText").await;
+                panic!("never happened in the page: {what}\npage text: {text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn find(&self, css: &str) -> Element {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}` in the page: {e}"))
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    /// Types into the composer and sends.
+    pub async fn say(&self, text: &str) {
+        let input = self.find("#input").await;
+        input.send_keys(text).await.unwrap();
+        self.click("#send").await;
+    }
+
+    /// Saves a screenshot and checks it shows something (not one flat colour).
+    pub async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let path = self.shots.join(format!("{name}.png"));
+        std::fs::write(&path, &png).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(&png));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut buf).unwrap();
+        let pixels = &buf[..frame.buffer_size()];
+        let step = frame.color_type.samples();
+        let mut colours = std::collections::HashSet::new();
+        for px in pixels.chunks(step).step_by(7) {
+            colours.insert(px.to_vec());
+            if colours.len() > 16 {
+                break;
+            }
+        }
+        assert!(
+            colours.len() > 16,
+            "screenshot {} is blank ({} colours)",
+            path.display(),
+            colours.len()
+        );
+        assert_eq!(
+            (frame.width, frame.height),
+            (390, 844),
+            "not a phone-sized view"
+        );
+    }
+
+    /// Console entries at error level, except the network errors a deliberate outage
+    /// makes the browser itself log (a refused WebSocket, a 503).
+    pub async fn console_errors(&self) -> Vec<String> {
+        let log = self.client.issue_cmd(BrowserLog).await.unwrap();
+        log.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .filter_map(|e| e["message"].as_str().map(str::to_owned))
+            .filter(|m| {
+                !(m.contains("WebSocket connection to") || m.contains("Failed to load resource"))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,200 @@
+//! The phone client in headless Chromium at 390×844, against a real supervisor, worker,
+//! Claude Code CLI and the scripted model. Screenshots go to target/test-output/phone/.
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::{Browser, Driver};
+use common::supervisor::{cli, Sup};
+use common::{eventually, Home, Model, WorkerOpts};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+async fn pairing_link(home: &Home) -> String {
+    let (ok, out, err) = cli(home, &["pair"]).await;
+    assert!(ok.success(), "{err}");
+    out.trim().to_owned()
+}
+
+/// Paired from the link, connected, welcome read.
+async fn paired(b: &Browser, link: &str) {
+    b.goto(link).await;
+    b.until(
+        "connected",
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+}
+
+fn assistant_says(text: &str) -> String {
+    format!(
+        "return [...document.querySelectorAll('.msg.assistant')].some(m => m.textContent.includes({}))",
+        Value::String(text.into())
+    )
+}
+
+const NO_PROMPTS: &str = "return document.querySelectorAll('#prompts .prompt').length === 0";
+const IDLE: &str = "return document.getElementById('interrupt').hidden";
+
+#[tokio::test]
+async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    sup.healthy().await;
+    let link = pairing_link(&home).await;
+    let driver = Driver::start().await;
+    let a = driver.browser("phone").await;
+
+    // Pair from the link: connected, and the token is gone from the address bar.
+    paired(&a, &link).await;
+    assert_eq!(a.js("return location.hash").await, "");
+    let stored = a.js("return localStorage.getItem('chroxy.pairings')").await;
+    assert!(stored.as_str().unwrap().contains("/ws"), "{stored}");
+    a.shot("1-paired").await;
+
+    // Input → streamed answer.
+    a.say("REPLY hello from the **phone**").await;
+    a.until(
+        "the streamed answer",
+        &assistant_says("hello from the phone"),
+    )
+    .await;
+    a.until(
+        "markdown rendered as markup, safely",
+        "return !!document.querySelector('.msg.assistant strong')",
+    )
+    .await;
+    a.until("turn over", IDLE).await;
+    a.shot("2-streamed").await;
+
+    // A second phone; a permission prompt shows on both, answered on one, gone on both.
+    let b = driver.browser("phone-second").await;
+    paired(&b, &link).await;
+    a.say("PLEASE_BASH").await;
+    let prompt = "return !!document.querySelector('#prompts button[data-decision=allow]')";
+    a.until("the prompt on phone A", prompt).await;
+    b.until("the prompt on phone B", prompt).await;
+    a.shot("3-permission").await;
+    a.click("#prompts button[data-decision=allow]").await;
+    let made = home.project().join("chroxy-demo.txt");
+    eventually("the approved command ran", || made.exists()).await;
+    a.until("prompt gone on A", NO_PROMPTS).await;
+    b.until("prompt gone on B", NO_PROMPTS).await;
+    b.shot("4-answered-elsewhere").await;
+    a.until("turn over", IDLE).await;
+
+    // A question from the agent, answered with one of its options.
+    a.say("PLEASE_ASK").await;
+    a.until(
+        "the question",
+        "return [...document.querySelectorAll('#prompts button')].some(b => b.textContent === 'Blue')",
+    )
+    .await;
+    a.shot("5-question").await;
+    a.js("[...document.querySelectorAll('#prompts button')].find(b => b.textContent === 'Blue').click(); return true")
+        .await;
+    a.until("question gone", NO_PROMPTS).await;
+    a.until("turn over", IDLE).await;
+
+    // A new session, then back: the first one's conversation is replayed.
+    a.click("#new-session").await;
+    a.until("two sessions, the new one empty", "return document.getElementById('session').options.length === 2 && document.querySelectorAll('.msg.assistant').length === 0")
+        .await;
+    a.shot("6-new-session").await;
+    a.js("const s = document.getElementById('session'); s.value = s.options[0].value; s.dispatchEvent(new Event('change')); return true")
+        .await;
+    a.until(
+        "the first session replayed",
+        &assistant_says("hello from the phone"),
+    )
+    .await;
+
+    // Interrupt a long answer.
+    a.say("SLOW 400 one two three four five six seven eight nine ten eleven twelve")
+        .await;
+    a.until(
+        "the stop button",
+        "return !document.getElementById('interrupt').hidden",
+    )
+    .await;
+    a.shot("7-busy").await;
+    a.click("#interrupt").await;
+    a.until("interrupted", IDLE).await;
+
+    // The worker dies: the page says the server is restarting, then comes back by itself
+    // with the conversation intact.
+    let pid = sup.status().await["worker"]["pid"].as_i64().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    a.until("restarting shown", "return /Server restarting|reconnecting/.test(document.getElementById('banner-text').textContent) && !document.getElementById('banner').hidden")
+        .await;
+    a.shot("8-restarting").await;
+    a.until(
+        "back by itself",
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+    a.until(
+        "conversation intact",
+        &assistant_says("hello from the phone"),
+    )
+    .await;
+
+    // Offline input is kept and sent after the reconnect.
+    let port = sup.public;
+    let mut sup = sup;
+    sup.signal(Signal::SIGTERM);
+    sup.exited().await;
+    a.until(
+        "disconnected",
+        "return document.body.dataset.connection === 'reconnecting'",
+    )
+    .await;
+    a.say("REPLY typed while away").await;
+    a.until(
+        "shown as queued",
+        "return !!document.querySelector('.msg.queued')",
+    )
+    .await;
+    a.shot("9-offline").await;
+    // Two minutes away: still trying, still paired.
+    tokio::time::sleep(Duration::from_secs(120)).await; // the outage itself, not a wait for readiness
+    assert_eq!(
+        a.js("return ['reconnecting', 'connecting', 'server_restarting'].includes(document.body.dataset.connection)").await,
+        true
+    );
+    let stored = a.js("return localStorage.getItem('chroxy.pairings')").await;
+    assert!(
+        stored.as_str().unwrap().contains("/ws"),
+        "pairing lost: {stored}"
+    );
+    // Back on the same port; "Reconnect now" does not wait for the next retry.
+    let sup = Sup::start_args(
+        &home,
+        WorkerOpts::real_cli(&model),
+        &["--port", &port.to_string()],
+    )
+    .await;
+    sup.healthy().await;
+    a.click("#reconnect").await;
+    a.until(
+        "connected at once",
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+    a.until(
+        "the queued input answered",
+        &assistant_says("typed while away"),
+    )
+    .await;
+    a.shot("10-back").await;
+
+    for (name, browser) in [("A", &a), ("B", &b)] {
+        let errors = browser.console_errors().await;
+        assert!(
+            errors.is_empty(),
+            "console errors on phone {name}: {errors:?}"
+        );
+    }
+}

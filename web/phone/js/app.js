@@ -1,0 +1,467 @@
+// The phone client: pairing, the conversation of the active session, prompts from any
+// session, and the bottom bar. Speaks PROTOCOL.md only; every server string reaches
+// the page through textContent (markdown.js builds nodes the same way).
+
+import * as pairings from "./pairing.js";
+import { Connection } from "./connection.js";
+import { render as markdown } from "./markdown.js";
+
+const $ = (id) => document.getElementById(id);
+const MAX_QUEUED = 10;
+
+const ui = {
+  conn: null,
+  sessions: [],
+  active: null,
+  streams: new Map(), // messageId → {el, text}
+  tools: new Map(), // toolUseId → element
+  prompts: new Map(), // requestId / toolUseId → {el, timer}
+  queue: [], // inputs typed while disconnected
+  resent: [], // those sent on reconnect, shown again after the history replay
+  busy: new Set(), // sessions with a turn running
+  banner: null,
+};
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function scrollDown() {
+  const c = $("conversation");
+  c.scrollTop = c.scrollHeight;
+}
+
+// ---- conversation --------------------------------------------------------------------
+
+function addMessage(kind, content, extra = "") {
+  const node = el("div", `msg ${kind} ${extra}`.trim());
+  if (kind === "assistant") markdown(node, content);
+  else node.textContent = content;
+  $("conversation").append(node);
+  scrollDown();
+  return node;
+}
+
+function summarize(tool, input) {
+  if (Array.isArray(input?.questions) && input.questions[0]?.question) {
+    return input.questions[0].question;
+  }
+  if (input && typeof input === "object") {
+    for (const key of ["command", "file_path", "path", "pattern", "url", "description"]) {
+      if (typeof input[key] === "string") return input[key];
+    }
+  }
+  const text = JSON.stringify(input ?? {});
+  return text.length > 120 ? text.slice(0, 117) + "…" : text;
+}
+
+function toolCard(msg) {
+  const card = el("div", "tool");
+  card.append(el("span", "name", msg.tool), " ", el("span", "input", summarize(msg.tool, msg.input)));
+  $("conversation").append(card);
+  ui.tools.set(msg.toolUseId, card);
+  scrollDown();
+}
+
+function toolResult(msg) {
+  const card = ui.tools.get(msg.toolUseId);
+  if (!card) return;
+  if (msg.isError) card.classList.add("error");
+  const details = el("details");
+  details.append(el("summary", "", msg.isError ? "error" : "result"));
+  const text = typeof msg.result === "string" ? msg.result : JSON.stringify(msg.result, null, 2);
+  details.append(el("pre", "", text + (msg.truncated ? "\n… (truncated)" : "")));
+  card.append(details);
+}
+
+function clearConversation() {
+  $("conversation").replaceChildren();
+  ui.streams.clear();
+  ui.tools.clear();
+  for (const q of ui.queue) addMessage("user_input", q, "queued");
+}
+
+// ---- prompts ---------------------------------------------------------------------------
+
+function sessionName(id) {
+  return ui.sessions.find((s) => s.sessionId === id)?.name ?? "";
+}
+
+function addPrompt(id, build, remainingMs) {
+  removePrompt(id);
+  const card = el("div", "prompt");
+  card.dataset.id = id;
+  build(card);
+  let timer = null;
+  if (remainingMs) {
+    const deadline = Date.now() + remainingMs;
+    const countdown = el("div", "countdown");
+    card.append(countdown);
+    const tick = () => {
+      const s = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+      countdown.textContent = `denied automatically in ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    };
+    tick();
+    timer = setInterval(tick, 1000);
+  }
+  $("prompts").append(card);
+  ui.prompts.set(id, { el: card, timer });
+}
+
+function removePrompt(id) {
+  const p = ui.prompts.get(id);
+  if (!p) return;
+  clearInterval(p.timer);
+  p.el.remove();
+  ui.prompts.delete(id);
+}
+
+function permissionPrompt(msg) {
+  addPrompt(msg.requestId, (card) => {
+    const where = sessionName(msg.sessionId);
+    card.append(el("h2", "", `${msg.tool} wants to run${where ? " in " + where : ""}`));
+    if (msg.description) card.append(el("div", "", msg.description));
+    card.append(el("div", "what", summarize(msg.tool, msg.input)));
+    const actions = el("div", "actions");
+    for (const [label, decision, cls] of [["Allow", "allow", "primary"], ["Always", "allowAlways", ""], ["Deny", "deny", ""]]) {
+      const b = el("button", cls, label);
+      b.type = "button";
+      b.dataset.decision = decision;
+      b.addEventListener("click", () => {
+        send({ type: "permission_response", requestId: msg.requestId, decision });
+        removePrompt(msg.requestId);
+      });
+      actions.append(b);
+    }
+    card.append(actions);
+  }, msg.remainingMs);
+}
+
+function questionPrompt(msg) {
+  const chosen = {};
+  const questions = Array.isArray(msg.questions) ? msg.questions : [];
+  addPrompt(msg.toolUseId, (card) => {
+    for (const q of questions) {
+      card.append(el("h2", "", q.question ?? ""));
+      const actions = el("div", "actions");
+      for (const option of q.options ?? []) {
+        const b = el("button", "", option.label ?? String(option));
+        b.type = "button";
+        b.addEventListener("click", () => {
+          chosen[q.question] = option.label;
+          for (const sibling of actions.children) sibling.classList.remove("primary");
+          b.classList.add("primary");
+          if (Object.keys(chosen).length === questions.length) {
+            const answer = Object.values(chosen).join(", ");
+            send({ type: "user_question_response", toolUseId: msg.toolUseId, answer, answers: chosen });
+            removePrompt(msg.toolUseId);
+          }
+        });
+        actions.append(b);
+      }
+      card.append(actions);
+    }
+  });
+}
+
+function confirmPrompt(id, title, text, yes, onYes) {
+  addPrompt(id, (card) => {
+    card.append(el("h2", "", title), el("div", "", text));
+    const actions = el("div", "actions");
+    const ok = el("button", "primary", yes);
+    ok.type = "button";
+    ok.addEventListener("click", () => {
+      removePrompt(id);
+      onYes();
+    });
+    const cancel = el("button", "", "Cancel");
+    cancel.type = "button";
+    cancel.addEventListener("click", () => {
+      removePrompt(id);
+      refreshSettings();
+    });
+    actions.append(ok, cancel);
+    card.append(actions);
+  });
+}
+
+// ---- sessions and settings ---------------------------------------------------------------
+
+function refreshSessions() {
+  const select = $("session");
+  select.replaceChildren(...ui.sessions.map((s) => {
+    const o = el("option", "", s.name + (s.isBusy ? " •" : ""));
+    o.value = s.sessionId;
+    return o;
+  }));
+  if (ui.active) select.value = ui.active;
+  refreshSettings();
+}
+
+function refreshSettings() {
+  const s = ui.sessions.find((x) => x.sessionId === ui.active);
+  if (!s) return;
+  if (s.model && [...$("model").options].some((o) => o.value === s.model)) $("model").value = s.model;
+  $("mode").value = s.permissionMode ?? "approve";
+  const busy = ui.busy.has(ui.active);
+  $("busy").hidden = !busy;
+  $("interrupt").hidden = !busy;
+}
+
+function updateSession(id, change) {
+  const s = ui.sessions.find((x) => x.sessionId === id);
+  if (s) Object.assign(s, change);
+  refreshSessions();
+}
+
+function refreshMachines() {
+  const select = $("machine");
+  const current = pairings.current();
+  const options = pairings.all().map((p) => {
+    const o = el("option", "", p.name);
+    o.value = p.url;
+    return o;
+  });
+  const add = el("option", "", "Pair another machine…");
+  add.value = "__pair";
+  options.push(add);
+  if (current) {
+    const forget = el("option", "", `Forget ${current.name}…`);
+    forget.value = "__forget";
+    options.push(forget);
+  }
+  select.replaceChildren(...options);
+  if (current) select.value = current.url;
+}
+
+// ---- connection ----------------------------------------------------------------------------
+
+function send(msg) {
+  return ui.conn?.send(msg) ?? false;
+}
+
+function setBanner(text, bad = false) {
+  const banner = $("banner");
+  clearInterval(ui.banner);
+  banner.hidden = !text;
+  banner.classList.toggle("bad", bad);
+  if (typeof text === "function") {
+    const tick = () => ($("banner-text").textContent = text());
+    tick();
+    ui.banner = setInterval(tick, 500);
+  } else {
+    $("banner-text").textContent = text ?? "";
+  }
+}
+
+function onState({ state, retryInMs }) {
+  document.body.dataset.connection = state;
+  const until = Date.now() + (retryInMs ?? 0);
+  const left = () => Math.max(0, Math.ceil((until - Date.now()) / 1000));
+  switch (state) {
+    case "connected":
+      setBanner(null);
+      break;
+    case "connecting":
+    case "authenticating":
+      setBanner("Connecting…");
+      break;
+    case "reconnecting":
+      setBanner(() => `Connection lost — reconnecting in ${left()} s`);
+      break;
+    case "server_restarting":
+      setBanner(() => `Server restarting — back in about ${left()} s`);
+      break;
+    case "token_rejected":
+      setBanner("This machine's token was rotated: scan the new QR code to pair again.", true);
+      break;
+  }
+}
+
+function onMessage(msg) {
+  const mine = !msg.sessionId || msg.sessionId === ui.active;
+  switch (msg.type) {
+    case "auth_ok": {
+      pairings.confirmed(ui.conn.pairing.url);
+      // Typed while away: sent now, in order; the replay that follows predates them.
+      ui.resent = ui.queue.splice(0);
+      for (const data of ui.resent) send({ type: "input", data });
+      break;
+    }
+    case "session_list":
+      ui.sessions = msg.sessions ?? [];
+      for (const s of ui.sessions) {
+        if (s.isBusy) ui.busy.add(s.sessionId);
+        else ui.busy.delete(s.sessionId);
+      }
+      refreshSessions();
+      break;
+    case "session_switched":
+      ui.active = msg.sessionId;
+      refreshSessions();
+      break;
+    case "history_replay_start":
+      if (mine) clearConversation();
+      break;
+    case "history_replay_end":
+      if (mine) for (const data of ui.resent.splice(0)) addMessage("user_input", data);
+      break;
+    case "available_models":
+      $("model").replaceChildren(...(msg.models ?? []).map((m) => {
+        const o = el("option", "", m.label);
+        o.value = m.id;
+        return o;
+      }));
+      refreshSettings();
+      break;
+    case "message":
+      if (mine) addMessage(msg.messageType, msg.content ?? "");
+      break;
+    case "stream_start":
+      if (mine) ui.streams.set(msg.messageId, { el: addMessage("assistant", ""), text: "" });
+      break;
+    case "stream_delta": {
+      const s = ui.streams.get(msg.messageId);
+      if (s) {
+        s.text += msg.delta;
+        markdown(s.el, s.text);
+        scrollDown();
+      }
+      break;
+    }
+    case "stream_end":
+      ui.streams.delete(msg.messageId);
+      break;
+    case "tool_start":
+      if (mine) toolCard(msg);
+      break;
+    case "tool_result":
+      if (mine) toolResult(msg);
+      break;
+    case "agent_busy":
+      ui.busy.add(msg.sessionId);
+      refreshSettings();
+      break;
+    case "agent_idle":
+      ui.busy.delete(msg.sessionId);
+      refreshSettings();
+      break;
+    case "permission_request":
+      permissionPrompt(msg);
+      break;
+    case "user_question":
+      questionPrompt(msg);
+      break;
+    case "permission_resolved":
+    case "permission_expired":
+      removePrompt(msg.requestId);
+      if (msg.type === "permission_expired" && mine && msg.message) addMessage("system", msg.message);
+      break;
+    case "model_changed":
+      updateSession(msg.sessionId, { model: msg.model });
+      break;
+    case "permission_mode_changed":
+      updateSession(msg.sessionId, { permissionMode: msg.mode });
+      break;
+    case "confirm_permission_mode":
+      confirmPrompt("confirm-mode", "Turn on auto mode?", msg.warning ?? "", "Turn on", () =>
+        send({ type: "set_permission_mode", mode: msg.mode, confirmed: true }));
+      break;
+    case "session_error":
+      if (mine) addMessage("error", msg.message ?? "");
+      break;
+    case "error":
+      addMessage("error", msg.message ?? msg.code ?? "error");
+      break;
+    case "rate_limited":
+      addMessage("system", msg.message ?? "Slow down a little.");
+      break;
+  }
+}
+
+function start() {
+  ui.conn?.close();
+  const pairing = pairings.current();
+  refreshMachines();
+  $("pair").hidden = !!pairing;
+  if (!pairing) {
+    setBanner(null);
+    return;
+  }
+  const device = { deviceName: "Phone", deviceType: "phone", platform: navigator.platform || "web" };
+  ui.conn = new Connection(pairing, device);
+  ui.conn.addEventListener("state", (e) => onState(e.detail));
+  ui.conn.addEventListener("message", (e) => onMessage(e.detail));
+  ui.conn.connect();
+}
+
+// ---- the bottom bar and the header ------------------------------------------------------------
+
+$("composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const data = $("input").value.trim();
+  if (!data) return;
+  $("input").value = "";
+  if (send({ type: "input", data })) {
+    addMessage("user_input", data);
+  } else if (ui.queue.length < MAX_QUEUED) {
+    ui.queue.push(data);
+    addMessage("user_input", data, "queued");
+  } else {
+    addMessage("error", `Not connected, and ${MAX_QUEUED} messages are already waiting.`);
+  }
+});
+$("input").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) {
+    e.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+$("interrupt").addEventListener("click", () => send({ type: "interrupt" }));
+$("reconnect").addEventListener("click", () => ui.conn?.reconnectNow());
+$("new-session").addEventListener("click", () => send({ type: "create_session" }));
+$("session").addEventListener("change", (e) => send({ type: "switch_session", sessionId: e.target.value }));
+$("model").addEventListener("change", (e) => send({ type: "set_model", model: e.target.value }));
+$("mode").addEventListener("change", (e) => {
+  if (e.target.value === "auto") {
+    // The server asks for confirmation first (confirm_permission_mode).
+    send({ type: "set_permission_mode", mode: "auto" });
+  } else {
+    send({ type: "set_permission_mode", mode: e.target.value });
+  }
+});
+$("machine").addEventListener("change", (e) => {
+  const value = e.target.value;
+  if (value === "__pair") {
+    $("pair").hidden = false;
+    refreshMachines();
+  } else if (value === "__forget") {
+    const current = pairings.current();
+    refreshMachines();
+    confirmPrompt("forget", `Forget ${current.name}?`, "You will need to scan its QR code again.", "Forget", () => {
+      pairings.remove(current.url);
+      start();
+    });
+  } else {
+    pairings.select(value);
+    start();
+  }
+});
+$("pair-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const p = pairings.parseLink($("pair-link").value);
+  if (!p) {
+    addMessage("error", "That is not a Chroxy pairing link.");
+    return;
+  }
+  pairings.add(p);
+  $("pair-link").value = "";
+  start();
+});
+window.addEventListener("online", () => ui.conn?.state !== "connected" && ui.conn?.reconnectNow());
+
+pairings.fromLocation();
+start();

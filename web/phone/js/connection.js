@@ -1,0 +1,190 @@
+// The connection to one machine, as a state machine driven by socket events, the
+// server's `server_shutdown` notice and application ping/pong:
+//
+//   connecting → authenticating → connected
+//        ↑              │              │ socket lost / 2 pongs missed
+//        └── reconnecting (backoff 0.5 s doubling, jitter, cap 30 s) ←┘
+//        └── server_restarting (the ETA the server announced)
+//   token_rejected: the token was refused (rotated); waits for a new pairing or a
+//   "Reconnect now".
+//
+// It keeps trying forever: a phone on a train must find its way back by itself.
+
+const PING_EVERY_MS = 15000;
+const MISSED_PONGS = 2;
+const BACKOFF_FLOOR_MS = 500;
+const BACKOFF_CAP_MS = 30000;
+const RESET_AFTER_MS = 60000;
+
+export class Connection extends EventTarget {
+  constructor(pairing, device) {
+    super();
+    this.pairing = pairing;
+    this.device = device;
+    this.state = "idle";
+    this.attempt = 0;
+    this.ws = null;
+    this.timer = null;
+    this.pinger = null;
+    this.missed = 0;
+    this.connectedAt = 0;
+  }
+
+  set(state, extra = {}) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, ...extra } }));
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    this.teardown();
+    this.set("connecting");
+    let ws;
+    try {
+      ws = new WebSocket(this.pairing.url);
+    } catch {
+      this.retry();
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      this.set("authenticating");
+      ws.send(JSON.stringify({
+        type: "auth",
+        token: this.pairing.token,
+        deviceInfo: this.device,
+        protocolVersion: 1,
+      }));
+    };
+    ws.onmessage = (e) => {
+      let msg;
+      try {
+        msg = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      this.onMessage(msg);
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws) return; // replaced on purpose
+      this.ws = null;
+      this.stopPinging();
+      if (this.state === "token_rejected" || this.state === "server_restarting") return;
+      this.retry();
+    };
+    ws.onerror = () => {}; // onclose follows and decides
+  }
+
+  onMessage(msg) {
+    switch (msg.type) {
+      case "auth_ok":
+        this.connectedAt = Date.now();
+        this.set("connected");
+        this.startPinging();
+        break;
+      case "auth_fail":
+        if (msg.reason === "invalid_token") {
+          this.set("token_rejected");
+        }
+        break;
+      case "pong":
+        this.missed = 0;
+        break;
+      case "server_shutdown": {
+        const eta = Math.max(500, Math.min(msg.restartEtaMs ?? 2000, BACKOFF_CAP_MS));
+        this.set("server_restarting", { retryInMs: eta, reason: msg.reason });
+        this.teardown();
+        this.timer = setTimeout(() => this.connect(), eta);
+        break;
+      }
+    }
+    this.dispatchEvent(new CustomEvent("message", { detail: msg }));
+  }
+
+  async retry() {
+    if (this.connectedAt && Date.now() - this.connectedAt >= RESET_AFTER_MS) this.attempt = 0;
+    this.connectedAt = 0;
+    clearTimeout(this.timer);
+    // The machine's supervisor says whether the server is being restarted (and when to
+    // come back); no answer at all means the way there is down.
+    const restarting = await this.restartingFor();
+    if (this.ws || this.state === "idle") return; // superseded meanwhile
+    if (restarting !== null) {
+      this.set("server_restarting", { retryInMs: restarting });
+      this.timer = setTimeout(() => this.connect(), restarting);
+      return;
+    }
+    const base = Math.min(BACKOFF_FLOOR_MS * 2 ** this.attempt, BACKOFF_CAP_MS);
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    this.attempt++;
+    this.set("reconnecting", { retryInMs: delay });
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /// Milliseconds until the restarting server expects us, or null.
+  async restartingFor() {
+    const health = this.pairing.url.replace(/^ws/, "http").replace(/\/ws$/, "/health");
+    try {
+      const response = await fetch(health, { cache: "no-store", signal: AbortSignal.timeout(2000) });
+      if (response.status !== 503) return null;
+      const body = await response.json();
+      if (body.status !== "restarting") return null;
+      const after = Number(response.headers.get("Retry-After") ?? "1");
+      return Math.max(500, Math.min(after * 1000, BACKOFF_CAP_MS));
+    } catch {
+      return null;
+    }
+  }
+
+  startPinging() {
+    this.stopPinging();
+    this.missed = 0;
+    this.pinger = setInterval(() => {
+      if (this.missed >= MISSED_PONGS) {
+        // Dead without a close (a phone that slept, a NAT that forgot us).
+        this.teardown();
+        this.retry();
+        return;
+      }
+      this.missed++;
+      this.send({ type: "ping" });
+    }, PING_EVERY_MS);
+  }
+
+  stopPinging() {
+    clearInterval(this.pinger);
+    this.pinger = null;
+  }
+
+  teardown() {
+    this.stopPinging();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onclose = null;
+      try {
+        ws.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  /// Sends if connected; false otherwise (the caller queues).
+  send(msg) {
+    if (this.state !== "connected" || !this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  reconnectNow() {
+    this.attempt = 0;
+    this.connect();
+  }
+
+  close() {
+    clearTimeout(this.timer);
+    this.teardown();
+    this.set("idle");
+  }
+}
