@@ -198,3 +198,75 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rotated_token_is_said_plainly_the_pairing_kept_and_a_new_scan_fixes_it() {
+    let home = Home::new();
+    let model = Model::start().await;
+    // The token comes from the store (not CHROXY_TOKEN) so that rotation applies; root
+    // may switch Claude Code to auto only in a declared sandbox.
+    let opts = WorkerOpts::real_cli(&model)
+        .env("CHROXY_TOKEN", "")
+        .env("IS_SANDBOX", "1");
+    let sup = Sup::start(&home, opts).await;
+    sup.healthy().await;
+    let env = [("CHROXY_TOKEN", "")];
+    let (_, link, _) = common::supervisor::cli_env(&home, &["pair"], &env).await;
+    let driver = Driver::start().await;
+    let a = driver.browser("phone-rotate").await;
+    paired(&a, link.trim()).await;
+
+    // Model and permission mode from the bottom bar; auto needs a confirmation.
+    a.js("const m = document.getElementById('model'); m.value = 'opus'; m.dispatchEvent(new Event('change')); return true")
+        .await;
+    a.until(
+        "model changed",
+        "return document.getElementById('session').options.length > 0 && document.getElementById('model').value === 'opus'",
+    )
+    .await;
+    a.js("const m = document.getElementById('mode'); m.value = 'auto'; m.dispatchEvent(new Event('change')); return true")
+        .await;
+    a.until(
+        "asked to confirm",
+        "return [...document.querySelectorAll('#prompts button')].some(b => b.textContent === 'Turn on')",
+    )
+    .await;
+    a.shot("1-confirm-auto").await;
+    a.js("[...document.querySelectorAll('#prompts button')].find(b => b.textContent === 'Turn on').click(); return true")
+        .await;
+    a.until("auto on", "return document.getElementById('mode').value === 'auto' && document.querySelectorAll('#prompts .prompt').length === 0")
+        .await;
+
+    // The token is rotated: the phone is told plainly, and keeps its pairing.
+    let (ok, out, err) = common::supervisor::cli_env(&home, &["token", "rotate"], &env).await;
+    assert!(ok.success(), "{out}{err}");
+    a.until(
+        "told the token was rotated",
+        "return document.body.dataset.connection === 'token_rejected' && /token was rotated/.test(document.getElementById('banner-text').textContent)",
+    )
+    .await;
+    a.shot("2-token-rotated").await;
+    let stored = a.js("return localStorage.getItem('chroxy.pairings')").await;
+    assert!(
+        stored.as_str().unwrap().contains("/ws"),
+        "pairing lost: {stored}"
+    );
+
+    // Scanning the new QR fixes it.
+    let (_, link, _) = common::supervisor::cli_env(&home, &["pair"], &env).await;
+    paired(&a, link.trim()).await;
+    let pairings = a
+        .js("return JSON.parse(localStorage.getItem('chroxy.pairings'))")
+        .await;
+    assert_eq!(
+        pairings.as_array().unwrap().len(),
+        1,
+        "one machine: {pairings}"
+    );
+    assert!(
+        pairings[0].get("previousToken").is_none(),
+        "the old token is forgotten once the new one works"
+    );
+    let errors = a.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}

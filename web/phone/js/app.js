@@ -463,5 +463,10 @@ $("pair-form").addEventListener("submit", (e) => {
 });
 window.addEventListener("online", () => ui.conn?.state !== "connected" && ui.conn?.reconnectNow());
 
+// A new link opened in this tab (a new QR scanned) changes only the fragment.
+window.addEventListener("hashchange", () => {
+  if (pairings.fromLocation()) start();
+});
+
 pairings.fromLocation();
 start();
