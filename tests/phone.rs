@@ -89,12 +89,11 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.say("PLEASE_ASK").await;
     a.until(
         "the question",
-        "return [...document.querySelectorAll('#prompts button')].some(b => b.textContent === 'Blue')",
+        "return document.querySelectorAll('#prompts .prompt').length === 1",
     )
     .await;
     a.shot("5-question").await;
-    a.js("[...document.querySelectorAll('#prompts button')].find(b => b.textContent === 'Blue').click(); return true")
-        .await;
+    a.click_prompt_button("Blue").await;
     a.until("question gone", NO_PROMPTS).await;
     a.until("turn over", IDLE).await;
 
@@ -103,8 +102,10 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.until("two sessions, the new one empty", "return document.getElementById('session').options.length === 2 && document.querySelectorAll('.msg.assistant').length === 0")
         .await;
     a.shot("6-new-session").await;
-    a.js("const s = document.getElementById('session'); s.value = s.options[0].value; s.dispatchEvent(new Event('change')); return true")
+    let first = a
+        .js("return document.getElementById('session').options[0].value")
         .await;
+    a.choose("session", first.as_str().unwrap()).await;
     a.until(
         "the first session replayed",
         &assistant_says("hello from the phone"),
@@ -217,23 +218,20 @@ async fn a_rotated_token_is_said_plainly_the_pairing_kept_and_a_new_scan_fixes_i
     paired(&a, link.trim()).await;
 
     // Model and permission mode from the bottom bar; auto needs a confirmation.
-    a.js("const m = document.getElementById('model'); m.value = 'opus'; m.dispatchEvent(new Event('change')); return true")
-        .await;
+    a.choose("model", "opus").await;
     a.until(
         "model changed",
         "return document.getElementById('session').options.length > 0 && document.getElementById('model').value === 'opus'",
     )
     .await;
-    a.js("const m = document.getElementById('mode'); m.value = 'auto'; m.dispatchEvent(new Event('change')); return true")
-        .await;
+    a.choose("mode", "auto").await;
     a.until(
         "asked to confirm",
-        "return [...document.querySelectorAll('#prompts button')].some(b => b.textContent === 'Turn on')",
+        "return document.querySelectorAll('#prompts .prompt').length === 1",
     )
     .await;
     a.shot("1-confirm-auto").await;
-    a.js("[...document.querySelectorAll('#prompts button')].find(b => b.textContent === 'Turn on').click(); return true")
-        .await;
+    a.click_prompt_button("Turn on").await;
     a.until("auto on", "return document.getElementById('mode').value === 'auto' && document.querySelectorAll('#prompts .prompt').length === 0")
         .await;
 

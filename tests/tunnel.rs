@@ -34,6 +34,26 @@ fn quick_url(run: u64) -> String {
     format!("https://tender-quiet-words-{run}.trycloudflare.com")
 }
 
+/// Lines of `out` up to and including the first that starts with `prefix`.
+async fn lines_until(
+    out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    prefix: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(common::WAIT, out.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("stdout ended");
+        let done = line.starts_with(prefix);
+        seen.push(line);
+        if done {
+            return seen;
+        }
+    }
+}
+
 /// A supervisor with `--tunnel <mode>`, once its tunnel is up; and that status.
 async fn tunnel_up(home: &Home, opts: WorkerOpts, mode: &str) -> (Sup, Value) {
     let sup = Sup::start_args(home, opts, &["--tunnel", mode]).await;
@@ -278,19 +298,7 @@ async fn chroxy_start_prints_the_link_and_qr_when_the_tunnel_is_up_and_again_for
             quick_url(run)
         )
     };
-    let mut seen = Vec::new();
-    loop {
-        let line = tokio::time::timeout(common::WAIT, out.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .expect("stdout ended");
-        let done = line.starts_with(&link_line(1));
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
+    let seen = lines_until(&mut out, &link_line(1)).await;
     // The QR came before the link: rows of block characters.
     let qr_rows = seen
         .iter()
@@ -312,15 +320,6 @@ async fn chroxy_start_prints_the_link_and_qr_when_the_tunnel_is_up_and_again_for
     )
     .await;
     assert_eq!(code, 200);
-    loop {
-        let line = tokio::time::timeout(common::WAIT, out.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .expect("stdout ended");
-        if line.starts_with(&link_line(2)) {
-            break;
-        }
-    }
+    lines_until(&mut out, &link_line(2)).await;
     child.start_kill().unwrap();
 }

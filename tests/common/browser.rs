@@ -160,6 +160,27 @@ impl Browser {
         self.find(css).await.click().await.unwrap();
     }
 
+    /// Waits for a prompt button labelled `label`, then clicks it.
+    pub async fn click_prompt_button(&self, label: &str) {
+        let find = format!(
+            "[...document.querySelectorAll('#prompts button')].find(b => b.textContent === {})",
+            Value::String(label.into())
+        );
+        self.until(&format!("a `{label}` button"), &format!("return !!{find}"))
+            .await;
+        self.js(&format!("{find}.click(); return true")).await;
+    }
+
+    /// Sets a `<select>` as a user would (value, then `change`).
+    pub async fn choose(&self, select_id: &str, value: &str) {
+        self.js(&format!(
+            "const s = document.getElementById({}); s.value = {}; s.dispatchEvent(new Event('change')); return true",
+            Value::String(select_id.into()),
+            Value::String(value.into())
+        ))
+        .await;
+    }
+
     /// Types into the composer and sends.
     pub async fn say(&self, text: &str) {
         let input = self.find("#input").await;
