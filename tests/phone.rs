@@ -53,6 +53,16 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     let stored = a.js("return localStorage.getItem('chroxy.pairings')").await;
     assert!(stored.as_str().unwrap().contains("/ws"), "{stored}");
     a.shot("1-paired").await;
+    // Installable: the manifest and every icon it names are served.
+    let (code, manifest) =
+        common::supervisor::http(sup.public, "GET", "/manifest.webmanifest", &[], "").await;
+    assert_eq!(code, 200);
+    let manifest: Value = serde_json::from_str(&manifest).unwrap();
+    for icon in manifest["icons"].as_array().unwrap() {
+        let path = format!("/{}", icon["src"].as_str().unwrap());
+        let (code, _) = common::supervisor::http(sup.public, "GET", &path, &[], "").await;
+        assert_eq!(code, 200, "{path}");
+    }
 
     // Input → streamed answer.
     a.say("REPLY hello from the **phone**").await;
@@ -216,6 +226,18 @@ async fn a_rotated_token_is_said_plainly_the_pairing_kept_and_a_new_scan_fixes_i
     let driver = Driver::start().await;
     let a = driver.browser("phone-rotate").await;
     paired(&a, link.trim()).await;
+
+    // Readable in the dark too: the page follows the system's colour scheme.
+    let background = "return getComputedStyle(document.body).backgroundColor";
+    let light = a.js(background).await;
+    a.color_scheme("dark").await;
+    a.until(
+        "dark colours",
+        &format!("return getComputedStyle(document.body).backgroundColor !== {light}"),
+    )
+    .await;
+    a.shot("0-dark").await;
+    a.color_scheme("light").await;
 
     // Model and permission mode from the bottom bar; auto needs a confirmation.
     a.choose("model", "opus").await;
