@@ -211,7 +211,7 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
 }
 
 #[tokio::test]
-async fn a_rotated_token_is_said_plainly_the_pairing_kept_and_a_new_scan_fixes_it() {
+async fn settings_dark_mode_a_rotated_token_safe_markdown_and_several_machines() {
     let home = Home::new();
     let model = Model::start().await;
     // The token comes from the store (not CHROXY_TOKEN) so that rotation applies; root
