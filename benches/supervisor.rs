@@ -95,7 +95,16 @@ impl Sup {
         )
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_chroxy"))
-            .args(["start", "--port", "0", "--status-port", "0", "--cwd"])
+            .args([
+                "start",
+                "--port",
+                "0",
+                "--status-port",
+                "0",
+                "--tunnel",
+                "none",
+            ])
+            .arg("--cwd")
             .arg(home.path())
             .env("CHROXY_HOME", home.path())
             .env("CHROXY_TOKEN", TOKEN)
