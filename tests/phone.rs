@@ -290,3 +290,36 @@ async fn settings_dark_mode_a_rotated_token_safe_markdown_and_several_machines()
     let errors = a.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }
+
+#[tokio::test]
+async fn a_connection_that_stops_answering_is_declared_dead_by_its_missed_pongs() {
+    let home = Home::new();
+    // Only the phone's own keepalive may notice: no watchdog, no probes.
+    home.config("[supervisor]\nheartbeat_misses = 100000\nprobe_interval_ms = 6000000\n");
+    let model = Model::start().await;
+    let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    let status = sup.healthy().await;
+    let link = pairing_link(&home).await;
+    let driver = Driver::start().await;
+    let a = driver.browser("phone-keepalive").await;
+    paired(&a, &link).await;
+    // The worker freezes: its socket stays open, nothing answers.
+    let worker = nix::unistd::Pid::from_raw(status["worker"]["pid"].as_i64().unwrap() as i32);
+    nix::sys::signal::kill(worker, Signal::SIGSTOP).unwrap();
+    // Two pings (15 s apart) left without a pong: at the third tick (~45 s) the page
+    // stops trusting the socket.
+    a.until_within(
+        "the frozen connection given up",
+        "return document.body.dataset.connection !== 'connected'",
+        Duration::from_secs(90),
+    )
+    .await;
+    a.shot("1-dead-connection").await;
+    nix::sys::signal::kill(worker, Signal::SIGCONT).unwrap();
+    a.click("#reconnect").await;
+    a.until(
+        "connected again",
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+}

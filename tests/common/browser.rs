@@ -164,7 +164,12 @@ impl Browser {
 
     /// Waits until `script` returns true.
     pub async fn until(&self, what: &str, script: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.until_within(what, script, WAIT).await;
+    }
+
+    /// [`until`](Self::until) for things that take longer by design.
+    pub async fn until_within(&self, what: &str, script: &str, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             if self.js(script).await == Value::Bool(true) {
                 return;
