@@ -115,7 +115,7 @@ export class Connection extends EventTarget {
       return;
     }
     const base = Math.min(BACKOFF_FLOOR_MS * 2 ** this.attempt, BACKOFF_CAP_MS);
-    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    const delay = Math.min(Math.round(base * (0.8 + Math.random() * 0.4)), BACKOFF_CAP_MS);
     this.attempt++;
     this.set("reconnecting", { retryInMs: delay });
     this.timer = setTimeout(() => this.connect(), delay);
