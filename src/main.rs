@@ -342,6 +342,10 @@ async fn run_supervisor(
         .map(|h| vec![("CHROXY_HOME".into(), h.into_os_string())])
         .unwrap_or_default();
     let pair_token = token.clone();
+    // A token given in CHROXY_TOKEN is pinned: rotation in the store cannot apply.
+    let rotation_source = std::env::var("CHROXY_TOKEN")
+        .map_or(true, |t| t.trim().is_empty())
+        .then(|| secrets.clone());
     let opts = chroxy::supervisor::Options {
         paths,
         public_addr,
@@ -356,10 +360,7 @@ async fn run_supervisor(
         demo,
         secrets_backend: secrets.backend_name().into(),
         tunnel,
-        // A token given in CHROXY_TOKEN is pinned: rotation in the store cannot apply.
-        secrets: std::env::var("CHROXY_TOKEN")
-            .map_or(true, |t| t.trim().is_empty())
-            .then(|| secrets.clone()),
+        secrets: rotation_source.clone(),
     };
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
@@ -368,6 +369,7 @@ async fn run_supervisor(
     tokio::spawn(print_pairing(
         supervisor.handle(),
         pair_token,
+        rotation_source,
         config.tunnel.public_url.clone(),
     ));
     println!(
@@ -438,20 +440,45 @@ async fn pair(paths: &Paths, secrets: &Secrets, format: PairFormat) -> Result<()
 /// Prints the link and QR a phone scans, now and whenever the tunnel's URL changes.
 async fn print_pairing(
     handle: chroxy::supervisor::handle::Handle,
-    token: ApiToken,
+    mut token: ApiToken,
+    secrets: Option<Secrets>,
     configured: Option<String>,
 ) {
     let mut status = handle.watch();
-    let mut shown: Option<String> = None;
+    let mut shown: Option<(String, ApiToken)> = None;
+    let rotations = |s: &chroxy::supervisor::status::Status| {
+        s.events
+            .iter()
+            .rev()
+            .find(|e| e.kind == "token_rotated")
+            .map(|e| e.at)
+    };
+    let mut rotated = rotations(&status.borrow());
     loop {
-        let (url, port, tunnel) = {
+        let (url, port, tunnel, now_rotated) = {
             let s = status.borrow_and_update();
-            (s.tunnel.url.clone(), s.public_port, s.tunnel.mode.clone())
+            (
+                s.tunnel.url.clone(),
+                s.public_port,
+                s.tunnel.mode.clone(),
+                rotations(&s),
+            )
         };
+        // After `chroxy token rotate` the old link is dead: show the new one.
+        if now_rotated != rotated {
+            rotated = now_rotated;
+            if let Some(secrets) = secrets.clone() {
+                if let Ok(Ok(new)) = tokio::task::spawn_blocking(move || secrets.api_token()).await
+                {
+                    token = new;
+                }
+            }
+        }
         // With a tunnel, only its URL reaches a phone elsewhere: wait for it.
         let usable = url.is_some() || tunnel == "none";
         let public = chroxy::pairing::public_url(url.as_deref(), configured.as_deref(), port);
-        if usable && shown.as_deref() != Some(public.as_str()) {
+        let current = (public.clone(), token.clone());
+        if usable && shown.as_ref() != Some(&current) {
             match chroxy::pairing::Pairing::new(&public, token.clone()) {
                 Ok(p) => {
                     if let Ok(qr) = p.terminal() {
@@ -461,7 +488,7 @@ async fn print_pairing(
                 }
                 Err(err) => eprintln!("cannot make a pairing link: {err}"),
             }
-            shown = Some(public);
+            shown = Some(current);
         }
         if status.changed().await.is_err() {
             return;

@@ -277,6 +277,8 @@ async fn chroxy_start_prints_the_link_and_qr_when_the_tunnel_is_up_and_again_for
     use tokio::io::{AsyncBufReadExt, BufReader};
     let home = Home::new();
     let (opts, _log) = fake_cloudflared(&home);
+    // The token from the store (not pinned by CHROXY_TOKEN), so that it can be rotated.
+    let opts = opts.env("CHROXY_TOKEN", "");
     let (mut cmd, _stderr) = common::chroxy_command(&home, &opts, "supervisor");
     cmd.args([
         "start",
@@ -320,6 +322,20 @@ async fn chroxy_start_prints_the_link_and_qr_when_the_tunnel_is_up_and_again_for
     )
     .await;
     assert_eq!(code, 200);
-    lines_until(&mut out, &link_line(2)).await;
+    let before = lines_until(&mut out, &link_line(2)).await;
+    let token_in = |line: &str| {
+        let link = line.rsplit(' ').next().unwrap();
+        chroxy::pairing::decode_link(link).unwrap().token
+    };
+    let old_token = token_in(before.last().unwrap());
+    // After a rotation the printed link carries the new token.
+    let env = [("CHROXY_TOKEN", "")];
+    let (ok, out_text, err) = common::supervisor::cli_env(&home, &["token", "rotate"], &env).await;
+    assert!(ok.success(), "{out_text}{err}");
+    let after = lines_until(&mut out, "Scan the code with your phone").await;
+    let new_token = token_in(after.last().unwrap());
+    assert_ne!(new_token, old_token);
+    let (_, stored, _) = common::supervisor::cli_env(&home, &["token", "show"], &env).await;
+    assert_eq!(new_token, stored.trim());
     child.start_kill().unwrap();
 }
