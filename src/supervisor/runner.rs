@@ -173,13 +173,23 @@ impl Supervisor {
         // The tunnel points at the public port, so worker restarts never touch it; it
         // stops only after the workers have drained (its own token, cancelled last).
         let tunnel_stop = CancellationToken::new();
-        let tunnel = opts.tunnel.clone().map(|mut spec| {
+        let mut tunnel = opts.tunnel.clone().map(|mut spec| {
             spec.port = public_port;
             crate::tunnel::Tunnel::start(spec, tunnel_stop.clone())
         });
+        let tunnel_changes = tunnel.as_mut().and_then(|t| t.take_changes());
         if let Some(t) = &tunnel {
-            let first = t.status().borrow().clone();
-            status_tx.send_modify(|s| s.tunnel = first);
+            // Its mode now; its state and URL reach the status through the runner, which
+            // records each change as an event (even one that happens before it runs).
+            let mode = t.mode().to_owned();
+            status_tx.send_modify(|s| {
+                s.tunnel = TunnelStatus {
+                    mode,
+                    state: "starting".into(),
+                    url: None,
+                    last_error: None,
+                }
+            });
         }
 
         let (machine, first) = Machine::start(opts.config.policy(), current, known_good);
@@ -216,7 +226,17 @@ impl Supervisor {
         };
         let task = tokio::spawn(async move {
             let tunnel = runner
-                .run(first, reports_rx, actions_rx, shutdown, force, accepting)
+                .run(
+                    first,
+                    Inbox {
+                        reports: reports_rx,
+                        actions: actions_rx,
+                        tunnel: tunnel_changes,
+                    },
+                    shutdown,
+                    force,
+                    accepting,
+                )
                 .await;
             tunnel_stop.cancel();
             if let Some(t) = tunnel {
@@ -281,10 +301,19 @@ fn join_error(e: tokio::task::JoinError) -> crate::store::StoreError {
     }
 }
 
-/// Waits for the next change of an optional watch; never resolves without one.
-async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+/// What the runner hears from: its workers, the views, the tunnel.
+struct Inbox {
+    reports: mpsc::UnboundedReceiver<Report>,
+    actions: mpsc::Receiver<Request>,
+    tunnel: Option<mpsc::UnboundedReceiver<TunnelStatus>>,
+}
+
+/// The next tunnel change; never resolves without a tunnel.
+async fn next_change(
+    rx: &mut Option<mpsc::UnboundedReceiver<TunnelStatus>>,
+) -> Option<TunnelStatus> {
     match rx {
-        Some(rx) => rx.changed().await,
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -333,16 +362,19 @@ impl Runner {
     async fn run(
         mut self,
         first: Vec<Effect>,
-        mut reports: mpsc::UnboundedReceiver<Report>,
-        mut actions: mpsc::Receiver<Request>,
+        inbox: Inbox,
         shutdown: CancellationToken,
         force: CancellationToken,
         accepting: CancellationToken,
     ) -> Option<crate::tunnel::Tunnel> {
+        let Inbox {
+            mut reports,
+            mut actions,
+            tunnel: mut tunnel_changes,
+        } = inbox;
         self.apply(first).await;
         self.publish();
         let mut forced = false;
-        let mut tunnel_status = self.tunnel.as_ref().map(|t| t.status());
         loop {
             if self.exiting && self.workers.is_empty() && self.stopping.is_empty() {
                 break;
@@ -368,12 +400,7 @@ impl Runner {
                     let fx = self.machine.step(Event::Timer, Instant::now());
                     self.apply(fx).await;
                 }
-                Ok(()) = changed(&mut tunnel_status) => {
-                    if let Some(rx) = &mut tunnel_status {
-                        let now = rx.borrow_and_update().clone();
-                        self.tunnel_changed(now);
-                    }
-                }
+                Some(now) = next_change(&mut tunnel_changes) => self.tunnel_changed(now),
             }
             self.publish();
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -89,32 +89,61 @@ pub const INSTALL_HINT: &str = "install cloudflared (https://developers.cloudfla
 /// A running tunnel keeper.
 #[derive(Debug)]
 pub struct Tunnel {
-    status: watch::Receiver<TunnelStatus>,
+    mode: &'static str,
+    changes: Option<mpsc::UnboundedReceiver<TunnelStatus>>,
     restart: std::sync::Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The tunnel's status, with every change sent on, in order: a death and the next
+/// start a few milliseconds apart are two events, never one sampled state.
+struct Publisher {
+    current: TunnelStatus,
+    changes: mpsc::UnboundedSender<TunnelStatus>,
+}
+
+impl Publisher {
+    fn modify(&mut self, change: impl FnOnce(&mut TunnelStatus)) {
+        let before = self.current.clone();
+        change(&mut self.current);
+        if self.current != before {
+            let _ = self.changes.send(self.current.clone());
+        }
+    }
 }
 
 impl Tunnel {
     /// Starts keeping the tunnel up until `stop` is cancelled.
     pub fn start(spec: TunnelSpec, stop: CancellationToken) -> Self {
-        let (tx, status) = watch::channel(TunnelStatus {
-            mode: spec.mode.name().into(),
-            state: "starting".into(),
-            url: None,
-            last_error: None,
-        });
+        let (tx, changes) = mpsc::unbounded_channel();
+        let mode = spec.mode.name();
+        let publisher = Publisher {
+            current: TunnelStatus {
+                mode: mode.into(),
+                state: "starting".into(),
+                url: None,
+                last_error: None,
+            },
+            changes: tx,
+        };
         let restart = std::sync::Arc::new(Notify::new());
-        let task = tokio::spawn(keep_up(spec, tx, restart.clone(), stop));
+        let task = tokio::spawn(keep_up(spec, publisher, restart.clone(), stop));
         Self {
-            status,
+            mode,
+            changes: Some(changes),
             restart,
             task,
         }
     }
 
-    /// Its state, URL and last error; wakes on every change.
-    pub fn status(&self) -> watch::Receiver<TunnelStatus> {
-        self.status.clone()
+    /// `quick` or `named`.
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+
+    /// Every change of state, URL or last error, in order (once: the runner owns it).
+    pub fn take_changes(&mut self) -> Option<mpsc::UnboundedReceiver<TunnelStatus>> {
+        self.changes.take()
     }
 
     /// Drops the current connection and starts a new one now ("force reconnect").
@@ -130,16 +159,16 @@ impl Tunnel {
 
 async fn keep_up(
     spec: TunnelSpec,
-    status: watch::Sender<TunnelStatus>,
+    mut status: Publisher,
     restart: std::sync::Arc<Notify>,
     stop: CancellationToken,
 ) {
     let mut attempt = 0u32;
     loop {
-        let outcome = run_once(&spec, &status, &restart, &stop).await;
+        let outcome = run_once(&spec, &mut status, &restart, &stop).await;
         let (up_for, error) = match outcome {
             Outcome::Stopped => {
-                status.send_modify(|s| {
+                status.modify(|s| {
                     s.state = "down".into();
                     s.url = None;
                     s.last_error = None;
@@ -162,7 +191,7 @@ async fn keep_up(
             retry_in_ms = delay.as_millis() as u64,
             "tunnel down; retrying"
         );
-        status.send_modify(|s| {
+        status.modify(|s| {
             s.state = if error.starts_with("cloudflared not found") {
                 "down".into()
             } else {
@@ -205,7 +234,7 @@ pub fn find_cloudflared(configured: Option<&std::path::Path>) -> Result<PathBuf,
 
 async fn run_once(
     spec: &TunnelSpec,
-    status: &watch::Sender<TunnelStatus>,
+    status: &mut Publisher,
     restart: &Notify,
     stop: &CancellationToken,
 ) -> Outcome {
@@ -247,7 +276,7 @@ async fn run_once(
             }
         }
     };
-    status.send_modify(|s| {
+    status.modify(|s| {
         if s.state != "reconnecting" {
             s.state = "starting".into();
         }
@@ -291,7 +320,7 @@ async fn run_once(
             _ = restart.notified() => {
                 tracing::info!("tunnel restart requested");
                 let _ = process::stop_gracefully(&mut child, Duration::from_secs(5)).await;
-                status.send_modify(|s| {
+                status.modify(|s| {
                     s.state = "reconnecting".into();
                     s.url = None;
                     s.last_error = Some("restarted on request".into());
@@ -336,7 +365,7 @@ async fn run_once(
                 if let Some(url) = url {
                     tracing::info!(%url, "tunnel up");
                     up_since = Some(Instant::now());
-                    status.send_modify(|s| {
+                    status.modify(|s| {
                         s.state = "up".into();
                         s.url = Some(url);
                         s.last_error = None;
