@@ -4,19 +4,32 @@
 //! `GET /health` → WebSocket upgrade → auth with the real token → `ping`/`pong` →
 //! `list_sessions` answered by `session_list`, all under one deadline, and a failure
 //! names the step it happened in.
+//!
+//! The probe authenticates as [`PROBE_DEVICE_TYPE`], which a worker keeps out of
+//! phones' sight, and only ever talks to 127.0.0.1: a worker's private port.
 
 use std::fmt;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::control::PROBE_DEVICE_TYPE;
-use crate::protocol::{Auth, ClientMsg, DeviceInfo, Empty as NoFields, ServerMsg, Token};
+use crate::protocol::{
+    Auth, ClientMsg, DeviceInfo, Empty as NoFields, ServerMsg, Token, PROTOCOL_VERSION,
+};
 use crate::secrets::ApiToken;
+
+/// `/health` answers a few dozen bytes; anything far larger is not a healthy worker.
+const MAX_HEALTH_BODY: usize = 64 * 1024;
 
 /// The steps, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,16 +75,25 @@ pub struct GateFailure {
     pub detail: String,
 }
 
-/// Runs the whole gate against 127.0.0.1:`port` within `deadline`.
+/// Runs the whole gate against 127.0.0.1:`port` within `deadline`: every step, and the
+/// polite close after the last one, share that one deadline.
 pub async fn gate(port: u16, token: &ApiToken, deadline: Duration) -> Result<(), GateFailure> {
+    let until = Instant::now() + deadline;
     let mut at = Step::Http;
-    match tokio::time::timeout(deadline, walk(port, token, &mut at)).await {
-        Ok(result) => result,
-        Err(_) => Err(GateFailure {
-            step: at,
-            detail: format!("no answer within the {} ms deadline", deadline.as_millis()),
-        }),
-    }
+    let walked = tokio::time::timeout_at(until, walk(port, token, &mut at)).await;
+    let result = match walked {
+        Ok(Ok(ws)) => {
+            // Healthy already; a peer slow to acknowledge the close changes nothing.
+            let _ = tokio::time::timeout_at(until, close(ws)).await;
+            Ok(())
+        }
+        Ok(Err(failure)) => Err(failure),
+        Err(_elapsed) => Err(fail(
+            at,
+            format!("no answer within the {} ms deadline", deadline.as_millis()),
+        )),
+    };
+    result.map_err(|failure| redact(failure, token))
 }
 
 fn fail(step: Step, detail: impl Into<String>) -> GateFailure {
@@ -81,15 +103,25 @@ fn fail(step: Step, detail: impl Into<String>) -> GateFailure {
     }
 }
 
+/// Whatever a broken worker echoes back, the token never reaches a report.
+fn redact(mut failure: GateFailure, token: &ApiToken) -> GateFailure {
+    let secret = token.expose();
+    if !secret.is_empty() && failure.detail.contains(secret) {
+        failure.detail = failure.detail.replace(secret, "<token>");
+    }
+    failure
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
 /// The steps; `at` always names the one in progress, for the deadline's report.
-async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<(), GateFailure> {
+/// Returns the open socket so the caller can close it within what is left of the deadline.
+async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<Ws, GateFailure> {
     *at = Step::Http;
     http_health(port).await?;
 
     *at = Step::Upgrade;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
-        .await
-        .map_err(|e| fail(Step::Upgrade, e.to_string()))?;
+    let mut ws = upgrade(port).await?;
 
     *at = Step::Auth;
     let auth = ClientMsg::Auth(Auth {
@@ -99,7 +131,7 @@ async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<(), GateFail
             device_type: Some(PROBE_DEVICE_TYPE.into()),
             platform: None,
         }),
-        protocol_version: None,
+        protocol_version: Some(PROTOCOL_VERSION),
     });
     send(&mut ws, &auth, Step::Auth).await?;
     match expect(&mut ws, Step::Auth, |m| {
@@ -126,8 +158,7 @@ async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<(), GateFail
         matches!(m, ServerMsg::SessionList { .. })
     })
     .await?;
-    let _ = ws.close(None).await;
-    Ok(())
+    Ok(ws)
 }
 
 async fn http_health(port: u16) -> Result<(), GateFailure> {
@@ -139,20 +170,24 @@ async fn http_health(port: u16) -> Result<(), GateFailure> {
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| f(&e))?;
-    let conn = tokio::spawn(conn);
+    // Drives the connection; stopped on every way out of here, deadline included.
+    let _conn = AbortOnDropHandle::new(tokio::spawn(conn));
     let request = hyper::Request::get("/health")
         .header("host", format!("127.0.0.1:{port}"))
         .body(Empty::<Bytes>::new())
         .map_err(|e| f(&e))?;
     let response = sender.send_request(request).await.map_err(|e| f(&e))?;
     let code = response.status();
-    let body = response
-        .into_body()
+    let body = Limited::new(response.into_body(), MAX_HEALTH_BODY)
         .collect()
         .await
-        .map_err(|e| f(&e))?
+        .map_err(|e| {
+            fail(
+                Step::Http,
+                format!("reading the answer to GET /health: {e}"),
+            )
+        })?
         .to_bytes();
-    conn.abort();
     if !code.is_success() {
         return Err(fail(
             Step::Http,
@@ -171,7 +206,17 @@ async fn http_health(port: u16) -> Result<(), GateFailure> {
     Ok(())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+/// Our own loopback connection, then the upgrade on it: the gate never resolves a name.
+async fn upgrade(port: u16) -> Result<Ws, GateFailure> {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| fail(Step::Upgrade, e.to_string()))?;
+    let (ws, _response) =
+        tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/ws"), stream)
+            .await
+            .map_err(|e| fail(Step::Upgrade, e.to_string()))?;
+    Ok(ws)
+}
 
 async fn send(ws: &mut Ws, msg: &ClientMsg, step: Step) -> Result<(), GateFailure> {
     // Client messages are plain data; serializing them cannot fail.
@@ -182,7 +227,8 @@ async fn send(ws: &mut Ws, msg: &ClientMsg, step: Step) -> Result<(), GateFailur
 }
 
 /// Reads until a frame `wanted` accepts; unrelated frames (history, notices) are
-/// skipped, an `error` frame or a close fails the step.
+/// skipped. An `error` or `rate_limited` frame (the request was refused, so its answer
+/// will never come) or a close fails the step.
 async fn expect(
     ws: &mut Ws,
     step: Step,
@@ -210,10 +256,23 @@ async fn expect(
         if wanted(&msg) {
             return Ok(msg);
         }
-        if let ServerMsg::Error { .. } = msg {
+        if matches!(msg, ServerMsg::Error { .. } | ServerMsg::RateLimited { .. }) {
             return Err(fail(step, format!("answered {}", kind(&msg))));
         }
     }
+}
+
+/// Close with 1000 and wait for the worker's side of the handshake (or the end of the
+/// stream), so neither side logs a reset.
+async fn close(mut ws: Ws) {
+    let done = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "health check done".into(),
+    };
+    if ws.close(Some(done)).await.is_err() {
+        return;
+    }
+    while let Some(Ok(_)) = ws.next().await {}
 }
 
 /// `error (BAD_FRAME: …)`, `auth_fail (invalid_token)`: what a frame was, for reports.
@@ -229,5 +288,63 @@ fn kind(msg: &ServerMsg) -> String {
         ty
     } else {
         format!("{ty} ({})", detail.chars().take(200).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{AuthFailReason, ErrorCode};
+
+    #[test]
+    fn steps_have_stable_names() {
+        let names: Vec<String> = [
+            Step::Http,
+            Step::Upgrade,
+            Step::Auth,
+            Step::Ping,
+            Step::RoundTrip,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "http_health",
+                "websocket_upgrade",
+                "auth",
+                "ping",
+                "round_trip"
+            ]
+        );
+        let failure = fail(Step::Ping, "no answer");
+        assert_eq!(failure.to_string(), "health gate failed at ping: no answer");
+    }
+
+    #[test]
+    fn reports_name_what_a_frame_was() {
+        let refused = ServerMsg::AuthFail {
+            reason: AuthFailReason::InvalidToken,
+        };
+        assert_eq!(kind(&refused), "auth_fail (invalid_token)");
+        let error = ServerMsg::Error {
+            code: ErrorCode::UnknownType,
+            message: "x".repeat(500),
+            request_id: None,
+        };
+        let text = kind(&error);
+        assert!(text.starts_with("error (UNKNOWN_TYPE: xxx"), "{text}");
+        assert!(text.len() < 230, "cut to a readable length: {text}");
+    }
+
+    #[test]
+    fn an_echoed_token_never_reaches_a_report() {
+        let token = ApiToken::new("s3cret-token");
+        let echoed = fail(Step::Auth, "answered error (bad token s3cret-token)");
+        assert_eq!(
+            redact(echoed, &token).detail,
+            "answered error (bad token <token>)"
+        );
     }
 }
