@@ -210,18 +210,16 @@ impl Task {
         }
         let releases = self.spec.releases.clone();
         let id = self.release.clone();
-        let binary = match tokio::task::spawn_blocking(move || releases.verify(&id)).await {
-            Ok(Ok(path)) => path,
-            Ok(Err(err)) => {
+        let verified = match tokio::task::spawn_blocking(move || releases.verify(&id)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(join) => Err(join.to_string()),
+        };
+        let binary = match verified {
+            Ok(path) => path,
+            Err(detail) => {
                 return WorkerReport::Unhealthy {
                     step: "checksum".into(),
-                    detail: err.to_string(),
-                }
-            }
-            Err(err) => {
-                return WorkerReport::Unhealthy {
-                    step: "checksum".into(),
-                    detail: err.to_string(),
+                    detail,
                 }
             }
         };

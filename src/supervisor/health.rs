@@ -12,7 +12,6 @@ use std::fmt;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -20,7 +19,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::task::AbortOnDropHandle;
 
 use crate::control::PROBE_DEVICE_TYPE;
 use crate::protocol::{
@@ -162,33 +160,17 @@ async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<Ws, GateFail
 }
 
 async fn http_health(port: u16) -> Result<(), GateFailure> {
-    let f = |e: &dyn fmt::Display| fail(Step::Http, e.to_string());
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| f(&e))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| f(&e))?;
-    // Drives the connection; stopped on every way out of here, deadline included.
-    let _conn = AbortOnDropHandle::new(tokio::spawn(conn));
-    let request = hyper::Request::get("/health")
-        .header("host", format!("127.0.0.1:{port}"))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| f(&e))?;
-    let response = sender.send_request(request).await.map_err(|e| f(&e))?;
-    let code = response.status();
-    let body = Limited::new(response.into_body(), MAX_HEALTH_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            fail(
-                Step::Http,
-                format!("reading the answer to GET /health: {e}"),
-            )
-        })?
-        .to_bytes();
-    if !code.is_success() {
+    let (code, body) = super::loopback::exchange(
+        port,
+        hyper::Method::GET,
+        "/health",
+        &[],
+        Bytes::new(),
+        MAX_HEALTH_BODY,
+    )
+    .await
+    .map_err(|e| fail(Step::Http, format!("GET /health: {e}")))?;
+    if !(200..300).contains(&code) {
         return Err(fail(
             Step::Http,
             format!("GET /health answered HTTP {code}"),

@@ -6,6 +6,7 @@ pub mod child;
 pub mod handle;
 pub mod health;
 pub mod instance;
+mod loopback;
 pub mod proxy;
 pub mod release;
 pub mod remote;

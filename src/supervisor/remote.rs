@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::Request;
 use serde::de::DeserializeOwned;
 
 use super::status::Status;
@@ -27,6 +25,9 @@ pub enum RemoteError {
     #[error("{0}")]
     Refused(String),
 }
+
+/// The status JSON with its 50 events is a few KiB; more is not our supervisor.
+const MAX_ANSWER: usize = 1024 * 1024;
 
 /// How long the CLI waits for an answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,40 +88,23 @@ async fn call(
     body: Option<String>,
 ) -> Result<(u16, Vec<u8>), RemoteError> {
     let unreachable = |detail: String| RemoteError::Unreachable { port, detail };
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(conn);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", format!("127.0.0.1:{port}"))
-            .header("content-type", "application/json");
-        if let Some(admin) = admin {
-            request = request.header("x-chroxy-admin", admin.expose());
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| unreachable(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let code = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .to_bytes();
-        Ok((code, body.to_vec()))
-    };
-    tokio::time::timeout(TIMEOUT, exchange)
+    let method =
+        hyper::Method::from_bytes(method.as_bytes()).map_err(|e| unreachable(e.to_string()))?;
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(admin) = admin {
+        headers.push(("x-chroxy-admin", admin.expose()));
+    }
+    let exchange = super::loopback::exchange(
+        port,
+        method,
+        path,
+        &headers,
+        Bytes::from(body.unwrap_or_default()),
+        MAX_ANSWER,
+    );
+    let (code, body) = tokio::time::timeout(TIMEOUT, exchange)
         .await
         .map_err(|_| unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))?
+        .map_err(unreachable)?;
+    Ok((code, body.to_vec()))
 }

@@ -93,6 +93,9 @@ pub enum SupervisorError {
     /// The instance file could not be written.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A start-up step running off the async threads panicked or was cancelled.
+    #[error("a start-up task of the supervisor failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A running supervisor.
@@ -114,9 +117,7 @@ impl Supervisor {
         force: CancellationToken,
     ) -> Result<Self, SupervisorError> {
         let paths = opts.paths.clone();
-        let mut instance = tokio::task::spawn_blocking(move || Instance::acquire(&paths))
-            .await
-            .map_err(|e| InstanceError::Store(join_error(e)))??;
+        let mut instance = tokio::task::spawn_blocking(move || Instance::acquire(&paths)).await??;
         let public = bind(opts.public_addr, "public port", "--port").await?;
         let status_listener = bind(opts.status_addr, "status page", "--status-port").await?;
         let public_port = public.local_addr().map(|a| a.port()).unwrap_or_default();
@@ -133,8 +134,7 @@ impl Supervisor {
             store.ensure_installed(&installed)?;
             Ok::<_, ReleaseError>((store.current()?, store.known_good()?, store.status()?))
         })
-        .await
-        .map_err(|e| ReleaseError::from(join_error(e)))??;
+        .await??;
 
         let mut status = Status::new(public_port, status_port, opts.demo, &opts.secrets_backend);
         status.releases = listing;
@@ -291,14 +291,6 @@ async fn bind(
             flag,
             source,
         })
-}
-
-fn join_error(e: tokio::task::JoinError) -> crate::store::StoreError {
-    crate::store::StoreError::Io {
-        action: "running a background task for",
-        path: PathBuf::from("the supervisor"),
-        source: std::io::Error::other(e.to_string()),
-    }
 }
 
 /// What the runner hears from: its workers, the views, the tunnel.

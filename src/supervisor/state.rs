@@ -572,18 +572,8 @@ impl Machine {
                     detail,
                 },
             ) if r == candidate => {
-                let fx = vec![Effect::Record {
-                    kind: "health_failed",
-                    message: format!("release {candidate} was not promoted: health gate failed at {step}: {detail}; {release} keeps serving"),
-                }];
-                (
-                    State::Serving {
-                        release,
-                        since,
-                        canary: None,
-                    },
-                    fx,
-                )
+                let why = format!("was not promoted: health gate failed at {step}: {detail}");
+                candidate_failed(release, since, &candidate, "health_failed", why)
             }
             (
                 State::Deploying {
@@ -593,18 +583,8 @@ impl Machine {
                 },
                 E::Exited { release: r, status },
             ) if r == candidate => {
-                let fx = vec![Effect::Record {
-                    kind: "worker_exited",
-                    message: format!("release {candidate} exited before its health gate passed ({status}); {release} keeps serving"),
-                }];
-                (
-                    State::Serving {
-                        release,
-                        since,
-                        canary: None,
-                    },
-                    fx,
-                )
+                let why = format!("exited before its health gate passed ({status})");
+                candidate_failed(release, since, &candidate, "worker_exited", why)
             }
             (
                 State::Deploying {
@@ -883,6 +863,27 @@ impl Machine {
             name: StateName::RollingBack,
         }
     }
+}
+
+/// A deploy's candidate failed before serving: nothing changes for the phones, and the
+/// event says so.
+fn candidate_failed(
+    release: String,
+    since: Instant,
+    candidate: &str,
+    kind: &'static str,
+    why: String,
+) -> (State, Vec<Effect>) {
+    let fx = vec![Effect::Record {
+        kind,
+        message: format!("release {candidate} {why}; {release} keeps serving"),
+    }];
+    let state = State::Serving {
+        release,
+        since,
+        canary: None,
+    };
+    (state, fx)
 }
 
 #[cfg(test)]
