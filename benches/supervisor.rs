@@ -115,17 +115,12 @@ impl Sup {
             .kill_on_drop(true)
             .spawn()
             .expect("chroxy start");
-        let info = home.path().join("state/supervisor.json");
+        let paths = chroxy::store::Paths::under(home.path());
         let deadline = Instant::now() + STEP;
         let (public, status) = loop {
-            let v: Option<Value> = std::fs::read(&info)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            if let Some(v) = v.filter(|v| v["statusPort"].as_u64().unwrap_or(0) != 0) {
-                break (
-                    v["publicPort"].as_u64().unwrap() as u16,
-                    v["statusPort"].as_u64().unwrap() as u16,
-                );
+            let running = chroxy::supervisor::instance::running(&paths);
+            if let Some(i) = running.filter(|i| i.public_port != 0 && i.status_port != 0) {
+                break (i.public_port, i.status_port);
             }
             assert!(
                 Instant::now() < deadline,

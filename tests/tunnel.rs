@@ -308,11 +308,9 @@ async fn chroxy_start_prints_the_link_and_qr_when_the_tunnel_is_up_and_again_for
         .count();
     assert!(qr_rows > 10, "no QR printed: {seen:?}");
     let admin = std::fs::read_to_string(home.chroxy().join("config/admin-token")).unwrap();
-    let info: Value = serde_json::from_slice(
-        &std::fs::read(home.chroxy().join("state/supervisor.json")).unwrap(),
-    )
-    .unwrap();
-    let port = info["statusPort"].as_u64().unwrap() as u16;
+    // The link was printed, so the ports are bound and published.
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let (_, port) = common::supervisor::ports_of(&paths, child.id().unwrap()).unwrap();
     let (code, _) = common::supervisor::http(
         port,
         "POST",

@@ -99,58 +99,43 @@ pub struct Browser {
     shots: PathBuf,
 }
 
+/// A chromedriver endpoint beyond the WebDriver standard: `POST session/<id>/<path>`.
 #[derive(Debug)]
-struct BrowserLog;
-
-impl WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!(
-            "session/{}/se/log",
-            session_id.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (hyper::Method, Option<String>) {
-        (
-            hyper::Method::POST,
-            Some(json!({"type": "browser"}).to_string()),
-        )
-    }
+struct DriverCommand {
+    path: &'static str,
+    body: Value,
 }
 
-/// A Chrome DevTools command, through chromedriver.
-#[derive(Debug)]
-struct Cdp(Value);
-
-impl WebDriverCompatibleCommand for Cdp {
+impl WebDriverCompatibleCommand for DriverCommand {
     fn endpoint(
         &self,
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
         base_url.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session_id.unwrap_or_default()
+            "session/{}/{}",
+            session_id.unwrap_or_default(),
+            self.path
         ))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (hyper::Method, Option<String>) {
-        (hyper::Method::POST, Some(self.0.to_string()))
+        (hyper::Method::POST, Some(self.body.to_string()))
     }
 }
 
 impl Browser {
     /// Makes the page see `prefers-color-scheme: dark` (or light).
     pub async fn color_scheme(&self, scheme: &str) {
-        let cmd = json!({
-            "cmd": "Emulation.setEmulatedMedia",
-            "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
-        });
-        self.client.issue_cmd(Cdp(cmd)).await.unwrap();
+        // A Chrome DevTools command, through chromedriver.
+        let cmd = DriverCommand {
+            path: "goog/cdp/execute",
+            body: json!({
+                "cmd": "Emulation.setEmulatedMedia",
+                "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+            }),
+        };
+        self.client.issue_cmd(cmd).await.unwrap();
     }
 
     pub async fn goto(&self, url: &str) {
@@ -257,7 +242,14 @@ impl Browser {
     /// Console entries at error level, except the network errors a deliberate outage
     /// makes the browser itself log (a refused WebSocket, a 503).
     pub async fn console_errors(&self) -> Vec<String> {
-        let log = self.client.issue_cmd(BrowserLog).await.unwrap();
+        let log = self
+            .client
+            .issue_cmd(DriverCommand {
+                path: "se/log",
+                body: json!({"type": "browser"}),
+            })
+            .await
+            .unwrap();
         log.as_array()
             .into_iter()
             .flatten()

@@ -84,10 +84,10 @@ impl Sup {
             cmd.env("CHROXY_LOG", "info,chroxy=debug");
         }
         let mut child = cmd.spawn().expect("starting chroxy start");
-        let info = home.chroxy().join("state/supervisor.json");
+        let paths = chroxy::store::Paths::under(home.chroxy());
         let deadline = tokio::time::Instant::now() + WAIT;
         let (public, status) = loop {
-            if let Some(ports) = read_ports(&info, child.id().unwrap_or_default()) {
+            if let Some(ports) = ports_of(&paths, child.id().unwrap_or_default()) {
                 break ports;
             }
             if let Ok(Some(exit)) = child.try_wait() {
@@ -196,15 +196,11 @@ impl Sup {
     }
 }
 
-/// The ports in the instance file, once `pid` (not a predecessor) wrote it.
-fn read_ports(info: &Path, pid: u32) -> Option<(u16, u16)> {
-    let v: Value = serde_json::from_slice(&std::fs::read(info).ok()?).ok()?;
-    if v["pid"].as_u64()? != u64::from(pid) {
-        return None;
-    }
-    let public = v["publicPort"].as_u64()? as u16;
-    let status = v["statusPort"].as_u64()? as u16;
-    (public != 0 && status != 0).then_some((public, status))
+/// The ports of the running supervisor, once `pid` (not a predecessor) has bound them.
+pub fn ports_of(paths: &chroxy::store::Paths, pid: u32) -> Option<(u16, u16)> {
+    let info = chroxy::supervisor::instance::running(paths)?;
+    (info.pid == pid && info.public_port != 0 && info.status_port != 0)
+        .then_some((info.public_port, info.status_port))
 }
 
 /// One HTTP/1.1 request on 127.0.0.1; returns status code and body.
