@@ -237,14 +237,13 @@ impl Secrets {
     }
 
     fn read(&self, kind: Kind) -> Result<Option<ApiToken>, SecretsError> {
-        let from_file = read_file(&self.file(kind))?;
         let Backend::Keyring(service) = &self.backend else {
-            return Ok(from_file);
+            return read_file(&self.file(kind));
         };
         let entry = entry(service, kind)?;
         match off_runtime(|| entry.get_password()) {
             Ok(value) if !value.trim().is_empty() => Ok(Some(ApiToken(value.trim().to_owned()))),
-            Ok(_) | Err(keyring::Error::NoEntry) => match from_file {
+            Ok(_) | Err(keyring::Error::NoEntry) => match read_file(&self.file(kind))? {
                 // Kept in a file before a keyring was usable: move it in, so pairings
                 // made back then keep working; the file goes only once the keyring
                 // gives the same value back.
