@@ -117,7 +117,7 @@ fn no_secret_files(home: &Home) {
 #[tokio::test]
 async fn tokens_live_in_the_keyring_across_supervisor_runs_crashes_rollbacks_and_tunnel_failures() {
     let home = Home::new();
-    home.config("[supervisor]\ncrash_budget = 100\nbackoff_cap_ms = 200\n[tunnel]\nbackoff_floor_ms = 10\nbackoff_cap_ms = 20\n");
+    home.config("[supervisor]\ncrash_budget = 2\nbackoff_cap_ms = 200\n[tunnel]\nbackoff_floor_ms = 10\nbackoff_cap_ms = 20\n");
     let keyring = SecretService::start(&home).await;
     let (ok, token, err) = cli_env(&home, &["token", "show"], &keyring.env()).await;
     assert!(ok.success(), "{err}");
@@ -156,14 +156,19 @@ async fn tokens_live_in_the_keyring_across_supervisor_runs_crashes_rollbacks_and
         .env("FAKE_CF_DIE_AFTER_MS", "20");
     let sup = Sup::start_args(&home, opts, &["--tunnel", "quick"]).await;
     let mut s = sup.healthy().await;
-    for _ in 0..3 {
+    // A crash loop: more crashes than the budget, of the known-good release, ends in
+    // `failed`; then a rollback by hand.
+    for round in 0..3 {
         let pid = s["worker"]["pid"].as_i64().unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-        s = sup
-            .wait_for("restarted", |s| {
+        s = if round < 2 {
+            sup.wait_for("restarted", |s| {
                 s["state"] == "healthy" && s["worker"]["pid"].as_i64() != Some(pid)
             })
-            .await;
+            .await
+        } else {
+            sup.wait_for("failed", |s| s["state"] == "failed").await
+        };
     }
     let (code, answer) = sup.post("rollback", Some(&admin), "").await;
     assert_eq!(code, 200, "{answer}");

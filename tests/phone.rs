@@ -138,7 +138,7 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     // with the conversation intact.
     let pid = sup.status().await["worker"]["pid"].as_i64().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-    a.until("restarting shown", "return /Server restarting|reconnecting/.test(document.getElementById('banner-text').textContent) && !document.getElementById('banner').hidden")
+    a.until("restarting shown", "return /Server restarting/.test(document.getElementById('banner-text').textContent) && !document.getElementById('banner').hidden")
         .await;
     a.shot("8-restarting").await;
     a.until(
