@@ -7,6 +7,8 @@
 //! - [`store`]: paths and atomic, locked files; [`config`]: the settings file;
 //!   [`secrets`]: the API token; [`control`]: worker → supervisor messages;
 //!   [`process`]: owned child processes.
+//! - [`supervisor`]: keeps a healthy worker behind the public port; [`launch`]: starts it
+//!   from what a person chose (`chroxy start`, the tray app); [`tunnel`], [`pairing`].
 //!
 //! The `chroxy` binary is a thin shell over this library.
 
@@ -19,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod doctor;
+pub mod launch;
 pub mod pairing;
 pub mod process;
 pub mod protocol;

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use chroxy::agent::AgentEnv;
 use chroxy::config::Config;
 use chroxy::control::WorkerEvent;
+use chroxy::launch::{api_token, session_dir, Launch, StartArgs, TunnelChoice};
+use chroxy::pairing::Pairing;
 use chroxy::secrets::{ApiToken, Secrets};
 use chroxy::session::{Hub, SessionsConfig};
 use chroxy::store::Paths;
@@ -35,29 +37,7 @@ struct Cli {
 enum Command {
     /// Run Chroxy: the supervisor that keeps a healthy worker behind the public port,
     /// with a status page on the second port.
-    Start {
-        /// Public port on 127.0.0.1 (phones and the tunnel connect here).
-        #[arg(long, default_value_t = 8765)]
-        port: u16,
-        /// Status page port on 127.0.0.1.
-        #[arg(long, default_value_t = 8766)]
-        status_port: u16,
-        /// Address of the public port: 127.0.0.1 keeps it on this machine (the tunnel
-        /// still reaches it); 0.0.0.0 also serves the local network (then set
-        /// `[tunnel] public_url` to this machine's LAN address for pairing links).
-        #[arg(long, default_value_t = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST))]
-        bind: std::net::IpAddr,
-        /// How phones reach this machine from elsewhere.
-        #[arg(long, value_enum, default_value_t = Tunnel::Quick)]
-        tunnel: Tunnel,
-        /// Directory of the default session.
-        #[arg(long)]
-        cwd: Option<PathBuf>,
-        /// Answer with Chroxy's built-in scripted model instead of Anthropic's API, to
-        /// try everything without an account (Claude Code itself is still needed).
-        #[arg(long)]
-        demo: bool,
-    },
+    Start(StartArgs),
     /// Show what the running supervisor is doing (or that none runs).
     Status {
         /// Print the status page's JSON.
@@ -159,18 +139,6 @@ enum PairFormat {
     Terminal,
 }
 
-/// `--tunnel`.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Tunnel {
-    /// A Cloudflare quick tunnel: no account needed, a new trycloudflare.com URL each start.
-    Quick,
-    /// Your named Cloudflare tunnel (`[tunnel] hostname` in the config, token stored with
-    /// `chroxy token set-tunnel`).
-    Named,
-    /// Local only: 127.0.0.1.
-    None,
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let paths = Paths::resolve(cli.home.clone())?;
@@ -185,25 +153,12 @@ fn main() -> Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run_worker(cli.home, paths, port, cwd, demo, supervised))
         }
-        Command::Start {
-            port,
-            status_port,
-            bind,
-            tunnel,
-            cwd,
-            demo,
-        } => {
+        Command::Start(args) => {
             init_logging();
+            let installed = std::env::current_exe().context("finding the chroxy binary")?;
+            let launch = args.launch(cli.home, paths, TunnelChoice::Quick, installed)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run_supervisor(
-                cli.home,
-                paths,
-                SocketAddr::new(bind, port),
-                status_port,
-                tunnel,
-                cwd,
-                demo,
-            ))
+            runtime.block_on(run_supervisor(launch))
         }
         Command::Status { json } => block_on(show_status(&paths, json)),
         Command::Deploy { binary } => {
@@ -252,61 +207,6 @@ fn secrets(home: &Option<PathBuf>, paths: &Paths) -> Secrets {
     Secrets::open(paths, home.as_deref())
 }
 
-/// `CHROXY_TOKEN` (how the supervisor hands it to a worker: in the environment, never on
-/// a command line, where every user of the machine could read it), else the stored one.
-fn api_token(secrets: &Secrets) -> Result<ApiToken> {
-    match std::env::var("CHROXY_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => Ok(ApiToken::new(t.trim())),
-        _ => Ok(secrets.api_token()?),
-    }
-}
-
-/// What `--tunnel` asks for, with what it needs; the port is the supervisor's to fill.
-fn tunnel_spec(
-    paths: &Paths,
-    secrets: &Secrets,
-    config: &chroxy::config::TunnelConfig,
-    tunnel: Tunnel,
-) -> Result<Option<chroxy::tunnel::TunnelSpec>> {
-    use chroxy::tunnel::{Mode, TunnelSpec};
-    let mode = match tunnel {
-        Tunnel::None => return Ok(None),
-        Tunnel::Quick => Mode::Quick,
-        Tunnel::Named => {
-            let hostname = config.hostname.clone().with_context(|| {
-                format!(
-                    "--tunnel named needs the tunnel's hostname: add `[tunnel]` `hostname = \"chroxy.example.com\"` to {}",
-                    paths.config_file().display()
-                )
-            })?;
-            let token = secrets.tunnel_token()?.context(
-                "--tunnel named needs the tunnel's token: `chroxy token set-tunnel < token.txt` (from the Cloudflare dashboard)",
-            )?;
-            Mode::Named { hostname, token }
-        }
-    };
-    let binary = std::env::var_os("CHROXY_CLOUDFLARED")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let ms = std::time::Duration::from_millis;
-    let mut spec = TunnelSpec::new(mode, binary, 0);
-    spec.start_timeout = ms(config.start_timeout_ms);
-    spec.backoff_floor = ms(config.backoff_floor_ms);
-    spec.backoff_cap = ms(config.backoff_cap_ms);
-    spec.healthy_reset = ms(config.healthy_reset_ms);
-    Ok(Some(spec))
-}
-
-/// `--cwd`, or the current directory, as an absolute path that exists.
-fn session_dir(cwd: Option<PathBuf>) -> Result<PathBuf> {
-    let cwd = match cwd {
-        Some(dir) => dir,
-        None => std::env::current_dir().context("reading the current directory")?,
-    };
-    cwd.canonicalize()
-        .with_context(|| format!("the session directory {} does not exist", cwd.display()))
-}
-
 fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -316,62 +216,13 @@ fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
 }
 
 /// `chroxy start`: runs until SIGTERM or Ctrl-C (a second one stops waiting for drains).
-async fn run_supervisor(
-    home: Option<PathBuf>,
-    paths: Paths,
-    public_addr: SocketAddr,
-    status_port: u16,
-    tunnel: Tunnel,
-    cwd: Option<PathBuf>,
-    demo: bool,
-) -> Result<()> {
-    let config = Config::load(&paths.config_file())?;
-    let secrets = {
-        let (home, paths) = (home.clone(), paths.clone());
-        tokio::task::spawn_blocking(move || Secrets::open(&paths, home.as_deref())).await?
-    };
-    let tunnel = tunnel_spec(&paths, &secrets, &config.tunnel, tunnel)?;
-    let token = api_token(&secrets)?;
-    let admin = secrets.admin_token()?;
-    let cwd = session_dir(cwd)?;
-    let mut worker_args: Vec<std::ffi::OsString> = vec!["--cwd".into(), cwd.into()];
-    if demo {
-        worker_args.push("--demo".into());
-    }
-    let worker_env = home
-        .map(|h| vec![("CHROXY_HOME".into(), h.into_os_string())])
-        .unwrap_or_default();
-    let pair_token = token.clone();
-    // A token given in CHROXY_TOKEN is pinned: rotation in the store cannot apply.
-    let rotation_source = std::env::var("CHROXY_TOKEN")
-        .map_or(true, |t| t.trim().is_empty())
-        .then(|| secrets.clone());
-    let opts = chroxy::supervisor::Options {
-        paths,
-        public_addr,
-        status_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, status_port)),
-        token,
-        admin,
-        config: config.supervisor.clone(),
-        heartbeat: config.worker.heartbeat(),
-        installed: std::env::current_exe().context("finding the chroxy binary")?,
-        worker_args,
-        worker_env,
-        demo,
-        secrets_backend: secrets.backend_name().into(),
-        tunnel,
-        secrets: rotation_source.clone(),
-    };
+async fn run_supervisor(launch: Launch) -> Result<()> {
+    let demo = launch.demo;
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
-    let supervisor =
-        chroxy::supervisor::Supervisor::start(opts, shutdown.clone(), force.clone()).await?;
-    tokio::spawn(print_pairing(
-        supervisor.handle(),
-        pair_token,
-        rotation_source,
-        config.tunnel.public_url.clone(),
-    ));
+    let started = chroxy::launch::start(launch, shutdown.clone(), force.clone()).await?;
+    tokio::spawn(print_pairing(started.pairing));
+    let supervisor = started.supervisor;
     println!(
         "Chroxy is running: phones connect to http://127.0.0.1:{}/ — status page http://127.0.0.1:{}/",
         supervisor.public_port(),
@@ -407,7 +258,7 @@ async fn run_supervisor(
 
 /// The pairing for this home: the running supervisor's tunnel URL if it has one, else
 /// the configured public URL, else its public port (or the default one).
-async fn pairing(paths: &Paths, secrets: &Secrets) -> Result<chroxy::pairing::Pairing> {
+async fn pairing(paths: &Paths, secrets: &Secrets) -> Result<Pairing> {
     use chroxy::supervisor::{instance, remote};
     let config = Config::load(&paths.config_file())?;
     let (tunnel_url, port) = match instance::running(paths) {
@@ -422,7 +273,7 @@ async fn pairing(paths: &Paths, secrets: &Secrets) -> Result<chroxy::pairing::Pa
         config.tunnel.public_url.as_deref(),
         port,
     );
-    Ok(chroxy::pairing::Pairing::new(&url, api_token(secrets)?)?)
+    Ok(Pairing::new(&url, api_token(secrets)?)?)
 }
 
 async fn pair(paths: &Paths, secrets: &Secrets, format: PairFormat) -> Result<()> {
@@ -437,60 +288,23 @@ async fn pair(paths: &Paths, secrets: &Secrets, format: PairFormat) -> Result<()
     Ok(())
 }
 
-/// Prints the link and QR a phone scans, now and whenever the tunnel's URL changes.
-async fn print_pairing(
-    handle: chroxy::supervisor::handle::Handle,
-    mut token: ApiToken,
-    secrets: Option<Secrets>,
-    configured: Option<String>,
-) {
-    let mut status = handle.watch();
-    let mut shown: Option<(String, ApiToken)> = None;
-    let rotations = |s: &chroxy::supervisor::status::Status| {
-        s.events
-            .iter()
-            .rev()
-            .find(|e| e.kind == "token_rotated")
-            .map(|e| e.at)
-    };
-    let mut rotated = rotations(&status.borrow());
+/// Prints the link and QR a phone scans, now and whenever it changes (a new tunnel URL,
+/// a rotated token).
+async fn print_pairing(mut pairing: tokio::sync::watch::Receiver<Option<Pairing>>) {
+    let mut printed: Option<String> = None;
     loop {
-        let (url, port, tunnel, now_rotated) = {
-            let s = status.borrow_and_update();
-            (
-                s.tunnel.url.clone(),
-                s.public_port,
-                s.tunnel.mode.clone(),
-                rotations(&s),
-            )
-        };
-        // After `chroxy token rotate` the old link is dead: show the new one.
-        if now_rotated != rotated {
-            rotated = now_rotated;
-            if let Some(secrets) = secrets.clone() {
-                if let Ok(Ok(new)) = tokio::task::spawn_blocking(move || secrets.api_token()).await
-                {
-                    token = new;
+        let current = pairing.borrow_and_update().clone();
+        if let Some(p) = current {
+            let link = p.link();
+            if printed.as_ref() != Some(&link) {
+                if let Ok(qr) = p.terminal() {
+                    println!("{qr}");
                 }
+                println!("Scan the code with your phone, or open {link}");
+                printed = Some(link);
             }
         }
-        // With a tunnel, only its URL reaches a phone elsewhere: wait for it.
-        let usable = url.is_some() || tunnel == "none";
-        let public = chroxy::pairing::public_url(url.as_deref(), configured.as_deref(), port);
-        let current = (public.clone(), token.clone());
-        if usable && shown.as_ref() != Some(&current) {
-            match chroxy::pairing::Pairing::new(&public, token.clone()) {
-                Ok(p) => {
-                    if let Ok(qr) = p.terminal() {
-                        println!("{qr}");
-                    }
-                    println!("Scan the code with your phone, or open {}", p.link());
-                }
-                Err(err) => eprintln!("cannot make a pairing link: {err}"),
-            }
-            shown = Some(current);
-        }
-        if status.changed().await.is_err() {
+        if pairing.changed().await.is_err() {
             return;
         }
     }

@@ -173,28 +173,10 @@ impl Supervisor {
         // The tunnel points at the public port, so worker restarts never touch it; it
         // stops only after the workers have drained (its own token, cancelled last).
         let tunnel_stop = CancellationToken::new();
-        let mut tunnel = opts.tunnel.clone().map(|mut spec| {
-            spec.port = public_port;
-            crate::tunnel::Tunnel::start(spec, tunnel_stop.clone())
-        });
-        let tunnel_changes = tunnel.as_mut().and_then(|t| t.take_changes());
-        if let Some(t) = &tunnel {
-            // Its mode now; its state and URL reach the status through the runner, which
-            // records each change as an event (even one that happens before it runs).
-            let mode = t.mode().to_owned();
-            status_tx.send_modify(|s| {
-                s.tunnel = TunnelStatus {
-                    mode,
-                    state: "starting".into(),
-                    url: None,
-                    last_error: None,
-                }
-            });
-        }
-
+        let tunnel = TunnelSlot::new(tunnel_stop.clone(), public_port);
         let (machine, first) = Machine::start(opts.config.policy(), current, known_good);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-        let runner = Runner {
+        let mut runner = Runner {
             spec: LaunchSpec {
                 releases: releases.clone(),
                 args: opts.worker_args.clone(),
@@ -224,6 +206,7 @@ impl Supervisor {
             tunnel,
             secrets: opts.secrets.clone(),
         };
+        runner.switch_tunnel(opts.tunnel.clone()).await;
         let task = tokio::spawn(async move {
             let tunnel = runner
                 .run(
@@ -231,7 +214,6 @@ impl Supervisor {
                     Inbox {
                         reports: reports_rx,
                         actions: actions_rx,
-                        tunnel: tunnel_changes,
                     },
                     shutdown,
                     force,
@@ -239,9 +221,7 @@ impl Supervisor {
                 )
                 .await;
             tunnel_stop.cancel();
-            if let Some(t) = tunnel {
-                t.stopped().await;
-            }
+            tunnel.stopped().await;
             // Spliced connections end with their worker; don't wait on stragglers.
             connections.close();
             page_stop.cancel();
@@ -293,11 +273,68 @@ async fn bind(
         })
 }
 
-/// What the runner hears from: its workers, the views, the tunnel.
+/// What the runner hears from: its workers and the views (the tunnel is in its slot).
 struct Inbox {
     reports: mpsc::UnboundedReceiver<Report>,
     actions: mpsc::Receiver<Request>,
-    tunnel: Option<mpsc::UnboundedReceiver<TunnelStatus>>,
+}
+
+/// The tunnel being kept up, if any, and where its changes arrive. It can be replaced
+/// while workers serve (the tray's Tunnel menu) and stops last, after the drain.
+struct TunnelSlot {
+    current: Option<(crate::tunnel::Tunnel, CancellationToken)>,
+    changes: Option<mpsc::UnboundedReceiver<TunnelStatus>>,
+    /// Cancelled when the supervisor stops; each tunnel's own token is its child.
+    stop: CancellationToken,
+    public_port: u16,
+}
+
+impl TunnelSlot {
+    fn new(stop: CancellationToken, public_port: u16) -> Self {
+        Self {
+            current: None,
+            changes: None,
+            stop,
+            public_port,
+        }
+    }
+
+    /// Stops the current tunnel (waiting for cloudflared to exit) and starts `spec`'s.
+    async fn replace(&mut self, spec: Option<crate::tunnel::TunnelSpec>) -> TunnelStatus {
+        self.changes = None;
+        if let Some((old, stop)) = self.current.take() {
+            stop.cancel();
+            old.stopped().await;
+        }
+        let Some(mut spec) = spec else {
+            return TunnelStatus::default();
+        };
+        spec.port = self.public_port;
+        let stop = self.stop.child_token();
+        let mut tunnel = crate::tunnel::Tunnel::start(spec, stop.clone());
+        self.changes = tunnel.take_changes();
+        let status = TunnelStatus {
+            mode: tunnel.mode().to_owned(),
+            state: "starting".into(),
+            url: None,
+            last_error: None,
+        };
+        self.current = Some((tunnel, stop));
+        status
+    }
+
+    fn restart(&self) {
+        if let Some((t, _)) = &self.current {
+            t.restart();
+        }
+    }
+
+    /// Waits until the tunnel has stopped (after the supervisor's stop was cancelled).
+    async fn stopped(self) {
+        if let Some((t, _)) = self.current {
+            t.stopped().await;
+        }
+    }
 }
 
 /// The next tunnel change; never resolves without a tunnel.
@@ -346,7 +383,7 @@ struct Runner {
     clients: u32,
     sessions: u32,
     exiting: bool,
-    tunnel: Option<crate::tunnel::Tunnel>,
+    tunnel: TunnelSlot,
     secrets: Option<crate::secrets::Secrets>,
 }
 
@@ -358,11 +395,10 @@ impl Runner {
         shutdown: CancellationToken,
         force: CancellationToken,
         accepting: CancellationToken,
-    ) -> Option<crate::tunnel::Tunnel> {
+    ) -> TunnelSlot {
         let Inbox {
             mut reports,
             mut actions,
-            tunnel: mut tunnel_changes,
         } = inbox;
         self.apply(first).await;
         self.publish();
@@ -392,7 +428,7 @@ impl Runner {
                     let fx = self.machine.step(Event::Timer, Instant::now());
                     self.apply(fx).await;
                 }
-                Some(now) = next_change(&mut tunnel_changes) => self.tunnel_changed(now),
+                Some(now) = next_change(&mut self.tunnel.changes) => self.tunnel_changed(now),
             }
             self.publish();
         }
@@ -400,6 +436,12 @@ impl Runner {
         // the caller stops the tunnel after that.
         drop(self.instance);
         self.tunnel
+    }
+
+    /// Replaces the tunnel (`None`: local only); workers and their phones are untouched.
+    async fn switch_tunnel(&mut self, spec: Option<crate::tunnel::TunnelSpec>) {
+        let now = self.tunnel.replace(spec).await;
+        self.status_tx.send_modify(|s| s.tunnel = now);
     }
 
     /// Records what a person needs to know of a tunnel change.
@@ -557,11 +599,16 @@ impl Runner {
                 .await;
                 Ok(format!("deploying release {release} as a canary"))
             }
+            Action::Tunnel { spec } => {
+                let mode = spec.as_ref().map_or("none", |s| s.mode.name());
+                self.switch_tunnel(spec).await;
+                let message = format!("tunnel switched to {mode}");
+                self.record("tunnel", message.clone());
+                Ok(message)
+            }
             Action::Reconnect => {
                 // The tunnel is the usual culprit when a phone cannot get through.
-                if let Some(t) = &self.tunnel {
-                    t.restart();
-                }
+                self.tunnel.restart();
                 let routed = self.routed.as_ref().and_then(|r| self.workers.get(r));
                 match routed {
                     Some(w) => {

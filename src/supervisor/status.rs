@@ -185,6 +185,12 @@ pub enum Action {
     Restart,
     /// Restart the tunnel, tell every phone to reconnect now, re-run the health gate.
     Reconnect,
+    /// Replace the tunnel (the tray's Tunnel menu); `None` serves this machine only.
+    /// Workers and the phones connected through them are not touched.
+    Tunnel {
+        /// The new tunnel, port filled in by the supervisor.
+        spec: Option<crate::tunnel::TunnelSpec>,
+    },
     /// The API token was rotated in the store: start workers with the new one (phones
     /// holding the old one get `auth_fail` and must pair again).
     ReloadToken,

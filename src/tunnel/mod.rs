@@ -20,7 +20,7 @@ use crate::secrets::ApiToken;
 use crate::supervisor::status::TunnelStatus;
 
 /// How phones reach the machine from elsewhere.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     /// A Cloudflare quick tunnel: no account, a new `trycloudflare.com` URL each start.
     Quick,
@@ -44,7 +44,7 @@ impl Mode {
 }
 
 /// Everything the tunnel needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelSpec {
     /// Quick or named.
     pub mode: Mode,

@@ -1,5 +1,5 @@
 //! Headless Chromium driven through chromedriver (fantoccini), at a phone's 390×844,
-//! with a fresh profile per browser, screenshots into `target/test-output/<suite>/`,
+//! with a fresh profile per browser (or any WebDriver session, like the tray app's), screenshots into `target/test-output/<suite>/`,
 //! and the browser's console log for "no errors" checks.
 
 use std::path::PathBuf;
@@ -75,28 +75,18 @@ impl Driver {
             }),
         );
         caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("a chromium session");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target/test-output")
-            .join(shots);
-        std::fs::create_dir_all(&dir).unwrap();
-        Browser {
-            client,
-            _profile: profile,
-            shots: dir,
-        }
+        let mut browser = Browser::connect(self.port, caps, shots, Some((390, 844))).await;
+        browser._profile = Some(profile);
+        browser
     }
 }
 
 pub struct Browser {
     pub client: Client,
-    _profile: TempDir,
+    _profile: Option<TempDir>,
     shots: PathBuf,
+    /// What every screenshot must measure, if anything.
+    size: Option<(u32, u32)>,
 }
 
 /// A chromedriver endpoint beyond the WebDriver standard: `POST session/<id>/<path>`.
@@ -125,6 +115,30 @@ impl WebDriverCompatibleCommand for DriverCommand {
 }
 
 impl Browser {
+    /// A WebDriver session at `port` (chromedriver, tauri-driver) with `caps`;
+    /// screenshots go to `target/test-output/<shots>/`.
+    pub async fn connect(
+        port: u16,
+        caps: serde_json::Map<String, Value>,
+        shots: &str,
+        size: Option<(u32, u32)>,
+    ) -> Self {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session");
+        let dir = super::repo_root().join("target/test-output").join(shots);
+        std::fs::create_dir_all(&dir).unwrap();
+        Browser {
+            client,
+            _profile: None,
+            shots: dir,
+            size,
+        }
+    }
+
     /// Makes the page see `prefers-color-scheme: dark` (or light).
     pub async fn color_scheme(&self, scheme: &str) {
         // A Chrome DevTools command, through chromedriver.
@@ -208,8 +222,9 @@ impl Browser {
         self.click("#send").await;
     }
 
-    /// Saves a screenshot and checks it shows something (not one flat colour).
-    pub async fn shot(&self, name: &str) {
+    /// Saves a screenshot and checks it shows something (not one flat colour); returns
+    /// the PNG.
+    pub async fn shot(&self, name: &str) -> Vec<u8> {
         let png = self.client.screenshot().await.unwrap();
         let path = self.shots.join(format!("{name}.png"));
         std::fs::write(&path, &png).unwrap();
@@ -232,11 +247,10 @@ impl Browser {
             path.display(),
             colours.len()
         );
-        assert_eq!(
-            (frame.width, frame.height),
-            (390, 844),
-            "not a phone-sized view"
-        );
+        if let Some(size) = self.size {
+            assert_eq!((frame.width, frame.height), size, "not the expected size");
+        }
+        png
     }
 
     /// Console entries at error level, except the network errors a deliberate outage

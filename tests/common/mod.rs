@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod browser;
+pub mod desktop;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};
@@ -26,14 +27,56 @@ pub const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
 /// Generous: the CLI takes ~0.6 s to start and CI machines are slow.
 pub const WAIT: Duration = Duration::from_secs(45);
 
+/// The repository (the workspace root), whichever package's tests run.
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|dir| dir.join("Cargo.lock").exists())
+        .unwrap_or(here)
+        .to_path_buf()
+}
+
+/// A binary of the `chroxy` package. Cargo names it to this package's own tests; the
+/// tray app's tests (another package) find it beside their executable's directory,
+/// where the same `cargo test --workspace` built it.
+pub fn package_bin(name: &str, from_cargo: Option<&'static str>) -> &'static str {
+    if let Some(path) = from_cargo {
+        return path;
+    }
+    static FOUND: std::sync::Mutex<Vec<(String, &'static str)>> = std::sync::Mutex::new(Vec::new());
+    let mut found = FOUND.lock().unwrap();
+    if let Some((_, path)) = found.iter().find(|(n, _)| n == name) {
+        return path;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name))
+        .unwrap();
+    assert!(
+        path.is_file(),
+        "{} is missing; run the tests with `cargo test --workspace` (scripts/test does)",
+        path.display()
+    );
+    // Once per binary and test process: a path that lives as long as the tests.
+    let path: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
+    found.push((name.to_owned(), path));
+    path
+}
+
+/// The `chroxy` binary the tests run (release zero of every test home).
+pub fn chroxy_bin() -> &'static str {
+    package_bin("chroxy", option_env!("CARGO_BIN_EXE_chroxy"))
+}
+
 /// The pinned Claude Code CLI installed by the test command. A missing CLI fails the
 /// test: a skipped test would count as passing.
 pub fn claude_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CHROXY_TEST_CLAUDE") {
         return PathBuf::from(p);
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/tools/claude-code/node_modules/.bin/claude");
+    let p = repo_root().join("target/tools/claude-code/node_modules/.bin/claude");
     assert!(
         p.exists(),
         "Claude Code CLI not found at {}; run ./scripts/test (it installs the pinned version) or set CHROXY_TEST_CLAUDE",
@@ -125,7 +168,10 @@ impl WorkerOpts {
     /// `fake-claude` as the agent, for what the real CLI cannot do on cue.
     pub fn fake_cli() -> Self {
         Self {
-            claude: Some(PathBuf::from(env!("CARGO_BIN_EXE_fake-claude"))),
+            claude: Some(PathBuf::from(package_bin(
+                "fake-claude",
+                option_env!("CARGO_BIN_EXE_fake-claude"),
+            ))),
             env: vec![],
         }
         .env("CHROXY_LOG", "info,chroxy=debug")
@@ -274,27 +320,44 @@ impl Worker {
 /// `chroxy` run as a test runs it: only PATH from this environment, the test's homes,
 /// the test token, the agent of `opts`, stderr into a fresh log file (returned).
 pub fn chroxy_command(home: &Home, opts: &WorkerOpts, what: &str) -> (Command, PathBuf) {
-    let logs = home.dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let n = std::fs::read_dir(&logs).unwrap().count();
-    let log = logs.join(format!("{what}-{n}.log"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chroxy"));
+    let log = log_file(home, what);
+    let mut cmd = Command::new(chroxy_bin());
     cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CHROXY_HOME", home.chroxy())
-        .env("HOME", home.user_home())
-        .env("CHROXY_TOKEN", TOKEN)
+        .envs(test_env(home, opts))
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true);
-    match &opts.claude {
-        Some(p) => cmd.env("CHROXY_CLAUDE", p),
-        None => cmd.env("CHROXY_CLAUDE", "/nonexistent/claude"),
-    };
-    for (k, v) in &opts.env {
-        cmd.env(k, v);
-    }
     (cmd, log)
+}
+
+/// A new log file under the test's directory, named after `what`.
+pub fn log_file(home: &Home, what: &str) -> PathBuf {
+    let logs = home.dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let n = std::fs::read_dir(&logs).unwrap().count();
+    logs.join(format!("{what}-{n}.log"))
+}
+
+/// The whole environment of a chroxy process in a test: its home, a temporary HOME,
+/// the test token, the agent of `opts` and its variables — nothing of the user's.
+pub fn test_env(home: &Home, opts: &WorkerOpts) -> Vec<(String, std::ffi::OsString)> {
+    let mut env: Vec<(String, std::ffi::OsString)> = vec![
+        ("PATH".into(), std::env::var_os("PATH").unwrap_or_default()),
+        ("CHROXY_HOME".into(), home.chroxy().into()),
+        ("HOME".into(), home.user_home().into()),
+        ("CHROXY_TOKEN".into(), TOKEN.into()),
+    ];
+    env.push((
+        "CHROXY_CLAUDE".into(),
+        match &opts.claude {
+            Some(p) => p.clone().into(),
+            None => "/nonexistent/claude".into(),
+        },
+    ));
+    for (k, v) in &opts.env {
+        env.push((k.clone(), v.into()));
+    }
+    env
 }
 
 /// Waits (under WAIT) until `cond` holds: for state that is written asynchronously,
@@ -325,6 +388,19 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
         if ppid == pid {
             out.push(child);
+        }
+    }
+    out
+}
+
+/// Every process below `pid`: children, their children, and so on.
+pub fn descendants_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for child in children_of(p) {
+            out.push(child);
+            next.push(child);
         }
     }
     out

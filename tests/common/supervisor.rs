@@ -10,25 +10,31 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+pub use super::chroxy_bin;
 use super::{chroxy_command, Client, Home, WorkerOpts, TOKEN, WAIT};
 
-/// A running supervisor.
+/// A running supervisor: a `chroxy start` of the test's, or (attached) the one inside
+/// the tray app.
 pub struct Sup {
-    pub child: Child,
+    child: Option<Child>,
+    pid: u32,
     pub public: u16,
     pub status: u16,
     pub log: PathBuf,
     home: PathBuf,
 }
 
-/// The `chroxy` binary the tests run (release zero of every test home).
-pub fn chroxy_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_chroxy")
-}
-
 /// The misbehaving stand-in release built by the test suite.
 pub fn bad_worker_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_bad-worker")
+    super::package_bin("bad-worker", option_env!("CARGO_BIN_EXE_bad-worker"))
+}
+
+/// What the real `cloudflared` prints, on cue.
+pub fn fake_cloudflared_bin() -> &'static str {
+    super::package_bin(
+        "fake-cloudflared",
+        option_env!("CARGO_BIN_EXE_fake-cloudflared"),
+    )
 }
 
 /// `chroxy <args>` on `home`, as a user would run it; returns (status, stdout, stderr).
@@ -103,7 +109,8 @@ impl Sup {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         Self {
-            child,
+            pid: child.id().unwrap(),
+            child: Some(child),
             public,
             status,
             log,
@@ -112,7 +119,34 @@ impl Sup {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id().unwrap()
+        self.pid
+    }
+
+    /// The supervisor running for `home` in another process than a test's own child
+    /// (the tray app): found through its instance file, as `chroxy status` finds it.
+    pub async fn attach(home: &Home, log: PathBuf) -> Self {
+        let paths = chroxy::store::Paths::under(home.chroxy());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(info) = chroxy::supervisor::instance::running(&paths) {
+                if info.public_port != 0 && info.status_port != 0 {
+                    return Self {
+                        child: None,
+                        pid: info.pid,
+                        public: info.public_port,
+                        status: info.status_port,
+                        log,
+                        home: home.chroxy(),
+                    };
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no supervisor came up; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -189,7 +223,8 @@ impl Sup {
 
     /// Waits (under WAIT) for the supervisor to exit.
     pub async fn exited(&mut self) -> ExitStatus {
-        tokio::time::timeout(WAIT, self.child.wait())
+        let child = self.child.as_mut().expect("a supervisor this test started");
+        tokio::time::timeout(WAIT, child.wait())
             .await
             .unwrap_or_else(|_| panic!("supervisor did not exit; log:\n{}", self.log_text()))
             .unwrap()

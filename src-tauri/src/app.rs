@@ -1,0 +1,209 @@
+//! The running app: the in-process supervisor (the same one `chroxy start` runs, started
+//! through `chroxy::launch`), and the one-to-one mapping of the window's buttons and the
+//! tray's items onto its actions. Nothing here decides anything the supervisor decides.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chroxy::launch::{Launch, Started, TunnelChoice};
+use chroxy::pairing::Pairing;
+use chroxy::secrets::{ApiToken, Secrets};
+use chroxy::store::Paths;
+use chroxy::supervisor::handle::Handle;
+use chroxy::supervisor::status::Action;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+use crate::view::{summary, Look, PairingView, View};
+
+/// The supervisor as the app holds it, or why it could not start.
+enum Core {
+    Running(Box<Running>),
+    Failed(String),
+}
+
+struct Running {
+    handle: Handle,
+    pairing: watch::Receiver<Option<Pairing>>,
+    admin: ApiToken,
+    secrets: Secrets,
+    tunnel_config: chroxy::config::TunnelConfig,
+}
+
+/// Shared by the window's commands, the tray and the run loop (Tauri-managed state).
+pub struct Desktop {
+    core: Core,
+    paths: Paths,
+    tunnel: Mutex<TunnelChoice>,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+    /// Set once the supervisor has stopped (or never started): the app may exit.
+    stopped: Arc<AtomicBool>,
+}
+
+impl Desktop {
+    /// Starts the supervisor; a failure is kept and shown, not fatal (the window says
+    /// what is wrong and how to fix it). `on_stopped` runs once it has stopped for good.
+    pub async fn start(launch: Launch, on_stopped: impl FnOnce() + Send + 'static) -> Self {
+        let shutdown = CancellationToken::new();
+        let force = CancellationToken::new();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let paths = launch.paths.clone();
+        let tunnel = Mutex::new(launch.tunnel);
+        let core = match chroxy::launch::start(launch, shutdown.clone(), force.clone()).await {
+            Ok(Started {
+                supervisor,
+                pairing,
+                admin,
+                secrets,
+                config,
+            }) => {
+                let running = Running {
+                    handle: supervisor.handle(),
+                    pairing,
+                    admin,
+                    secrets,
+                    tunnel_config: config.tunnel,
+                };
+                let flag = stopped.clone();
+                tokio::spawn(async move {
+                    supervisor.wait().await;
+                    flag.store(true, Ordering::SeqCst);
+                    on_stopped();
+                });
+                Core::Running(Box::new(running))
+            }
+            Err(err) => {
+                tracing::error!(%err, "the supervisor could not start");
+                stopped.store(true, Ordering::SeqCst);
+                Core::Failed(err.to_string())
+            }
+        };
+        Self {
+            core,
+            paths,
+            tunnel,
+            shutdown,
+            force,
+            stopped,
+        }
+    }
+
+    /// The directories of this home.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Whether the app may exit now (the supervisor has stopped, or never ran).
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Quit: drain the worker, stop the tunnel, save state — the app exits when the
+    /// supervisor has stopped. Asked again while draining, it stops waiting for drains.
+    pub fn quit(&self) {
+        if self.shutdown.is_cancelled() {
+            tracing::warn!("quit again: not waiting for the drain");
+            self.force.cancel();
+        } else {
+            tracing::info!("quitting: draining the worker, then the tunnel");
+            self.shutdown.cancel();
+        }
+    }
+
+    /// The whole view, now.
+    pub fn view(&self) -> View {
+        let tunnel_choice = *self.tunnel.lock().unwrap_or_else(|e| e.into_inner());
+        match &self.core {
+            Core::Running(r) => {
+                let status = r.handle.status();
+                let pairing = r.pairing.borrow().as_ref().and_then(PairingView::new);
+                View {
+                    look: Look::of(Some(&status)),
+                    summary: summary(Some(&status), None),
+                    status: Some(status),
+                    error: None,
+                    pairing,
+                    tunnel_choice,
+                }
+            }
+            Core::Failed(err) => View {
+                status: None,
+                look: Look::Failed,
+                summary: summary(None, Some(err)),
+                error: Some(err.clone()),
+                pairing: None,
+                tunnel_choice,
+            },
+        }
+    }
+
+    /// A receiver that wakes on every change of the status or the pairing.
+    pub fn changes(&self) -> Option<Changes> {
+        match &self.core {
+            Core::Running(r) => Some(Changes {
+                status: r.handle.watch(),
+                pairing: r.pairing.clone(),
+            }),
+            Core::Failed(_) => None,
+        }
+    }
+
+    fn running(&self) -> Result<&Running, String> {
+        match &self.core {
+            Core::Running(r) => Ok(r),
+            Core::Failed(err) => Err(format!("Chroxy is not running: {err}")),
+        }
+    }
+
+    /// One supervisor action; the answer is worded for a person.
+    pub async fn act(&self, action: Action) -> Result<String, String> {
+        let handle = self.running()?.handle.clone();
+        handle.act(action).await.map_err(|e| e.to_string())
+    }
+
+    /// Switches the tunnel (and remembers the choice for the next start).
+    pub async fn set_tunnel(&self, choice: TunnelChoice) -> Result<String, String> {
+        let r = self.running()?;
+        let spec = chroxy::launch::tunnel_spec(&self.paths, &r.secrets, &r.tunnel_config, choice)
+            .map_err(|e| e.to_string())?;
+        let answer = self.act(Action::Tunnel { spec }).await?;
+        *self.tunnel.lock().unwrap_or_else(|e| e.into_inner()) = choice;
+        if let Err(err) = (Settings { tunnel: choice }).save(&self.paths) {
+            tracing::warn!(%err, "cannot remember the tunnel choice");
+        }
+        Ok(answer)
+    }
+
+    /// The status page's admin token, for the window's "show" toggle.
+    pub fn admin_token(&self) -> Result<String, String> {
+        Ok(self.running()?.admin.expose().to_owned())
+    }
+
+    /// The pairing link, for the copy button.
+    pub fn link(&self) -> Result<String, String> {
+        self.running()?
+            .pairing
+            .borrow()
+            .as_ref()
+            .map(Pairing::link)
+            .ok_or_else(|| "no link yet: the tunnel has no URL".to_owned())
+    }
+}
+
+/// Wakes on any change a view shows.
+pub struct Changes {
+    status: watch::Receiver<chroxy::supervisor::status::Status>,
+    pairing: watch::Receiver<Option<Pairing>>,
+}
+
+impl Changes {
+    /// Waits for the next change; `false` once the supervisor is gone.
+    pub async fn next(&mut self) -> bool {
+        tokio::select! {
+            r = self.status.changed() => r.is_ok(),
+            r = self.pairing.changed() => r.is_ok(),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! What the window and the tray show, derived from the supervisor's status and the
+//! current pairing alone, so the icon, the tooltip and the window never disagree.
+
+use chroxy::launch::TunnelChoice;
+use chroxy::pairing::Pairing;
+use chroxy::supervisor::status::{StateName, Status};
+use serde::Serialize;
+
+/// Everything the window renders, sent whole on every change.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct View {
+    /// The supervisor's status; `None` when it could not start.
+    pub status: Option<Status>,
+    /// Why it could not start.
+    pub error: Option<String>,
+    /// What the phone scans; `None` until the tunnel has a URL.
+    pub pairing: Option<PairingView>,
+    /// The Tunnel menu's choice.
+    pub tunnel_choice: TunnelChoice,
+    /// The icon's state.
+    pub look: Look,
+    /// The tooltip's text.
+    pub summary: String,
+}
+
+/// The pairing as the window shows it. The link holds the API token: it goes to the
+/// window (which shows it as a QR code and copies it) and nowhere else.
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingView {
+    /// The link the QR encodes.
+    pub link: String,
+    /// The public page, without the token.
+    pub public_url: String,
+    /// The QR code.
+    pub svg: String,
+}
+
+impl std::fmt::Debug for PairingView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairingView")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PairingView {
+    /// `None` if the QR code cannot be drawn (a link too long for one).
+    pub fn new(pairing: &Pairing) -> Option<Self> {
+        Some(Self {
+            link: pairing.link(),
+            public_url: pairing.public_url(),
+            svg: pairing.svg().ok()?,
+        })
+    }
+}
+
+/// The tray icon's four looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Look {
+    /// A healthy worker serves, and the tunnel (if any) is up.
+    Healthy,
+    /// Starting, restarting, rolling back or draining: phones wait.
+    Restarting,
+    /// The worker is healthy but phones elsewhere cannot reach it.
+    TunnelDown,
+    /// Given up (or never started): a person must act.
+    Failed,
+}
+
+impl Look {
+    /// From the status (`None`: the supervisor could not start).
+    pub fn of(status: Option<&Status>) -> Self {
+        let Some(s) = status else {
+            return Look::Failed;
+        };
+        match s.state {
+            StateName::Failed => Look::Failed,
+            StateName::Healthy if s.tunnel.mode != "none" && s.tunnel.state != "up" => {
+                Look::TunnelDown
+            }
+            StateName::Healthy => Look::Healthy,
+            StateName::Starting
+            | StateName::Restarting
+            | StateName::RollingBack
+            | StateName::Draining => Look::Restarting,
+        }
+    }
+}
+
+/// One line for the tooltip: the state, and what it means for the phone.
+pub fn summary(status: Option<&Status>, error: Option<&str>) -> String {
+    let Some(s) = status else {
+        return format!(
+            "Chroxy could not start: {}",
+            error.unwrap_or("unknown error")
+        );
+    };
+    let phones = match s.clients {
+        1 => "1 phone".to_owned(),
+        n => format!("{n} phones"),
+    };
+    match Look::of(Some(s)) {
+        Look::Healthy => format!("Chroxy: healthy, {phones} connected"),
+        Look::Restarting => format!("Chroxy: {} — phones wait", state_words(s.state)),
+        Look::TunnelDown => format!(
+            "Chroxy: tunnel {} — phones elsewhere cannot connect",
+            s.tunnel.state
+        ),
+        Look::Failed => format!(
+            "Chroxy: failed — {}",
+            s.failed_reason.as_deref().unwrap_or("see the window")
+        ),
+    }
+}
+
+fn state_words(state: StateName) -> &'static str {
+    match state {
+        StateName::Starting => "starting",
+        StateName::Healthy => "healthy",
+        StateName::Restarting => "restarting",
+        StateName::Draining => "stopping",
+        StateName::RollingBack => "rolling back",
+        StateName::Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: StateName, mode: &str, tunnel: &str) -> Status {
+        let mut s = Status::new(1, 2, false, "keyring");
+        s.state = state;
+        s.tunnel.mode = mode.into();
+        s.tunnel.state = tunnel.into();
+        s
+    }
+
+    #[test]
+    fn the_icon_tells_the_four_states_apart() {
+        let cases = [
+            (StateName::Healthy, "none", "off", Look::Healthy),
+            (StateName::Healthy, "quick", "up", Look::Healthy),
+            (
+                StateName::Healthy,
+                "quick",
+                "reconnecting",
+                Look::TunnelDown,
+            ),
+            (StateName::Healthy, "named", "starting", Look::TunnelDown),
+            (StateName::Restarting, "quick", "up", Look::Restarting),
+            (StateName::Starting, "none", "off", Look::Restarting),
+            (StateName::RollingBack, "quick", "down", Look::Restarting),
+            (StateName::Failed, "quick", "up", Look::Failed),
+        ];
+        for (state, mode, tunnel, look) in cases {
+            assert_eq!(
+                Look::of(Some(&status(state, mode, tunnel))),
+                look,
+                "{state:?} with tunnel {mode}/{tunnel}"
+            );
+        }
+        assert_eq!(Look::of(None), Look::Failed);
+    }
+
+    #[test]
+    fn the_tooltip_says_what_it_means_for_the_phone() {
+        let mut s = status(StateName::Healthy, "quick", "up");
+        s.clients = 2;
+        assert_eq!(
+            summary(Some(&s), None),
+            "Chroxy: healthy, 2 phones connected"
+        );
+        s.tunnel.state = "down".into();
+        assert!(summary(Some(&s), None).contains("phones elsewhere cannot connect"));
+        s.state = StateName::Failed;
+        s.failed_reason = Some("crash loop on the known-good release".into());
+        assert_eq!(
+            summary(Some(&s), None),
+            "Chroxy: failed — crash loop on the known-good release"
+        );
+        assert_eq!(
+            summary(None, Some("port 8765 is in use")),
+            "Chroxy could not start: port 8765 is in use"
+        );
+    }
+}

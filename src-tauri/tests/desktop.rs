@@ -1,0 +1,619 @@
+//! The tray app end to end, as a user meets it: the real app on a virtual display with
+//! its own D-Bus session, driven through tauri-driver + WebKitWebDriver; the real
+//! supervisor and worker inside it, the real Claude Code CLI answering from the
+//! scripted model, `fake-cloudflared` for the tunnel. Screenshots of every state go to
+//! `target/test-output/desktop*/`.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::desktop::{window_shown, Desk, TrayMenu};
+use common::supervisor::{bad_worker_bin, chroxy_bin, cli, events, fake_cloudflared_bin, Sup};
+use common::{Home, Model, WorkerOpts};
+use serde_json::Value;
+
+/// The link in a screenshot's QR code.
+fn qr_in(png: &[u8]) -> String {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    let step = frame.color_type.samples();
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
+        let px = &buf[(y * w + x) * step..][..3.min(step)];
+        (px.iter().map(|&c| c as u32).sum::<u32>() / px.len() as u32) as u8
+    });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the window");
+    grids[0].decode().unwrap().1
+}
+
+/// `document.getElementById(id).<prop>` as JSON.
+fn js_of(id: &str, prop: &str) -> String {
+    format!("return document.getElementById('{id}').{prop}")
+}
+
+fn look_is(look: &str) -> String {
+    format!("return document.getElementById('look').classList.contains('{look}')")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
+    let home = Home::new();
+    // A long canary window keeps a deploy un-promoted (so there is something to roll
+    // back from); slow backoffs make the in-between states last long enough to see.
+    home.config(
+        "[supervisor]\ncanary_window_ms = 600000\nbackoff_floor_ms = 2500\n\
+         [tunnel]\nbackoff_floor_ms = 5000\n",
+    );
+    let model = Model::start().await;
+    let desk = Desk::start(&home).await;
+    let opts = WorkerOpts::real_cli(&model)
+        .env("CHROXY_CLOUDFLARED", fake_cloudflared_bin())
+        .env(
+            "FAKE_CF_STATE",
+            home.dir.path().join("cf-runs").to_str().unwrap(),
+        )
+        // The first tunnel dies at once: the window starts on "tunnel down".
+        .env("FAKE_CF_DIE_RUNS", "1");
+    let project = home.project();
+    let app = desk
+        .drive(
+            &home,
+            &opts,
+            &[
+                "--port",
+                "0",
+                "--status-port",
+                "0",
+                "--tunnel",
+                "quick",
+                "--cwd",
+                project.to_str().unwrap(),
+            ],
+            "desktop",
+        )
+        .await;
+    let w = &app.window;
+    let sup = Sup::attach(&home, app.log.clone()).await;
+
+    // Worker healthy, tunnel not up: the tunnel-down look, and no QR to scan yet.
+    w.until("the tunnel-down look", &look_is("tunnel-down"))
+        .await;
+    w.until(
+        "no QR while the tunnel has no URL",
+        "return !document.querySelector('#qr svg') && !document.getElementById('waiting').hidden",
+    )
+    .await;
+    w.shot("1-tunnel-down").await;
+
+    // The tunnel comes up: healthy, with the QR of `chroxy pair`'s link.
+    w.until(
+        "healthy with a QR code",
+        &format!(
+            "{} && !!document.querySelector('#qr svg')",
+            look_is("healthy")
+        ),
+    )
+    .await;
+    let png = w.shot("2-healthy").await;
+    let (ok, pair, err) = cli(&home, &["pair"]).await;
+    assert!(ok.success(), "{err}");
+    let link = pair.trim();
+    assert!(link.contains(".trycloudflare.com/#pair="), "{link}");
+    assert_eq!(qr_in(&png), link, "the window's QR is `chroxy pair`'s link");
+    assert_eq!(
+        w.js(&js_of("public-url", "textContent")).await,
+        Value::String(link.split("/#").next().unwrap().to_owned()),
+        "the public URL, without the token"
+    );
+    assert_eq!(w.js(&js_of("phones", "textContent")).await, "0");
+    assert_eq!(
+        w.js(&js_of("secrets", "textContent"))
+            .await
+            .as_str()
+            .map(|s| s.contains("file") || s.contains("keyring")),
+        Some(true)
+    );
+
+    // Deploy a release: it serves as a canary; "Roll back" brings back known-good.
+    let before = sup.healthy().await;
+    let known_good = before["releases"]["knownGood"].as_str().unwrap().to_owned();
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    let deployed = sup
+        .wait_for("the canary serving", |s| {
+            s["state"] == "healthy"
+                && s["releases"]["current"] != known_good.as_str()
+                && s["worker"]["release"] == s["releases"]["current"]
+        })
+        .await;
+    let canary = deployed["releases"]["current"].as_str().unwrap().to_owned();
+    w.until(
+        "the window lists the canary as current",
+        &format!("return document.getElementById('current').textContent === '{canary}'"),
+    )
+    .await;
+    w.shot("3-canary").await;
+    w.click("#rollback").await;
+    let rolled = sup
+        .wait_for("known-good serving again", |s| {
+            s["state"] == "healthy"
+                && s["releases"]["current"] == known_good.as_str()
+                && s["worker"]["release"] == known_good.as_str()
+        })
+        .await;
+    assert!(
+        events(&rolled)
+            .iter()
+            .any(|(k, m)| k == "rollback" && m.contains(&canary)),
+        "{rolled}"
+    );
+    w.until(
+        "the window shows known-good as current",
+        &format!("return document.getElementById('current').textContent === '{known_good}'"),
+    )
+    .await;
+    w.until(
+        "the answer of the rollback",
+        "return document.getElementById('answer').className === 'ok'",
+    )
+    .await;
+    w.shot("4-rolled-back").await;
+
+    // Force reconnect: a connected phone is told to reconnect, the tunnel restarts
+    // (a quick tunnel has a new URL then: the QR follows), the phone gets back in.
+    let mut phone = sup.client().await;
+    let first_link = link.to_owned();
+    w.click("#reconnect").await;
+    let bye = phone.until_type("server_shutdown").await;
+    assert_eq!(bye["reason"], "restart", "{bye}");
+    assert!(phone.closed().await.is_some(), "the socket is closed");
+    let mut again = sup.client().await;
+    again.send(serde_json::json!({"type": "ping"})).await;
+    again.until_type("pong").await;
+    w.until(
+        "a new QR for the new tunnel URL",
+        &format!(
+            "const q = document.getElementById('qr'); return !!q.querySelector('svg') && q.dataset.link !== {}",
+            Value::String(first_link.clone())
+        ),
+    )
+    .await;
+    let png = w.shot("5-reconnected").await;
+    let (_, pair, _) = cli(&home, &["pair"]).await;
+    assert_ne!(pair.trim(), first_link);
+    assert_eq!(qr_in(&png), pair.trim(), "the QR follows the new URL");
+    drop(again);
+
+    // The worker is killed: the strip says so, then shows the new worker.
+    let serving = sup.healthy().await;
+    let pid = serving["worker"]["pid"].as_u64().unwrap() as i32;
+    let restarts = serving["worker"]["restarts"].as_u64().unwrap() + 1;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    w.until(
+        "the strip says restarting",
+        &format!(
+            "{} && document.getElementById('worker-state').textContent.startsWith('restarting')",
+            look_is("restarting")
+        ),
+    )
+    .await;
+    w.shot("6-restarting").await;
+    w.until(
+        "the strip shows the new worker",
+        &format!(
+            "{} && !document.getElementById('worker-state').textContent.includes('pid {pid}') && document.getElementById('worker-state').textContent.includes('{restarts} restarts')",
+            look_is("healthy")
+        ),
+    )
+    .await;
+    w.shot("7-back").await;
+
+    // The admin token stays hidden until asked for.
+    let admin = sup.admin();
+    assert_ne!(
+        w.js(&js_of("admin-token", "textContent")).await,
+        admin.as_str()
+    );
+    w.click("#admin-toggle").await;
+    w.until(
+        "the admin token shown",
+        &format!("return document.getElementById('admin-token').textContent === '{admin}'"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_is_red_and_both_buttons_still_act() {
+    let home = Home::new();
+    home.config(
+        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
+    );
+    // Known-good and current are both releases that crash at once.
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    releases
+        .ensure_installed(std::path::Path::new(chroxy_bin()))
+        .unwrap();
+    let good = releases
+        .add(std::path::Path::new(bad_worker_bin()))
+        .unwrap();
+    releases.set_known_good(&good.id).unwrap();
+    let (ok, out, err) = cli(&home, &["deploy", bad_worker_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+
+    let desk = Desk::start(&home).await;
+    let opts = WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", "crash");
+    let project = home.project();
+    let app = desk
+        .drive(
+            &home,
+            &opts,
+            &[
+                "--port",
+                "0",
+                "--status-port",
+                "0",
+                "--tunnel",
+                "none",
+                "--cwd",
+                project.to_str().unwrap(),
+            ],
+            "desktop-failed",
+        )
+        .await;
+    let w = &app.window;
+    let sup = Sup::attach(&home, app.log.clone()).await;
+    let failed = sup.wait_for("failed", |s| s["state"] == "failed").await;
+    assert!(
+        events(&failed).iter().any(|(k, _)| k == "rollback"),
+        "{failed}"
+    );
+    w.until(
+        "the failed look with the reason",
+        &format!(
+            "{} && !document.getElementById('reason').hidden && document.getElementById('reason').textContent.includes('known-good')",
+            look_is("failed")
+        ),
+    )
+    .await;
+    w.shot("1-failed").await;
+    // What happened since `t`: the events are a bounded list, so go by their time.
+    let since = |s: &Value, t: u64| -> Vec<String> {
+        s["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["at"].as_u64().unwrap() >= t)
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let acted_then_tried = |s: &Value, t: u64, kind: &str| {
+        let after = since(s, t);
+        let acted = after.iter().position(|k| k == kind);
+        acted.is_some_and(|i| after[i..].iter().any(|k| k == "worker_exited"))
+    };
+    let last_at = |s: &Value| {
+        s["events"].as_array().unwrap().last().unwrap()["at"]
+            .as_u64()
+            .unwrap()
+            + 1
+    };
+
+    // Force reconnect with no worker: it starts one (which crashes again here).
+    let t = last_at(&failed);
+    w.click("#reconnect").await;
+    w.until(
+        "the answer says a worker is starting",
+        "return document.getElementById('answer').textContent.includes('starting one now')",
+    )
+    .await;
+    sup.wait_for("a worker started after the reconnect", |s| {
+        acted_then_tried(s, t, "reconnect")
+    })
+    .await;
+    // Roll back: answered, and acted on (the known-good release is started again).
+    let t = last_at(
+        &sup.wait_for("failed again", |s| s["state"] == "failed")
+            .await,
+    );
+    w.click("#rollback").await;
+    w.until(
+        "the rollback answered",
+        "return document.getElementById('answer').className === 'ok'",
+    )
+    .await;
+    sup.wait_for("a worker started after the rollback", |s| {
+        acted_then_tried(s, t, "rollback")
+    })
+    .await;
+    w.shot("2-failed-after-buttons").await;
+}
+
+/// A fake `xdg-open` first on PATH: records what the app asks the desktop to open
+/// (a browser or file manager has no place in a test).
+fn recording_opener(home: &Home) -> (String, std::path::PathBuf) {
+    let bin = home.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = home.dir.path().join("opened.txt");
+    let script = bin.join("xdg-open");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (path, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_running_turn() {
+    let home = Home::new();
+    home.config("[tunnel]\nbackoff_floor_ms = 100\n");
+    let model = Model::start().await;
+    let desk = Desk::start(&home).await;
+    let (path, opened) = recording_opener(&home);
+    let opts = WorkerOpts::real_cli(&model)
+        .env("PATH", &path)
+        .env("CHROXY_CLOUDFLARED", fake_cloudflared_bin())
+        .env(
+            "FAKE_CF_STATE",
+            home.dir.path().join("cf-runs").to_str().unwrap(),
+        );
+    let project = home.project();
+    let args = [
+        "--port",
+        "0",
+        "--status-port",
+        "0",
+        "--tunnel",
+        "quick",
+        "--cwd",
+        project.to_str().unwrap(),
+        "--minimized",
+    ];
+    let (mut cmd, log) = desk.command(&home, &opts, &args);
+    let mut app = cmd.spawn().unwrap();
+    let app_pid = app.id().unwrap();
+    let sup = Sup::attach(&home, log.clone()).await;
+    assert_eq!(sup.pid(), app_pid, "the supervisor runs inside the app");
+    sup.wait_for("healthy with the tunnel up", |s| {
+        s["state"] == "healthy" && s["tunnel"]["state"] == "up"
+    })
+    .await;
+    let menu = TrayMenu::find(&desk.bus, app_pid).await;
+
+    // Every item is there.
+    let labels: Vec<String> = menu.entries().await.into_iter().map(|e| e.label).collect();
+    for want in [
+        "Show window",
+        "Show QR code",
+        "Force reconnect",
+        "Roll back to known-good",
+        "Restart worker",
+        "Tunnel",
+        "Quick (trycloudflare.com)",
+        "Named (your hostname)",
+        "None (this machine only)",
+        "Start at login",
+        "Open status page",
+        "Open logs",
+        "Quit Chroxy",
+    ] {
+        assert!(
+            labels.iter().any(|l| l == want),
+            "no `{want}` in {labels:?}"
+        );
+    }
+    assert_eq!(
+        menu.entry("Quick (trycloudflare.com)").await.toggle,
+        Some(1)
+    );
+
+    // Started minimized: no window until asked for.
+    assert!(!window_shown(&desk.display, "Chroxy").await);
+    menu.click("Show window").await;
+    eventually_async("the window shows", || window_shown(&desk.display, "Chroxy")).await;
+
+    // Restart worker: a new worker process.
+    let before = sup.healthy().await;
+    let old_pid = before["worker"]["pid"].as_u64().unwrap();
+    menu.click("Restart worker").await;
+    sup.wait_for("a new healthy worker", |s| {
+        s["state"] == "healthy" && s["worker"]["pid"].as_u64().is_some_and(|p| p != old_pid)
+    })
+    .await;
+
+    // Force reconnect: the phone is told to reconnect.
+    let mut phone = sup.client().await;
+    menu.click("Force reconnect").await;
+    let bye = phone.until_type("server_shutdown").await;
+    assert_eq!(bye["reason"], "restart", "{bye}");
+
+    // Roll back to known-good: the supervisor rolls back (here onto the same release).
+    menu.click("Roll back to known-good").await;
+    sup.wait_for("a requested rollback", |s| {
+        events(s)
+            .iter()
+            .any(|(k, m)| k == "rollback" && m.contains("requested"))
+    })
+    .await;
+    sup.healthy().await;
+
+    // Tunnel ▸ None: local only, remembered for the next start; then back to quick.
+    menu.click("None (this machine only)").await;
+    sup.wait_for("no tunnel", |s| s["tunnel"]["mode"] == "none")
+        .await;
+    eventually_async("the None item checked", || async {
+        menu.entry("None (this machine only)").await.toggle == Some(1)
+            && menu.entry("Quick (trycloudflare.com)").await.toggle == Some(0)
+    })
+    .await;
+    let saved = home.chroxy().join("state/desktop.json");
+    assert!(
+        std::fs::read_to_string(&saved)
+            .unwrap()
+            .contains("\"none\""),
+        "the choice is remembered"
+    );
+    menu.click("Quick (trycloudflare.com)").await;
+    sup.wait_for("the quick tunnel up again", |s| {
+        s["tunnel"]["mode"] == "quick" && s["tunnel"]["state"] == "up"
+    })
+    .await;
+
+    // Start at login: an autostart entry that starts the app minimized, and back off.
+    // (auto-launch writes under $HOME/.config, whatever XDG_CONFIG_HOME says.)
+    let autostart = home.user_home().join(".config/autostart");
+    menu.click("Start at login").await;
+    eventually_async("an autostart entry", || async {
+        std::fs::read_dir(&autostart)
+            .map(|d| {
+                d.flatten().any(|f| {
+                    std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("--minimized"))
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    assert_eq!(menu.entry("Start at login").await.toggle, Some(1));
+    menu.click("Start at login").await;
+    eventually_async("the autostart entry gone", || async {
+        std::fs::read_dir(&autostart).map_or(true, |mut d| d.next().is_none())
+    })
+    .await;
+
+    // Open status page / Open logs: handed to the desktop's opener.
+    menu.click("Open status page").await;
+    menu.click("Open logs").await;
+    let status_url = format!("http://127.0.0.1:{}/", sup.status);
+    let logs = home.chroxy().join("logs");
+    eventually_async("both opened", || async {
+        let text = std::fs::read_to_string(&opened).unwrap_or_default();
+        text.contains(&status_url) && text.contains(logs.to_str().unwrap())
+    })
+    .await;
+
+    // Show QR code: the window (still) shows.
+    menu.click("Show QR code").await;
+    eventually_async("the window shows", || window_shown(&desk.display, "Chroxy")).await;
+
+    // Quit with a turn running: the phone is told, the turn is saved, exit 0, and no
+    // process of the app's is left.
+    let mut phone = sup.client().await;
+    phone
+        .send(serde_json::json!({"type": "input", "data": "SLOW 100 one two three four five six"}))
+        .await;
+    phone.until(|v| v["type"] == "agent_busy").await;
+    let tree = common::descendants_of(app_pid);
+    assert!(tree.len() >= 3, "worker, claude, cloudflared: {tree:?}");
+    menu.click("Quit Chroxy").await;
+    let notice = phone.until_type("server_shutdown").await;
+    assert_eq!(notice["reason"], "shutdown", "{notice}");
+    let exit = tokio::time::timeout(common::WAIT, app.wait())
+        .await
+        .expect("the app did not exit after Quit")
+        .unwrap();
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Processes reparented at the app's exit may need a moment to see it and go.
+    let left = || -> Vec<String> {
+        tree.iter()
+            .filter(|p| common::supervisor::alive(**p))
+            .map(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                format!("{p} {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+            })
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !left().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left running after Quit: {:?}",
+            left()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let saved: String = common::supervisor::files_under(&home.sessions_dir())
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert!(
+        saved.contains("SLOW 100 one two three"),
+        "the running turn was not saved"
+    );
+
+    // Started again (minimized), it comes up clean; a second launch hands over to it
+    // and exits 0, and the first shows its window.
+    let (mut cmd, log) = desk.command(&home, &opts, &args);
+    let mut app = cmd.spawn().unwrap();
+    let app_pid = app.id().unwrap();
+    let sup = Sup::attach(&home, log.clone()).await;
+    sup.healthy().await;
+    let menu = TrayMenu::find(&desk.bus, app_pid).await;
+    assert!(!window_shown(&desk.display, "Chroxy").await);
+    let (mut second, second_log) = desk.command(&home, &opts, &args);
+    let exit = tokio::time::timeout(common::WAIT, second.status())
+        .await
+        .expect("the second launch did not exit")
+        .unwrap();
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&second_log).unwrap_or_default()
+    );
+    eventually_async("the first window shows", || {
+        window_shown(&desk.display, "Chroxy")
+    })
+    .await;
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("a second launch asked for the window"),
+        "the first instance heard the second"
+    );
+    assert_eq!(
+        sup.status().await["state"],
+        "healthy",
+        "one supervisor, undisturbed"
+    );
+    menu.click("Quit Chroxy").await;
+    let exit = tokio::time::timeout(common::WAIT, app.wait())
+        .await
+        .expect("the app did not exit after Quit")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+/// Waits (under WAIT) until the async `cond` holds.
+async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

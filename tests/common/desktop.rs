@@ -1,0 +1,447 @@
+//! The tray app under test: a virtual display (Xvfb), a private D-Bus session bus, and
+//! the app either driven through tauri-driver + WebKitWebDriver (its window is a
+//! WebDriver session) or run directly (to see its exit status and process tree).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::browser::Browser;
+use super::{log_file, package_bin, test_env, Home, WorkerOpts, WAIT};
+
+/// The tray app's binary (built by `cargo test --workspace`).
+pub fn desktop_bin() -> &'static str {
+    package_bin(
+        "chroxy-desktop",
+        option_env!("CARGO_BIN_EXE_chroxy-desktop"),
+    )
+}
+
+/// An X server of our own on a free display number.
+pub struct Display {
+    _xvfb: Child,
+    pub name: String,
+}
+
+impl Display {
+    pub async fn start() -> Self {
+        let mut xvfb = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1280x1024x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("Xvfb is missing: run ./scripts/test, which installs xvfb");
+        let mut lines = BufReader::new(xvfb.stdout.take().unwrap()).lines();
+        let number = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("Xvfb never said its display")
+            .unwrap()
+            .expect("Xvfb exited");
+        Self {
+            _xvfb: xvfb,
+            name: format!(":{}", number.trim()),
+        }
+    }
+}
+
+/// A private session bus (the single-instance check and the tray menu live on it).
+pub struct Bus {
+    pid: i32,
+    pub address: String,
+}
+
+impl Bus {
+    pub async fn start() -> Self {
+        let out = Command::new("dbus-daemon")
+            .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .stderr(Stdio::null())
+            .output()
+            .await
+            .expect("dbus-daemon is missing: run ./scripts/test");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        let address = lines.next().expect("a bus address").to_owned();
+        let pid = lines.next().expect("a bus pid").trim().parse().unwrap();
+        Self { pid, address }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+/// Everything the app needs on this display and bus, with the test's home and agent.
+pub struct Desk {
+    pub display: Display,
+    pub bus: Bus,
+    pub xdg: PathBuf,
+}
+
+impl Desk {
+    pub async fn start(home: &Home) -> Self {
+        let xdg = home.dir.path().join("xdg");
+        for sub in ["config", "data", "cache", "runtime"] {
+            std::fs::create_dir_all(xdg.join(sub)).unwrap();
+        }
+        std::fs::set_permissions(
+            xdg.join("runtime"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        Self {
+            display: Display::start().await,
+            bus: Bus::start().await,
+            xdg,
+        }
+    }
+
+    /// The app's environment: the test's (home, token, agent) plus this display and bus.
+    pub fn env(&self, home: &Home, opts: &WorkerOpts) -> Vec<(String, OsString)> {
+        let mut env = test_env(home, opts);
+        env.extend([
+            ("DISPLAY".into(), self.display.name.clone().into()),
+            (
+                "DBUS_SESSION_BUS_ADDRESS".into(),
+                self.bus.address.clone().into(),
+            ),
+            ("XDG_CONFIG_HOME".into(), self.xdg.join("config").into()),
+            ("XDG_DATA_HOME".into(), self.xdg.join("data").into()),
+            ("XDG_CACHE_HOME".into(), self.xdg.join("cache").into()),
+            ("XDG_RUNTIME_DIR".into(), self.xdg.join("runtime").into()),
+            ("WEBKIT_DISABLE_COMPOSITING_MODE".into(), "1".into()),
+            ("CHROXY_LOG".into(), "info,chroxy=debug".into()),
+        ]);
+        env
+    }
+
+    /// The app run directly, as a user starts it.
+    pub fn command(&self, home: &Home, opts: &WorkerOpts, args: &[&str]) -> (Command, PathBuf) {
+        let log = log_file(home, "desktop");
+        let mut cmd = Command::new(desktop_bin());
+        cmd.env_clear()
+            .envs(self.env(home, opts))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true);
+        (cmd, log)
+    }
+
+    /// The app started by tauri-driver; its window is the returned session.
+    pub async fn drive(
+        &self,
+        home: &Home,
+        opts: &WorkerOpts,
+        args: &[&str],
+        shots: &str,
+    ) -> Driven {
+        let driver = std::env::var_os("CHROXY_TEST_TAURI_DRIVER")
+            .map(PathBuf::from)
+            .or_else(|| which::which("tauri-driver").ok())
+            .expect("tauri-driver is missing: run ./scripts/test (it installs it into target/tools) or set CHROXY_TEST_TAURI_DRIVER");
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, native) = (free(), free());
+        let log = log_file(home, "tauri-driver");
+        let child = Command::new(driver)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &native.to_string(),
+            ])
+            .env_clear()
+            .envs(self.env(home, opts))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tauri-driver never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "tauri:options".into(),
+            json!({"application": desktop_bin(), "args": args}),
+        );
+        let window = Browser::connect(port, caps, shots, None).await;
+        Driven {
+            window,
+            _driver: child,
+            log,
+        }
+    }
+}
+
+/// The app in a WebDriver session.
+pub struct Driven {
+    pub window: Browser,
+    _driver: Child,
+    pub log: PathBuf,
+}
+
+/// The tray icon's menu as a panel sees it: the app's StatusNotifierItem and its
+/// `com.canonical.dbusmenu` object on the session bus, driven with `gdbus`.
+pub struct TrayMenu {
+    bus: String,
+    dest: String,
+    item: String,
+}
+
+/// One entry of the menu.
+#[derive(Debug, Clone)]
+pub struct MenuEntry {
+    pub id: i32,
+    pub label: String,
+    /// 1 checked, 0 not; `None` for plain items.
+    pub toggle: Option<i32>,
+}
+
+impl TrayMenu {
+    async fn gdbus(bus: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("gdbus")
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", bus)
+            .output()
+            .await
+            .expect("gdbus is missing: run ./scripts/test (libglib2.0-bin)");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Waits until process `pid` has put its tray item on `bus`.
+    pub async fn find(bus: &Bus, pid: u32) -> Self {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(menu) = Self::try_find(&bus.address, pid).await {
+                return menu;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "process {pid} never exported a tray item"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn try_find(bus: &str, pid: u32) -> Option<Self> {
+        let dbus = [
+            "call",
+            "--session",
+            "--dest",
+            "org.freedesktop.DBus",
+            "--object-path",
+            "/org/freedesktop/DBus",
+            "--method",
+        ];
+        let names = Self::gdbus(
+            bus,
+            &[&dbus[..], &["org.freedesktop.DBus.ListNames"]].concat(),
+        )
+        .await
+        .ok()?;
+        for name in names.split('\'').filter(|n| n.starts_with(':')) {
+            // Names come and go (each gdbus call is one): skip those gone.
+            let Ok(owner) = Self::gdbus(
+                bus,
+                &[
+                    &dbus[..],
+                    &["org.freedesktop.DBus.GetConnectionUnixProcessID", name],
+                ]
+                .concat(),
+            )
+            .await
+            else {
+                continue;
+            };
+            if owner.trim() != format!("(uint32 {pid},)") {
+                continue;
+            }
+            // The app has several connections (GTK's, the single-instance check's):
+            // the tray item is on one of them.
+            let Ok(tree) = Self::gdbus(
+                bus,
+                &[
+                    "introspect",
+                    "--session",
+                    "--dest",
+                    name,
+                    "--object-path",
+                    "/org/ayatana/NotificationItem",
+                ],
+            )
+            .await
+            else {
+                continue;
+            };
+            let Some(node) = tree
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("node "))
+                .map(|n| n.trim_end_matches(" {").trim())
+                .find(|n| !n.starts_with('/'))
+            else {
+                continue;
+            };
+            return Some(Self {
+                bus: bus.to_owned(),
+                dest: name.to_owned(),
+                item: format!("/org/ayatana/NotificationItem/{node}"),
+            });
+        }
+        None
+    }
+
+    async fn call(&self, path: &str, method: &str, args: &[&str]) -> String {
+        let mut all = vec![
+            "call",
+            "--session",
+            "--dest",
+            &self.dest,
+            "--object-path",
+            path,
+            "--method",
+            method,
+            // Arguments like `-1` are not options.
+            "--",
+        ];
+        all.extend_from_slice(args);
+        Self::gdbus(&self.bus, &all)
+            .await
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// Every entry, submenus flattened (separators have no label and are left out).
+    pub async fn entries(&self) -> Vec<MenuEntry> {
+        let layout = self
+            .call(
+                &format!("{}/Menu", self.item),
+                "com.canonical.dbusmenu.GetLayout",
+                &["0", "-1", "[]"],
+            )
+            .await;
+        // `<(7, {'label': <'Quit Chroxy'>, 'toggle-state': <1>, …}, @av [])>`
+        let mut entries = Vec::new();
+        for part in layout.split("<(").skip(1) {
+            let Some((id, rest)) = part.split_once(", {") else {
+                continue;
+            };
+            let Ok(id) = id.trim().parse() else { continue };
+            let props = rest.split('}').next().unwrap_or_default();
+            let Some(label) = props
+                .split("'label': <'")
+                .nth(1)
+                .and_then(|l| l.split("'>").next())
+            else {
+                continue;
+            };
+            let toggle = props.split("'toggle-state': <").nth(1).and_then(|t| {
+                t.trim_start_matches("int32 ")
+                    .split('>')
+                    .next()
+                    .and_then(|n| n.trim().parse().ok())
+            });
+            entries.push(MenuEntry {
+                id,
+                label: label.replace('_', ""),
+                toggle,
+            });
+        }
+        entries
+    }
+
+    /// The entry labelled `label`.
+    pub async fn entry(&self, label: &str) -> MenuEntry {
+        let entries = self.entries().await;
+        entries
+            .iter()
+            .find(|e| e.label == label)
+            .cloned()
+            .unwrap_or_else(|| panic!("no `{label}` in the tray menu: {entries:?}"))
+    }
+
+    /// Clicks the entry labelled `label`, as a panel does.
+    pub async fn click(&self, label: &str) {
+        let id = self.entry(label).await.id.to_string();
+        self.call(
+            &format!("{}/Menu", self.item),
+            "com.canonical.dbusmenu.Event",
+            &[&id, "clicked", "<0>", "0"],
+        )
+        .await;
+    }
+
+    /// The icon the panel is told to show (a file of the app's tray images).
+    pub async fn icon(&self) -> String {
+        self.call(
+            &self.item,
+            "org.freedesktop.DBus.Properties.Get",
+            &["org.kde.StatusNotifierItem", "IconName"],
+        )
+        .await
+    }
+}
+
+/// Whether a top-level window titled `title` is mapped on `display`.
+pub async fn window_shown(display: &Display, title: &str) -> bool {
+    let tree = Command::new("xwininfo")
+        .args(["-root", "-tree"])
+        .env("DISPLAY", &display.name)
+        .output()
+        .await
+        .expect("xwininfo is missing: run ./scripts/test (x11-utils)");
+    let tree = String::from_utf8_lossy(&tree.stdout).into_owned();
+    for id in tree
+        .lines()
+        .filter(|l| l.contains(&format!("\"{title}\"")))
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        let info = Command::new("xwininfo")
+            .args(["-id", id])
+            .env("DISPLAY", &display.name)
+            .output()
+            .await
+            .unwrap();
+        if String::from_utf8_lossy(&info.stdout).contains("Map State: IsViewable") {
+            return true;
+        }
+    }
+    false
+}

@@ -1,0 +1,163 @@
+// The window: renders the app's whole view on every `view` event (no polling), and
+// turns buttons into the app's commands, which map one-to-one onto supervisor actions.
+// Everything from the supervisor is set as text, except the QR code, an SVG the app
+// drew itself, parsed as an SVG document (no HTML parsing of any string).
+
+const { invoke } = window.__TAURI__.core;
+const { listen } = window.__TAURI__.event;
+
+const $ = (id) => document.getElementById(id);
+const LOOK_WORDS = { healthy: 'healthy', restarting: 'restarting', 'tunnel-down': 'tunnel down', failed: 'failed' };
+let current = null;
+let shownLink = null;
+
+function text(id, value) {
+  $(id).textContent = value ?? '';
+}
+
+function duration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${s % 60}s`;
+  const h = Math.floor(m / 60);
+  return `${h}h ${m % 60}m`;
+}
+
+function showQr(pairing) {
+  const box = $('qr');
+  if (!pairing) {
+    shownLink = null;
+    box.replaceChildren();
+    box.classList.add('empty');
+    return;
+  }
+  if (pairing.link === shownLink) return;
+  const doc = new DOMParser().parseFromString(pairing.svg, 'image/svg+xml');
+  const svg = doc.documentElement;
+  if (svg.nodeName !== 'svg') return;
+  box.replaceChildren(document.importNode(svg, true));
+  box.classList.remove('empty');
+  box.dataset.link = pairing.link;
+  shownLink = pairing.link;
+}
+
+function tunnelWords(t) {
+  if (t.mode === 'none') return 'none (this machine only)';
+  const error = t.state !== 'up' && t.lastError ? ` — ${t.lastError}` : '';
+  return `${t.mode}: ${t.state}${error}`;
+}
+
+function renderUptime() {
+  const started = current?.status?.worker?.startedAt;
+  const serving = current?.status?.state === 'healthy' && started;
+  text('uptime', serving ? duration(Date.now() - started) : '—');
+}
+
+function render(view) {
+  current = view;
+  const look = $('look');
+  look.className = `look ${view.look}`;
+  look.textContent = LOOK_WORDS[view.look] ?? view.look;
+  // When failed, the alert below says it all; the summary would repeat it.
+  text('summary', view.status?.state === 'failed' ? '' : view.summary);
+  $('error').hidden = !view.error;
+  text('error', view.error ? `Chroxy could not start: ${view.error}` : '');
+
+  const s = view.status;
+  $('reason').hidden = !(s && s.state === 'failed');
+  text('reason', `Failed: ${s?.failedReason ?? 'see the events below'}`);
+  $('demo').hidden = !s?.demo;
+
+  showQr(view.pairing);
+  text('public-url', view.pairing?.publicUrl ?? '');
+  $('copy').disabled = !view.pairing;
+  const waiting = $('waiting');
+  waiting.hidden = !!view.pairing || !s;
+  if (s && !view.pairing) {
+    text('waiting', s.tunnel.lastError
+      ? `Waiting for the tunnel: ${s.tunnel.lastError}`
+      : 'Waiting for the tunnel\u2019s address…');
+  }
+
+  for (const id of ['reconnect', 'rollback']) $(id).disabled = !s;
+  if (!s) return;
+  const w = s.worker;
+  text('worker-state', `${s.state.replace('_', ' ')}${w.pid ? ` (pid ${w.pid}, release ${w.release})` : ''}${w.restarts ? `, ${w.restarts} restarts` : ''}`);
+  $('worker-state').className = s.state === 'healthy' ? 'ok' : s.state === 'failed' ? 'bad' : 'warn';
+  text('tunnel-state', tunnelWords(s.tunnel));
+  text('phones', String(s.clients));
+  text('sessions', String(s.sessions));
+  text('secrets', s.secretsBackend === 'keyring' ? 'OS keyring' : `${s.secretsBackend} (no keyring found)`);
+  text('current', s.releases.current ?? '—');
+  text('known-good', s.releases.knownGood ?? '—');
+  $('release-list').replaceChildren(...s.releases.list.map((r) => {
+    const li = document.createElement('li');
+    const marks = [r.id === s.releases.current && 'current', r.id === s.releases.knownGood && 'known-good'].filter(Boolean);
+    li.textContent = `${r.id} — ${r.version} (${r.commit})${marks.length ? ` · ${marks.join(', ')}` : ''}`;
+    return li;
+  }));
+  $('events').replaceChildren(...s.events.slice(-8).reverse().map((e) => {
+    const li = document.createElement('li');
+    const at = document.createElement('time');
+    at.dateTime = new Date(e.at).toISOString();
+    at.textContent = new Date(e.at).toLocaleTimeString();
+    li.append(at, `${e.kind}: ${e.message}`);
+    return li;
+  }));
+  renderUptime();
+}
+
+function answer(result) {
+  const el = $('answer');
+  if ('Ok' in result) {
+    el.className = 'ok';
+    el.textContent = result.Ok;
+  } else {
+    el.className = 'bad';
+    el.textContent = result.Err;
+  }
+}
+
+async function command(button, name, args) {
+  button.disabled = true;
+  try {
+    answer({ Ok: await invoke(name, args) });
+  } catch (err) {
+    answer({ Err: String(err) });
+  } finally {
+    button.disabled = !current?.status;
+  }
+}
+
+$('reconnect').addEventListener('click', (e) => command(e.currentTarget, 'reconnect'));
+$('rollback').addEventListener('click', (e) => command(e.currentTarget, 'rollback'));
+$('copy').addEventListener('click', (e) => command(e.currentTarget, 'copy_link'));
+$('admin-toggle').addEventListener('click', async (e) => {
+  const button = e.currentTarget;
+  const showing = button.getAttribute('aria-pressed') === 'true';
+  if (showing) {
+    text('admin-token', '••••••••');
+  } else {
+    try {
+      text('admin-token', await invoke('admin_token'));
+    } catch (err) {
+      answer({ Err: String(err) });
+      return;
+    }
+  }
+  button.setAttribute('aria-pressed', String(!showing));
+  button.textContent = showing ? 'Show' : 'Hide';
+});
+
+await listen('view', (e) => render(e.payload));
+await listen('answer', (e) => answer(e.payload));
+await listen('show-qr', () => {
+  const box = $('qr');
+  box.scrollIntoView({ block: 'center' });
+  box.classList.add('flash');
+  setTimeout(() => box.classList.remove('flash'), 1500);
+});
+render(await invoke('view'));
+// Only the uptime's text moves with the clock; the data arrives as events.
+setInterval(renderUptime, 1000);
