@@ -29,6 +29,10 @@ fn qr_in(png: &[u8]) -> String {
     grids[0].decode().unwrap().1
 }
 
+/// The tray icon's colours (icons/src/glyph.svg.in, scripts/icons).
+const GREEN: [u8; 3] = [0x16, 0xa3, 0x4a];
+const RED: [u8; 3] = [0xdc, 0x26, 0x26];
+
 /// `document.getElementById(id).<prop>` as JSON.
 fn js_of(id: &str, prop: &str) -> String {
     format!("return document.getElementById('{id}').{prop}")
@@ -284,6 +288,8 @@ async fn failed_is_red_and_both_buttons_still_act() {
     )
     .await;
     w.shot("1-failed").await;
+    let menu = TrayMenu::find(&desk.bus, sup.pid()).await;
+    assert_eq!(menu.icon_colour().await, RED, "failed: the red icon");
     // What happened since `t`: the events are a bounded list, so go by their time.
     let since = |s: &Value, t: u64| -> Vec<String> {
         s["events"]
@@ -420,6 +426,7 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         menu.entry("Quick (trycloudflare.com)").await.toggle,
         Some(1)
     );
+    assert_eq!(menu.icon_colour().await, GREEN, "healthy: the green icon");
 
     // Started minimized: no window until asked for.
     assert!(!window_shown(&desk.display, "Chroxy").await);

@@ -199,11 +199,14 @@ impl Desk {
             "tauri:options".into(),
             json!({"application": desktop_bin(), "args": args}),
         );
+        // The session's creation is what launches the app.
+        let launched = std::time::Instant::now();
         let window = Browser::connect(port, caps, shots, None).await;
         Driven {
             window,
             _driver: child,
             log,
+            launched,
         }
     }
 }
@@ -213,6 +216,8 @@ pub struct Driven {
     pub window: Browser,
     _driver: Child,
     pub log: PathBuf,
+    /// When the app was launched.
+    pub launched: std::time::Instant,
 }
 
 /// The tray icon's menu as a panel sees it: the app's StatusNotifierItem and its
@@ -408,14 +413,28 @@ impl TrayMenu {
         .await;
     }
 
-    /// The icon the panel is told to show (a file of the app's tray images).
-    pub async fn icon(&self) -> String {
-        self.call(
-            &self.item,
-            "org.freedesktop.DBus.Properties.Get",
-            &["org.kde.StatusNotifierItem", "IconName"],
-        )
-        .await
+    /// The colour of the icon the panel is told to show (a PNG file the app wrote),
+    /// sampled inside its rounded square, left of the glyph.
+    pub async fn icon_colour(&self) -> [u8; 3] {
+        let reply = self
+            .call(
+                &self.item,
+                "org.freedesktop.DBus.Properties.Get",
+                &["org.kde.StatusNotifierItem", "IconName"],
+            )
+            .await;
+        // `(<'/run/user/…/tray-icon-chroxy-2.png'>,)`
+        let path = reply.split('\'').nth(1).expect("an icon file");
+        let png = std::fs::read(path).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut buf).unwrap();
+        let step = frame.color_type.samples();
+        let (x, y) = (frame.width as usize * 8 / 100, frame.height as usize / 2);
+        let px = &buf[(y * frame.width as usize + x) * step..];
+        [px[0], px[1], px[2]]
     }
 }
 

@@ -1,0 +1,172 @@
+//! The tray app as a user starts it: launch → QR code visible in the window, and what
+//! it holds in memory once idle. The real app on a virtual display, started by
+//! tauri-driver (the session's creation launches it; the clock starts there), its
+//! supervisor and worker inside, `fake-claude` as the agent, no tunnel (the QR code
+//! then carries the local URL at once: what is measured is the app, not Cloudflare).
+//!
+//! `cargo bench -p chroxy-desktop --bench desktop`; `CHROXY_BENCH_QUICK=1` runs once
+//! (CI, so it never rots). Every wait is on a condition under a deadline.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::desktop::Desk;
+use common::supervisor::Sup;
+use common::{Home, WorkerOpts};
+
+fn main() {
+    let quick = std::env::var("CHROXY_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let runs = if quick { 1 } else { 5 };
+    build_worker_binaries();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let started = Instant::now();
+    let mut to_qr = Vec::new();
+    let mut memory = Vec::new();
+    runtime.block_on(async {
+        for _ in 0..runs {
+            let (qr, rss) = one_start().await;
+            to_qr.push(qr);
+            memory.push(rss);
+        }
+    });
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!();
+    println!(
+        "chroxy tray app bench — {} run, {cpus} CPUs, took {:.1} s",
+        if quick {
+            "quick (CHROXY_BENCH_QUICK=1)"
+        } else {
+            "full"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<48} {:>9} {:>9} {:>9} {:>5}",
+        "figure", "p50", "p95", "max", "runs"
+    );
+    row("cold start → QR code visible (ms)", to_qr);
+    for (i, what) in [
+        "app RSS idle: window + supervisor (MB)",
+        "  its WebKit processes (MB)",
+        "  its worker, agent excluded (MB)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        row(what, memory.iter().map(|m| m[i]).collect());
+    }
+}
+
+/// The app runs `chroxy` (beside it) as its worker: built in this bench's profile.
+fn build_worker_binaries() {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    // target/debug is the dev profile's; `cargo bench` builds into target/release.
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => "release",
+    };
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--profile", profile, "-p", "chroxy"])
+        .args(["--bin", "chroxy", "--bin", "fake-claude"])
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "building chroxy and fake-claude failed");
+}
+
+/// One cold start: milliseconds to the QR code, then [app, WebKit, worker] RSS in MB.
+async fn one_start() -> (f64, [f64; 3]) {
+    let home = Home::new();
+    let desk = Desk::start(&home).await;
+    let project = home.project();
+    let app = desk
+        .drive(
+            &home,
+            &WorkerOpts::fake_cli(),
+            &[
+                "--port",
+                "0",
+                "--status-port",
+                "0",
+                "--tunnel",
+                "none",
+                "--cwd",
+                project.to_str().unwrap(),
+            ],
+            "bench-desktop",
+        )
+        .await;
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let seen = app
+            .window
+            .js("return !!document.querySelector('#qr svg')")
+            .await;
+        if seen == serde_json::Value::Bool(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the QR code never showed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let to_qr = app.launched.elapsed().as_secs_f64() * 1000.0;
+
+    // Idle: healthy, nothing connected, nothing happening for a few seconds.
+    let sup = Sup::attach(&home, app.log.clone()).await;
+    let status = sup.healthy().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let worker = status["worker"]["pid"].as_u64().unwrap() as u32;
+    let webkit: Vec<u32> = common::descendants_of(sup.pid())
+        .into_iter()
+        .filter(|p| comm(*p).starts_with("WebKit"))
+        .collect();
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..10 {
+        samples[0].push(rss_mb(sup.pid()));
+        samples[1].push(webkit.iter().map(|p| rss_mb(*p)).sum());
+        samples[2].push(rss_mb(worker));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rss = [
+        median(&mut samples[0]),
+        median(&mut samples[1]),
+        median(&mut samples[2]),
+    ];
+    (to_qr, rss)
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn row(figure: &str, mut samples: Vec<f64>) {
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p / 100.0).round() as usize];
+    println!(
+        "{figure:<48} {:>9.1} {:>9.1} {:>9.1} {:>5}",
+        pct(50.0),
+        pct(95.0),
+        samples[samples.len() - 1],
+        samples.len()
+    );
+}
