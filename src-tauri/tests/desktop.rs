@@ -624,3 +624,44 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_chroxy_already_running_the_window_says_so_instead_of_a_second_supervisor() {
+    let home = Home::new();
+    let cli_sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    cli_sup.healthy().await;
+    let desk = Desk::start(&home).await;
+    let project = home.project();
+    let app = desk
+        .drive(
+            &home,
+            &WorkerOpts::fake_cli(),
+            &[
+                "--port",
+                "0",
+                "--status-port",
+                "0",
+                "--tunnel",
+                "none",
+                "--cwd",
+                project.to_str().unwrap(),
+            ],
+            "desktop-conflict",
+        )
+        .await;
+    let w = &app.window;
+    w.until(
+        "the error naming the running supervisor",
+        &format!(
+            "{} && !document.getElementById('error').hidden && document.getElementById('error').textContent.includes('{}')",
+            look_is("failed"),
+            cli_sup.pid()
+        ),
+    )
+    .await;
+    assert_eq!(w.js(&js_of("rollback", "disabled")).await, true);
+    assert_eq!(w.js(&js_of("reconnect", "disabled")).await, true);
+    w.shot("1-already-running").await;
+    // The running one is untouched.
+    assert_eq!(cli_sup.status().await["state"], "healthy");
+}

@@ -60,7 +60,9 @@ function render(view) {
   look.className = `look ${view.look}`;
   look.textContent = LOOK_WORDS[view.look] ?? view.look;
   // When failed, the alert below says it all; the summary would repeat it.
-  text('summary', view.status?.state === 'failed' ? '' : view.summary);
+  text('summary', view.error || view.status?.state === 'failed' ? '' : view.summary);
+  // Nothing to scan when Chroxy could not start.
+  $('pair').hidden = !!view.error;
   $('error').hidden = !view.error;
   text('error', view.error ? `Chroxy could not start: ${view.error}` : '');
 
