@@ -45,13 +45,25 @@ pub struct Desktop {
 impl Desktop {
     /// Starts the supervisor; a failure is kept and shown, not fatal (the window says
     /// what is wrong and how to fix it). `on_stopped` runs once it has stopped for good.
-    pub async fn start(launch: Launch, on_stopped: impl FnOnce() + Send + 'static) -> Self {
+    /// `launch` is what to start, or why there is nothing to start (no `chroxy`
+    /// binary, no session directory): shown in the window like any other failure.
+    pub async fn start(
+        paths: Paths,
+        tunnel: TunnelChoice,
+        launch: Result<Launch, String>,
+        on_stopped: impl FnOnce() + Send + 'static,
+    ) -> Self {
         let shutdown = CancellationToken::new();
         let force = CancellationToken::new();
         let stopped = Arc::new(AtomicBool::new(false));
-        let paths = launch.paths.clone();
-        let tunnel = Mutex::new(launch.tunnel);
-        let core = match chroxy::launch::start(launch, shutdown.clone(), force.clone()).await {
+        let tunnel = Mutex::new(tunnel);
+        let started = match launch {
+            Ok(launch) => chroxy::launch::start(launch, shutdown.clone(), force.clone())
+                .await
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(err),
+        };
+        let core = match started {
             Ok(Started {
                 supervisor,
                 pairing,

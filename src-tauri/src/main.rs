@@ -46,10 +46,12 @@ fn main() -> anyhow::Result<()> {
     let paths = Paths::resolve(cli.home.clone())?;
     let _log_guard = init_logging(&paths);
     let settings = Settings::load(&paths);
-    let installed = worker_binary()?;
-    let launch = cli
-        .start
-        .launch(cli.home, paths, settings.tunnel, installed)?;
+    let tunnel = cli.start.tunnel.unwrap_or(settings.tunnel);
+    let launch = worker_binary().and_then(|installed| {
+        cli.start
+            .launch(cli.home, paths.clone(), tunnel, installed)
+            .map_err(|err| err.to_string())
+    });
     let minimized = cli.minimized;
 
     tauri::Builder::default()
@@ -78,7 +80,9 @@ fn main() -> anyhow::Result<()> {
             let handle = app.handle().clone();
             let exit = handle.clone();
             let desktop =
-                tauri::async_runtime::block_on(Desktop::start(launch, move || exit.exit(0)));
+                tauri::async_runtime::block_on(Desktop::start(paths, tunnel, launch, move || {
+                    exit.exit(0)
+                }));
             let view = desktop.view();
             let changes = desktop.changes();
             app.manage(desktop);
@@ -130,16 +134,16 @@ fn main() -> anyhow::Result<()> {
 
 /// The `chroxy` binary workers run (it has the `worker` command): beside this one, as
 /// the release build and the packages install it, else on `PATH`.
-fn worker_binary() -> anyhow::Result<PathBuf> {
+fn worker_binary() -> Result<PathBuf, String> {
     let beside = std::env::current_exe()
-        .context("finding this program")?
+        .map_err(|err| format!("cannot find this program: {err}"))?
         .with_file_name("chroxy");
     if beside.is_file() {
         return Ok(beside);
     }
     which::which("chroxy").map_err(|_| {
-        anyhow::anyhow!(
-            "the `chroxy` program is neither beside {} nor on PATH; build it with `cargo build --release` (it runs the workers)",
+        format!(
+            "the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`",
             beside.display()
         )
     })

@@ -665,3 +665,37 @@ async fn with_chroxy_already_running_the_window_says_so_instead_of_a_second_supe
     // The running one is untouched.
     assert_eq!(cli_sup.status().await["state"], "healthy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_chroxy_binary_the_window_says_what_to_build() {
+    let home = Home::new();
+    // The app alone in a directory, and no `chroxy` on PATH.
+    let alone = home.dir.path().join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    let app_bin = alone.join("chroxy-desktop");
+    std::fs::copy(common::desktop::desktop_bin(), &app_bin).unwrap();
+    assert!(
+        which::which("chroxy").is_err(),
+        "a chroxy on the test's PATH"
+    );
+    let desk = Desk::start(&home).await;
+    let app = desk
+        .drive_app(
+            app_bin.to_str().unwrap(),
+            &home,
+            &WorkerOpts::fake_cli(),
+            &["--port", "0", "--status-port", "0", "--tunnel", "none"],
+            "desktop-no-chroxy",
+        )
+        .await;
+    app.window
+        .until(
+            "the error saying what is missing and how to get it",
+            &format!(
+                "{} && document.getElementById('error').textContent.includes('neither beside') && document.getElementById('error').textContent.includes('cargo build --release -p chroxy')",
+                look_is("failed")
+            ),
+        )
+        .await;
+    app.window.shot("1-no-chroxy").await;
+}

@@ -155,6 +155,18 @@ impl Desk {
         args: &[&str],
         shots: &str,
     ) -> Driven {
+        self.drive_app(desktop_bin(), home, opts, args, shots).await
+    }
+
+    /// [`drive`](Self::drive) with the app's binary at `app`.
+    pub async fn drive_app(
+        &self,
+        app: &str,
+        home: &Home,
+        opts: &WorkerOpts,
+        args: &[&str],
+        shots: &str,
+    ) -> Driven {
         let driver = std::env::var_os("CHROXY_TEST_TAURI_DRIVER")
             .map(PathBuf::from)
             .or_else(|| which::which("tauri-driver").ok())
@@ -197,7 +209,7 @@ impl Desk {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "tauri:options".into(),
-            json!({"application": desktop_bin(), "args": args}),
+            json!({"application": app, "args": args}),
         );
         // The session's creation is what launches the app.
         let launched = std::time::Instant::now();
