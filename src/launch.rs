@@ -336,3 +336,74 @@ pub fn follow_pairing(
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home() -> (tempfile::TempDir, Paths, Secrets) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let secrets = Secrets::files(&paths);
+        (dir, paths, secrets)
+    }
+
+    #[test]
+    fn each_tunnel_choice_becomes_what_it_needs_or_says_what_is_missing() {
+        let (_dir, paths, secrets) = home();
+        let mut config = TunnelConfig {
+            backoff_floor_ms: 1234,
+            ..TunnelConfig::default()
+        };
+        let none = tunnel_spec(&paths, &secrets, &config, TunnelChoice::None).unwrap();
+        assert!(none.is_none(), "local only: no tunnel");
+
+        let quick = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Quick)
+            .unwrap()
+            .unwrap();
+        assert_eq!(quick.mode, Mode::Quick);
+        assert_eq!(
+            quick.backoff_floor,
+            std::time::Duration::from_millis(1234),
+            "the settings apply"
+        );
+
+        let err = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Named).unwrap_err();
+        assert!(
+            matches!(&err, LaunchError::NamedWithoutHostname(file) if *file == paths.config_file()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("hostname = "), "{err}");
+
+        config.hostname = Some("chroxy.example.com".into());
+        let err = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Named).unwrap_err();
+        assert!(matches!(err, LaunchError::NamedWithoutToken), "{err}");
+        assert!(err.to_string().contains("chroxy token set-tunnel"), "{err}");
+
+        secrets.set_tunnel_token("cf-tunnel-token").unwrap();
+        let named = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Named)
+            .unwrap()
+            .unwrap();
+        match named.mode {
+            Mode::Named { hostname, token } => {
+                assert_eq!(hostname, "chroxy.example.com");
+                assert_eq!(token.expose(), "cf-tunnel-token");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_session_directory_that_does_not_exist_is_named() {
+        let err = session_dir(Some("/nonexistent/project".into())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the session directory /nonexistent/project does not exist"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            session_dir(Some(dir.path().into())).unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+    }
+}
