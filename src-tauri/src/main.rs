@@ -100,6 +100,25 @@ fn main() -> anyhow::Result<()> {
             WebviewWindowBuilder::from_config(&handle, &config)?
                 .visible(!minimized)
                 .build()?;
+            // SIGTERM / Ctrl-C (a logout, `kill`, a terminal): the same orderly stop as Quit.
+            let signals = handle.clone();
+            tauri::async_runtime::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    tracing::error!("cannot listen for SIGTERM and SIGINT");
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    signals.state::<Desktop>().quit();
+                }
+            });
             if let Some(mut changes) = changes {
                 tauri::async_runtime::spawn(async move {
                     while changes.next().await {

@@ -573,7 +573,8 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     let app_pid = app.id().unwrap();
     let sup = Sup::attach(&home, log.clone()).await;
     sup.healthy().await;
-    let menu = TrayMenu::find(&desk.bus, app_pid).await;
+    // Its tray item is up (and must go with it).
+    TrayMenu::find(&desk.bus, app_pid).await;
     assert!(!window_shown(&desk.display, "Chroxy").await);
     let (mut second, second_log) = desk.command(&home, &opts, &args);
     let exit = tokio::time::timeout(common::WAIT, second.status())
@@ -601,12 +602,17 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         "healthy",
         "one supervisor, undisturbed"
     );
-    menu.click("Quit Chroxy").await;
+    // SIGTERM (a logout, `kill`) stops it as Quit does.
+    sup.signal(nix::sys::signal::Signal::SIGTERM);
     let exit = tokio::time::timeout(common::WAIT, app.wait())
         .await
-        .expect("the app did not exit after Quit")
+        .expect("the app did not exit after SIGTERM")
         .unwrap();
     assert_eq!(exit.code(), Some(0));
+    eventually_async("its tray item gone with it", || async {
+        TrayMenu::try_find_on(&desk.bus, app_pid).await.is_none()
+    })
+    .await;
 }
 
 /// Waits (under WAIT) until the async `cond` holds.

@@ -279,6 +279,11 @@ impl TrayMenu {
         }
     }
 
+    /// The tray item of process `pid` on `bus`, if it has one now.
+    pub async fn try_find_on(bus: &Bus, pid: u32) -> Option<Self> {
+        Self::try_find(&bus.address, pid).await
+    }
+
     async fn try_find(bus: &str, pid: u32) -> Option<Self> {
         let dbus = [
             "call",
