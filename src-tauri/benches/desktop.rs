@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::desktop::Desk;
+use common::desktop::{app_args, Desk};
 use common::supervisor::Sup;
 use common::{Home, WorkerOpts};
 
@@ -86,16 +86,7 @@ async fn one_start() -> (f64, [f64; 3]) {
         .drive(
             &home,
             &WorkerOpts::fake_cli(),
-            &[
-                "--port",
-                "0",
-                "--status-port",
-                "0",
-                "--tunnel",
-                "none",
-                "--cwd",
-                project.to_str().unwrap(),
-            ],
+            &app_args("none", &project),
             "bench-desktop",
         )
         .await;

@@ -7,7 +7,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::desktop::{window_shown, Desk, TrayMenu};
+use common::desktop::{app_args, window_shown, Desk, TrayMenu};
 use common::supervisor::{bad_worker_bin, chroxy_bin, cli, events, fake_cloudflared_bin, Sup};
 use common::{Home, Model, WorkerOpts};
 use serde_json::Value;
@@ -63,21 +63,7 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         .env("FAKE_CF_DIE_RUNS", "1");
     let project = home.project();
     let app = desk
-        .drive(
-            &home,
-            &opts,
-            &[
-                "--port",
-                "0",
-                "--status-port",
-                "0",
-                "--tunnel",
-                "quick",
-                "--cwd",
-                project.to_str().unwrap(),
-            ],
-            "desktop",
-        )
+        .drive(&home, &opts, &app_args("quick", &project), "desktop")
         .await;
     let w = &app.window;
     let sup = Sup::attach(&home, app.log.clone()).await;
@@ -256,21 +242,7 @@ async fn failed_is_red_and_both_buttons_still_act() {
     let opts = WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", "crash");
     let project = home.project();
     let app = desk
-        .drive(
-            &home,
-            &opts,
-            &[
-                "--port",
-                "0",
-                "--status-port",
-                "0",
-                "--tunnel",
-                "none",
-                "--cwd",
-                project.to_str().unwrap(),
-            ],
-            "desktop-failed",
-        )
+        .drive(&home, &opts, &app_args("none", &project), "desktop-failed")
         .await;
     let w = &app.window;
     let sup = Sup::attach(&home, app.log.clone()).await;
@@ -378,17 +350,8 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
             home.dir.path().join("cf-runs").to_str().unwrap(),
         );
     let project = home.project();
-    let args = [
-        "--port",
-        "0",
-        "--status-port",
-        "0",
-        "--tunnel",
-        "quick",
-        "--cwd",
-        project.to_str().unwrap(),
-        "--minimized",
-    ];
+    let mut args = app_args("quick", &project);
+    args.push("--minimized");
     let (mut cmd, log) = desk.command(&home, &opts, &args);
     let mut app = cmd.spawn().unwrap();
     let app_pid = app.id().unwrap();
@@ -642,16 +605,7 @@ async fn with_chroxy_already_running_the_window_says_so_instead_of_a_second_supe
         .drive(
             &home,
             &WorkerOpts::fake_cli(),
-            &[
-                "--port",
-                "0",
-                "--status-port",
-                "0",
-                "--tunnel",
-                "none",
-                "--cwd",
-                project.to_str().unwrap(),
-            ],
+            &app_args("none", &project),
             "desktop-conflict",
         )
         .await;

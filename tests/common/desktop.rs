@@ -481,3 +481,17 @@ pub async fn window_shown(display: &Display, title: &str) -> bool {
     }
     false
 }
+
+/// The app's options in a test: ports picked by the OS, `tunnel`, the project directory.
+pub fn app_args<'a>(tunnel: &'a str, project: &'a std::path::Path) -> Vec<&'a str> {
+    vec![
+        "--port",
+        "0",
+        "--status-port",
+        "0",
+        "--tunnel",
+        tunnel,
+        "--cwd",
+        project.to_str().unwrap(),
+    ]
+}
