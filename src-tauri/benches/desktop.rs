@@ -59,19 +59,20 @@ fn main() {
     }
 }
 
-/// The app runs `chroxy` (beside it) as its worker: built in this bench's profile.
+/// The app runs `chroxy` (beside it) as its worker, and the agent is `fake-claude`:
+/// both made fresh by building the workspace's benches the way this one was built
+/// (same profile, same features: nothing is compiled twice, and a `cargo test` /
+/// `cargo bench` of the whole workspace finds it all done already).
 fn build_worker_binaries() {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    // target/debug is the dev profile's; `cargo bench` builds into target/release.
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev",
-        Some(other) => other,
-        None => "release",
+    // target/debug holds `cargo test`'s builds; target/release `cargo bench`'s.
+    let command = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "test",
+        _ => "bench",
     };
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--profile", profile, "-p", "chroxy"])
-        .args(["--bin", "chroxy", "--bin", "fake-claude"])
+        .args([command, "--no-run", "--quiet", "--workspace", "--benches"])
         .status()
         .expect("running cargo");
     assert!(status.success(), "building chroxy and fake-claude failed");
