@@ -11,13 +11,13 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tempfile::TempDir;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use super::WAIT;
 
 /// One chromedriver; each [`Browser`] is a session of its own (own profile).
 pub struct Driver {
-    _child: Child,
+    _child: super::Group,
     port: u16,
 }
 
@@ -31,13 +31,12 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let child = super::Group::spawn(
+            Command::new(driver)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         let deadline = tokio::time::Instant::now() + WAIT;
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

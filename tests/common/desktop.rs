@@ -180,21 +180,20 @@ impl Desk {
         };
         let (port, native) = (free(), free());
         let log = log_file(home, "tauri-driver");
-        let child = Command::new(driver)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--native-port",
-                &native.to_string(),
-            ])
-            .env_clear()
-            .envs(self.env(home, opts))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let child = super::Group::spawn(
+            Command::new(driver)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--native-port",
+                    &native.to_string(),
+                ])
+                .env_clear()
+                .envs(self.env(home, opts))
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(log.with_extension("err")).unwrap()),
+        );
         let deadline = tokio::time::Instant::now() + WAIT;
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -226,7 +225,7 @@ impl Desk {
 /// The app in a WebDriver session.
 pub struct Driven {
     pub window: Browser,
-    _driver: Child,
+    _driver: super::Group,
     pub log: PathBuf,
     /// When the app was launched.
     pub launched: std::time::Instant,

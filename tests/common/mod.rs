@@ -393,6 +393,28 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// A child started in a process group of its own, which goes with it: killing a
+/// WebDriver server alone would leave the browser (or app) it started running.
+pub struct Group(Child);
+
+impl Group {
+    /// Spawns `cmd` as the leader of a new process group.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self(cmd.process_group(0).spawn().unwrap())
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Every process below `pid`: children, their children, and so on.
 pub fn descendants_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
