@@ -1,0 +1,125 @@
+//! The machine and build a run was made on, for BENCHMARKS.md: figures from a 2-core VM
+//! and from a workstation are not comparable, so each table says where it came from.
+
+use std::process::Command;
+
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub ram: String,
+    pub os: String,
+    pub rustc: String,
+    pub commit: String,
+    pub date: String,
+    /// 1-minute load averages when the run started and when it ended.
+    pub load: (String, String),
+}
+
+impl Machine {
+    /// `load_at_start`: [`load_average`] when the run began.
+    pub fn describe(load_at_start: String) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let mhz = cpuinfo.lines().find_map(|l| {
+            l.strip_prefix("cpu MHz")?
+                .split_once(':')?
+                .1
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+        let cpu = match mhz {
+            Some(mhz) => format!("{cpu} @ {:.1} GHz", mhz / 1000.0),
+            None => cpu,
+        };
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let ram = meminfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or_else(
+                || "unknown".into(),
+                |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0),
+            );
+        let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+        let distro = release
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_owned())
+            })
+            .unwrap_or_else(|| std::env::consts::OS.to_owned());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let commit = output("git", &["rev-parse", "--short=12", "HEAD"]);
+        let dirty = !output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        Self {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            ram,
+            os: format!(
+                "{distro}, Linux {} ({})",
+                kernel.trim(),
+                std::env::consts::ARCH
+            ),
+            rustc: output(&rustc.to_string_lossy(), &["--version"]),
+            commit: match (commit.is_empty(), dirty) {
+                (true, _) => "unknown (not a git checkout)".into(),
+                (false, false) => commit,
+                (false, true) => format!("{commit} plus uncommitted changes"),
+            },
+            date: utc_now(),
+            load: (load_at_start, load_average()),
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        format!(
+            "- CPU: {} ({} cores available)\n- RAM: {}\n- OS: {}\n- Rust: {}\n- Commit: {}\n- Date: {}\n- Load average (1 min) at start / end of the run: {} / {}\n",
+            self.cpu, self.cores, self.ram, self.os, self.rustc, self.commit, self.date, self.load.0, self.load.1
+        )
+    }
+}
+
+/// The 1-minute load average (/proc/loadavg).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A command's trimmed stdout in the repository; empty if it failed.
+fn output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `YYYY-MM-DD HH:MM UTC`, as `date` tells it.
+fn utc_now() -> String {
+    let now = output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    if now.is_empty() {
+        "unknown".into()
+    } else {
+        now
+    }
+}

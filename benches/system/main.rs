@@ -1,0 +1,217 @@
+//! The figures a user would compare Chroxy on, measured on the whole system: a real
+//! `chroxy start` (supervisor, public port, supervised worker) on loopback, the real
+//! Claude Code CLI behind a scripted model where the figure is about the whole system,
+//! `fake-claude` where it needs exact timing, and phones as WebSocket clients going
+//! through the public port. One table, each figure with p50/p95/p99 and its run count.
+//!
+//! `cargo bench --bench system` runs it all (a few minutes on 2 cores) and rewrites
+//! BENCHMARKS.md; `CHROXY_BENCH_QUICK=1` runs a short version for CI and writes
+//! nothing. Every wait is on a condition under a deadline, and anything unexpected
+//! panics with what was seen: the bench prints only what it measured.
+//!
+//! # Layout
+//!
+//! - `system.rs`: one `chroxy start` on a temporary home; `/proc` readings.
+//! - `client.rs`: a phone (auth, reconnect, deadlines, `BENCH` stream checks).
+//! - `recovery.rs`: kill -9 and rollback → phone re-authenticated.
+//! - `memory.rs`: supervisor + worker RSS.
+//! - `stream.rs`: CLI line → phone frame; fan-out to 50 phones.
+//! - `permissions.rs`: the permission round trip, timed by `fake-claude`.
+//! - `hostile.rs`: 10 000 hostile frames.
+//! - `report.rs`, `machine.rs`: the table and BENCHMARKS.md.
+
+mod client;
+mod hostile;
+mod machine;
+mod memory;
+mod permissions;
+mod recovery;
+mod report;
+mod stream;
+mod system;
+
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use report::Figure;
+use system::{Agent, System};
+
+/// How much work each figure does.
+pub struct Plan {
+    pub quick: bool,
+    pub kills: usize,
+    pub rollbacks: usize,
+    pub lines: u64,
+    pub line_interval_us: u64,
+    pub prompts: usize,
+    pub fan_out_deltas: u64,
+    pub rss_samples: usize,
+    pub hostile: usize,
+    pub throughput_runs: usize,
+    pub throughput_deltas: u64,
+}
+
+impl Plan {
+    fn from_env() -> Self {
+        let full = Self {
+            quick: false,
+            kills: 20,
+            rollbacks: 10,
+            lines: 10_000,
+            line_interval_us: 500,
+            prompts: 1_000,
+            fan_out_deltas: 5_000,
+            rss_samples: 20,
+            hostile: 10_000,
+            throughput_runs: 8,
+            throughput_deltas: 100_000,
+        };
+        if std::env::var("CHROXY_BENCH_QUICK").is_ok_and(|v| v == "1") {
+            Self {
+                quick: true,
+                kills: 3,
+                rollbacks: 2,
+                lines: 1_000,
+                prompts: 100,
+                fan_out_deltas: 500,
+                rss_samples: 4,
+                hostile: 1_000,
+                throughput_runs: 2,
+                throughput_deltas: 20_000,
+                ..full
+            }
+        } else {
+            full
+        }
+    }
+}
+
+/// The system for the recovery and memory figures: its defaults, except that each kill
+/// counts as an independent crash (see report::METHOD).
+const WHOLE: &str = "[supervisor]\nhealthy_reset_ms = 0\ncrash_budget = 1000\n";
+/// The system for the timing figures: coalescing off (one frame per CLI line), and a
+/// message budget a phone answering 1 000 prompts in a row stays within.
+const TIMING: &str =
+    "[worker]\ncoalesce_ms = 0\nmessages_per_minute = 1000000\nmessage_burst = 100000\n";
+/// The system under attack: all defaults.
+const DEFAULTS: &str = "";
+
+fn main() {
+    let plan = Plan::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the bench's tokio runtime");
+    let load_at_start = machine::load_average();
+    let started = Instant::now();
+    let (figures, crashes) = runtime.block_on(run(&plan));
+    let took = started.elapsed();
+
+    let rows: Vec<report::Row> = figures
+        .iter()
+        .flat_map(|f| f.rows.iter().cloned())
+        .collect();
+    let table = report::table(&rows);
+    let details: Vec<&String> = figures.iter().flat_map(|f| &f.details).collect();
+    let machine = machine::Machine::describe(load_at_start);
+    println!();
+    println!(
+        "chroxy system bench: {} run, {} cores, took {:.0} s, load average {} → {}",
+        if plan.quick {
+            "quick (CHROXY_BENCH_QUICK=1)"
+        } else {
+            "full"
+        },
+        machine.cores,
+        took.as_secs_f64(),
+        machine.load.0,
+        machine.load.1
+    );
+    println!();
+    print!("{table}");
+    println!();
+    for d in &details {
+        println!("{d}");
+        println!();
+    }
+    if plan.quick || cfg!(debug_assertions) {
+        println!("quick or debug run: BENCHMARKS.md left as it is (only `cargo bench --bench system` writes it)");
+    } else {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+        let mut doc = String::new();
+        doc.push_str("# Benchmarks\n\n");
+        doc.push_str("<!-- Generated by `cargo bench --bench system` (benches/system/). Do not edit by hand: run it again. -->\n\n");
+        doc.push_str(&format!(
+            "Generated by `cargo bench --bench system` in {:.0} s. The whole system on loopback; how each figure is taken is below the table.\n\n",
+            took.as_secs_f64()
+        ));
+        doc.push_str("## Machine\n\n");
+        doc.push_str(&machine.markdown());
+        doc.push_str("\n## Figures\n\n");
+        doc.push_str(&table);
+        doc.push('\n');
+        for d in &details {
+            doc.push_str(d);
+            doc.push_str("\n\n");
+        }
+        doc.push_str("## How\n\n");
+        doc.push_str(report::METHOD);
+        doc.push('\n');
+        std::fs::write(&path, doc).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        println!("wrote {}", path.display());
+    }
+    if crashes > 0 {
+        eprintln!("hostile frames crashed the system {crashes} time(s)");
+        std::process::exit(1);
+    }
+}
+
+async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
+    // The whole system with the real CLI: memory first (a fresh worker), then crashes
+    // and rollbacks.
+    let model_stop = CancellationToken::new();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding the scripted model");
+    let (model, _task) =
+        chroxy::demo::spawn(listener, model_stop.clone()).expect("starting the scripted model");
+    let real = Agent::Real {
+        claude: system::claude_bin(),
+        env: model.cli_env(),
+    };
+    let sys = System::start("whole system", &real, WHOLE).await;
+    let memory = memory::run(&sys, plan, real.label()).await;
+    let kills = recovery::kills(&sys, plan, real.label()).await;
+    let rollbacks = recovery::rollbacks(&sys, plan, real.label()).await;
+    sys.stop().await;
+    // Every real-CLI turn above reached the scripted model (a CLI that cannot reach it
+    // answers "Not logged in" instead, which would make these figures meaningless).
+    let turns = (memory::SESSIONS * 3 + plan.kills + plan.rollbacks) as u64;
+    assert!(
+        model.turns_seen() >= turns,
+        "the scripted model saw {} turns, expected at least {turns}",
+        model.turns_seen()
+    );
+    model_stop.cancel();
+
+    // Timing, with fake-claude.
+    let fake = Agent::Fake;
+    let sys = System::start("timing", &fake, TIMING).await;
+    let line = stream::line_to_frame(&sys, plan, fake.label()).await;
+    let prompts = permissions::round_trip(&sys, plan, fake.label()).await;
+    let fan_out = stream::fan_out(&sys, plan, fake.label()).await;
+    sys.stop().await;
+
+    // At the defaults: the attack on a fresh system, then throughput.
+    let sys = System::start("defaults", &fake, DEFAULTS).await;
+    let (hostile, crashes) = hostile::storm(&sys, plan).await;
+    let throughput = stream::throughput(&sys, plan, fake.label()).await;
+    sys.stop().await;
+
+    let figures = vec![
+        kills, rollbacks, line, prompts, fan_out, memory, throughput, hostile,
+    ];
+    (figures, crashes)
+}

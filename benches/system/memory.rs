@@ -1,0 +1,130 @@
+//! What Chroxy itself costs in memory, next to CLIs of ~300 MB each: the supervisor and
+//! the worker, idle, with 5 sessions, and with 50 phones. The CLI processes are
+//! separate processes, so reading the two pids' own VmRSS excludes them.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::client::{str_field, Client};
+use crate::report::{mb, Figure, Pct, Row};
+use crate::system::{children_of, status_bytes, System};
+use crate::Plan;
+
+/// The protocol's session limit.
+pub const SESSIONS: usize = 5;
+/// Phones in the last state.
+const PHONES: usize = 50;
+/// Between two samples.
+const EVERY: Duration = Duration::from_millis(50);
+
+pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
+    let supervisor = sys.supervisor_pid();
+    let worker = sys.worker_pid().await;
+    let mut phone = sys.phone("memory phone").await;
+    let idle = sample(supervisor, worker, plan.rss_samples).await;
+
+    let mut sessions = vec![phone.active_session()];
+    for i in 1..SESSIONS {
+        phone
+            .send(json!({"type": "create_session", "name": format!("bench {i}")}))
+            .await;
+        let switched = phone.until_type("session_switched", "create_session").await;
+        sessions.push(str_field(&switched, "sessionId"));
+    }
+    // A little real work in each: a text turn, a Bash tool use whose permission prompt the
+    // phone allows, and a longer answer (history, prompts and replay all exercised).
+    let long = format!(
+        "REPLY {}",
+        "a longer answer, streamed word by word; ".repeat(50)
+    );
+    for (i, id) in sessions.iter().enumerate() {
+        // Looking at it, as a phone does while it talks to a session.
+        phone
+            .send(json!({"type": "switch_session", "sessionId": id}))
+            .await;
+        phone
+            .until_type("history_replay_end", "switch_session")
+            .await;
+        phone.turn("REPLY hello", Some(id)).await;
+        let prompts = phone
+            .turn(&format!("PLEASE_BASH touch made-{i}.txt"), Some(id))
+            .await;
+        assert_eq!(prompts, 1, "the Bash tool asks once");
+        phone.turn(&long, Some(id)).await;
+    }
+    let agents = children_of(worker).len();
+    assert_eq!(agents, SESSIONS, "expected one CLI per session");
+    let five = sample(supervisor, worker, plan.rss_samples).await;
+
+    let mut phones = Vec::new();
+    for i in 0..PHONES {
+        phones.push(Client::phone(sys.public, &format!("memory phone {i}")).await);
+    }
+    let crowd = sample(supervisor, worker, plan.rss_samples).await;
+    assert_eq!(
+        sys.worker_pid().await,
+        worker,
+        "the worker changed while measuring it"
+    );
+    drop(phones);
+
+    let n = format!("{} samples", plan.rss_samples);
+    let sum = |s: &[(u64, u64)]| s.iter().map(|(a, b)| (a + b) as f64).collect::<Vec<_>>();
+    let split = |s: &[(u64, u64)]| {
+        let last = s.last().copied().unwrap_or_default();
+        format!(
+            "supervisor {} + worker {}",
+            mb(last.0 as f64),
+            mb(last.1 as f64)
+        )
+    };
+    let mut figure = Figure::default();
+    figure.rows.push(Row::percentiles(
+        "RSS supervisor + worker, idle (1 phone)",
+        agent,
+        n.clone(),
+        &sum(&idle),
+        mb,
+        Some((Pct::P99, 25e6, "25 MB")),
+    ));
+    figure.rows.push(Row::percentiles(
+        format!("RSS supervisor + worker, {SESSIONS} sessions × 3 turns, CLIs running (excluded)"),
+        agent,
+        n.clone(),
+        &sum(&five),
+        mb,
+        Some((Pct::P99, 40e6, "40 MB")),
+    ));
+    figure.rows.push(Row::percentiles(
+        format!("RSS supervisor + worker, {SESSIONS} sessions + {PHONES} phones"),
+        agent,
+        n,
+        &sum(&crowd),
+        mb,
+        None,
+    ));
+    figure.details.push(format!(
+        "RSS, last sample of each state: idle {}; {SESSIONS} sessions {}; +{PHONES} phones {}",
+        split(&idle),
+        split(&five),
+        split(&crowd)
+    ));
+    figure
+}
+
+/// `n` samples of (supervisor, worker) VmRSS, [`EVERY`] apart.
+pub async fn sample(supervisor: u32, worker: u32, n: usize) -> Vec<(u64, u64)> {
+    let mut out = Vec::with_capacity(n);
+    let mut next = Instant::now();
+    for _ in 0..n {
+        tokio::time::sleep_until(next).await;
+        out.push((
+            status_bytes(supervisor, "VmRSS"),
+            status_bytes(worker, "VmRSS"),
+        ));
+        next += EVERY;
+    }
+    out
+}

@@ -1,0 +1,247 @@
+//! Samples → the one table: percentiles, units, targets, and BENCHMARKS.md.
+
+use std::fmt::Write as _;
+
+/// Nearest-rank percentile of sorted samples (with 20 runs p95 is the 19th, p99 the
+/// 20th: the worst).
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    assert!(!sorted.is_empty(), "no samples");
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn sorted(xs: &[f64]) -> Vec<f64> {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// A duration in seconds, in the unit that keeps three significant digits.
+pub fn secs(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 0.01 {
+        format!("{:.0} ms", s * 1e3)
+    } else if s >= 0.001 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}
+
+/// 10000 → "10 000".
+pub fn thousands(n: impl Into<u64>) -> String {
+    let digits = n.into().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in MB (10⁶ bytes: the unit of the targets, read strictly).
+pub fn mb(bytes: f64) -> String {
+    format!("{:.1} MB", bytes / 1e6)
+}
+
+/// Which percentile a target is about.
+#[derive(Clone, Copy)]
+pub enum Pct {
+    P95,
+    P99,
+}
+
+/// One row of the table.
+#[derive(Clone)]
+pub struct Row {
+    pub figure: String,
+    /// Which `claude` the sessions ran ("-" where none is involved).
+    pub agent: &'static str,
+    /// Runs or samples, and of what.
+    pub runs: String,
+    pub p50: String,
+    pub p95: String,
+    pub p99: String,
+    /// The issue's target and whether it was met; `None` where there is none.
+    pub target: Option<(String, bool)>,
+}
+
+impl Row {
+    /// A row of percentiles of `samples`, formatted by `fmt`, checked against `limit`
+    /// at percentile `at` (strictly below; `shown` is how the target reads).
+    pub fn percentiles(
+        figure: impl Into<String>,
+        agent: &'static str,
+        runs: impl Into<String>,
+        samples: &[f64],
+        fmt: fn(f64) -> String,
+        target: Option<(Pct, f64, &str)>,
+    ) -> Self {
+        let s = sorted(samples);
+        let (p50, p95, p99) = (pct(&s, 50.0), pct(&s, 95.0), pct(&s, 99.0));
+        let target = target.map(|(at, limit, shown)| {
+            let (name, value) = match at {
+                Pct::P95 => ("p95", p95),
+                Pct::P99 => ("p99", p99),
+            };
+            (format!("{name} < {shown}"), value < limit)
+        });
+        Self {
+            figure: figure.into(),
+            agent,
+            runs: runs.into(),
+            p50: fmt(p50),
+            p95: fmt(p95),
+            p99: fmt(p99),
+            target,
+        }
+    }
+
+    /// A row with one value (a count) instead of percentiles.
+    pub fn count(
+        figure: impl Into<String>,
+        agent: &'static str,
+        runs: impl Into<String>,
+        value: u64,
+        target: Option<(&str, bool)>,
+    ) -> Self {
+        Self {
+            figure: figure.into(),
+            agent,
+            runs: runs.into(),
+            p50: value.to_string(),
+            p95: "-".into(),
+            p99: "-".into(),
+            target: target.map(|(t, met)| (t.to_owned(), met)),
+        }
+    }
+}
+
+/// What one figure contributes: rows, and lines that say what else was seen.
+#[derive(Default)]
+pub struct Figure {
+    pub rows: Vec<Row>,
+    pub details: Vec<String>,
+}
+
+/// The table, as Markdown (readable as plain text too). In a debug build the targets
+/// are shown but not judged.
+pub fn table(rows: &[Row]) -> String {
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            let (target, met) = match &r.target {
+                // Unoptimized binaries (`cargo test --bench system` in CI) are bigger and
+                // slower: their figures keep the bench from rotting, they are no verdict.
+                Some((t, _)) if cfg!(debug_assertions) => (t.clone(), "(debug build)".to_owned()),
+                Some((t, true)) => (t.clone(), "met".to_owned()),
+                Some((t, false)) => (t.clone(), "**MISSED**".to_owned()),
+                None => ("-".to_owned(), "-".to_owned()),
+            };
+            [
+                r.figure.clone(),
+                r.agent.to_owned(),
+                r.runs.clone(),
+                r.p50.clone(),
+                r.p95.clone(),
+                r.p99.clone(),
+                target,
+                met,
+            ]
+        })
+        .collect();
+    let header = [
+        "figure", "agent", "runs", "p50", "p95", "p99", "target", "result",
+    ];
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &cells {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let right = [false, false, false, true, true, true, false, false];
+    let line = |cells: &[String]| {
+        let mut s = String::from("|");
+        for ((c, w), r) in cells.iter().zip(&width).zip(right) {
+            let pad = " ".repeat(w - c.chars().count());
+            if r {
+                let _ = write!(s, " {pad}{c} |");
+            } else {
+                let _ = write!(s, " {c}{pad} |");
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(&header.map(str::to_owned));
+    out.push('|');
+    for (w, r) in width.iter().zip(right) {
+        let dashes = "-".repeat(w.saturating_sub(1).max(1));
+        out.push_str(&if r {
+            format!(" {dashes}: |")
+        } else {
+            format!(" {dashes}- |")
+        });
+    }
+    out.push('\n');
+    for row in &cells {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// How every figure is taken; fixed text, part of BENCHMARKS.md.
+pub const METHOD: &str = "\
+- Tail percentiles (p99) on a 2-core machine move with whatever else runs on it; the
+  load averages above say how busy it was.
+- Everything runs on 127.0.0.1: a real `chroxy start --tunnel none` (supervisor, public port,
+  status page, a supervised worker) on a temporary CHROXY_HOME, phones are WebSocket
+  clients in the bench process that go through the supervisor's public port, as a
+  phone behind the tunnel does. Percentiles are nearest-rank: with 10 or 20 runs, p99 is
+  the worst run (and with 10, so is p95).
+- *Claude Code CLI*: the pinned real CLI (`scripts/install-claude`) answering from the
+  scripted Messages API (`chroxy::demo`, in the bench process). *fake-claude*:
+  `tests/fixtures/fake_claude.rs`, where the figure needs timing only a stand-in can
+  give (timestamps written into the output, round trips timed on the CLI's side).
+- Kill: a phone sends a slow streamed turn; at its first `stream_delta` the worker
+  process gets SIGKILL. Clock: the kill → the same phone, reconnecting every 5 ms
+  through the public port (503 while no worker serves), has `auth_ok` from the new
+  worker. Each kill is an independent crash (`healthy_reset_ms = 0` and a crash budget
+  of 1 000, so the restart back-off is at its 0.5 s floor every time; a real crash loop
+  backs off further and rolls back, by design). The killed worker's CLI processes are
+  waited for (not timed) before the next kill.
+- Rollback: with a second release serving and its session's CLI running (one turn
+  done), `chroxy rollback` is run as a process. Clock: command start → the phone,
+  dropped by the drain, has `auth_ok` from the known-good release (checked on the status
+  page afterwards).
+- Line → frame: `fake-claude` writes each delta's wall-clock time into its text right
+  before writing the line; the phone's receive time minus that, on the same clock.
+  Coalescing off (`coalesce_ms = 0`), so every line is one frame.
+- Permission round trip: `fake-claude`'s `PERMISSIONS n` asks `can_use_tool` n times in
+  a row and times each from just before its request line is written to the moment its
+  stdin reader has the answer; a phone answers each `permission_request` with `allow`.
+  The per-connection message budget is raised for this system (a real phone does not
+  answer 1 000 prompts a second; the rate limit is what the hostile figure tests).
+- Fan-out: 50 phones on one session, `fake-claude` streaming at 500 deltas/s,
+  coalescing off; latency as for line → frame, over every delta of every phone; a drop
+  is a delta a phone never got or a phone closed as too slow.
+- RSS: VmRSS of the supervisor process plus that of the worker process
+  (/proc/<pid>/status); the CLI processes are separate processes and so excluded.
+  Sampled every 50 ms. Idle: one phone connected, no turn yet. 5 sessions: each ran
+  three turns (a short answer, a Bash tool use whose permission prompt the phone
+  allowed, a longer answer) and keeps its CLI. 50 phones: the same plus 50 connected
+  phones. After the throughput runs: a session whose history is at its byte budget
+  (each of those turns is a 2 MB text), 10 phones connected.
+- Throughput (no target): `fake-claude` writes 100 000 deltas as fast as the pipe takes
+  them, at the default 50 ms coalescing; clock from the first delta's timestamp to the
+  moment the last of 10 phones has every delta (each checked once, in order).
+- Hostile: frames sent through the public port by 4 concurrent attackers while a
+  bystander phone stays connected: not JSON, not an object, binary, over 1 MiB, over
+  8 MiB, fields too long, wrong or missing fields, unknown types, frames before `auth`,
+  and floods of valid requests. A crash is the worker or supervisor process dying or
+  restarting (pids and the restart count on the status page before and after); the
+  bystander must still be connected and answered afterwards. Latency: frame sent → its
+  answer (an error, `rate_limited`, an answer, or the close that ends the connection).";
