@@ -801,7 +801,7 @@ impl Machine {
                 return (self.rolling_back_state(), fx);
             }
             let reason = format!(
-                "the known-good release {release} failed {} times in {} s; last: {why}. Fix the problem, then restart or roll back from the status page",
+                "the known-good release {release} failed {} times in {} s; last: {why}. Fix the problem, then restart or roll back: `chroxy rollback`, the status page or the tray app",
                 self.crashes.len(),
                 self.policy.crash_window.as_secs()
             );
