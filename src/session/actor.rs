@@ -171,7 +171,7 @@ impl Session {
     ) -> (Self, InfoCell) {
         let info = Arc::new(Mutex::new(info_of(&rec, false)));
         let (events_tx, events) = mpsc::channel(256);
-        let history_bytes = rec.history.iter().map(approx_size).sum();
+        let history_bytes = rec.history.iter().map(|m| approx_size(m)).sum();
         let prompts = Prompts::new(rec.session_id.clone(), cfg.permission_timeout, index);
         let session = Self {
             rec,
@@ -247,7 +247,7 @@ impl Session {
 
     fn remember(&mut self, msg: ServerMsg) {
         self.history_bytes += approx_size(&msg);
-        self.rec.history.push_back(msg);
+        self.rec.history.push_back(Arc::new(msg));
         while self.rec.history.len() > 1
             && (self.rec.history.len() > HISTORY_LIMIT || self.history_bytes > HISTORY_BUDGET_BYTES)
         {
@@ -368,7 +368,7 @@ impl Session {
             history = rec.history.len(),
             "taking the state the previous worker saved"
         );
-        self.history_bytes = rec.history.iter().map(approx_size).sum();
+        self.history_bytes = rec.history.iter().map(|m| approx_size(m)).sum();
         self.rec = rec;
         self.refresh_info();
         for client in self.clients.on_session(&self.rec.session_id) {
@@ -390,7 +390,7 @@ impl Session {
                 session_id: id.clone(),
             }),
         ];
-        frames.extend(self.rec.history.iter().map(frame));
+        frames.extend(self.rec.history.iter().map(|m| frame(m)));
         frames.push(frame(&ServerMsg::HistoryReplayEnd {
             session_id: id.clone(),
         }));

@@ -4,11 +4,12 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{PermissionMode, ServerMsg, HISTORY_LIMIT};
-use crate::store::{atomic_write, StoreError};
+use crate::store::{atomic_write_with, StoreError};
 
 /// File format version, to refuse (and keep aside) files from a future format.
 const RECORD_VERSION: u32 = 1;
@@ -35,8 +36,9 @@ pub struct SessionRecord {
     pub created_at: u64,
     /// Milliseconds since the epoch.
     pub last_activity_at: u64,
-    /// The replayable history, oldest first (≤ [`HISTORY_LIMIT`]).
-    pub history: VecDeque<ServerMsg>,
+    /// The replayable history, oldest first (≤ [`HISTORY_LIMIT`]). Shared, so that the
+    /// copy handed to the saver after every turn costs pointers, not megabytes of text.
+    pub history: VecDeque<Arc<ServerMsg>>,
 }
 
 /// Why a saved session could not be read.
@@ -95,9 +97,10 @@ impl SessionRecord {
 
     /// Writes it atomically.
     pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
-        // Serializing plain data into a Vec cannot fail.
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        atomic_write(&Self::path_in(dir, &self.session_id), &bytes)
+        // Streamed: a history near its byte budget is megabytes of text.
+        atomic_write_with(&Self::path_in(dir, &self.session_id), |out| {
+            serde_json::to_writer(out, self).map_err(std::io::Error::from)
+        })
     }
 
     /// New record with the current format version.

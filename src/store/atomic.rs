@@ -3,7 +3,7 @@
 //! failed write (full disk, kill -9) leaves the old file untouched.
 
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::Path;
 
 use super::StoreError;
@@ -43,15 +43,29 @@ pub fn remove_stale_temp_files(dir: &Path, min_age: std::time::Duration) -> usiz
 
 /// Replaces `path` with `bytes` atomically, mode 0600.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    atomic_write_with(path, |out| out.write_all(bytes))
+}
+
+/// Replaces `path` atomically, mode 0600, with what `write` writes (buffered): large
+/// values are streamed to the file instead of being rendered in memory first.
+pub fn atomic_write_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     ensure_private_dir(dir)?;
     // tempfile creates the file 0600 and removes it again if we bail out early.
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| StoreError::io("creating a temporary file in", dir, e))?;
-    tmp.write_all(bytes)
+    let mut out = io::BufWriter::new(tmp);
+    write(&mut out)
+        .and_then(|()| out.flush())
         .map_err(|e| StoreError::io("writing", path, e))?;
+    let tmp = out
+        .into_inner()
+        .map_err(|e| StoreError::io("writing", path, e.into_error()))?;
     tmp.as_file()
         .sync_all()
         .map_err(|e| StoreError::io("syncing", path, e))?;
@@ -109,5 +123,28 @@ mod tests {
             leftovers.is_empty(),
             "temp files left behind: {leftovers:?}"
         );
+    }
+
+    #[test]
+    fn a_write_that_fails_half_way_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session.json");
+        atomic_write(&path, b"the old state").unwrap();
+        // What a full disk does part way through a streamed value.
+        let err = atomic_write_with(&path, |out| {
+            out.write_all(&[b'x'; 100_000])?;
+            Err(io::Error::from(io::ErrorKind::StorageFull))
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("session.json"),
+            "the error names the file: {err}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"the old state");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["session.json"], "only the old file is left");
     }
 }

@@ -9,7 +9,7 @@ mod atomic;
 mod lock;
 mod paths;
 
-pub use atomic::{atomic_write, ensure_private_dir, remove_stale_temp_files};
+pub use atomic::{atomic_write, atomic_write_with, ensure_private_dir, remove_stale_temp_files};
 pub use lock::FileLock;
 pub use paths::Paths;
 
