@@ -127,19 +127,48 @@ mod tests {
 
     #[test]
     fn a_write_that_fails_half_way_leaves_the_old_file_and_no_temp_file() {
+        /// A disk that fills up after `room` bytes.
+        struct FillsUp<'a> {
+            out: &'a mut dyn Write,
+            room: usize,
+        }
+        impl Write for FillsUp<'_> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if buf.len() > self.room {
+                    return Err(io::ErrorKind::StorageFull.into());
+                }
+                self.room -= buf.len();
+                self.out.write(buf)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.out.flush()
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("session.json");
         atomic_write(&path, b"the old state").unwrap();
-        // What a full disk does part way through a streamed value.
+        // Streamed the way session records are, through serde_json.
+        let big = vec!["a line of history"; 100_000];
         let err = atomic_write_with(&path, |out| {
-            out.write_all(&[b'x'; 100_000])?;
-            Err(io::Error::from(io::ErrorKind::StorageFull))
+            let out = FillsUp {
+                out,
+                room: 64 * 1024,
+            };
+            serde_json::to_writer(out, &big).map_err(io::Error::from)
         })
         .unwrap_err();
         assert!(
             err.to_string().contains("session.json"),
             "the error names the file: {err}"
         );
+        match &err {
+            StoreError::Io { source, .. } => assert_eq!(
+                source.kind(),
+                io::ErrorKind::StorageFull,
+                "the OS error survives serde: {err}"
+            ),
+            other => panic!("not an I/O error: {other}"),
+        }
         assert_eq!(fs::read(&path).unwrap(), b"the old state");
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
