@@ -4,7 +4,7 @@
 //! with the last frames seen, so a broken system never turns into a number.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -23,17 +23,17 @@ pub const RETRY: Duration = Duration::from_millis(5);
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Wall-clock time in ns since the epoch: the clock `fake-claude` stamps deltas with.
+/// CLOCK_MONOTONIC in ns: the clock `fake-claude` stamps deltas with, the same for
+/// every process on the machine and not moved by adjustments of the wall clock.
 pub fn now_ns() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is before 1970");
-    u64::try_from(since.as_nanos()).expect("the clock is past 2554")
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always there on Linux");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// What a read produced.
 pub enum Incoming {
-    /// A text frame (parsed) and when it arrived (ns since the epoch).
+    /// A text frame (parsed) and when it arrived ([`now_ns`]).
     Frame(Value, u64),
     /// The connection ended: the close code, if the server sent one.
     Closed(Option<u16>),
@@ -251,17 +251,17 @@ impl Client {
         str_field(switched, "sessionId")
     }
 
-    /// Reads one `BENCH n` turn through `agent_idle`, checking that every timestamp
-    /// arrives exactly once and in order. `Err` if the connection was closed first (a
-    /// client kicked as too slow: a drop).
+    /// Reads one `BENCH n` turn through `agent_idle`, checking that every delta arrives
+    /// exactly once and in order (by its number). `Err` if the connection was closed
+    /// first (a client kicked as too slow: a drop).
     pub async fn read_bench(&mut self, n: u64, deadline: Instant) -> Result<BenchRun, Dropped> {
         let mut run = BenchRun {
             latencies_ns: Vec::with_capacity(n as usize),
+            late_ns: Vec::with_capacity(n as usize),
             frames: 0,
             first_ts: 0,
             last_at: 0,
         };
-        let mut last_ts = 0;
         loop {
             let (v, at) = match self.next(deadline, "the BENCH stream").await {
                 Incoming::Frame(v, at) => (v, at),
@@ -284,19 +284,29 @@ impl Client {
                         self.name
                     );
                     for piece in delta.split_terminator(';') {
-                        let ts: u64 = piece.parse().unwrap_or_else(|_| {
-                            panic!("{}: delta piece {piece:?} is not a timestamp", self.name)
+                        let (seq, ts, late) = bench_piece(piece).unwrap_or_else(|| {
+                            panic!(
+                                "{}: delta piece {piece:?} is not seq:written:late",
+                                self.name
+                            )
                         });
-                        assert!(
-                            ts >= last_ts,
-                            "{}: timestamps out of order ({ts} after {last_ts})",
+                        let want = run.latencies_ns.len() as u64;
+                        assert_eq!(
+                            seq, want,
+                            "{}: delta {seq} arrived where delta {want} was due (lost, repeated or reordered)",
                             self.name
                         );
-                        if run.latencies_ns.is_empty() {
+                        assert!(
+                            ts <= at,
+                            "{}: delta {seq} arrived {} ns before it was written: not one clock",
+                            self.name,
+                            ts - at
+                        );
+                        if seq == 0 {
                             run.first_ts = ts;
                         }
-                        last_ts = ts;
-                        run.latencies_ns.push(at.saturating_sub(ts));
+                        run.latencies_ns.push(at - ts);
+                        run.late_ns.push(late);
                     }
                     run.last_at = at;
                 }
@@ -319,14 +329,25 @@ impl Client {
     }
 }
 
+/// `<seq>:<written>:<late>` of a `BENCH` delta (see `fake_claude.rs`).
+fn bench_piece(piece: &str) -> Option<(u64, u64, u64)> {
+    let mut fields = piece.split(':').map(str::parse::<u64>);
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(Ok(seq)), Some(Ok(ts)), Some(Ok(late)), None) => Some((seq, ts, late)),
+        _ => None,
+    }
+}
+
 /// What one client saw of a `BENCH` turn.
 pub struct BenchRun {
     /// Receive time − write time of every delta, in order.
     pub latencies_ns: Vec<u64>,
+    /// How late `fake-claude` wrote each delta against its schedule: large values mean
+    /// the worker stopped reading its pipe, time the latencies do not show.
+    pub late_ns: Vec<u64>,
     /// `stream_delta` frames that carried them.
     pub frames: u64,
-    /// When the CLI wrote the first delta, and when the last frame arrived (ns since
-    /// the epoch).
+    /// When the CLI wrote the first delta, and when the last frame arrived ([`now_ns`]).
     pub first_ts: u64,
     pub last_at: u64,
 }

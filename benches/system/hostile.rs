@@ -13,8 +13,9 @@ use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{auth_msg, now_ns, open, Incoming, Ws, STEP};
+use crate::common::supervisor::alive;
 use crate::report::{secs, thousands, Figure, Row};
-use crate::system::{alive, status_bytes, System};
+use crate::system::{status_bytes, System};
 use crate::Plan;
 
 /// Concurrent attackers.
@@ -199,7 +200,7 @@ struct Tally {
     closes: BTreeMap<String, usize>,
 }
 
-pub async fn storm(sys: &System, plan: &Plan) -> (Figure, u64) {
+pub async fn storm(sys: &System, plan: &Plan, agent: &'static str) -> (Figure, u64) {
     let supervisor = sys.supervisor_pid();
     let before = sys.serving().await;
     let worker = before.worker.pid.expect("a serving worker");
@@ -280,14 +281,14 @@ pub async fn storm(sys: &System, plan: &Plan) -> (Figure, u64) {
     let mut figure = Figure::default();
     figure.rows.push(Row::count(
         "hostile frames → worker or supervisor crashes / restarts",
-        "fake-claude",
+        agent,
         format!("{} frames", thousands(sent as u64)),
         crashes,
         Some(("0", crashes == 0)),
     ));
     figure.rows.push(Row::percentiles(
         "hostile frame → its answer (error, rate_limited, close …)",
-        "fake-claude",
+        agent,
         format!("{} frames", thousands(sent as u64)),
         &latencies,
         secs,
@@ -346,7 +347,7 @@ async fn attack(port: u16, script: Script, tally: &mut Tally) {
     match script {
         Script::PreAuth(kind, frame) => {
             let sent = Instant::now();
-            let label = match send(&mut ws, frame).await {
+            let label = match send(&mut ws, frame, deadline).await {
                 Err(e) => e,
                 Ok(()) => answer(&mut ws, deadline).await,
             };
@@ -371,7 +372,7 @@ async fn attack(port: u16, script: Script, tally: &mut Tally) {
             let count = frames.len();
             for (i, frame) in frames.into_iter().enumerate() {
                 let sent = Instant::now();
-                let label = match send(&mut ws, frame).await {
+                let label = match send(&mut ws, frame, deadline).await {
                     Err(e) => e,
                     Ok(()) => answer(&mut ws, deadline).await,
                 };
@@ -395,7 +396,7 @@ async fn attack(port: u16, script: Script, tally: &mut Tally) {
                     .entry(label.unwrap_or_else(|| "kept open after the faults".into()))
                     .or_default() += 1;
             } else {
-                let _ = ws.close(None).await;
+                close(&mut ws, deadline).await;
             }
         }
         Script::Flood(frames) => {
@@ -403,7 +404,7 @@ async fn attack(port: u16, script: Script, tally: &mut Tally) {
             let mut sent = Vec::with_capacity(frames.len());
             for frame in frames {
                 sent.push(Instant::now());
-                if let Err(e) = send(&mut ws, frame).await {
+                if let Err(e) = send(&mut ws, frame, deadline).await {
                     panic!("flood send failed: {e}");
                 }
             }
@@ -419,20 +420,34 @@ async fn attack(port: u16, script: Script, tally: &mut Tally) {
                     latency: at.elapsed().as_secs_f64(),
                 });
             }
-            let _ = ws.close(None).await;
+            close(&mut ws, deadline).await;
         }
     }
 }
 
-async fn send(ws: &mut Ws, frame: Message) -> Result<(), String> {
-    ws.send(frame).await.map_err(|_| "dropped".to_owned())
+/// Sends one frame; `Err("dropped")` if the server has gone. A server that stops
+/// reading (and never closes) fails the bench at `deadline` instead of hanging it.
+async fn send(ws: &mut Ws, frame: Message, deadline: Instant) -> Result<(), String> {
+    timeout_at(deadline, ws.send(frame))
+        .await
+        .unwrap_or_else(|_| panic!("an attacker's frame was not taken within {STEP:?}"))
+        .map_err(|_| "dropped".to_owned())
+}
+
+/// Closes our side, bounded: the server may already be gone.
+async fn close(ws: &mut Ws, deadline: Instant) {
+    let _ = timeout_at(deadline, ws.close(None)).await;
 }
 
 /// Authenticates and reads the welcome through its last frames.
 async fn authenticate(ws: &mut Ws, deadline: Instant) {
-    ws.send(Message::text(auth_msg("attacker").to_string()))
-        .await
-        .expect("sending auth");
+    send(
+        ws,
+        Message::text(auth_msg("attacker").to_string()),
+        deadline,
+    )
+    .await
+    .expect("sending auth");
     let (mut models, mut ready) = (false, false);
     while !(models && ready) {
         match read(ws, deadline).await {
@@ -479,7 +494,7 @@ async fn closing(ws: &mut Ws, wait: Duration) -> Option<String> {
     loop {
         match timeout_at(soon, ws.next()).await {
             Err(_) => {
-                let _ = ws.close(None).await;
+                close(ws, soon + STEP).await;
                 return None;
             }
             Ok(Some(Ok(Message::Close(frame)))) => {

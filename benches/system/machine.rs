@@ -63,9 +63,20 @@ impl Machine {
             })
             .unwrap_or_else(|| std::env::consts::OS.to_owned());
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
         let commit = output("git", &["rev-parse", "--short=12", "HEAD"]);
-        let dirty = !output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        // Not counting the table itself: a second run on the same commit is still clean.
+        let dirty = !output(
+            "git",
+            &[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!BENCHMARKS.md",
+            ],
+        )
+        .is_empty();
         Self {
             cpu,
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -75,7 +86,7 @@ impl Machine {
                 kernel.trim(),
                 std::env::consts::ARCH
             ),
-            rustc: output(&rustc.to_string_lossy(), &["--version"]),
+            rustc: env!("CHROXY_RUSTC").to_owned(),
             commit: match (commit.is_empty(), dirty) {
                 (true, _) => "unknown (not a git checkout)".into(),
                 (false, false) => commit,

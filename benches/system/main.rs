@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //!
-//! - `system.rs`: one `chroxy start` on a temporary home; `/proc` readings.
+//! - `system.rs`: one `chroxy start` on a temporary home; memory from `/proc`.
+//! - `../../tests/common`: the tests' harness, for the pinned CLI and process trees.
 //! - `client.rs`: a phone (auth, reconnect, deadlines, `BENCH` stream checks).
 //! - `recovery.rs`: kill -9 and rollback → phone re-authenticated.
 //! - `memory.rs`: supervisor + worker RSS.
@@ -19,6 +20,10 @@
 //! - `permissions.rs`: the permission round trip, timed by `fake-claude`.
 //! - `hostile.rs`: 10 000 hostile frames.
 //! - `report.rs`, `machine.rs`: the table and BENCHMARKS.md.
+
+// The tests' harness, for what the bench shares with them (the pinned CLI, /proc).
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
 mod client;
 mod hostile;
@@ -40,15 +45,24 @@ use system::{Agent, System};
 
 /// How much work each figure does.
 pub struct Plan {
+    /// `CHROXY_BENCH_QUICK=1`: a short run that keeps the bench from rotting.
     pub quick: bool,
+    /// Workers killed with SIGKILL mid-turn.
     pub kills: usize,
+    /// `chroxy rollback`s to the known-good release.
     pub rollbacks: usize,
+    /// CLI lines timed to the phone, and how far apart the CLI writes them.
     pub lines: u64,
     pub line_interval_us: u64,
+    /// Permission prompts answered in a row.
     pub prompts: usize,
+    /// Deltas streamed to the 50 fan-out phones.
     pub fan_out_deltas: u64,
+    /// RSS samples per state.
     pub rss_samples: usize,
+    /// Hostile frames (a multiple of 1 000).
     pub hostile: usize,
+    /// Turns of `throughput_deltas` deltas written as fast as the pipe takes them.
     pub throughput_runs: usize,
     pub throughput_deltas: u64,
 }
@@ -178,7 +192,7 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     let (model, _task) =
         chroxy::demo::spawn(listener, model_stop.clone()).expect("starting the scripted model");
     let real = Agent::Real {
-        claude: system::claude_bin(),
+        claude: common::claude_bin(),
         env: model.cli_env(),
     };
     let sys = System::start("whole system", &real, WHOLE).await;
@@ -206,7 +220,7 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
 
     // At the defaults: the attack on a fresh system, then throughput.
     let sys = System::start("defaults", &fake, DEFAULTS).await;
-    let (hostile, crashes) = hostile::storm(&sys, plan).await;
+    let (hostile, crashes) = hostile::storm(&sys, plan, fake.label()).await;
     let throughput = stream::throughput(&sys, plan, fake.label()).await;
     sys.stop().await;
 

@@ -8,8 +8,9 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::client::{str_field, Client};
+use crate::common::children_of;
 use crate::report::{mb, Figure, Pct, Row};
-use crate::system::{children_of, status_bytes, System};
+use crate::system::{status_bytes, System};
 use crate::Plan;
 
 /// The protocol's session limit.

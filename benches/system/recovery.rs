@@ -12,8 +12,10 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::client::{Client, STEP};
+use crate::common::children_of;
+use crate::common::supervisor::alive;
 use crate::report::{secs, Figure, Pct, Row};
-use crate::system::{alive, children_of, System};
+use crate::system::System;
 use crate::Plan;
 
 /// A turn that streams for seconds (the scripted model's `SLOW`): still running when

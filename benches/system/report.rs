@@ -217,17 +217,20 @@ pub const METHOD: &str = "\
   done), `chroxy rollback` is run as a process. Clock: command start → the phone,
   dropped by the drain, has `auth_ok` from the known-good release (checked on the status
   page afterwards).
-- Line → frame: `fake-claude` writes each delta's wall-clock time into its text right
-  before writing the line; the phone's receive time minus that, on the same clock.
-  Coalescing off (`coalesce_ms = 0`), so every line is one frame.
+- Line → frame: `fake-claude` writes each delta's number and CLOCK_MONOTONIC time into
+  its text right before writing the line; the phone's receive time minus that, on the
+  same clock. Every delta must arrive once, in order. Coalescing off (`coalesce_ms =
+  0`), so every line is one frame. The CLI writes on an absolute schedule and says how
+  late it wrote each line (below the table): a worker that stopped reading its pipe
+  would make the CLI late, which the latencies alone would hide.
 - Permission round trip: `fake-claude`'s `PERMISSIONS n` asks `can_use_tool` n times in
   a row and times each from just before its request line is written to the moment its
   stdin reader has the answer; a phone answers each `permission_request` with `allow`.
   The per-connection message budget is raised for this system (a real phone does not
   answer 1 000 prompts a second; the rate limit is what the hostile figure tests).
 - Fan-out: 50 phones on one session, `fake-claude` streaming at 500 deltas/s,
-  coalescing off; latency as for line → frame, over every delta of every phone; a drop
-  is a delta a phone never got or a phone closed as too slow.
+  coalescing off; latency as for line → frame, over every delta of every phone; drops
+  are the deltas phones never got, and the phones closed as too slow.
 - RSS: VmRSS of the supervisor process plus that of the worker process
   (/proc/<pid>/status); the CLI processes are separate processes and so excluded.
   Sampled every 50 ms. Idle: one phone connected, no turn yet. 5 sessions: each ran
@@ -242,6 +245,7 @@ pub const METHOD: &str = "\
   bystander phone stays connected: not JSON, not an object, binary, over 1 MiB, over
   8 MiB, fields too long, wrong or missing fields, unknown types, frames before `auth`,
   and floods of valid requests. A crash is the worker or supervisor process dying or
-  restarting (pids and the restart count on the status page before and after); the
-  bystander must still be connected and answered afterwards. Latency: frame sent → its
+  restarting (pids and the restart count on the status page before and after; a crash
+  in the middle of the storm also fails the run, as the attackers are then refused at
+  the public port); the bystander must still be connected and answered afterwards. Latency: frame sent → its
   answer (an error, `rate_limited`, an answer, or the close that ends the connection).";

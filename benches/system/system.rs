@@ -36,22 +36,6 @@ impl Agent {
     }
 }
 
-/// The pinned Claude Code CLI (`scripts/install-claude`). Missing, the bench fails: a
-/// figure quietly measured without it would not be the figure it claims to be.
-pub fn claude_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHROXY_TEST_CLAUDE").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/tools/claude-code/node_modules/.bin/claude");
-    assert!(
-        p.exists(),
-        "the Claude Code CLI is not at {}; run scripts/install-claude (it installs the pinned version there) or set CHROXY_TEST_CLAUDE to its path",
-        p.display()
-    );
-    p
-}
-
 /// A running `chroxy start`.
 pub struct System {
     name: String,
@@ -253,37 +237,4 @@ pub fn status_bytes(pid: u32, key: &str) -> u64 {
         .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no `{key}` in {path}"));
     kb * 1024
-}
-
-/// Direct children of `pid`, from /proc (field 4 of stat is the parent).
-pub fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("reading /proc").flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 2..].split(' ').nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
-}
-
-/// Whether a process still runs (a zombie does not).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                != Some("Z")
-        })
-        .unwrap_or(false)
 }

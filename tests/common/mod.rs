@@ -73,7 +73,7 @@ pub fn chroxy_bin() -> &'static str {
 /// The pinned Claude Code CLI installed by the test command. A missing CLI fails the
 /// test: a skipped test would count as passing.
 pub fn claude_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHROXY_TEST_CLAUDE") {
+    if let Some(p) = std::env::var_os("CHROXY_TEST_CLAUDE").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
     let p = repo_root().join("target/tools/claude-code/node_modules/.bin/claude");
