@@ -209,7 +209,9 @@ impl Client {
     }
 
     /// Sends a user turn to a session (default: the active one) and waits for its end,
-    /// allowing every permission prompt on the way; returns how many there were.
+    /// allowing every permission prompt on the way; returns how many there were. A
+    /// `REPLY <text>` turn must be answered with exactly that text: an answer from
+    /// anything but the scripted model (a CLI that cannot reach it answers too) fails.
     pub async fn turn(&mut self, text: &str, session: Option<&str>) -> usize {
         let mut msg = json!({"type": "input", "data": text});
         if let Some(id) = session {
@@ -217,12 +219,13 @@ impl Client {
         }
         self.send(msg).await;
         let want = session.map(str::to_owned);
+        let ours = |v: &Value| want.as_deref().is_none_or(|id| v["sessionId"] == id);
         let what = format!(
             "the end of the turn {:?}",
             text.chars().take(40).collect::<String>()
         );
         let deadline = Instant::now() + STEP;
-        let mut prompts = 0;
+        let (mut prompts, mut answer) = (0, String::new());
         loop {
             let (v, _) = self.frame(deadline, &what).await;
             match v["type"].as_str() {
@@ -232,12 +235,22 @@ impl Client {
                     self.send(json!({"type": "permission_response", "requestId": id, "decision": "allow"}))
                         .await;
                 }
-                Some("agent_idle") if want.as_deref().is_none_or(|id| v["sessionId"] == id) => {
-                    return prompts
+                Some("stream_delta") if ours(&v) => {
+                    answer.push_str(v["delta"].as_str().unwrap_or_default());
                 }
+                Some("agent_idle") if ours(&v) => break,
                 _ => {}
             }
         }
+        if let Some(reply) = text.strip_prefix("REPLY ") {
+            assert_eq!(
+                answer.trim(),
+                reply.trim(),
+                "{}: the turn {what:?} was not answered by the scripted model",
+                self.name
+            );
+        }
+        prompts
     }
 
     /// The active session, from the last `session_switched`.
