@@ -236,8 +236,10 @@ pub const METHOD: &str = "\
   Sampled every 50 ms. Idle: one phone connected, no turn yet. 5 sessions: each ran
   three turns (a short answer, a Bash tool use whose permission prompt the phone
   allowed, a longer answer) and keeps its CLI. 50 phones: the same plus 50 connected
-  phones. After the throughput runs: a session whose history is at its byte budget
-  (each of those turns is a 2 MB text), 10 phones connected.
+  phones. After the throughput runs: 10 phones connected, and a session whose history
+  is at its 8 MB budget (each of those turns is a text of about 2.7 MB, 100 000
+  `seq:written:late;` stamps); the rest is mostly heap that glibc's allocator keeps
+  after those turns' peaks (no target: a figure to watch, not to meet).
 - Throughput (no target): `fake-claude` writes 100 000 deltas as fast as the pipe takes
   them, at the default 50 ms coalescing; clock from the first delta's timestamp to the
   moment the last of 10 phones has every delta (each checked once, in order).
