@@ -397,6 +397,13 @@ async fn show_status(paths: &Paths, json: bool) -> Result<()> {
         status.releases.current.as_deref().unwrap_or("-"),
         status.releases.known_good.as_deref().unwrap_or("-")
     );
+    if let Some(c) = &status.canary {
+        let left = c.ends_at.saturating_sub(chroxy::protocol::now_ms()) / 1000;
+        println!(
+            "canary:       release {} on trial, known-good in {left} s unless it fails ({} of {} errors)",
+            c.release, c.errors, c.error_limit
+        );
+    }
     println!(
         "clients:      {}   sessions: {}",
         status.clients, status.sessions

@@ -163,14 +163,40 @@ async fn a_release_that_answers_everything_with_errors_is_rolled_back_within_its
         .await;
     assert_eq!(serving["releases"]["current"], id.as_str());
     assert_eq!(serving["releases"]["knownGood"], "0");
-    // A phone uses it; every message is answered with an error.
+    // Every view can tell it is on trial, until when, and how it is doing.
+    let canary = &serving["canary"];
+    assert_eq!(canary["release"], id.as_str(), "{serving}");
+    assert_eq!(canary["errorLimit"], 10);
+    assert_eq!(canary["errors"], 0, "the health probes count no errors");
+    let left = canary["endsAt"].as_u64().unwrap() as i64 - chroxy::protocol::now_ms() as i64;
+    assert!(left > 0 && left <= 60_000, "ends in {left} ms");
+    let (_, text, _) = cli(&home, &["status"]).await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("canary:") && l.contains(&id) && l.contains("0 of 10 errors")),
+        "{text}"
+    );
+    // A phone uses it; every message is answered with an error, counted as they come.
     let mut phone = Client::connect(sup.public).await;
     assert_eq!(phone.auth(TOKEN).await["type"], "auth_ok");
-    for i in 0..12 {
+    let mut ask = async |i: usize| {
         phone
             .send(json!({"type": "input", "data": format!("hello {i}")}))
             .await;
         phone.until_type("error").await;
+    };
+    for i in 0..3 {
+        ask(i).await;
+    }
+    let counted = sup
+        .wait_for("three errors counted", |s| s["canary"]["errors"] == 3)
+        .await;
+    assert_eq!(
+        counted["canary"]["endsAt"], canary["endsAt"],
+        "the end of the window does not move"
+    );
+    for i in 3..12 {
+        ask(i).await;
     }
     let back = sup
         .wait_for("the rollback to known-good", |s| {
@@ -182,6 +208,7 @@ async fn a_release_that_answers_everything_with_errors_is_rolled_back_within_its
         back["releases"]["knownGood"], "0",
         "the bad one never became known-good"
     );
+    assert!(back["canary"].is_null(), "no trial any more: {back}");
     let rollback = events(&back)
         .into_iter()
         .find(|(k, _)| k == "rollback")
@@ -209,6 +236,10 @@ async fn a_release_that_survives_its_canary_window_becomes_known_good_and_rollba
         .await;
     assert_eq!(promoted["worker"]["release"], id.as_str());
     assert!(events(&promoted).iter().any(|(k, _)| k == "promoted"));
+    assert!(
+        promoted["canary"].is_null(),
+        "known-good is no canary: {promoted}"
+    );
     sup.client().await;
 
     // `chroxy releases` lists both, marked.

@@ -125,6 +125,13 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         &format!("return document.getElementById('current').textContent === '{canary}'"),
     )
     .await;
+    w.until(
+        "the window says the canary is on trial",
+        &format!(
+            "const t = document.getElementById('canary').textContent; return t.includes('release {canary} on trial') && t.includes('0 of 10 errors')"
+        ),
+    )
+    .await;
     w.shot("3-canary").await;
     w.click("#rollback").await;
     let rolled = sup
@@ -148,6 +155,11 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     w.until(
         "the answer of the rollback",
         "return document.getElementById('answer').className === 'ok'",
+    )
+    .await;
+    w.until(
+        "no canary after the rollback",
+        "return document.getElementById('canary').textContent === '—'",
     )
     .await;
     w.shot("4-rolled-back").await;

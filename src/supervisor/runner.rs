@@ -24,7 +24,7 @@ use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
 use super::release::{ReleaseError, Releases};
 use super::state::{Effect, Event, Machine, State};
-use super::status::{Action, StateName, Status, TunnelStatus, WorkerStatus};
+use super::status::{Action, CanaryStatus, StateName, Status, TunnelStatus, WorkerStatus};
 use crate::config::SupervisorConfig;
 use crate::protocol::ShutdownReason;
 use crate::secrets::ApiToken;
@@ -825,6 +825,15 @@ impl Runner {
         };
         let failed_reason = self.machine.failed_reason().map(str::to_owned);
         let (clients, sessions) = (self.clients, self.sessions);
+        let canary = self.machine.canary().map(|(release, c)| {
+            let left = c.until.saturating_duration_since(Instant::now());
+            CanaryStatus {
+                release: release.to_owned(),
+                ends_at: crate::protocol::now_ms() + left.as_millis() as u64,
+                errors: c.errors,
+                error_limit: self.machine.canary_error_limit(),
+            }
+        });
         self.status_tx.send_if_modified(|s| {
             let before = (
                 s.state,
@@ -832,12 +841,21 @@ impl Runner {
                 s.worker.clone(),
                 s.clients,
                 s.sessions,
+                s.canary.clone(),
             );
             s.state = state;
             s.failed_reason = failed_reason;
             s.worker = worker;
             s.clients = clients;
             s.sessions = sessions;
+            s.canary = canary.map(|mut c| {
+                // The end was fixed when the watch began: recomputing it from the
+                // clock at every publish would make it move by milliseconds.
+                if let Some(shown) = s.canary.as_ref().filter(|o| o.release == c.release) {
+                    c.ends_at = shown.ends_at;
+                }
+                c
+            });
             before
                 != (
                     s.state,
@@ -845,6 +863,7 @@ impl Runner {
                     s.worker.clone(),
                     s.clients,
                     s.sessions,
+                    s.canary.clone(),
                 )
         });
     }

@@ -251,6 +251,23 @@ impl Machine {
         }
     }
 
+    /// The release on trial and its watch, while a canary serves.
+    pub fn canary(&self) -> Option<(&str, &Canary)> {
+        match &self.state {
+            State::Serving {
+                release,
+                canary: Some(c),
+                ..
+            } => Some((release, c)),
+            _ => None,
+        }
+    }
+
+    /// More protocol errors than this in the canary window roll back.
+    pub fn canary_error_limit(&self) -> u64 {
+        self.policy.canary_error_limit
+    }
+
     /// Why it failed, while failed.
     pub fn failed_reason(&self) -> Option<&str> {
         match &self.state {

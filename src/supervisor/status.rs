@@ -66,6 +66,22 @@ pub struct ReleasesStatus {
     pub list: Vec<ReleaseInfo>,
 }
 
+/// `canary` of the status JSON: a deployed release serving while it is watched, before
+/// it is trusted as known-good. Without it a view can only say "healthy" and the user
+/// cannot tell whether a deploy has been accepted yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// The release being watched.
+    pub release: String,
+    /// When it becomes known-good if nothing goes wrong (milliseconds since the epoch).
+    pub ends_at: u64,
+    /// Protocol errors counted so far in the window.
+    pub errors: u64,
+    /// More errors than this roll it back.
+    pub error_limit: u64,
+}
+
 /// `tunnel` of the status JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,6 +132,9 @@ pub struct Status {
     pub worker: WorkerStatus,
     /// The release store.
     pub releases: ReleasesStatus,
+    /// The canary watch, while a deployed release is on trial.
+    #[serde(default)]
+    pub canary: Option<CanaryStatus>,
     /// The tunnel.
     pub tunnel: TunnelStatus,
     /// Phones connected (from the worker's heartbeat).
@@ -147,6 +166,7 @@ impl Status {
             failed_reason: None,
             worker: WorkerStatus::default(),
             releases: ReleasesStatus::default(),
+            canary: None,
             tunnel: TunnelStatus::default(),
             clients: 0,
             sessions: 0,

@@ -48,10 +48,15 @@ function tunnelWords(t) {
   return `${t.mode}: ${t.state}${error}`;
 }
 
+/** Ticks every second: the uptime and the canary's time left. */
 function renderUptime() {
   const started = current?.status?.worker?.startedAt;
   const serving = current?.status?.state === 'healthy' && started;
   text('uptime', serving ? duration(Date.now() - started) : '—');
+  const c = current?.status?.canary;
+  text('canary', c
+    ? `release ${c.release} on trial: known-good in ${duration(c.endsAt - Date.now())} unless it fails (${c.errors} of ${c.errorLimit} errors)`
+    : '—');
 }
 
 function render(view) {

@@ -76,6 +76,13 @@ function render(s) {
   text("restarts", w.restarts);
   text("current", s.releases.current);
   text("known-good", s.releases.knownGood);
+  const c = s.canary;
+  text(
+    "canary",
+    c
+      ? `release ${c.release} on trial: known-good at ${when(c.endsAt)} unless it fails (${c.errors} of ${c.errorLimit} errors)`
+      : "",
+  );
   renderTunnel(s.tunnel);
   text("clients", s.clients);
   text("sessions", s.sessions);
