@@ -194,16 +194,22 @@ impl Desk {
                 .stdout(std::fs::File::create(&log).unwrap())
                 .stderr(std::fs::File::create(log.with_extension("err")).unwrap()),
         );
+        // tauri-driver listens at once, but forwards to the WebKitWebDriver it starts
+        // beside it: a session asked for before that one listens is dropped unanswered
+        // (seen on a loaded CI machine). Both ports, then.
         let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "tauri-driver never listened"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for (listener, what) in [(port, "tauri-driver"), (native, "WebKitWebDriver")] {
+            while tokio::net::TcpStream::connect(("127.0.0.1", listener))
+                .await
+                .is_err()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{what} never listened on port {listener}; its log: {}",
+                    log.display()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         let mut caps = serde_json::Map::new();
         caps.insert(
