@@ -414,8 +414,10 @@ async fn show_status(paths: &Paths, json: bool) -> Result<()> {
     );
     if !status.events.is_empty() {
         println!("recent events:");
+        let now = chroxy::protocol::now_ms();
         for e in status.events.iter().rev().take(10) {
-            println!("  {} {:<18} {}", e.at, e.kind, e.message);
+            let ago = format!("{} s ago", now.saturating_sub(e.at) / 1000);
+            println!("  {ago:>10}  {:<18} {}", e.kind, e.message);
         }
     }
     Ok(())
