@@ -132,6 +132,9 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         ),
     )
     .await;
+    // The releases are below the fold of the small window: the shot shows them.
+    w.js("document.getElementById('canary').scrollIntoView({block: 'center'}); return true")
+        .await;
     w.shot("3-canary").await;
     w.click("#rollback").await;
     let rolled = sup
@@ -162,7 +165,11 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         "return document.getElementById('canary').textContent === '—'",
     )
     .await;
+    w.js("document.getElementById('canary').scrollIntoView({block: 'center'}); return true")
+        .await;
     w.shot("4-rolled-back").await;
+    // Back to the top: the next shots read the QR code.
+    w.js("window.scrollTo(0, 0); return true").await;
 
     // Force reconnect: a connected phone is told to reconnect, the tunnel restarts
     // (a quick tunnel has a new URL then: the QR follows), the phone gets back in.
