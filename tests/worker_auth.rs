@@ -286,3 +286,33 @@ async fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test]
+async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
+    let home = Home::new();
+    let w = worker(&home).await;
+    let mut phone = w.client().await;
+    // The supervisor's probe, as the health gate connects: it stays connected.
+    let mut probe = w.connect().await;
+    probe
+        .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
+            "deviceName": "probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
+        .await;
+    assert_eq!(probe.recv().await["type"], "auth_ok");
+    probe.send(json!({"type": "list_sessions"})).await;
+    probe.until_type("session_list").await;
+
+    // A phone arriving while the probe is connected is told of one other phone.
+    let second = w.client().await;
+    let ok = second.seen.iter().find(|v| v["type"] == "auth_ok").unwrap();
+    let names: Vec<&str> = ok["connectedClients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["deviceName"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["test", "test"], "the probe is not listed: {ok}");
+    // The first phone hears of the second, and of nothing before it.
+    let joined = phone.until_type("client_joined").await;
+    assert_eq!(joined["client"]["clientId"], ok["clientId"], "{joined}");
+}

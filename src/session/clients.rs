@@ -53,6 +53,9 @@ struct Slot {
     kick: CancellationToken,
     info: ClientInfo,
     active: Option<SessionId>,
+    /// The supervisor's health probe: answered, but no phone. Counting or listing it
+    /// would show a phantom phone every probe interval.
+    probe: bool,
 }
 
 /// The registry; a cheap clone.
@@ -72,6 +75,27 @@ impl Clients {
 
     /// Adds a client. `kick` is cancelled if it falls behind.
     pub fn register(&self, info: ClientInfo, tx: mpsc::Sender<Outbound>, kick: CancellationToken) {
+        self.insert(info, tx, kick, false);
+    }
+
+    /// Adds the supervisor's health probe: it gets the answers to its own requests,
+    /// nothing published to everyone, and is neither counted nor listed.
+    pub fn register_probe(
+        &self,
+        info: ClientInfo,
+        tx: mpsc::Sender<Outbound>,
+        kick: CancellationToken,
+    ) {
+        self.insert(info, tx, kick, true);
+    }
+
+    fn insert(
+        &self,
+        info: ClientInfo,
+        tx: mpsc::Sender<Outbound>,
+        kick: CancellationToken,
+        probe: bool,
+    ) {
         let id = info.client_id.clone();
         self.lock().insert(
             id,
@@ -80,6 +104,7 @@ impl Clients {
                 kick,
                 info,
                 active: None,
+                probe,
             },
         );
     }
@@ -119,14 +144,18 @@ impl Clients {
             .unwrap_or_else(|| id.to_owned())
     }
 
-    /// Everyone connected, as others see them.
+    /// Every phone connected, as others see them.
     pub fn infos(&self) -> Vec<ClientInfo> {
-        self.lock().values().map(|s| s.info.clone()).collect()
+        self.lock()
+            .values()
+            .filter(|s| !s.probe)
+            .map(|s| s.info.clone())
+            .collect()
     }
 
-    /// How many are connected.
+    /// How many phones are connected.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().filter(|s| !s.probe).count()
     }
 
     /// True when nobody is connected.
@@ -149,7 +178,7 @@ impl Clients {
     /// Queues a message for an audience.
     pub fn publish(&self, audience: Audience<'_>, msg: &ServerMsg) {
         let frame = frame(msg);
-        for (id, slot) in self.lock().iter() {
+        for (id, slot) in self.lock().iter().filter(|(_, s)| !s.probe) {
             let wanted = match audience {
                 Audience::All => true,
                 Audience::AllExcept(x) => id != x,
@@ -169,5 +198,44 @@ fn push(slot: &Slot, out: Outbound) {
             tracing::warn!(client = %slot.info.client_id, "client fell behind; closing it (1013)");
             slot.kick.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::DeviceInfo;
+
+    fn join(clients: &Clients, id: &str, probe: bool) -> mpsc::Receiver<Outbound> {
+        let (tx, rx) = mpsc::channel(8);
+        let info = ClientInfo {
+            client_id: id.into(),
+            device: DeviceInfo::default(),
+        };
+        if probe {
+            clients.register_probe(info, tx, CancellationToken::new());
+        } else {
+            clients.register(info, tx, CancellationToken::new());
+        }
+        rx
+    }
+
+    #[test]
+    fn a_probe_gets_its_answers_but_is_neither_counted_listed_nor_told_the_news() {
+        let clients = Clients::default();
+        let mut phone = join(&clients, "c-phone", false);
+        let mut probe = join(&clients, "c-probe", true);
+        assert_eq!(clients.len(), 1, "one phone");
+        let ids: Vec<String> = clients.infos().into_iter().map(|i| i.client_id).collect();
+        assert_eq!(ids, ["c-phone"]);
+
+        clients.publish(Audience::All, &ServerMsg::Pong { server_ts: 1 });
+        assert!(phone.try_recv().is_ok(), "the phone is told");
+        assert!(probe.try_recv().is_err(), "the probe is not");
+
+        clients.send_msg("c-probe", &ServerMsg::Pong { server_ts: 2 });
+        assert!(probe.try_recv().is_ok(), "the probe gets its own answer");
+        assert!(clients.unregister("c-probe"));
+        assert_eq!(clients.len(), 1);
     }
 }

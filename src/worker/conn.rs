@@ -174,9 +174,11 @@ async fn serve_client(
 
     let (tx, rx) = mpsc::channel(s.cfg.client_queue.max(16));
     let kick = CancellationToken::new();
-    hub.clients()
-        .register(info.clone(), tx.clone(), kick.clone());
-    if !probe {
+    if probe {
+        hub.clients().register_probe(info, tx.clone(), kick.clone());
+    } else {
+        hub.clients()
+            .register(info.clone(), tx.clone(), kick.clone());
         hub.clients().publish(
             Audience::AllExcept(&client_id),
             &ServerMsg::ClientJoined { client: info },
