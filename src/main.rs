@@ -397,8 +397,9 @@ async fn show_status(paths: &Paths, json: bool) -> Result<()> {
         status.releases.current.as_deref().unwrap_or("-"),
         status.releases.known_good.as_deref().unwrap_or("-")
     );
+    let now = chroxy::protocol::now_ms();
     if let Some(c) = &status.canary {
-        let left = c.ends_at.saturating_sub(chroxy::protocol::now_ms()) / 1000;
+        let left = c.ends_at.saturating_sub(now) / 1000;
         println!(
             "canary:       release {} on trial, known-good in {left} s unless it fails ({} of {} errors)",
             c.release, c.errors, c.error_limit
@@ -414,7 +415,6 @@ async fn show_status(paths: &Paths, json: bool) -> Result<()> {
     );
     if !status.events.is_empty() {
         println!("recent events:");
-        let now = chroxy::protocol::now_ms();
         for e in status.events.iter().rev().take(10) {
             let ago = format!("{} s ago", now.saturating_sub(e.at) / 1000);
             println!("  {ago:>10}  {:<18} {}", e.kind, e.message);

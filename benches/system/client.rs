@@ -23,13 +23,8 @@ pub const RETRY: Duration = Duration::from_millis(5);
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// CLOCK_MONOTONIC in ns: the clock `fake-claude` stamps deltas with, the same for
-/// every process on the machine and not moved by adjustments of the wall clock.
-pub fn now_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .expect("CLOCK_MONOTONIC is always there on Linux");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
+/// When a frame arrived: the clock `fake-claude` stamps deltas with.
+pub use crate::common::clock::monotonic_ns as now_ns;
 
 /// What a read produced.
 pub enum Incoming {
