@@ -1,7 +1,7 @@
 //! Chroxy: supervise Claude Code on your machine from your phone.
 //!
 //! # Layout
-//! - [`protocol`]: the phone ↔ worker wire protocol (PROTOCOL.md).
+//! - [`protocol`]: the phone ↔ worker wire protocol (docs/protocol.md).
 //! - [`worker`]: the server phones talk to; [`session`]: sessions, history, fan-out;
 //!   [`agent`]: the Claude Code CLI driver.
 //! - [`store`]: paths and atomic, locked files; [`config`]: the settings file;

@@ -1,4 +1,4 @@
-//! Pairing a phone (PROTOCOL.md "Pairing link"): the link the QR code carries, and the
+//! Pairing a phone (docs/protocol.md "Pairing link"): the link the QR code carries, and the
 //! QR itself as SVG (the window) and as terminal text (`chroxy start`, `chroxy pair`).
 //!
 //! The link is `https://<host>/#pair=<base64url JSON {"v":1,"url":"wss://<host>/ws","token":…}>`:

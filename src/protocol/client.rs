@@ -50,7 +50,7 @@ pub struct Auth {
 }
 
 /// Reads an optional struct that must be written as a JSON object. serde also accepts a
-/// struct written as an array, fields by position (`["Pixel","phone"]`); PROTOCOL.md makes
+/// struct written as an array, fields by position (`["Pixel","phone"]`); docs/protocol.md makes
 /// that a wrongly typed field, and taking it would put values in whichever field comes
 /// first. Going through the map access (not an intermediate `Value`) keeps the field
 /// path of a nested error, e.g. `deviceInfo.deviceName`.

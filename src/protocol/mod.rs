@@ -1,4 +1,4 @@
-//! The wire protocol between phones and the worker (PROTOCOL.md, version 1).
+//! The wire protocol between phones and the worker (docs/protocol.md, version 1).
 //!
 //! Everything that crosses the WebSocket is typed here, so the worker, the supervisor's
 //! health gate, the tests and the benches agree on one definition. Parsing never panics

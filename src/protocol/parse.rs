@@ -1,4 +1,4 @@
-//! Text frame → typed message, or the specific error PROTOCOL.md names.
+//! Text frame → typed message, or the specific error docs/protocol.md names.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;

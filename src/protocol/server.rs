@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{DeviceInfo, PermissionMode};
 
-/// Error codes of PROTOCOL.md "Errors".
+/// Error codes of docs/protocol.md "Errors".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
@@ -122,7 +122,7 @@ pub enum ShutdownReason {
     rename_all = "snake_case",
     rename_all_fields = "camelCase"
 )]
-#[allow(missing_docs)] // field meanings are in PROTOCOL.md's table, one line each
+#[allow(missing_docs)] // field meanings are in docs/protocol.md's table, one line each
 pub enum ServerMsg {
     AuthOk {
         client_id: String,
@@ -208,7 +208,7 @@ pub enum ServerMsg {
         timestamp: u64,
         session_id: String,
     },
-    /// `sessionId` here is the agent's own session id (PROTOCOL.md); the Chroxy session
+    /// `sessionId` here is the agent's own session id (docs/protocol.md); the Chroxy session
     /// is named by the `agent_idle` that follows.
     Result {
         cost: Option<f64>,

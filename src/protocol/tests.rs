@@ -1,4 +1,4 @@
-//! The wire protocol as PROTOCOL.md writes it, checked from the phone's side: every
+//! The wire protocol as docs/protocol.md writes it, checked from the phone's side: every
 //! message type both ways (`client`, `server`), every refusal with its code and wording
 //! (`errors`), and properties over arbitrary and mangled frames (`props`).
 //!
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
-/// Every client `type` PROTOCOL.md lists; `client_type` keeps it in step with `ClientMsg`.
+/// Every client `type` docs/protocol.md lists; `client_type` keeps it in step with `ClientMsg`.
 const CLIENT_TYPES: [&str; 13] = [
     "auth",
     "ping",
@@ -59,7 +59,7 @@ fn some(text: &str) -> Option<String> {
     Some(text.to_owned())
 }
 
-/// Client frames exactly as PROTOCOL.md writes them, with the value each must parse to.
+/// Client frames exactly as docs/protocol.md writes them, with the value each must parse to.
 /// Each also serializes back to the same JSON, so optional fields appear here only when
 /// set: a case without `sessionId` proves a `None` is omitted, not sent as `null`.
 fn client_cases() -> Vec<(Value, ClientMsg)> {

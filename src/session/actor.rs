@@ -421,7 +421,7 @@ impl Session {
                 }));
             }
         }
-        // PROTOCOL.md: a phone that arrives while a prompt waits gets it, with the time left.
+        // docs/protocol.md: a phone that arrives while a prompt waits gets it, with the time left.
         frames.extend(self.prompts.messages(Instant::now()).iter().map(frame));
         match agent::find_claude(self.cfg.claude.as_deref()) {
             Ok(_) => frames.push(frame(&ServerMsg::ClaudeReady {

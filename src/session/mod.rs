@@ -256,7 +256,7 @@ impl Hub {
         }
     }
 
-    /// Called once a client has authenticated: what PROTOCOL.md "Connecting" step 4
+    /// Called once a client has authenticated: what docs/protocol.md "Connecting" step 4
     /// says it gets, in that order.
     pub async fn welcome(&self, client: &ClientId) {
         self.clients.send_msg(

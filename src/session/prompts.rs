@@ -32,7 +32,7 @@ pub(crate) enum Ask {
 #[derive(Debug, Clone)]
 pub(crate) struct Prompt {
     /// The id phones answer with: the CLI's request id for permissions, the tool use id
-    /// for questions (PROTOCOL.md names them so).
+    /// for questions (docs/protocol.md names them so).
     pub id: String,
     /// The CLI's control request id, which the answer must carry.
     pub cli_request: String,

@@ -1,4 +1,4 @@
-//! The status page on the second port (PROTOCOL.md "Status page"), served by the
+//! The status page on the second port (docs/protocol.md "Status page"), served by the
 //! supervisor itself so it tells the truth while no worker runs: the HTML page, the
 //! JSON of [`Status`](crate::supervisor::status::Status), and the actions of the window
 //! (rollback, restart, reconnect, deploy, reload-token) for whoever holds the admin

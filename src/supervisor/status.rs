@@ -1,4 +1,4 @@
-//! What the supervisor reports: the JSON of the status page (PROTOCOL.md "Status page"),
+//! What the supervisor reports: the JSON of the status page (docs/protocol.md "Status page"),
 //! the window, and `chroxy status`. One value, published through a `watch` channel
 //! every time anything in it changes, so every view tells the same truth.
 

@@ -1,4 +1,4 @@
-//! Slowing down wrong tokens per address (PROTOCOL.md "Connecting" step 3).
+//! Slowing down wrong tokens per address (docs/protocol.md "Connecting" step 3).
 //!
 //! Each failure doubles the delay before its `auth_fail` (1 s, 2 s, 4 s … 60 s by
 //! default) for that address only; more than 3 attempts waiting at once from one

@@ -24,7 +24,7 @@ use crate::protocol::{
 };
 use crate::session::{frame, new_id, Audience, Outbound};
 
-/// Close codes of PROTOCOL.md.
+/// Close codes of docs/protocol.md.
 mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
@@ -231,7 +231,7 @@ async fn read_loop(
     };
     let normal: DefaultDirectRateLimiter =
         RateLimiter::direct(quota(s.cfg.messages_per_minute, s.cfg.message_burst));
-    // Answers, interrupts and pings have a budget of their own (PROTOCOL.md "Limits").
+    // Answers, interrupts and pings have a budget of their own (docs/protocol.md "Limits").
     let priority: DefaultDirectRateLimiter =
         RateLimiter::direct(quota(s.cfg.messages_per_minute, s.cfg.message_burst));
     let mut bad_frames: VecDeque<Instant> = VecDeque::new();
@@ -344,7 +344,7 @@ async fn write_loop(
                 }
             }
             _ = ping.tick() => {
-                // PROTOCOL.md "Keepalive": a peer that did not answer the last ping is gone.
+                // docs/protocol.md "Keepalive": a peer that did not answer the last ping is gone.
                 if !pong_seen.swap(false, Ordering::Relaxed) {
                     tracing::info!("no pong since the last ping; dropping the client");
                     let _ = sink.send(close_msg(close::GOING_AWAY, "keepalive timeout")).await;

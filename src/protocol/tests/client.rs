@@ -1,4 +1,4 @@
-//! Client → server: each frame PROTOCOL.md writes parses to the expected value, and the
+//! Client → server: each frame docs/protocol.md writes parses to the expected value, and the
 //! value serializes back to the same JSON.
 
 use std::collections::BTreeSet;
@@ -120,7 +120,7 @@ fn unknown_fields_inside_device_info_are_ignored() {
 
 #[test]
 fn set_permission_mode_without_confirmed_means_not_confirmed() {
-    // PROTOCOL.md: `auto` needs `confirmed: true`; an absent flag must not count as one.
+    // docs/protocol.md: `auto` needs `confirmed: true`; an absent flag must not count as one.
     let parsed = parse_client_frame(r#"{"type":"set_permission_mode","mode":"auto"}"#);
     assert_eq!(
         parsed,
@@ -161,7 +161,7 @@ fn permission_modes_use_their_wire_names() {
 
 #[test]
 fn only_answers_and_keepalives_ride_the_priority_budget() {
-    // PROTOCOL.md "Limits": these four have their own budget so a flood cannot block them.
+    // docs/protocol.md "Limits": these four have their own budget so a flood cannot block them.
     let priority: BTreeSet<&str> = client_cases()
         .iter()
         .filter(|(_, msg)| msg.is_priority())

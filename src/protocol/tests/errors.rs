@@ -1,4 +1,4 @@
-//! Refused frames: each gets the specific code PROTOCOL.md "Errors" names, a message that
+//! Refused frames: each gets the specific code docs/protocol.md "Errors" names, a message that
 //! says which field or limit, the frame's `requestId` back, and never a secret.
 
 use super::*;

@@ -1,4 +1,4 @@
-//! Server → client: each message serializes to the JSON PROTOCOL.md writes, and that JSON
+//! Server → client: each message serializes to the JSON docs/protocol.md writes, and that JSON
 //! deserializes back (what the phone client and the integration tests read).
 
 use std::collections::BTreeSet;
@@ -87,7 +87,7 @@ fn ana() -> ClientInfo {
     }
 }
 
-/// Server messages as PROTOCOL.md writes them. Cases without an optional field prove it
+/// Server messages as docs/protocol.md writes them. Cases without an optional field prove it
 /// is omitted when `None` (the serialized JSON must equal the literal exactly).
 fn server_cases() -> Vec<(Value, ServerMsg)> {
     let mut cases = vec![
