@@ -105,6 +105,15 @@ pub struct SupervisorConfig {
     pub drain_idle_ms: u64,
     /// After the drain, how long a worker may take to exit before SIGTERM, then SIGKILL.
     pub stop_grace_ms: u64,
+    /// `failed` reached through failed probes (not exits) is retried after this long,
+    /// doubling per retry up to an hour.
+    pub failed_retry_ms: u64,
+    /// Connections the public port holds at once (lowered to what the process's
+    /// file-descriptor limit allows).
+    pub max_connections: usize,
+    /// Of those, connections that have not authenticated yet; past it the oldest of the
+    /// busiest address is closed to make room for a newcomer.
+    pub max_unauthenticated: usize,
 }
 
 impl Default for SupervisorConfig {
@@ -122,6 +131,9 @@ impl Default for SupervisorConfig {
             heartbeat_misses: 3,
             drain_idle_ms: 30_000,
             stop_grace_ms: 5_000,
+            failed_retry_ms: 300_000,
+            max_connections: 1024,
+            max_unauthenticated: 128,
         }
     }
 }
@@ -138,6 +150,7 @@ impl SupervisorConfig {
             crash_window: ms(self.crash_window_ms),
             canary_window: ms(self.canary_window_ms),
             canary_error_limit: self.canary_error_limit,
+            failed_retry: ms(self.failed_retry_ms),
         }
     }
 }
@@ -165,6 +178,16 @@ pub struct WorkerConfig {
     pub message_burst: u32,
     /// Frames a client may have waiting to be sent before it counts as too slow (1013).
     pub client_queue: usize,
+    /// Bytes a client may have waiting to be sent before it counts as too slow (1013);
+    /// a history replay larger than this still reaches a phone whose queue is empty.
+    pub client_queue_bytes: usize,
+    /// A frame the client does not take within this is a phone that stopped reading:
+    /// it is dropped, and its socket and queue freed.
+    pub write_timeout_ms: u64,
+    /// WebSocket connections that have not authenticated yet; more get HTTP 503. The
+    /// supervisor's public port has its own bound (`[supervisor] max_unauthenticated`);
+    /// this one guards the worker's private port.
+    pub max_unauthenticated: usize,
     /// Unanswered permission prompts and questions are denied after this long.
     pub permission_timeout_ms: u64,
     /// An agent that ignores `interrupt` this long is stopped (and resumed on the next input).
@@ -191,6 +214,9 @@ impl Default for WorkerConfig {
             messages_per_minute: 100,
             message_burst: 20,
             client_queue: 1024,
+            client_queue_bytes: 16 * 1024 * 1024,
+            write_timeout_ms: 15_000,
+            max_unauthenticated: 256,
             permission_timeout_ms: 5 * 60 * 1000,
             interrupt_grace_ms: 10_000,
             claude: None,
@@ -207,6 +233,11 @@ impl WorkerConfig {
     /// `auth_timeout_ms` as a duration.
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_millis(self.auth_timeout_ms)
+    }
+
+    /// `write_timeout_ms` as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms.max(1))
     }
 
     /// `heartbeat_ms` as a duration.

@@ -21,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod doctor;
+pub mod forwarded;
 pub mod launch;
 pub mod pairing;
 pub mod process;

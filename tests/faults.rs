@@ -11,7 +11,6 @@ use chroxy::protocol::{ClientInfo, ClientMsg, CreateSession, DeviceInfo, Input, 
 use chroxy::session::{Hub, Outbound, SessionsConfig};
 use common::*;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn fake_claude() -> PathBuf {
@@ -114,14 +113,14 @@ async fn a_slow_phone_is_closed_with_1013_and_the_others_get_everything() {
 /// A phone registered directly with the hub; collects what the hub sends it.
 struct Phone {
     id: String,
-    rx: mpsc::Receiver<Outbound>,
+    rx: chroxy::session::QueueRx,
     frames: Vec<Value>,
 }
 
 impl Phone {
     fn join(hub: &Hub) -> Self {
         let id = chroxy::session::new_id("c");
-        let (tx, rx) = mpsc::channel(100_000);
+        let (tx, rx) = chroxy::session::queue(100_000, usize::MAX);
         let device = DeviceInfo {
             device_name: Some("hub-test".into()),
             ..Default::default()

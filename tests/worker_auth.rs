@@ -88,24 +88,62 @@ async fn repeated_wrong_tokens_back_off_per_address_and_never_block_the_right_to
         "the right token was slowed down"
     );
 
-    // Behind the tunnel, another client's address is not slowed by these failures.
-    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("ws://127.0.0.1:{}/ws", w.port),
-    )
-    .map(|mut r| {
-        r.headers_mut()
-            .insert("cf-connecting-ip", "203.0.113.50".parse().unwrap());
-        r
-    })
-    .unwrap();
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let mut other = Client { ws, seen: vec![] };
+    // Through the supervisor's public port, another client's address is not slowed by
+    // these failures: the supervisor vouches for it in a signed header.
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let signed = voucher.header_value("203.0.113.50".parse().unwrap());
+    let mut other = connect_with(w.port, &[(chroxy::forwarded::CLIENT_HEADER, &signed)]).await;
     let started = Instant::now();
     assert_eq!(other.auth("wrong").await["reason"], "invalid_token");
     assert!(
         started.elapsed() < Duration::from_millis(base << 5),
         "another address inherited the backoff"
     );
+
+    // A header any local process can set is not an address: rotating Cf-Connecting-Ip
+    // (or forging the supervisor's header) keeps the backoff of the real peer, which
+    // starts over from the owner's success above and doubles with each try.
+    for (n, (name, value)) in [
+        ("cf-connecting-ip", "198.51.100.1".to_owned()),
+        ("cf-connecting-ip", "198.51.100.2".to_owned()),
+        (
+            chroxy::forwarded::CLIENT_HEADER,
+            format!("198.51.100.3 {}", "ab".repeat(32)),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut spoofed = connect_with(w.port, &[(name, &value)]).await;
+        let started = Instant::now();
+        assert_eq!(spoofed.auth("wrong").await["reason"], "invalid_token");
+        let expected = Duration::from_millis(base << n);
+        assert!(
+            started.elapsed() >= expected,
+            "{name}: {value} reset the backoff ({:?} < {expected:?})",
+            started.elapsed()
+        );
+    }
+}
+
+/// A WebSocket to the worker's private port with extra request headers.
+async fn connect_with(port: u16, headers: &[(&str, &str)]) -> Client {
+    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://127.0.0.1:{port}/ws"),
+    )
+    .map(|mut r| {
+        for (name, value) in headers {
+            r.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        r
+    })
+    .unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    Client { ws, seen: vec![] }
 }
 
 #[tokio::test]
@@ -166,7 +204,7 @@ async fn malformed_frames_get_specific_errors_and_the_connection_keeps_working()
         (
             Message::text(format!(
                 "{{\"type\":\"input\",\"data\":\"{}\"}}",
-                "x".repeat(2 << 20)
+                "x".repeat(3 << 19)
             )),
             "TOO_LARGE",
             "limit",
@@ -226,6 +264,26 @@ async fn malformed_frames_get_specific_errors_and_the_connection_keeps_working()
 }
 
 #[tokio::test]
+async fn a_frame_past_twice_the_limit_is_not_buffered_but_closes_with_1009() {
+    let home = Home::new();
+    let w = worker(&home).await;
+    // Before authenticating as after: the worker never holds more than 2 MiB of it.
+    for authenticated in [false, true] {
+        let mut c = if authenticated {
+            w.client().await
+        } else {
+            w.connect().await
+        };
+        c.send_raw(Message::text("x".repeat((2 << 20) + 1))).await;
+        assert_eq!(
+            c.closed().await,
+            Some(1009),
+            "authenticated: {authenticated}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn five_bad_frames_in_a_minute_close_with_1008() {
     let home = Home::new();
     let w = worker(&home).await;
@@ -265,6 +323,18 @@ async fn health_and_static_files() {
         serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(v["status"], "ok");
     assert!(v["uptimeMs"].is_u64() && v["version"].is_string() && v["commit"].is_string());
+    // Through the public port (the supervisor's header) it tells the internet nothing
+    // about the build.
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let header = format!(
+        "{}: {}",
+        chroxy::forwarded::CLIENT_HEADER,
+        voucher.header_value("203.0.113.7".parse().unwrap())
+    );
+    let body = http_get_with(w.port, "/health", &header).await;
+    let v: serde_json::Value =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(v, json!({"status": "ok"}));
     let page = http_get(w.port, "/").await;
     assert!(
         page.starts_with("HTTP/1.1 200") && page.contains("text/html") && page.contains("Chroxy")
@@ -273,12 +343,17 @@ async fn health_and_static_files() {
 
 /// A minimal HTTP/1.1 GET (keeps the test free of an HTTP client dependency).
 async fn http_get(port: u16, path: &str) -> String {
+    http_get_with(port, path, "X-Nothing: 1").await
+}
+
+async fn http_get_with(port: u16, path: &str, header: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
     )
     .await
     .unwrap();
@@ -315,4 +390,17 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     // The first phone hears of the second, and of nothing before it.
     let joined = phone.until_type("client_joined").await;
     assert_eq!(joined["client"]["clientId"], ok["clientId"], "{joined}");
+
+    // A token holder through the public port who claims to be the probe is a phone
+    // like any other: listed, announced.
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let signed = voucher.header_value("203.0.113.66".parse().unwrap());
+    let mut hidden = connect_with(w.port, &[(chroxy::forwarded::CLIENT_HEADER, &signed)]).await;
+    hidden
+        .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
+            "deviceName": "not a probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
+        .await;
+    assert_eq!(hidden.recv().await["type"], "auth_ok");
+    let joined = phone.until_type("client_joined").await;
+    assert_eq!(joined["client"]["deviceName"], "not a probe", "{joined}");
 }

@@ -3,9 +3,12 @@
 //! Each client has a bounded outbound queue drained by its connection task. Publishing
 //! never waits: a client whose queue is full is too slow, and is kicked (its connection
 //! closes with 1013 and it resyncs from the history replay on reconnect) rather than
-//! slowing every other phone or growing memory without bound.
+//! slowing every other phone or growing memory without bound. The queue is bounded in
+//! bytes as well as frames: frames range from a 40-byte delta to a whole history
+//! replay, and a phone that stops reading must not pin more than its byte budget.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
@@ -30,6 +33,88 @@ pub enum Outbound {
     Batch(Vec<Frame>),
 }
 
+impl Outbound {
+    /// Bytes it will put on the wire (before framing).
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(f) => f.len(),
+            Outbound::Batch(frames) => frames.iter().map(|f| f.len()).sum(),
+        }
+    }
+
+    /// An empty batch.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The sending half of one client's queue.
+#[derive(Debug, Clone)]
+pub struct QueueTx {
+    tx: mpsc::Sender<Outbound>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The receiving half, drained by the client's connection task.
+#[derive(Debug)]
+pub struct QueueRx {
+    rx: mpsc::Receiver<Outbound>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// The client is too slow: its queue holds `max_frames` frames or `max_bytes` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// A queue for one client: at most `max_frames` entries and, unless it is empty (a
+/// history replay larger than the budget must still reach a phone that reads),
+/// `max_bytes` bytes.
+pub fn queue(max_frames: usize, max_bytes: usize) -> (QueueTx, QueueRx) {
+    let (tx, rx) = mpsc::channel(max_frames.max(1));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    (
+        QueueTx {
+            tx,
+            bytes: bytes.clone(),
+            max_bytes,
+        },
+        QueueRx { rx, bytes },
+    )
+}
+
+impl QueueTx {
+    /// Queues without waiting.
+    pub fn try_send(&self, out: Outbound) -> Result<(), QueueFull> {
+        let len = out.len();
+        let held = self.bytes.fetch_add(len, Ordering::AcqRel);
+        if held > 0 && held + len > self.max_bytes {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(QueueFull);
+        }
+        self.tx.try_send(out).map_err(|_| {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            QueueFull
+        })
+    }
+}
+
+impl QueueRx {
+    /// The next entry; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let out = self.rx.recv().await?;
+        self.bytes.fetch_sub(out.len(), Ordering::AcqRel);
+        Some(out)
+    }
+
+    /// The next entry if one is queued.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let out = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(out.len(), Ordering::AcqRel);
+        Some(out)
+    }
+}
+
 /// Serializes once for all recipients.
 pub fn frame(msg: &ServerMsg) -> Frame {
     Arc::from(msg.to_json())
@@ -49,7 +134,7 @@ pub enum Audience<'a> {
 }
 
 struct Slot {
-    tx: mpsc::Sender<Outbound>,
+    tx: QueueTx,
     kick: CancellationToken,
     info: ClientInfo,
     active: Option<SessionId>,
@@ -74,28 +159,17 @@ impl Clients {
     }
 
     /// Adds a client. `kick` is cancelled if it falls behind.
-    pub fn register(&self, info: ClientInfo, tx: mpsc::Sender<Outbound>, kick: CancellationToken) {
+    pub fn register(&self, info: ClientInfo, tx: QueueTx, kick: CancellationToken) {
         self.insert(info, tx, kick, false);
     }
 
     /// Adds the supervisor's health probe: it gets the answers to its own requests,
     /// nothing published to everyone, and is neither counted nor listed.
-    pub fn register_probe(
-        &self,
-        info: ClientInfo,
-        tx: mpsc::Sender<Outbound>,
-        kick: CancellationToken,
-    ) {
+    pub fn register_probe(&self, info: ClientInfo, tx: QueueTx, kick: CancellationToken) {
         self.insert(info, tx, kick, true);
     }
 
-    fn insert(
-        &self,
-        info: ClientInfo,
-        tx: mpsc::Sender<Outbound>,
-        kick: CancellationToken,
-        probe: bool,
-    ) {
+    fn insert(&self, info: ClientInfo, tx: QueueTx, kick: CancellationToken, probe: bool) {
         let id = info.client_id.clone();
         self.lock().insert(
             id,
@@ -193,11 +267,9 @@ impl Clients {
 }
 
 fn push(slot: &Slot, out: Outbound) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = slot.tx.try_send(out) {
-        if !slot.kick.is_cancelled() {
-            tracing::warn!(client = %slot.info.client_id, "client fell behind; closing it (1013)");
-            slot.kick.cancel();
-        }
+    if slot.tx.try_send(out).is_err() && !slot.kick.is_cancelled() {
+        tracing::warn!(client = %slot.info.client_id, "client fell behind; closing it (1013)");
+        slot.kick.cancel();
     }
 }
 
@@ -206,8 +278,8 @@ mod tests {
     use super::*;
     use crate::protocol::DeviceInfo;
 
-    fn join(clients: &Clients, id: &str, probe: bool) -> mpsc::Receiver<Outbound> {
-        let (tx, rx) = mpsc::channel(8);
+    fn join(clients: &Clients, id: &str, probe: bool) -> QueueRx {
+        let (tx, rx) = queue(8, 1 << 20);
         let info = ClientInfo {
             client_id: id.into(),
             device: DeviceInfo::default(),
@@ -230,12 +302,50 @@ mod tests {
         assert_eq!(ids, ["c-phone"]);
 
         clients.publish(Audience::All, &ServerMsg::Pong { server_ts: 1 });
-        assert!(phone.try_recv().is_ok(), "the phone is told");
-        assert!(probe.try_recv().is_err(), "the probe is not");
+        assert!(phone.try_recv().is_some(), "the phone is told");
+        assert!(probe.try_recv().is_none(), "the probe is not");
 
         clients.send_msg("c-probe", &ServerMsg::Pong { server_ts: 2 });
-        assert!(probe.try_recv().is_ok(), "the probe gets its own answer");
+        assert!(probe.try_recv().is_some(), "the probe gets its own answer");
         assert!(clients.unregister("c-probe"));
         assert_eq!(clients.len(), 1);
+    }
+
+    #[test]
+    fn a_phone_that_stops_reading_pins_no_more_than_its_byte_budget() {
+        let (tx, mut rx) = queue(1024, 1000);
+        let big = || Outbound::Frame(Arc::from("x".repeat(600)));
+        // An empty queue takes a frame of any size: a replay must reach a reading phone.
+        assert_eq!(
+            tx.try_send(Outbound::Batch(vec![Arc::from("y".repeat(5000))])),
+            Ok(())
+        );
+        assert_eq!(tx.try_send(big()), Err(QueueFull), "over the budget");
+        assert_eq!(rx.try_recv().map(|o| o.len()), Some(5000));
+        assert_eq!(tx.try_send(big()), Ok(()));
+        assert_eq!(tx.try_send(big()), Err(QueueFull), "600 + 600 > 1000");
+        assert_eq!(
+            tx.try_send(Outbound::Frame(Arc::from("z".repeat(400)))),
+            Ok(())
+        );
+        assert!(rx.try_recv().is_some() && rx.try_recv().is_some());
+        assert!(rx.try_recv().is_none());
+        assert_eq!(tx.try_send(big()), Ok(()), "drained: room again");
+
+        let clients = Clients::default();
+        let (tx, _rx) = queue(1024, 1000);
+        let kick = CancellationToken::new();
+        let info = ClientInfo {
+            client_id: "c-slow".into(),
+            device: DeviceInfo::default(),
+        };
+        clients.register(info, tx, kick.clone());
+        for _ in 0..2 {
+            clients.send_to("c-slow", big());
+        }
+        assert!(
+            kick.is_cancelled(),
+            "a phone past its budget is closed (1013)"
+        );
     }
 }

@@ -13,7 +13,10 @@ mod record;
 mod saver;
 
 pub use actor::Refusal;
-pub use clients::{frame, Audience, ClientId, Clients, Frame, Outbound, SessionId};
+pub use clients::{
+    frame, queue, Audience, ClientId, Clients, Frame, Outbound, QueueFull, QueueRx, QueueTx,
+    SessionId,
+};
 pub use prompts::PromptIndex;
 pub use record::{RecordError, SessionRecord};
 

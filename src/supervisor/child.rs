@@ -341,11 +341,18 @@ impl Task {
                             self.report(WorkerReport::Healthy);
                         }
                         Ok(()) => next_probe = Instant::now() + self.spec.probe_interval,
+                        // The supervisor's own I/O failed: nothing is known of the worker,
+                        // so nothing is held against it. Probe again later; the heartbeat
+                        // watchdog still catches a worker that hangs meanwhile.
+                        Err(failure) if failure.local => {
+                            tracing::warn!(%failure, "the supervisor could not run its own health probe; the worker is not blamed");
+                            next_probe = Instant::now() + self.spec.probe_interval;
+                        }
                         Err(failure) if !healthy => return Ending::GateFailed(failure),
                         Err(failure) => return Ending::ProbeFailed(failure),
                     }
                 }
-                _ = sleep_until(next_probe), if healthy && check.is_none() => {
+                _ = sleep_until(next_probe), if check.is_none() => {
                     check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.gate_timeout)));
                 }
                 _ = sleep_until(last_beat + watchdog), if healthy => return Ending::Hung,

@@ -71,14 +71,35 @@ pub struct GateFailure {
     pub step: Step,
     /// What happened there (never contains the token).
     pub detail: String,
+    /// The supervisor's own I/O failed (out of file descriptors, ports or memory): the
+    /// probe never reached the worker, so this says nothing about it and must never be
+    /// counted against it.
+    pub local: bool,
 }
 
+/// How long to wait before walking again after the supervisor's own I/O failed.
+const LOCAL_RETRY: Duration = Duration::from_millis(200);
+
 /// Runs the whole gate against 127.0.0.1:`port` within `deadline`: every step, and the
-/// polite close after the last one, share that one deadline.
+/// polite close after the last one, share that one deadline. When the supervisor's own
+/// I/O fails, the walk starts again (the shortage may pass) until the deadline; the
+/// failure is then marked [`GateFailure::local`].
 pub async fn gate(port: u16, token: &ApiToken, deadline: Duration) -> Result<(), GateFailure> {
     let until = Instant::now() + deadline;
     let mut at = Step::Http;
-    let walked = tokio::time::timeout_at(until, walk(port, token, &mut at)).await;
+    let mut local: Option<GateFailure> = None;
+    let walked = tokio::time::timeout_at(until, async {
+        loop {
+            match walk(port, token, &mut at).await {
+                Err(failure) if failure.local => {
+                    local = Some(failure);
+                    tokio::time::sleep(LOCAL_RETRY).await;
+                }
+                done => return done,
+            }
+        }
+    })
+    .await;
     let result = match walked {
         Ok(Ok(ws)) => {
             // Healthy already; a peer slow to acknowledge the close changes nothing.
@@ -86,10 +107,12 @@ pub async fn gate(port: u16, token: &ApiToken, deadline: Duration) -> Result<(),
             Ok(())
         }
         Ok(Err(failure)) => Err(failure),
-        Err(_elapsed) => Err(fail(
-            at,
-            format!("no answer within the {} ms deadline", deadline.as_millis()),
-        )),
+        Err(_elapsed) => Err(local.unwrap_or_else(|| {
+            fail(
+                at,
+                format!("no answer within the {} ms deadline", deadline.as_millis()),
+            )
+        })),
     };
     result.map_err(|failure| redact(failure, token))
 }
@@ -98,7 +121,32 @@ fn fail(step: Step, detail: impl Into<String>) -> GateFailure {
     GateFailure {
         step,
         detail: detail.into(),
+        local: false,
     }
+}
+
+/// Opens the probe's connection; a failure to even make a socket is the supervisor's.
+async fn connect(port: u16, step: Step) -> Result<TcpStream, GateFailure> {
+    TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| {
+        let mut failure = fail(step, format!("connecting: {e}"));
+        failure.local = is_local(&e);
+        failure
+    })
+}
+
+/// Errors that mean this process, not the peer, is short of something.
+pub fn is_local(err: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    err.raw_os_error().is_some_and(|code| {
+        [
+            Errno::EMFILE,
+            Errno::ENFILE,
+            Errno::ENOBUFS,
+            Errno::ENOMEM,
+            Errno::EADDRNOTAVAIL,
+        ]
+        .contains(&Errno::from_raw(code))
+    })
 }
 
 /// Whatever a broken worker echoes back, the token never reaches a report.
@@ -160,7 +208,9 @@ async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<Ws, GateFail
 }
 
 async fn http_health(port: u16) -> Result<(), GateFailure> {
-    let (code, body) = super::loopback::exchange(
+    let stream = connect(port, Step::Http).await?;
+    let (code, body) = super::loopback::exchange_on(
+        stream,
         port,
         hyper::Method::GET,
         "/health",
@@ -190,9 +240,7 @@ async fn http_health(port: u16) -> Result<(), GateFailure> {
 
 /// Our own loopback connection, then the upgrade on it: the gate never resolves a name.
 async fn upgrade(port: u16) -> Result<Ws, GateFailure> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| fail(Step::Upgrade, e.to_string()))?;
+    let stream = connect(port, Step::Upgrade).await?;
     let (ws, _response) =
         tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/ws"), stream)
             .await
@@ -318,6 +366,20 @@ mod tests {
         let text = kind(&error);
         assert!(text.starts_with("error (UNKNOWN_TYPE: xxx"), "{text}");
         assert!(text.len() < 230, "cut to a readable length: {text}");
+    }
+
+    #[test]
+    fn only_the_supervisors_own_shortages_are_local() {
+        use nix::errno::Errno;
+        let os = |e: Errno| std::io::Error::from_raw_os_error(e as i32);
+        assert!(is_local(&os(Errno::EMFILE)) && is_local(&os(Errno::ENFILE)));
+        assert!(is_local(&os(Errno::EADDRNOTAVAIL)));
+        assert!(
+            !is_local(&os(Errno::ECONNREFUSED)),
+            "a worker that is not listening"
+        );
+        assert!(!is_local(&os(Errno::ECONNRESET)));
+        assert!(!is_local(&std::io::Error::other("no code")));
     }
 
     #[test]

@@ -21,6 +21,19 @@ pub async fn exchange(
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| e.to_string())?;
+    exchange_on(stream, port, method, path, headers, body, max_body).await
+}
+
+/// [`exchange`] on a connection the caller opened (to tell its own errors apart).
+pub async fn exchange_on(
+    stream: TcpStream,
+    port: u16,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    max_body: usize,
+) -> Result<(u16, Bytes), String> {
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

@@ -144,14 +144,19 @@ impl Supervisor {
 
         let (route_tx, route_rx) = watch::channel(Route {
             port: None,
+            voucher: None,
             state: StateName::Starting,
             retry_after_secs: 1,
         });
         let accepting = CancellationToken::new();
         let connections = TaskTracker::new();
+        let limits =
+            proxy::Limits::fitting(opts.config.max_connections, opts.config.max_unauthenticated);
         tokio::spawn(proxy::serve(
             public,
             route_rx,
+            limits,
+            status_tx.clone(),
             accepting.clone(),
             connections.clone(),
         ));
@@ -750,8 +755,10 @@ impl Runner {
             State::Failed { .. } => 30,
             _ => 1,
         };
+        let voucher = port.map(|_| crate::forwarded::Voucher::new(&self.spec.token));
         self.route_tx.send_replace(Route {
             port,
+            voucher,
             state,
             retry_after_secs,
         });

@@ -30,7 +30,14 @@ pub struct Policy {
     pub canary_window: Duration,
     /// More protocol errors than this in the canary window rolls back.
     pub canary_error_limit: u64,
+    /// `failed` reached through failed probes or a hung worker (not exits) is retried
+    /// after this long, doubling per retry up to [`FAILED_RETRY_CAP`]: a probe can fail
+    /// for reasons that pass (a loaded machine), and the owner may be far from the desk.
+    pub failed_retry: Duration,
 }
+
+/// The longest wait between retries out of `failed`.
+pub const FAILED_RETRY_CAP: Duration = Duration::from_secs(3600);
 
 impl Default for Policy {
     fn default() -> Self {
@@ -42,6 +49,7 @@ impl Default for Policy {
             crash_window: Duration::from_secs(120),
             canary_window: Duration::from_secs(60),
             canary_error_limit: 10,
+            failed_retry: Duration::from_secs(300),
         }
     }
 }
@@ -183,10 +191,13 @@ pub enum State {
         /// When.
         until: Instant,
     },
-    /// Gave up on every release; waits for a person.
+    /// Gave up on every release; waits for a person, or, when probes rather than exits
+    /// brought it here, for `retry_at`.
     Failed {
         /// Why, for every view.
         reason: String,
+        /// When it tries the current release again by itself.
+        retry_at: Option<Instant>,
     },
     /// Draining and stopping; then `Exit`.
     Stopping,
@@ -211,6 +222,8 @@ pub struct Machine {
     crashes: VecDeque<Instant>,
     attempt: u32,
     restarts: u32,
+    /// Retries out of `failed` since a worker was last healthy.
+    failed_retries: u32,
 }
 
 impl Machine {
@@ -231,6 +244,7 @@ impl Machine {
             crashes: VecDeque::new(),
             attempt: 0,
             restarts: 0,
+            failed_retries: 0,
         };
         (m, effects)
     }
@@ -271,7 +285,7 @@ impl Machine {
     /// Why it failed, while failed.
     pub fn failed_reason(&self) -> Option<&str> {
         match &self.state {
-            State::Failed { reason } => Some(reason),
+            State::Failed { reason, .. } => Some(reason),
             _ => None,
         }
     }
@@ -334,6 +348,7 @@ impl Machine {
 
             // ---- starting -------------------------------------------------------------
             (State::Starting { release, .. }, E::Healthy { release: r }) if r == release => {
+                self.failed_retries = 0;
                 let mut fx = vec![
                     Effect::Route {
                         release: release.clone(),
@@ -716,7 +731,38 @@ impl Machine {
                 (self.restarting_state(), fx)
             }
 
-            // ---- failed: only a person gets it going again -------------------------------
+            // ---- failed: a person gets it going again, or the retry a probe failure earns -
+            (
+                State::Failed {
+                    retry_at: Some(at),
+                    reason,
+                },
+                E::Timer,
+            ) if now >= at => {
+                self.crashes.clear();
+                self.attempt = 0;
+                self.failed_retries += 1;
+                self.restarts += 1;
+                let release = self.current.clone();
+                let fx = vec![
+                    Effect::Record {
+                        kind: "retry",
+                        message: format!(
+                            "trying release {release} again by itself after failing: {reason}"
+                        ),
+                    },
+                    Effect::Spawn {
+                        release: release.clone(),
+                    },
+                ];
+                (
+                    State::Starting {
+                        release,
+                        name: StateName::Restarting,
+                    },
+                    fx,
+                )
+            }
             (State::Failed { .. }, E::Restart) => {
                 self.crashes.clear();
                 self.attempt = 0;
@@ -817,8 +863,26 @@ impl Machine {
                 fx.extend(self.roll_back(None, &reason));
                 return (self.rolling_back_state(), fx);
             }
+            // An exit is the worker's own verdict; a failed probe or a missed heartbeat
+            // may be the machine's passing state, so those earn a retry, later and
+            // later, while the owner is away.
+            let retry_at = (kind != "worker_exited").then(|| {
+                let wait = self
+                    .policy
+                    .failed_retry
+                    .saturating_mul(1u32 << self.failed_retries.min(16))
+                    .min(FAILED_RETRY_CAP.max(self.policy.failed_retry));
+                now + wait
+            });
+            let then = match retry_at {
+                Some(at) => format!(
+                    "it is tried again by itself in {} s",
+                    at.duration_since(now).as_secs()
+                ),
+                None => "nothing is retried until you act".into(),
+            };
             let reason = format!(
-                "the known-good release {release} failed {} times in {} s; last: {why}. Fix the problem, then restart or roll back: `chroxy rollback`, the status page or the tray app",
+                "the known-good release {release} failed {} times in {} s; last: {why}; {then}. Fix the problem, then restart or roll back: `chroxy rollback`, the status page or the tray app",
                 self.crashes.len(),
                 self.policy.crash_window.as_secs()
             );
@@ -826,7 +890,8 @@ impl Machine {
                 kind: "failed",
                 message: reason.clone(),
             });
-            return (State::Failed { reason }, fx);
+            fx.extend(retry_at.map(Effect::ArmTimer));
+            return (State::Failed { reason, retry_at }, fx);
         }
         let until = now + self.policy.backoff(self.attempt);
         self.attempt += 1;
@@ -1017,6 +1082,88 @@ mod tests {
         );
         // A person restarts it.
         assert_eq!(spawns(&m.step(Event::Restart, now)), ["0-good"]);
+    }
+
+    /// Drives the known-good release into `failed` with `event` (its last failure).
+    fn fail_known_good(event: impl Fn() -> Event) -> (Machine, Instant, Vec<Effect>) {
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        let mut now = Instant::now();
+        loop {
+            let fx = m.step(event(), now);
+            if m.state_name() == StateName::Failed {
+                return (m, now, fx);
+            }
+            now += 10 * S;
+            m.step(Event::Timer, now);
+        }
+    }
+
+    fn timer(fx: &[Effect]) -> Option<Instant> {
+        fx.iter().find_map(|e| match e {
+            Effect::ArmTimer(t) => Some(*t),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn failed_through_probes_retries_by_itself_later_and_later_but_not_through_exits() {
+        let probe = || Event::Unhealthy {
+            release: "0-good".into(),
+            step: "websocket_upgrade".into(),
+            detail: "no answer".into(),
+        };
+        let (mut m, now, fx) = fail_known_good(probe);
+        let at = timer(&fx).expect("a retry is armed");
+        assert_eq!(at - now, 300 * S);
+        assert!(m
+            .failed_reason()
+            .unwrap()
+            .contains("tried again by itself in 300 s"));
+        assert_eq!(m.step(Event::Timer, at - S), vec![], "not before its time");
+        let fx = m.step(Event::Timer, at);
+        assert_eq!(spawns(&fx), ["0-good"]);
+        assert_eq!(m.state_name(), StateName::Restarting);
+        // Failing again waits twice as long; a healthy start resets that.
+        let mut now = at;
+        loop {
+            let fx = m.step(probe(), now);
+            if m.state_name() == StateName::Failed {
+                assert_eq!(timer(&fx).unwrap() - now, 600 * S);
+                break;
+            }
+            now += 10 * S;
+            m.step(Event::Timer, now);
+        }
+        // A serving worker that stops its heartbeats, again and again.
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        let mut now = Instant::now();
+        let fx = loop {
+            m.step(healthy("0-good"), now);
+            let fx = m.step(
+                Event::Hung {
+                    release: "0-good".into(),
+                },
+                now,
+            );
+            if m.state_name() == StateName::Failed {
+                break fx;
+            }
+            now += 10 * S;
+            m.step(Event::Timer, now);
+        };
+        assert_eq!(
+            timer(&fx).map(|t| t - now),
+            Some(300 * S),
+            "a hang earns a retry too"
+        );
+
+        let (mut m, now, fx) = fail_known_good(|| exited("0-good"));
+        assert_eq!(timer(&fx), None, "an exit is the worker's own verdict");
+        assert!(m
+            .failed_reason()
+            .unwrap()
+            .contains("nothing is retried until you act"));
+        assert_eq!(m.step(Event::Timer, now + 7200 * S), vec![]);
     }
 
     #[test]

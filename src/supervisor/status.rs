@@ -107,6 +107,28 @@ impl Default for TunnelStatus {
     }
 }
 
+/// `connections` of the status JSON: the public port's bounds, and whether a flood has
+/// met them. Without it a person whose phone was turned away could not tell a flood
+/// from a fault.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionsStatus {
+    /// Connections the public port holds now.
+    pub open: usize,
+    /// Of those, how many have not authenticated yet.
+    pub unauthenticated: usize,
+    /// The bound on `open` (configured, and lowered to what the file-descriptor limit allows).
+    pub max_connections: usize,
+    /// The bound on `unauthenticated`.
+    pub max_unauthenticated: usize,
+    /// Unauthenticated connections closed to make room for newcomers, since start.
+    pub evicted: u64,
+    /// Newcomers turned away because every place was held by an authenticated phone.
+    pub refused: u64,
+    /// When a bound was last met (milliseconds since the epoch).
+    pub last_limit_at: Option<u64>,
+}
+
 /// One entry of the recent-events list, newest last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -139,6 +161,9 @@ pub struct Status {
     pub tunnel: TunnelStatus,
     /// Phones connected (from the worker's heartbeat).
     pub clients: u32,
+    /// The public port's connection bounds and how often a flood met them.
+    #[serde(default)]
+    pub connections: ConnectionsStatus,
     /// Sessions (from the worker's heartbeat).
     pub sessions: u32,
     /// Where secrets are kept: `keyring` or `file`.
@@ -169,6 +194,7 @@ impl Status {
             canary: None,
             tunnel: TunnelStatus::default(),
             clients: 0,
+            connections: ConnectionsStatus::default(),
             sessions: 0,
             secrets_backend: secrets_backend.to_owned(),
             demo,

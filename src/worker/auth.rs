@@ -4,6 +4,12 @@
 //! default) for that address only; more than 3 attempts waiting at once from one
 //! address are refused outright. A correct token is checked first and never refused,
 //! so an attacker hammering the public URL cannot lock the owner out.
+//!
+//! The address is the one the supervisor vouches for ([`crate::forwarded`]), never a
+//! header the client chose. The table holds at most [`MAX_ADDRESSES`] addresses: once
+//! full, failures from new addresses share one overflow entry (an attacker with many
+//! addresses is slowed as one), and idle entries are swept at most once a minute, so
+//! no failure costs more than a map lookup.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,6 +20,13 @@ use std::time::{Duration, Instant};
 const MAX_IN_FLIGHT: u32 = 3;
 /// Forget addresses idle this long, so the map stays small.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Addresses remembered at once; beyond, new ones share [`OVERFLOW`].
+pub const MAX_ADDRESSES: usize = 4096;
+/// The entry every address beyond [`MAX_ADDRESSES`] shares (an unspecified address no
+/// client can have).
+const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+/// Idle entries are swept at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Entry {
@@ -22,10 +35,16 @@ struct Entry {
     last: Instant,
 }
 
+#[derive(Debug)]
+struct Table {
+    entries: HashMap<IpAddr, Entry>,
+    swept: Instant,
+}
+
 /// Per-address failure state; shared by all connections of a worker.
 #[derive(Debug)]
 pub struct AuthLimiter {
-    entries: Mutex<HashMap<IpAddr, Entry>>,
+    table: Mutex<Table>,
     base: Duration,
     max: Duration,
 }
@@ -43,32 +62,53 @@ impl AuthLimiter {
     /// `base` is the first delay, doubling up to `max`.
     pub fn new(base: Duration, max: Duration) -> Arc<Self> {
         Arc::new(Self {
-            entries: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table {
+                entries: HashMap::new(),
+                swept: Instant::now(),
+            }),
             base,
             max,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A correct token from `addr`: its failures are forgiven.
     pub fn succeeded(&self, addr: IpAddr) {
-        if let Some(e) = self.lock().get_mut(&addr) {
+        if let Some(e) = self.lock().entries.get_mut(&addr) {
             e.failures = 0;
         }
+    }
+
+    /// Addresses remembered now.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Nothing remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// A wrong token from `addr`. When the verdict is a delay, the returned guard
     /// counts the attempt as in flight until it is dropped (after the delay).
     pub fn failed(self: &Arc<Self>, addr: IpAddr) -> (Verdict, Option<InFlight>) {
         let now = Instant::now();
-        let mut entries = self.lock();
-        if entries.len() > 1024 {
-            entries.retain(|_, e| e.in_flight > 0 || now.duration_since(e.last) < FORGET_AFTER);
+        let mut table = self.lock();
+        if now.duration_since(table.swept) >= SWEEP_EVERY {
+            table.swept = now;
+            table
+                .entries
+                .retain(|_, e| e.in_flight > 0 || now.duration_since(e.last) < FORGET_AFTER);
         }
-        let e = entries.entry(addr).or_insert(Entry {
+        let addr = if table.entries.len() >= MAX_ADDRESSES && !table.entries.contains_key(&addr) {
+            OVERFLOW
+        } else {
+            addr
+        };
+        let e = table.entries.entry(addr).or_insert(Entry {
             failures: 0,
             in_flight: 0,
             last: now,
@@ -101,7 +141,7 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(e) = self.limiter.lock().get_mut(&self.addr) {
+        if let Some(e) = self.limiter.lock().entries.get_mut(&self.addr) {
             e.in_flight = e.in_flight.saturating_sub(1);
         }
     }
@@ -143,5 +183,25 @@ mod tests {
         assert!(matches!(l.failed(B).0, Verdict::DelayThenFail(_)));
         drop(held);
         assert!(matches!(l.failed(A).0, Verdict::DelayThenFail(_)));
+    }
+
+    #[test]
+    fn the_table_stays_bounded_and_new_addresses_beyond_it_share_one_backoff() {
+        let l = AuthLimiter::new(Duration::from_secs(1), Duration::from_secs(60));
+        for i in 0..MAX_ADDRESSES as u32 {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            drop(l.failed(addr));
+        }
+        assert_eq!(l.len(), MAX_ADDRESSES);
+        // Rotating addresses no longer starts each one afresh.
+        let fresh = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+        let got: Vec<u64> = (0..4)
+            .map(|i| delay(l.failed(fresh(i))).as_secs())
+            .collect();
+        assert_eq!(got, [1, 2, 4, 8]);
+        assert_eq!(l.len(), MAX_ADDRESSES + 1, "one overflow entry, no more");
+        // A known address keeps its own entry.
+        let known = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000));
+        assert_eq!(delay(l.failed(known)).as_secs(), 2);
     }
 }

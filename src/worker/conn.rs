@@ -2,7 +2,6 @@
 //! task drains the client's bounded queue onto the socket.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,22 +11,23 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::auth::Verdict;
+use super::routes::{Client, Unauthenticated};
 use super::{Shared, COMMIT, VERSION};
 use crate::protocol::{
     parse_client_frame, AuthFailReason, ClientInfo, ClientMsg, DeviceInfo, ServerMsg,
     ShutdownReason, PROTOCOL_VERSION,
 };
-use crate::session::{frame, new_id, Audience, Outbound};
+use crate::session::{frame, new_id, queue, Audience, Outbound, QueueRx, QueueTx};
 
 /// Close codes of docs/protocol.md.
 mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const AUTH: u16 = 4001;
@@ -51,14 +51,22 @@ fn close_msg(code: u16, reason: &str) -> Message {
     }))
 }
 
-pub(crate) async fn run(socket: WebSocket, addr: IpAddr, s: Arc<Shared>) {
+pub(crate) async fn run(
+    socket: WebSocket,
+    client: Client,
+    pending: Unauthenticated,
+    s: Arc<Shared>,
+) {
     let (mut sink, mut stream) = socket.split();
-    let Some(device) = authenticate(&mut sink, &mut stream, addr, &s).await else {
+    let addr = client.addr;
+    let device = authenticate(&mut sink, &mut stream, addr, &s).await;
+    drop(pending);
+    let Some(device) = device else {
         return;
     };
     let client_id = new_id("c");
     let span = tracing::info_span!("client", client = %client_id, %addr);
-    serve_client(sink, stream, client_id, device, s)
+    serve_client(sink, stream, client_id, device, client.direct, s)
         .instrument(span)
         .await;
 }
@@ -67,19 +75,15 @@ pub(crate) async fn run(socket: WebSocket, addr: IpAddr, s: Arc<Shared>) {
 async fn authenticate(
     sink: &mut Sink,
     stream: &mut Stream,
-    addr: IpAddr,
+    addr: std::net::IpAddr,
     s: &Shared,
 ) -> Option<DeviceInfo> {
     let deadline = tokio::time::sleep(s.cfg.auth_timeout());
     tokio::pin!(deadline);
-    let refuse = |reason, code| async move {
-        let _ = sink.send(text(&ServerMsg::AuthFail { reason })).await;
-        let _ = sink.send(close_msg(code, "authentication failed")).await;
-    };
     loop {
         let msg = tokio::select! {
             _ = &mut deadline => {
-                refuse(AuthFailReason::Timeout, close::AUTH).await;
+                refuse(sink, AuthFailReason::Timeout, close::AUTH).await;
                 return None;
             }
             _ = s.stop.cancelled() => return None,
@@ -88,11 +92,19 @@ async fn authenticate(
         let frame = match msg {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
-                refuse(AuthFailReason::NotAuthenticated, close::AUTH).await;
+                refuse(sink, AuthFailReason::NotAuthenticated, close::AUTH).await;
                 return None;
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+            Some(Err(err)) => {
+                if too_big(err) {
+                    let _ = sink
+                        .send(close_msg(close::MESSAGE_TOO_BIG, "frame too large"))
+                        .await;
+                }
+                return None;
+            }
+            Some(Ok(Message::Close(_))) | None => return None,
         };
         match parse_client_frame(frame.as_str()) {
             Ok(ClientMsg::Auth(auth)) => {
@@ -103,7 +115,7 @@ async fn authenticate(
                 match s.auth.failed(addr) {
                     (Verdict::RateLimited, _) => {
                         tracing::warn!(%addr, "too many authentication attempts in flight");
-                        refuse(AuthFailReason::RateLimited, close::RATE_LIMITED).await;
+                        refuse(sink, AuthFailReason::RateLimited, close::RATE_LIMITED).await;
                     }
                     (Verdict::DelayThenFail(delay), in_flight) => {
                         tracing::warn!(%addr, delay_ms = delay.as_millis() as u64, "wrong token");
@@ -112,18 +124,24 @@ async fn authenticate(
                             _ = s.stop.cancelled() => {}
                         }
                         drop(in_flight);
-                        refuse(AuthFailReason::InvalidToken, close::AUTH).await;
+                        refuse(sink, AuthFailReason::InvalidToken, close::AUTH).await;
                     }
                 }
                 return None;
             }
             // Anything else first — even a malformed frame — is not authentication.
             Ok(_) | Err(_) => {
-                refuse(AuthFailReason::NotAuthenticated, close::AUTH).await;
+                refuse(sink, AuthFailReason::NotAuthenticated, close::AUTH).await;
                 return None;
             }
         }
     }
+}
+
+/// Answers `auth_fail` and closes with `code`.
+async fn refuse(sink: &mut Sink, reason: AuthFailReason, code: u16) {
+    let _ = sink.send(text(&ServerMsg::AuthFail { reason })).await;
+    let _ = sink.send(close_msg(code, "authentication failed")).await;
 }
 
 /// Why the connection ends, decided by the reader and carried out by the writer.
@@ -140,6 +158,7 @@ async fn serve_client(
     mut stream: Stream,
     client_id: String,
     device: DeviceInfo,
+    direct: bool,
     s: Arc<Shared>,
 ) {
     let info = ClientInfo {
@@ -165,14 +184,17 @@ async fn serve_client(
     if sink.send(text(&ok)).await.is_err() {
         return;
     }
-    let probe = info.device.device_type.as_deref() == Some(crate::control::PROBE_DEVICE_TYPE);
+    // Only a connection straight to the private port may be the supervisor's probe: a
+    // token holder through the public port who says so is still listed to every phone.
+    let probe =
+        direct && info.device.device_type.as_deref() == Some(crate::control::PROBE_DEVICE_TYPE);
     if probe {
         tracing::debug!("health probe connected");
     } else {
         tracing::info!(device = ?info.device.device_name, "client connected");
     }
 
-    let (tx, rx) = mpsc::channel(s.cfg.client_queue.max(16));
+    let (tx, rx) = queue(s.cfg.client_queue.max(16), s.cfg.client_queue_bytes);
     let kick = CancellationToken::new();
     if probe {
         hub.clients().register_probe(info, tx.clone(), kick.clone());
@@ -196,6 +218,7 @@ async fn serve_client(
             end_rx,
             pong_seen.clone(),
             Duration::from_secs(s.cfg.ws_ping_secs.max(1)),
+            s.cfg.write_timeout(),
         )
         .in_current_span(),
     );
@@ -219,7 +242,7 @@ async fn serve_client(
 async fn read_loop(
     stream: &mut Stream,
     client_id: &String,
-    tx: &mpsc::Sender<Outbound>,
+    tx: &QueueTx,
     kick: &CancellationToken,
     pong_seen: &AtomicBool,
     s: &Shared,
@@ -299,7 +322,11 @@ async fn read_loop(
             Some(Ok(Message::Close(_))) | None => return Ending::Gone,
             Some(Err(err)) => {
                 tracing::debug!(%err, "websocket read failed");
-                return Ending::Gone;
+                return if too_big(err) {
+                    Ending::Close(close::MESSAGE_TOO_BIG, "frame too large")
+                } else {
+                    Ending::Gone
+                };
             }
         };
         tracing::debug!(code = ?frame_error.code, message = %frame_error.message, "refused frame");
@@ -326,65 +353,107 @@ async fn read_loop(
     }
 }
 
+/// Every write has a deadline: a peer that stops reading fills its socket buffer, and a
+/// write to it would wait forever, holding the socket and the queue behind it. Past
+/// `write_timeout` the connection is simply dropped.
 async fn write_loop(
     mut sink: Sink,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: QueueRx,
     kick: CancellationToken,
     mut end: tokio::sync::watch::Receiver<Option<Ending>>,
     pong_seen: Arc<AtomicBool>,
     ping_every: Duration,
+    write_timeout: Duration,
 ) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let t = write_timeout;
     loop {
         tokio::select! {
             out = rx.recv() => {
                 let Some(out) = out else { break };
-                if send_out(&mut sink, out).await.is_err() {
-                    break;
+                if timed(t, send_out(&mut sink, out)).await.is_err() {
+                    return;
                 }
             }
             _ = ping.tick() => {
                 // docs/protocol.md "Keepalive": a peer that did not answer the last ping is gone.
                 if !pong_seen.swap(false, Ordering::Relaxed) {
                     tracing::info!("no pong since the last ping; dropping the client");
-                    let _ = sink.send(close_msg(close::GOING_AWAY, "keepalive timeout")).await;
-                    break;
+                    let _ = timed(t, send_msg(&mut sink, close_msg(close::GOING_AWAY, "keepalive timeout"))).await;
+                    return;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
+                if timed(t, send_msg(&mut sink, Message::Ping(Default::default()))).await.is_err() {
+                    return;
                 }
             }
             _ = kick.cancelled() => {
-                let _ = sink.send(close_msg(close::TRY_AGAIN_LATER, "client too slow")).await;
-                break;
+                let _ = timed(t, send_msg(&mut sink, close_msg(close::TRY_AGAIN_LATER, "client too slow"))).await;
+                return;
             }
             changed = end.changed() => {
                 let ending = if changed.is_ok() { end.borrow().clone() } else { Some(Ending::Gone) };
                 if let Some(Ending::Close(code, reason)) = ending {
                     // Whatever was queued before the decision (e.g. the error that caused
                     // it) goes out first.
-                    while let Ok(out) = rx.try_recv() {
-                        if send_out(&mut sink, out).await.is_err() {
+                    while let Some(out) = rx.try_recv() {
+                        if timed(t, send_out(&mut sink, out)).await.is_err() {
                             return;
                         }
                     }
-                    let _ = sink.send(close_msg(code, reason)).await;
+                    let _ = timed(t, send_msg(&mut sink, close_msg(code, reason))).await;
                 }
                 break;
             }
         }
     }
-    let _ = sink.close().await;
+    let _ = timed(t, async { sink.close().await.map_err(|_| WriteFailed) }).await;
 }
 
-async fn send_out(sink: &mut Sink, out: Outbound) -> Result<(), axum::Error> {
-    match out {
-        Outbound::Frame(f) => sink.send(Message::Text(Utf8Bytes::from(&*f))).await,
-        Outbound::Batch(frames) => {
-            for f in frames {
-                sink.feed(Message::Text(Utf8Bytes::from(&*f))).await?;
-            }
-            sink.flush().await
+/// The WebSocket layer refused a frame past its limit (twice the protocol's): the peer
+/// is told why (1009) rather than just cut off.
+fn too_big(err: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    err.into_inner()
+        .downcast::<Error>()
+        .is_ok_and(|e| matches!(*e, Error::Capacity(_)))
+}
+
+/// A write failed or timed out; the connection is done.
+struct WriteFailed;
+
+async fn timed(
+    deadline: Duration,
+    write: impl std::future::Future<Output = Result<(), WriteFailed>>,
+) -> Result<(), WriteFailed> {
+    match tokio::time::timeout(deadline, write).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::info!("the client stopped reading; dropping it");
+            Err(WriteFailed)
         }
     }
+}
+
+async fn send_msg(sink: &mut Sink, msg: Message) -> Result<(), WriteFailed> {
+    sink.send(msg).await.map_err(|_| WriteFailed)
+}
+
+async fn send_out(sink: &mut Sink, out: Outbound) -> Result<(), WriteFailed> {
+    let sent = match out {
+        Outbound::Frame(f) => sink.send(Message::Text(Utf8Bytes::from(&*f))).await,
+        Outbound::Batch(frames) => {
+            let mut fed = Ok(());
+            for f in frames {
+                fed = sink.feed(Message::Text(Utf8Bytes::from(&*f))).await;
+                if fed.is_err() {
+                    break;
+                }
+            }
+            match fed {
+                Ok(()) => sink.flush().await,
+                err => err,
+            }
+        }
+    };
+    sent.map_err(|_| WriteFailed)
 }

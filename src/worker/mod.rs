@@ -13,7 +13,7 @@ pub use auth::{AuthLimiter, Verdict};
 pub use supervised::follow_supervisor;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::WorkerConfig;
+use crate::forwarded::Voucher;
 use crate::protocol::ShutdownReason;
 use crate::secrets::ApiToken;
 use crate::session::Hub;
@@ -99,6 +100,10 @@ impl WorkerSignals {
 /// Everything a connection needs; shared.
 pub(crate) struct Shared {
     pub token: ApiToken,
+    /// Checks the supervisor's word on who each client is.
+    pub voucher: Voucher,
+    /// WebSocket connections that have not authenticated yet.
+    pub unauthenticated: AtomicUsize,
     pub cfg: WorkerConfig,
     pub hub: Hub,
     pub auth: Arc<AuthLimiter>,
@@ -126,6 +131,8 @@ pub async fn serve(
         Duration::from_millis(cfg.auth_backoff_max_ms),
     );
     let shared = Arc::new(Shared {
+        voucher: Voucher::new(&token),
+        unauthenticated: AtomicUsize::new(0),
         token,
         cfg,
         hub,

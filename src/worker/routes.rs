@@ -1,6 +1,7 @@
 //! HTTP routes: health, the WebSocket upgrade, and the phone client's files.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -27,7 +28,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn health(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
+/// Version, commit and uptime only for whoever reaches the private port directly (the
+/// supervisor's gate, `chroxy doctor`): through the public port they would tell the
+/// internet which build to attack.
+async fn health(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Json<serde_json::Value> {
+    if !Client::of(peer.ip(), &headers, &s.voucher).direct {
+        return Json(json!({ "status": "ok" }));
+    }
     Json(json!({
         "status": "ok",
         "version": VERSION,
@@ -42,31 +53,81 @@ async fn ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let addr = client_addr(peer.ip(), &headers);
+    let client = Client::of(peer.ip(), &headers, &s.voucher);
+    let Some(pending) = Unauthenticated::take(&s) else {
+        tracing::warn!(addr = %client.addr, "too many unauthenticated connections; refusing an upgrade");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "too many connections waiting to authenticate; retry later",
+        )
+            .into_response();
+    };
     // Frames above our 1 MiB limit must still be *read* so they can be answered with
-    // TOO_LARGE; far larger ones are cut off by the WebSocket layer itself.
+    // TOO_LARGE; beyond twice that the WebSocket layer closes the connection (1009)
+    // rather than buffer it.
     upgrade
-        .max_message_size(MAX_FRAME_BYTES * 8)
-        .max_frame_size(MAX_FRAME_BYTES * 8)
+        .max_message_size(MAX_FRAME_BYTES * 2)
+        .max_frame_size(MAX_FRAME_BYTES * 2)
         .on_upgrade(move |socket| {
             let tracker = s.conns.clone();
-            tracker.track_future(conn::run(socket, addr, s))
+            tracker.track_future(conn::run(socket, client, pending, s))
         })
 }
 
-/// Behind the tunnel every peer is 127.0.0.1; the tunnel reports the real client in
-/// `Cf-Connecting-Ip`. Only a loopback peer is trusted to say so.
-fn client_addr(peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if peer.is_loopback() {
-        if let Some(ip) = headers
-            .get("cf-connecting-ip")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-        {
-            return ip;
+/// Who a connection is, as far as the worker can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Client {
+    /// The address failures are counted against.
+    pub addr: IpAddr,
+    /// It reached the private port directly (no header from the public port at all):
+    /// the supervisor's probe or a local tool, never a phone through the tunnel.
+    pub direct: bool,
+}
+
+impl Client {
+    /// Every connection through the public port carries the supervisor's signed word on
+    /// who the client is ([`crate::forwarded`]); only that is believed. Any other
+    /// header, `Cf-Connecting-Ip` included, is the client's own claim.
+    fn of(peer: IpAddr, headers: &HeaderMap, voucher: &crate::forwarded::Voucher) -> Self {
+        let Some(value) = headers.get(crate::forwarded::CLIENT_HEADER) else {
+            return Self {
+                addr: peer,
+                direct: true,
+            };
+        };
+        let vouched = value.to_str().ok().and_then(|v| voucher.verify(v));
+        Self {
+            addr: vouched.unwrap_or(peer),
+            direct: false,
         }
     }
-    peer
+}
+
+/// A place among the connections still to authenticate, given back on drop.
+pub(crate) struct Unauthenticated {
+    shared: Arc<Shared>,
+}
+
+impl Unauthenticated {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let max = shared.cfg.max_unauthenticated.max(1);
+        shared
+            .unauthenticated
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self {
+                shared: shared.clone(),
+            })
+    }
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.shared.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 async fn static_file(uri: Uri) -> Response {
@@ -86,16 +147,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forwarded_address_is_trusted_only_from_loopback() {
-        let mut h = HeaderMap::new();
-        h.insert("cf-connecting-ip", "203.0.113.9".parse().unwrap());
+    fn only_the_public_ports_signed_word_names_a_client() {
+        let voucher = crate::forwarded::Voucher::new(&crate::secrets::ApiToken::new("t"));
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        let remote: IpAddr = "198.51.100.4".parse().unwrap();
-        assert_eq!(
-            client_addr(lo, &h),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
+        let phone: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut signed = HeaderMap::new();
+        signed.insert(
+            crate::forwarded::CLIENT_HEADER,
+            voucher.header_value(phone).parse().unwrap(),
         );
-        assert_eq!(client_addr(remote, &h), remote);
-        assert_eq!(client_addr(lo, &HeaderMap::new()), lo);
+        assert_eq!(
+            Client::of(lo, &signed, &voucher),
+            Client {
+                addr: phone,
+                direct: false
+            }
+        );
+        // The tunnel's header is a claim anyone on loopback can make: ignored.
+        let mut claimed = HeaderMap::new();
+        claimed.insert("cf-connecting-ip", "198.51.100.4".parse().unwrap());
+        assert_eq!(
+            Client::of(lo, &claimed, &voucher),
+            Client {
+                addr: lo,
+                direct: true
+            }
+        );
+        // A forged signature is neither believed nor taken for the supervisor's probe.
+        let mut forged = HeaderMap::new();
+        forged.insert(
+            crate::forwarded::CLIENT_HEADER,
+            format!("198.51.100.4 {}", "ab".repeat(32)).parse().unwrap(),
+        );
+        assert_eq!(
+            Client::of(lo, &forged, &voucher),
+            Client {
+                addr: lo,
+                direct: false
+            }
+        );
     }
 }

@@ -321,8 +321,28 @@ impl Worker {
 /// `chroxy` run as a test runs it: only PATH from this environment, the test's homes,
 /// the test token, the agent of `opts`, stderr into a fresh log file (returned).
 pub fn chroxy_command(home: &Home, opts: &WorkerOpts, what: &str) -> (Command, PathBuf) {
+    chroxy_command_limited(home, opts, what, None)
+}
+
+/// [`chroxy_command`] with its file-descriptor limit (soft and hard) set to `nofile`,
+/// as `ulimit -n` would (through util-linux's `prlimit`, which execs: same pid).
+pub fn chroxy_command_limited(
+    home: &Home,
+    opts: &WorkerOpts,
+    what: &str,
+    nofile: Option<u64>,
+) -> (Command, PathBuf) {
     let log = log_file(home, what);
-    let mut cmd = Command::new(chroxy_bin());
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut cmd = Command::new("prlimit");
+            cmd.arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(chroxy_bin());
+            cmd
+        }
+        None => Command::new(chroxy_bin()),
+    };
     cmd.env_clear()
         .envs(test_env(home, opts))
         .stdin(Stdio::null())

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 pub use super::chroxy_bin;
-use super::{chroxy_command, Client, Home, WorkerOpts, TOKEN, WAIT};
+use super::{chroxy_command_limited, Client, Home, WorkerOpts, TOKEN, WAIT};
 
 /// A running supervisor: a `chroxy start` of the test's, or (attached) the one inside
 /// the tray app.
@@ -73,7 +73,17 @@ impl Sup {
     }
 
     pub async fn start_args(home: &Home, opts: WorkerOpts, extra: &[&str]) -> Self {
-        let (mut cmd, log) = chroxy_command(home, &opts, "supervisor");
+        Self::start_limited(home, opts, extra, None).await
+    }
+
+    /// [`Sup::start_args`] under a file-descriptor limit (`ulimit -n`), when given.
+    pub async fn start_limited(
+        home: &Home,
+        opts: WorkerOpts,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Self {
+        let (mut cmd, log) = chroxy_command_limited(home, &opts, "supervisor", nofile);
         cmd.arg("start");
         // Ports picked by the OS unless the test names one (to come back on the same).
         if !extra.contains(&"--port") {

@@ -1,105 +1,145 @@
 //! The public port. Phones (and the tunnel) always connect here, so their address never
-//! changes when the worker restarts or a new release takes over. Each connection is
-//! spliced byte for byte to the worker routed at the moment it arrives; while none is,
-//! the supervisor itself answers "restarting" with a `Retry-After`, so a phone knows to
-//! wait rather than give up.
+//! changes when the worker restarts or a new release takes over. Each connection's
+//! request head is read ([`head`]), signed with who the client is, and everything is
+//! then spliced byte for byte to the worker routed at that moment ([`splice`]); while
+//! none is, the supervisor itself answers "restarting" with a `Retry-After`, so a phone
+//! knows to wait rather than give up. How many connections it holds, and how many of
+//! them unauthenticated, is bounded ([`admission`]), so no flood can take the
+//! supervisor's file descriptors, and with them its own health probes, from it.
+
+mod admission;
+mod head;
+mod splice;
+
+pub use admission::Limits;
+
+use admission::Admission;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::status::StateName;
+use super::status::{StateName, Status};
+use crate::forwarded::Voucher;
+use head::Head;
 
 /// Where new connections go: the healthy worker's private port, or nobody.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Route {
     /// The routed worker's port on 127.0.0.1.
     pub port: Option<u16>,
+    /// Signs who each client is for the routed worker (keyed from its token).
+    pub voucher: Option<Voucher>,
     /// The supervisor's state, for the "restarting" answer.
     pub state: StateName,
     /// Seconds a client should wait before retrying while nobody is routed.
     pub retry_after_secs: u64,
 }
 
-/// A request head larger than this is not worth reading to say "restarting".
-const MAX_HEAD: usize = 8 * 1024;
 /// A client that sends no request head in this time is dropped.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes a client may send after its request head before it has authenticated: an
+/// `auth` frame is well under 1 KiB.
+pub const PREAUTH_BYTES: usize = 64 * 1024;
 
 /// Accepts on `listener` until `stop` is cancelled; spliced connections live on in
-/// `tracker` (they end when their worker goes away).
+/// `tracker` (they end when their worker goes away). The table's figures reach
+/// `status` (its `connections`) whenever they change, checked every second.
 pub async fn serve(
     listener: TcpListener,
     route: watch::Receiver<Route>,
+    limits: Limits,
+    status: watch::Sender<Status>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let admission = Admission::new(limits);
+    let mut report = tokio::time::interval(Duration::from_secs(1));
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
+            _ = report.tick() => {
+                let now = admission.status();
+                status.send_if_modified(|s| std::mem::replace(&mut s.connections, now.clone()) != now);
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(err) => {
-                    // Out of file descriptors and the like: don't spin.
+                    // Out of file descriptors and the like: don't spin. The bounds keep
+                    // this from happening unless something else holds the descriptors.
                     tracing::warn!(%err, "public port: accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let Some(ticket) = admission.admit(peer.ip()) else {
+            tracing::debug!(%peer, "public port full of authenticated phones; refused");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let route = *route.borrow();
+        let route = route.clone();
         tracker.spawn(async move {
-            if let Err(err) = handle(stream, route).await {
-                tracing::debug!(%peer, %err, "public connection ended with an error");
+            let evicted = ticket.evicted.clone();
+            tokio::select! {
+                _ = evicted.cancelled() => tracing::debug!(%peer, "evicted to make room"),
+                result = handle(stream, peer.ip(), route, &ticket) => if let Err(err) = result {
+                    tracing::debug!(%peer, %err, "public connection ended with an error");
+                },
             }
         });
     }
 }
 
-async fn handle(mut client: TcpStream, route: Route) -> std::io::Result<()> {
-    if let Some(port) = route.port {
+async fn handle(
+    mut client: TcpStream,
+    peer: std::net::IpAddr,
+    route: watch::Receiver<Route>,
+    ticket: &admission::Ticket,
+) -> std::io::Result<()> {
+    let Some(head) = head::read(&mut client, HEAD_TIMEOUT).await else {
+        return Ok(());
+    };
+    // Routed as of the moment the request arrived, not the moment the socket did.
+    let route = route.borrow().clone();
+    if let (Some(port), Some(voucher)) = (route.port, route.voucher.as_ref()) {
         match TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(mut worker) => {
+            Ok(worker) => {
                 let _ = worker.set_nodelay(true);
-                tokio::io::copy_bidirectional(&mut client, &mut worker).await?;
-                return Ok(());
+                let first = head.forwarded(&voucher.header_value(peer));
+                let head_len = first.len() - head.rest.len();
+                let watch = splice::Watch {
+                    upgrade: head.is_upgrade(),
+                    preauth_bytes: PREAUTH_BYTES,
+                };
+                return splice::run(client, worker, first, ticket, watch, head_len).await;
             }
             // Died between routing and now: the runner will notice; meanwhile say so.
             Err(err) => tracing::debug!(port, %err, "routed worker refused a connection"),
         }
     }
-    answer_restarting(client, route).await
+    answer_restarting(client, &head, &route).await
 }
 
-/// Reads the request head and answers 503 in the form the client expects.
-async fn answer_restarting(mut client: TcpStream, route: Route) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    let read_head = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-            let n = client.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    if tokio::time::timeout(HEAD_TIMEOUT, read_head).await.is_err() {
-        return Ok(());
-    }
-    let response = restarting_response(&head, route);
+/// Answers 503 in the form the client expects.
+async fn answer_restarting(
+    mut client: TcpStream,
+    head: &Head,
+    route: &Route,
+) -> std::io::Result<()> {
+    let response = restarting_response(&head.head, route);
     client.write_all(response.as_bytes()).await?;
     client.shutdown().await
 }
 
 /// The whole HTTP/1.1 response for a request head while no worker serves.
-pub fn restarting_response(head: &[u8], route: Route) -> String {
+pub fn restarting_response(head: &[u8], route: &Route) -> String {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
     let path = lines
@@ -153,6 +193,7 @@ mod tests {
     fn route() -> Route {
         Route {
             port: None,
+            voucher: None,
             state: StateName::Restarting,
             retry_after_secs: 2,
         }
@@ -160,7 +201,7 @@ mod tests {
 
     #[test]
     fn health_gets_json_503() {
-        let r = restarting_response(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", route());
+        let r = restarting_response(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", &route());
         assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
         assert!(r.contains("Retry-After: 2\r\n"));
         let body = r.split("\r\n\r\n").nth(1).unwrap();
@@ -173,13 +214,13 @@ mod tests {
     fn websocket_upgrades_get_503_with_retry_after_and_pages_a_reloading_page() {
         let r = restarting_response(
             b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n",
-            route(),
+            &route(),
         );
         assert!(r.starts_with("HTTP/1.1 503 ") && r.contains("Retry-After: 2\r\n"));
         assert!(r.contains("text/plain"));
-        let r = restarting_response(b"GET / HTTP/1.1\r\n\r\n", route());
+        let r = restarting_response(b"GET / HTTP/1.1\r\n\r\n", &route());
         assert!(r.contains("text/html") && r.contains("http-equiv=refresh"));
-        let r = restarting_response(b"\xff\xfe garbage", route());
+        let r = restarting_response(b"\xff\xfe garbage", &route());
         assert!(
             r.starts_with("HTTP/1.1 503 "),
             "garbage still gets an answer"

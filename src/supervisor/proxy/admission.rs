@@ -1,0 +1,308 @@
+//! Who gets a place on the public port when too many knock at once.
+//!
+//! Each connection the public port holds costs the supervisor two file descriptors (the
+//! client's socket and its splice to the worker). Without a bound, a few hundred
+//! sockets that never authenticate exhaust them; the supervisor's own health probe then
+//! fails and a healthy worker is blamed. So the table bounds both the connections it
+//! holds and those not yet proven (no `auth_ok` seen). When either bound is reached, a
+//! newcomer is still let in: the oldest unproven connection of the address holding the
+//! most unproven ones makes room. An owner's phone (one connection, authenticating in
+//! milliseconds) is thus never kept out by a flood from elsewhere, nor, when the flood
+//! shares its address, for longer than the flood takes to send as many sockets as the
+//! bound. Proven connections are never evicted; when every place is proven, newcomers
+//! are refused.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio_util::sync::CancellationToken;
+
+use super::super::status::ConnectionsStatus;
+
+/// The bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections held at once, proven or not.
+    pub max_connections: usize,
+    /// Of those, connections not yet proven.
+    pub max_unauthenticated: usize,
+}
+
+/// File descriptors kept for everything but the public port's connections: the
+/// listeners, the status page and its clients, health probes, worker and tunnel pipes,
+/// logs, the store.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+impl Limits {
+    /// The configured bounds, lowered to what this process's file-descriptor limit
+    /// allows (two per connection, [`RESERVED_DESCRIPTORS`] kept aside) after raising
+    /// its soft limit to the hard one, as far as the OS lets it.
+    pub fn fitting(max_connections: usize, max_unauthenticated: usize) -> Self {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+            {
+                Ok(()) => hard,
+                Err(err) => {
+                    tracing::debug!(%err, "cannot raise the file-descriptor limit");
+                    soft
+                }
+            },
+            Ok((soft, _)) => soft,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the file-descriptor limit");
+                return Self {
+                    max_connections,
+                    max_unauthenticated,
+                };
+            }
+        };
+        let room = soft.saturating_sub(RESERVED_DESCRIPTORS) / 2;
+        let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+        if room < max_connections {
+            tracing::warn!(
+                descriptors = soft,
+                configured = max_connections,
+                allowed = room,
+                "the file-descriptor limit lowers max_connections"
+            );
+        }
+        let max_connections = max_connections.min(room).max(1);
+        Self {
+            max_connections,
+            max_unauthenticated: max_unauthenticated.clamp(1, max_connections),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    key: IpAddr,
+    proven: bool,
+    evict: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    next_id: u64,
+    conns: HashMap<u64, Conn>,
+    /// Unproven connections per address, oldest first.
+    unproven: HashMap<IpAddr, VecDeque<u64>>,
+    unproven_count: usize,
+}
+
+impl Table {
+    fn forget_unproven(&mut self, id: u64, key: IpAddr) {
+        if let Some(queue) = self.unproven.get_mut(&key) {
+            if let Some(at) = queue.iter().position(|&x| x == id) {
+                queue.remove(at);
+                self.unproven_count -= 1;
+            }
+            if queue.is_empty() {
+                self.unproven.remove(&key);
+            }
+        }
+    }
+
+    /// The oldest unproven connection of the address with the most of them.
+    fn victim(&self) -> Option<u64> {
+        self.unproven
+            .values()
+            .max_by_key(|q| q.len())
+            .and_then(|q| q.front().copied())
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Conn> {
+        let conn = self.conns.remove(&id)?;
+        if !conn.proven {
+            self.forget_unproven(id, conn.key);
+        }
+        Some(conn)
+    }
+}
+
+/// The public port's connection table; shared by its connection tasks.
+#[derive(Debug)]
+pub struct Admission {
+    limits: Limits,
+    table: Mutex<Table>,
+    evicted: AtomicU64,
+    refused: AtomicU64,
+    last_hit_at: AtomicU64,
+}
+
+/// A place in the table; dropping it gives the place back.
+#[derive(Debug)]
+pub struct Ticket {
+    id: u64,
+    admission: Arc<Admission>,
+    /// Cancelled when a newcomer needs the place: drop the sockets.
+    pub evicted: CancellationToken,
+}
+
+impl Ticket {
+    /// The client authenticated: it keeps its place.
+    pub fn prove(&self) {
+        let mut t = self.admission.lock();
+        if let Some(conn) = t.conns.get_mut(&self.id) {
+            if !conn.proven {
+                conn.proven = true;
+                let key = conn.key;
+                t.forget_unproven(self.id, key);
+            }
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.admission.lock().remove(self.id);
+    }
+}
+
+impl Admission {
+    /// An empty table with these bounds (each at least 1).
+    pub fn new(limits: Limits) -> Arc<Self> {
+        let max_connections = limits.max_connections.max(1);
+        Arc::new(Self {
+            limits: Limits {
+                max_connections,
+                max_unauthenticated: limits.max_unauthenticated.clamp(1, max_connections),
+            },
+            table: Mutex::new(Table::default()),
+            evicted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            last_hit_at: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Every update is a handful of map operations that cannot panic halfway.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for a newcomer from `key`, making room if needed; `None` when every
+    /// place is held by a proven connection.
+    pub fn admit(self: &Arc<Self>, key: IpAddr) -> Option<Ticket> {
+        let mut t = self.lock();
+        while t.conns.len() >= self.limits.max_connections
+            || t.unproven_count >= self.limits.max_unauthenticated
+        {
+            self.hit();
+            let Some(victim) = t.victim() else {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            if let Some(conn) = t.remove(victim) {
+                conn.evict.cancel();
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        let evicted = CancellationToken::new();
+        t.conns.insert(
+            id,
+            Conn {
+                key,
+                proven: false,
+                evict: evicted.clone(),
+            },
+        );
+        t.unproven.entry(key).or_default().push_back(id);
+        t.unproven_count += 1;
+        Some(Ticket {
+            id,
+            admission: self.clone(),
+            evicted,
+        })
+    }
+
+    fn hit(&self) {
+        self.last_hit_at
+            .store(crate::protocol::now_ms(), Ordering::Relaxed);
+    }
+
+    /// What the status page shows.
+    pub fn status(&self) -> ConnectionsStatus {
+        let t = self.lock();
+        let last_hit_at = self.last_hit_at.load(Ordering::Relaxed);
+        ConnectionsStatus {
+            open: t.conns.len(),
+            unauthenticated: t.unproven_count,
+            max_connections: self.limits.max_connections,
+            max_unauthenticated: self.limits.max_unauthenticated,
+            evicted: self.evicted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            last_limit_at: (last_hit_at > 0).then_some(last_hit_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn table(max_connections: usize, max_unauthenticated: usize) -> Arc<Admission> {
+        Admission::new(Limits {
+            max_connections,
+            max_unauthenticated,
+        })
+    }
+
+    #[test]
+    fn a_flood_from_one_address_never_keeps_a_newcomer_out_and_loses_its_oldest_first() {
+        let a = table(100, 3);
+        let flood: Vec<Ticket> = (0..3).map(|_| a.admit(ip("10.0.0.1")).unwrap()).collect();
+        let owner = a.admit(ip("203.0.113.5")).expect("the owner gets in");
+        assert!(
+            flood[0].evicted.is_cancelled(),
+            "the oldest flooder made room"
+        );
+        assert!(!flood[1].evicted.is_cancelled() && !flood[2].evicted.is_cancelled());
+        // More flood: it evicts itself, never the owner's single connection.
+        let more: Vec<Ticket> = (0..10).map(|_| a.admit(ip("10.0.0.1")).unwrap()).collect();
+        assert!(!owner.evicted.is_cancelled());
+        assert!(more[..8].iter().all(|t| t.evicted.is_cancelled()));
+        let s = a.status();
+        assert_eq!((s.open, s.unauthenticated), (3, 3));
+        assert_eq!(s.evicted, 11);
+        assert!(s.last_limit_at.is_some());
+    }
+
+    #[test]
+    fn proven_connections_keep_their_place_and_when_all_are_proven_newcomers_are_refused() {
+        let a = table(2, 2);
+        let phone = a.admit(ip("127.0.0.1")).unwrap();
+        phone.prove();
+        let other = a.admit(ip("127.0.0.1")).unwrap();
+        // Same address, full: the unproven one goes, the proven one stays.
+        let newcomer = a.admit(ip("127.0.0.1")).unwrap();
+        assert!(other.evicted.is_cancelled());
+        assert!(!phone.evicted.is_cancelled());
+        newcomer.prove();
+        assert!(a.admit(ip("127.0.0.1")).is_none(), "every place is proven");
+        assert_eq!(a.status().refused, 1);
+        drop(newcomer);
+        assert!(a.admit(ip("127.0.0.1")).is_some(), "a place came back");
+    }
+
+    #[test]
+    fn places_come_back_when_tickets_drop_and_counts_stay_true() {
+        let a = table(10, 5);
+        let tickets: Vec<Ticket> = (0..5).map(|_| a.admit(ip("10.0.0.2")).unwrap()).collect();
+        tickets[0].prove();
+        tickets[0].prove();
+        assert_eq!(a.status().unauthenticated, 4);
+        drop(tickets);
+        let s = a.status();
+        assert_eq!((s.open, s.unauthenticated, s.evicted), (0, 0, 0));
+        assert_eq!(s.last_limit_at, None);
+    }
+}
