@@ -179,3 +179,39 @@ async fn a_flood_through_the_public_port_never_takes_the_machine_from_its_owner(
         held.len()
     );
 }
+
+/// A phone that stops reading while its answers pile up (a history replay asked for
+/// again and again) is closed and forgotten within the write deadline: its socket and
+/// queue are freed, and the others are told it left.
+#[tokio::test]
+async fn a_phone_that_stops_reading_is_dropped_and_its_queue_freed() {
+    let home = Home::new();
+    home.config("[worker]\nclient_queue_bytes = 1048576\nwrite_timeout_ms = 500\n");
+    let w = common::Worker::start_with(&home, WorkerOpts::fake_cli()).await;
+    let mut reader = w.client().await;
+    // A history worth replaying: ten inputs of 90 000 characters.
+    let big = "x".repeat(90_000);
+    for _ in 0..10 {
+        reader.turn(&big).await;
+    }
+    let session = reader.active_session();
+
+    let mut stalled = w.connect().await;
+    assert_eq!(stalled.auth(TOKEN).await["type"], "auth_ok");
+    let joined = reader.until_type("client_joined").await;
+    let stalled_id = joined["client"]["clientId"].clone();
+    // From here on it never reads; it only asks for the replay, again and again.
+    let ask = json!({"type": "switch_session", "sessionId": session}).to_string();
+    for _ in 0..20 {
+        // Once it is dropped a send fails; that is the point.
+        let _ = futures_util::SinkExt::send(
+            &mut stalled.ws,
+            tokio_tungstenite::tungstenite::Message::text(ask.clone()),
+        )
+        .await;
+    }
+    let left = reader
+        .until(|v| v["type"] == "client_left" && v["clientId"] == stalled_id)
+        .await;
+    assert_eq!(left["clientId"], stalled_id);
+}
