@@ -17,14 +17,35 @@ async fn pairing_link(home: &Home) -> String {
     out.trim().to_owned()
 }
 
-/// Paired from the link, connected, welcome read.
+/// Paired from the link (the person agreeing to the host it names), connected.
 async fn paired(b: &Browser, link: &str) {
     b.goto(link).await;
+    let host = link
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(host, _)| host)
+        .unwrap();
+    b.until(
+        "asked to trust the machine the link names",
+        &format!(
+            "return !document.getElementById('pair-offer').hidden && document.getElementById('pair-offer-title').textContent.includes({})",
+            Value::String(host.into())
+        ),
+    )
+    .await;
+    b.click("#pair-offer-yes").await;
     b.until(
         "connected",
         "return document.body.dataset.connection === 'connected'",
     )
     .await;
+}
+
+/// A pairing link with any payload, as an attacker could make one.
+fn crafted(page: &str, payload: &Value) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string());
+    format!("{page}/#pair={encoded}")
 }
 
 fn assistant_says(text: &str) -> String {
@@ -322,4 +343,219 @@ async fn a_connection_that_stops_answering_is_declared_dead_by_its_missed_pongs(
         "return document.body.dataset.connection === 'connected'",
     )
     .await;
+}
+
+/// Records the address of every WebSocket the page opens from now on.
+const RECORD_SOCKETS: &str = "window.sockets = []; const Native = WebSocket; \
+    window.WebSocket = class extends Native { constructor(url, p) { window.sockets.push(String(url)); super(url, p); } }; \
+    return true";
+const STORED: &str = "return JSON.stringify([localStorage.getItem('chroxy.pairings'), localStorage.getItem('chroxy.current')])";
+
+/// Anyone can send the owner a pairing link (docs/protocol.md "Pairing link"): one that
+/// names another host, a script, a huge payload, or a new token is never applied
+/// silently; the page runs under its Content-Security-Policy, several machines included.
+#[tokio::test]
+async fn crafted_pairing_links_change_nothing_without_the_owner_and_the_page_runs_under_its_policy()
+{
+    let home = Home::new();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    let link = pairing_link(&home).await;
+    let page = format!("http://127.0.0.1:{}", sup.public);
+    let own_ws = format!("ws://127.0.0.1:{}/ws", sup.public);
+    // The attacker's machine: a port on loopback nobody serves.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere = format!("127.0.0.1:{}", elsewhere.local_addr().unwrap().port());
+    let driver = Driver::start().await;
+    let a = driver.browser("phone-crafted-links").await;
+    paired(&a, &link).await;
+    a.js(RECORD_SOCKETS).await;
+    let stored = a.js(STORED).await;
+    let unchanged = |what: &'static str| {
+        let a = &a;
+        let stored = stored.clone();
+        async move {
+            assert_eq!(
+                a.js(STORED).await,
+                stored,
+                "{what}: the stored pairings changed"
+            );
+            assert_eq!(
+                a.js("return window.sockets").await,
+                serde_json::json!([]),
+                "{what}: a socket was opened"
+            );
+            assert_eq!(
+                a.js("return document.body.dataset.connection").await,
+                "connected",
+                "{what}: the machine's connection was touched"
+            );
+        }
+    };
+
+    // Opened as the QR's link would be: refused with a reason, the token gone from the
+    // address bar, nothing else changed.
+    let payload = |url: &str, token: &str| serde_json::json!({"v": 1, "url": url, "token": token});
+    for (what, link, reason) in [
+        (
+            "re-points this machine to another host",
+            crafted(
+                &page,
+                &payload(&format!("ws://{elsewhere}/ws"), common::TOKEN),
+            ),
+            format!("would connect this phone to {elsewhere}"),
+        ),
+        (
+            "a javascript: address",
+            crafted(
+                &page,
+                &payload("javascript:alert(document.domain)", common::TOKEN),
+            ),
+            "not a ws:// or wss:// WebSocket address".into(),
+        ),
+        (
+            "a script's address",
+            crafted(&page, &payload(&format!("{page}/js/app.js"), common::TOKEN)),
+            "not a ws:// or wss:// WebSocket address".into(),
+        ),
+        (
+            "a huge payload",
+            crafted(&page, &payload(&own_ws, &"A".repeat(200_000))),
+            "far more than a real one".into(),
+        ),
+        (
+            "markup for a token",
+            crafted(&page, &payload(&own_ws, "<img src=x onerror=alert(1)>")),
+            "token is missing or malformed".into(),
+        ),
+    ] {
+        a.goto(&link).await;
+        a.until(
+            what,
+            &format!(
+                "const panel = document.getElementById('pair-offer'); \
+                 return !panel.hidden && panel.dataset.kind === 'refused' && panel.textContent.includes({})",
+                Value::String(reason)
+            ),
+        )
+        .await;
+        assert_eq!(a.js("return location.hash").await, "", "{what}");
+        unchanged(what).await;
+        a.shot(&format!("refused-{}", what.replace([' ', ':', '\''], "-")))
+            .await;
+        a.click("#pair-offer-no").await;
+        a.until(
+            "refusal dismissed",
+            "return document.getElementById('pair-offer').hidden",
+        )
+        .await;
+    }
+    assert_eq!(
+        a.js("return document.querySelectorAll('img').length").await,
+        0,
+        "no markup from a link reached the page"
+    );
+
+    // A real-looking link of another host, pasted: the host is named, and declining
+    // leaves everything as it was.
+    a.choose("machine", "__pair").await;
+    a.js(&format!(
+        "document.getElementById('pair-link').value = {}; document.getElementById('pair-form').requestSubmit(); return true",
+        Value::String(crafted(&format!("http://{elsewhere}"), &payload(&format!("ws://{elsewhere}/ws"), common::TOKEN)))
+    ))
+    .await;
+    a.until(
+        "asked about the other host",
+        &format!(
+            "return document.getElementById('pair-offer').dataset.kind === 'new' && document.getElementById('pair-offer-title').textContent.includes({})",
+            Value::String(elsewhere.clone())
+        ),
+    )
+    .await;
+    a.shot("ask-new-machine").await;
+    unchanged("while asking").await;
+    a.click("#pair-offer-no").await;
+    unchanged("declined").await;
+
+    // A new token for this machine: asked; declined, nothing changes.
+    let bogus = "not-the-token-0123456789abcdef0123456789ab";
+    let new_token = crafted(&page, &payload(&own_ws, bogus));
+    a.goto(&new_token).await;
+    a.until(
+        "asked about the new token",
+        "return document.getElementById('pair-offer').dataset.kind === 'token' && !document.getElementById('pair-offer').hidden",
+    )
+    .await;
+    a.shot("ask-new-token").await;
+    a.click("#pair-offer-no").await;
+    unchanged("new token declined").await;
+
+    // Accepted, but the machine refuses it: the phone goes back to the token that
+    // worked, says so, and keeps both.
+    a.goto(&new_token).await;
+    a.until(
+        "asked about the new token again",
+        "return document.getElementById('pair-offer').dataset.kind === 'token' && !document.getElementById('pair-offer').hidden",
+    )
+    .await;
+    a.click("#pair-offer-yes").await;
+    let fell_back = "return document.body.dataset.connection === 'connected' && /previous token/.test(document.getElementById('banner-text').textContent)";
+    a.until("connected with the previous token", fell_back)
+        .await;
+    a.shot("fell-back").await;
+    let kept = a
+        .js("return JSON.parse(localStorage.getItem('chroxy.pairings'))")
+        .await;
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{kept}");
+    assert_eq!(kept[0]["token"], bogus);
+    assert_eq!(kept[0]["previousToken"], common::TOKEN);
+    // As after any restart of the page.
+    a.goto(&page).await;
+    a.until("connected again after a reload", fell_back).await;
+
+    // Another machine (another origin for the page) pairs and connects under the policy.
+    let other = format!("localhost:{}", sup.public);
+    a.choose("machine", "__pair").await;
+    a.js(&format!(
+        "document.getElementById('pair-link').value = {}; document.getElementById('pair-form').requestSubmit(); return true",
+        Value::String(crafted(&format!("http://{other}"), &payload(&format!("ws://{other}/ws"), common::TOKEN)))
+    ))
+    .await;
+    a.until(
+        "asked about the second machine",
+        &format!(
+            "return document.getElementById('pair-offer').dataset.kind === 'new' && document.getElementById('pair-offer-title').textContent.includes({})",
+            Value::String(other.clone())
+        ),
+    )
+    .await;
+    a.click("#pair-offer-yes").await;
+    a.until(
+        "connected to the second machine",
+        &format!(
+            "return document.body.dataset.connection === 'connected' && document.getElementById('machine').value === {}",
+            Value::String(format!("ws://{other}/ws"))
+        ),
+    )
+    .await;
+    a.shot("second-machine").await;
+
+    // All of it ran under the policy without a violation (each would be a console error)...
+    let errors = a.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    // ...and the policy is in force: an inline script is stopped, and reported.
+    a.js(
+        "window.violations = []; window.inlineRan = false; \
+         document.addEventListener('securitypolicyviolation', (e) => window.violations.push(e.effectiveDirective)); \
+         try { const s = document.createElement('script'); \
+           s.textContent = 'window.inlineRan = true'; document.body.append(s); } catch (e) {} \
+         return true",
+    )
+    .await;
+    a.until(
+        "the inline script reported as a violation",
+        "return window.violations.length > 0",
+    )
+    .await;
+    assert_eq!(a.js("return window.inlineRan").await, false);
 }

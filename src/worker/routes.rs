@@ -130,15 +130,39 @@ impl Drop for Unauthenticated {
     }
 }
 
+/// What the phone client's page may run, load and connect to: only its own files, so
+/// markup that ever slipped into the page (a model's answer, a crafted pairing link)
+/// could not run script, and no other site can frame it to trick a tap. Sockets go to
+/// this machine (`'self'`) and to the other machines the phone was paired with, whose
+/// hosts only the phone knows, hence the bare `ws:`/`wss:` schemes.
+const PHONE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self'; manifest-src 'self'; connect-src 'self' wss: ws:; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'; \
+    trusted-types 'none'";
+
+/// Sent with every file of the phone client, and with its 404: besides the policy,
+/// no MIME sniffing (a file is only ever what its type says) and no `Referer` leaving
+/// the page (its URL may have held a pairing link).
+const PHONE_HEADERS: [(header::HeaderName, &str); 3] = [
+    (header::CONTENT_SECURITY_POLICY, PHONE_CSP),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
+
 async fn static_file(uri: Uri) -> Response {
-    let path = uri.path().trim_start_matches('/');
+    phone_file(uri.path())
+}
+
+/// The phone client's file at `path` (`/` is its page), or its 404.
+fn phone_file(path: &str) -> Response {
+    let path = path.trim_start_matches('/');
     let path = if path.is_empty() { "index.html" } else { path };
     match PhoneAssets::get(path) {
         Some(file) => {
             let mime = file.metadata.mimetype().to_owned();
-            ([(header::CONTENT_TYPE, mime)], file.data).into_response()
+            (PHONE_HEADERS, [(header::CONTENT_TYPE, mime)], file.data).into_response()
         }
-        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+        None => (StatusCode::NOT_FOUND, PHONE_HEADERS, "not found").into_response(),
     }
 }
 
@@ -186,5 +210,43 @@ mod tests {
                 direct: false
             }
         );
+    }
+
+    #[test]
+    fn every_phone_file_and_its_404_carry_the_security_headers() {
+        for (path, status, mime) in [
+            ("/", StatusCode::OK, "text/html"),
+            ("/js/app.js", StatusCode::OK, "text/javascript"),
+            ("/app.css", StatusCode::OK, "text/css"),
+            ("/icon-192.png", StatusCode::OK, "image/png"),
+            ("/manifest.webmanifest", StatusCode::OK, ""),
+            ("/no-such-file.js", StatusCode::NOT_FOUND, ""),
+        ] {
+            let response = phone_file(path);
+            assert_eq!(response.status(), status, "{path}");
+            let h = response.headers();
+            let get = |name: header::HeaderName| h.get(name).map(|v| v.to_str().unwrap());
+            assert!(
+                get(header::CONTENT_TYPE).unwrap_or("").starts_with(mime),
+                "{path}"
+            );
+            assert_eq!(
+                get(header::X_CONTENT_TYPE_OPTIONS),
+                Some("nosniff"),
+                "{path}"
+            );
+            assert_eq!(get(header::REFERRER_POLICY), Some("no-referrer"), "{path}");
+            let csp = get(header::CONTENT_SECURITY_POLICY).unwrap_or("");
+            for directive in [
+                "default-src 'none'",
+                "script-src 'self';",
+                "frame-ancestors 'none'",
+                "connect-src 'self' wss: ws:;",
+                "base-uri 'none'",
+            ] {
+                assert!(csp.contains(directive), "{path}: {directive} not in {csp}");
+            }
+            assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        }
     }
 }

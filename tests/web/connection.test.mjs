@@ -33,6 +33,8 @@ class FakeSocket {
 }
 
 globalThis.WebSocket = FakeSocket;
+// The page is the machine's own, so its supervisor's /health is asked first.
+globalThis.location = { origin: "http://machine" };
 // No supervisor answering /health: a plain network failure.
 globalThis.fetch = async () => {
   throw new Error("offline");
@@ -133,6 +135,79 @@ test("a rotated token stops the retries until the user acts, and the auth is sen
   assert.equal(FakeSocket.last, socket, "no retry with a refused token");
   c.reconnectNow();
   assert.notEqual(FakeSocket.last, socket);
+  c.close();
+  mock.timers.reset();
+});
+
+function pairedWith(tokens) {
+  const c = new Connection({ url: "ws://machine/ws", ...tokens }, { deviceName: "test" });
+  const states = [];
+  c.addEventListener("state", (e) => states.push(e.detail));
+  return { c, states };
+}
+
+/// The token the newest socket authenticated with.
+function authenticate(reply) {
+  const socket = FakeSocket.last;
+  socket.open();
+  const { token } = socket.sent[0];
+  socket.receive(reply);
+  return token;
+}
+
+const REFUSED = { type: "auth_fail", reason: "invalid_token" };
+
+test("a refused new token falls back at once to the previous one, and stays on it", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states } = pairedWith({ token: "new", previousToken: "old" });
+  c.connect();
+  const first = FakeSocket.last;
+  assert.equal(authenticate(REFUSED), "new");
+  assert.notEqual(FakeSocket.last, first, "a second socket, without waiting for a backoff");
+  assert.equal(authenticate({ type: "auth_ok" }), "old");
+  assert.deepEqual(states.at(-1), { state: "connected", previousToken: true });
+  assert.equal(c.token, "old", "what the page tells the store worked");
+  // Reconnects keep the token that works instead of failing the new one each time.
+  const s = await loseConnection(c, states);
+  mock.timers.tick(s.retryInMs);
+  assert.equal(authenticate({ type: "auth_ok" }), "old");
+  c.close();
+  mock.timers.reset();
+});
+
+test("when the previous token is refused later (the rotation done), the new one is tried", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states } = pairedWith({ token: "new", previousToken: "old" });
+  c.connect();
+  authenticate(REFUSED);
+  authenticate({ type: "auth_ok" });
+  const s = await loseConnection(c, states);
+  mock.timers.tick(s.retryInMs);
+  assert.equal(authenticate(REFUSED), "old");
+  assert.equal(authenticate({ type: "auth_ok" }), "new");
+  assert.deepEqual(states.at(-1), { state: "connected", previousToken: false });
+  assert.equal(c.token, "new");
+  c.close();
+  mock.timers.reset();
+});
+
+test("only when the previous token is refused too is the person asked to pair again", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c } = pairedWith({ token: "new", previousToken: "old" });
+  c.connect();
+  assert.equal(authenticate(REFUSED), "new");
+  assert.equal(c.state, "connecting", "not yet: the previous token is being tried");
+  const second = FakeSocket.last;
+  assert.equal(authenticate(REFUSED), "old");
+  second.drop();
+  await settle();
+  assert.equal(c.state, "token_rejected");
+  mock.timers.tick(120000);
+  assert.equal(FakeSocket.last, second, "no retry with refused tokens");
+  // "Reconnect now" tries both again.
+  c.reconnectNow();
+  assert.equal(authenticate(REFUSED), "old");
+  assert.equal(authenticate({ type: "auth_ok" }), "new");
   c.close();
   mock.timers.reset();
 });

@@ -3,6 +3,7 @@
 // the page through textContent (markdown.js builds nodes the same way).
 
 import * as pairings from "./pairing.js";
+import * as pairPrompt from "./pair-prompt.js";
 import { Connection } from "./connection.js";
 import { render as markdown } from "./markdown.js";
 
@@ -257,13 +258,13 @@ function setBanner(text, bad = false) {
   }
 }
 
-function onState({ state, retryInMs }) {
+function onState({ state, retryInMs, previousToken }) {
   document.body.dataset.connection = state;
   const until = Date.now() + (retryInMs ?? 0);
   const left = () => Math.max(0, Math.ceil((until - Date.now()) / 1000));
   switch (state) {
     case "connected":
-      setBanner(null);
+      setBanner(previousToken ? "Connected with the previous token: this machine refused the newer one." : null);
       break;
     case "connecting":
     case "authenticating":
@@ -285,7 +286,7 @@ function onMessage(msg) {
   const mine = !msg.sessionId || msg.sessionId === ui.active;
   switch (msg.type) {
     case "auth_ok": {
-      pairings.confirmed(ui.conn.pairing.url);
+      pairings.confirmed(ui.conn.pairing.url, ui.conn.token);
       // Typed while away: sent now, in order; the replay that follows predates them.
       ui.resent = ui.queue.splice(0);
       for (const data of ui.resent) send({ type: "input", data });
@@ -450,23 +451,28 @@ $("machine").addEventListener("change", (e) => {
     start();
   }
 });
-$("pair-form").addEventListener("submit", (e) => {
+$("pair-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const p = pairings.parseLink($("pair-link").value);
-  if (!p) {
-    addMessage("error", "That is not a Chroxy pairing link.");
-    return;
-  }
-  pairings.add(p);
-  $("pair-link").value = "";
-  start();
+  const outcome = await takeLink($("pair-link").value);
+  if (outcome === "added" || outcome === "known") $("pair-link").value = "";
 });
 window.addEventListener("online", () => ui.conn?.state !== "connected" && ui.conn?.reconnectNow());
 
+/// A pairing link (the address bar's or a pasted one), applied only as pairing.offer
+/// allows: checked, and confirmed by the person when it changes anything.
+async function takeLink(link) {
+  const { outcome, url, error } = await pairings.offer(link, pairPrompt.ask);
+  if (outcome === "refused") pairPrompt.tell(error);
+  if (outcome === "added" || (outcome === "known" && url !== ui.conn?.pairing.url)) start();
+  return outcome;
+}
+
 // A new link opened in this tab (a new QR scanned) changes only the fragment.
 window.addEventListener("hashchange", () => {
-  if (pairings.fromLocation()) start();
+  const link = pairings.takeFromLocation();
+  if (link) takeLink(link);
 });
 
-pairings.fromLocation();
+const link = pairings.takeFromLocation();
 start();
+if (link) takeLink(link);

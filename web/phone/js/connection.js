@@ -5,8 +5,12 @@
 //        ↑              │              │ socket lost / 2 pongs missed
 //        └── reconnecting (backoff 0.5 s doubling, jitter, cap 30 s) ←┘
 //        └── server_restarting (the ETA the server announced)
-//   token_rejected: the token was refused (rotated); waits for a new pairing or a
-//   "Reconnect now".
+//   token_rejected: every token the pairing holds was refused (rotated); waits for a
+//   new pairing or a "Reconnect now".
+//
+// A pairing holds its newest token and, until that one has worked once, the previous
+// one: when the newest is refused the previous is tried at once, so a stale or wrong
+// link never strands the phone (docs/protocol.md "Keepalive and reconnection").
 //
 // It keeps trying forever: a phone on a train must find its way back by itself.
 
@@ -28,6 +32,14 @@ export class Connection extends EventTarget {
     this.pinger = null;
     this.missed = 0;
     this.connectedAt = 0;
+    this.tokens = [pairing.token, pairing.previousToken].filter(Boolean);
+    this.using = 0; // index in `tokens`; stays on the one that last worked
+    this.refused = new Set(); // indices refused since the last success
+  }
+
+  /// The token this connection authenticates (or last authenticated) with.
+  get token() {
+    return this.tokens[this.using];
   }
 
   set(state, extra = {}) {
@@ -51,7 +63,7 @@ export class Connection extends EventTarget {
       this.set("authenticating");
       ws.send(JSON.stringify({
         type: "auth",
-        token: this.pairing.token,
+        token: this.token,
         deviceInfo: this.device,
         protocolVersion: 1,
       }));
@@ -79,12 +91,20 @@ export class Connection extends EventTarget {
     switch (msg.type) {
       case "auth_ok":
         this.connectedAt = Date.now();
-        this.set("connected");
+        this.refused.clear();
+        this.set("connected", { previousToken: this.using > 0 });
         this.startPinging();
         break;
       case "auth_fail":
         if (msg.reason === "invalid_token") {
-          this.set("token_rejected");
+          this.refused.add(this.using);
+          const untried = this.tokens.findIndex((_, i) => !this.refused.has(i));
+          if (untried < 0) {
+            this.set("token_rejected");
+          } else {
+            this.using = untried;
+            this.connect();
+          }
         }
         break;
       case "pong":
@@ -124,6 +144,9 @@ export class Connection extends EventTarget {
   /// Milliseconds until the restarting server expects us, or null.
   async restartingFor() {
     const health = this.pairing.url.replace(/^ws/, "http").replace(/\/ws$/, "/health");
+    // Only the page's own machine can be asked: another's answer is unreadable (no CORS)
+    // and outside the page's Content-Security-Policy.
+    if (new URL(health).origin !== globalThis.location?.origin) return null;
     try {
       const response = await fetch(health, { cache: "no-store", signal: AbortSignal.timeout(2000) });
       if (response.status !== 503) return null;
@@ -179,6 +202,7 @@ export class Connection extends EventTarget {
 
   reconnectNow() {
     this.attempt = 0;
+    this.refused.clear();
     this.connect();
   }
 

@@ -1,27 +1,94 @@
 // Pairings (machine URL + token) kept in localStorage. A pairing is removed only by the
 // user: a failed reconnect, a server that is down, even a rotated token never erase it.
+//
+// A `#pair=` link is untrusted input: anyone can send the owner one. It is checked
+// against what Chroxy itself makes (docs/protocol.md "Pairing link") and, when it would
+// add a machine or change a known one's token, applied only after the person agreed.
 
 const KEY = "chroxy.pairings";
 const CURRENT = "chroxy.current";
 
+// A real link is ~200 characters; these bounds leave room for the longest host name
+// (253) and a hand-set CHROXY_TOKEN while refusing a payload meant to bloat storage or
+// stall the page.
+const MAX_LINK = 2048;
+const MAX_TOKEN = 512;
+// Visible ASCII: what a generated token (base64url) and any sane CHROXY_TOKEN are made
+// of; a token with spaces, controls or other characters was not made by Chroxy.
+const TOKEN_FORM = /^[\x21-\x7e]+$/;
+const SOCKET_SCHEME = { "https:": "wss:", "http:": "ws:" };
+
 function b64urlDecode(text) {
+  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new Error("not base64url");
   const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
   const bin = atob(b64 + "===".slice((b64.length + 3) % 4));
-  return new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+  return new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
 }
 
-/// The payload of a `#pair=` fragment, or null.
-export function parseLink(link) {
-  const at = link.indexOf("#pair=");
-  if (at < 0) return null;
+function parseUrl(text) {
   try {
-    const p = JSON.parse(b64urlDecode(link.slice(at + 6)));
-    if (p.v !== 1 || typeof p.url !== "string" || typeof p.token !== "string") return null;
-    if (!/^wss?:\/\//.test(p.url)) return null;
-    return { url: p.url, token: p.token };
+    return new URL(text);
   } catch {
     return null;
   }
+}
+
+/// The JSON object a fragment encodes, or null.
+function decodePayload(fragment) {
+  try {
+    const p = JSON.parse(b64urlDecode(fragment));
+    return p !== null && typeof p === "object" && !Array.isArray(p) ? p : null;
+  } catch {
+    return null;
+  }
+}
+
+const refused = (error) => ({ error: `This pairing link was not used: ${error}` });
+
+/// The pairing a link carries, as `{pairing: {url, token}}`, or `{error}` saying why
+/// it cannot be used. Only what `chroxy pair` makes passes: `<page>/#pair=<payload>`
+/// whose payload's `url` is the WebSocket of that same page's host (`https` ↔ `wss`),
+/// so a link can never send this page's owner to another machine than the one it opens.
+function parseLink(link) {
+  const at = link.indexOf("#pair=");
+  if (at < 0) return { error: "That is not a Chroxy pairing link (it has no #pair= part)." };
+  if (link.length > MAX_LINK) {
+    return refused(`it is ${link.length} characters long, far more than a real one.`);
+  }
+  const fragment = link.slice(at + 6);
+  const page = parseUrl(link.slice(0, at));
+  if (!page || !SOCKET_SCHEME[page.protocol]) {
+    return refused("it does not start with the https:// (or http://) address of a machine.");
+  }
+  const p = decodePayload(fragment);
+  if (!p) return refused("it is damaged (its #pair= part does not decode). Scan the QR code again.");
+  if (p.v !== 1) {
+    return refused("it is in a format this page does not know (version 1 expected). Update Chroxy and scan its QR code again.");
+  }
+  if (typeof p.url !== "string") return refused("it names no machine to connect to.");
+  const url = parseUrl(p.url);
+  if (!url) return refused("the machine's address in it is not a URL.");
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    return refused("the machine's address in it is not a ws:// or wss:// WebSocket address.");
+  }
+  if (!url.host || url.username || url.password || url.pathname !== "/ws" || url.search || url.hash) {
+    return refused("the machine's address in it is not of the form wss://host/ws.");
+  }
+  if (url.host !== page.host) {
+    return refused(`it opens ${page.host} but would connect this phone to ${url.host}. Links made by Chroxy never do that.`);
+  }
+  if (SOCKET_SCHEME[page.protocol] !== url.protocol) {
+    return refused(`it opens ${page.protocol}// but would connect with ${url.protocol}//. Links made by Chroxy never do that.`);
+  }
+  if (typeof p.token !== "string" || p.token.length > MAX_TOKEN || !TOKEN_FORM.test(p.token)) {
+    return refused("its token is missing or malformed.");
+  }
+  return { pairing: { url: url.href, token: p.token } };
+}
+
+/// The host:port a pairing connects to: what the person is asked to trust.
+function hostOf(url) {
+  return new URL(url).host;
 }
 
 export function all() {
@@ -46,28 +113,31 @@ export function select(url) {
   localStorage.setItem(CURRENT, url);
 }
 
-/// Adds (or updates the token of) the machine at `url`, and makes it current. The old
-/// token is kept aside until the new one has authenticated once.
+/// Adds (or updates the token of) the machine at `url`, and makes it current. The token
+/// that last worked is kept aside as `previousToken` until the new one has authenticated
+/// once, so a wrong or premature link never strands the phone.
 export function add({ url, token }) {
   const list = all();
   const existing = list.find((p) => p.url === url);
   if (existing) {
     if (existing.token !== token) {
-      existing.previousToken = existing.token;
+      // An unconfirmed token is replaced; the one that worked stays aside.
+      if (!existing.previousToken) existing.previousToken = existing.token;
       existing.token = token;
+      if (existing.previousToken === token) delete existing.previousToken;
     }
   } else {
-    list.push({ url, token, name: new URL(url.replace(/^ws/, "http")).host, addedAt: Date.now() });
+    list.push({ url, token, name: hostOf(url), addedAt: Date.now() });
   }
   save(list);
   select(url);
 }
 
-/// A token authenticated: forget any older one.
-export function confirmed(url) {
+/// `token` authenticated at `url`: when it is the machine's newest, forget the older one.
+export function confirmed(url, token) {
   const list = all();
   const p = list.find((x) => x.url === url);
-  if (p && p.previousToken) {
+  if (p && p.previousToken && p.token === token) {
     delete p.previousToken;
     save(list);
   }
@@ -77,12 +147,30 @@ export function remove(url) {
   save(all().filter((p) => p.url !== url));
 }
 
-/// Takes a pairing from the address bar (the QR's link), then removes it from there.
-export function fromLocation() {
-  const p = parseLink(location.href);
-  if (location.hash.startsWith("#pair=")) {
-    history.replaceState(null, "", location.pathname + location.search);
+/// Applies the pairing `link` carries, asking `confirm({kind, host, url})` (resolving to
+/// true or false) first whenever it would add a machine (`kind: "new"`) or change a
+/// known one's token (`kind: "token"`). Resolves to `{outcome, url?, error?}`:
+/// `refused` (with the reason; nothing changed), `declined` (nothing changed), `known`
+/// (the same pairing was already stored; made current) or `added`.
+export async function offer(link, confirm) {
+  const { pairing, error } = parseLink(link);
+  if (error) return { outcome: "refused", error };
+  const known = all().find((p) => p.url === pairing.url);
+  if (known && known.token === pairing.token) {
+    select(pairing.url);
+    return { outcome: "known", url: pairing.url };
   }
-  if (p) add(p);
-  return p;
+  const change = { kind: known ? "token" : "new", host: hostOf(pairing.url), url: pairing.url };
+  if (!(await confirm(change))) return { outcome: "declined" };
+  add(pairing);
+  return { outcome: "added", url: pairing.url };
+}
+
+/// The pairing link in the address bar (the QR's), if any; removed from there at once so
+/// the token does not linger in the address bar or the history, whatever becomes of it.
+export function takeFromLocation() {
+  if (!location.hash.startsWith("#pair=")) return null;
+  const link = location.href;
+  history.replaceState(null, "", location.pathname + location.search);
+  return link;
 }
