@@ -12,6 +12,14 @@ function text(id, value) {
   $(id).textContent = value === null || value === undefined || value === "" ? "–" : String(value);
 }
 
+/// The public port's bounds, and whether a flood has met them.
+function connectionsText(c) {
+  if (!c) return "";
+  const now = `${c.open} open (${c.unauthenticated} not signed in) of at most ${c.maxConnections} (${c.maxUnauthenticated} not signed in)`;
+  if (c.lastLimitAt === null || c.lastLimitAt === undefined) return now;
+  return `${now}; limit last met ${when(c.lastLimitAt)}: ${c.evicted} unauthenticated closed to make room, ${c.refused} turned away`;
+}
+
 function duration(ms) {
   let rest = Math.floor(ms / 1000);
   const out = [];
@@ -85,6 +93,7 @@ function render(s) {
   );
   renderTunnel(s.tunnel);
   text("clients", s.clients);
+  text("connections", connectionsText(s.connections));
   text("sessions", s.sessions);
   text("public", `127.0.0.1:${s.publicPort}`);
   text("secrets", s.secretsBackend);
