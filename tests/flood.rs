@@ -10,11 +10,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::flood::open_all;
 use common::supervisor::Sup;
 use common::{Client, Home, WorkerOpts, TOKEN};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 /// Sockets the flood opens.
@@ -23,66 +22,6 @@ const FLOOD: usize = 3000;
 const HOLD: Duration = Duration::from_secs(60);
 /// The owner's phone must be in within this, every time.
 const OWNER_AUTH: Duration = Duration::from_secs(1);
-
-/// The four kinds of hostile socket, in turn.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    /// TCP connected, nothing sent.
-    HalfOpen,
-    /// Upgraded to a WebSocket, never authenticates.
-    NoAuth,
-    /// Upgraded, then an `auth` frame's first bytes and nothing more.
-    SlowAuth,
-    /// Upgraded, authenticates with a wrong token.
-    WrongToken,
-}
-
-const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
-    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-    Sec-WebSocket-Version: 13\r\n\r\n";
-
-/// A client's (masked, as RFC 6455 requires) text frame.
-fn masked_text(payload: &str) -> Vec<u8> {
-    let mask = [0x11u8, 0x22, 0x33, 0x44];
-    let mut frame = vec![0x81];
-    let len = payload.len();
-    if len < 126 {
-        frame.push(0x80 | len as u8);
-    } else {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(len as u16).to_be_bytes());
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
-}
-
-/// One hostile socket from `from` (another loopback address than the owner's, as a
-/// flood from elsewhere arrives); `None` when the supervisor turned it away.
-async fn hostile(public: SocketAddr, from: std::net::IpAddr, kind: Kind) -> Option<TcpStream> {
-    let socket = TcpSocket::new_v4().ok()?;
-    socket.bind(SocketAddr::new(from, 0)).ok()?;
-    let mut s = tokio::time::timeout(Duration::from_secs(5), socket.connect(public))
-        .await
-        .ok()?
-        .ok()?;
-    let wrong = masked_text(&json!({"type": "auth", "token": "wrong"}).to_string());
-    let sent = match kind {
-        Kind::HalfOpen => Ok(()),
-        Kind::NoAuth => s.write_all(UPGRADE.as_bytes()).await,
-        Kind::SlowAuth => {
-            let mut bytes = UPGRADE.as_bytes().to_vec();
-            bytes.extend_from_slice(&wrong[..4]);
-            s.write_all(&bytes).await
-        }
-        Kind::WrongToken => {
-            let mut bytes = UPGRADE.as_bytes().to_vec();
-            bytes.extend_from_slice(&wrong);
-            s.write_all(&bytes).await
-        }
-    };
-    sent.ok().map(|()| s)
-}
 
 /// The owner's phone: connects through the public port and authenticates, trying again
 /// at once if the connection is dropped; returns the client and how long it took.
@@ -120,25 +59,8 @@ async fn a_flood_through_the_public_port_never_takes_the_machine_from_its_owner(
     let public = SocketAddr::from(([127, 0, 0, 1], sup.public));
 
     // The flood: every socket as fast as the machine opens them, each kind in turn,
-    // from another loopback address; kept open until the end.
-    let flood = tokio::spawn(async move {
-        let from: std::net::IpAddr = "127.0.0.2".parse().unwrap();
-        let kinds = [
-            Kind::HalfOpen,
-            Kind::NoAuth,
-            Kind::SlowAuth,
-            Kind::WrongToken,
-        ];
-        let mut held = Vec::with_capacity(FLOOD);
-        let mut opening = tokio::task::JoinSet::new();
-        for i in 0..FLOOD {
-            opening.spawn(hostile(public, from, kinds[i % kinds.len()]));
-        }
-        while let Some(socket) = opening.join_next().await {
-            held.extend(socket.ok().flatten());
-        }
-        held
-    });
+    // from another loopback address than the owner's; kept open until the end.
+    let flood = tokio::spawn(open_all(public, "127.0.0.2".parse().unwrap(), FLOOD));
 
     let end = Instant::now() + HOLD;
     let mut next_turn = Instant::now();

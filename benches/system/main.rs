@@ -19,6 +19,7 @@
 //! - `stream.rs`: CLI line → phone frame; fan-out to 50 phones.
 //! - `permissions.rs`: the permission round trip, timed by `fake-claude`.
 //! - `hostile.rs`: 10 000 hostile frames.
+//! - `flood.rs`: the owner's phone during a flood of 3 000 hostile sockets.
 //! - `report.rs`, `machine.rs`: the table and BENCHMARKS.md.
 
 // The tests' harness, for what the bench shares with them (the pinned CLI, /proc).
@@ -26,6 +27,7 @@
 mod common;
 
 mod client;
+mod flood;
 mod hostile;
 mod machine;
 mod memory;
@@ -62,6 +64,9 @@ pub struct Plan {
     pub rss_samples: usize,
     /// Hostile frames (a multiple of 1 000).
     pub hostile: usize,
+    /// Hostile sockets in the flood, and how long they are held.
+    pub flood: usize,
+    pub flood_hold: std::time::Duration,
     /// Turns of `throughput_deltas` deltas written as fast as the pipe takes them.
     pub throughput_runs: usize,
     pub throughput_deltas: u64,
@@ -79,6 +84,8 @@ impl Plan {
             fan_out_deltas: 5_000,
             rss_samples: 20,
             hostile: 10_000,
+            flood: 3_000,
+            flood_hold: std::time::Duration::from_secs(30),
             throughput_runs: 8,
             throughput_deltas: 100_000,
         };
@@ -92,6 +99,8 @@ impl Plan {
                 fan_out_deltas: 500,
                 rss_samples: 4,
                 hostile: 1_000,
+                flood: 300,
+                flood_hold: std::time::Duration::from_secs(3),
                 throughput_runs: 2,
                 throughput_deltas: 20_000,
                 ..full
@@ -224,8 +233,13 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     let throughput = stream::throughput(&sys, plan, fake.label()).await;
     sys.stop().await;
 
+    // The flood on a fresh system at its defaults.
+    let sys = System::start("flood", &fake, DEFAULTS).await;
+    let flood = flood::run(&sys, plan, fake.label()).await;
+    sys.stop().await;
+
     let figures = vec![
-        kills, rollbacks, line, prompts, fan_out, memory, throughput, hostile,
+        kills, rollbacks, line, prompts, fan_out, memory, throughput, hostile, flood,
     ];
     (figures, crashes)
 }
