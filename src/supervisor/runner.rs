@@ -152,9 +152,11 @@ impl Supervisor {
         let connections = TaskTracker::new();
         let limits =
             proxy::Limits::fitting(opts.config.max_connections, opts.config.max_unauthenticated);
+        let (tunnel_pid, tunnel_pid_rx) = watch::channel(None);
         tokio::spawn(proxy::serve(
             public,
             route_rx,
+            tunnel_pid_rx,
             limits,
             status_tx.clone(),
             accepting.clone(),
@@ -178,7 +180,7 @@ impl Supervisor {
         // The tunnel points at the public port, so worker restarts never touch it; it
         // stops only after the workers have drained (its own token, cancelled last).
         let tunnel_stop = CancellationToken::new();
-        let tunnel = TunnelSlot::new(tunnel_stop.clone(), public_port);
+        let tunnel = TunnelSlot::new(tunnel_stop.clone(), public_port, tunnel_pid);
         let (machine, first) = Machine::start(opts.config.policy(), current, known_good);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let mut runner = Runner {
@@ -292,15 +294,18 @@ struct TunnelSlot {
     /// Cancelled when the supervisor stops; each tunnel's own token is its child.
     stop: CancellationToken,
     public_port: u16,
+    /// The running cloudflared's pid, for the public port.
+    pid: watch::Sender<Option<u32>>,
 }
 
 impl TunnelSlot {
-    fn new(stop: CancellationToken, public_port: u16) -> Self {
+    fn new(stop: CancellationToken, public_port: u16, pid: watch::Sender<Option<u32>>) -> Self {
         Self {
             current: None,
             changes: None,
             stop,
             public_port,
+            pid,
         }
     }
 
@@ -316,7 +321,7 @@ impl TunnelSlot {
         };
         spec.port = self.public_port;
         let stop = self.stop.child_token();
-        let mut tunnel = crate::tunnel::Tunnel::start(spec, stop.clone());
+        let mut tunnel = crate::tunnel::Tunnel::start(spec, stop.clone(), self.pid.clone());
         self.changes = tunnel.take_changes();
         let status = TunnelStatus {
             mode: tunnel.mode().to_owned(),

@@ -113,8 +113,14 @@ impl Publisher {
 }
 
 impl Tunnel {
-    /// Starts keeping the tunnel up until `stop` is cancelled.
-    pub fn start(spec: TunnelSpec, stop: CancellationToken) -> Self {
+    /// Starts keeping the tunnel up until `stop` is cancelled. `pid` always holds the
+    /// running cloudflared's process id (the public port believes what that process
+    /// says of the phones it carries, and no other).
+    pub fn start(
+        spec: TunnelSpec,
+        stop: CancellationToken,
+        pid: tokio::sync::watch::Sender<Option<u32>>,
+    ) -> Self {
         let (tx, changes) = mpsc::unbounded_channel();
         let mode = spec.mode.name();
         let publisher = Publisher {
@@ -127,7 +133,7 @@ impl Tunnel {
             changes: tx,
         };
         let restart = std::sync::Arc::new(Notify::new());
-        let task = tokio::spawn(keep_up(spec, publisher, restart.clone(), stop));
+        let task = tokio::spawn(keep_up(spec, publisher, restart.clone(), stop, pid));
         Self {
             mode,
             changes: Some(changes),
@@ -162,10 +168,11 @@ async fn keep_up(
     mut status: Publisher,
     restart: std::sync::Arc<Notify>,
     stop: CancellationToken,
+    pid: tokio::sync::watch::Sender<Option<u32>>,
 ) {
     let mut attempt = 0u32;
     loop {
-        let outcome = run_once(&spec, &mut status, &restart, &stop).await;
+        let outcome = run_once(&spec, &mut status, &restart, &stop, &pid).await;
         let (up_for, error) = match outcome {
             Outcome::Stopped => {
                 status.modify(|s| {
@@ -232,11 +239,28 @@ pub fn find_cloudflared(configured: Option<&std::path::Path>) -> Result<PathBuf,
     }
 }
 
+/// Publishes a running cloudflared's pid, and takes it back however `run_once` ends.
+struct PidGuard<'a>(&'a tokio::sync::watch::Sender<Option<u32>>);
+
+impl<'a> PidGuard<'a> {
+    fn publish(pid: &'a tokio::sync::watch::Sender<Option<u32>>, id: Option<u32>) -> Self {
+        pid.send_replace(id);
+        Self(pid)
+    }
+}
+
+impl Drop for PidGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(None);
+    }
+}
+
 async fn run_once(
     spec: &TunnelSpec,
     status: &mut Publisher,
     restart: &Notify,
     stop: &CancellationToken,
+    pid: &tokio::sync::watch::Sender<Option<u32>>,
 ) -> Outcome {
     if stop.is_cancelled() {
         return Outcome::Stopped;
@@ -276,6 +300,7 @@ async fn run_once(
             }
         }
     };
+    let _pid = PidGuard::publish(pid, child.id());
     status.modify(|s| {
         if s.state != "reconnecting" {
             s.state = "starting".into();

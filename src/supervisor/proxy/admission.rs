@@ -156,6 +156,24 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// The connection turned out to be from `key` (the phone behind our own tunnel),
+    /// not from the address it was admitted under.
+    pub fn rekey(&self, key: IpAddr) {
+        let mut t = self.admission.lock();
+        let Some(conn) = t.conns.get_mut(&self.id) else {
+            return;
+        };
+        let (old, proven) = (conn.key, conn.proven);
+        conn.key = key;
+        if !proven && old != key {
+            t.forget_unproven(self.id, old);
+            t.unproven.entry(key).or_default().push_back(self.id);
+            t.unproven_count += 1;
+        }
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.lock().remove(self.id);
@@ -291,6 +309,27 @@ mod tests {
         assert_eq!(a.status().refused, 1);
         drop(newcomer);
         assert!(a.admit(ip("127.0.0.1")).is_some(), "a place came back");
+    }
+
+    #[test]
+    fn a_phone_behind_the_tunnel_is_not_evicted_for_a_flood_through_the_tunnel() {
+        let tunnel = ip("127.0.0.1");
+        let a = table(100, 3);
+        let owner = a.admit(tunnel).unwrap();
+        owner.rekey(ip("203.0.113.5"));
+        let flood: Vec<Ticket> = (0..10)
+            .map(|_| {
+                let t = a.admit(tunnel).unwrap();
+                t.rekey(ip("198.51.100.9"));
+                t
+            })
+            .collect();
+        assert!(
+            !owner.evicted.is_cancelled(),
+            "the flood's own address paid"
+        );
+        assert_eq!(flood.iter().filter(|t| t.evicted.is_cancelled()).count(), 8);
+        assert_eq!(a.status().unauthenticated, 3);
     }
 
     #[test]

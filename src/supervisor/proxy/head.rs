@@ -57,6 +57,16 @@ impl Head {
         String::from_utf8_lossy(&self.head)
     }
 
+    /// The value of header `name` (the first one), trimmed.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.text().split("\r\n").skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
     /// A WebSocket upgrade.
     pub fn is_upgrade(&self) -> bool {
         self.text().split("\r\n").skip(1).any(|l| {
@@ -118,6 +128,9 @@ mod tests {
              Connection: Upgrade\r\nx-chroxy-client : 5.6.7.8 ef\r\n\r\nFRAME",
         );
         assert!(h.is_upgrade());
+        assert_eq!(h.header("HOST").as_deref(), Some("x"));
+        assert_eq!(h.header("x-chroxy-client").as_deref(), Some("1.2.3.4 abcd"));
+        assert_eq!(h.header("cf-connecting-ip"), None);
         let out = String::from_utf8(h.forwarded("127.0.0.1 sig")).unwrap();
         assert_eq!(
             out,

@@ -10,6 +10,7 @@
 mod admission;
 mod head;
 mod splice;
+mod tunnel_peer;
 
 pub use admission::Limits;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,18 +47,29 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// `auth` frame is well under 1 KiB.
 pub const PREAUTH_BYTES: usize = 64 * 1024;
 
+/// Lookups of who holds a loopback socket at once: each reads the kernel's socket table,
+/// and only connections that claim to come through the tunnel pay for one.
+const TUNNEL_CHECKS: usize = 2;
+/// A connection that cannot have its tunnel claim checked in this time is taken for
+/// what its TCP peer says.
+const TUNNEL_CHECK_WAIT: Duration = Duration::from_secs(1);
+
 /// Accepts on `listener` until `stop` is cancelled; spliced connections live on in
 /// `tracker` (they end when their worker goes away). The table's figures reach
 /// `status` (its `connections`) whenever they change, checked every second.
+/// `tunnel` is the pid of the cloudflared the supervisor runs, whose connections'
+/// `Cf-Connecting-Ip` is believed ([`tunnel_peer`]).
 pub async fn serve(
     listener: TcpListener,
     route: watch::Receiver<Route>,
+    tunnel: watch::Receiver<Option<u32>>,
     limits: Limits,
     status: watch::Sender<Status>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
     let admission = Admission::new(limits);
+    let checks = std::sync::Arc::new(Semaphore::new(TUNNEL_CHECKS));
     let mut report = tokio::time::interval(Duration::from_secs(1));
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -85,11 +97,13 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let route = route.clone();
+        let tunnel = *tunnel.borrow();
+        let checks = checks.clone();
         tracker.spawn(async move {
             let evicted = ticket.evicted.clone();
             tokio::select! {
                 _ = evicted.cancelled() => tracing::debug!(%peer, "evicted to make room"),
-                result = handle(stream, peer.ip(), route, &ticket) => if let Err(err) = result {
+                result = handle(stream, peer, route, &ticket, tunnel, &checks) => if let Err(err) = result {
                     tracing::debug!(%peer, %err, "public connection ended with an error");
                 },
             }
@@ -99,12 +113,21 @@ pub async fn serve(
 
 async fn handle(
     mut client: TcpStream,
-    peer: std::net::IpAddr,
+    peer: std::net::SocketAddr,
     route: watch::Receiver<Route>,
     ticket: &admission::Ticket,
+    tunnel: Option<u32>,
+    checks: &Semaphore,
 ) -> std::io::Result<()> {
     let Some(head) = head::read(&mut client, HEAD_TIMEOUT).await else {
         return Ok(());
+    };
+    let client_ip = match tunnel_client(&client, peer, &head, tunnel, checks).await {
+        Some(behind) => {
+            ticket.rekey(behind);
+            behind
+        }
+        None => peer.ip(),
     };
     // Routed as of the moment the request arrived, not the moment the socket did.
     let route = route.borrow().clone();
@@ -112,7 +135,7 @@ async fn handle(
         match TcpStream::connect(("127.0.0.1", port)).await {
             Ok(worker) => {
                 let _ = worker.set_nodelay(true);
-                let first = head.forwarded(&voucher.header_value(peer));
+                let first = head.forwarded(&voucher.header_value(client_ip));
                 let head_len = first.len() - head.rest.len();
                 let watch = splice::Watch {
                     upgrade: head.is_upgrade(),
@@ -125,6 +148,31 @@ async fn handle(
         }
     }
     answer_restarting(client, &head, &route).await
+}
+
+/// The phone behind our own tunnel, when this connection is cloudflared's and says
+/// which phone it carries.
+async fn tunnel_client(
+    client: &TcpStream,
+    peer: std::net::SocketAddr,
+    head: &Head,
+    tunnel: Option<u32>,
+    checks: &Semaphore,
+) -> Option<std::net::IpAddr> {
+    let pid = tunnel?;
+    if !peer.ip().is_loopback() {
+        return None;
+    }
+    let claimed: std::net::IpAddr = head.header("cf-connecting-ip")?.parse().ok()?;
+    let local = client.local_addr().ok()?;
+    let _turn = tokio::time::timeout(TUNNEL_CHECK_WAIT, checks.acquire())
+        .await
+        .ok()?
+        .ok()?;
+    let ours = tokio::task::spawn_blocking(move || tunnel_peer::owned_by(pid, peer, local))
+        .await
+        .unwrap_or(false);
+    ours.then_some(claimed)
 }
 
 /// Answers 503 in the form the client expects.
