@@ -337,3 +337,68 @@ async fn chroxy_start_prints_the_link_and_qr_when_the_tunnel_is_up_and_again_for
     assert_eq!(new_token, stored.trim());
     child.start_kill().unwrap();
 }
+
+/// A WebSocket through `port` with extra request headers; answers the `auth` with
+/// `token` and returns how long the answer took.
+async fn timed_auth(
+    port: u16,
+    headers: &[(&str, &str)],
+    token: &str,
+) -> (Value, std::time::Duration) {
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://127.0.0.1:{port}/ws"),
+    )
+    .unwrap();
+    for (name, value) in headers {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut c = common::Client { ws, seen: vec![] };
+    let started = std::time::Instant::now();
+    let answer = c.auth(token).await;
+    (answer, started.elapsed())
+}
+
+#[tokio::test]
+async fn only_our_own_cloudflared_is_believed_about_which_phone_it_carries() {
+    let home = Home::new();
+    // Wrong tokens wait 2 s, then 4 s … per address.
+    home.config("[worker]\nauth_backoff_base_ms = 2000\n");
+    let port_file = home.dir.path().join("edge.port");
+    let (opts, _) = fake_cloudflared(&home);
+    let opts = opts.env("FAKE_CF_EDGE_PORT_FILE", port_file.to_str().unwrap());
+    let (sup, _) = tunnel_up(&home, opts, "quick").await;
+    sup.healthy().await;
+    common::eventually("the fake edge listens", || port_file.exists()).await;
+    let edge: u16 = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let base = std::time::Duration::from_millis(2000);
+
+    // Through the tunnel, each phone has its own backoff: A's two failures do not slow B.
+    let phone = |ip: &'static str| [("x-fake-client-ip", ip)];
+    let (a1, _) = timed_auth(edge, &phone("203.0.113.1"), "wrong").await;
+    assert_eq!(a1["reason"], "invalid_token");
+    let (_, a2) = timed_auth(edge, &phone("203.0.113.1"), "wrong").await;
+    assert!(a2 >= base * 2, "A's second failure waits 4 s ({a2:?})");
+    let (_, b1) = timed_auth(edge, &phone("203.0.113.2"), "wrong").await;
+    assert!(b1 < base * 2, "B was slowed by A's failures ({b1:?})");
+    // And the right token through the tunnel is never slowed.
+    let (ok, took) = timed_auth(edge, &phone("203.0.113.1"), TOKEN).await;
+    assert_eq!(ok["type"], "auth_ok");
+    assert!(took < base, "{took:?}");
+
+    // Straight to the public port, the same header is anyone's claim: a new address
+    // each time still pays the backoff of the real peer (127.0.0.1).
+    let (_, c1) = timed_auth(sup.public, &[("cf-connecting-ip", "198.51.100.1")], "wrong").await;
+    assert!(c1 >= base);
+    let (_, c2) = timed_auth(sup.public, &[("cf-connecting-ip", "198.51.100.2")], "wrong").await;
+    assert!(
+        c2 >= base * 2,
+        "rotating Cf-Connecting-Ip reset the backoff ({c2:?})"
+    );
+}

@@ -59,7 +59,7 @@ pub(crate) async fn run(
 ) {
     let (mut sink, mut stream) = socket.split();
     let addr = client.addr;
-    let device = authenticate(&mut sink, &mut stream, addr, &s).await;
+    let device = authenticate(&mut sink, &mut stream, client, &s).await;
     drop(pending);
     let Some(device) = device else {
         return;
@@ -75,9 +75,10 @@ pub(crate) async fn run(
 async fn authenticate(
     sink: &mut Sink,
     stream: &mut Stream,
-    addr: std::net::IpAddr,
+    client: Client,
     s: &Shared,
 ) -> Option<DeviceInfo> {
+    let addr = client.addr;
     let deadline = tokio::time::sleep(s.cfg.auth_timeout());
     tokio::pin!(deadline);
     loop {
@@ -109,7 +110,12 @@ async fn authenticate(
         match parse_client_frame(frame.as_str()) {
             Ok(ClientMsg::Auth(auth)) => {
                 if s.token.matches(&auth.token.0) {
-                    s.auth.succeeded(addr);
+                    // The supervisor's probe comes straight to this port from
+                    // 127.0.0.1 every few seconds: its success must not wipe the
+                    // backoff of whoever else reaches the public port from there.
+                    if !client.direct {
+                        s.auth.succeeded(addr);
+                    }
                     return Some(auth.device_info.unwrap_or_default());
                 }
                 match s.auth.failed(addr) {
