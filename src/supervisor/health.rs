@@ -209,7 +209,7 @@ async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<Ws, GateFail
 
 async fn http_health(port: u16) -> Result<(), GateFailure> {
     let stream = connect(port, Step::Http).await?;
-    let (code, body) = super::loopback::exchange_on(
+    let (code, body) = super::loopback::exchange(
         stream,
         port,
         hyper::Method::GET,

@@ -8,24 +8,11 @@ use hyper::{Method, Request};
 use tokio::net::TcpStream;
 use tokio_util::task::AbortOnDropHandle;
 
-/// Sends one request to 127.0.0.1:`port` and reads the answer, at most `max_body`
-/// bytes of it. The error is worded for a person (no secret: headers are not in it).
+/// Sends one request on `stream` (a connection to 127.0.0.1:`port` the caller opened,
+/// so it can tell its own errors from the server's) and reads the answer, at most
+/// `max_body` bytes of it. The error is worded for a person (no secret: headers are not
+/// in it).
 pub async fn exchange(
-    port: u16,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-    max_body: usize,
-) -> Result<(u16, Bytes), String> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    exchange_on(stream, port, method, path, headers, body, max_body).await
-}
-
-/// [`exchange`] on a connection the caller opened (to tell its own errors apart).
-pub async fn exchange_on(
     stream: TcpStream,
     port: u16,
     method: Method,

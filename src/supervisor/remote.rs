@@ -94,14 +94,21 @@ async fn call(
     if let Some(admin) = admin {
         headers.push(("x-chroxy-admin", admin.expose()));
     }
-    let exchange = super::loopback::exchange(
-        port,
-        method,
-        path,
-        &headers,
-        Bytes::from(body.unwrap_or_default()),
-        MAX_ANSWER,
-    );
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        super::loopback::exchange(
+            stream,
+            port,
+            method,
+            path,
+            &headers,
+            Bytes::from(body.unwrap_or_default()),
+            MAX_ANSWER,
+        )
+        .await
+    };
     let (code, body) = tokio::time::timeout(TIMEOUT, exchange)
         .await
         .map_err(|_| unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))?

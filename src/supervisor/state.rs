@@ -739,50 +739,17 @@ impl Machine {
                 },
                 E::Timer,
             ) if now >= at => {
-                self.crashes.clear();
-                self.attempt = 0;
                 self.failed_retries += 1;
                 self.restarts += 1;
-                let release = self.current.clone();
-                let fx = vec![
-                    Effect::Record {
-                        kind: "retry",
-                        message: format!(
-                            "trying release {release} again by itself after failing: {reason}"
-                        ),
-                    },
-                    Effect::Spawn {
-                        release: release.clone(),
-                    },
-                ];
-                (
-                    State::Starting {
-                        release,
-                        name: StateName::Restarting,
-                    },
-                    fx,
-                )
+                let message = format!(
+                    "trying release {} again by itself after failing: {reason}",
+                    self.current
+                );
+                self.start_over("retry", message)
             }
             (State::Failed { .. }, E::Restart) => {
-                self.crashes.clear();
-                self.attempt = 0;
-                let release = self.current.clone();
-                let fx = vec![
-                    Effect::Record {
-                        kind: "restart_requested",
-                        message: format!("restarting release {release} on request"),
-                    },
-                    Effect::Spawn {
-                        release: release.clone(),
-                    },
-                ];
-                (
-                    State::Starting {
-                        release,
-                        name: StateName::Restarting,
-                    },
-                    fx,
-                )
+                let message = format!("restarting release {} on request", self.current);
+                self.start_over("restart_requested", message)
             }
             (State::Failed { .. }, E::Rollback { to }) => {
                 self.crashes.clear();
@@ -898,6 +865,26 @@ impl Machine {
         self.restarts += 1;
         fx.push(Effect::ArmTimer(until));
         (State::Backoff { release, until }, fx)
+    }
+
+    /// Out of `failed`: the current release starts afresh (no crash counted against it).
+    fn start_over(&mut self, kind: &'static str, message: String) -> (State, Vec<Effect>) {
+        self.crashes.clear();
+        self.attempt = 0;
+        let release = self.current.clone();
+        let fx = vec![
+            Effect::Record { kind, message },
+            Effect::Spawn {
+                release: release.clone(),
+            },
+        ];
+        (
+            State::Starting {
+                release,
+                name: StateName::Restarting,
+            },
+            fx,
+        )
     }
 
     /// Point `current` at `to` (default known-good) and start it.
