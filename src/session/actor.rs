@@ -19,7 +19,7 @@ use super::record::SessionRecord;
 use super::SessionsConfig;
 use crate::agent::{self, Agent, AgentEvent, AgentOutput, AgentSpec, TurnResult};
 use crate::protocol::{
-    now_ms, Decision, ErrorCode, MessageType, PermissionMode, ServerMsg, SessionInfo,
+    now_ms, ErrorCode, MessageType, PermissionMode, PermissionResponse, ServerMsg, SessionInfo,
     HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
 };
 
@@ -81,9 +81,7 @@ pub(crate) enum Cmd {
     },
     /// A phone's answer to a permission prompt.
     Answer {
-        id: String,
-        decision: Decision,
-        reason: Option<String>,
+        answer: PermissionResponse,
         from: ClientId,
         device: String,
     },
@@ -320,12 +318,10 @@ impl Session {
                 let _ = done.send(());
             }
             Cmd::Answer {
-                id,
-                decision,
-                reason,
+                answer,
                 from,
                 device,
-            } => self.answer(id, decision, reason, &from, &device).await,
+            } => self.answer(answer, &from, &device).await,
             Cmd::AnswerQuestion {
                 id,
                 answer,
