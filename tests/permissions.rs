@@ -476,6 +476,45 @@ async fn a_directory_chosen_for_always_is_checked_then_kept_to_it() {
     deny(&mut c, &prompt.expect("a file outside src/ was not asked")).await;
 }
 
+#[tokio::test]
+async fn a_session_saved_in_auto_comes_back_asking_after_a_restart() {
+    let home = Home::new();
+    let model = Model::start().await;
+    // Claude Code skips permissions for root only inside a declared sandbox; CI runs as root.
+    let opts = || WorkerOpts::real_cli(&model).env("IS_SANDBOX", "1");
+    let mut w = Worker::start_with(&home, opts()).await;
+    let mut c = w.client().await;
+    let session = c.active_session();
+    c.send(json!({"type": "set_permission_mode", "mode": "auto", "confirmed": true}))
+        .await;
+    assert_eq!(
+        c.until_type("permission_mode_changed").await["mode"],
+        "auto"
+    );
+    // In auto, nobody is asked (the mode is saved with the turn).
+    assert_eq!(
+        prompt_for(&mut c, "PLEASE_BASH touch before.txt").await,
+        None
+    );
+    assert!(home.project().join("before.txt").exists());
+
+    w.kill9().await;
+    let w = Worker::start_with(&home, opts()).await;
+    let mut c = w.connect().await;
+    c.auth(TOKEN).await;
+    let list = c.until_type("session_list").await;
+    assert_eq!(list["sessions"][0]["sessionId"], session.as_str());
+    assert_eq!(list["sessions"][0]["permissionMode"], "approve", "{list}");
+    let notice = c
+        .until(|v| v["type"] == "message" && v["content"].as_str().unwrap().contains("auto mode"))
+        .await;
+    assert_eq!(notice["messageType"], "system");
+    c.until_type("history_replay_end").await;
+    let prompt = prompt_for(&mut c, "PLEASE_BASH touch after.txt").await;
+    deny(&mut c, &prompt.expect("auto survived the restart")).await;
+    assert!(!home.project().join("after.txt").exists());
+}
+
 #[test]
 fn rules_can_be_listed_and_removed_from_the_command_line() {
     let home = tempfile::tempdir().unwrap();
