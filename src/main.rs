@@ -104,7 +104,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RulesAction {
-    /// Print every rule, by project directory.
+    /// Print every rule: by project directory, then those kept to one session.
     List,
     /// Delete a rule, as `list` prints it (e.g. "Bash(touch made.txt)").
     Remove {
@@ -507,14 +507,30 @@ fn rules(paths: &Paths, action: RulesAction) -> Result<()> {
     match action {
         RulesAction::List => {
             let file = store.load()?;
-            if file.projects.is_empty() {
+            let sessions: Vec<_> = chroxy::session::read_all(&paths.sessions_dir())
+                .into_iter()
+                .filter_map(|(_, rec)| rec.ok())
+                .filter(|rec| !rec.rules.is_empty())
+                .collect();
+            if file.projects.is_empty() && sessions.is_empty() {
                 println!("no rules (phones add them with \"Always\" on a permission prompt)");
             }
+            let show = |rule: &chroxy::rules::Rule| match rule.inert() {
+                Some(why) => println!("  {rule}    [allows nothing: {why}; remove it]"),
+                None => println!("  {rule}"),
+            };
             for (project, rules) in &file.projects {
-                println!("{}", project.display());
-                for rule in rules {
-                    println!("  {rule}");
-                }
+                println!("{} (every session in it)", project.display());
+                rules.iter().for_each(show);
+            }
+            for rec in &sessions {
+                println!(
+                    "{} (session {} \"{}\" only; gone when it is closed)",
+                    rec.cwd.display(),
+                    rec.session_id,
+                    rec.name
+                );
+                rec.rules.iter().for_each(show);
             }
         }
         RulesAction::Remove { rule, project } => {

@@ -1,27 +1,42 @@
-//! "Allow always": permission rules remembered per project directory.
+//! "Allow always": what a phone's "Always" remembers, and what a remembered rule allows.
 //!
-//! When a phone answers `allowAlways`, the request becomes a rule built from the CLI's own
-//! `permission_suggestions` (`Bash(touch made.txt)`), or just the tool for edit tools
-//! (`Write`). Later matching requests — in any session on the same directory, in any
-//! worker, after restarts — are allowed without asking. Rules live in one JSON file in
-//! the config directory (never in `~/.claude`), read-modify-written under an advisory
-//! lock and replaced atomically, so concurrent writers from several processes never
-//! lose a rule or leave a torn file.
+//! A rule never allows more than the person read next to the Always button
+//! (`permission_request.always`, built by [`Offer`]):
+//! - Bash: one simple command, exactly the approved words, or for a `:*` rule (Claude
+//!   Code's own suggestion) those words followed by more. A command with any shell
+//!   control or expansion syntax matches no rule (`command.rs`).
+//! - File edits (Write, Edit, MultiEdit, NotebookEdit): the request's file, or a
+//!   directory the phone chose explicitly, as real paths inside the session's directory
+//!   (`path.rs`); kept to that session unless the phone asks for the project.
+//! - Other tools: Claude Code's suggestion, and only when it matches the approved
+//!   request itself (e.g. every use of one MCP tool, said so in words).
+//!
+//! Session rules are saved with their session (`session/record.rs`), so they survive a
+//! worker restart and never reach another session. Project rules live in one file in the
+//! config directory (`store.rs`) and apply to every session in that directory.
 
-use std::collections::BTreeMap;
+mod command;
+mod offer;
+mod path;
+mod store;
+
+pub use offer::Offer;
+pub use store::{RuleStore, RulesFile};
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::protocol::now_ms;
-use crate::store::{atomic_write, FileLock, Paths, StoreError};
+use crate::protocol::{now_ms, RuleScope};
+use crate::store::StoreError;
+use command::CommandPattern;
 
-/// Tools whose "always" means the tool as a whole (the CLI suggests a mode, not a rule).
+/// Tools that write a file named in their input; their rules name real paths.
 const EDIT_TOOLS: &[&str] = &["Write", "Edit", "MultiEdit", "NotebookEdit"];
 
-/// Why the rules could not be read or written.
+/// Why a rule could not be read, written or chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
     /// Reading, locking or writing failed.
@@ -35,6 +50,24 @@ pub enum RulesError {
         /// The parser's message.
         message: String,
     },
+    /// The `directory` a phone chose for "Always" cannot be used.
+    #[error("`directory` {why}; nothing was remembered and the prompt still waits")]
+    Directory {
+        /// What is wrong with it, naming the constraint (never echoing the value).
+        why: String,
+    },
+}
+
+impl RulesError {
+    /// A `directory` sent for a request that has no file to widen.
+    pub fn not_an_edit() -> Self {
+        Self::Directory {
+            why: format!(
+                "applies only to file edits ({}) of a file inside the session's directory",
+                EDIT_TOOLS.join(", ")
+            ),
+        }
+    }
 }
 
 /// One remembered permission.
@@ -43,8 +76,10 @@ pub enum RulesError {
 pub struct Rule {
     /// Tool name as the CLI names it (`Bash`, `Write`, …).
     pub tool: String,
-    /// What the rule is limited to (`touch made.txt`; a trailing `:*` matches a prefix);
-    /// `None` allows every use of the tool.
+    /// What the rule is limited to: a command (`touch made.txt`, or `npm run test:*`
+    /// for those words followed by more), a real file path, or a real directory path
+    /// ending in `/`. `None` allows every use of a tool other than Bash and the edit
+    /// tools (for those it allows nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// Milliseconds since the epoch.
@@ -60,167 +95,125 @@ impl fmt::Display for Rule {
     }
 }
 
+/// What a rule's content means for its tool.
+enum Pattern {
+    Command(CommandPattern),
+    File(PathBuf),
+    Dir(PathBuf),
+    /// Every use of the tool.
+    Tool,
+    /// The input's subject field is exactly this.
+    Exact(String),
+    /// Allows nothing, for this reason.
+    Inert(&'static str),
+}
+
 impl Rule {
-    /// The rule an "always" answer creates for this request, from the CLI's suggestions;
-    /// `None` when the CLI suggested nothing a rule can express.
-    pub fn from_request(tool: &str, suggestions: &Value) -> Option<Rule> {
-        let suggested = suggestions.as_array().into_iter().flatten().find_map(|s| {
-            if s.get("type")?.as_str()? != "addRules"
-                || s.get("behavior").and_then(Value::as_str) != Some("allow")
-            {
-                return None;
-            }
-            s.get("rules")?.as_array()?.iter().find_map(|r| {
-                (r.get("toolName")?.as_str()? == tool).then(|| {
-                    r.get("ruleContent")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                })
-            })
-        });
-        match suggested {
-            Some(content) => Some(Rule {
-                tool: tool.to_owned(),
-                content,
-                created_at: now_ms(),
-            }),
-            None if EDIT_TOOLS.contains(&tool) => Some(Rule {
-                tool: tool.to_owned(),
-                content: None,
-                created_at: now_ms(),
-            }),
-            None => None,
+    fn new(tool: &str, content: Option<String>) -> Self {
+        Self {
+            tool: tool.to_owned(),
+            content,
+            created_at: now_ms(),
         }
     }
 
-    /// Whether this rule allows `tool` with `input`.
-    pub fn allows(&self, tool: &str, input: &Value) -> bool {
+    fn pattern(&self) -> Pattern {
+        let edit = EDIT_TOOLS.contains(&self.tool.as_str());
+        match (self.tool.as_str(), self.content.as_deref()) {
+            ("Bash", Some(c)) => CommandPattern::parse(c)
+                .map_or(Pattern::Inert("not one simple command"), Pattern::Command),
+            ("Bash", None) => Pattern::Inert("it would allow every command"),
+            (_, Some(c)) if edit && !Path::new(c).is_absolute() => {
+                Pattern::Inert("not an absolute path")
+            }
+            (_, Some(c)) if edit && c.ends_with('/') => Pattern::Dir(PathBuf::from(c)),
+            (_, Some(c)) if edit => Pattern::File(PathBuf::from(c)),
+            // Rules from before edits were narrowed to files.
+            (_, None) if edit => Pattern::Inert("it would allow every file"),
+            (_, None) => Pattern::Tool,
+            (_, Some(c)) => Pattern::Exact(c.to_owned()),
+        }
+    }
+
+    /// Whether this rule allows `tool` with `input` in a session working in `cwd`.
+    pub fn allows(&self, tool: &str, input: &Value, cwd: &Path) -> bool {
         if self.tool != tool {
             return false;
         }
-        let Some(content) = &self.content else {
-            return true;
-        };
-        // The content is matched against the field the CLI's own rules use per tool.
-        let subject = ["command", "file_path", "url", "pattern", "path"]
-            .iter()
-            .find_map(|k| input.get(*k).and_then(Value::as_str));
-        let Some(subject) = subject else { return false };
-        match content.strip_suffix(":*") {
-            Some(prefix) => subject.starts_with(prefix),
-            None => subject == content,
+        match self.pattern() {
+            Pattern::Command(pattern) => {
+                // A command approved to run in Claude Code's sandbox is not approved
+                // to run outside it.
+                input.get("dangerouslyDisableSandbox") != Some(&Value::Bool(true))
+                    && input
+                        .get("command")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| pattern.allows(c))
+            }
+            Pattern::File(file) => edited_file(tool, input, cwd).is_some_and(|real| real == file),
+            Pattern::Dir(dir) => {
+                // The directory itself must (still) be a real one inside `cwd`.
+                path::real_inside(cwd, &dir).as_deref() == Some(dir.as_path())
+                    && edited_file(tool, input, cwd).is_some_and(|real| path::covers(&dir, &real))
+            }
+            Pattern::Tool => true,
+            Pattern::Exact(content) => {
+                ["command", "file_path", "url", "pattern", "path"]
+                    .iter()
+                    .find_map(|k| input.get(*k).and_then(Value::as_str))
+                    == Some(content.as_str())
+            }
+            Pattern::Inert(_) => false,
         }
     }
 
-    fn same_scope(&self, other: &Rule) -> bool {
+    /// Why this rule allows nothing (a rule saved by an older build), if it does not.
+    pub fn inert(&self) -> Option<&'static str> {
+        match self.pattern() {
+            Pattern::Inert(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// What this rule allows and where, in words for the person deciding.
+    pub fn explain(&self, scope: RuleScope, cwd: &Path) -> String {
+        let what = match self.pattern() {
+            Pattern::Command(pattern) => pattern.describe(),
+            Pattern::File(file) => format!("{} on the file {}", self.tool, file.display()),
+            Pattern::Dir(dir) => format!(
+                "{} on any file under {} (except inside {})",
+                self.tool,
+                dir.display(),
+                path::guarded()
+            ),
+            Pattern::Tool => format!("every use of {}", self.tool),
+            Pattern::Exact(content) => format!("{} with exactly `{content}`", self.tool),
+            Pattern::Inert(why) => format!("nothing ({why})"),
+        };
+        match scope {
+            RuleScope::Session => format!("{what}, in this session only"),
+            RuleScope::Project => format!(
+                "{what}, in every session in {}, until removed with `chroxy rules remove`",
+                cwd.display()
+            ),
+        }
+    }
+
+    /// Whether both rules allow the same (their dates aside).
+    pub fn same_as(&self, other: &Rule) -> bool {
         self.tool == other.tool && self.content == other.content
     }
 }
 
-/// The file's shape: project directory → its rules.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RulesFile {
-    version: u32,
-    /// Rules by absolute project directory.
-    pub projects: BTreeMap<PathBuf, Vec<Rule>>,
-}
-
-/// Where the rules live; cheap to clone, holds no open files.
-#[derive(Debug, Clone)]
-pub struct RuleStore {
-    file: PathBuf,
-    lock: PathBuf,
-}
-
-impl RuleStore {
-    /// The store of this Chroxy home.
-    pub fn new(paths: &Paths) -> Self {
-        Self {
-            file: paths.config_dir().join("permission-rules.json"),
-            lock: paths.lock_file("permission-rules"),
-        }
-    }
-
-    /// The rules file's path, for messages.
-    pub fn path(&self) -> &Path {
-        &self.file
-    }
-
-    /// Reads every rule. A missing file is no rules.
-    pub fn load(&self) -> Result<RulesFile, RulesError> {
-        match std::fs::read(&self.file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RulesError::Invalid {
-                path: self.file.clone(),
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RulesFile {
-                version: 1,
-                ..Default::default()
-            }),
-            Err(e) => Err(StoreError::io("reading", &self.file, e).into()),
-        }
-    }
-
-    /// The first rule of `project` that allows this request.
-    pub fn matching(
-        &self,
-        project: &Path,
-        tool: &str,
-        input: &Value,
-    ) -> Result<Option<Rule>, RulesError> {
-        let file = self.load()?;
-        Ok(file
-            .projects
-            .get(project)
-            .and_then(|rules| rules.iter().find(|r| r.allows(tool, input)).cloned()))
-    }
-
-    /// Adds a rule for `project` unless an equal one exists; true if it was added.
-    pub fn add(&self, project: &Path, rule: Rule) -> Result<bool, RulesError> {
-        self.modify(|file| {
-            let rules = file.projects.entry(project.to_path_buf()).or_default();
-            if rules.iter().any(|r| r.same_scope(&rule)) {
-                return false;
-            }
-            rules.push(rule);
-            true
-        })
-    }
-
-    /// Removes rules whose text (as `list` shows it) is `rule`, in `project` or in every
-    /// project; returns how many were removed.
-    pub fn remove(&self, project: Option<&Path>, rule: &str) -> Result<usize, RulesError> {
-        self.modify(|file| {
-            let mut removed = 0;
-            for (dir, rules) in file.projects.iter_mut() {
-                if project.is_some_and(|p| p != dir) {
-                    continue;
-                }
-                let before = rules.len();
-                rules.retain(|r| r.to_string() != rule);
-                removed += before - rules.len();
-            }
-            file.projects.retain(|_, rules| !rules.is_empty());
-            removed
-        })
-    }
-
-    /// Read-modify-write under the inter-process lock; written only if `f` changed it.
-    fn modify<T>(&self, f: impl FnOnce(&mut RulesFile) -> T) -> Result<T, RulesError> {
-        let mut lock = FileLock::open(&self.lock)?;
-        lock.exclusive(|| {
-            let mut file = self.load()?;
-            let before = file.clone();
-            let out = f(&mut file);
-            if file != before {
-                file.version = 1;
-                // Plain maps and strings serialize infallibly.
-                let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
-                atomic_write(&self.file, &bytes)?;
-            }
-            Ok(out)
-        })?
-    }
+/// The real file an edit tool's request would write, if it is inside `cwd`.
+fn edited_file(tool: &str, input: &Value, cwd: &Path) -> Option<PathBuf> {
+    let key = if tool == "NotebookEdit" {
+        "notebook_path"
+    } else {
+        "file_path"
+    };
+    let file = input.get(key)?.as_str().filter(|f| !f.is_empty())?;
+    path::real_inside(cwd, Path::new(file))
 }
 
 #[cfg(test)]
@@ -228,85 +221,34 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn bash_suggestions() -> Value {
-        json!([
-            {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "touch made.txt"}], "behavior": "allow", "destination": "localSettings"},
-            {"type": "addDirectories", "directories": ["/p"], "destination": "session"},
-            {"type": "setMode", "mode": "acceptEdits", "destination": "session"}
-        ])
-    }
-
-    #[test]
-    fn rules_come_from_the_cli_suggestions() {
-        let r = Rule::from_request("Bash", &bash_suggestions()).unwrap();
-        assert_eq!(r.to_string(), "Bash(touch made.txt)");
-        assert!(r.allows("Bash", &json!({"command": "touch made.txt"})));
-        assert!(!r.allows("Bash", &json!({"command": "rm -rf /"})));
-        assert!(!r.allows("Write", &json!({"command": "touch made.txt"})));
-        let w = Rule::from_request(
-            "Write",
-            &json!([{"type": "setMode", "mode": "acceptEdits", "destination": "session"}]),
-        )
-        .unwrap();
-        assert_eq!(w.to_string(), "Write");
-        assert!(w.allows("Write", &json!({"file_path": "/any"})));
-        assert!(Rule::from_request("WebFetch", &json!([])).is_none());
-    }
-
-    #[test]
-    fn prefix_rules() {
-        let r = Rule {
-            tool: "Bash".into(),
-            content: Some("npm run test:*".into()),
+    fn rule(tool: &str, content: Option<&str>) -> Rule {
+        Rule {
+            tool: tool.into(),
+            content: content.map(str::to_owned),
             created_at: 0,
-        };
-        assert!(r.allows("Bash", &json!({"command": "npm run test -- --watch"})));
-        assert!(!r.allows("Bash", &json!({"command": "npm publish"})));
+        }
     }
 
     #[test]
-    fn rules_are_per_project_deduplicated_and_removable() {
+    fn old_rules_are_narrowed_or_inert() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RuleStore::new(&Paths::under(dir.path()));
-        let rule = Rule::from_request("Bash", &bash_suggestions()).unwrap();
-        let input = json!({"command": "touch made.txt"});
-        assert!(store.add(Path::new("/p"), rule.clone()).unwrap());
-        assert!(
-            !store.add(Path::new("/p"), rule.clone()).unwrap(),
-            "duplicate added"
-        );
-        assert!(store
-            .matching(Path::new("/p"), "Bash", &input)
-            .unwrap()
-            .is_some());
-        assert!(store
-            .matching(Path::new("/other"), "Bash", &input)
-            .unwrap()
-            .is_none());
-        assert_eq!(store.remove(None, "Bash(touch made.txt)").unwrap(), 1);
-        assert!(store
-            .matching(Path::new("/p"), "Bash", &input)
-            .unwrap()
-            .is_none());
-    }
-
-    #[test]
-    fn a_corrupt_file_is_reported_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RuleStore::new(&Paths::under(dir.path()));
-        std::fs::create_dir_all(store.path().parent().unwrap()).unwrap();
-        std::fs::write(store.path(), b"{oops").unwrap();
-        let err = store
-            .add(
-                Path::new("/p"),
-                Rule {
-                    tool: "Write".into(),
-                    content: None,
-                    created_at: 0,
-                },
-            )
-            .unwrap_err();
-        assert!(err.to_string().contains("permission-rules.json"), "{err}");
-        assert_eq!(std::fs::read(store.path()).unwrap(), b"{oops");
+        let cwd = dir.path();
+        let write = json!({"file_path": cwd.join("a.txt"), "content": ""});
+        for (tool, content) in [
+            ("Write", None),
+            ("Edit", None),
+            ("Bash", None),
+            ("Write", Some("relative.txt")),
+            ("Bash", Some("a && b")),
+        ] {
+            let r = rule(tool, content);
+            assert!(r.inert().is_some(), "{r}");
+            assert!(!r.allows(tool, &write, cwd), "{r}");
+            assert!(!r.allows(tool, &json!({"command": "a && b"}), cwd), "{r}");
+        }
+        let prefix = rule("Bash", Some("npm run test:*"));
+        assert!(prefix.inert().is_none());
+        assert!(prefix.allows("Bash", &json!({"command": "npm run test --watch"}), cwd));
+        assert!(!prefix.allows("Bash", &json!({"command": "npm run testfoo"}), cwd));
     }
 }

@@ -18,6 +18,26 @@ fn answer(request_id: &Value, decision: &str) -> Value {
     json!({"type": "permission_response", "requestId": request_id, "decision": decision})
 }
 
+/// Sends `input` and returns the permission prompt it raised, or `None` when the turn
+/// ended without asking anyone (a rule allowed it).
+async fn prompt_for(c: &mut Client, input: &str) -> Option<Value> {
+    c.send(json!({"type": "input", "data": input})).await;
+    let v = c
+        .until(|v| v["type"] == "permission_request" || v["type"] == "agent_idle")
+        .await;
+    (v["type"] == "permission_request").then_some(v)
+}
+
+/// Denies `prompt` and waits for the end of its turn.
+async fn deny(c: &mut Client, prompt: &Value) {
+    c.send(answer(&prompt["requestId"], "deny")).await;
+    c.until_type("agent_idle").await;
+}
+
+fn rules_file(home: &Home) -> std::path::PathBuf {
+    home.chroxy().join("config/permission-rules.json")
+}
+
 #[tokio::test]
 async fn allow_runs_the_tool_and_deny_tells_the_model_who_denied() {
     let home = Home::new();
@@ -190,20 +210,20 @@ async fn allow_always_is_remembered_across_sessions_and_restarts() {
     let project = home.project().display().to_string();
     assert_eq!(rules["projects"][&project][0]["tool"], "Bash");
     assert_eq!(rules["projects"][&project][0]["content"], "touch made.txt");
-    // The CLI was also told, for this session only, so it stops asking right away;
-    // nothing that would make it write the user's settings files.
+    // The prompt said exactly that, before anyone chose.
+    assert_eq!(prompt["always"]["rule"], "Bash(touch made.txt)");
+    assert_eq!(prompt["always"]["scope"], "project");
+    assert_eq!(
+        prompt["always"]["allows"],
+        format!("exactly the command `touch made.txt`, in every session in {project}, until removed with `chroxy rules remove`")
+    );
+    // The CLI is told nothing it would apply with its own, different matching (nor
+    // anything that would make it write the user's settings files): every later
+    // request comes back to Chroxy's rules.
     let sent = answers_for(&log, prompt["requestId"].as_str().unwrap());
     assert_eq!(sent.len(), 1);
-    let perms = sent[0]["updatedPermissions"]
-        .as_array()
-        .expect("updatedPermissions");
-    assert!(
-        perms.iter().all(|p| p["destination"] == "session"),
-        "{perms:?}"
-    );
-    assert!(perms
-        .iter()
-        .any(|p| p["type"] == "addRules" && p["rules"][0]["ruleContent"] == "touch made.txt"));
+    assert_eq!(sent[0]["behavior"], "allow");
+    assert!(sent[0].get("updatedPermissions").is_none(), "{}", sent[0]);
 
     // A new session in the same directory: nobody is asked, everybody is told.
     std::fs::remove_file(home.project().join("made.txt")).unwrap();
@@ -260,6 +280,241 @@ async fn allow_always_is_remembered_across_sessions_and_restarts() {
     }
 }
 
+/// A Bash rule allows the words approved and nothing else: not a longer word, not a
+/// second command chained, piped, substituted or put on another line, not a redirect.
+/// The rule is written as an older build wrote it, so old files keep loading too.
+#[tokio::test]
+async fn a_bash_rule_never_allows_more_than_the_command_approved() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let project = home.project();
+    std::fs::create_dir_all(rules_file(&home).parent().unwrap()).unwrap();
+    let old = json!({"version": 1, "projects": {project.display().to_string(): [
+        {"tool": "Bash", "content": "touch ok:*", "createdAt": 1}
+    ]}});
+    std::fs::write(rules_file(&home), old.to_string()).unwrap();
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+
+    // What the rule does allow, without asking.
+    assert_eq!(prompt_for(&mut c, "PLEASE_BASH touch ok more").await, None);
+    assert!(project.join("ok").exists() && project.join("more").exists());
+
+    // (A carriage return never gets this far: Claude Code refuses such a command itself,
+    // "control characters that would be hidden"; the unit tests cover it.)
+    for attack in [
+        "touch okfoo",
+        "touch ok; touch pwned1",
+        "touch ok && touch pwned2",
+        "touch ok || touch pwned3",
+        "touch ok | touch pwned4",
+        "touch ok & touch pwned5",
+        "touch ok `touch pwned6`",
+        "touch ok $(touch pwned7)",
+        "touch ok <(touch pwned8)",
+        "touch ok > pwned9",
+        "touch ok\ntouch pwned10",
+        "touch ok \\\ntouch pwned11",
+        "touch ok \"$(touch pwned12)\"",
+    ] {
+        let Some(prompt) = prompt_for(&mut c, &format!("PLEASE_BASH {attack}")).await else {
+            panic!("{attack:?} ran without asking");
+        };
+        assert_eq!(prompt["input"]["command"], attack);
+        deny(&mut c, &prompt).await;
+    }
+    assert!(!project.join("okfoo").exists());
+    let left: Vec<_> = std::fs::read_dir(&project)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("pwned"))
+        .collect();
+    assert!(left.is_empty(), "ran: {left:?}");
+}
+
+/// "Always" on one file edit allows that file, in that session (across a worker
+/// restart), and nothing else: not another file, not a path out of the project, not
+/// its `.git`, not another session.
+#[tokio::test]
+async fn always_on_a_file_edit_allows_that_file_in_that_session_only() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let project = home.project();
+    let outside = home.user_home().join("outside.txt");
+    std::os::unix::fs::symlink(home.user_home(), project.join("link")).unwrap();
+    let mut w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let session = c.active_session();
+
+    let prompt = prompt_for(&mut c, "PLEASE_WRITE notes.txt").await.unwrap();
+    let file = project.join("notes.txt");
+    assert_eq!(
+        prompt["always"],
+        json!({"rule": format!("Write({})", file.display()), "scope": "session",
+               "allows": format!("Write on the file {}, in this session only", file.display())})
+    );
+    c.send(answer(&prompt["requestId"], "allowAlways")).await;
+    c.until_type("agent_idle").await;
+    assert!(file.exists());
+    assert!(!rules_file(&home).exists(), "nothing was made project-wide");
+    std::fs::remove_file(&file).unwrap();
+
+    // The same file again: allowed by the session's rule.
+    assert_eq!(prompt_for(&mut c, "PLEASE_WRITE notes.txt").await, None);
+    assert!(file.exists());
+    std::fs::remove_file(&file).unwrap();
+
+    // Anything else asks; out of the project, "Always" is not even offered.
+    for (other, offered) in [
+        ("other.txt".to_owned(), true),
+        ("notes.txt.bak".to_owned(), true),
+        (".git/hooks/pre-commit".to_owned(), true),
+        ("link/outside.txt".to_owned(), false),
+        (outside.display().to_string(), false),
+        (format!("{}/../user/outside.txt", project.display()), false),
+    ] {
+        let Some(prompt) = prompt_for(&mut c, &format!("PLEASE_WRITE {other} x")).await else {
+            panic!("a write to {other} was allowed without asking");
+        };
+        assert_eq!(!prompt["always"].is_null(), offered, "{other}: {prompt}");
+        deny(&mut c, &prompt).await;
+    }
+    assert!(!outside.exists());
+
+    // The session's rule survives a worker restart, in that session.
+    w.kill9().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    assert_eq!(c.active_session(), session);
+    assert_eq!(prompt_for(&mut c, "PLEASE_WRITE notes.txt").await, None);
+    assert!(file.exists());
+    std::fs::remove_file(&file).unwrap();
+
+    // Another session on the same directory is asked.
+    c.send(json!({"type": "create_session", "name": "other"}))
+        .await;
+    c.until(|v| v["type"] == "session_switched" && v["name"] == "other")
+        .await;
+    let prompt = prompt_for(&mut c, "PLEASE_WRITE notes.txt").await;
+    deny(&mut c, &prompt.expect("another session was not asked")).await;
+    assert!(!file.exists());
+}
+
+/// A wider rule is only what the phone names explicitly, and only when it is valid: a
+/// directory outside the project, reached through `..` or a symlink, or not holding
+/// the file is refused with an error naming `directory`, nothing is stored, and the
+/// prompt still waits for an answer.
+#[tokio::test]
+async fn a_directory_chosen_for_always_is_checked_then_kept_to_it() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let project = home.project();
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::os::unix::fs::symlink(home.user_home(), project.join("link")).unwrap();
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let prompt = prompt_for(&mut c, "PLEASE_WRITE src/a.txt").await.unwrap();
+    let id = prompt["requestId"].clone();
+
+    for (directory, scope) in [
+        (home.user_home().display().to_string(), "project"),
+        (format!("{}/src/../..", project.display()), "project"),
+        (project.join("link").display().to_string(), "session"),
+        (project.join("docs").display().to_string(), "project"),
+        ("src".to_owned(), "project"),
+        ("/".to_owned(), "session"),
+    ] {
+        c.send(
+            json!({"type": "permission_response", "requestId": id, "decision": "allowAlways",
+                      "scope": scope, "directory": directory}),
+        )
+        .await;
+        let refused = c
+            .until(|v| v["type"] == "error" || v["type"] == "permission_resolved")
+            .await;
+        assert_eq!(refused["type"], "error", "{directory} taken: {refused}");
+        assert_eq!(refused["code"], "INVALID_MESSAGE");
+        assert_eq!(refused["requestId"], id);
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("`directory` "),
+            "{refused}"
+        );
+    }
+    assert!(!rules_file(&home).exists());
+    assert!(!project.join("src/a.txt").exists());
+
+    // Still waiting: a valid choice is taken, for the whole project as asked.
+    c.send(
+        json!({"type": "permission_response", "requestId": id, "decision": "allowAlways",
+                  "scope": "project", "directory": project.join("src")}),
+    )
+    .await;
+    c.until(|v| v["type"] == "permission_resolved" && v["requestId"] == id)
+        .await;
+    c.until_type("agent_idle").await;
+    assert!(project.join("src/a.txt").exists());
+    let rules: Value = serde_json::from_slice(&std::fs::read(rules_file(&home)).unwrap()).unwrap();
+    assert_eq!(
+        rules["projects"][project.display().to_string()][0]["content"],
+        format!("{}/", project.join("src").display())
+    );
+
+    // Another session: files under src/ are allowed, others still ask.
+    c.send(json!({"type": "create_session", "name": "again"}))
+        .await;
+    c.until(|v| v["type"] == "session_switched" && v["name"] == "again")
+        .await;
+    assert_eq!(
+        prompt_for(&mut c, "PLEASE_WRITE src/deep/b.txt").await,
+        None
+    );
+    assert!(project.join("src/deep/b.txt").exists());
+    let prompt = prompt_for(&mut c, "PLEASE_WRITE c.txt").await;
+    deny(&mut c, &prompt.expect("a file outside src/ was not asked")).await;
+}
+
+#[tokio::test]
+async fn a_session_saved_in_auto_comes_back_asking_after_a_restart() {
+    let home = Home::new();
+    let model = Model::start().await;
+    // Claude Code skips permissions for root only inside a declared sandbox; CI runs as root.
+    let opts = || WorkerOpts::real_cli(&model).env("IS_SANDBOX", "1");
+    let mut w = Worker::start_with(&home, opts()).await;
+    let mut c = w.client().await;
+    let session = c.active_session();
+    c.send(json!({"type": "set_permission_mode", "mode": "auto", "confirmed": true}))
+        .await;
+    assert_eq!(
+        c.until_type("permission_mode_changed").await["mode"],
+        "auto"
+    );
+    // In auto, nobody is asked (the mode is saved with the turn).
+    assert_eq!(
+        prompt_for(&mut c, "PLEASE_BASH touch before.txt").await,
+        None
+    );
+    assert!(home.project().join("before.txt").exists());
+
+    w.kill9().await;
+    let w = Worker::start_with(&home, opts()).await;
+    let mut c = w.connect().await;
+    c.auth(TOKEN).await;
+    let list = c.until_type("session_list").await;
+    assert_eq!(list["sessions"][0]["sessionId"], session.as_str());
+    assert_eq!(list["sessions"][0]["permissionMode"], "approve", "{list}");
+    let notice = c
+        .until(|v| v["type"] == "message" && v["content"].as_str().unwrap().contains("auto mode"))
+        .await;
+    assert_eq!(notice["messageType"], "system");
+    c.until_type("history_replay_end").await;
+    let prompt = prompt_for(&mut c, "PLEASE_BASH touch after.txt").await;
+    deny(&mut c, &prompt.expect("auto survived the restart")).await;
+    assert!(!home.project().join("after.txt").exists());
+}
+
 #[test]
 fn rules_can_be_listed_and_removed_from_the_command_line() {
     let home = tempfile::tempdir().unwrap();
@@ -285,13 +540,47 @@ fn rules_can_be_listed_and_removed_from_the_command_line() {
     };
     let (ok, out) = chroxy(&["rules", "list"]);
     assert!(
-        ok && out.contains("/work/project") && out.contains("Bash(touch made.txt)"),
+        ok && out.contains("/work/project (every session in it)\n  Bash(touch made.txt)\n"),
         "{out}"
     );
     let (ok, out) = chroxy(&["rules", "remove", "Bash(touch made.txt)"]);
     assert!(ok && out.contains("removed 1"), "{out}");
     let (ok, out) = chroxy(&["rules", "list"]);
     assert!(ok && out.contains("no rules"), "{out}");
+
+    // A session's own rules are listed with it; a blanket edit rule an older version
+    // saved is marked as allowing nothing.
+    let paths = chroxy::store::Paths::under(home.path());
+    let mut rec = chroxy::session::SessionRecord::new(
+        "s-rules".into(),
+        "notes".into(),
+        "/work/project".into(),
+        0,
+    );
+    rec.rules.push(chroxy::rules::Rule {
+        tool: "Write".into(),
+        content: Some("/work/project/notes.txt".into()),
+        created_at: 0,
+    });
+    rec.save(&paths.sessions_dir()).unwrap();
+    let blanket = chroxy::rules::Rule {
+        tool: "Write".into(),
+        content: None,
+        created_at: 0,
+    };
+    store.add(Path::new("/work/project"), blanket).unwrap();
+    let (ok, out) = chroxy(&["rules", "list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("/work/project (every session in it)\n  Write    [allows nothing: it would allow every file; remove it]\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("/work/project (session s-rules \"notes\" only; gone when it is closed)\n  Write(/work/project/notes.txt)\n"),
+        "{out}"
+    );
+    let (ok, out) = chroxy(&["rules", "remove", "Write"]);
+    assert!(ok && out.contains("removed 1"), "{out}");
     let (ok, out) = chroxy(&["rules", "remove", "Bash(touch made.txt)"]);
     assert!(
         !ok && out.contains("no rule `Bash(touch made.txt)` found"),

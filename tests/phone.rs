@@ -106,6 +106,11 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.say("PLEASE_BASH").await;
     let prompt = "return !!document.querySelector('#prompts button[data-decision=allow]')";
     a.until("the prompt on phone A", prompt).await;
+    a.until(
+        "what Always allows, under the buttons",
+        "return !!document.querySelector('#prompts .always')?.textContent.startsWith('Always allows exactly the command `touch chroxy-demo.txt`, in every session in')",
+    )
+    .await;
     b.until("the prompt on phone B", prompt).await;
     a.shot("3-permission").await;
     a.click("#prompts button[data-decision=allow]").await;

@@ -147,10 +147,20 @@ pub struct SetPermissionMode {
 pub enum Decision {
     /// Allow this once.
     Allow,
-    /// Allow and remember a rule for this project.
+    /// Allow and remember the rule the request's `always` offered.
     AllowAlways,
     /// Refuse.
     Deny,
+}
+
+/// How far a rule remembered with "Always" reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RuleScope {
+    /// Only the session that asked (kept with it across worker restarts).
+    Session,
+    /// Every session in the same project directory, until removed.
+    Project,
 }
 
 /// `permission_response`.
@@ -164,6 +174,13 @@ pub struct PermissionResponse {
     /// Optional reason, passed to the agent on deny.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With `allowAlways`: how far the rule reaches instead of the offer's own scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<RuleScope>,
+    /// With `allowAlways` on a file edit: a directory inside the session's directory,
+    /// containing the file, that the rule covers instead of the one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
 }
 
 /// `user_question_response`.

@@ -3,7 +3,9 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{ClientMsg, ErrorCode, MAX_FRAME_BYTES, MAX_INPUT_CHARS, MAX_NAME_CHARS};
+use super::{
+    ClientMsg, ErrorCode, MAX_DIRECTORY_CHARS, MAX_FRAME_BYTES, MAX_INPUT_CHARS, MAX_NAME_CHARS,
+};
 
 /// Why a frame was refused. `message` names the field or limit and never echoes a
 /// token (field values are not quoted back, only their names and sizes).
@@ -199,6 +201,10 @@ fn check_limits(msg: &ClientMsg) -> Result<(), String> {
         ClientMsg::RenameSession(m) => over("name", &m.name, MAX_NAME_CHARS),
         ClientMsg::CreateSession(m) => match &m.name {
             Some(name) => over("name", name, MAX_NAME_CHARS),
+            None => Ok(()),
+        },
+        ClientMsg::PermissionResponse(m) => match &m.directory {
+            Some(dir) => over("directory", dir, MAX_DIRECTORY_CHARS),
             None => Ok(()),
         },
         _ => Ok(()),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DeviceInfo, PermissionMode};
+use super::{DeviceInfo, PermissionMode, RuleScope};
 
 /// Error codes of docs/protocol.md "Errors".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +101,19 @@ pub enum MessageType {
     System,
     /// A failure shown in the conversation.
     Error,
+}
+
+/// What "Always" on a `permission_request` would remember: shown on the phone next to
+/// its Always button, so that nobody approves more than they read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlwaysOffer {
+    /// The rule as `chroxy rules list` shows it, e.g. `Bash(npm run test:*)`.
+    pub rule: String,
+    /// How far it reaches unless the answer names another `scope`.
+    pub scope: RuleScope,
+    /// Exactly what it will allow, in words (scope included).
+    pub allows: String,
 }
 
 /// Why the server is going away.
@@ -225,6 +238,9 @@ pub enum ServerMsg {
         input: Value,
         remaining_ms: u64,
         session_id: String,
+        /// `null` when "Always" has nothing it could remember exactly (it allows once).
+        #[serde(default)]
+        always: Option<AlwaysOffer>,
     },
     PermissionResolved {
         request_id: String,

@@ -147,6 +147,8 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 request_id: s("p-1"),
                 decision: Decision::Allow,
                 reason: None,
+                scope: None,
+                directory: None,
             }),
         ),
         (
@@ -155,6 +157,8 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 request_id: s("p-2"),
                 decision: Decision::AllowAlways,
                 reason: None,
+                scope: None,
+                directory: None,
             }),
         ),
         (
@@ -163,6 +167,29 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 request_id: s("p-3"),
                 decision: Decision::Deny,
                 reason: some("not in prod"),
+                scope: None,
+                directory: None,
+            }),
+        ),
+        (
+            json!({"type": "permission_response", "requestId": "p-4", "decision": "allowAlways",
+                   "reason": "tests", "scope": "project", "directory": "/home/dev/project/src"}),
+            ClientMsg::PermissionResponse(PermissionResponse {
+                request_id: s("p-4"),
+                decision: Decision::AllowAlways,
+                reason: some("tests"),
+                scope: Some(RuleScope::Project),
+                directory: some("/home/dev/project/src"),
+            }),
+        ),
+        (
+            json!({"type": "permission_response", "requestId": "p-5", "decision": "allowAlways", "scope": "session"}),
+            ClientMsg::PermissionResponse(PermissionResponse {
+                request_id: s("p-5"),
+                decision: Decision::AllowAlways,
+                reason: None,
+                scope: Some(RuleScope::Session),
+                directory: None,
             }),
         ),
         (

@@ -19,7 +19,7 @@ use super::record::SessionRecord;
 use super::SessionsConfig;
 use crate::agent::{self, Agent, AgentEvent, AgentOutput, AgentSpec, TurnResult};
 use crate::protocol::{
-    now_ms, Decision, ErrorCode, MessageType, PermissionMode, ServerMsg, SessionInfo,
+    now_ms, ErrorCode, MessageType, PermissionMode, PermissionResponse, ServerMsg, SessionInfo,
     HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
 };
 
@@ -81,9 +81,7 @@ pub(crate) enum Cmd {
     },
     /// A phone's answer to a permission prompt.
     Answer {
-        id: String,
-        decision: Decision,
-        reason: Option<String>,
+        answer: PermissionResponse,
         from: ClientId,
         device: String,
     },
@@ -173,7 +171,7 @@ impl Session {
         let (events_tx, events) = mpsc::channel(256);
         let history_bytes = rec.history.iter().map(|m| approx_size(m)).sum();
         let prompts = Prompts::new(rec.session_id.clone(), cfg.permission_timeout, index);
-        let session = Self {
+        let mut session = Self {
             rec,
             cfg,
             clients,
@@ -201,7 +199,35 @@ impl Session {
             saves: 0,
             changed,
         };
+        session.leave_restored_auto();
         (session, info)
+    }
+
+    /// A session saved in `auto` (no prompts at all) comes back asking. A person
+    /// confirmed skipping every prompt for the agent that ran then; whatever restarted
+    /// the worker since (a crash, a deploy, a rollback) is not that person confirming
+    /// again.
+    fn leave_restored_auto(&mut self) {
+        if self.rec.permission_mode != PermissionMode::Auto {
+            return;
+        }
+        tracing::warn!("session restored in auto mode; back to approve until confirmed again");
+        self.rec.permission_mode = PermissionMode::Approve;
+        self.notice(
+            MessageType::System,
+            "This session was in auto mode (no permission prompts) before the server restarted. It asks again now; switch to auto again to skip prompts.",
+        );
+        self.publish(
+            Audience::All,
+            &ServerMsg::PermissionModeChanged {
+                mode: PermissionMode::Approve,
+                session_id: self.rec.session_id.clone(),
+            },
+        );
+        // Not saved here: a save would count as a change made by this worker, and a
+        // deploy's `Resync` would then refuse the previous worker's last state. The
+        // next save writes it; until then every load does this again.
+        self.refresh_info();
     }
 
     pub(crate) async fn run(mut self) {
@@ -320,12 +346,10 @@ impl Session {
                 let _ = done.send(());
             }
             Cmd::Answer {
-                id,
-                decision,
-                reason,
+                answer,
                 from,
                 device,
-            } => self.answer(id, decision, reason, &from, &device).await,
+            } => self.answer(answer, &from, &device).await,
             Cmd::AnswerQuestion {
                 id,
                 answer,
@@ -370,6 +394,7 @@ impl Session {
         );
         self.history_bytes = rec.history.iter().map(|m| approx_size(m)).sum();
         self.rec = rec;
+        self.leave_restored_auto();
         self.refresh_info();
         for client in self.clients.on_session(&self.rec.session_id) {
             self.attach(&client, None);

@@ -18,7 +18,7 @@ pub use clients::{
     SessionId,
 };
 pub use prompts::PromptIndex;
-pub use record::{RecordError, SessionRecord};
+pub use record::{read_all, RecordError, SessionRecord};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -392,14 +392,13 @@ impl Hub {
                 let _ = tx.send(Cmd::SetMode { mode }).await;
             }
             ClientMsg::PermissionResponse(m) => {
+                let id = m.request_id.clone();
                 let cmd = Cmd::Answer {
-                    id: m.request_id.clone(),
-                    decision: m.decision,
-                    reason: m.reason,
+                    answer: m,
                     from: client.clone(),
                     device: self.clients.device_name(client),
                 };
-                self.route_answer(client, &m.request_id, cmd).await;
+                self.route_answer(client, &id, cmd).await;
             }
             ClientMsg::UserQuestionResponse(m) => {
                 let cmd = Cmd::AnswerQuestion {

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::time::{Duration, Instant};
 
 use crate::protocol::ServerMsg;
+use crate::rules::Offer;
 
 /// What the agent asked.
 #[derive(Debug, Clone)]
@@ -22,7 +23,8 @@ pub(crate) enum Ask {
         tool: String,
         description: String,
         input: Value,
-        suggestions: Value,
+        /// What "Always" remembers for it, as the phones were told.
+        offer: Option<Offer>,
     },
     /// `can_use_tool` for AskUserQuestion.
     Question { input: Value },
@@ -48,7 +50,7 @@ impl Prompt {
                 tool,
                 description,
                 input,
-                ..
+                offer,
             } => ServerMsg::PermissionRequest {
                 request_id: self.id.clone(),
                 tool: tool.clone(),
@@ -56,6 +58,7 @@ impl Prompt {
                 input: input.clone(),
                 remaining_ms: self.deadline.saturating_duration_since(now).as_millis() as u64,
                 session_id: session_id.to_owned(),
+                always: offer.as_ref().map(Offer::to_wire),
             },
             Ask::Question { input } => ServerMsg::UserQuestion {
                 tool_use_id: self.id.clone(),
@@ -133,6 +136,11 @@ impl Prompts {
             deadline: now + self.timeout,
         };
         self.waiting.entry(id).or_insert(prompt)
+    }
+
+    /// The waiting prompt with this id, left in place.
+    pub fn get(&self, id: &str) -> Option<&Prompt> {
+        self.waiting.get(id)
     }
 
     /// Removes and returns the prompt: the first caller gets it, later ones `None`.
@@ -214,7 +222,7 @@ mod tests {
             tool: "Bash".into(),
             description: "d".into(),
             input: json!({}),
-            suggestions: json!([]),
+            offer: None,
         }
     }
 

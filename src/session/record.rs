@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{PermissionMode, ServerMsg, HISTORY_LIMIT};
+use crate::rules::Rule;
 use crate::store::{atomic_write_with, StoreError};
 
 /// File format version, to refuse (and keep aside) files from a future format.
@@ -32,6 +33,9 @@ pub struct SessionRecord {
     pub permission_mode: PermissionMode,
     /// The CLI's session id, for `--resume`.
     pub agent_session_id: Option<String>,
+    /// "Always" rules kept to this session (absent in files from before they existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
     /// Milliseconds since the epoch.
     pub created_at: u64,
     /// Milliseconds since the epoch.
@@ -113,6 +117,7 @@ impl SessionRecord {
             model: None,
             permission_mode: PermissionMode::Approve,
             agent_session_id: None,
+            rules: Vec::new(),
             created_at: now,
             last_activity_at: now,
             history: VecDeque::new(),
@@ -120,19 +125,29 @@ impl SessionRecord {
     }
 }
 
-/// Loads every session in `dir`, newest activity first. A file that cannot be read is
-/// moved aside as `*.corrupt` (never deleted) and reported; the rest still load.
-pub fn load_all(dir: &Path) -> Vec<SessionRecord> {
+/// Reads every session file in `dir`, each with its path, changing nothing (for
+/// `chroxy rules list`, which may run beside a worker).
+pub fn read_all(dir: &Path) -> Vec<(PathBuf, Result<SessionRecord, RecordError>)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("json"))
+        .map(|path| {
+            let rec = SessionRecord::load(&path);
+            (path, rec)
+        })
+        .collect()
+}
+
+/// Loads every session in `dir`, newest activity first. A file that cannot be read is
+/// moved aside as `*.corrupt` (never deleted) and reported; the rest still load.
+pub fn load_all(dir: &Path) -> Vec<SessionRecord> {
     let mut records = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        match SessionRecord::load(&path) {
+    for (path, rec) in read_all(dir) {
+        match rec {
             Ok(rec) => records.push(rec),
             Err(err) => {
                 let aside =

@@ -63,8 +63,30 @@ fn optional_fields_left_out_are_omitted_not_null() {
                 request_id: s("p"),
                 decision: Decision::Deny,
                 reason: None,
+                scope: None,
+                directory: None,
             }),
             "reason",
+        ),
+        (
+            ClientMsg::PermissionResponse(PermissionResponse {
+                request_id: s("p"),
+                decision: Decision::AllowAlways,
+                reason: None,
+                scope: None,
+                directory: None,
+            }),
+            "scope",
+        ),
+        (
+            ClientMsg::PermissionResponse(PermissionResponse {
+                request_id: s("p"),
+                decision: Decision::AllowAlways,
+                reason: None,
+                scope: None,
+                directory: None,
+            }),
+            "directory",
         ),
         (
             ClientMsg::UserQuestionResponse(UserQuestionResponse {

@@ -73,7 +73,7 @@ fn optional_fields_may_be_missing() {
         ("interrupt", &["sessionId"]),
         ("set_model", &["sessionId"]),
         ("set_permission_mode", &["confirmed", "sessionId"]),
-        ("permission_response", &["reason"]),
+        ("permission_response", &["reason", "scope", "directory"]),
         ("user_question_response", &["answers"]),
         (
             "create_session",
@@ -121,6 +121,14 @@ fn a_wrongly_typed_field_is_named() {
         (
             r#"{"type":"permission_response","requestId":null,"decision":"allow"}"#,
             "`requestId`",
+        ),
+        (
+            r#"{"type":"permission_response","requestId":"p","decision":"allowAlways","directory":["/p"]}"#,
+            "`directory`",
+        ),
+        (
+            r#"{"type":"permission_response","requestId":"p","decision":"allowAlways","scope":true}"#,
+            "`scope`",
         ),
     ];
     for (text, field) in cases {
@@ -272,6 +280,36 @@ fn input_data_is_limited_to_100_000_characters_not_bytes() {
         let err = assert_refused(&input(&over), ErrorCode::TooLarge, &["`data`", "100000"]);
         assert!(!err.counts_as_bad_frame, "a long field is not a bad frame");
         assert_eq!(err.request_id.as_deref(), Some("r-in"));
+    }
+}
+
+#[test]
+fn an_always_directory_is_limited_to_4096_characters_and_its_scope_to_the_protocol() {
+    let frame = |directory: &str| {
+        json!({"type": "permission_response", "requestId": "p", "decision": "allowAlways",
+               "directory": directory})
+        .to_string()
+    };
+    let ok = format!("/{}", "d".repeat(MAX_DIRECTORY_CHARS - 1));
+    assert!(
+        parse_client_frame(&frame(&ok)).is_ok(),
+        "4096 chars refused"
+    );
+    assert_refused(
+        &frame(&format!("{ok}d")),
+        ErrorCode::TooLarge,
+        &["`directory`", "4096"],
+    );
+    for scope in [r#""forever""#, r#""Project""#, r#""global""#, "1", "null"] {
+        let text = format!(
+            r#"{{"type":"permission_response","requestId":"p","decision":"allowAlways","scope":{scope}}}"#
+        );
+        if scope == "null" {
+            // An explicit null is the same as leaving it out.
+            assert!(parse_client_frame(&text).is_ok(), "{text}");
+            continue;
+        }
+        assert_refused(&text, ErrorCode::InvalidMessage, &["`scope`"]);
     }
 }
 

@@ -241,13 +241,22 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                 session_id,
             })
         }),
-        (text(), decision(), opt(text())).prop_map(|(request_id, decision, reason)| {
-            ClientMsg::PermissionResponse(PermissionResponse {
-                request_id,
-                decision,
-                reason,
-            })
-        }),
+        (
+            text(),
+            decision(),
+            opt(text()),
+            prop::option::of(select(vec![RuleScope::Session, RuleScope::Project])),
+            opt(text()),
+        )
+            .prop_map(|(request_id, decision, reason, scope, directory)| {
+                ClientMsg::PermissionResponse(PermissionResponse {
+                    request_id,
+                    decision,
+                    reason,
+                    scope,
+                    directory,
+                })
+            }),
         (
             text(),
             text(),

@@ -260,7 +260,9 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
         (
             json!({"type": "permission_request", "requestId": "p-1", "tool": "Bash",
                    "description": "Run `rm -rf build`", "input": {"command": "rm -rf build"},
-                   "remainingMs": 300_000, "sessionId": "s-1"}),
+                   "remainingMs": 300_000, "sessionId": "s-1",
+                   "always": {"rule": "Bash(rm -rf build)", "scope": "project",
+                              "allows": "exactly the command `rm -rf build`, in every session in /p"}}),
             ServerMsg::PermissionRequest {
                 request_id: s("p-1"),
                 tool: s("Bash"),
@@ -268,6 +270,26 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                 input: json!({"command": "rm -rf build"}),
                 remaining_ms: 300_000,
                 session_id: s("s-1"),
+                always: Some(AlwaysOffer {
+                    rule: s("Bash(rm -rf build)"),
+                    scope: RuleScope::Project,
+                    allows: s("exactly the command `rm -rf build`, in every session in /p"),
+                }),
+            },
+        ),
+        (
+            // Nothing "Always" could remember exactly: said with an explicit null.
+            json!({"type": "permission_request", "requestId": "p-2", "tool": "WebFetch",
+                   "description": "Fetch", "input": {"url": "https://example.com"},
+                   "remainingMs": 1000, "sessionId": "s-1", "always": null}),
+            ServerMsg::PermissionRequest {
+                request_id: s("p-2"),
+                tool: s("WebFetch"),
+                description: s("Fetch"),
+                input: json!({"url": "https://example.com"}),
+                remaining_ms: 1000,
+                session_id: s("s-1"),
+                always: None,
             },
         ),
         (

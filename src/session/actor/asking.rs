@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use super::super::prompts::{Ask, Prompt};
 use super::Session;
-use crate::protocol::{Decision, ErrorCode, MessageType, ServerMsg};
-use crate::rules::Rule;
+use crate::protocol::{Decision, ErrorCode, MessageType, PermissionResponse, RuleScope, ServerMsg};
+use crate::rules::{Offer, Rule, RulesError};
 use crate::session::clients::Audience;
 
 impl Session {
@@ -44,42 +44,70 @@ impl Session {
             self.publish(Audience::All, &msg);
             return;
         }
-        // A rule remembered with "allow always" answers without asking anyone.
-        let (rules, cwd, t, i) = (
+        // A rule remembered with "Always" (this session's, then the project's) answers
+        // without asking anyone. Otherwise work out what "Always" would remember, so the
+        // phones are told exactly that. Both look at the file system (real paths).
+        let suggestions = request
+            .get("permission_suggestions")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let (store, cwd, mine, t, i) = (
             self.cfg.rules.clone(),
             self.rec.cwd.clone(),
+            self.rec.rules.clone(),
             tool.clone(),
             input.clone(),
         );
-        match tokio::task::spawn_blocking(move || rules.matching(&cwd, &t, &i)).await {
-            Ok(Ok(Some(rule))) => {
-                let _ = agent.respond(&request_id, allow(&input, None)).await;
-                tracing::info!(%rule, "allowed by a saved rule");
-                self.notice(MessageType::System, format!("Allowed by your rule {rule}."));
+        let lookup = move || {
+            let matched = match mine.into_iter().find(|r| r.allows(&t, &i, &cwd)) {
+                Some(rule) => Ok(Some((rule, RuleScope::Session))),
+                None => store
+                    .matching(&cwd, &t, &i)
+                    .map(|r| r.map(|r| (r, RuleScope::Project))),
+            };
+            let offer = match matched {
+                Ok(Some(_)) => None,
+                _ => Offer::for_request(&t, &i, &suggestions, &cwd),
+            };
+            (matched, offer)
+        };
+        let (matched, offer) = tokio::task::spawn_blocking(lookup)
+            .await
+            .unwrap_or_else(|join| {
+                tracing::error!(%join, "rule lookup panicked");
+                (Ok(None), None)
+            });
+        match matched {
+            Ok(Some((rule, scope))) => {
+                let _ = agent.respond(&request_id, allow(&input)).await;
+                tracing::info!(%rule, ?scope, "allowed by a saved rule");
+                let whose = match scope {
+                    RuleScope::Session => " for this session",
+                    RuleScope::Project => "",
+                };
+                self.notice(
+                    MessageType::System,
+                    format!("Allowed by your rule {rule}{whose}."),
+                );
                 return;
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(err)) => {
+            Ok(None) => {}
+            Err(err) => {
                 tracing::error!(%err, "permission rules unreadable; asking instead");
                 self.session_error(
                     None,
                     format!("Saved permission rules could not be read ({err}); asking instead."),
                 );
             }
-            Err(join) => tracing::error!(%join, "rule lookup panicked"),
         }
         let description = field("description")
             .or_else(|| field("display_name"))
             .unwrap_or_else(|| tool.clone());
-        let suggestions = request
-            .get("permission_suggestions")
-            .cloned()
-            .unwrap_or(Value::Null);
         let ask = Ask::Permission {
             tool,
             description,
             input,
-            suggestions,
+            offer,
         };
         let msg = self
             .prompts
@@ -90,25 +118,39 @@ impl Session {
 
     /// A phone's answer. The prompt is taken out of the map before anything is sent, so
     /// of two answers racing for it exactly one reaches the agent.
-    pub(super) async fn answer(
-        &mut self,
-        id: String,
-        decision: Decision,
-        reason: Option<String>,
-        from: &str,
-        device: &str,
-    ) {
+    pub(super) async fn answer(&mut self, answer: PermissionResponse, from: &str, device: &str) {
+        let PermissionResponse {
+            request_id: id,
+            decision,
+            reason,
+            scope,
+            directory,
+        } = answer;
+        // What "Always" stores is checked while the prompt still waits: a refused choice
+        // leaves it waiting (nothing stored, nothing answered), and another phone's
+        // answer meanwhile queues behind this one instead of finding it gone.
+        let chosen = match decision {
+            Decision::AllowAlways => match self.choose_rule(&id, scope, directory).await {
+                Ok(chosen) => chosen,
+                Err(err) => {
+                    self.clients.send_msg(
+                        from,
+                        &ServerMsg::Error {
+                            code: ErrorCode::InvalidMessage,
+                            message: err.to_string(),
+                            request_id: Some(id),
+                        },
+                    );
+                    return;
+                }
+            },
+            Decision::Allow | Decision::Deny => None,
+        };
         let Some(prompt) = self.prompts.take(&id) else {
             self.too_late(&id, from);
             return;
         };
-        let Ask::Permission {
-            tool,
-            input,
-            suggestions,
-            ..
-        } = &prompt.ask
-        else {
+        let Ask::Permission { tool, input, .. } = &prompt.ask else {
             // A question answered as a permission: "deny" dismisses it, anything else
             // needs the chosen option.
             if decision == Decision::Deny {
@@ -126,15 +168,14 @@ impl Session {
             }
             return;
         };
+        // Claude Code is never handed the rule (`updatedPermissions`): its own matching
+        // is not what the phone was shown, so every later request still comes here.
         let (response, word) = match decision {
-            Decision::Allow => (allow(input, None), "allow"),
+            Decision::Allow => (allow(input), "allow"),
             Decision::Deny => (deny(device, reason.as_deref()), "deny"),
             Decision::AllowAlways => {
-                self.remember_rule(tool, suggestions).await;
-                (
-                    allow(input, Some(session_scoped(suggestions))),
-                    "allowAlways",
-                )
+                self.remember_rule(tool, chosen).await;
+                (allow(input), "allowAlways")
             }
         };
         self.resolve(&prompt, response, word).await;
@@ -211,29 +252,77 @@ impl Session {
         );
     }
 
-    async fn remember_rule(&mut self, tool: &str, suggestions: &Value) {
-        let Some(rule) = Rule::from_request(tool, suggestions) else {
+    /// The rule an "Always" answer to prompt `id` stores and how far it reaches: its
+    /// offer, or the `scope` and `directory` the phone named instead once checked.
+    /// `None` when the prompt offered nothing (or is not a waiting permission prompt).
+    async fn choose_rule(
+        &self,
+        id: &str,
+        scope: Option<RuleScope>,
+        directory: Option<String>,
+    ) -> Result<Option<(Rule, RuleScope)>, RulesError> {
+        let offer = match self.prompts.get(id).map(|p| &p.ask) {
+            Some(Ask::Permission {
+                offer: Some(offer), ..
+            }) => offer.clone(),
+            Some(Ask::Permission { offer: None, .. }) if directory.is_some() => {
+                return Err(RulesError::not_an_edit());
+            }
+            _ => return Ok(None),
+        };
+        let chosen = tokio::task::spawn_blocking(move || offer.choose(scope, directory.as_deref()));
+        match chosen.await {
+            Ok(chosen) => chosen.map(Some),
+            Err(join) => {
+                tracing::error!(%join, "choosing a rule panicked");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores a rule chosen for "Always". A rule that cannot be saved still lets this
+    /// request through, and the phones are told.
+    async fn remember_rule(&mut self, tool: &str, chosen: Option<(Rule, RuleScope)>) {
+        let Some((rule, scope)) = chosen else {
             self.notice(
                 MessageType::System,
-                format!("Allowed once: Claude Code offered no rule to remember for {tool}."),
+                format!("Allowed once: no rule could say exactly what was approved for {tool}, so nothing was remembered."),
             );
             return;
         };
-        let (rules, cwd, r) = (self.cfg.rules.clone(), self.rec.cwd.clone(), rule.clone());
-        match tokio::task::spawn_blocking(move || rules.add(&cwd, r)).await {
-            Ok(Ok(_)) => self.notice(
-                MessageType::System,
-                format!(
-                    "Remembered: {rule} is always allowed in {}.",
-                    self.rec.cwd.display()
-                ),
-            ),
-            Ok(Err(err)) => self.session_error(
-                None,
-                format!("Allowed, but the rule could not be saved: {err}"),
-            ),
-            Err(join) => tracing::error!(%join, "saving a rule panicked"),
+        match scope {
+            RuleScope::Session => {
+                if !self.rec.rules.iter().any(|r| r.same_as(&rule)) {
+                    self.rec.rules.push(rule.clone());
+                }
+                // On disk before the agent hears "allow": a worker killed right after
+                // must still know it.
+                self.persist().await;
+            }
+            RuleScope::Project => {
+                let (store, cwd, r) = (self.cfg.rules.clone(), self.rec.cwd.clone(), rule.clone());
+                let saved = tokio::task::spawn_blocking(move || store.add(&cwd, r)).await;
+                let failure = match saved {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(err)) => Some(err.to_string()),
+                    Err(join) => Some(join.to_string()),
+                };
+                if let Some(err) = failure {
+                    tracing::error!(%err, "saving a rule failed");
+                    self.session_error(
+                        None,
+                        format!("Allowed once, but the rule could not be saved: {err}"),
+                    );
+                    return;
+                }
+            }
         }
+        let allows = rule.explain(scope, &self.rec.cwd);
+        tracing::info!(%rule, ?scope, "rule remembered");
+        self.notice(
+            MessageType::System,
+            format!("Remembered {rule}: from now on it allows {allows}."),
+        );
     }
 
     pub(super) async fn expire_prompts(&mut self) {
@@ -280,12 +369,8 @@ impl Session {
 }
 
 /// `allow` must always carry `updatedInput` (the original input when nothing changed).
-fn allow(input: &Value, permissions: Option<Value>) -> Value {
-    let mut v = json!({"behavior": "allow", "updatedInput": input});
-    if let Some(p) = permissions.filter(|p| p.as_array().is_some_and(|a| !a.is_empty())) {
-        v["updatedPermissions"] = p;
-    }
-    v
+fn allow(input: &Value) -> Value {
+    json!({"behavior": "allow", "updatedInput": input})
 }
 
 fn deny(device: &str, reason: Option<&str>) -> Value {
@@ -294,27 +379,4 @@ fn deny(device: &str, reason: Option<&str>) -> Value {
         None => format!("Denied from {device}"),
     };
     json!({"behavior": "deny", "message": message})
-}
-
-/// The CLI's suggestions, kept to this session: its rules and directories apply until
-/// the agent exits, and nothing is written to the user's Claude Code settings files
-/// (our own rule file is what persists "always").
-fn session_scoped(suggestions: &Value) -> Value {
-    let kept: Vec<Value> = suggestions
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| {
-            matches!(
-                s.get("type").and_then(Value::as_str),
-                Some("addRules" | "addDirectories")
-            )
-        })
-        .map(|s| {
-            let mut s = s.clone();
-            s["destination"] = json!("session");
-            s
-        })
-        .collect();
-    Value::Array(kept)
 }

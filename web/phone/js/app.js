@@ -127,7 +127,10 @@ function permissionPrompt(msg) {
     if (msg.description) card.append(el("div", "", msg.description));
     card.append(el("div", "what", summarize(msg.tool, msg.input)));
     const actions = el("div", "actions");
-    for (const [label, decision, cls] of [["Allow", "allow", "primary"], ["Always", "allowAlways", ""], ["Deny", "deny", ""]]) {
+    // `always: null`: the server could remember nothing exact, so there is no Always.
+    const choices = [["Allow", "allow", "primary"], ["Always", "allowAlways", ""], ["Deny", "deny", ""]]
+      .filter(([, decision]) => decision !== "allowAlways" || msg.always !== null);
+    for (const [label, decision, cls] of choices) {
       const b = el("button", cls, label);
       b.type = "button";
       b.dataset.decision = decision;
@@ -138,6 +141,7 @@ function permissionPrompt(msg) {
       actions.append(b);
     }
     card.append(actions);
+    if (msg.always) card.append(el("div", "always", `Always allows ${msg.always.allows}.`));
   }, msg.remainingMs);
 }
 
