@@ -220,7 +220,7 @@ async fn without_cloudflared_the_status_says_how_to_install_it_and_the_machine_s
 }
 
 #[tokio::test]
-async fn a_named_tunnel_gets_its_token_in_the_environment_and_uses_the_configured_host() {
+async fn a_named_tunnel_gets_its_token_and_no_other_secret_and_uses_the_configured_host() {
     let home = Home::new();
     home.config("[tunnel]\nhostname = \"chroxy.example.com\"\n");
     let secret = "named-tunnel-secret-0123456789";
@@ -239,6 +239,10 @@ async fn a_named_tunnel_gets_its_token_in_the_environment_and_uses_the_configure
     assert!(set.wait().await.unwrap().success());
 
     let (opts, log) = fake_cloudflared(&home);
+    // What else the person's shell may hold: cloudflared needs the proxy, not the key.
+    let opts = opts
+        .env("ANTHROPIC_API_KEY", "sk-ant-not-for-cloudflared")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9");
     let (sup, s) = tunnel_up(&home, opts, "named").await;
     assert_eq!(s["tunnel"]["url"], "https://chroxy.example.com");
     let run = &runs(&log)[0];
@@ -246,6 +250,23 @@ async fn a_named_tunnel_gets_its_token_in_the_environment_and_uses_the_configure
     assert!(
         !run["argv"].to_string().contains(secret),
         "the token is on argv"
+    );
+    // Its environment: what it needs, and none of Chroxy's or the person's secrets.
+    let env = run["env"].as_object().unwrap();
+    assert_eq!(env["TUNNEL_TOKEN"], secret);
+    assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:9");
+    assert_eq!(env["HOME"], home.user_home().to_str().unwrap());
+    assert!(env.contains_key("PATH"));
+    let leaked: Vec<&String> = env
+        .keys()
+        .filter(|k| {
+            k.starts_with("CHROXY_") || k.starts_with("FAKE_CF_") || *k == "ANTHROPIC_API_KEY"
+        })
+        .collect();
+    assert!(leaked.is_empty(), "cloudflared inherited {leaked:?}");
+    assert!(
+        !run["env"].to_string().contains(TOKEN),
+        "the API token reached cloudflared"
     );
     assert!(!sup.log_text().contains(secret));
     let link = pair(&home, "url").await;
