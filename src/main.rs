@@ -606,8 +606,10 @@ async fn run_worker(
         permission_timeout: config.worker.permission_timeout(),
         interrupt_grace: config.worker.interrupt_grace(),
         rules: chroxy::rules::RuleStore::new(&paths),
-        // The CLI refuses to skip permissions for root unless told it is in a sandbox.
-        allow_bypass: !nix::unistd::geteuid().is_root() || std::env::var_os("IS_SANDBOX").is_some(),
+        allow_bypass: chroxy::agent::bypass_allowed(
+            nix::unistd::geteuid().is_root(),
+            std::env::var_os("IS_SANDBOX").as_deref(),
+        ),
         welcome_notice: demo.then(|| DEMO_NOTICE.to_owned()),
     })
     .await;

@@ -113,8 +113,17 @@ pub struct AgentSpec {
     /// `--resume`: the agent session to continue.
     pub resume: Option<String>,
     /// Launch so that a phone may later switch to `auto` (the CLI refuses the switch
-    /// otherwise, and refuses this flag for root unless `IS_SANDBOX` is set).
+    /// otherwise, and refuses this flag for root unless `IS_SANDBOX=1`): see
+    /// [`bypass_allowed`].
     pub allow_bypass: bool,
+}
+
+/// Whether the CLI will accept `--allow-dangerously-skip-permissions`: always for a
+/// normal user; for root only inside a declared sandbox, which Claude Code recognises
+/// by `IS_SANDBOX=1` and by no other value (with any other it refuses to start at all,
+/// so every turn would fail).
+pub fn bypass_allowed(is_root: bool, is_sandbox: Option<&std::ffi::OsStr>) -> bool {
+    !is_root || is_sandbox.is_some_and(|v| v == "1")
 }
 
 impl AgentSpec {
@@ -417,6 +426,17 @@ mod tests {
             "--resume abc",
         ] {
             assert!(args.contains(part), "{part:?} missing from {args}");
+        }
+    }
+
+    #[test]
+    fn root_may_skip_permissions_only_when_is_sandbox_is_exactly_1() {
+        let val = |v: &'static str| Some(std::ffi::OsStr::new(v));
+        assert!(bypass_allowed(false, None));
+        assert!(bypass_allowed(false, val("yes")));
+        assert!(bypass_allowed(true, val("1")));
+        for other in [None, val(""), val("0"), val("yes"), val("true"), val("1 ")] {
+            assert!(!bypass_allowed(true, other), "{other:?}");
         }
     }
 
