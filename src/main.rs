@@ -22,6 +22,9 @@ use chroxy::worker::WorkerSignals;
 /// What phones and the terminal are told in demo mode.
 const DEMO_NOTICE: &str = "DEMO mode: answers come from Chroxy's built-in scripted model, not Claude. Start Chroxy without --demo (after `claude` is installed and logged in) for the real thing.";
 
+/// Said by `chroxy start` instead of the pairing when its output is not a terminal.
+const PAIRING_ON_TERMINALS_ONLY: &str = "The pairing link and QR code hold the token, so they are printed only to a terminal (this output is not one, and may be kept in a log): run `chroxy pair --format terminal` in a terminal, or open the tray app's window.";
+
 /// Supervise Claude Code on this machine from your phone.
 #[derive(Parser)]
 #[command(version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CHROXY_COMMIT"), ")"), about, long_about = None)]
@@ -221,13 +224,18 @@ async fn run_supervisor(launch: Launch) -> Result<()> {
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
     let started = chroxy::launch::start(launch, shutdown.clone(), force.clone()).await?;
-    tokio::spawn(print_pairing(started.pairing));
     let supervisor = started.supervisor;
     println!(
         "Chroxy is running: phones connect to http://127.0.0.1:{}/ — status page http://127.0.0.1:{}/",
         supervisor.public_port(),
         supervisor.status_port()
     );
+    // The link holds the token: a file or a pipe is where logs are collected.
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        tokio::spawn(print_pairing(started.pairing));
+    } else {
+        println!("{PAIRING_ON_TERMINALS_ONLY}");
+    }
     if demo {
         println!("{DEMO_NOTICE}");
     }
@@ -289,7 +297,7 @@ async fn pair(paths: &Paths, secrets: &Secrets, format: PairFormat) -> Result<()
 }
 
 /// Prints the link and QR a phone scans, now and whenever it changes (a new tunnel URL,
-/// a rotated token).
+/// a rotated token). Only to a terminal.
 async fn print_pairing(mut pairing: tokio::sync::watch::Receiver<Option<Pairing>>) {
     let mut printed: Option<String> = None;
     loop {
