@@ -6,8 +6,10 @@
 //! number, so a session never mistakes a dead process's last words for the new one's.
 //! Everything the CLI prints on stderr goes to the log, never to a phone.
 
+mod env;
 mod events;
 
+pub use env::{agent_ancestor, MARK};
 pub use events::{AgentEvent, LineError, StreamParser, TurnResult};
 
 use std::path::{Path, PathBuf};
@@ -147,11 +149,11 @@ impl AgentSpec {
     }
 }
 
-/// Changes to the environment the agent inherits from the worker.
+/// Additions to the environment the agent inherits from the worker. Whatever is added,
+/// an agent never gets a `CHROXY_*` variable or `TUNNEL_TOKEN`, and always gets
+/// [`MARK`].
 #[derive(Debug, Clone, Default)]
 pub struct AgentEnv {
-    /// Variables the agent must not see (our own secrets: it runs arbitrary commands).
-    pub remove: Vec<String>,
     /// Variables to set (e.g. the demo model's address).
     pub set: Vec<(String, String)>,
 }
@@ -192,10 +194,7 @@ impl Agent {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for key in &env.remove {
-            cmd.env_remove(key);
-        }
-        cmd.envs(env.set.iter().map(|(k, v)| (k, v)));
+        env::confine(&mut cmd, env);
         process::own(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => AgentError::NotFound {

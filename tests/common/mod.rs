@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod clock;
 pub mod desktop;
+pub mod keyring;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};
