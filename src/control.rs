@@ -1,11 +1,12 @@
 //! The supervisor ↔ worker control channel: JSON lines on the worker's stdout (events)
 //! and stdin (commands). The only type the two share besides the protocol. A closed
 //! stdin means the supervisor is gone, and the worker stops by itself, so no orphan
-//! ever holds a port.
+//! ever holds a port. Before any command, stdin carries the API token ([`token_line`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ShutdownReason;
+use crate::secrets::ApiToken;
 
 /// The `deviceType` the supervisor's health probes authenticate with. A worker keeps
 /// such connections out of phones' sight: no `client_joined`/`client_left`, no history
@@ -76,6 +77,20 @@ impl WorkerEvent {
     }
 }
 
+/// The first line a supervisor writes on a worker's stdin, before any command: the API
+/// token, alone. Not an environment variable: a start environment stays readable in
+/// `/proc/<pid>/environ` for the process's whole life, by every process of the same
+/// user — the worker's agents and their tools included.
+pub fn token_line(token: &ApiToken) -> String {
+    format!("{}\n", token.expose())
+}
+
+/// The token in the first line of a worker's stdin, if it holds one.
+pub fn token_from_line(line: &str) -> Option<ApiToken> {
+    let token = line.trim();
+    (!token.is_empty()).then(|| ApiToken::new(token))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +124,14 @@ mod tests {
             None,
             "fields are snake_case on this channel"
         );
+    }
+
+    #[test]
+    fn the_token_line_round_trips_and_an_empty_one_is_none() {
+        let token = ApiToken::new("s3cret");
+        let line = token_line(&token);
+        assert_eq!(line, "s3cret\n");
+        assert_eq!(token_from_line(&line), Some(token));
+        assert_eq!(token_from_line(" \n"), None);
     }
 }

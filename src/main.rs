@@ -22,6 +22,9 @@ use chroxy::worker::WorkerSignals;
 /// What phones and the terminal are told in demo mode.
 const DEMO_NOTICE: &str = "DEMO mode: answers come from Chroxy's built-in scripted model, not Claude. Start Chroxy without --demo (after `claude` is installed and logged in) for the real thing.";
 
+/// Said by `chroxy start` instead of the pairing when its output is not a terminal.
+const PAIRING_ON_TERMINALS_ONLY: &str = "The pairing link and QR code hold the token, so they are printed only to a terminal (this output is not one, and may be kept in a log): run `chroxy pair --format terminal` in a terminal, or open the tray app's window.";
+
 /// Supervise Claude Code on this machine from your phone.
 #[derive(Parser)]
 #[command(version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CHROXY_COMMIT"), ")"), about, long_about = None)]
@@ -130,6 +133,22 @@ enum TokenAction {
     Rotate,
 }
 
+impl Command {
+    /// The commands an agent's tools must not run, by name: they print a token or a
+    /// pairing, change the code that holds the token, or the rules that let tools run.
+    fn kept_from_agents(&self) -> Option<&'static str> {
+        match self {
+            Command::Token { .. } => Some("token"),
+            Command::Pair { .. } => Some("pair"),
+            Command::Deploy { .. } => Some("deploy"),
+            Command::Rules {
+                action: RulesAction::Remove { .. },
+            } => Some("rules remove"),
+            _ => None,
+        }
+    }
+}
+
 /// `chroxy pair --format`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum PairFormat {
@@ -141,6 +160,9 @@ enum PairFormat {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(what) = cli.command.kept_from_agents() {
+        refuse_inside_agent(what)?;
+    }
     let paths = Paths::resolve(cli.home.clone())?;
     match cli.command {
         Command::Worker {
@@ -202,6 +224,17 @@ fn main() -> Result<()> {
     }
 }
 
+/// Refuses `chroxy <what>` when a Claude Code agent's command runs it: an agent that
+/// asks for the token of the machine it works on must not get it by running us.
+fn refuse_inside_agent(what: &str) -> Result<()> {
+    match chroxy::agent::agent_ancestor() {
+        None => Ok(()),
+        Some(pid) => anyhow::bail!(
+            "`chroxy {what}` refused: it was started from inside a Claude Code agent that Chroxy runs (process {pid}), and agents get no access to Chroxy's tokens, pairing, releases or rules. Run it from your own terminal."
+        ),
+    }
+}
+
 /// This home's secrets: the OS keyring, or files where there is none. Blocking.
 fn secrets(home: &Option<PathBuf>, paths: &Paths) -> Secrets {
     Secrets::open(paths, home.as_deref())
@@ -221,13 +254,18 @@ async fn run_supervisor(launch: Launch) -> Result<()> {
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
     let started = chroxy::launch::start(launch, shutdown.clone(), force.clone()).await?;
-    tokio::spawn(print_pairing(started.pairing));
     let supervisor = started.supervisor;
     println!(
         "Chroxy is running: phones connect to http://127.0.0.1:{}/ — status page http://127.0.0.1:{}/",
         supervisor.public_port(),
         supervisor.status_port()
     );
+    // The link holds the token: a file or a pipe is where logs are collected.
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        tokio::spawn(print_pairing(started.pairing));
+    } else {
+        println!("{PAIRING_ON_TERMINALS_ONLY}");
+    }
     if demo {
         println!("{DEMO_NOTICE}");
     }
@@ -289,7 +327,7 @@ async fn pair(paths: &Paths, secrets: &Secrets, format: PairFormat) -> Result<()
 }
 
 /// Prints the link and QR a phone scans, now and whenever it changes (a new tunnel URL,
-/// a rotated token).
+/// a rotated token). Only to a terminal.
 async fn print_pairing(mut pairing: tokio::sync::watch::Receiver<Option<Pairing>>) {
     let mut printed: Option<String> = None;
     loop {
@@ -569,11 +607,13 @@ async fn run_worker(
     supervised: bool,
 ) -> Result<()> {
     let config = Config::load(&paths.config_file())?;
-    // Supervised, the token comes only from the environment: a worker never opens the
-    // keyring (a release being tried out gets no more than it needs).
+    // A supervised worker never opens the keyring (a release being tried out gets no
+    // more than it needs): its supervisor hands it the token on stdin.
     let token = match std::env::var("CHROXY_TOKEN") {
+        // A person's choice (then visible to the worker's whole process tree, README
+        // "Environment"), or a supervisor from before the hand-over on stdin.
         Ok(t) if !t.trim().is_empty() => ApiToken::new(t.trim()),
-        _ if supervised => anyhow::bail!("a supervised worker needs its token in CHROXY_TOKEN"),
+        _ if supervised => tokio::task::spawn_blocking(read_handed_token).await??,
         _ => {
             let (home, paths) = (home.clone(), paths.clone());
             tokio::task::spawn_blocking(move || Secrets::open(&paths, home.as_deref()).api_token())
@@ -595,10 +635,7 @@ async fn run_worker(
     let bound = listener.local_addr()?.port();
 
     let stop = CancellationToken::new();
-    let mut agent_env = AgentEnv {
-        remove: vec!["CHROXY_TOKEN".into()],
-        set: vec![],
-    };
+    let mut agent_env = AgentEnv::default();
     if demo {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
@@ -622,8 +659,10 @@ async fn run_worker(
         permission_timeout: config.worker.permission_timeout(),
         interrupt_grace: config.worker.interrupt_grace(),
         rules: chroxy::rules::RuleStore::new(&paths),
-        // The CLI refuses to skip permissions for root unless told it is in a sandbox.
-        allow_bypass: !nix::unistd::geteuid().is_root() || std::env::var_os("IS_SANDBOX").is_some(),
+        allow_bypass: chroxy::agent::bypass_allowed(
+            nix::unistd::geteuid().is_root(),
+            std::env::var_os("IS_SANDBOX").as_deref(),
+        ),
         welcome_notice: demo.then(|| DEMO_NOTICE.to_owned()),
     })
     .await;
@@ -675,6 +714,22 @@ async fn run_worker(
     }
     tracing::info!("worker stopped");
     Ok(served?)
+}
+
+/// The token a supervisor writes as the first line on a supervised worker's stdin
+/// (blocking). The rest of stdin, the supervisor's commands, stays buffered for
+/// `follow_supervisor`: both read through the process's one stdin buffer.
+fn read_handed_token() -> Result<ApiToken> {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .take(64 * 1024)
+        .read_line(&mut line)
+        .context("reading the token from the supervisor")?;
+    chroxy::control::token_from_line(&line).context(
+        "a supervised worker needs its token as the first line on stdin (`chroxy start` hands it over; to run a worker by hand, leave out --supervised)",
+    )
 }
 
 /// SIGTERM or Ctrl-C starts an orderly stop: while phones are still connected, input

@@ -1,6 +1,6 @@
 //! The supervisor's health gate (`chroxy::supervisor::health::gate`) against real
 //! processes started the way the supervisor starts them (`worker --port 0 --supervised`,
-//! token in `CHROXY_TOKEN`, stdin kept open): the real `chroxy worker`, and `bad-worker`,
+//! the token as the first line on stdin, stdin kept open): the real `chroxy worker`, and `bad-worker`,
 //! the test suite's stand-in for a bad release, which must fail at exactly the step its
 //! mode breaks. Loopback only; every process has a temporary CHROXY_HOME and is killed
 //! when its test ends.
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use chroxy::control::{to_line, SupervisorCommand, WorkerEvent};
+use chroxy::control::{to_line, token_line, SupervisorCommand, WorkerEvent};
 use chroxy::protocol::ShutdownReason;
 use chroxy::secrets::ApiToken;
 use chroxy::supervisor::health::{gate, GateFailure, Step};
@@ -38,13 +38,16 @@ struct Supervised {
 }
 
 impl Supervised {
-    /// Spawns `cmd` and waits for its `ready` line.
+    /// Spawns `cmd`, hands it the token on stdin as a supervisor does, and waits for
+    /// its `ready` line.
     async fn start(mut cmd: Command, log: PathBuf) -> Self {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("starting the worker");
-        let stdin = child.stdin.take().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let line = token_line(&token());
+        stdin.write_all(line.as_bytes()).await.unwrap();
         let events = BufReader::new(child.stdout.take().unwrap()).lines();
         let pid = child.id().unwrap();
         let mut w = Self {
@@ -116,7 +119,8 @@ impl Supervised {
 async fn chroxy_worker(home: &Home) -> Supervised {
     let (mut cmd, log) = chroxy_command(home, &WorkerOpts::missing_cli(), "worker");
     cmd.args(["worker", "--port", "0", "--supervised", "--cwd"])
-        .arg(home.project());
+        .arg(home.project())
+        .env_remove("CHROXY_TOKEN");
     Supervised::start(cmd, log).await
 }
 
@@ -130,7 +134,6 @@ fn bad_command(home: &Home, mode: &str) -> (Command, PathBuf) {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("CHROXY_HOME", home.chroxy())
         .env("HOME", home.user_home())
-        .env("CHROXY_TOKEN", TOKEN)
         .env("CHROXY_BAD_MODE", mode)
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true);

@@ -4,99 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 
+use common::keyring::SecretService;
 use common::supervisor::{cli_env, events, Sup};
 use common::{Client, Home, WorkerOpts};
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-/// A D-Bus session with an unlocked gnome-keyring, alive as long as this value.
-struct SecretService {
-    _session: Child,
-    sleeper: u32,
-    bus: String,
-}
-
-impl Drop for SecretService {
-    fn drop(&mut self) {
-        // Ending the session's command ends the session (and its daemons) cleanly.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.sleeper as i32),
-            Signal::SIGTERM,
-        );
-    }
-}
-
-impl SecretService {
-    async fn start(home: &Home) -> Self {
-        for tool in ["dbus-run-session", "gnome-keyring-daemon", "secret-tool"] {
-            assert!(
-                which::which(tool).is_ok(),
-                "{tool} is missing: run ./scripts/test, which installs dbus-daemon, gnome-keyring and libsecret-tools"
-            );
-        }
-        let data = home.dir.path().join("xdg-data");
-        std::fs::create_dir_all(&data).unwrap();
-        let script = r#"eval "$(printf pw | gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
-echo "$DBUS_SESSION_BUS_ADDRESS $$"
-exec sleep 600"#;
-        let mut session = Command::new("dbus-run-session")
-            .args(["--", "sh", "-c", script])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", home.user_home())
-            .env("XDG_DATA_HOME", &data)
-            .env("XDG_RUNTIME_DIR", home.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(session.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(common::WAIT, lines.next_line())
-            .await
-            .expect("no D-Bus session")
-            .unwrap()
-            .expect("the session ended");
-        let (bus, pid) = line.rsplit_once(' ').unwrap();
-        Self {
-            _session: session,
-            sleeper: pid.parse().unwrap(),
-            bus: bus.to_owned(),
-        }
-    }
-
-    /// What `secret-tool` finds for one of Chroxy's entries of `home`.
-    async fn lookup(&self, home: &Home, account: &str) -> String {
-        let service = format!("chroxy:{}", home.chroxy().display());
-        let out = Command::new("secret-tool")
-            .args(["lookup", "service", &service, "username", account])
-            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
-            .output()
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn env(&self) -> Vec<(&str, &str)> {
-        // An empty CHROXY_TOKEN means "not given": the token comes from the keyring.
-        vec![
-            ("DBUS_SESSION_BUS_ADDRESS", self.bus.as_str()),
-            ("CHROXY_TOKEN", ""),
-        ]
-    }
-
-    fn opts(&self) -> WorkerOpts {
-        let mut opts = WorkerOpts::fake_cli();
-        for (k, v) in self.env() {
-            opts = opts.env(k, v);
-        }
-        opts
-    }
-}
 
 async fn authenticates(port: u16, token: &str) -> bool {
     let mut c = Client::connect(port).await;
@@ -131,13 +43,16 @@ async fn tokens_live_in_the_keyring_across_supervisor_runs_crashes_rollbacks_and
     let s = sup.healthy().await;
     assert_eq!(s["secretsBackend"], "keyring");
     assert!(authenticates(sup.public, &token).await);
-    // The worker got the token in its environment, not on its command line.
+    // The worker got the token on stdin: not on its command line, not in its
+    // environment, both readable by every process of the user.
     let pid = s["worker"]["pid"].as_u64().unwrap();
-    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(
-        !String::from_utf8_lossy(&argv).contains(&token),
-        "the token is on a worker's argv"
-    );
+    for what in ["cmdline", "environ"] {
+        let text = std::fs::read(format!("/proc/{pid}/{what}")).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&text).contains(&token),
+            "the token is in a worker's {what}"
+        );
+    }
     let admin = keyring.lookup(&home, "admin-token").await;
     assert_eq!(admin.len(), 43);
     sup.signal(Signal::SIGTERM);

@@ -813,6 +813,36 @@ async fn auto_needs_confirmation_and_then_the_cli_stops_asking() {
 }
 
 #[tokio::test]
+async fn is_sandbox_set_to_anything_but_1_is_no_sandbox_turns_still_work() {
+    let home = Home::new();
+    let model = Model::start().await;
+    // Claude Code declares a sandbox by IS_SANDBOX=1 only. As root, launched to allow
+    // `auto` on any other value, it refuses to start, and no turn could run.
+    let w = Worker::start_with(&home, WorkerOpts::real_cli(&model).env("IS_SANDBOX", "yes")).await;
+    let mut c = w.client().await;
+    let frames = c.turn("REPLY still answering").await;
+    assert_eq!(streamed_text(&frames), "still answering", "{frames:#?}");
+    c.send(json!({"type": "set_permission_mode", "mode": "auto", "confirmed": true}))
+        .await;
+    if nix::unistd::geteuid().is_root() {
+        let refused = c.until_type("error").await;
+        assert_eq!(refused["code"], "INVALID_MODE");
+        let why = refused["message"].as_str().unwrap();
+        assert!(
+            why.contains("root") && why.contains("IS_SANDBOX=1"),
+            "{why}"
+        );
+    } else {
+        assert_eq!(
+            c.until_type("permission_mode_changed").await["mode"],
+            "auto"
+        );
+    }
+    let frames = c.turn("REPLY and after").await;
+    assert_eq!(streamed_text(&frames), "and after");
+}
+
+#[tokio::test]
 async fn an_interrupt_withdraws_the_prompt_and_no_answer_is_sent() {
     let home = Home::new();
     let model = Model::start().await;

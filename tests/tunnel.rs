@@ -36,15 +36,14 @@ fn quick_url(run: u64) -> String {
 
 /// Lines of `out` up to and including the first that starts with `prefix`.
 async fn lines_until(
-    out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    out: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
     prefix: &str,
 ) -> Vec<String> {
     let mut seen = Vec::new();
     loop {
-        let line = tokio::time::timeout(common::WAIT, out.next_line())
+        let line = tokio::time::timeout(common::WAIT, out.recv())
             .await
-            .unwrap()
-            .unwrap()
+            .unwrap_or_else(|_| panic!("no line starting {prefix:?} in {seen:#?}"))
             .expect("stdout ended");
         let done = line.starts_with(prefix);
         seen.push(line);
@@ -52,6 +51,33 @@ async fn lines_until(
             return seen;
         }
     }
+}
+
+/// Starts `cmd` with its stdout on a terminal (a pseudo-terminal of this test's), as
+/// when a person runs it; returns the child and the lines it prints there.
+fn spawn_on_terminal(
+    mut cmd: tokio::process::Command,
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use std::io::BufRead;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    cmd.stdout(std::process::Stdio::from(pty.slave));
+    let child = cmd.spawn().unwrap();
+    // Our copy of the terminal's other end goes with `cmd`, so reading ends with the child.
+    drop(cmd);
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    let master = std::io::BufReader::new(std::fs::File::from(pty.master));
+    std::thread::spawn(move || {
+        for line in master.lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line.trim_end_matches('\r').to_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    (child, lines)
 }
 
 /// A supervisor with `--tunnel <mode>`, once its tunnel is up; and that status.
@@ -220,7 +246,7 @@ async fn without_cloudflared_the_status_says_how_to_install_it_and_the_machine_s
 }
 
 #[tokio::test]
-async fn a_named_tunnel_gets_its_token_in_the_environment_and_uses_the_configured_host() {
+async fn a_named_tunnel_gets_its_token_and_no_other_secret_and_uses_the_configured_host() {
     let home = Home::new();
     home.config("[tunnel]\nhostname = \"chroxy.example.com\"\n");
     let secret = "named-tunnel-secret-0123456789";
@@ -239,6 +265,10 @@ async fn a_named_tunnel_gets_its_token_in_the_environment_and_uses_the_configure
     assert!(set.wait().await.unwrap().success());
 
     let (opts, log) = fake_cloudflared(&home);
+    // What else the person's shell may hold: cloudflared needs the proxy, not the key.
+    let opts = opts
+        .env("ANTHROPIC_API_KEY", "sk-ant-not-for-cloudflared")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9");
     let (sup, s) = tunnel_up(&home, opts, "named").await;
     assert_eq!(s["tunnel"]["url"], "https://chroxy.example.com");
     let run = &runs(&log)[0];
@@ -246,6 +276,23 @@ async fn a_named_tunnel_gets_its_token_in_the_environment_and_uses_the_configure
     assert!(
         !run["argv"].to_string().contains(secret),
         "the token is on argv"
+    );
+    // Its environment: what it needs, and none of Chroxy's or the person's secrets.
+    let env = run["env"].as_object().unwrap();
+    assert_eq!(env["TUNNEL_TOKEN"], secret);
+    assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:9");
+    assert_eq!(env["HOME"], home.user_home().to_str().unwrap());
+    assert!(env.contains_key("PATH"));
+    let leaked: Vec<&String> = env
+        .keys()
+        .filter(|k| {
+            k.starts_with("CHROXY_") || k.starts_with("FAKE_CF_") || *k == "ANTHROPIC_API_KEY"
+        })
+        .collect();
+    assert!(leaked.is_empty(), "cloudflared inherited {leaked:?}");
+    assert!(
+        !run["env"].to_string().contains(TOKEN),
+        "the API token reached cloudflared"
     );
     assert!(!sup.log_text().contains(secret));
     let link = pair(&home, "url").await;
@@ -274,26 +321,12 @@ async fn force_reconnect_restarts_the_tunnel() {
 
 #[tokio::test]
 async fn chroxy_start_prints_the_link_and_qr_when_the_tunnel_is_up_and_again_for_a_new_url() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let home = Home::new();
     let (opts, _log) = fake_cloudflared(&home);
     // The token from the store (not pinned by CHROXY_TOKEN), so that it can be rotated.
     let opts = opts.env("CHROXY_TOKEN", "");
-    let (mut cmd, _stderr) = common::chroxy_command(&home, &opts, "supervisor");
-    cmd.args([
-        "start",
-        "--port",
-        "0",
-        "--status-port",
-        "0",
-        "--tunnel",
-        "quick",
-        "--cwd",
-    ])
-    .arg(home.project())
-    .stdout(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (cmd, _stderr) = start_quick(&home, &opts);
+    let (mut child, mut out) = spawn_on_terminal(cmd);
     let link_line = |run: u64| {
         format!(
             "Scan the code with your phone, or open {}/#pair=",
@@ -400,5 +433,60 @@ async fn only_our_own_cloudflared_is_believed_about_which_phone_it_carries() {
     assert!(
         c2 >= base * 2,
         "rotating Cf-Connecting-Ip reset the backoff ({c2:?})"
+    );
+}
+
+/// `chroxy start --tunnel quick` on OS-picked ports, as the tests of its output run it.
+fn start_quick(home: &Home, opts: &WorkerOpts) -> (tokio::process::Command, PathBuf) {
+    let (mut cmd, stderr) = common::chroxy_command(home, opts, "supervisor");
+    cmd.args([
+        "start",
+        "--port",
+        "0",
+        "--status-port",
+        "0",
+        "--tunnel",
+        "quick",
+        "--cwd",
+    ])
+    .arg(home.project());
+    (cmd, stderr)
+}
+
+#[tokio::test]
+async fn chroxy_start_into_a_file_or_pipe_prints_no_token_and_says_how_to_pair() {
+    let home = Home::new();
+    let (opts, _log) = fake_cloudflared(&home);
+    let opts = opts.env("CHROXY_TOKEN", "");
+    let (mut cmd, stderr) = start_quick(&home, &opts);
+    let stdout = home.dir.path().join("start.out");
+    cmd.stdout(std::fs::File::create(&stdout).unwrap());
+    let _child = cmd.spawn().unwrap();
+    let sup = Sup::attach(&home, stderr).await;
+    sup.wait_for("tunnel up", |s| s["tunnel"]["url"] == quick_url(1).as_str())
+        .await;
+    // Up, and a pairing exists: it is either printed now (before the fix) or explained.
+    let printed = || std::fs::read_to_string(&stdout).unwrap_or_default();
+    common::eventually("the pairing printed or explained", || {
+        printed().contains("Scan the code") || printed().contains("chroxy pair")
+    })
+    .await;
+    let (ok, token, err) =
+        common::supervisor::cli_env(&home, &["token", "show"], &[("CHROXY_TOKEN", "")]).await;
+    assert!(ok.success(), "{err}");
+    let (out, log) = (printed(), sup.log_text());
+    for (name, text) in [("stdout", &out), ("stderr", &log)] {
+        assert!(
+            !text.contains(token.trim()),
+            "the token reached {name}:\n{text}"
+        );
+        assert!(
+            !text.contains("#pair="),
+            "a pairing link reached {name}:\n{text}"
+        );
+    }
+    assert!(
+        out.contains("only to a terminal") && out.contains("chroxy pair --format terminal"),
+        "{out}"
     );
 }

@@ -6,8 +6,10 @@
 //! number, so a session never mistakes a dead process's last words for the new one's.
 //! Everything the CLI prints on stderr goes to the log, never to a phone.
 
+mod env;
 mod events;
 
+pub use env::{agent_ancestor, MARK};
 pub use events::{AgentEvent, LineError, StreamParser, TurnResult};
 
 use std::path::{Path, PathBuf};
@@ -113,8 +115,17 @@ pub struct AgentSpec {
     /// `--resume`: the agent session to continue.
     pub resume: Option<String>,
     /// Launch so that a phone may later switch to `auto` (the CLI refuses the switch
-    /// otherwise, and refuses this flag for root unless `IS_SANDBOX` is set).
+    /// otherwise, and refuses this flag for root unless `IS_SANDBOX=1`): see
+    /// [`bypass_allowed`].
     pub allow_bypass: bool,
+}
+
+/// Whether the CLI will accept `--allow-dangerously-skip-permissions`: always for a
+/// normal user; for root only inside a declared sandbox, which Claude Code recognises
+/// by `IS_SANDBOX=1` and by no other value (with any other it refuses to start at all,
+/// so every turn would fail).
+pub fn bypass_allowed(is_root: bool, is_sandbox: Option<&std::ffi::OsStr>) -> bool {
+    !is_root || is_sandbox.is_some_and(|v| v == "1")
 }
 
 impl AgentSpec {
@@ -138,11 +149,11 @@ impl AgentSpec {
     }
 }
 
-/// Changes to the environment the agent inherits from the worker.
+/// Additions to the environment the agent inherits from the worker. Whatever is added,
+/// an agent never gets a `CHROXY_*` variable or `TUNNEL_TOKEN`, and always gets
+/// [`MARK`].
 #[derive(Debug, Clone, Default)]
 pub struct AgentEnv {
-    /// Variables the agent must not see (our own secrets: it runs arbitrary commands).
-    pub remove: Vec<String>,
     /// Variables to set (e.g. the demo model's address).
     pub set: Vec<(String, String)>,
 }
@@ -183,10 +194,7 @@ impl Agent {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for key in &env.remove {
-            cmd.env_remove(key);
-        }
-        cmd.envs(env.set.iter().map(|(k, v)| (k, v)));
+        env::confine(&mut cmd, env);
         process::own(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => AgentError::NotFound {
@@ -417,6 +425,17 @@ mod tests {
             "--resume abc",
         ] {
             assert!(args.contains(part), "{part:?} missing from {args}");
+        }
+    }
+
+    #[test]
+    fn root_may_skip_permissions_only_when_is_sandbox_is_exactly_1() {
+        let val = |v: &'static str| Some(std::ffi::OsStr::new(v));
+        assert!(bypass_allowed(false, None));
+        assert!(bypass_allowed(false, val("yes")));
+        assert!(bypass_allowed(true, val("1")));
+        for other in [None, val(""), val("0"), val("yes"), val("true"), val("1 ")] {
+            assert!(!bypass_allowed(true, other), "{other:?}");
         }
     }
 

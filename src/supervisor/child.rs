@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::{self, GateFailure};
 use super::release::Releases;
-use crate::control::{to_line, SupervisorCommand, WorkerEvent};
+use crate::control::{to_line, token_line, SupervisorCommand, WorkerEvent};
 use crate::process;
 use crate::protocol::ShutdownReason;
 use crate::secrets::ApiToken;
@@ -30,9 +30,10 @@ pub struct LaunchSpec {
     pub releases: Arc<Releases>,
     /// Arguments after `worker --port 0 --supervised` (e.g. `--cwd`, `--demo`).
     pub args: Vec<OsString>,
-    /// Extra environment (`CHROXY_HOME`, …). The token is added separately.
+    /// Extra environment (`CHROXY_HOME`, …). Never the token.
     pub env: Vec<(OsString, OsString)>,
-    /// Handed over in `CHROXY_TOKEN`, never on the command line.
+    /// Handed over as the first line on the worker's stdin ([`token_line`]): never on
+    /// its command line or in its environment, where its agents could read it.
     pub token: ApiToken,
     /// Ready line plus the whole health gate must come within this.
     pub gate_timeout: Duration,
@@ -233,6 +234,15 @@ impl Task {
             }
         };
         self.stdin = child.stdin.take();
+        if let Some(stdin) = self.stdin.as_mut() {
+            // A worker that cannot read it exits, which the ready loop below reports.
+            let line = token_line(&self.spec.token);
+            let _ = async {
+                stdin.write_all(line.as_bytes()).await?;
+                stdin.flush().await
+            }
+            .await;
+        }
         let Some(stdout) = child.stdout.take() else {
             return WorkerReport::Unhealthy {
                 step: "spawn".into(),
@@ -294,7 +304,10 @@ impl Task {
             .args(["--port", "0", "--supervised"])
             .args(&self.spec.args)
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
-            .env("CHROXY_TOKEN", self.spec.token.expose())
+            // A token this supervisor was given in its own environment stays there:
+            // the worker gets it on stdin only.
+            .env_remove("CHROXY_TOKEN")
+            .env_remove("TUNNEL_TOKEN")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -5,6 +5,7 @@
 //! because a user away from the desk has no other way back in. Every change (state,
 //! URL, last error) is published for the status page, the window and the pairing QR.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -275,6 +276,7 @@ async fn run_once(
         }
     };
     let mut cmd = Command::new(&binary);
+    cmd.env_clear().envs(cloudflared_env(std::env::vars_os()));
     let origin = format!("http://127.0.0.1:{}", spec.port);
     match &spec.mode {
         Mode::Quick => {
@@ -401,6 +403,53 @@ async fn run_once(
     }
 }
 
+/// What cloudflared may inherit: what any program needs to run, find its files, speak
+/// the locale and reach the network (proxies, certificates), and cloudflared's own
+/// `TUNNEL_*` settings (e.g. `TUNNEL_TRANSPORT_PROTOCOL=http2` where UDP is blocked).
+/// Nothing else: not Chroxy's variables nor the API keys of the person's shell. An
+/// inherited `TUNNEL_TOKEN` is dropped too: only a named tunnel gets one, set by us.
+const CLOUDFLARED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "TZ",
+    "LANG",
+    "LANGUAGE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    // Windows: without these a program cannot even open a socket.
+    "SYSTEMROOT",
+    "SYSTEMDRIVE",
+    "WINDIR",
+    "TEMP",
+    "TMP",
+    "USERPROFILE",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "PROGRAMDATA",
+    "PATHEXT",
+    "COMSPEC",
+];
+
+/// The part of `vars` (this process's environment) that cloudflared gets.
+fn cloudflared_env(
+    vars: impl Iterator<Item = (OsString, OsString)>,
+) -> impl Iterator<Item = (OsString, OsString)> {
+    vars.filter(|(name, _)| {
+        // Upper-cased: proxies are often lower case, and Windows ignores case.
+        let name = name.to_string_lossy().to_ascii_uppercase();
+        CLOUDFLARED_ENV.contains(&name.as_str())
+            || name.starts_with("LC_")
+            || (name.starts_with("TUNNEL_") && name != "TUNNEL_TOKEN")
+    })
+}
+
 /// The quick tunnel's URL in a line of cloudflared's banner, if there is one.
 pub fn quick_url(line: &str) -> Option<String> {
     line.split(|c: char| c.is_whitespace() || c == '|')
@@ -448,6 +497,45 @@ mod tests {
         let spec = TunnelSpec::new(Mode::Quick, None, 1);
         let got: Vec<u64> = (0..8).map(|a| spec.backoff(a).as_secs()).collect();
         assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn cloudflared_gets_what_it_needs_and_none_of_the_secrets_around_it() {
+        let vars = [
+            "PATH=/usr/bin",
+            "HOME=/home/me",
+            "LANG=C.UTF-8",
+            "LC_ALL=C",
+            "https_proxy=http://proxy:3128",
+            "NO_PROXY=localhost",
+            "TUNNEL_TRANSPORT_PROTOCOL=http2",
+            "TUNNEL_TOKEN=stray-token",
+            "CHROXY_TOKEN=api-token",
+            "CHROXY_HOME=/home/me/.chroxy",
+            "ANTHROPIC_API_KEY=sk-ant-secret",
+            "AWS_SECRET_ACCESS_KEY=aws-secret",
+            "GITHUB_TOKEN=ghp-secret",
+            "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus",
+        ];
+        let given = vars.iter().map(|v| {
+            let (k, v) = v.split_once('=').unwrap();
+            (OsString::from(k), OsString::from(v))
+        });
+        let kept: Vec<String> = cloudflared_env(given)
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "PATH",
+                "HOME",
+                "LANG",
+                "LC_ALL",
+                "https_proxy",
+                "NO_PROXY",
+                "TUNNEL_TRANSPORT_PROTOCOL"
+            ]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod clock;
 pub mod desktop;
 pub mod flood;
+pub mod keyring;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};
