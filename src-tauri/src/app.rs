@@ -14,8 +14,9 @@ use chroxy::supervisor::status::Action;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ShellError;
 use crate::settings::Settings;
-use crate::view::{summary, Look, PairingView, View};
+use crate::view::View;
 
 /// The supervisor as the app holds it, or why it could not start.
 enum Core {
@@ -128,26 +129,12 @@ impl Desktop {
     pub fn view(&self) -> View {
         let tunnel_choice = *self.tunnel.lock().unwrap_or_else(|e| e.into_inner());
         match &self.core {
-            Core::Running(r) => {
-                let status = r.handle.status();
-                let pairing = r.pairing.borrow().as_ref().and_then(PairingView::new);
-                View {
-                    look: Look::of(Some(&status)),
-                    summary: summary(Some(&status), None),
-                    status: Some(status),
-                    error: None,
-                    pairing,
-                    tunnel_choice,
-                }
-            }
-            Core::Failed(err) => View {
-                status: None,
-                look: Look::Failed,
-                summary: summary(None, Some(err)),
-                error: Some(err.clone()),
-                pairing: None,
+            Core::Running(r) => View::running(
+                r.handle.status(),
+                r.pairing.borrow().as_ref(),
                 tunnel_choice,
-            },
+            ),
+            Core::Failed(err) => View::failed(err, tunnel_choice),
         }
     }
 
@@ -162,24 +149,23 @@ impl Desktop {
         }
     }
 
-    fn running(&self) -> Result<&Running, String> {
+    fn running(&self) -> Result<&Running, ShellError> {
         match &self.core {
             Core::Running(r) => Ok(r),
-            Core::Failed(err) => Err(format!("Chroxy is not running: {err}")),
+            Core::Failed(err) => Err(ShellError::NotRunning(err.clone())),
         }
     }
 
     /// One supervisor action; the answer is worded for a person.
-    pub async fn act(&self, action: Action) -> Result<String, String> {
+    pub async fn act(&self, action: Action) -> Result<String, ShellError> {
         let handle = self.running()?.handle.clone();
-        handle.act(action).await.map_err(|e| e.to_string())
+        Ok(handle.act(action).await?)
     }
 
     /// Switches the tunnel (and remembers the choice for the next start).
-    pub async fn set_tunnel(&self, choice: TunnelChoice) -> Result<String, String> {
+    pub async fn set_tunnel(&self, choice: TunnelChoice) -> Result<String, ShellError> {
         let r = self.running()?;
-        let spec = chroxy::launch::tunnel_spec(&self.paths, &r.secrets, &r.tunnel_config, choice)
-            .map_err(|e| e.to_string())?;
+        let spec = chroxy::launch::tunnel_spec(&self.paths, &r.secrets, &r.tunnel_config, choice)?;
         let answer = self.act(Action::Tunnel { spec }).await?;
         *self.tunnel.lock().unwrap_or_else(|e| e.into_inner()) = choice;
         if let Err(err) = (Settings { tunnel: choice }).save(&self.paths) {
@@ -189,18 +175,27 @@ impl Desktop {
     }
 
     /// The status page's admin token, for the window's "show" toggle.
-    pub fn admin_token(&self) -> Result<String, String> {
+    pub fn admin_token(&self) -> Result<String, ShellError> {
         Ok(self.running()?.admin.expose().to_owned())
     }
 
     /// The pairing link, for the copy button.
-    pub fn link(&self) -> Result<String, String> {
+    pub fn link(&self) -> Result<String, ShellError> {
         self.running()?
             .pairing
             .borrow()
             .as_ref()
             .map(Pairing::link)
-            .ok_or_else(|| "no link yet: the tunnel has no URL".to_owned())
+            .ok_or(ShellError::NoLink)
+    }
+
+    /// The status page's address, for "Open status page".
+    pub fn status_page(&self) -> Result<String, ShellError> {
+        let r = self.running().map_err(|_| ShellError::NoStatusPage)?;
+        Ok(format!(
+            "http://127.0.0.1:{}/",
+            r.handle.status().status_port
+        ))
     }
 }
 

@@ -24,6 +24,32 @@ pub struct View {
     pub summary: String,
 }
 
+impl View {
+    /// The view of a running supervisor.
+    pub fn running(status: Status, pairing: Option<&Pairing>, tunnel_choice: TunnelChoice) -> Self {
+        Self {
+            look: Look::of(Some(&status)),
+            summary: summary(Some(&status), None),
+            status: Some(status),
+            error: None,
+            pairing: pairing.and_then(PairingView::new),
+            tunnel_choice,
+        }
+    }
+
+    /// The view when the supervisor could not start, and why.
+    pub fn failed(error: &str, tunnel_choice: TunnelChoice) -> Self {
+        Self {
+            status: None,
+            look: Look::Failed,
+            summary: summary(None, Some(error)),
+            error: Some(error.to_owned()),
+            pairing: None,
+            tunnel_choice,
+        }
+    }
+}
+
 /// The pairing as the window shows it. The link holds the API token: it goes to the
 /// window (which shows it as a QR code and copies it) and nowhere else.
 #[derive(Clone, Serialize)]
@@ -91,7 +117,7 @@ impl Look {
 }
 
 /// One line for the tooltip: the state, and what it means for the phone.
-pub fn summary(status: Option<&Status>, error: Option<&str>) -> String {
+fn summary(status: Option<&Status>, error: Option<&str>) -> String {
     let Some(s) = status else {
         return format!(
             "Chroxy could not start: {}",
@@ -128,10 +154,11 @@ fn state_words(state: StateName) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn status(state: StateName, mode: &str, tunnel: &str) -> Status {
+    /// A status in `state`, with the tunnel in `mode` and `tunnel` state.
+    pub(crate) fn status(state: StateName, mode: &str, tunnel: &str) -> Status {
         let mut s = Status::new(1, 2, false, "keyring");
         s.state = state;
         s.tunnel.mode = mode.into();

@@ -1,0 +1,43 @@
+//! The tray app's log: stderr, and a daily file in the log directory ("Open logs").
+
+use chroxy::store::Paths;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::EnvFilter;
+
+/// Starts logging; the file's writer stops with the guard (keep it until the app exits).
+pub fn init(paths: &Paths) -> Option<WorkerGuard> {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter());
+    let dir = paths.logs_dir();
+    let file = chroxy::store::ensure_private_dir(&dir)
+        .map_err(|err| eprintln!("cannot create the log directory: {err}"))
+        .ok()
+        .and_then(|()| {
+            tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("desktop")
+                .filename_suffix("log")
+                .max_log_files(7)
+                .build(&dir)
+                .map_err(|err| eprintln!("cannot open a log file in {}: {err}", dir.display()))
+                .ok()
+        })
+        .map(tracing_appender::non_blocking);
+    let (file_layer, guard) = file
+        .map(|(writer, guard)| {
+            let layer = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(writer)
+                .with_filter(filter());
+            (layer, guard)
+        })
+        .unzip();
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(file_layer)
+        .init();
+    guard
+}
