@@ -92,7 +92,8 @@ pub struct SupervisorConfig {
     pub crash_window_ms: u64,
     /// A new release is watched this long before it becomes known-good.
     pub canary_window_ms: u64,
-    /// More protocol errors than this within the canary window roll back.
+    /// More server faults (never a client's mistakes) than this within the canary
+    /// window roll back.
     pub canary_error_limit: u64,
     /// How often the serving worker is health-probed (a failed probe in the canary
     /// window rolls back; later it counts as a crash).

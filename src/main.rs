@@ -490,6 +490,10 @@ fn list_releases(paths: &Paths) -> Result<()> {
         if status.known_good.as_deref() == Some(r.id.as_str()) {
             marks.push("known-good");
         }
+        if let Some(why) = &r.damaged {
+            println!("{:<12} DAMAGED: {why}  {}", r.id, marks.join(", "));
+            continue;
+        }
         println!(
             "{:<12} chroxy {:<10} {:<14} sha256 {}  {}",
             r.id,
@@ -626,6 +630,7 @@ async fn run_worker(
 
     let signals = WorkerSignals::default();
     let control = supervised.then(|| {
+        chroxy::worker::count_panics(&signals);
         tokio::spawn(chroxy::worker::follow_supervisor(
             tokio::io::stdin(),
             tokio::io::stdout(),

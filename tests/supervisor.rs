@@ -146,7 +146,7 @@ async fn a_release_that_never_answers_ping_is_never_promoted() {
 }
 
 #[tokio::test]
-async fn a_release_that_answers_everything_with_errors_is_rolled_back_within_its_canary_window() {
+async fn a_release_that_fails_valid_requests_is_rolled_back_within_its_canary_window() {
     let home = Home::new();
     home.config("[supervisor]\ncanary_window_ms = 60000\ncanary_error_limit = 10\n");
     let sup = Sup::start(
@@ -176,7 +176,8 @@ async fn a_release_that_answers_everything_with_errors_is_rolled_back_within_its
             .any(|l| l.starts_with("canary:") && l.contains(&id) && l.contains("0 of 10 errors")),
         "{text}"
     );
-    // A phone uses it; every message is answered with an error, counted as they come.
+    // A phone uses it; every valid request is answered with an error: a server fault,
+    // counted as they come.
     let mut phone = Client::connect(sup.public).await;
     assert_eq!(phone.auth(TOKEN).await["type"], "auth_ok");
     let mut ask = async |i: usize| {
@@ -213,7 +214,7 @@ async fn a_release_that_answers_everything_with_errors_is_rolled_back_within_its
         .into_iter()
         .find(|(k, _)| k == "rollback")
         .expect("a rollback event");
-    assert!(rollback.1.contains("protocol errors"), "{rollback:?}");
+    assert!(rollback.1.contains("server faults"), "{rollback:?}");
 }
 
 #[tokio::test]
@@ -641,4 +642,239 @@ async fn status_of_a_home_where_nothing_runs_says_so() {
     let (_, out, _) = cli(&home, &["status", "--json"]).await;
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["state"], "stopped");
+}
+
+/// Adds `binary` to the store of `home` while nothing runs; returns its manifest.
+fn add_release(home: &Home, binary: &str) -> chroxy::supervisor::release::Manifest {
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    releases
+        .ensure_installed(std::path::Path::new(chroxy_bin()))
+        .unwrap();
+    releases.add(std::path::Path::new(binary)).unwrap()
+}
+
+/// Replaces a release's binary by a longer copy (a running one's file cannot be written
+/// to): it no longer matches its manifest's checksum.
+fn tamper(binary: &std::path::Path) {
+    let mut bytes = std::fs::read(binary).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    let copy = binary.with_extension("tampered");
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::rename(&copy, binary).unwrap();
+}
+
+fn damaged_of<'a>(status: &'a Value, id: &str) -> Option<&'a str> {
+    status["releases"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r["damaged"].as_str())
+}
+
+#[tokio::test]
+async fn damaged_old_releases_are_reported_and_never_stop_the_supervisor() {
+    let home = Home::new();
+    let garbled = add_release(&home, chroxy_bin());
+    let stripped = add_release(&home, chroxy_bin());
+    let manifest = garbled.binary.parent().unwrap().join("manifest.json");
+    std::fs::write(&manifest, b"{\"id\": \"half a manif").unwrap();
+    std::fs::remove_file(&stripped.binary).unwrap();
+
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let s = sup.healthy().await;
+    assert_eq!(s["worker"]["release"], "0");
+    for (id, what) in [(&garbled.id, "manifest"), (&stripped.id, "binary")] {
+        let why = damaged_of(&s, id).unwrap_or_else(|| panic!("{id} not marked damaged: {s:#}"));
+        assert!(why.contains(what) && why.contains(id.as_str()), "{why}");
+        assert!(
+            events(&s)
+                .iter()
+                .any(|(k, m)| k == "release_damaged" && m.contains(id.as_str())),
+            "{:?}",
+            events(&s)
+        );
+    }
+    assert!(damaged_of(&s, "0").is_none());
+    let (ok, list, err) = cli(&home, &["releases"]).await;
+    assert!(ok.success(), "{err}");
+    for id in [&garbled.id, &stripped.id] {
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with(id.as_str()) && l.contains("DAMAGED")),
+            "{list}"
+        );
+    }
+    // A rollback to one is refused before anything stops.
+    let (ok, _, err) = cli(&home, &["rollback", "--to", &garbled.id]).await;
+    assert!(!ok.success());
+    assert!(
+        err.contains(&garbled.id) && err.contains("damaged"),
+        "{err}"
+    );
+    assert_eq!(sup.status().await["worker"]["pid"], s["worker"]["pid"]);
+}
+
+#[tokio::test]
+async fn a_damaged_current_release_falls_back_to_known_good_then_to_release_zero() {
+    let home = Home::new();
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    let good = add_release(&home, chroxy_bin());
+    let new = add_release(&home, chroxy_bin());
+    releases.set_known_good(&good.id).unwrap();
+    releases.set_current(&new.id).unwrap();
+    tamper(&new.binary);
+
+    let mut sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let s = sup.healthy().await;
+    assert_eq!(s["worker"]["release"], good.id.as_str(), "{s:#}");
+    assert_eq!(s["releases"]["current"], good.id.as_str());
+    assert!(damaged_of(&s, &new.id).is_some(), "{s:#}");
+    assert!(
+        events(&s).iter().any(|(k, m)| k == "rollback"
+            && m.contains(&format!("{} is damaged", new.id))
+            && m.contains(&good.id)),
+        "{:?}",
+        events(&s)
+    );
+    sup.signal(Signal::SIGTERM);
+    sup.exited().await;
+
+    // Known-good damaged as well (its manifest gone): release 0, both pointers there.
+    std::fs::write(paths.releases_dir().join("current"), &new.id).unwrap();
+    std::fs::remove_file(good.binary.parent().unwrap().join("manifest.json")).unwrap();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let s = sup.healthy().await;
+    assert_eq!(s["worker"]["release"], "0", "{s:#}");
+    assert_eq!(s["releases"]["current"], "0");
+    assert_eq!(s["releases"]["knownGood"], "0");
+    let why = damaged_of(&s, &good.id).expect("known-good marked damaged");
+    assert!(why.contains("no manifest"), "{why}");
+    assert!(
+        events(&s)
+            .iter()
+            .any(|(k, m)| k == "rollback" && m.contains("starting release 0")),
+        "{:?}",
+        events(&s)
+    );
+}
+
+#[tokio::test]
+async fn in_failed_one_sigterm_stops_the_supervisor_at_once_and_in_order() {
+    let home = Home::new();
+    home.config(
+        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
+    );
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    let good = add_release(&home, bad_worker_bin());
+    let new = add_release(&home, bad_worker_bin());
+    releases.set_known_good(&good.id).unwrap();
+    releases.set_current(&new.id).unwrap();
+    let mut sup = Sup::start(
+        &home,
+        WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", "errors"),
+    )
+    .await;
+    let s = sup.healthy().await;
+    // Both releases are damaged on disk while one serves; then its worker dies: every
+    // start fails its checksum, the supervisor rolls back, then gives up.
+    tamper(&new.binary);
+    tamper(&good.binary);
+    let pid = worker_pid(&s) as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let failed = sup.wait_for("failed", |s| s["state"] == "failed").await;
+    assert!(
+        failed["failedReason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum"),
+        "{failed:#}"
+    );
+
+    let asked = std::time::Instant::now();
+    sup.signal(Signal::SIGTERM);
+    let exit = sup.exited().await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "one SIGTERM took {took:?} to stop it"
+    );
+    assert_eq!(exit.code(), Some(0), "log:\n{}", sup.log_text());
+    let log = sup.log_text();
+    let (stopping, stopped) = (log.find("stopping:"), log.rfind("supervisor stopped"));
+    assert!(
+        stopping.is_some() && stopped > stopping,
+        "an orderly stop, in order; log:\n{log}"
+    );
+    assert!(
+        chroxy::supervisor::instance::running(&paths).is_none(),
+        "the instance is released"
+    );
+}
+
+#[tokio::test]
+async fn a_client_sending_a_thousand_bad_frames_during_the_canary_window_vetoes_nothing() {
+    let home = Home::new();
+    home.config("[supervisor]\ncanary_window_ms = 8000\ncanary_error_limit = 10\n");
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    let id = out.split_whitespace().nth(2).unwrap().to_owned();
+    sup.wait_for("the new release on trial", |s| {
+        s["canary"]["release"] == id.as_str()
+    })
+    .await;
+    // A newer client (types this release does not know) or a hostile one: its frames
+    // are refused, one by one, and none of that is the release's fault.
+    let mut phone = Client::connect(sup.public).await;
+    assert_eq!(phone.auth(TOKEN).await["type"], "auth_ok");
+    let frames: Vec<String> = (0..1000)
+        .map(|i| match i % 10 {
+            0 => json!({"type": "input"}).to_string(), // a missing field
+            _ => json!({"type": format!("from_the_future_{i}")}).to_string(),
+        })
+        .collect();
+    // In batches a phone's outbound queue holds.
+    for batch in frames.chunks(100) {
+        for frame in batch {
+            phone
+                .send_raw(tokio_tungstenite::tungstenite::Message::text(frame.clone()))
+                .await;
+        }
+        let mut refused = 0;
+        while refused < batch.len() {
+            let v = phone.recv().await;
+            if v["type"] == "error" {
+                assert!(
+                    v["code"] == "UNKNOWN_TYPE" || v["code"] == "INVALID_MESSAGE",
+                    "{v}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    let during = sup.status().await;
+    assert_eq!(
+        during["canary"]["release"],
+        id.as_str(),
+        "all refused within the window: {during:#}"
+    );
+    let promoted = sup
+        .wait_for("promotion to known-good", |s| {
+            s["releases"]["knownGood"] == id.as_str()
+                || events(s).iter().any(|(k, _)| k == "rollback")
+        })
+        .await;
+    assert_eq!(
+        promoted["releases"]["knownGood"],
+        id.as_str(),
+        "{:?}",
+        events(&promoted)
+    );
+    assert_eq!(promoted["worker"]["release"], id.as_str());
+    assert!(events(&promoted).iter().any(|(k, _)| k == "promoted"));
 }

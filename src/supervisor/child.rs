@@ -105,8 +105,8 @@ pub enum WorkerReport {
         clients: u32,
         /// Sessions.
         sessions: u32,
-        /// Protocol errors since the previous beat.
-        protocol_errors: u64,
+        /// Server faults since the previous beat.
+        server_faults: u64,
     },
     /// It missed its heartbeats and was killed.
     Hung,
@@ -154,9 +154,16 @@ pub fn launch(
         stdin: None,
     };
     let done = exited.clone();
+    let reports = task.reports.clone();
     tokio::spawn(async move {
-        let reports = task.reports.clone();
-        let last = task.run(after).await;
+        // On its own task, so that even a panic in it ends in the `Exited` report the
+        // runner waits for before it may stop (the process dies with the task).
+        let last = match tokio::spawn(task.run(after)).await {
+            Ok(last) => last,
+            Err(err) => WorkerReport::Exited {
+                status: format!("killed: the task watching it failed ({err})"),
+            },
+        };
         // Cancelled first: a successor that waits on us may start the moment the runner
         // sees this report.
         done.cancel();
@@ -199,6 +206,9 @@ impl Task {
         let _ = self.reports.send(Report { id: self.id, what });
     }
 
+    /// Starts, watches and ends the worker. Returns `Exited`, always and last: what went
+    /// wrong before (a failed gate, a hang) is reported on the way, so the runner never
+    /// waits for an exit that will not come.
     async fn run(mut self, after: Vec<CancellationToken>) -> WorkerReport {
         for predecessor in after {
             tokio::select! {
@@ -216,28 +226,19 @@ impl Task {
         };
         let binary = match verified {
             Ok(path) => path,
-            Err(detail) => {
-                return WorkerReport::Unhealthy {
-                    step: "checksum".into(),
-                    detail,
-                }
-            }
+            Err(detail) => return self.never_started("checksum", detail),
         };
         let mut child = match self.spawn(&binary) {
             Ok(child) => child,
             Err(err) => {
-                return WorkerReport::Unhealthy {
-                    step: "spawn".into(),
-                    detail: format!("cannot run {}: {err}", binary.display()),
-                }
+                let detail = format!("cannot run {}: {err}", binary.display());
+                return self.never_started("spawn", detail);
             }
         };
         self.stdin = child.stdin.take();
         let Some(stdout) = child.stdout.take() else {
-            return WorkerReport::Unhealthy {
-                step: "spawn".into(),
-                detail: "no stdout pipe".into(),
-            };
+            let _ = process::kill_group(&mut child).await;
+            return self.never_started("spawn", "no stdout pipe".into());
         };
         let mut lines = BufReader::new(stdout).lines();
         let started = Instant::now();
@@ -263,11 +264,12 @@ impl Task {
                     }
                 },
                 _ = sleep_until(deadline) => {
-                    let _ = process::kill_group(&mut child).await;
-                    return WorkerReport::Unhealthy {
+                    let status = exit_text(process::kill_group(&mut child).await);
+                    self.report(WorkerReport::Unhealthy {
                         step: "ready".into(),
                         detail: format!("no ready line within {} ms", self.spec.gate_timeout.as_millis()),
-                    };
+                    });
+                    return WorkerReport::Exited { status };
                 }
                 cmd = self.commands.recv() => if let Some(ending) = self.early_stop(cmd) {
                     return self.finish(ending, &mut child, lines).await;
@@ -277,6 +279,17 @@ impl Task {
 
         let ending = self.watch(&mut child, &mut lines, port, deadline).await;
         self.finish(ending, &mut child, lines).await
+    }
+
+    /// The worker could not be started at all: the failure, then its (non-)exit.
+    fn never_started(&self, step: &str, detail: String) -> WorkerReport {
+        self.report(WorkerReport::Unhealthy {
+            step: step.into(),
+            detail,
+        });
+        WorkerReport::Exited {
+            status: "not started".into(),
+        }
     }
 
     fn early_stop(&self, cmd: Option<WorkerCommand>) -> Option<Ending> {
@@ -322,9 +335,9 @@ impl Task {
                 status = child.wait() => return Ending::Exited(exit_text(status)),
                 line = lines.next_line() => match line {
                     Ok(Some(line)) => match serde_json::from_str::<WorkerEvent>(&line) {
-                        Ok(WorkerEvent::Heartbeat { clients, sessions, protocol_errors, .. }) => {
+                        Ok(WorkerEvent::Heartbeat { clients, sessions, server_faults, .. }) => {
                             last_beat = Instant::now();
-                            self.report(WorkerReport::Beat { clients, sessions, protocol_errors });
+                            self.report(WorkerReport::Beat { clients, sessions, server_faults });
                         }
                         Ok(_) => {}
                         Err(err) => tracing::debug!(%err, "ignoring a line from the worker"),

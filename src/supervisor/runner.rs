@@ -4,7 +4,7 @@
 //! a worker's own task, so this loop always answers — the status page and the tray stay
 //! truthful while a worker is stuck.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,8 +22,8 @@ use super::child::{self, LaunchSpec, Report, WorkerCommand, WorkerRef, WorkerRep
 use super::handle::{ActionError, Handle, Request};
 use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
-use super::release::{ReleaseError, Releases};
-use super::state::{Effect, Event, Machine, State};
+use super::release::{ReleaseError, Releases, INSTALLED};
+use super::state::{self, Effect, Event, Machine, State};
 use super::status::{Action, CanaryStatus, StateName, Status, TunnelStatus, WorkerStatus};
 use crate::config::SupervisorConfig;
 use crate::protocol::ShutdownReason;
@@ -130,11 +130,28 @@ impl Supervisor {
         let releases = Arc::new(Releases::open(&opts.paths));
         let store = releases.clone();
         let installed = opts.installed.clone();
-        let (current, known_good, listing) = tokio::task::spawn_blocking(move || {
+        let (plan, listing) = tokio::task::spawn_blocking(move || {
             store.ensure_installed(&installed)?;
-            Ok::<_, ReleaseError>((store.current()?, store.known_good()?, store.status()?))
+            let (current, known_good) = (store.current()?, store.known_good()?);
+            let listing = store.status()?;
+            // Every release listed is checked cheaply; the ones start-up may run, fully.
+            let mut damaged: BTreeMap<String, String> = listing
+                .list
+                .iter()
+                .filter_map(|r| Some((r.id.clone(), r.damaged.clone()?)))
+                .collect();
+            for id in [&current, &known_good, INSTALLED] {
+                if !damaged.contains_key(id) {
+                    if let Err(err) = store.verify(id) {
+                        damaged.insert(id.to_owned(), err.to_string());
+                    }
+                }
+            }
+            let plan = state::start_plan(&current, &known_good, &damaged);
+            Ok::<_, ReleaseError>((plan, listing))
         })
         .await??;
+        let (current, known_good) = (plan.current, plan.known_good);
 
         let mut status = Status::new(public_port, status_port, opts.demo, &opts.secrets_backend);
         status.releases = listing;
@@ -174,7 +191,8 @@ impl Supervisor {
         // stops only after the workers have drained (its own token, cancelled last).
         let tunnel_stop = CancellationToken::new();
         let tunnel = TunnelSlot::new(tunnel_stop.clone(), public_port);
-        let (machine, first) = Machine::start(opts.config.policy(), current, known_good);
+        let (machine, mut first) = Machine::start(opts.config.policy(), current, known_good);
+        first.splice(0..0, plan.effects);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let mut runner = Runner {
             spec: LaunchSpec {
@@ -502,16 +520,16 @@ impl Runner {
             WorkerReport::Beat {
                 clients,
                 sessions,
-                protocol_errors,
+                server_faults,
             } => {
                 if self.routed.as_deref() == Some(release.as_str()) {
                     self.clients = clients;
                     self.sessions = sessions;
                 }
-                if protocol_errors > 0 {
-                    self.step(Event::ProtocolErrors {
+                if server_faults > 0 {
+                    self.step(Event::ServerFaults {
                         release,
-                        count: protocol_errors,
+                        count: server_faults,
                     })
                     .await;
                 }

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::release::INSTALLED;
 use super::status::StateName;
 
 /// The numbers behind the rules (issue "Supervisor": 0.5 s → 10 s backoff, reset after
-/// 60 s healthy, more than 5 crashes in 2 min rolls back, 60 s canary, > 10 errors).
+/// 60 s healthy, more than 5 crashes in 2 min rolls back, 60 s canary, > 10 faults).
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// First restart delay; doubles per consecutive crash.
@@ -28,7 +29,7 @@ pub struct Policy {
     pub crash_window: Duration,
     /// A new release is watched this long before it becomes known-good.
     pub canary_window: Duration,
-    /// More protocol errors than this in the canary window rolls back.
+    /// More server faults than this in the canary window rolls back.
     pub canary_error_limit: u64,
 }
 
@@ -84,8 +85,9 @@ pub enum Event {
         /// Its release.
         release: String,
     },
-    /// Protocol errors reported by the serving worker since its last heartbeat.
-    ProtocolErrors {
+    /// Server faults (never client mistakes) reported by the serving worker since its
+    /// last heartbeat.
+    ServerFaults {
         /// Its release.
         release: String,
         /// How many.
@@ -197,7 +199,7 @@ pub enum State {
 pub struct Canary {
     /// When it becomes known-good.
     pub until: Instant,
-    /// Protocol errors counted so far.
+    /// Server faults counted so far.
     pub errors: u64,
 }
 
@@ -263,7 +265,7 @@ impl Machine {
         }
     }
 
-    /// More protocol errors than this in the canary window roll back.
+    /// More server faults than this in the canary window roll back.
     pub fn canary_error_limit(&self) -> u64 {
         self.policy.canary_error_limit
     }
@@ -429,12 +431,12 @@ impl Machine {
                     since,
                     canary: Some(mut c),
                 },
-                E::ProtocolErrors { release: r, count },
+                E::ServerFaults { release: r, count },
             ) if r == release => {
                 c.errors += count;
                 if c.errors > self.policy.canary_error_limit {
                     let why = format!(
-                        "{} protocol errors within the canary window (limit {})",
+                        "{} server faults within the canary window (limit {})",
                         c.errors, self.policy.canary_error_limit
                     );
                     let mut fx = vec![Effect::Stop {
@@ -882,6 +884,65 @@ impl Machine {
     }
 }
 
+/// The releases a supervisor starts with, and what to record about them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartPlan {
+    /// The release to run.
+    pub current: String,
+    /// The release to fall back to.
+    pub known_good: String,
+    /// Pointer moves and events, before the machine's first effects.
+    pub effects: Vec<Effect>,
+}
+
+/// Chooses what to start from the store's pointers and its `damaged` releases (id →
+/// why). A damaged release is reported, never run, and never stops the start: without a
+/// supervisor there is no status page and no rollback, so a damaged `current` falls back
+/// to known-good, then to release 0 (the installed binary), saying so.
+pub fn start_plan(
+    current: &str,
+    known_good: &str,
+    damaged: &std::collections::BTreeMap<String, String>,
+) -> StartPlan {
+    let intact = |id: &&str| !damaged.contains_key(*id);
+    let run = [current, known_good, INSTALLED]
+        .into_iter()
+        .find(intact)
+        .unwrap_or(INSTALLED);
+    let fallback = [known_good, INSTALLED]
+        .into_iter()
+        .find(intact)
+        .unwrap_or(INSTALLED);
+    let mut effects: Vec<Effect> = damaged
+        .values()
+        .map(|why| Effect::Record {
+            kind: "release_damaged",
+            message: why.clone(),
+        })
+        .collect();
+    if fallback != known_good {
+        effects.push(Effect::SetKnownGood(fallback.to_owned()));
+        effects.push(Effect::Record {
+            kind: "rollback",
+            message: format!(
+                "the known-good release {known_good} is damaged; release {fallback} is known-good now"
+            ),
+        });
+    }
+    if run != current {
+        effects.push(Effect::SetCurrent(run.to_owned()));
+        effects.push(Effect::Record {
+            kind: "rollback",
+            message: format!("release {current} is damaged; starting release {run} instead"),
+        });
+    }
+    StartPlan {
+        current: run.to_owned(),
+        known_good: fallback.to_owned(),
+        effects,
+    }
+}
+
 /// A deploy's candidate failed before serving: nothing changes for the phones, and the
 /// event says so.
 fn candidate_failed(
@@ -1053,12 +1114,12 @@ mod tests {
     }
 
     #[test]
-    fn too_many_protocol_errors_in_the_canary_window_roll_back() {
+    fn too_many_server_faults_in_the_canary_window_roll_back() {
         let (mut m, t0) = machine();
         m.step(healthy("1-new"), t0);
         assert_eq!(
             m.step(
-                Event::ProtocolErrors {
+                Event::ServerFaults {
                     release: "1-new".into(),
                     count: 10
                 },
@@ -1067,7 +1128,7 @@ mod tests {
             vec![]
         );
         let fx = m.step(
-            Event::ProtocolErrors {
+            Event::ServerFaults {
                 release: "1-new".into(),
                 count: 1,
             },
@@ -1089,7 +1150,7 @@ mod tests {
                 None
             }
         });
-        assert!(reason.unwrap().contains("11 protocol errors"));
+        assert!(reason.unwrap().contains("11 server faults"));
     }
 
     #[test]
@@ -1277,5 +1338,67 @@ mod tests {
             "the stopped release's exit"
         );
         assert_eq!(m.state_name(), StateName::RollingBack);
+    }
+
+    #[test]
+    fn a_damaged_release_is_reported_and_a_damaged_current_falls_back_in_order() {
+        let damaged = |ids: &[&str]| -> std::collections::BTreeMap<String, String> {
+            ids.iter()
+                .map(|id| ((*id).to_owned(), format!("release {id} is broken")))
+                .collect()
+        };
+        // (current, known-good, damaged) → (run, known-good, pointer moves)
+        let table: &[(&str, &str, &[&str], &str, &str)] = &[
+            ("2-new", "1-good", &[], "2-new", "1-good"),
+            ("2-new", "1-good", &["1-old"], "2-new", "1-good"),
+            ("2-new", "1-good", &["2-new"], "1-good", "1-good"),
+            ("2-new", "1-good", &["2-new", "1-good"], "0", "0"),
+            ("2-new", "1-good", &["1-good"], "2-new", "0"),
+            ("0", "0", &["0"], "0", "0"),
+        ];
+        for (current, known_good, broken, run, fallback) in table {
+            let plan = start_plan(current, known_good, &damaged(broken));
+            let case = format!("{current}/{known_good} with {broken:?} damaged");
+            assert_eq!(
+                (plan.current.as_str(), plan.known_good.as_str()),
+                (*run, *fallback),
+                "{case}"
+            );
+            let reported = plan
+                .effects
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::Record {
+                            kind: "release_damaged",
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(
+                reported,
+                broken.len(),
+                "{case}: each damaged release is reported"
+            );
+            assert_eq!(
+                plan.effects.contains(&Effect::SetCurrent(run.to_string())),
+                run != current,
+                "{case}: current moves only when it must"
+            );
+            assert_eq!(
+                plan.effects
+                    .contains(&Effect::SetKnownGood(fallback.to_string())),
+                fallback != known_good,
+                "{case}"
+            );
+        }
+        let plan = start_plan("2-new", "1-good", &damaged(&["2-new"]));
+        assert!(
+            plan.effects.iter().any(|e| matches!(e, Effect::Record { kind: "rollback", message } if message.contains("2-new is damaged") && message.contains("starting release 1-good"))),
+            "{:?}",
+            plan.effects
+        );
     }
 }

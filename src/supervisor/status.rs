@@ -52,6 +52,10 @@ pub struct ReleaseInfo {
     pub built_at: u64,
     /// Hex sha256 of the binary.
     pub sha256: String,
+    /// Why this release cannot run (manifest unreadable or missing, binary missing or
+    /// changed); `None` while it is intact. A damaged release is listed, never run.
+    #[serde(default)]
+    pub damaged: Option<String>,
 }
 
 /// `releases` of the status JSON.
@@ -76,7 +80,8 @@ pub struct CanaryStatus {
     pub release: String,
     /// When it becomes known-good if nothing goes wrong (milliseconds since the epoch).
     pub ends_at: u64,
-    /// Protocol errors counted so far in the window.
+    /// Server faults (what the worker itself got wrong, never a client's mistakes)
+    /// counted so far in the window.
     pub errors: u64,
     /// More errors than this roll it back.
     pub error_limit: u64,

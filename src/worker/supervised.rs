@@ -17,6 +17,18 @@ use crate::session::Hub;
 /// How long running turns may finish when the supervisor itself has vanished.
 const ORPHAN_IDLE_WAIT: Duration = Duration::from_secs(5);
 
+/// Counts every panic of this process as a server fault (then reports it as before):
+/// a panicked connection or session task is the worker's own fault, whatever a client
+/// sent. Process-wide, so a supervised worker calls it once, before it serves.
+pub fn count_panics(signals: &WorkerSignals) {
+    let signals = signals.clone();
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        signals.count_server_fault();
+        report(info);
+    }));
+}
+
 /// Serves the control channel until the worker stops (`stop` cancelled) — by a `drain`
 /// command, by the supervisor's pipe closing, or by anything else that cancels `stop`.
 pub async fn follow_supervisor(
@@ -35,11 +47,13 @@ pub async fn follow_supervisor(
             _ = stop.cancelled() => return,
             _ = beat.tick() => {
                 let infos = hub.session_infos();
+                let server_faults = signals.take_server_faults();
                 let event = WorkerEvent::Heartbeat {
                     clients: hub.clients().len() as u32,
                     sessions: infos.len() as u32,
                     busy: infos.iter().filter(|i| i.is_busy).count() as u32,
-                    protocol_errors: signals.take_protocol_errors(),
+                    server_faults,
+                    protocol_errors: server_faults,
                 };
                 if output.write_all(to_line(&event).as_bytes()).await.is_err() || output.flush().await.is_err() {
                     tracing::warn!("the supervisor stopped reading; stopping");
@@ -91,4 +105,18 @@ async fn drain(
         );
     }
     stop.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_task_is_a_server_fault() {
+        let signals = WorkerSignals::default();
+        count_panics(&signals);
+        let crashed = tokio::spawn(async { panic!("a connection task fails") }).await;
+        assert!(crashed.is_err());
+        assert!(signals.take_server_faults() >= 1);
+    }
 }
