@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::supervisor::{
-    alive, bad_worker_bin, chroxy_bin, cli, cpu_ticks, events, files_under, http, Sup,
+    alive, bad_worker_bin, chroxy_bin, cli, cpu_ticks, events, fake_cloudflared_bin, files_under,
+    http, Sup,
 };
 use common::{children_of, eventually, streamed_text, Client, Home, Model, WorkerOpts, TOKEN};
 use nix::sys::signal::Signal;
@@ -877,4 +878,110 @@ async fn a_client_sending_a_thousand_bad_frames_during_the_canary_window_vetoes_
     );
     assert_eq!(promoted["worker"]["release"], id.as_str());
     assert!(events(&promoted).iter().any(|(k, _)| k == "promoted"));
+}
+
+/// The JSON lines of a fixture's log (`FAKE_CLAUDE_LOG`, `FAKE_CF_LOG`).
+fn log_lines(log: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_killed_workers_agents_and_their_children_are_gone_before_a_new_cli_resumes_the_session()
+{
+    let home = Home::new();
+    let log = home.dir.path().join("claude.jsonl");
+    let opts = WorkerOpts::fake_cli().env("FAKE_CLAUDE_LOG", log.to_str().unwrap());
+    let sup = Sup::start(&home, opts).await;
+    let s = sup.healthy().await;
+    let mut phone = sup.client().await;
+    // The agent starts children in its group, in a group and in a session of their
+    // own, and stays busy: it would run on after its worker, stdin closed or not.
+    phone
+        .send(json!({"type": "input", "data": "ORPHANS"}))
+        .await;
+    phone.until(|v| v["type"] == "agent_busy").await;
+    eventually("the agent's children started", || {
+        log_lines(&log).iter().any(|l| l["children"].is_array())
+    })
+    .await;
+    let old: Vec<u32> = log_lines(&log)
+        .iter()
+        .flat_map(|l| {
+            let children = l["children"].as_array().cloned().unwrap_or_default();
+            children.into_iter().chain([l["pid"].clone()])
+        })
+        .filter_map(|p| p.as_u64().map(|p| p as u32))
+        .collect();
+    assert_eq!(old.len(), 5, "{old:?}"); // the CLI's two lines, three children
+    let pid = worker_pid(&s);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    phone.closed().await;
+    sup.wait_for("a new healthy worker", |s| {
+        s["state"] == "healthy" && s["worker"]["pid"].as_u64() != Some(pid)
+    })
+    .await;
+    let mut phone = sup.client().await;
+    let frames = phone.turn("after the kill").await;
+    assert_eq!(common::streamed_text(&frames), "after the kill");
+    let starts: Vec<Value> = log_lines(&log)
+        .into_iter()
+        .filter(|l| l["args"].is_array())
+        .collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    let resumed = &starts[1];
+    assert!(
+        resumed["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--resume"),
+        "the new CLI resumes the session: {resumed}"
+    );
+    assert_eq!(
+        resumed["alive"],
+        json!([]),
+        "a new CLI resumed the session while the old one or its children still ran\nlog:\n{}",
+        sup.log_text()
+    );
+    for pid in old {
+        assert!(!alive(pid), "{pid} outlived its worker");
+    }
+}
+
+#[tokio::test]
+async fn after_the_supervisor_is_killed_the_next_start_leaves_exactly_one_cloudflared() {
+    let home = Home::new();
+    let log = home.dir.path().join("cloudflared.jsonl");
+    let opts = || {
+        WorkerOpts::fake_cli()
+            .env("CHROXY_CLOUDFLARED", fake_cloudflared_bin())
+            .env("FAKE_CF_LOG", log.to_str().unwrap())
+    };
+    let tunnel_up = |s: &Value| s["tunnel"]["state"] == "up";
+    let mut sup = Sup::start_args(&home, opts(), &["--tunnel", "quick"]).await;
+    sup.wait_for("the tunnel up", tunnel_up).await;
+    let first = log_lines(&log)[0]["pid"].as_u64().unwrap() as u32;
+    sup.signal(Signal::SIGKILL);
+    sup.exited().await;
+    assert!(
+        alive(first),
+        "cloudflared is its own process group: it runs on"
+    );
+
+    let sup = Sup::start_args(&home, opts(), &["--tunnel", "quick"]).await;
+    sup.wait_for("the tunnel up again", tunnel_up).await;
+    let runs: Vec<u32> = log_lines(&log)
+        .iter()
+        .filter_map(|l| l["pid"].as_u64().map(|p| p as u32))
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        !alive(first),
+        "the old tunnel still runs beside the new one"
+    );
+    assert!(alive(runs[1]));
 }

@@ -2,7 +2,9 @@
 //! release's binary on a fresh loopback port, health-gates it, then watches it:
 //! heartbeats (the watchdog), periodic probes, and the commands of the runner (drain,
 //! reconnect, kill). Whatever happens is reported back as a [`Report`]; the runner
-//! decides what it means. The process never outlives the task (`kill_on_drop`).
+//! decides what it means. The process never outlives the task (`kill_on_drop`), and
+//! nothing it started outlives its exit report: its agents resume their Claude Code
+//! sessions in the next worker, and two CLIs must never run one session.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -46,7 +48,13 @@ pub struct LaunchSpec {
     pub drain_idle: Duration,
     /// After that, how long until SIGTERM, then SIGKILL.
     pub stop_grace: Duration,
+    /// Names this supervisor among all processes (its pid and start time): worker `id`
+    /// is marked `<marks>-<id>` ([`process::WORKER_MARK`]).
+    pub marks: String,
 }
+
+/// How long the processes a dead worker left behind may take to die of SIGKILL.
+const LEFTOVER_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What the runner asks of a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +163,7 @@ pub fn launch(
     };
     let done = exited.clone();
     let reports = task.reports.clone();
+    let mark = task.mark();
     tokio::spawn(async move {
         // On its own task, so that even a panic in it ends in the `Exited` report the
         // runner waits for before it may stop (the process dies with the task).
@@ -164,6 +173,13 @@ pub fn launch(
                 status: format!("killed: the task watching it failed ({err})"),
             },
         };
+        // Its agents (own process groups) and their tools (own sessions) run on after a
+        // `kill -9` of the worker: they go before anyone may start its successor, which
+        // resumes their Claude Code sessions.
+        let left = process::kill_marked(&mark, LEFTOVER_PATIENCE).await;
+        if !left.is_empty() {
+            tracing::error!(?left, "processes of a stopped worker would not die");
+        }
         // Cancelled first: a successor that waits on us may start the moment the runner
         // sees this report.
         done.cancel();
@@ -202,6 +218,11 @@ enum Ending {
 }
 
 impl Task {
+    /// This worker's [`process::WORKER_MARK`].
+    fn mark(&self) -> String {
+        format!("{}-{}", self.spec.marks, self.id)
+    }
+
     fn report(&self, what: WorkerReport) {
         let _ = self.reports.send(Report { id: self.id, what });
     }
@@ -308,6 +329,7 @@ impl Task {
             .args(&self.spec.args)
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .env("CHROXY_TOKEN", self.spec.token.expose())
+            .env(process::WORKER_MARK, self.mark())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -190,7 +190,11 @@ impl Supervisor {
         // The tunnel points at the public port, so worker restarts never touch it; it
         // stops only after the workers have drained (its own token, cancelled last).
         let tunnel_stop = CancellationToken::new();
-        let tunnel = TunnelSlot::new(tunnel_stop.clone(), public_port);
+        let tunnel = TunnelSlot::new(
+            tunnel_stop.clone(),
+            public_port,
+            crate::tunnel::record_file(&opts.paths),
+        );
         let (machine, mut first) = Machine::start(opts.config.policy(), current, known_good);
         first.splice(0..0, plan.effects);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
@@ -206,6 +210,7 @@ impl Supervisor {
                 probe_interval: Duration::from_millis(opts.config.probe_interval_ms.max(100)),
                 drain_idle: Duration::from_millis(opts.config.drain_idle_ms),
                 stop_grace: Duration::from_millis(opts.config.stop_grace_ms),
+                marks: format!("{}-{}", std::process::id(), crate::protocol::now_ms()),
             },
             machine,
             releases,
@@ -305,15 +310,18 @@ struct TunnelSlot {
     /// Cancelled when the supervisor stops; each tunnel's own token is its child.
     stop: CancellationToken,
     public_port: u16,
+    /// Where the running cloudflared is recorded for the next supervisor's start.
+    record: PathBuf,
 }
 
 impl TunnelSlot {
-    fn new(stop: CancellationToken, public_port: u16) -> Self {
+    fn new(stop: CancellationToken, public_port: u16, record: PathBuf) -> Self {
         Self {
             current: None,
             changes: None,
             stop,
             public_port,
+            record,
         }
     }
 
@@ -328,6 +336,7 @@ impl TunnelSlot {
             return TunnelStatus::default();
         };
         spec.port = self.public_port;
+        spec.record = Some(self.record.clone());
         let stop = self.stop.child_token();
         let mut tunnel = crate::tunnel::Tunnel::start(spec, stop.clone());
         self.changes = tunnel.take_changes();
