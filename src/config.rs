@@ -106,6 +106,9 @@ pub struct SupervisorConfig {
     pub drain_idle_ms: u64,
     /// After the drain, how long a worker may take to exit before SIGTERM, then SIGKILL.
     pub stop_grace_ms: u64,
+    /// Releases kept in the store: the newest this many, plus current, known-good and
+    /// release 0; older ones are removed once a new release is promoted.
+    pub keep_releases: usize,
 }
 
 impl Default for SupervisorConfig {
@@ -123,6 +126,7 @@ impl Default for SupervisorConfig {
             heartbeat_misses: 3,
             drain_idle_ms: 30_000,
             stop_grace_ms: 5_000,
+            keep_releases: 5,
         }
     }
 }

@@ -46,6 +46,25 @@ pub enum WorkerEvent {
     },
     /// Drained: sessions saved, phones told; the process exits next.
     DrainDone,
+    /// Stopping on an error; the process exits next. Said so that the supervisor can
+    /// tell a person why (and whose fault it is), not only an exit status.
+    Fatal {
+        /// What kind of error.
+        cause: FatalCause,
+        /// The error, worded for a person (what failed, where, what to do); secret-free.
+        message: String,
+    },
+}
+
+/// What a [`WorkerEvent::Fatal`] error was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FatalCause {
+    /// The settings file is unreadable or invalid: a person must fix it, and no
+    /// release would do better, so it is no reason to roll one back.
+    Config,
+    /// Anything else.
+    Other,
 }
 
 /// Supervisor → worker.
@@ -113,6 +132,14 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<WorkerEvent>(&beat.to_line()).unwrap(),
             beat
+        );
+        let fatal = WorkerEvent::Fatal {
+            cause: FatalCause::Config,
+            message: "config.toml line 2: unknown field".into(),
+        };
+        assert_eq!(
+            serde_json::from_str::<WorkerEvent>(&fatal.to_line()).unwrap(),
+            fatal
         );
         // A worker of an older release: its refused client frames are no faults.
         let old = r#"{"type":"heartbeat","clients":1,"sessions":1,"busy":0,"protocol_errors":7}"#;

@@ -151,7 +151,15 @@ fn main() -> Result<()> {
         } => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run_worker(cli.home, paths, port, cwd, demo, supervised))
+            let result = runtime.block_on(run_worker(cli.home, paths, port, cwd, demo, supervised));
+            if let (true, Err(err)) = (supervised, &result) {
+                let cause = match err.downcast_ref::<chroxy::config::ConfigError>() {
+                    Some(_) => chroxy::control::FatalCause::Config,
+                    None => chroxy::control::FatalCause::Other,
+                };
+                chroxy::worker::say_fatal(cause, format!("{err:#}"));
+            }
+            result
         }
         Command::Start(args) => {
             init_logging();

@@ -985,3 +985,90 @@ async fn after_the_supervisor_is_killed_the_next_start_leaves_exactly_one_cloudf
     );
     assert!(alive(runs[1]));
 }
+
+#[tokio::test]
+async fn a_config_made_invalid_while_running_is_named_waited_out_and_picked_up_once_fixed() {
+    let home = Home::new();
+    let good = "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 300\ncrash_budget = 1\ncanary_window_ms = 600000\n";
+    home.config(good);
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    // A release on trial, which crashes would roll back.
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    let id = out.split_whitespace().nth(2).unwrap().to_owned();
+    sup.wait_for("the new release serving", |s| {
+        s["state"] == "healthy" && s["worker"]["release"] == id.as_str()
+    })
+    .await;
+    // A typo made while it runs, and a restart.
+    home.config(&format!("{good}bakcoff_floor_ms = 50\n"));
+    let (code, answer) = sup.post("restart", None, "").await;
+    assert_eq!(code, 200, "{answer}");
+    let failed = sup
+        .wait_for("failed, with the reason", |s| s["state"] == "failed")
+        .await;
+    let reason = failed["failedReason"].as_str().unwrap();
+    let file = home.chroxy().join("config/config.toml");
+    for part in [
+        file.to_str().unwrap(),
+        "line 6",
+        "bakcoff_floor_ms",
+        "fix the file",
+    ] {
+        assert!(reason.contains(part), "{part:?} missing from: {reason}");
+    }
+    assert!(!reason.contains("exit status 1"), "{reason}");
+    // Not the release's fault: nothing is counted against it, nothing rolled back.
+    assert_eq!(failed["releases"]["current"], id.as_str());
+    let kinds = events(&failed);
+    assert!(!kinds.iter().any(|(k, _)| k == "rollback"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|(k, _)| k == "config_invalid").count(),
+        1,
+        "{kinds:?}"
+    );
+    // Fixed: picked up by itself.
+    home.config(good);
+    let back = sup
+        .wait_for("healthy again", |s| s["state"] == "healthy")
+        .await;
+    assert_eq!(back["worker"]["release"], id.as_str());
+    assert_eq!(back["releases"]["current"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_promotion_prunes_all_but_the_newest_releases_current_known_good_and_zero() {
+    let home = Home::new();
+    home.config("[supervisor]\ncanary_window_ms = 300\nkeep_releases = 2\n");
+    // History: four older releases (never run here).
+    let old: Vec<String> = (0..4)
+        .map(|_| add_release(&home, bad_worker_bin()).id)
+        .collect();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    let id = out.split_whitespace().nth(2).unwrap().to_owned();
+    let promoted = sup
+        .wait_for("promotion, then the prune", |s| {
+            s["releases"]["knownGood"] == id.as_str()
+                && events(s).iter().any(|(k, _)| k == "releases_pruned")
+        })
+        .await;
+    let listed: Vec<&str> = promoted["releases"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["0", old[3].as_str(), id.as_str()], "{promoted:#}");
+    let releases_dir = chroxy::store::Paths::under(home.chroxy()).releases_dir();
+    for gone in &old[..3] {
+        assert!(!releases_dir.join(gone).exists(), "{gone} is still on disk");
+    }
+    let (_, list, _) = cli(&home, &["releases"]).await;
+    assert_eq!(list.lines().count(), 3, "{list}");
+    // The serving release is untouched: a phone still gets through.
+    sup.client().await;
+}

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::{self, GateFailure};
 use super::release::Releases;
-use crate::control::{to_line, SupervisorCommand, WorkerEvent};
+use crate::control::{to_line, FatalCause, SupervisorCommand, WorkerEvent};
 use crate::process;
 use crate::protocol::ShutdownReason;
 use crate::secrets::ApiToken;
@@ -55,6 +55,8 @@ pub struct LaunchSpec {
 
 /// How long the processes a dead worker left behind may take to die of SIGKILL.
 const LEFTOVER_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a dead worker's stdout is still read for its last words.
+const LAST_WORDS: Duration = Duration::from_secs(1);
 
 /// What the runner asks of a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +120,11 @@ pub enum WorkerReport {
     },
     /// It missed its heartbeats and was killed.
     Hung,
+    /// It stopped because the settings file is invalid (a person must fix it).
+    ConfigInvalid {
+        /// Its error: the file, the line, what to do.
+        message: String,
+    },
     /// It exited (reported last, once the process is reaped).
     Exited {
         /// "exit status 1", "killed by signal 9".
@@ -160,6 +167,7 @@ pub fn launch(
         reports,
         commands: rx,
         stdin: None,
+        last_words: None,
     };
     let done = exited.clone();
     let reports = task.reports.clone();
@@ -201,6 +209,8 @@ struct Task {
     /// Kept out of the `Child`: tokio closes a child's stdin when it is waited for,
     /// and a closed stdin tells the worker its supervisor is gone.
     stdin: Option<ChildStdin>,
+    /// The error it said it stops on (`fatal`), for its exit report.
+    last_words: Option<(FatalCause, String)>,
 }
 
 /// Why the watch loop ended, with the process still to be dealt with.
@@ -269,11 +279,18 @@ impl Task {
         let port = loop {
             tokio::select! {
                 status = child.wait() => {
-                    return WorkerReport::Exited { status: exit_text(status) };
+                    // Its last words may still be in the pipe.
+                    let rest = async {
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            self.hear(&line);
+                        }
+                    };
+                    let _ = tokio::time::timeout(LAST_WORDS, rest).await;
+                    return self.exited(exit_text(status));
                 }
                 line = lines.next_line() => match line {
                     Ok(Some(line)) => {
-                        if let Ok(WorkerEvent::Ready { port, pid }) = serde_json::from_str(&line) {
+                        if let Some(WorkerEvent::Ready { port, pid }) = self.hear(&line) {
                             self.report(WorkerReport::Started { pid, port });
                             break port;
                         }
@@ -281,7 +298,7 @@ impl Task {
                     // stdout closed before ready: it is exiting; the next turn reaps it.
                     Ok(None) | Err(_) => {
                         let status = child.wait().await;
-                        return WorkerReport::Exited { status: exit_text(status) };
+                        return self.exited(exit_text(status));
                     }
                 },
                 _ = sleep_until(deadline) => {
@@ -300,6 +317,33 @@ impl Task {
 
         let ending = self.watch(&mut child, &mut lines, port, deadline).await;
         self.finish(ending, &mut child, lines).await
+    }
+
+    /// A line of the control channel, read; last words are kept.
+    fn hear(&mut self, line: &str) -> Option<WorkerEvent> {
+        let event = serde_json::from_str::<WorkerEvent>(line)
+            .map_err(|err| tracing::debug!(%err, "ignoring a line from the worker"))
+            .ok()?;
+        if let WorkerEvent::Fatal { cause, message } = &event {
+            self.last_words = Some((*cause, message.clone()));
+        }
+        Some(event)
+    }
+
+    /// The exit report, with the worker's last words if it said any; an invalid
+    /// config is also reported as such, first.
+    fn exited(&mut self, status: String) -> WorkerReport {
+        let Some((cause, message)) = self.last_words.take() else {
+            return WorkerReport::Exited { status };
+        };
+        if cause == FatalCause::Config {
+            self.report(WorkerReport::ConfigInvalid {
+                message: message.clone(),
+            });
+        }
+        WorkerReport::Exited {
+            status: format!("{status}: {message}"),
+        }
     }
 
     /// The worker could not be started at all: the failure, then its (non-)exit.
@@ -356,14 +400,12 @@ impl Task {
             tokio::select! {
                 status = child.wait() => return Ending::Exited(exit_text(status)),
                 line = lines.next_line() => match line {
-                    Ok(Some(line)) => match serde_json::from_str::<WorkerEvent>(&line) {
-                        Ok(WorkerEvent::Heartbeat { clients, sessions, server_faults, .. }) => {
+                    Ok(Some(line)) => {
+                        if let Some(WorkerEvent::Heartbeat { clients, sessions, server_faults, .. }) = self.hear(&line) {
                             last_beat = Instant::now();
                             self.report(WorkerReport::Beat { clients, sessions, server_faults });
                         }
-                        Ok(_) => {}
-                        Err(err) => tracing::debug!(%err, "ignoring a line from the worker"),
-                    },
+                    }
                     Ok(None) | Err(_) => return Ending::Exited(exit_text(child.wait().await)),
                 },
                 result = async { check.as_mut().expect("guarded").await }, if check.is_some() => {
@@ -416,7 +458,7 @@ impl Task {
     ) -> WorkerReport {
         let mut stdin = self.stdin.take();
         let what = match ending {
-            Ending::Exited(status) => WorkerReport::Exited { status },
+            Ending::Exited(status) => self.exited(status),
             Ending::GateFailed(f) => {
                 let _ = process::kill_group(child).await;
                 WorkerReport::Unhealthy {

@@ -294,6 +294,26 @@ impl Releases {
         self.set_pointer("known_good", id)
     }
 
+    /// Removes old releases: all but the newest `keep`, `0` and those in `protect`
+    /// (current, known-good, any a worker runs). Each is first renamed away, so one
+    /// cut short is never seen as a damaged release (the next start removes what is
+    /// left of it). Returns the ids removed.
+    pub fn prune(&self, keep: usize, protect: &[&str]) -> Result<Vec<String>, ReleaseError> {
+        self.locked(|| {
+            let doomed = prune_plan(self.ids()?, keep, protect);
+            for id in &doomed {
+                let dir = self.dir.join(id);
+                let away = self.dir.join(format!("{PARTIAL}{id}"));
+                std::fs::rename(&dir, &away)
+                    .map_err(|e| StoreError::io("moving an old release out of", &dir, e))?;
+                std::fs::remove_dir_all(&away).map_err(|e| StoreError::io("removing", &away, e))?;
+                tracing::info!(release = %id, "old release removed");
+            }
+            sync_dir(&self.dir)?;
+            Ok(doomed)
+        })
+    }
+
     /// What the status page shows.
     pub fn status(&self) -> Result<ReleasesStatus, ReleaseError> {
         Ok(ReleasesStatus {
@@ -363,6 +383,20 @@ impl Releases {
             }
         }
     }
+}
+
+/// Which of `ids` a prune removes: all but the newest `keep` (by number), release 0
+/// and `protect`; oldest first.
+fn prune_plan(mut ids: Vec<String>, keep: usize, protect: &[&str]) -> Vec<String> {
+    ids.retain(|id| id != INSTALLED);
+    ids.sort_by_key(|id| std::cmp::Reverse(ordinal(id)));
+    let mut doomed: Vec<String> = ids
+        .into_iter()
+        .skip(keep)
+        .filter(|id| !protect.contains(&id.as_str()))
+        .collect();
+    doomed.reverse();
+    doomed
 }
 
 /// A release's number, for ordering ("0" first, then as added).
@@ -654,5 +688,38 @@ mod tests {
         assert!(damage.contains(&(intact.id.as_str(), None)));
         // Its number is never given out again.
         assert!(r.add(&new).unwrap().id.starts_with("10-"));
+    }
+
+    #[test]
+    fn a_prune_keeps_the_newest_release_zero_current_and_known_good() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = ids(&["0", "1-a", "2-b", "3-c", "4-d", "5-e", "6-f", "7-g"]);
+        assert_eq!(prune_plan(all.clone(), 5, &[]), ids(&["1-a", "2-b"]));
+        assert_eq!(prune_plan(all.clone(), 5, &["1-a", "0"]), ids(&["2-b"]));
+        assert_eq!(
+            prune_plan(all.clone(), 2, &["4-d"]),
+            ids(&["1-a", "2-b", "3-c", "5-e"])
+        );
+        assert_eq!(
+            prune_plan(all.clone(), 0, &["7-g"]).len(),
+            6,
+            "0 and 7-g stay"
+        );
+        assert!(prune_plan(all, 50, &[]).is_empty());
+
+        let (dir, r, installed) = store();
+        r.ensure_installed(&installed).unwrap();
+        let new = fake_chroxy(dir.path(), "new", "2.0.0");
+        let added: Vec<Manifest> = (0..4).map(|_| r.add(&new).unwrap()).collect();
+        r.set_known_good(&added[0].id).unwrap();
+        let removed = r.prune(1, &[added[0].id.as_str()]).unwrap();
+        assert_eq!(removed, [added[1].id.clone(), added[2].id.clone()]);
+        let left: Vec<String> = r.list().unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(
+            left,
+            ["0".to_owned(), added[0].id.clone(), added[3].id.clone()]
+        );
+        assert!(!r.dir.join(&added[1].id).exists());
+        r.verify(&added[3].id).unwrap();
     }
 }

@@ -228,6 +228,7 @@ impl Supervisor {
             exiting: false,
             tunnel,
             secrets: opts.secrets.clone(),
+            keep_releases: opts.config.keep_releases,
         };
         runner.switch_tunnel(opts.tunnel.clone()).await;
         let task = tokio::spawn(async move {
@@ -412,6 +413,8 @@ struct Runner {
     exiting: bool,
     tunnel: TunnelSlot,
     secrets: Option<crate::secrets::Secrets>,
+    /// `[supervisor] keep_releases`.
+    keep_releases: usize,
 }
 
 impl Runner {
@@ -555,6 +558,10 @@ impl Runner {
             WorkerReport::Hung => {
                 self.retire(&release, false);
                 self.step(Event::Hung { release }).await;
+            }
+            WorkerReport::ConfigInvalid { message } => {
+                self.retire(&release, false);
+                self.step(Event::ConfigInvalid { release, message }).await;
             }
             WorkerReport::Exited { status } => {
                 self.retire(&release, false);
@@ -709,6 +716,7 @@ impl Runner {
                 }
                 Effect::SetCurrent(id) => self.move_pointer(id, false).await,
                 Effect::SetKnownGood(id) => self.move_pointer(id, true).await,
+                Effect::PruneReleases => self.prune().await,
                 Effect::ArmTimer(at) => self.timer = Some(at),
                 Effect::Record { kind, message } => self.record(kind, message),
                 Effect::Exit => self.exiting = true,
@@ -774,7 +782,7 @@ impl Runner {
                 until.saturating_duration_since(Instant::now()).as_secs() + 1
             }
             // Nothing will change until a person acts; phones needn't hammer.
-            State::Failed { .. } => 30,
+            State::Failed { .. } | State::Misconfigured { .. } => 30,
             _ => 1,
         };
         self.route_tx.send_replace(Route {
@@ -806,6 +814,40 @@ impl Runner {
                 "store_error",
                 format!("cannot move a pointer to {id}: {err}"),
             ),
+        }
+    }
+
+    /// Removes old releases, never one a worker runs.
+    async fn prune(&mut self) {
+        let releases = self.releases.clone();
+        let keep = self.keep_releases;
+        let mut protect: Vec<String> = vec![
+            self.machine.current().to_owned(),
+            self.machine.known_good().to_owned(),
+        ];
+        protect.extend(self.workers.keys().cloned());
+        protect.extend(self.stopping.values().map(|l| l.release.clone()));
+        let result = tokio::task::spawn_blocking(move || {
+            let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
+            let removed = releases.prune(keep, &protect)?;
+            Ok::<_, ReleaseError>((removed, releases.status()?))
+        })
+        .await;
+        match result {
+            Ok(Ok((removed, listing))) => {
+                self.status_tx.send_modify(|s| s.releases = listing);
+                if !removed.is_empty() {
+                    let message = format!(
+                        "removed old releases {} (keeping the newest {keep}, current, known-good and 0)",
+                        removed.join(", ")
+                    );
+                    self.record("releases_pruned", message);
+                }
+            }
+            Ok(Err(err)) => {
+                self.record("store_error", format!("cannot remove old releases: {err}"))
+            }
+            Err(err) => self.record("store_error", format!("cannot remove old releases: {err}")),
         }
     }
 

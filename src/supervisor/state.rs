@@ -85,6 +85,13 @@ pub enum Event {
         /// Its release.
         release: String,
     },
+    /// A worker would not start because the settings file is invalid (it has exited).
+    ConfigInvalid {
+        /// Its release.
+        release: String,
+        /// Its error: the file, the line, what to do.
+        message: String,
+    },
     /// Server faults (never client mistakes) reported by the serving worker since its
     /// last heartbeat.
     ServerFaults {
@@ -137,6 +144,9 @@ pub enum Effect {
     SetCurrent(String),
     /// Move the store's `known_good` pointer.
     SetKnownGood(String),
+    /// Remove old releases from the store (a release was just promoted: the store
+    /// keeps the newest few, current, known-good and release 0).
+    PruneReleases,
     /// Fire `Timer` at this instant (replaces any earlier timer).
     ArmTimer(Instant),
     /// An entry for the status page's event list.
@@ -190,6 +200,17 @@ pub enum State {
         /// Why, for every view.
         reason: String,
     },
+    /// The settings file is invalid: no worker can start until a person fixes it. No
+    /// release is to blame, so nothing counts as a crash and nothing is rolled back;
+    /// the release is tried again now and then, so a fixed file is picked up by itself.
+    Misconfigured {
+        /// The release to start.
+        release: String,
+        /// Why, for every view: the worker's error, naming the file and line.
+        reason: String,
+        /// When to try again.
+        until: Instant,
+    },
     /// Draining and stopping; then `Exit`.
     Stopping,
 }
@@ -213,6 +234,9 @@ pub struct Machine {
     crashes: VecDeque<Instant>,
     attempt: u32,
     restarts: u32,
+    /// The last settings error recorded, so a retry that fails the same way adds no
+    /// event; cleared once a worker is healthy.
+    config_error: Option<String>,
 }
 
 impl Machine {
@@ -233,6 +257,7 @@ impl Machine {
             crashes: VecDeque::new(),
             attempt: 0,
             restarts: 0,
+            config_error: None,
         };
         (m, effects)
     }
@@ -248,7 +273,7 @@ impl Machine {
             State::Starting { name, .. } => *name,
             State::Serving { .. } | State::Deploying { .. } => StateName::Healthy,
             State::Backoff { .. } => StateName::Restarting,
-            State::Failed { .. } => StateName::Failed,
+            State::Failed { .. } | State::Misconfigured { .. } => StateName::Failed,
             State::Stopping => StateName::Draining,
         }
     }
@@ -273,7 +298,7 @@ impl Machine {
     /// Why it failed, while failed.
     pub fn failed_reason(&self) -> Option<&str> {
         match &self.state {
-            State::Failed { reason } => Some(reason),
+            State::Failed { reason } | State::Misconfigured { reason, .. } => Some(reason),
             _ => None,
         }
     }
@@ -328,7 +353,10 @@ impl Machine {
                             drain: true,
                         });
                     }
-                    State::Backoff { .. } | State::Failed { .. } | State::Stopping => {}
+                    State::Backoff { .. }
+                    | State::Failed { .. }
+                    | State::Misconfigured { .. }
+                    | State::Stopping => {}
                 }
                 fx.push(Effect::Exit);
                 (State::Stopping, fx)
@@ -336,6 +364,7 @@ impl Machine {
 
             // ---- starting -------------------------------------------------------------
             (State::Starting { release, .. }, E::Healthy { release: r }) if r == release => {
+                self.config_error = None;
                 let mut fx = vec![
                     Effect::Route {
                         release: release.clone(),
@@ -374,6 +403,13 @@ impl Machine {
                 let why = format!("release {release} exited while starting ({status})");
                 self.crashed(release, now, "worker_exited", why)
             }
+            (
+                State::Starting { release, .. },
+                E::ConfigInvalid {
+                    release: r,
+                    message,
+                },
+            ) if r == release => self.misconfigured(release, message, now),
 
             // ---- serving ----------------------------------------------------------------
             (
@@ -471,6 +507,7 @@ impl Machine {
                             "release {release} survived its canary window and is now known-good"
                         ),
                     },
+                    Effect::PruneReleases,
                 ];
                 self.known_good = release.clone();
                 (
@@ -600,6 +637,20 @@ impl Machine {
                     since,
                     candidate,
                 },
+                E::ConfigInvalid {
+                    release: r,
+                    message,
+                },
+            ) if r == candidate => {
+                let why = format!("cannot start: {message}");
+                candidate_failed(release, since, &candidate, "config_invalid", why)
+            }
+            (
+                State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                },
                 E::Exited { release: r, status },
             ) if r == candidate => {
                 let why = format!("exited before its health gate passed ({status})");
@@ -718,6 +769,24 @@ impl Machine {
                 (self.restarting_state(), fx)
             }
 
+            // ---- misconfigured: retried; a person's action is taken as from failed -------
+            (State::Misconfigured { release, until, .. }, E::Timer) if now >= until => {
+                let fx = vec![Effect::Spawn {
+                    release: release.clone(),
+                }];
+                (
+                    State::Starting {
+                        release,
+                        name: StateName::Restarting,
+                    },
+                    fx,
+                )
+            }
+            (
+                State::Misconfigured { reason, .. },
+                event @ (E::Restart | E::Rollback { .. } | E::Deploy { .. }),
+            ) => self.transition(State::Failed { reason }, event, now),
+
             // ---- failed: only a person gets it going again -------------------------------
             (State::Failed { .. }, E::Restart) => {
                 self.crashes.clear();
@@ -783,6 +852,38 @@ impl Machine {
             now,
             kind,
             format!("release {release} {what}"),
+        )
+    }
+
+    /// The settings file keeps `release` from starting: wait for a person to fix it,
+    /// trying again at the longest restart delay. Not a crash.
+    fn misconfigured(
+        &mut self,
+        release: String,
+        message: String,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        let until = now + self.policy.backoff_cap;
+        let reason = format!(
+            "release {release} cannot start: {message} (Chroxy tries again every {:?}, or at once on a restart)",
+            self.policy.backoff_cap
+        );
+        let mut fx = Vec::new();
+        if self.config_error.as_ref() != Some(&message) {
+            fx.push(Effect::Record {
+                kind: "config_invalid",
+                message: reason.clone(),
+            });
+            self.config_error = Some(message);
+        }
+        fx.push(Effect::ArmTimer(until));
+        (
+            State::Misconfigured {
+                release,
+                reason,
+                until,
+            },
+            fx,
         )
     }
 
@@ -1021,6 +1122,11 @@ mod tests {
         let fx = m.step(Event::Timer, t0 + 60 * S);
         assert!(fx.contains(&Effect::SetKnownGood("1-new".into())));
         assert_eq!(m.known_good(), "1-new");
+        assert_eq!(
+            fx.last(),
+            Some(&Effect::PruneReleases),
+            "old releases go once a new one is trusted"
+        );
     }
 
     #[test]
@@ -1400,5 +1506,72 @@ mod tests {
             "{:?}",
             plan.effects
         );
+    }
+
+    #[test]
+    fn an_invalid_config_is_waited_out_never_a_crash_nor_a_reason_to_roll_back() {
+        let (mut m, t0) = machine();
+        let invalid = |r: &str| Event::ConfigInvalid {
+            release: r.into(),
+            message: "config.toml line 4: unknown field `bakcoff_ms`; fix the file".into(),
+        };
+        let cap = Policy::default().backoff_cap;
+        let mut now = t0;
+        let mut recorded = 0;
+        // Far more failures than the crash budget allows.
+        for _ in 0..20 {
+            let fx = m.step(invalid("1-new"), now);
+            assert_eq!(m.state_name(), StateName::Failed);
+            assert!(m.failed_reason().unwrap().contains("line 4"), "{m:?}");
+            assert!(spawns(&fx).is_empty());
+            assert!(
+                !fx.iter().any(|e| matches!(e, Effect::SetCurrent(_))),
+                "{fx:?}"
+            );
+            assert!(fx.contains(&Effect::ArmTimer(now + cap)));
+            recorded += fx
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::Record {
+                            kind: "config_invalid",
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(
+                m.step(Event::Timer, now + cap / 2),
+                vec![],
+                "not before its time"
+            );
+            now += cap;
+            assert_eq!(spawns(&m.step(Event::Timer, now)), ["1-new"], "tried again");
+        }
+        assert_eq!(recorded, 1, "the same error is recorded once");
+        assert_eq!((m.current(), m.known_good()), ("1-new", "0-good"));
+        // Fixed: it serves, and a crash later is counted from zero.
+        m.step(healthy("1-new"), now);
+        assert_eq!(m.state_name(), StateName::Healthy);
+        m.step(invalid("1-new"), now); // a late report changes nothing
+        assert_eq!(m.state_name(), StateName::Healthy);
+        // A person need not wait: a restart tries at once.
+        m.step(Event::Restart, now);
+        m.step(invalid("1-new"), now);
+        assert_eq!(spawns(&m.step(Event::Restart, now)), ["1-new"]);
+        // A deploy's candidate that cannot read the config changes nothing.
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        m.step(healthy("0-good"), t0);
+        m.step(
+            Event::Deploy {
+                release: "2-next".into(),
+            },
+            t0,
+        );
+        let fx = m.step(invalid("2-next"), t0);
+        assert!(spawns(&fx).is_empty());
+        assert_eq!(m.state_name(), StateName::Healthy);
+        assert_eq!(m.current(), "0-good");
     }
 }

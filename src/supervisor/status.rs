@@ -18,7 +18,9 @@ pub enum StateName {
     Draining,
     /// Switching back to the known-good release.
     RollingBack,
-    /// Gave up; `failed_reason` says why. Nothing is retried until a human acts.
+    /// Gave up, or cannot go on without a person; `failed_reason` says why. Nothing is
+    /// retried until a human acts, except a start an invalid config stopped (retried
+    /// now and then, so the fixed file is picked up by itself).
     Failed,
 }
 
@@ -119,7 +121,8 @@ pub struct StatusEvent {
     /// Milliseconds since the epoch.
     pub at: u64,
     /// `worker_started`, `worker_exited`, `health_failed`, `rollback`, `deployed`,
-    /// `promoted`, `failed`, `restart_requested`, `reconnect`, `tunnel`, …
+    /// `promoted`, `failed`, `restart_requested`, `reconnect`, `tunnel`,
+    /// `release_damaged`, `config_invalid`, `releases_pruned`, …
     pub kind: String,
     /// Human-readable, secret-free detail (exit status, failing health step, reason).
     pub message: String,

@@ -10,7 +10,7 @@ mod routes;
 mod supervised;
 
 pub use auth::{AuthLimiter, Verdict};
-pub use supervised::{count_panics, follow_supervisor};
+pub use supervised::{count_panics, follow_supervisor, say_fatal};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,7 +10,7 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerSignals;
-use crate::control::{to_line, SupervisorCommand, WorkerEvent};
+use crate::control::{to_line, FatalCause, SupervisorCommand, WorkerEvent};
 use crate::protocol::ShutdownReason;
 use crate::session::Hub;
 
@@ -27,6 +27,15 @@ pub fn count_panics(signals: &WorkerSignals) {
         signals.count_server_fault();
         report(info);
     }));
+}
+
+/// Tells the supervisor, on stdout, the error this worker stops on (its last words),
+/// before it exits: otherwise all it learns is an exit status.
+pub fn say_fatal(cause: FatalCause, message: String) {
+    use std::io::Write;
+    let line = WorkerEvent::Fatal { cause, message }.to_line();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Serves the control channel until the worker stops (`stop` cancelled) — by a `drain`
