@@ -819,6 +819,8 @@ impl Runner {
 
     /// Removes old releases, never one a worker runs.
     async fn prune(&mut self) {
+        // What led here (a promotion) is shown first, not after the disk work.
+        self.publish();
         let releases = self.releases.clone();
         let keep = self.keep_releases;
         let mut protect: Vec<String> = vec![
