@@ -134,18 +134,21 @@ impl Supervisor {
             store.ensure_installed(&installed)?;
             let (current, known_good) = (store.current()?, store.known_good()?);
             let listing = store.status()?;
-            // Every release listed is checked cheaply; the ones start-up may run, fully.
+            // Every release listed is checked cheaply; the one start-up will run, fully
+            // (its checksum): current, else known-good, else 0.
             let mut damaged: BTreeMap<String, String> = listing
                 .list
                 .iter()
                 .filter_map(|r| Some((r.id.clone(), r.damaged.clone()?)))
                 .collect();
             for id in [&current, &known_good, INSTALLED] {
-                if !damaged.contains_key(id) {
-                    if let Err(err) = store.verify(id) {
-                        damaged.insert(id.to_owned(), err.to_string());
-                    }
+                if damaged.contains_key(id) {
+                    continue;
                 }
+                match store.verify(id) {
+                    Ok(_) => break,
+                    Err(err) => damaged.insert(id.to_owned(), err.to_string()),
+                };
             }
             let plan = state::start_plan(&current, &known_good, &damaged);
             Ok::<_, ReleaseError>((plan, listing))
