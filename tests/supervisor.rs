@@ -1072,3 +1072,54 @@ async fn a_promotion_prunes_all_but_the_newest_releases_current_known_good_and_z
     // The serving release is untouched: a phone still gets through.
     sup.client().await;
 }
+
+/// Living processes running exactly `args` whose environment holds `HOME=home`.
+fn processes_running(args: &[&str], home: &std::path::Path) -> Vec<u32> {
+    let home_var = format!("HOME={}", home.display()).into_bytes();
+    let wanted: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv: Vec<&[u8]> = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .collect();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            argv == wanted && env.split(|&b| b == 0).any(|v| v == home_var)
+        })
+        .filter(|&pid| alive(pid))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_real_clis_bash_commands_die_with_their_killed_worker() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    let s = sup.healthy().await;
+    let mut phone = sup.client().await;
+    // Claude Code runs each Bash command in a session of its own (detached); `sleep`
+    // is one it runs without asking.
+    phone
+        .send(json!({"type": "input", "data": "PLEASE_BASH sleep 987"}))
+        .await;
+    phone.until(|v| v["type"] == "tool_start").await;
+    let mut tool = Vec::new();
+    eventually("the Bash command running", || {
+        tool = processes_running(&["sleep", "987"], &home.user_home());
+        !tool.is_empty()
+    })
+    .await;
+    let pid = worker_pid(&s);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    sup.wait_for("a new healthy worker", |s| {
+        s["state"] == "healthy" && s["worker"]["pid"].as_u64() != Some(pid)
+    })
+    .await;
+    for pid in tool {
+        assert!(!alive(pid), "the Bash command {pid} outlived its worker");
+    }
+}
