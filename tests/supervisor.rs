@@ -908,6 +908,17 @@ async fn a_killed_workers_agents_and_their_children_are_gone_before_a_new_cli_re
         log_lines(&log).iter().any(|l| l["children"].is_array())
     })
     .await;
+    // Its Claude Code session is on disk, for the next worker to resume.
+    let session = log_lines(&log)
+        .iter()
+        .find_map(|l| l["session"].as_str().map(str::to_owned))
+        .unwrap();
+    eventually("the agent's session saved", || {
+        files_under(&home.sessions_dir())
+            .iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&session)))
+    })
+    .await;
     let old: Vec<u32> = log_lines(&log)
         .iter()
         .flat_map(|l| {
@@ -933,12 +944,10 @@ async fn a_killed_workers_agents_and_their_children_are_gone_before_a_new_cli_re
         .collect();
     assert_eq!(starts.len(), 2, "{starts:?}");
     let resumed = &starts[1];
+    let args = resumed["args"].as_array().unwrap();
     assert!(
-        resumed["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a == "--resume"),
+        args.windows(2)
+            .any(|w| w[0] == "--resume" && w[1] == session.as_str()),
         "the new CLI resumes the session: {resumed}"
     );
     assert_eq!(
