@@ -92,7 +92,8 @@ pub struct SupervisorConfig {
     pub crash_window_ms: u64,
     /// A new release is watched this long before it becomes known-good.
     pub canary_window_ms: u64,
-    /// More protocol errors than this within the canary window roll back.
+    /// More server faults (never a client's mistakes) than this within the canary
+    /// window roll back.
     pub canary_error_limit: u64,
     /// How often the serving worker is health-probed (a failed probe in the canary
     /// window rolls back; later it counts as a crash).
@@ -114,6 +115,9 @@ pub struct SupervisorConfig {
     /// Of those, connections that have not authenticated yet; past it the oldest of the
     /// busiest address is closed to make room for a newcomer.
     pub max_unauthenticated: usize,
+    /// Releases kept in the store: the newest this many, plus current, known-good and
+    /// release 0; older ones are removed once a new release is promoted.
+    pub keep_releases: usize,
 }
 
 impl Default for SupervisorConfig {
@@ -134,6 +138,7 @@ impl Default for SupervisorConfig {
             failed_retry_ms: 300_000,
             max_connections: 1024,
             max_unauthenticated: 128,
+            keep_releases: 5,
         }
     }
 }

@@ -32,11 +32,40 @@ pub enum WorkerEvent {
         sessions: u32,
         /// Sessions with a turn running.
         busy: u32,
-        /// Frames refused since the previous heartbeat.
+        /// Server faults since the previous heartbeat: what the worker itself got wrong
+        /// (a panicked task, …), never what a client sent wrong — a newer client or a
+        /// hostile one must not be able to veto a release. Absent from workers older
+        /// than the field: none counted.
+        #[serde(default)]
+        server_faults: u64,
+        /// The same count under the field's old name, which supervisors older than
+        /// `server_faults` require (without it they take no heartbeat and kill the
+        /// worker as hung). Newer supervisors ignore it: older workers counted refused
+        /// client frames here.
+        #[serde(default)]
         protocol_errors: u64,
     },
     /// Drained: sessions saved, phones told; the process exits next.
     DrainDone,
+    /// Stopping on an error; the process exits next. Said so that the supervisor can
+    /// tell a person why (and whose fault it is), not only an exit status.
+    Fatal {
+        /// What kind of error.
+        cause: FatalCause,
+        /// The error, worded for a person (what failed, where, what to do); secret-free.
+        message: String,
+    },
+}
+
+/// What a [`WorkerEvent::Fatal`] error was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FatalCause {
+    /// The settings file is unreadable or invalid: a person must fix it, and no
+    /// release would do better, so it is no reason to roll one back.
+    Config,
+    /// Anything else.
+    Other,
 }
 
 /// Supervisor → worker.
@@ -112,12 +141,30 @@ mod tests {
             clients: 2,
             sessions: 1,
             busy: 0,
+            server_faults: 3,
             protocol_errors: 3,
         };
         assert_eq!(
             serde_json::from_str::<WorkerEvent>(&beat.to_line()).unwrap(),
             beat
         );
+        let fatal = WorkerEvent::Fatal {
+            cause: FatalCause::Config,
+            message: "config.toml line 2: unknown field".into(),
+        };
+        assert_eq!(
+            serde_json::from_str::<WorkerEvent>(&fatal.to_line()).unwrap(),
+            fatal
+        );
+        // A worker of an older release: its refused client frames are no faults.
+        let old = r#"{"type":"heartbeat","clients":1,"sessions":1,"busy":0,"protocol_errors":7}"#;
+        assert!(matches!(
+            serde_json::from_str::<WorkerEvent>(old).unwrap(),
+            WorkerEvent::Heartbeat {
+                server_faults: 0,
+                ..
+            }
+        ));
         assert_eq!(
             serde_json::from_str::<SupervisorCommand>(r#"{"type":"reconnect","restartEtaMs":5}"#)
                 .ok(),

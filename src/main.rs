@@ -173,7 +173,15 @@ fn main() -> Result<()> {
         } => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run_worker(cli.home, paths, port, cwd, demo, supervised))
+            let result = runtime.block_on(run_worker(cli.home, paths, port, cwd, demo, supervised));
+            if let (true, Err(err)) = (supervised, &result) {
+                let cause = match err.downcast_ref::<chroxy::config::ConfigError>() {
+                    Some(_) => chroxy::control::FatalCause::Config,
+                    None => chroxy::control::FatalCause::Other,
+                };
+                chroxy::worker::say_fatal(cause, format!("{err:#}"));
+            }
+            result
         }
         Command::Start(args) => {
             init_logging();
@@ -528,6 +536,10 @@ fn list_releases(paths: &Paths) -> Result<()> {
         if status.known_good.as_deref() == Some(r.id.as_str()) {
             marks.push("known-good");
         }
+        if let Some(why) = &r.damaged {
+            println!("{:<12} DAMAGED: {why}  {}", r.id, marks.join(", "));
+            continue;
+        }
         println!(
             "{:<12} chroxy {:<10} {:<14} sha256 {}  {}",
             r.id,
@@ -681,6 +693,7 @@ async fn run_worker(
 
     let signals = WorkerSignals::default();
     let control = supervised.then(|| {
+        chroxy::worker::count_panics(&signals);
         tokio::spawn(chroxy::worker::follow_supervisor(
             tokio::io::stdin(),
             tokio::io::stdout(),

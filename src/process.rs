@@ -1,6 +1,8 @@
-//! Owning child processes: every child Chroxy starts (agents, workers; cloudflared
-//! later) runs in its own process group, dies with its owner
-//! (`kill_on_drop`), and is stopped in two steps so it can finish writing first.
+//! Owning child processes: every child Chroxy starts (agents, workers, cloudflared)
+//! runs in its own process group, dies with its owner (`kill_on_drop`), and is stopped
+//! in two steps so it can finish writing first. What a worker started outlives a
+//! `kill -9` of the worker itself, so a worker's whole process tree carries a mark
+//! ([`WORKER_MARK`]) by which its supervisor finds and ends it ([`kill_marked`]).
 
 use std::io;
 use std::process::ExitStatus;
@@ -45,6 +47,81 @@ pub async fn kill_group(child: &mut Child) -> io::Result<ExitStatus> {
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
     child.wait().await
+}
+
+/// In a worker's environment, and so in the start environment of everything it starts:
+/// its agents and their tools, whatever group or session they move to (Claude Code runs
+/// each Bash command in a session of its own) and wherever they are re-parented when
+/// their parent dies. The value names one worker of one supervisor, so no other process
+/// matches it, whatever pids are reused. (Not `CHROXY_*`: agents inherit none of those.)
+pub const WORKER_MARK: &str = "UNDER_CHROXY_WORKER";
+
+/// SIGKILLs every process whose start environment holds [`WORKER_MARK`]`=mark`, again
+/// until none is left alive (a dying shell may still fork), for at most `patience`.
+/// Returns the pids still alive then. Processes of other users cannot be read and are
+/// never touched; a process that cleared its environment is not found. Linux only
+/// (elsewhere there is no `/proc` to search, and nothing is done).
+pub async fn kill_marked(mark: &str, patience: Duration) -> Vec<u32> {
+    let entry = format!("{WORKER_MARK}={mark}").into_bytes();
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let wanted = entry.clone();
+        let alive = tokio::task::spawn_blocking(move || marked(&wanted))
+            .await
+            .unwrap_or_default();
+        if alive.is_empty() || tokio::time::Instant::now() >= deadline {
+            return alive;
+        }
+        for &pid in &alive {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Living (not zombie) processes whose start environment holds `entry`, except this one.
+#[cfg(target_os = "linux")]
+fn marked(entry: &[u8]) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == entry))
+        })
+        .filter(|&pid| stat_of(pid).is_some_and(|s| s.state != 'Z'))
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn marked(_entry: &[u8]) -> Vec<u32> {
+    Vec::new()
+}
+
+/// What `/proc/<pid>/stat` says of a process (Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `R`, `S`, `D`, `Z` (zombie: dead, not yet reaped), …
+    pub state: char,
+    /// When it started, in clock ticks since boot: with the pid, names one process
+    /// for the machine's uptime (pids are reused, this pair is not).
+    pub start_ticks: u64,
+}
+
+/// The stat of `pid`, if it exists (Linux; `None` elsewhere).
+pub fn stat_of(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        // Field 22 of the whole line, the 20th after the command.
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
 }
 
 /// The first line `<binary> --version` prints, if it answers within `timeout`
@@ -99,5 +176,33 @@ pub fn describe(status: &ExitStatus) -> String {
     match status.code() {
         Some(code) => format!("exit status {code}"),
         None => "unknown exit status".to_owned(),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_process_with_the_mark_is_killed_and_no_other() {
+        let spawn = |mark: &str| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("600").env(WORKER_MARK, mark);
+            own(&mut cmd);
+            cmd.spawn().unwrap()
+        };
+        let mut ours = spawn("test-a");
+        let mut other = spawn("test-b");
+        let before = stat_of(ours.id().unwrap()).unwrap();
+        assert_ne!(before.state, 'Z');
+        assert!(before.start_ticks > 0);
+        let left = kill_marked("test-a", Duration::from_secs(5)).await;
+        assert!(left.is_empty(), "{left:?}");
+        assert!(ours.wait().await.unwrap().to_string().contains("signal: 9"));
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "another mark is untouched"
+        );
+        kill_group(&mut other).await.unwrap();
     }
 }

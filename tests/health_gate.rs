@@ -19,6 +19,7 @@ use common::*;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Far above what a healthy local worker needs; a failing step must not need it.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -85,19 +86,35 @@ impl Supervised {
             .unwrap_or_else(|e| panic!("not a control-channel event ({e}): {line}"))
     }
 
-    /// Reads heartbeats until their `protocol_errors` add up to at least `at_least`;
+    /// Reads heartbeats until their `server_faults` add up to at least `at_least`;
     /// returns the sum (everything counted since the worker started).
-    async fn protocol_errors_reach(&mut self, at_least: u64) -> u64 {
+    async fn server_faults_reach(&mut self, at_least: u64) -> u64 {
         let mut total = 0;
         while total < at_least {
-            if let WorkerEvent::Heartbeat {
-                protocol_errors, ..
-            } = self.event().await
-            {
-                total += protocol_errors;
+            if let WorkerEvent::Heartbeat { server_faults, .. } = self.event().await {
+                total += server_faults;
             }
         }
         total
+    }
+
+    /// Reads heartbeats up to the first that reports `clients` phones; returns the
+    /// `server_faults` they add up to.
+    async fn server_faults_until_clients(&mut self, clients: u32) -> u64 {
+        let mut total = 0;
+        loop {
+            if let WorkerEvent::Heartbeat {
+                server_faults,
+                clients: now,
+                ..
+            } = self.event().await
+            {
+                total += server_faults;
+                if now == clients {
+                    return total;
+                }
+            }
+        }
     }
 
     async fn command(&mut self, cmd: &SupervisorCommand) {
@@ -155,7 +172,7 @@ async fn failure(port: u16, token: &ApiToken, deadline: Duration) -> GateFailure
 }
 
 #[tokio::test]
-async fn a_healthy_worker_passes_and_probing_it_leaves_no_protocol_errors() {
+async fn a_healthy_worker_passes_and_neither_probes_nor_client_mistakes_count_as_faults() {
     let home = Home::new();
     home.config("[worker]\nheartbeat_ms = 50\n");
     let mut w = chroxy_worker(&home).await;
@@ -165,16 +182,28 @@ async fn a_healthy_worker_passes_and_probing_it_leaves_no_protocol_errors() {
             .await
             .unwrap_or_else(|f| panic!("{f}; log:\n{}", w.log_text()));
     }
-    // The canary counts protocol errors: the probes must add none. A phone refused
-    // seven times afterwards must account for every error the heartbeats ever report.
+    // The canary counts server faults: neither the probes nor a phone's mistakes (a
+    // type this release does not know, a frame that is not JSON, a missing field, a
+    // wrong token) are the release's fault.
     let mut phone = Client::connect(w.port).await;
     assert_eq!(phone.auth(TOKEN).await["type"], "auth_ok");
-    for _ in 0..7 {
-        phone.send(json!({"type": "no_such_type"})).await;
+    // From a heartbeat that saw the phone to one that saw it gone, every mistake it
+    // makes in between is covered.
+    w.server_faults_until_clients(1).await;
+    for (frame, code) in [
+        (json!({"type": "no_such_type"}).to_string(), "UNKNOWN_TYPE"),
+        ("not json".to_owned(), "INVALID_MESSAGE"),
+        (json!({"type": "input"}).to_string(), "INVALID_MESSAGE"),
+    ] {
+        phone.send_raw(Message::text(frame)).await;
         let answer = phone.until_type("error").await;
-        assert_eq!(answer["code"], "UNKNOWN_TYPE", "{answer}");
+        assert_eq!(answer["code"], code, "{answer}");
     }
-    assert_eq!(w.protocol_errors_reach(7).await, 7);
+    let mut wrong = Client::connect(w.port).await;
+    assert_eq!(wrong.auth("wrong-token").await["type"], "auth_fail");
+    phone.ws.close(None).await.unwrap();
+    let faults = w.server_faults_until_clients(0).await;
+    assert_eq!(faults, 0, "log:\n{}", w.log_text());
 }
 
 #[tokio::test]
@@ -253,7 +282,7 @@ async fn a_release_that_never_answers_ping_fails_at_ping_when_the_deadline_expir
 }
 
 #[tokio::test]
-async fn a_release_that_errors_on_everything_else_passes_and_its_heartbeats_count_the_errors() {
+async fn a_release_that_errors_on_valid_requests_passes_and_its_heartbeats_count_the_faults() {
     let home = Home::new();
     let (mut cmd, log) = bad_command(&home, "errors");
     cmd.env("CHROXY_BAD_HEARTBEAT_MS", "50");
@@ -267,7 +296,7 @@ async fn a_release_that_errors_on_everything_else_passes_and_its_heartbeats_coun
             .await;
         assert_eq!(phone.recv().await["type"], "error");
     }
-    assert_eq!(w.protocol_errors_reach(3).await, 3);
+    assert_eq!(w.server_faults_reach(3).await, 3);
     // It drains like a worker.
     w.command(&SupervisorCommand::Drain {
         reason: ShutdownReason::Restart,

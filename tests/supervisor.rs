@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::supervisor::{
-    alive, bad_worker_bin, chroxy_bin, cli, cpu_ticks, events, files_under, http, Sup,
+    alive, bad_worker_bin, chroxy_bin, cli, cpu_ticks, events, fake_cloudflared_bin, files_under,
+    http, Sup,
 };
 use common::{children_of, eventually, streamed_text, Client, Home, Model, WorkerOpts, TOKEN};
 use nix::sys::signal::Signal;
@@ -146,7 +147,7 @@ async fn a_release_that_never_answers_ping_is_never_promoted() {
 }
 
 #[tokio::test]
-async fn a_release_that_answers_everything_with_errors_is_rolled_back_within_its_canary_window() {
+async fn a_release_that_fails_valid_requests_is_rolled_back_within_its_canary_window() {
     let home = Home::new();
     home.config("[supervisor]\ncanary_window_ms = 60000\ncanary_error_limit = 10\n");
     let sup = Sup::start(
@@ -176,7 +177,8 @@ async fn a_release_that_answers_everything_with_errors_is_rolled_back_within_its
             .any(|l| l.starts_with("canary:") && l.contains(&id) && l.contains("0 of 10 errors")),
         "{text}"
     );
-    // A phone uses it; every message is answered with an error, counted as they come.
+    // A phone uses it; every valid request is answered with an error: a server fault,
+    // counted as they come.
     let mut phone = Client::connect(sup.public).await;
     assert_eq!(phone.auth(TOKEN).await["type"], "auth_ok");
     let mut ask = async |i: usize| {
@@ -213,7 +215,7 @@ async fn a_release_that_answers_everything_with_errors_is_rolled_back_within_its
         .into_iter()
         .find(|(k, _)| k == "rollback")
         .expect("a rollback event");
-    assert!(rollback.1.contains("protocol errors"), "{rollback:?}");
+    assert!(rollback.1.contains("server faults"), "{rollback:?}");
 }
 
 #[tokio::test]
@@ -641,4 +643,492 @@ async fn status_of_a_home_where_nothing_runs_says_so() {
     let (_, out, _) = cli(&home, &["status", "--json"]).await;
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["state"], "stopped");
+}
+
+/// Adds `binary` to the store of `home` while nothing runs; returns its manifest.
+fn add_release(home: &Home, binary: &str) -> chroxy::supervisor::release::Manifest {
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    releases
+        .ensure_installed(std::path::Path::new(chroxy_bin()))
+        .unwrap();
+    releases.add(std::path::Path::new(binary)).unwrap()
+}
+
+/// Replaces a release's binary by a longer copy (a running one's file cannot be written
+/// to): it no longer matches its manifest's checksum.
+fn tamper(binary: &std::path::Path) {
+    let mut bytes = std::fs::read(binary).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    let copy = binary.with_extension("tampered");
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::rename(&copy, binary).unwrap();
+}
+
+fn damaged_of<'a>(status: &'a Value, id: &str) -> Option<&'a str> {
+    status["releases"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r["damaged"].as_str())
+}
+
+#[tokio::test]
+async fn damaged_old_releases_are_reported_and_never_stop_the_supervisor() {
+    let home = Home::new();
+    let garbled = add_release(&home, chroxy_bin());
+    let stripped = add_release(&home, chroxy_bin());
+    let manifest = garbled.binary.parent().unwrap().join("manifest.json");
+    std::fs::write(&manifest, b"{\"id\": \"half a manif").unwrap();
+    std::fs::remove_file(&stripped.binary).unwrap();
+
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let s = sup.healthy().await;
+    assert_eq!(s["worker"]["release"], "0");
+    for (id, what) in [(&garbled.id, "manifest"), (&stripped.id, "binary")] {
+        let why = damaged_of(&s, id).unwrap_or_else(|| panic!("{id} not marked damaged: {s:#}"));
+        assert!(why.contains(what) && why.contains(id.as_str()), "{why}");
+        assert!(
+            events(&s)
+                .iter()
+                .any(|(k, m)| k == "release_damaged" && m.contains(id.as_str())),
+            "{:?}",
+            events(&s)
+        );
+    }
+    assert!(damaged_of(&s, "0").is_none());
+    let (ok, list, err) = cli(&home, &["releases"]).await;
+    assert!(ok.success(), "{err}");
+    for id in [&garbled.id, &stripped.id] {
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with(id.as_str()) && l.contains("DAMAGED")),
+            "{list}"
+        );
+    }
+    // A rollback to one is refused before anything stops.
+    let (ok, _, err) = cli(&home, &["rollback", "--to", &garbled.id]).await;
+    assert!(!ok.success());
+    assert!(
+        err.contains(&garbled.id) && err.contains("damaged"),
+        "{err}"
+    );
+    assert_eq!(sup.status().await["worker"]["pid"], s["worker"]["pid"]);
+}
+
+#[tokio::test]
+async fn a_damaged_current_release_falls_back_to_known_good_then_to_release_zero() {
+    let home = Home::new();
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    let good = add_release(&home, chroxy_bin());
+    let new = add_release(&home, chroxy_bin());
+    releases.set_known_good(&good.id).unwrap();
+    releases.set_current(&new.id).unwrap();
+    tamper(&new.binary);
+
+    let mut sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let s = sup.healthy().await;
+    assert_eq!(s["worker"]["release"], good.id.as_str(), "{s:#}");
+    assert_eq!(s["releases"]["current"], good.id.as_str());
+    assert!(damaged_of(&s, &new.id).is_some(), "{s:#}");
+    assert!(
+        events(&s).iter().any(|(k, m)| k == "rollback"
+            && m.contains(&format!("{} is damaged", new.id))
+            && m.contains(&good.id)),
+        "{:?}",
+        events(&s)
+    );
+    sup.signal(Signal::SIGTERM);
+    sup.exited().await;
+
+    // Known-good damaged as well (its manifest gone): release 0, both pointers there.
+    std::fs::write(paths.releases_dir().join("current"), &new.id).unwrap();
+    std::fs::remove_file(good.binary.parent().unwrap().join("manifest.json")).unwrap();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let s = sup.healthy().await;
+    assert_eq!(s["worker"]["release"], "0", "{s:#}");
+    assert_eq!(s["releases"]["current"], "0");
+    assert_eq!(s["releases"]["knownGood"], "0");
+    let why = damaged_of(&s, &good.id).expect("known-good marked damaged");
+    assert!(why.contains("no manifest"), "{why}");
+    assert!(
+        events(&s)
+            .iter()
+            .any(|(k, m)| k == "rollback" && m.contains("starting release 0")),
+        "{:?}",
+        events(&s)
+    );
+}
+
+#[tokio::test]
+async fn in_failed_one_sigterm_stops_the_supervisor_at_once_and_in_order() {
+    let home = Home::new();
+    home.config(
+        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
+    );
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    let good = add_release(&home, bad_worker_bin());
+    let new = add_release(&home, bad_worker_bin());
+    releases.set_known_good(&good.id).unwrap();
+    releases.set_current(&new.id).unwrap();
+    let mut sup = Sup::start(
+        &home,
+        WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", "errors"),
+    )
+    .await;
+    let s = sup.healthy().await;
+    // Both releases are damaged on disk while one serves; then its worker dies: every
+    // start fails its checksum, the supervisor rolls back, then gives up.
+    tamper(&new.binary);
+    tamper(&good.binary);
+    let pid = worker_pid(&s) as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let failed = sup.wait_for("failed", |s| s["state"] == "failed").await;
+    assert!(
+        failed["failedReason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum"),
+        "{failed:#}"
+    );
+
+    let asked = std::time::Instant::now();
+    sup.signal(Signal::SIGTERM);
+    let exit = sup.exited().await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "one SIGTERM took {took:?} to stop it"
+    );
+    assert_eq!(exit.code(), Some(0), "log:\n{}", sup.log_text());
+    let log = sup.log_text();
+    let (stopping, stopped) = (log.find("stopping:"), log.rfind("supervisor stopped"));
+    assert!(
+        stopping.is_some() && stopped > stopping,
+        "an orderly stop, in order; log:\n{log}"
+    );
+    assert!(
+        chroxy::supervisor::instance::running(&paths).is_none(),
+        "the instance is released"
+    );
+}
+
+#[tokio::test]
+async fn a_client_sending_a_thousand_bad_frames_during_the_canary_window_vetoes_nothing() {
+    let home = Home::new();
+    home.config("[supervisor]\ncanary_window_ms = 8000\ncanary_error_limit = 10\n");
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    let id = out.split_whitespace().nth(2).unwrap().to_owned();
+    sup.wait_for("the new release on trial", |s| {
+        s["canary"]["release"] == id.as_str()
+    })
+    .await;
+    // A newer client (types this release does not know) or a hostile one: its frames
+    // are refused, one by one, and none of that is the release's fault.
+    let mut phone = Client::connect(sup.public).await;
+    assert_eq!(phone.auth(TOKEN).await["type"], "auth_ok");
+    let frames: Vec<String> = (0..1000)
+        .map(|i| match i % 10 {
+            0 => json!({"type": "input"}).to_string(), // a missing field
+            _ => json!({"type": format!("from_the_future_{i}")}).to_string(),
+        })
+        .collect();
+    // In batches a phone's outbound queue holds.
+    for batch in frames.chunks(100) {
+        for frame in batch {
+            phone
+                .send_raw(tokio_tungstenite::tungstenite::Message::text(frame.clone()))
+                .await;
+        }
+        let mut refused = 0;
+        while refused < batch.len() {
+            let v = phone.recv().await;
+            if v["type"] == "error" {
+                assert!(
+                    v["code"] == "UNKNOWN_TYPE" || v["code"] == "INVALID_MESSAGE",
+                    "{v}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    let during = sup.status().await;
+    assert_eq!(
+        during["canary"]["release"],
+        id.as_str(),
+        "all refused within the window: {during:#}"
+    );
+    let promoted = sup
+        .wait_for("promotion to known-good", |s| {
+            s["releases"]["knownGood"] == id.as_str()
+                || events(s).iter().any(|(k, _)| k == "rollback")
+        })
+        .await;
+    assert_eq!(
+        promoted["releases"]["knownGood"],
+        id.as_str(),
+        "{:?}",
+        events(&promoted)
+    );
+    assert_eq!(promoted["worker"]["release"], id.as_str());
+    assert!(events(&promoted).iter().any(|(k, _)| k == "promoted"));
+}
+
+/// The JSON lines of a fixture's log (`FAKE_CLAUDE_LOG`, `FAKE_CF_LOG`).
+fn log_lines(log: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_killed_workers_agents_and_their_children_are_gone_before_a_new_cli_resumes_the_session()
+{
+    let home = Home::new();
+    let log = home.dir.path().join("claude.jsonl");
+    let opts = WorkerOpts::fake_cli().env("FAKE_CLAUDE_LOG", log.to_str().unwrap());
+    let sup = Sup::start(&home, opts).await;
+    let s = sup.healthy().await;
+    let mut phone = sup.client().await;
+    // The agent starts children in its group, in a group and in a session of their
+    // own, and stays busy: it would run on after its worker, stdin closed or not.
+    phone
+        .send(json!({"type": "input", "data": "ORPHANS"}))
+        .await;
+    phone.until(|v| v["type"] == "agent_busy").await;
+    eventually("the agent's children started", || {
+        log_lines(&log).iter().any(|l| l["children"].is_array())
+    })
+    .await;
+    // Its Claude Code session is on disk, for the next worker to resume.
+    let session = log_lines(&log)
+        .iter()
+        .find_map(|l| l["session"].as_str().map(str::to_owned))
+        .unwrap();
+    eventually("the agent's session saved", || {
+        files_under(&home.sessions_dir())
+            .iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&session)))
+    })
+    .await;
+    let old: Vec<u32> = log_lines(&log)
+        .iter()
+        .flat_map(|l| {
+            let children = l["children"].as_array().cloned().unwrap_or_default();
+            children.into_iter().chain([l["pid"].clone()])
+        })
+        .filter_map(|p| p.as_u64().map(|p| p as u32))
+        .collect();
+    assert_eq!(old.len(), 5, "{old:?}"); // the CLI's two lines, three children
+    let pid = worker_pid(&s);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    phone.closed().await;
+    sup.wait_for("a new healthy worker", |s| {
+        s["state"] == "healthy" && s["worker"]["pid"].as_u64() != Some(pid)
+    })
+    .await;
+    let mut phone = sup.client().await;
+    let frames = phone.turn("after the kill").await;
+    assert_eq!(common::streamed_text(&frames), "after the kill");
+    let starts: Vec<Value> = log_lines(&log)
+        .into_iter()
+        .filter(|l| l["args"].is_array())
+        .collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    let resumed = &starts[1];
+    let args = resumed["args"].as_array().unwrap();
+    assert!(
+        args.windows(2)
+            .any(|w| w[0] == "--resume" && w[1] == session.as_str()),
+        "the new CLI resumes the session: {resumed}"
+    );
+    assert_eq!(
+        resumed["alive"],
+        json!([]),
+        "a new CLI resumed the session while the old one or its children still ran\nlog:\n{}",
+        sup.log_text()
+    );
+    for pid in old {
+        assert!(!alive(pid), "{pid} outlived its worker");
+    }
+}
+
+#[tokio::test]
+async fn after_the_supervisor_is_killed_the_next_start_leaves_exactly_one_cloudflared() {
+    let home = Home::new();
+    let log = home.dir.path().join("cloudflared.jsonl");
+    let opts = || {
+        WorkerOpts::fake_cli()
+            .env("CHROXY_CLOUDFLARED", fake_cloudflared_bin())
+            .env("FAKE_CF_LOG", log.to_str().unwrap())
+    };
+    let tunnel_up = |s: &Value| s["tunnel"]["state"] == "up";
+    let mut sup = Sup::start_args(&home, opts(), &["--tunnel", "quick"]).await;
+    sup.wait_for("the tunnel up", tunnel_up).await;
+    let first = log_lines(&log)[0]["pid"].as_u64().unwrap() as u32;
+    sup.signal(Signal::SIGKILL);
+    sup.exited().await;
+    assert!(
+        alive(first),
+        "cloudflared is its own process group: it runs on"
+    );
+
+    let sup = Sup::start_args(&home, opts(), &["--tunnel", "quick"]).await;
+    sup.wait_for("the tunnel up again", tunnel_up).await;
+    let runs: Vec<u32> = log_lines(&log)
+        .iter()
+        .filter_map(|l| l["pid"].as_u64().map(|p| p as u32))
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        !alive(first),
+        "the old tunnel still runs beside the new one"
+    );
+    assert!(alive(runs[1]));
+}
+
+#[tokio::test]
+async fn a_config_made_invalid_while_running_is_named_waited_out_and_picked_up_once_fixed() {
+    let home = Home::new();
+    let good = "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 300\ncrash_budget = 1\ncanary_window_ms = 600000\n";
+    home.config(good);
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    // A release on trial, which crashes would roll back.
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    let id = out.split_whitespace().nth(2).unwrap().to_owned();
+    sup.wait_for("the new release serving", |s| {
+        s["state"] == "healthy" && s["worker"]["release"] == id.as_str()
+    })
+    .await;
+    // A typo made while it runs, and a restart.
+    home.config(&format!("{good}bakcoff_floor_ms = 50\n"));
+    let (code, answer) = sup.post("restart", None, "").await;
+    assert_eq!(code, 200, "{answer}");
+    let failed = sup
+        .wait_for("failed, with the reason", |s| s["state"] == "failed")
+        .await;
+    let reason = failed["failedReason"].as_str().unwrap();
+    let file = home.chroxy().join("config/config.toml");
+    for part in [
+        file.to_str().unwrap(),
+        "line 6",
+        "bakcoff_floor_ms",
+        "fix the file",
+    ] {
+        assert!(reason.contains(part), "{part:?} missing from: {reason}");
+    }
+    assert!(!reason.contains("exit status 1"), "{reason}");
+    // Not the release's fault: nothing is counted against it, nothing rolled back.
+    assert_eq!(failed["releases"]["current"], id.as_str());
+    let kinds = events(&failed);
+    assert!(!kinds.iter().any(|(k, _)| k == "rollback"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|(k, _)| k == "config_invalid").count(),
+        1,
+        "{kinds:?}"
+    );
+    // Fixed: picked up by itself.
+    home.config(good);
+    let back = sup
+        .wait_for("healthy again", |s| s["state"] == "healthy")
+        .await;
+    assert_eq!(back["worker"]["release"], id.as_str());
+    assert_eq!(back["releases"]["current"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_promotion_prunes_all_but_the_newest_releases_current_known_good_and_zero() {
+    let home = Home::new();
+    home.config("[supervisor]\ncanary_window_ms = 300\nkeep_releases = 2\n");
+    // History: four older releases (never run here).
+    let old: Vec<String> = (0..4)
+        .map(|_| add_release(&home, bad_worker_bin()).id)
+        .collect();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    let id = out.split_whitespace().nth(2).unwrap().to_owned();
+    let promoted = sup
+        .wait_for("promotion, then the prune", |s| {
+            s["releases"]["knownGood"] == id.as_str()
+                && events(s).iter().any(|(k, _)| k == "releases_pruned")
+        })
+        .await;
+    let listed: Vec<&str> = promoted["releases"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["0", old[3].as_str(), id.as_str()], "{promoted:#}");
+    let releases_dir = chroxy::store::Paths::under(home.chroxy()).releases_dir();
+    for gone in &old[..3] {
+        assert!(!releases_dir.join(gone).exists(), "{gone} is still on disk");
+    }
+    let (_, list, _) = cli(&home, &["releases"]).await;
+    assert_eq!(list.lines().count(), 3, "{list}");
+    // The serving release is untouched: a phone still gets through.
+    sup.client().await;
+}
+
+/// Living processes running exactly `args` whose environment holds `HOME=home`.
+fn processes_running(args: &[&str], home: &std::path::Path) -> Vec<u32> {
+    let home_var = format!("HOME={}", home.display()).into_bytes();
+    let wanted: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv: Vec<&[u8]> = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .collect();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            argv == wanted && env.split(|&b| b == 0).any(|v| v == home_var)
+        })
+        .filter(|&pid| alive(pid))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_real_clis_bash_commands_die_with_their_killed_worker() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    let s = sup.healthy().await;
+    let mut phone = sup.client().await;
+    // Claude Code runs each Bash command in a session of its own (detached); `sleep`
+    // is one it runs without asking.
+    phone
+        .send(json!({"type": "input", "data": "PLEASE_BASH sleep 987"}))
+        .await;
+    phone.until(|v| v["type"] == "tool_start").await;
+    let mut tool = Vec::new();
+    eventually("the Bash command running", || {
+        tool = processes_running(&["sleep", "987"], &home.user_home());
+        !tool.is_empty()
+    })
+    .await;
+    let pid = worker_pid(&s);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    sup.wait_for("a new healthy worker", |s| {
+        s["state"] == "healthy" && s["worker"]["pid"].as_u64() != Some(pid)
+    })
+    .await;
+    for pid in tool {
+        assert!(!alive(pid), "the Bash command {pid} outlived its worker");
+    }
 }

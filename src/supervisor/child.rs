@@ -2,7 +2,9 @@
 //! release's binary on a fresh loopback port, health-gates it, then watches it:
 //! heartbeats (the watchdog), periodic probes, and the commands of the runner (drain,
 //! reconnect, kill). Whatever happens is reported back as a [`Report`]; the runner
-//! decides what it means. The process never outlives the task (`kill_on_drop`).
+//! decides what it means. The process never outlives the task (`kill_on_drop`), and
+//! nothing it started outlives its exit report: its agents resume their Claude Code
+//! sessions in the next worker, and two CLIs must never run one session.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::{self, GateFailure};
 use super::release::Releases;
-use crate::control::{to_line, token_line, SupervisorCommand, WorkerEvent};
+use crate::control::{to_line, token_line, FatalCause, SupervisorCommand, WorkerEvent};
 use crate::process;
 use crate::protocol::ShutdownReason;
 use crate::secrets::ApiToken;
@@ -47,7 +49,15 @@ pub struct LaunchSpec {
     pub drain_idle: Duration,
     /// After that, how long until SIGTERM, then SIGKILL.
     pub stop_grace: Duration,
+    /// Names this supervisor among all processes (its pid and start time): worker `id`
+    /// is marked `<marks>-<id>` ([`process::WORKER_MARK`]).
+    pub marks: String,
 }
+
+/// How long the processes a dead worker left behind may take to die of SIGKILL.
+const LEFTOVER_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a dead worker's stdout is still read for its last words.
+const LAST_WORDS: Duration = Duration::from_secs(1);
 
 /// What the runner asks of a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,11 +116,16 @@ pub enum WorkerReport {
         clients: u32,
         /// Sessions.
         sessions: u32,
-        /// Protocol errors since the previous beat.
-        protocol_errors: u64,
+        /// Server faults since the previous beat.
+        server_faults: u64,
     },
     /// It missed its heartbeats and was killed.
     Hung,
+    /// It stopped because the settings file is invalid (a person must fix it).
+    ConfigInvalid {
+        /// Its error: the file, the line, what to do.
+        message: String,
+    },
     /// It exited (reported last, once the process is reaped).
     Exited {
         /// "exit status 1", "killed by signal 9".
@@ -153,11 +168,27 @@ pub fn launch(
         reports,
         commands: rx,
         stdin: None,
+        last_words: None,
     };
     let done = exited.clone();
+    let reports = task.reports.clone();
+    let mark = task.mark();
     tokio::spawn(async move {
-        let reports = task.reports.clone();
-        let last = task.run(after).await;
+        // On its own task, so that even a panic in it ends in the `Exited` report the
+        // runner waits for before it may stop (the process dies with the task).
+        let last = match tokio::spawn(task.run(after)).await {
+            Ok(last) => last,
+            Err(err) => WorkerReport::Exited {
+                status: format!("killed: the task watching it failed ({err})"),
+            },
+        };
+        // Its agents (own process groups) and their tools (own sessions) run on after a
+        // `kill -9` of the worker: they go before anyone may start its successor, which
+        // resumes their Claude Code sessions.
+        let left = process::kill_marked(&mark, LEFTOVER_PATIENCE).await;
+        if !left.is_empty() {
+            tracing::error!(?left, "processes of a stopped worker would not die");
+        }
         // Cancelled first: a successor that waits on us may start the moment the runner
         // sees this report.
         done.cancel();
@@ -179,6 +210,8 @@ struct Task {
     /// Kept out of the `Child`: tokio closes a child's stdin when it is waited for,
     /// and a closed stdin tells the worker its supervisor is gone.
     stdin: Option<ChildStdin>,
+    /// The error it said it stops on (`fatal`), for its exit report.
+    last_words: Option<(FatalCause, String)>,
 }
 
 /// Why the watch loop ended, with the process still to be dealt with.
@@ -196,10 +229,18 @@ enum Ending {
 }
 
 impl Task {
+    /// This worker's [`process::WORKER_MARK`].
+    fn mark(&self) -> String {
+        format!("{}-{}", self.spec.marks, self.id)
+    }
+
     fn report(&self, what: WorkerReport) {
         let _ = self.reports.send(Report { id: self.id, what });
     }
 
+    /// Starts, watches and ends the worker. Returns `Exited`, always and last: what went
+    /// wrong before (a failed gate, a hang) is reported on the way, so the runner never
+    /// waits for an exit that will not come.
     async fn run(mut self, after: Vec<CancellationToken>) -> WorkerReport {
         for predecessor in after {
             tokio::select! {
@@ -217,20 +258,13 @@ impl Task {
         };
         let binary = match verified {
             Ok(path) => path,
-            Err(detail) => {
-                return WorkerReport::Unhealthy {
-                    step: "checksum".into(),
-                    detail,
-                }
-            }
+            Err(detail) => return self.never_started("checksum", detail),
         };
         let mut child = match self.spawn(&binary) {
             Ok(child) => child,
             Err(err) => {
-                return WorkerReport::Unhealthy {
-                    step: "spawn".into(),
-                    detail: format!("cannot run {}: {err}", binary.display()),
-                }
+                let detail = format!("cannot run {}: {err}", binary.display());
+                return self.never_started("spawn", detail);
             }
         };
         self.stdin = child.stdin.take();
@@ -244,10 +278,8 @@ impl Task {
             .await;
         }
         let Some(stdout) = child.stdout.take() else {
-            return WorkerReport::Unhealthy {
-                step: "spawn".into(),
-                detail: "no stdout pipe".into(),
-            };
+            let _ = process::kill_group(&mut child).await;
+            return self.never_started("spawn", "no stdout pipe".into());
         };
         let mut lines = BufReader::new(stdout).lines();
         let started = Instant::now();
@@ -257,11 +289,18 @@ impl Task {
         let port = loop {
             tokio::select! {
                 status = child.wait() => {
-                    return WorkerReport::Exited { status: exit_text(status) };
+                    // Its last words may still be in the pipe.
+                    let rest = async {
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            self.hear(&line);
+                        }
+                    };
+                    let _ = tokio::time::timeout(LAST_WORDS, rest).await;
+                    return self.exited(exit_text(status));
                 }
                 line = lines.next_line() => match line {
                     Ok(Some(line)) => {
-                        if let Ok(WorkerEvent::Ready { port, pid }) = serde_json::from_str(&line) {
+                        if let Some(WorkerEvent::Ready { port, pid }) = self.hear(&line) {
                             self.report(WorkerReport::Started { pid, port });
                             break port;
                         }
@@ -269,15 +308,16 @@ impl Task {
                     // stdout closed before ready: it is exiting; the next turn reaps it.
                     Ok(None) | Err(_) => {
                         let status = child.wait().await;
-                        return WorkerReport::Exited { status: exit_text(status) };
+                        return self.exited(exit_text(status));
                     }
                 },
                 _ = sleep_until(deadline) => {
-                    let _ = process::kill_group(&mut child).await;
-                    return WorkerReport::Unhealthy {
+                    let status = exit_text(process::kill_group(&mut child).await);
+                    self.report(WorkerReport::Unhealthy {
                         step: "ready".into(),
                         detail: format!("no ready line within {} ms", self.spec.gate_timeout.as_millis()),
-                    };
+                    });
+                    return WorkerReport::Exited { status };
                 }
                 cmd = self.commands.recv() => if let Some(ending) = self.early_stop(cmd) {
                     return self.finish(ending, &mut child, lines).await;
@@ -287,6 +327,44 @@ impl Task {
 
         let ending = self.watch(&mut child, &mut lines, port, deadline).await;
         self.finish(ending, &mut child, lines).await
+    }
+
+    /// A line of the control channel, read; last words are kept.
+    fn hear(&mut self, line: &str) -> Option<WorkerEvent> {
+        let event = serde_json::from_str::<WorkerEvent>(line)
+            .map_err(|err| tracing::debug!(%err, "ignoring a line from the worker"))
+            .ok()?;
+        if let WorkerEvent::Fatal { cause, message } = &event {
+            self.last_words = Some((*cause, message.clone()));
+        }
+        Some(event)
+    }
+
+    /// The exit report, with the worker's last words if it said any; an invalid
+    /// config is also reported as such, first.
+    fn exited(&mut self, status: String) -> WorkerReport {
+        let Some((cause, message)) = self.last_words.take() else {
+            return WorkerReport::Exited { status };
+        };
+        if cause == FatalCause::Config {
+            self.report(WorkerReport::ConfigInvalid {
+                message: message.clone(),
+            });
+        }
+        WorkerReport::Exited {
+            status: format!("{status}: {message}"),
+        }
+    }
+
+    /// The worker could not be started at all: the failure, then its (non-)exit.
+    fn never_started(&self, step: &str, detail: String) -> WorkerReport {
+        self.report(WorkerReport::Unhealthy {
+            step: step.into(),
+            detail,
+        });
+        WorkerReport::Exited {
+            status: "not started".into(),
+        }
     }
 
     fn early_stop(&self, cmd: Option<WorkerCommand>) -> Option<Ending> {
@@ -308,6 +386,7 @@ impl Task {
             // the worker gets it on stdin only.
             .env_remove("CHROXY_TOKEN")
             .env_remove("TUNNEL_TOKEN")
+            .env(process::WORKER_MARK, self.mark())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -334,14 +413,12 @@ impl Task {
             tokio::select! {
                 status = child.wait() => return Ending::Exited(exit_text(status)),
                 line = lines.next_line() => match line {
-                    Ok(Some(line)) => match serde_json::from_str::<WorkerEvent>(&line) {
-                        Ok(WorkerEvent::Heartbeat { clients, sessions, protocol_errors, .. }) => {
+                    Ok(Some(line)) => {
+                        if let Some(WorkerEvent::Heartbeat { clients, sessions, server_faults, .. }) = self.hear(&line) {
                             last_beat = Instant::now();
-                            self.report(WorkerReport::Beat { clients, sessions, protocol_errors });
+                            self.report(WorkerReport::Beat { clients, sessions, server_faults });
                         }
-                        Ok(_) => {}
-                        Err(err) => tracing::debug!(%err, "ignoring a line from the worker"),
-                    },
+                    }
                     Ok(None) | Err(_) => return Ending::Exited(exit_text(child.wait().await)),
                 },
                 result = async { check.as_mut().expect("guarded").await }, if check.is_some() => {
@@ -401,7 +478,7 @@ impl Task {
     ) -> WorkerReport {
         let mut stdin = self.stdin.take();
         let what = match ending {
-            Ending::Exited(status) => WorkerReport::Exited { status },
+            Ending::Exited(status) => self.exited(status),
             Ending::GateFailed(f) => {
                 let _ = process::kill_group(child).await;
                 WorkerReport::Unhealthy {

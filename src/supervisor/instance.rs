@@ -2,7 +2,7 @@
 //! life, and beside it a small file saying who holds it (pid, ports, worker pids) so a
 //! second `chroxy start` can name the running one and `chroxy status` can find its
 //! status page. The kernel drops the lock when its holder dies, however it dies; the
-//! next supervisor then stops any worker the old one left behind.
+//! next supervisor then stops any worker and any cloudflared the old one left behind.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -95,6 +95,7 @@ impl Instance {
         if let Some(old) = read_info(&info_path) {
             stop_leftover_workers(&old.workers);
         }
+        crate::tunnel::stop_leftover(&crate::tunnel::record_file(paths));
         // Half-written files of processes killed mid-write (their targets are intact).
         let dirs = [
             paths.config_dir().to_path_buf(),

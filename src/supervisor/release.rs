@@ -57,6 +57,21 @@ impl From<&Manifest> for ReleaseInfo {
             commit: m.commit.clone(),
             built_at: m.built_at,
             sha256: m.sha256.clone(),
+            damaged: None,
+        }
+    }
+}
+
+impl ReleaseInfo {
+    /// A release that cannot be described (its manifest is unreadable or missing).
+    fn damaged(id: &str, why: String) -> Self {
+        ReleaseInfo {
+            id: id.to_owned(),
+            version: String::new(),
+            commit: String::new(),
+            built_at: 0,
+            sha256: String::new(),
+            damaged: Some(why),
         }
     }
 }
@@ -92,6 +107,22 @@ pub enum ReleaseError {
         dir: PathBuf,
         /// The parse error.
         detail: String,
+    },
+    /// A release directory without its manifest (an interrupted or manual copy).
+    #[error("release `{id}` has no manifest; remove {dir} and deploy it again")]
+    MissingManifest {
+        /// The release.
+        id: String,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// The binary a manifest names is gone.
+    #[error("the binary of release `{id}` is missing ({path}); deploy it again")]
+    MissingBinary {
+        /// The release.
+        id: String,
+        /// Where the manifest says it is.
+        path: PathBuf,
     },
 }
 
@@ -195,20 +226,21 @@ impl Releases {
         })
     }
 
-    /// Every release, "0" first, then in the order they were added.
-    pub fn list(&self) -> Result<Vec<Manifest>, ReleaseError> {
-        let mut all = self
-            .ids()?
+    /// Every release, "0" first, then in the order they were added. A damaged one (its
+    /// manifest unreadable or missing, its binary missing or resized) is listed with
+    /// why, never left out and never an error: one broken old release must not hide
+    /// the others, nor stop a supervisor from starting. Only a checksum needs
+    /// [`Releases::verify`] (it reads the whole binary).
+    pub fn list(&self) -> Result<Vec<ReleaseInfo>, ReleaseError> {
+        let mut ids = self.ids()?;
+        ids.sort_by_key(|id| ordinal(id));
+        Ok(ids
             .iter()
-            .map(|id| self.read_manifest(id))
-            .collect::<Result<Vec<_>, _>>()?;
-        all.sort_by_key(|m| {
-            m.id.split('-')
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(u64::MAX)
-        });
-        Ok(all)
+            .map(|id| match self.check(id) {
+                Ok(m) => ReleaseInfo::from(&m),
+                Err(err) => ReleaseInfo::damaged(id, err.to_string()),
+            })
+            .collect())
     }
 
     /// One release's manifest.
@@ -218,11 +250,24 @@ impl Releases {
 
     /// The binary of `id`, after checking it still matches its manifest.
     pub fn verify(&self, id: &str) -> Result<PathBuf, ReleaseError> {
-        let m = self.get(id)?;
+        let m = self.check(valid(id)?)?;
         if hash(&m.binary)? != m.sha256 {
             return Err(ReleaseError::ChecksumMismatch(m.id));
         }
         Ok(m.binary)
+    }
+
+    /// The manifest of `id`, if it reads and its binary is there with the size it had.
+    fn check(&self, id: &str) -> Result<Manifest, ReleaseError> {
+        let m = self.read_manifest(id)?;
+        match std::fs::metadata(&m.binary) {
+            Ok(meta) if meta.is_file() && (m.size == 0 || meta.len() == m.size) => Ok(m),
+            Ok(meta) if meta.is_file() => Err(ReleaseError::ChecksumMismatch(m.id)),
+            _ => Err(ReleaseError::MissingBinary {
+                id: m.id,
+                path: m.binary,
+            }),
+        }
     }
 
     /// The release the supervisor runs.
@@ -239,14 +284,34 @@ impl Releases {
             .unwrap_or_else(|| INSTALLED.into()))
     }
 
-    /// Points `current` at `id` (which must exist).
+    /// Points `current` at `id` (which must exist, undamaged).
     pub fn set_current(&self, id: &str) -> Result<(), ReleaseError> {
         self.set_pointer("current", id)
     }
 
-    /// Points `known_good` at `id` (which must exist).
+    /// Points `known_good` at `id` (which must exist, undamaged).
     pub fn set_known_good(&self, id: &str) -> Result<(), ReleaseError> {
         self.set_pointer("known_good", id)
+    }
+
+    /// Removes old releases: all but the newest `keep`, `0` and those in `protect`
+    /// (current, known-good, any a worker runs). Each is first renamed away, so one
+    /// cut short is never seen as a damaged release (the next start removes what is
+    /// left of it). Returns the ids removed.
+    pub fn prune(&self, keep: usize, protect: &[&str]) -> Result<Vec<String>, ReleaseError> {
+        self.locked(|| {
+            let doomed = prune_plan(self.ids()?, keep, protect);
+            for id in &doomed {
+                let dir = self.dir.join(id);
+                let away = self.dir.join(format!("{PARTIAL}{id}"));
+                std::fs::rename(&dir, &away)
+                    .map_err(|e| StoreError::io("moving an old release out of", &dir, e))?;
+                std::fs::remove_dir_all(&away).map_err(|e| StoreError::io("removing", &away, e))?;
+                tracing::info!(release = %id, "old release removed");
+            }
+            sync_dir(&self.dir)?;
+            Ok(doomed)
+        })
     }
 
     /// What the status page shows.
@@ -254,13 +319,13 @@ impl Releases {
         Ok(ReleasesStatus {
             current: Some(self.current()?),
             known_good: Some(self.known_good()?),
-            list: self.list()?.iter().map(ReleaseInfo::from).collect(),
+            list: self.list()?,
         })
     }
 
     fn set_pointer(&self, name: &str, id: &str) -> Result<(), ReleaseError> {
         self.locked(|| {
-            self.get(id)?;
+            self.check(valid(id)?)?;
             atomic_write(&self.dir.join(name), id.as_bytes())?;
             Ok(())
         })
@@ -278,9 +343,11 @@ impl Releases {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
             Err(e) => return Err(StoreError::io("listing", &self.dir, e).into()),
         };
+        // Every release directory, with or without a readable manifest: a damaged one
+        // is still a release (listed as damaged, its number never reused).
         Ok(entries
             .flatten()
-            .filter(|e| e.path().join(MANIFEST).is_file())
+            .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|name| valid(name).is_ok())
             .collect())
@@ -290,6 +357,12 @@ impl Releases {
         let dir = self.dir.join(id);
         let text = match std::fs::read(dir.join(MANIFEST)) {
             Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() => {
+                return Err(ReleaseError::MissingManifest {
+                    id: id.to_owned(),
+                    dir,
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ReleaseError::Unknown(id.to_owned()))
             }
@@ -310,6 +383,28 @@ impl Releases {
             }
         }
     }
+}
+
+/// Which of `ids` a prune removes: all but the newest `keep` (by number), release 0
+/// and `protect`; oldest first.
+fn prune_plan(mut ids: Vec<String>, keep: usize, protect: &[&str]) -> Vec<String> {
+    ids.retain(|id| id != INSTALLED);
+    ids.sort_by_key(|id| std::cmp::Reverse(ordinal(id)));
+    let mut doomed: Vec<String> = ids
+        .into_iter()
+        .skip(keep)
+        .filter(|id| !protect.contains(&id.as_str()))
+        .collect();
+    doomed.reverse();
+    doomed
+}
+
+/// A release's number, for ordering ("0" first, then as added).
+fn ordinal(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// Ids come from people and URLs: never let one name a path outside the store.
@@ -553,5 +648,78 @@ mod tests {
         assert_eq!(r.list().unwrap().len(), 1, "no manifest, no release");
         r.ensure_installed(&installed).unwrap();
         assert!(!partial.exists());
+    }
+
+    #[test]
+    fn damaged_releases_are_listed_as_damaged_and_never_hide_the_others() {
+        let (dir, r, installed) = store();
+        r.ensure_installed(&installed).unwrap();
+        let new = fake_chroxy(dir.path(), "new", "2.0.0");
+        let garbled = r.add(&new).unwrap();
+        let stripped = r.add(&new).unwrap();
+        let resized = r.add(&new).unwrap();
+        let intact = r.add(&new).unwrap();
+        std::fs::write(r.dir.join(&garbled.id).join(MANIFEST), b"{not json").unwrap();
+        std::fs::remove_file(&stripped.binary).unwrap();
+        std::fs::write(&resized.binary, b"#!/bin/sh\n").unwrap();
+        std::fs::create_dir(r.dir.join("9-nomanifest")).unwrap();
+        let listed = r.status().unwrap().list;
+        let damage: Vec<(&str, Option<&str>)> = listed
+            .iter()
+            .map(|i| (i.id.as_str(), i.damaged.as_deref()))
+            .collect();
+        assert_eq!(damage.len(), 6, "{damage:?}");
+        assert_eq!(damage[0], ("0", None));
+        for (id, what) in [
+            (&garbled.id, "manifest"),
+            (&stripped.id, "missing"),
+            (&resized.id, "checksum"),
+            (&"9-nomanifest".to_owned(), "no manifest"),
+        ] {
+            let why = damage
+                .iter()
+                .find(|(i, _)| i == id)
+                .and_then(|(_, d)| *d)
+                .unwrap_or_else(|| panic!("{id} not marked: {damage:?}"));
+            assert!(why.contains(what) && why.contains(id.as_str()), "{why}");
+            assert!(r.verify(id).is_err(), "{id} must not run");
+            assert!(r.set_current(id).is_err(), "{id} must not become current");
+        }
+        assert!(damage.contains(&(intact.id.as_str(), None)));
+        // Its number is never given out again.
+        assert!(r.add(&new).unwrap().id.starts_with("10-"));
+    }
+
+    #[test]
+    fn a_prune_keeps_the_newest_release_zero_current_and_known_good() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = ids(&["0", "1-a", "2-b", "3-c", "4-d", "5-e", "6-f", "7-g"]);
+        assert_eq!(prune_plan(all.clone(), 5, &[]), ids(&["1-a", "2-b"]));
+        assert_eq!(prune_plan(all.clone(), 5, &["1-a", "0"]), ids(&["2-b"]));
+        assert_eq!(
+            prune_plan(all.clone(), 2, &["4-d"]),
+            ids(&["1-a", "2-b", "3-c", "5-e"])
+        );
+        assert_eq!(
+            prune_plan(all.clone(), 0, &["7-g"]).len(),
+            6,
+            "0 and 7-g stay"
+        );
+        assert!(prune_plan(all, 50, &[]).is_empty());
+
+        let (dir, r, installed) = store();
+        r.ensure_installed(&installed).unwrap();
+        let new = fake_chroxy(dir.path(), "new", "2.0.0");
+        let added: Vec<Manifest> = (0..4).map(|_| r.add(&new).unwrap()).collect();
+        r.set_known_good(&added[0].id).unwrap();
+        let removed = r.prune(1, &[added[0].id.as_str()]).unwrap();
+        assert_eq!(removed, [added[1].id.clone(), added[2].id.clone()]);
+        let left: Vec<String> = r.list().unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(
+            left,
+            ["0".to_owned(), added[0].id.clone(), added[3].id.clone()]
+        );
+        assert!(!r.dir.join(&added[1].id).exists());
+        r.verify(&added[3].id).unwrap();
     }
 }

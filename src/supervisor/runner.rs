@@ -4,7 +4,7 @@
 //! a worker's own task, so this loop always answers — the status page and the tray stay
 //! truthful while a worker is stuck.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,8 +22,8 @@ use super::child::{self, LaunchSpec, Report, WorkerCommand, WorkerRef, WorkerRep
 use super::handle::{ActionError, Handle, Request};
 use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
-use super::release::{ReleaseError, Releases};
-use super::state::{Effect, Event, Machine, State};
+use super::release::{ReleaseError, Releases, INSTALLED};
+use super::state::{self, Effect, Event, Machine, State};
 use super::status::{Action, CanaryStatus, StateName, Status, TunnelStatus, WorkerStatus};
 use crate::config::SupervisorConfig;
 use crate::protocol::ShutdownReason;
@@ -130,11 +130,31 @@ impl Supervisor {
         let releases = Arc::new(Releases::open(&opts.paths));
         let store = releases.clone();
         let installed = opts.installed.clone();
-        let (current, known_good, listing) = tokio::task::spawn_blocking(move || {
+        let (plan, listing) = tokio::task::spawn_blocking(move || {
             store.ensure_installed(&installed)?;
-            Ok::<_, ReleaseError>((store.current()?, store.known_good()?, store.status()?))
+            let (current, known_good) = (store.current()?, store.known_good()?);
+            let listing = store.status()?;
+            // Every release listed is checked cheaply; the one start-up will run, fully
+            // (its checksum): current, else known-good, else 0.
+            let mut damaged: BTreeMap<String, String> = listing
+                .list
+                .iter()
+                .filter_map(|r| Some((r.id.clone(), r.damaged.clone()?)))
+                .collect();
+            for id in [&current, &known_good, INSTALLED] {
+                if damaged.contains_key(id) {
+                    continue;
+                }
+                match store.verify(id) {
+                    Ok(_) => break,
+                    Err(err) => damaged.insert(id.to_owned(), err.to_string()),
+                };
+            }
+            let plan = state::start_plan(&current, &known_good, &damaged);
+            Ok::<_, ReleaseError>((plan, listing))
         })
         .await??;
+        let (current, known_good) = (plan.current, plan.known_good);
 
         let mut status = Status::new(public_port, status_port, opts.demo, &opts.secrets_backend);
         status.releases = listing;
@@ -180,8 +200,14 @@ impl Supervisor {
         // The tunnel points at the public port, so worker restarts never touch it; it
         // stops only after the workers have drained (its own token, cancelled last).
         let tunnel_stop = CancellationToken::new();
-        let tunnel = TunnelSlot::new(tunnel_stop.clone(), public_port, tunnel_pid);
-        let (machine, first) = Machine::start(opts.config.policy(), current, known_good);
+        let tunnel = TunnelSlot::new(
+            tunnel_stop.clone(),
+            public_port,
+            tunnel_pid,
+            crate::tunnel::record_file(&opts.paths),
+        );
+        let (machine, mut first) = Machine::start(opts.config.policy(), current, known_good);
+        first.splice(0..0, plan.effects);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let mut runner = Runner {
             spec: LaunchSpec {
@@ -195,6 +221,7 @@ impl Supervisor {
                 probe_interval: Duration::from_millis(opts.config.probe_interval_ms.max(100)),
                 drain_idle: Duration::from_millis(opts.config.drain_idle_ms),
                 stop_grace: Duration::from_millis(opts.config.stop_grace_ms),
+                marks: format!("{}-{}", std::process::id(), crate::protocol::now_ms()),
             },
             machine,
             releases,
@@ -212,6 +239,7 @@ impl Supervisor {
             exiting: false,
             tunnel,
             secrets: opts.secrets.clone(),
+            keep_releases: opts.config.keep_releases,
         };
         runner.switch_tunnel(opts.tunnel.clone()).await;
         let task = tokio::spawn(async move {
@@ -296,16 +324,24 @@ struct TunnelSlot {
     public_port: u16,
     /// The running cloudflared's pid, for the public port.
     pid: watch::Sender<Option<u32>>,
+    /// Where the running cloudflared is recorded for the next supervisor's start.
+    record: PathBuf,
 }
 
 impl TunnelSlot {
-    fn new(stop: CancellationToken, public_port: u16, pid: watch::Sender<Option<u32>>) -> Self {
+    fn new(
+        stop: CancellationToken,
+        public_port: u16,
+        pid: watch::Sender<Option<u32>>,
+        record: PathBuf,
+    ) -> Self {
         Self {
             current: None,
             changes: None,
             stop,
             public_port,
             pid,
+            record,
         }
     }
 
@@ -320,6 +356,7 @@ impl TunnelSlot {
             return TunnelStatus::default();
         };
         spec.port = self.public_port;
+        spec.record = Some(self.record.clone());
         let stop = self.stop.child_token();
         let mut tunnel = crate::tunnel::Tunnel::start(spec, stop.clone(), self.pid.clone());
         self.changes = tunnel.take_changes();
@@ -395,6 +432,8 @@ struct Runner {
     exiting: bool,
     tunnel: TunnelSlot,
     secrets: Option<crate::secrets::Secrets>,
+    /// `[supervisor] keep_releases`.
+    keep_releases: usize,
 }
 
 impl Runner {
@@ -512,16 +551,16 @@ impl Runner {
             WorkerReport::Beat {
                 clients,
                 sessions,
-                protocol_errors,
+                server_faults,
             } => {
                 if self.routed.as_deref() == Some(release.as_str()) {
                     self.clients = clients;
                     self.sessions = sessions;
                 }
-                if protocol_errors > 0 {
-                    self.step(Event::ProtocolErrors {
+                if server_faults > 0 {
+                    self.step(Event::ServerFaults {
                         release,
-                        count: protocol_errors,
+                        count: server_faults,
                     })
                     .await;
                 }
@@ -538,6 +577,10 @@ impl Runner {
             WorkerReport::Hung => {
                 self.retire(&release, false);
                 self.step(Event::Hung { release }).await;
+            }
+            WorkerReport::ConfigInvalid { message } => {
+                self.retire(&release, false);
+                self.step(Event::ConfigInvalid { release, message }).await;
             }
             WorkerReport::Exited { status } => {
                 self.retire(&release, false);
@@ -692,6 +735,7 @@ impl Runner {
                 }
                 Effect::SetCurrent(id) => self.move_pointer(id, false).await,
                 Effect::SetKnownGood(id) => self.move_pointer(id, true).await,
+                Effect::PruneReleases => self.prune().await,
                 Effect::ArmTimer(at) => self.timer = Some(at),
                 Effect::Record { kind, message } => self.record(kind, message),
                 Effect::Exit => self.exiting = true,
@@ -757,7 +801,7 @@ impl Runner {
                 until.saturating_duration_since(Instant::now()).as_secs() + 1
             }
             // Nothing will change until a person acts; phones needn't hammer.
-            State::Failed { .. } => 30,
+            State::Failed { .. } | State::Misconfigured { .. } => 30,
             _ => 1,
         };
         let voucher = port.map(|_| crate::forwarded::Voucher::new(&self.spec.token));
@@ -791,6 +835,42 @@ impl Runner {
                 "store_error",
                 format!("cannot move a pointer to {id}: {err}"),
             ),
+        }
+    }
+
+    /// Removes old releases, never one a worker runs.
+    async fn prune(&mut self) {
+        // What led here (a promotion) is shown first, not after the disk work.
+        self.publish();
+        let releases = self.releases.clone();
+        let keep = self.keep_releases;
+        let mut protect: Vec<String> = vec![
+            self.machine.current().to_owned(),
+            self.machine.known_good().to_owned(),
+        ];
+        protect.extend(self.workers.keys().cloned());
+        protect.extend(self.stopping.values().map(|l| l.release.clone()));
+        let result = tokio::task::spawn_blocking(move || {
+            let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
+            let removed = releases.prune(keep, &protect)?;
+            Ok::<_, ReleaseError>((removed, releases.status()?))
+        })
+        .await;
+        match result {
+            Ok(Ok((removed, listing))) => {
+                self.status_tx.send_modify(|s| s.releases = listing);
+                if !removed.is_empty() {
+                    let message = format!(
+                        "removed old releases {} (keeping the newest {keep}, current, known-good and 0)",
+                        removed.join(", ")
+                    );
+                    self.record("releases_pruned", message);
+                }
+            }
+            Ok(Err(err)) => {
+                self.record("store_error", format!("cannot remove old releases: {err}"))
+            }
+            Err(err) => self.record("store_error", format!("cannot remove old releases: {err}")),
         }
     }
 

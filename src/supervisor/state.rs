@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::release::INSTALLED;
 use super::status::StateName;
 
 /// The numbers behind the rules (issue "Supervisor": 0.5 s → 10 s backoff, reset after
-/// 60 s healthy, more than 5 crashes in 2 min rolls back, 60 s canary, > 10 errors).
+/// 60 s healthy, more than 5 crashes in 2 min rolls back, 60 s canary, > 10 faults).
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// First restart delay; doubles per consecutive crash.
@@ -28,7 +29,7 @@ pub struct Policy {
     pub crash_window: Duration,
     /// A new release is watched this long before it becomes known-good.
     pub canary_window: Duration,
-    /// More protocol errors than this in the canary window rolls back.
+    /// More server faults than this in the canary window rolls back.
     pub canary_error_limit: u64,
     /// `failed` reached through failed probes or a hung worker (not exits) is retried
     /// after this long, doubling per retry up to [`FAILED_RETRY_CAP`]: a probe can fail
@@ -92,8 +93,16 @@ pub enum Event {
         /// Its release.
         release: String,
     },
-    /// Protocol errors reported by the serving worker since its last heartbeat.
-    ProtocolErrors {
+    /// A worker would not start because the settings file is invalid (it has exited).
+    ConfigInvalid {
+        /// Its release.
+        release: String,
+        /// Its error: the file, the line, what to do.
+        message: String,
+    },
+    /// Server faults (never client mistakes) reported by the serving worker since its
+    /// last heartbeat.
+    ServerFaults {
         /// Its release.
         release: String,
         /// How many.
@@ -143,6 +152,9 @@ pub enum Effect {
     SetCurrent(String),
     /// Move the store's `known_good` pointer.
     SetKnownGood(String),
+    /// Remove old releases from the store (a release was just promoted: the store
+    /// keeps the newest few, current, known-good and release 0).
+    PruneReleases,
     /// Fire `Timer` at this instant (replaces any earlier timer).
     ArmTimer(Instant),
     /// An entry for the status page's event list.
@@ -199,6 +211,17 @@ pub enum State {
         /// When it tries the current release again by itself.
         retry_at: Option<Instant>,
     },
+    /// The settings file is invalid: no worker can start until a person fixes it. No
+    /// release is to blame, so nothing counts as a crash and nothing is rolled back;
+    /// the release is tried again now and then, so a fixed file is picked up by itself.
+    Misconfigured {
+        /// The release to start.
+        release: String,
+        /// Why, for every view: the worker's error, naming the file and line.
+        reason: String,
+        /// When to try again.
+        until: Instant,
+    },
     /// Draining and stopping; then `Exit`.
     Stopping,
 }
@@ -208,7 +231,7 @@ pub enum State {
 pub struct Canary {
     /// When it becomes known-good.
     pub until: Instant,
-    /// Protocol errors counted so far.
+    /// Server faults counted so far.
     pub errors: u64,
 }
 
@@ -224,6 +247,9 @@ pub struct Machine {
     restarts: u32,
     /// Retries out of `failed` since a worker was last healthy.
     failed_retries: u32,
+    /// The last settings error recorded, so a retry that fails the same way adds no
+    /// event; cleared once a worker is healthy.
+    config_error: Option<String>,
 }
 
 impl Machine {
@@ -245,6 +271,7 @@ impl Machine {
             attempt: 0,
             restarts: 0,
             failed_retries: 0,
+            config_error: None,
         };
         (m, effects)
     }
@@ -260,7 +287,7 @@ impl Machine {
             State::Starting { name, .. } => *name,
             State::Serving { .. } | State::Deploying { .. } => StateName::Healthy,
             State::Backoff { .. } => StateName::Restarting,
-            State::Failed { .. } => StateName::Failed,
+            State::Failed { .. } | State::Misconfigured { .. } => StateName::Failed,
             State::Stopping => StateName::Draining,
         }
     }
@@ -277,7 +304,7 @@ impl Machine {
         }
     }
 
-    /// More protocol errors than this in the canary window roll back.
+    /// More server faults than this in the canary window roll back.
     pub fn canary_error_limit(&self) -> u64 {
         self.policy.canary_error_limit
     }
@@ -285,7 +312,7 @@ impl Machine {
     /// Why it failed, while failed.
     pub fn failed_reason(&self) -> Option<&str> {
         match &self.state {
-            State::Failed { reason, .. } => Some(reason),
+            State::Failed { reason, .. } | State::Misconfigured { reason, .. } => Some(reason),
             _ => None,
         }
     }
@@ -340,7 +367,10 @@ impl Machine {
                             drain: true,
                         });
                     }
-                    State::Backoff { .. } | State::Failed { .. } | State::Stopping => {}
+                    State::Backoff { .. }
+                    | State::Failed { .. }
+                    | State::Misconfigured { .. }
+                    | State::Stopping => {}
                 }
                 fx.push(Effect::Exit);
                 (State::Stopping, fx)
@@ -349,6 +379,7 @@ impl Machine {
             // ---- starting -------------------------------------------------------------
             (State::Starting { release, .. }, E::Healthy { release: r }) if r == release => {
                 self.failed_retries = 0;
+                self.config_error = None;
                 let mut fx = vec![
                     Effect::Route {
                         release: release.clone(),
@@ -387,6 +418,13 @@ impl Machine {
                 let why = format!("release {release} exited while starting ({status})");
                 self.crashed(release, now, "worker_exited", why)
             }
+            (
+                State::Starting { release, .. },
+                E::ConfigInvalid {
+                    release: r,
+                    message,
+                },
+            ) if r == release => self.misconfigured(release, message, now),
 
             // ---- serving ----------------------------------------------------------------
             (
@@ -444,12 +482,12 @@ impl Machine {
                     since,
                     canary: Some(mut c),
                 },
-                E::ProtocolErrors { release: r, count },
+                E::ServerFaults { release: r, count },
             ) if r == release => {
                 c.errors += count;
                 if c.errors > self.policy.canary_error_limit {
                     let why = format!(
-                        "{} protocol errors within the canary window (limit {})",
+                        "{} server faults within the canary window (limit {})",
                         c.errors, self.policy.canary_error_limit
                     );
                     let mut fx = vec![Effect::Stop {
@@ -484,6 +522,7 @@ impl Machine {
                             "release {release} survived its canary window and is now known-good"
                         ),
                     },
+                    Effect::PruneReleases,
                 ];
                 self.known_good = release.clone();
                 (
@@ -613,6 +652,20 @@ impl Machine {
                     since,
                     candidate,
                 },
+                E::ConfigInvalid {
+                    release: r,
+                    message,
+                },
+            ) if r == candidate => {
+                let why = format!("cannot start: {message}");
+                candidate_failed(release, since, &candidate, "config_invalid", why)
+            }
+            (
+                State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                },
                 E::Exited { release: r, status },
             ) if r == candidate => {
                 let why = format!("exited before its health gate passed ({status})");
@@ -731,6 +784,31 @@ impl Machine {
                 (self.restarting_state(), fx)
             }
 
+            // ---- misconfigured: retried; a person's action is taken as from failed -------
+            (State::Misconfigured { release, until, .. }, E::Timer) if now >= until => {
+                let fx = vec![Effect::Spawn {
+                    release: release.clone(),
+                }];
+                (
+                    State::Starting {
+                        release,
+                        name: StateName::Restarting,
+                    },
+                    fx,
+                )
+            }
+            (
+                State::Misconfigured { reason, .. },
+                event @ (E::Restart | E::Rollback { .. } | E::Deploy { .. }),
+            ) => self.transition(
+                State::Failed {
+                    reason,
+                    retry_at: None,
+                },
+                event,
+                now,
+            ),
+
             // ---- failed: a person gets it going again, or the retry a probe failure earns -
             (
                 State::Failed {
@@ -794,6 +872,38 @@ impl Machine {
             now,
             kind,
             format!("release {release} {what}"),
+        )
+    }
+
+    /// The settings file keeps `release` from starting: wait for a person to fix it,
+    /// trying again at the longest restart delay. Not a crash.
+    fn misconfigured(
+        &mut self,
+        release: String,
+        message: String,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        let until = now + self.policy.backoff_cap;
+        let reason = format!(
+            "release {release} cannot start: {message} (Chroxy tries again every {:?}, or at once on a restart)",
+            self.policy.backoff_cap
+        );
+        let mut fx = Vec::new();
+        if self.config_error.as_ref() != Some(&message) {
+            fx.push(Effect::Record {
+                kind: "config_invalid",
+                message: reason.clone(),
+            });
+            self.config_error = Some(message);
+        }
+        fx.push(Effect::ArmTimer(until));
+        (
+            State::Misconfigured {
+                release,
+                reason,
+                until,
+            },
+            fx,
         )
     }
 
@@ -934,6 +1044,65 @@ impl Machine {
     }
 }
 
+/// The releases a supervisor starts with, and what to record about them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartPlan {
+    /// The release to run.
+    pub current: String,
+    /// The release to fall back to.
+    pub known_good: String,
+    /// Pointer moves and events, before the machine's first effects.
+    pub effects: Vec<Effect>,
+}
+
+/// Chooses what to start from the store's pointers and its `damaged` releases (id →
+/// why). A damaged release is reported, never run, and never stops the start: without a
+/// supervisor there is no status page and no rollback, so a damaged `current` falls back
+/// to known-good, then to release 0 (the installed binary), saying so.
+pub fn start_plan(
+    current: &str,
+    known_good: &str,
+    damaged: &std::collections::BTreeMap<String, String>,
+) -> StartPlan {
+    let intact = |id: &&str| !damaged.contains_key(*id);
+    let run = [current, known_good, INSTALLED]
+        .into_iter()
+        .find(intact)
+        .unwrap_or(INSTALLED);
+    let fallback = [known_good, INSTALLED]
+        .into_iter()
+        .find(intact)
+        .unwrap_or(INSTALLED);
+    let mut effects: Vec<Effect> = damaged
+        .values()
+        .map(|why| Effect::Record {
+            kind: "release_damaged",
+            message: why.clone(),
+        })
+        .collect();
+    if fallback != known_good {
+        effects.push(Effect::SetKnownGood(fallback.to_owned()));
+        effects.push(Effect::Record {
+            kind: "rollback",
+            message: format!(
+                "the known-good release {known_good} is damaged; release {fallback} is known-good now"
+            ),
+        });
+    }
+    if run != current {
+        effects.push(Effect::SetCurrent(run.to_owned()));
+        effects.push(Effect::Record {
+            kind: "rollback",
+            message: format!("release {current} is damaged; starting release {run} instead"),
+        });
+    }
+    StartPlan {
+        current: run.to_owned(),
+        known_good: fallback.to_owned(),
+        effects,
+    }
+}
+
 /// A deploy's candidate failed before serving: nothing changes for the phones, and the
 /// event says so.
 fn candidate_failed(
@@ -1012,6 +1181,11 @@ mod tests {
         let fx = m.step(Event::Timer, t0 + 60 * S);
         assert!(fx.contains(&Effect::SetKnownGood("1-new".into())));
         assert_eq!(m.known_good(), "1-new");
+        assert_eq!(
+            fx.last(),
+            Some(&Effect::PruneReleases),
+            "old releases go once a new one is trusted"
+        );
     }
 
     #[test]
@@ -1187,12 +1361,12 @@ mod tests {
     }
 
     #[test]
-    fn too_many_protocol_errors_in_the_canary_window_roll_back() {
+    fn too_many_server_faults_in_the_canary_window_roll_back() {
         let (mut m, t0) = machine();
         m.step(healthy("1-new"), t0);
         assert_eq!(
             m.step(
-                Event::ProtocolErrors {
+                Event::ServerFaults {
                     release: "1-new".into(),
                     count: 10
                 },
@@ -1201,7 +1375,7 @@ mod tests {
             vec![]
         );
         let fx = m.step(
-            Event::ProtocolErrors {
+            Event::ServerFaults {
                 release: "1-new".into(),
                 count: 1,
             },
@@ -1223,7 +1397,7 @@ mod tests {
                 None
             }
         });
-        assert!(reason.unwrap().contains("11 protocol errors"));
+        assert!(reason.unwrap().contains("11 server faults"));
     }
 
     #[test]
@@ -1411,5 +1585,134 @@ mod tests {
             "the stopped release's exit"
         );
         assert_eq!(m.state_name(), StateName::RollingBack);
+    }
+
+    #[test]
+    fn a_damaged_release_is_reported_and_a_damaged_current_falls_back_in_order() {
+        let damaged = |ids: &[&str]| -> std::collections::BTreeMap<String, String> {
+            ids.iter()
+                .map(|id| ((*id).to_owned(), format!("release {id} is broken")))
+                .collect()
+        };
+        // (current, known-good, damaged) → (run, known-good, pointer moves)
+        let table: &[(&str, &str, &[&str], &str, &str)] = &[
+            ("2-new", "1-good", &[], "2-new", "1-good"),
+            ("2-new", "1-good", &["1-old"], "2-new", "1-good"),
+            ("2-new", "1-good", &["2-new"], "1-good", "1-good"),
+            ("2-new", "1-good", &["2-new", "1-good"], "0", "0"),
+            ("2-new", "1-good", &["1-good"], "2-new", "0"),
+            ("0", "0", &["0"], "0", "0"),
+        ];
+        for (current, known_good, broken, run, fallback) in table {
+            let plan = start_plan(current, known_good, &damaged(broken));
+            let case = format!("{current}/{known_good} with {broken:?} damaged");
+            assert_eq!(
+                (plan.current.as_str(), plan.known_good.as_str()),
+                (*run, *fallback),
+                "{case}"
+            );
+            let reported = plan
+                .effects
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::Record {
+                            kind: "release_damaged",
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(
+                reported,
+                broken.len(),
+                "{case}: each damaged release is reported"
+            );
+            assert_eq!(
+                plan.effects.contains(&Effect::SetCurrent(run.to_string())),
+                run != current,
+                "{case}: current moves only when it must"
+            );
+            assert_eq!(
+                plan.effects
+                    .contains(&Effect::SetKnownGood(fallback.to_string())),
+                fallback != known_good,
+                "{case}"
+            );
+        }
+        let plan = start_plan("2-new", "1-good", &damaged(&["2-new"]));
+        assert!(
+            plan.effects.iter().any(|e| matches!(e, Effect::Record { kind: "rollback", message } if message.contains("2-new is damaged") && message.contains("starting release 1-good"))),
+            "{:?}",
+            plan.effects
+        );
+    }
+
+    #[test]
+    fn an_invalid_config_is_waited_out_never_a_crash_nor_a_reason_to_roll_back() {
+        let (mut m, t0) = machine();
+        let invalid = |r: &str| Event::ConfigInvalid {
+            release: r.into(),
+            message: "config.toml line 4: unknown field `bakcoff_ms`; fix the file".into(),
+        };
+        let cap = Policy::default().backoff_cap;
+        let mut now = t0;
+        let mut recorded = 0;
+        // Far more failures than the crash budget allows.
+        for _ in 0..20 {
+            let fx = m.step(invalid("1-new"), now);
+            assert_eq!(m.state_name(), StateName::Failed);
+            assert!(m.failed_reason().unwrap().contains("line 4"), "{m:?}");
+            assert!(spawns(&fx).is_empty());
+            assert!(
+                !fx.iter().any(|e| matches!(e, Effect::SetCurrent(_))),
+                "{fx:?}"
+            );
+            assert!(fx.contains(&Effect::ArmTimer(now + cap)));
+            recorded += fx
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::Record {
+                            kind: "config_invalid",
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(
+                m.step(Event::Timer, now + cap / 2),
+                vec![],
+                "not before its time"
+            );
+            now += cap;
+            assert_eq!(spawns(&m.step(Event::Timer, now)), ["1-new"], "tried again");
+        }
+        assert_eq!(recorded, 1, "the same error is recorded once");
+        assert_eq!((m.current(), m.known_good()), ("1-new", "0-good"));
+        // Fixed: it serves, and a crash later is counted from zero.
+        m.step(healthy("1-new"), now);
+        assert_eq!(m.state_name(), StateName::Healthy);
+        m.step(invalid("1-new"), now); // a late report changes nothing
+        assert_eq!(m.state_name(), StateName::Healthy);
+        // A person need not wait: a restart tries at once.
+        m.step(Event::Restart, now);
+        m.step(invalid("1-new"), now);
+        assert_eq!(spawns(&m.step(Event::Restart, now)), ["1-new"]);
+        // A deploy's candidate that cannot read the config changes nothing.
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        m.step(healthy("0-good"), t0);
+        m.step(
+            Event::Deploy {
+                release: "2-next".into(),
+            },
+            t0,
+        );
+        let fx = m.step(invalid("2-next"), t0);
+        assert!(spawns(&fx).is_empty());
+        assert_eq!(m.state_name(), StateName::Healthy);
+        assert_eq!(m.current(), "0-good");
     }
 }

@@ -18,7 +18,9 @@ pub enum StateName {
     Draining,
     /// Switching back to the known-good release.
     RollingBack,
-    /// Gave up; `failed_reason` says why. Nothing is retried until a human acts.
+    /// Gave up, or cannot go on without a person; `failed_reason` says why. Nothing is
+    /// retried until a human acts, except a start an invalid config stopped (retried
+    /// now and then, so the fixed file is picked up by itself).
     Failed,
 }
 
@@ -52,6 +54,10 @@ pub struct ReleaseInfo {
     pub built_at: u64,
     /// Hex sha256 of the binary.
     pub sha256: String,
+    /// Why this release cannot run (manifest unreadable or missing, binary missing or
+    /// changed); `None` while it is intact. A damaged release is listed, never run.
+    #[serde(default)]
+    pub damaged: Option<String>,
 }
 
 /// `releases` of the status JSON.
@@ -76,7 +82,8 @@ pub struct CanaryStatus {
     pub release: String,
     /// When it becomes known-good if nothing goes wrong (milliseconds since the epoch).
     pub ends_at: u64,
-    /// Protocol errors counted so far in the window.
+    /// Server faults (what the worker itself got wrong, never a client's mistakes)
+    /// counted so far in the window.
     pub errors: u64,
     /// More errors than this roll it back.
     pub error_limit: u64,
@@ -136,7 +143,8 @@ pub struct StatusEvent {
     /// Milliseconds since the epoch.
     pub at: u64,
     /// `worker_started`, `worker_exited`, `health_failed`, `rollback`, `deployed`,
-    /// `promoted`, `failed`, `restart_requested`, `reconnect`, `tunnel`, …
+    /// `promoted`, `failed`, `restart_requested`, `reconnect`, `tunnel`,
+    /// `release_damaged`, `config_invalid`, `releases_pruned`, …
     pub kind: String,
     /// Human-readable, secret-free detail (exit status, failing health step, reason).
     pub message: String,

@@ -20,6 +20,10 @@ use crate::process;
 use crate::secrets::ApiToken;
 use crate::supervisor::status::TunnelStatus;
 
+mod record;
+
+pub use record::{record_file, stop_leftover};
+
 /// How phones reach the machine from elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -61,6 +65,9 @@ pub struct TunnelSpec {
     pub backoff_cap: Duration,
     /// Up this long and the backoff starts over.
     pub healthy_reset: Duration,
+    /// Where the running cloudflared is recorded ([`record_file`]), so that the next
+    /// supervisor can stop it if this one dies without doing so; `None`: not recorded.
+    pub record: Option<PathBuf>,
 }
 
 impl TunnelSpec {
@@ -74,6 +81,7 @@ impl TunnelSpec {
             backoff_floor: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(60),
             healthy_reset: Duration::from_secs(300),
+            record: None,
         }
     }
 
@@ -303,6 +311,14 @@ async fn run_once(
         }
     };
     let _pid = PidGuard::publish(pid, child.id());
+    // Gone with this function, once the child is reaped; left behind only if the
+    // supervisor dies first.
+    let _recorded = match (&spec.record, child.id()) {
+        (Some(file), Some(pid)) => {
+            record::RecordGuard::write(file.clone(), pid, binary.clone()).await
+        }
+        _ => None,
+    };
     status.modify(|s| {
         if s.state != "reconnecting" {
             s.state = "starting".into();

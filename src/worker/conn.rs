@@ -335,8 +335,8 @@ async fn read_loop(
                 };
             }
         };
+        // The client's mistake, not the release's: it never counts toward the canary.
         tracing::debug!(code = ?frame_error.code, message = %frame_error.message, "refused frame");
-        s.signals.count_protocol_error();
         reply(&ServerMsg::Error {
             code: frame_error.code,
             message: frame_error.message,

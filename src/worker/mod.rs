@@ -10,7 +10,7 @@ mod routes;
 mod supervised;
 
 pub use auth::{AuthLimiter, Verdict};
-pub use supervised::follow_supervisor;
+pub use supervised::{count_panics, follow_supervisor, say_fatal};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,14 +44,14 @@ pub enum WorkerError {
 
 /// Levers on a running worker, held by whoever started it (the control channel): what
 /// phones are told when it stops, a "reconnect now" for every phone, and the count of
-/// refused frames the canary watch reads. A cheap clone.
+/// server faults the canary watch reads. A cheap clone.
 #[derive(Clone)]
 pub struct WorkerSignals {
     inner: Arc<SignalsInner>,
 }
 
 struct SignalsInner {
-    protocol_errors: AtomicU64,
+    server_faults: AtomicU64,
     notice: watch::Sender<(ShutdownReason, u64)>,
     reconnect: watch::Sender<u64>,
 }
@@ -60,7 +60,7 @@ impl Default for WorkerSignals {
     fn default() -> Self {
         Self {
             inner: Arc::new(SignalsInner {
-                protocol_errors: AtomicU64::new(0),
+                server_faults: AtomicU64::new(0),
                 notice: watch::Sender::new((ShutdownReason::Shutdown, 0)),
                 reconnect: watch::Sender::new(0),
             }),
@@ -69,13 +69,15 @@ impl Default for WorkerSignals {
 }
 
 impl WorkerSignals {
-    /// Frames refused since the last call.
-    pub fn take_protocol_errors(&self) -> u64 {
-        self.inner.protocol_errors.swap(0, Ordering::Relaxed)
+    /// Server faults since the last call: what the worker itself got wrong. What a
+    /// client got wrong (a refused frame, a wrong token, a rate limit) is no fault of a
+    /// release and never counts, or any newer or hostile client could veto a deploy.
+    pub fn take_server_faults(&self) -> u64 {
+        self.inner.server_faults.swap(0, Ordering::Relaxed)
     }
 
-    pub(crate) fn count_protocol_error(&self) {
-        self.inner.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn count_server_fault(&self) {
+        self.inner.server_faults.fetch_add(1, Ordering::Relaxed);
     }
 
     /// What phones are told (`server_shutdown`) when the worker stops.

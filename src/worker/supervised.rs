@@ -10,12 +10,33 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerSignals;
-use crate::control::{to_line, SupervisorCommand, WorkerEvent};
+use crate::control::{to_line, FatalCause, SupervisorCommand, WorkerEvent};
 use crate::protocol::ShutdownReason;
 use crate::session::Hub;
 
 /// How long running turns may finish when the supervisor itself has vanished.
 const ORPHAN_IDLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Counts every panic of this process as a server fault (then reports it as before):
+/// a panicked connection or session task is the worker's own fault, whatever a client
+/// sent. Process-wide, so a supervised worker calls it once, before it serves.
+pub fn count_panics(signals: &WorkerSignals) {
+    let signals = signals.clone();
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        signals.count_server_fault();
+        report(info);
+    }));
+}
+
+/// Tells the supervisor, on stdout, the error this worker stops on (its last words),
+/// before it exits: otherwise all it learns is an exit status.
+pub fn say_fatal(cause: FatalCause, message: String) {
+    use std::io::Write;
+    let line = WorkerEvent::Fatal { cause, message }.to_line();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+}
 
 /// Serves the control channel until the worker stops (`stop` cancelled) — by a `drain`
 /// command, by the supervisor's pipe closing, or by anything else that cancels `stop`.
@@ -35,11 +56,13 @@ pub async fn follow_supervisor(
             _ = stop.cancelled() => return,
             _ = beat.tick() => {
                 let infos = hub.session_infos();
+                let server_faults = signals.take_server_faults();
                 let event = WorkerEvent::Heartbeat {
                     clients: hub.clients().len() as u32,
                     sessions: infos.len() as u32,
                     busy: infos.iter().filter(|i| i.is_busy).count() as u32,
-                    protocol_errors: signals.take_protocol_errors(),
+                    server_faults,
+                    protocol_errors: server_faults,
                 };
                 if output.write_all(to_line(&event).as_bytes()).await.is_err() || output.flush().await.is_err() {
                     tracing::warn!("the supervisor stopped reading; stopping");
@@ -91,4 +114,18 @@ async fn drain(
         );
     }
     stop.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_task_is_a_server_fault() {
+        let signals = WorkerSignals::default();
+        count_panics(&signals);
+        let crashed = tokio::spawn(async { panic!("a connection task fails") }).await;
+        assert!(crashed.is_err());
+        assert!(signals.take_server_faults() >= 1);
+    }
 }

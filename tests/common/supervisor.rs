@@ -241,6 +241,19 @@ impl Sup {
     }
 }
 
+impl Drop for Sup {
+    fn drop(&mut self) {
+        // A test's own supervisor dies with the test (SIGKILL, `kill_on_drop`), and its
+        // cloudflared, a process group of its own, would run on for ever: stop it as
+        // the next start in this home would.
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+            let paths = chroxy::store::Paths::under(&self.home);
+            chroxy::tunnel::stop_leftover(&chroxy::tunnel::record_file(&paths));
+        }
+    }
+}
+
 /// The ports of the running supervisor, once `pid` (not a predecessor) has bound them.
 pub fn ports_of(paths: &chroxy::store::Paths, pid: u32) -> Option<(u16, u16)> {
     let info = chroxy::supervisor::instance::running(paths)?;

@@ -100,7 +100,7 @@ function render(view) {
   text('known-good', s.releases.knownGood ?? '—');
   $('release-list').replaceChildren(...s.releases.list.map((r) => {
     const li = document.createElement('li');
-    const marks = [r.id === s.releases.current && 'current', r.id === s.releases.knownGood && 'known-good'].filter(Boolean);
+    const marks = [r.id === s.releases.current && 'current', r.id === s.releases.knownGood && 'known-good', r.damaged && `damaged: ${r.damaged}`].filter(Boolean);
     li.textContent = `${r.id} — ${r.version} (${r.commit})${marks.length ? ` · ${marks.join(', ')}` : ''}`;
     return li;
   }));

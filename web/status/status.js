@@ -103,6 +103,7 @@ function render(s) {
       const marks = [];
       if (r.id === s.releases.current) marks.push("current");
       if (r.id === s.releases.knownGood) marks.push("known-good");
+      if (r.damaged) marks.push(`damaged: ${r.damaged}`);
       return row([r.id, r.version, short(r.commit), when(r.builtAt), short(r.sha256), marks.join(", ")]);
     }),
   );
