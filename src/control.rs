@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::forwarded::Voucher;
 use crate::protocol::ShutdownReason;
 use crate::secrets::ApiToken;
 
@@ -110,14 +111,22 @@ impl WorkerEvent {
 /// token, alone. Not an environment variable: a start environment stays readable in
 /// `/proc/<pid>/environ` for the process's whole life, by every process of the same
 /// user — the worker's agents and their tools included.
-pub fn token_line(token: &ApiToken) -> String {
-    format!("{}\n", token.expose())
+pub fn token_line(token: &ApiToken, voucher: &Voucher) -> String {
+    format!("{} {}\n", token.expose(), voucher.expose_hex())
 }
 
-/// The token in the first line of a worker's stdin, if it holds one.
-pub fn token_from_line(line: &str) -> Option<ApiToken> {
-    let token = line.trim();
-    (!token.is_empty()).then(|| ApiToken::new(token))
+/// The token in the first line of a worker's stdin, if it holds one, and the
+/// supervisor's signing key ([`crate::forwarded`]) after it, if it came.
+pub fn token_from_line(line: &str) -> Option<(ApiToken, Option<Voucher>)> {
+    let line = line.trim();
+    let (token, voucher) = match line.rsplit_once(' ') {
+        Some((token, key)) => match Voucher::from_hex(key) {
+            Some(voucher) => (token.trim(), Some(voucher)),
+            None => (line, None),
+        },
+        None => (line, None),
+    };
+    (!token.is_empty()).then(|| (ApiToken::new(token), voucher))
 }
 
 #[cfg(test)]
@@ -176,9 +185,15 @@ mod tests {
     #[test]
     fn the_token_line_round_trips_and_an_empty_one_is_none() {
         let token = ApiToken::new("s3cret");
-        let line = token_line(&token);
-        assert_eq!(line, "s3cret\n");
-        assert_eq!(token_from_line(&line), Some(token));
+        let voucher = Voucher::generate().unwrap();
+        let line = token_line(&token, &voucher);
+        assert_eq!(line, format!("s3cret {}\n", voucher.expose_hex()));
+        assert_eq!(token_from_line(&line), Some((token.clone(), Some(voucher))));
+        assert_eq!(
+            token_from_line("s3cret\n"),
+            Some((token, None)),
+            "a token alone"
+        );
         assert_eq!(token_from_line(" \n"), None);
     }
 }

@@ -6,9 +6,15 @@
 //! agent's own Bash tool among them. So the supervisor, which sees the real peer, says
 //! who the client is in one header it signs ([`CLIENT_HEADER`]: the address and an
 //! HMAC over it keyed from the API token), after removing any copy the client sent.
-//! The worker believes an address only with a valid signature; a connection that
-//! carries none came straight to its private port (the supervisor's health probe, a
-//! local tool) and is known by its own peer address.
+//! The worker believes an address only with a valid signature; without one, a
+//! connection is known by its own peer address. The supervisor's health probe, which
+//! goes straight to the private port, proves itself the same way ([`PROBE_HEADER`]):
+//! a missing header never makes a connection "the supervisor's".
+//!
+//! The key is the supervisor's own (random at each start, handed to each worker with
+//! its token on stdin), so not even a token holder can sign: a stolen token cannot be
+//! used to hide as the probe. A worker run by hand, with no supervisor, keys it from
+//! the token instead.
 
 use std::net::IpAddr;
 
@@ -20,16 +26,37 @@ use crate::secrets::ApiToken;
 
 /// The header the public port adds to every request it forwards.
 pub const CLIENT_HEADER: &str = "x-chroxy-client";
+/// The header the supervisor's health probe proves itself with.
+pub const PROBE_HEADER: &str = "x-chroxy-probe";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Signs and checks [`CLIENT_HEADER`]. Keyed from the API token (both sides have it)
-/// through its own context string, so a signature reveals nothing about the token and
-/// a rotated token invalidates every old signature.
-#[derive(Clone)]
+/// The address limits are counted against: an IPv4 address as it is, an IPv6 one as its
+/// /64 (one customer's network: anyone with one has 2^64 addresses to rotate through).
+pub fn bucket(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Signs and checks [`CLIENT_HEADER`] and [`PROBE_HEADER`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct Voucher {
     key: [u8; 32],
 }
+
+/// No randomness to make a key from.
+#[derive(Debug, thiserror::Error)]
+#[error("the OS gave no random bytes for the supervisor's signing key: {0}")]
+pub struct NoRandomness(String);
 
 impl std::fmt::Debug for Voucher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,7 +65,32 @@ impl std::fmt::Debug for Voucher {
 }
 
 impl Voucher {
-    /// The voucher for workers that accept `token`.
+    /// A fresh random key: the supervisor's, for its workers.
+    pub fn generate() -> Result<Self, NoRandomness> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| NoRandomness(e.to_string()))?;
+        Ok(Self { key })
+    }
+
+    /// The key as it travels to a worker (64 hex digits). A secret: never log it.
+    pub fn expose_hex(&self) -> String {
+        hex(&self.key)
+    }
+
+    /// A key received as [`Voucher::expose_hex`] wrote it.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if text.len() != 64 || !text.is_ascii() {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self { key })
+    }
+
+    /// The voucher of a worker run by hand, which has no supervisor to share a key with.
     pub fn new(token: &ApiToken) -> Self {
         let mut mac = hmac_for(token.expose().as_bytes());
         mac.update(b"chroxy forwarded-client v1");
@@ -63,6 +115,16 @@ impl Voucher {
         addr.parse().ok()
     }
 
+    /// The value of [`PROBE_HEADER`].
+    pub fn probe_value(&self) -> String {
+        hex(&self.sign("probe"))
+    }
+
+    /// Whether a [`PROBE_HEADER`] value is ours.
+    pub fn is_probe(&self, value: &str) -> bool {
+        bool::from(self.probe_value().as_bytes().ct_eq(value.trim().as_bytes()))
+    }
+
     fn sign(&self, addr: &str) -> [u8; 32] {
         let mut mac = hmac_for(&self.key);
         mac.update(addr.as_bytes());
@@ -82,6 +144,22 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_supervisors_key_travels_and_only_it_signs_the_probe() {
+        let key = Voucher::generate().unwrap();
+        let received = Voucher::from_hex(&key.expose_hex()).unwrap();
+        assert!(received == key);
+        assert!(received.is_probe(&key.probe_value()));
+        // A token holder can make the hand-run key, never the supervisor's.
+        let from_token = Voucher::new(&ApiToken::new("t"));
+        assert!(!received.is_probe(&from_token.probe_value()));
+        assert!(!received.is_probe(""));
+        for bad in ["", "zz", &"g".repeat(64), &"a".repeat(63), &"é".repeat(32)] {
+            assert!(Voucher::from_hex(bad).is_none(), "{bad:?}");
+        }
+        assert!(!format!("{key:?}").contains(&key.expose_hex()));
+    }
 
     #[test]
     fn only_a_signature_made_with_the_same_token_is_believed() {

@@ -134,17 +134,26 @@ enum TokenAction {
 }
 
 impl Command {
-    /// The commands an agent's tools must not run, by name: they print a token or a
-    /// pairing, change the code that holds the token, or the rules that let tools run.
+    /// The commands an agent's tools must not run, by name: all but those that only
+    /// read what the status page shows anyway. An allow-list, so a command added later
+    /// is kept from agents until someone decides otherwise: the others print a token or
+    /// a pairing, open the keyring (`start`, a hand-run `worker`), change the code that
+    /// holds the token (`deploy`, `rollback`) or the rules that let tools run.
     fn kept_from_agents(&self) -> Option<&'static str> {
         match self {
-            Command::Token { .. } => Some("token"),
-            Command::Pair { .. } => Some("pair"),
+            Command::Status { .. }
+            | Command::Releases
+            | Command::Doctor { .. }
+            | Command::Rules {
+                action: RulesAction::List,
+            } => None,
+            Command::Start(_) => Some("start"),
             Command::Deploy { .. } => Some("deploy"),
-            Command::Rules {
-                action: RulesAction::Remove { .. },
-            } => Some("rules remove"),
-            _ => None,
+            Command::Rollback { .. } => Some("rollback"),
+            Command::Pair { .. } => Some("pair"),
+            Command::Worker { .. } => Some("worker"),
+            Command::Token { .. } => Some("token"),
+            Command::Rules { .. } => Some("rules remove"),
         }
     }
 }
@@ -159,6 +168,7 @@ enum PairFormat {
 }
 
 fn main() -> Result<()> {
+    chroxy::process::keep_memory_private();
     let cli = Cli::parse();
     if let Some(what) = cli.command.kept_from_agents() {
         refuse_inside_agent(what)?;
@@ -621,15 +631,18 @@ async fn run_worker(
     let config = Config::load(&paths.config_file())?;
     // A supervised worker never opens the keyring (a release being tried out gets no
     // more than it needs): its supervisor hands it the token on stdin.
-    let token = match std::env::var("CHROXY_TOKEN") {
+    let (token, voucher) = match std::env::var("CHROXY_TOKEN") {
         // A person's choice (then visible to the worker's whole process tree, README
         // "Environment"), or a supervisor from before the hand-over on stdin.
-        Ok(t) if !t.trim().is_empty() => ApiToken::new(t.trim()),
+        Ok(t) if !t.trim().is_empty() => (ApiToken::new(t.trim()), None),
         _ if supervised => tokio::task::spawn_blocking(read_handed_token).await??,
         _ => {
             let (home, paths) = (home.clone(), paths.clone());
-            tokio::task::spawn_blocking(move || Secrets::open(&paths, home.as_deref()).api_token())
-                .await??
+            let token = tokio::task::spawn_blocking(move || {
+                Secrets::open(&paths, home.as_deref()).api_token()
+            })
+            .await??;
+            (token, None)
         }
     };
     let claude = std::env::var_os("CHROXY_CLAUDE")
@@ -706,7 +719,7 @@ async fn run_worker(
     let served = chroxy::worker::serve(
         listener,
         hub.clone(),
-        token,
+        chroxy::worker::Credentials::new(token, voucher),
         config.worker,
         cwd.display().to_string(),
         signals,
@@ -729,10 +742,10 @@ async fn run_worker(
     Ok(served?)
 }
 
-/// The token a supervisor writes as the first line on a supervised worker's stdin
-/// (blocking). The rest of stdin, the supervisor's commands, stays buffered for
-/// `follow_supervisor`: both read through the process's one stdin buffer.
-fn read_handed_token() -> Result<ApiToken> {
+/// The token (and signing key) a supervisor writes as the first line on a supervised
+/// worker's stdin (blocking). The rest of stdin, the supervisor's commands, stays
+/// buffered for `follow_supervisor`: both read through the process's one stdin buffer.
+fn read_handed_token() -> Result<(ApiToken, Option<chroxy::forwarded::Voucher>)> {
     use std::io::{BufRead, Read};
     let mut line = String::new();
     std::io::stdin()

@@ -12,6 +12,18 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
+/// Makes this process's memory and start environment unreadable to other processes of
+/// the same user (Linux `PR_SET_DUMPABLE` 0: no `ptrace`, no `/proc/<pid>/mem`,
+/// `environ` or `fd`), so an agent's tool cannot lift the tokens a supervisor, worker or
+/// CLI holds in memory. Children are unaffected (`execve` resets it). Both shells call
+/// it first thing; elsewhere it does nothing.
+pub fn keep_memory_private() {
+    #[cfg(target_os = "linux")]
+    if let Err(err) = nix::sys::prctl::set_dumpable(false) {
+        tracing::debug!(%err, "cannot make this process non-dumpable");
+    }
+}
+
 /// Makes `cmd` a group leader that is killed if its owner drops it.
 pub fn own(cmd: &mut Command) -> &mut Command {
     cmd.kill_on_drop(true);
@@ -182,6 +194,12 @@ pub fn describe(status: &ExitStatus) -> String {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_keeps_its_memory_to_itself() {
+        keep_memory_private();
+        assert_eq!(nix::sys::prctl::get_dumpable(), Ok(false));
+    }
 
     #[tokio::test]
     async fn every_process_with_the_mark_is_killed_and_no_other() {

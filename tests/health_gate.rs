@@ -28,6 +28,11 @@ fn token() -> ApiToken {
     ApiToken::new(TOKEN)
 }
 
+/// The signing key these tests' workers are handed, as a supervisor's would be.
+fn voucher() -> chroxy::forwarded::Voucher {
+    chroxy::forwarded::Voucher::new(&token())
+}
+
 /// A worker process as the supervisor holds it: its control channel on stdin/stdout.
 struct Supervised {
     child: Child,
@@ -47,7 +52,7 @@ impl Supervised {
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("starting the worker");
         let mut stdin = child.stdin.take().unwrap();
-        let line = token_line(&token());
+        let line = token_line(&token(), &voucher());
         stdin.write_all(line.as_bytes()).await.unwrap();
         let events = BufReader::new(child.stdout.take().unwrap()).lines();
         let pid = child.id().unwrap();
@@ -165,10 +170,13 @@ async fn bad_worker(home: &Home, mode: &str) -> Supervised {
 /// The gate's failure, which must exist.
 async fn failure(port: u16, token: &ApiToken, deadline: Duration) -> GateFailure {
     // Bounded from outside too: a gate that ignored its deadline would hang the test.
-    tokio::time::timeout(deadline + WAIT, gate(port, token, deadline))
-        .await
-        .expect("the gate outlived its deadline")
-        .expect_err("the gate passed")
+    tokio::time::timeout(
+        deadline + WAIT,
+        gate(port, token, Some(&voucher()), deadline),
+    )
+    .await
+    .expect("the gate outlived its deadline")
+    .expect_err("the gate passed")
 }
 
 #[tokio::test]
@@ -178,7 +186,7 @@ async fn a_healthy_worker_passes_and_neither_probes_nor_client_mistakes_count_as
     let mut w = chroxy_worker(&home).await;
     // Probed again and again, as during a canary window.
     for _ in 0..3 {
-        gate(w.port, &token(), DEADLINE)
+        gate(w.port, &token(), Some(&voucher()), DEADLINE)
             .await
             .unwrap_or_else(|f| panic!("{f}; log:\n{}", w.log_text()));
     }
@@ -222,7 +230,9 @@ async fn a_wrong_token_fails_at_auth_and_the_report_holds_no_token() {
     );
     assert!(!report.contains(wrong.expose()) && !report.contains(TOKEN));
     // A failed probe does not lock the right token out.
-    gate(w.port, &token(), DEADLINE).await.unwrap();
+    gate(w.port, &token(), Some(&voucher()), DEADLINE)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -287,7 +297,9 @@ async fn a_release_that_errors_on_valid_requests_passes_and_its_heartbeats_count
     let (mut cmd, log) = bad_command(&home, "errors");
     cmd.env("CHROXY_BAD_HEARTBEAT_MS", "50");
     let mut w = Supervised::start(cmd, log).await;
-    gate(w.port, &token(), DEADLINE).await.unwrap();
+    gate(w.port, &token(), Some(&voucher()), DEADLINE)
+        .await
+        .unwrap();
     let mut phone = Client::connect(w.port).await;
     assert_eq!(phone.auth(TOKEN).await["type"], "auth_ok");
     for i in 0..3 {
@@ -312,7 +324,9 @@ async fn a_release_that_errors_on_valid_requests_passes_and_its_heartbeats_count
 async fn a_release_that_crashes_later_passes_first_then_exits_3() {
     let home = Home::new();
     let mut w = bad_worker(&home, "crash_later").await;
-    gate(w.port, &token(), DEADLINE).await.unwrap();
+    gate(w.port, &token(), Some(&voucher()), DEADLINE)
+        .await
+        .unwrap();
     assert_eq!(w.exit_code().await, Some(3));
 }
 

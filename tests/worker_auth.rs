@@ -318,23 +318,37 @@ async fn a_flood_is_rate_limited_and_other_clients_are_unaffected() {
 async fn health_and_static_files() {
     let home = Home::new();
     let w = worker(&home).await;
-    let body = http_get(w.port, "/health").await;
-    let v: serde_json::Value =
-        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let health = |header: String| async move {
+        let body = http_get_with(w.port, "/health", &header).await;
+        serde_json::from_str::<serde_json::Value>(body.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    // The supervisor's probe (its proof header) is told the build.
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let v = health(format!(
+        "{}: {}",
+        chroxy::forwarded::PROBE_HEADER,
+        voucher.probe_value()
+    ))
+    .await;
     assert_eq!(v["status"], "ok");
     assert!(v["uptimeMs"].is_u64() && v["version"].is_string() && v["commit"].is_string());
-    // Through the public port (the supervisor's header) it tells the internet nothing
-    // about the build.
-    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
-    let header = format!(
-        "{}: {}",
-        chroxy::forwarded::CLIENT_HEADER,
-        voucher.header_value("203.0.113.7".parse().unwrap())
-    );
-    let body = http_get_with(w.port, "/health", &header).await;
-    let v: serde_json::Value =
-        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    assert_eq!(v, json!({"status": "ok"}));
+    // Anyone else — through the public port (the supervisor's header), with a forged
+    // proof, or with no header at all — is told nothing about the build.
+    for header in [
+        format!(
+            "{}: {}",
+            chroxy::forwarded::CLIENT_HEADER,
+            voucher.header_value("203.0.113.7".parse().unwrap())
+        ),
+        format!("{}: {}", chroxy::forwarded::PROBE_HEADER, "ab".repeat(32)),
+        "X-Nothing: 1".to_owned(),
+    ] {
+        assert_eq!(
+            health(header.clone()).await,
+            json!({"status": "ok"}),
+            "{header}"
+        );
+    }
     let page = http_get(w.port, "/").await;
     assert!(
         page.starts_with("HTTP/1.1 200") && page.contains("text/html") && page.contains("Chroxy")
@@ -367,8 +381,11 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     let home = Home::new();
     let w = worker(&home).await;
     let mut phone = w.client().await;
-    // The supervisor's probe, as the health gate connects: it stays connected.
-    let mut probe = w.connect().await;
+    // The supervisor's probe, as the health gate connects (with its proof): it stays
+    // connected.
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let proof = voucher.probe_value();
+    let mut probe = connect_with(w.port, &[(chroxy::forwarded::PROBE_HEADER, &proof)]).await;
     probe
         .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
             "deviceName": "probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
@@ -391,9 +408,19 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     let joined = phone.until_type("client_joined").await;
     assert_eq!(joined["client"]["clientId"], ok["clientId"], "{joined}");
 
-    // A token holder through the public port who claims to be the probe is a phone
-    // like any other: listed, announced.
-    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    // A token holder who claims to be the probe without its proof is a phone like any
+    // other: listed, announced; through the public port as well.
+    let mut claims = w.connect().await;
+    claims
+        .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
+            "deviceName": "claims to be a probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
+        .await;
+    assert_eq!(claims.recv().await["type"], "auth_ok");
+    let joined = phone.until_type("client_joined").await;
+    assert_eq!(
+        joined["client"]["deviceName"], "claims to be a probe",
+        "{joined}"
+    );
     let signed = voucher.header_value("203.0.113.66".parse().unwrap());
     let mut hidden = connect_with(w.port, &[(chroxy::forwarded::CLIENT_HEADER, &signed)]).await;
     hidden

@@ -59,6 +59,7 @@ pub struct Boot {
 
 /// The app as a user starts it: from the command line, on the desktop, until Quit.
 pub fn run() -> anyhow::Result<()> {
+    chroxy::process::keep_memory_private();
     let cli = Cli::parse();
     let paths = Paths::resolve(cli.home.clone())?;
     let _log_guard = logging::init(&paths);

@@ -37,6 +37,8 @@ pub struct LaunchSpec {
     /// Handed over as the first line on the worker's stdin ([`token_line`]): never on
     /// its command line or in its environment, where its agents could read it.
     pub token: ApiToken,
+    /// The supervisor's signing key, handed over with the token ([`crate::forwarded`]).
+    pub voucher: crate::forwarded::Voucher,
     /// Ready line plus the whole health gate must come within this.
     pub gate_timeout: Duration,
     /// The worker's heartbeat interval.
@@ -270,7 +272,7 @@ impl Task {
         self.stdin = child.stdin.take();
         if let Some(stdin) = self.stdin.as_mut() {
             // A worker that cannot read it exits, which the ready loop below reports.
-            let line = token_line(&self.spec.token);
+            let line = token_line(&self.spec.token, &self.spec.voucher);
             let _ = async {
                 stdin.write_all(line.as_bytes()).await?;
                 stdin.flush().await
@@ -404,7 +406,12 @@ impl Task {
     ) -> Ending {
         let token = self.spec.token.clone();
         let gate_timeout = gate_deadline.saturating_duration_since(Instant::now());
-        let mut check = Some(Box::pin(gate_owned(port, token.clone(), gate_timeout)));
+        let mut check = Some(Box::pin(gate_owned(
+            port,
+            token.clone(),
+            self.spec.voucher.clone(),
+            gate_timeout,
+        )));
         let mut healthy = false;
         let watchdog = self.spec.heartbeat * self.spec.heartbeat_misses.max(1);
         let mut last_beat = Instant::now();
@@ -443,14 +450,14 @@ impl Task {
                     }
                 }
                 _ = sleep_until(next_probe), if check.is_none() => {
-                    check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.gate_timeout)));
+                    check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.voucher.clone(), self.spec.gate_timeout)));
                 }
                 _ = sleep_until(last_beat + watchdog), if healthy => return Ending::Hung,
                 cmd = self.commands.recv() => match cmd {
                     Some(WorkerCommand::Reconnect { restart_eta_ms }) => {
                         self.send_line(&SupervisorCommand::Reconnect { restart_eta_ms }).await;
                         if healthy && check.is_none() {
-                            check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.gate_timeout)));
+                            check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.voucher.clone(), self.spec.gate_timeout)));
                         }
                     }
                     Some(WorkerCommand::Resync) => self.send_line(&SupervisorCommand::Resync).await,
@@ -565,8 +572,13 @@ async fn wait_for_kill(commands: &mut mpsc::UnboundedReceiver<WorkerCommand>) {
     std::future::pending::<()>().await
 }
 
-async fn gate_owned(port: u16, token: ApiToken, deadline: Duration) -> Result<(), GateFailure> {
-    health::gate(port, &token, deadline).await
+async fn gate_owned(
+    port: u16,
+    token: ApiToken,
+    voucher: crate::forwarded::Voucher,
+    deadline: Duration,
+) -> Result<(), GateFailure> {
+    health::gate(port, &token, Some(&voucher), deadline).await
 }
 
 async fn write_line(stdin: &mut ChildStdin, cmd: &SupervisorCommand) -> std::io::Result<()> {

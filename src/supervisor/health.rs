@@ -5,8 +5,9 @@
 //! `list_sessions` answered by `session_list`, all under one deadline, and a failure
 //! names the step it happened in.
 //!
-//! The probe authenticates as [`PROBE_DEVICE_TYPE`], which a worker keeps out of
-//! phones' sight, and only ever talks to 127.0.0.1: a worker's private port.
+//! The probe authenticates as [`PROBE_DEVICE_TYPE`] and proves it is the supervisor's
+//! ([`crate::forwarded`]), so a worker keeps it out of phones' sight; it only ever talks
+//! to 127.0.0.1: a worker's private port.
 
 use std::fmt;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::control::PROBE_DEVICE_TYPE;
+use crate::forwarded::{Voucher, PROBE_HEADER};
 use crate::protocol::{
     Auth, ClientMsg, DeviceInfo, Empty as NoFields, ServerMsg, Token, PROTOCOL_VERSION,
 };
@@ -84,13 +86,24 @@ const LOCAL_RETRY: Duration = Duration::from_millis(200);
 /// polite close after the last one, share that one deadline. When the supervisor's own
 /// I/O fails, the walk starts again (the shortage may pass) until the deadline; the
 /// failure is then marked [`GateFailure::local`].
-pub async fn gate(port: u16, token: &ApiToken, deadline: Duration) -> Result<(), GateFailure> {
+///
+/// `voucher` (the supervisor's key) proves the probe is the supervisor's, so the worker
+/// keeps it out of phones' sight and tells it its version; without one the gate is the
+/// same walk, as a phone would make it.
+pub async fn gate(
+    port: u16,
+    token: &ApiToken,
+    voucher: Option<&Voucher>,
+    deadline: Duration,
+) -> Result<(), GateFailure> {
+    let proof = voucher.map(Voucher::probe_value);
+    let proof = proof.as_deref();
     let until = Instant::now() + deadline;
     let mut at = Step::Http;
     let mut local: Option<GateFailure> = None;
     let walked = tokio::time::timeout_at(until, async {
         loop {
-            match walk(port, token, &mut at).await {
+            match walk(port, token, proof, &mut at).await {
                 Err(failure) if failure.local => {
                     local = Some(failure);
                     tokio::time::sleep(LOCAL_RETRY).await;
@@ -162,12 +175,17 @@ type Ws = WebSocketStream<TcpStream>;
 
 /// The steps; `at` always names the one in progress, for the deadline's report.
 /// Returns the open socket so the caller can close it within what is left of the deadline.
-async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<Ws, GateFailure> {
+async fn walk(
+    port: u16,
+    token: &ApiToken,
+    proof: Option<&str>,
+    at: &mut Step,
+) -> Result<Ws, GateFailure> {
     *at = Step::Http;
-    http_health(port).await?;
+    http_health(port, proof).await?;
 
     *at = Step::Upgrade;
-    let mut ws = upgrade(port).await?;
+    let mut ws = upgrade(port, proof).await?;
 
     *at = Step::Auth;
     let auth = ClientMsg::Auth(Auth {
@@ -207,14 +225,15 @@ async fn walk(port: u16, token: &ApiToken, at: &mut Step) -> Result<Ws, GateFail
     Ok(ws)
 }
 
-async fn http_health(port: u16) -> Result<(), GateFailure> {
+async fn http_health(port: u16, proof: Option<&str>) -> Result<(), GateFailure> {
     let stream = connect(port, Step::Http).await?;
+    let headers: Vec<(&str, &str)> = proof.map(|p| (PROBE_HEADER, p)).into_iter().collect();
     let (code, body) = super::loopback::exchange(
         stream,
         port,
         hyper::Method::GET,
         "/health",
-        &[],
+        &headers,
         Bytes::new(),
         MAX_HEALTH_BODY,
     )
@@ -239,12 +258,18 @@ async fn http_health(port: u16) -> Result<(), GateFailure> {
 }
 
 /// Our own loopback connection, then the upgrade on it: the gate never resolves a name.
-async fn upgrade(port: u16) -> Result<Ws, GateFailure> {
+async fn upgrade(port: u16, proof: Option<&str>) -> Result<Ws, GateFailure> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let stream = connect(port, Step::Upgrade).await?;
-    let (ws, _response) =
-        tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/ws"), stream)
-            .await
-            .map_err(|e| fail(Step::Upgrade, e.to_string()))?;
+    let mut request = format!("ws://127.0.0.1:{port}/ws")
+        .into_client_request()
+        .map_err(|e| fail(Step::Upgrade, e.to_string()))?;
+    if let Some(proof) = proof.and_then(|p| p.parse().ok()) {
+        request.headers_mut().insert(PROBE_HEADER, proof);
+    }
+    let (ws, _response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(|e| fail(Step::Upgrade, e.to_string()))?;
     Ok(ws)
 }
 

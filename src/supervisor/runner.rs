@@ -96,6 +96,9 @@ pub enum SupervisorError {
     /// A start-up step running off the async threads panicked or was cancelled.
     #[error("a start-up task of the supervisor failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// No key to sign the public port's word with.
+    #[error(transparent)]
+    Key(#[from] crate::forwarded::NoRandomness),
 }
 
 /// A running supervisor.
@@ -170,6 +173,9 @@ impl Supervisor {
         });
         let accepting = CancellationToken::new();
         let connections = TaskTracker::new();
+        // The public port's word to workers on who each client is, and the probe's
+        // proof: a key of this supervisor's own, handed to each worker with its token.
+        let voucher = crate::forwarded::Voucher::generate()?;
         let limits =
             proxy::Limits::fitting(opts.config.max_connections, opts.config.max_unauthenticated);
         let (tunnel_pid, tunnel_pid_rx) = watch::channel(None);
@@ -215,6 +221,7 @@ impl Supervisor {
                 args: opts.worker_args.clone(),
                 env: opts.worker_env.clone(),
                 token: opts.token.clone(),
+                voucher: voucher.clone(),
                 gate_timeout: Duration::from_millis(opts.config.gate_timeout_ms),
                 heartbeat: opts.heartbeat,
                 heartbeat_misses: opts.config.heartbeat_misses,
@@ -804,7 +811,7 @@ impl Runner {
             State::Failed { .. } | State::Misconfigured { .. } => 30,
             _ => 1,
         };
-        let voucher = port.map(|_| crate::forwarded::Voucher::new(&self.spec.token));
+        let voucher = port.map(|_| self.spec.voucher.clone());
         self.route_tx.send_replace(Route {
             port,
             voucher,

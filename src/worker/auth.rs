@@ -27,6 +27,10 @@ pub const MAX_ADDRESSES: usize = 4096;
 const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 /// Idle entries are swept at most this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Wrong tokens waiting out their delay across all addresses; past it, more are refused
+/// at once. Each holds a socket, and an attacker with many addresses (a v6 /48, the
+/// exits of an anonymity network) must not hold the worker's sockets by the thousand.
+pub const MAX_WAITING: u32 = 64;
 
 #[derive(Debug)]
 struct Entry {
@@ -39,6 +43,8 @@ struct Entry {
 struct Table {
     entries: HashMap<IpAddr, Entry>,
     swept: Instant,
+    /// Attempts in flight across all entries.
+    waiting: u32,
 }
 
 /// Per-address failure state; shared by all connections of a worker.
@@ -65,6 +71,7 @@ impl AuthLimiter {
             table: Mutex::new(Table {
                 entries: HashMap::new(),
                 swept: Instant::now(),
+                waiting: 0,
             }),
             base,
             max,
@@ -77,6 +84,7 @@ impl AuthLimiter {
 
     /// A correct token from `addr`: its failures are forgiven.
     pub fn succeeded(&self, addr: IpAddr) {
+        let addr = crate::forwarded::bucket(addr);
         if let Some(e) = self.lock().entries.get_mut(&addr) {
             e.failures = 0;
         }
@@ -96,7 +104,11 @@ impl AuthLimiter {
     /// counts the attempt as in flight until it is dropped (after the delay).
     pub fn failed(self: &Arc<Self>, addr: IpAddr) -> (Verdict, Option<InFlight>) {
         let now = Instant::now();
+        let addr = crate::forwarded::bucket(addr);
         let mut table = self.lock();
+        if table.waiting >= MAX_WAITING {
+            return (Verdict::RateLimited, None);
+        }
         if now.duration_since(table.swept) >= SWEEP_EVERY {
             table.swept = now;
             table
@@ -123,6 +135,7 @@ impl AuthLimiter {
             .min(self.max);
         e.failures = e.failures.saturating_add(1);
         e.in_flight += 1;
+        table.waiting += 1;
         (
             Verdict::DelayThenFail(delay),
             Some(InFlight {
@@ -141,7 +154,9 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(e) = self.limiter.lock().entries.get_mut(&self.addr) {
+        let mut table = self.limiter.lock();
+        table.waiting = table.waiting.saturating_sub(1);
+        if let Some(e) = table.entries.get_mut(&self.addr) {
             e.in_flight = e.in_flight.saturating_sub(1);
         }
     }
@@ -183,6 +198,36 @@ mod tests {
         assert!(matches!(l.failed(B).0, Verdict::DelayThenFail(_)));
         drop(held);
         assert!(matches!(l.failed(A).0, Verdict::DelayThenFail(_)));
+    }
+
+    #[test]
+    fn failures_from_many_addresses_wait_in_bounded_numbers() {
+        let l = AuthLimiter::new(Duration::from_secs(1), Duration::from_secs(60));
+        let held: Vec<_> = (0..MAX_WAITING)
+            .map(|i| {
+                let v = l.failed(IpAddr::V4(std::net::Ipv4Addr::from(0x0c00_0000 + i)));
+                assert!(matches!(v.0, Verdict::DelayThenFail(_)));
+                v
+            })
+            .collect();
+        assert_eq!(
+            l.failed(B).0,
+            Verdict::RateLimited,
+            "past the bound: at once"
+        );
+        drop(held);
+        assert!(matches!(l.failed(B).0, Verdict::DelayThenFail(_)));
+    }
+
+    #[test]
+    fn an_ipv6_network_is_one_address() {
+        let l = AuthLimiter::new(Duration::from_secs(1), Duration::from_secs(60));
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(delay(l.failed(a)).as_secs(), 1);
+        assert_eq!(delay(l.failed(b)).as_secs(), 2, "same /64: same backoff");
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(delay(l.failed(other)).as_secs(), 1);
     }
 
     #[test]

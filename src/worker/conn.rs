@@ -59,8 +59,7 @@ pub(crate) async fn run(
 ) {
     let (mut sink, mut stream) = socket.split();
     let addr = client.addr;
-    let device = authenticate(&mut sink, &mut stream, client, &s).await;
-    drop(pending);
+    let device = authenticate(&mut sink, &mut stream, client, pending, &s).await;
     let Some(device) = device else {
         return;
     };
@@ -72,10 +71,13 @@ pub(crate) async fn run(
 }
 
 /// Waits for `auth` within the deadline. `None`: the connection was refused and closed.
+/// `pending` is this connection's place among those still to authenticate: given back
+/// as soon as the outcome is known, before a wrong token waits out its delay.
 async fn authenticate(
     sink: &mut Sink,
     stream: &mut Stream,
     client: Client,
+    pending: Unauthenticated,
     s: &Shared,
 ) -> Option<DeviceInfo> {
     let addr = client.addr;
@@ -118,6 +120,7 @@ async fn authenticate(
                     }
                     return Some(auth.device_info.unwrap_or_default());
                 }
+                drop(pending);
                 match s.auth.failed(addr) {
                     (Verdict::RateLimited, _) => {
                         tracing::warn!(%addr, "too many authentication attempts in flight");

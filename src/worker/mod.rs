@@ -99,6 +99,24 @@ impl WorkerSignals {
     }
 }
 
+/// What clients are checked against: the API token, and the key the supervisor signs
+/// its word with ([`crate::forwarded`]).
+pub struct Credentials {
+    /// The API token.
+    pub token: ApiToken,
+    /// The supervisor's key (handed over with the token), or the token's own for a
+    /// worker run by hand.
+    pub voucher: Voucher,
+}
+
+impl Credentials {
+    /// `voucher`: the supervisor's key, `None` for a worker run by hand.
+    pub fn new(token: ApiToken, voucher: Option<Voucher>) -> Self {
+        let voucher = voucher.unwrap_or_else(|| Voucher::new(&token));
+        Self { token, voucher }
+    }
+}
+
 /// Everything a connection needs; shared.
 pub(crate) struct Shared {
     pub token: ApiToken,
@@ -122,7 +140,7 @@ pub(crate) struct Shared {
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
-    token: ApiToken,
+    credentials: Credentials,
     cfg: WorkerConfig,
     cwd: String,
     signals: WorkerSignals,
@@ -133,9 +151,9 @@ pub async fn serve(
         Duration::from_millis(cfg.auth_backoff_max_ms),
     );
     let shared = Arc::new(Shared {
-        voucher: Voucher::new(&token),
+        voucher: credentials.voucher,
         unauthenticated: AtomicUsize::new(0),
-        token,
+        token: credentials.token,
         cfg,
         hub,
         auth,

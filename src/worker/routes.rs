@@ -28,9 +28,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Version, commit and uptime only for whoever reaches the private port directly (the
-/// supervisor's gate, `chroxy doctor`): through the public port they would tell the
-/// internet which build to attack.
+/// Version, commit and uptime only for the supervisor's own probe: to anyone else (the
+/// internet, through the public port) they would tell which build to attack.
 async fn health(
     State(s): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -54,7 +53,8 @@ async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let client = Client::of(peer.ip(), &headers, &s.voucher);
-    let Some(pending) = Unauthenticated::take(&s) else {
+    // The supervisor's own probe is never turned away for others' sake.
+    let Some(pending) = Unauthenticated::take(&s, client.direct) else {
         tracing::warn!(addr = %client.addr, "too many unauthenticated connections; refusing an upgrade");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -80,26 +80,23 @@ async fn ws(
 pub(crate) struct Client {
     /// The address failures are counted against.
     pub addr: IpAddr,
-    /// It reached the private port directly (no header from the public port at all):
-    /// the supervisor's probe or a local tool, never a phone through the tunnel.
+    /// The supervisor's own health probe, proven by its signed header: never a phone.
     pub direct: bool,
 }
 
 impl Client {
     /// Every connection through the public port carries the supervisor's signed word on
     /// who the client is ([`crate::forwarded`]); only that is believed. Any other
-    /// header, `Cf-Connecting-Ip` included, is the client's own claim.
+    /// header, `Cf-Connecting-Ip` included, is the client's own claim. The probe proves
+    /// itself with a header of its own: a connection without one is never taken for it.
     fn of(peer: IpAddr, headers: &HeaderMap, voucher: &crate::forwarded::Voucher) -> Self {
-        let Some(value) = headers.get(crate::forwarded::CLIENT_HEADER) else {
-            return Self {
-                addr: peer,
-                direct: true,
-            };
-        };
-        let vouched = value.to_str().ok().and_then(|v| voucher.verify(v));
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let vouched = header(crate::forwarded::CLIENT_HEADER).and_then(|v| voucher.verify(v));
+        let direct = vouched.is_none()
+            && header(crate::forwarded::PROBE_HEADER).is_some_and(|v| voucher.is_probe(v));
         Self {
             addr: vouched.unwrap_or(peer),
-            direct: false,
+            direct,
         }
     }
 }
@@ -110,8 +107,12 @@ pub(crate) struct Unauthenticated {
 }
 
 impl Unauthenticated {
-    fn take(shared: &Arc<Shared>) -> Option<Self> {
-        let max = shared.cfg.max_unauthenticated.max(1);
+    fn take(shared: &Arc<Shared>, exempt: bool) -> Option<Self> {
+        let max = if exempt {
+            usize::MAX
+        } else {
+            shared.cfg.max_unauthenticated.max(1)
+        };
         shared
             .unauthenticated
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -187,16 +188,43 @@ mod tests {
                 direct: false
             }
         );
-        // The tunnel's header is a claim anyone on loopback can make: ignored.
+        // The tunnel's header is a claim anyone on loopback can make: ignored. And no
+        // header at all is no proof of being the probe.
         let mut claimed = HeaderMap::new();
         claimed.insert("cf-connecting-ip", "198.51.100.4".parse().unwrap());
         assert_eq!(
             Client::of(lo, &claimed, &voucher),
             Client {
                 addr: lo,
+                direct: false
+            }
+        );
+        assert_eq!(
+            Client::of(lo, &HeaderMap::new(), &voucher),
+            Client {
+                addr: lo,
+                direct: false
+            }
+        );
+        let mut probe = HeaderMap::new();
+        probe.insert(
+            crate::forwarded::PROBE_HEADER,
+            voucher.probe_value().parse().unwrap(),
+        );
+        assert_eq!(
+            Client::of(lo, &probe, &voucher),
+            Client {
+                addr: lo,
                 direct: true
             }
         );
+        let other = crate::forwarded::Voucher::new(&crate::secrets::ApiToken::new("u"));
+        let mut forged_probe = HeaderMap::new();
+        forged_probe.insert(
+            crate::forwarded::PROBE_HEADER,
+            other.probe_value().parse().unwrap(),
+        );
+        assert!(!Client::of(lo, &forged_probe, &voucher).direct);
         // A forged signature is neither believed nor taken for the supervisor's probe.
         let mut forged = HeaderMap::new();
         forged.insert(

@@ -38,18 +38,25 @@ const RESERVED_DESCRIPTORS: u64 = 128;
 impl Limits {
     /// The configured bounds, lowered to what this process's file-descriptor limit
     /// allows (two per connection, [`RESERVED_DESCRIPTORS`] kept aside) after raising
-    /// its soft limit to the hard one, as far as the OS lets it.
+    /// its soft limit toward what they need, as far as the hard limit lets it.
     pub fn fitting(max_connections: usize, max_unauthenticated: usize) -> Self {
         use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        // Only as far as the bounds need: every child (workers, Claude Code, its tools)
+        // inherits the limit, and some programs walk every descriptor up to it.
+        let needed = (max_connections as u64)
+            .saturating_mul(2)
+            .saturating_add(RESERVED_DESCRIPTORS);
         let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
-            Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-            {
-                Ok(()) => hard,
-                Err(err) => {
-                    tracing::debug!(%err, "cannot raise the file-descriptor limit");
-                    soft
+            Ok((soft, hard)) if soft < needed => {
+                let raised = needed.min(hard);
+                match setrlimit(Resource::RLIMIT_NOFILE, raised, hard) {
+                    Ok(()) => raised,
+                    Err(err) => {
+                        tracing::debug!(%err, "cannot raise the file-descriptor limit");
+                        soft
+                    }
                 }
-            },
+            }
             Ok((soft, _)) => soft,
             Err(err) => {
                 tracing::warn!(%err, "cannot read the file-descriptor limit");
@@ -106,12 +113,15 @@ impl Table {
         }
     }
 
-    /// The oldest unproven connection of the address with the most of them.
+    /// The oldest unproven connection of the address with the most of them; among
+    /// addresses with as many, the oldest of all (ids grow with time), so a flood of one
+    /// connection per address still loses its oldest before the newest (the owner's).
     fn victim(&self) -> Option<u64> {
         self.unproven
             .values()
-            .max_by_key(|q| q.len())
-            .and_then(|q| q.front().copied())
+            .filter_map(|q| Some((q.len(), std::cmp::Reverse(*q.front()?))))
+            .max()
+            .map(|(_, std::cmp::Reverse(id))| id)
     }
 
     fn remove(&mut self, id: u64) -> Option<Conn> {
@@ -160,6 +170,7 @@ impl Ticket {
     /// The connection turned out to be from `key` (the phone behind our own tunnel),
     /// not from the address it was admitted under.
     pub fn rekey(&self, key: IpAddr) {
+        let key = crate::forwarded::bucket(key);
         let mut t = self.admission.lock();
         let Some(conn) = t.conns.get_mut(&self.id) else {
             return;
@@ -204,6 +215,7 @@ impl Admission {
     /// A place for a newcomer from `key`, making room if needed; `None` when every
     /// place is held by a proven connection.
     pub fn admit(self: &Arc<Self>, key: IpAddr) -> Option<Ticket> {
+        let key = crate::forwarded::bucket(key);
         let mut t = self.lock();
         while t.conns.len() >= self.limits.max_connections
             || t.unproven_count >= self.limits.max_unauthenticated
@@ -292,6 +304,31 @@ mod tests {
         assert_eq!((s.open, s.unauthenticated), (3, 3));
         assert_eq!(s.evicted, 11);
         assert!(s.last_limit_at.is_some());
+    }
+
+    #[test]
+    fn a_flood_of_one_connection_per_address_loses_its_oldest_never_the_newest() {
+        let a = table(100, 4);
+        let flood: Vec<Ticket> = (0..4)
+            .map(|i| a.admit(ip(&format!("10.0.1.{i}"))).unwrap())
+            .collect();
+        let owner = a.admit(ip("203.0.113.5")).unwrap();
+        assert!(flood[0].evicted.is_cancelled(), "the oldest made room");
+        let more: Vec<Ticket> = (0..3)
+            .map(|i| a.admit(ip(&format!("10.0.2.{i}"))).unwrap())
+            .collect();
+        assert!(
+            !owner.evicted.is_cancelled(),
+            "the owner is newer than three of them"
+        );
+        assert!(flood.iter().all(|t| t.evicted.is_cancelled()));
+        drop(more);
+        // Addresses of one IPv6 /64 are one address.
+        let b = table(100, 2);
+        let first = b.admit(ip("2001:db8::1")).unwrap();
+        let _second = b.admit(ip("2001:db8::2")).unwrap();
+        let _owner = b.admit(ip("2001:db8:0:1::1")).unwrap();
+        assert!(first.evicted.is_cancelled(), "the /64 holding two paid");
     }
 
     #[test]

@@ -57,6 +57,21 @@ impl Head {
         String::from_utf8_lossy(&self.head)
     }
 
+    /// A head the worker's parser reads exactly as this module does: lines end in CRLF
+    /// only, no NUL, no folded lines. A bare LF would let a client end the head early in
+    /// the worker's eyes, before the supervisor's header, or slip a header in first.
+    pub fn is_clean(&self) -> bool {
+        let body = &self.head[..self.head.len().saturating_sub(4)];
+        !body.contains(&0)
+            && body
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b != b'\n' || (i > 0 && body[i - 1] == b'\r'))
+            && !body
+                .windows(3)
+                .any(|w| w[0] == b'\r' && w[1] == b'\n' && (w[2] == b' ' || w[2] == b'\t'))
+    }
+
     /// The value of header `name` (the first one), trimmed.
     pub fn header(&self, name: &str) -> Option<String> {
         self.text().split("\r\n").skip(1).find_map(|l| {
@@ -137,6 +152,19 @@ mod tests {
             "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              x-chroxy-client: 127.0.0.1 sig\r\n\r\nFRAME"
         );
+    }
+
+    #[test]
+    fn heads_the_worker_would_read_differently_are_not_clean() {
+        assert!(head("GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_clean());
+        for raw in [
+            "GET / HTTP/1.1\r\nHost: x\nX-Chroxy-Client: junk\r\n\r\n",
+            "GET /health HTTP/1.1\r\nHost: x\n\r\nX: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n",
+        ] {
+            assert!(!head(raw).is_clean(), "{raw:?}");
+        }
     }
 
     #[test]

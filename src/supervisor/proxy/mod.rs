@@ -122,6 +122,14 @@ async fn handle(
     let Some(head) = head::read(&mut client, HEAD_TIMEOUT).await else {
         return Ok(());
     };
+    if !head.is_clean() {
+        client
+            .write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .await?;
+        return client.shutdown().await;
+    }
     let client_ip = match tunnel_client(&client, peer, &head, tunnel, checks).await {
         Some(behind) => {
             ticket.rekey(behind);

@@ -14,6 +14,16 @@ use super::admission::Ticket;
 
 /// Once one direction has ended, the other gets this long to finish.
 const LINGER: Duration = Duration::from_secs(10);
+/// A write that takes longer is to a peer that stopped reading: the splice ends, and its
+/// place and sockets are freed (the worker drops a phone that stops reading after its
+/// own `write_timeout_ms`; the splice must not keep it either).
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+
+async fn write_all(to: &mut tokio::net::tcp::OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::time::timeout(WRITE_DEADLINE, to.write_all(bytes))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading"))?
+}
 /// The worker's answer is inspected this far at most.
 const MAX_INSPECT: usize = 16 * 1024;
 
@@ -52,7 +62,7 @@ pub async fn run(
         if sent > watch.preauth_bytes {
             return Ok::<_, std::io::Error>(Flow::Cut);
         }
-        worker_tx.write_all(&first).await?;
+        write_all(&mut worker_tx, &first).await?;
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = client_rx.read(&mut buf).await?;
@@ -66,7 +76,7 @@ pub async fn run(
                     return Ok(Flow::Cut);
                 }
             }
-            worker_tx.write_all(&buf[..n]).await?;
+            write_all(&mut worker_tx, &buf[..n]).await?;
         }
     };
     let down = async {
@@ -94,7 +104,7 @@ pub async fn run(
                     seen = Vec::new();
                 }
             }
-            client_tx.write_all(&buf[..n]).await?;
+            write_all(&mut client_tx, &buf[..n]).await?;
         }
     };
     tokio::pin!(up, down);
@@ -105,12 +115,14 @@ pub async fn run(
     while !(up_done && down_done) {
         tokio::select! {
             _ = ticket.evicted.cancelled() => return Ok(()),
-            flow = &mut up, if !up_done => match flow? {
-                Flow::Cut => {
+            flow = &mut up, if !up_done => match flow {
+                Ok(Flow::Cut) => {
                     tracing::debug!("client sent too much before authenticating; cut");
                     return Ok(());
                 }
-                Flow::Done => up_done = true,
+                // The worker's side is gone or the client's ended: what the worker still
+                // has to say (an auth_fail, a close code) gets the linger to arrive.
+                Ok(Flow::Done) | Err(_) => up_done = true,
             },
             done = &mut down, if !down_done => {
                 done?;
