@@ -343,7 +343,7 @@ mod tests {
         assert!(!r.allows("Edit", &write(p.cwd.join("c.rs")), &p.cwd));
         assert!(!r.allows("Edit", &write(src.join(".git/config")), &p.cwd));
         assert!(r.explain(scope, &p.cwd).starts_with(&format!(
-            "Edit on any file under {}/ (except inside .git and .claude), in every session in",
+            "Edit on any file under {}/ (except inside .git, .claude, .mcp.json, .vscode, .idea, .husky, .envrc, .ssh, .config, .local, .bashrc, .bash_profile, .profile, .zshrc, .zprofile, .gitconfig), in every session in",
             src.display()
         )));
         // The whole project, explicitly: still not its .git.

@@ -9,10 +9,31 @@
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
-/// Directories a directory rule never reaches into: what is written there changes
-/// what runs without anyone approving it again (git hooks and config; Claude Code's
-/// own settings, which can allow any tool). Files in them are approved one at a time.
-const GUARDED: &[&str] = &[".git", ".claude"];
+/// Names a directory rule never reaches into or writes: what is written there changes
+/// what runs without anyone approving it again — git hooks and config, Claude Code's
+/// own settings (which can allow any tool) and MCP servers, editor tasks, commit hooks,
+/// direnv, and, for a session started in a home directory, the shell's start-up files,
+/// SSH keys and every program's config (Chroxy's included). Files there are approved
+/// one at a time. Compared without regard to case (a case-insensitive file system
+/// writes `.GIT/hooks` into `.git/hooks`).
+const GUARDED: &[&str] = &[
+    ".git",
+    ".claude",
+    ".mcp.json",
+    ".vscode",
+    ".idea",
+    ".husky",
+    ".envrc",
+    ".ssh",
+    ".config",
+    ".local",
+    ".bashrc",
+    ".bash_profile",
+    ".profile",
+    ".zshrc",
+    ".zprofile",
+    ".gitconfig",
+];
 
 /// The real path `file` names, seen from `cwd`, if it lies inside `cwd`. `None` when
 /// that cannot be known safely: a `..` after a part that does not exist yet, a
@@ -69,15 +90,16 @@ fn is_hard_linked(_path: &Path) -> bool {
 pub(super) fn covers(dir: &Path, file: &Path) -> bool {
     file.strip_prefix(dir).is_ok_and(|rest| {
         !rest.as_os_str().is_empty()
-            && !rest
-                .components()
-                .any(|c| GUARDED.iter().any(|g| c.as_os_str() == *g))
+            && !rest.components().any(|c| {
+                let name = c.as_os_str().to_string_lossy();
+                GUARDED.iter().any(|g| name.eq_ignore_ascii_case(g))
+            })
     })
 }
 
 /// The directories [`covers`] never reaches into, in words.
 pub(super) fn guarded() -> String {
-    GUARDED.join(" and ")
+    GUARDED.join(", ")
 }
 
 #[cfg(test)]
@@ -202,6 +224,15 @@ mod tests {
             "/p/src/.git/hooks/pre-commit",
             "/p/src/sub/.claude/settings.json",
             "/p/src/.git",
+            // A session started in a home directory: what runs at the next login.
+            "/p/src/.bashrc",
+            "/p/src/.ssh/authorized_keys",
+            "/p/src/.config/chroxy/config.toml",
+            "/p/src/.mcp.json",
+            "/p/src/.vscode/tasks.json",
+            // A case-insensitive file system writes these into .git/hooks.
+            "/p/src/.GIT/hooks/pre-commit",
+            "/p/src/.Claude/settings.json",
         ] {
             assert!(!covers(dir, Path::new(not)), "{not}");
         }
