@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::client::{Client, STEP};
-use crate::common::flood::open_all;
+use crate::common::flood::{addresses, open_all};
 use crate::report::{secs, thousands, Figure, Pct, Row};
 use crate::system::System;
 use crate::Plan;
@@ -18,8 +18,8 @@ use crate::Plan;
 pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
     let before = sys.serving().await;
     let public = SocketAddr::from(([127, 0, 0, 1], sys.public));
-    // From another loopback address than the owner's, as a flood from elsewhere.
-    let flood = tokio::spawn(open_all(public, "127.0.0.2".parse().unwrap(), plan.flood));
+    // From 100 loopback addresses other than the owner's, as a flood from elsewhere.
+    let flood = tokio::spawn(open_all(public, addresses(100), plan.flood));
     let end = Instant::now() + plan.flood_hold;
     let mut waits = Vec::new();
     while Instant::now() < end {

@@ -251,8 +251,8 @@ pub const METHOD: &str = "\
   in the middle of the storm also fails the run, as the attackers are then refused at
   the public port); the bystander must still be connected and answered afterwards. Latency: frame sent → its
   answer (an error, `rate_limited`, an answer, or the close that ends the connection).
-- Flood: on a fresh system at its defaults, 3 000 sockets opened at once from 127.0.0.2
-  through the public port (a quarter each half-open, upgraded and silent, upgraded with
+- Flood: on a fresh system at its defaults, 3 000 sockets opened at once from 100
+  addresses (127.0.1.1–100) through the public port (a quarter each half-open, upgraded and silent, upgraded with
   half an `auth` frame, upgraded with a wrong token) and held for 30 s, while the owner's
   phone on 127.0.0.1 connects every 100 ms: the figure is connect → `auth_ok`, retried at
   once when the public port drops the attempt. Restarts: the status page's count before

@@ -78,12 +78,21 @@ pub async fn hostile(public: SocketAddr, from: std::net::IpAddr, kind: Kind) -> 
     sent.ok().map(|()| s)
 }
 
-/// Opens `n` hostile sockets from `from`, every kind in turn, all at once; returns those
-/// the public port let in (to hold them open).
-pub async fn open_all(public: SocketAddr, from: std::net::IpAddr, n: usize) -> Vec<TcpStream> {
+/// `n` loopback addresses other than the owner's 127.0.0.1 (127.0.1.1, 127.0.1.2, …):
+/// a flood from many places, as one from elsewhere arrives.
+pub fn addresses(n: u8) -> Vec<std::net::IpAddr> {
+    (1..=n)
+        .map(|i| std::net::IpAddr::from([127, 0, 1, i]))
+        .collect()
+}
+
+/// Opens `n` hostile sockets, every kind in turn and spread over `from`, all at once;
+/// returns those the public port let in (to hold them open).
+pub async fn open_all(public: SocketAddr, from: Vec<std::net::IpAddr>, n: usize) -> Vec<TcpStream> {
     let mut opening = tokio::task::JoinSet::new();
     for i in 0..n {
-        opening.spawn(hostile(public, from, Kind::ALL[i % Kind::ALL.len()]));
+        let kind = Kind::ALL[i % Kind::ALL.len()];
+        opening.spawn(hostile(public, from[i % from.len()], kind));
     }
     let mut held = Vec::with_capacity(n);
     while let Some(socket) = opening.join_next().await {
