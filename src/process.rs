@@ -140,13 +140,27 @@ pub fn stat_of(pid: u32) -> Option<ProcStat> {
 /// (blocking). The error says what went wrong, for messages.
 pub fn version_line(binary: &std::path::Path, timeout: Duration) -> Result<String, String> {
     use std::io::Read;
-    let mut child = std::process::Command::new(binary)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run it: {e}"))?;
+    let spawn = || {
+        std::process::Command::new(binary)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+    };
+    // A binary just written (a release just copied in) is "busy" while any process forked
+    // in that instant still holds the writer's descriptor, until it execs: try again.
+    let mut spawned = spawn();
+    for _ in 0..20 {
+        match &spawned {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) => {
+                std::thread::sleep(Duration::from_millis(25));
+                spawned = spawn();
+            }
+            _ => break,
+        }
+    }
+    let mut child = spawned.map_err(|e| format!("cannot run it: {e}"))?;
     // Read on the side so a chatty binary never blocks on a full pipe.
     let reader = child.stdout.take().map(|mut out| {
         std::thread::spawn(move || {
