@@ -833,7 +833,12 @@ impl Runner {
         })
         .await;
         match result {
-            Ok(Ok(listing)) => self.status_tx.send_modify(|s| s.releases = listing),
+            Ok(Ok(listing)) => {
+                // What led here (a promotion ends the canary) is shown before the
+                // pointer: a view never sees the new known-good still on trial.
+                self.publish();
+                self.status_tx.send_modify(|s| s.releases = listing)
+            }
             Ok(Err(err)) => self.record(
                 "store_error",
                 format!("cannot move a pointer to {id}: {err}"),

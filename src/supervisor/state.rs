@@ -514,14 +514,16 @@ impl Machine {
                 },
                 E::Timer,
             ) if now >= c.until => {
+                // The event first: a view that sees the new known-good pointer must
+                // also see why it moved.
                 let fx = vec![
-                    Effect::SetKnownGood(release.clone()),
                     Effect::Record {
                         kind: "promoted",
                         message: format!(
                             "release {release} survived its canary window and is now known-good"
                         ),
                     },
+                    Effect::SetKnownGood(release.clone()),
                     Effect::PruneReleases,
                 ];
                 self.known_good = release.clone();

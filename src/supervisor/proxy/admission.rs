@@ -84,16 +84,34 @@ impl Limits {
     }
 }
 
+/// How far an unproven connection has come; the least advanced are evicted first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Progress {
+    /// Connected; no request head yet (a half-open socket looks like this forever).
+    Connected,
+    /// Its request head was read, and nothing more arrived.
+    Requested,
+    /// It sent a whole first WebSocket frame after the upgrade: its `auth`, being
+    /// checked. An owner's phone is here within a round trip of connecting.
+    Authenticating,
+}
+
 #[derive(Debug)]
 struct Conn {
     key: IpAddr,
     proven: bool,
+    progress: Progress,
+    /// When it last came further (the table's own clock: a count of admissions and
+    /// steps), so a socket that stalls ages while a phone that advances stays young.
+    moved_at: u64,
     evict: CancellationToken,
 }
 
 #[derive(Debug, Default)]
 struct Table {
     next_id: u64,
+    /// Ticks at every admission and every step a connection takes.
+    clock: u64,
     conns: HashMap<u64, Conn>,
     /// Unproven connections per address, oldest first.
     unproven: HashMap<IpAddr, VecDeque<u64>>,
@@ -113,15 +131,30 @@ impl Table {
         }
     }
 
-    /// The oldest unproven connection of the address with the most of them; among
-    /// addresses with as many, the oldest of all (ids grow with time), so a flood of one
-    /// connection per address still loses its oldest before the newest (the owner's).
+    /// The unproven connection to close for a newcomer. Not one whose whole `auth`
+    /// frame is being checked, while another will do; then one of the address with the
+    /// most unproven connections; then the one that has stalled longest. So a socket
+    /// that never sends a request, or never a whole `auth`, makes room before a phone
+    /// that keeps advancing, and a flood of one connection per address loses its
+    /// oldest before the newest.
     fn victim(&self) -> Option<u64> {
-        self.unproven
-            .values()
-            .filter_map(|q| Some((q.len(), std::cmp::Reverse(*q.front()?))))
-            .max()
-            .map(|(_, std::cmp::Reverse(id))| id)
+        self.conns
+            .iter()
+            .filter(|(_, c)| !c.proven)
+            .min_by_key(|&(_, c)| {
+                let held = self.unproven.get(&c.key).map_or(0, VecDeque::len);
+                (
+                    c.progress == Progress::Authenticating,
+                    std::cmp::Reverse(held),
+                    c.moved_at,
+                )
+            })
+            .map(|(&id, _)| id)
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
     }
 
     fn remove(&mut self, id: u64) -> Option<Conn> {
@@ -153,6 +186,18 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// The connection came this far (never back).
+    pub fn progress(&self, to: Progress) {
+        let mut t = self.admission.lock();
+        let now = t.tick();
+        if let Some(conn) = t.conns.get_mut(&self.id) {
+            if to > conn.progress {
+                conn.progress = to;
+                conn.moved_at = now;
+            }
+        }
+    }
+
     /// The client authenticated: it keeps its place.
     pub fn prove(&self) {
         let mut t = self.admission.lock();
@@ -232,12 +277,15 @@ impl Admission {
         }
         let id = t.next_id;
         t.next_id += 1;
+        let moved_at = t.tick();
         let evicted = CancellationToken::new();
         t.conns.insert(
             id,
             Conn {
                 key,
                 proven: false,
+                progress: Progress::Connected,
+                moved_at,
                 evict: evicted.clone(),
             },
         );
@@ -329,6 +377,38 @@ mod tests {
         let _second = b.admit(ip("2001:db8::2")).unwrap();
         let _owner = b.admit(ip("2001:db8:0:1::1")).unwrap();
         assert!(first.evicted.is_cancelled(), "the /64 holding two paid");
+    }
+
+    #[test]
+    fn sockets_that_stall_make_room_before_a_phone_that_advances() {
+        let a = table(100, 3);
+        let owner = a.admit(ip("127.0.0.1")).unwrap();
+        let half_open = a.admit(ip("10.0.3.1")).unwrap();
+        let silent = a.admit(ip("10.0.3.2")).unwrap();
+        silent.progress(Progress::Requested);
+        // The owner, connected first, sends its request and its whole auth.
+        owner.progress(Progress::Requested);
+        owner.progress(Progress::Authenticating);
+        owner.progress(Progress::Requested); // never back
+        let n1 = a.admit(ip("10.0.3.3")).unwrap();
+        assert!(
+            half_open.evicted.is_cancelled(),
+            "stalled longest: the half-open one"
+        );
+        let n2 = a.admit(ip("10.0.3.4")).unwrap();
+        assert!(
+            silent.evicted.is_cancelled(),
+            "then the one that sent only a head"
+        );
+        // A fresh arrival is young: the flood loses its own older sockets first.
+        let n3 = a.admit(ip("10.0.3.5")).unwrap();
+        assert!(n1.evicted.is_cancelled() && !n2.evicted.is_cancelled());
+        let _n4 = a.admit(ip("10.0.3.6")).unwrap();
+        assert!(n2.evicted.is_cancelled() && !n3.evicted.is_cancelled());
+        assert!(
+            !owner.evicted.is_cancelled(),
+            "the authenticating owner stays"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod tunnel_peer;
 
 pub use admission::Limits;
 
+use admission::Progress;
+
 use admission::Admission;
 
 use std::time::Duration;
@@ -122,6 +124,7 @@ async fn handle(
     let Some(head) = head::read(&mut client, HEAD_TIMEOUT).await else {
         return Ok(());
     };
+    ticket.progress(Progress::Requested);
     if !head.is_clean() {
         client
             .write_all(

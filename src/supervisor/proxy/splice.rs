@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::admission::Ticket;
+use super::admission::{Progress, Ticket};
 
 /// Once one direction has ended, the other gets this long to finish.
 const LINGER: Duration = Duration::from_secs(10);
@@ -62,6 +62,14 @@ pub async fn run(
         if sent > watch.preauth_bytes {
             return Ok::<_, std::io::Error>(Flow::Cut);
         }
+        // What the client sent after its upgrade request, until it is a whole frame
+        // (bounded by the budget above): a phone's `auth` moves it up the table.
+        let mut early = first.get(head_len..).unwrap_or_default().to_vec();
+        let mut framed = !watch.upgrade;
+        if !framed && first_frame_complete(&early) {
+            ticket.progress(Progress::Authenticating);
+            framed = true;
+        }
         write_all(&mut worker_tx, &first).await?;
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -74,6 +82,14 @@ pub async fn run(
                 sent += n;
                 if sent > watch.preauth_bytes {
                     return Ok(Flow::Cut);
+                }
+            }
+            if !framed {
+                early.extend_from_slice(&buf[..n]);
+                if first_frame_complete(&early) {
+                    ticket.progress(Progress::Authenticating);
+                    framed = true;
+                    early = Vec::new();
                 }
             }
             write_all(&mut worker_tx, &buf[..n]).await?;
@@ -138,6 +154,27 @@ pub async fn run(
     Ok(())
 }
 
+/// Whether `bytes` (what a client sent after its upgrade request) hold a whole first
+/// WebSocket frame: its header, mask key and every byte of payload the header announces.
+fn first_frame_complete(bytes: &[u8]) -> bool {
+    let Some(&b1) = bytes.get(1) else {
+        return false;
+    };
+    let (len, at) = match b1 & 0x7f {
+        126 => match bytes.get(2..4) {
+            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return false,
+        },
+        127 => match bytes.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+            Some(b) => (u64::from_be_bytes(b), 10),
+            None => return false,
+        },
+        n => (u64::from(n), 2),
+    };
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    (bytes.len() as u64).saturating_sub(at + mask) >= len
+}
+
 /// From the start of the worker's answer to an upgrade: `Some(true)` once its first
 /// frame is `auth_ok`, `Some(false)` once it is anything else (or the upgrade was
 /// refused), `None` while more bytes are needed.
@@ -189,6 +226,39 @@ mod tests {
         }
         v.extend_from_slice(payload.as_bytes());
         v
+    }
+
+    #[test]
+    fn a_first_frame_is_whole_only_with_every_byte_its_header_announces() {
+        // A client's frame: masked, 5 bytes of payload.
+        let frame = [0x81, 0x85, 1, 2, 3, 4, b'h', b'e', b'l', b'l', b'o'];
+        for cut in 0..frame.len() {
+            assert!(!first_frame_complete(&frame[..cut]), "at {cut}");
+        }
+        assert!(first_frame_complete(&frame));
+        // 16-bit and 64-bit lengths.
+        let mut long = vec![0x81, 0x80 | 126, 0x01, 0x00, 0, 0, 0, 0];
+        long.extend(std::iter::repeat_n(b'x', 255));
+        assert!(!first_frame_complete(&long));
+        long.push(b'x');
+        assert!(first_frame_complete(&long));
+        let huge = [
+            0x81,
+            0x80 | 127,
+            0,
+            0,
+            0,
+            0,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0,
+            0,
+            0,
+            0,
+        ];
+        assert!(!first_frame_complete(&huge));
     }
 
     #[test]
