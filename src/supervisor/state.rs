@@ -538,25 +538,18 @@ impl Machine {
             }
             (State::Serving { release, .. }, E::Restart) => {
                 self.restarts += 1;
-                let fx = vec![
-                    Effect::Record {
-                        kind: "restart_requested",
-                        message: format!("restarting release {release} on request"),
-                    },
-                    Effect::Stop {
-                        release: release.clone(),
-                        drain: true,
-                    },
-                    Effect::Spawn {
-                        release: release.clone(),
-                    },
-                ];
-                (
-                    State::Starting {
-                        release,
-                        name: StateName::Restarting,
-                    },
-                    fx,
+                respawn(
+                    vec![
+                        Effect::Record {
+                            kind: "restart_requested",
+                            message: format!("restarting release {release} on request"),
+                        },
+                        Effect::Stop {
+                            release: release.clone(),
+                            drain: true,
+                        },
+                    ],
+                    release,
                 )
             }
             (State::Serving { release, .. }, E::Rollback { to }) => {
@@ -726,34 +719,16 @@ impl Machine {
 
             // ---- waiting ------------------------------------------------------------------
             (State::Backoff { release, until }, E::Timer) if now >= until => {
-                let fx = vec![Effect::Spawn {
-                    release: release.clone(),
-                }];
-                (
-                    State::Starting {
-                        release,
-                        name: StateName::Restarting,
-                    },
-                    fx,
-                )
+                respawn(vec![], release)
             }
             (State::Backoff { release, .. } | State::Starting { release, .. }, E::Restart) => {
                 self.restarts += 1;
-                let fx = vec![
-                    Effect::Stop {
+                respawn(
+                    vec![Effect::Stop {
                         release: release.clone(),
                         drain: false,
-                    },
-                    Effect::Spawn {
-                        release: release.clone(),
-                    },
-                ];
-                (
-                    State::Starting {
-                        release,
-                        name: StateName::Restarting,
-                    },
-                    fx,
+                    }],
+                    release,
                 )
             }
             (
@@ -788,16 +763,7 @@ impl Machine {
 
             // ---- misconfigured: retried; a person's action is taken as from failed -------
             (State::Misconfigured { release, until, .. }, E::Timer) if now >= until => {
-                let fx = vec![Effect::Spawn {
-                    release: release.clone(),
-                }];
-                (
-                    State::Starting {
-                        release,
-                        name: StateName::Restarting,
-                    },
-                    fx,
-                )
+                respawn(vec![], release)
             }
             (
                 State::Misconfigured { reason, .. },
@@ -984,19 +950,7 @@ impl Machine {
         self.crashes.clear();
         self.attempt = 0;
         let release = self.current.clone();
-        let fx = vec![
-            Effect::Record { kind, message },
-            Effect::Spawn {
-                release: release.clone(),
-            },
-        ];
-        (
-            State::Starting {
-                release,
-                name: StateName::Restarting,
-            },
-            fx,
-        )
+        respawn(vec![Effect::Record { kind, message }], release)
     }
 
     /// Point `current` at `to` (default known-good) and start it.
@@ -1103,6 +1057,20 @@ pub fn start_plan(
         known_good: fallback.to_owned(),
         effects,
     }
+}
+
+/// After `fx`, starts `release` again: the way back from a crash, a request or `failed`.
+fn respawn(mut fx: Vec<Effect>, release: String) -> (State, Vec<Effect>) {
+    fx.push(Effect::Spawn {
+        release: release.clone(),
+    });
+    (
+        State::Starting {
+            release,
+            name: StateName::Restarting,
+        },
+        fx,
+    )
 }
 
 /// A deploy's candidate failed before serving: nothing changes for the phones, and the
