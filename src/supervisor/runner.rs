@@ -300,19 +300,33 @@ impl Supervisor {
     }
 }
 
+/// Connections the kernel holds for a listener before `accept`. A burst of a few
+/// thousand (a flood) must wait there, not be dropped: a phone's dropped SYN is only
+/// sent again a second later. The kernel caps it at `net.core.somaxconn`.
+const BACKLOG: u32 = 4096;
+
 async fn bind(
     addr: SocketAddr,
     what: &'static str,
     flag: &'static str,
 ) -> Result<TcpListener, SupervisorError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| SupervisorError::Bind {
-            what,
-            addr,
-            flag,
-            source,
-        })
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restart may bind while old sockets linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|source| SupervisorError::Bind {
+        what,
+        addr,
+        flag,
+        source,
+    })
 }
 
 /// What the runner hears from: its workers and the views (the tunnel is in its slot).
