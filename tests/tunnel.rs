@@ -368,7 +368,7 @@ async fn chroxy_start_prints_the_link_and_qr_when_the_tunnel_is_up_and_again_for
     assert_ne!(new_token, old_token);
     let (_, stored, _) = common::supervisor::cli_env(&home, &["token", "show"], &env).await;
     assert_eq!(new_token, stored.trim());
-    child.start_kill().unwrap();
+    stop_in_order(&mut child).await;
 }
 
 /// A WebSocket through `port` with extra request headers; answers the `auth` with
@@ -461,7 +461,7 @@ async fn chroxy_start_into_a_file_or_pipe_prints_no_token_and_says_how_to_pair()
     let (mut cmd, stderr) = start_quick(&home, &opts);
     let stdout = home.dir.path().join("start.out");
     cmd.stdout(std::fs::File::create(&stdout).unwrap());
-    let _child = cmd.spawn().unwrap();
+    let mut child = cmd.spawn().unwrap();
     let sup = Sup::attach(&home, stderr).await;
     sup.wait_for("tunnel up", |s| s["tunnel"]["url"] == quick_url(1).as_str())
         .await;
@@ -489,4 +489,16 @@ async fn chroxy_start_into_a_file_or_pipe_prints_no_token_and_says_how_to_pair()
         out.contains("only to a terminal") && out.contains("chroxy pair --format terminal"),
         "{out}"
     );
+    stop_in_order(&mut child).await;
+}
+
+/// SIGTERM, then the exit: a `chroxy start` stopped in order takes its cloudflared with
+/// it (after a kill -9 it would be left for the next start to stop).
+async fn stop_in_order(child: &mut tokio::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::timeout(common::WAIT, child.wait())
+        .await
+        .expect("chroxy start stops on SIGTERM")
+        .unwrap();
 }
