@@ -41,6 +41,26 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// `[tunnel]`.
     pub tunnel: TunnelConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
+}
+
+/// `[security]`: who may connect besides the owner's approved devices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// A new device needs a pairing code from a QR code shown on this computer, or the
+    /// owner's approval (README "Pairing and approving devices"). `false`: the API
+    /// token alone lets any device in, as before; the status page and window say so.
+    pub approve_new_devices: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            approve_new_devices: true,
+        }
+    }
 }
 
 /// `[tunnel]`: how phones reach the machine from elsewhere.
@@ -297,6 +317,13 @@ mod tests {
         let c = Config::load(&dir.path().join("config.toml")).unwrap();
         assert_eq!(c.worker.auth_timeout_ms, 10_000);
         assert_eq!(c.worker.coalesce_ms, 50);
+        assert!(c.security.approve_new_devices, "new devices need approval by default");
+        let off = Config::parse(
+            Path::new("c.toml"),
+            "[security]\napprove_new_devices = false\n",
+        )
+        .unwrap();
+        assert!(!off.security.approve_new_devices);
     }
 
     #[test]

@@ -258,6 +258,7 @@ pub async fn start(
         secrets_backend: secrets.backend_name().into(),
         tunnel,
         secrets: rotation_source.clone(),
+        approve_new_devices: config.security.approve_new_devices,
     };
     let supervisor = Supervisor::start(opts, shutdown, force).await?;
     let pairing = follow_pairing(

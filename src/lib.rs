@@ -5,7 +5,8 @@
 //! - [`worker`]: the server phones talk to; [`session`]: sessions, history, fan-out;
 //!   [`agent`]: the Claude Code CLI driver.
 //! - [`store`]: paths and atomic, locked files; [`config`]: the settings file;
-//!   [`secrets`]: the API token; [`control`]: worker → supervisor messages;
+//!   [`secrets`]: the API token; [`devices`]: which devices may connect;
+//!   [`control`]: worker → supervisor messages;
 //!   [`process`]: owned child processes.
 //! - [`supervisor`]: keeps a healthy worker behind the public port; [`launch`]: starts it
 //!   from what a person chose (`chroxy start`, the tray app); [`tunnel`], [`pairing`].
@@ -20,6 +21,7 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod devices;
 pub mod doctor;
 pub mod forwarded;
 pub mod launch;

@@ -25,6 +25,9 @@ const DEMO_NOTICE: &str = "DEMO mode: answers come from Chroxy's built-in script
 /// Said by `chroxy start` instead of the pairing when its output is not a terminal.
 const PAIRING_ON_TERMINALS_ONLY: &str = "The pairing link and QR code hold the token, so they are printed only to a terminal (this output is not one, and may be kept in a log): run `chroxy pair --format terminal` in a terminal, or open the tray app's window.";
 
+/// Said under every QR a terminal shows.
+const PAIRING_CODE_NOTE: &str = "The code pairs one phone, within 10 minutes; `chroxy pair --format terminal` shows a fresh one. A phone without it waits for your approval (`chroxy devices`).";
+
 /// Supervise Claude Code on this machine from your phone.
 #[derive(Parser)]
 #[command(version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CHROXY_COMMIT"), ")"), about, long_about = None)]
@@ -103,6 +106,11 @@ enum Command {
         #[command(subcommand)]
         action: RulesAction,
     },
+    /// The devices that may connect: approve or refuse those waiting, revoke, rename.
+    Devices {
+        #[command(subcommand)]
+        action: chroxy::devices::DevicesCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,7 +146,8 @@ impl Command {
     /// read what the status page shows anyway. An allow-list, so a command added later
     /// is kept from agents until someone decides otherwise: the others print a token or
     /// a pairing, open the keyring (`start`, a hand-run `worker`), change the code that
-    /// holds the token (`deploy`, `rollback`) or the rules that let tools run.
+    /// holds the token (`deploy`, `rollback`), the rules that let tools run, or which
+    /// devices may connect (an agent approving its own stranger).
     fn kept_from_agents(&self) -> Option<&'static str> {
         match self {
             Command::Status { .. }
@@ -154,6 +163,7 @@ impl Command {
             Command::Worker { .. } => Some("worker"),
             Command::Token { .. } => Some("token"),
             Command::Rules { .. } => Some("rules remove"),
+            Command::Devices { .. } => Some("devices"),
         }
     }
 }
@@ -209,6 +219,11 @@ fn main() -> Result<()> {
         Command::Doctor { port, status_port } => doctor(&cli.home, &paths, port, status_port),
         Command::Pair { format } => block_on(pair(&paths, &secrets(&cli.home, &paths), format)),
         Command::Rules { action } => rules(&paths, action),
+        Command::Devices { action } => {
+            let now = chroxy::protocol::now_ms();
+            println!("{}", chroxy::devices::run_command(&paths, action, now)?);
+            Ok(())
+        }
         Command::Token {
             action: TokenAction::SetTunnel,
         } => {
@@ -269,6 +284,7 @@ fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
 /// `chroxy start`: runs until SIGTERM or Ctrl-C (a second one stops waiting for drains).
 async fn run_supervisor(launch: Launch) -> Result<()> {
     let demo = launch.demo;
+    let devices = chroxy::devices::Devices::new(&launch.paths);
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
     let started = chroxy::launch::start(launch, shutdown.clone(), force.clone()).await?;
@@ -280,7 +296,7 @@ async fn run_supervisor(launch: Launch) -> Result<()> {
     );
     // The link holds the token: a file or a pipe is where logs are collected.
     if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        tokio::spawn(print_pairing(started.pairing));
+        tokio::spawn(print_pairing(started.pairing, devices));
     } else {
         println!("{PAIRING_ON_TERMINALS_ONLY}");
     }
@@ -329,7 +345,9 @@ async fn pairing(paths: &Paths, secrets: &Secrets) -> Result<Pairing> {
         config.tunnel.public_url.as_deref(),
         port,
     );
-    Ok(Pairing::new(&url, api_token(secrets)?)?)
+    let pairing = Pairing::new(&url, api_token(secrets)?)?;
+    let devices = chroxy::devices::Devices::new(paths);
+    Ok(pairing.with_fresh_code(&devices, chroxy::protocol::now_ms())?)
 }
 
 async fn pair(paths: &Paths, secrets: &Secrets, format: PairFormat) -> Result<()> {
@@ -346,17 +364,26 @@ async fn pair(paths: &Paths, secrets: &Secrets, format: PairFormat) -> Result<()
 
 /// Prints the link and QR a phone scans, now and whenever it changes (a new tunnel URL,
 /// a rotated token). Only to a terminal.
-async fn print_pairing(mut pairing: tokio::sync::watch::Receiver<Option<Pairing>>) {
+async fn print_pairing(
+    mut pairing: tokio::sync::watch::Receiver<Option<Pairing>>,
+    devices: chroxy::devices::Devices,
+) {
     let mut printed: Option<String> = None;
     loop {
         let current = pairing.borrow_and_update().clone();
         if let Some(p) = current {
             let link = p.link();
             if printed.as_ref() != Some(&link) {
-                if let Ok(qr) = p.terminal() {
-                    println!("{qr}");
+                match p.with_fresh_code(&devices, chroxy::protocol::now_ms()) {
+                    Ok(shown) => {
+                        if let Ok(qr) = shown.terminal() {
+                            println!("{qr}");
+                        }
+                        println!("Scan the code with your phone, or open {}", shown.link());
+                        println!("{PAIRING_CODE_NOTE}");
+                    }
+                    Err(err) => eprintln!("cannot show a pairing code: {err}"),
                 }
-                println!("Scan the code with your phone, or open {link}");
                 printed = Some(link);
             }
         }
@@ -719,7 +746,9 @@ async fn run_worker(
     let served = chroxy::worker::serve(
         listener,
         hub.clone(),
-        chroxy::worker::Credentials::new(token, voucher),
+        chroxy::worker::Credentials::new(token, voucher).approving(
+            (config.security.approve_new_devices).then(|| chroxy::devices::Devices::new(&paths)),
+        ),
         config.worker,
         cwd.display().to_string(),
         signals,

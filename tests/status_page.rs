@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
+use chroxy::devices::{Admission, DeviceState, Devices, Knock};
 use chroxy::secrets::ApiToken;
+use chroxy::store::Paths;
 use chroxy::status_page::{serve, StatusPage};
 use chroxy::supervisor::handle::{ActionError, Handle, Request};
 use chroxy::supervisor::status::{Action, StateName, Status};
@@ -28,6 +30,8 @@ struct Page {
     actions: mpsc::UnboundedReceiver<Action>,
     stop: CancellationToken,
     served: Option<JoinHandle<std::io::Result<()>>>,
+    /// The home of the device registry its buttons decide in.
+    home: tempfile::TempDir,
 }
 
 impl Drop for Page {
@@ -50,10 +54,12 @@ async fn page(answer: Result<String, ActionError>) -> Page {
         }
     });
     let stop = CancellationToken::new();
+    let home = tempfile::tempdir().unwrap();
     let page = StatusPage {
         handle: Handle::new(status_rx, tx),
         admin: ApiToken::new(ADMIN),
         port,
+        devices: Devices::new(&Paths::under(home.path())),
     };
     let served = tokio::spawn(serve(listener, page, stop.clone()));
     Page {
@@ -62,6 +68,7 @@ async fn page(answer: Result<String, ActionError>) -> Page {
         actions,
         stop,
         served: Some(served),
+        home,
     }
 }
 
@@ -393,10 +400,12 @@ async fn a_supervisor_that_is_gone_answers_503() {
     let (tx, rx) = mpsc::channel::<Request>(1);
     drop(rx);
     let stop = CancellationToken::new();
+    let home = tempfile::tempdir().unwrap();
     let page = StatusPage {
         handle: Handle::new(status_rx, tx),
         admin: ApiToken::new(ADMIN),
         port,
+        devices: Devices::new(&Paths::under(home.path())),
     };
     tokio::spawn(serve(listener, page, stop.clone()));
     let raw = format!(
@@ -530,4 +539,47 @@ async fn serve_returns_once_stopped() {
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", p.port))
         .await
         .is_err());
+}
+
+/// The device buttons decide in the registry itself, only with the admin token, and
+/// say by their code why a decision could not be made.
+#[tokio::test]
+async fn device_buttons_need_the_admin_token_and_decide_in_the_registry() {
+    let p = page(Ok("done".into())).await;
+    let devices = Devices::new(&Paths::under(p.home.path()));
+    let now = chroxy::protocol::now_ms();
+    let Admission::Pending { id, .. } = devices.admit(&Knock::default(), now).unwrap() else {
+        panic!("a device without key waits");
+    };
+    let body = serde_json::json!({ "id": id }).to_string();
+    let state = || devices.list(chroxy::protocol::now_ms()).unwrap()[0].state;
+
+    let a = p.post("/api/devices/approve", &[], &body).await;
+    assert_eq!(a.code, 401, "{}", a.body);
+    let a = p
+        .post("/api/devices/approve", &[("X-Chroxy-Admin", "wrong")], &body)
+        .await;
+    assert_eq!(a.code, 401, "{}", a.body);
+    assert_eq!(state(), DeviceState::Pending, "nothing decided without the token");
+
+    let admin = [("X-Chroxy-Admin", ADMIN)];
+    let a = p.post("/api/devices/approve", &admin, &body).await;
+    assert_eq!((a.code, a.json()["ok"].as_bool()), (200, Some(true)), "{}", a.body);
+    assert!(a.json()["message"].as_str().unwrap().contains(&id));
+    assert_eq!(state(), DeviceState::Approved);
+
+    let a = p.post("/api/devices/refuse", &admin, &body).await;
+    assert_eq!(a.code, 409, "an approved device is revoked, not refused: {}", a.body);
+    let a = p.post("/api/devices/revoke", &admin, &body).await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(state(), DeviceState::Refused);
+
+    let a = p
+        .post("/api/devices/approve", &admin, r#"{"id":"nosuch"}"#)
+        .await;
+    assert_eq!(a.code, 404, "{}", a.body);
+    for bad in ["", r#"{"id":5}"#, r#"{"id":"x","extra":1}"#] {
+        let a = p.post("/api/devices/approve", &admin, bad).await;
+        assert_eq!(a.code, 400, "{bad}: {}", a.body);
+    }
 }

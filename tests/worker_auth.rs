@@ -391,7 +391,7 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     let proof = voucher.probe_value();
     let mut probe = connect_with(w.port, &[(chroxy::forwarded::PROBE_HEADER, &proof)]).await;
     probe
-        .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
+        .send(json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
             "deviceName": "probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
         .await;
     assert_eq!(probe.recv().await["type"], "auth_ok");
@@ -416,7 +416,7 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     // other: listed, announced; through the public port as well.
     let mut claims = w.connect().await;
     claims
-        .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
+        .send(json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
             "deviceName": "claims to be a probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
         .await;
     assert_eq!(claims.recv().await["type"], "auth_ok");
@@ -428,7 +428,7 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     let signed = voucher.header_value("203.0.113.66".parse().unwrap());
     let mut hidden = connect_with(w.port, &[(chroxy::forwarded::CLIENT_HEADER, &signed)]).await;
     hidden
-        .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
+        .send(json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
             "deviceName": "not a probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
         .await;
     assert_eq!(hidden.recv().await["type"], "auth_ok");

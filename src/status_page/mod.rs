@@ -1,8 +1,8 @@
 //! The status page on the second port (docs/protocol.md "Status page"), served by the
 //! supervisor itself so it tells the truth while no worker runs: the HTML page, the
 //! JSON of [`Status`](crate::supervisor::status::Status), and the actions of the window
-//! (rollback, restart, reconnect, deploy, reload-token) for whoever holds the admin
-//! token. The supervisor's runner serves it; `chroxy status`/`deploy`/`token` call it.
+//! (rollback, restart, reconnect, deploy, reload-token; approve, refuse or revoke a
+//! device) for whoever holds the admin token. The supervisor's runner serves it; `chroxy status`/`deploy`/`token` call it.
 //!
 //! It listens on loopback only, and still trusts nothing about the browser that talks
 //! to it: a page on another site could make the user's browser POST here, so actions
@@ -33,6 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::devices::{Decision, Devices, DevicesError};
 use crate::secrets::ApiToken;
 use crate::supervisor::handle::{ActionError, Handle};
 use crate::supervisor::status::Action;
@@ -56,6 +57,8 @@ pub struct StatusPage {
     pub admin: ApiToken,
     /// The port it is served on: its own origin and `Host` are recognised by it.
     pub port: u16,
+    /// The device registry its device buttons decide in.
+    pub devices: Devices,
 }
 
 /// The routes, with the host/origin/token checks in front of every one of them.
@@ -67,6 +70,9 @@ pub fn router(page: StatusPage) -> Router {
         .route("/api/reconnect", post(reconnect))
         .route("/api/deploy", post(deploy))
         .route("/api/reload-token", post(reload_token))
+        .route("/api/devices/approve", post(approve_device))
+        .route("/api/devices/refuse", post(refuse_device))
+        .route("/api/devices/revoke", post(revoke_device))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(assets::static_file)
         .layer(middleware::from_fn_with_state(page.clone(), guard::guard))
@@ -199,5 +205,69 @@ fn error_status(err: &ActionError) -> StatusCode {
         ActionError::ChecksumMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ActionError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         ActionError::Refused(_) => StatusCode::CONFLICT,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceBody {
+    id: String,
+}
+
+async fn approve_device(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide_device(page, bytes, Decision::Approve).await
+}
+
+async fn refuse_device(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide_device(page, bytes, Decision::Refuse).await
+}
+
+async fn revoke_device(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide_device(page, bytes, Decision::Revoke).await
+}
+
+/// One of the owner's decisions about a device, in the registry itself (the
+/// supervisor's status shows it within a second).
+async fn decide_device(
+    page: StatusPage,
+    bytes: Result<Bytes, BytesRejection>,
+    decision: Decision,
+) -> Response {
+    let id = match body::<DeviceBody>(bytes) {
+        Ok(Some(b)) => b.id,
+        Ok(None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "this action needs {\"id\": \"<device id>\"}; the status shows the ids",
+            )
+        }
+        Err((code, why)) => return refuse(code, &why),
+    };
+    tracing::info!(device = %id, ?decision, "status page: device decision");
+    let decided = tokio::task::spawn_blocking(move || {
+        page.devices
+            .decide(decision, &id, crate::protocol::now_ms())
+    })
+    .await;
+    match decided {
+        Ok(Ok(message)) => Json(json!({"ok": true, "message": message})).into_response(),
+        Ok(Err(err)) => {
+            let code = match err {
+                DevicesError::Unknown(_) => StatusCode::NOT_FOUND,
+                DevicesError::WrongState { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            refuse(code, &err.to_string())
+        }
+        Err(err) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
     }
 }

@@ -3,6 +3,7 @@
 //! run this, so every user gets the same restart policy.
 
 pub mod child;
+mod devices;
 pub mod handle;
 pub mod health;
 pub mod instance;

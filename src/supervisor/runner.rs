@@ -66,6 +66,8 @@ pub struct Options {
     /// Where a rotated API token is read back from; `None` when the token was given
     /// (`CHROXY_TOKEN`) and rotation does not apply.
     pub secrets: Option<crate::secrets::Secrets>,
+    /// `[security] approve_new_devices`, as workers apply it (shown in the status).
+    pub approve_new_devices: bool,
 }
 
 /// Why a supervisor could not start (or stopped badly).
@@ -189,10 +191,18 @@ impl Supervisor {
             connections.clone(),
         ));
         let page_stop = CancellationToken::new();
+        let registry = crate::devices::Devices::new(&opts.paths);
+        tokio::spawn(super::devices::follow(
+            registry.clone(),
+            opts.approve_new_devices,
+            status_tx.clone(),
+            page_stop.clone(),
+        ));
         let page = StatusPage {
             handle: handle.clone(),
             admin: opts.admin.clone(),
             port: status_port,
+            devices: registry,
         };
         let page_task = tokio::spawn(status_page::serve(status_listener, page, page_stop.clone()));
         tracing::info!(

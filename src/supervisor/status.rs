@@ -136,6 +136,30 @@ pub struct ConnectionsStatus {
     pub last_limit_at: Option<u64>,
 }
 
+/// `devices` of the status JSON: who may connect, and who waits for the owner. Read
+/// from the registry ([`crate::devices`]); never a key or a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevicesStatus {
+    /// New devices need a pairing code or approval (`[security] approve_new_devices`);
+    /// `false`: the API token alone lets any device in, and views say so.
+    pub approve_new: bool,
+    /// Every device, oldest first.
+    pub list: Vec<crate::devices::Device>,
+    /// Why the registry cannot be read (then no device gets in until it is fixed).
+    pub error: Option<String>,
+}
+
+impl Default for DevicesStatus {
+    fn default() -> Self {
+        Self {
+            approve_new: true,
+            list: Vec::new(),
+            error: None,
+        }
+    }
+}
+
 /// One entry of the recent-events list, newest last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -174,6 +198,9 @@ pub struct Status {
     pub connections: ConnectionsStatus,
     /// Sessions (from the worker's heartbeat).
     pub sessions: u32,
+    /// The devices that may connect or wait to.
+    #[serde(default)]
+    pub devices: DevicesStatus,
     /// Where secrets are kept: `keyring` or `file`.
     pub secrets_backend: String,
     /// Answers come from the built-in scripted model, not Anthropic's API.
@@ -204,6 +231,7 @@ impl Status {
             clients: 0,
             connections: ConnectionsStatus::default(),
             sessions: 0,
+            devices: DevicesStatus::default(),
             secrets_backend: secrets_backend.to_owned(),
             demo,
             public_port,

@@ -27,6 +27,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
+/// The key of the phone every test home has approved (`Home::new`), which
+/// [`Client::auth`] presents: new devices need approval by default, as for a user.
+pub const DEVICE_KEY: &str = "test-device-key-0123456789abcdef0123456789";
 /// Generous: the CLI takes ~0.6 s to start and CI machines are slow.
 pub const WAIT: Duration = Duration::from_secs(45);
 
@@ -124,12 +127,30 @@ pub struct Home {
 }
 
 impl Home {
+    /// A home whose registry has one approved device: the test phone of [`DEVICE_KEY`].
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         for sub in ["chroxy", "user", "project"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        Self { dir }
+        let home = Self { dir };
+        let about = chroxy::devices::About {
+            name: Some("test"),
+            platform: Some("test"),
+            address: None,
+        };
+        home.devices()
+            .add_approved(
+                &chroxy::devices::DeviceKey::new(DEVICE_KEY),
+                about,
+                chroxy::protocol::now_ms(),
+            )
+            .unwrap();
+        home
+    }
+    /// This home's device registry.
+    pub fn devices(&self) -> chroxy::devices::Devices {
+        chroxy::devices::Devices::new(&chroxy::store::Paths::under(self.chroxy()))
     }
     pub fn chroxy(&self) -> PathBuf {
         self.dir.path().join("chroxy")
@@ -553,8 +574,9 @@ impl Client {
         }
     }
 
+    /// Authenticates as the test home's approved phone ([`DEVICE_KEY`]).
     pub async fn auth(&mut self, token: &str) -> Value {
-        self.send(json!({"type": "auth", "token": token, "deviceInfo": {"deviceName": "test", "deviceType": "phone", "platform": "test"}}))
+        self.send(json!({"type": "auth", "token": token, "deviceKey": DEVICE_KEY, "deviceInfo": {"deviceName": "test", "deviceType": "phone", "platform": "test"}}))
             .await;
         self.recv().await
     }
