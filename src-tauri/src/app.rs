@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chroxy::launch::{Launch, Started, TunnelChoice};
-use chroxy::pairing::Pairing;
+use chroxy::devices::{Decision, Devices};
+use chroxy::pairing::{Pairing, ShownPairing};
 use chroxy::secrets::{ApiToken, Secrets};
 use chroxy::store::Paths;
 use chroxy::supervisor::handle::Handle;
@@ -41,6 +42,10 @@ pub struct Desktop {
     force: CancellationToken,
     /// Set once the supervisor has stopped (or never started): the app may exit.
     stopped: Arc<AtomicBool>,
+    /// The device registry the window's buttons decide in.
+    devices: Devices,
+    /// The QR on screen and its one-time code, kept across redraws.
+    shown: Mutex<ShownPairing>,
 }
 
 impl Desktop {
@@ -95,6 +100,8 @@ impl Desktop {
         };
         Self {
             core,
+            devices: Devices::new(&paths),
+            shown: Mutex::new(ShownPairing::default()),
             paths,
             tunnel,
             shutdown,
@@ -131,11 +138,32 @@ impl Desktop {
         match &self.core {
             Core::Running(r) => View::running(
                 r.handle.status(),
-                r.pairing.borrow().as_ref(),
+                self.shown_pairing(r).as_ref(),
                 tunnel_choice,
             ),
             Core::Failed(err) => View::failed(err, tunnel_choice),
         }
+    }
+
+    /// The pairing with the one-time code the QR shows (without one if the registry
+    /// cannot be written: such a phone then waits for approval).
+    fn shown_pairing(&self, r: &Running) -> Option<Pairing> {
+        let base = r.pairing.borrow().clone()?;
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        match shown.current(&base, &self.devices, chroxy::protocol::now_ms()) {
+            Ok(pairing) => Some(pairing),
+            Err(err) => {
+                tracing::warn!(%err, "cannot mint a pairing code");
+                Some(base)
+            }
+        }
+    }
+
+    /// The owner's decision about a device, worded for a person.
+    pub fn decide_device(&self, decision: Decision, id: &str) -> Result<String, ShellError> {
+        Ok(self
+            .devices
+            .decide(decision, id, chroxy::protocol::now_ms())?)
     }
 
     /// A receiver that wakes on every change of the status or the pairing.
@@ -181,9 +209,7 @@ impl Desktop {
 
     /// The pairing link, for the copy button.
     pub fn link(&self) -> Result<String, ShellError> {
-        self.running()?
-            .pairing
-            .borrow()
+        self.shown_pairing(self.running()?)
             .as_ref()
             .map(Pairing::link)
             .ok_or(ShellError::NoLink)
@@ -199,6 +225,10 @@ impl Desktop {
     }
 }
 
+/// How often the view is drawn again without a change, so a pairing code about to
+/// expire is replaced on screen (a used one is noticed at the device list's change).
+const REDRAW_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Wakes on any change a view shows.
 pub struct Changes {
     status: watch::Receiver<chroxy::supervisor::status::Status>,
@@ -211,6 +241,7 @@ impl Changes {
         tokio::select! {
             r = self.status.changed() => r.is_ok(),
             r = self.pairing.changed() => r.is_ok(),
+            () = tokio::time::sleep(REDRAW_EVERY) => true,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The window's commands, one line each over [`Desktop`] (the supervisor's actions) or a
 //! plugin. The tray's items that do the same thing call these same functions.
 
+use chroxy::devices::Decision;
 use chroxy::launch::TunnelChoice;
 use chroxy::supervisor::status::Action;
 use tauri::ipc::Invoke;
@@ -23,6 +24,7 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         admin_token,
         copy_link,
         open_status_page,
+        decide_device,
     ]
 }
 
@@ -58,6 +60,17 @@ pub async fn set_tunnel<R: Runtime>(
     // has toggled itself: draw the tray again whatever happened.
     crate::tray::refresh(&app, &app.state::<Desktop>().view());
     answer
+}
+
+/// Approve, refuse or revoke a device (the window's device buttons). Off the main
+/// thread: it reads and writes the registry file.
+#[tauri::command(async)]
+fn decide_device(
+    desktop: State<'_, Desktop>,
+    decision: Decision,
+    id: String,
+) -> Result<String, ShellError> {
+    desktop.decide_device(decision, &id)
 }
 
 #[tauri::command]

@@ -31,6 +31,9 @@ pub enum ShellError {
         what: String,
         source: Box<tauri_plugin_opener::Error>,
     },
+    /// The device registry refused or failed a decision.
+    #[error(transparent)]
+    Devices(#[from] chroxy::devices::DevicesError),
     /// The login items could not be changed.
     #[error("cannot change Start at login: {0}")]
     Autostart(#[from] tauri_plugin_autostart::Error),

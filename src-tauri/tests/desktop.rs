@@ -12,6 +12,17 @@ use common::supervisor::{bad_worker_bin, chroxy_bin, cli, events, fake_cloudflar
 use common::{Home, Model, WorkerOpts};
 use serde_json::Value;
 
+/// The window's QR and `chroxy pair` name the same machine and token, each with a
+/// one-time code of its own.
+fn same_pairing(shown: &str, printed: &str) {
+    let (a, b) = (
+        chroxy::pairing::decode_link(shown).expect("the window's QR is a pairing link"),
+        chroxy::pairing::decode_link(printed).unwrap(),
+    );
+    assert_eq!((&a.url, &a.token), (&b.url, &b.token), "the same pairing");
+    assert!(a.code.is_some() && b.code.is_some() && a.code != b.code, "a code each");
+}
+
 /// The link in a screenshot's QR code.
 fn qr_in(png: &[u8]) -> String {
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
@@ -92,7 +103,7 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     assert!(ok.success(), "{err}");
     let link = pair.trim();
     assert!(link.contains(".trycloudflare.com/#pair="), "{link}");
-    assert_eq!(qr_in(&png), link, "the window's QR is `chroxy pair`'s link");
+    same_pairing(&qr_in(&png), link);
     assert_eq!(
         w.js(&js_of("public-url", "textContent")).await,
         Value::String(link.split("/#").next().unwrap().to_owned()),
@@ -106,6 +117,50 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
             .map(|s| s.contains("file") || s.contains("keyring")),
         Some(true)
     );
+
+    // A phone with only the token waits; one click in the window lets it in, and the
+    // window's own code (scanned by another phone) pairs at once and is replaced.
+    let mut stranger = common::Client::connect(sup.public).await;
+    stranger
+        .send(serde_json::json!({"type": "auth", "token": common::TOKEN,
+            "deviceInfo": {"deviceName": "stranger's phone"}}))
+        .await;
+    let pending = stranger.recv().await;
+    assert_eq!(pending["reason"], "device_pending", "{pending}");
+    let (id, key) = (
+        pending["deviceId"].as_str().unwrap(),
+        pending["deviceKey"].as_str().unwrap(),
+    );
+    let approve = format!("#device-list li[data-device='{id}'] button[data-decision=approve]");
+    w.until(
+        "the waiting device in the window",
+        &format!("return !!document.querySelector({})", Value::String(approve.clone())),
+    )
+    .await;
+    w.js(&format!("document.querySelector({}).scrollIntoView({{block: 'center'}}); return true", Value::String(approve.clone())))
+        .await;
+    w.shot("2b-device-waiting").await;
+    w.click(&approve).await;
+    let mut back = common::Client::connect(sup.public).await;
+    back.send(serde_json::json!({"type": "auth", "token": common::TOKEN, "deviceKey": key}))
+        .await;
+    assert_eq!(back.recv().await["type"], "auth_ok", "approved with a click");
+    w.js("window.scrollTo(0, 0); return true").await;
+    let shown = w.js(&js_of("qr", "dataset.link")).await;
+    let code = chroxy::pairing::decode_link(shown.as_str().unwrap()).unwrap().code.unwrap();
+    let mut scanned = common::Client::connect(sup.public).await;
+    scanned
+        .send(serde_json::json!({"type": "auth", "token": common::TOKEN, "pairingCode": code}))
+        .await;
+    assert_eq!(scanned.recv().await["type"], "auth_ok", "the window's code pairs");
+    w.until(
+        "a fresh code on screen once that one is used",
+        &format!(
+            "return document.getElementById('qr').dataset.link !== {}",
+            shown
+        ),
+    )
+    .await;
 
     // Deploy a release: it serves as a canary; "Roll back" brings back known-good.
     let before = sup.healthy().await;
@@ -174,7 +229,7 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     // Force reconnect: a connected phone is told to reconnect, the tunnel restarts
     // (a quick tunnel has a new URL then: the QR follows), the phone gets back in.
     let mut phone = sup.client().await;
-    let first_link = link.to_owned();
+    let first_page = link.split('#').next().unwrap().to_owned();
     w.click("#reconnect").await;
     let bye = phone.until_type("server_shutdown").await;
     assert_eq!(bye["reason"], "restart", "{bye}");
@@ -185,15 +240,15 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     w.until(
         "a new QR for the new tunnel URL",
         &format!(
-            "const q = document.getElementById('qr'); return !!q.querySelector('svg') && q.dataset.link !== {}",
-            Value::String(first_link.clone())
+            "const q = document.getElementById('qr'); return !!q.querySelector('svg') && q.dataset.link.split('#')[0] !== {}",
+            Value::String(first_page.clone())
         ),
     )
     .await;
     let png = w.shot("5-reconnected").await;
     let (_, pair, _) = cli(&home, &["pair"]).await;
-    assert_ne!(pair.trim(), first_link);
-    assert_eq!(qr_in(&png), pair.trim(), "the QR follows the new URL");
+    assert!(!pair.trim().starts_with(&first_page));
+    same_pairing(&qr_in(&png), pair.trim());
     drop(again);
 
     // The worker is killed: the strip says so, then shows the new worker.

@@ -104,6 +104,7 @@ function render(view) {
     li.textContent = `${r.id} — ${r.version} (${r.commit})${marks.length ? ` · ${marks.join(', ')}` : ''}`;
     return li;
   }));
+  renderDevices(s.devices);
   $('events').replaceChildren(...s.events.slice(-8).reverse().map((e) => {
     const li = document.createElement('li');
     const at = document.createElement('time');
@@ -113,6 +114,36 @@ function render(view) {
     return li;
   }));
   renderUptime();
+}
+
+/** Waiting devices first, each with its buttons: Approve/Refuse, or Revoke when approved. */
+function renderDevices(d) {
+  if (!d) return;
+  $('devices-open').hidden = d.approveNew !== false;
+  $('devices-error').hidden = !d.error;
+  text('devices-error', d.error ?? '');
+  const order = { pending: 0, approved: 1, refused: 2 };
+  const decisions = { pending: ['approve', 'refuse'], approved: ['revoke'], refused: [] };
+  const list = [...d.list].sort((a, b) => order[a.state] - order[b.state]);
+  $('device-list').replaceChildren(...list.map((device) => {
+    const li = document.createElement('li');
+    li.dataset.device = device.id;
+    li.className = device.state;
+    const state = device.state === 'pending' ? 'waiting for approval' : device.state;
+    const seen = device.lastSeen ? `, last seen ${new Date(device.lastSeen).toLocaleString()}` : '';
+    const label = document.createElement('span');
+    label.textContent = `${device.name ?? 'unnamed'} (${device.platform ?? '?'}) — device ${device.id}: ${state}${seen}`;
+    li.append(label);
+    for (const decision of decisions[device.state] ?? []) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.dataset.decision = decision;
+      button.textContent = decision[0].toUpperCase() + decision.slice(1);
+      button.addEventListener('click', (e) => command(e.currentTarget, 'decide_device', { decision, id: device.id }));
+      li.append(' ', button);
+    }
+    return li;
+  }));
 }
 
 function answer(result) {

@@ -108,6 +108,34 @@ function render(s) {
     }),
   );
   $("events").replaceChildren(...[...s.events].reverse().map((e) => row([when(e.at), e.kind, e.message])));
+  renderDevices(s.devices);
+}
+
+/// Each device, with the decisions that apply to it: approve or refuse one that waits,
+/// revoke an approved one.
+function renderDevices(d) {
+  if (!d) return;
+  $("devices-open").hidden = d.approveNew !== false;
+  $("devices-error").hidden = !d.error;
+  $("devices-error").textContent = d.error ?? "";
+  const decisions = { pending: ["approve", "refuse"], approved: ["revoke"], refused: [] };
+  $("devices").replaceChildren(
+    ...d.list.map((device) => {
+      const state = device.state === "pending" ? "waiting for approval" : device.state;
+      const seen = device.lastSeen ? `${when(device.lastSeen)}${device.lastAddress ? ` from ${device.lastAddress}` : ""}` : "";
+      const tr = row([device.id, device.name, device.platform, state, seen, ""]);
+      tr.dataset.device = device.id;
+      for (const decision of decisions[device.state] ?? []) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.dataset.decision = decision;
+        button.textContent = decision[0].toUpperCase() + decision.slice(1);
+        button.addEventListener("click", () => act(`devices/${decision}`, button, { id: device.id }));
+        tr.lastChild.append(button);
+      }
+      return tr;
+    }),
+  );
 }
 
 function renderTunnel(t) {
@@ -153,7 +181,7 @@ async function loop() {
   setTimeout(loop, REFRESH_MS);
 }
 
-async function act(action, button) {
+async function act(action, button, body) {
   const token = $("admin").value.trim();
   const answer = $("answer");
   if (!token) {
@@ -170,6 +198,7 @@ async function act(action, button) {
     const response = await fetch("/api/" + action, {
       method: "POST",
       headers: { "X-Chroxy-Admin": token },
+      body: body ? JSON.stringify(body) : undefined,
       signal: withTimeout(),
     });
     let body = null;
