@@ -405,7 +405,10 @@ async fn only_our_own_cloudflared_is_believed_about_which_phone_it_carries() {
     let opts = opts.env("FAKE_CF_EDGE_PORT_FILE", port_file.to_str().unwrap());
     let (sup, _) = tunnel_up(&home, opts, "quick").await;
     sup.healthy().await;
-    common::eventually("the fake edge listens", || port_file.exists()).await;
+    common::eventually("the fake edge listens", async || {
+        common::holds(port_file.exists(), "no port file yet")
+    })
+    .await;
     let edge: u16 = std::fs::read_to_string(&port_file)
         .unwrap()
         .parse()
@@ -467,8 +470,12 @@ async fn chroxy_start_into_a_file_or_pipe_prints_no_token_and_says_how_to_pair()
         .await;
     // Up, and a pairing exists: it is either printed now (before the fix) or explained.
     let printed = || std::fs::read_to_string(&stdout).unwrap_or_default();
-    common::eventually("the pairing printed or explained", || {
-        printed().contains("Scan the code") || printed().contains("chroxy pair")
+    common::eventually("the pairing printed or explained", async || {
+        let out = printed();
+        common::holds(
+            out.contains("Scan the code") || out.contains("chroxy pair"),
+            format!("stdout: {out:?}"),
+        )
     })
     .await;
     let (ok, token, err) =
