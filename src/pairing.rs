@@ -13,7 +13,7 @@ use qrcode::render::{svg, unicode};
 use qrcode::QrCode;
 use serde::{Deserialize, Serialize};
 
-use crate::secrets::ApiToken;
+use crate::token::ApiToken;
 
 /// Why no link could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use chroxy::secrets::ApiToken;
 use chroxy::status_page::{serve, StatusPage};
 use chroxy::supervisor::handle::{ActionError, Handle, Request};
 use chroxy::supervisor::status::{Action, StateName, Status};
+use chroxy::token::ApiToken;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};

@@ -171,6 +171,12 @@ async fn a_release_that_fails_valid_requests_is_rolled_back_within_its_canary_wi
     assert_eq!(canary["release"], id.as_str(), "{serving}");
     assert_eq!(canary["errorLimit"], 10);
     assert_eq!(canary["errors"], 0, "the health probes count no errors");
+    assert!(
+        canary["summary"].as_str().is_some_and(|s| s
+            .starts_with(&format!("release {id} on trial: known-good in "))
+            && s.ends_with("(0 of 10 errors)")),
+        "one sentence for every view: {canary}"
+    );
     let left = canary["endsAt"].as_u64().unwrap() as i64 - chroxy::protocol::now_ms() as i64;
     assert!(left > 0 && left <= 60_000, "ends in {left} ms");
     let (_, text, _) = cli(&home, &["status"]).await;

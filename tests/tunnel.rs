@@ -141,8 +141,7 @@ async fn a_quick_tunnel_comes_up_and_the_pairing_link_and_qr_point_at_it() {
 
     // The QR decodes to exactly that link.
     let pairing =
-        chroxy::pairing::Pairing::new(&quick_url(1), chroxy::secrets::ApiToken::new(TOKEN))
-            .unwrap();
+        chroxy::pairing::Pairing::new(&quick_url(1), chroxy::token::ApiToken::new(TOKEN)).unwrap();
     assert_eq!(decode_qr(&pairing), link);
     // The status page shows the URL, never the token.
     let (_, page) = common::supervisor::http(sup.status, "GET", "/api/status", &[], "").await;

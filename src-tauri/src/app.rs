@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use chroxy::launch::{Launch, Started, TunnelChoice};
 use chroxy::pairing::Pairing;
-use chroxy::secrets::{ApiToken, Secrets};
+use chroxy::secrets::Secrets;
 use chroxy::store::Paths;
 use chroxy::supervisor::handle::Handle;
 use chroxy::supervisor::status::Action;
+use chroxy::token::ApiToken;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

@@ -15,7 +15,7 @@ pub use supervised::{count_panics, follow_supervisor, say_fatal};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -26,8 +26,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::WorkerConfig;
 use crate::forwarded::Voucher;
 use crate::protocol::ShutdownReason;
-use crate::secrets::ApiToken;
 use crate::session::Hub;
+use crate::token::ApiToken;
 
 /// Version reported in `auth_ok` and `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -146,10 +146,7 @@ pub async fn serve(
     signals: WorkerSignals,
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let auth = AuthLimiter::new(
-        Duration::from_millis(cfg.auth_backoff_base_ms),
-        Duration::from_millis(cfg.auth_backoff_max_ms),
-    );
+    let auth = AuthLimiter::new(cfg.auth_backoff());
     let shared = Arc::new(Shared {
         voucher: credentials.voucher,
         unauthenticated: AtomicUsize::new(0),
