@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, TunnelConfig};
 use crate::pairing::Pairing;
-use crate::secrets::{ApiToken, Secrets, SecretsError};
+use crate::secrets::{Secrets, SecretsError};
 use crate::store::Paths;
 use crate::supervisor::handle::Handle;
-use crate::supervisor::status::Status;
 use crate::supervisor::{Supervisor, SupervisorError};
-use crate::tunnel::{Mode, TunnelSpec};
+use crate::token::ApiToken;
+use crate::tunnel::{Mode, TunnelMode, TunnelSpec};
 
 /// How phones reach this machine from elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -192,13 +192,7 @@ pub fn tunnel_spec(
     let binary = std::env::var_os("CHROXY_CLOUDFLARED")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
-    let ms = std::time::Duration::from_millis;
-    let mut spec = TunnelSpec::new(mode, binary, 0);
-    spec.start_timeout = ms(config.start_timeout_ms);
-    spec.backoff_floor = ms(config.backoff_floor_ms);
-    spec.backoff_cap = ms(config.backoff_cap_ms);
-    spec.healthy_reset = ms(config.healthy_reset_ms);
-    Ok(Some(spec))
+    Ok(Some(TunnelSpec::new(mode, binary, 0, config)))
 }
 
 /// This home's secrets, opened off the async runtime (the keyring runs its own).
@@ -286,29 +280,17 @@ pub fn follow_pairing(
     configured: Option<String>,
 ) -> watch::Receiver<Option<Pairing>> {
     let (tx, rx) = watch::channel(None);
-    let rotations = |s: &Status| {
-        s.events
-            .iter()
-            .rev()
-            .find(|e| e.kind == "token_rotated")
-            .map(|e| e.at)
-    };
+    let mut status = handle.watch();
+    let mut reloads = handle.token_reloads();
     tokio::spawn(async move {
-        let mut status = handle.watch();
-        let mut rotated = rotations(&status.borrow());
         let mut sent: Option<(String, ApiToken)> = None;
+        let mut reloaded = false;
         loop {
-            let (url, port, mode, now_rotated) = {
+            let (url, port, mode) = {
                 let s = status.borrow_and_update();
-                (
-                    s.tunnel.url.clone(),
-                    s.public_port,
-                    s.tunnel.mode.clone(),
-                    rotations(&s),
-                )
+                (s.tunnel.url.clone(), s.public_port, s.tunnel.mode)
             };
-            if now_rotated != rotated {
-                rotated = now_rotated;
+            if std::mem::take(&mut reloaded) {
                 if let Some(secrets) = secrets.clone() {
                     if let Ok(Ok(new)) =
                         tokio::task::spawn_blocking(move || secrets.api_token()).await
@@ -317,7 +299,7 @@ pub fn follow_pairing(
                     }
                 }
             }
-            let usable = url.is_some() || mode == "none";
+            let usable = url.is_some() || mode == TunnelMode::None;
             let public = crate::pairing::public_url(url.as_deref(), configured.as_deref(), port);
             let next = usable.then(|| (public, token.clone()));
             if next != sent {
@@ -331,6 +313,10 @@ pub fn follow_pairing(
             }
             tokio::select! {
                 changed = status.changed() => if changed.is_err() { return },
+                changed = reloads.changed() => match changed {
+                    Ok(()) => reloaded = true,
+                    Err(_) => return,
+                },
                 _ = tx.closed() => return,
             }
         }
@@ -341,6 +327,8 @@ pub fn follow_pairing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::handle::{ActionError, Request};
+    use crate::supervisor::status::{Action, Status};
 
     fn home() -> (tempfile::TempDir, Paths, Secrets) {
         let dir = tempfile::tempdir().unwrap();
@@ -364,7 +352,7 @@ mod tests {
             .unwrap();
         assert_eq!(quick.mode, Mode::Quick);
         assert_eq!(
-            quick.backoff_floor,
+            quick.backoff.floor,
             std::time::Duration::from_millis(1234),
             "the settings apply"
         );
@@ -392,6 +380,65 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A supervisor that answers every action with `answer` (and its status, which
+    /// must outlive the test: the pairing stops with it).
+    fn handle(answer: Result<String, ActionError>) -> (Handle, watch::Sender<Status>) {
+        let (publish, status) = watch::channel(Status::new(8765, 8766, false, "file"));
+        let (actions, mut requests) = tokio::sync::mpsc::channel::<Request>(4);
+        tokio::spawn(async move {
+            while let Some(Request { reply, .. }) = requests.recv().await {
+                let _ = reply.send(answer.clone());
+            }
+        });
+        (Handle::new(status, actions), publish)
+    }
+
+    fn token_of(pairing: &Pairing) -> String {
+        let link = pairing.chroxy_link();
+        link.rsplit_once("token=").unwrap().1.to_owned()
+    }
+
+    async fn next_token(pairing: &mut watch::Receiver<Option<Pairing>>) -> String {
+        let shown = tokio::time::timeout(std::time::Duration::from_secs(5), pairing.changed())
+            .await
+            .expect("the pairing did not change");
+        shown.unwrap();
+        token_of(pairing.borrow_and_update().as_ref().unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_pairing_takes_the_rotated_token_once_the_supervisor_has_reloaded_it() {
+        let (_dir, _paths, secrets) = home();
+        let old = secrets.api_token().unwrap();
+        let (handle, _status) = handle(Ok("restarting the worker with the new token".into()));
+        let mut pairing = follow_pairing(handle.clone(), old.clone(), Some(secrets.clone()), None);
+        assert_eq!(next_token(&mut pairing).await, old.expose());
+
+        let new = secrets.rotate_api_token().unwrap();
+        handle.act(Action::ReloadToken).await.unwrap();
+        assert_eq!(next_token(&mut pairing).await, new.expose());
+    }
+
+    #[tokio::test]
+    async fn a_refused_reload_leaves_the_pairing_alone() {
+        let (_dir, _paths, secrets) = home();
+        let old = secrets.api_token().unwrap();
+        let (handle, _status) = handle(Err(ActionError::Refused("given in CHROXY_TOKEN".into())));
+        let mut pairing = follow_pairing(handle.clone(), old.clone(), Some(secrets.clone()), None);
+        assert_eq!(next_token(&mut pairing).await, old.expose());
+
+        secrets.rotate_api_token().unwrap();
+        handle.act(Action::ReloadToken).await.unwrap_err();
+        assert_eq!(*handle.token_reloads().borrow(), 0, "no reload was counted");
+        tokio::task::yield_now().await;
+        assert!(!pairing.has_changed().unwrap());
+        assert_eq!(
+            token_of(pairing.borrow().as_ref().unwrap()),
+            old.expose(),
+            "the workers still take the old token, so the link keeps it"
+        );
     }
 
     #[test]

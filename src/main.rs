@@ -14,9 +14,10 @@ use chroxy::config::Config;
 use chroxy::control::WorkerEvent;
 use chroxy::launch::{api_token, session_dir, Launch, StartArgs, TunnelChoice};
 use chroxy::pairing::Pairing;
-use chroxy::secrets::{ApiToken, Secrets};
+use chroxy::secrets::Secrets;
 use chroxy::session::{Hub, SessionsConfig};
 use chroxy::store::Paths;
+use chroxy::token::ApiToken;
 use chroxy::worker::WorkerSignals;
 
 /// What phones and the terminal are told in demo mode.
@@ -482,11 +483,7 @@ async fn show_status(paths: &Paths, json: bool) -> Result<()> {
     );
     let now = chroxy::protocol::now_ms();
     if let Some(c) = &status.canary {
-        let left = c.ends_at.saturating_sub(now) / 1000;
-        println!(
-            "canary:       release {} on trial, known-good in {left} s unless it fails ({} of {} errors)",
-            c.release, c.errors, c.error_limit
-        );
+        println!("canary:       {}", c.describe(now));
     }
     println!(
         "clients:      {}   sessions: {}",

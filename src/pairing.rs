@@ -16,7 +16,7 @@ use qrcode::QrCode;
 use serde::{Deserialize, Serialize};
 
 use crate::devices::{Devices, DevicesError, PairingCode};
-use crate::secrets::ApiToken;
+use crate::token::ApiToken;
 
 /// Why no link could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

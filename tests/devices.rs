@@ -115,7 +115,7 @@ async fn refused_stays_refused_and_revoked_is_refused_at_the_next_connection() {
     assert!(!status.success() && err.contains("stays refused"), "{err}");
 
     // The test home's own phone is approved; revoked, it is out at its next connection.
-    let mut phone = w.client().await;
+    let phone = w.client().await;
     let ok = phone.seen.iter().find(|v| v["type"] == "auth_ok").unwrap();
     let phone_id = str_of(ok, "deviceId").to_owned();
     devices(&home, &["revoke", &phone_id]).await;
@@ -185,7 +185,7 @@ async fn a_worker_run_by_hand_lets_no_one_pass_as_the_probe_to_skip_approval() {
     let w = worker(&home).await;
     // A hand-run worker keys the probe's proof from the token: any token holder can
     // make it, so it is no reason to skip the device check.
-    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::token::ApiToken::new(TOKEN));
     let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         format!("ws://127.0.0.1:{}/ws", w.port),
     )

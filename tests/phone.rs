@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::browser::{Browser, Driver};
 use common::supervisor::{cli, Sup};
-use common::{eventually, Home, Model, WorkerOpts};
+use common::{eventually, holds, Home, Model, WorkerOpts};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -124,7 +124,10 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.shot("3-permission").await;
     a.click("#prompts button[data-decision=allow]").await;
     let made = home.project().join("chroxy-demo.txt");
-    eventually("the approved command ran", || made.exists()).await;
+    eventually("the approved command ran", async || {
+        holds(made.exists(), format!("no {}", made.display()))
+    })
+    .await;
     a.until("prompt gone on A", NO_PROMPTS).await;
     b.until("prompt gone on B", NO_PROMPTS).await;
     b.shot("4-answered-elsewhere").await;

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use chroxy::devices::{Admission, DeviceState, Devices, Knock};
-use chroxy::secrets::ApiToken;
 use chroxy::store::Paths;
+use chroxy::token::ApiToken;
 use chroxy::status_page::{serve, StatusPage};
 use chroxy::supervisor::handle::{ActionError, Handle, Request};
 use chroxy::supervisor::status::{Action, StateName, Status};

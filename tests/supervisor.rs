@@ -9,7 +9,9 @@ use common::supervisor::{
     alive, bad_worker_bin, chroxy_bin, cli, cpu_ticks, events, fake_cloudflared_bin, files_under,
     http, Sup,
 };
-use common::{children_of, eventually, streamed_text, Client, Home, Model, WorkerOpts, TOKEN};
+use common::{
+    children_of, eventually, holds, streamed_text, Client, Home, Model, WorkerOpts, TOKEN,
+};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -169,6 +171,12 @@ async fn a_release_that_fails_valid_requests_is_rolled_back_within_its_canary_wi
     assert_eq!(canary["release"], id.as_str(), "{serving}");
     assert_eq!(canary["errorLimit"], 10);
     assert_eq!(canary["errors"], 0, "the health probes count no errors");
+    assert!(
+        canary["summary"].as_str().is_some_and(|s| s
+            .starts_with(&format!("release {id} on trial: known-good in "))
+            && s.ends_with("(0 of 10 errors)")),
+        "one sentence for every view: {canary}"
+    );
     let left = canary["endsAt"].as_u64().unwrap() as i64 - chroxy::protocol::now_ms() as i64;
     assert!(left > 0 && left <= 60_000, "ends in {left} ms");
     let (_, text, _) = cli(&home, &["status"]).await;
@@ -294,20 +302,16 @@ async fn a_turn_that_ends_on_the_old_worker_during_a_deploy_is_in_the_new_worker
     })
     .await;
     let expected = "one two three four five six seven eight nine ten";
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    loop {
+    let history = eventually("the turn finished on the old worker replayed", async || {
         let history = replayed(&sup).await;
         if history.iter().any(|m| m == expected) {
-            assert!(history.iter().any(|m| m == slow), "{history:?}");
-            break;
+            Ok(history)
+        } else {
+            Err(format!("{history:?}\nlog:\n{}", sup.log_text()))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the turn finished on the old worker is missing: {history:?}\nlog:\n{}",
-            sup.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert!(history.iter().any(|m| m == slow), "{history:?}");
     // And it stays: the next turn on the new worker saves on top of it.
     let mut phone = sup.client().await;
     phone.turn("REPLY after the deploy").await;
@@ -523,7 +527,10 @@ async fn when_the_supervisor_is_killed_its_worker_exits_by_itself_and_the_next_s
     let worker = worker_pid(&status) as u32;
     sup.signal(Signal::SIGKILL);
     sup.exited().await;
-    eventually("the orphaned worker exits", || !alive(worker)).await;
+    eventually("the orphaned worker exits", async || {
+        holds(!alive(worker), format!("worker {worker} still runs"))
+    })
+    .await;
     let next = Sup::start(&home, WorkerOpts::fake_cli()).await;
     let s = next.healthy().await;
     assert_ne!(worker_pid(&s) as u32, worker);
@@ -904,8 +911,12 @@ async fn a_killed_workers_agents_and_their_children_are_gone_before_a_new_cli_re
         .send(json!({"type": "input", "data": "ORPHANS"}))
         .await;
     phone.until(|v| v["type"] == "agent_busy").await;
-    eventually("the agent's children started", || {
-        log_lines(&log).iter().any(|l| l["children"].is_array())
+    eventually("the agent's children started", async || {
+        let lines = log_lines(&log);
+        holds(
+            lines.iter().any(|l| l["children"].is_array()),
+            format!("{lines:?}"),
+        )
     })
     .await;
     // Its Claude Code session is on disk, for the next worker to resume.
@@ -913,10 +924,14 @@ async fn a_killed_workers_agents_and_their_children_are_gone_before_a_new_cli_re
         .iter()
         .find_map(|l| l["session"].as_str().map(str::to_owned))
         .unwrap();
-    eventually("the agent's session saved", || {
-        files_under(&home.sessions_dir())
-            .iter()
-            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&session)))
+    eventually("the agent's session saved", async || {
+        let files = files_under(&home.sessions_dir());
+        holds(
+            files
+                .iter()
+                .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&session))),
+            format!("session files {files:?}"),
+        )
     })
     .await;
     let old: Vec<u32> = log_lines(&log)
@@ -1116,10 +1131,13 @@ async fn the_real_clis_bash_commands_die_with_their_killed_worker() {
         .send(json!({"type": "input", "data": "PLEASE_BASH sleep 987"}))
         .await;
     phone.until(|v| v["type"] == "tool_start").await;
-    let mut tool = Vec::new();
-    eventually("the Bash command running", || {
-        tool = processes_running(&["sleep", "987"], &home.user_home());
-        !tool.is_empty()
+    let tool = eventually("the Bash command running", async || {
+        let tool = processes_running(&["sleep", "987"], &home.user_home());
+        if tool.is_empty() {
+            Err("no `sleep 987` process")
+        } else {
+            Ok(tool)
+        }
     })
     .await;
     let pid = worker_pid(&s);

@@ -141,8 +141,7 @@ async fn a_quick_tunnel_comes_up_and_the_pairing_link_and_qr_point_at_it() {
 
     // The QR decodes to exactly that link.
     let pairing =
-        chroxy::pairing::Pairing::new(&quick_url(1), chroxy::secrets::ApiToken::new(TOKEN))
-            .unwrap();
+        chroxy::pairing::Pairing::new(&quick_url(1), chroxy::token::ApiToken::new(TOKEN)).unwrap();
     assert_eq!(decode_qr(&pairing), link);
     // The status page shows the URL, never the token.
     let (_, page) = common::supervisor::http(sup.status, "GET", "/api/status", &[], "").await;
@@ -405,7 +404,10 @@ async fn only_our_own_cloudflared_is_believed_about_which_phone_it_carries() {
     let opts = opts.env("FAKE_CF_EDGE_PORT_FILE", port_file.to_str().unwrap());
     let (sup, _) = tunnel_up(&home, opts, "quick").await;
     sup.healthy().await;
-    common::eventually("the fake edge listens", || port_file.exists()).await;
+    common::eventually("the fake edge listens", async || {
+        common::holds(port_file.exists(), "no port file yet")
+    })
+    .await;
     let edge: u16 = std::fs::read_to_string(&port_file)
         .unwrap()
         .parse()
@@ -467,8 +469,12 @@ async fn chroxy_start_into_a_file_or_pipe_prints_no_token_and_says_how_to_pair()
         .await;
     // Up, and a pairing exists: it is either printed now (before the fix) or explained.
     let printed = || std::fs::read_to_string(&stdout).unwrap_or_default();
-    common::eventually("the pairing printed or explained", || {
-        printed().contains("Scan the code") || printed().contains("chroxy pair")
+    common::eventually("the pairing printed or explained", async || {
+        let out = printed();
+        common::holds(
+            out.contains("Scan the code") || out.contains("chroxy pair"),
+            format!("stdout: {out:?}"),
+        )
     })
     .await;
     let (ok, token, err) =

@@ -90,7 +90,7 @@ async fn repeated_wrong_tokens_back_off_per_address_and_never_block_the_right_to
 
     // Through the supervisor's public port, another client's address is not slowed by
     // these failures: the supervisor vouches for it in a signed header.
-    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::token::ApiToken::new(TOKEN));
     let signed = voucher.header_value("203.0.113.50".parse().unwrap());
     let mut other = connect_with(w.port, &[(chroxy::forwarded::CLIENT_HEADER, &signed)]).await;
     let started = Instant::now();
@@ -327,7 +327,7 @@ async fn health_and_static_files() {
         serde_json::from_str::<serde_json::Value>(body.split("\r\n\r\n").nth(1).unwrap()).unwrap()
     };
     // The supervisor's probe (its proof header) is told the build.
-    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::token::ApiToken::new(TOKEN));
     let v = health(format!(
         "{}: {}",
         chroxy::forwarded::PROBE_HEADER,
@@ -387,7 +387,7 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     let mut phone = w.client().await;
     // The supervisor's probe, as the health gate connects (with its proof): it stays
     // connected.
-    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::token::ApiToken::new(TOKEN));
     let proof = voucher.probe_value();
     let mut probe = connect_with(w.port, &[(chroxy::forwarded::PROBE_HEADER, &proof)]).await;
     probe

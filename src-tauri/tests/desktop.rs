@@ -9,7 +9,7 @@ mod common;
 
 use common::desktop::{app_args, window_shown, Desk, TrayMenu};
 use common::supervisor::{bad_worker_bin, chroxy_bin, cli, events, fake_cloudflared_bin, Sup};
-use common::{Home, Model, WorkerOpts};
+use common::{eventually, holds, Home, Model, WorkerOpts};
 use serde_json::Value;
 
 /// The window's QR and `chroxy pair` name the same machine and token, each with a
@@ -468,7 +468,10 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     // Started minimized: no window until asked for.
     assert!(!window_shown(&desk.display, "Chroxy").await);
     menu.click("Show window").await;
-    eventually_async("the window shows", || window_shown(&desk.display, "Chroxy")).await;
+    eventually("the window shows", async || {
+        holds(window_shown(&desk.display, "Chroxy").await, "hidden")
+    })
+    .await;
 
     // Restart worker: a new worker process.
     let before = sup.healthy().await;
@@ -499,9 +502,14 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     menu.click("None (this machine only)").await;
     sup.wait_for("no tunnel", |s| s["tunnel"]["mode"] == "none")
         .await;
-    eventually_async("the None item checked", || async {
-        menu.entry("None (this machine only)").await.toggle == Some(1)
-            && menu.entry("Quick (trycloudflare.com)").await.toggle == Some(0)
+    eventually("the None item checked", async || {
+        let entries = menu.entries().await;
+        let toggle = |label| entries.iter().find(|e| e.label == label)?.toggle;
+        holds(
+            toggle("None (this machine only)") == Some(1)
+                && toggle("Quick (trycloudflare.com)") == Some(0),
+            format!("{entries:?}"),
+        )
     })
     .await;
     let saved = home.chroxy().join("state/desktop.json");
@@ -521,20 +529,27 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     // (auto-launch writes under $HOME/.config, whatever XDG_CONFIG_HOME says.)
     let autostart = home.user_home().join(".config/autostart");
     menu.click("Start at login").await;
-    eventually_async("an autostart entry", || async {
-        std::fs::read_dir(&autostart)
+    eventually("an autostart entry", async || {
+        let found = std::fs::read_dir(&autostart)
             .map(|d| {
                 d.flatten().any(|f| {
                     std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("--minimized"))
                 })
             })
-            .unwrap_or(false)
+            .unwrap_or(false);
+        holds(
+            found,
+            format!("none starting --minimized in {}", autostart.display()),
+        )
     })
     .await;
     assert_eq!(menu.entry("Start at login").await.toggle, Some(1));
     menu.click("Start at login").await;
-    eventually_async("the autostart entry gone", || async {
-        std::fs::read_dir(&autostart).map_or(true, |mut d| d.next().is_none())
+    eventually("the autostart entry gone", async || {
+        let left: Vec<_> = std::fs::read_dir(&autostart)
+            .map(|d| d.flatten().map(|f| f.path()).collect())
+            .unwrap_or_default();
+        holds(left.is_empty(), format!("{left:?}"))
     })
     .await;
 
@@ -543,15 +558,21 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     menu.click("Open logs").await;
     let status_url = format!("http://127.0.0.1:{}/", sup.status);
     let logs = home.chroxy().join("logs");
-    eventually_async("both opened", || async {
+    eventually("both opened", async || {
         let text = std::fs::read_to_string(&opened).unwrap_or_default();
-        text.contains(&status_url) && text.contains(logs.to_str().unwrap())
+        holds(
+            text.contains(&status_url) && text.contains(logs.to_str().unwrap()),
+            format!("opened: {text:?}"),
+        )
     })
     .await;
 
     // Show QR code: the window (still) shows.
     menu.click("Show QR code").await;
-    eventually_async("the window shows", || window_shown(&desk.display, "Chroxy")).await;
+    eventually("the window shows", async || {
+        holds(window_shown(&desk.display, "Chroxy").await, "hidden")
+    })
+    .await;
 
     // Quit with a turn running: the phone is told, the turn is saved, exit 0, and no
     // process of the app's is left.
@@ -585,15 +606,15 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
             })
             .collect()
     };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !left().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "left running after Quit: {:?}",
-            left()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    common::eventually_within(
+        "nothing left running after Quit",
+        std::time::Duration::from_secs(10),
+        async || {
+            let left = left();
+            holds(left.is_empty(), format!("{left:?}"))
+        },
+    )
+    .await;
     let saved: String = common::supervisor::files_under(&home.sessions_dir())
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap_or_default())
@@ -624,8 +645,8 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         "{}",
         std::fs::read_to_string(&second_log).unwrap_or_default()
     );
-    eventually_async("the first window shows", || {
-        window_shown(&desk.display, "Chroxy")
+    eventually("the first window shows", async || {
+        holds(window_shown(&desk.display, "Chroxy").await, "hidden")
     })
     .await;
     assert!(
@@ -646,26 +667,13 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         .expect("the app did not exit after SIGTERM")
         .unwrap();
     assert_eq!(exit.code(), Some(0));
-    eventually_async("its tray item gone with it", || async {
-        TrayMenu::try_find_on(&desk.bus, app_pid).await.is_none()
+    eventually("its tray item gone with it", async || {
+        holds(
+            TrayMenu::try_find_on(&desk.bus, app_pid).await.is_none(),
+            "still on the bus",
+        )
     })
     .await;
-}
-
-/// Waits (under WAIT) until the async `cond` holds.
-async fn eventually_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,9 +34,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::devices::{Decision, Devices, DevicesError};
-use crate::secrets::ApiToken;
 use crate::supervisor::handle::{ActionError, Handle};
 use crate::supervisor::status::Action;
+use crate::token::ApiToken;
 
 /// The header actions must carry, holding the admin token.
 pub const ADMIN_HEADER: &str = "x-chroxy-admin";

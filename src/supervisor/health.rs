@@ -26,7 +26,7 @@ use crate::forwarded::{Voucher, PROBE_HEADER};
 use crate::protocol::{
     Auth, ClientMsg, DeviceInfo, Empty as NoFields, ServerMsg, Token, PROTOCOL_VERSION,
 };
-use crate::secrets::ApiToken;
+use crate::token::ApiToken;
 
 /// `/health` answers a few dozen bytes; anything far larger is not a healthy worker.
 const MAX_HEALTH_BODY: usize = 64 * 1024;

@@ -8,7 +8,7 @@ use hyper::body::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::status::Status;
-use crate::secrets::ApiToken;
+use crate::token::ApiToken;
 
 /// A running supervisor could not be asked.
 #[derive(Debug, thiserror::Error)]

@@ -24,12 +24,13 @@ use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
 use super::release::{ReleaseError, Releases, INSTALLED};
 use super::state::{self, Effect, Event, Machine, State};
-use super::status::{Action, CanaryStatus, StateName, Status, TunnelStatus, WorkerStatus};
+use super::status::{Action, CanaryStatus, StateName, Status, WorkerStatus};
 use crate::config::SupervisorConfig;
 use crate::protocol::ShutdownReason;
-use crate::secrets::ApiToken;
 use crate::status_page::{self, StatusPage};
 use crate::store::Paths;
+use crate::token::ApiToken;
+use crate::tunnel::{TunnelMode, TunnelState, TunnelStatus};
 
 /// What phones are told to expect when a worker is replaced on purpose.
 const RESTART_ETA_MS: u64 = 2_000;
@@ -222,7 +223,8 @@ impl Supervisor {
             tunnel_pid,
             crate::tunnel::record_file(&opts.paths),
         );
-        let (machine, mut first) = Machine::start(opts.config.policy(), current, known_good);
+        let (machine, mut first) =
+            Machine::start(state::Policy::from(&opts.config), current, known_good);
         first.splice(0..0, plan.effects);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let mut runner = Runner {
@@ -232,12 +234,12 @@ impl Supervisor {
                 env: opts.worker_env.clone(),
                 token: opts.token.clone(),
                 voucher: voucher.clone(),
-                gate_timeout: Duration::from_millis(opts.config.gate_timeout_ms),
+                gate_timeout: opts.config.gate_timeout(),
                 heartbeat: opts.heartbeat,
                 heartbeat_misses: opts.config.heartbeat_misses,
-                probe_interval: Duration::from_millis(opts.config.probe_interval_ms.max(100)),
-                drain_idle: Duration::from_millis(opts.config.drain_idle_ms),
-                stop_grace: Duration::from_millis(opts.config.stop_grace_ms),
+                probe_interval: opts.config.probe_interval(),
+                drain_idle: opts.config.drain_idle(),
+                stop_grace: opts.config.stop_grace(),
                 marks: format!("{}-{}", std::process::id(), crate::protocol::now_ms()),
             },
             machine,
@@ -391,12 +393,7 @@ impl TunnelSlot {
         let stop = self.stop.child_token();
         let mut tunnel = crate::tunnel::Tunnel::start(spec, stop.clone(), self.pid.clone());
         self.changes = tunnel.take_changes();
-        let status = TunnelStatus {
-            mode: tunnel.mode().to_owned(),
-            state: "starting".into(),
-            url: None,
-            last_error: None,
-        };
+        let status = TunnelStatus::starting(tunnel.mode());
         self.current = Some((tunnel, stop));
         status
     }
@@ -532,7 +529,7 @@ impl Runner {
                 self.record("tunnel", format!("tunnel up at {url}"));
             }
         }
-        if now.state != before.state && now.state != "up" {
+        if now.state != before.state && now.state != TunnelState::Up {
             let why = now.last_error.clone().unwrap_or_default();
             self.record("tunnel", format!("tunnel {}: {why}", now.state));
         }
@@ -684,7 +681,7 @@ impl Runner {
                 Ok(format!("deploying release {release} as a canary"))
             }
             Action::Tunnel { spec } => {
-                let mode = spec.as_ref().map_or("none", |s| s.mode.name());
+                let mode = spec.as_ref().map_or(TunnelMode::None, |s| s.mode.kind());
                 self.switch_tunnel(spec).await;
                 let message = format!("tunnel switched to {mode}");
                 self.record("tunnel", message.clone());
@@ -960,6 +957,7 @@ impl Runner {
                 ends_at: crate::protocol::now_ms() + left.as_millis() as u64,
                 errors: c.errors,
                 error_limit: self.machine.canary_error_limit(),
+                summary: None,
             }
         });
         self.status_tx.send_if_modified(|s| {

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::tunnel::TunnelStatus;
+
 /// The supervisor's state as views name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,30 +89,25 @@ pub struct CanaryStatus {
     pub errors: u64,
     /// More errors than this roll it back.
     pub error_limit: u64,
+    /// [`CanaryStatus::describe`] as of the answer it is in: every view shows this
+    /// sentence rather than making its own. Filled by [`Handle::status`](super::handle::Handle::status).
+    #[serde(default)]
+    pub summary: Option<String>,
 }
 
-/// `tunnel` of the status JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TunnelStatus {
-    /// `quick`, `named` or `none`.
-    pub mode: String,
-    /// `starting`, `up`, `reconnecting`, `down`, or `off` for mode none.
-    pub state: String,
-    /// The public URL, when up.
-    pub url: Option<String>,
-    /// The last error, while not up.
-    pub last_error: Option<String>,
-}
-
-impl Default for TunnelStatus {
-    fn default() -> Self {
-        Self {
-            mode: "none".into(),
-            state: "off".into(),
-            url: None,
-            last_error: None,
-        }
+impl CanaryStatus {
+    /// The trial in a sentence, at `now_ms` (milliseconds since the epoch).
+    pub fn describe(&self, now_ms: u64) -> String {
+        let left = self.ends_at.saturating_sub(now_ms) / 1000;
+        let when = match left {
+            0 => "any moment now".to_owned(),
+            1..120 => format!("in {left} s"),
+            _ => format!("in {} min", left / 60),
+        };
+        format!(
+            "release {} on trial: known-good {when} unless it fails ({} of {} errors)",
+            self.release, self.errors, self.error_limit
+        )
     }
 }
 
@@ -281,4 +278,31 @@ pub enum Action {
         /// Its id.
         release: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_canary_sentence_counts_down_to_known_good() {
+        let c = CanaryStatus {
+            release: "7".into(),
+            ends_at: 1_000_000,
+            errors: 2,
+            error_limit: 10,
+            summary: None,
+        };
+        assert_eq!(
+            c.describe(1_000_000 - 42_500),
+            "release 7 on trial: known-good in 42 s unless it fails (2 of 10 errors)"
+        );
+        assert_eq!(
+            c.describe(1_000_000 - 600_000),
+            "release 7 on trial: known-good in 10 min unless it fails (2 of 10 errors)"
+        );
+        assert!(c
+            .describe(1_000_000 + 5)
+            .contains("known-good any moment now"));
+    }
 }

@@ -251,7 +251,7 @@ async fn serve_client(
             kick.clone(),
             end_rx,
             pong_seen.clone(),
-            Duration::from_secs(s.cfg.ws_ping_secs.max(1)),
+            s.cfg.ws_ping(),
             s.cfg.write_timeout(),
         )
         .in_current_span(),

@@ -16,7 +16,7 @@ pub use supervised::{count_panics, follow_supervisor, say_fatal};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -28,8 +28,8 @@ use crate::config::WorkerConfig;
 use crate::devices::Devices;
 use crate::forwarded::Voucher;
 use crate::protocol::ShutdownReason;
-use crate::secrets::ApiToken;
 use crate::session::Hub;
+use crate::token::ApiToken;
 
 /// Version reported in `auth_ok` and `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -172,10 +172,7 @@ pub async fn serve(
     signals: WorkerSignals,
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let auth = AuthLimiter::new(
-        Duration::from_millis(cfg.auth_backoff_base_ms),
-        Duration::from_millis(cfg.auth_backoff_max_ms),
-    );
+    let auth = AuthLimiter::new(cfg.auth_backoff());
     let shared = Arc::new(Shared {
         voucher: credentials.voucher,
         probe_is_supervisors: credentials.probe_is_supervisors,

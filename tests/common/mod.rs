@@ -404,16 +404,42 @@ pub fn test_env(home: &Home, opts: &WorkerOpts) -> Vec<(String, std::ffi::OsStri
     env
 }
 
-/// Waits (under WAIT) until `cond` holds: for state that is written asynchronously,
-/// such as session files, which have no event to wait on.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Waits for state that has no event to wait on (a file, a process, another process's
+/// HTTP answer): calls `probe` every 25 ms until it gives `Ok`, for at most [`WAIT`].
+/// Each `Err` says what was seen instead; the last one is in the failure message, so a
+/// test that times out says how far things got.
+pub async fn eventually<T, E: std::fmt::Display>(
+    what: &str,
+    probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    eventually_within(what, WAIT, probe).await
+}
+
+/// [`eventually`] for what takes longer (or must happen sooner) by design.
+pub async fn eventually_within<T, E: std::fmt::Display>(
+    what: &str,
+    wait: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let seen = match probe().await {
+            Ok(done) => return done,
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("never happened within {wait:?}: {what}\nlast seen: {seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `Ok` when `cond` holds, else what was seen: for [`eventually`]'s yes-or-no probes.
+pub fn holds(cond: bool, seen: impl std::fmt::Display) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(seen.to_string())
     }
 }
 

@@ -48,15 +48,19 @@ function tunnelWords(t) {
   return `${t.mode}: ${t.state}${error}`;
 }
 
-/** Ticks every second: the uptime and the canary's time left. */
 function renderUptime() {
   const started = current?.status?.worker?.startedAt;
   const serving = current?.status?.state === 'healthy' && started;
   text('uptime', serving ? duration(Date.now() - started) : '—');
-  const c = current?.status?.canary;
-  text('canary', c
-    ? `release ${c.release} on trial: known-good in ${duration(c.endsAt - Date.now())} unless it fails (${c.errors} of ${c.errorLimit} errors)`
-    : '—');
+}
+
+/**
+ * Every second: the uptime; and while a release is on trial, the whole view again, since
+ * the canary's sentence (the app's own words) tells its time left as of the view.
+ */
+async function tick() {
+  if (current?.status?.canary) render(await invoke('view'));
+  else renderUptime();
 }
 
 function render(view) {
@@ -98,6 +102,7 @@ function render(view) {
   text('secrets', s.secretsBackend === 'keyring' ? 'OS keyring' : `${s.secretsBackend} (no keyring found)`);
   text('current', s.releases.current ?? '—');
   text('known-good', s.releases.knownGood ?? '—');
+  text('canary', s.canary?.summary ?? '—');
   $('release-list').replaceChildren(...s.releases.list.map((r) => {
     const li = document.createElement('li');
     const marks = [r.id === s.releases.current && 'current', r.id === s.releases.knownGood && 'known-good', r.damaged && `damaged: ${r.damaged}`].filter(Boolean);
@@ -197,5 +202,6 @@ await listen('show-qr', () => {
   setTimeout(() => box.classList.remove('flash'), 1500);
 });
 render(await invoke('view'));
-// Only the uptime's text moves with the clock; the data arrives as events.
-setInterval(renderUptime, 1000);
+// Only the uptime's text moves with the clock (and a canary's, see `tick`); the data
+// arrives as events.
+setInterval(tick, 1000);

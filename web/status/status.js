@@ -85,12 +85,7 @@ function render(s) {
   text("current", s.releases.current);
   text("known-good", s.releases.knownGood);
   const c = s.canary;
-  text(
-    "canary",
-    c
-      ? `release ${c.release} on trial: known-good at ${when(c.endsAt)} unless it fails (${c.errors} of ${c.errorLimit} errors)`
-      : "",
-  );
+  text("canary", c ? c.summary : "");
   renderTunnel(s.tunnel);
   text("clients", s.clients);
   text("connections", connectionsText(s.connections));
