@@ -443,19 +443,19 @@ impl Devices {
 
     /// The owner lets a waiting device in.
     pub fn approve(&self, id: &str, now: u64) -> Result<Device, DevicesError> {
-        self.decide(id, now, DeviceState::Pending, DeviceState::Approved,
+        self.transition(id, now, DeviceState::Pending, DeviceState::Approved,
             "only a device waiting for approval can be approved; a refused device stays refused, so pair it again from the QR code")
     }
 
     /// The owner turns a waiting device away; it stays out, whatever it retries.
     pub fn refuse(&self, id: &str, now: u64) -> Result<Device, DevicesError> {
-        self.decide(id, now, DeviceState::Pending, DeviceState::Refused,
+        self.transition(id, now, DeviceState::Pending, DeviceState::Refused,
             "only a device waiting for approval can be refused; use `chroxy devices revoke` for an approved one")
     }
 
     /// The owner takes an approved device's access away; its next connection is refused.
     pub fn revoke(&self, id: &str, now: u64) -> Result<Device, DevicesError> {
-        self.decide(id, now, DeviceState::Approved, DeviceState::Refused,
+        self.transition(id, now, DeviceState::Approved, DeviceState::Refused,
             "only an approved device can be revoked; use `chroxy devices refuse` for a waiting one")
     }
 
@@ -480,7 +480,7 @@ impl Devices {
         })
     }
 
-    fn decide(
+    fn transition(
         &self,
         id: &str,
         now: u64,
