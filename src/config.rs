@@ -391,7 +391,10 @@ mod tests {
         let c = Config::load(&dir.path().join("config.toml")).unwrap();
         assert_eq!(c.worker.auth_timeout_ms, 10_000);
         assert_eq!(c.worker.coalesce_ms, 50);
-        assert!(c.security.approve_new_devices, "new devices need approval by default");
+        assert!(
+            c.security.approve_new_devices,
+            "new devices need approval by default"
+        );
         let off = Config::parse(
             Path::new("c.toml"),
             "[security]\napprove_new_devices = false\n",

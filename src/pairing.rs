@@ -292,7 +292,9 @@ mod tests {
         let shown = p.clone().with_code(code.clone());
         let payload = decode_link(&shown.link()).unwrap();
         assert_eq!(payload.code.as_deref(), Some(code.expose()));
-        assert!(shown.chroxy_link().ends_with(&format!("&code={}", code.expose())));
+        assert!(shown
+            .chroxy_link()
+            .ends_with(&format!("&code={}", code.expose())));
         assert!(!format!("{shown:?} {payload:?}").contains(code.expose()));
 
         let local = Pairing::new("http://127.0.0.1:8765", ApiToken::new("t")).unwrap();
@@ -308,7 +310,11 @@ mod tests {
         let t0 = 1_764_600_000_000;
         let code = |p: &Pairing| p.code().unwrap().expose().to_owned();
         let first = code(&shown.current(&base, &devices, t0).unwrap());
-        assert_eq!(code(&shown.current(&base, &devices, t0 + 1000).unwrap()), first, "redraws keep it");
+        assert_eq!(
+            code(&shown.current(&base, &devices, t0 + 1000).unwrap()),
+            first,
+            "redraws keep it"
+        );
         // Used by a phone: the next redraw shows a fresh one.
         let used = crate::devices::PairingCode::new(first.clone());
         let knock = crate::devices::Knock {
@@ -320,7 +326,10 @@ mod tests {
         assert_ne!(second, first);
         // A minute before it expires, it is replaced.
         let renew = shown.renew_at().unwrap();
-        assert_eq!(code(&shown.current(&base, &devices, renew - 1).unwrap()), second);
+        assert_eq!(
+            code(&shown.current(&base, &devices, renew - 1).unwrap()),
+            second
+        );
         let third = code(&shown.current(&base, &devices, renew).unwrap());
         assert_ne!(third, second);
         // A rotated token is a new pairing: a new code with it.

@@ -47,9 +47,7 @@ async fn devices(home: &Home, args: &[&str]) -> String {
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("no {key} in {v}"))
+    v[key].as_str().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
 #[tokio::test]
@@ -75,14 +73,20 @@ async fn a_token_alone_waits_sees_nothing_and_gets_in_once_the_owner_approves() 
         (Some("device_pending"), Some(id.as_str()))
     );
     let listed = devices(&home, &["list"]).await;
-    assert!(listed.contains(&id) && listed.contains("PENDING"), "{listed}");
+    assert!(
+        listed.contains(&id) && listed.contains("PENDING"),
+        "{listed}"
+    );
 
     let approved = devices(&home, &["approve", &id]).await;
     assert!(approved.contains(&id), "{approved}");
     let (ok, mut phone) = answer(w.port, json!({"deviceKey": key})).await;
     assert_eq!(ok["type"], "auth_ok", "{ok}");
     assert_eq!(ok["deviceId"], id.as_str());
-    assert!(ok.get("deviceKey").is_none(), "it keeps the key it has: {ok}");
+    assert!(
+        ok.get("deviceKey").is_none(),
+        "it keeps the key it has: {ok}"
+    );
     phone.until_type("history_replay_end").await;
 
     // The owner's phone heard of the approved phone joining, and of no waiting one.
@@ -92,10 +96,16 @@ async fn a_token_alone_waits_sees_nothing_and_gets_in_once_the_owner_approves() 
         .iter()
         .filter(|v| v["type"] == "client_joined")
         .collect();
-    assert!(earlier.is_empty(), "a waiting device was announced: {earlier:?}");
+    assert!(
+        earlier.is_empty(),
+        "a waiting device was announced: {earlier:?}"
+    );
     // Its last visit is recorded (the worker's own peer address: no supervisor here).
     let listed = devices(&home, &["list"]).await;
-    assert!(listed.contains("approved") && listed.contains("127.0.0.1"), "{listed}");
+    assert!(
+        listed.contains("approved") && listed.contains("127.0.0.1"),
+        "{listed}"
+    );
 }
 
 #[tokio::test]
@@ -108,7 +118,10 @@ async fn refused_stays_refused_and_revoked_is_refused_at_the_next_connection() {
     for _ in 0..2 {
         let (refused, _) = answer(w.port, json!({"deviceKey": key})).await;
         assert_eq!(refused["reason"], "device_refused", "{refused}");
-        assert!(str_of(&refused, "message").contains("pair it again"), "{refused}");
+        assert!(
+            str_of(&refused, "message").contains("pair it again"),
+            "{refused}"
+        );
         assert!(refused.get("deviceKey").is_none());
     }
     let (status, _, err) = cli(&home, &["devices", "approve", id]).await;
@@ -141,7 +154,10 @@ async fn a_pairing_code_pairs_one_device_once_and_only_while_it_is_fresh() {
     let key = str_of(&paired, "deviceKey").to_owned();
     phone.until_type("history_replay_end").await;
     let (back, _) = answer(w.port, json!({"deviceKey": key})).await;
-    assert_eq!(back["type"], "auth_ok", "the key it was given lets it back in");
+    assert_eq!(
+        back["type"], "auth_ok",
+        "the key it was given lets it back in"
+    );
 
     // The same link in another hand: it waits like any token holder, and is told why.
     let (second, _) = answer(w.port, json!({"pairingCode": code})).await;
@@ -156,7 +172,11 @@ async fn a_pairing_code_pairs_one_device_once_and_only_while_it_is_fresh() {
     assert!(str_of(&late, "message").contains("already used or has expired"));
 
     let listed = devices(&home, &["list"]).await;
-    assert_eq!(listed.matches("approved").count(), 2, "the test phone and one paired: {listed}");
+    assert_eq!(
+        listed.matches("approved").count(),
+        2,
+        "the test phone and one paired: {listed}"
+    );
 }
 
 #[tokio::test]
@@ -164,7 +184,10 @@ async fn a_wrong_token_with_a_valid_pairing_code_fails_as_before_and_spends_noth
     let home = Home::new();
     home.config("[worker]\nauth_backoff_base_ms = 10\n");
     let w = worker(&home).await;
-    let code = home.devices().mint_code(chroxy::protocol::now_ms()).unwrap();
+    let code = home
+        .devices()
+        .mint_code(chroxy::protocol::now_ms())
+        .unwrap();
     let mut c = w.connect().await;
     c.send(json!({"type": "auth", "token": "wrong", "pairingCode": code.expose(), "deviceKey": DEVICE_KEY}))
         .await;
@@ -218,7 +241,10 @@ async fn with_approval_off_the_token_alone_is_enough_as_before() {
     assert_eq!(ok["type"], "auth_ok", "{ok}");
     assert!(ok.get("deviceId").is_none(), "{ok}");
     assert_eq!(
-        home.devices().list(chroxy::protocol::now_ms()).unwrap().len(),
+        home.devices()
+            .list(chroxy::protocol::now_ms())
+            .unwrap()
+            .len(),
         1,
         "nobody was added"
     );
@@ -235,8 +261,15 @@ async fn a_corrupt_device_list_lets_no_one_in_and_is_left_for_the_owner() {
         Next::Closed(code) => assert_eq!(code, Some(1011), "closed as a fault: retry later"),
         Next::Msg(m) => panic!("answered though the list is unreadable: {m}"),
     }
-    assert_eq!(std::fs::read(&path).unwrap(), b"{ not json", "nothing overwritten");
-    assert!(w.log_text().contains("devices.json"), "the log names the file");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"{ not json",
+        "nothing overwritten"
+    );
+    assert!(
+        w.log_text().contains("devices.json"),
+        "the log names the file"
+    );
     let (ok, _, err) = cli(&home, &["devices", "list"]).await;
     assert!(!ok.success() && err.contains("devices.json"), "{err}");
 }
@@ -248,7 +281,10 @@ async fn the_status_lists_devices_without_keys_or_codes_and_its_buttons_decide()
     sup.healthy().await;
     let (ok, link, _) = cli(&home, &["pair"]).await;
     assert!(ok.success());
-    let code = chroxy::pairing::decode_link(link.trim()).unwrap().code.unwrap();
+    let code = chroxy::pairing::decode_link(link.trim())
+        .unwrap()
+        .code
+        .unwrap();
     let (pending, _) = answer(sup.public, json!({})).await;
     let (id, key) = (str_of(&pending, "deviceId"), str_of(&pending, "deviceKey"));
 
@@ -271,11 +307,14 @@ async fn the_status_lists_devices_without_keys_or_codes_and_its_buttons_decide()
     assert_eq!(code_status, 200, "{body}");
     let (ok, _) = answer(sup.public, json!({"deviceKey": key})).await;
     assert_eq!(ok["type"], "auth_ok", "{ok}");
-    sup.wait_for("the device listed as approved, with where it was seen", |s| {
-        s["devices"]["list"].as_array().is_some_and(|l| {
-            l.iter()
-                .any(|d| d["id"] == id && d["state"] == "approved" && d["lastSeen"].is_u64())
-        })
-    })
+    sup.wait_for(
+        "the device listed as approved, with where it was seen",
+        |s| {
+            s["devices"]["list"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|d| d["id"] == id && d["state"] == "approved" && d["lastSeen"].is_u64())
+            })
+        },
+    )
     .await;
 }

@@ -76,8 +76,13 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     // Pair from the link: connected, and the token is gone from the address bar.
     paired(&a, &link).await;
     assert_eq!(a.js("return location.hash").await, "");
-    let stored = a.js("return JSON.parse(localStorage.getItem('chroxy.pairings'))").await;
-    assert!(stored[0]["url"].as_str().unwrap().ends_with("/ws"), "{stored}");
+    let stored = a
+        .js("return JSON.parse(localStorage.getItem('chroxy.pairings'))")
+        .await;
+    assert!(
+        stored[0]["url"].as_str().unwrap().ends_with("/ws"),
+        "{stored}"
+    );
     // The QR's code paired it: it keeps the key it was given, and the code is spent.
     assert!(stored[0]["deviceKey"].is_string(), "{stored}");
     assert!(stored[0].get("code").is_none(), "{stored}");
@@ -612,7 +617,11 @@ async fn a_phone_with_only_the_token_waits_for_the_owner_and_a_refused_one_pairs
     b.until("waiting for approval", waiting).await;
     let id = b.js(banner_id).await.as_str().unwrap().to_owned();
     let (code, body) = sup
-        .post("devices/refuse", None, &serde_json::json!({"id": id}).to_string())
+        .post(
+            "devices/refuse",
+            None,
+            &serde_json::json!({"id": id}).to_string(),
+        )
         .await;
     assert_eq!(code, 200, "{body}");
     b.until(

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use chroxy::devices::{Admission, DeviceState, Devices, Knock};
-use chroxy::store::Paths;
 use chroxy::token::ApiToken;
 use chroxy::status_page::{serve, StatusPage};
+use chroxy::store::Paths;
 use chroxy::supervisor::handle::{ActionError, Handle, Request};
 use chroxy::supervisor::status::{Action, StateName, Status};
 use serde_json::Value;
@@ -557,19 +557,36 @@ async fn device_buttons_need_the_admin_token_and_decide_in_the_registry() {
     let a = p.post("/api/devices/approve", &[], &body).await;
     assert_eq!(a.code, 401, "{}", a.body);
     let a = p
-        .post("/api/devices/approve", &[("X-Chroxy-Admin", "wrong")], &body)
+        .post(
+            "/api/devices/approve",
+            &[("X-Chroxy-Admin", "wrong")],
+            &body,
+        )
         .await;
     assert_eq!(a.code, 401, "{}", a.body);
-    assert_eq!(state(), DeviceState::Pending, "nothing decided without the token");
+    assert_eq!(
+        state(),
+        DeviceState::Pending,
+        "nothing decided without the token"
+    );
 
     let admin = [("X-Chroxy-Admin", ADMIN)];
     let a = p.post("/api/devices/approve", &admin, &body).await;
-    assert_eq!((a.code, a.json()["ok"].as_bool()), (200, Some(true)), "{}", a.body);
+    assert_eq!(
+        (a.code, a.json()["ok"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        a.body
+    );
     assert!(a.json()["message"].as_str().unwrap().contains(&id));
     assert_eq!(state(), DeviceState::Approved);
 
     let a = p.post("/api/devices/refuse", &admin, &body).await;
-    assert_eq!(a.code, 409, "an approved device is revoked, not refused: {}", a.body);
+    assert_eq!(
+        a.code, 409,
+        "an approved device is revoked, not refused: {}",
+        a.body
+    );
     let a = p.post("/api/devices/revoke", &admin, &body).await;
     assert_eq!(a.code, 200, "{}", a.body);
     assert_eq!(state(), DeviceState::Refused);

@@ -391,8 +391,10 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     let proof = voucher.probe_value();
     let mut probe = connect_with(w.port, &[(chroxy::forwarded::PROBE_HEADER, &proof)]).await;
     probe
-        .send(json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
-            "deviceName": "probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
+        .send(
+            json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
+            "deviceName": "probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}),
+        )
         .await;
     assert_eq!(probe.recv().await["type"], "auth_ok");
     probe.send(json!({"type": "list_sessions"})).await;
@@ -428,8 +430,10 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     let signed = voucher.header_value("203.0.113.66".parse().unwrap());
     let mut hidden = connect_with(w.port, &[(chroxy::forwarded::CLIENT_HEADER, &signed)]).await;
     hidden
-        .send(json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
-            "deviceName": "not a probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
+        .send(
+            json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
+            "deviceName": "not a probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}),
+        )
         .await;
     assert_eq!(hidden.recv().await["type"], "auth_ok");
     let joined = phone.until_type("client_joined").await;

@@ -59,7 +59,8 @@ impl System {
         }
         std::fs::write(dir.path().join("chroxy/config/config.toml"), config)
             .expect("writing config.toml");
-        let devices = chroxy::devices::Devices::new(&chroxy::store::Paths::under(dir.path().join("chroxy")));
+        let devices =
+            chroxy::devices::Devices::new(&chroxy::store::Paths::under(dir.path().join("chroxy")));
         devices
             .add_approved(
                 &chroxy::devices::DeviceKey::new(crate::client::DEVICE_KEY),

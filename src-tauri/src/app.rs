@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chroxy::launch::{Launch, Started, TunnelChoice};
 use chroxy::devices::{Decision, Devices};
+use chroxy::launch::{Launch, Started, TunnelChoice};
 use chroxy::pairing::{Pairing, ShownPairing};
 use chroxy::secrets::Secrets;
 use chroxy::token::ApiToken;

@@ -20,7 +20,10 @@ fn same_pairing(shown: &str, printed: &str) {
         chroxy::pairing::decode_link(printed).unwrap(),
     );
     assert_eq!((&a.url, &a.token), (&b.url, &b.token), "the same pairing");
-    assert!(a.code.is_some() && b.code.is_some() && a.code != b.code, "a code each");
+    assert!(
+        a.code.is_some() && b.code.is_some() && a.code != b.code,
+        "a code each"
+    );
 }
 
 /// The link in a screenshot's QR code.
@@ -134,25 +137,42 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     let approve = format!("#device-list li[data-device='{id}'] button[data-decision=approve]");
     w.until(
         "the waiting device in the window",
-        &format!("return !!document.querySelector({})", Value::String(approve.clone())),
+        &format!(
+            "return !!document.querySelector({})",
+            Value::String(approve.clone())
+        ),
     )
     .await;
-    w.js(&format!("document.querySelector({}).scrollIntoView({{block: 'center'}}); return true", Value::String(approve.clone())))
-        .await;
+    w.js(&format!(
+        "document.querySelector({}).scrollIntoView({{block: 'center'}}); return true",
+        Value::String(approve.clone())
+    ))
+    .await;
     w.shot("2b-device-waiting").await;
     w.click(&approve).await;
     let mut back = common::Client::connect(sup.public).await;
     back.send(serde_json::json!({"type": "auth", "token": common::TOKEN, "deviceKey": key}))
         .await;
-    assert_eq!(back.recv().await["type"], "auth_ok", "approved with a click");
+    assert_eq!(
+        back.recv().await["type"],
+        "auth_ok",
+        "approved with a click"
+    );
     w.js("window.scrollTo(0, 0); return true").await;
     let shown = w.js(&js_of("qr", "dataset.link")).await;
-    let code = chroxy::pairing::decode_link(shown.as_str().unwrap()).unwrap().code.unwrap();
+    let code = chroxy::pairing::decode_link(shown.as_str().unwrap())
+        .unwrap()
+        .code
+        .unwrap();
     let mut scanned = common::Client::connect(sup.public).await;
     scanned
         .send(serde_json::json!({"type": "auth", "token": common::TOKEN, "pairingCode": code}))
         .await;
-    assert_eq!(scanned.recv().await["type"], "auth_ok", "the window's code pairs");
+    assert_eq!(
+        scanned.recv().await["type"],
+        "auth_ok",
+        "the window's code pairs"
+    );
     w.until(
         "a fresh code on screen once that one is used",
         &format!(

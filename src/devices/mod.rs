@@ -188,7 +188,13 @@ impl RegistryFile {
         self.codes.len() != before
     }
 
-    fn add(&mut self, key: &DeviceKey, about: About<'_>, state: DeviceState, now: u64) -> Result<Device, DevicesError> {
+    fn add(
+        &mut self,
+        key: &DeviceKey,
+        about: About<'_>,
+        state: DeviceState,
+        now: u64,
+    ) -> Result<Device, DevicesError> {
         let id = loop {
             let id = secret::new_id()?;
             if self.devices.iter().all(|e| e.device.id != id) {
@@ -370,8 +376,8 @@ impl Devices {
                     let stale = device
                         .last_seen
                         .is_none_or(|at| now.saturating_sub(at) >= SEEN_EVERY_MS);
-                    let moved = knock.about.address.is_some()
-                        && device.last_address != knock.about.address;
+                    let moved =
+                        knock.about.address.is_some() && device.last_address != knock.about.address;
                     if stale || moved {
                         device.last_seen = Some(now);
                         device.last_address = knock.about.address.or(device.last_address);
@@ -455,8 +461,13 @@ impl Devices {
 
     /// The owner takes an approved device's access away; its next connection is refused.
     pub fn revoke(&self, id: &str, now: u64) -> Result<Device, DevicesError> {
-        self.transition(id, now, DeviceState::Approved, DeviceState::Refused,
-            "only an approved device can be revoked; use `chroxy devices refuse` for a waiting one")
+        self.transition(
+            id,
+            now,
+            DeviceState::Approved,
+            DeviceState::Refused,
+            "only an approved device can be revoked; use `chroxy devices refuse` for a waiting one",
+        )
     }
 
     /// Carries out `decision` about device `id`; a sentence for the person who made it.
@@ -467,7 +478,11 @@ impl Devices {
             Decision::Revoke => self.revoke(id, now)?,
         };
         let name = device.name.as_deref().unwrap_or("unnamed");
-        Ok(format!("{} device {} \"{name}\"", decision.done(), device.id))
+        Ok(format!(
+            "{} device {} \"{name}\"",
+            decision.done(),
+            device.id
+        ))
     }
 
     /// Names a device (as the owner knows it).

@@ -26,7 +26,11 @@ fn ask(devices: &Devices, now: u64) -> (String, DeviceKey) {
         ..Default::default()
     };
     match devices.admit(&knock, now).unwrap() {
-        Admission::Pending { id, key, code_refused } => {
+        Admission::Pending {
+            id,
+            key,
+            code_refused,
+        } => {
             assert!(!code_refused);
             (id, key)
         }
@@ -103,10 +107,7 @@ fn a_pairing_code_pairs_once_and_not_after_it_expires() {
     assert!(!devices.is_code_open(&code, T0 + MIN).unwrap(), "used up");
     assert_eq!(
         with_key(&devices, &key, T0 + 2 * MIN),
-        Admission::Approved {
-            id,
-            new_key: None
-        }
+        Admission::Approved { id, new_key: None }
     );
     // The same code again: no second device gets in; it waits like any other.
     assert!(matches!(
@@ -118,7 +119,9 @@ fn a_pairing_code_pairs_once_and_not_after_it_expires() {
     ));
     // A code used 10 minutes after it was minted is dead.
     let late = devices.mint_code(T0).unwrap();
-    assert!(devices.is_code_open(&late, T0 + CODE_LIFETIME_MS - 1).unwrap());
+    assert!(devices
+        .is_code_open(&late, T0 + CODE_LIFETIME_MS - 1)
+        .unwrap());
     assert!(!devices.is_code_open(&late, T0 + CODE_LIFETIME_MS).unwrap());
     assert!(matches!(
         with_code(&devices, &late, T0 + CODE_LIFETIME_MS),
@@ -157,7 +160,10 @@ fn refused_stays_refused_and_revoked_is_refused() {
     else {
         panic!("not paired");
     };
-    assert!(devices.refuse(&phone_id, T0).is_err(), "refuse is for waiting devices");
+    assert!(
+        devices.refuse(&phone_id, T0).is_err(),
+        "refuse is for waiting devices"
+    );
     devices.revoke(&phone_id, T0 + 4).unwrap();
     assert_eq!(
         with_key(&devices, &phone_key, T0 + 5),
@@ -191,7 +197,11 @@ fn a_refused_device_pairs_again_only_with_a_fresh_code_from_the_desk() {
         with_key(&devices, &new_key, T0),
         Admission::Approved { .. }
     ));
-    assert_eq!(devices.list(T0).unwrap().len(), 1, "the refused entry was replaced");
+    assert_eq!(
+        devices.list(T0).unwrap().len(),
+        1,
+        "the refused entry was replaced"
+    );
 }
 
 #[test]
@@ -226,7 +236,10 @@ fn waiting_devices_are_bounded_and_expire() {
     // Approved devices never expire.
     let code = devices.mint_code(T0).unwrap();
     with_code(&devices, &code, T0);
-    assert_eq!(devices.list(T0 + 1000 * PENDING_LIFETIME_MS).unwrap().len(), 1);
+    assert_eq!(
+        devices.list(T0 + 1000 * PENDING_LIFETIME_MS).unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -252,14 +265,22 @@ fn the_file_holds_no_key_and_no_code() {
         panic!()
     };
     let text = std::fs::read_to_string(devices.path()).unwrap();
-    for secret in [key.expose(), pending_key.expose(), code.expose(), unused.expose()] {
+    for secret in [
+        key.expose(),
+        pending_key.expose(),
+        code.expose(),
+        unused.expose(),
+    ] {
         assert!(!text.contains(secret), "a secret on disk: {text}");
     }
     assert!(!format!("{key:?}{code:?}").contains(key.expose()));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(devices.path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(devices.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }
@@ -305,7 +326,11 @@ fn names_are_cleaned_and_renames_kept() {
     assert_eq!(d.name.as_deref(), Some("evil[31mname"));
     assert_eq!(d.platform.as_ref().map(|p| p.len()), Some(MAX_LABEL_CHARS));
     assert_eq!(
-        devices.rename(&id, "  Kitchen iPad ", T0).unwrap().name.as_deref(),
+        devices
+            .rename(&id, "  Kitchen iPad ", T0)
+            .unwrap()
+            .name
+            .as_deref(),
         Some("Kitchen iPad")
     );
     assert!(matches!(

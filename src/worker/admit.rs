@@ -32,8 +32,14 @@ pub(crate) async fn admit(s: &Shared, auth: &Auth, client: Client) -> Result<Adm
     let Some(devices) = s.devices.clone().filter(|_| !probe) else {
         return Ok(Admitted::default());
     };
-    let key = auth.device_key.as_ref().map(|k| DeviceKey::new(k.0.clone()));
-    let code = auth.pairing_code.as_ref().map(|c| PairingCode::new(c.0.clone()));
+    let key = auth
+        .device_key
+        .as_ref()
+        .map(|k| DeviceKey::new(k.0.clone()));
+    let code = auth
+        .pairing_code
+        .as_ref()
+        .map(|c| PairingCode::new(c.0.clone()));
     let info = auth.device_info.clone().unwrap_or_default();
     let address = client.addr;
     let decided = tokio::task::spawn_blocking(move || {

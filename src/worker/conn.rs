@@ -134,7 +134,10 @@ async fn authenticate(
                                 }
                                 Refusal::Unavailable => {
                                     let _ = sink
-                                        .send(close_msg(close::INTERNAL_ERROR, "device list unreadable; retry later"))
+                                        .send(close_msg(
+                                            close::INTERNAL_ERROR,
+                                            "device list unreadable; retry later",
+                                        ))
                                         .await;
                                 }
                             }
