@@ -13,5 +13,7 @@ pub mod remote;
 mod runner;
 pub mod state;
 pub mod status;
+pub mod switch;
+pub mod terminal;
 
 pub use runner::{Options, Supervisor, SupervisorError};
