@@ -2,6 +2,18 @@
 //! menu — so both run the very same supervisor: settings, secrets and the session
 //! directory resolved into [`supervisor::Options`], and the pairing a phone needs,
 //! followed as the tunnel's URL or the token changes.
+//!
+//! Children: `env.rs` (what the environment says, and where the `chroxy` program is),
+//! `signals.rs` (SIGTERM / Ctrl-C, and the two-step stop), `pairing.rs` (the pairing
+//! followed and printed). The worker's twin of [`start`] is [`crate::worker::launch`].
+
+mod env;
+mod pairing;
+mod signals;
+
+pub use env::{claude_binary, cloudflared_binary, env_token, worker_binary};
+pub use pairing::{follow_pairing, print_pairing};
+pub use signals::{StopSignals, StopSwitch};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,10 +26,9 @@ use crate::config::{Config, ConfigError, TunnelConfig};
 use crate::pairing::Pairing;
 use crate::secrets::{Secrets, SecretsError};
 use crate::store::Paths;
-use crate::supervisor::handle::Handle;
 use crate::supervisor::{Supervisor, SupervisorError};
 use crate::token::ApiToken;
-use crate::tunnel::{Mode, TunnelMode, TunnelSpec};
+use crate::tunnel::{Mode, TunnelSpec};
 
 /// How phones reach this machine from elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -53,6 +64,15 @@ pub enum LaunchError {
     /// The supervisor itself refused to start (port taken, another instance, store).
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// This program's own path is unknown, so the `chroxy` beside it cannot be found.
+    #[error("cannot find this program: {0}")]
+    ThisProgram(#[source] std::io::Error),
+    /// No `chroxy` program to run workers with.
+    #[error("the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`", beside.display())]
+    NoWorkerBinary {
+        /// Where it was looked for first.
+        beside: PathBuf,
+    },
 }
 
 /// The options of `chroxy start`, shared with the tray app's command line.
@@ -161,9 +181,9 @@ pub fn session_dir(cwd: Option<PathBuf>) -> Result<PathBuf, LaunchError> {
 /// `CHROXY_TOKEN` (how the supervisor hands it to a worker: in the environment, never on
 /// a command line, where every user of the machine could read it), else the stored one.
 pub fn api_token(secrets: &Secrets) -> Result<ApiToken, SecretsError> {
-    match std::env::var("CHROXY_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => Ok(ApiToken::new(t.trim())),
-        _ => secrets.api_token(),
+    match env_token() {
+        Some(token) => Ok(token),
+        None => secrets.api_token(),
     }
 }
 
@@ -189,9 +209,7 @@ pub fn tunnel_spec(
             Mode::Named { hostname, token }
         }
     };
-    let binary = std::env::var_os("CHROXY_CLOUDFLARED")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
+    let binary = cloudflared_binary();
     Ok(Some(TunnelSpec::new(mode, binary, 0, config)))
 }
 
@@ -234,9 +252,7 @@ pub async fn start(
         .map(|h| vec![("CHROXY_HOME".into(), h.into_os_string())])
         .unwrap_or_default();
     // A token given in CHROXY_TOKEN is pinned: rotation in the store cannot apply.
-    let rotation_source = std::env::var("CHROXY_TOKEN")
-        .map_or(true, |t| t.trim().is_empty())
-        .then(|| secrets.clone());
+    let rotation_source = env_token().is_none().then(|| secrets.clone());
     let opts = crate::supervisor::Options {
         paths,
         public_addr,
@@ -270,64 +286,10 @@ pub async fn start(
     })
 }
 
-/// The pairing phones need, now and after every change of the tunnel's URL or of the
-/// token (`chroxy token rotate` makes the old link dead). With a tunnel, only its URL
-/// reaches a phone elsewhere, so until it has one the pairing is `None`.
-pub fn follow_pairing(
-    handle: Handle,
-    mut token: ApiToken,
-    secrets: Option<Secrets>,
-    configured: Option<String>,
-) -> watch::Receiver<Option<Pairing>> {
-    let (tx, rx) = watch::channel(None);
-    let mut status = handle.watch();
-    let mut reloads = handle.token_reloads();
-    tokio::spawn(async move {
-        let mut sent: Option<(String, ApiToken)> = None;
-        let mut reloaded = false;
-        loop {
-            let (url, port, mode) = {
-                let s = status.borrow_and_update();
-                (s.tunnel.url.clone(), s.public_port, s.tunnel.mode)
-            };
-            if std::mem::take(&mut reloaded) {
-                if let Some(secrets) = secrets.clone() {
-                    if let Ok(Ok(new)) =
-                        tokio::task::spawn_blocking(move || secrets.api_token()).await
-                    {
-                        token = new;
-                    }
-                }
-            }
-            let usable = url.is_some() || mode == TunnelMode::None;
-            let public = crate::pairing::public_url(url.as_deref(), configured.as_deref(), port);
-            let next = usable.then(|| (public, token.clone()));
-            if next != sent {
-                let pairing = next.as_ref().and_then(|(public, token)| {
-                    Pairing::new(public, token.clone())
-                        .map_err(|err| tracing::error!(%err, "cannot make a pairing link"))
-                        .ok()
-                });
-                sent = next;
-                tx.send_replace(pairing);
-            }
-            tokio::select! {
-                changed = status.changed() => if changed.is_err() { return },
-                changed = reloads.changed() => match changed {
-                    Ok(()) => reloaded = true,
-                    Err(_) => return,
-                },
-                _ = tx.closed() => return,
-            }
-        }
-    });
-    rx
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::handle::{ActionError, Request};
+    use crate::supervisor::handle::{ActionError, Handle, Request};
     use crate::supervisor::status::{Action, Status};
 
     fn home() -> (tempfile::TempDir, Paths, Secrets) {

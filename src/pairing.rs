@@ -52,6 +52,20 @@ impl fmt::Debug for Payload {
     }
 }
 
+/// How `chroxy pair --format` writes a pairing: `url` (the https link the QR encodes),
+/// `chroxy` (for the Chroxy app), `svg` (the QR code as SVG), `terminal` (the QR code
+/// as text).
+// The values' own docs would be printed a second time in `chroxy pair --help`, after
+// the option's text that already says what each is.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Url,
+    Chroxy,
+    Svg,
+    Terminal,
+}
+
 /// A public URL plus the token (and, once shown, a pairing code): everything a phone needs.
 #[derive(Clone)]
 pub struct Pairing {
@@ -185,6 +199,16 @@ impl Pairing {
             .light_color(unicode::Dense1x2::Dark)
             .quiet_zone(true)
             .build())
+    }
+
+    /// The pairing written as `format` asks.
+    pub fn render(&self, format: Format) -> Result<String, PairingError> {
+        match format {
+            Format::Url => Ok(self.link()),
+            Format::Chroxy => Ok(self.chroxy_link()),
+            Format::Svg => self.svg(),
+            Format::Terminal => self.terminal(),
+        }
     }
 
     /// The QR's modules, row by row (true = dark), for decoders in tests.

@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use chroxy::devices::{Admission, DeviceState, Devices, Knock};
-use chroxy::token::ApiToken;
 use chroxy::status_page::{serve, StatusPage};
 use chroxy::store::Paths;
 use chroxy::supervisor::handle::{ActionError, Handle, Request};
 use chroxy::supervisor::status::{Action, StateName, Status};
+use chroxy::token::ApiToken;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};

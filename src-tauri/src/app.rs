@@ -9,10 +9,10 @@ use chroxy::devices::{Decision, Devices};
 use chroxy::launch::{Launch, Started, TunnelChoice};
 use chroxy::pairing::{Pairing, ShownPairing};
 use chroxy::secrets::Secrets;
-use chroxy::token::ApiToken;
 use chroxy::store::Paths;
 use chroxy::supervisor::handle::Handle;
 use chroxy::supervisor::status::Action;
+use chroxy::token::ApiToken;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

@@ -14,6 +14,8 @@ pub mod remote;
 mod runner;
 pub mod state;
 pub mod status;
+pub mod switch;
+pub mod terminal;
 
 pub use runner::{Options, Supervisor, SupervisorError};
 

@@ -25,6 +25,7 @@ use super::proxy::{self, Route};
 use super::release::{ReleaseError, Releases, INSTALLED};
 use super::state::{self, Effect, Event, Machine, State};
 use super::status::{Action, CanaryStatus, StateName, Status, WorkerStatus};
+use super::switch::{self, Switch};
 use crate::config::SupervisorConfig;
 use crate::protocol::ShutdownReason;
 use crate::status_page::{self, StatusPage};
@@ -634,11 +635,7 @@ impl Runner {
                 Ok("restarting the worker".into())
             }
             Action::Rollback { to } => {
-                let target = match &to {
-                    Some(id) => id.clone(),
-                    None => self.machine.known_good().to_owned(),
-                };
-                self.check_release(&target).await?;
+                let target = self.check_release(Switch::Rollback(to)).await?;
                 self.step(Event::Rollback {
                     to: Some(target.clone()),
                 })
@@ -673,7 +670,7 @@ impl Runner {
                         "a deploy is already in progress; wait for it to finish".into(),
                     ));
                 }
-                self.check_release(&release).await?;
+                let release = self.check_release(Switch::Deploy(release)).await?;
                 self.step(Event::Deploy {
                     release: release.clone(),
                 })
@@ -718,12 +715,15 @@ impl Runner {
         }
     }
 
-    /// A release an action names must exist and be intact before anything is stopped.
-    async fn check_release(&self, id: &str) -> Result<(), ActionError> {
+    /// The release an action switches to, checked by the store's one rule before
+    /// anything is stopped.
+    async fn check_release(&self, switch: Switch) -> Result<String, ActionError> {
         let releases = self.releases.clone();
-        let owned = id.to_owned();
-        match tokio::task::spawn_blocking(move || releases.verify(&owned)).await {
-            Ok(Ok(_)) => Ok(()),
+        let known_good = self.machine.known_good().to_owned();
+        match tokio::task::spawn_blocking(move || switch::check(&releases, &switch, &known_good))
+            .await
+        {
+            Ok(Ok(target)) => Ok(target),
             Ok(Err(ReleaseError::Unknown(id))) => Err(ActionError::UnknownRelease(id)),
             Ok(Err(ReleaseError::ChecksumMismatch(id))) => Err(ActionError::ChecksumMismatch(id)),
             Ok(Err(err)) => Err(ActionError::Refused(err.to_string())),

@@ -252,6 +252,65 @@ impl Status {
     }
 }
 
+impl Status {
+    /// What `chroxy status` prints: one line per part, then the ten newest events.
+    /// `supervisor` says who runs it ([`super::instance::describe`]); `now` (ms since
+    /// the epoch) dates the canary's end and the events.
+    pub fn to_text(&self, supervisor: &str, now: u64) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let mut line = |text: String| {
+            let _ = writeln!(out, "{text}");
+        };
+        let state = serde_json::to_value(self.state).unwrap_or_default();
+        line(format!(
+            "state:        {}",
+            state.as_str().unwrap_or_default()
+        ));
+        if let Some(reason) = &self.failed_reason {
+            line(format!("reason:       {reason}"));
+        }
+        if self.demo {
+            line("mode:         DEMO (scripted model)".into());
+        }
+        line(format!("supervisor:   {supervisor}"));
+        let w = &self.worker;
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        line(format!(
+            "worker:       release {} pid {} port {} restarts {}",
+            or_dash(w.release.clone()),
+            or_dash(w.pid.map(|p| p.to_string())),
+            or_dash(w.port.map(|p| p.to_string())),
+            w.restarts
+        ));
+        line(format!(
+            "releases:     current {} known-good {}",
+            or_dash(self.releases.current.clone()),
+            or_dash(self.releases.known_good.clone())
+        ));
+        if let Some(c) = &self.canary {
+            line(format!("canary:       {}", c.describe(now)));
+        }
+        line(format!(
+            "clients:      {}   sessions: {}",
+            self.clients, self.sessions
+        ));
+        line(format!(
+            "tunnel:       {} ({})",
+            self.tunnel.mode, self.tunnel.state
+        ));
+        if !self.events.is_empty() {
+            line("recent events:".into());
+            for e in self.events.iter().rev().take(10) {
+                let ago = format!("{} s ago", now.saturating_sub(e.at) / 1000);
+                line(format!("  {ago:>10}  {:<18} {}", e.kind, e.message));
+            }
+        }
+        out
+    }
+}
+
 /// What a view may ask the supervisor to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -304,5 +363,65 @@ mod tests {
         assert!(c
             .describe(1_000_000 + 5)
             .contains("known-good any moment now"));
+    }
+
+    #[test]
+    fn the_text_of_chroxy_status_says_every_part_and_the_newest_events_first() {
+        let mut status = Status::new(8765, 8766, true, "file");
+        status.state = StateName::RollingBack;
+        status.failed_reason = Some("release 2-abc failed its health gate".into());
+        status.worker = WorkerStatus {
+            pid: Some(42),
+            release: Some("0".into()),
+            port: None,
+            started_at: None,
+            restarts: 3,
+        };
+        status.releases.current = Some("0".into());
+        status.canary = Some(CanaryStatus {
+            release: "2-abc".into(),
+            ends_at: 100_000,
+            errors: 1,
+            error_limit: 10,
+            summary: None,
+        });
+        status.clients = 2;
+        status.sessions = 1;
+        for (i, kind) in (0..12).zip(std::iter::repeat("worker_started")) {
+            status.events.push(StatusEvent {
+                at: 1_000 * i,
+                kind: kind.into(),
+                message: format!("event {i}"),
+            });
+        }
+        let text = status.to_text("pid 7, public port 8765", 70_500);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..9],
+            [
+                "state:        rolling_back",
+                "reason:       release 2-abc failed its health gate",
+                "mode:         DEMO (scripted model)",
+                "supervisor:   pid 7, public port 8765",
+                "worker:       release 0 pid 42 port - restarts 3",
+                "releases:     current 0 known-good -",
+                "canary:       release 2-abc on trial: known-good in 29 s unless it fails (1 of 10 errors)",
+                "clients:      2   sessions: 1",
+                "tunnel:       none (off)",
+            ]
+        );
+        assert_eq!(lines[9], "recent events:");
+        assert_eq!(lines[10], "    59 s ago  worker_started     event 11");
+        assert_eq!(lines.len(), 20, "ten events, newest first:\n{text}");
+        assert!(lines[19].ends_with("event 2"), "{text}");
+    }
+
+    #[test]
+    fn a_quiet_status_leaves_out_what_it_does_not_have() {
+        let text = Status::new(8765, 8766, false, "keyring").to_text("pid 7", 0);
+        for absent in ["reason:", "mode:", "canary:", "recent events:"] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+        assert!(text.starts_with("state:        starting\n"), "{text}");
     }
 }

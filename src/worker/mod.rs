@@ -1,16 +1,19 @@
 //! The server worker: the process phones talk to (through the supervisor's port).
 //!
 //! `serve` takes a bound listener, a [`Hub`] of sessions and a stop token; it serves
-//! `GET /health`, `GET /ws` and the phone client's static files. The shells decide the
-//! port, the token and when to stop.
+//! `GET /health`, `GET /ws` and the phone client's static files. [`launch`] (`launch.rs`)
+//! assembles a whole worker around it as `chroxy worker` runs it: the token, the port,
+//! the sessions, the control channel, the stop.
 
 mod admit;
 mod auth;
 mod conn;
+mod launch;
 mod routes;
 mod supervised;
 
 pub use auth::{AuthLimiter, Verdict};
+pub use launch::{launch, Launch, LaunchError, WorkerArgs};
 pub use supervised::{count_panics, follow_supervisor, say_fatal};
 
 use std::net::SocketAddr;
