@@ -47,10 +47,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Add a chroxy binary as a new release and promote it as a canary.
+    /// Add a chroxy binary as a new release and promote it as a canary. Run from
+    /// anything but an interactive terminal, it waits for a person's approval.
     Deploy {
         /// The new `chroxy` binary.
-        binary: PathBuf,
+        #[arg(required_unless_present_any = ["approve", "refuse"])]
+        binary: Option<PathBuf>,
+        /// Approve the deploy awaiting approval (at a terminal).
+        #[arg(long, conflicts_with_all = ["binary", "refuse"])]
+        approve: bool,
+        /// Refuse the deploy awaiting approval (at a terminal).
+        #[arg(long, conflicts_with = "binary")]
+        refuse: bool,
     },
     /// Switch back to the known-good release (or another one) and restart.
     Rollback {
@@ -201,8 +209,12 @@ fn main() -> Result<()> {
             runtime.block_on(run_supervisor(launch))
         }
         Command::Status { json } => block_on(show_status(&paths, json)),
-        Command::Deploy { binary } => {
-            block_on(deploy(&paths, &secrets(&cli.home, &paths), &binary))
+        Command::Deploy {
+            binary: Some(binary),
+            ..
+        } => block_on(deploy(&paths, &secrets(&cli.home, &paths), &binary)),
+        Command::Deploy { approve, .. } => {
+            block_on(answer_deploy(&paths, &secrets(&cli.home, &paths), approve))
         }
         Command::Rollback { to } => block_on(rollback(&paths, &secrets(&cli.home, &paths), to)),
         Command::Releases => list_releases(&paths),
@@ -461,6 +473,10 @@ async fn show_status(paths: &Paths, json: bool) -> Result<()> {
             c.release, c.errors, c.error_limit
         );
     }
+    if let Some(p) = &status.pending_deploy {
+        let left = p.expires_at.saturating_sub(now) / 1000;
+        println!("pending:      deploy of release {} awaits approval for {left} s more (`chroxy deploy --approve` or `--refuse`)", p.release);
+    }
     println!(
         "clients:      {}   sessions: {}",
         status.clients, status.sessions
@@ -480,7 +496,8 @@ async fn show_status(paths: &Paths, json: bool) -> Result<()> {
 }
 
 async fn deploy(paths: &Paths, secrets: &Secrets, binary: &std::path::Path) -> Result<()> {
-    use chroxy::supervisor::{instance, release::Releases, remote};
+    use chroxy::supervisor::{instance, release::Releases, remote, status::DeployOrigin};
+    let origin = DeployOrigin::of_this_terminal();
     let releases = Releases::open(paths);
     let manifest = releases.add(binary)?;
     println!(
@@ -493,17 +510,34 @@ async fn deploy(paths: &Paths, secrets: &Secrets, binary: &std::path::Path) -> R
     match instance::running(paths) {
         Some(info) => {
             let admin = secrets.admin_token()?;
-            let body = serde_json::json!({ "release": manifest.id });
+            let body = serde_json::json!({ "release": manifest.id, "origin": origin });
             println!(
                 "{}",
                 remote::act(info.status_port, &admin, "deploy", Some(body)).await?
             );
         }
-        None => {
+        None if origin == DeployOrigin::Desk => {
             releases.set_current(&manifest.id)?;
             println!("Chroxy is not running: release {} will start as a canary at the next `chroxy start`", manifest.id);
         }
+        None => println!("Chroxy is not running, and this was not run at a terminal: release {} was added but not made current; run `chroxy deploy` at a terminal to deploy it", manifest.id),
     }
+    Ok(())
+}
+
+/// `chroxy deploy --approve|--refuse`: a person at the desk answers a remote deploy.
+async fn answer_deploy(paths: &Paths, secrets: &Secrets, approve: bool) -> Result<()> {
+    use chroxy::supervisor::{instance, remote, status::DeployOrigin};
+    if DeployOrigin::of_this_terminal() != DeployOrigin::Desk {
+        anyhow::bail!("a deploy is approved or refused by a person: run this at a terminal, or click in the Chroxy window or on the status page");
+    }
+    let info =
+        instance::running(paths).context("Chroxy is not running: no deploy awaits approval")?;
+    let admin = secrets.admin_token()?;
+    println!(
+        "{}",
+        remote::answer_deploy(info.status_port, &admin, approve).await?
+    );
     Ok(())
 }
 

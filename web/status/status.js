@@ -7,6 +7,9 @@ const REFRESH_MS = 2000;
 /** A supervisor that accepts the connection but never answers counts as not answering. */
 const FETCH_TIMEOUT_MS = 5000;
 const TOKEN_KEY = "chroxy-admin";
+/** The release of the deploy awaiting approval as shown: an answer names it, so a
+ * request that replaced it meanwhile is never the one approved. */
+let pendingShown = null;
 
 function text(id, value) {
   $(id).textContent = value === null || value === undefined || value === "" ? "–" : String(value);
@@ -91,6 +94,7 @@ function render(s) {
       ? `release ${c.release} on trial: known-good at ${when(c.endsAt)} unless it fails (${c.errors} of ${c.errorLimit} errors)`
       : "",
   );
+  renderPending(s.pendingDeploy);
   renderTunnel(s.tunnel);
   text("clients", s.clients);
   text("connections", connectionsText(s.connections));
@@ -108,6 +112,16 @@ function render(s) {
     }),
   );
   $("events").replaceChildren(...[...s.events].reverse().map((e) => row([when(e.at), e.kind, e.message])));
+}
+
+function renderPending(p) {
+  $("pending").hidden = !p;
+  pendingShown = p ? p.release : null;
+  if (!p) return;
+  text(
+    "pending-text",
+    `Release ${p.release}${p.version ? ` (chroxy ${p.version})` : ""}, asked for at ${when(p.requestedAt)}; dropped at ${when(p.expiresAt)} unless answered.`,
+  );
 }
 
 function renderTunnel(t) {
@@ -167,9 +181,11 @@ async function act(action, button) {
   answer.className = "";
   answer.textContent = `${button.textContent}…`;
   try {
+    const answersDeploy = action.startsWith("deploy/");
     const response = await fetch("/api/" + action, {
       method: "POST",
-      headers: { "X-Chroxy-Admin": token },
+      headers: { "X-Chroxy-Admin": token, "Content-Type": "application/json" },
+      body: answersDeploy ? JSON.stringify({ release: pendingShown }) : undefined,
       signal: withTimeout(),
     });
     let body = null;
