@@ -39,10 +39,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Add a chroxy binary as a new release and promote it as a canary.
+    /// Add a chroxy binary as a new release and promote it as a canary. Run from
+    /// anything but an interactive terminal, it waits for a person's approval.
     Deploy {
         /// The new `chroxy` binary.
-        binary: PathBuf,
+        #[arg(required_unless_present_any = ["approve", "refuse"])]
+        binary: Option<PathBuf>,
+        /// Approve the deploy awaiting approval (at a terminal).
+        #[arg(long, conflicts_with_all = ["binary", "refuse"])]
+        approve: bool,
+        /// Refuse the deploy awaiting approval (at a terminal).
+        #[arg(long, conflicts_with = "binary")]
+        refuse: bool,
     },
     /// Switch back to the known-good release (or another one) and restart.
     Rollback {
@@ -171,7 +179,13 @@ fn main() -> Result<()> {
             Presence::Running => Ok(()),
             Presence::Stopped => std::process::exit(3),
         },
-        Command::Deploy { binary } => block_on(terminal::deploy(&paths, &secrets(), &binary, out)),
+        Command::Deploy {
+            binary: Some(binary),
+            ..
+        } => block_on(terminal::deploy(&paths, &secrets(), &binary, out)),
+        Command::Deploy { approve, .. } => {
+            block_on(terminal::answer_deploy(&paths, &secrets(), approve, out))
+        }
         Command::Rollback { to } => block_on(terminal::rollback(&paths, &secrets(), to, out)),
         Command::Releases => {
             let releases = chroxy::supervisor::release::Releases::open(&paths).status()?;

@@ -11,7 +11,7 @@ use chroxy::devices::{Admission, DeviceState, Devices, Knock};
 use chroxy::status_page::{serve, StatusPage};
 use chroxy::store::Paths;
 use chroxy::supervisor::handle::{ActionError, Handle, Request};
-use chroxy::supervisor::status::{Action, StateName, Status};
+use chroxy::supervisor::status::{Action, DeployOrigin, StateName, Status};
 use chroxy::token::ApiToken;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -246,6 +246,12 @@ async fn actions_need_the_admin_token() {
         .unwrap()
         .contains("chroxy token show --admin"));
     p.no_action();
+    // Approving a deploy that waits for a person is an action like any other.
+    for path in ["/api/deploy/approve", "/api/deploy/refuse"] {
+        let a = p.post(path, &[], "").await;
+        assert_eq!(a.code, 401, "{path}");
+        p.no_action();
+    }
 
     for wrong in ["not-it", "admin-token-for-test", "admin-token-for-tests2"] {
         let a = p
@@ -318,11 +324,45 @@ async fn each_action_reaches_the_supervisor_as_asked() {
         ),
         ("/api/restart", "", Action::Restart),
         ("/api/reconnect", "", Action::Reconnect),
+        // A deploy that does not say where it comes from is remote: it waits for a person.
         (
             "/api/deploy",
             r#"{"release":"4-00ff00ff"}"#,
             Action::Deploy {
                 release: "4-00ff00ff".into(),
+                origin: DeployOrigin::Remote,
+            },
+        ),
+        (
+            "/api/deploy",
+            r#"{"release":"4-00ff00ff","origin":"desk"}"#,
+            Action::Deploy {
+                release: "4-00ff00ff".into(),
+                origin: DeployOrigin::Desk,
+            },
+        ),
+        (
+            "/api/deploy/approve",
+            "",
+            Action::ApproveDeploy { release: None },
+        ),
+        (
+            "/api/deploy/approve",
+            r#"{"release":"4-00ff00ff"}"#,
+            Action::ApproveDeploy {
+                release: Some("4-00ff00ff".into()),
+            },
+        ),
+        (
+            "/api/deploy/refuse",
+            "{}",
+            Action::RefuseDeploy { release: None },
+        ),
+        (
+            "/api/deploy/refuse",
+            r#"{"release":"4-00ff00ff"}"#,
+            Action::RefuseDeploy {
+                release: Some("4-00ff00ff".into()),
             },
         ),
         ("/api/reload-token", "", Action::ReloadToken),
@@ -340,6 +380,12 @@ async fn each_action_reaches_the_supervisor_as_asked() {
     for (path, body) in [
         ("/api/deploy", ""),
         ("/api/deploy", "{}"),
+        (
+            "/api/deploy",
+            r#"{"release":"4-00ff00ff","origin":"nearby"}"#,
+        ),
+        ("/api/deploy/approve", r#"{"release":4}"#),
+        ("/api/deploy/refuse", r#"{"id":"4-00ff00ff"}"#),
         ("/api/rollback", "{not json"),
         ("/api/rollback", r#"{"too":"x"}"#),
         ("/api/rollback", r#"{"to":3}"#),
@@ -385,7 +431,8 @@ async fn refusals_of_the_supervisor_keep_their_meaning() {
         assert_eq!(
             p.next_action().await,
             Action::Deploy {
-                release: "9-x".into()
+                release: "9-x".into(),
+                origin: DeployOrigin::Remote,
             }
         );
     }

@@ -20,6 +20,8 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         rollback,
         reconnect,
         restart,
+        approve_deploy,
+        refuse_deploy,
         set_tunnel,
         admin_token,
         copy_link,
@@ -48,6 +50,25 @@ pub async fn reconnect<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellErr
 #[tauri::command]
 pub async fn restart<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellError> {
     app.state::<Desktop>().act(Action::Restart).await
+}
+
+/// `release`: the pending deploy the window showed (so a newer one is not approved blind).
+#[tauri::command]
+pub async fn approve_deploy<R: Runtime>(
+    app: AppHandle<R>,
+    release: Option<String>,
+) -> Result<String, ShellError> {
+    let action = Action::ApproveDeploy { release };
+    app.state::<Desktop>().act(action).await
+}
+
+#[tauri::command]
+pub async fn refuse_deploy<R: Runtime>(
+    app: AppHandle<R>,
+    release: Option<String>,
+) -> Result<String, ShellError> {
+    let action = Action::RefuseDeploy { release };
+    app.state::<Desktop>().act(action).await
 }
 
 #[tauri::command]

@@ -254,6 +254,8 @@ mod tests {
             "rollback",
             "reconnect",
             "restart",
+            "approve_deploy",
+            "refuse_deploy",
             "admin_token",
             "copy_link",
         ] {

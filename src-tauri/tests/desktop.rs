@@ -8,7 +8,9 @@
 mod common;
 
 use common::desktop::{app_args, window_shown, Desk, TrayMenu};
-use common::supervisor::{bad_worker_bin, chroxy_bin, cli, events, fake_cloudflared_bin, Sup};
+use common::supervisor::{
+    bad_worker_bin, chroxy_bin, cli, cli_at_terminal, events, fake_cloudflared_bin, Sup,
+};
 use common::{eventually, holds, Home, Model, WorkerOpts};
 use serde_json::Value;
 
@@ -182,11 +184,34 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     )
     .await;
 
-    // Deploy a release: it serves as a canary; "Roll back" brings back known-good.
+    // Deploy a release from a script (no terminal): it waits for a click in the window,
+    // and nothing changes until then.
     let before = sup.healthy().await;
     let known_good = before["releases"]["knownGood"].as_str().unwrap().to_owned();
     let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
-    assert!(ok.success(), "{out}{err}");
+    assert!(
+        ok.success() && out.contains("awaits approval"),
+        "{out}{err}"
+    );
+    let waiting = out.split_whitespace().nth(2).unwrap().to_owned();
+    w.until(
+        "the window asks for approval of the deploy",
+        &format!(
+            "return !document.getElementById('pending').hidden && document.getElementById('pending-text').textContent.includes('Release {waiting}')"
+        ),
+    )
+    .await;
+    w.shot("2b-deploy-awaits-approval").await;
+    let held = sup.status().await;
+    assert_eq!(held["worker"]["pid"], before["worker"]["pid"]);
+    assert_eq!(held["releases"]["current"], known_good.as_str());
+    // Approved in the window: it serves as a canary; "Roll back" brings back known-good.
+    w.click("#approve-deploy").await;
+    w.until(
+        "the request is answered",
+        "return document.getElementById('pending').hidden",
+    )
+    .await;
     let deployed = sup
         .wait_for("the canary serving", |s| {
             s["state"] == "healthy"
@@ -329,7 +354,7 @@ async fn failed_is_red_and_both_buttons_still_act() {
         .add(std::path::Path::new(bad_worker_bin()))
         .unwrap();
     releases.set_known_good(&good.id).unwrap();
-    let (ok, out, err) = cli(&home, &["deploy", bad_worker_bin()]).await;
+    let (ok, out, err) = cli_at_terminal(&home, &["deploy", bad_worker_bin()]).await;
     assert!(ok.success(), "{out}{err}");
 
     let desk = Desk::start(&home).await;

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::devices::{Decision, Devices, DevicesError};
 use crate::supervisor::handle::{ActionError, Handle};
-use crate::supervisor::status::Action;
+use crate::supervisor::status::{Action, DeployOrigin};
 use crate::token::ApiToken;
 
 /// The header actions must carry, holding the admin token.
@@ -69,6 +69,8 @@ pub fn router(page: StatusPage) -> Router {
         .route("/api/restart", post(restart))
         .route("/api/reconnect", post(reconnect))
         .route("/api/deploy", post(deploy))
+        .route("/api/deploy/approve", post(approve_deploy))
+        .route("/api/deploy/refuse", post(refuse_deploy))
         .route("/api/reload-token", post(reload_token))
         .route("/api/devices/approve", post(approve_device))
         .route("/api/devices/refuse", post(refuse_device))
@@ -135,6 +137,16 @@ struct RollbackBody {
 #[serde(deny_unknown_fields)]
 struct DeployBody {
     release: String,
+    /// Absent means `remote`: only a caller that says it is at the desk skips approval.
+    #[serde(default)]
+    origin: DeployOrigin,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    /// The pending release the person saw; absent or null means whichever waits.
+    release: Option<String>,
 }
 
 /// An empty body, or a JSON object of type `T`; the error is what the 4xx says.
@@ -180,11 +192,43 @@ async fn reload_token(State(page): State<StatusPage>) -> Response {
 
 async fn deploy(State(page): State<StatusPage>, bytes: Result<Bytes, BytesRejection>) -> Response {
     match body::<DeployBody>(bytes) {
-        Ok(Some(b)) => act(&page, Action::Deploy { release: b.release }).await,
+        Ok(Some(b)) => {
+            let action = Action::Deploy {
+                release: b.release,
+                origin: b.origin,
+            };
+            act(&page, action).await
+        }
         Ok(None) => refuse(
             StatusCode::BAD_REQUEST,
             "deploy needs {\"release\": \"<id>\"}; `chroxy deploy <binary>` adds the release and sends it",
         ),
+        Err((code, why)) => refuse(code, &why),
+    }
+}
+
+async fn approve_deploy(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer_deploy(&page, bytes, |release| Action::ApproveDeploy { release }).await
+}
+
+async fn refuse_deploy(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer_deploy(&page, bytes, |release| Action::RefuseDeploy { release }).await
+}
+
+/// Approve or refuse: the same body, naming the pending release the person saw.
+async fn answer_deploy(
+    page: &StatusPage,
+    bytes: Result<Bytes, BytesRejection>,
+    action: fn(Option<String>) -> Action,
+) -> Response {
+    match body::<AnswerBody>(bytes) {
+        Ok(b) => act(page, action(b.and_then(|b| b.release))).await,
         Err((code, why)) => refuse(code, &why),
     }
 }

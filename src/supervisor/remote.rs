@@ -73,6 +73,30 @@ pub async fn act(
     }
 }
 
+/// Approves (or refuses) the deploy awaiting approval, naming the release shown here so
+/// that a request replaced meanwhile is not the one answered; returns what was waiting
+/// and the supervisor's answer.
+pub async fn answer_deploy(
+    port: u16,
+    admin: &ApiToken,
+    approve: bool,
+) -> Result<String, RemoteError> {
+    let Some(waiting) = status(port).await?.pending_deploy else {
+        return Err(RemoteError::Refused("no deploy awaits approval".into()));
+    };
+    let action = if approve {
+        "deploy/approve"
+    } else {
+        "deploy/refuse"
+    };
+    let body = serde_json::json!({ "release": waiting.release });
+    let answer = act(port, admin, action, Some(body)).await?;
+    Ok(format!(
+        "release {} (chroxy {}), sent from away from the desk: {answer}",
+        waiting.release, waiting.version
+    ))
+}
+
 fn parse<T: DeserializeOwned>(port: u16, body: &[u8]) -> Result<T, RemoteError> {
     serde_json::from_slice(body).map_err(|e| RemoteError::Unreachable {
         port,

@@ -24,7 +24,9 @@ use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
 use super::release::{ReleaseError, Releases, INSTALLED};
 use super::state::{self, Effect, Event, Machine, State};
-use super::status::{Action, CanaryStatus, StateName, Status, WorkerStatus};
+use super::status::{
+    Action, CanaryStatus, DeployOrigin, PendingDeployStatus, StateName, Status, WorkerStatus,
+};
 use super::switch::{self, Switch};
 use crate::config::SupervisorConfig;
 use crate::protocol::ShutdownReason;
@@ -251,6 +253,7 @@ impl Supervisor {
             next_id: 0,
             routed: None,
             timer: None,
+            expiry: None,
             route_tx,
             status_tx,
             reports_tx,
@@ -453,6 +456,8 @@ struct Runner {
     next_id: u64,
     routed: Option<String>,
     timer: Option<Instant>,
+    /// When the pending deploy's request expires (a timer beside `timer`).
+    expiry: Option<Instant>,
     route_tx: watch::Sender<Route>,
     status_tx: watch::Sender<Status>,
     reports_tx: mpsc::UnboundedSender<Report>,
@@ -485,7 +490,7 @@ impl Runner {
             if self.exiting && self.workers.is_empty() && self.stopping.is_empty() {
                 break;
             }
-            let timer = self.timer;
+            let (timer, expiry) = (self.timer, self.expiry);
             tokio::select! {
                 _ = shutdown.cancelled(), if !self.exiting => {
                     // Order: stop accepting, then drain and wait for the worker's exit.
@@ -505,6 +510,10 @@ impl Runner {
                     self.timer = None;
                     let fx = self.machine.step(Event::Timer, Instant::now());
                     self.apply(fx).await;
+                }
+                _ = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
+                    self.expiry = None;
+                    self.step(Event::DeployExpiry).await;
                 }
                 Some(now) = next_change(&mut self.tunnel.changes) => self.tunnel_changed(now),
             }
@@ -540,6 +549,18 @@ impl Runner {
     async fn step(&mut self, event: Event) {
         let fx = self.machine.step(event, Instant::now());
         self.apply(fx).await;
+    }
+
+    /// [`Runner::step`] for a person's request: the machine's refusal, if it says one,
+    /// is the answer.
+    async fn step_answering(&mut self, event: Event) -> Result<(), ActionError> {
+        let fx = self.machine.step(event, Instant::now());
+        let refusal = fx.iter().find_map(|e| match e {
+            Effect::Refuse(why) => Some(why.clone()),
+            _ => None,
+        });
+        self.apply(fx).await;
+        refusal.map_or(Ok(()), |why| Err(ActionError::Refused(why)))
     }
 
     async fn on_report(&mut self, report: Report) {
@@ -664,18 +685,39 @@ impl Runner {
                 self.step(Event::Restart).await;
                 Ok("restarting the worker with the new token".into())
             }
-            Action::Deploy { release } => {
-                if matches!(self.machine.state(), State::Deploying { .. }) {
-                    return Err(ActionError::Refused(
-                        "a deploy is already in progress; wait for it to finish".into(),
-                    ));
-                }
+            Action::Deploy { release, origin } => {
                 let release = self.check_release(Switch::Deploy(release)).await?;
-                self.step(Event::Deploy {
+                // Listed before anything else is shown about it (its version, for one).
+                self.refresh_listing().await;
+                self.step_answering(Event::Deploy {
                     release: release.clone(),
+                    origin,
                 })
-                .await;
-                Ok(format!("deploying release {release} as a canary"))
+                .await?;
+                Ok(match origin {
+                    DeployOrigin::Desk => format!("deploying release {release} as a canary"),
+                    DeployOrigin::Remote => format!(
+                        "release {release} awaits approval at the desk (the Chroxy window, the status page, or `chroxy deploy --approve` at a terminal); nothing changes until then"
+                    ),
+                })
+            }
+            Action::ApproveDeploy { release } => {
+                // Checked again: the binary may have changed while it waited.
+                if let Some(waiting) = self.machine.pending_deploy() {
+                    let waiting = waiting.release.clone();
+                    self.check_release(Switch::Deploy(waiting)).await?;
+                }
+                let waiting = self.machine.pending_deploy().map(|p| p.release.clone());
+                self.step_answering(Event::ApproveDeploy { release })
+                    .await?;
+                let waiting = waiting.unwrap_or_default();
+                Ok(format!("approved: deploying release {waiting} as a canary"))
+            }
+            Action::RefuseDeploy { release } => {
+                let waiting = self.machine.pending_deploy().map(|p| p.release.clone());
+                self.step_answering(Event::RefuseDeploy { release }).await?;
+                let waiting = waiting.unwrap_or_default();
+                Ok(format!("refused the deploy of release {waiting}"))
             }
             Action::Tunnel { spec } => {
                 let mode = spec.as_ref().map_or(TunnelMode::None, |s| s.mode.kind());
@@ -765,6 +807,9 @@ impl Runner {
                 Effect::SetKnownGood(id) => self.move_pointer(id, true).await,
                 Effect::PruneReleases => self.prune().await,
                 Effect::ArmTimer(at) => self.timer = Some(at),
+                Effect::ArmDeployExpiry(at) => self.expiry = Some(at),
+                // The caller of `step_answering` answers with it.
+                Effect::Refuse(_) => {}
                 Effect::Record { kind, message } => self.record(kind, message),
                 Effect::Exit => self.exiting = true,
             }
@@ -871,6 +916,16 @@ impl Runner {
         }
     }
 
+    /// Reads the store's listing again (a release was added behind the supervisor's back).
+    async fn refresh_listing(&mut self) {
+        let releases = self.releases.clone();
+        match tokio::task::spawn_blocking(move || releases.status()).await {
+            Ok(Ok(listing)) => self.status_tx.send_modify(|s| s.releases = listing),
+            Ok(Err(err)) => self.record("store_error", format!("cannot list releases: {err}")),
+            Err(err) => self.record("store_error", format!("cannot list releases: {err}")),
+        }
+    }
+
     /// Removes old releases, never one a worker runs.
     async fn prune(&mut self) {
         // What led here (a promotion) is shown first, not after the disk work.
@@ -960,6 +1015,17 @@ impl Runner {
                 summary: None,
             }
         });
+        let pending = self.machine.pending_deploy().map(|p| {
+            let (now, at) = (Instant::now(), crate::protocol::now_ms());
+            PendingDeployStatus {
+                release: p.release.clone(),
+                version: String::new(),
+                requested_at: at
+                    .saturating_sub(now.duration_since(p.requested_at).as_millis() as u64),
+                expires_at: at + p.expires_at.saturating_duration_since(now).as_millis() as u64,
+                origin: DeployOrigin::Remote,
+            }
+        });
         self.status_tx.send_if_modified(|s| {
             let before = (
                 s.state,
@@ -968,6 +1034,7 @@ impl Runner {
                 s.clients,
                 s.sessions,
                 s.canary.clone(),
+                s.pending_deploy.clone(),
             );
             s.state = state;
             s.failed_reason = failed_reason;
@@ -982,6 +1049,17 @@ impl Runner {
                 }
                 c
             });
+            s.pending_deploy = pending.map(|mut p| {
+                // As for the canary: the times were fixed when the request came.
+                match s.pending_deploy.as_ref().filter(|o| o.release == p.release) {
+                    Some(shown) => p.clone_from(shown),
+                    None => {
+                        let listed = s.releases.list.iter().find(|r| r.id == p.release);
+                        p.version = listed.map(|r| r.version.clone()).unwrap_or_default();
+                    }
+                }
+                p
+            });
             before
                 != (
                     s.state,
@@ -990,6 +1068,7 @@ impl Runner {
                     s.clients,
                     s.sessions,
                     s.canary.clone(),
+                    s.pending_deploy.clone(),
                 )
         });
     }

@@ -111,6 +111,52 @@ impl CanaryStatus {
     }
 }
 
+/// Where a deploy was asked for. Only a person at this machine's desk may replace what
+/// phones are served without a further click: anything else (a script, `curl` with the
+/// admin token, a command with no terminal) waits for one. A same-user process holding
+/// the admin token can claim `desk`; the boundary this draws is against unattended
+/// deploys, not against the user's own processes (README "Deploy").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployOrigin {
+    /// The tray window, or `chroxy deploy` on an interactive terminal.
+    Desk,
+    /// Anything else; the default when a request does not say.
+    #[default]
+    Remote,
+}
+
+impl DeployOrigin {
+    /// `chroxy deploy`'s origin: `desk` when both its standard input and output are a
+    /// terminal (a person typed it), `remote` otherwise (a script, a pipe, a cron job).
+    /// The CLI refuses to deploy from inside an agent's process tree before this.
+    pub fn of_this_terminal() -> Self {
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            Self::Desk
+        } else {
+            Self::Remote
+        }
+    }
+}
+
+/// `pendingDeploy` of the status JSON: a deploy asked for from away from the desk,
+/// waiting for a person to approve or refuse it. Until then nothing changes for phones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingDeployStatus {
+    /// The release that would be deployed.
+    pub release: String,
+    /// Its version (from its manifest), or empty when the listing does not have it.
+    pub version: String,
+    /// When it was asked for (milliseconds since the epoch).
+    pub requested_at: u64,
+    /// When it is dropped unless answered (milliseconds since the epoch).
+    pub expires_at: u64,
+    /// Where it was asked for (`remote`: a desk deploy never waits).
+    pub origin: DeployOrigin,
+}
+
 /// `connections` of the status JSON: the public port's bounds, and whether a flood has
 /// met them. Without it a person whose phone was turned away could not tell a flood
 /// from a fault.
@@ -164,7 +210,8 @@ pub struct StatusEvent {
     /// Milliseconds since the epoch.
     pub at: u64,
     /// `worker_started`, `worker_exited`, `health_failed`, `rollback`, `deployed`,
-    /// `promoted`, `failed`, `restart_requested`, `reconnect`, `tunnel`,
+    /// `promoted`, `failed`, `restart_requested`, `reconnect`, `tunnel`, `deploy_pending`,
+    /// `deploy_approved`, `deploy_refused`, `deploy_expired`,
     /// `release_damaged`, `config_invalid`, `releases_pruned`, …
     pub kind: String,
     /// Human-readable, secret-free detail (exit status, failing health step, reason).
@@ -186,6 +233,9 @@ pub struct Status {
     /// The canary watch, while a deployed release is on trial.
     #[serde(default)]
     pub canary: Option<CanaryStatus>,
+    /// A deploy waiting for a person's approval.
+    #[serde(default)]
+    pub pending_deploy: Option<PendingDeployStatus>,
     /// The tunnel.
     pub tunnel: TunnelStatus,
     /// Phones connected (from the worker's heartbeat).
@@ -224,6 +274,7 @@ impl Status {
             worker: WorkerStatus::default(),
             releases: ReleasesStatus::default(),
             canary: None,
+            pending_deploy: None,
             tunnel: TunnelStatus::default(),
             clients: 0,
             connections: ConnectionsStatus::default(),
@@ -292,6 +343,10 @@ impl Status {
         if let Some(c) = &self.canary {
             line(format!("canary:       {}", c.describe(now)));
         }
+        if let Some(p) = &self.pending_deploy {
+            let left = p.expires_at.saturating_sub(now) / 1000;
+            line(format!("pending:      deploy of release {} awaits approval for {left} s more (`chroxy deploy --approve` or `--refuse`)", p.release));
+        }
         line(format!(
             "clients:      {}   sessions: {}",
             self.clients, self.sessions
@@ -332,10 +387,25 @@ pub enum Action {
     /// The API token was rotated in the store: start workers with the new one (phones
     /// holding the old one get `auth_fail` and must pair again).
     ReloadToken,
-    /// Start a release already added to the store (by `chroxy deploy`) as a canary.
+    /// Start a release already added to the store (by `chroxy deploy`) as a canary; from
+    /// away from the desk, only once a person approves it.
     Deploy {
         /// Its id.
         release: String,
+        /// Where it was asked for.
+        origin: DeployOrigin,
+    },
+    /// Go ahead with the deploy awaiting approval (the window, the status page,
+    /// `chroxy deploy --approve`).
+    ApproveDeploy {
+        /// The release the person saw; refused if another one waits now. `None`:
+        /// whichever waits.
+        release: Option<String>,
+    },
+    /// Drop the deploy awaiting approval; its release stays in the store, unpromoted.
+    RefuseDeploy {
+        /// As for [`Action::ApproveDeploy`].
+        release: Option<String>,
     },
 }
 

@@ -10,6 +10,7 @@ use std::path::Path;
 use super::instance::{self, InstanceInfo};
 use super::release::{short_sha, ReleaseError, Releases};
 use super::remote::{self, RemoteError};
+use super::status::DeployOrigin;
 use super::switch::{self, Switch};
 use crate::config::{Config, ConfigError};
 use crate::devices::{Devices, DevicesError};
@@ -38,6 +39,12 @@ pub enum TerminalError {
     /// The device registry could not be read or written (for a pairing code).
     #[error(transparent)]
     Devices(#[from] DevicesError),
+    /// `deploy --approve|--refuse` away from an interactive terminal.
+    #[error("a deploy is approved or refused by a person: run this at a terminal, or click in the Chroxy window or on the status page")]
+    NotAtTerminal,
+    /// `deploy --approve|--refuse` with no supervisor running.
+    #[error("Chroxy is not running: no deploy awaits approval")]
+    NoPendingDeploy,
     /// The output could not be written.
     #[error(transparent)]
     Output(#[from] std::io::Error),
@@ -99,17 +106,41 @@ pub async fn deploy(
         manifest.commit,
         short_sha(&manifest.sha256)
     )?;
+    let origin = DeployOrigin::of_this_terminal();
     match instance::running(paths) {
         Some(info) => {
-            let body = serde_json::json!({ "release": manifest.id });
+            let body = serde_json::json!({ "release": manifest.id, "origin": origin });
             act(&info, secrets, "deploy", Some(body), out).await
         }
-        None => {
+        None if origin == DeployOrigin::Desk => {
             let id = switch::switch_stopped(&releases, &Switch::Deploy(manifest.id))?;
             writeln!(out, "Chroxy is not running: release {id} will start as a canary at the next `chroxy start`")?;
             Ok(())
         }
+        // Made current now, it would start at the next `chroxy start` without anyone's
+        // approval: the very thing a remote deploy must wait for.
+        None => {
+            writeln!(out, "Chroxy is not running, and this was not run at a terminal: release {} was added but not made current; run `chroxy deploy` at a terminal to deploy it", manifest.id)?;
+            Ok(())
+        }
     }
+}
+
+/// `chroxy deploy --approve|--refuse`: a person at the desk answers a remote deploy.
+pub async fn answer_deploy(
+    paths: &Paths,
+    secrets: &Secrets,
+    approve: bool,
+    out: &mut impl Write,
+) -> Result<(), TerminalError> {
+    if DeployOrigin::of_this_terminal() != DeployOrigin::Desk {
+        return Err(TerminalError::NotAtTerminal);
+    }
+    let info = instance::running(paths).ok_or(TerminalError::NoPendingDeploy)?;
+    let admin = secrets.admin_token()?;
+    let answer = remote::answer_deploy(info.status_port, &admin, approve).await?;
+    writeln!(out, "{answer}")?;
+    Ok(())
 }
 
 /// `chroxy rollback [--to <id>]`: back to known-good (or `to`), by the running

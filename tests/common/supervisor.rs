@@ -41,26 +41,56 @@ pub async fn cli(home: &Home, args: &[&str]) -> (ExitStatus, String, String) {
     cli_env(home, args, &[]).await
 }
 
+/// `chroxy <args>` on `home` with the environment a user's shell gives it.
+fn cli_command(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(chroxy_bin());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CHROXY_HOME", home.chroxy())
+        .env("HOME", home.user_home())
+        .env("CHROXY_TOKEN", TOKEN)
+        .envs(env.iter().copied());
+    cmd
+}
+
 /// [`cli`] with more environment.
 pub async fn cli_env(
     home: &Home,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (ExitStatus, String, String) {
-    let out = Command::new(chroxy_bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CHROXY_HOME", home.chroxy())
-        .env("HOME", home.user_home())
-        .env("CHROXY_TOKEN", TOKEN)
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap();
+    let out = cli_command(home, args, env).output().await.unwrap();
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`cli`] typed at a terminal: its standard input and output are a pseudo-terminal of
+/// the test's, as when a person at the desk runs it (`chroxy deploy` is then `desk`).
+pub async fn cli_at_terminal(home: &Home, args: &[&str]) -> (ExitStatus, String, String) {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut cmd = cli_command(home, args, &[]);
+    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave))
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Our copies of the terminal's other end go with `cmd`, so reading ends with the child.
+    drop(cmd);
+    let printed = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        // The terminal reads as an error (EIO) once the child has closed it; what came
+        // before is in `out`.
+        let _ = std::io::Read::read_to_end(&mut std::fs::File::from(pty.master), &mut out);
+        out
+    });
+    let out = child.wait_with_output().await.unwrap();
+    let printed = printed.await.unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&printed).replace("\r\n", "\n"),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }

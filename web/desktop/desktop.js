@@ -63,6 +63,13 @@ async function tick() {
   else renderUptime();
 }
 
+function renderPending(p) {
+  $('pending').hidden = !p;
+  if (!p) return;
+  const minutes = Math.max(0, Math.ceil((p.expiresAt - Date.now()) / 60000));
+  text('pending-text', `Release ${p.release}${p.version ? ` (chroxy ${p.version})` : ''} wants to replace what phones are served. Dropped in ${minutes} min unless answered.`);
+}
+
 function render(view) {
   current = view;
   const look = $('look');
@@ -92,6 +99,7 @@ function render(view) {
   }
 
   for (const id of ['reconnect', 'rollback']) $(id).disabled = !s;
+  renderPending(s?.pendingDeploy);
   if (!s) return;
   const w = s.worker;
   text('worker-state', `${s.state.replace('_', ' ')}${w.pid ? ` (pid ${w.pid}, release ${w.release})` : ''}${w.restarts ? `, ${w.restarts} restarts` : ''}`);
@@ -175,6 +183,10 @@ async function command(button, name, args) {
 
 $('reconnect').addEventListener('click', (e) => command(e.currentTarget, 'reconnect'));
 $('rollback').addEventListener('click', (e) => command(e.currentTarget, 'rollback'));
+/** Answers the deploy shown, naming it: one that replaced it meanwhile is not answered. */
+for (const [id, name] of [['approve-deploy', 'approve_deploy'], ['refuse-deploy', 'refuse_deploy']]) {
+  $(id).addEventListener('click', (e) => command(e.currentTarget, name, { release: current?.status?.pendingDeploy?.release ?? null }));
+}
 $('copy').addEventListener('click', (e) => command(e.currentTarget, 'copy_link'));
 $('admin-toggle').addEventListener('click', async (e) => {
   const button = e.currentTarget;

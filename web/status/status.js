@@ -7,6 +7,9 @@ const REFRESH_MS = 2000;
 /** A supervisor that accepts the connection but never answers counts as not answering. */
 const FETCH_TIMEOUT_MS = 5000;
 const TOKEN_KEY = "chroxy-admin";
+/** The release of the deploy awaiting approval as shown: an answer names it, so a
+ * request that replaced it meanwhile is never the one approved. */
+let pendingShown = null;
 
 function text(id, value) {
   $(id).textContent = value === null || value === undefined || value === "" ? "–" : String(value);
@@ -86,6 +89,7 @@ function render(s) {
   text("known-good", s.releases.knownGood);
   const c = s.canary;
   text("canary", c ? c.summary : "");
+  renderPending(s.pendingDeploy);
   renderTunnel(s.tunnel);
   text("clients", s.clients);
   text("connections", connectionsText(s.connections));
@@ -130,6 +134,16 @@ function renderDevices(d) {
       }
       return tr;
     }),
+  );
+}
+
+function renderPending(p) {
+  $("pending").hidden = !p;
+  pendingShown = p ? p.release : null;
+  if (!p) return;
+  text(
+    "pending-text",
+    `Release ${p.release}${p.version ? ` (chroxy ${p.version})` : ""}, asked for at ${when(p.requestedAt)}; dropped at ${when(p.expiresAt)} unless answered.`,
   );
 }
 
@@ -190,10 +204,11 @@ async function act(action, button, body) {
   answer.className = "";
   answer.textContent = `${button.textContent}…`;
   try {
+    const answersDeploy = action.startsWith("deploy/");
     const response = await fetch("/api/" + action, {
       method: "POST",
-      headers: { "X-Chroxy-Admin": token },
-      body: body ? JSON.stringify(body) : undefined,
+      headers: { "X-Chroxy-Admin": token, "Content-Type": "application/json" },
+      body: answersDeploy ? JSON.stringify({ release: pendingShown }) : body ? JSON.stringify(body) : undefined,
       signal: withTimeout(),
     });
     let body = null;
