@@ -20,7 +20,7 @@ pub(crate) struct Admitted {
 /// Kept out.
 pub(crate) enum Refusal {
     /// Say this (`auth_fail`) and close.
-    Told(ServerMsg),
+    Told(Box<ServerMsg>),
     /// The registry could not be read: close as a server fault, the client retries.
     Unavailable,
 }
@@ -89,25 +89,25 @@ pub(crate) async fn admit(s: &Shared, auth: &Auth, client: Client) -> Result<Adm
             } else {
                 ""
             };
-            Err(Refusal::Told(ServerMsg::AuthFail {
+            Err(Refusal::Told(Box::new(ServerMsg::AuthFail {
                 reason: AuthFailReason::DevicePending,
                 message: Some(format!(
                     "{used}Approve this device in the Chroxy window on your computer (or `chroxy devices approve {id}`); it connects by itself once approved. Or pair it at the computer by scanning a fresh QR code."
                 )),
                 device_id: Some(id),
                 device_key: Some(Token(key.expose().to_owned())),
-            }))
+            })))
         }
         Admission::Refused { id } => {
             tracing::info!(device = %id, %address, "refused device tried to connect");
-            Err(Refusal::Told(ServerMsg::AuthFail {
+            Err(Refusal::Told(Box::new(ServerMsg::AuthFail {
                 reason: AuthFailReason::DeviceRefused,
                 message: Some(
                     "This device was refused on the computer it connects to. To use it, pair it again by scanning a fresh QR code there.".into(),
                 ),
                 device_id: Some(id),
                 device_key: None,
-            }))
+            })))
         }
     }
 }
