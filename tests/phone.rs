@@ -535,12 +535,19 @@ async fn crafted_pairing_links_change_nothing_without_the_owner_and_the_page_run
     a.goto(&page).await;
     a.until("connected again after a reload", fell_back).await;
 
-    // Another machine (another origin for the page) pairs and connects under the policy.
+    // Another machine (another origin for the page) pairs and connects under the policy,
+    // with a one-time code as a QR shown at the desk carries.
     let other = format!("localhost:{}", sup.public);
+    let code = home
+        .devices()
+        .mint_code(chroxy::protocol::now_ms())
+        .unwrap();
+    let mut at_desk = payload(&format!("ws://{other}/ws"), common::TOKEN);
+    at_desk["code"] = code.expose().into();
     a.choose("machine", "__pair").await;
     a.js(&format!(
         "document.getElementById('pair-link').value = {}; document.getElementById('pair-form').requestSubmit(); return true",
-        Value::String(crafted(&format!("http://{other}"), &payload(&format!("ws://{other}/ws"), common::TOKEN)))
+        Value::String(crafted(&format!("http://{other}"), &at_desk))
     ))
     .await;
     a.until(

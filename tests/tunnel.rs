@@ -133,15 +133,34 @@ async fn a_quick_tunnel_comes_up_and_the_pairing_link_and_qr_point_at_it() {
         "wss://tender-quiet-words-1.trycloudflare.com/ws"
     );
     assert_eq!(payload.token, TOKEN);
-    assert_eq!(
-        pair(&home, "chroxy").await,
-        format!("chroxy://tender-quiet-words-1.trycloudflare.com?token={TOKEN}")
+    assert!(
+        payload.code.is_some(),
+        "a one-time pairing code rides along"
+    );
+    // The Chroxy app's link: the same host and token, and a one-time code of its own.
+    let chroxy = pair(&home, "chroxy").await;
+    let code = chroxy
+        .strip_prefix(&format!(
+            "chroxy://tender-quiet-words-1.trycloudflare.com?token={TOKEN}&code="
+        ))
+        .unwrap_or_else(|| panic!("{chroxy}"));
+    assert!(
+        code.len() == 32 && code.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{chroxy}"
+    );
+    assert_ne!(
+        Some(code),
+        payload.code.as_deref(),
+        "each link has its own code"
     );
     assert!(pair(&home, "svg").await.contains("<svg"));
 
     // The QR decodes to exactly that link.
-    let pairing =
-        chroxy::pairing::Pairing::new(&quick_url(1), chroxy::token::ApiToken::new(TOKEN)).unwrap();
+    let pairing = chroxy::pairing::Pairing::new(&quick_url(1), chroxy::token::ApiToken::new(TOKEN))
+        .unwrap()
+        .with_code(chroxy::devices::PairingCode::new(
+            payload.code.clone().unwrap(),
+        ));
     assert_eq!(decode_qr(&pairing), link);
     // The status page shows the URL, never the token.
     let (_, page) = common::supervisor::http(sup.status, "GET", "/api/status", &[], "").await;
