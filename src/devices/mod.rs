@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{atomic_write, FileLock, Paths, StoreError};
+use crate::store::{modify_json, read_json, Paths, StoreError};
 
 /// A pairing code works for this long after it was minted (and once).
 pub const CODE_LIFETIME_MS: u64 = 10 * 60 * 1000;
@@ -146,12 +146,23 @@ struct OpenCode {
 }
 
 /// The file's shape.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RegistryFile {
     version: u32,
     devices: Vec<Entry>,
     codes: Vec<OpenCode>,
+}
+
+/// No devices, in the format this version writes (so a first write needs no stamp).
+impl Default for RegistryFile {
+    fn default() -> Self {
+        Self {
+            version: 1,
+            devices: Vec::new(),
+            codes: Vec::new(),
+        }
+    }
 }
 
 impl RegistryFile {
@@ -522,14 +533,10 @@ impl Devices {
 
     /// The file as it is; a missing file is no devices.
     fn load(&self) -> Result<RegistryFile, DevicesError> {
-        match std::fs::read(&self.file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DevicesError::Corrupt {
-                path: self.file.clone(),
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RegistryFile::default()),
-            Err(e) => Err(StoreError::io("reading", &self.file, e).into()),
-        }
+        read_json(&self.file)?.map_err(|e| DevicesError::Corrupt {
+            path: self.file.clone(),
+            message: e.to_string(),
+        })
     }
 
     /// Read-sweep-modify-write under the inter-process lock; written only if anything
@@ -539,20 +546,15 @@ impl Devices {
         now: u64,
         f: impl FnOnce(&mut RegistryFile) -> Result<T, DevicesError>,
     ) -> Result<T, DevicesError> {
-        let mut lock = FileLock::open(&self.lock)?;
-        lock.exclusive(|| {
-            let mut file = self.load()?;
-            let before = file.clone();
-            file.sweep(now);
-            let out = f(&mut file)?;
-            if file != before {
-                file.version = 1;
-                // Strings, numbers and addresses always serialize.
-                let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
-                atomic_write(&self.file, &bytes)?;
-            }
-            Ok(out)
-        })?
+        modify_json(
+            &self.file,
+            &self.lock,
+            || self.load(),
+            |file| {
+                file.sweep(now);
+                f(file)
+            },
+        )
     }
 }
 
