@@ -109,3 +109,76 @@ pub async fn print_pairing(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Paths;
+    use crate::supervisor::handle::{ActionError, Request};
+    use crate::supervisor::status::{Action, Status};
+
+    fn home() -> (tempfile::TempDir, Secrets) {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Secrets::files(&Paths::under(dir.path()));
+        (dir, secrets)
+    }
+
+    /// A supervisor that answers every action with `answer` (and its status, which
+    /// must outlive the test: the pairing stops with it).
+    fn handle(answer: Result<String, ActionError>) -> (Handle, watch::Sender<Status>) {
+        let (publish, status) = watch::channel(Status::new(8765, 8766, false, "file"));
+        let (actions, mut requests) = tokio::sync::mpsc::channel::<Request>(4);
+        tokio::spawn(async move {
+            while let Some(Request { reply, .. }) = requests.recv().await {
+                let _ = reply.send(answer.clone());
+            }
+        });
+        (Handle::new(status, actions), publish)
+    }
+
+    fn token_of(pairing: &Pairing) -> String {
+        let link = pairing.chroxy_link();
+        link.rsplit_once("token=").unwrap().1.to_owned()
+    }
+
+    async fn next_token(pairing: &mut watch::Receiver<Option<Pairing>>) -> String {
+        let shown = tokio::time::timeout(std::time::Duration::from_secs(5), pairing.changed())
+            .await
+            .expect("the pairing did not change");
+        shown.unwrap();
+        token_of(pairing.borrow_and_update().as_ref().unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_pairing_takes_the_rotated_token_once_the_supervisor_has_reloaded_it() {
+        let (_dir, secrets) = home();
+        let old = secrets.api_token().unwrap();
+        let (handle, _status) = handle(Ok("restarting the worker with the new token".into()));
+        let mut pairing = follow_pairing(handle.clone(), old.clone(), Some(secrets.clone()), None);
+        assert_eq!(next_token(&mut pairing).await, old.expose());
+
+        let new = secrets.rotate_api_token().unwrap();
+        handle.act(Action::ReloadToken).await.unwrap();
+        assert_eq!(next_token(&mut pairing).await, new.expose());
+    }
+
+    #[tokio::test]
+    async fn a_refused_reload_leaves_the_pairing_alone() {
+        let (_dir, secrets) = home();
+        let old = secrets.api_token().unwrap();
+        let (handle, _status) = handle(Err(ActionError::Refused("given in CHROXY_TOKEN".into())));
+        let mut pairing = follow_pairing(handle.clone(), old.clone(), Some(secrets.clone()), None);
+        assert_eq!(next_token(&mut pairing).await, old.expose());
+
+        secrets.rotate_api_token().unwrap();
+        handle.act(Action::ReloadToken).await.unwrap_err();
+        assert_eq!(*handle.token_reloads().borrow(), 0, "no reload was counted");
+        tokio::task::yield_now().await;
+        assert!(!pairing.has_changed().unwrap());
+        assert_eq!(
+            token_of(pairing.borrow().as_ref().unwrap()),
+            old.expose(),
+            "the workers still take the old token, so the link keeps it"
+        );
+    }
+}
