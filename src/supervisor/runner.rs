@@ -23,13 +23,12 @@ use super::handle::{ActionError, Handle, Request};
 use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
 use super::release::{ReleaseError, Releases, INSTALLED};
-use super::state::{self, Effect, Event, Machine, State};
+use super::state::{self, Effect, Event, Machine};
 use super::status::{
     Action, CanaryStatus, DeployOrigin, PendingDeployStatus, StateName, Status, WorkerStatus,
 };
 use super::switch::{self, Switch};
 use crate::config::SupervisorConfig;
-use crate::protocol::ShutdownReason;
 use crate::status_page::{self, StatusPage};
 use crate::store::Paths;
 use crate::token::ApiToken;
@@ -37,6 +36,9 @@ use crate::tunnel::{TunnelMode, TunnelState, TunnelStatus};
 
 /// What phones are told to expect when a worker is replaced on purpose.
 const RESTART_ETA_MS: u64 = 2_000;
+
+/// What phones are told to expect when asked to reconnect to the same worker.
+const RECONNECT_ETA_MS: u64 = 500;
 
 /// Everything a supervisor needs; the shells (CLI, tray app) fill it in.
 #[derive(Debug, Clone)]
@@ -552,15 +554,19 @@ impl Runner {
     }
 
     /// [`Runner::step`] for a person's request: the machine's refusal, if it says one,
-    /// is the answer.
-    async fn step_answering(&mut self, event: Event) -> Result<(), ActionError> {
+    /// is the answer; else its reply, if it gives one.
+    async fn step_answering(&mut self, event: Event) -> Result<String, ActionError> {
         let fx = self.machine.step(event, Instant::now());
-        let refusal = fx.iter().find_map(|e| match e {
-            Effect::Refuse(why) => Some(why.clone()),
-            _ => None,
-        });
+        let mut answer = Ok(String::new());
+        for effect in &fx {
+            match effect {
+                Effect::Refuse(why) => answer = Err(ActionError::Refused(why.clone())),
+                Effect::Reply(text) if answer.is_ok() => answer = Ok(text.clone()),
+                _ => {}
+            }
+        }
         self.apply(fx).await;
-        refusal.map_or(Ok(()), |why| Err(ActionError::Refused(why)))
+        answer
     }
 
     async fn on_report(&mut self, report: Report) {
@@ -651,16 +657,12 @@ impl Runner {
         }
         match action {
             Action::Restart => {
-                self.record("restart_requested", "restart requested".into());
                 self.step(Event::Restart).await;
                 Ok("restarting the worker".into())
             }
             Action::Rollback { to } => {
                 let target = self.check_release(Switch::Rollback(to)).await?;
-                self.step(Event::Rollback {
-                    to: Some(target.clone()),
-                })
-                .await;
+                self.step(Event::Rollback { to: target.clone() }).await;
                 Ok(format!("rolling back to release {target}"))
             }
             Action::ReloadToken => {
@@ -726,34 +728,7 @@ impl Runner {
                 self.record("tunnel", message.clone());
                 Ok(message)
             }
-            Action::Reconnect => {
-                // The tunnel is the usual culprit when a phone cannot get through.
-                self.tunnel.restart();
-                let routed = self.routed.as_ref().and_then(|r| self.workers.get(r));
-                match routed {
-                    Some(w) => {
-                        w.worker.send(WorkerCommand::Reconnect {
-                            restart_eta_ms: 500,
-                        });
-                        self.record(
-                            "reconnect",
-                            "phones told to reconnect now; health gate re-run".into(),
-                        );
-                        Ok("phones told to reconnect; health gate re-run".into())
-                    }
-                    None if matches!(self.machine.state(), State::Starting { .. }) => Ok(
-                        "a worker is starting; phones reconnect as soon as it is healthy".into(),
-                    ),
-                    None => {
-                        self.record(
-                            "reconnect",
-                            "no worker was serving: starting one now".into(),
-                        );
-                        self.step(Event::Restart).await;
-                        Ok("no worker was serving; starting one now".into())
-                    }
-                }
-            }
+            Action::Reconnect => self.step_answering(Event::Reconnect).await,
         }
     }
 
@@ -782,17 +757,15 @@ impl Runner {
                     self.routed = port.map(|_| release);
                     self.route(port);
                 }
-                Effect::Stop { release, drain } => {
-                    let reason = if self.exiting || matches!(self.machine.state(), State::Stopping)
-                    {
-                        ShutdownReason::Shutdown
-                    } else {
-                        ShutdownReason::Restart
-                    };
+                Effect::Stop {
+                    release,
+                    drain,
+                    notice,
+                } => {
                     if let Some(w) = self.workers.get(&release) {
                         w.worker.send(WorkerCommand::Stop {
                             drain,
-                            reason,
+                            reason: notice,
                             restart_eta_ms: RESTART_ETA_MS,
                         });
                     }
@@ -808,8 +781,16 @@ impl Runner {
                 Effect::PruneReleases => self.prune().await,
                 Effect::ArmTimer(at) => self.timer = Some(at),
                 Effect::ArmDeployExpiry(at) => self.expiry = Some(at),
-                // The caller of `step_answering` answers with it.
-                Effect::Refuse(_) => {}
+                Effect::Reconnect { release } => {
+                    if let Some(w) = self.workers.get(&release) {
+                        w.worker.send(WorkerCommand::Reconnect {
+                            restart_eta_ms: RECONNECT_ETA_MS,
+                        });
+                    }
+                }
+                Effect::RestartTunnel => self.tunnel.restart(),
+                // The caller of `step_answering` answers with them.
+                Effect::Refuse(_) | Effect::Reply(_) => {}
                 Effect::Record { kind, message } => self.record(kind, message),
                 Effect::Exit => self.exiting = true,
             }
@@ -869,14 +850,7 @@ impl Runner {
 
     fn route(&self, port: Option<u16>) {
         let state = self.machine.state_name();
-        let retry_after_secs = match self.machine.state() {
-            State::Backoff { until, .. } => {
-                until.saturating_duration_since(Instant::now()).as_secs() + 1
-            }
-            // Nothing will change until a person acts; phones needn't hammer.
-            State::Failed { .. } | State::Misconfigured { .. } => 30,
-            _ => 1,
-        };
+        let retry_after_secs = self.machine.retry_after(Instant::now()).as_secs();
         let voucher = port.map(|_| self.spec.voucher.clone());
         self.route_tx.send_replace(Route {
             port,

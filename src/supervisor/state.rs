@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::release::INSTALLED;
 use super::status::{DeployOrigin, StateName};
+use crate::protocol::ShutdownReason;
 
 /// The numbers behind the rules (issue "Supervisor": 0.5 s → 10 s backoff, reset after
 /// 60 s healthy, more than 5 crashes in 2 min rolls back, 60 s canary, > 10 faults).
@@ -41,6 +42,9 @@ pub struct Policy {
 /// long enough to walk to the machine, short enough that a forgotten request does not
 /// get approved by someone who no longer remembers what it was.
 pub const DEPLOY_APPROVAL_WINDOW: Duration = Duration::from_secs(600);
+
+/// What phones are told to wait while nothing will change until a person acts.
+pub const RETRY_AFTER_FAILED: Duration = Duration::from_secs(30);
 
 /// The longest wait between retries out of `failed`.
 pub const FAILED_RETRY_CAP: Duration = Duration::from_secs(3600);
@@ -119,9 +123,12 @@ pub enum Event {
     Restart,
     /// A person (or `chroxy rollback`) asked to switch releases.
     Rollback {
-        /// The target; `None` = known-good.
-        to: Option<String>,
+        /// The target, already checked against the store ([`super::switch::check`]
+        /// resolves "known-good" to a release, so only one place does).
+        to: String,
     },
+    /// A person asked phones to reconnect (the window, the tray, the status page).
+    Reconnect,
     /// `chroxy deploy` added a release and wants it promoted.
     Deploy {
         /// The new release.
@@ -166,7 +173,17 @@ pub enum Effect {
         release: String,
         /// Drained first (phones told, sessions saved) when true, killed otherwise.
         drain: bool,
+        /// What its phones are told: back in a moment, or gone for good.
+        notice: ShutdownReason,
     },
+    /// Tell the phones of this release's (serving) worker to reconnect now, and re-run
+    /// its health probe.
+    Reconnect {
+        /// The serving release.
+        release: String,
+    },
+    /// Restart the tunnel (cloudflared), keeping its mode and address where it can.
+    RestartTunnel,
     /// Move the store's `current` pointer.
     SetCurrent(String),
     /// Move the store's `known_good` pointer.
@@ -182,6 +199,9 @@ pub enum Effect {
     /// The request fed in this step is refused, for this reason (worded for a person).
     /// Whoever asked gets it as the answer; nothing else is done for it.
     Refuse(String),
+    /// The request fed in this step is answered with this (worded for a person), when
+    /// what was done depends on the state.
+    Reply(String),
     /// An entry for the status page's event list.
     Record {
         /// Event kind (`worker_exited`, `rollback`, …).
@@ -358,6 +378,19 @@ impl Machine {
         }
     }
 
+    /// How long phones turned away at the public port should wait before trying again.
+    pub fn retry_after(&self, now: Instant) -> Duration {
+        match &self.state {
+            // Rounded up: a phone told 0 would come straight back.
+            State::Backoff { until, .. } => {
+                Duration::from_secs(until.saturating_duration_since(now).as_secs() + 1)
+            }
+            // Nothing will change until a person acts; phones needn't hammer.
+            State::Failed { .. } | State::Misconfigured { .. } => RETRY_AFTER_FAILED,
+            _ => Duration::from_secs(1),
+        }
+    }
+
     /// Restarts so far (crashes and requests).
     pub fn restarts(&self) -> u32 {
         self.restarts
@@ -387,42 +420,14 @@ impl Machine {
         effects
     }
 
+    /// Routes the event to the rules of the state it arrives in. What holds in every
+    /// state comes first: a stop wins over everything, a remote deploy and the answers
+    /// to it live beside the state, and a reconnect is answered wherever it lands.
     fn transition(&mut self, state: State, event: Event, now: Instant) -> (State, Vec<Effect>) {
         use Event as E;
         match (state, event) {
-            // ---- stopping wins over everything --------------------------------------
             (State::Stopping, _) => (State::Stopping, vec![]),
-            (state, E::Shutdown) => {
-                let mut fx = Vec::new();
-                match &state {
-                    State::Serving { release, .. } | State::Starting { release, .. } => {
-                        fx.push(Effect::Stop {
-                            release: release.clone(),
-                            drain: true,
-                        });
-                    }
-                    State::Deploying {
-                        release, candidate, ..
-                    } => {
-                        fx.push(Effect::Stop {
-                            release: candidate.clone(),
-                            drain: false,
-                        });
-                        fx.push(Effect::Stop {
-                            release: release.clone(),
-                            drain: true,
-                        });
-                    }
-                    State::Backoff { .. }
-                    | State::Failed { .. }
-                    | State::Misconfigured { .. }
-                    | State::Stopping => {}
-                }
-                fx.push(Effect::Exit);
-                (State::Stopping, fx)
-            }
-
-            // ---- a deploy from away from the desk waits for a person, whatever serves -----
+            (state, E::Shutdown) => shut_down(state),
             (
                 state,
                 E::Deploy {
@@ -433,15 +438,52 @@ impl Machine {
             (state, E::ApproveDeploy { release }) => self.approve_deploy(state, release, now),
             (state, E::RefuseDeploy { release }) => (state, self.refuse_deploy(release)),
             (state, E::DeployExpiry) => (state, self.expire_deploy(now)),
-            (state @ State::Deploying { .. }, E::Deploy { .. }) => (
-                state,
-                vec![Effect::Refuse(
-                    "a deploy is already in progress; wait for it to finish".into(),
-                )],
-            ),
+            (state, E::Reconnect) => self.reconnect(state, now),
+            (State::Starting { release, name }, event) => self.starting(release, name, event, now),
+            (
+                State::Serving {
+                    release,
+                    since,
+                    canary,
+                },
+                event,
+            ) => self.serving(release, since, canary, event, now),
+            (
+                State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                },
+                event,
+            ) => self.deploying(release, since, candidate, event, now),
+            (State::Backoff { release, until }, event) => {
+                self.backing_off(release, until, event, now)
+            }
+            (
+                State::Misconfigured {
+                    release,
+                    reason,
+                    until,
+                },
+                event,
+            ) => self.waiting_for_settings(release, reason, until, event, now),
+            (State::Failed { reason, retry_at }, event) => {
+                self.failed(reason, retry_at, event, now)
+            }
+        }
+    }
 
-            // ---- starting -------------------------------------------------------------
-            (State::Starting { release, .. }, E::Healthy { release: r }) if r == release => {
+    /// A worker is starting and being gated; nothing is routed.
+    fn starting(
+        &mut self,
+        release: String,
+        name: StateName,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Healthy { release: r } if r == release => {
                 self.failed_retries = 0;
                 self.config_error = None;
                 let mut fx = vec![
@@ -458,126 +500,96 @@ impl Machine {
                     fx.push(Effect::ArmTimer(until));
                     Canary { until, errors: 0 }
                 });
-                (
-                    State::Serving {
-                        release,
-                        since: now,
-                        canary,
-                    },
-                    fx,
-                )
+                let state = State::Serving {
+                    release,
+                    since: now,
+                    canary,
+                };
+                (state, fx)
             }
-            (
-                State::Starting { release, .. },
-                E::Unhealthy {
-                    release: r,
-                    step,
-                    detail,
-                },
-            ) if r == release => {
+            E::Unhealthy {
+                release: r,
+                step,
+                detail,
+            } if r == release => {
                 let why = format!("release {release} failed its health gate at {step}: {detail}");
                 self.crashed(release, now, "health_failed", why)
             }
-            (State::Starting { release, .. }, E::Exited { release: r, status }) if r == release => {
+            E::Exited { release: r, status } if r == release => {
                 let why = format!("release {release} exited while starting ({status})");
                 self.crashed(release, now, "worker_exited", why)
             }
-            (
-                State::Starting { release, .. },
-                E::ConfigInvalid {
-                    release: r,
-                    message,
-                },
-            ) if r == release => self.misconfigured(release, message, now),
+            E::ConfigInvalid {
+                release: r,
+                message,
+            } if r == release => self.misconfigured(release, message, now),
+            E::Restart => self.restart_unserved(release),
+            E::Rollback { to } => self.roll_back_after(stop(release, false), to, "requested"),
+            E::Deploy {
+                release: candidate, ..
+            } => self.deploy_unserved(release, candidate),
+            event => ignored(State::Starting { release, name }, event),
+        }
+    }
 
-            // ---- serving ----------------------------------------------------------------
-            (
-                State::Serving {
-                    release,
-                    since,
-                    canary,
-                },
-                E::Exited { release: r, status },
-            ) if r == release => self.lost_serving(
+    /// A release serves phones, watched as a canary if it is not known-good yet.
+    fn serving(
+        &mut self,
+        release: String,
+        since: Instant,
+        canary: Option<Canary>,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        let in_canary = canary.is_some();
+        match event {
+            E::Exited { release: r, status } if r == release => self.lost_serving(
                 release,
                 since,
-                canary.is_some(),
+                in_canary,
                 now,
                 "worker_exited",
                 format!("exited ({status})"),
             ),
-            (
-                State::Serving {
-                    release,
-                    since,
-                    canary,
-                },
-                E::Hung { release: r },
-            ) if r == release => self.lost_serving(
+            E::Hung { release: r } if r == release => self.lost_serving(
                 release,
                 since,
-                canary.is_some(),
+                in_canary,
                 now,
                 "worker_hung",
                 "stopped sending heartbeats and was killed".into(),
             ),
-            (
-                State::Serving {
-                    release,
-                    since,
-                    canary,
-                },
-                E::Unhealthy {
-                    release: r,
-                    step,
-                    detail,
-                },
-            ) if r == release => self.lost_serving(
+            E::Unhealthy {
+                release: r,
+                step,
+                detail,
+            } if r == release => self.lost_serving(
                 release,
                 since,
-                canary.is_some(),
+                in_canary,
                 now,
                 "health_failed",
                 format!("failed a health probe at {step}: {detail}"),
             ),
-            (
-                State::Serving {
-                    release,
-                    since,
-                    canary: Some(mut c),
-                },
-                E::ServerFaults { release: r, count },
-            ) if r == release => {
-                c.errors += count;
-                if c.errors > self.policy.canary_error_limit {
+            E::ServerFaults { release: r, count } if r == release && in_canary => {
+                let errors = canary.as_ref().map_or(0, |c| c.errors) + count;
+                if errors > self.policy.canary_error_limit {
                     let why = format!(
-                        "{} server faults within the canary window (limit {})",
-                        c.errors, self.policy.canary_error_limit
+                        "{errors} server faults within the canary window (limit {})",
+                        self.policy.canary_error_limit
                     );
-                    let mut fx = vec![Effect::Stop {
-                        release: release.clone(),
-                        drain: true,
-                    }];
-                    fx.extend(self.roll_back(None, &why));
-                    return (self.rolling_back_state(), fx);
+                    let to = self.known_good.clone();
+                    return self.roll_back_after(stop(release, true), to, &why);
                 }
-                (
-                    State::Serving {
-                        release,
-                        since,
-                        canary: Some(c),
-                    },
-                    vec![],
-                )
-            }
-            (
-                State::Serving {
+                let state = State::Serving {
                     release,
                     since,
-                    canary: Some(c),
-                },
-                E::Timer,
-            ) if now >= c.until => {
+                    canary: canary.map(|c| Canary { errors, ..c }),
+                };
+                (state, vec![])
+            }
+            E::Timer if canary.as_ref().is_some_and(|c| now >= c.until) => {
                 // The event first: a view that sees the new known-good pointer must
                 // also see why it moved.
                 let fx = vec![
@@ -591,67 +603,40 @@ impl Machine {
                     Effect::PruneReleases,
                 ];
                 self.known_good = release.clone();
-                (
-                    State::Serving {
-                        release,
-                        since,
-                        canary: None,
-                    },
-                    fx,
-                )
+                let state = State::Serving {
+                    release,
+                    since,
+                    canary: None,
+                };
+                (state, fx)
             }
-            (State::Serving { release, .. }, E::Restart) => {
+            E::Restart => {
                 self.restarts += 1;
-                respawn(
-                    vec![
-                        Effect::Record {
-                            kind: "restart_requested",
-                            message: format!("restarting release {release} on request"),
-                        },
-                        Effect::Stop {
-                            release: release.clone(),
-                            drain: true,
-                        },
-                    ],
-                    release,
-                )
+                let fx = vec![restart_requested(&release), stop(release.clone(), true)];
+                respawn(fx, release)
             }
-            (State::Serving { release, .. }, E::Rollback { to }) => {
-                let mut fx = vec![Effect::Stop {
-                    release,
-                    drain: true,
-                }];
-                fx.extend(self.roll_back(to, "requested"));
-                (self.rolling_back_state(), fx)
-            }
-            (
-                State::Serving {
+            E::Rollback { to } => self.roll_back_after(stop(release, true), to, "requested"),
+            E::Deploy {
+                release: candidate, ..
+            } if candidate == release => {
+                let message = format!("release {candidate} is already serving");
+                let fx = vec![
+                    Effect::Record {
+                        kind: "deploy_refused",
+                        message: message.clone(),
+                    },
+                    Effect::Refuse(message),
+                ];
+                let state = State::Serving {
                     release,
                     since,
                     canary,
-                },
-                E::Deploy {
-                    release: candidate, ..
-                },
-            ) => {
-                if candidate == release {
-                    let message = format!("release {candidate} is already serving");
-                    let fx = vec![
-                        Effect::Record {
-                            kind: "deploy_refused",
-                            message: message.clone(),
-                        },
-                        Effect::Refuse(message),
-                    ];
-                    return (
-                        State::Serving {
-                            release,
-                            since,
-                            canary,
-                        },
-                        fx,
-                    );
-                }
+                };
+                (state, fx)
+            }
+            E::Deploy {
+                release: candidate, ..
+            } => {
                 let fx = vec![
                     Effect::Record {
                         kind: "deploying",
@@ -661,110 +646,103 @@ impl Machine {
                         release: candidate.clone(),
                     },
                 ];
-                (
-                    State::Deploying {
-                        release,
-                        since,
-                        candidate,
-                    },
-                    fx,
-                )
+                let state = State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                };
+                (state, fx)
             }
-
-            // ---- deploying: the old release serves until the candidate proves itself -
-            (
-                State::Deploying {
-                    release, candidate, ..
+            event => ignored(
+                State::Serving {
+                    release,
+                    since,
+                    canary,
                 },
-                E::Healthy { release: r },
-            ) if r == candidate => {
+                event,
+            ),
+        }
+    }
+
+    /// A release serves while a deploy's candidate is gated beside it: the old release
+    /// serves until the candidate proves itself.
+    fn deploying(
+        &mut self,
+        release: String,
+        since: Instant,
+        candidate: String,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Deploy { .. } => {
+                let why = "a deploy is already in progress; wait for it to finish";
+                let state = State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                };
+                (state, vec![Effect::Refuse(why.into())])
+            }
+            E::Healthy { release: r } if r == candidate => {
                 self.current = candidate.clone();
                 let until = now + self.policy.canary_window;
                 let fx = vec![
-                    Effect::Route { release: candidate.clone() },
+                    Effect::Route {
+                        release: candidate.clone(),
+                    },
                     Effect::SetCurrent(candidate.clone()),
-                    Effect::Stop { release: release.clone(), drain: true },
-                    Effect::Record { kind: "deployed", message: format!("release {candidate} passed its health gate and now serves; watching it for {} s", self.policy.canary_window.as_secs()) },
+                    stop(release, true),
+                    Effect::Record {
+                        kind: "deployed",
+                        message: format!(
+                            "release {candidate} passed its health gate and now serves; watching it for {} s",
+                            self.policy.canary_window.as_secs()
+                        ),
+                    },
                     Effect::ArmTimer(until),
                 ];
-                (
-                    State::Serving {
-                        release: candidate,
-                        since: now,
-                        canary: Some(Canary { until, errors: 0 }),
-                    },
-                    fx,
-                )
+                let state = State::Serving {
+                    release: candidate,
+                    since: now,
+                    canary: Some(Canary { until, errors: 0 }),
+                };
+                (state, fx)
             }
-            (
-                State::Deploying {
-                    release,
-                    since,
-                    candidate,
-                },
-                E::Unhealthy {
-                    release: r,
-                    step,
-                    detail,
-                },
-            ) if r == candidate => {
+            E::Unhealthy {
+                release: r,
+                step,
+                detail,
+            } if r == candidate => {
                 let why = format!("was not promoted: health gate failed at {step}: {detail}");
                 candidate_failed(release, since, &candidate, "health_failed", why)
             }
-            (
-                State::Deploying {
-                    release,
-                    since,
-                    candidate,
-                },
-                E::ConfigInvalid {
-                    release: r,
-                    message,
-                },
-            ) if r == candidate => {
+            E::ConfigInvalid {
+                release: r,
+                message,
+            } if r == candidate => {
                 let why = format!("cannot start: {message}");
                 candidate_failed(release, since, &candidate, "config_invalid", why)
             }
-            (
-                State::Deploying {
-                    release,
-                    since,
-                    candidate,
-                },
-                E::Exited { release: r, status },
-            ) if r == candidate => {
+            E::Exited { release: r, status } if r == candidate => {
                 let why = format!("exited before its health gate passed ({status})");
                 candidate_failed(release, since, &candidate, "worker_exited", why)
             }
-            (
-                State::Deploying {
-                    release, candidate, ..
-                },
-                E::Exited { release: r, status },
-            ) if r == release => {
+            E::Exited { release: r, status } if r == release => {
                 // The old one died while the new one starts: the candidate will serve if
                 // it passes; meanwhile nothing is routed.
                 let fx = vec![Effect::Record {
                     kind: "worker_exited",
                     message: format!("release {release} exited ({status}) during a deploy"),
                 }];
-                (
-                    State::Starting {
-                        release: candidate,
-                        name: StateName::Restarting,
-                    },
-                    fx,
-                )
+                let state = State::Starting {
+                    release: candidate,
+                    name: StateName::Restarting,
+                };
+                (state, fx)
             }
-
-            (
-                State::Deploying {
-                    release,
-                    since,
-                    candidate,
-                },
-                event @ (E::Rollback { .. } | E::Restart),
-            ) => {
+            event @ (E::Rollback { .. } | E::Restart) => {
                 // A person acts while a candidate is being gated: drop the candidate and
                 // do what they asked of the release that serves.
                 let mut fx = vec![
@@ -772,96 +750,81 @@ impl Machine {
                         kind: "deploy_abandoned",
                         message: format!("deploy of release {candidate} abandoned on request"),
                     },
-                    Effect::Stop {
-                        release: candidate,
-                        drain: false,
-                    },
+                    stop(candidate, false),
                 ];
-                let serving = State::Serving {
-                    release,
-                    since,
-                    canary: None,
-                };
-                let (state, more) = self.transition(serving, event, now);
+                let (state, more) = self.serving(release, since, None, event, now);
                 fx.extend(more);
                 (state, fx)
             }
-
-            // ---- waiting ------------------------------------------------------------------
-            (State::Backoff { release, until }, E::Timer) if now >= until => {
-                respawn(vec![], release)
-            }
-            (State::Backoff { release, .. } | State::Starting { release, .. }, E::Restart) => {
-                self.restarts += 1;
-                respawn(
-                    vec![Effect::Stop {
-                        release: release.clone(),
-                        drain: false,
-                    }],
+            event => ignored(
+                State::Deploying {
                     release,
-                )
-            }
-            (
-                State::Backoff { release, .. } | State::Starting { release, .. },
-                E::Rollback { to },
-            ) => {
-                let mut fx = vec![Effect::Stop {
-                    release,
-                    drain: false,
-                }];
-                fx.extend(self.roll_back(to, "requested"));
-                (self.rolling_back_state(), fx)
-            }
-
-            (
-                State::Backoff { release, .. } | State::Starting { release, .. },
-                E::Deploy {
-                    release: candidate, ..
-                },
-            ) => {
-                let mut fx = vec![Effect::Stop {
-                    release,
-                    drain: false,
-                }];
-                fx.extend(self.deploy_now(candidate));
-                (self.restarting_state(), fx)
-            }
-            (
-                State::Failed { .. },
-                E::Deploy {
-                    release: candidate, ..
-                },
-            ) => {
-                self.crashes.clear();
-                self.attempt = 0;
-                let fx = self.deploy_now(candidate);
-                (self.restarting_state(), fx)
-            }
-
-            // ---- misconfigured: retried; a person's action is taken as from failed -------
-            (State::Misconfigured { release, until, .. }, E::Timer) if now >= until => {
-                respawn(vec![], release)
-            }
-            (
-                State::Misconfigured { reason, .. },
-                event @ (E::Restart | E::Rollback { .. } | E::Deploy { .. }),
-            ) => self.transition(
-                State::Failed {
-                    reason,
-                    retry_at: None,
+                    since,
+                    candidate,
                 },
                 event,
-                now,
             ),
+        }
+    }
 
-            // ---- failed: a person gets it going again, or the retry a probe failure earns -
-            (
-                State::Failed {
-                    retry_at: Some(at),
+    /// Waiting to restart a release after a crash.
+    fn backing_off(
+        &mut self,
+        release: String,
+        until: Instant,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Timer if now >= until => respawn(vec![], release),
+            E::Restart => self.restart_unserved(release),
+            E::Rollback { to } => self.roll_back_after(stop(release, false), to, "requested"),
+            E::Deploy {
+                release: candidate, ..
+            } => self.deploy_unserved(release, candidate),
+            event => ignored(State::Backoff { release, until }, event),
+        }
+    }
+
+    /// The settings file is invalid: retried now and then; a person's action is taken
+    /// as from `failed`.
+    fn waiting_for_settings(
+        &mut self,
+        release: String,
+        reason: String,
+        until: Instant,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Timer if now >= until => respawn(vec![], release),
+            event @ (E::Restart | E::Rollback { .. } | E::Deploy { .. }) => {
+                self.failed(reason, None, event, now)
+            }
+            event => ignored(
+                State::Misconfigured {
+                    release,
                     reason,
+                    until,
                 },
-                E::Timer,
-            ) if now >= at => {
+                event,
+            ),
+        }
+    }
+
+    /// Gave up: a person gets it going again, or the retry a probe failure earns.
+    fn failed(
+        &mut self,
+        reason: String,
+        retry_at: Option<Instant>,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Timer if retry_at.is_some_and(|at| now >= at) => {
                 self.failed_retries += 1;
                 self.restarts += 1;
                 let message = format!(
@@ -870,23 +833,91 @@ impl Machine {
                 );
                 self.start_over("retry", message)
             }
-            (State::Failed { .. }, E::Restart) => {
+            E::Restart => {
                 let message = format!("restarting release {} on request", self.current);
                 self.start_over("restart_requested", message)
             }
-            (State::Failed { .. }, E::Rollback { to }) => {
+            E::Rollback { to } => {
                 self.crashes.clear();
                 self.attempt = 0;
                 let fx = self.roll_back(to, "requested");
                 (self.rolling_back_state(), fx)
             }
+            E::Deploy {
+                release: candidate, ..
+            } => {
+                self.crashes.clear();
+                self.attempt = 0;
+                let fx = self.deploy_now(candidate);
+                (self.restarting_state(), fx)
+            }
+            event => ignored(State::Failed { reason, retry_at }, event),
+        }
+    }
 
-            // ---- anything else changes nothing (late reports of replaced workers) ------
-            (state, event) => {
-                tracing::debug!(?state, ?event, "event ignored in this state");
-                (state, vec![])
+    /// A person asks phones to reconnect. The tunnel is the usual culprit when a phone
+    /// cannot get through, so it restarts whatever the state; a serving worker tells its
+    /// phones and re-runs its probe; with nothing serving or starting, one starts.
+    fn reconnect(&mut self, state: State, now: Instant) -> (State, Vec<Effect>) {
+        let mut fx = vec![Effect::RestartTunnel];
+        match &state {
+            State::Serving { release, .. } | State::Deploying { release, .. } => {
+                fx.push(Effect::Reconnect {
+                    release: release.clone(),
+                });
+                fx.push(Effect::Record {
+                    kind: "reconnect",
+                    message: "phones told to reconnect now; health gate re-run".into(),
+                });
+                fx.push(Effect::Reply(
+                    "phones told to reconnect; health gate re-run".into(),
+                ));
+                (state, fx)
+            }
+            State::Starting { .. } => {
+                fx.push(Effect::Reply(
+                    "a worker is starting; phones reconnect as soon as it is healthy".into(),
+                ));
+                (state, fx)
+            }
+            State::Backoff { .. }
+            | State::Failed { .. }
+            | State::Misconfigured { .. }
+            | State::Stopping => {
+                fx.push(Effect::Record {
+                    kind: "reconnect",
+                    message: "no worker was serving: starting one now".into(),
+                });
+                fx.push(Effect::Reply(
+                    "no worker was serving; starting one now".into(),
+                ));
+                let (state, more) = self.transition(state, Event::Restart, now);
+                fx.extend(more);
+                (state, fx)
             }
         }
+    }
+
+    /// A restart asked for while nothing serves: whatever is starting is killed.
+    fn restart_unserved(&mut self, release: String) -> (State, Vec<Effect>) {
+        self.restarts += 1;
+        let fx = vec![restart_requested(&release), stop(release.clone(), false)];
+        respawn(fx, release)
+    }
+
+    /// A deploy asked for while nothing serves: whatever is starting is killed and the
+    /// candidate starts in its place.
+    fn deploy_unserved(&mut self, release: String, candidate: String) -> (State, Vec<Effect>) {
+        let mut fx = vec![stop(release, false)];
+        fx.extend(self.deploy_now(candidate));
+        (self.restarting_state(), fx)
+    }
+
+    /// After `stop`, a rollback to `to` for `why`.
+    fn roll_back_after(&mut self, stop: Effect, to: String, why: &str) -> (State, Vec<Effect>) {
+        let mut fx = vec![stop];
+        fx.extend(self.roll_back(to, why));
+        (self.rolling_back_state(), fx)
     }
 
     /// The serving worker is gone. In its canary window that is a verdict on the
@@ -906,7 +937,8 @@ impl Machine {
                 kind,
                 message: why.clone(),
             }];
-            fx.extend(self.roll_back(None, &why));
+            let to = self.known_good.clone();
+            fx.extend(self.roll_back(to, &why));
             return (self.rolling_back_state(), fx);
         }
         if now.duration_since(since) >= self.policy.healthy_reset {
@@ -982,7 +1014,8 @@ impl Machine {
                 );
                 self.crashes.clear();
                 self.attempt = 0;
-                fx.extend(self.roll_back(None, &reason));
+                let to = self.known_good.clone();
+                fx.extend(self.roll_back(to, &reason));
                 return (self.rolling_back_state(), fx);
             }
             // An exit is the worker's own verdict; a failed probe or a missed heartbeat
@@ -1030,9 +1063,8 @@ impl Machine {
         respawn(vec![Effect::Record { kind, message }], release)
     }
 
-    /// Point `current` at `to` (default known-good) and start it.
-    fn roll_back(&mut self, to: Option<String>, why: &str) -> Vec<Effect> {
-        let target = to.unwrap_or_else(|| self.known_good.clone());
+    /// Point `current` at `to` and start it.
+    fn roll_back(&mut self, target: String, why: &str) -> Vec<Effect> {
         let from = std::mem::replace(&mut self.current, target.clone());
         self.restarts += 1;
         vec![
@@ -1248,6 +1280,53 @@ pub fn start_plan(
         known_good: fallback.to_owned(),
         effects,
     }
+}
+
+/// Stop everything in order: drain what serves or starts, kill a deploy's candidate,
+/// tell phones it is for good, then exit.
+fn shut_down(state: State) -> (State, Vec<Effect>) {
+    let for_good = |release: &String, drain| Effect::Stop {
+        release: release.clone(),
+        drain,
+        notice: ShutdownReason::Shutdown,
+    };
+    let mut fx = match &state {
+        State::Serving { release, .. } | State::Starting { release, .. } => {
+            vec![for_good(release, true)]
+        }
+        State::Deploying {
+            release, candidate, ..
+        } => vec![for_good(candidate, false), for_good(release, true)],
+        State::Backoff { .. }
+        | State::Failed { .. }
+        | State::Misconfigured { .. }
+        | State::Stopping => vec![],
+    };
+    fx.push(Effect::Exit);
+    (State::Stopping, fx)
+}
+
+/// Stops `release`'s worker on the way to another (its phones are told to come back).
+fn stop(release: String, drain: bool) -> Effect {
+    Effect::Stop {
+        release,
+        drain,
+        notice: ShutdownReason::Restart,
+    }
+}
+
+/// The event of a restart a person asked for.
+fn restart_requested(release: &str) -> Effect {
+    Effect::Record {
+        kind: "restart_requested",
+        message: format!("restarting release {release} on request"),
+    }
+}
+
+/// An event that changes nothing here (a late report about a replaced worker).
+fn ignored(state: State, event: Event) -> (State, Vec<Effect>) {
+    tracing::debug!(?state, ?event, "event ignored in this state");
+    (state, vec![])
 }
 
 /// After `fx`, starts `release` again: the way back from a crash, a request or `failed`.
@@ -1544,7 +1623,8 @@ mod tests {
         );
         assert!(fx.contains(&Effect::Stop {
             release: "1-new".into(),
-            drain: true
+            drain: true,
+            notice: ShutdownReason::Restart
         }));
         assert_eq!(spawns(&fx), ["0-good"]);
         let reason = fx.iter().find_map(|e| {
@@ -1618,7 +1698,8 @@ mod tests {
                 Effect::SetCurrent("3-ok".into()),
                 Effect::Stop {
                     release: "0-good".into(),
-                    drain: true
+                    drain: true,
+                    notice: ShutdownReason::Restart
                 }
             ]
         );
@@ -1629,12 +1710,18 @@ mod tests {
     fn rollback_and_restart_on_request_work_from_any_state() {
         let (mut m, t0) = machine();
         m.step(healthy("1-new"), t0);
-        let fx = m.step(Event::Rollback { to: None }, t0 + S);
+        let fx = m.step(
+            Event::Rollback {
+                to: "0-good".into(),
+            },
+            t0 + S,
+        );
         assert_eq!(
             fx[0],
             Effect::Stop {
                 release: "1-new".into(),
-                drain: true
+                drain: true,
+                notice: ShutdownReason::Restart
             }
         );
         assert_eq!(spawns(&fx), ["0-good"]);
@@ -1642,12 +1729,7 @@ mod tests {
         let fx = m.step(Event::Restart, t0 + 3 * S);
         assert_eq!(spawns(&fx), ["0-good"]);
         assert_eq!(m.state_name(), StateName::Restarting);
-        let fx = m.step(
-            Event::Rollback {
-                to: Some("1-new".into()),
-            },
-            t0 + 4 * S,
-        );
+        let fx = m.step(Event::Rollback { to: "1-new".into() }, t0 + 4 * S);
         assert_eq!(spawns(&fx), ["1-new"]);
     }
 
@@ -1661,7 +1743,8 @@ mod tests {
             vec![
                 Effect::Stop {
                     release: "1-new".into(),
-                    drain: true
+                    drain: true,
+                    notice: ShutdownReason::Shutdown
                 },
                 Effect::Exit
             ]
@@ -1728,10 +1811,16 @@ mod tests {
             },
             t0 + S,
         );
-        let fx = m.step(Event::Rollback { to: None }, t0 + 2 * S);
+        let fx = m.step(
+            Event::Rollback {
+                to: "0-good".into(),
+            },
+            t0 + 2 * S,
+        );
         assert!(fx.contains(&Effect::Stop {
             release: "1-new".into(),
-            drain: false
+            drain: false,
+            notice: ShutdownReason::Restart
         }));
         assert_eq!(spawns(&fx), ["0-good"]);
         assert_eq!(m.current(), "0-good");
@@ -1743,7 +1832,12 @@ mod tests {
     fn late_reports_about_replaced_workers_are_ignored() {
         let (mut m, t0) = machine();
         m.step(healthy("1-new"), t0);
-        m.step(Event::Rollback { to: None }, t0 + S);
+        m.step(
+            Event::Rollback {
+                to: "0-good".into(),
+            },
+            t0 + S,
+        );
         assert_eq!(
             m.step(exited("1-new"), t0 + 2 * S),
             vec![],
@@ -2277,5 +2371,165 @@ mod tests {
         let fx = m.step(approve(None), now);
         assert_eq!(spawns(&fx), ["1-fix"]);
         assert!(fx.contains(&Effect::SetCurrent("1-fix".into())));
+    }
+
+    /// A machine in each state a person can find it in, with the time it got there.
+    fn in_every_state() -> Vec<(&'static str, Machine, Instant)> {
+        let (starting, t0) = machine();
+        let (mut serving, _) = machine();
+        serving.step(healthy("1-new"), t0);
+        let (mut deploying, _) = machine();
+        deploying.step(healthy("1-new"), t0);
+        deploying.step(
+            Event::Deploy {
+                release: "2-next".into(),
+                origin: DeployOrigin::Desk,
+            },
+            t0,
+        );
+        let (mut backoff, _) = machine();
+        backoff.step(exited("1-new"), t0);
+        let (failed, t_failed, _) = fail_known_good(|| exited("0-good"));
+        let (mut misconfigured, _) = machine();
+        misconfigured.step(
+            Event::ConfigInvalid {
+                release: "1-new".into(),
+                message: "config.toml line 3: unknown key".into(),
+            },
+            t0,
+        );
+        vec![
+            ("starting", starting, t0),
+            ("serving", serving, t0),
+            ("deploying", deploying, t0),
+            ("backoff", backoff, t0),
+            ("failed", failed, t_failed),
+            ("misconfigured", misconfigured, t0),
+        ]
+    }
+
+    fn reply(fx: &[Effect]) -> Option<&str> {
+        fx.iter().find_map(|e| match e {
+            Effect::Reply(text) => Some(text.as_str()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_reconnect_restarts_the_tunnel_and_tells_phones_or_starts_a_worker_by_state() {
+        // (state, the worker told to reconnect, the release started, the answer's start)
+        let table = [
+            ("starting", None, None, "a worker is starting"),
+            ("serving", Some("1-new"), None, "phones told to reconnect"),
+            ("deploying", Some("1-new"), None, "phones told to reconnect"),
+            ("backoff", None, Some("1-new"), "no worker was serving"),
+            ("failed", None, Some("0-good"), "no worker was serving"),
+            (
+                "misconfigured",
+                None,
+                Some("1-new"),
+                "no worker was serving",
+            ),
+        ];
+        for ((name, mut m, t), (want, told, started, answer)) in
+            in_every_state().into_iter().zip(table)
+        {
+            assert_eq!(name, want);
+            let fx = m.step(Event::Reconnect, t + S);
+            assert_eq!(fx.first(), Some(&Effect::RestartTunnel), "{name}: {fx:?}");
+            let reconnected: Vec<&str> = fx
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Reconnect { release } => Some(release.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(reconnected, Vec::from_iter(told), "{name}: {fx:?}");
+            assert_eq!(spawns(&fx), Vec::from_iter(started), "{name}: {fx:?}");
+            let said = reply(&fx).unwrap_or_default();
+            assert!(said.starts_with(answer), "{name}: {said}");
+        }
+    }
+
+    #[test]
+    fn a_requested_restart_is_recorded_once_in_every_state() {
+        for (name, mut m, t) in in_every_state() {
+            let fx = m.step(Event::Restart, t + S);
+            let recorded = fx
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::Record {
+                            kind: "restart_requested",
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(recorded, 1, "{name}: {fx:?}");
+            assert_eq!(spawns(&fx).len(), 1, "{name}: {fx:?}");
+        }
+    }
+
+    #[test]
+    fn phones_are_told_a_stop_is_for_good_only_on_shutdown() {
+        let notices = |fx: &[Effect]| -> Vec<ShutdownReason> {
+            fx.iter()
+                .filter_map(|e| match e {
+                    Effect::Stop { notice, .. } => Some(*notice),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (name, mut m, t) in in_every_state() {
+            let mut restarted = m.clone();
+            let fx = restarted.step(Event::Restart, t + S);
+            assert!(
+                notices(&fx).iter().all(|n| *n == ShutdownReason::Restart),
+                "{name}: {fx:?}"
+            );
+            let fx = m.step(Event::Shutdown, t + S);
+            assert!(
+                notices(&fx).iter().all(|n| *n == ShutdownReason::Shutdown),
+                "{name}: {fx:?}"
+            );
+        }
+        let (_, mut deploying, t) = in_every_state().swap_remove(2);
+        let fx = deploying.step(Event::Shutdown, t + S);
+        assert_eq!(notices(&fx), [ShutdownReason::Shutdown; 2], "{fx:?}");
+    }
+
+    #[test]
+    fn phones_turned_away_wait_for_the_restart_or_long_while_a_person_must_act() {
+        let table = [
+            ("starting", Duration::from_secs(1)),
+            ("serving", Duration::from_secs(1)),
+            ("deploying", Duration::from_secs(1)),
+            // The first backoff is 0.5 s: rounded up to a whole second.
+            ("backoff", Duration::from_secs(1)),
+            ("failed", RETRY_AFTER_FAILED),
+            ("misconfigured", RETRY_AFTER_FAILED),
+        ];
+        for ((name, m, t), (want, wait)) in in_every_state().into_iter().zip(table) {
+            assert_eq!(name, want);
+            assert_eq!(m.retry_after(t), wait, "{name}");
+        }
+        // Later in a longer backoff, the wait is what is left of it, rounded up.
+        let (mut m, t0) = machine();
+        let mut now = t0;
+        for _ in 0..4 {
+            m.step(exited("1-new"), now);
+            now += 20 * S;
+            m.step(Event::Timer, now);
+        }
+        m.step(exited("1-new"), now);
+        assert_eq!(m.state_name(), StateName::Restarting);
+        let until = match m.state() {
+            State::Backoff { until, .. } => *until,
+            other => panic!("not backing off: {other:?}"),
+        };
+        assert_eq!(until - now, 8 * S, "the fifth crash waits 8 s");
+        assert_eq!(m.retry_after(now + 3 * S), 6 * S);
     }
 }
