@@ -231,8 +231,7 @@ impl Supervisor {
         let (machine, mut first) =
             Machine::start(state::Policy::from(&opts.config), current, known_good);
         first.splice(0..0, plan.effects);
-        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-        let mut runner = Runner {
+        let (mut runner, reports_rx) = Runner::new(Parts {
             spec: LaunchSpec {
                 releases: releases.clone(),
                 args: opts.worker_args.clone(),
@@ -250,22 +249,13 @@ impl Supervisor {
             machine,
             releases,
             instance,
-            workers: HashMap::new(),
-            stopping: HashMap::new(),
-            next_id: 0,
-            routed: None,
-            timer: None,
-            expiry: None,
             route_tx,
             status_tx,
-            reports_tx,
-            clients: 0,
-            sessions: 0,
-            exiting: false,
             tunnel,
             secrets: opts.secrets.clone(),
             keep_releases: opts.config.keep_releases,
-        };
+            workers: Box::new(Processes),
+        });
         runner.switch_tunnel(opts.tunnel.clone()).await;
         let task = tokio::spawn(async move {
             let tunnel = runner
@@ -448,7 +438,55 @@ struct Leaving {
     handover: bool,
 }
 
+/// How the runner starts a worker: as a `chroxy worker` process ([`Processes`]), or,
+/// in its tests, as a script the test plays (as watchexec's supervisor swaps in a test
+/// child). Mirrors [`child::launch`].
+trait StartWorker: Send + Sync {
+    /// Starts worker `id` of `release` once every `after` is cancelled; it reports to
+    /// `reports`.
+    fn start(
+        &mut self,
+        spec: LaunchSpec,
+        id: u64,
+        release: String,
+        after: Vec<CancellationToken>,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> WorkerRef;
+}
+
+/// Workers as processes: the real thing.
+struct Processes;
+
+impl StartWorker for Processes {
+    fn start(
+        &mut self,
+        spec: LaunchSpec,
+        id: u64,
+        release: String,
+        after: Vec<CancellationToken>,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> WorkerRef {
+        child::launch(spec, id, release, after, reports)
+    }
+}
+
+/// What a runner is made of; the rest of it starts empty.
+struct Parts {
+    spec: LaunchSpec,
+    machine: Machine,
+    releases: Arc<Releases>,
+    instance: Instance,
+    route_tx: watch::Sender<Route>,
+    status_tx: watch::Sender<Status>,
+    tunnel: TunnelSlot,
+    secrets: Option<crate::secrets::Secrets>,
+    keep_releases: usize,
+    workers: Box<dyn StartWorker>,
+}
+
 struct Runner {
+    /// Starts workers.
+    starter: Box<dyn StartWorker>,
     spec: LaunchSpec,
     machine: Machine,
     releases: Arc<Releases>,
@@ -473,6 +511,34 @@ struct Runner {
 }
 
 impl Runner {
+    /// A runner with no worker yet, and the receiving end of its workers' reports.
+    fn new(parts: Parts) -> (Self, mpsc::UnboundedReceiver<Report>) {
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let runner = Self {
+            starter: parts.workers,
+            spec: parts.spec,
+            machine: parts.machine,
+            releases: parts.releases,
+            instance: parts.instance,
+            workers: HashMap::new(),
+            stopping: HashMap::new(),
+            next_id: 0,
+            routed: None,
+            timer: None,
+            expiry: None,
+            route_tx: parts.route_tx,
+            status_tx: parts.status_tx,
+            reports_tx,
+            clients: 0,
+            sessions: 0,
+            exiting: false,
+            tunnel: parts.tunnel,
+            secrets: parts.secrets,
+            keep_releases: parts.keep_releases,
+        };
+        (runner, reports_rx)
+    }
+
     async fn run(
         mut self,
         first: Vec<Effect>,
@@ -806,7 +872,7 @@ impl Runner {
             .values()
             .map(|l| l.worker.exited.clone())
             .collect();
-        let worker = child::launch(
+        let worker = self.starter.start(
             self.spec.clone(),
             self.next_id,
             release.clone(),
@@ -1045,5 +1111,296 @@ impl Runner {
                     s.pending_deploy.clone(),
                 )
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use super::*;
+    use crate::protocol::ShutdownReason;
+
+    /// A worker the test plays: what it was started as, and the commands it is sent.
+    struct Started {
+        id: u64,
+        release: String,
+        commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    }
+
+    /// Workers that are only a reference: each start is handed to the test.
+    struct Scripted(mpsc::UnboundedSender<Started>);
+
+    impl StartWorker for Scripted {
+        fn start(
+            &mut self,
+            _spec: LaunchSpec,
+            id: u64,
+            release: String,
+            _after: Vec<CancellationToken>,
+            _reports: mpsc::UnboundedSender<Report>,
+        ) -> WorkerRef {
+            let (worker, commands) = WorkerRef::new(id);
+            let _ = self.0.send(Started {
+                id,
+                release,
+                commands,
+            });
+            worker
+        }
+    }
+
+    /// A runner over scripted workers, running release "0" (known-good), and the test's
+    /// ends of everything it talks to.
+    struct Rig {
+        _home: tempfile::TempDir,
+        handle: Handle,
+        route: watch::Receiver<Route>,
+        reports: mpsc::UnboundedSender<Report>,
+        starts: mpsc::UnboundedReceiver<Started>,
+        shutdown: CancellationToken,
+        task: JoinHandle<()>,
+    }
+
+    /// What the test waits for, or a failure naming it: never a hang.
+    async fn within<T>(what: &str, wait: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    impl Rig {
+        async fn start() -> Self {
+            let home = tempfile::tempdir().unwrap();
+            let paths = Paths::under(home.path());
+            let (status_tx, status_rx) = watch::channel(Status::new(0, 0, true, "file"));
+            let (actions_tx, actions_rx) = mpsc::channel(16);
+            let (route_tx, route) = watch::channel(Route {
+                port: None,
+                voucher: None,
+                state: StateName::Starting,
+                retry_after_secs: 1,
+            });
+            let (starts_tx, starts) = mpsc::unbounded_channel();
+            let releases = Arc::new(Releases::open(&paths));
+            let tunnel = TunnelSlot::new(
+                CancellationToken::new(),
+                0,
+                watch::channel(None).0,
+                crate::tunnel::record_file(&paths),
+            );
+            let (machine, first) = Machine::start(state::Policy::default(), "0".into(), "0".into());
+            let (runner, reports_rx) = Runner::new(Parts {
+                spec: LaunchSpec {
+                    releases: releases.clone(),
+                    args: vec![],
+                    env: vec![],
+                    token: ApiToken::new("test-token"),
+                    voucher: crate::forwarded::Voucher::generate().unwrap(),
+                    gate_timeout: Duration::from_secs(5),
+                    heartbeat: Duration::from_secs(1),
+                    heartbeat_misses: 3,
+                    probe_interval: Duration::from_secs(30),
+                    drain_idle: Duration::from_secs(1),
+                    stop_grace: Duration::from_secs(1),
+                    marks: "test".into(),
+                },
+                machine,
+                releases,
+                instance: Instance::acquire(&paths).unwrap(),
+                route_tx,
+                status_tx,
+                tunnel,
+                secrets: None,
+                keep_releases: 3,
+                workers: Box::new(Scripted(starts_tx)),
+            });
+            let reports = runner.reports_tx.clone();
+            let shutdown = CancellationToken::new();
+            let inbox = Inbox {
+                reports: reports_rx,
+                actions: actions_rx,
+            };
+            let stop = shutdown.clone();
+            let (force, accepting) = (CancellationToken::new(), CancellationToken::new());
+            let task = tokio::spawn(async move {
+                runner.run(first, inbox, stop, force, accepting).await;
+            });
+            Self {
+                _home: home,
+                handle: Handle::new(status_rx, actions_tx),
+                route,
+                reports,
+                starts,
+                shutdown,
+                task,
+            }
+        }
+
+        async fn next_start(&mut self) -> Started {
+            within("a worker to start", self.starts.recv())
+                .await
+                .expect("the runner is gone")
+        }
+
+        fn report(&self, id: u64, what: WorkerReport) {
+            self.reports.send(Report { id, what }).unwrap();
+        }
+
+        /// Starts worker `id` listening on `port` and passes its gate.
+        fn up(&self, id: u64, port: u16) {
+            self.report(id, WorkerReport::Started { pid: 4000, port });
+            self.report(id, WorkerReport::Healthy);
+        }
+
+        async fn routed_to(&mut self, port: Option<u16>) -> Route {
+            let seen = within(
+                "the public port's route",
+                self.route.wait_for(|r| r.port == port),
+            );
+            seen.await.unwrap().clone()
+        }
+
+        async fn state(&self, state: StateName) {
+            let mut status = self.handle.watch();
+            within("the status", status.wait_for(|s| s.state == state))
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn command(worker: &mut Started) -> WorkerCommand {
+        within("a command to the worker", worker.commands.recv())
+            .await
+            .expect("the runner dropped the worker")
+    }
+
+    #[tokio::test]
+    async fn a_healthy_worker_is_routed_and_a_reconnect_reaches_its_phones() {
+        let mut rig = Rig::start().await;
+        let mut worker = rig.next_start().await;
+        assert_eq!((worker.id, worker.release.as_str()), (1, "0"));
+        let route = rig.route.borrow().clone();
+        assert_eq!((route.port, route.state), (None, StateName::Starting));
+
+        rig.up(1, 4242);
+        let route = rig.routed_to(Some(4242)).await;
+        assert_eq!(route.state, StateName::Healthy);
+        assert!(route.voucher.is_some(), "a routed worker gets the voucher");
+        rig.state(StateName::Healthy).await;
+
+        let answer = rig.handle.act(Action::Reconnect).await.unwrap();
+        assert_eq!(answer, "phones told to reconnect; health gate re-run");
+        assert_eq!(
+            command(&mut worker).await,
+            WorkerCommand::Reconnect {
+                restart_eta_ms: RECONNECT_ETA_MS
+            }
+        );
+        let events = rig.handle.status().events;
+        assert!(events.iter().any(|e| e.kind == "reconnect"), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn a_crash_unroutes_asks_phones_to_wait_and_starts_the_release_again() {
+        let mut rig = Rig::start().await;
+        rig.next_start().await;
+        rig.up(1, 4242);
+        rig.routed_to(Some(4242)).await;
+
+        rig.report(
+            1,
+            WorkerReport::Exited {
+                status: "exit status 1".into(),
+            },
+        );
+        let restarting = rig
+            .route
+            .wait_for(|r| r.port.is_none() && r.state == StateName::Restarting);
+        let route = within("the route to say restarting", restarting)
+            .await
+            .unwrap()
+            .clone();
+        assert_eq!(route.retry_after_secs, 1, "0.5 s of backoff, rounded up");
+        let again = rig.next_start().await;
+        assert_eq!((again.id, again.release.as_str()), (2, "0"));
+        rig.up(2, 4343);
+        rig.routed_to(Some(4343)).await;
+        assert_eq!(rig.handle.status().worker.restarts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_restart_replaces_the_worker_and_the_old_ones_late_exit_changes_nothing() {
+        let mut rig = Rig::start().await;
+        let mut first = rig.next_start().await;
+        rig.up(1, 4242);
+        rig.routed_to(Some(4242)).await;
+
+        rig.handle.act(Action::Restart).await.unwrap();
+        assert_eq!(
+            command(&mut first).await,
+            WorkerCommand::Stop {
+                drain: true,
+                reason: ShutdownReason::Restart,
+                restart_eta_ms: RESTART_ETA_MS
+            },
+            "phones are told to come back"
+        );
+        let second = rig.next_start().await;
+        assert_eq!(second.id, 2);
+        rig.report(
+            1,
+            WorkerReport::Exited {
+                status: "exit status 0".into(),
+            },
+        );
+        rig.up(2, 4343);
+        rig.routed_to(Some(4343)).await;
+        rig.state(StateName::Healthy).await;
+        let events = rig.handle.status().events;
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "restart_requested").count(),
+            1,
+            "{kinds:?}"
+        );
+        assert!(kinds.contains(&"worker_stopped"), "{kinds:?}");
+        assert!(
+            !kinds.contains(&"worker_exited"),
+            "a planned stop is no crash: {kinds:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_tells_phones_it_is_for_good_and_ends_only_after_the_exit() {
+        let mut rig = Rig::start().await;
+        let mut worker = rig.next_start().await;
+        rig.up(1, 4242);
+        rig.routed_to(Some(4242)).await;
+
+        rig.shutdown.cancel();
+        assert_eq!(
+            command(&mut worker).await,
+            WorkerCommand::Stop {
+                drain: true,
+                reason: ShutdownReason::Shutdown,
+                restart_eta_ms: RESTART_ETA_MS
+            }
+        );
+        rig.state(StateName::Draining).await;
+        assert_eq!(
+            rig.handle.act(Action::Restart).await,
+            Err(ActionError::Stopping),
+            "nothing is started while stopping"
+        );
+        assert!(!rig.task.is_finished(), "it waits for the worker's exit");
+        rig.report(
+            1,
+            WorkerReport::Exited {
+                status: "exit status 0".into(),
+            },
+        );
+        within("the runner to end", rig.task).await.unwrap();
+        assert!(rig.starts.try_recv().is_err(), "no worker started after");
     }
 }
