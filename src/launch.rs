@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError, TunnelConfig};
 use crate::pairing::Pairing;
 use crate::secrets::{Secrets, SecretsError};
+use crate::status_page::{self, StatusPage};
 use crate::store::Paths;
 use crate::supervisor::{Supervisor, SupervisorError};
 use crate::token::ApiToken;
@@ -258,7 +259,6 @@ pub async fn start(
         public_addr,
         status_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, status_port)),
         token: token.clone(),
-        admin: admin.clone(),
         config: config.supervisor.clone(),
         heartbeat: config.worker.heartbeat(),
         installed,
@@ -270,7 +270,19 @@ pub async fn start(
         secrets: rotation_source.clone(),
         approve_new_devices: config.security.approve_new_devices,
     };
-    let supervisor = Supervisor::start(opts, shutdown, force).await?;
+    let devices = crate::devices::Devices::new(&opts.paths);
+    let page_admin = admin.clone();
+    let page = move |listener: tokio::net::TcpListener, handle, stop| {
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let page = StatusPage {
+            handle,
+            admin: page_admin,
+            port,
+            devices,
+        };
+        status_page::serve(listener, page, stop)
+    };
+    let supervisor = Supervisor::start(opts, page, shutdown, force).await?;
     let pairing = follow_pairing(
         supervisor.handle(),
         token,

@@ -186,7 +186,12 @@ fn main() -> Result<()> {
         Command::Deploy { approve, .. } => {
             block_on(terminal::answer_deploy(&paths, &secrets(), approve, out))
         }
-        Command::Rollback { to } => block_on(terminal::rollback(&paths, &secrets(), to, out)),
+        Command::Rollback { to } => block_on(terminal::rollback(
+            &paths,
+            &secrets(),
+            to.map(Into::into),
+            out,
+        )),
         Command::Releases => {
             let releases = chroxy::supervisor::release::Releases::open(&paths).status()?;
             print!("{}", releases.to_text());

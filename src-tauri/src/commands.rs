@@ -3,6 +3,7 @@
 
 use chroxy::devices::Decision;
 use chroxy::launch::TunnelChoice;
+use chroxy::supervisor::release::ReleaseId;
 use chroxy::supervisor::status::Action;
 use tauri::ipc::Invoke;
 use tauri::{AppHandle, Manager, Runtime, State};
@@ -56,7 +57,7 @@ pub async fn restart<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellError
 #[tauri::command]
 pub async fn approve_deploy<R: Runtime>(
     app: AppHandle<R>,
-    release: Option<String>,
+    release: Option<ReleaseId>,
 ) -> Result<String, ShellError> {
     let action = Action::ApproveDeploy { release };
     app.state::<Desktop>().act(action).await
@@ -65,7 +66,7 @@ pub async fn approve_deploy<R: Runtime>(
 #[tauri::command]
 pub async fn refuse_deploy<R: Runtime>(
     app: AppHandle<R>,
-    release: Option<String>,
+    release: Option<ReleaseId>,
 ) -> Result<String, ShellError> {
     let action = Action::RefuseDeploy { release };
     app.state::<Desktop>().act(action).await

@@ -19,7 +19,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::health::{self, GateFailure};
-use super::release::Releases;
+use super::release::{ReleaseId, Releases};
 use crate::control::{to_line, token_line, FatalCause, SupervisorCommand, WorkerEvent};
 use crate::process;
 use crate::protocol::ShutdownReason;
@@ -168,7 +168,7 @@ impl WorkerRef {
 pub fn launch(
     spec: LaunchSpec,
     id: u64,
-    release: String,
+    release: ReleaseId,
     after: Vec<CancellationToken>,
     reports: mpsc::UnboundedSender<Report>,
 ) -> WorkerRef {
@@ -212,7 +212,7 @@ pub fn launch(
 struct Task {
     spec: LaunchSpec,
     id: u64,
-    release: String,
+    release: ReleaseId,
     reports: mpsc::UnboundedSender<Report>,
     commands: mpsc::UnboundedReceiver<WorkerCommand>,
     /// Kept out of the `Child`: tokio closes a child's stdin when it is waited for,

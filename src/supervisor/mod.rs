@@ -10,6 +10,7 @@ pub mod instance;
 mod loopback;
 pub mod proxy;
 pub mod release;
+pub mod release_id;
 pub mod remote;
 mod runner;
 pub mod state;

@@ -22,14 +22,13 @@ use super::child::{self, LaunchSpec, Report, WorkerCommand, WorkerRef, WorkerRep
 use super::handle::{ActionError, Handle, Request};
 use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
-use super::release::{ReleaseError, Releases, INSTALLED};
+use super::release::{ReleaseError, ReleaseId, Releases, INSTALLED};
 use super::state::{self, Effect, Event, Machine};
 use super::status::{
     Action, CanaryStatus, DeployOrigin, PendingDeployStatus, StateName, Status, WorkerStatus,
 };
 use super::switch::{self, Switch};
 use crate::config::SupervisorConfig;
-use crate::status_page::{self, StatusPage};
 use crate::store::Paths;
 use crate::token::ApiToken;
 use crate::tunnel::{TunnelMode, TunnelState, TunnelStatus};
@@ -51,8 +50,6 @@ pub struct Options {
     pub status_addr: SocketAddr,
     /// The API token, handed to workers in their environment.
     pub token: ApiToken,
-    /// The admin token the status page's actions require.
-    pub admin: ApiToken,
     /// `[supervisor]` settings.
     pub config: SupervisorConfig,
     /// The workers' heartbeat interval (`[worker] heartbeat_ms`).
@@ -122,11 +119,21 @@ impl Supervisor {
     /// Claims the instance, binds both ports, registers the installed binary as
     /// release zero, starts the current release, and returns at once. Cancel
     /// `shutdown` for an orderly stop; cancel `force` too to stop waiting for drains.
-    pub async fn start(
+    ///
+    /// `page` serves the status port, given its listener, the supervisor's handle and
+    /// a token cancelled once everything else has stopped: the shell says what the page
+    /// is (the supervisor knows no view), the supervisor keeps it up for its whole life,
+    /// so it tells the truth while no worker runs.
+    pub async fn start<P, F>(
         opts: Options,
+        page: P,
         shutdown: CancellationToken,
         force: CancellationToken,
-    ) -> Result<Self, SupervisorError> {
+    ) -> Result<Self, SupervisorError>
+    where
+        P: FnOnce(TcpListener, Handle, CancellationToken) -> F,
+        F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    {
         let paths = opts.paths.clone();
         let mut instance = tokio::task::spawn_blocking(move || Instance::acquire(&paths)).await??;
         let public = bind(opts.public_addr, "public port", "--port").await?;
@@ -150,7 +157,7 @@ impl Supervisor {
             let mut damaged: BTreeMap<String, String> = listing
                 .list
                 .iter()
-                .filter_map(|r| Some((r.id.clone(), r.damaged.clone()?)))
+                .filter_map(|r| Some((r.id.to_string(), r.damaged.clone()?)))
                 .collect();
             for id in [&current, &known_good, INSTALLED] {
                 if damaged.contains_key(id) {
@@ -197,20 +204,13 @@ impl Supervisor {
             connections.clone(),
         ));
         let page_stop = CancellationToken::new();
-        let registry = crate::devices::Devices::new(&opts.paths);
         tokio::spawn(super::devices::follow(
-            registry.clone(),
+            crate::devices::Devices::new(&opts.paths),
             opts.approve_new_devices,
             status_tx.clone(),
             page_stop.clone(),
         ));
-        let page = StatusPage {
-            handle: handle.clone(),
-            admin: opts.admin.clone(),
-            port: status_port,
-            devices: registry,
-        };
-        let page_task = tokio::spawn(status_page::serve(status_listener, page, page_stop.clone()));
+        let page_task = tokio::spawn(page(status_listener, handle.clone(), page_stop.clone()));
         tracing::info!(
             public_port,
             status_port,
@@ -420,7 +420,7 @@ async fn next_change(
 
 /// A worker the machine knows about.
 struct Live {
-    release: String,
+    release: ReleaseId,
     worker: WorkerRef,
     pid: Option<u32>,
     port: Option<u16>,
@@ -429,7 +429,7 @@ struct Live {
 
 /// A worker on its way out; its `exited` token gates its successor.
 struct Leaving {
-    release: String,
+    release: ReleaseId,
     worker: WorkerRef,
     pid: Option<u32>,
     planned: bool,
@@ -448,7 +448,7 @@ trait StartWorker: Send + Sync {
         &mut self,
         spec: LaunchSpec,
         id: u64,
-        release: String,
+        release: ReleaseId,
         after: Vec<CancellationToken>,
         reports: mpsc::UnboundedSender<Report>,
     ) -> WorkerRef;
@@ -462,7 +462,7 @@ impl StartWorker for Processes {
         &mut self,
         spec: LaunchSpec,
         id: u64,
-        release: String,
+        release: ReleaseId,
         after: Vec<CancellationToken>,
         reports: mpsc::UnboundedSender<Report>,
     ) -> WorkerRef {
@@ -491,10 +491,10 @@ struct Runner {
     machine: Machine,
     releases: Arc<Releases>,
     instance: Instance,
-    workers: HashMap<String, Live>,
+    workers: HashMap<ReleaseId, Live>,
     stopping: HashMap<u64, Leaving>,
     next_id: u64,
-    routed: Option<String>,
+    routed: Option<ReleaseId>,
     timer: Option<Instant>,
     /// When the pending deploy's request expires (a timer beside `timer`).
     expiry: Option<Instant>,
@@ -778,13 +778,13 @@ impl Runner {
                 let waiting = self.machine.pending_deploy().map(|p| p.release.clone());
                 self.step_answering(Event::ApproveDeploy { release })
                     .await?;
-                let waiting = waiting.unwrap_or_default();
+                let waiting = waiting.map(|r| r.to_string()).unwrap_or_default();
                 Ok(format!("approved: deploying release {waiting} as a canary"))
             }
             Action::RefuseDeploy { release } => {
                 let waiting = self.machine.pending_deploy().map(|p| p.release.clone());
                 self.step_answering(Event::RefuseDeploy { release }).await?;
-                let waiting = waiting.unwrap_or_default();
+                let waiting = waiting.map(|r| r.to_string()).unwrap_or_default();
                 Ok(format!("refused the deploy of release {waiting}"))
             }
             Action::Tunnel { spec } => {
@@ -800,9 +800,9 @@ impl Runner {
 
     /// The release an action switches to, checked by the store's one rule before
     /// anything is stopped.
-    async fn check_release(&self, switch: Switch) -> Result<String, ActionError> {
+    async fn check_release(&self, switch: Switch) -> Result<ReleaseId, ActionError> {
         let releases = self.releases.clone();
-        let known_good = self.machine.known_good().to_owned();
+        let known_good = self.machine.known_good().clone();
         match tokio::task::spawn_blocking(move || switch::check(&releases, &switch, &known_good))
             .await
         {
@@ -863,7 +863,7 @@ impl Runner {
         }
     }
 
-    fn spawn(&mut self, release: String) {
+    fn spawn(&mut self, release: ReleaseId) {
         // A worker of the same release still in the table is replaced, never doubled.
         self.retire(&release, true);
         self.next_id += 1;
@@ -926,7 +926,7 @@ impl Runner {
         });
     }
 
-    async fn move_pointer(&mut self, id: String, known_good: bool) {
+    async fn move_pointer(&mut self, id: ReleaseId, known_good: bool) {
         let releases = self.releases.clone();
         let target = id.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -972,14 +972,14 @@ impl Runner {
         self.publish();
         let releases = self.releases.clone();
         let keep = self.keep_releases;
-        let mut protect: Vec<String> = vec![
-            self.machine.current().to_owned(),
-            self.machine.known_good().to_owned(),
+        let mut protect: Vec<ReleaseId> = vec![
+            self.machine.current().clone(),
+            self.machine.known_good().clone(),
         ];
         protect.extend(self.workers.keys().cloned());
         protect.extend(self.stopping.values().map(|l| l.release.clone()));
         let result = tokio::task::spawn_blocking(move || {
-            let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
+            let protect: Vec<&str> = protect.iter().map(|id| id.as_str()).collect();
             let removed = releases.prune(keep, &protect)?;
             Ok::<_, ReleaseError>((removed, releases.status()?))
         })
@@ -1124,7 +1124,7 @@ mod tests {
     /// A worker the test plays: what it was started as, and the commands it is sent.
     struct Started {
         id: u64,
-        release: String,
+        release: ReleaseId,
         commands: mpsc::UnboundedReceiver<WorkerCommand>,
     }
 
@@ -1136,7 +1136,7 @@ mod tests {
             &mut self,
             _spec: LaunchSpec,
             id: u64,
-            release: String,
+            release: ReleaseId,
             _after: Vec<CancellationToken>,
             _reports: mpsc::UnboundedSender<Report>,
         ) -> WorkerRef {

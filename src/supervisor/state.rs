@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::release::INSTALLED;
+use super::release::{ReleaseId, INSTALLED};
 use super::status::{DeployOrigin, StateName};
 use crate::protocol::ShutdownReason;
 
@@ -79,12 +79,12 @@ pub enum Event {
     /// A worker passed its health gate.
     Healthy {
         /// Its release.
-        release: String,
+        release: ReleaseId,
     },
     /// A worker failed its health gate (the runner has stopped it).
     Unhealthy {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// The gate step that failed.
         step: String,
         /// What went wrong there.
@@ -93,19 +93,19 @@ pub enum Event {
     /// A worker exited.
     Exited {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// How (exit code or signal).
         status: String,
     },
     /// The serving worker stopped sending heartbeats (the runner has killed it).
     Hung {
         /// Its release.
-        release: String,
+        release: ReleaseId,
     },
     /// A worker would not start because the settings file is invalid (it has exited).
     ConfigInvalid {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// Its error: the file, the line, what to do.
         message: String,
     },
@@ -113,7 +113,7 @@ pub enum Event {
     /// last heartbeat.
     ServerFaults {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// How many.
         count: u64,
     },
@@ -125,26 +125,26 @@ pub enum Event {
     Rollback {
         /// The target, already checked against the store ([`super::switch::check`]
         /// resolves "known-good" to a release, so only one place does).
-        to: String,
+        to: ReleaseId,
     },
     /// A person asked phones to reconnect (the window, the tray, the status page).
     Reconnect,
     /// `chroxy deploy` added a release and wants it promoted.
     Deploy {
         /// The new release.
-        release: String,
+        release: ReleaseId,
         /// Where it was asked for: a remote deploy waits for a person's approval.
         origin: DeployOrigin,
     },
     /// A person approved the deploy waiting for it.
     ApproveDeploy {
         /// The release they saw; `None`: whichever waits.
-        release: Option<String>,
+        release: Option<ReleaseId>,
     },
     /// A person refused the deploy waiting for approval.
     RefuseDeploy {
         /// As for `ApproveDeploy`.
-        release: Option<String>,
+        release: Option<ReleaseId>,
     },
     /// The timer armed by `ArmDeployExpiry` fired.
     DeployExpiry,
@@ -160,17 +160,17 @@ pub enum Effect {
     /// "restarting".
     Spawn {
         /// The release to run.
-        release: String,
+        release: ReleaseId,
     },
     /// Send the public port's new connections to this release's (healthy) worker.
     Route {
         /// The release whose worker serves.
-        release: String,
+        release: ReleaseId,
     },
     /// Stop a worker.
     Stop {
         /// The release whose worker stops.
-        release: String,
+        release: ReleaseId,
         /// Drained first (phones told, sessions saved) when true, killed otherwise.
         drain: bool,
         /// What its phones are told: back in a moment, or gone for good.
@@ -180,14 +180,14 @@ pub enum Effect {
     /// its health probe.
     Reconnect {
         /// The serving release.
-        release: String,
+        release: ReleaseId,
     },
     /// Restart the tunnel (cloudflared), keeping its mode and address where it can.
     RestartTunnel,
     /// Move the store's `current` pointer.
-    SetCurrent(String),
+    SetCurrent(ReleaseId),
     /// Move the store's `known_good` pointer.
-    SetKnownGood(String),
+    SetKnownGood(ReleaseId),
     /// Remove old releases from the store (a release was just promoted: the store
     /// keeps the newest few, current, known-good and release 0).
     PruneReleases,
@@ -219,14 +219,14 @@ pub enum State {
     /// A worker is starting and being gated; nothing is routed.
     Starting {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// How views call this start (starting, restarting, rolling back).
         name: StateName,
     },
     /// A release serves phones, watched as a canary if it is not known-good yet.
     Serving {
         /// The serving release.
-        release: String,
+        release: ReleaseId,
         /// Serving since.
         since: Instant,
         /// The canary watch, while it lasts.
@@ -235,16 +235,16 @@ pub enum State {
     /// A release serves while a deploy's candidate starts beside it.
     Deploying {
         /// The serving release.
-        release: String,
+        release: ReleaseId,
         /// Serving since.
         since: Instant,
         /// The release being gated.
-        candidate: String,
+        candidate: ReleaseId,
     },
     /// Waiting to restart a release.
     Backoff {
         /// The release to restart.
-        release: String,
+        release: ReleaseId,
         /// When.
         until: Instant,
     },
@@ -261,7 +261,7 @@ pub enum State {
     /// the release is tried again now and then, so a fixed file is picked up by itself.
     Misconfigured {
         /// The release to start.
-        release: String,
+        release: ReleaseId,
         /// Why, for every view: the worker's error, naming the file and line.
         reason: String,
         /// When to try again.
@@ -286,7 +286,7 @@ pub struct Canary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingDeploy {
     /// The release that would be deployed.
-    pub release: String,
+    pub release: ReleaseId,
     /// When it was asked for.
     pub requested_at: Instant,
     /// When it is dropped unless answered.
@@ -298,8 +298,8 @@ pub struct PendingDeploy {
 pub struct Machine {
     policy: Policy,
     state: State,
-    current: String,
-    known_good: String,
+    current: ReleaseId,
+    known_good: ReleaseId,
     crashes: VecDeque<Instant>,
     attempt: u32,
     restarts: u32,
@@ -314,7 +314,7 @@ pub struct Machine {
 
 impl Machine {
     /// A machine about to start `current`; returns it with the first effects.
-    pub fn start(policy: Policy, current: String, known_good: String) -> (Self, Vec<Effect>) {
+    pub fn start(policy: Policy, current: ReleaseId, known_good: ReleaseId) -> (Self, Vec<Effect>) {
         let effects = vec![Effect::Spawn {
             release: current.clone(),
         }];
@@ -354,7 +354,7 @@ impl Machine {
     }
 
     /// The release on trial and its watch, while a canary serves.
-    pub fn canary(&self) -> Option<(&str, &Canary)> {
+    pub fn canary(&self) -> Option<(&ReleaseId, &Canary)> {
         match &self.state {
             State::Serving {
                 release,
@@ -397,12 +397,12 @@ impl Machine {
     }
 
     /// The release `current` points at.
-    pub fn current(&self) -> &str {
+    pub fn current(&self) -> &ReleaseId {
         &self.current
     }
 
     /// The release `known_good` points at.
-    pub fn known_good(&self) -> &str {
+    pub fn known_good(&self) -> &ReleaseId {
         &self.known_good
     }
 
@@ -476,7 +476,7 @@ impl Machine {
     /// A worker is starting and being gated; nothing is routed.
     fn starting(
         &mut self,
-        release: String,
+        release: ReleaseId,
         name: StateName,
         event: Event,
         now: Instant,
@@ -535,7 +535,7 @@ impl Machine {
     /// A release serves phones, watched as a canary if it is not known-good yet.
     fn serving(
         &mut self,
-        release: String,
+        release: ReleaseId,
         since: Instant,
         canary: Option<Canary>,
         event: Event,
@@ -668,9 +668,9 @@ impl Machine {
     /// serves until the candidate proves itself.
     fn deploying(
         &mut self,
-        release: String,
+        release: ReleaseId,
         since: Instant,
-        candidate: String,
+        candidate: ReleaseId,
         event: Event,
         now: Instant,
     ) -> (State, Vec<Effect>) {
@@ -770,7 +770,7 @@ impl Machine {
     /// Waiting to restart a release after a crash.
     fn backing_off(
         &mut self,
-        release: String,
+        release: ReleaseId,
         until: Instant,
         event: Event,
         now: Instant,
@@ -791,7 +791,7 @@ impl Machine {
     /// as from `failed`.
     fn waiting_for_settings(
         &mut self,
-        release: String,
+        release: ReleaseId,
         reason: String,
         until: Instant,
         event: Event,
@@ -899,7 +899,7 @@ impl Machine {
     }
 
     /// A restart asked for while nothing serves: whatever is starting is killed.
-    fn restart_unserved(&mut self, release: String) -> (State, Vec<Effect>) {
+    fn restart_unserved(&mut self, release: ReleaseId) -> (State, Vec<Effect>) {
         self.restarts += 1;
         let fx = vec![restart_requested(&release), stop(release.clone(), false)];
         respawn(fx, release)
@@ -907,14 +907,18 @@ impl Machine {
 
     /// A deploy asked for while nothing serves: whatever is starting is killed and the
     /// candidate starts in its place.
-    fn deploy_unserved(&mut self, release: String, candidate: String) -> (State, Vec<Effect>) {
+    fn deploy_unserved(
+        &mut self,
+        release: ReleaseId,
+        candidate: ReleaseId,
+    ) -> (State, Vec<Effect>) {
         let mut fx = vec![stop(release, false)];
         fx.extend(self.deploy_now(candidate));
         (self.restarting_state(), fx)
     }
 
     /// After `stop`, a rollback to `to` for `why`.
-    fn roll_back_after(&mut self, stop: Effect, to: String, why: &str) -> (State, Vec<Effect>) {
+    fn roll_back_after(&mut self, stop: Effect, to: ReleaseId, why: &str) -> (State, Vec<Effect>) {
         let mut fx = vec![stop];
         fx.extend(self.roll_back(to, why));
         (self.rolling_back_state(), fx)
@@ -924,7 +928,7 @@ impl Machine {
     /// release; otherwise a crash like any other.
     fn lost_serving(
         &mut self,
-        release: String,
+        release: ReleaseId,
         since: Instant,
         in_canary: bool,
         now: Instant,
@@ -956,7 +960,7 @@ impl Machine {
     /// trying again at the longest restart delay. Not a crash.
     fn misconfigured(
         &mut self,
-        release: String,
+        release: ReleaseId,
         message: String,
         now: Instant,
     ) -> (State, Vec<Effect>) {
@@ -988,7 +992,7 @@ impl Machine {
     /// when even the known-good release keeps failing.
     fn crashed(
         &mut self,
-        release: String,
+        release: ReleaseId,
         now: Instant,
         kind: &'static str,
         why: String,
@@ -1064,7 +1068,7 @@ impl Machine {
     }
 
     /// Point `current` at `to` and start it.
-    fn roll_back(&mut self, target: String, why: &str) -> Vec<Effect> {
+    fn roll_back(&mut self, target: ReleaseId, why: &str) -> Vec<Effect> {
         let from = std::mem::replace(&mut self.current, target.clone());
         self.restarts += 1;
         vec![
@@ -1080,7 +1084,7 @@ impl Machine {
     /// A remote deploy: kept for a person to answer. A second one while one waits is
     /// refused, not swapped in: what a person is about to approve must not change under
     /// their click, and a busy script must not push out the request they were shown.
-    fn hold_deploy(&mut self, release: String, now: Instant) -> Vec<Effect> {
+    fn hold_deploy(&mut self, release: ReleaseId, now: Instant) -> Vec<Effect> {
         if let Some(waiting) = &self.pending {
             let why = format!(
                 "release {} already awaits approval; release {release} was not queued: approve or refuse that one first (the Chroxy window, the status page, or `chroxy deploy --approve`/`--refuse` at a terminal), then deploy again",
@@ -1114,12 +1118,12 @@ impl Machine {
     }
 
     /// The pending deploy a person answers, if it is the one they saw.
-    fn answered(&self, seen: Option<&str>) -> Result<&PendingDeploy, String> {
+    fn answered(&self, seen: Option<&ReleaseId>) -> Result<&PendingDeploy, String> {
         let Some(waiting) = &self.pending else {
             return Err("no deploy awaits approval".into());
         };
         match seen {
-            Some(seen) if seen != waiting.release => Err(format!(
+            Some(seen) if *seen != waiting.release => Err(format!(
                 "the deploy awaiting approval is release {}, not {seen}; look again before answering",
                 waiting.release
             )),
@@ -1131,10 +1135,10 @@ impl Machine {
     fn approve_deploy(
         &mut self,
         state: State,
-        seen: Option<String>,
+        seen: Option<ReleaseId>,
         now: Instant,
     ) -> (State, Vec<Effect>) {
-        let release = match self.answered(seen.as_deref()) {
+        let release = match self.answered(seen.as_ref()) {
             Ok(waiting) => waiting.release.clone(),
             Err(why) => return (state, vec![Effect::Refuse(why)]),
         };
@@ -1159,8 +1163,8 @@ impl Machine {
         (state, fx)
     }
 
-    fn refuse_deploy(&mut self, seen: Option<String>) -> Vec<Effect> {
-        let release = match self.answered(seen.as_deref()) {
+    fn refuse_deploy(&mut self, seen: Option<ReleaseId>) -> Vec<Effect> {
+        let release = match self.answered(seen.as_ref()) {
             Ok(waiting) => waiting.release.clone(),
             Err(why) => return vec![Effect::Refuse(why)],
         };
@@ -1193,7 +1197,7 @@ impl Machine {
 
     /// Nothing healthy serves, so a deploy cannot run beside it: switch and start the
     /// candidate directly; it is a canary like any release that is not known-good.
-    fn deploy_now(&mut self, candidate: String) -> Vec<Effect> {
+    fn deploy_now(&mut self, candidate: ReleaseId) -> Vec<Effect> {
         let from = std::mem::replace(&mut self.current, candidate.clone());
         self.restarts += 1;
         vec![
@@ -1227,9 +1231,9 @@ impl Machine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartPlan {
     /// The release to run.
-    pub current: String,
+    pub current: ReleaseId,
     /// The release to fall back to.
-    pub known_good: String,
+    pub known_good: ReleaseId,
     /// Pointer moves and events, before the machine's first effects.
     pub effects: Vec<Effect>,
 }
@@ -1260,7 +1264,7 @@ pub fn start_plan(
         })
         .collect();
     if fallback != known_good {
-        effects.push(Effect::SetKnownGood(fallback.to_owned()));
+        effects.push(Effect::SetKnownGood(fallback.into()));
         effects.push(Effect::Record {
             kind: "rollback",
             message: format!(
@@ -1269,15 +1273,15 @@ pub fn start_plan(
         });
     }
     if run != current {
-        effects.push(Effect::SetCurrent(run.to_owned()));
+        effects.push(Effect::SetCurrent(run.into()));
         effects.push(Effect::Record {
             kind: "rollback",
             message: format!("release {current} is damaged; starting release {run} instead"),
         });
     }
     StartPlan {
-        current: run.to_owned(),
-        known_good: fallback.to_owned(),
+        current: run.into(),
+        known_good: fallback.into(),
         effects,
     }
 }
@@ -1285,7 +1289,7 @@ pub fn start_plan(
 /// Stop everything in order: drain what serves or starts, kill a deploy's candidate,
 /// tell phones it is for good, then exit.
 fn shut_down(state: State) -> (State, Vec<Effect>) {
-    let for_good = |release: &String, drain| Effect::Stop {
+    let for_good = |release: &ReleaseId, drain| Effect::Stop {
         release: release.clone(),
         drain,
         notice: ShutdownReason::Shutdown,
@@ -1307,7 +1311,7 @@ fn shut_down(state: State) -> (State, Vec<Effect>) {
 }
 
 /// Stops `release`'s worker on the way to another (its phones are told to come back).
-fn stop(release: String, drain: bool) -> Effect {
+fn stop(release: ReleaseId, drain: bool) -> Effect {
     Effect::Stop {
         release,
         drain,
@@ -1330,7 +1334,7 @@ fn ignored(state: State, event: Event) -> (State, Vec<Effect>) {
 }
 
 /// After `fx`, starts `release` again: the way back from a crash, a request or `failed`.
-fn respawn(mut fx: Vec<Effect>, release: String) -> (State, Vec<Effect>) {
+fn respawn(mut fx: Vec<Effect>, release: ReleaseId) -> (State, Vec<Effect>) {
     fx.push(Effect::Spawn {
         release: release.clone(),
     });
@@ -1346,7 +1350,7 @@ fn respawn(mut fx: Vec<Effect>, release: String) -> (State, Vec<Effect>) {
 /// A deploy's candidate failed before serving: nothing changes for the phones, and the
 /// event says so.
 fn candidate_failed(
-    release: String,
+    release: ReleaseId,
     since: Instant,
     candidate: &str,
     kind: &'static str,
@@ -1889,13 +1893,13 @@ mod tests {
                 "{case}: each damaged release is reported"
             );
             assert_eq!(
-                plan.effects.contains(&Effect::SetCurrent(run.to_string())),
+                plan.effects.contains(&Effect::SetCurrent((*run).into())),
                 run != current,
                 "{case}: current moves only when it must"
             );
             assert_eq!(
                 plan.effects
-                    .contains(&Effect::SetKnownGood(fallback.to_string())),
+                    .contains(&Effect::SetKnownGood((*fallback).into())),
                 fallback != known_good,
                 "{case}"
             );
@@ -1950,7 +1954,10 @@ mod tests {
             assert_eq!(spawns(&m.step(Event::Timer, now)), ["1-new"], "tried again");
         }
         assert_eq!(recorded, 1, "the same error is recorded once");
-        assert_eq!((m.current(), m.known_good()), ("1-new", "0-good"));
+        assert_eq!(
+            (m.current().as_str(), m.known_good().as_str()),
+            ("1-new", "0-good")
+        );
         // Fixed: it serves, and a crash later is counted from zero.
         m.step(healthy("1-new"), now);
         assert_eq!(m.state_name(), StateName::Healthy);
@@ -1992,13 +1999,13 @@ mod tests {
 
     fn approve(r: Option<&str>) -> Event {
         Event::ApproveDeploy {
-            release: r.map(str::to_owned),
+            release: r.map(ReleaseId::from),
         }
     }
 
     fn refuse(r: Option<&str>) -> Event {
         Event::RefuseDeploy {
-            release: r.map(str::to_owned),
+            release: r.map(ReleaseId::from),
         }
     }
 
@@ -2352,7 +2359,7 @@ mod tests {
         let fx = m.step(healthy("1-new"), t0 + MIN + S);
         assert!(fx.contains(&Effect::SetCurrent("1-new".into())));
         assert!(fx.contains(&Effect::ArmTimer(t0 + 2 * MIN + S)), "{fx:?}");
-        assert_eq!(m.canary().map(|(r, _)| r), Some("1-new"));
+        assert_eq!(m.canary().map(|(r, _)| r.as_str()), Some("1-new"));
         assert_eq!(m.known_good(), "0-good");
 
         // Approved while failed: started in place of the release that is not serving.

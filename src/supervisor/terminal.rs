@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::instance::{self, InstanceInfo};
-use super::release::{short_sha, ReleaseError, Releases};
+use super::release::{short_sha, ReleaseError, ReleaseId, Releases};
 use super::remote::{self, RemoteError};
 use super::status::DeployOrigin;
 use super::switch::{self, Switch};
@@ -148,7 +148,7 @@ pub async fn answer_deploy(
 pub async fn rollback(
     paths: &Paths,
     secrets: &Secrets,
-    to: Option<String>,
+    to: Option<ReleaseId>,
     out: &mut impl Write,
 ) -> Result<(), TerminalError> {
     match instance::running(paths) {
