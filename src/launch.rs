@@ -7,13 +7,15 @@
 //! `signals.rs` (SIGTERM / Ctrl-C, and the two-step stop), `pairing.rs` (the pairing
 //! followed and printed). The worker's twin of [`start`] is [`crate::worker::launch`].
 
-mod env;
 mod pairing;
-mod signals;
 
-pub use env::{claude_binary, cloudflared_binary, env_token, worker_binary};
+// The environment and the signals, for the shells, which take everything from here.
+pub use crate::environment::{
+    api_token, claude_binary, cloudflared_binary, env_token, session_dir, worker_binary,
+    EnvironmentError,
+};
+pub use crate::signals::{StopSignals, StopSwitch};
 pub use pairing::{follow_pairing, print_pairing};
-pub use signals::{StopSignals, StopSwitch};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -59,21 +61,13 @@ pub enum LaunchError {
     /// A named tunnel without its token.
     #[error("a named tunnel needs its token: `chroxy token set-tunnel < token.txt` (from the Cloudflare dashboard)")]
     NamedWithoutToken,
-    /// The session directory does not exist.
-    #[error("the session directory {0} does not exist")]
-    NoSessionDir(PathBuf),
     /// The supervisor itself refused to start (port taken, another instance, store).
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
-    /// This program's own path is unknown, so the `chroxy` beside it cannot be found.
-    #[error("cannot find this program: {0}")]
-    ThisProgram(#[source] std::io::Error),
-    /// No `chroxy` program to run workers with.
-    #[error("the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`", beside.display())]
-    NoWorkerBinary {
-        /// Where it was looked for first.
-        beside: PathBuf,
-    },
+    /// What the environment names is not there (the session directory, the `chroxy`
+    /// program workers run).
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
 }
 
 /// The options of `chroxy start`, shared with the tray app's command line.
@@ -166,25 +160,6 @@ impl std::fmt::Debug for Started {
             .field("public_port", &self.supervisor.public_port())
             .field("status_port", &self.supervisor.status_port())
             .finish_non_exhaustive()
-    }
-}
-
-/// `--cwd`, or the current directory, as an absolute path that exists.
-pub fn session_dir(cwd: Option<PathBuf>) -> Result<PathBuf, LaunchError> {
-    let cwd = match cwd {
-        Some(dir) => dir,
-        None => std::env::current_dir().map_err(|_| LaunchError::NoSessionDir(".".into()))?,
-    };
-    cwd.canonicalize()
-        .map_err(|_| LaunchError::NoSessionDir(cwd))
-}
-
-/// `CHROXY_TOKEN` (how the supervisor hands it to a worker: in the environment, never on
-/// a command line, where every user of the machine could read it), else the stored one.
-pub fn api_token(secrets: &Secrets) -> Result<ApiToken, SecretsError> {
-    match env_token() {
-        Some(token) => Ok(token),
-        None => secrets.api_token(),
     }
 }
 
@@ -352,19 +327,5 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn a_session_directory_that_does_not_exist_is_named() {
-        let err = session_dir(Some("/nonexistent/project".into())).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the session directory /nonexistent/project does not exist"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            session_dir(Some(dir.path().into())).unwrap(),
-            dir.path().canonicalize().unwrap()
-        );
     }
 }

@@ -205,7 +205,7 @@ fn main() -> Result<()> {
         Command::Rules {
             action: RulesAction::List,
         } => {
-            print!("{}", chroxy::rules::list_text(&paths)?);
+            print!("{}", chroxy::session::rules_listing(&paths)?);
             Ok(())
         }
         Command::Rules {

@@ -201,7 +201,7 @@ pub async fn pair(
         config.tunnel.public_url.as_deref(),
         port,
     );
-    let pairing = Pairing::new(&url, crate::launch::api_token(secrets)?)?
+    let pairing = Pairing::new(&url, crate::environment::api_token(secrets)?)?
         .with_fresh_code(&Devices::new(paths), crate::protocol::now_ms())?;
     writeln!(out, "{}", pairing.render(format)?)?;
     Ok(())

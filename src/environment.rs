@@ -1,0 +1,106 @@
+//! What the environment says (README "Environment"): `CHROXY_TOKEN`, `CHROXY_CLAUDE`,
+//! `CHROXY_CLOUDFLARED`, the session directory, and where the `chroxy` program workers
+//! run is. Read here, in one place, by everything that starts something (`chroxy start`,
+//! `chroxy worker`, `chroxy doctor`, `chroxy pair`, the tray app), so each variable means
+//! the same everywhere. A leaf: it knows the settings, the token and the secrets, and
+//! nothing that runs.
+
+use std::path::PathBuf;
+
+use crate::config::WorkerConfig;
+use crate::secrets::{Secrets, SecretsError};
+use crate::token::ApiToken;
+
+/// What the environment names is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentError {
+    /// The session directory does not exist.
+    #[error("the session directory {0} does not exist")]
+    NoSessionDir(PathBuf),
+    /// This program's own path is unknown, so the `chroxy` beside it cannot be found.
+    #[error("cannot find this program: {0}")]
+    ThisProgram(#[source] std::io::Error),
+    /// No `chroxy` program to run workers with.
+    #[error("the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`", beside.display())]
+    NoWorkerBinary {
+        /// Where it was looked for first.
+        beside: PathBuf,
+    },
+}
+
+/// `CHROXY_TOKEN`, when set and not blank: a person's choice (then visible to the whole
+/// process tree, README "Environment"), pinned for this run (rotation cannot apply).
+pub fn env_token() -> Option<ApiToken> {
+    std::env::var("CHROXY_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| ApiToken::new(t.trim()))
+}
+
+/// The Claude Code CLI to run: `CHROXY_CLAUDE`, else the config's `claude` (else, later,
+/// `PATH`).
+pub fn claude_binary(config: &WorkerConfig) -> Option<PathBuf> {
+    env_path("CHROXY_CLAUDE").or_else(|| config.claude.clone())
+}
+
+/// The `cloudflared` to run: `CHROXY_CLOUDFLARED` (else, at each start, `PATH`).
+pub fn cloudflared_binary() -> Option<PathBuf> {
+    env_path("CHROXY_CLOUDFLARED")
+}
+
+fn env_path(key: &str) -> Option<PathBuf> {
+    std::env::var_os(key)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The `chroxy` program workers run (it has the `worker` command), for a shell that is
+/// not it (the tray app): beside this program, as the release build and the packages
+/// install it, else on `PATH`.
+pub fn worker_binary() -> Result<PathBuf, EnvironmentError> {
+    let beside = std::env::current_exe()
+        .map_err(EnvironmentError::ThisProgram)?
+        .with_file_name("chroxy");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    which::which("chroxy").map_err(|_| EnvironmentError::NoWorkerBinary { beside })
+}
+
+/// `--cwd`, or the current directory, as an absolute path that exists.
+pub fn session_dir(cwd: Option<PathBuf>) -> Result<PathBuf, EnvironmentError> {
+    let cwd = match cwd {
+        Some(dir) => dir,
+        None => std::env::current_dir().map_err(|_| EnvironmentError::NoSessionDir(".".into()))?,
+    };
+    cwd.canonicalize()
+        .map_err(|_| EnvironmentError::NoSessionDir(cwd))
+}
+
+/// `CHROXY_TOKEN` (how the supervisor hands it to a worker: in the environment, never on
+/// a command line, where every user of the machine could read it), else the stored one.
+pub fn api_token(secrets: &Secrets) -> Result<ApiToken, SecretsError> {
+    match env_token() {
+        Some(token) => Ok(token),
+        None => secrets.api_token(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_directory_that_does_not_exist_is_named() {
+        let err = session_dir(Some("/nonexistent/project".into())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the session directory /nonexistent/project does not exist"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            session_dir(Some(dir.path().into())).unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+    }
+}
