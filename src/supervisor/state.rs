@@ -12,16 +12,16 @@ use tokio::time::Instant;
 
 use super::release::{ReleaseId, INSTALLED};
 use super::status::{DeployOrigin, StateName};
+use crate::backoff::Backoff;
 use crate::protocol::ShutdownReason;
 
-/// The numbers behind the rules (issue "Supervisor": 0.5 s → 10 s backoff, reset after
-/// 60 s healthy, more than 5 crashes in 2 min rolls back, 60 s canary, > 10 faults).
+/// The numbers behind the rules, from the `[supervisor]` settings (their defaults, in
+/// `config`, are the one copy: 0.5 s → 10 s backoff, reset after 60 s healthy, more than
+/// 5 crashes in 2 min rolls back, 60 s canary, > 10 faults).
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// First restart delay; doubles per consecutive crash.
-    pub backoff_floor: Duration,
-    /// Longest restart delay.
-    pub backoff_cap: Duration,
+    /// Restart delays: doubling per consecutive crash, from its floor to its cap.
+    pub backoff: Backoff,
     /// Healthy this long and the backoff starts over.
     pub healthy_reset: Duration,
     /// More crashes than this within `crash_window` rolls back (or gives up).
@@ -33,9 +33,10 @@ pub struct Policy {
     /// More server faults than this in the canary window rolls back.
     pub canary_error_limit: u64,
     /// `failed` reached through failed probes or a hung worker (not exits) is retried
-    /// after this long, doubling per retry up to [`FAILED_RETRY_CAP`]: a probe can fail
-    /// for reasons that pass (a loaded machine), and the owner may be far from the desk.
-    pub failed_retry: Duration,
+    /// after these delays, doubling per retry (up to [`FAILED_RETRY_CAP`], or the floor if
+    /// that is longer): a probe can fail for reasons that pass (a loaded machine), and
+    /// the owner may be far from the desk.
+    pub failed_retry: Backoff,
 }
 
 /// How long a deploy from away from the desk waits for a person before it is dropped:
@@ -48,30 +49,6 @@ pub const RETRY_AFTER_FAILED: Duration = Duration::from_secs(30);
 
 /// The longest wait between retries out of `failed`.
 pub const FAILED_RETRY_CAP: Duration = Duration::from_secs(3600);
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            backoff_floor: Duration::from_millis(500),
-            backoff_cap: Duration::from_secs(10),
-            healthy_reset: Duration::from_secs(60),
-            crash_budget: 5,
-            crash_window: Duration::from_secs(120),
-            canary_window: Duration::from_secs(60),
-            canary_error_limit: 10,
-            failed_retry: Duration::from_secs(300),
-        }
-    }
-}
-
-impl Policy {
-    /// Delay before restart number `attempt` (0-based).
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        self.backoff_floor
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.backoff_cap)
-    }
-}
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -964,10 +941,10 @@ impl Machine {
         message: String,
         now: Instant,
     ) -> (State, Vec<Effect>) {
-        let until = now + self.policy.backoff_cap;
+        let until = now + self.policy.backoff.cap;
         let reason = format!(
             "release {release} cannot start: {message} (Chroxy tries again every {:?}, or at once on a restart)",
-            self.policy.backoff_cap
+            self.policy.backoff.cap
         );
         let mut fx = Vec::new();
         if self.config_error.as_ref() != Some(&message) {
@@ -1025,14 +1002,8 @@ impl Machine {
             // An exit is the worker's own verdict; a failed probe or a missed heartbeat
             // may be the machine's passing state, so those earn a retry, later and
             // later, while the owner is away.
-            let retry_at = (kind != "worker_exited").then(|| {
-                let wait = self
-                    .policy
-                    .failed_retry
-                    .saturating_mul(1u32 << self.failed_retries.min(16))
-                    .min(FAILED_RETRY_CAP.max(self.policy.failed_retry));
-                now + wait
-            });
+            let retry_at = (kind != "worker_exited")
+                .then(|| now + self.policy.failed_retry.delay(self.failed_retries));
             let then = match retry_at {
                 Some(at) => format!(
                     "it is tried again by itself in {} s",
@@ -1052,7 +1023,7 @@ impl Machine {
             fx.extend(retry_at.map(Effect::ArmTimer));
             return (State::Failed { reason, retry_at }, fx);
         }
-        let until = now + self.policy.backoff(self.attempt);
+        let until = now + self.policy.backoff.delay(self.attempt);
         self.attempt += 1;
         self.restarts += 1;
         fx.push(Effect::ArmTimer(until));
@@ -1408,7 +1379,9 @@ mod tests {
     #[test]
     fn backoff_doubles_from_the_floor_to_the_cap() {
         let p = Policy::default();
-        let got: Vec<u64> = (0..7).map(|a| p.backoff(a).as_millis() as u64).collect();
+        let got: Vec<u64> = (0..7)
+            .map(|a| p.backoff.delay(a).as_millis() as u64)
+            .collect();
         assert_eq!(got, [500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
     }
 
@@ -1919,7 +1892,7 @@ mod tests {
             release: r.into(),
             message: "config.toml line 4: unknown field `bakcoff_ms`; fix the file".into(),
         };
-        let cap = Policy::default().backoff_cap;
+        let cap = Policy::default().backoff.cap;
         let mut now = t0;
         let mut recorded = 0;
         // Far more failures than the crash budget allows.
