@@ -139,6 +139,47 @@ async fn refused_stays_refused_and_revoked_is_refused_at_the_next_connection() {
 }
 
 #[tokio::test]
+async fn revoking_a_device_closes_its_open_connections_and_no_one_else_notices() {
+    let home = Home::new();
+    let w = worker(&home).await;
+    let (ok, link, err) = cli(&home, &["pair"]).await;
+    assert!(ok.success(), "{err}");
+    let code = chroxy::pairing::decode_link(link.trim())
+        .and_then(|p| p.code)
+        .expect("`chroxy pair` shows a code");
+    // A lost phone, connected twice (two tabs), and the owner's own phone.
+    let (paired, mut lost) = answer(w.port, json!({"pairingCode": code})).await;
+    assert_eq!(paired["type"], "auth_ok", "{paired}");
+    let (id, key) = (str_of(&paired, "deviceId"), str_of(&paired, "deviceKey"));
+    let (again, mut tab) = answer(w.port, json!({"deviceKey": key})).await;
+    assert_eq!(again["type"], "auth_ok", "{again}");
+    let mut kept = w.client().await;
+    for c in [&mut lost, &mut tab] {
+        c.until_type("history_replay_end").await;
+    }
+
+    devices(&home, &["revoke", id]).await;
+    for c in [&mut lost, &mut tab] {
+        let told = c.until_type("auth_fail").await;
+        assert_eq!(told["reason"], "device_refused", "{told}");
+        assert!(
+            str_of(&told, "message").contains("revoked this device"),
+            "{told}"
+        );
+        assert_eq!(c.closed().await, Some(4001), "closed as an auth failure");
+    }
+    // The owner's phone sees both go and is still served.
+    for _ in 0..2 {
+        kept.until_type("client_left").await;
+    }
+    kept.send(json!({"type": "ping"})).await;
+    kept.until_type("pong").await;
+    // And the revoked key stays out.
+    let (refused, _) = answer(w.port, json!({"deviceKey": key})).await;
+    assert_eq!(refused["reason"], "device_refused", "{refused}");
+}
+
+#[tokio::test]
 async fn a_pairing_code_pairs_one_device_once_and_only_while_it_is_fresh() {
     let home = Home::new();
     let w = worker(&home).await;

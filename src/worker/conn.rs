@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::admit::{admit, Admitted, Refusal};
 use super::auth::Verdict;
+use super::revocation::{self, REVOKED};
 use super::routes::{Client, Unauthenticated};
 use super::{Shared, COMMIT, VERSION};
 use crate::protocol::{
@@ -196,6 +197,9 @@ async fn serve_client(
     direct: bool,
     s: Arc<Shared>,
 ) {
+    // After the registry let it in (and wrote so): a later reading must list it.
+    let admitted_at = tokio::time::Instant::now();
+    let device_id = admitted.device_id.clone();
     let info = ClientInfo {
         client_id: client_id.clone(),
         device,
@@ -260,7 +264,9 @@ async fn serve_client(
         .in_current_span(),
     );
 
-    let ending = read_loop(&mut stream, &client_id, &tx, &kick, &pong_seen, &s).await;
+    let mut approved = s.approved.clone();
+    let revoked = revocation::revoked(approved.as_mut(), device_id.as_deref(), admitted_at);
+    let ending = read_loop(&mut stream, &client_id, &tx, &kick, &pong_seen, revoked, &s).await;
     let _ = end_tx.send(Some(ending));
     let _ = writer.await;
 
@@ -282,8 +288,10 @@ async fn read_loop(
     tx: &QueueTx,
     kick: &CancellationToken,
     pong_seen: &AtomicBool,
+    revoked: impl std::future::Future<Output = ()>,
     s: &Shared,
 ) -> Ending {
+    let mut revoked = std::pin::pin!(revoked);
     let quota = |per_minute: u32, burst: u32| {
         let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -316,6 +324,16 @@ async fn read_loop(
                 return Ending::Close(close::SERVICE_RESTART, "reconnect now");
             }
             _ = kick.cancelled() => return Ending::Close(close::TRY_AGAIN_LATER, "client too slow"),
+            () = &mut revoked => {
+                tracing::info!("the device was revoked: closing its connection");
+                reply(&ServerMsg::AuthFail {
+                    reason: AuthFailReason::DeviceRefused,
+                    message: Some(REVOKED.into()),
+                    device_id: None,
+                    device_key: None,
+                });
+                return Ending::Close(close::AUTH, "device revoked");
+            }
             msg = stream.next() => msg,
         };
         let frame_error = match msg {

@@ -9,6 +9,7 @@ mod admit;
 mod auth;
 mod conn;
 mod launch;
+mod revocation;
 mod routes;
 mod supervised;
 
@@ -151,6 +152,9 @@ pub(crate) struct Shared {
     pub probe_is_supervisors: bool,
     /// See [`Credentials::devices`].
     pub devices: Option<Devices>,
+    /// The approved devices, read again whenever the registry changes: a connection
+    /// of one no longer there is closed.
+    pub approved: Option<watch::Receiver<revocation::Approved>>,
     /// WebSocket connections that have not authenticated yet.
     pub unauthenticated: AtomicUsize,
     pub cfg: WorkerConfig,
@@ -179,6 +183,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         voucher: credentials.voucher,
         probe_is_supervisors: credentials.probe_is_supervisors,
+        approved: (credentials.devices.clone()).map(|d| revocation::watch(d, stop.clone())),
         devices: credentials.devices,
         unauthenticated: AtomicUsize::new(0),
         token: credentials.token,

@@ -289,3 +289,24 @@ test("a refused device forgets its key and stops until it is paired again", asyn
   c.close();
   mock.timers.reset();
 });
+
+test("a device revoked while connected is told so, forgets its key and does not reconnect", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c } = pairedWith({ token: "t", deviceKey: "mine" });
+  c.connect();
+  const socket = FakeSocket.last;
+  socket.open();
+  socket.receive({ type: "auth_ok", deviceId: "k7m2qp" });
+  assert.equal(c.state, "connected");
+  // What the worker sends before closing a revoked device's connection (no deviceId).
+  socket.receive({ type: "auth_fail", reason: "device_refused", message: "The owner of the computer revoked this device." });
+  socket.drop();
+  await settle();
+  assert.equal(c.state, "device_refused");
+  assert.equal(c.pairing.deviceKey, undefined, "the revoked key is forgotten");
+  assert.equal(c.pairing.deviceId, "k7m2qp", "the id the owner saw stays shown");
+  mock.timers.tick(600000);
+  assert.equal(FakeSocket.last, socket, "no retry");
+  c.close();
+  mock.timers.reset();
+});
