@@ -33,6 +33,10 @@ pub enum WorkerEvent {
         sessions: u32,
         /// Sessions with a turn running.
         busy: u32,
+        /// The registry ids of the devices connected now (each once). Absent from
+        /// workers older than the field: none shown as connected.
+        #[serde(default)]
+        devices: Vec<String>,
         /// Server faults since the previous heartbeat: what the worker itself got wrong
         /// (a panicked task, …), never what a client sent wrong — a newer client or a
         /// hostile one must not be able to veto a release. Absent from workers older
@@ -150,6 +154,7 @@ mod tests {
             clients: 2,
             sessions: 1,
             busy: 0,
+            devices: vec!["k7m2qp".into()],
             server_faults: 3,
             protocol_errors: 3,
         };

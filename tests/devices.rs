@@ -346,7 +346,7 @@ async fn the_status_lists_devices_without_keys_or_codes_and_its_buttons_decide()
         .post("devices/approve", None, &json!({"id": id}).to_string())
         .await;
     assert_eq!(code_status, 200, "{body}");
-    let (ok, _) = answer(sup.public, json!({"deviceKey": key})).await;
+    let (ok, phone) = answer(sup.public, json!({"deviceKey": key})).await;
     assert_eq!(ok["type"], "auth_ok", "{ok}");
     sup.wait_for(
         "the device listed as approved, with where it was seen",
@@ -358,4 +358,14 @@ async fn the_status_lists_devices_without_keys_or_codes_and_its_buttons_decide()
         },
     )
     .await;
+    let connected = |s: &Value| {
+        s["devices"]["connected"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|d| d == id))
+    };
+    sup.wait_for("the device shown as connected now", connected)
+        .await;
+    drop(phone);
+    sup.wait_for("the device no longer connected", |s| !connected(s))
+        .await;
 }

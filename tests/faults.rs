@@ -129,7 +129,8 @@ impl Phone {
             client_id: id.clone(),
             device,
         };
-        hub.clients().register(info, tx, CancellationToken::new());
+        hub.clients()
+            .register(info, None, tx, CancellationToken::new());
         Self {
             id,
             rx,

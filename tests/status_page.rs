@@ -647,3 +647,67 @@ async fn device_buttons_need_the_admin_token_and_decide_in_the_registry() {
         assert_eq!(a.code, 400, "{bad}: {}", a.body);
     }
 }
+
+/// The owner names a device from the page: only with the admin token, never to an
+/// empty or control-character name, and a hostile name is stored as plain text.
+#[tokio::test]
+async fn a_device_is_renamed_with_the_admin_token_and_a_bad_name_is_refused() {
+    let p = page(Ok("done".into())).await;
+    let devices = Devices::new(&Paths::under(p.home.path()));
+    let now = chroxy::protocol::now_ms();
+    let Admission::Pending { id, .. } = devices.admit(&Knock::default(), now).unwrap() else {
+        panic!("a device without key waits");
+    };
+    let name = || {
+        devices.list(chroxy::protocol::now_ms()).unwrap()[0]
+            .name
+            .clone()
+    };
+    let body = |name: &str| serde_json::json!({ "id": id, "name": name }).to_string();
+
+    let a = p
+        .post("/api/devices/rename", &[], &body("Anna's phone"))
+        .await;
+    assert_eq!(a.code, 401, "{}", a.body);
+    assert_eq!(name(), None, "nothing renamed without the token");
+
+    let admin = [("X-Chroxy-Admin", ADMIN)];
+    let a = p
+        .post("/api/devices/rename", &admin, &body("Anna's phone"))
+        .await;
+    assert_eq!(
+        (a.code, a.json()["ok"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        a.body
+    );
+    assert_eq!(name().as_deref(), Some("Anna's phone"));
+
+    for empty in ["", "   ", "\u{7}\n"] {
+        let a = p.post("/api/devices/rename", &admin, &body(empty)).await;
+        assert_eq!(a.code, 400, "{empty:?}: {}", a.body);
+        assert!(a.body.contains("visible character"), "{}", a.body);
+    }
+    assert_eq!(
+        name().as_deref(),
+        Some("Anna's phone"),
+        "a refused name changes nothing"
+    );
+    let hostile = "<img src=x onerror=alert(1)>\u{1b}[31m";
+    let a = p.post("/api/devices/rename", &admin, &body(hostile)).await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(name().as_deref(), Some("<img src=x onerror=alert(1)>[31m"));
+
+    let a = p
+        .post(
+            "/api/devices/rename",
+            &admin,
+            r#"{"id":"nosuch","name":"x"}"#,
+        )
+        .await;
+    assert_eq!(a.code, 404, "{}", a.body);
+    for bad in [r#"{"id":"x"}"#, r#"{"id":"x","name":5}"#, r#"{"name":"x"}"#] {
+        let a = p.post("/api/devices/rename", &admin, bad).await;
+        assert_eq!(a.code, 400, "{bad}: {}", a.body);
+    }
+}

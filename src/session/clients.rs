@@ -137,6 +137,8 @@ struct Slot {
     tx: QueueTx,
     kick: CancellationToken,
     info: ClientInfo,
+    /// Its device in the registry (`None` when devices are not checked).
+    device: Option<String>,
     active: Option<SessionId>,
     /// The supervisor's health probe: answered, but no phone. Counting or listing it
     /// would show a phantom phone every probe interval.
@@ -159,28 +161,41 @@ impl Clients {
     }
 
     /// Adds a client. `kick` is cancelled if it falls behind.
-    pub fn register(&self, info: ClientInfo, tx: QueueTx, kick: CancellationToken) {
-        self.insert(info, tx, kick, false);
+    /// Adds a phone, of `device` in the registry (`None` when devices are not checked).
+    pub fn register(
+        &self,
+        info: ClientInfo,
+        device: Option<String>,
+        tx: QueueTx,
+        kick: CancellationToken,
+    ) {
+        self.insert(info, device, tx, kick, false);
     }
 
     /// Adds the supervisor's health probe: it gets the answers to its own requests,
     /// nothing published to everyone, and is neither counted nor listed.
     pub fn register_probe(&self, info: ClientInfo, tx: QueueTx, kick: CancellationToken) {
-        self.insert(info, tx, kick, true);
+        self.insert(info, None, tx, kick, true);
     }
 
-    fn insert(&self, info: ClientInfo, tx: QueueTx, kick: CancellationToken, probe: bool) {
+    fn insert(
+        &self,
+        info: ClientInfo,
+        device: Option<String>,
+        tx: QueueTx,
+        kick: CancellationToken,
+        probe: bool,
+    ) {
         let id = info.client_id.clone();
-        self.lock().insert(
-            id,
-            Slot {
-                tx,
-                kick,
-                info,
-                active: None,
-                probe,
-            },
-        );
+        let slot = Slot {
+            tx,
+            kick,
+            info,
+            device,
+            active: None,
+            probe,
+        };
+        self.lock().insert(id, slot);
     }
 
     /// Removes a client; false if it was not there.
@@ -230,6 +245,19 @@ impl Clients {
     /// How many phones are connected.
     pub fn len(&self) -> usize {
         self.lock().values().filter(|s| !s.probe).count()
+    }
+
+    /// The registry ids of the devices connected now, each once however many
+    /// connections it has, sorted.
+    pub fn devices(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .lock()
+            .values()
+            .filter_map(|s| s.device.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// True when nobody is connected.
@@ -287,7 +315,7 @@ mod tests {
         if probe {
             clients.register_probe(info, tx, CancellationToken::new());
         } else {
-            clients.register(info, tx, CancellationToken::new());
+            clients.register(info, None, tx, CancellationToken::new());
         }
         rx
     }
@@ -339,7 +367,7 @@ mod tests {
             client_id: "c-slow".into(),
             device: DeviceInfo::default(),
         };
-        clients.register(info, tx, kick.clone());
+        clients.register(info, None, tx, kick.clone());
         for _ in 0..2 {
             clients.send_to("c-slow", big());
         }

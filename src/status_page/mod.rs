@@ -76,6 +76,7 @@ pub fn router(page: StatusPage) -> Router {
         .route("/api/devices/approve", post(approve_device))
         .route("/api/devices/refuse", post(refuse_device))
         .route("/api/devices/revoke", post(revoke_device))
+        .route("/api/devices/rename", post(rename_device))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(assets::static_file)
         .layer(middleware::from_fn_with_state(page.clone(), guard::guard))
@@ -298,17 +299,54 @@ async fn decide_device(
         Err((code, why)) => return refuse(code, &why),
     };
     tracing::info!(device = %id, ?decision, "status page: device decision");
-    let decided = tokio::task::spawn_blocking(move || {
-        page.devices
-            .decide(decision, &id, crate::protocol::now_ms())
+    in_registry(page, move |devices, now| devices.decide(decision, &id, now)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameBody {
+    id: String,
+    name: String,
+}
+
+/// The owner names a device as they know it ("Anna's phone").
+async fn rename_device(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    let RenameBody { id, name } = match body::<RenameBody>(bytes) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "this action needs {\"id\": \"<device id>\", \"name\": \"<new name>\"}",
+            )
+        }
+        Err((code, why)) => return refuse(code, &why),
+    };
+    tracing::info!(device = %id, "status page: device renamed");
+    in_registry(page, move |devices, now| {
+        let d = devices.rename(&id, &name, now)?;
+        Ok(format!("renamed device {}", d.id))
     })
-    .await;
-    match decided {
+    .await
+}
+
+/// Runs `change` on the device registry (off the async threads) and answers with its
+/// message, or with its error and the status code that fits it.
+async fn in_registry(
+    page: StatusPage,
+    change: impl FnOnce(&Devices, u64) -> Result<String, DevicesError> + Send + 'static,
+) -> Response {
+    let changed =
+        tokio::task::spawn_blocking(move || change(&page.devices, crate::protocol::now_ms())).await;
+    match changed {
         Ok(Ok(message)) => Json(json!({"ok": true, "message": message})).into_response(),
         Ok(Err(err)) => {
             let code = match err {
                 DevicesError::Unknown(_) => StatusCode::NOT_FOUND,
                 DevicesError::WrongState { .. } => StatusCode::CONFLICT,
+                DevicesError::EmptyName => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             refuse(code, &err.to_string())

@@ -120,6 +120,8 @@ pub enum WorkerReport {
         sessions: u32,
         /// Server faults since the previous beat.
         server_faults: u64,
+        /// The devices connected now (registry ids).
+        devices: Vec<String>,
     },
     /// It missed its heartbeats and was killed.
     Hung,
@@ -427,9 +429,9 @@ impl Task {
                 status = child.wait() => return Ending::Exited(exit_text(status)),
                 line = lines.next_line() => match line {
                     Ok(Some(line)) => {
-                        if let Some(WorkerEvent::Heartbeat { clients, sessions, server_faults, .. }) = self.hear(&line) {
+                        if let Some(WorkerEvent::Heartbeat { clients, sessions, server_faults, devices, .. }) = self.hear(&line) {
                             last_beat = Instant::now();
-                            self.report(WorkerReport::Beat { clients, sessions, server_faults });
+                            self.report(WorkerReport::Beat { clients, sessions, server_faults, devices });
                         }
                     }
                     Ok(None) | Err(_) => return Ending::Exited(exit_text(child.wait().await)),

@@ -24,24 +24,23 @@ pub(crate) async fn follow(
     loop {
         let read = devices.clone();
         let now = tokio::task::spawn_blocking(move || read.list(crate::protocol::now_ms())).await;
-        let shown = match now {
-            Ok(Ok(list)) => DevicesStatus {
-                approve_new,
-                list,
-                error: None,
-            },
-            Ok(Err(err)) => DevicesStatus {
-                approve_new,
-                list: Vec::new(),
-                error: Some(err.to_string()),
-            },
-            Err(err) => DevicesStatus {
-                approve_new,
-                list: Vec::new(),
-                error: Some(format!("reading the device list failed: {err}")),
-            },
+        let (list, error) = match now {
+            Ok(Ok(list)) => (list, None),
+            Ok(Err(err)) => (Vec::new(), Some(err.to_string())),
+            Err(err) => (
+                Vec::new(),
+                Some(format!("reading the device list failed: {err}")),
+            ),
         };
         status.send_if_modified(|s| {
+            // Who is connected is the runner's to say, from the worker's heartbeat.
+            let connected = s.devices.connected.clone();
+            let shown = DevicesStatus {
+                approve_new,
+                list,
+                error,
+                connected,
+            };
             let changed = s.devices != shown;
             if changed {
                 s.devices = shown;

@@ -503,6 +503,8 @@ struct Runner {
     reports_tx: mpsc::UnboundedSender<Report>,
     clients: u32,
     sessions: u32,
+    /// The devices connected to the routed worker, as its last heartbeat said.
+    connected: Vec<String>,
     exiting: bool,
     tunnel: TunnelSlot,
     secrets: Option<crate::secrets::Secrets>,
@@ -531,6 +533,7 @@ impl Runner {
             reports_tx,
             clients: 0,
             sessions: 0,
+            connected: Vec::new(),
             exiting: false,
             tunnel: parts.tunnel,
             secrets: parts.secrets,
@@ -674,10 +677,12 @@ impl Runner {
                 clients,
                 sessions,
                 server_faults,
+                devices,
             } => {
                 if self.routed.as_deref() == Some(release.as_str()) {
                     self.clients = clients;
                     self.sessions = sessions;
+                    self.connected = devices;
                 }
                 if server_faults > 0 {
                     self.step(Event::ServerFaults {
@@ -901,6 +906,7 @@ impl Runner {
             self.route(None);
             self.clients = 0;
             self.sessions = 0;
+            self.connected.clear();
         }
         self.stopping.insert(
             live.worker.id,
@@ -1045,6 +1051,7 @@ impl Runner {
         };
         let failed_reason = self.machine.failed_reason().map(str::to_owned);
         let (clients, sessions) = (self.clients, self.sessions);
+        let connected = self.connected.clone();
         let canary = self.machine.canary().map(|(release, c)| {
             let left = c.until.saturating_duration_since(Instant::now());
             CanaryStatus {
@@ -1075,8 +1082,10 @@ impl Runner {
                 s.sessions,
                 s.canary.clone(),
                 s.pending_deploy.clone(),
+                s.devices.connected.clone(),
             );
             s.state = state;
+            s.devices.connected = connected;
             s.failed_reason = failed_reason;
             s.worker = worker;
             s.clients = clients;
@@ -1109,6 +1118,7 @@ impl Runner {
                     s.sessions,
                     s.canary.clone(),
                     s.pending_deploy.clone(),
+                    s.devices.connected.clone(),
                 )
         });
     }

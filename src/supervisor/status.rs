@@ -192,6 +192,10 @@ pub struct DevicesStatus {
     pub list: Vec<crate::devices::Device>,
     /// Why the registry cannot be read (then no device gets in until it is fixed).
     pub error: Option<String>,
+    /// The ids of the devices with a connection to the serving worker now (from its
+    /// heartbeat).
+    #[serde(default)]
+    pub connected: Vec<String>,
 }
 
 impl Default for DevicesStatus {
@@ -200,6 +204,7 @@ impl Default for DevicesStatus {
             approve_new: true,
             list: Vec::new(),
             error: None,
+            connected: Vec::new(),
         }
     }
 }

@@ -241,7 +241,7 @@ async fn serve_client(
         hub.clients().register_probe(info, tx.clone(), kick.clone());
     } else {
         hub.clients()
-            .register(info.clone(), tx.clone(), kick.clone());
+            .register(info.clone(), device_id.clone(), tx.clone(), kick.clone());
         hub.clients().publish(
             Audience::AllExcept(&client_id),
             &ServerMsg::ClientJoined { client: info },

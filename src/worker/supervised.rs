@@ -61,6 +61,7 @@ pub async fn follow_supervisor(
                     clients: hub.clients().len() as u32,
                     sessions: infos.len() as u32,
                     busy: infos.iter().filter(|i| i.is_busy).count() as u32,
+                    devices: hub.clients().devices(),
                     server_faults,
                     protocol_errors: server_faults,
                 };

@@ -111,7 +111,7 @@ function render(s) {
 }
 
 /// Each device, with the decisions that apply to it: approve or refuse one that waits,
-/// revoke an approved one.
+/// revoke an approved one, rename any; "connected now" while it has a connection.
 function renderDevices(d) {
   if (!d) return;
   $("devices-open").hidden = d.approveNew !== false;
@@ -121,7 +121,9 @@ function renderDevices(d) {
   $("devices").replaceChildren(
     ...d.list.map((device) => {
       const state = device.state === "pending" ? "waiting for approval" : device.state;
-      const seen = device.lastSeen ? `${when(device.lastSeen)}${device.lastAddress ? ` from ${device.lastAddress}` : ""}` : "";
+      const from = device.lastAddress ? ` from ${device.lastAddress}` : "";
+      const connected = (d.connected ?? []).includes(device.id);
+      const seen = connected ? `connected now${from}` : device.lastSeen ? `${when(device.lastSeen)}${from}` : "";
       const tr = row([device.id, device.name, device.platform, state, seen, ""]);
       tr.dataset.device = device.id;
       for (const decision of decisions[device.state] ?? []) {
@@ -132,6 +134,15 @@ function renderDevices(d) {
         button.addEventListener("click", () => act(`devices/${decision}`, button, { id: device.id }));
         tr.lastChild.append(button);
       }
+      const rename = document.createElement("button");
+      rename.type = "button";
+      rename.dataset.decision = "rename";
+      rename.textContent = "Rename";
+      rename.addEventListener("click", () => {
+        const name = prompt(`A name for device ${device.id}`, device.name ?? "");
+        if (name !== null) act("devices/rename", rename, { id: device.id, name });
+      });
+      tr.lastChild.append(rename);
       return tr;
     }),
   );
