@@ -138,6 +138,28 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     b.shot("4-answered-elsewhere").await;
     a.until("turn over", IDLE).await;
 
+    // A file write is shown as what it writes, where, before anyone says yes; "Always"
+    // stands apart from "Allow once". Denied: nothing is written.
+    a.say("PLEASE_WRITE notes.txt <b>first</b> line").await;
+    a.until(
+        "the write's path and new contents in the prompt",
+        "const c = document.querySelector('#prompts .change'); return !!c && c.querySelector('.path').textContent.endsWith('/notes.txt') && c.querySelector('summary').textContent === 'new contents: 1 lines' && c.querySelector('pre.diff .add').textContent === '+ <b>first</b> line\\n' && !c.querySelector('b')",
+    )
+    .await;
+    a.until(
+        "Always apart from Allow once and Deny",
+        "const p = document.querySelector('#prompts .prompt'); return p.querySelector('.actions [data-decision=allowAlways]') === null && !!p.querySelector('.forever [data-decision=allowAlways]') && p.querySelector('.actions [data-decision=allow]').textContent === 'Allow once'",
+    )
+    .await;
+    a.shot("4b-write-prompt").await;
+    a.click("#prompts button[data-decision=deny]").await;
+    a.until("write prompt gone", NO_PROMPTS).await;
+    a.until("turn over", IDLE).await;
+    assert!(
+        !home.project().join("notes.txt").exists(),
+        "a denied write writes nothing"
+    );
+
     // A question from the agent, answered with one of its options.
     a.say("PLEASE_ASK").await;
     a.until(

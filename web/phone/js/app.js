@@ -6,9 +6,14 @@ import * as pairings from "./pairing.js";
 import * as pairPrompt from "./pair-prompt.js";
 import { Connection } from "./connection.js";
 import { render as markdown } from "./markdown.js";
+import { cut, describeChange } from "./change.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_QUEUED = 10;
+/// Lines of a change drawn at most (the rest is counted, never drawn: a huge Write must
+/// not freeze the page), and from how many a change is folded until opened.
+const CHANGE_LINES = 200;
+const FOLD_FROM = 24;
 
 const ui = {
   conn: null,
@@ -59,9 +64,40 @@ function summarize(tool, input) {
   return text.length > 120 ? text.slice(0, 117) + "…" : text;
 }
 
+/// A file tool's change: its path, then each hunk's lines marked -/+ (a new file's
+/// contents folded), cut at CHANGE_LINES and folded from FOLD_FROM.
+function changeView(change, open) {
+  const box = el("div", "change");
+  if (change.path) box.append(el("div", "path", change.path));
+  const lines = (rows, summary, startOpen) => {
+    const { shown, more } = cut(rows, CHANGE_LINES);
+    const pre = el("pre", "diff");
+    for (const { kind, text } of shown) {
+      pre.append(el("span", { "-": "del", "+": "add" }[kind] ?? "ctx", `${kind} ${text}\n`));
+    }
+    if (more) pre.append(el("span", "more", `… and ${more} more lines`));
+    if (startOpen && rows.length < FOLD_FROM) return pre;
+    const details = el("details");
+    details.append(el("summary", "", summary), pre);
+    return details;
+  };
+  if (change.created) {
+    const rows = change.created.lines.map((text) => ({ kind: "+", text }));
+    box.append(lines(rows, `new contents: ${rows.length} lines`, false));
+  }
+  for (const hunk of change.hunks) {
+    const count = (k) => hunk.filter((r) => r.kind === k).length;
+    box.append(lines(hunk, `−${count("-")} +${count("+")} lines`, open));
+  }
+  if (change.replaceAll) box.append(el("div", "note", "in every place the old text appears"));
+  return box;
+}
+
 function toolCard(msg) {
   const card = el("div", "tool");
   card.append(el("span", "name", msg.tool), " ", el("span", "input", summarize(msg.tool, msg.input)));
+  const change = describeChange(msg.tool, msg.input);
+  if (change) card.append(changeView(change, false));
   $("conversation").append(card);
   ui.tools.set(msg.toolUseId, card);
   scrollDown();
@@ -125,12 +161,10 @@ function permissionPrompt(msg) {
     const where = sessionName(msg.sessionId);
     card.append(el("h2", "", `${msg.tool} wants to run${where ? " in " + where : ""}`));
     if (msg.description) card.append(el("div", "", msg.description));
-    card.append(el("div", "what", summarize(msg.tool, msg.input)));
-    const actions = el("div", "actions");
-    // `always: null`: the server could remember nothing exact, so there is no Always.
-    const choices = [["Allow", "allow", "primary"], ["Always", "allowAlways", ""], ["Deny", "deny", ""]]
-      .filter(([, decision]) => decision !== "allowAlways" || msg.always !== null);
-    for (const [label, decision, cls] of choices) {
+    // What is approved, in full: a file tool's change, else the command or target.
+    const change = describeChange(msg.tool, msg.input);
+    card.append(change ? changeView(change, true) : el("div", "what", summarize(msg.tool, msg.input)));
+    const answer = (label, decision, cls) => {
       const b = el("button", cls, label);
       b.type = "button";
       b.dataset.decision = decision;
@@ -138,10 +172,19 @@ function permissionPrompt(msg) {
         send({ type: "permission_response", requestId: msg.requestId, decision });
         removePrompt(msg.requestId);
       });
-      actions.append(b);
-    }
+      return b;
+    };
+    const actions = el("div", "actions");
+    actions.append(answer("Allow once", "allow", "primary"), answer("Deny", "deny", ""));
     card.append(actions);
-    if (msg.always) card.append(el("div", "always", `Always allows ${msg.always.allows}.`));
+    // "Always" stands apart, with what it will allow from now on beside it. `always:
+    // null`: the server could remember nothing exact, so there is no Always.
+    if (msg.always !== null) {
+      const forever = el("div", "forever");
+      forever.append(answer("Always allow", "allowAlways", "always-button"));
+      if (msg.always) forever.append(el("div", "always", `Always allows ${msg.always.allows}.`));
+      card.append(forever);
+    }
   }, msg.remainingMs);
 }
 
