@@ -143,7 +143,7 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.say("PLEASE_WRITE notes.txt <b>first</b> line").await;
     a.until(
         "the write's path and new contents in the prompt",
-        "const c = document.querySelector('#prompts .change'); return !!c && c.querySelector('.path').textContent.endsWith('/notes.txt') && c.querySelector('summary').textContent === 'new contents: 1 lines' && c.querySelector('pre.diff .add').textContent === '+ <b>first</b> line\\n' && !c.querySelector('b')",
+        "const c = document.querySelector('#prompts .change'); return !!c && c.querySelector('.path').textContent.endsWith('/notes.txt') && c.querySelector('summary').textContent === 'new contents: 1 line' && c.querySelector('pre.diff .add').textContent === '+ <b>first</b> line\\n' && !c.querySelector('b')",
     )
     .await;
     a.until(

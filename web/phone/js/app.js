@@ -64,6 +64,8 @@ function summarize(tool, input) {
   return text.length > 120 ? text.slice(0, 117) + "…" : text;
 }
 
+const plural = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
 /// A file tool's change: its path, then each hunk's lines marked -/+ (a new file's
 /// contents folded), cut at CHANGE_LINES and folded from FOLD_FROM.
 function changeView(change, open) {
@@ -75,7 +77,7 @@ function changeView(change, open) {
     for (const { kind, text } of shown) {
       pre.append(el("span", { "-": "del", "+": "add" }[kind] ?? "ctx", `${kind} ${text}\n`));
     }
-    if (more) pre.append(el("span", "more", `… and ${more} more lines`));
+    if (more) pre.append(el("span", "more", `… and ${plural(more, "more line")}`));
     if (startOpen && rows.length < FOLD_FROM) return pre;
     const details = el("details");
     details.append(el("summary", "", summary), pre);
@@ -83,7 +85,7 @@ function changeView(change, open) {
   };
   if (change.created) {
     const rows = change.created.lines.map((text) => ({ kind: "+", text }));
-    box.append(lines(rows, `new contents: ${rows.length} lines`, false));
+    box.append(lines(rows, `new contents: ${plural(rows.length, "line")}`, false));
   }
   for (const hunk of change.hunks) {
     const count = (k) => hunk.filter((r) => r.kind === k).length;
