@@ -6,7 +6,6 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -17,20 +16,8 @@ use crate::store::Paths;
 use crate::supervisor::handle::Handle;
 use crate::supervisor::status::Status;
 use crate::supervisor::{Supervisor, SupervisorError};
-use crate::tunnel::{Mode, TunnelSpec};
-
-/// How phones reach this machine from elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TunnelChoice {
-    /// A Cloudflare quick tunnel: no account needed, a new trycloudflare.com URL each start.
-    Quick,
-    /// Your named Cloudflare tunnel (`[tunnel] hostname` in the config, token stored with
-    /// `chroxy token set-tunnel`).
-    Named,
-    /// Local only: 127.0.0.1.
-    None,
-}
+pub use crate::tunnel::TunnelChoice;
+use crate::tunnel::{ChoiceError, TunnelResolver};
 
 /// Why Chroxy could not start; each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +28,9 @@ pub enum LaunchError {
     /// The keyring (or its fallback files) failed.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    /// A named tunnel without its hostname.
-    #[error("a named tunnel needs its hostname: add `[tunnel]` `hostname = \"chroxy.example.com\"` to {0}")]
-    NamedWithoutHostname(PathBuf),
-    /// A named tunnel without its token.
-    #[error("a named tunnel needs its token: `chroxy token set-tunnel < token.txt` (from the Cloudflare dashboard)")]
-    NamedWithoutToken,
+    /// The tunnel chosen cannot run (a named tunnel without its hostname or token).
+    #[error(transparent)]
+    Tunnel(#[from] ChoiceError),
     /// The session directory does not exist.
     #[error("the session directory {0} does not exist")]
     NoSessionDir(PathBuf),
@@ -133,10 +117,6 @@ pub struct Started {
     pub pairing: watch::Receiver<Option<Pairing>>,
     /// The status page's admin token (for the views that show it).
     pub admin: ApiToken,
-    /// This home's secrets (named tunnel token, rotation).
-    pub secrets: Secrets,
-    /// The settings file as read at start.
-    pub config: Config,
 }
 
 impl std::fmt::Debug for Started {
@@ -167,38 +147,13 @@ pub fn api_token(secrets: &Secrets) -> Result<ApiToken, SecretsError> {
     }
 }
 
-/// What `choice` needs to run: `None` for local only. The port is the supervisor's to
-/// fill; `cloudflared` is `CHROXY_CLOUDFLARED`, else found on `PATH` at each start.
-pub fn tunnel_spec(
-    paths: &Paths,
-    secrets: &Secrets,
-    config: &TunnelConfig,
-    choice: TunnelChoice,
-) -> Result<Option<TunnelSpec>, LaunchError> {
-    let mode = match choice {
-        TunnelChoice::None => return Ok(None),
-        TunnelChoice::Quick => Mode::Quick,
-        TunnelChoice::Named => {
-            let hostname = config
-                .hostname
-                .clone()
-                .ok_or_else(|| LaunchError::NamedWithoutHostname(paths.config_file()))?;
-            let token = secrets
-                .tunnel_token()?
-                .ok_or(LaunchError::NamedWithoutToken)?;
-            Mode::Named { hostname, token }
-        }
-    };
+/// The tunnels a person may choose, resolved with this home's settings and secrets.
+/// `cloudflared` is `CHROXY_CLOUDFLARED`, else found on `PATH` at each start.
+fn tunnel_resolver(paths: &Paths, secrets: &Secrets, config: &TunnelConfig) -> TunnelResolver {
     let binary = std::env::var_os("CHROXY_CLOUDFLARED")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
-    let ms = std::time::Duration::from_millis;
-    let mut spec = TunnelSpec::new(mode, binary, 0);
-    spec.start_timeout = ms(config.start_timeout_ms);
-    spec.backoff_floor = ms(config.backoff_floor_ms);
-    spec.backoff_cap = ms(config.backoff_cap_ms);
-    spec.healthy_reset = ms(config.healthy_reset_ms);
-    Ok(Some(spec))
+    TunnelResolver::new(config.clone(), paths.config_file(), secrets.clone(), binary)
 }
 
 /// This home's secrets, opened off the async runtime (the keyring runs its own).
@@ -229,7 +184,8 @@ pub async fn start(
     } = launch;
     let config = Config::load(&paths.config_file())?;
     let secrets = open_secrets(&paths, home.as_deref()).await;
-    let tunnel = tunnel_spec(&paths, &secrets, &config.tunnel, tunnel)?;
+    let tunnels = tunnel_resolver(&paths, &secrets, &config.tunnel);
+    let tunnel = tunnels.spec(tunnel)?;
     let token = api_token(&secrets)?;
     let admin = secrets.admin_token()?;
     let mut worker_args: Vec<std::ffi::OsString> = vec!["--cwd".into(), cwd.into()];
@@ -257,6 +213,7 @@ pub async fn start(
         demo,
         secrets_backend: secrets.backend_name().into(),
         tunnel,
+        tunnels,
         secrets: rotation_source.clone(),
     };
     let supervisor = Supervisor::start(opts, shutdown, force).await?;
@@ -270,8 +227,6 @@ pub async fn start(
         supervisor,
         pairing,
         admin,
-        secrets,
-        config,
     })
 }
 
@@ -340,58 +295,6 @@ pub fn follow_pairing(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn home() -> (tempfile::TempDir, Paths, Secrets) {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::under(dir.path());
-        let secrets = Secrets::files(&paths);
-        (dir, paths, secrets)
-    }
-
-    #[test]
-    fn each_tunnel_choice_becomes_what_it_needs_or_says_what_is_missing() {
-        let (_dir, paths, secrets) = home();
-        let mut config = TunnelConfig {
-            backoff_floor_ms: 1234,
-            ..TunnelConfig::default()
-        };
-        let none = tunnel_spec(&paths, &secrets, &config, TunnelChoice::None).unwrap();
-        assert!(none.is_none(), "local only: no tunnel");
-
-        let quick = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Quick)
-            .unwrap()
-            .unwrap();
-        assert_eq!(quick.mode, Mode::Quick);
-        assert_eq!(
-            quick.backoff_floor,
-            std::time::Duration::from_millis(1234),
-            "the settings apply"
-        );
-
-        let err = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Named).unwrap_err();
-        assert!(
-            matches!(&err, LaunchError::NamedWithoutHostname(file) if *file == paths.config_file()),
-            "{err}"
-        );
-        assert!(err.to_string().contains("hostname = "), "{err}");
-
-        config.hostname = Some("chroxy.example.com".into());
-        let err = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Named).unwrap_err();
-        assert!(matches!(err, LaunchError::NamedWithoutToken), "{err}");
-        assert!(err.to_string().contains("chroxy token set-tunnel"), "{err}");
-
-        secrets.set_tunnel_token("cf-tunnel-token").unwrap();
-        let named = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Named)
-            .unwrap()
-            .unwrap();
-        match named.mode {
-            Mode::Named { hostname, token } => {
-                assert_eq!(hostname, "chroxy.example.com");
-                assert_eq!(token.expose(), "cf-tunnel-token");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn a_session_directory_that_does_not_exist_is_named() {

@@ -9,8 +9,10 @@
 //!   [`process`]: owned child processes.
 //! - [`supervisor`]: keeps a healthy worker behind the public port; [`launch`]: starts it
 //!   from what a person chose (`chroxy start`, the tray app); [`tunnel`], [`pairing`].
+//! - [`desktop`]: the tray app's window and menu as data, and its actions on the
+//!   supervisor it runs in-process.
 //!
-//! The `chroxy` binary is a thin shell over this library.
+//! The `chroxy` binary and the tray app (`src-tauri`) are thin shells over this library.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,6 +22,7 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod desktop;
 pub mod doctor;
 pub mod forwarded;
 pub mod launch;

@@ -1,16 +1,15 @@
 //! The window's commands, one line each over [`Desktop`] (the supervisor's actions) or a
 //! plugin. The tray's items that do the same thing call these same functions.
 
-use chroxy::launch::TunnelChoice;
+use chroxy::desktop::{Desktop, View};
 use chroxy::supervisor::status::Action;
+use chroxy::tunnel::TunnelChoice;
 use tauri::ipc::Invoke;
 use tauri::{AppHandle, Manager, Runtime, State};
 use tauri_plugin_clipboard_manager::ClipboardExt as _;
 use tauri_plugin_opener::OpenerExt as _;
 
-use crate::app::Desktop;
 use crate::error::ShellError;
-use crate::view::View;
 
 /// Every command the window may call, by name.
 pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'static {
@@ -33,19 +32,18 @@ fn view(desktop: State<'_, Desktop>) -> View {
 
 #[tauri::command]
 pub async fn rollback<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellError> {
-    app.state::<Desktop>()
-        .act(Action::Rollback { to: None })
-        .await
+    let to_known_good = Action::Rollback { to: None };
+    Ok(app.state::<Desktop>().act(to_known_good).await?)
 }
 
 #[tauri::command]
 pub async fn reconnect<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellError> {
-    app.state::<Desktop>().act(Action::Reconnect).await
+    Ok(app.state::<Desktop>().act(Action::Reconnect).await?)
 }
 
 #[tauri::command]
 pub async fn restart<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellError> {
-    app.state::<Desktop>().act(Action::Restart).await
+    Ok(app.state::<Desktop>().act(Action::Restart).await?)
 }
 
 #[tauri::command]
@@ -56,21 +54,18 @@ pub async fn set_tunnel<R: Runtime>(
     let answer = app.state::<Desktop>().set_tunnel(choice).await;
     // The status may have changed before the choice was stored, and a clicked check item
     // has toggled itself: draw the tray again whatever happened.
-    crate::tray::refresh(&app, &app.state::<Desktop>().view());
-    answer
+    crate::tray::refresh(&app);
+    Ok(answer?)
 }
 
 #[tauri::command]
 fn admin_token(desktop: State<'_, Desktop>) -> Result<String, ShellError> {
-    desktop.admin_token()
+    Ok(desktop.admin_token()?)
 }
 
 #[tauri::command]
-fn copy_link<R: Runtime>(
-    app: AppHandle<R>,
-    desktop: State<'_, Desktop>,
-) -> Result<String, ShellError> {
-    let link = desktop.link()?;
+fn copy_link<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellError> {
+    let link = app.state::<Desktop>().link()?;
     app.clipboard().write_text(link)?;
     Ok("pairing link copied".into())
 }

@@ -1,27 +1,12 @@
 //! Why a window command or a tray item did nothing, worded for the person who clicked.
 //! The window shows it as text: it serializes as its message.
 
-use chroxy::launch::LaunchError;
-use chroxy::supervisor::handle::ActionError;
-
 /// A command's refusal.
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
-    /// The supervisor could not start (the window says why).
-    #[error("Chroxy is not running: {0}")]
-    NotRunning(String),
-    /// The supervisor refused the action or could not carry it out.
+    /// The app refused (the supervisor is not running, refused the action, no link yet).
     #[error(transparent)]
-    Action(#[from] ActionError),
-    /// The tunnel chosen cannot run (a named tunnel without its hostname or token).
-    #[error(transparent)]
-    Tunnel(#[from] LaunchError),
-    /// The tunnel has no URL yet, so there is no link to copy.
-    #[error("no link yet: the tunnel has no URL")]
-    NoLink,
-    /// The supervisor, and so its status page, is not running.
-    #[error("the status page is not running")]
-    NoStatusPage,
+    Desktop(#[from] chroxy::desktop::DesktopError),
     /// The desktop's clipboard refused the text.
     #[error("cannot copy to the clipboard: {0}")]
     Clipboard(#[from] tauri_plugin_clipboard_manager::Error),

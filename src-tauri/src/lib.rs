@@ -1,4 +1,5 @@
-//! Chroxy's tray app: a thin shell over the library. It runs the same supervisor as
+//! Chroxy's tray app: a thin shell over the library (`chroxy::desktop` is the app, its
+//! view and its menu's plan; this crate only wires them to Tauri). It runs the same supervisor as
 //! `chroxy start`, in-process, and wires it to a window (QR code, status, releases,
 //! buttons) and a tray icon with a menu. Window commands and tray items map one-to-one
 //! onto supervisor actions; supervisor changes reach the window as events.
@@ -10,71 +11,32 @@
 
 #![forbid(unsafe_code)]
 
-mod app;
 mod commands;
 mod error;
-mod logging;
-mod settings;
 mod tray;
-mod view;
 mod window;
 
-use std::path::PathBuf;
-
 use anyhow::Context;
-use chroxy::launch::{Launch, StartArgs, TunnelChoice};
+use chroxy::desktop::{Args, Boot, Desktop};
 use chroxy::store::Paths;
 use clap::Parser;
 use tauri::{App, AppHandle, Manager, RunEvent, Runtime};
-
-use app::{Changes, Desktop};
-use settings::Settings;
 
 /// Chroxy in the tray: scan the QR code with your phone, watch and steer Claude Code.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Keep every file (config, token, sessions, logs) under this directory.
-    #[arg(long, env = "CHROXY_HOME")]
-    home: Option<PathBuf>,
     #[command(flatten)]
-    start: StartArgs,
-    /// Start with the window hidden: only the tray icon (how "Start at login" starts it).
-    #[arg(long)]
-    minimized: bool,
-}
-
-/// What the app starts with.
-pub struct Boot {
-    /// The home's directories.
-    pub paths: Paths,
-    /// The tunnel it starts with (the Tunnel menu's choice).
-    pub tunnel: TunnelChoice,
-    /// What to start, or why there is nothing to start (no `chroxy` binary, no session
-    /// directory): shown in the window like any other failure.
-    pub launch: Result<Launch, String>,
-    /// Whether the window starts hidden.
-    pub minimized: bool,
+    args: Args,
 }
 
 /// The app as a user starts it: from the command line, on the desktop, until Quit.
 pub fn run() -> anyhow::Result<()> {
     chroxy::process::keep_memory_private();
-    let cli = Cli::parse();
-    let paths = Paths::resolve(cli.home.clone())?;
-    let _log_guard = logging::init(&paths);
-    let tunnel = cli.start.tunnel.unwrap_or(Settings::load(&paths).tunnel);
-    let launch = worker_binary().and_then(|installed| {
-        cli.start
-            .launch(cli.home, paths.clone(), tunnel, installed)
-            .map_err(|err| err.to_string())
-    });
-    let boot = Boot {
-        paths,
-        tunnel,
-        launch,
-        minimized: cli.minimized,
-    };
+    let args = Cli::parse().args;
+    let paths = Paths::resolve(args.home.clone())?;
+    let _log_guard = chroxy::desktop::init_logging(&paths);
+    let boot = Boot::new(args, paths);
     let session = tauri::Builder::default()
         // First: a second launch hands over to this one and exits 0 before doing anything.
         .plugin(tauri_plugin_single_instance::init(second_launch))
@@ -86,7 +48,7 @@ pub fn run() -> anyhow::Result<()> {
         .plugin(tauri_plugin_opener::init());
     run_app(session, boot, |app| {
         tray::install(app)?;
-        quit_on_signals(app.clone());
+        tauri::async_runtime::spawn(app.state::<Desktop>().quit_on_signals());
         Ok(())
     })?
     .run(on_run_event);
@@ -102,28 +64,24 @@ pub fn run_app<R: Runtime>(
     boot: Boot,
     ready: impl FnOnce(&AppHandle<R>) -> tauri::Result<()> + Send + 'static,
 ) -> anyhow::Result<App<R>> {
-    let Boot {
-        paths,
-        tunnel,
-        launch,
-        minimized,
-    } = boot;
     builder
         .invoke_handler(commands::handler())
         .setup(move |app| {
             let exit = app.handle().clone();
-            let desktop =
-                tauri::async_runtime::block_on(Desktop::start(paths, tunnel, launch, move || {
-                    exit.exit(0)
-                }));
-            let changes = desktop.changes();
+            let start = Desktop::start(boot.paths, boot.tunnel, boot.launch, move || exit.exit(0));
+            let desktop = tauri::async_runtime::block_on(start);
+            let mut changes = desktop.changes();
             app.manage(desktop);
-            window::open(app.handle(), !minimized)?;
+            window::open(app.handle(), !boot.minimized)?;
             ready(app.handle())?;
-            // Changes since `changes()` was taken are not missed: they wake the loop.
-            if let Some(changes) = changes {
-                follow(app.handle().clone(), changes);
-            }
+            // The supervisor's changes become window events and tray updates; those
+            // since `changes()` was taken are not missed: they wake the loop.
+            let app = app.handle().clone();
+            tauri::async_runtime::spawn(async move {
+                while changes.next().await {
+                    window::publish(&app);
+                }
+            });
             Ok(())
         })
         .on_window_event(window::hide_on_close)
@@ -134,21 +92,10 @@ pub fn run_app<R: Runtime>(
 /// Exit only once the supervisor has drained and stopped; it calls exit again then.
 fn on_run_event<R: Runtime>(app: &AppHandle<R>, event: RunEvent) {
     if let RunEvent::ExitRequested { api, .. } = event {
-        let desktop = app.state::<Desktop>();
-        if !desktop.stopped() {
+        if !app.state::<Desktop>().exit_requested() {
             api.prevent_exit();
-            desktop.quit();
         }
     }
-}
-
-/// The supervisor's changes become window events and tray updates.
-fn follow<R: Runtime>(app: AppHandle<R>, mut changes: Changes) {
-    tauri::async_runtime::spawn(async move {
-        while changes.next().await {
-            window::publish(&app);
-        }
-    });
 }
 
 fn second_launch<R: Runtime>(app: &AppHandle<R>, _args: Vec<String>, _cwd: String) {
@@ -156,46 +103,10 @@ fn second_launch<R: Runtime>(app: &AppHandle<R>, _args: Vec<String>, _cwd: Strin
     window::show(app);
 }
 
-/// SIGTERM / Ctrl-C (a logout, `kill`, a terminal): the same orderly stop as Quit.
-fn quit_on_signals<R: Runtime>(app: AppHandle<R>) {
-    tauri::async_runtime::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot listen for SIGTERM and SIGINT");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            app.state::<Desktop>().quit();
-        }
-    });
-}
-
-/// The `chroxy` binary workers run (it has the `worker` command): beside this one, as
-/// the release build and the packages install it, else on `PATH`.
-fn worker_binary() -> Result<PathBuf, String> {
-    let beside = std::env::current_exe()
-        .map_err(|err| format!("cannot find this program: {err}"))?
-        .with_file_name("chroxy");
-    if beside.is_file() {
-        return Ok(beside);
-    }
-    which::which("chroxy").map_err(|_| {
-        format!(
-            "the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`",
-            beside.display()
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use chroxy::desktop::DesktopError;
+    use chroxy::tunnel::TunnelChoice;
     use serde_json::{json, Value};
     use tauri::ipc::{CallbackFn, InvokeBody};
     use tauri::test::{get_ipc_response, mock_builder, MockRuntime, INVOKE_KEY};
@@ -224,10 +135,14 @@ mod tests {
         // Tauri makes the webview's data directory in $XDG_DATA_HOME: the test's, not the
         // real home's. (No other test here reads the environment.)
         std::env::set_var("XDG_DATA_HOME", home.path().join("data"));
+        let missing = DesktopError::NoWorkerBinary {
+            beside: "/opt/chroxy/chroxy".into(),
+        };
+        let why = missing.to_string();
         let boot = Boot {
             paths: Paths::under(home.path()),
             tunnel: TunnelChoice::None,
-            launch: Err("port 8765 is in use".into()),
+            launch: Err(missing),
             minimized: true,
         };
         let mut app = run_app(mock_builder(), boot, |_| Ok(())).unwrap();
@@ -241,15 +156,13 @@ mod tests {
 
         let view = invoke(&window, "view", json!({})).unwrap();
         assert_eq!(view["look"], "failed", "{view}");
-        assert_eq!(view["error"], "port 8765 is in use", "{view}");
-        assert_eq!(
-            view["summary"],
-            "Chroxy could not start: port 8765 is in use"
-        );
+        assert!(why.contains("cargo build --release -p chroxy"), "{why}");
+        assert_eq!(view["error"], why.as_str(), "{view}");
+        assert_eq!(view["summary"], format!("Chroxy could not start: {why}"));
         assert_eq!(view["tunnelChoice"], "none", "{view}");
         assert_eq!(view["status"], Value::Null, "{view}");
 
-        let not_running = || Err(json!("Chroxy is not running: port 8765 is in use"));
+        let not_running = || Err(json!(format!("Chroxy is not running: {why}")));
         for cmd in [
             "rollback",
             "reconnect",

@@ -5,7 +5,6 @@
 use anyhow::Context;
 use tauri::{AppHandle, Emitter, Manager, Runtime, WebviewWindowBuilder, Window, WindowEvent};
 
-use crate::app::Desktop;
 use crate::error::ShellError;
 
 /// The window's label in `tauri.conf.json`, where its events go.
@@ -13,16 +12,12 @@ const MAIN: &str = "main";
 
 /// Makes the window, shown or (started minimized) not.
 pub fn open<R: Runtime>(app: &AppHandle<R>, visible: bool) -> anyhow::Result<()> {
-    let config = app
-        .config()
-        .app
-        .windows
+    let windows = &app.config().app.windows;
+    let config = windows
         .first()
-        .context("tauri.conf.json defines no window")?
-        .clone();
-    WebviewWindowBuilder::from_config(app, &config)?
-        .visible(visible)
-        .build()?;
+        .context("tauri.conf.json defines no window")?;
+    let window = WebviewWindowBuilder::from_config(app, config)?;
+    window.visible(visible).build()?;
     Ok(())
 }
 
@@ -45,8 +40,8 @@ pub fn hide_on_close<R: Runtime>(window: &Window<R>, event: &WindowEvent) {
 
 /// Sends the whole view to the window and the tray.
 pub fn publish<R: Runtime>(app: &AppHandle<R>) {
-    let view = app.state::<Desktop>().view();
-    crate::tray::show(app, &view);
+    let view = app.state::<chroxy::desktop::Desktop>().view();
+    crate::tray::show(app, &view, false);
     if let Err(err) = app.emit_to(MAIN, "view", &view) {
         tracing::warn!(%err, "cannot update the window");
     }

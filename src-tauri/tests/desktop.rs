@@ -461,6 +461,25 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         s["tunnel"]["mode"] == "quick" && s["tunnel"]["state"] == "up"
     })
     .await;
+    // Tunnel ▸ Named, with no hostname configured: the supervisor refuses it and says
+    // what to add; the quick tunnel keeps serving, Quick stays checked and remembered.
+    menu.click("Named (your hostname)").await;
+    eventually_async("the refusal, said", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("a named tunnel needs its hostname")
+    })
+    .await;
+    eventually_async("Quick still checked", || async {
+        menu.entry("Named (your hostname)").await.toggle == Some(0)
+            && menu.entry("Quick (trycloudflare.com)").await.toggle == Some(1)
+    })
+    .await;
+    assert!(std::fs::read_to_string(&saved)
+        .unwrap()
+        .contains("\"quick\""));
+    let s = sup.status().await;
+    assert_eq!(s["tunnel"]["mode"], "quick", "{s}");
 
     // Start at login: an autostart entry that starts the app minimized, and back off.
     // (auto-launch writes under $HOME/.config, whatever XDG_CONFIG_HOME says.)

@@ -63,6 +63,8 @@ pub struct Options {
     pub secrets_backend: String,
     /// The tunnel to keep up (its port is set to the public port); `None` = local only.
     pub tunnel: Option<crate::tunnel::TunnelSpec>,
+    /// What a tunnel chosen later ([`Action::Tunnel`]) becomes, its secret included.
+    pub tunnels: crate::tunnel::TunnelResolver,
     /// Where a rotated API token is read back from; `None` when the token was given
     /// (`CHROXY_TOKEN`) and rotation does not apply.
     pub secrets: Option<crate::secrets::Secrets>,
@@ -246,6 +248,7 @@ impl Supervisor {
             exiting: false,
             tunnel,
             secrets: opts.secrets.clone(),
+            tunnels: opts.tunnels.clone(),
             keep_releases: opts.config.keep_releases,
         };
         runner.switch_tunnel(opts.tunnel.clone()).await;
@@ -453,6 +456,7 @@ struct Runner {
     exiting: bool,
     tunnel: TunnelSlot,
     secrets: Option<crate::secrets::Secrets>,
+    tunnels: crate::tunnel::TunnelResolver,
     /// `[supervisor] keep_releases`.
     keep_releases: usize,
 }
@@ -673,7 +677,13 @@ impl Runner {
                 .await;
                 Ok(format!("deploying release {release} as a canary"))
             }
-            Action::Tunnel { spec } => {
+            Action::Tunnel { choice } => {
+                // A named tunnel's token is read here, off the async threads.
+                let tunnels = self.tunnels.clone();
+                let spec = tokio::task::spawn_blocking(move || tunnels.spec(choice))
+                    .await
+                    .map_err(|e| ActionError::Refused(e.to_string()))?
+                    .map_err(|e| ActionError::Refused(e.to_string()))?;
                 let mode = spec.as_ref().map_or("none", |s| s.mode.name());
                 self.switch_tunnel(spec).await;
                 let message = format!("tunnel switched to {mode}");

@@ -20,8 +20,10 @@ use crate::process;
 use crate::secrets::ApiToken;
 use crate::supervisor::status::TunnelStatus;
 
+mod choice;
 mod record;
 
+pub use choice::{ChoiceError, TunnelChoice, TunnelResolver};
 pub use record::{record_file, stop_leftover};
 
 /// How phones reach the machine from elsewhere.
