@@ -1,12 +1,16 @@
 //! The user's settings file (`config.toml` in the config directory). Every key is
 //! optional; a missing file means defaults. A file that does not parse is an error that
 //! names the file and the problem — we never guess around a typo, and never overwrite it.
+//!
+//! Keys carry their unit (`drain_idle_ms`); code gets a `Duration` from the section's
+//! method of the same name (`drain_idle()`), the one place a number becomes a time.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::backoff::Backoff;
 use crate::protocol::ModelInfo;
 
 /// Why the settings could not be used.
@@ -41,6 +45,26 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// `[tunnel]`.
     pub tunnel: TunnelConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
+}
+
+/// `[security]`: who may connect besides the owner's approved devices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// A new device needs a pairing code from a QR code shown on this computer, or the
+    /// owner's approval (README "Pairing and approving devices"). `false`: the API
+    /// token alone lets any device in, as before; the status page and window say so.
+    pub approve_new_devices: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            approve_new_devices: true,
+        }
+    }
 }
 
 /// `[tunnel]`: how phones reach the machine from elsewhere.
@@ -63,6 +87,9 @@ pub struct TunnelConfig {
 }
 
 impl Default for TunnelConfig {
+    /// A 30 s start deadline, retries 1 s doubling to 60 s, the backoff reset after 5
+    /// minutes up: a tunnel is never given up on, since a user away from the desk has no
+    /// other way back in.
     fn default() -> Self {
         Self {
             hostname: None,
@@ -72,6 +99,26 @@ impl Default for TunnelConfig {
             healthy_reset_ms: 300_000,
             public_url: None,
         }
+    }
+}
+
+impl TunnelConfig {
+    /// `start_timeout_ms` as a duration.
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_millis(self.start_timeout_ms)
+    }
+
+    /// `backoff_floor_ms` up to `backoff_cap_ms`.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            floor: Duration::from_millis(self.backoff_floor_ms),
+            cap: Duration::from_millis(self.backoff_cap_ms),
+        }
+    }
+
+    /// `healthy_reset_ms` as a duration.
+    pub fn healthy_reset(&self) -> Duration {
+        Duration::from_millis(self.healthy_reset_ms)
     }
 }
 
@@ -144,19 +191,53 @@ impl Default for SupervisorConfig {
 }
 
 impl SupervisorConfig {
-    /// The state machine's rules.
-    pub fn policy(&self) -> crate::supervisor::state::Policy {
-        let ms = Duration::from_millis;
-        crate::supervisor::state::Policy {
-            backoff_floor: ms(self.backoff_floor_ms),
-            backoff_cap: ms(self.backoff_cap_ms),
-            healthy_reset: ms(self.healthy_reset_ms),
-            crash_budget: self.crash_budget,
-            crash_window: ms(self.crash_window_ms),
-            canary_window: ms(self.canary_window_ms),
-            canary_error_limit: self.canary_error_limit,
-            failed_retry: ms(self.failed_retry_ms),
+    /// `backoff_floor_ms` up to `backoff_cap_ms`.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            floor: Duration::from_millis(self.backoff_floor_ms),
+            cap: Duration::from_millis(self.backoff_cap_ms),
         }
+    }
+
+    /// `healthy_reset_ms` as a duration.
+    pub fn healthy_reset(&self) -> Duration {
+        Duration::from_millis(self.healthy_reset_ms)
+    }
+
+    /// `crash_window_ms` as a duration.
+    pub fn crash_window(&self) -> Duration {
+        Duration::from_millis(self.crash_window_ms)
+    }
+
+    /// `canary_window_ms` as a duration.
+    pub fn canary_window(&self) -> Duration {
+        Duration::from_millis(self.canary_window_ms)
+    }
+
+    /// `probe_interval_ms` as a duration, at least 100 ms: probing faster would be the
+    /// supervisor's own load on the worker.
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms.max(100))
+    }
+
+    /// `gate_timeout_ms` as a duration.
+    pub fn gate_timeout(&self) -> Duration {
+        Duration::from_millis(self.gate_timeout_ms)
+    }
+
+    /// `drain_idle_ms` as a duration.
+    pub fn drain_idle(&self) -> Duration {
+        Duration::from_millis(self.drain_idle_ms)
+    }
+
+    /// `stop_grace_ms` as a duration.
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_millis(self.stop_grace_ms)
+    }
+
+    /// `failed_retry_ms` as a duration.
+    pub fn failed_retry(&self) -> Duration {
+        Duration::from_millis(self.failed_retry_ms)
     }
 }
 
@@ -235,6 +316,19 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// `auth_backoff_base_ms` up to `auth_backoff_max_ms`.
+    pub fn auth_backoff(&self) -> Backoff {
+        Backoff {
+            floor: Duration::from_millis(self.auth_backoff_base_ms),
+            cap: Duration::from_millis(self.auth_backoff_max_ms),
+        }
+    }
+
+    /// `ws_ping_secs` as a duration, at least a second.
+    pub fn ws_ping(&self) -> Duration {
+        Duration::from_secs(self.ws_ping_secs.max(1))
+    }
+
     /// `auth_timeout_ms` as a duration.
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_millis(self.auth_timeout_ms)
@@ -297,6 +391,25 @@ mod tests {
         let c = Config::load(&dir.path().join("config.toml")).unwrap();
         assert_eq!(c.worker.auth_timeout_ms, 10_000);
         assert_eq!(c.worker.coalesce_ms, 50);
+        assert!(
+            c.security.approve_new_devices,
+            "new devices need approval by default"
+        );
+        let off = Config::parse(
+            Path::new("c.toml"),
+            "[security]\napprove_new_devices = false\n",
+        )
+        .unwrap();
+        assert!(!off.security.approve_new_devices);
+    }
+
+    #[test]
+    fn the_tunnel_retries_from_one_second_to_a_minute_and_resets_after_five() {
+        let t = TunnelConfig::default();
+        assert_eq!(t.start_timeout(), Duration::from_secs(30));
+        let delays: Vec<u64> = (0..8).map(|a| t.backoff().delay(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(t.healthy_reset(), Duration::from_secs(300));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::forwarded::Voucher;
 use crate::protocol::ShutdownReason;
-use crate::secrets::ApiToken;
+use crate::token::ApiToken;
 
 /// The `deviceType` the supervisor's health probes authenticate with. A worker keeps
 /// such connections out of phones' sight: no `client_joined`/`client_left`, no history

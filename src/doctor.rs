@@ -1,10 +1,12 @@
 //! `chroxy doctor`: checks what Chroxy needs on this machine and says, for each thing
 //! that is wrong, how to fix it. The same checks can feed the tray window.
 
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::{Config, ConfigError};
 use crate::secrets::{Backend, Secrets};
 use crate::store::Paths;
 use crate::supervisor::instance;
@@ -42,6 +44,52 @@ pub struct Inputs {
     pub cloudflared: Option<PathBuf>,
     /// The ports `chroxy start` would take.
     pub ports: [u16; 2],
+}
+
+/// Why `chroxy doctor` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    /// The config file is unreadable or invalid (it names `claude`).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Some checks failed; the report says how to fix each.
+    #[error("{0} check(s) failed; see above for how to fix each")]
+    Failed(usize),
+    /// The report could not be written.
+    #[error(transparent)]
+    Output(#[from] std::io::Error),
+}
+
+impl Inputs {
+    /// What `chroxy doctor` checks: this home, the programs the environment and the
+    /// config name, and `ports`.
+    pub fn resolve(paths: &Paths, ports: [u16; 2]) -> Result<Self, ConfigError> {
+        let config = Config::load(&paths.config_file())?;
+        Ok(Self {
+            paths: paths.clone(),
+            claude: crate::launch::claude_binary(&config.worker),
+            cloudflared: crate::launch::cloudflared_binary(),
+            ports,
+        })
+    }
+}
+
+/// `chroxy doctor`: runs every check and writes a line for each (blocking); fails when
+/// any check failed.
+pub fn report(inputs: &Inputs, secrets: &Secrets, out: &mut impl Write) -> Result<(), DoctorError> {
+    let checks = run(inputs, secrets);
+    for c in &checks {
+        let mark = match c.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+        };
+        writeln!(out, "{mark} {:<12} {}", c.name, c.detail)?;
+    }
+    match checks.iter().filter(|c| c.verdict == Verdict::Fail).count() {
+        0 => Ok(()),
+        failed => Err(DoctorError::Failed(failed)),
+    }
 }
 
 /// Runs every check (blocking: it runs `--version`s and may ask the keyring).

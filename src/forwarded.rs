@@ -22,7 +22,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::secrets::ApiToken;
+use crate::token::ApiToken;
 
 /// The header the public port adds to every request it forwards.
 pub const CLIENT_HEADER: &str = "x-chroxy-client";

@@ -2,6 +2,18 @@
 //! menu — so both run the very same supervisor: settings, secrets and the session
 //! directory resolved into [`supervisor::Options`], and the pairing a phone needs,
 //! followed as the tunnel's URL or the token changes.
+//!
+//! Children: `env.rs` (what the environment says, and where the `chroxy` program is),
+//! `signals.rs` (SIGTERM / Ctrl-C, and the two-step stop), `pairing.rs` (the pairing
+//! followed and printed). The worker's twin of [`start`] is [`crate::worker::launch`].
+
+mod env;
+mod pairing;
+mod signals;
+
+pub use env::{claude_binary, cloudflared_binary, env_token, worker_binary};
+pub use pairing::{follow_pairing, print_pairing};
+pub use signals::{StopSignals, StopSwitch};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -9,13 +21,12 @@ use std::path::{Path, PathBuf};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, TunnelConfig};
+use crate::config::{Config, ConfigError};
 use crate::pairing::Pairing;
-use crate::secrets::{ApiToken, Secrets, SecretsError};
+use crate::secrets::{Secrets, SecretsError};
 use crate::store::Paths;
-use crate::supervisor::handle::Handle;
-use crate::supervisor::status::Status;
 use crate::supervisor::{Supervisor, SupervisorError};
+use crate::token::ApiToken;
 pub use crate::tunnel::TunnelChoice;
 use crate::tunnel::{ChoiceError, TunnelResolver};
 
@@ -37,6 +48,15 @@ pub enum LaunchError {
     /// The supervisor itself refused to start (port taken, another instance, store).
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// This program's own path is unknown, so the `chroxy` beside it cannot be found.
+    #[error("cannot find this program: {0}")]
+    ThisProgram(#[source] std::io::Error),
+    /// No `chroxy` program to run workers with.
+    #[error("the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`", beside.display())]
+    NoWorkerBinary {
+        /// Where it was looked for first.
+        beside: PathBuf,
+    },
 }
 
 /// The options of `chroxy start`, shared with the tray app's command line.
@@ -141,19 +161,10 @@ pub fn session_dir(cwd: Option<PathBuf>) -> Result<PathBuf, LaunchError> {
 /// `CHROXY_TOKEN` (how the supervisor hands it to a worker: in the environment, never on
 /// a command line, where every user of the machine could read it), else the stored one.
 pub fn api_token(secrets: &Secrets) -> Result<ApiToken, SecretsError> {
-    match std::env::var("CHROXY_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => Ok(ApiToken::new(t.trim())),
-        _ => secrets.api_token(),
+    match env_token() {
+        Some(token) => Ok(token),
+        None => secrets.api_token(),
     }
-}
-
-/// The tunnels a person may choose, resolved with this home's settings and secrets.
-/// `cloudflared` is `CHROXY_CLOUDFLARED`, else found on `PATH` at each start.
-fn tunnel_resolver(paths: &Paths, secrets: &Secrets, config: &TunnelConfig) -> TunnelResolver {
-    let binary = std::env::var_os("CHROXY_CLOUDFLARED")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    TunnelResolver::new(config.clone(), paths.config_file(), secrets.clone(), binary)
 }
 
 /// This home's secrets, opened off the async runtime (the keyring runs its own).
@@ -184,7 +195,14 @@ pub async fn start(
     } = launch;
     let config = Config::load(&paths.config_file())?;
     let secrets = open_secrets(&paths, home.as_deref()).await;
-    let tunnels = tunnel_resolver(&paths, &secrets, &config.tunnel);
+    // What a tunnel chosen now or later becomes: the supervisor keeps it, so a change of
+    // choice reads the named tunnel's token there, never in a view.
+    let tunnels = TunnelResolver::new(
+        config.tunnel.clone(),
+        paths.config_file(),
+        secrets.clone(),
+        cloudflared_binary(),
+    );
     let tunnel = tunnels.spec(tunnel)?;
     let token = api_token(&secrets)?;
     let admin = secrets.admin_token()?;
@@ -196,9 +214,7 @@ pub async fn start(
         .map(|h| vec![("CHROXY_HOME".into(), h.into_os_string())])
         .unwrap_or_default();
     // A token given in CHROXY_TOKEN is pinned: rotation in the store cannot apply.
-    let rotation_source = std::env::var("CHROXY_TOKEN")
-        .map_or(true, |t| t.trim().is_empty())
-        .then(|| secrets.clone());
+    let rotation_source = env_token().is_none().then(|| secrets.clone());
     let opts = crate::supervisor::Options {
         paths,
         public_addr,
@@ -215,6 +231,7 @@ pub async fn start(
         tunnel,
         tunnels,
         secrets: rotation_source.clone(),
+        approve_new_devices: config.security.approve_new_devices,
     };
     let supervisor = Supervisor::start(opts, shutdown, force).await?;
     let pairing = follow_pairing(
@@ -228,68 +245,6 @@ pub async fn start(
         pairing,
         admin,
     })
-}
-
-/// The pairing phones need, now and after every change of the tunnel's URL or of the
-/// token (`chroxy token rotate` makes the old link dead). With a tunnel, only its URL
-/// reaches a phone elsewhere, so until it has one the pairing is `None`.
-pub fn follow_pairing(
-    handle: Handle,
-    mut token: ApiToken,
-    secrets: Option<Secrets>,
-    configured: Option<String>,
-) -> watch::Receiver<Option<Pairing>> {
-    let (tx, rx) = watch::channel(None);
-    let rotations = |s: &Status| {
-        s.events
-            .iter()
-            .rev()
-            .find(|e| e.kind == "token_rotated")
-            .map(|e| e.at)
-    };
-    tokio::spawn(async move {
-        let mut status = handle.watch();
-        let mut rotated = rotations(&status.borrow());
-        let mut sent: Option<(String, ApiToken)> = None;
-        loop {
-            let (url, port, mode, now_rotated) = {
-                let s = status.borrow_and_update();
-                (
-                    s.tunnel.url.clone(),
-                    s.public_port,
-                    s.tunnel.mode.clone(),
-                    rotations(&s),
-                )
-            };
-            if now_rotated != rotated {
-                rotated = now_rotated;
-                if let Some(secrets) = secrets.clone() {
-                    if let Ok(Ok(new)) =
-                        tokio::task::spawn_blocking(move || secrets.api_token()).await
-                    {
-                        token = new;
-                    }
-                }
-            }
-            let usable = url.is_some() || mode == "none";
-            let public = crate::pairing::public_url(url.as_deref(), configured.as_deref(), port);
-            let next = usable.then(|| (public, token.clone()));
-            if next != sent {
-                let pairing = next.as_ref().and_then(|(public, token)| {
-                    Pairing::new(public, token.clone())
-                        .map_err(|err| tracing::error!(%err, "cannot make a pairing link"))
-                        .ok()
-                });
-                sent = next;
-                tx.send_replace(pairing);
-            }
-            tokio::select! {
-                changed = status.changed() => if changed.is_err() { return },
-                _ = tx.closed() => return,
-            }
-        }
-    });
-    rx
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! - [`worker`]: the server phones talk to; [`session`]: sessions, history, fan-out;
 //!   [`agent`]: the Claude Code CLI driver.
 //! - [`store`]: paths and atomic, locked files; [`config`]: the settings file;
-//!   [`secrets`]: the API token; [`control`]: worker → supervisor messages;
+//!   [`token`]: the API token as a value; [`secrets`]: where tokens are kept;
+//!   [`devices`]: which devices may connect;
+//!   [`control`]: worker → supervisor messages;
 //!   [`process`]: owned child processes.
 //! - [`supervisor`]: keeps a healthy worker behind the public port; [`launch`]: starts it
 //!   from what a person chose (`chroxy start`, the tray app); [`tunnel`], [`pairing`].
@@ -19,10 +21,12 @@
 #![deny(rust_2018_idioms)]
 
 pub mod agent;
+pub mod backoff;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod desktop;
+pub mod devices;
 pub mod doctor;
 pub mod forwarded;
 pub mod launch;
@@ -35,5 +39,6 @@ pub mod session;
 pub mod status_page;
 pub mod store;
 pub mod supervisor;
+pub mod token;
 pub mod tunnel;
 pub mod worker;

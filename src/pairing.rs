@@ -1,10 +1,12 @@
 //! Pairing a phone (docs/protocol.md "Pairing link"): the link the QR code carries, and the
 //! QR itself as SVG (the window) and as terminal text (`chroxy start`, `chroxy pair`).
 //!
-//! The link is `https://<host>/#pair=<base64url JSON {"v":1,"url":"wss://<host>/ws","token":…}>`:
+//! The link is `https://<host>/#pair=<base64url JSON {"v":1,"url":"wss://<host>/ws","token":…,"code":…}>`:
 //! the token rides in the fragment, which browsers never send to any server, and the
 //! phone client removes it from the address bar once stored. A link holds the token, so
-//! it is printed for the user and never logged.
+//! it is printed for the user and never logged. Every QR shown carries a fresh one-time
+//! pairing code ([`crate::devices`]): the phone that scans it is paired at once, without
+//! waiting for the owner's approval, since only someone at the computer could see it.
 
 use std::fmt;
 
@@ -13,7 +15,8 @@ use qrcode::render::{svg, unicode};
 use qrcode::QrCode;
 use serde::{Deserialize, Serialize};
 
-use crate::secrets::ApiToken;
+use crate::devices::{Devices, DevicesError, PairingCode};
+use crate::token::ApiToken;
 
 /// Why no link could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +38,9 @@ pub struct Payload {
     pub url: String,
     /// The API token.
     pub token: String,
+    /// The one-time pairing code, when the link was made to be shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl fmt::Debug for Payload {
@@ -46,12 +52,27 @@ impl fmt::Debug for Payload {
     }
 }
 
-/// A public URL plus the token: everything a phone needs.
+/// How `chroxy pair --format` writes a pairing: `url` (the https link the QR encodes),
+/// `chroxy` (for the Chroxy app), `svg` (the QR code as SVG), `terminal` (the QR code
+/// as text).
+// The values' own docs would be printed a second time in `chroxy pair --help`, after
+// the option's text that already says what each is.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Url,
+    Chroxy,
+    Svg,
+    Terminal,
+}
+
+/// A public URL plus the token (and, once shown, a pairing code): everything a phone needs.
 #[derive(Clone)]
 pub struct Pairing {
     secure: bool,
     host: String,
     token: ApiToken,
+    code: Option<PairingCode>,
 }
 
 impl fmt::Debug for Pairing {
@@ -85,7 +106,30 @@ impl Pairing {
             secure,
             host: host.to_owned(),
             token,
+            code: None,
         })
+    }
+
+    /// This pairing with a fresh one-time code in its link, for a QR about to be shown
+    /// (each view that shows one mints its own, so each code is seen in one place).
+    pub fn with_fresh_code(&self, devices: &Devices, now: u64) -> Result<Self, DevicesError> {
+        Ok(self.clone().with_code(devices.mint_code(now)?))
+    }
+
+    /// This pairing with `code` in its link.
+    pub fn with_code(mut self, code: PairingCode) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// Same machine, same token (whatever the code).
+    fn is_same(&self, other: &Pairing) -> bool {
+        self.secure == other.secure && self.host == other.host && self.token == other.token
+    }
+
+    /// The pairing code in its link, if any.
+    pub fn code(&self) -> Option<&PairingCode> {
+        self.code.as_ref()
     }
 
     /// The public page, without any secret: what may be shown and logged.
@@ -112,6 +156,7 @@ impl Pairing {
             v: 1,
             url: self.ws_url(),
             token: self.token.expose().to_owned(),
+            code: self.code.as_ref().map(|c| c.expose().to_owned()),
         };
         // A struct of strings always serializes.
         let json = serde_json::to_vec(&payload).unwrap_or_default();
@@ -121,8 +166,13 @@ impl Pairing {
 
     /// `chroxy://host?token=…`, for the Chroxy mobile app.
     pub fn chroxy_link(&self) -> String {
-        // Tokens are base64url: nothing in them needs escaping in a query.
-        format!("chroxy://{}?token={}", self.host, self.token.expose())
+        // Tokens are base64url and codes hex: nothing in them needs escaping in a query.
+        let code = self
+            .code
+            .as_ref()
+            .map(|c| format!("&code={}", c.expose()))
+            .unwrap_or_default();
+        format!("chroxy://{}?token={}{code}", self.host, self.token.expose())
     }
 
     fn qr(&self) -> Result<QrCode, PairingError> {
@@ -151,6 +201,16 @@ impl Pairing {
             .build())
     }
 
+    /// The pairing written as `format` asks.
+    pub fn render(&self, format: Format) -> Result<String, PairingError> {
+        match format {
+            Format::Url => Ok(self.link()),
+            Format::Chroxy => Ok(self.chroxy_link()),
+            Format::Svg => self.svg(),
+            Format::Terminal => self.terminal(),
+        }
+    }
+
     /// The QR's modules, row by row (true = dark), for decoders in tests.
     pub fn modules(&self) -> Result<(usize, Vec<bool>), PairingError> {
         let code = self.qr()?;
@@ -160,6 +220,50 @@ impl Pairing {
             .map(|c| c == qrcode::Color::Dark)
             .collect();
         Ok((code.width(), dark))
+    }
+}
+
+/// A shown code is replaced this long before it expires, so the QR on screen always has
+/// time left for the phone that scans it.
+const RENEW_BEFORE_EXPIRY_MS: u64 = 60 * 1000;
+
+/// The pairing a window keeps on screen. A window redraws on every status change; each
+/// redraw must not mint a code (the QR would flicker and the registry fill), so the
+/// code is kept until it is used, is about to expire, or the pairing itself changes (a
+/// new tunnel URL, a rotated token).
+#[derive(Debug, Default)]
+pub struct ShownPairing {
+    /// The pairing without its code (to notice a change), the one shown, and when its
+    /// code must be replaced.
+    shown: Option<(Pairing, Pairing, u64)>,
+}
+
+impl ShownPairing {
+    /// What to show for `base` at `now`: the pairing shown so far, or a fresh code.
+    pub fn current(
+        &mut self,
+        base: &Pairing,
+        devices: &Devices,
+        now: u64,
+    ) -> Result<Pairing, DevicesError> {
+        if let Some((shown_for, shown, renew_at)) = &self.shown {
+            let open = match shown.code() {
+                Some(code) => devices.is_code_open(code, now)?,
+                None => false,
+            };
+            if shown_for.is_same(base) && now < *renew_at && open {
+                return Ok(shown.clone());
+            }
+        }
+        let shown = base.with_fresh_code(devices, now)?;
+        let renew_at = now + crate::devices::CODE_LIFETIME_MS - RENEW_BEFORE_EXPIRY_MS;
+        self.shown = Some((base.clone(), shown.clone(), renew_at));
+        Ok(shown)
+    }
+
+    /// When the code on screen must be replaced even if nothing else changes.
+    pub fn renew_at(&self) -> Option<u64> {
+        self.shown.as_ref().map(|(_, _, at)| *at)
     }
 }
 
@@ -206,9 +310,57 @@ mod tests {
             "chroxy://tender-quiet-words-1.trycloudflare.com?token=tok_en-1"
         );
         assert!(!format!("{p:?} {payload:?}").contains("tok_en"));
+        assert_eq!(payload.code, None);
+
+        let code = PairingCode::new("0123456789abcdef0123456789abcdef");
+        let shown = p.clone().with_code(code.clone());
+        let payload = decode_link(&shown.link()).unwrap();
+        assert_eq!(payload.code.as_deref(), Some(code.expose()));
+        assert!(shown
+            .chroxy_link()
+            .ends_with(&format!("&code={}", code.expose())));
+        assert!(!format!("{shown:?} {payload:?}").contains(code.expose()));
 
         let local = Pairing::new("http://127.0.0.1:8765", ApiToken::new("t")).unwrap();
         assert_eq!(local.ws_url(), "ws://127.0.0.1:8765/ws");
+    }
+
+    #[test]
+    fn a_shown_code_stays_until_it_is_used_or_about_to_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let devices = Devices::new(&crate::store::Paths::under(dir.path()));
+        let base = Pairing::new("http://127.0.0.1:8765", ApiToken::new("t")).unwrap();
+        let mut shown = ShownPairing::default();
+        let t0 = 1_764_600_000_000;
+        let code = |p: &Pairing| p.code().unwrap().expose().to_owned();
+        let first = code(&shown.current(&base, &devices, t0).unwrap());
+        assert_eq!(
+            code(&shown.current(&base, &devices, t0 + 1000).unwrap()),
+            first,
+            "redraws keep it"
+        );
+        // Used by a phone: the next redraw shows a fresh one.
+        let used = crate::devices::PairingCode::new(first.clone());
+        let knock = crate::devices::Knock {
+            code: Some(&used),
+            ..Default::default()
+        };
+        devices.admit(&knock, t0 + 2000).unwrap();
+        let second = code(&shown.current(&base, &devices, t0 + 3000).unwrap());
+        assert_ne!(second, first);
+        // A minute before it expires, it is replaced.
+        let renew = shown.renew_at().unwrap();
+        assert_eq!(
+            code(&shown.current(&base, &devices, renew - 1).unwrap()),
+            second
+        );
+        let third = code(&shown.current(&base, &devices, renew).unwrap());
+        assert_ne!(third, second);
+        // A rotated token is a new pairing: a new code with it.
+        let rotated = Pairing::new("http://127.0.0.1:8765", ApiToken::new("u")).unwrap();
+        let fourth = shown.current(&rotated, &devices, renew + 1).unwrap();
+        assert_ne!(code(&fourth), third);
+        assert_eq!(decode_link(&fourth.link()).unwrap().token, "u");
     }
 
     #[test]

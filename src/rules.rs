@@ -13,13 +13,16 @@
 //!
 //! Session rules are saved with their session (`session/record.rs`), so they survive a
 //! worker restart and never reach another session. Project rules live in one file in the
-//! config directory (`store.rs`) and apply to every session in that directory.
+//! config directory (`store.rs`) and apply to every session in that directory. A person
+//! lists and removes them all with `chroxy rules` (`listing.rs`).
 
 mod command;
+mod listing;
 mod offer;
 mod path;
 mod store;
 
+pub use listing::{list_text, remove};
 pub use offer::Offer;
 pub use store::{RuleStore, RulesFile};
 
@@ -50,6 +53,17 @@ pub enum RulesError {
         /// The parser's message.
         message: String,
     },
+    /// A person named a project directory that is not there.
+    #[error("{} does not exist", path.display())]
+    NoProject {
+        /// The directory as given.
+        path: PathBuf,
+        /// Why it could not be resolved.
+        source: std::io::Error,
+    },
+    /// No rule is written like the one a person asked to remove.
+    #[error("no rule `{0}` found; `chroxy rules list` shows them")]
+    NotFound(String),
     /// The `directory` a phone chose for "Always" cannot be used.
     #[error("`directory` {why}; nothing was remembered and the prompt still waits")]
     Directory {

@@ -13,13 +13,10 @@
 //! name carries the home's path), so tests and second instances never touch the
 //! user's real tokens.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use subtle::ConstantTimeEq;
-
 use crate::store::{atomic_write, FileLock, Paths, StoreError};
+use crate::token::{ApiToken, NoRandomness};
 
 /// The keyring service name of the default home.
 const SERVICE: &str = "chroxy";
@@ -31,8 +28,8 @@ pub enum SecretsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The OS random source failed.
-    #[error("the system random generator failed: {0}")]
-    Random(String),
+    #[error(transparent)]
+    Random(#[from] NoRandomness),
     /// A secret file exists but is empty.
     #[error("the secret file {0} is empty; run `chroxy token rotate` to make a new token")]
     EmptyFile(PathBuf),
@@ -46,43 +43,6 @@ pub enum SecretsError {
         /// The keyring's message (never the secret).
         detail: String,
     },
-}
-
-/// A secret bearer token. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiToken(String);
-
-impl ApiToken {
-    /// Wraps a token received from elsewhere (e.g. `CHROXY_TOKEN`).
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// 32 random bytes, base64url without padding.
-    pub fn generate() -> Result<Self, SecretsError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| SecretsError::Random(e.to_string()))?;
-        Ok(Self(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
-        ))
-    }
-
-    /// Constant-time comparison, so response timing reveals nothing about the token.
-    pub fn matches(&self, candidate: &str) -> bool {
-        self.0.as_bytes().ct_eq(candidate.as_bytes()).into()
-    }
-
-    /// The secret itself, for the few places that must hand it on (child environment,
-    /// pairing link). Never log the result.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiToken(..)")
-    }
 }
 
 /// The secrets there are.
@@ -242,7 +202,7 @@ impl Secrets {
         };
         let entry = entry(service, kind)?;
         match off_runtime(|| entry.get_password()) {
-            Ok(value) if !value.trim().is_empty() => Ok(Some(ApiToken(value.trim().to_owned()))),
+            Ok(value) if !value.trim().is_empty() => Ok(Some(ApiToken::new(value.trim()))),
             Ok(_) | Err(keyring::Error::NoEntry) => match read_file(&self.file(kind))? {
                 // Kept in a file before a keyring was usable: move it in, so pairings
                 // made back then keep working; the file goes only once the keyring
@@ -311,7 +271,7 @@ fn probe(service: &str) -> Result<(), String> {
 fn read_file(path: &Path) -> Result<Option<ApiToken>, SecretsError> {
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim().is_empty() => Err(SecretsError::EmptyFile(path.to_path_buf())),
-        Ok(text) => Ok(Some(ApiToken(text.trim().to_owned()))),
+        Ok(text) => Ok(Some(ApiToken::new(text.trim()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::io("reading", path, e).into()),
     }
@@ -360,14 +320,5 @@ mod tests {
         let s = Secrets::open_with(&Paths::under(dir.path()), Some(dir.path()), false);
         assert_eq!(s.backend_name(), "file");
         assert!(matches!(s.backend(), Backend::File(why) if why.contains("D-Bus")));
-    }
-
-    #[test]
-    fn comparison_and_debug() {
-        let t = ApiToken::new("s3cret-value");
-        assert!(t.matches("s3cret-value"));
-        assert!(!t.matches("s3cret-valu"));
-        assert!(!t.matches(""));
-        assert!(!format!("{t:?}").contains("s3cret"));
     }
 }

@@ -23,6 +23,8 @@ const REFUSED: &[&str] = &[
     "pair --format chroxy",
     "deploy /bin/true",
     r#"rules remove "Bash(touch x)""#,
+    "devices list",
+    "devices approve abc234",
 ];
 
 /// The probe script. `out` receives `env.txt` (its own environment), `proc.txt` (every

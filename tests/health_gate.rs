@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use chroxy::control::{to_line, token_line, SupervisorCommand, WorkerEvent};
 use chroxy::protocol::ShutdownReason;
-use chroxy::secrets::ApiToken;
 use chroxy::supervisor::health::{gate, GateFailure, Step};
+use chroxy::token::ApiToken;
 use common::*;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::browser::{Browser, Driver};
 use common::supervisor::{cli, Sup};
-use common::{eventually, Home, Model, WorkerOpts};
+use common::{eventually, holds, Home, Model, WorkerOpts};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -19,6 +19,16 @@ async fn pairing_link(home: &Home) -> String {
 
 /// Paired from the link (the person agreeing to the host it names), connected.
 async fn paired(b: &Browser, link: &str) {
+    agreed(b, link).await;
+    b.until(
+        "connected",
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+}
+
+/// Opens the link and agrees to the host it names.
+async fn agreed(b: &Browser, link: &str) {
     b.goto(link).await;
     let host = link
         .split_once("://")
@@ -34,11 +44,6 @@ async fn paired(b: &Browser, link: &str) {
     )
     .await;
     b.click("#pair-offer-yes").await;
-    b.until(
-        "connected",
-        "return document.body.dataset.connection === 'connected'",
-    )
-    .await;
 }
 
 /// A pairing link with any payload, as an attacker could make one.
@@ -71,8 +76,16 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     // Pair from the link: connected, and the token is gone from the address bar.
     paired(&a, &link).await;
     assert_eq!(a.js("return location.hash").await, "");
-    let stored = a.js("return localStorage.getItem('chroxy.pairings')").await;
-    assert!(stored.as_str().unwrap().contains("/ws"), "{stored}");
+    let stored = a
+        .js("return JSON.parse(localStorage.getItem('chroxy.pairings'))")
+        .await;
+    assert!(
+        stored[0]["url"].as_str().unwrap().ends_with("/ws"),
+        "{stored}"
+    );
+    // The QR's code paired it: it keeps the key it was given, and the code is spent.
+    assert!(stored[0]["deviceKey"].is_string(), "{stored}");
+    assert!(stored[0].get("code").is_none(), "{stored}");
     a.shot("1-paired").await;
     // Installable: the manifest and every icon it names are served.
     let (code, manifest) =
@@ -100,9 +113,10 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.until("turn over", IDLE).await;
     a.shot("2-streamed").await;
 
-    // A second phone; a permission prompt shows on both, answered on one, gone on both.
+    // A second phone (a fresh QR: each code pairs one phone); a permission prompt shows
+    // on both, answered on one, gone on both.
     let b = driver.browser("phone-second").await;
-    paired(&b, &link).await;
+    paired(&b, &pairing_link(&home).await).await;
     a.say("PLEASE_BASH").await;
     let prompt = "return !!document.querySelector('#prompts button[data-decision=allow]')";
     a.until("the prompt on phone A", prompt).await;
@@ -115,7 +129,10 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.shot("3-permission").await;
     a.click("#prompts button[data-decision=allow]").await;
     let made = home.project().join("chroxy-demo.txt");
-    eventually("the approved command ran", || made.exists()).await;
+    eventually("the approved command ran", async || {
+        holds(made.exists(), format!("no {}", made.display()))
+    })
+    .await;
     a.until("prompt gone on A", NO_PROMPTS).await;
     b.until("prompt gone on B", NO_PROMPTS).await;
     b.shot("4-answered-elsewhere").await;
@@ -518,12 +535,19 @@ async fn crafted_pairing_links_change_nothing_without_the_owner_and_the_page_run
     a.goto(&page).await;
     a.until("connected again after a reload", fell_back).await;
 
-    // Another machine (another origin for the page) pairs and connects under the policy.
+    // Another machine (another origin for the page) pairs and connects under the policy,
+    // with a one-time code as a QR shown at the desk carries.
     let other = format!("localhost:{}", sup.public);
+    let code = home
+        .devices()
+        .mint_code(chroxy::protocol::now_ms())
+        .unwrap();
+    let mut at_desk = payload(&format!("ws://{other}/ws"), common::TOKEN);
+    at_desk["code"] = code.expose().into();
     a.choose("machine", "__pair").await;
     a.js(&format!(
         "document.getElementById('pair-link').value = {}; document.getElementById('pair-form').requestSubmit(); return true",
-        Value::String(crafted(&format!("http://{other}"), &payload(&format!("ws://{other}/ws"), common::TOKEN)))
+        Value::String(crafted(&format!("http://{other}"), &at_desk))
     ))
     .await;
     a.until(
@@ -563,4 +587,66 @@ async fn crafted_pairing_links_change_nothing_without_the_owner_and_the_page_run
     )
     .await;
     assert_eq!(a.js("return window.inlineRan").await, false);
+}
+
+/// A phone that has only the token (a link without the QR's code, as an old or leaked
+/// one) waits, shows the id the owner sees, and gets in once approved; a refused one is
+/// told so, and pairs again by scanning a fresh QR code.
+#[tokio::test]
+async fn a_phone_with_only_the_token_waits_for_the_owner_and_a_refused_one_pairs_again() {
+    let home = Home::new();
+    let sup = Sup::start(&home, WorkerOpts::missing_cli()).await;
+    sup.healthy().await;
+    let page = format!("http://127.0.0.1:{}", sup.public);
+    let token_only = crafted(
+        &page,
+        &serde_json::json!({"v": 1, "url": format!("ws://127.0.0.1:{}/ws", sup.public), "token": common::TOKEN}),
+    );
+    let driver = Driver::start().await;
+    let waiting = "return document.body.dataset.connection === 'device_pending' && /Waiting for approval on your computer — device [a-z0-9]{6}/.test(document.getElementById('banner-text').textContent)";
+    let banner_id = "return document.getElementById('banner-text').textContent.split('device ')[1]";
+
+    let a = driver.browser("phone-waits").await;
+    agreed(&a, &token_only).await;
+    a.until("waiting for approval, with its id", waiting).await;
+    a.shot("1-waiting").await;
+    let id = a.js(banner_id).await.as_str().unwrap().to_owned();
+    let (ok, out, err) = cli(&home, &["devices", "approve", &id]).await;
+    assert!(ok.success(), "{out}{err}");
+    a.until(
+        "in, by itself, once approved",
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+
+    let b = driver.browser("phone-refused").await;
+    agreed(&b, &token_only).await;
+    b.until("waiting for approval", waiting).await;
+    let id = b.js(banner_id).await.as_str().unwrap().to_owned();
+    let (code, body) = sup
+        .post(
+            "devices/refuse",
+            None,
+            &serde_json::json!({"id": id}).to_string(),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    b.until(
+        "told it was refused",
+        "return document.body.dataset.connection === 'device_refused' && /refused this phone/.test(document.getElementById('banner-text').textContent)",
+    )
+    .await;
+    b.shot("2-refused").await;
+    // The owner shows a fresh QR; the same phone scans it: paired, no question asked
+    // (same machine, same token).
+    b.goto(&pairing_link(&home).await).await;
+    b.until(
+        "paired again from the QR",
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+    for phone in [&a, &b] {
+        let errors = phone.console_errors().await;
+        assert!(errors.is_empty(), "console errors: {errors:?}");
+    }
 }

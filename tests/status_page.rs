@@ -7,10 +7,12 @@
 
 use std::time::Duration;
 
-use chroxy::secrets::ApiToken;
+use chroxy::devices::{Admission, DeviceState, Devices, Knock};
 use chroxy::status_page::{serve, StatusPage};
+use chroxy::store::Paths;
 use chroxy::supervisor::handle::{ActionError, Handle, Request};
-use chroxy::supervisor::status::{Action, StateName, Status};
+use chroxy::supervisor::status::{Action, DeployOrigin, StateName, Status};
+use chroxy::token::ApiToken;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -28,6 +30,8 @@ struct Page {
     actions: mpsc::UnboundedReceiver<Action>,
     stop: CancellationToken,
     served: Option<JoinHandle<std::io::Result<()>>>,
+    /// The home of the device registry its buttons decide in.
+    home: tempfile::TempDir,
 }
 
 impl Drop for Page {
@@ -50,10 +54,12 @@ async fn page(answer: Result<String, ActionError>) -> Page {
         }
     });
     let stop = CancellationToken::new();
+    let home = tempfile::tempdir().unwrap();
     let page = StatusPage {
         handle: Handle::new(status_rx, tx),
         admin: ApiToken::new(ADMIN),
         port,
+        devices: Devices::new(&Paths::under(home.path())),
     };
     let served = tokio::spawn(serve(listener, page, stop.clone()));
     Page {
@@ -62,6 +68,7 @@ async fn page(answer: Result<String, ActionError>) -> Page {
         actions,
         stop,
         served: Some(served),
+        home,
     }
 }
 
@@ -239,6 +246,12 @@ async fn actions_need_the_admin_token() {
         .unwrap()
         .contains("chroxy token show --admin"));
     p.no_action();
+    // Approving a deploy that waits for a person is an action like any other.
+    for path in ["/api/deploy/approve", "/api/deploy/refuse"] {
+        let a = p.post(path, &[], "").await;
+        assert_eq!(a.code, 401, "{path}");
+        p.no_action();
+    }
 
     for wrong in ["not-it", "admin-token-for-test", "admin-token-for-tests2"] {
         let a = p
@@ -311,11 +324,45 @@ async fn each_action_reaches_the_supervisor_as_asked() {
         ),
         ("/api/restart", "", Action::Restart),
         ("/api/reconnect", "", Action::Reconnect),
+        // A deploy that does not say where it comes from is remote: it waits for a person.
         (
             "/api/deploy",
             r#"{"release":"4-00ff00ff"}"#,
             Action::Deploy {
                 release: "4-00ff00ff".into(),
+                origin: DeployOrigin::Remote,
+            },
+        ),
+        (
+            "/api/deploy",
+            r#"{"release":"4-00ff00ff","origin":"desk"}"#,
+            Action::Deploy {
+                release: "4-00ff00ff".into(),
+                origin: DeployOrigin::Desk,
+            },
+        ),
+        (
+            "/api/deploy/approve",
+            "",
+            Action::ApproveDeploy { release: None },
+        ),
+        (
+            "/api/deploy/approve",
+            r#"{"release":"4-00ff00ff"}"#,
+            Action::ApproveDeploy {
+                release: Some("4-00ff00ff".into()),
+            },
+        ),
+        (
+            "/api/deploy/refuse",
+            "{}",
+            Action::RefuseDeploy { release: None },
+        ),
+        (
+            "/api/deploy/refuse",
+            r#"{"release":"4-00ff00ff"}"#,
+            Action::RefuseDeploy {
+                release: Some("4-00ff00ff".into()),
             },
         ),
         ("/api/reload-token", "", Action::ReloadToken),
@@ -333,6 +380,12 @@ async fn each_action_reaches_the_supervisor_as_asked() {
     for (path, body) in [
         ("/api/deploy", ""),
         ("/api/deploy", "{}"),
+        (
+            "/api/deploy",
+            r#"{"release":"4-00ff00ff","origin":"nearby"}"#,
+        ),
+        ("/api/deploy/approve", r#"{"release":4}"#),
+        ("/api/deploy/refuse", r#"{"id":"4-00ff00ff"}"#),
         ("/api/rollback", "{not json"),
         ("/api/rollback", r#"{"too":"x"}"#),
         ("/api/rollback", r#"{"to":3}"#),
@@ -378,7 +431,8 @@ async fn refusals_of_the_supervisor_keep_their_meaning() {
         assert_eq!(
             p.next_action().await,
             Action::Deploy {
-                release: "9-x".into()
+                release: "9-x".into(),
+                origin: DeployOrigin::Remote,
             }
         );
     }
@@ -393,10 +447,12 @@ async fn a_supervisor_that_is_gone_answers_503() {
     let (tx, rx) = mpsc::channel::<Request>(1);
     drop(rx);
     let stop = CancellationToken::new();
+    let home = tempfile::tempdir().unwrap();
     let page = StatusPage {
         handle: Handle::new(status_rx, tx),
         admin: ApiToken::new(ADMIN),
         port,
+        devices: Devices::new(&Paths::under(home.path())),
     };
     tokio::spawn(serve(listener, page, stop.clone()));
     let raw = format!(
@@ -530,4 +586,64 @@ async fn serve_returns_once_stopped() {
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", p.port))
         .await
         .is_err());
+}
+
+/// The device buttons decide in the registry itself, only with the admin token, and
+/// say by their code why a decision could not be made.
+#[tokio::test]
+async fn device_buttons_need_the_admin_token_and_decide_in_the_registry() {
+    let p = page(Ok("done".into())).await;
+    let devices = Devices::new(&Paths::under(p.home.path()));
+    let now = chroxy::protocol::now_ms();
+    let Admission::Pending { id, .. } = devices.admit(&Knock::default(), now).unwrap() else {
+        panic!("a device without key waits");
+    };
+    let body = serde_json::json!({ "id": id }).to_string();
+    let state = || devices.list(chroxy::protocol::now_ms()).unwrap()[0].state;
+
+    let a = p.post("/api/devices/approve", &[], &body).await;
+    assert_eq!(a.code, 401, "{}", a.body);
+    let a = p
+        .post(
+            "/api/devices/approve",
+            &[("X-Chroxy-Admin", "wrong")],
+            &body,
+        )
+        .await;
+    assert_eq!(a.code, 401, "{}", a.body);
+    assert_eq!(
+        state(),
+        DeviceState::Pending,
+        "nothing decided without the token"
+    );
+
+    let admin = [("X-Chroxy-Admin", ADMIN)];
+    let a = p.post("/api/devices/approve", &admin, &body).await;
+    assert_eq!(
+        (a.code, a.json()["ok"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        a.body
+    );
+    assert!(a.json()["message"].as_str().unwrap().contains(&id));
+    assert_eq!(state(), DeviceState::Approved);
+
+    let a = p.post("/api/devices/refuse", &admin, &body).await;
+    assert_eq!(
+        a.code, 409,
+        "an approved device is revoked, not refused: {}",
+        a.body
+    );
+    let a = p.post("/api/devices/revoke", &admin, &body).await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(state(), DeviceState::Refused);
+
+    let a = p
+        .post("/api/devices/approve", &admin, r#"{"id":"nosuch"}"#)
+        .await;
+    assert_eq!(a.code, 404, "{}", a.body);
+    for bad in ["", r#"{"id":5}"#, r#"{"id":"x","extra":1}"#] {
+        let a = p.post("/api/devices/approve", &admin, bad).await;
+        assert_eq!(a.code, 400, "{bad}: {}", a.body);
+    }
 }

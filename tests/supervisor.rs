@@ -6,10 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::supervisor::{
-    alive, bad_worker_bin, chroxy_bin, cli, cpu_ticks, events, fake_cloudflared_bin, files_under,
-    http, Sup,
+    alive, bad_worker_bin, chroxy_bin, cli, cli_at_terminal, cpu_ticks, events,
+    fake_cloudflared_bin, files_under, http, Sup,
 };
-use common::{children_of, eventually, streamed_text, Client, Home, Model, WorkerOpts, TOKEN};
+use common::{
+    children_of, eventually, holds, streamed_text, Client, Home, Model, WorkerOpts, TOKEN,
+};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -36,9 +38,9 @@ fn worker_pid(status: &Value) -> u64 {
     status["worker"]["pid"].as_u64().unwrap()
 }
 
-/// Deploys `bad-worker` through the CLI; returns its release id.
+/// Deploys `bad-worker` through the CLI at a terminal; returns its release id.
 async fn deploy_bad(home: &Home) -> String {
-    let (ok, out, err) = cli(home, &["deploy", bad_worker_bin()]).await;
+    let (ok, out, err) = cli_at_terminal(home, &["deploy", bad_worker_bin()]).await;
     assert!(ok.success(), "deploy failed: {out}{err}");
     out.split_whitespace()
         .nth(2)
@@ -169,6 +171,12 @@ async fn a_release_that_fails_valid_requests_is_rolled_back_within_its_canary_wi
     assert_eq!(canary["release"], id.as_str(), "{serving}");
     assert_eq!(canary["errorLimit"], 10);
     assert_eq!(canary["errors"], 0, "the health probes count no errors");
+    assert!(
+        canary["summary"].as_str().is_some_and(|s| s
+            .starts_with(&format!("release {id} on trial: known-good in "))
+            && s.ends_with("(0 of 10 errors)")),
+        "one sentence for every view: {canary}"
+    );
     let left = canary["endsAt"].as_u64().unwrap() as i64 - chroxy::protocol::now_ms() as i64;
     assert!(left > 0 && left <= 60_000, "ends in {left} ms");
     let (_, text, _) = cli(&home, &["status"]).await;
@@ -225,7 +233,7 @@ async fn a_release_that_survives_its_canary_window_becomes_known_good_and_rollba
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
     sup.healthy().await;
     let mut phone = sup.client().await;
-    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    let (ok, out, err) = cli_at_terminal(&home, &["deploy", chroxy_bin()]).await;
     assert!(ok.success(), "{out}{err}");
     let id = out.split_whitespace().nth(2).unwrap().to_owned();
     // The old worker drains: the connected phone is told to come back.
@@ -282,7 +290,7 @@ async fn a_turn_that_ends_on_the_old_worker_during_a_deploy_is_in_the_new_worker
     let slow = "SLOW 150 one two three four five six seven eight nine ten";
     phone.send(json!({"type": "input", "data": slow})).await;
     phone.until(|v| v["type"] == "agent_busy").await;
-    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    let (ok, out, err) = cli_at_terminal(&home, &["deploy", chroxy_bin()]).await;
     assert!(ok.success(), "{out}{err}");
     let id = out.split_whitespace().nth(2).unwrap().to_owned();
     phone.until_type("server_shutdown").await;
@@ -294,20 +302,16 @@ async fn a_turn_that_ends_on_the_old_worker_during_a_deploy_is_in_the_new_worker
     })
     .await;
     let expected = "one two three four five six seven eight nine ten";
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    loop {
+    let history = eventually("the turn finished on the old worker replayed", async || {
         let history = replayed(&sup).await;
         if history.iter().any(|m| m == expected) {
-            assert!(history.iter().any(|m| m == slow), "{history:?}");
-            break;
+            Ok(history)
+        } else {
+            Err(format!("{history:?}\nlog:\n{}", sup.log_text()))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the turn finished on the old worker is missing: {history:?}\nlog:\n{}",
-            sup.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert!(history.iter().any(|m| m == slow), "{history:?}");
     // And it stays: the next turn on the new worker saves on top of it.
     let mut phone = sup.client().await;
     phone.turn("REPLY after the deploy").await;
@@ -318,12 +322,172 @@ async fn a_turn_that_ends_on_the_old_worker_during_a_deploy_is_in_the_new_worker
     );
 }
 
+/// The kinds of the status's events, oldest first.
+fn kinds(status: &Value) -> Vec<String> {
+    events(status).into_iter().map(|(k, _)| k).collect()
+}
+
+#[tokio::test]
+async fn a_deploy_from_a_script_changes_nothing_until_a_person_approves_it_at_a_terminal() {
+    let home = Home::new();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let before = sup.healthy().await;
+    let mut phone = sup.client().await;
+    // Not at a terminal: a script, a pipe, a job.
+    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    assert!(ok.success(), "{out}{err}");
+    assert!(out.contains("awaits approval"), "{out}");
+    let id = out.split_whitespace().nth(2).unwrap().to_owned();
+    let held = sup
+        .wait_for("the deploy to wait for approval", |s| {
+            s["pendingDeploy"]["release"] == id.as_str()
+        })
+        .await;
+    let pending = &held["pendingDeploy"];
+    assert_eq!(pending["origin"], "remote");
+    assert_eq!(pending["version"], env!("CARGO_PKG_VERSION"), "{pending}");
+    let (asked, expires) = (
+        pending["requestedAt"].as_u64().unwrap(),
+        pending["expiresAt"].as_u64().unwrap(),
+    );
+    assert!(
+        expires.abs_diff(asked + 600_000) <= 2,
+        "ten minutes: {pending}"
+    );
+    // What serves is untouched, and so is the phone connected to it.
+    assert_eq!(held["worker"]["pid"], before["worker"]["pid"]);
+    assert_eq!(held["releases"]["current"], "0");
+    assert!(held["canary"].is_null());
+    phone.send(json!({"type": "list_sessions"})).await;
+    phone.until_type("session_list").await;
+    assert!(
+        !phone.seen.iter().any(|v| v["type"] == "server_shutdown"),
+        "the phone was told nothing"
+    );
+    // A second one while it waits is refused, and says which one waits.
+    let (ok, out, err) = cli(&home, &["deploy", bad_worker_bin()]).await;
+    assert!(!ok.success(), "{out}{err}");
+    assert!(
+        err.contains(&format!("release {id} already awaits approval")),
+        "{err}"
+    );
+    // A script cannot answer it with the CLI either.
+    let (ok, out, err) = cli(&home, &["deploy", "--approve"]).await;
+    assert!(!ok.success(), "{out}{err}");
+    assert!(err.contains("at a terminal"), "{err}");
+    let still = sup.status().await;
+    assert_eq!(still["pendingDeploy"]["release"], id.as_str());
+    assert_eq!(still["worker"]["pid"], before["worker"]["pid"]);
+
+    // A person at a terminal approves it: exactly the canary deploy of the desk.
+    let (ok, out, err) = cli_at_terminal(&home, &["deploy", "--approve"]).await;
+    assert!(ok.success(), "{out}{err}");
+    assert!(
+        out.contains(&format!("release {id}")) && out.contains("approved"),
+        "{out}"
+    );
+    let notice = phone.until_type("server_shutdown").await;
+    assert_eq!(notice["reason"], "restart");
+    let serving = sup
+        .wait_for("the approved release to serve as a canary", |s| {
+            s["canary"]["release"] == id.as_str()
+        })
+        .await;
+    assert!(serving["pendingDeploy"].is_null(), "{serving}");
+    assert_eq!(serving["releases"]["current"], id.as_str());
+    assert_eq!(serving["releases"]["knownGood"], "0");
+    let kinds = kinds(&serving);
+    let at = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| x == k)
+            .unwrap_or_else(|| panic!("no {k}: {kinds:?}"))
+    };
+    assert!(at("deploy_pending") < at("deploy_approved") && at("deploy_approved") < at("deployed"));
+    assert!(
+        kinds.iter().any(|k| k == "deploy_refused"),
+        "the second one is shown too"
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_refused_on_the_status_page_is_never_promoted() {
+    let home = Home::new();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let before = sup.healthy().await;
+    let mut phone = sup.client().await;
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    let m = releases.add(std::path::Path::new(chroxy_bin())).unwrap();
+    // `curl` with the admin token: remote, whatever it is.
+    let deploy = json!({ "release": m.id }).to_string();
+    let (code, answer) = sup.post("deploy", None, &deploy).await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer["message"]
+        .as_str()
+        .unwrap()
+        .contains("awaits approval"));
+    sup.wait_for("the deploy to wait", |s| {
+        s["pendingDeploy"]["release"] == m.id.as_str()
+    })
+    .await;
+    // An answer about another release than the one waiting is refused.
+    let (code, answer) = sup
+        .post(
+            "deploy/refuse",
+            None,
+            &json!({"release": "9-other"}).to_string(),
+        )
+        .await;
+    assert_eq!(code, 409, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains(&m.id),
+        "{answer}"
+    );
+    // Without the admin token nothing is answered.
+    let (code, _) = sup.post("deploy/approve", Some("not-the-token"), "").await;
+    assert_eq!(code, 401);
+    let (code, answer) = sup
+        .post("deploy/refuse", None, &json!({"release": m.id}).to_string())
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let after = sup
+        .wait_for("the refusal", |s| s["pendingDeploy"].is_null())
+        .await;
+    assert!(
+        kinds(&after).iter().any(|k| k == "deploy_refused"),
+        "{after}"
+    );
+    assert_eq!(after["worker"]["pid"], before["worker"]["pid"]);
+    assert_eq!(after["releases"]["current"], "0");
+    assert_eq!(after["releases"]["knownGood"], "0");
+    assert!(
+        after["releases"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == m.id.as_str()),
+        "it stays in the store"
+    );
+    // Nothing is left to approve, and the phone never noticed.
+    let (code, answer) = sup.post("deploy/approve", None, "").await;
+    assert_eq!(code, 409);
+    assert!(answer["error"]
+        .as_str()
+        .unwrap()
+        .contains("no deploy awaits approval"));
+    phone.send(json!({"type": "list_sessions"})).await;
+    phone.until_type("session_list").await;
+    assert!(!phone.seen.iter().any(|v| v["type"] == "server_shutdown"));
+    assert_eq!(sup.status().await["worker"]["pid"], before["worker"]["pid"]);
+}
+
 #[tokio::test]
 async fn a_tampered_release_is_refused() {
     let home = Home::new();
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
     sup.healthy().await;
-    // Added while the supervisor runs: it is deployed at once, so add it "offline"
+    // Added while the supervisor runs: it is deployed (or held) at once, so add it "offline"
     // through the library, then damage it.
     let paths = chroxy::store::Paths::under(home.chroxy());
     let releases = chroxy::supervisor::release::Releases::open(&paths);
@@ -364,7 +528,7 @@ async fn a_crash_loop_rolls_back_then_fails_when_known_good_crashes_too_and_then
         .add(std::path::Path::new(bad_worker_bin()))
         .unwrap();
     releases.set_known_good(&good.id).unwrap();
-    let (ok, out, err) = cli(&home, &["deploy", bad_worker_bin()]).await;
+    let (ok, out, err) = cli_at_terminal(&home, &["deploy", bad_worker_bin()]).await;
     assert!(
         ok.success() && out.contains("next `chroxy start`"),
         "{out}{err}"
@@ -523,7 +687,10 @@ async fn when_the_supervisor_is_killed_its_worker_exits_by_itself_and_the_next_s
     let worker = worker_pid(&status) as u32;
     sup.signal(Signal::SIGKILL);
     sup.exited().await;
-    eventually("the orphaned worker exits", || !alive(worker)).await;
+    eventually("the orphaned worker exits", async || {
+        holds(!alive(worker), format!("worker {worker} still runs"))
+    })
+    .await;
     let next = Sup::start(&home, WorkerOpts::fake_cli()).await;
     let s = next.healthy().await;
     assert_ne!(worker_pid(&s) as u32, worker);
@@ -822,7 +989,7 @@ async fn a_client_sending_a_thousand_bad_frames_during_the_canary_window_vetoes_
     home.config("[supervisor]\ncanary_window_ms = 8000\ncanary_error_limit = 10\n");
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
     sup.healthy().await;
-    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    let (ok, out, err) = cli_at_terminal(&home, &["deploy", chroxy_bin()]).await;
     assert!(ok.success(), "{out}{err}");
     let id = out.split_whitespace().nth(2).unwrap().to_owned();
     sup.wait_for("the new release on trial", |s| {
@@ -904,8 +1071,12 @@ async fn a_killed_workers_agents_and_their_children_are_gone_before_a_new_cli_re
         .send(json!({"type": "input", "data": "ORPHANS"}))
         .await;
     phone.until(|v| v["type"] == "agent_busy").await;
-    eventually("the agent's children started", || {
-        log_lines(&log).iter().any(|l| l["children"].is_array())
+    eventually("the agent's children started", async || {
+        let lines = log_lines(&log);
+        holds(
+            lines.iter().any(|l| l["children"].is_array()),
+            format!("{lines:?}"),
+        )
     })
     .await;
     // Its Claude Code session is on disk, for the next worker to resume.
@@ -913,10 +1084,14 @@ async fn a_killed_workers_agents_and_their_children_are_gone_before_a_new_cli_re
         .iter()
         .find_map(|l| l["session"].as_str().map(str::to_owned))
         .unwrap();
-    eventually("the agent's session saved", || {
-        files_under(&home.sessions_dir())
-            .iter()
-            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&session)))
+    eventually("the agent's session saved", async || {
+        let files = files_under(&home.sessions_dir());
+        holds(
+            files
+                .iter()
+                .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&session))),
+            format!("session files {files:?}"),
+        )
     })
     .await;
     let old: Vec<u32> = log_lines(&log)
@@ -1003,7 +1178,7 @@ async fn a_config_made_invalid_while_running_is_named_waited_out_and_picked_up_o
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
     sup.healthy().await;
     // A release on trial, which crashes would roll back.
-    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    let (ok, out, err) = cli_at_terminal(&home, &["deploy", chroxy_bin()]).await;
     assert!(ok.success(), "{out}{err}");
     let id = out.split_whitespace().nth(2).unwrap().to_owned();
     sup.wait_for("the new release serving", |s| {
@@ -1056,7 +1231,7 @@ async fn a_promotion_prunes_all_but_the_newest_releases_current_known_good_and_z
         .collect();
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
     sup.healthy().await;
-    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    let (ok, out, err) = cli_at_terminal(&home, &["deploy", chroxy_bin()]).await;
     assert!(ok.success(), "{out}{err}");
     let id = out.split_whitespace().nth(2).unwrap().to_owned();
     let promoted = sup
@@ -1116,10 +1291,13 @@ async fn the_real_clis_bash_commands_die_with_their_killed_worker() {
         .send(json!({"type": "input", "data": "PLEASE_BASH sleep 987"}))
         .await;
     phone.until(|v| v["type"] == "tool_start").await;
-    let mut tool = Vec::new();
-    eventually("the Bash command running", || {
-        tool = processes_running(&["sleep", "987"], &home.user_home());
-        !tool.is_empty()
+    let tool = eventually("the Bash command running", async || {
+        let tool = processes_running(&["sleep", "987"], &home.user_home());
+        if tool.is_empty() {
+            Err("no `sleep 987` process")
+        } else {
+            Ok(tool)
+        }
     })
     .await;
     let pid = worker_pid(&s);

@@ -133,16 +133,34 @@ async fn a_quick_tunnel_comes_up_and_the_pairing_link_and_qr_point_at_it() {
         "wss://tender-quiet-words-1.trycloudflare.com/ws"
     );
     assert_eq!(payload.token, TOKEN);
-    assert_eq!(
-        pair(&home, "chroxy").await,
-        format!("chroxy://tender-quiet-words-1.trycloudflare.com?token={TOKEN}")
+    assert!(
+        payload.code.is_some(),
+        "a one-time pairing code rides along"
+    );
+    // The Chroxy app's link: the same host and token, and a one-time code of its own.
+    let chroxy = pair(&home, "chroxy").await;
+    let code = chroxy
+        .strip_prefix(&format!(
+            "chroxy://tender-quiet-words-1.trycloudflare.com?token={TOKEN}&code="
+        ))
+        .unwrap_or_else(|| panic!("{chroxy}"));
+    assert!(
+        code.len() == 32 && code.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{chroxy}"
+    );
+    assert_ne!(
+        Some(code),
+        payload.code.as_deref(),
+        "each link has its own code"
     );
     assert!(pair(&home, "svg").await.contains("<svg"));
 
     // The QR decodes to exactly that link.
-    let pairing =
-        chroxy::pairing::Pairing::new(&quick_url(1), chroxy::secrets::ApiToken::new(TOKEN))
-            .unwrap();
+    let pairing = chroxy::pairing::Pairing::new(&quick_url(1), chroxy::token::ApiToken::new(TOKEN))
+        .unwrap()
+        .with_code(chroxy::devices::PairingCode::new(
+            payload.code.clone().unwrap(),
+        ));
     assert_eq!(decode_qr(&pairing), link);
     // The status page shows the URL, never the token.
     let (_, page) = common::supervisor::http(sup.status, "GET", "/api/status", &[], "").await;
@@ -405,7 +423,10 @@ async fn only_our_own_cloudflared_is_believed_about_which_phone_it_carries() {
     let opts = opts.env("FAKE_CF_EDGE_PORT_FILE", port_file.to_str().unwrap());
     let (sup, _) = tunnel_up(&home, opts, "quick").await;
     sup.healthy().await;
-    common::eventually("the fake edge listens", || port_file.exists()).await;
+    common::eventually("the fake edge listens", async || {
+        common::holds(port_file.exists(), "no port file yet")
+    })
+    .await;
     let edge: u16 = std::fs::read_to_string(&port_file)
         .unwrap()
         .parse()
@@ -467,8 +488,12 @@ async fn chroxy_start_into_a_file_or_pipe_prints_no_token_and_says_how_to_pair()
         .await;
     // Up, and a pairing exists: it is either printed now (before the fix) or explained.
     let printed = || std::fs::read_to_string(&stdout).unwrap_or_default();
-    common::eventually("the pairing printed or explained", || {
-        printed().contains("Scan the code") || printed().contains("chroxy pair")
+    common::eventually("the pairing printed or explained", async || {
+        let out = printed();
+        common::holds(
+            out.contains("Scan the code") || out.contains("chroxy pair"),
+            format!("stdout: {out:?}"),
+        )
     })
     .await;
     let (ok, token, err) =

@@ -296,10 +296,14 @@ async fn transcript_contains(home: &Home, needle: &str) {
     let projects = home.user_home().join(".claude/projects");
     eventually(
         &format!("the CLI writes a transcript containing {needle:?}"),
-        || {
-            walk(&projects)
-                .iter()
-                .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(needle)))
+        async || {
+            let files = walk(&projects);
+            holds(
+                files
+                    .iter()
+                    .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(needle))),
+                format!("transcripts {files:?}"),
+            )
         },
     )
     .await;
@@ -461,8 +465,9 @@ async fn session_management_and_limits() {
         })
         .await;
     let file = home.sessions_dir().join(format!("{s5}.json"));
-    eventually("the renamed session is saved", || {
-        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("\"renamed\""))
+    eventually("the renamed session is saved", async || {
+        let saved = std::fs::read_to_string(&file).unwrap_or_default();
+        holds(saved.contains("\"renamed\""), saved)
     })
     .await;
 

@@ -90,7 +90,7 @@ async fn repeated_wrong_tokens_back_off_per_address_and_never_block_the_right_to
 
     // Through the supervisor's public port, another client's address is not slowed by
     // these failures: the supervisor vouches for it in a signed header.
-    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::token::ApiToken::new(TOKEN));
     let signed = voucher.header_value("203.0.113.50".parse().unwrap());
     let mut other = connect_with(w.port, &[(chroxy::forwarded::CLIENT_HEADER, &signed)]).await;
     let started = Instant::now();
@@ -327,7 +327,7 @@ async fn health_and_static_files() {
         serde_json::from_str::<serde_json::Value>(body.split("\r\n\r\n").nth(1).unwrap()).unwrap()
     };
     // The supervisor's probe (its proof header) is told the build.
-    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::token::ApiToken::new(TOKEN));
     let v = health(format!(
         "{}: {}",
         chroxy::forwarded::PROBE_HEADER,
@@ -387,12 +387,14 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     let mut phone = w.client().await;
     // The supervisor's probe, as the health gate connects (with its proof): it stays
     // connected.
-    let voucher = chroxy::forwarded::Voucher::new(&chroxy::secrets::ApiToken::new(TOKEN));
+    let voucher = chroxy::forwarded::Voucher::new(&chroxy::token::ApiToken::new(TOKEN));
     let proof = voucher.probe_value();
     let mut probe = connect_with(w.port, &[(chroxy::forwarded::PROBE_HEADER, &proof)]).await;
     probe
-        .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
-            "deviceName": "probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
+        .send(
+            json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
+            "deviceName": "probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}),
+        )
         .await;
     assert_eq!(probe.recv().await["type"], "auth_ok");
     probe.send(json!({"type": "list_sessions"})).await;
@@ -416,7 +418,7 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     // other: listed, announced; through the public port as well.
     let mut claims = w.connect().await;
     claims
-        .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
+        .send(json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
             "deviceName": "claims to be a probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
         .await;
     assert_eq!(claims.recv().await["type"], "auth_ok");
@@ -428,8 +430,10 @@ async fn a_health_probe_is_answered_but_no_phone_sees_or_counts_it() {
     let signed = voucher.header_value("203.0.113.66".parse().unwrap());
     let mut hidden = connect_with(w.port, &[(chroxy::forwarded::CLIENT_HEADER, &signed)]).await;
     hidden
-        .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {
-            "deviceName": "not a probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}))
+        .send(
+            json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "deviceInfo": {
+            "deviceName": "not a probe", "deviceType": chroxy::control::PROBE_DEVICE_TYPE}}),
+        )
         .await;
     assert_eq!(hidden.recv().await["type"], "auth_ok");
     let joined = phone.until_type("client_joined").await;

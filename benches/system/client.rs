@@ -15,6 +15,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The API token every bench system is started with.
 pub const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
+/// The key of the phone every bench home has approved (new devices need approval).
+pub const DEVICE_KEY: &str = "bench-device-key-0123456789abcdef0123456789";
 /// Deadline of one step (a connect, an answer, a short turn).
 pub const STEP: Duration = Duration::from_secs(60);
 /// Pause between two attempts while the public port answers 503 (no worker serves).
@@ -49,7 +51,7 @@ pub async fn open(port: u16) -> Result<Ws, String> {
 
 /// The `auth` message of a phone called `name`.
 pub fn auth_msg(name: &str) -> Value {
-    json!({"type": "auth", "token": TOKEN, "protocolVersion": 1,
+    json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY, "protocolVersion": 1,
            "deviceInfo": {"deviceName": name, "deviceType": "phone", "platform": "bench"}})
 }
 

@@ -59,6 +59,15 @@ impl System {
         }
         std::fs::write(dir.path().join("chroxy/config/config.toml"), config)
             .expect("writing config.toml");
+        let devices =
+            chroxy::devices::Devices::new(&chroxy::store::Paths::under(dir.path().join("chroxy")));
+        devices
+            .add_approved(
+                &chroxy::devices::DeviceKey::new(crate::client::DEVICE_KEY),
+                chroxy::devices::About::default(),
+                chroxy::protocol::now_ms(),
+            )
+            .expect("approving the bench's phone");
         let log = dir.path().join("chroxy.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chroxy"));
         cmd.args([

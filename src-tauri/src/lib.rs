@@ -1,45 +1,36 @@
-//! Chroxy's tray app: a thin shell over the library (`chroxy::desktop` is the app, its
-//! view and its menu's plan; this crate only wires them to Tauri). It runs the same supervisor as
-//! `chroxy start`, in-process, and wires it to a window (QR code, status, releases,
-//! buttons) and a tray icon with a menu. Window commands and tray items map one-to-one
-//! onto supervisor actions; supervisor changes reach the window as events.
-//!
-//! [`run_app`] builds what is the same on every Tauri runtime (the supervisor as managed
-//! state, the window's commands, the window, the events), so a test builds it on the mock
-//! runtime; [`run`] adds what needs a desktop session: the single-instance, autostart,
-//! clipboard and opener plugins, the tray icon and the signal handlers.
+//! Chroxy's tray app: Tauri wired to `chroxy::desktop`, the app itself (the supervisor
+//! `chroxy start` runs, in-process; what the window and the tray show; what each of their
+//! clicks asks). [`run_app`] builds what every Tauri runtime shares (the app as managed
+//! state, the window and its commands, the events), so a test builds it on the mock
+//! runtime; [`run`] adds the desktop session's plugins, the tray icon and the signals.
 
 #![forbid(unsafe_code)]
 
 mod commands;
-mod error;
 mod tray;
-mod window;
 
 use anyhow::Context;
 use chroxy::desktop::{Args, Boot, Desktop};
 use chroxy::store::Paths;
 use clap::Parser;
-use tauri::{App, AppHandle, Manager, RunEvent, Runtime};
+use tauri::{App, AppHandle, Emitter, Manager, RunEvent, Runtime, WebviewWindowBuilder};
 
-/// Chroxy in the tray: scan the QR code with your phone, watch and steer Claude Code.
-#[derive(Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    #[command(flatten)]
-    args: Args,
-}
+/// The window's label in `tauri.conf.json`, where its events go.
+const MAIN: &str = "main";
 
 /// The app as a user starts it: from the command line, on the desktop, until Quit.
 pub fn run() -> anyhow::Result<()> {
     chroxy::process::keep_memory_private();
-    let args = Cli::parse().args;
+    let args = Args::parse();
     let paths = Paths::resolve(args.home.clone())?;
     let _log_guard = chroxy::desktop::init_logging(&paths);
     let boot = Boot::new(args, paths);
     let session = tauri::Builder::default()
         // First: a second launch hands over to this one and exits 0 before doing anything.
-        .plugin(tauri_plugin_single_instance::init(second_launch))
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            tracing::info!("a second launch asked for the window");
+            show_window(app, false);
+        }))
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
             Some(vec!["--minimized"]),
@@ -51,61 +42,77 @@ pub fn run() -> anyhow::Result<()> {
         tauri::async_runtime::spawn(app.state::<Desktop>().quit_on_signals());
         Ok(())
     })?
-    .run(on_run_event);
+    .run(|app, event| {
+        // Exit only once the supervisor has drained and stopped; it calls exit again then.
+        if let RunEvent::ExitRequested { api, .. } = event {
+            if !app.state::<Desktop>().exit_requested() {
+                api.prevent_exit();
+            }
+        }
+    });
     Ok(())
 }
 
-/// Builds the app on `builder` (and the plugins it carries). Its setup, once the event
-/// loop runs, starts the supervisor (after the plugins, so a second launch has handed
-/// over before anything starts), makes the window, calls `ready`, then follows the
-/// supervisor's changes.
+/// Builds the app on `builder` (and its plugins). Its setup starts the supervisor (after the
+/// plugins: a second launch has handed over), then the window (its commands' state is in
+/// place), calls `ready`, then follows the app's changes.
 pub fn run_app<R: Runtime>(
     builder: tauri::Builder<R>,
     boot: Boot,
     ready: impl FnOnce(&AppHandle<R>) -> tauri::Result<()> + Send + 'static,
 ) -> anyhow::Result<App<R>> {
     builder
-        .invoke_handler(commands::handler())
+        .invoke_handler(commands::handler)
         .setup(move |app| {
             let exit = app.handle().clone();
             let start = Desktop::start(boot.paths, boot.tunnel, boot.launch, move || exit.exit(0));
             let desktop = tauri::async_runtime::block_on(start);
-            let mut changes = desktop.changes();
+            let changes = desktop.changes();
             app.manage(desktop);
-            window::open(app.handle(), !boot.minimized)?;
+            let windows = &app.config().app.windows;
+            let window = windows
+                .first()
+                .context("tauri.conf.json defines no window")?;
+            let window = WebviewWindowBuilder::from_config(app.handle(), window)?;
+            window.visible(!boot.minimized).build()?;
             ready(app.handle())?;
-            // The supervisor's changes become window events and tray updates; those
-            // since `changes()` was taken are not missed: they wake the loop.
             let app = app.handle().clone();
-            tauri::async_runtime::spawn(async move {
-                while changes.next().await {
-                    window::publish(&app);
+            // The view, whole, to the window and the tray at every change.
+            tauri::async_runtime::spawn(changes.each(move || {
+                let view = app.state::<Desktop>().view();
+                tray::show(&app, &view, false);
+                if let Err(err) = app.emit_to(MAIN, "view", &view) {
+                    tracing::warn!(%err, "cannot update the window");
                 }
-            });
+            }));
             Ok(())
         })
-        .on_window_event(window::hide_on_close)
+        // Closing the window hides it: the supervisor keeps serving the phones.
+        .on_window_event(|window, event| {
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                api.prevent_close();
+                let _ = window.hide();
+            }
+        })
         .build(tauri::generate_context!("../tauri.conf.json"))
         .context("starting the window system (is there a display?)")
 }
 
-/// Exit only once the supervisor has drained and stopped; it calls exit again then.
-fn on_run_event<R: Runtime>(app: &AppHandle<R>, event: RunEvent) {
-    if let RunEvent::ExitRequested { api, .. } = event {
-        if !app.state::<Desktop>().exit_requested() {
-            api.prevent_exit();
-        }
+/// Brings the window up, in front; `qr`: scrolled to the QR code, which flashes.
+fn show_window<R: Runtime>(app: &AppHandle<R>, qr: bool) {
+    if let Some(window) = app.get_webview_window(MAIN) {
+        let _ = window.show();
+        let _ = window.unminimize();
+        let _ = window.set_focus();
     }
-}
-
-fn second_launch<R: Runtime>(app: &AppHandle<R>, _args: Vec<String>, _cwd: String) {
-    tracing::info!("a second launch asked for the window");
-    window::show(app);
+    if qr {
+        let _ = app.emit_to(MAIN, "show-qr", ());
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use chroxy::desktop::DesktopError;
+    use chroxy::launch::LaunchError;
     use chroxy::tunnel::TunnelChoice;
     use serde_json::{json, Value};
     use tauri::ipc::{CallbackFn, InvokeBody};
@@ -135,7 +142,7 @@ mod tests {
         // Tauri makes the webview's data directory in $XDG_DATA_HOME: the test's, not the
         // real home's. (No other test here reads the environment.)
         std::env::set_var("XDG_DATA_HOME", home.path().join("data"));
-        let missing = DesktopError::NoWorkerBinary {
+        let missing = LaunchError::NoWorkerBinary {
             beside: "/opt/chroxy/chroxy".into(),
         };
         let why = missing.to_string();
@@ -167,6 +174,8 @@ mod tests {
             "rollback",
             "reconnect",
             "restart",
+            "approve_deploy",
+            "refuse_deploy",
             "admin_token",
             "copy_link",
         ] {
@@ -180,8 +189,24 @@ mod tests {
             invoke(&window, "open_status_page", json!({})),
             Err(json!("the status page is not running"))
         );
+        // The device registry answers even so, and a command's arguments are named.
+        let device = json!({"decision": "approve", "id": "nobody"});
+        let refused = invoke(&window, "decide_device", device).unwrap_err();
+        assert!(
+            refused.to_string().contains("no device `nobody`"),
+            "{refused}"
+        );
+        let bad = invoke(&window, "set_tunnel", json!({})).unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("`choice` for command `set_tunnel`"),
+            "{bad}"
+        );
         // A command the app does not have is refused as such: the ones above are there.
-        let missing = invoke(&window, "deploy", json!({})).unwrap_err();
-        assert!(missing.to_string().contains("not found"), "{missing}");
+        // (A tray item, Quit, is no command of the window.)
+        for cmd in ["deploy", "quit"] {
+            let missing = invoke(&window, cmd, json!({})).unwrap_err();
+            assert!(missing.to_string().contains("not found"), "{missing}");
+        }
     }
 }

@@ -8,9 +8,25 @@
 mod common;
 
 use common::desktop::{app_args, window_shown, Desk, TrayMenu};
-use common::supervisor::{bad_worker_bin, chroxy_bin, cli, events, fake_cloudflared_bin, Sup};
-use common::{Home, Model, WorkerOpts};
+use common::supervisor::{
+    bad_worker_bin, chroxy_bin, cli, cli_at_terminal, events, fake_cloudflared_bin, Sup,
+};
+use common::{eventually, holds, Home, Model, WorkerOpts};
 use serde_json::Value;
+
+/// The window's QR and `chroxy pair` name the same machine and token, each with a
+/// one-time code of its own.
+fn same_pairing(shown: &str, printed: &str) {
+    let (a, b) = (
+        chroxy::pairing::decode_link(shown).expect("the window's QR is a pairing link"),
+        chroxy::pairing::decode_link(printed).unwrap(),
+    );
+    assert_eq!((&a.url, &a.token), (&b.url, &b.token), "the same pairing");
+    assert!(
+        a.code.is_some() && b.code.is_some() && a.code != b.code,
+        "a code each"
+    );
+}
 
 /// The link in a screenshot's QR code.
 fn qr_in(png: &[u8]) -> String {
@@ -92,7 +108,7 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     assert!(ok.success(), "{err}");
     let link = pair.trim();
     assert!(link.contains(".trycloudflare.com/#pair="), "{link}");
-    assert_eq!(qr_in(&png), link, "the window's QR is `chroxy pair`'s link");
+    same_pairing(&qr_in(&png), link);
     assert_eq!(
         w.js(&js_of("public-url", "textContent")).await,
         Value::String(link.split("/#").next().unwrap().to_owned()),
@@ -107,11 +123,95 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         Some(true)
     );
 
-    // Deploy a release: it serves as a canary; "Roll back" brings back known-good.
+    // A phone with only the token waits; one click in the window lets it in, and the
+    // window's own code (scanned by another phone) pairs at once and is replaced.
+    let mut stranger = common::Client::connect(sup.public).await;
+    stranger
+        .send(serde_json::json!({"type": "auth", "token": common::TOKEN,
+            "deviceInfo": {"deviceName": "stranger's phone"}}))
+        .await;
+    let pending = stranger.recv().await;
+    assert_eq!(pending["reason"], "device_pending", "{pending}");
+    let (id, key) = (
+        pending["deviceId"].as_str().unwrap(),
+        pending["deviceKey"].as_str().unwrap(),
+    );
+    let approve = format!("#device-list li[data-device='{id}'] button[data-decision=approve]");
+    w.until(
+        "the waiting device in the window",
+        &format!(
+            "return !!document.querySelector({})",
+            Value::String(approve.clone())
+        ),
+    )
+    .await;
+    w.js(&format!(
+        "document.querySelector({}).scrollIntoView({{block: 'center'}}); return true",
+        Value::String(approve.clone())
+    ))
+    .await;
+    w.shot("2b-device-waiting").await;
+    w.click(&approve).await;
+    let mut back = common::Client::connect(sup.public).await;
+    back.send(serde_json::json!({"type": "auth", "token": common::TOKEN, "deviceKey": key}))
+        .await;
+    assert_eq!(
+        back.recv().await["type"],
+        "auth_ok",
+        "approved with a click"
+    );
+    w.js("window.scrollTo(0, 0); return true").await;
+    let shown = w.js(&js_of("qr", "dataset.link")).await;
+    let code = chroxy::pairing::decode_link(shown.as_str().unwrap())
+        .unwrap()
+        .code
+        .unwrap();
+    let mut scanned = common::Client::connect(sup.public).await;
+    scanned
+        .send(serde_json::json!({"type": "auth", "token": common::TOKEN, "pairingCode": code}))
+        .await;
+    assert_eq!(
+        scanned.recv().await["type"],
+        "auth_ok",
+        "the window's code pairs"
+    );
+    w.until(
+        "a fresh code on screen once that one is used",
+        &format!(
+            "return document.getElementById('qr').dataset.link !== {}",
+            shown
+        ),
+    )
+    .await;
+
+    // Deploy a release from a script (no terminal): it waits for a click in the window,
+    // and nothing changes until then.
     let before = sup.healthy().await;
     let known_good = before["releases"]["knownGood"].as_str().unwrap().to_owned();
     let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
-    assert!(ok.success(), "{out}{err}");
+    assert!(
+        ok.success() && out.contains("awaits approval"),
+        "{out}{err}"
+    );
+    let waiting = out.split_whitespace().nth(2).unwrap().to_owned();
+    w.until(
+        "the window asks for approval of the deploy",
+        &format!(
+            "return !document.getElementById('pending').hidden && document.getElementById('pending-text').textContent.includes('Release {waiting}')"
+        ),
+    )
+    .await;
+    w.shot("2b-deploy-awaits-approval").await;
+    let held = sup.status().await;
+    assert_eq!(held["worker"]["pid"], before["worker"]["pid"]);
+    assert_eq!(held["releases"]["current"], known_good.as_str());
+    // Approved in the window: it serves as a canary; "Roll back" brings back known-good.
+    w.click("#approve-deploy").await;
+    w.until(
+        "the request is answered",
+        "return document.getElementById('pending').hidden",
+    )
+    .await;
     let deployed = sup
         .wait_for("the canary serving", |s| {
             s["state"] == "healthy"
@@ -174,7 +274,7 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     // Force reconnect: a connected phone is told to reconnect, the tunnel restarts
     // (a quick tunnel has a new URL then: the QR follows), the phone gets back in.
     let mut phone = sup.client().await;
-    let first_link = link.to_owned();
+    let first_page = link.split('#').next().unwrap().to_owned();
     w.click("#reconnect").await;
     let bye = phone.until_type("server_shutdown").await;
     assert_eq!(bye["reason"], "restart", "{bye}");
@@ -185,15 +285,15 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     w.until(
         "a new QR for the new tunnel URL",
         &format!(
-            "const q = document.getElementById('qr'); return !!q.querySelector('svg') && q.dataset.link !== {}",
-            Value::String(first_link.clone())
+            "const q = document.getElementById('qr'); return !!q.querySelector('svg') && q.dataset.link.split('#')[0] !== {}",
+            Value::String(first_page.clone())
         ),
     )
     .await;
     let png = w.shot("5-reconnected").await;
     let (_, pair, _) = cli(&home, &["pair"]).await;
-    assert_ne!(pair.trim(), first_link);
-    assert_eq!(qr_in(&png), pair.trim(), "the QR follows the new URL");
+    assert!(!pair.trim().starts_with(&first_page));
+    same_pairing(&qr_in(&png), pair.trim());
     drop(again);
 
     // The worker is killed: the strip says so, then shows the new worker.
@@ -254,7 +354,7 @@ async fn failed_is_red_and_both_buttons_still_act() {
         .add(std::path::Path::new(bad_worker_bin()))
         .unwrap();
     releases.set_known_good(&good.id).unwrap();
-    let (ok, out, err) = cli(&home, &["deploy", bad_worker_bin()]).await;
+    let (ok, out, err) = cli_at_terminal(&home, &["deploy", bad_worker_bin()]).await;
     assert!(ok.success(), "{out}{err}");
 
     let desk = Desk::start(&home).await;
@@ -413,7 +513,10 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     // Started minimized: no window until asked for.
     assert!(!window_shown(&desk.display, "Chroxy").await);
     menu.click("Show window").await;
-    eventually_async("the window shows", || window_shown(&desk.display, "Chroxy")).await;
+    eventually("the window shows", async || {
+        holds(window_shown(&desk.display, "Chroxy").await, "hidden")
+    })
+    .await;
 
     // Restart worker: a new worker process.
     let before = sup.healthy().await;
@@ -444,9 +547,14 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     menu.click("None (this machine only)").await;
     sup.wait_for("no tunnel", |s| s["tunnel"]["mode"] == "none")
         .await;
-    eventually_async("the None item checked", || async {
-        menu.entry("None (this machine only)").await.toggle == Some(1)
-            && menu.entry("Quick (trycloudflare.com)").await.toggle == Some(0)
+    eventually("the None item checked", async || {
+        let entries = menu.entries().await;
+        let toggle = |label| entries.iter().find(|e| e.label == label)?.toggle;
+        holds(
+            toggle("None (this machine only)") == Some(1)
+                && toggle("Quick (trycloudflare.com)") == Some(0),
+            format!("{entries:?}"),
+        )
     })
     .await;
     let saved = home.chroxy().join("state/desktop.json");
@@ -464,15 +572,22 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     // Tunnel ▸ Named, with no hostname configured: the supervisor refuses it and says
     // what to add; the quick tunnel keeps serving, Quick stays checked and remembered.
     menu.click("Named (your hostname)").await;
-    eventually_async("the refusal, said", || async {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("a named tunnel needs its hostname")
+    eventually("the refusal, said", async || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        holds(
+            text.contains("a named tunnel needs its hostname"),
+            "no refusal in the log",
+        )
     })
     .await;
-    eventually_async("Quick still checked", || async {
-        menu.entry("Named (your hostname)").await.toggle == Some(0)
-            && menu.entry("Quick (trycloudflare.com)").await.toggle == Some(1)
+    eventually("Quick still checked", async || {
+        let entries = menu.entries().await;
+        let toggle = |label| entries.iter().find(|e| e.label == label)?.toggle;
+        holds(
+            toggle("Named (your hostname)") == Some(0)
+                && toggle("Quick (trycloudflare.com)") == Some(1),
+            format!("{entries:?}"),
+        )
     })
     .await;
     assert!(std::fs::read_to_string(&saved)
@@ -485,20 +600,27 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     // (auto-launch writes under $HOME/.config, whatever XDG_CONFIG_HOME says.)
     let autostart = home.user_home().join(".config/autostart");
     menu.click("Start at login").await;
-    eventually_async("an autostart entry", || async {
-        std::fs::read_dir(&autostart)
+    eventually("an autostart entry", async || {
+        let found = std::fs::read_dir(&autostart)
             .map(|d| {
                 d.flatten().any(|f| {
                     std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("--minimized"))
                 })
             })
-            .unwrap_or(false)
+            .unwrap_or(false);
+        holds(
+            found,
+            format!("none starting --minimized in {}", autostart.display()),
+        )
     })
     .await;
     assert_eq!(menu.entry("Start at login").await.toggle, Some(1));
     menu.click("Start at login").await;
-    eventually_async("the autostart entry gone", || async {
-        std::fs::read_dir(&autostart).map_or(true, |mut d| d.next().is_none())
+    eventually("the autostart entry gone", async || {
+        let left: Vec<_> = std::fs::read_dir(&autostart)
+            .map(|d| d.flatten().map(|f| f.path()).collect())
+            .unwrap_or_default();
+        holds(left.is_empty(), format!("{left:?}"))
     })
     .await;
 
@@ -507,15 +629,21 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     menu.click("Open logs").await;
     let status_url = format!("http://127.0.0.1:{}/", sup.status);
     let logs = home.chroxy().join("logs");
-    eventually_async("both opened", || async {
+    eventually("both opened", async || {
         let text = std::fs::read_to_string(&opened).unwrap_or_default();
-        text.contains(&status_url) && text.contains(logs.to_str().unwrap())
+        holds(
+            text.contains(&status_url) && text.contains(logs.to_str().unwrap()),
+            format!("opened: {text:?}"),
+        )
     })
     .await;
 
     // Show QR code: the window (still) shows.
     menu.click("Show QR code").await;
-    eventually_async("the window shows", || window_shown(&desk.display, "Chroxy")).await;
+    eventually("the window shows", async || {
+        holds(window_shown(&desk.display, "Chroxy").await, "hidden")
+    })
+    .await;
 
     // Quit with a turn running: the phone is told, the turn is saved, exit 0, and no
     // process of the app's is left.
@@ -549,15 +677,15 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
             })
             .collect()
     };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !left().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "left running after Quit: {:?}",
-            left()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    common::eventually_within(
+        "nothing left running after Quit",
+        std::time::Duration::from_secs(10),
+        async || {
+            let left = left();
+            holds(left.is_empty(), format!("{left:?}"))
+        },
+    )
+    .await;
     let saved: String = common::supervisor::files_under(&home.sessions_dir())
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap_or_default())
@@ -588,8 +716,8 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         "{}",
         std::fs::read_to_string(&second_log).unwrap_or_default()
     );
-    eventually_async("the first window shows", || {
-        window_shown(&desk.display, "Chroxy")
+    eventually("the first window shows", async || {
+        holds(window_shown(&desk.display, "Chroxy").await, "hidden")
     })
     .await;
     assert!(
@@ -610,26 +738,13 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         .expect("the app did not exit after SIGTERM")
         .unwrap();
     assert_eq!(exit.code(), Some(0));
-    eventually_async("its tray item gone with it", || async {
-        TrayMenu::try_find_on(&desk.bus, app_pid).await.is_none()
+    eventually("its tray item gone with it", async || {
+        holds(
+            TrayMenu::try_find_on(&desk.bus, app_pid).await.is_none(),
+            "still on the bus",
+        )
     })
     .await;
-}
-
-/// Waits (under WAIT) until the async `cond` holds.
-async fn eventually_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

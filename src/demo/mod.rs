@@ -101,6 +101,9 @@ pub const CLI_ENV: &[(&str, &str)] = &[
     ("DISABLE_ERROR_REPORTING", "1"),
 ];
 
+/// What phones and the terminal are told in demo mode.
+pub const NOTICE: &str = "DEMO mode: answers come from Chroxy's built-in scripted model, not Claude. Start Chroxy without --demo (after `claude` is installed and logged in) for the real thing.";
+
 /// What can go wrong running or querying the demo model.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {

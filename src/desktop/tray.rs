@@ -1,9 +1,11 @@
-//! The tray icon and its menu as data: the items, their order and labels, and [`plan`],
-//! which decides everything the tray shows from the view (the icon, the tooltip, which
-//! items are checked). The shell only draws plans and maps each item to its call.
+//! The tray icon and its menu as data: the items, their order and labels, what each
+//! asks of the app ([`Item::ask`]), and [`plan`], which decides everything the tray shows
+//! from the view (the icon, the tooltip, which items are checked). The shell only draws
+//! plans and carries out what each item asks.
 
 use std::sync::Mutex;
 
+use super::ask::Ask;
 use super::view::{Look, View};
 use crate::tunnel::TunnelChoice;
 
@@ -76,6 +78,22 @@ impl Item {
     /// The item a click on the menu id `id` means; `None` for any other id.
     pub fn from_id(id: &str) -> Option<Item> {
         Item::all().find(|item| item.id() == id)
+    }
+
+    /// What a click on it asks of the app.
+    pub fn ask(self) -> Ask {
+        match self {
+            Item::Show => Ask::ShowWindow,
+            Item::ShowQr => Ask::ShowQr,
+            Item::Reconnect => Ask::Reconnect,
+            Item::Rollback => Ask::Rollback,
+            Item::Restart => Ask::Restart,
+            Item::Tunnel(choice) => Ask::SetTunnel { choice },
+            Item::Autostart => Ask::ToggleAutostart,
+            Item::StatusPage => Ask::OpenStatusPage,
+            Item::Logs => Ask::OpenLogs,
+            Item::Quit => Ask::Quit,
+        }
     }
 
     /// Every item, in menu order.
@@ -259,6 +277,35 @@ mod tests {
         assert!(plan.icon() == red, "could not start: the red icon");
         assert_eq!(plan.tooltip, "Chroxy could not start: port 8765 is in use");
         assert_eq!(plan.check(Item::Tunnel(TunnelChoice::Quick)), Some(true));
+    }
+
+    #[test]
+    fn each_item_asks_what_its_label_says() {
+        let asks: Vec<(Item, Ask)> = Item::all().map(|item| (item, item.ask())).collect();
+        let choice = |choice| Ask::SetTunnel { choice };
+        assert_eq!(
+            asks,
+            [
+                (Item::Show, Ask::ShowWindow),
+                (Item::ShowQr, Ask::ShowQr),
+                (Item::Reconnect, Ask::Reconnect),
+                (Item::Rollback, Ask::Rollback),
+                (Item::Restart, Ask::Restart),
+                (
+                    Item::Tunnel(TunnelChoice::Quick),
+                    choice(TunnelChoice::Quick)
+                ),
+                (
+                    Item::Tunnel(TunnelChoice::Named),
+                    choice(TunnelChoice::Named)
+                ),
+                (Item::Tunnel(TunnelChoice::None), choice(TunnelChoice::None)),
+                (Item::Autostart, Ask::ToggleAutostart),
+                (Item::StatusPage, Ask::OpenStatusPage),
+                (Item::Logs, Ask::OpenLogs),
+                (Item::Quit, Ask::Quit),
+            ]
+        );
     }
 
     #[test]

@@ -105,9 +105,7 @@ impl Look {
         };
         match s.state {
             StateName::Failed => Look::Failed,
-            StateName::Healthy if s.tunnel.mode != "none" && s.tunnel.state != "up" => {
-                Look::TunnelDown
-            }
+            StateName::Healthy if s.tunnel.is_unreachable() => Look::TunnelDown,
             StateName::Healthy => Look::Healthy,
             StateName::Starting
             | StateName::Restarting
@@ -162,8 +160,8 @@ pub(crate) mod tests {
     pub(crate) fn status(state: StateName, mode: &str, tunnel: &str) -> Status {
         let mut s = Status::new(1, 2, false, "keyring");
         s.state = state;
-        s.tunnel.mode = mode.into();
-        s.tunnel.state = tunnel.into();
+        s.tunnel.mode = serde_json::from_value(mode.into()).unwrap();
+        s.tunnel.state = serde_json::from_value(tunnel.into()).unwrap();
         s
     }
 
@@ -202,7 +200,7 @@ pub(crate) mod tests {
             summary(Some(&s), None),
             "Chroxy: healthy, 2 phones connected"
         );
-        s.tunnel.state = "down".into();
+        s.tunnel.state = crate::tunnel::TunnelState::Down;
         assert!(summary(Some(&s), None).contains("phones elsewhere cannot connect"));
         s.state = StateName::Failed;
         s.failed_reason = Some("crash loop on the known-good release".into());

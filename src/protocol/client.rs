@@ -47,6 +47,12 @@ pub struct Auth {
     /// Protocol version the client speaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<u32>,
+    /// The key this machine gave the device (at pairing, or when it first asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<Token>,
+    /// The one-time code of the QR code the device was paired with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing_code: Option<Token>,
 }
 
 /// Reads an optional struct that must be written as a JSON object. serde also accepts a

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DeviceInfo, PermissionMode, RuleScope};
+use super::{DeviceInfo, PermissionMode, RuleScope, Token};
 
 /// Error codes of docs/protocol.md "Errors".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +45,12 @@ pub enum AuthFailReason {
     RateLimited,
     /// Something other than `auth` came first.
     NotAuthenticated,
+    /// The token is right but this device is not approved yet: the owner approves it
+    /// on the computer (`deviceId` names it); the client retries with `deviceKey`.
+    DevicePending,
+    /// The owner refused or revoked this device; only pairing again from a fresh QR
+    /// code lets it in.
+    DeviceRefused,
 }
 
 /// A connected device, as others see it.
@@ -149,9 +155,19 @@ pub enum ServerMsg {
         protocol_version: u32,
         min_protocol_version: u32,
         max_protocol_version: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_key: Option<Token>,
     },
     AuthFail {
         reason: AuthFailReason,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_key: Option<Token>,
     },
     Pong {
         server_ts: u64,
@@ -295,6 +311,16 @@ pub enum ServerMsg {
 }
 
 impl ServerMsg {
+    /// An `auth_fail` that says no more than its reason.
+    pub fn auth_fail(reason: AuthFailReason) -> Self {
+        ServerMsg::AuthFail {
+            reason,
+            message: None,
+            device_id: None,
+            device_key: None,
+        }
+    }
+
     /// An `error` without a request id.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMsg::Error {

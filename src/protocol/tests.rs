@@ -76,6 +76,18 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                     platform: some("iOS 18"),
                 }),
                 protocol_version: Some(1),
+                device_key: None,
+                pairing_code: None,
+            }),
+        ),
+        (
+            json!({"type": "auth", "token": "tok-123", "deviceKey": "dk-1", "pairingCode": "c0de"}),
+            ClientMsg::Auth(Auth {
+                token: Token(s("tok-123")),
+                device_info: None,
+                protocol_version: None,
+                device_key: Some(Token(s("dk-1"))),
+                pairing_code: Some(Token(s("c0de"))),
             }),
         ),
         (
@@ -84,6 +96,8 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 token: Token(s("tok-123")),
                 device_info: None,
                 protocol_version: None,
+                device_key: None,
+                pairing_code: None,
             }),
         ),
         (json!({"type": "ping"}), ClientMsg::Ping(Empty {})),

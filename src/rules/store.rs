@@ -9,14 +9,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Rule, RulesError};
-use crate::store::{atomic_write, FileLock, Paths, StoreError};
+use crate::store::{modify_json, read_json, Paths};
 
 /// The file's shape: project directory → its rules.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RulesFile {
     version: u32,
     /// Rules by absolute project directory.
     pub projects: BTreeMap<PathBuf, Vec<Rule>>,
+}
+
+/// No rules, in the format this version writes (so a first write needs no stamp).
+impl Default for RulesFile {
+    fn default() -> Self {
+        Self {
+            version: 1,
+            projects: BTreeMap::new(),
+        }
+    }
 }
 
 /// Where the project rules live; cheap to clone, holds no open files.
@@ -42,17 +52,10 @@ impl RuleStore {
 
     /// Reads every rule. A missing file is no rules.
     pub fn load(&self) -> Result<RulesFile, RulesError> {
-        match std::fs::read(&self.file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RulesError::Invalid {
-                path: self.file.clone(),
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RulesFile {
-                version: 1,
-                ..Default::default()
-            }),
-            Err(e) => Err(StoreError::io("reading", &self.file, e).into()),
-        }
+        read_json(&self.file)?.map_err(|e| RulesError::Invalid {
+            path: self.file.clone(),
+            message: e.to_string(),
+        })
     }
 
     /// The first rule of `project` that allows this request (made in `project`).
@@ -103,19 +106,7 @@ impl RuleStore {
 
     /// Read-modify-write under the inter-process lock; written only if `f` changed it.
     fn modify<T>(&self, f: impl FnOnce(&mut RulesFile) -> T) -> Result<T, RulesError> {
-        let mut lock = FileLock::open(&self.lock)?;
-        lock.exclusive(|| {
-            let mut file = self.load()?;
-            let before = file.clone();
-            let out = f(&mut file);
-            if file != before {
-                file.version = 1;
-                // Plain maps and strings serialize infallibly.
-                let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
-                atomic_write(&self.file, &bytes)?;
-            }
-            Ok(out)
-        })?
+        modify_json(&self.file, &self.lock, || self.load(), |file| Ok(f(file)))
     }
 }
 

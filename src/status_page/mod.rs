@@ -1,8 +1,8 @@
 //! The status page on the second port (docs/protocol.md "Status page"), served by the
 //! supervisor itself so it tells the truth while no worker runs: the HTML page, the
 //! JSON of [`Status`](crate::supervisor::status::Status), and the actions of the window
-//! (rollback, restart, reconnect, deploy, reload-token) for whoever holds the admin
-//! token. The supervisor's runner serves it; `chroxy status`/`deploy`/`token` call it.
+//! (rollback, restart, reconnect, deploy, reload-token; approve, refuse or revoke a
+//! device) for whoever holds the admin token. The supervisor's runner serves it; `chroxy status`/`deploy`/`token` call it.
 //!
 //! It listens on loopback only, and still trusts nothing about the browser that talks
 //! to it: a page on another site could make the user's browser POST here, so actions
@@ -33,9 +33,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::secrets::ApiToken;
+use crate::devices::{Decision, Devices, DevicesError};
 use crate::supervisor::handle::{ActionError, Handle};
-use crate::supervisor::status::Action;
+use crate::supervisor::status::{Action, DeployOrigin};
+use crate::token::ApiToken;
 
 /// The header actions must carry, holding the admin token.
 pub const ADMIN_HEADER: &str = "x-chroxy-admin";
@@ -56,6 +57,8 @@ pub struct StatusPage {
     pub admin: ApiToken,
     /// The port it is served on: its own origin and `Host` are recognised by it.
     pub port: u16,
+    /// The device registry its device buttons decide in.
+    pub devices: Devices,
 }
 
 /// The routes, with the host/origin/token checks in front of every one of them.
@@ -66,7 +69,12 @@ pub fn router(page: StatusPage) -> Router {
         .route("/api/restart", post(restart))
         .route("/api/reconnect", post(reconnect))
         .route("/api/deploy", post(deploy))
+        .route("/api/deploy/approve", post(approve_deploy))
+        .route("/api/deploy/refuse", post(refuse_deploy))
         .route("/api/reload-token", post(reload_token))
+        .route("/api/devices/approve", post(approve_device))
+        .route("/api/devices/refuse", post(refuse_device))
+        .route("/api/devices/revoke", post(revoke_device))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(assets::static_file)
         .layer(middleware::from_fn_with_state(page.clone(), guard::guard))
@@ -129,6 +137,16 @@ struct RollbackBody {
 #[serde(deny_unknown_fields)]
 struct DeployBody {
     release: String,
+    /// Absent means `remote`: only a caller that says it is at the desk skips approval.
+    #[serde(default)]
+    origin: DeployOrigin,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    /// The pending release the person saw; absent or null means whichever waits.
+    release: Option<String>,
 }
 
 /// An empty body, or a JSON object of type `T`; the error is what the 4xx says.
@@ -174,11 +192,43 @@ async fn reload_token(State(page): State<StatusPage>) -> Response {
 
 async fn deploy(State(page): State<StatusPage>, bytes: Result<Bytes, BytesRejection>) -> Response {
     match body::<DeployBody>(bytes) {
-        Ok(Some(b)) => act(&page, Action::Deploy { release: b.release }).await,
+        Ok(Some(b)) => {
+            let action = Action::Deploy {
+                release: b.release,
+                origin: b.origin,
+            };
+            act(&page, action).await
+        }
         Ok(None) => refuse(
             StatusCode::BAD_REQUEST,
             "deploy needs {\"release\": \"<id>\"}; `chroxy deploy <binary>` adds the release and sends it",
         ),
+        Err((code, why)) => refuse(code, &why),
+    }
+}
+
+async fn approve_deploy(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer_deploy(&page, bytes, |release| Action::ApproveDeploy { release }).await
+}
+
+async fn refuse_deploy(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer_deploy(&page, bytes, |release| Action::RefuseDeploy { release }).await
+}
+
+/// Approve or refuse: the same body, naming the pending release the person saw.
+async fn answer_deploy(
+    page: &StatusPage,
+    bytes: Result<Bytes, BytesRejection>,
+    action: fn(Option<String>) -> Action,
+) -> Response {
+    match body::<AnswerBody>(bytes) {
+        Ok(b) => act(page, action(b.and_then(|b| b.release))).await,
         Err((code, why)) => refuse(code, &why),
     }
 }
@@ -199,5 +249,69 @@ fn error_status(err: &ActionError) -> StatusCode {
         ActionError::ChecksumMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ActionError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         ActionError::Refused(_) => StatusCode::CONFLICT,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceBody {
+    id: String,
+}
+
+async fn approve_device(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide_device(page, bytes, Decision::Approve).await
+}
+
+async fn refuse_device(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide_device(page, bytes, Decision::Refuse).await
+}
+
+async fn revoke_device(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide_device(page, bytes, Decision::Revoke).await
+}
+
+/// One of the owner's decisions about a device, in the registry itself (the
+/// supervisor's status shows it within a second).
+async fn decide_device(
+    page: StatusPage,
+    bytes: Result<Bytes, BytesRejection>,
+    decision: Decision,
+) -> Response {
+    let id = match body::<DeviceBody>(bytes) {
+        Ok(Some(b)) => b.id,
+        Ok(None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "this action needs {\"id\": \"<device id>\"}; the status shows the ids",
+            )
+        }
+        Err((code, why)) => return refuse(code, &why),
+    };
+    tracing::info!(device = %id, ?decision, "status page: device decision");
+    let decided = tokio::task::spawn_blocking(move || {
+        page.devices
+            .decide(decision, &id, crate::protocol::now_ms())
+    })
+    .await;
+    match decided {
+        Ok(Ok(message)) => Json(json!({"ok": true, "message": message})).into_response(),
+        Ok(Err(err)) => {
+            let code = match err {
+                DevicesError::Unknown(_) => StatusCode::NOT_FOUND,
+                DevicesError::WrongState { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            refuse(code, &err.to_string())
+        }
+        Err(err) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
     }
 }

@@ -6,10 +6,12 @@
 //! once, which is how every test keeps away from the real home directory.
 
 mod atomic;
+mod json;
 mod lock;
 mod paths;
 
 pub use atomic::{atomic_write, atomic_write_with, ensure_private_dir, remove_stale_temp_files};
+pub use json::{modify_json, read_json};
 pub use lock::FileLock;
 pub use paths::Paths;
 

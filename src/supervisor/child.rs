@@ -23,7 +23,7 @@ use super::release::Releases;
 use crate::control::{to_line, token_line, FatalCause, SupervisorCommand, WorkerEvent};
 use crate::process;
 use crate::protocol::ShutdownReason;
-use crate::secrets::ApiToken;
+use crate::token::ApiToken;
 
 /// How a worker is started and watched; the same for every worker of one supervisor.
 #[derive(Debug, Clone)]

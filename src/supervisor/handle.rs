@@ -2,6 +2,8 @@
 //! its [`Status`] and send it [`Action`]s, each answered once. A view holds no state of
 //! its own, so every view shows the same truth.
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::status::{Action, Status};
@@ -37,6 +39,10 @@ pub struct Request {
 pub struct Handle {
     status: watch::Receiver<Status>,
     actions: mpsc::Sender<Request>,
+    /// How many token reloads the supervisor has accepted: whoever shows the pairing
+    /// link reads the token again on each, so that no dead link is shown after a
+    /// rotation. A count, not the token: the status views must never hold the secret.
+    token_reloads: Arc<watch::Sender<u64>>,
     started: std::time::Instant,
 }
 
@@ -46,14 +52,18 @@ impl Handle {
         Self {
             status,
             actions,
+            token_reloads: Arc::new(watch::Sender::new(0)),
             started: std::time::Instant::now(),
         }
     }
 
-    /// The status now, with the uptime as of this call.
+    /// The status now, with the uptime and the canary's sentence as of this call.
     pub fn status(&self) -> Status {
         let mut status = self.status.borrow().clone();
         status.uptime_ms = self.started.elapsed().as_millis() as u64;
+        if let Some(canary) = &mut status.canary {
+            canary.summary = Some(canary.describe(crate::protocol::now_ms()));
+        }
         status
     }
 
@@ -62,14 +72,26 @@ impl Handle {
         self.status.clone()
     }
 
+    /// A receiver that wakes each time the supervisor has taken a rotated API token
+    /// ([`Action::ReloadToken`] answered `Ok`): from then on its workers accept only
+    /// the token now in the store.
+    pub fn token_reloads(&self) -> watch::Receiver<u64> {
+        self.token_reloads.subscribe()
+    }
+
     /// Asks for `action` and waits for the supervisor's answer (it answers once the
     /// action is under way, not when a restart has finished: watch the status for that).
     pub async fn act(&self, action: Action) -> Result<String, ActionError> {
+        let reloads_token = matches!(action, Action::ReloadToken);
         let (reply, answer) = oneshot::channel();
         self.actions
             .send(Request { action, reply })
             .await
             .map_err(|_| ActionError::Stopping)?;
-        answer.await.unwrap_or(Err(ActionError::Stopping))
+        let answer = answer.await.unwrap_or(Err(ActionError::Stopping));
+        if reloads_token && answer.is_ok() {
+            self.token_reloads.send_modify(|n| *n += 1);
+        }
+        answer
     }
 }

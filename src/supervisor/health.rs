@@ -26,7 +26,7 @@ use crate::forwarded::{Voucher, PROBE_HEADER};
 use crate::protocol::{
     Auth, ClientMsg, DeviceInfo, Empty as NoFields, ServerMsg, Token, PROTOCOL_VERSION,
 };
-use crate::secrets::ApiToken;
+use crate::token::ApiToken;
 
 /// `/health` answers a few dozen bytes; anything far larger is not a healthy worker.
 const MAX_HEALTH_BODY: usize = 64 * 1024;
@@ -196,6 +196,8 @@ async fn walk(
             platform: None,
         }),
         protocol_version: Some(PROTOCOL_VERSION),
+        device_key: None,
+        pairing_code: None,
     });
     send(&mut ws, &auth, Step::Auth).await?;
     match expect(&mut ws, Step::Auth, |m| {
@@ -379,9 +381,7 @@ mod tests {
 
     #[test]
     fn reports_name_what_a_frame_was() {
-        let refused = ServerMsg::AuthFail {
-            reason: AuthFailReason::InvalidToken,
-        };
+        let refused = ServerMsg::auth_fail(AuthFailReason::InvalidToken);
         assert_eq!(kind(&refused), "auth_fail (invalid_token)");
         let error = ServerMsg::Error {
             code: ErrorCode::UnknownType,

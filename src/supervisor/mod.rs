@@ -3,6 +3,7 @@
 //! run this, so every user gets the same restart policy.
 
 pub mod child;
+mod devices;
 pub mod handle;
 pub mod health;
 pub mod instance;
@@ -13,5 +14,25 @@ pub mod remote;
 mod runner;
 pub mod state;
 pub mod status;
+pub mod switch;
+pub mod terminal;
 
 pub use runner::{Options, Supervisor, SupervisorError};
+
+/// The state machine's rules, from the `[supervisor]` settings: made here, not in
+/// `config` (a leaf that knows nothing above it) nor in `state` (rules that know no file).
+impl From<&crate::config::SupervisorConfig> for state::Policy {
+    fn from(config: &crate::config::SupervisorConfig) -> Self {
+        let backoff = config.backoff();
+        Self {
+            backoff_floor: backoff.floor,
+            backoff_cap: backoff.cap,
+            healthy_reset: config.healthy_reset(),
+            crash_budget: config.crash_budget,
+            crash_window: config.crash_window(),
+            canary_window: config.canary_window(),
+            canary_error_limit: config.canary_error_limit,
+            failed_retry: config.failed_retry(),
+        }
+    }
+}

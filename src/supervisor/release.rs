@@ -385,6 +385,46 @@ impl Releases {
     }
 }
 
+impl ReleasesStatus {
+    /// What `chroxy releases` prints: a line per release, oldest first, with its marks
+    /// (current, known-good); a damaged one says why.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        if self.list.is_empty() {
+            out.push_str("no releases yet (the first `chroxy start` registers the installed binary as release 0)\n");
+        }
+        for r in &self.list {
+            let mut marks = Vec::new();
+            if self.current.as_deref() == Some(r.id.as_str()) {
+                marks.push("current");
+            }
+            if self.known_good.as_deref() == Some(r.id.as_str()) {
+                marks.push("known-good");
+            }
+            let marks = marks.join(", ");
+            // Writing to a String cannot fail.
+            let _ = match &r.damaged {
+                Some(why) => writeln!(out, "{:<12} DAMAGED: {why}  {marks}", r.id),
+                None => writeln!(
+                    out,
+                    "{:<12} chroxy {:<10} {:<14} sha256 {}  {marks}",
+                    r.id,
+                    r.version,
+                    r.commit,
+                    short_sha(&r.sha256)
+                ),
+            };
+        }
+        out
+    }
+}
+
+/// The first 12 hex digits of a checksum: enough for a person to tell releases apart.
+pub fn short_sha(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
+}
+
 /// Which of `ids` a prune removes: all but the newest `keep` (by number), release 0
 /// and `protect`; oldest first.
 fn prune_plan(mut ids: Vec<String>, keep: usize, protect: &[&str]) -> Vec<String> {
@@ -518,6 +558,35 @@ fn sync_dir(dir: &Path) -> Result<(), ReleaseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_release_list_marks_current_and_known_good_and_says_why_one_is_damaged() {
+        let empty = ReleasesStatus::default().to_text();
+        assert!(empty.starts_with("no releases yet"), "{empty}");
+        let info = |id: &str, damaged: Option<&str>| ReleaseInfo {
+            id: id.into(),
+            version: "0.1.0".into(),
+            commit: "abcdef123456".into(),
+            built_at: 0,
+            sha256: "0123456789abcdef".into(),
+            damaged: damaged.map(Into::into),
+        };
+        let status = ReleasesStatus {
+            current: Some("2-aa".into()),
+            known_good: Some("0".into()),
+            list: vec![
+                info("0", None),
+                info("1-bb", Some("its binary is missing")),
+                info("2-aa", None),
+            ],
+        };
+        assert_eq!(
+            status.to_text(),
+            "0            chroxy 0.1.0      abcdef123456   sha256 0123456789ab  known-good\n\
+             1-bb         DAMAGED: its binary is missing  \n\
+             2-aa         chroxy 0.1.0      abcdef123456   sha256 0123456789ab  current\n"
+        );
+    }
 
     /// A shell script that answers `--version` like chroxy.
     fn fake_chroxy(dir: &Path, name: &str, version: &str) -> PathBuf {

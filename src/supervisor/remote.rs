@@ -8,7 +8,7 @@ use hyper::body::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::status::Status;
-use crate::secrets::ApiToken;
+use crate::token::ApiToken;
 
 /// A running supervisor could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,30 @@ pub async fn act(
     } else {
         Err(RemoteError::Refused(message("error")))
     }
+}
+
+/// Approves (or refuses) the deploy awaiting approval, naming the release shown here so
+/// that a request replaced meanwhile is not the one answered; returns what was waiting
+/// and the supervisor's answer.
+pub async fn answer_deploy(
+    port: u16,
+    admin: &ApiToken,
+    approve: bool,
+) -> Result<String, RemoteError> {
+    let Some(waiting) = status(port).await?.pending_deploy else {
+        return Err(RemoteError::Refused("no deploy awaits approval".into()));
+    };
+    let action = if approve {
+        "deploy/approve"
+    } else {
+        "deploy/refuse"
+    };
+    let body = serde_json::json!({ "release": waiting.release });
+    let answer = act(port, admin, action, Some(body)).await?;
+    Ok(format!(
+        "release {} (chroxy {}), sent from away from the desk: {answer}",
+        waiting.release, waiting.version
+    ))
 }
 
 fn parse<T: DeserializeOwned>(port: u16, body: &[u8]) -> Result<T, RemoteError> {

@@ -24,12 +24,16 @@ use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
 use super::release::{ReleaseError, Releases, INSTALLED};
 use super::state::{self, Effect, Event, Machine, State};
-use super::status::{Action, CanaryStatus, StateName, Status, TunnelStatus, WorkerStatus};
+use super::status::{
+    Action, CanaryStatus, DeployOrigin, PendingDeployStatus, StateName, Status, WorkerStatus,
+};
+use super::switch::{self, Switch};
 use crate::config::SupervisorConfig;
 use crate::protocol::ShutdownReason;
-use crate::secrets::ApiToken;
 use crate::status_page::{self, StatusPage};
 use crate::store::Paths;
+use crate::token::ApiToken;
+use crate::tunnel::{TunnelMode, TunnelState, TunnelStatus};
 
 /// What phones are told to expect when a worker is replaced on purpose.
 const RESTART_ETA_MS: u64 = 2_000;
@@ -68,6 +72,8 @@ pub struct Options {
     /// Where a rotated API token is read back from; `None` when the token was given
     /// (`CHROXY_TOKEN`) and rotation does not apply.
     pub secrets: Option<crate::secrets::Secrets>,
+    /// `[security] approve_new_devices`, as workers apply it (shown in the status).
+    pub approve_new_devices: bool,
 }
 
 /// Why a supervisor could not start (or stopped badly).
@@ -191,10 +197,18 @@ impl Supervisor {
             connections.clone(),
         ));
         let page_stop = CancellationToken::new();
+        let registry = crate::devices::Devices::new(&opts.paths);
+        tokio::spawn(super::devices::follow(
+            registry.clone(),
+            opts.approve_new_devices,
+            status_tx.clone(),
+            page_stop.clone(),
+        ));
         let page = StatusPage {
             handle: handle.clone(),
             admin: opts.admin.clone(),
             port: status_port,
+            devices: registry,
         };
         let page_task = tokio::spawn(status_page::serve(status_listener, page, page_stop.clone()));
         tracing::info!(
@@ -214,7 +228,8 @@ impl Supervisor {
             tunnel_pid,
             crate::tunnel::record_file(&opts.paths),
         );
-        let (machine, mut first) = Machine::start(opts.config.policy(), current, known_good);
+        let (machine, mut first) =
+            Machine::start(state::Policy::from(&opts.config), current, known_good);
         first.splice(0..0, plan.effects);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let mut runner = Runner {
@@ -224,12 +239,12 @@ impl Supervisor {
                 env: opts.worker_env.clone(),
                 token: opts.token.clone(),
                 voucher: voucher.clone(),
-                gate_timeout: Duration::from_millis(opts.config.gate_timeout_ms),
+                gate_timeout: opts.config.gate_timeout(),
                 heartbeat: opts.heartbeat,
                 heartbeat_misses: opts.config.heartbeat_misses,
-                probe_interval: Duration::from_millis(opts.config.probe_interval_ms.max(100)),
-                drain_idle: Duration::from_millis(opts.config.drain_idle_ms),
-                stop_grace: Duration::from_millis(opts.config.stop_grace_ms),
+                probe_interval: opts.config.probe_interval(),
+                drain_idle: opts.config.drain_idle(),
+                stop_grace: opts.config.stop_grace(),
                 marks: format!("{}-{}", std::process::id(), crate::protocol::now_ms()),
             },
             machine,
@@ -240,6 +255,7 @@ impl Supervisor {
             next_id: 0,
             routed: None,
             timer: None,
+            expiry: None,
             route_tx,
             status_tx,
             reports_tx,
@@ -384,12 +400,7 @@ impl TunnelSlot {
         let stop = self.stop.child_token();
         let mut tunnel = crate::tunnel::Tunnel::start(spec, stop.clone(), self.pid.clone());
         self.changes = tunnel.take_changes();
-        let status = TunnelStatus {
-            mode: tunnel.mode().to_owned(),
-            state: "starting".into(),
-            url: None,
-            last_error: None,
-        };
+        let status = TunnelStatus::starting(tunnel.mode());
         self.current = Some((tunnel, stop));
         status
     }
@@ -448,6 +459,8 @@ struct Runner {
     next_id: u64,
     routed: Option<String>,
     timer: Option<Instant>,
+    /// When the pending deploy's request expires (a timer beside `timer`).
+    expiry: Option<Instant>,
     route_tx: watch::Sender<Route>,
     status_tx: watch::Sender<Status>,
     reports_tx: mpsc::UnboundedSender<Report>,
@@ -481,7 +494,7 @@ impl Runner {
             if self.exiting && self.workers.is_empty() && self.stopping.is_empty() {
                 break;
             }
-            let timer = self.timer;
+            let (timer, expiry) = (self.timer, self.expiry);
             tokio::select! {
                 _ = shutdown.cancelled(), if !self.exiting => {
                     // Order: stop accepting, then drain and wait for the worker's exit.
@@ -501,6 +514,10 @@ impl Runner {
                     self.timer = None;
                     let fx = self.machine.step(Event::Timer, Instant::now());
                     self.apply(fx).await;
+                }
+                _ = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
+                    self.expiry = None;
+                    self.step(Event::DeployExpiry).await;
                 }
                 Some(now) = next_change(&mut self.tunnel.changes) => self.tunnel_changed(now),
             }
@@ -526,7 +543,7 @@ impl Runner {
                 self.record("tunnel", format!("tunnel up at {url}"));
             }
         }
-        if now.state != before.state && now.state != "up" {
+        if now.state != before.state && now.state != TunnelState::Up {
             let why = now.last_error.clone().unwrap_or_default();
             self.record("tunnel", format!("tunnel {}: {why}", now.state));
         }
@@ -536,6 +553,18 @@ impl Runner {
     async fn step(&mut self, event: Event) {
         let fx = self.machine.step(event, Instant::now());
         self.apply(fx).await;
+    }
+
+    /// [`Runner::step`] for a person's request: the machine's refusal, if it says one,
+    /// is the answer.
+    async fn step_answering(&mut self, event: Event) -> Result<(), ActionError> {
+        let fx = self.machine.step(event, Instant::now());
+        let refusal = fx.iter().find_map(|e| match e {
+            Effect::Refuse(why) => Some(why.clone()),
+            _ => None,
+        });
+        self.apply(fx).await;
+        refusal.map_or(Ok(()), |why| Err(ActionError::Refused(why)))
     }
 
     async fn on_report(&mut self, report: Report) {
@@ -631,11 +660,7 @@ impl Runner {
                 Ok("restarting the worker".into())
             }
             Action::Rollback { to } => {
-                let target = match &to {
-                    Some(id) => id.clone(),
-                    None => self.machine.known_good().to_owned(),
-                };
-                self.check_release(&target).await?;
+                let target = self.check_release(Switch::Rollback(to)).await?;
                 self.step(Event::Rollback {
                     to: Some(target.clone()),
                 })
@@ -664,18 +689,39 @@ impl Runner {
                 self.step(Event::Restart).await;
                 Ok("restarting the worker with the new token".into())
             }
-            Action::Deploy { release } => {
-                if matches!(self.machine.state(), State::Deploying { .. }) {
-                    return Err(ActionError::Refused(
-                        "a deploy is already in progress; wait for it to finish".into(),
-                    ));
-                }
-                self.check_release(&release).await?;
-                self.step(Event::Deploy {
+            Action::Deploy { release, origin } => {
+                let release = self.check_release(Switch::Deploy(release)).await?;
+                // Listed before anything else is shown about it (its version, for one).
+                self.refresh_listing().await;
+                self.step_answering(Event::Deploy {
                     release: release.clone(),
+                    origin,
                 })
-                .await;
-                Ok(format!("deploying release {release} as a canary"))
+                .await?;
+                Ok(match origin {
+                    DeployOrigin::Desk => format!("deploying release {release} as a canary"),
+                    DeployOrigin::Remote => format!(
+                        "release {release} awaits approval at the desk (the Chroxy window, the status page, or `chroxy deploy --approve` at a terminal); nothing changes until then"
+                    ),
+                })
+            }
+            Action::ApproveDeploy { release } => {
+                // Checked again: the binary may have changed while it waited.
+                if let Some(waiting) = self.machine.pending_deploy() {
+                    let waiting = waiting.release.clone();
+                    self.check_release(Switch::Deploy(waiting)).await?;
+                }
+                let waiting = self.machine.pending_deploy().map(|p| p.release.clone());
+                self.step_answering(Event::ApproveDeploy { release })
+                    .await?;
+                let waiting = waiting.unwrap_or_default();
+                Ok(format!("approved: deploying release {waiting} as a canary"))
+            }
+            Action::RefuseDeploy { release } => {
+                let waiting = self.machine.pending_deploy().map(|p| p.release.clone());
+                self.step_answering(Event::RefuseDeploy { release }).await?;
+                let waiting = waiting.unwrap_or_default();
+                Ok(format!("refused the deploy of release {waiting}"))
             }
             Action::Tunnel { choice } => {
                 // A named tunnel's token is read here, off the async threads.
@@ -684,7 +730,7 @@ impl Runner {
                     .await
                     .map_err(|e| ActionError::Refused(e.to_string()))?
                     .map_err(|e| ActionError::Refused(e.to_string()))?;
-                let mode = spec.as_ref().map_or("none", |s| s.mode.name());
+                let mode = spec.as_ref().map_or(TunnelMode::None, |s| s.mode.kind());
                 self.switch_tunnel(spec).await;
                 let message = format!("tunnel switched to {mode}");
                 self.record("tunnel", message.clone());
@@ -721,12 +767,15 @@ impl Runner {
         }
     }
 
-    /// A release an action names must exist and be intact before anything is stopped.
-    async fn check_release(&self, id: &str) -> Result<(), ActionError> {
+    /// The release an action switches to, checked by the store's one rule before
+    /// anything is stopped.
+    async fn check_release(&self, switch: Switch) -> Result<String, ActionError> {
         let releases = self.releases.clone();
-        let owned = id.to_owned();
-        match tokio::task::spawn_blocking(move || releases.verify(&owned)).await {
-            Ok(Ok(_)) => Ok(()),
+        let known_good = self.machine.known_good().to_owned();
+        match tokio::task::spawn_blocking(move || switch::check(&releases, &switch, &known_good))
+            .await
+        {
+            Ok(Ok(target)) => Ok(target),
             Ok(Err(ReleaseError::Unknown(id))) => Err(ActionError::UnknownRelease(id)),
             Ok(Err(ReleaseError::ChecksumMismatch(id))) => Err(ActionError::ChecksumMismatch(id)),
             Ok(Err(err)) => Err(ActionError::Refused(err.to_string())),
@@ -768,6 +817,9 @@ impl Runner {
                 Effect::SetKnownGood(id) => self.move_pointer(id, true).await,
                 Effect::PruneReleases => self.prune().await,
                 Effect::ArmTimer(at) => self.timer = Some(at),
+                Effect::ArmDeployExpiry(at) => self.expiry = Some(at),
+                // The caller of `step_answering` answers with it.
+                Effect::Refuse(_) => {}
                 Effect::Record { kind, message } => self.record(kind, message),
                 Effect::Exit => self.exiting = true,
             }
@@ -874,6 +926,16 @@ impl Runner {
         }
     }
 
+    /// Reads the store's listing again (a release was added behind the supervisor's back).
+    async fn refresh_listing(&mut self) {
+        let releases = self.releases.clone();
+        match tokio::task::spawn_blocking(move || releases.status()).await {
+            Ok(Ok(listing)) => self.status_tx.send_modify(|s| s.releases = listing),
+            Ok(Err(err)) => self.record("store_error", format!("cannot list releases: {err}")),
+            Err(err) => self.record("store_error", format!("cannot list releases: {err}")),
+        }
+    }
+
     /// Removes old releases, never one a worker runs.
     async fn prune(&mut self) {
         // What led here (a promotion) is shown first, not after the disk work.
@@ -960,6 +1022,18 @@ impl Runner {
                 ends_at: crate::protocol::now_ms() + left.as_millis() as u64,
                 errors: c.errors,
                 error_limit: self.machine.canary_error_limit(),
+                summary: None,
+            }
+        });
+        let pending = self.machine.pending_deploy().map(|p| {
+            let (now, at) = (Instant::now(), crate::protocol::now_ms());
+            PendingDeployStatus {
+                release: p.release.clone(),
+                version: String::new(),
+                requested_at: at
+                    .saturating_sub(now.duration_since(p.requested_at).as_millis() as u64),
+                expires_at: at + p.expires_at.saturating_duration_since(now).as_millis() as u64,
+                origin: DeployOrigin::Remote,
             }
         });
         self.status_tx.send_if_modified(|s| {
@@ -970,6 +1044,7 @@ impl Runner {
                 s.clients,
                 s.sessions,
                 s.canary.clone(),
+                s.pending_deploy.clone(),
             );
             s.state = state;
             s.failed_reason = failed_reason;
@@ -984,6 +1059,17 @@ impl Runner {
                 }
                 c
             });
+            s.pending_deploy = pending.map(|mut p| {
+                // As for the canary: the times were fixed when the request came.
+                match s.pending_deploy.as_ref().filter(|o| o.release == p.release) {
+                    Some(shown) => p.clone_from(shown),
+                    None => {
+                        let listed = s.releases.list.iter().find(|r| r.id == p.release);
+                        p.version = listed.map(|r| r.version.clone()).unwrap_or_default();
+                    }
+                }
+                p
+            });
             before
                 != (
                     s.state,
@@ -992,6 +1078,7 @@ impl Runner {
                     s.clients,
                     s.sessions,
                     s.canary.clone(),
+                    s.pending_deploy.clone(),
                 )
         });
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::release::INSTALLED;
-use super::status::StateName;
+use super::status::{DeployOrigin, StateName};
 
 /// The numbers behind the rules (issue "Supervisor": 0.5 s → 10 s backoff, reset after
 /// 60 s healthy, more than 5 crashes in 2 min rolls back, 60 s canary, > 10 faults).
@@ -36,6 +36,11 @@ pub struct Policy {
     /// for reasons that pass (a loaded machine), and the owner may be far from the desk.
     pub failed_retry: Duration,
 }
+
+/// How long a deploy from away from the desk waits for a person before it is dropped:
+/// long enough to walk to the machine, short enough that a forgotten request does not
+/// get approved by someone who no longer remembers what it was.
+pub const DEPLOY_APPROVAL_WINDOW: Duration = Duration::from_secs(600);
 
 /// The longest wait between retries out of `failed`.
 pub const FAILED_RETRY_CAP: Duration = Duration::from_secs(3600);
@@ -121,7 +126,21 @@ pub enum Event {
     Deploy {
         /// The new release.
         release: String,
+        /// Where it was asked for: a remote deploy waits for a person's approval.
+        origin: DeployOrigin,
     },
+    /// A person approved the deploy waiting for it.
+    ApproveDeploy {
+        /// The release they saw; `None`: whichever waits.
+        release: Option<String>,
+    },
+    /// A person refused the deploy waiting for approval.
+    RefuseDeploy {
+        /// As for `ApproveDeploy`.
+        release: Option<String>,
+    },
+    /// The timer armed by `ArmDeployExpiry` fired.
+    DeployExpiry,
     /// Stop everything in order.
     Shutdown,
 }
@@ -157,6 +176,12 @@ pub enum Effect {
     PruneReleases,
     /// Fire `Timer` at this instant (replaces any earlier timer).
     ArmTimer(Instant),
+    /// Fire `DeployExpiry` at this instant. A timer of its own: a pending deploy waits
+    /// beside whatever the state's own timer (backoff, canary) is counting.
+    ArmDeployExpiry(Instant),
+    /// The request fed in this step is refused, for this reason (worded for a person).
+    /// Whoever asked gets it as the answer; nothing else is done for it.
+    Refuse(String),
     /// An entry for the status page's event list.
     Record {
         /// Event kind (`worker_exited`, `rollback`, …).
@@ -235,6 +260,19 @@ pub struct Canary {
     pub errors: u64,
 }
 
+/// A deploy asked for from away from the desk, waiting for a person. It lives beside
+/// the state, not in it: whatever serves keeps serving, crashing and restarting as
+/// before, and the request survives all of that until it is answered or expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDeploy {
+    /// The release that would be deployed.
+    pub release: String,
+    /// When it was asked for.
+    pub requested_at: Instant,
+    /// When it is dropped unless answered.
+    pub expires_at: Instant,
+}
+
 /// The supervisor's memory: state plus the history the rules need.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -250,6 +288,8 @@ pub struct Machine {
     /// The last settings error recorded, so a retry that fails the same way adds no
     /// event; cleared once a worker is healthy.
     config_error: Option<String>,
+    /// A remote deploy waiting for approval.
+    pending: Option<PendingDeploy>,
 }
 
 impl Machine {
@@ -272,6 +312,7 @@ impl Machine {
             restarts: 0,
             failed_retries: 0,
             config_error: None,
+            pending: None,
         };
         (m, effects)
     }
@@ -332,6 +373,11 @@ impl Machine {
         &self.known_good
     }
 
+    /// The deploy waiting for a person's approval, if any.
+    pub fn pending_deploy(&self) -> Option<&PendingDeploy> {
+        self.pending.as_ref()
+    }
+
     /// Feeds one event; returns what to do.
     pub fn step(&mut self, event: Event, now: Instant) -> Vec<Effect> {
         tracing::trace!(state = ?self.state, ?event, "supervisor step");
@@ -375,6 +421,24 @@ impl Machine {
                 fx.push(Effect::Exit);
                 (State::Stopping, fx)
             }
+
+            // ---- a deploy from away from the desk waits for a person, whatever serves -----
+            (
+                state,
+                E::Deploy {
+                    release,
+                    origin: DeployOrigin::Remote,
+                },
+            ) => (state, self.hold_deploy(release, now)),
+            (state, E::ApproveDeploy { release }) => self.approve_deploy(state, release, now),
+            (state, E::RefuseDeploy { release }) => (state, self.refuse_deploy(release)),
+            (state, E::DeployExpiry) => (state, self.expire_deploy(now)),
+            (state @ State::Deploying { .. }, E::Deploy { .. }) => (
+                state,
+                vec![Effect::Refuse(
+                    "a deploy is already in progress; wait for it to finish".into(),
+                )],
+            ),
 
             // ---- starting -------------------------------------------------------------
             (State::Starting { release, .. }, E::Healthy { release: r }) if r == release => {
@@ -566,13 +630,19 @@ impl Machine {
                     since,
                     canary,
                 },
-                E::Deploy { release: candidate },
+                E::Deploy {
+                    release: candidate, ..
+                },
             ) => {
                 if candidate == release {
-                    let fx = vec![Effect::Record {
-                        kind: "deploy_refused",
-                        message: format!("release {candidate} is already serving"),
-                    }];
+                    let message = format!("release {candidate} is already serving");
+                    let fx = vec![
+                        Effect::Record {
+                            kind: "deploy_refused",
+                            message: message.clone(),
+                        },
+                        Effect::Refuse(message),
+                    ];
                     return (
                         State::Serving {
                             release,
@@ -745,7 +815,9 @@ impl Machine {
 
             (
                 State::Backoff { release, .. } | State::Starting { release, .. },
-                E::Deploy { release: candidate },
+                E::Deploy {
+                    release: candidate, ..
+                },
             ) => {
                 let mut fx = vec![Effect::Stop {
                     release,
@@ -754,7 +826,12 @@ impl Machine {
                 fx.extend(self.deploy_now(candidate));
                 (self.restarting_state(), fx)
             }
-            (State::Failed { .. }, E::Deploy { release: candidate }) => {
+            (
+                State::Failed { .. },
+                E::Deploy {
+                    release: candidate, ..
+                },
+            ) => {
                 self.crashes.clear();
                 self.attempt = 0;
                 let fx = self.deploy_now(candidate);
@@ -966,6 +1043,120 @@ impl Machine {
             },
             Effect::Spawn { release: target },
         ]
+    }
+
+    /// A remote deploy: kept for a person to answer. A second one while one waits is
+    /// refused, not swapped in: what a person is about to approve must not change under
+    /// their click, and a busy script must not push out the request they were shown.
+    fn hold_deploy(&mut self, release: String, now: Instant) -> Vec<Effect> {
+        if let Some(waiting) = &self.pending {
+            let why = format!(
+                "release {} already awaits approval; release {release} was not queued: approve or refuse that one first (the Chroxy window, the status page, or `chroxy deploy --approve`/`--refuse` at a terminal), then deploy again",
+                waiting.release
+            );
+            return vec![
+                Effect::Record {
+                    kind: "deploy_refused",
+                    message: why.clone(),
+                },
+                Effect::Refuse(why),
+            ];
+        }
+        let expires_at = now + DEPLOY_APPROVAL_WINDOW;
+        let message = format!(
+            "release {release} was sent from away from the desk and waits for approval: Approve in the Chroxy window or on the status page, or `chroxy deploy --approve` at a terminal, within {} min; until then nothing changes",
+            DEPLOY_APPROVAL_WINDOW.as_secs() / 60
+        );
+        self.pending = Some(PendingDeploy {
+            release,
+            requested_at: now,
+            expires_at,
+        });
+        vec![
+            Effect::Record {
+                kind: "deploy_pending",
+                message,
+            },
+            Effect::ArmDeployExpiry(expires_at),
+        ]
+    }
+
+    /// The pending deploy a person answers, if it is the one they saw.
+    fn answered(&self, seen: Option<&str>) -> Result<&PendingDeploy, String> {
+        let Some(waiting) = &self.pending else {
+            return Err("no deploy awaits approval".into());
+        };
+        match seen {
+            Some(seen) if seen != waiting.release => Err(format!(
+                "the deploy awaiting approval is release {}, not {seen}; look again before answering",
+                waiting.release
+            )),
+            _ => Ok(waiting),
+        }
+    }
+
+    /// Approved: exactly what a deploy from the desk does, from whatever state serves.
+    fn approve_deploy(
+        &mut self,
+        state: State,
+        seen: Option<String>,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        let release = match self.answered(seen.as_deref()) {
+            Ok(waiting) => waiting.release.clone(),
+            Err(why) => return (state, vec![Effect::Refuse(why)]),
+        };
+        if let State::Deploying { candidate, .. } = &state {
+            // Kept: the person may approve it once the deploy under way is settled.
+            let why = format!(
+                "release {candidate} is being deployed now; approve release {release} once that is settled"
+            );
+            return (state, vec![Effect::Refuse(why)]);
+        }
+        self.pending = None;
+        let mut fx = vec![Effect::Record {
+            kind: "deploy_approved",
+            message: format!("the deploy of release {release} was approved"),
+        }];
+        let deploy = Event::Deploy {
+            release,
+            origin: DeployOrigin::Desk,
+        };
+        let (state, more) = self.transition(state, deploy, now);
+        fx.extend(more);
+        (state, fx)
+    }
+
+    fn refuse_deploy(&mut self, seen: Option<String>) -> Vec<Effect> {
+        let release = match self.answered(seen.as_deref()) {
+            Ok(waiting) => waiting.release.clone(),
+            Err(why) => return vec![Effect::Refuse(why)],
+        };
+        self.pending = None;
+        vec![Effect::Record {
+            kind: "deploy_refused",
+            message: format!(
+                "the deploy of release {release} was refused; it stays in the store, unpromoted"
+            ),
+        }]
+    }
+
+    fn expire_deploy(&mut self, now: Instant) -> Vec<Effect> {
+        // A timer armed for a request answered since finds nothing to drop.
+        let Some(release) = self
+            .pending
+            .take_if(|p| now >= p.expires_at)
+            .map(|p| p.release)
+        else {
+            return vec![];
+        };
+        vec![Effect::Record {
+            kind: "deploy_expired",
+            message: format!(
+                "the deploy of release {release} was not approved within {} min and was dropped; it stays in the store, unpromoted: deploy it again to ask again",
+                DEPLOY_APPROVAL_WINDOW.as_secs() / 60
+            ),
+        }]
     }
 
     /// Nothing healthy serves, so a deploy cannot run beside it: switch and start the
@@ -1378,6 +1569,7 @@ mod tests {
         let fx = m.step(
             Event::Deploy {
                 release: "2-bad".into(),
+                origin: DeployOrigin::Desk,
             },
             t0 + S,
         );
@@ -1411,6 +1603,7 @@ mod tests {
         let fx = m.step(
             Event::Deploy {
                 release: "3-ok".into(),
+                origin: DeployOrigin::Desk,
             },
             t0 + 3 * S,
         );
@@ -1510,6 +1703,7 @@ mod tests {
         let fx = m.step(
             Event::Deploy {
                 release: "1-fix".into(),
+                origin: DeployOrigin::Desk,
             },
             now,
         );
@@ -1530,6 +1724,7 @@ mod tests {
         m.step(
             Event::Deploy {
                 release: "1-new".into(),
+                origin: DeployOrigin::Desk,
             },
             t0 + S,
         );
@@ -1677,6 +1872,7 @@ mod tests {
         m.step(
             Event::Deploy {
                 release: "2-next".into(),
+                origin: DeployOrigin::Desk,
             },
             t0,
         );
@@ -1684,5 +1880,402 @@ mod tests {
         assert!(spawns(&fx).is_empty());
         assert_eq!(m.state_name(), StateName::Healthy);
         assert_eq!(m.current(), "0-good");
+    }
+
+    fn remote(r: &str) -> Event {
+        Event::Deploy {
+            release: r.into(),
+            origin: DeployOrigin::Remote,
+        }
+    }
+
+    fn desk(r: &str) -> Event {
+        Event::Deploy {
+            release: r.into(),
+            origin: DeployOrigin::Desk,
+        }
+    }
+
+    fn approve(r: Option<&str>) -> Event {
+        Event::ApproveDeploy {
+            release: r.map(str::to_owned),
+        }
+    }
+
+    fn refuse(r: Option<&str>) -> Event {
+        Event::RefuseDeploy {
+            release: r.map(str::to_owned),
+        }
+    }
+
+    /// What a step did, in the terms the deploy rules speak of.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Seen {
+        /// Events recorded for the views, by kind.
+        kinds: Vec<&'static str>,
+        /// Releases started.
+        spawns: Vec<String>,
+        /// Whether the request was refused.
+        refused: bool,
+        /// Whether anything phones see changed (routing, stops, the current pointer).
+        touched_phones: bool,
+    }
+
+    fn seen(fx: &[Effect]) -> Seen {
+        Seen {
+            kinds: fx
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Record { kind, .. } => Some(*kind),
+                    _ => None,
+                })
+                .collect(),
+            spawns: spawns(fx).into_iter().map(str::to_owned).collect(),
+            refused: fx.iter().any(|e| matches!(e, Effect::Refuse(_))),
+            touched_phones: fx.iter().any(|e| {
+                matches!(
+                    e,
+                    Effect::Route { .. } | Effect::Stop { .. } | Effect::SetCurrent(_)
+                )
+            }),
+        }
+    }
+
+    /// `0-good` serving and known-good, from `t0`.
+    fn serving_known_good() -> (Machine, Instant) {
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        let t0 = Instant::now();
+        m.step(healthy("0-good"), t0);
+        (m, t0)
+    }
+
+    #[test]
+    fn a_deploy_from_away_from_the_desk_waits_for_a_person() {
+        const MIN: Duration = Duration::from_secs(60);
+        let none: Vec<String> = vec![];
+        // (what, steps before, the step, what it did, pending after, state after)
+        type Setup = fn(&mut Machine, Instant);
+        type Row = (
+            &'static str,
+            Setup,
+            Event,
+            Seen,
+            Option<&'static str>,
+            StateName,
+        );
+        let table: &[Row] = &[
+            (
+                "a remote deploy is held; nothing changes for the phones",
+                |_, _| {},
+                remote("1-new"),
+                Seen {
+                    kinds: vec!["deploy_pending"],
+                    spawns: none.clone(),
+                    refused: false,
+                    touched_phones: false,
+                },
+                Some("1-new"),
+                StateName::Healthy,
+            ),
+            (
+                "approving it runs exactly a desk deploy: the candidate starts beside",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                },
+                approve(None),
+                Seen {
+                    kinds: vec!["deploy_approved", "deploying"],
+                    spawns: vec!["1-new".into()],
+                    refused: false,
+                    touched_phones: false,
+                },
+                None,
+                StateName::Healthy,
+            ),
+            (
+                "approving the release the person saw",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                },
+                approve(Some("1-new")),
+                Seen {
+                    kinds: vec!["deploy_approved", "deploying"],
+                    spawns: vec!["1-new".into()],
+                    refused: false,
+                    touched_phones: false,
+                },
+                None,
+                StateName::Healthy,
+            ),
+            (
+                "approving a release that is not the one waiting is refused, the request kept",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                },
+                approve(Some("2-other")),
+                Seen {
+                    kinds: vec![],
+                    spawns: none.clone(),
+                    refused: true,
+                    touched_phones: false,
+                },
+                Some("1-new"),
+                StateName::Healthy,
+            ),
+            (
+                "refusing drops it and starts nothing",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                },
+                refuse(None),
+                Seen {
+                    kinds: vec!["deploy_refused"],
+                    spawns: none.clone(),
+                    refused: false,
+                    touched_phones: false,
+                },
+                None,
+                StateName::Healthy,
+            ),
+            (
+                "nothing to approve",
+                |_, _| {},
+                approve(None),
+                Seen {
+                    kinds: vec![],
+                    spawns: none.clone(),
+                    refused: true,
+                    touched_phones: false,
+                },
+                None,
+                StateName::Healthy,
+            ),
+            (
+                "nothing to refuse",
+                |_, _| {},
+                refuse(Some("1-new")),
+                Seen {
+                    kinds: vec![],
+                    spawns: none.clone(),
+                    refused: true,
+                    touched_phones: false,
+                },
+                None,
+                StateName::Healthy,
+            ),
+            (
+                "a second remote deploy while one waits is refused; the first still waits",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                },
+                remote("2-next"),
+                Seen {
+                    kinds: vec!["deploy_refused"],
+                    spawns: none.clone(),
+                    refused: true,
+                    touched_phones: false,
+                },
+                Some("1-new"),
+                StateName::Healthy,
+            ),
+            (
+                "its timer before it is due drops nothing",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                },
+                Event::DeployExpiry,
+                Seen {
+                    kinds: vec![],
+                    spawns: none.clone(),
+                    refused: false,
+                    touched_phones: false,
+                },
+                Some("1-new"),
+                StateName::Healthy,
+            ),
+            (
+                "a desk deploy goes at once and leaves the remote one waiting for its own answer",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                },
+                desk("2-desk"),
+                Seen {
+                    kinds: vec!["deploying"],
+                    spawns: vec!["2-desk".into()],
+                    refused: false,
+                    touched_phones: false,
+                },
+                Some("1-new"),
+                StateName::Healthy,
+            ),
+            (
+                "approving while another deploy is being gated is refused, the request kept",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                    m.step(desk("2-desk"), t);
+                },
+                approve(None),
+                Seen {
+                    kinds: vec![],
+                    spawns: none.clone(),
+                    refused: true,
+                    touched_phones: false,
+                },
+                Some("1-new"),
+                StateName::Healthy,
+            ),
+            (
+                "a desk deploy while another is being gated is refused",
+                |m, t| {
+                    m.step(desk("2-desk"), t);
+                },
+                desk("3-desk"),
+                Seen {
+                    kinds: vec![],
+                    spawns: none.clone(),
+                    refused: true,
+                    touched_phones: false,
+                },
+                None,
+                StateName::Healthy,
+            ),
+            (
+                "the request outlives a crash and restart of the worker, and is approved after",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                    m.step(exited("0-good"), t);
+                    m.step(Event::Timer, t + S);
+                    m.step(healthy("0-good"), t + S);
+                },
+                approve(None),
+                Seen {
+                    kinds: vec!["deploy_approved", "deploying"],
+                    spawns: vec!["1-new".into()],
+                    refused: false,
+                    touched_phones: false,
+                },
+                None,
+                StateName::Healthy,
+            ),
+            (
+                "approved while the worker is down between restarts: the candidate replaces it",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                    m.step(exited("0-good"), t);
+                },
+                approve(None),
+                Seen {
+                    kinds: vec!["deploy_approved", "deploying"],
+                    spawns: vec!["1-new".into()],
+                    refused: false,
+                    touched_phones: true,
+                },
+                None,
+                StateName::Restarting,
+            ),
+            (
+                "a request for the release already serving is refused on approval",
+                |m, t| {
+                    m.step(remote("0-good"), t);
+                },
+                approve(None),
+                Seen {
+                    kinds: vec!["deploy_approved", "deploy_refused"],
+                    spawns: none.clone(),
+                    refused: true,
+                    touched_phones: false,
+                },
+                None,
+                StateName::Healthy,
+            ),
+            (
+                "stopping: nothing is approved any more",
+                |m, t| {
+                    m.step(remote("1-new"), t);
+                    m.step(Event::Shutdown, t);
+                },
+                approve(None),
+                Seen {
+                    kinds: vec![],
+                    spawns: none.clone(),
+                    refused: false,
+                    touched_phones: false,
+                },
+                Some("1-new"),
+                StateName::Draining,
+            ),
+        ];
+        for (what, setup, event, want, pending, state) in table {
+            let (mut m, t0) = serving_known_good();
+            setup(&mut m, t0);
+            let got = seen(&m.step(event.clone(), t0 + 2 * S));
+            assert_eq!(&got, want, "{what}");
+            assert_eq!(
+                m.pending_deploy().map(|p| p.release.as_str()),
+                *pending,
+                "{what}"
+            );
+            assert_eq!(m.state_name(), *state, "{what}");
+        }
+
+        // Held: its expiry timer, beside the state's own.
+        let (mut m, t0) = serving_known_good();
+        let fx = m.step(remote("1-new"), t0);
+        assert!(
+            fx.contains(&Effect::ArmDeployExpiry(t0 + 10 * MIN)),
+            "{fx:?}"
+        );
+        assert_eq!(m.current(), "0-good");
+        assert_eq!(
+            m.pending_deploy(),
+            Some(&PendingDeploy {
+                release: "1-new".into(),
+                requested_at: t0,
+                expires_at: t0 + 10 * MIN
+            })
+        );
+        // Unanswered for ten minutes: dropped, said so, and then nothing to approve.
+        assert_eq!(m.step(Event::DeployExpiry, t0 + 10 * MIN - S), vec![]);
+        let fx = m.step(Event::DeployExpiry, t0 + 10 * MIN);
+        assert_eq!(seen(&fx).kinds, ["deploy_expired"]);
+        assert_eq!(m.pending_deploy(), None);
+        assert!(seen(&m.step(approve(None), t0 + 11 * MIN)).refused);
+        // A timer left from a request answered since drops a newer one only when due.
+        let (mut m, t0) = serving_known_good();
+        m.step(remote("1-new"), t0);
+        m.step(refuse(None), t0 + S);
+        m.step(remote("2-next"), t0 + 5 * MIN);
+        assert_eq!(m.step(Event::DeployExpiry, t0 + 10 * MIN), vec![]);
+        assert_eq!(
+            m.pending_deploy().map(|p| p.release.as_str()),
+            Some("2-next")
+        );
+
+        // Approved: the candidate is gated, then serves as a canary, as from the desk.
+        let (mut m, t0) = serving_known_good();
+        m.step(remote("1-new"), t0);
+        m.step(approve(Some("1-new")), t0 + MIN);
+        let fx = m.step(healthy("1-new"), t0 + MIN + S);
+        assert!(fx.contains(&Effect::SetCurrent("1-new".into())));
+        assert!(fx.contains(&Effect::ArmTimer(t0 + 2 * MIN + S)), "{fx:?}");
+        assert_eq!(m.canary().map(|(r, _)| r), Some("1-new"));
+        assert_eq!(m.known_good(), "0-good");
+
+        // Approved while failed: started in place of the release that is not serving.
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        let mut now = Instant::now();
+        m.step(remote("1-fix"), now);
+        while m.state_name() != StateName::Failed {
+            m.step(exited("0-good"), now);
+            now += 11 * S;
+            m.step(Event::Timer, now);
+        }
+        assert_eq!(
+            m.pending_deploy().map(|p| p.release.as_str()),
+            Some("1-fix")
+        );
+        let fx = m.step(approve(None), now);
+        assert_eq!(spawns(&fx), ["1-fix"]);
+        assert!(fx.contains(&Effect::SetCurrent("1-fix".into())));
     }
 }

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::tunnel::TunnelStatus;
+
 /// The supervisor's state as views name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,31 +89,72 @@ pub struct CanaryStatus {
     pub errors: u64,
     /// More errors than this roll it back.
     pub error_limit: u64,
+    /// [`CanaryStatus::describe`] as of the answer it is in: every view shows this
+    /// sentence rather than making its own. Filled by [`Handle::status`](super::handle::Handle::status).
+    #[serde(default)]
+    pub summary: Option<String>,
 }
 
-/// `tunnel` of the status JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TunnelStatus {
-    /// `quick`, `named` or `none`.
-    pub mode: String,
-    /// `starting`, `up`, `reconnecting`, `down`, or `off` for mode none.
-    pub state: String,
-    /// The public URL, when up.
-    pub url: Option<String>,
-    /// The last error, while not up.
-    pub last_error: Option<String>,
+impl CanaryStatus {
+    /// The trial in a sentence, at `now_ms` (milliseconds since the epoch).
+    pub fn describe(&self, now_ms: u64) -> String {
+        let left = self.ends_at.saturating_sub(now_ms) / 1000;
+        let when = match left {
+            0 => "any moment now".to_owned(),
+            1..120 => format!("in {left} s"),
+            _ => format!("in {} min", left / 60),
+        };
+        format!(
+            "release {} on trial: known-good {when} unless it fails ({} of {} errors)",
+            self.release, self.errors, self.error_limit
+        )
+    }
 }
 
-impl Default for TunnelStatus {
-    fn default() -> Self {
-        Self {
-            mode: "none".into(),
-            state: "off".into(),
-            url: None,
-            last_error: None,
+/// Where a deploy was asked for. Only a person at this machine's desk may replace what
+/// phones are served without a further click: anything else (a script, `curl` with the
+/// admin token, a command with no terminal) waits for one. A same-user process holding
+/// the admin token can claim `desk`; the boundary this draws is against unattended
+/// deploys, not against the user's own processes (README "Deploy").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployOrigin {
+    /// The tray window, or `chroxy deploy` on an interactive terminal.
+    Desk,
+    /// Anything else; the default when a request does not say.
+    #[default]
+    Remote,
+}
+
+impl DeployOrigin {
+    /// `chroxy deploy`'s origin: `desk` when both its standard input and output are a
+    /// terminal (a person typed it), `remote` otherwise (a script, a pipe, a cron job).
+    /// The CLI refuses to deploy from inside an agent's process tree before this.
+    pub fn of_this_terminal() -> Self {
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            Self::Desk
+        } else {
+            Self::Remote
         }
     }
+}
+
+/// `pendingDeploy` of the status JSON: a deploy asked for from away from the desk,
+/// waiting for a person to approve or refuse it. Until then nothing changes for phones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingDeployStatus {
+    /// The release that would be deployed.
+    pub release: String,
+    /// Its version (from its manifest), or empty when the listing does not have it.
+    pub version: String,
+    /// When it was asked for (milliseconds since the epoch).
+    pub requested_at: u64,
+    /// When it is dropped unless answered (milliseconds since the epoch).
+    pub expires_at: u64,
+    /// Where it was asked for (`remote`: a desk deploy never waits).
+    pub origin: DeployOrigin,
 }
 
 /// `connections` of the status JSON: the public port's bounds, and whether a flood has
@@ -136,6 +179,30 @@ pub struct ConnectionsStatus {
     pub last_limit_at: Option<u64>,
 }
 
+/// `devices` of the status JSON: who may connect, and who waits for the owner. Read
+/// from the registry ([`crate::devices`]); never a key or a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevicesStatus {
+    /// New devices need a pairing code or approval (`[security] approve_new_devices`);
+    /// `false`: the API token alone lets any device in, and views say so.
+    pub approve_new: bool,
+    /// Every device, oldest first.
+    pub list: Vec<crate::devices::Device>,
+    /// Why the registry cannot be read (then no device gets in until it is fixed).
+    pub error: Option<String>,
+}
+
+impl Default for DevicesStatus {
+    fn default() -> Self {
+        Self {
+            approve_new: true,
+            list: Vec::new(),
+            error: None,
+        }
+    }
+}
+
 /// One entry of the recent-events list, newest last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -143,7 +210,8 @@ pub struct StatusEvent {
     /// Milliseconds since the epoch.
     pub at: u64,
     /// `worker_started`, `worker_exited`, `health_failed`, `rollback`, `deployed`,
-    /// `promoted`, `failed`, `restart_requested`, `reconnect`, `tunnel`,
+    /// `promoted`, `failed`, `restart_requested`, `reconnect`, `tunnel`, `deploy_pending`,
+    /// `deploy_approved`, `deploy_refused`, `deploy_expired`,
     /// `release_damaged`, `config_invalid`, `releases_pruned`, …
     pub kind: String,
     /// Human-readable, secret-free detail (exit status, failing health step, reason).
@@ -165,6 +233,9 @@ pub struct Status {
     /// The canary watch, while a deployed release is on trial.
     #[serde(default)]
     pub canary: Option<CanaryStatus>,
+    /// A deploy waiting for a person's approval.
+    #[serde(default)]
+    pub pending_deploy: Option<PendingDeployStatus>,
     /// The tunnel.
     pub tunnel: TunnelStatus,
     /// Phones connected (from the worker's heartbeat).
@@ -174,6 +245,9 @@ pub struct Status {
     pub connections: ConnectionsStatus,
     /// Sessions (from the worker's heartbeat).
     pub sessions: u32,
+    /// The devices that may connect or wait to.
+    #[serde(default)]
+    pub devices: DevicesStatus,
     /// Where secrets are kept: `keyring` or `file`.
     pub secrets_backend: String,
     /// Answers come from the built-in scripted model, not Anthropic's API.
@@ -200,10 +274,12 @@ impl Status {
             worker: WorkerStatus::default(),
             releases: ReleasesStatus::default(),
             canary: None,
+            pending_deploy: None,
             tunnel: TunnelStatus::default(),
             clients: 0,
             connections: ConnectionsStatus::default(),
             sessions: 0,
+            devices: DevicesStatus::default(),
             secrets_backend: secrets_backend.to_owned(),
             demo,
             public_port,
@@ -224,6 +300,69 @@ impl Status {
             let excess = self.events.len() - MAX_EVENTS;
             self.events.drain(..excess);
         }
+    }
+}
+
+impl Status {
+    /// What `chroxy status` prints: one line per part, then the ten newest events.
+    /// `supervisor` says who runs it ([`super::instance::describe`]); `now` (ms since
+    /// the epoch) dates the canary's end and the events.
+    pub fn to_text(&self, supervisor: &str, now: u64) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let mut line = |text: String| {
+            let _ = writeln!(out, "{text}");
+        };
+        let state = serde_json::to_value(self.state).unwrap_or_default();
+        line(format!(
+            "state:        {}",
+            state.as_str().unwrap_or_default()
+        ));
+        if let Some(reason) = &self.failed_reason {
+            line(format!("reason:       {reason}"));
+        }
+        if self.demo {
+            line("mode:         DEMO (scripted model)".into());
+        }
+        line(format!("supervisor:   {supervisor}"));
+        let w = &self.worker;
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        line(format!(
+            "worker:       release {} pid {} port {} restarts {}",
+            or_dash(w.release.clone()),
+            or_dash(w.pid.map(|p| p.to_string())),
+            or_dash(w.port.map(|p| p.to_string())),
+            w.restarts
+        ));
+        line(format!(
+            "releases:     current {} known-good {}",
+            or_dash(self.releases.current.clone()),
+            or_dash(self.releases.known_good.clone())
+        ));
+        if let Some(c) = &self.canary {
+            line(format!("canary:       {}", c.describe(now)));
+        }
+        if let Some(p) = &self.pending_deploy {
+            let left = p.expires_at.saturating_sub(now) / 1000;
+            line(format!("pending:      deploy of release {} awaits approval for {left} s more (`chroxy deploy --approve` or `--refuse`)", p.release));
+        }
+        line(format!(
+            "clients:      {}   sessions: {}",
+            self.clients, self.sessions
+        ));
+        line(format!(
+            "tunnel:       {} ({})",
+            self.tunnel.mode, self.tunnel.state
+        ));
+        if !self.events.is_empty() {
+            line("recent events:".into());
+            for e in self.events.iter().rev().take(10) {
+                let ago = format!("{} s ago", now.saturating_sub(e.at) / 1000);
+                line(format!("  {ago:>10}  {:<18} {}", e.kind, e.message));
+            }
+        }
+        out
     }
 }
 
@@ -250,9 +389,111 @@ pub enum Action {
     /// The API token was rotated in the store: start workers with the new one (phones
     /// holding the old one get `auth_fail` and must pair again).
     ReloadToken,
-    /// Start a release already added to the store (by `chroxy deploy`) as a canary.
+    /// Start a release already added to the store (by `chroxy deploy`) as a canary; from
+    /// away from the desk, only once a person approves it.
     Deploy {
         /// Its id.
         release: String,
+        /// Where it was asked for.
+        origin: DeployOrigin,
     },
+    /// Go ahead with the deploy awaiting approval (the window, the status page,
+    /// `chroxy deploy --approve`).
+    ApproveDeploy {
+        /// The release the person saw; refused if another one waits now. `None`:
+        /// whichever waits.
+        release: Option<String>,
+    },
+    /// Drop the deploy awaiting approval; its release stays in the store, unpromoted.
+    RefuseDeploy {
+        /// As for [`Action::ApproveDeploy`].
+        release: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_canary_sentence_counts_down_to_known_good() {
+        let c = CanaryStatus {
+            release: "7".into(),
+            ends_at: 1_000_000,
+            errors: 2,
+            error_limit: 10,
+            summary: None,
+        };
+        assert_eq!(
+            c.describe(1_000_000 - 42_500),
+            "release 7 on trial: known-good in 42 s unless it fails (2 of 10 errors)"
+        );
+        assert_eq!(
+            c.describe(1_000_000 - 600_000),
+            "release 7 on trial: known-good in 10 min unless it fails (2 of 10 errors)"
+        );
+        assert!(c
+            .describe(1_000_000 + 5)
+            .contains("known-good any moment now"));
+    }
+
+    #[test]
+    fn the_text_of_chroxy_status_says_every_part_and_the_newest_events_first() {
+        let mut status = Status::new(8765, 8766, true, "file");
+        status.state = StateName::RollingBack;
+        status.failed_reason = Some("release 2-abc failed its health gate".into());
+        status.worker = WorkerStatus {
+            pid: Some(42),
+            release: Some("0".into()),
+            port: None,
+            started_at: None,
+            restarts: 3,
+        };
+        status.releases.current = Some("0".into());
+        status.canary = Some(CanaryStatus {
+            release: "2-abc".into(),
+            ends_at: 100_000,
+            errors: 1,
+            error_limit: 10,
+            summary: None,
+        });
+        status.clients = 2;
+        status.sessions = 1;
+        for (i, kind) in (0..12).zip(std::iter::repeat("worker_started")) {
+            status.events.push(StatusEvent {
+                at: 1_000 * i,
+                kind: kind.into(),
+                message: format!("event {i}"),
+            });
+        }
+        let text = status.to_text("pid 7, public port 8765", 70_500);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..9],
+            [
+                "state:        rolling_back",
+                "reason:       release 2-abc failed its health gate",
+                "mode:         DEMO (scripted model)",
+                "supervisor:   pid 7, public port 8765",
+                "worker:       release 0 pid 42 port - restarts 3",
+                "releases:     current 0 known-good -",
+                "canary:       release 2-abc on trial: known-good in 29 s unless it fails (1 of 10 errors)",
+                "clients:      2   sessions: 1",
+                "tunnel:       none (off)",
+            ]
+        );
+        assert_eq!(lines[9], "recent events:");
+        assert_eq!(lines[10], "    59 s ago  worker_started     event 11");
+        assert_eq!(lines.len(), 20, "ten events, newest first:\n{text}");
+        assert!(lines[19].ends_with("event 2"), "{text}");
+    }
+
+    #[test]
+    fn a_quiet_status_leaves_out_what_it_does_not_have() {
+        let text = Status::new(8765, 8766, false, "keyring").to_text("pid 7", 0);
+        for absent in ["reason:", "mode:", "canary:", "recent events:"] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+        assert!(text.starts_with("state:        starting\n"), "{text}");
+    }
 }

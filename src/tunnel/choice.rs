@@ -7,7 +7,6 @@
 //! [`Action::Tunnel`]: crate::supervisor::status::Action::Tunnel
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,18 +88,15 @@ impl TunnelResolver {
                 Mode::Named { hostname, token }
             }
         };
-        let ms = Duration::from_millis;
-        let mut spec = TunnelSpec::new(mode, self.binary.clone(), 0);
-        spec.start_timeout = ms(self.config.start_timeout_ms);
-        spec.backoff_floor = ms(self.config.backoff_floor_ms);
-        spec.backoff_cap = ms(self.config.backoff_cap_ms);
-        spec.healthy_reset = ms(self.config.healthy_reset_ms);
+        let spec = TunnelSpec::new(mode, self.binary.clone(), 0, &self.config);
         Ok(Some(spec))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::store::Paths;
 
@@ -131,7 +127,7 @@ mod tests {
         assert_eq!(quick.mode, Mode::Quick);
         assert_eq!(quick.binary, Some("/opt/cloudflared".into()));
         assert_eq!(
-            quick.backoff_floor,
+            quick.backoff.floor,
             Duration::from_millis(1234),
             "the settings apply"
         );

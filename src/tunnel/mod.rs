@@ -1,12 +1,13 @@
 //! The way in from anywhere: `cloudflared`, a child of the supervisor pointed at the
 //! public port, so worker restarts never touch it. It is kept up forever: a tunnel that
-//! dies, or does not come up within its deadline, is restarted after a backoff (1 s
-//! doubling to 60 s, reset once it has been up for 5 minutes) — never given up on,
-//! because a user away from the desk has no other way back in. Every change (state,
-//! URL, last error) is published for the status page, the window and the pairing QR.
+//! dies, or does not come up within its deadline, is restarted after a backoff (by
+//! default 1 s doubling to 60 s, reset once it has been up for 5 minutes: `[tunnel]`
+//! in [`TunnelConfig`]) — never given up on, because a user away from the desk has no
+//! other way back in. Every change (state, URL, last error) is published for the status
+//! page, the window and the pairing QR ([`TunnelStatus`], `status.rs`).
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -16,15 +17,18 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+use crate::config::TunnelConfig;
 use crate::process;
-use crate::secrets::ApiToken;
-use crate::supervisor::status::TunnelStatus;
+use crate::token::ApiToken;
 
 mod choice;
 mod record;
+mod status;
 
 pub use choice::{ChoiceError, TunnelChoice, TunnelResolver};
 pub use record::{record_file, stop_leftover};
+pub use status::{TunnelMode, TunnelState, TunnelStatus};
 
 /// How phones reach the machine from elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +45,11 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// `quick` or `named`.
-    pub fn name(&self) -> &'static str {
+    /// Which it is, as views name it.
+    pub fn kind(&self) -> TunnelMode {
         match self {
-            Mode::Quick => "quick",
-            Mode::Named { .. } => "named",
+            Mode::Quick => TunnelMode::Quick,
+            Mode::Named { .. } => TunnelMode::Named,
         }
     }
 }
@@ -61,10 +65,8 @@ pub struct TunnelSpec {
     pub port: u16,
     /// A start that shows no URL within this is killed and retried.
     pub start_timeout: Duration,
-    /// First retry delay; doubles per failure.
-    pub backoff_floor: Duration,
-    /// Longest retry delay.
-    pub backoff_cap: Duration,
+    /// Delays between retries.
+    pub backoff: Backoff,
     /// Up this long and the backoff starts over.
     pub healthy_reset: Duration,
     /// Where the running cloudflared is recorded ([`record_file`]), so that the next
@@ -73,34 +75,83 @@ pub struct TunnelSpec {
 }
 
 impl TunnelSpec {
-    /// The numbers: 30 s start deadline, 1 s → 60 s backoff, reset after 5 min.
-    pub fn new(mode: Mode, binary: Option<PathBuf>, port: u16) -> Self {
+    /// `mode` on `port`, with the deadline and retries of the `[tunnel]` settings.
+    pub fn new(mode: Mode, binary: Option<PathBuf>, port: u16, config: &TunnelConfig) -> Self {
         Self {
             mode,
             binary,
             port,
-            start_timeout: Duration::from_secs(30),
-            backoff_floor: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(60),
-            healthy_reset: Duration::from_secs(300),
+            start_timeout: config.start_timeout(),
+            backoff: config.backoff(),
+            healthy_reset: config.healthy_reset(),
             record: None,
         }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        self.backoff_floor
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.backoff_cap)
     }
 }
 
 /// How to install cloudflared, for every message that says it is missing.
 pub const INSTALL_HINT: &str = "install cloudflared (https://developers.cloudflare.com/cloudflare-one/connections/connect-networks/downloads/; on Debian: the `cloudflared` package from pkg.cloudflare.com) or point CHROXY_CLOUDFLARED at it";
 
+/// Why cloudflared is not carrying the tunnel. Every one is retried after a backoff,
+/// but a missing binary leaves the tunnel `down` rather than `reconnecting`: nothing
+/// will change until a person installs it.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// `CHROXY_CLOUDFLARED` names no file.
+    #[error("cloudflared not found at {} (CHROXY_CLOUDFLARED); {INSTALL_HINT}", .0.display())]
+    NotFoundAt(PathBuf),
+    /// No `cloudflared` on `PATH`.
+    #[error("cloudflared not found on PATH; {INSTALL_HINT}")]
+    NotOnPath,
+    /// It is there but would not start.
+    #[error("cannot run {}: {source}", binary.display())]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It ran but showed no tunnel within the start deadline.
+    #[error("cloudflared showed no tunnel within {} s{}", timeout.as_secs(), last_words(last, " (last: ", ")"))]
+    NoTunnel {
+        /// The deadline.
+        timeout: Duration,
+        /// Its last `ERR` line, if any.
+        last: Option<String>,
+    },
+    /// It exited.
+    #[error("cloudflared exited ({how}){}", last_words(last, ": ", ""))]
+    Exited {
+        /// Exit code or signal.
+        how: String,
+        /// Its last `ERR` line, if any.
+        last: Option<String>,
+    },
+}
+
+impl TunnelError {
+    /// Where the tunnel is while this stands in its way.
+    fn state(&self) -> TunnelState {
+        match self {
+            TunnelError::NotFoundAt(_) | TunnelError::NotOnPath => TunnelState::Down,
+            TunnelError::Spawn { .. }
+            | TunnelError::NoTunnel { .. }
+            | TunnelError::Exited { .. } => TunnelState::Reconnecting,
+        }
+    }
+}
+
+/// cloudflared's last error line for a message, between `before` and `after`.
+fn last_words(last: &Option<String>, before: &str, after: &str) -> String {
+    last.as_ref()
+        .map(|e| format!("{before}{e}{after}"))
+        .unwrap_or_default()
+}
+
 /// A running tunnel keeper.
 #[derive(Debug)]
 pub struct Tunnel {
-    mode: &'static str,
+    mode: TunnelMode,
     changes: Option<mpsc::UnboundedReceiver<TunnelStatus>>,
     restart: std::sync::Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -133,14 +184,9 @@ impl Tunnel {
         pid: tokio::sync::watch::Sender<Option<u32>>,
     ) -> Self {
         let (tx, changes) = mpsc::unbounded_channel();
-        let mode = spec.mode.name();
+        let mode = spec.mode.kind();
         let publisher = Publisher {
-            current: TunnelStatus {
-                mode: mode.into(),
-                state: "starting".into(),
-                url: None,
-                last_error: None,
-            },
+            current: TunnelStatus::starting(mode),
             changes: tx,
         };
         let restart = std::sync::Arc::new(Notify::new());
@@ -153,8 +199,8 @@ impl Tunnel {
         }
     }
 
-    /// `quick` or `named`.
-    pub fn mode(&self) -> &'static str {
+    /// Quick or named.
+    pub fn mode(&self) -> TunnelMode {
         self.mode
     }
 
@@ -187,7 +233,7 @@ async fn keep_up(
         let (up_for, error) = match outcome {
             Outcome::Stopped => {
                 status.modify(|s| {
-                    s.state = "down".into();
+                    s.state = TunnelState::Down;
                     s.url = None;
                     s.last_error = None;
                 });
@@ -202,7 +248,7 @@ async fn keep_up(
         if up_for >= spec.healthy_reset {
             attempt = 0;
         }
-        let delay = spec.backoff(attempt);
+        let delay = spec.backoff.delay(attempt);
         attempt = attempt.saturating_add(1);
         tracing::warn!(
             error = %error,
@@ -210,13 +256,9 @@ async fn keep_up(
             "tunnel down; retrying"
         );
         status.modify(|s| {
-            s.state = if error.starts_with("cloudflared not found") {
-                "down".into()
-            } else {
-                "reconnecting".into()
-            };
+            s.state = error.state();
             s.url = None;
-            s.last_error = Some(error);
+            s.last_error = Some(error.to_string());
         });
         tokio::select! {
             _ = stop.cancelled() => {}
@@ -229,24 +271,19 @@ async fn keep_up(
 enum Outcome {
     Stopped,
     Restart,
-    Failed { up_for: Duration, error: String },
-}
-
-fn resolve(spec: &TunnelSpec) -> Result<PathBuf, String> {
-    find_cloudflared(spec.binary.as_deref())
+    Failed {
+        up_for: Duration,
+        error: TunnelError,
+    },
 }
 
 /// Finds cloudflared: the configured path (`CHROXY_CLOUDFLARED`) if given, else `PATH`.
 /// The error says how to install it.
-pub fn find_cloudflared(configured: Option<&std::path::Path>) -> Result<PathBuf, String> {
+pub fn find_cloudflared(configured: Option<&Path>) -> Result<PathBuf, TunnelError> {
     match configured {
         Some(path) if path.is_file() => Ok(path.to_path_buf()),
-        Some(path) => Err(format!(
-            "cloudflared not found at {} (CHROXY_CLOUDFLARED); {INSTALL_HINT}",
-            path.display()
-        )),
-        None => which::which("cloudflared")
-            .map_err(|_| format!("cloudflared not found on PATH; {INSTALL_HINT}")),
+        Some(path) => Err(TunnelError::NotFoundAt(path.to_path_buf())),
+        None => which::which("cloudflared").map_err(|_| TunnelError::NotOnPath),
     }
 }
 
@@ -276,7 +313,7 @@ async fn run_once(
     if stop.is_cancelled() {
         return Outcome::Stopped;
     }
-    let binary = match resolve(spec) {
+    let binary = match find_cloudflared(spec.binary.as_deref()) {
         Ok(b) => b,
         Err(error) => {
             return Outcome::Failed {
@@ -305,10 +342,10 @@ async fn run_once(
     process::own(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
+        Err(source) => {
             return Outcome::Failed {
                 up_for: Duration::ZERO,
-                error: format!("cannot run {}: {e}", binary.display()),
+                error: TunnelError::Spawn { binary, source },
             }
         }
     };
@@ -322,8 +359,8 @@ async fn run_once(
         _ => None,
     };
     status.modify(|s| {
-        if s.state != "reconnecting" {
-            s.state = "starting".into();
+        if s.state != TunnelState::Reconnecting {
+            s.state = TunnelState::Starting;
         }
     });
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -366,7 +403,7 @@ async fn run_once(
                 tracing::info!("tunnel restart requested");
                 let _ = process::stop_gracefully(&mut child, Duration::from_secs(5)).await;
                 status.modify(|s| {
-                    s.state = "reconnecting".into();
+                    s.state = TunnelState::Reconnecting;
                     s.url = None;
                     s.last_error = Some("restarted on request".into());
                 });
@@ -376,21 +413,14 @@ async fn run_once(
                 let _ = process::kill_group(&mut child).await;
                 return Outcome::Failed {
                     up_for: Duration::ZERO,
-                    error: format!(
-                        "cloudflared showed no tunnel within {} s{}",
-                        spec.start_timeout.as_secs(),
-                        last_error.map(|e| format!(" (last: {e})")).unwrap_or_default()
-                    ),
+                    error: TunnelError::NoTunnel { timeout: spec.start_timeout, last: last_error },
                 };
             }
             exit = child.wait() => {
                 let how = exit.map(|s| process::describe(&s)).unwrap_or_else(|e| e.to_string());
                 return Outcome::Failed {
                     up_for: up_since.map(|t| t.elapsed()).unwrap_or_default(),
-                    error: format!(
-                        "cloudflared exited ({how}){}",
-                        last_error.map(|e| format!(": {e}")).unwrap_or_default()
-                    ),
+                    error: TunnelError::Exited { how, last: last_error },
                 };
             }
             Some(line) = lines.recv() => {
@@ -411,7 +441,7 @@ async fn run_once(
                     tracing::info!(%url, "tunnel up");
                     up_since = Some(Instant::now());
                     status.modify(|s| {
-                        s.state = "up".into();
+                        s.state = TunnelState::Up;
                         s.url = Some(url);
                         s.last_error = None;
                     });
@@ -511,10 +541,33 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_from_one_second_to_a_minute() {
-        let spec = TunnelSpec::new(Mode::Quick, None, 1);
-        let got: Vec<u64> = (0..8).map(|a| spec.backoff(a).as_secs()).collect();
-        assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60]);
+    fn only_a_missing_cloudflared_leaves_the_tunnel_down_and_the_message_says_how_to_fix_it() {
+        let missing = find_cloudflared(Some(Path::new("/nonexistent/cloudflared"))).unwrap_err();
+        assert_eq!(missing.state(), TunnelState::Down);
+        let text = missing.to_string();
+        assert!(
+            text.contains("/nonexistent/cloudflared") && text.contains("install cloudflared"),
+            "{text}"
+        );
+        assert_eq!(TunnelError::NotOnPath.state(), TunnelState::Down);
+        let died = TunnelError::Exited {
+            how: "exit status: 1".into(),
+            last: Some("failed to dial to edge".into()),
+        };
+        assert_eq!(died.state(), TunnelState::Reconnecting);
+        assert_eq!(
+            died.to_string(),
+            "cloudflared exited (exit status: 1): failed to dial to edge"
+        );
+        let silent = TunnelError::NoTunnel {
+            timeout: Duration::from_secs(30),
+            last: None,
+        };
+        assert_eq!(silent.state(), TunnelState::Reconnecting);
+        assert_eq!(
+            silent.to_string(),
+            "cloudflared showed no tunnel within 30 s"
+        );
     }
 
     #[test]

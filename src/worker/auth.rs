@@ -16,6 +16,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+
 /// More attempts than this waiting at once from one address get `rate_limited`.
 const MAX_IN_FLIGHT: u32 = 3;
 /// Forget addresses idle this long, so the map stays small.
@@ -51,8 +53,7 @@ struct Table {
 #[derive(Debug)]
 pub struct AuthLimiter {
     table: Mutex<Table>,
-    base: Duration,
-    max: Duration,
+    backoff: Backoff,
 }
 
 /// What to do with a wrong token.
@@ -65,16 +66,15 @@ pub enum Verdict {
 }
 
 impl AuthLimiter {
-    /// `base` is the first delay, doubling up to `max`.
-    pub fn new(base: Duration, max: Duration) -> Arc<Self> {
+    /// An address's first wrong token waits `backoff.floor`; each next one twice as long.
+    pub fn new(backoff: Backoff) -> Arc<Self> {
         Arc::new(Self {
             table: Mutex::new(Table {
                 entries: HashMap::new(),
                 swept: Instant::now(),
                 waiting: 0,
             }),
-            base,
-            max,
+            backoff,
         })
     }
 
@@ -129,10 +129,7 @@ impl AuthLimiter {
         if e.in_flight >= MAX_IN_FLIGHT {
             return (Verdict::RateLimited, None);
         }
-        let delay = self
-            .base
-            .saturating_mul(1u32 << e.failures.min(20))
-            .min(self.max);
+        let delay = self.backoff.delay(e.failures);
         e.failures = e.failures.saturating_add(1);
         e.in_flight += 1;
         table.waiting += 1;
@@ -166,6 +163,10 @@ impl Drop for InFlight {
 mod tests {
     use super::*;
 
+    const SECOND_TO_MINUTE: Backoff = Backoff {
+        floor: Duration::from_secs(1),
+        cap: Duration::from_secs(60),
+    };
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1));
 
@@ -178,7 +179,7 @@ mod tests {
 
     #[test]
     fn delays_double_per_address_up_to_the_cap_and_reset_on_success() {
-        let l = AuthLimiter::new(Duration::from_secs(1), Duration::from_secs(60));
+        let l = AuthLimiter::new(SECOND_TO_MINUTE);
         let got: Vec<u64> = (0..8).map(|_| delay(l.failed(A)).as_secs()).collect();
         assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60]);
         assert_eq!(
@@ -192,7 +193,7 @@ mod tests {
 
     #[test]
     fn more_than_three_in_flight_is_rate_limited() {
-        let l = AuthLimiter::new(Duration::from_secs(1), Duration::from_secs(60));
+        let l = AuthLimiter::new(SECOND_TO_MINUTE);
         let held: Vec<_> = (0..3).map(|_| l.failed(A)).collect();
         assert_eq!(l.failed(A).0, Verdict::RateLimited);
         assert!(matches!(l.failed(B).0, Verdict::DelayThenFail(_)));
@@ -202,7 +203,7 @@ mod tests {
 
     #[test]
     fn failures_from_many_addresses_wait_in_bounded_numbers() {
-        let l = AuthLimiter::new(Duration::from_secs(1), Duration::from_secs(60));
+        let l = AuthLimiter::new(SECOND_TO_MINUTE);
         let held: Vec<_> = (0..MAX_WAITING)
             .map(|i| {
                 let v = l.failed(IpAddr::V4(std::net::Ipv4Addr::from(0x0c00_0000 + i)));
@@ -221,7 +222,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_network_is_one_address() {
-        let l = AuthLimiter::new(Duration::from_secs(1), Duration::from_secs(60));
+        let l = AuthLimiter::new(SECOND_TO_MINUTE);
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         assert_eq!(delay(l.failed(a)).as_secs(), 1);
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_table_stays_bounded_and_new_addresses_beyond_it_share_one_backoff() {
-        let l = AuthLimiter::new(Duration::from_secs(1), Duration::from_secs(60));
+        let l = AuthLimiter::new(SECOND_TO_MINUTE);
         for i in 0..MAX_ADDRESSES as u32 {
             let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             drop(l.failed(addr));

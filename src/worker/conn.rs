@@ -14,12 +14,13 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::admit::{admit, Admitted, Refusal};
 use super::auth::Verdict;
 use super::routes::{Client, Unauthenticated};
 use super::{Shared, COMMIT, VERSION};
 use crate::protocol::{
     parse_client_frame, AuthFailReason, ClientInfo, ClientMsg, DeviceInfo, ServerMsg,
-    ShutdownReason, PROTOCOL_VERSION,
+    ShutdownReason, Token, PROTOCOL_VERSION,
 };
 use crate::session::{frame, new_id, queue, Audience, Outbound, QueueRx, QueueTx};
 
@@ -27,6 +28,7 @@ use crate::session::{frame, new_id, queue, Audience, Outbound, QueueRx, QueueTx}
 mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    pub const INTERNAL_ERROR: u16 = 1011;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -60,17 +62,18 @@ pub(crate) async fn run(
     let (mut sink, mut stream) = socket.split();
     let addr = client.addr;
     let device = authenticate(&mut sink, &mut stream, client, pending, &s).await;
-    let Some(device) = device else {
+    let Some((device, admitted)) = device else {
         return;
     };
     let client_id = new_id("c");
     let span = tracing::info_span!("client", client = %client_id, %addr);
-    serve_client(sink, stream, client_id, device, client.direct, s)
+    serve_client(sink, stream, client_id, device, admitted, client.direct, s)
         .instrument(span)
         .await;
 }
 
-/// Waits for `auth` within the deadline. `None`: the connection was refused and closed.
+/// Waits for `auth` within the deadline, then asks the device registry. `None`: the
+/// connection was refused and closed.
 /// `pending` is this connection's place among those still to authenticate: given back
 /// as soon as the outcome is known, before a wrong token waits out its delay.
 async fn authenticate(
@@ -79,7 +82,7 @@ async fn authenticate(
     client: Client,
     pending: Unauthenticated,
     s: &Shared,
-) -> Option<DeviceInfo> {
+) -> Option<(DeviceInfo, Admitted)> {
     let addr = client.addr;
     let deadline = tokio::time::sleep(s.cfg.auth_timeout());
     tokio::pin!(deadline);
@@ -118,7 +121,29 @@ async fn authenticate(
                     if !client.direct {
                         s.auth.succeeded(addr);
                     }
-                    return Some(auth.device_info.unwrap_or_default());
+                    return match admit(s, &auth, client).await {
+                        Ok(admitted) => Some((auth.device_info.unwrap_or_default(), admitted)),
+                        Err(refusal) => {
+                            drop(pending);
+                            match refusal {
+                                Refusal::Told(msg) => {
+                                    let _ = sink.send(text(&msg)).await;
+                                    let _ = sink
+                                        .send(close_msg(close::AUTH, "device not approved"))
+                                        .await;
+                                }
+                                Refusal::Unavailable => {
+                                    let _ = sink
+                                        .send(close_msg(
+                                            close::INTERNAL_ERROR,
+                                            "device list unreadable; retry later",
+                                        ))
+                                        .await;
+                                }
+                            }
+                            None
+                        }
+                    };
                 }
                 drop(pending);
                 match s.auth.failed(addr) {
@@ -149,7 +174,7 @@ async fn authenticate(
 
 /// Answers `auth_fail` and closes with `code`.
 async fn refuse(sink: &mut Sink, reason: AuthFailReason, code: u16) {
-    let _ = sink.send(text(&ServerMsg::AuthFail { reason })).await;
+    let _ = sink.send(text(&ServerMsg::auth_fail(reason))).await;
     let _ = sink.send(close_msg(code, "authentication failed")).await;
 }
 
@@ -167,6 +192,7 @@ async fn serve_client(
     mut stream: Stream,
     client_id: String,
     device: DeviceInfo,
+    admitted: Admitted,
     direct: bool,
     s: Arc<Shared>,
 ) {
@@ -189,6 +215,8 @@ async fn serve_client(
         protocol_version: PROTOCOL_VERSION,
         min_protocol_version: PROTOCOL_VERSION,
         max_protocol_version: PROTOCOL_VERSION,
+        device_id: admitted.device_id,
+        device_key: admitted.new_key.map(|k| Token(k.expose().to_owned())),
     };
     if sink.send(text(&ok)).await.is_err() {
         return;
@@ -226,7 +254,7 @@ async fn serve_client(
             kick.clone(),
             end_rx,
             pong_seen.clone(),
-            Duration::from_secs(s.cfg.ws_ping_secs.max(1)),
+            s.cfg.ws_ping(),
             s.cfg.write_timeout(),
         )
         .in_current_span(),

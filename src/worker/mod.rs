@@ -1,21 +1,25 @@
 //! The server worker: the process phones talk to (through the supervisor's port).
 //!
 //! `serve` takes a bound listener, a [`Hub`] of sessions and a stop token; it serves
-//! `GET /health`, `GET /ws` and the phone client's static files. The shells decide the
-//! port, the token and when to stop.
+//! `GET /health`, `GET /ws` and the phone client's static files. [`launch`] (`launch.rs`)
+//! assembles a whole worker around it as `chroxy worker` runs it: the token, the port,
+//! the sessions, the control channel, the stop.
 
+mod admit;
 mod auth;
 mod conn;
+mod launch;
 mod routes;
 mod supervised;
 
 pub use auth::{AuthLimiter, Verdict};
+pub use launch::{launch, Launch, LaunchError, WorkerArgs};
 pub use supervised::{count_panics, follow_supervisor, say_fatal};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -24,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::WorkerConfig;
+use crate::devices::Devices;
 use crate::forwarded::Voucher;
 use crate::protocol::ShutdownReason;
-use crate::secrets::ApiToken;
 use crate::session::Hub;
+use crate::token::ApiToken;
 
 /// Version reported in `auth_ok` and `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -99,21 +104,41 @@ impl WorkerSignals {
     }
 }
 
-/// What clients are checked against: the API token, and the key the supervisor signs
-/// its word with ([`crate::forwarded`]).
+/// What clients are checked against: the API token, the key the supervisor signs its
+/// word with ([`crate::forwarded`]), and the registry of approved devices.
 pub struct Credentials {
     /// The API token.
     pub token: ApiToken,
     /// The supervisor's key (handed over with the token), or the token's own for a
     /// worker run by hand.
     pub voucher: Voucher,
+    /// The key came from a supervisor, so a connection proven by it is the
+    /// supervisor's own probe. With the token's own key any token holder could pass
+    /// as the probe, so a worker run by hand lets no connection skip device approval.
+    pub probe_is_supervisors: bool,
+    /// Devices must be approved (`[security] approve_new_devices`); `None`: the token
+    /// alone lets a device in.
+    pub devices: Option<Devices>,
 }
 
 impl Credentials {
-    /// `voucher`: the supervisor's key, `None` for a worker run by hand.
+    /// `voucher`: the supervisor's key, `None` for a worker run by hand. Devices are
+    /// not checked until [`Credentials::approving`] says where they are kept.
     pub fn new(token: ApiToken, voucher: Option<Voucher>) -> Self {
+        let probe_is_supervisors = voucher.is_some();
         let voucher = voucher.unwrap_or_else(|| Voucher::new(&token));
-        Self { token, voucher }
+        Self {
+            token,
+            voucher,
+            probe_is_supervisors,
+            devices: None,
+        }
+    }
+
+    /// Only devices `devices` approves get in (`None`: any token holder does).
+    pub fn approving(mut self, devices: Option<Devices>) -> Self {
+        self.devices = devices;
+        self
     }
 }
 
@@ -122,6 +147,10 @@ pub(crate) struct Shared {
     pub token: ApiToken,
     /// Checks the supervisor's word on who each client is.
     pub voucher: Voucher,
+    /// See [`Credentials::probe_is_supervisors`].
+    pub probe_is_supervisors: bool,
+    /// See [`Credentials::devices`].
+    pub devices: Option<Devices>,
     /// WebSocket connections that have not authenticated yet.
     pub unauthenticated: AtomicUsize,
     pub cfg: WorkerConfig,
@@ -146,12 +175,11 @@ pub async fn serve(
     signals: WorkerSignals,
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let auth = AuthLimiter::new(
-        Duration::from_millis(cfg.auth_backoff_base_ms),
-        Duration::from_millis(cfg.auth_backoff_max_ms),
-    );
+    let auth = AuthLimiter::new(cfg.auth_backoff());
     let shared = Arc::new(Shared {
         voucher: credentials.voucher,
+        probe_is_supervisors: credentials.probe_is_supervisors,
+        devices: credentials.devices,
         unauthenticated: AtomicUsize::new(0),
         token: credentials.token,
         cfg,

@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn only_the_public_ports_signed_word_names_a_client() {
-        let voucher = crate::forwarded::Voucher::new(&crate::secrets::ApiToken::new("t"));
+        let voucher = crate::forwarded::Voucher::new(&crate::token::ApiToken::new("t"));
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let phone: IpAddr = "203.0.113.9".parse().unwrap();
         let mut signed = HeaderMap::new();
@@ -218,7 +218,7 @@ mod tests {
                 direct: true
             }
         );
-        let other = crate::forwarded::Voucher::new(&crate::secrets::ApiToken::new("u"));
+        let other = crate::forwarded::Voucher::new(&crate::token::ApiToken::new("u"));
         let mut forged_probe = HeaderMap::new();
         forged_probe.insert(
             crate::forwarded::PROBE_HEADER,

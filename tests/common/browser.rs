@@ -37,17 +37,10 @@ impl Driver {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chromedriver never listened"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::eventually("chromedriver listens", async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+        })
+        .await;
         Self {
             _child: child,
             port,
@@ -167,17 +160,14 @@ impl Browser {
 
     /// [`until`](Self::until) for things that take longer by design.
     pub async fn until_within(&self, what: &str, script: &str, wait: Duration) {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
+        super::eventually_within(&format!("in the page: {what}"), wait, async || {
             if self.js(script).await == Value::Bool(true) {
-                return;
+                return Ok(());
             }
-            if tokio::time::Instant::now() > deadline {
-                let text = self.js("return document.body.innerText").await;
-                panic!("never happened in the page: {what}\npage text: {text}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let text = self.js("return document.body.innerText").await;
+            Err(format!("page text: {text}"))
+        })
+        .await;
     }
 
     pub async fn find(&self, css: &str) -> Element {

@@ -5,14 +5,13 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::browser::Browser;
-use super::{log_file, package_bin, test_env, Home, WorkerOpts, WAIT};
+use super::{eventually, log_file, package_bin, test_env, Home, WorkerOpts, WAIT};
 
 /// The tray app's binary (built by `cargo test --workspace`).
 pub fn desktop_bin() -> &'static str {
@@ -197,20 +196,18 @@ impl Desk {
         // tauri-driver listens at once, but forwards to the WebKitWebDriver it starts
         // beside it: a session asked for before that one listens is dropped unanswered
         // (seen on a loaded CI machine). Both ports, then.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        for (listener, what) in [(port, "tauri-driver"), (native, "WebKitWebDriver")] {
-            while tokio::net::TcpStream::connect(("127.0.0.1", listener))
-                .await
-                .is_err()
-            {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{what} never listened on port {listener}; its log: {}",
-                    log.display()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        eventually("tauri-driver and WebKitWebDriver listen", async || {
+            for (listener, what) in [(port, "tauri-driver"), (native, "WebKitWebDriver")] {
+                if let Err(e) = tokio::net::TcpStream::connect(("127.0.0.1", listener)).await {
+                    return Err(format!(
+                        "{what} on port {listener}: {e}; its log: {}",
+                        log.display()
+                    ));
+                }
             }
-        }
+            Ok(())
+        })
+        .await;
         let mut caps = serde_json::Map::new();
         caps.insert(
             "tauri:options".into(),
@@ -271,17 +268,12 @@ impl TrayMenu {
 
     /// Waits until process `pid` has put its tray item on `bus`.
     pub async fn find(bus: &Bus, pid: u32) -> Self {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(menu) = Self::try_find(&bus.address, pid).await {
-                return menu;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "process {pid} never exported a tray item"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(&format!("process {pid} exports a tray item"), async || {
+            Self::try_find(&bus.address, pid)
+                .await
+                .ok_or("none on the bus")
+        })
+        .await
     }
 
     /// The tray item of process `pid` on `bus`, if it has one now.

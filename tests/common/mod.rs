@@ -27,6 +27,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
+/// The key of the phone every test home has approved (`Home::new`), which
+/// [`Client::auth`] presents: new devices need approval by default, as for a user.
+pub const DEVICE_KEY: &str = "test-device-key-0123456789abcdef0123456789";
 /// Generous: the CLI takes ~0.6 s to start and CI machines are slow.
 pub const WAIT: Duration = Duration::from_secs(45);
 
@@ -124,12 +127,30 @@ pub struct Home {
 }
 
 impl Home {
+    /// A home whose registry has one approved device: the test phone of [`DEVICE_KEY`].
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         for sub in ["chroxy", "user", "project"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        Self { dir }
+        let home = Self { dir };
+        let about = chroxy::devices::About {
+            name: Some("test"),
+            platform: Some("test"),
+            address: None,
+        };
+        home.devices()
+            .add_approved(
+                &chroxy::devices::DeviceKey::new(DEVICE_KEY),
+                about,
+                chroxy::protocol::now_ms(),
+            )
+            .unwrap();
+        home
+    }
+    /// This home's device registry.
+    pub fn devices(&self) -> chroxy::devices::Devices {
+        chroxy::devices::Devices::new(&chroxy::store::Paths::under(self.chroxy()))
     }
     pub fn chroxy(&self) -> PathBuf {
         self.dir.path().join("chroxy")
@@ -383,16 +404,42 @@ pub fn test_env(home: &Home, opts: &WorkerOpts) -> Vec<(String, std::ffi::OsStri
     env
 }
 
-/// Waits (under WAIT) until `cond` holds: for state that is written asynchronously,
-/// such as session files, which have no event to wait on.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Waits for state that has no event to wait on (a file, a process, another process's
+/// HTTP answer): calls `probe` every 25 ms until it gives `Ok`, for at most [`WAIT`].
+/// Each `Err` says what was seen instead; the last one is in the failure message, so a
+/// test that times out says how far things got.
+pub async fn eventually<T, E: std::fmt::Display>(
+    what: &str,
+    probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    eventually_within(what, WAIT, probe).await
+}
+
+/// [`eventually`] for what takes longer (or must happen sooner) by design.
+pub async fn eventually_within<T, E: std::fmt::Display>(
+    what: &str,
+    wait: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let seen = match probe().await {
+            Ok(done) => return done,
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("never happened within {wait:?}: {what}\nlast seen: {seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `Ok` when `cond` holds, else what was seen: for [`eventually`]'s yes-or-no probes.
+pub fn holds(cond: bool, seen: impl std::fmt::Display) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(seen.to_string())
     }
 }
 
@@ -553,8 +600,9 @@ impl Client {
         }
     }
 
+    /// Authenticates as the test home's approved phone ([`DEVICE_KEY`]).
     pub async fn auth(&mut self, token: &str) -> Value {
-        self.send(json!({"type": "auth", "token": token, "deviceInfo": {"deviceName": "test", "deviceType": "phone", "platform": "test"}}))
+        self.send(json!({"type": "auth", "token": token, "deviceKey": DEVICE_KEY, "deviceInfo": {"deviceName": "test", "deviceType": "phone", "platform": "test"}}))
             .await;
         self.recv().await
     }

@@ -4,14 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 pub use super::chroxy_bin;
-use super::{chroxy_command_limited, Client, Home, WorkerOpts, TOKEN, WAIT};
+use super::{chroxy_command_limited, eventually, Client, Home, WorkerOpts, TOKEN, WAIT};
 
 /// A running supervisor: a `chroxy start` of the test's, or (attached) the one inside
 /// the tray app.
@@ -42,26 +41,56 @@ pub async fn cli(home: &Home, args: &[&str]) -> (ExitStatus, String, String) {
     cli_env(home, args, &[]).await
 }
 
+/// `chroxy <args>` on `home` with the environment a user's shell gives it.
+fn cli_command(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(chroxy_bin());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CHROXY_HOME", home.chroxy())
+        .env("HOME", home.user_home())
+        .env("CHROXY_TOKEN", TOKEN)
+        .envs(env.iter().copied());
+    cmd
+}
+
 /// [`cli`] with more environment.
 pub async fn cli_env(
     home: &Home,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (ExitStatus, String, String) {
-    let out = Command::new(chroxy_bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CHROXY_HOME", home.chroxy())
-        .env("HOME", home.user_home())
-        .env("CHROXY_TOKEN", TOKEN)
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap();
+    let out = cli_command(home, args, env).output().await.unwrap();
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`cli`] typed at a terminal: its standard input and output are a pseudo-terminal of
+/// the test's, as when a person at the desk runs it (`chroxy deploy` is then `desk`).
+pub async fn cli_at_terminal(home: &Home, args: &[&str]) -> (ExitStatus, String, String) {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut cmd = cli_command(home, args, &[]);
+    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave))
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Our copies of the terminal's other end go with `cmd`, so reading ends with the child.
+    drop(cmd);
+    let printed = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        // The terminal reads as an error (EIO) once the child has closed it; what came
+        // before is in `out`.
+        let _ = std::io::Read::read_to_end(&mut std::fs::File::from(pty.master), &mut out);
+        out
+    });
+    let out = child.wait_with_output().await.unwrap();
+    let printed = printed.await.unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&printed).replace("\r\n", "\n"),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
@@ -101,10 +130,9 @@ impl Sup {
         }
         let mut child = cmd.spawn().expect("starting chroxy start");
         let paths = chroxy::store::Paths::under(home.chroxy());
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let (public, status) = loop {
+        let (public, status) = eventually("chroxy start writes its ports", async || {
             if let Some(ports) = ports_of(&paths, child.id().unwrap_or_default()) {
-                break ports;
+                return Ok(ports);
             }
             if let Ok(Some(exit)) = child.try_wait() {
                 panic!(
@@ -112,12 +140,9 @@ impl Sup {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chroxy start never wrote its ports"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+            Err("no ports in its instance file")
+        })
+        .await;
         Self {
             pid: child.id().unwrap(),
             child: Some(child),
@@ -136,26 +161,25 @@ impl Sup {
     /// (the tray app): found through its instance file, as `chroxy status` finds it.
     pub async fn attach(home: &Home, log: PathBuf) -> Self {
         let paths = chroxy::store::Paths::under(home.chroxy());
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(info) = chroxy::supervisor::instance::running(&paths) {
-                if info.public_port != 0 && info.status_port != 0 {
-                    return Self {
-                        child: None,
-                        pid: info.pid,
-                        public: info.public_port,
-                        status: info.status_port,
-                        log,
-                        home: home.chroxy(),
-                    };
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no supervisor came up; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let info =
+            eventually(
+                "a supervisor comes up",
+                async || match chroxy::supervisor::instance::running(&paths) {
+                    Some(info) if info.public_port != 0 && info.status_port != 0 => Ok(info),
+                    seen => Err(format!(
+                        "instance {seen:?}; log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )),
+                },
+            )
+            .await;
+        Self {
+            child: None,
+            pid: info.pid,
+            public: info.public_port,
+            status: info.status_port,
+            log,
+            home: home.chroxy(),
         }
     }
 
@@ -181,19 +205,15 @@ impl Sup {
     /// Polls the status API until `pred` holds (the status has no push channel for
     /// tests; each poll is a real request a user's page would make).
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually(what, async || {
             let s = self.status().await;
             if pred(&s) {
-                return s;
+                Ok(s)
+            } else {
+                Err(format!("status {s:#}\nlog:\n{}", self.log_text()))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never happened: {what}; last status: {s:#}\nlog:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
 
     /// Waits until a worker serves, and returns the status then.

@@ -211,3 +211,81 @@ test("only when the previous token is refused too is the person asked to pair ag
   c.close();
   mock.timers.reset();
 });
+
+const CODE = "0123456789abcdef0123456789abcdef";
+
+test("the QR's code goes with the first auth, and the key handed back with every later one", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states } = pairedWith({ token: "t", code: CODE });
+  const told = [];
+  c.addEventListener("device", (e) => told.push(e.detail));
+  c.connect();
+  let socket = FakeSocket.last;
+  socket.open();
+  assert.equal(socket.sent[0].pairingCode, CODE);
+  assert.equal(socket.sent[0].deviceKey, undefined);
+  socket.receive({ type: "auth_ok", deviceId: "k7m2qp", deviceKey: "minted" });
+  assert.deepEqual(told.at(-1), { url: "ws://machine/ws", deviceKey: "minted", deviceId: "k7m2qp" });
+  const s = await loseConnection(c, states);
+  mock.timers.tick(s.retryInMs);
+  socket = FakeSocket.last;
+  socket.open();
+  assert.equal(socket.sent[0].deviceKey, "minted");
+  assert.equal(socket.sent[0].pairingCode, undefined, "a code is used once");
+  c.close();
+  mock.timers.reset();
+});
+
+test("a device waiting for approval retries every few seconds with its key, and gets in once approved", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states } = pairedWith({ token: "t" });
+  c.connect();
+  let socket = FakeSocket.last;
+  socket.open();
+  assert.equal(socket.sent[0].deviceKey, undefined, "a tokens-only phone has no key yet");
+  socket.receive({ type: "auth_fail", reason: "device_pending", deviceId: "k7m2qp", deviceKey: "waiting" });
+  socket.drop();
+  await settle();
+  assert.equal(c.state, "device_pending");
+  assert.equal(states.at(-1).deviceId, "k7m2qp", "the id the window shows, for the person to match");
+  for (let i = 0; i < 3; i++) {
+    mock.timers.tick(2999);
+    assert.equal(FakeSocket.last, socket, "not before its time");
+    mock.timers.tick(1);
+    assert.notEqual(FakeSocket.last, socket, "tried again");
+    socket = FakeSocket.last;
+    socket.open();
+    assert.equal(socket.sent[0].deviceKey, "waiting");
+    if (i < 2) {
+      socket.receive({ type: "auth_fail", reason: "device_pending", deviceId: "k7m2qp", deviceKey: "waiting" });
+      socket.drop();
+      await settle();
+    }
+  }
+  socket.receive({ type: "auth_ok", deviceId: "k7m2qp" });
+  assert.equal(c.state, "connected");
+  assert.equal(c.pairing.deviceKey, "waiting", "the approved key is kept");
+  c.close();
+  mock.timers.reset();
+});
+
+test("a refused device forgets its key and stops until it is paired again", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c } = pairedWith({ token: "t", deviceKey: "old", code: CODE });
+  const told = [];
+  c.addEventListener("device", (e) => told.push(e.detail));
+  c.connect();
+  const socket = FakeSocket.last;
+  socket.open();
+  socket.receive({ type: "auth_fail", reason: "device_refused", deviceId: "k7m2qp" });
+  socket.drop();
+  await settle();
+  assert.equal(c.state, "device_refused");
+  assert.equal(told.at(-1).deviceKey, undefined, "the store is told to forget the key");
+  assert.equal(c.pairing.deviceKey, undefined);
+  assert.equal(c.pairing.code, undefined);
+  mock.timers.tick(600000);
+  assert.equal(FakeSocket.last, socket, "no retry");
+  c.close();
+  mock.timers.reset();
+});

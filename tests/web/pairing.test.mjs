@@ -189,3 +189,35 @@ test("the link leaves the address bar at once, whatever becomes of it", () => {
   assert.equal(pairings.takeFromLocation(), null);
   assert.deepEqual(replaced, ["/"], "any other fragment is left alone");
 });
+
+const CODE = "0123456789abcdef0123456789abcdef";
+const codeLink = (code, token = TOKEN) => link(OWNER, { v: 1, url: "wss://owner.example/ws", token, code });
+
+test("a QR's one-time code is kept until the machine has answered, and a fresh one needs no question", async () => {
+  assert.equal((await pairings.offer(codeLink(CODE), person(true).confirm)).outcome, "added");
+  assert.equal(pairings.current().code, CODE);
+  pairings.setDevice(pairings.current().url, { deviceKey: "minted", deviceId: "k7m2qp" });
+  let p = pairings.current();
+  assert.deepEqual([p.deviceKey, p.deviceId, p.code], ["minted", "k7m2qp", undefined]);
+
+  // Refused later: the key is forgotten; a fresh QR of the same machine pairs again
+  // without asking (same machine, same token).
+  pairings.setDevice(p.url, { deviceKey: undefined, deviceId: "k7m2qp" });
+  assert.equal(pairings.current().deviceKey, undefined);
+  const fresh = "fedcba9876543210fedcba9876543210";
+  const quiet = person(true);
+  assert.equal((await pairings.offer(codeLink(fresh), quiet.confirm)).outcome, "known");
+  assert.deepEqual(quiet.asked, []);
+  p = pairings.current();
+  assert.equal(p.code, fresh);
+  assert.equal(pairings.all().length, 1);
+});
+
+test("a malformed pairing code refuses the link", async () => {
+  for (const code of [5, "", "XYZ", "0".repeat(31), "0".repeat(33), `${"0".repeat(31)}\n`, CODE.toUpperCase()]) {
+    const result = await pairings.offer(codeLink(code), person(true).confirm);
+    assert.equal(result.outcome, "refused", JSON.stringify(code));
+    assert.match(result.error, /pairing code/);
+  }
+  assert.deepEqual(pairings.all(), []);
+});

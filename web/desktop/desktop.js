@@ -48,15 +48,26 @@ function tunnelWords(t) {
   return `${t.mode}: ${t.state}${error}`;
 }
 
-/** Ticks every second: the uptime and the canary's time left. */
 function renderUptime() {
   const started = current?.status?.worker?.startedAt;
   const serving = current?.status?.state === 'healthy' && started;
   text('uptime', serving ? duration(Date.now() - started) : '—');
-  const c = current?.status?.canary;
-  text('canary', c
-    ? `release ${c.release} on trial: known-good in ${duration(c.endsAt - Date.now())} unless it fails (${c.errors} of ${c.errorLimit} errors)`
-    : '—');
+}
+
+/**
+ * Every second: the uptime; and while a release is on trial, the whole view again, since
+ * the canary's sentence (the app's own words) tells its time left as of the view.
+ */
+async function tick() {
+  if (current?.status?.canary) render(await invoke('view'));
+  else renderUptime();
+}
+
+function renderPending(p) {
+  $('pending').hidden = !p;
+  if (!p) return;
+  const minutes = Math.max(0, Math.ceil((p.expiresAt - Date.now()) / 60000));
+  text('pending-text', `Release ${p.release}${p.version ? ` (chroxy ${p.version})` : ''} wants to replace what phones are served. Dropped in ${minutes} min unless answered.`);
 }
 
 function render(view) {
@@ -88,6 +99,7 @@ function render(view) {
   }
 
   for (const id of ['reconnect', 'rollback']) $(id).disabled = !s;
+  renderPending(s?.pendingDeploy);
   if (!s) return;
   const w = s.worker;
   text('worker-state', `${s.state.replace('_', ' ')}${w.pid ? ` (pid ${w.pid}, release ${w.release})` : ''}${w.restarts ? `, ${w.restarts} restarts` : ''}`);
@@ -98,12 +110,14 @@ function render(view) {
   text('secrets', s.secretsBackend === 'keyring' ? 'OS keyring' : `${s.secretsBackend} (no keyring found)`);
   text('current', s.releases.current ?? '—');
   text('known-good', s.releases.knownGood ?? '—');
+  text('canary', s.canary?.summary ?? '—');
   $('release-list').replaceChildren(...s.releases.list.map((r) => {
     const li = document.createElement('li');
     const marks = [r.id === s.releases.current && 'current', r.id === s.releases.knownGood && 'known-good', r.damaged && `damaged: ${r.damaged}`].filter(Boolean);
     li.textContent = `${r.id} — ${r.version} (${r.commit})${marks.length ? ` · ${marks.join(', ')}` : ''}`;
     return li;
   }));
+  renderDevices(s.devices);
   $('events').replaceChildren(...s.events.slice(-8).reverse().map((e) => {
     const li = document.createElement('li');
     const at = document.createElement('time');
@@ -113,6 +127,36 @@ function render(view) {
     return li;
   }));
   renderUptime();
+}
+
+/** Waiting devices first, each with its buttons: Approve/Refuse, or Revoke when approved. */
+function renderDevices(d) {
+  if (!d) return;
+  $('devices-open').hidden = d.approveNew !== false;
+  $('devices-error').hidden = !d.error;
+  text('devices-error', d.error ?? '');
+  const order = { pending: 0, approved: 1, refused: 2 };
+  const decisions = { pending: ['approve', 'refuse'], approved: ['revoke'], refused: [] };
+  const list = [...d.list].sort((a, b) => order[a.state] - order[b.state]);
+  $('device-list').replaceChildren(...list.map((device) => {
+    const li = document.createElement('li');
+    li.dataset.device = device.id;
+    li.className = device.state;
+    const state = device.state === 'pending' ? 'waiting for approval' : device.state;
+    const seen = device.lastSeen ? `, last seen ${new Date(device.lastSeen).toLocaleString()}` : '';
+    const label = document.createElement('span');
+    label.textContent = `${device.name ?? 'unnamed'} (${device.platform ?? '?'}) — device ${device.id}: ${state}${seen}`;
+    li.append(label);
+    for (const decision of decisions[device.state] ?? []) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.dataset.decision = decision;
+      button.textContent = decision[0].toUpperCase() + decision.slice(1);
+      button.addEventListener('click', (e) => command(e.currentTarget, 'decide_device', { decision, id: device.id }));
+      li.append(' ', button);
+    }
+    return li;
+  }));
 }
 
 function answer(result) {
@@ -139,6 +183,10 @@ async function command(button, name, args) {
 
 $('reconnect').addEventListener('click', (e) => command(e.currentTarget, 'reconnect'));
 $('rollback').addEventListener('click', (e) => command(e.currentTarget, 'rollback'));
+/** Answers the deploy shown, naming it: one that replaced it meanwhile is not answered. */
+for (const [id, name] of [['approve-deploy', 'approve_deploy'], ['refuse-deploy', 'refuse_deploy']]) {
+  $(id).addEventListener('click', (e) => command(e.currentTarget, name, { release: current?.status?.pendingDeploy?.release ?? null }));
+}
 $('copy').addEventListener('click', (e) => command(e.currentTarget, 'copy_link'));
 $('admin-toggle').addEventListener('click', async (e) => {
   const button = e.currentTarget;
@@ -166,5 +214,6 @@ await listen('show-qr', () => {
   setTimeout(() => box.classList.remove('flash'), 1500);
 });
 render(await invoke('view'));
-// Only the uptime's text moves with the clock; the data arrives as events.
-setInterval(renderUptime, 1000);
+// Only the uptime's text moves with the clock (and a canary's, see `tick`); the data
+// arrives as events.
+setInterval(tick, 1000);

@@ -7,6 +7,9 @@ const REFRESH_MS = 2000;
 /** A supervisor that accepts the connection but never answers counts as not answering. */
 const FETCH_TIMEOUT_MS = 5000;
 const TOKEN_KEY = "chroxy-admin";
+/** The release of the deploy awaiting approval as shown: an answer names it, so a
+ * request that replaced it meanwhile is never the one approved. */
+let pendingShown = null;
 
 function text(id, value) {
   $(id).textContent = value === null || value === undefined || value === "" ? "–" : String(value);
@@ -85,12 +88,8 @@ function render(s) {
   text("current", s.releases.current);
   text("known-good", s.releases.knownGood);
   const c = s.canary;
-  text(
-    "canary",
-    c
-      ? `release ${c.release} on trial: known-good at ${when(c.endsAt)} unless it fails (${c.errors} of ${c.errorLimit} errors)`
-      : "",
-  );
+  text("canary", c ? c.summary : "");
+  renderPending(s.pendingDeploy);
   renderTunnel(s.tunnel);
   text("clients", s.clients);
   text("connections", connectionsText(s.connections));
@@ -108,6 +107,44 @@ function render(s) {
     }),
   );
   $("events").replaceChildren(...[...s.events].reverse().map((e) => row([when(e.at), e.kind, e.message])));
+  renderDevices(s.devices);
+}
+
+/// Each device, with the decisions that apply to it: approve or refuse one that waits,
+/// revoke an approved one.
+function renderDevices(d) {
+  if (!d) return;
+  $("devices-open").hidden = d.approveNew !== false;
+  $("devices-error").hidden = !d.error;
+  $("devices-error").textContent = d.error ?? "";
+  const decisions = { pending: ["approve", "refuse"], approved: ["revoke"], refused: [] };
+  $("devices").replaceChildren(
+    ...d.list.map((device) => {
+      const state = device.state === "pending" ? "waiting for approval" : device.state;
+      const seen = device.lastSeen ? `${when(device.lastSeen)}${device.lastAddress ? ` from ${device.lastAddress}` : ""}` : "";
+      const tr = row([device.id, device.name, device.platform, state, seen, ""]);
+      tr.dataset.device = device.id;
+      for (const decision of decisions[device.state] ?? []) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.dataset.decision = decision;
+        button.textContent = decision[0].toUpperCase() + decision.slice(1);
+        button.addEventListener("click", () => act(`devices/${decision}`, button, { id: device.id }));
+        tr.lastChild.append(button);
+      }
+      return tr;
+    }),
+  );
+}
+
+function renderPending(p) {
+  $("pending").hidden = !p;
+  pendingShown = p ? p.release : null;
+  if (!p) return;
+  text(
+    "pending-text",
+    `Release ${p.release}${p.version ? ` (chroxy ${p.version})` : ""}, asked for at ${when(p.requestedAt)}; dropped at ${when(p.expiresAt)} unless answered.`,
+  );
 }
 
 function renderTunnel(t) {
@@ -153,7 +190,7 @@ async function loop() {
   setTimeout(loop, REFRESH_MS);
 }
 
-async function act(action, button) {
+async function act(action, button, body) {
   const token = $("admin").value.trim();
   const answer = $("answer");
   if (!token) {
@@ -167,9 +204,11 @@ async function act(action, button) {
   answer.className = "";
   answer.textContent = `${button.textContent}…`;
   try {
+    const answersDeploy = action.startsWith("deploy/");
     const response = await fetch("/api/" + action, {
       method: "POST",
-      headers: { "X-Chroxy-Admin": token },
+      headers: { "X-Chroxy-Admin": token, "Content-Type": "application/json" },
+      body: answersDeploy ? JSON.stringify({ release: pendingShown }) : body ? JSON.stringify(body) : undefined,
       signal: withTimeout(),
     });
     let body = null;

@@ -110,6 +110,14 @@ fn a_wrongly_typed_field_is_named() {
             "`deviceInfo`",
         ),
         (
+            r#"{"type":"auth","token":"t","deviceKey":42}"#,
+            "`deviceKey`",
+        ),
+        (
+            r#"{"type":"auth","token":"t","pairingCode":{"code":"c"}}"#,
+            "`pairingCode`",
+        ),
+        (
             r#"{"type":"set_permission_mode","mode":"auto","confirmed":"yes"}"#,
             "`confirmed`",
         ),
@@ -367,11 +375,14 @@ const SECRET_DIGITS: &str = "73914628550317";
 
 #[test]
 fn a_parsed_auth_does_not_show_its_token_when_debug_printed() {
-    let text =
-        json!({"type": "auth", "token": SECRET, "deviceInfo": {"deviceName": "Pixel"}}).to_string();
+    let text = json!({"type": "auth", "token": SECRET, "deviceInfo": {"deviceName": "Pixel"},
+        "deviceKey": SECRET_DIGITS, "pairingCode": "c0de-7f3a9c1e5b"})
+    .to_string();
     let msg = parse_client_frame(&text).expect("valid auth");
     let shown = format!("{msg:?} {msg:#?}");
-    assert!(!shown.contains(SECRET), "{shown}");
+    for secret in [SECRET, SECRET_DIGITS, "c0de-7f3a9c1e5b"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
     assert!(
         shown.contains("Pixel"),
         "the rest stays visible for logs: {shown}"
@@ -398,6 +409,13 @@ fn no_error_quotes_the_token_back() {
         json!({"type": "auth", "apiToken": SECRET}).to_string(),
         json!({"type": "auth", "token": SECRET, "protocolVersion": SECRET}).to_string(),
         json!({"type": "auth", "token": true, "protocolVersion": SECRET}).to_string(),
+        // The device key and the pairing code are secrets too.
+        json!({"type": "auth", "token": "t", "deviceKey": [SECRET]}).to_string(),
+        json!({"type": "auth", "token": "t", "pairingCode": {"c": SECRET}}).to_string(),
+        json!({"type": "auth", "token": "t", "deviceKey": SECRET, "protocolVersion": "1"})
+            .to_string(),
+        format!(r#"{{"type":"auth","token":"t","deviceKey":{SECRET_DIGITS}}}"#),
+        format!(r#"{{"type":"auth","token":"t","pairingCode":{SECRET_DIGITS}}}"#),
         json!({"type": "login", "token": SECRET}).to_string(),
         json!({"token": SECRET}).to_string(),
         json!({"type": {"token": SECRET}}).to_string(),

@@ -223,6 +223,8 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                             platform,
                         }),
                         protocol_version,
+                        device_key: None,
+                        pairing_code: None,
                     })
                 }
             ),

@@ -111,6 +111,40 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                 protocol_version: 1,
                 min_protocol_version: 1,
                 max_protocol_version: 1,
+                device_id: None,
+                device_key: None,
+            },
+        ),
+        (
+            json!({"type": "auth_ok", "clientId": "c-1", "serverMode": "cli",
+                   "serverVersion": "0.3.1", "latestVersion": null, "serverCommit": "abc1234",
+                   "cwd": "/p", "connectedClients": [], "encryption": "disabled",
+                   "protocolVersion": 1, "minProtocolVersion": 1, "maxProtocolVersion": 1,
+                   "deviceId": "k7m2qp", "deviceKey": "key-for-the-phone"}),
+            ServerMsg::AuthOk {
+                client_id: s("c-1"),
+                server_mode: s("cli"),
+                server_version: s("0.3.1"),
+                latest_version: None,
+                server_commit: s("abc1234"),
+                cwd: s("/p"),
+                connected_clients: vec![],
+                encryption: s("disabled"),
+                protocol_version: 1,
+                min_protocol_version: 1,
+                max_protocol_version: 1,
+                device_id: Some(s("k7m2qp")),
+                device_key: Some(Token(s("key-for-the-phone"))),
+            },
+        ),
+        (
+            json!({"type": "auth_fail", "reason": "device_pending", "message": "approve it",
+                   "deviceId": "k7m2qp", "deviceKey": "key-for-the-phone"}),
+            ServerMsg::AuthFail {
+                reason: AuthFailReason::DevicePending,
+                message: Some(s("approve it")),
+                device_id: Some(s("k7m2qp")),
+                device_key: Some(Token(s("key-for-the-phone"))),
             },
         ),
         (
@@ -392,10 +426,12 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
         ("timeout", AuthFailReason::Timeout),
         ("rate_limited", AuthFailReason::RateLimited),
         ("not_authenticated", AuthFailReason::NotAuthenticated),
+        ("device_pending", AuthFailReason::DevicePending),
+        ("device_refused", AuthFailReason::DeviceRefused),
     ] {
         cases.push((
             json!({"type": "auth_fail", "reason": ty}),
-            ServerMsg::AuthFail { reason },
+            ServerMsg::auth_fail(reason),
         ));
     }
     type SessionOnly = fn(String) -> ServerMsg;

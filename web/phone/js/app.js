@@ -262,7 +262,7 @@ function setBanner(text, bad = false) {
   }
 }
 
-function onState({ state, retryInMs, previousToken }) {
+function onState({ state, retryInMs, previousToken, deviceId }) {
   document.body.dataset.connection = state;
   const until = Date.now() + (retryInMs ?? 0);
   const left = () => Math.max(0, Math.ceil((until - Date.now()) / 1000));
@@ -282,6 +282,12 @@ function onState({ state, retryInMs, previousToken }) {
       break;
     case "token_rejected":
       setBanner("This machine's token was rotated: scan the new QR code to pair again.", true);
+      break;
+    case "device_pending":
+      setBanner(`Waiting for approval on your computer — device ${deviceId ?? "?"}`);
+      break;
+    case "device_refused":
+      setBanner("This computer refused this phone: pair again by scanning the QR code on the computer.", true);
       break;
   }
 }
@@ -400,6 +406,7 @@ function start() {
   ui.conn = new Connection(pairing, device);
   ui.conn.addEventListener("state", (e) => onState(e.detail));
   ui.conn.addEventListener("message", (e) => onMessage(e.detail));
+  ui.conn.addEventListener("device", (e) => pairings.setDevice(e.detail.url, e.detail));
   ui.conn.connect();
 }
 
@@ -467,7 +474,9 @@ window.addEventListener("online", () => ui.conn?.state !== "connected" && ui.con
 async function takeLink(link) {
   const { outcome, url, error } = await pairings.offer(link, pairPrompt.ask);
   if (outcome === "refused") pairPrompt.tell(error);
-  if (outcome === "added" || (outcome === "known" && url !== ui.conn?.pairing.url)) start();
+  // A known machine's fresh QR re-pairs a phone that is not in (refused, waiting).
+  const again = outcome === "known" && (url !== ui.conn?.pairing.url || ui.conn?.state !== "connected");
+  if (outcome === "added" || again) start();
   return outcome;
 }
 

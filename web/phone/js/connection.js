@@ -7,6 +7,15 @@
 //        └── server_restarting (the ETA the server announced)
 //   token_rejected: every token the pairing holds was refused (rotated); waits for a
 //   new pairing or a "Reconnect now".
+//   device_pending: the token is right but the computer's owner has not approved this
+//   device yet; the server closes, and the same auth (with the device key it handed
+//   out) is tried again every few seconds until it is approved.
+//   device_refused: the owner refused or revoked this device; the key is forgotten and
+//   nothing is tried until the phone is paired again from a fresh QR code.
+//
+// The pairing's one-time `code` (from the QR) goes with the first auth; the
+// `deviceKey` the machine hands back (at once when the code paired it, or when it
+// starts waiting) goes with every later one. Both are kept by app.js on "device".
 //
 // A pairing holds its newest token and, until that one has worked once, the previous
 // one: when the newest is refused the previous is tried at once, so a stale or wrong
@@ -19,6 +28,7 @@ const MISSED_PONGS = 2;
 const BACKOFF_FLOOR_MS = 500;
 const BACKOFF_CAP_MS = 30000;
 const RESET_AFTER_MS = 60000;
+const PENDING_RETRY_MS = 3000;
 
 export class Connection extends EventTarget {
   constructor(pairing, device) {
@@ -61,12 +71,10 @@ export class Connection extends EventTarget {
     this.ws = ws;
     ws.onopen = () => {
       this.set("authenticating");
-      ws.send(JSON.stringify({
-        type: "auth",
-        token: this.token,
-        deviceInfo: this.device,
-        protocolVersion: 1,
-      }));
+      const auth = { type: "auth", token: this.token, deviceInfo: this.device, protocolVersion: 1 };
+      if (this.pairing.deviceKey) auth.deviceKey = this.pairing.deviceKey;
+      if (this.pairing.code) auth.pairingCode = this.pairing.code;
+      ws.send(JSON.stringify(auth));
     };
     ws.onmessage = (e) => {
       let msg;
@@ -81,7 +89,9 @@ export class Connection extends EventTarget {
       if (this.ws !== ws) return; // replaced on purpose
       this.ws = null;
       this.stopPinging();
-      if (this.state === "token_rejected" || this.state === "server_restarting") return;
+      if (["token_rejected", "server_restarting", "device_pending", "device_refused"].includes(this.state)) {
+        return;
+      }
       this.retry();
     };
     ws.onerror = () => {}; // onclose follows and decides
@@ -92,6 +102,7 @@ export class Connection extends EventTarget {
       case "auth_ok":
         this.connectedAt = Date.now();
         this.refused.clear();
+        this.remember(msg.deviceKey ?? this.pairing.deviceKey, msg.deviceId ?? this.pairing.deviceId);
         this.set("connected", { previousToken: this.using > 0 });
         this.startPinging();
         break;
@@ -105,6 +116,15 @@ export class Connection extends EventTarget {
             this.using = untried;
             this.connect();
           }
+        } else if (msg.reason === "device_pending") {
+          this.remember(msg.deviceKey ?? this.pairing.deviceKey, msg.deviceId);
+          this.set("device_pending", { deviceId: msg.deviceId, message: msg.message, retryInMs: PENDING_RETRY_MS });
+          this.teardown();
+          this.timer = setTimeout(() => this.connect(), PENDING_RETRY_MS);
+        } else if (msg.reason === "device_refused") {
+          this.remember(undefined, msg.deviceId);
+          this.set("device_refused", { deviceId: msg.deviceId, message: msg.message });
+          this.teardown();
         }
         break;
       case "pong":
@@ -119,6 +139,16 @@ export class Connection extends EventTarget {
       }
     }
     this.dispatchEvent(new CustomEvent("message", { detail: msg }));
+  }
+
+  /// What the machine said about this device: its key (undefined: forget it) and id.
+  /// The pairing code has then been used or refused either way.
+  remember(deviceKey, deviceId) {
+    if (deviceKey) this.pairing.deviceKey = deviceKey;
+    else delete this.pairing.deviceKey;
+    if (deviceId) this.pairing.deviceId = deviceId;
+    delete this.pairing.code;
+    this.dispatchEvent(new CustomEvent("device", { detail: { url: this.pairing.url, deviceKey, deviceId } }));
   }
 
   async retry() {

@@ -17,6 +17,8 @@ const MAX_TOKEN = 512;
 // of; a token with spaces, controls or other characters was not made by Chroxy.
 const TOKEN_FORM = /^[\x21-\x7e]+$/;
 const SOCKET_SCHEME = { "https:": "wss:", "http:": "ws:" };
+// A one-time pairing code as Chroxy makes them: 128 bits as hex.
+const CODE_FORM = /^[0-9a-f]{32}$/;
 
 function b64urlDecode(text) {
   if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new Error("not base64url");
@@ -45,7 +47,7 @@ function decodePayload(fragment) {
 
 const refused = (error) => ({ error: `This pairing link was not used: ${error}` });
 
-/// The pairing a link carries, as `{pairing: {url, token}}`, or `{error}` saying why
+/// The pairing a link carries, as `{pairing: {url, token, code?}}`, or `{error}` saying why
 /// it cannot be used. Only what `chroxy pair` makes passes: `<page>/#pair=<payload>`
 /// whose payload's `url` is the WebSocket of that same page's host (`https` ↔ `wss`),
 /// so a link can never send this page's owner to another machine than the one it opens.
@@ -83,7 +85,12 @@ function parseLink(link) {
   if (typeof p.token !== "string" || p.token.length > MAX_TOKEN || !TOKEN_FORM.test(p.token)) {
     return refused("its token is missing or malformed.");
   }
-  return { pairing: { url: url.href, token: p.token } };
+  if (p.code !== undefined && (typeof p.code !== "string" || !CODE_FORM.test(p.code))) {
+    return refused("its pairing code is malformed.");
+  }
+  const pairing = { url: url.href, token: p.token };
+  if (p.code !== undefined) pairing.code = p.code;
+  return { pairing };
 }
 
 /// The host:port a pairing connects to: what the person is asked to trust.
@@ -116,10 +123,12 @@ export function select(url) {
 /// Adds (or updates the token of) the machine at `url`, and makes it current. The token
 /// that last worked is kept aside as `previousToken` until the new one has authenticated
 /// once, so a wrong or premature link never strands the phone.
-export function add({ url, token }) {
+export function add({ url, token, code }) {
   const list = all();
   const existing = list.find((p) => p.url === url);
   if (existing) {
+    // A fresh QR's one-time code: the machine pairs this phone with it (again).
+    if (code) existing.code = code;
     if (existing.token !== token) {
       // An unconfirmed token is replaced; the one that worked stays aside.
       if (!existing.previousToken) existing.previousToken = existing.token;
@@ -127,7 +136,9 @@ export function add({ url, token }) {
       if (existing.previousToken === token) delete existing.previousToken;
     }
   } else {
-    list.push({ url, token, name: hostOf(url), addedAt: Date.now() });
+    const added = { url, token, name: hostOf(url), addedAt: Date.now() };
+    if (code) added.code = code;
+    list.push(added);
   }
   save(list);
   select(url);
@@ -141,6 +152,19 @@ export function confirmed(url, token) {
     delete p.previousToken;
     save(list);
   }
+}
+
+/// What `url`'s machine said about this device (`deviceKey` undefined: forget it); the
+/// pairing code is spent either way.
+export function setDevice(url, { deviceKey, deviceId }) {
+  const list = all();
+  const p = list.find((x) => x.url === url);
+  if (!p) return;
+  if (deviceKey) p.deviceKey = deviceKey;
+  else delete p.deviceKey;
+  if (deviceId) p.deviceId = deviceId;
+  delete p.code;
+  save(list);
 }
 
 export function remove(url) {
@@ -157,6 +181,9 @@ export async function offer(link, confirm) {
   if (error) return { outcome: "refused", error };
   const known = all().find((p) => p.url === pairing.url);
   if (known && known.token === pairing.token) {
+    // The same machine and token: a fresh code needs no question (it only ever pairs
+    // this phone with the machine it already trusts).
+    if (pairing.code) add(pairing);
     select(pairing.url);
     return { outcome: "known", url: pairing.url };
   }
