@@ -67,8 +67,8 @@ impl Inputs {
         let config = Config::load(&paths.config_file())?;
         Ok(Self {
             paths: paths.clone(),
-            claude: crate::launch::claude_binary(&config.worker),
-            cloudflared: crate::launch::cloudflared_binary(),
+            claude: crate::environment::claude_binary(&config.worker),
+            cloudflared: crate::environment::cloudflared_binary(),
             ports,
         })
     }

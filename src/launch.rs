@@ -7,13 +7,15 @@
 //! `signals.rs` (SIGTERM / Ctrl-C, and the two-step stop), `pairing.rs` (the pairing
 //! followed and printed). The worker's twin of [`start`] is [`crate::worker::launch`].
 
-mod env;
 mod pairing;
-mod signals;
 
-pub use env::{claude_binary, cloudflared_binary, env_token, worker_binary};
+// The environment and the signals, for the shells, which take everything from here.
+pub use crate::environment::{
+    api_token, claude_binary, cloudflared_binary, env_token, session_dir, worker_binary,
+    EnvironmentError,
+};
+pub use crate::signals::{StopSignals, StopSwitch};
 pub use pairing::{follow_pairing, print_pairing};
-pub use signals::{StopSignals, StopSwitch};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError};
 use crate::pairing::Pairing;
 use crate::secrets::{Secrets, SecretsError};
+use crate::status_page::{self, StatusPage};
 use crate::store::Paths;
 use crate::supervisor::{Supervisor, SupervisorError};
 use crate::token::ApiToken;
@@ -42,21 +45,13 @@ pub enum LaunchError {
     /// The tunnel chosen cannot run (a named tunnel without its hostname or token).
     #[error(transparent)]
     Tunnel(#[from] ChoiceError),
-    /// The session directory does not exist.
-    #[error("the session directory {0} does not exist")]
-    NoSessionDir(PathBuf),
     /// The supervisor itself refused to start (port taken, another instance, store).
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
-    /// This program's own path is unknown, so the `chroxy` beside it cannot be found.
-    #[error("cannot find this program: {0}")]
-    ThisProgram(#[source] std::io::Error),
-    /// No `chroxy` program to run workers with.
-    #[error("the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`", beside.display())]
-    NoWorkerBinary {
-        /// Where it was looked for first.
-        beside: PathBuf,
-    },
+    /// What the environment names is not there (the session directory, the `chroxy`
+    /// program workers run).
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
 }
 
 /// The options of `chroxy start`, shared with the tray app's command line.
@@ -148,25 +143,6 @@ impl std::fmt::Debug for Started {
     }
 }
 
-/// `--cwd`, or the current directory, as an absolute path that exists.
-pub fn session_dir(cwd: Option<PathBuf>) -> Result<PathBuf, LaunchError> {
-    let cwd = match cwd {
-        Some(dir) => dir,
-        None => std::env::current_dir().map_err(|_| LaunchError::NoSessionDir(".".into()))?,
-    };
-    cwd.canonicalize()
-        .map_err(|_| LaunchError::NoSessionDir(cwd))
-}
-
-/// `CHROXY_TOKEN` (how the supervisor hands it to a worker: in the environment, never on
-/// a command line, where every user of the machine could read it), else the stored one.
-pub fn api_token(secrets: &Secrets) -> Result<ApiToken, SecretsError> {
-    match env_token() {
-        Some(token) => Ok(token),
-        None => secrets.api_token(),
-    }
-}
-
 /// This home's secrets, opened off the async runtime (the keyring runs its own).
 pub async fn open_secrets(paths: &Paths, home: Option<&Path>) -> Secrets {
     let (paths, home) = (paths.clone(), home.map(Path::to_path_buf));
@@ -220,7 +196,6 @@ pub async fn start(
         public_addr,
         status_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, status_port)),
         token: token.clone(),
-        admin: admin.clone(),
         config: config.supervisor.clone(),
         heartbeat: config.worker.heartbeat(),
         installed,
@@ -233,7 +208,19 @@ pub async fn start(
         secrets: rotation_source.clone(),
         approve_new_devices: config.security.approve_new_devices,
     };
-    let supervisor = Supervisor::start(opts, shutdown, force).await?;
+    let devices = crate::devices::Devices::new(&opts.paths);
+    let page_admin = admin.clone();
+    let page = move |listener: tokio::net::TcpListener, handle, stop| {
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let page = StatusPage {
+            handle,
+            admin: page_admin,
+            port,
+            devices,
+        };
+        status_page::serve(listener, page, stop)
+    };
+    let supervisor = Supervisor::start(opts, page, shutdown, force).await?;
     let pairing = follow_pairing(
         supervisor.handle(),
         token,
@@ -245,23 +232,4 @@ pub async fn start(
         pairing,
         admin,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_session_directory_that_does_not_exist_is_named() {
-        let err = session_dir(Some("/nonexistent/project".into())).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the session directory /nonexistent/project does not exist"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            session_dir(Some(dir.path().into())).unwrap(),
-            dir.path().canonicalize().unwrap()
-        );
-    }
 }

@@ -8,7 +8,8 @@
 //!   [`token`]: the API token as a value; [`secrets`]: where tokens are kept;
 //!   [`devices`]: which devices may connect;
 //!   [`control`]: worker → supervisor messages;
-//!   [`process`]: owned child processes.
+//!   [`process`]: owned child processes; [`environment`]: what the `CHROXY_*` variables
+//!   say; [`signals`]: how a process is asked to stop.
 //! - [`supervisor`]: keeps a healthy worker behind the public port; [`launch`]: starts it
 //!   from what a person chose (`chroxy start`, the tray app); [`tunnel`], [`pairing`].
 //! - [`desktop`]: the tray app's window and menu as data, and its actions on the
@@ -28,6 +29,7 @@ pub mod demo;
 pub mod desktop;
 pub mod devices;
 pub mod doctor;
+pub mod environment;
 pub mod forwarded;
 pub mod launch;
 pub mod pairing;
@@ -36,6 +38,7 @@ pub mod protocol;
 pub mod rules;
 pub mod secrets;
 pub mod session;
+pub mod signals;
 pub mod status_page;
 pub mod store;
 pub mod supervisor;

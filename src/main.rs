@@ -12,6 +12,7 @@ use chroxy::launch::{Launch, StartArgs, StopSwitch, TunnelChoice};
 use chroxy::pairing;
 use chroxy::secrets::Secrets;
 use chroxy::store::Paths;
+use chroxy::supervisor::release::ReleaseId;
 use chroxy::supervisor::terminal::{self, Presence};
 
 /// Said by `chroxy start` instead of the pairing when its output is not a terminal.
@@ -56,7 +57,7 @@ enum Command {
     Rollback {
         /// Release id (`chroxy releases` lists them); default: known-good.
         #[arg(long)]
-        to: Option<String>,
+        to: Option<ReleaseId>,
     },
     /// List the releases in the store.
     Releases,
@@ -200,7 +201,7 @@ fn main() -> Result<()> {
         Command::Rules {
             action: RulesAction::List,
         } => {
-            print!("{}", chroxy::rules::list_text(&paths)?);
+            print!("{}", chroxy::session::rules_listing(&paths)?);
             Ok(())
         }
         Command::Rules {
@@ -217,34 +218,17 @@ fn main() -> Result<()> {
         }
         Command::Token {
             action: TokenAction::SetTunnel,
-        } => {
-            let mut token = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut token)
-                .context("reading the tunnel token from standard input")?;
-            if token.trim().is_empty() {
-                anyhow::bail!(
-                    "no token on standard input; use `chroxy token set-tunnel < token.txt`"
-                );
-            }
-            secrets().set_tunnel_token(&token)?;
-            println!("stored the named tunnel's token; start with `chroxy start --tunnel named`");
-            Ok(())
-        }
+        } => Ok(terminal::set_tunnel_token(
+            &secrets(),
+            std::io::stdin(),
+            out,
+        )?),
         Command::Token {
             action: TokenAction::Rotate,
         } => block_on(terminal::rotate_token(&paths, &secrets(), out)),
         Command::Token {
             action: TokenAction::Show { admin },
-        } => {
-            let secrets = secrets();
-            let token = if admin {
-                secrets.admin_token()?
-            } else {
-                secrets.api_token()?
-            };
-            println!("{}", token.expose());
-            Ok(())
-        }
+        } => Ok(terminal::show_token(&secrets(), admin, out)?),
     }
 }
 

@@ -53,6 +53,37 @@ pub async fn stop_gracefully(child: &mut Child, grace: Duration) -> io::Result<E
     }
 }
 
+/// How [`stop_left_behind`] signals a pid: that process alone, or its whole group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The process.
+    Process,
+    /// The process group it leads.
+    Group,
+}
+
+/// Stops processes a predecessor that died left running: not children of this process,
+/// so there is nothing to wait on. SIGTERM, up to `grace` for them to go, then SIGKILL
+/// to those still there. `alive` says whether a pid still runs what it ran then: pids
+/// are reused, and one now running something else is never signalled again. Blocking.
+pub fn stop_left_behind(pids: &[u32], reach: Reach, grace: Duration, alive: impl Fn(u32) -> bool) {
+    let send = |pid: u32, sig: Signal| {
+        let pid = Pid::from_raw(pid as i32);
+        // ESRCH only means it is already gone.
+        let _ = match reach {
+            Reach::Process => nix::sys::signal::kill(pid, sig),
+            Reach::Group => killpg(pid, sig),
+        };
+    };
+    let living = || pids.iter().copied().filter(|&p| alive(p));
+    living().for_each(|pid| send(pid, Signal::SIGTERM));
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline && living().next().is_some() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    living().for_each(|pid| send(pid, Signal::SIGKILL));
+}
+
 /// SIGKILL the child's group at once and reap it.
 pub async fn kill_group(child: &mut Child) -> io::Result<ExitStatus> {
     if let Some(pid) = child.id() {
@@ -236,5 +267,54 @@ mod tests {
             "another mark is untouched"
         );
         kill_group(&mut other).await.unwrap();
+    }
+
+    /// Runs (and, as a zombie, has not yet been reaped)?
+    fn running(pid: u32) -> bool {
+        stat_of(pid).is_some_and(|s| s.state != 'Z')
+    }
+
+    #[test]
+    fn what_was_left_behind_is_stopped_a_deaf_one_killed_and_a_reused_pid_spared() {
+        let spawn = |script: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .spawn()
+                .unwrap()
+        };
+        let mut polite = spawn("exec sleep 600");
+        // Ignores SIGTERM: only the SIGKILL after the grace ends it.
+        let mut deaf = spawn("trap '' TERM; while :; do sleep 1; done");
+        // Stands for a pid reused by something else: `alive` says it is not ours.
+        let mut other = spawn("exec sleep 600");
+        let (p, d, o) = (polite.id(), deaf.id(), other.id());
+        // The shell must have installed its trap before the SIGTERM comes.
+        let ignoring = || {
+            std::fs::read_to_string(format!("/proc/{d}/status")).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("SigIgn:") && !l.ends_with("0000000000000000"))
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ignoring() {
+            assert!(std::time::Instant::now() < deadline, "the trap never came");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        let ours = |pid: u32| pid != o && running(pid);
+        stop_left_behind(&[p, d, o], Reach::Process, Duration::from_millis(300), ours);
+
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            polite.wait().unwrap().signal(),
+            Some(Signal::SIGTERM as i32)
+        );
+        assert_eq!(deaf.wait().unwrap().signal(), Some(Signal::SIGKILL as i32));
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "a pid not ours is never signalled"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 }

@@ -22,7 +22,7 @@ mod offer;
 mod path;
 mod store;
 
-pub use listing::{list_text, remove};
+pub use listing::{list_text, remove, SessionRules};
 pub use offer::Offer;
 pub use store::{RuleStore, RulesFile};
 

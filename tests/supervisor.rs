@@ -441,7 +441,7 @@ async fn a_deploy_refused_on_the_status_page_is_never_promoted() {
         .await;
     assert_eq!(code, 409, "{answer}");
     assert!(
-        answer["error"].as_str().unwrap().contains(&m.id),
+        answer["error"].as_str().unwrap().contains(m.id.as_str()),
         "{answer}"
     );
     // Without the admin token nothing is answered.
@@ -548,12 +548,12 @@ async fn a_crash_loop_rolls_back_then_fails_when_known_good_crashes_too_and_then
         .find(|(k, _)| k == "rollback")
         .expect("rolled back first");
     assert!(
-        rollback.1.contains(&newest) && rollback.1.contains(&good.id),
+        rollback.1.contains(newest.as_str()) && rollback.1.contains(good.id.as_str()),
         "{rollback:?}"
     );
     let reason = failed["failedReason"].as_str().unwrap();
     assert!(
-        reason.contains(&good.id) && reason.contains("known-good"),
+        reason.contains(good.id.as_str()) && reason.contains("known-good"),
         "{reason}"
     );
     assert_eq!(failed["releases"]["current"], good.id.as_str());
@@ -878,7 +878,7 @@ async fn damaged_old_releases_are_reported_and_never_stop_the_supervisor() {
     let (ok, _, err) = cli(&home, &["rollback", "--to", &garbled.id]).await;
     assert!(!ok.success());
     assert!(
-        err.contains(&garbled.id) && err.contains("damaged"),
+        err.contains(garbled.id.as_str()) && err.contains("damaged"),
         "{err}"
     );
     assert_eq!(sup.status().await["worker"]["pid"], s["worker"]["pid"]);
@@ -903,7 +903,7 @@ async fn a_damaged_current_release_falls_back_to_known_good_then_to_release_zero
     assert!(
         events(&s).iter().any(|(k, m)| k == "rollback"
             && m.contains(&format!("{} is damaged", new.id))
-            && m.contains(&good.id)),
+            && m.contains(good.id.as_str())),
         "{:?}",
         events(&s)
     );
@@ -911,7 +911,7 @@ async fn a_damaged_current_release_falls_back_to_known_good_then_to_release_zero
     sup.exited().await;
 
     // Known-good damaged as well (its manifest gone): release 0, both pointers there.
-    std::fs::write(paths.releases_dir().join("current"), &new.id).unwrap();
+    std::fs::write(paths.releases_dir().join("current"), new.id.as_str()).unwrap();
     std::fs::remove_file(good.binary.parent().unwrap().join("manifest.json")).unwrap();
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
     let s = sup.healthy().await;
@@ -1227,7 +1227,7 @@ async fn a_promotion_prunes_all_but_the_newest_releases_current_known_good_and_z
     home.config("[supervisor]\ncanary_window_ms = 300\nkeep_releases = 2\n");
     // History: four older releases (never run here).
     let old: Vec<String> = (0..4)
-        .map(|_| add_release(&home, bad_worker_bin()).id)
+        .map(|_| add_release(&home, bad_worker_bin()).id.to_string())
         .collect();
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
     sup.healthy().await;

@@ -112,7 +112,7 @@ fn show_window<R: Runtime>(app: &AppHandle<R>, qr: bool) {
 
 #[cfg(test)]
 mod tests {
-    use chroxy::launch::LaunchError;
+    use chroxy::launch::{EnvironmentError, LaunchError};
     use chroxy::tunnel::TunnelChoice;
     use serde_json::{json, Value};
     use tauri::ipc::{CallbackFn, InvokeBody};
@@ -142,9 +142,9 @@ mod tests {
         // Tauri makes the webview's data directory in $XDG_DATA_HOME: the test's, not the
         // real home's. (No other test here reads the environment.)
         std::env::set_var("XDG_DATA_HOME", home.path().join("data"));
-        let missing = LaunchError::NoWorkerBinary {
+        let missing = LaunchError::from(EnvironmentError::NoWorkerBinary {
             beside: "/opt/chroxy/chroxy".into(),
-        };
+        });
         let why = missing.to_string();
         let boot = Boot {
             paths: Paths::under(home.path()),

@@ -292,6 +292,7 @@ pub(super) mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::environment::EnvironmentError;
     use crate::supervisor::handle::Request;
 
     /// A running app whose supervisor refuses a named tunnel (as one without its
@@ -380,9 +381,9 @@ pub(super) mod tests {
     async fn when_it_could_not_start_every_command_says_why_and_the_app_may_exit() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path());
-        let why = LaunchError::NoWorkerBinary {
+        let why = LaunchError::from(EnvironmentError::NoWorkerBinary {
             beside: "/opt/chroxy/chroxy".into(),
-        };
+        });
         let desktop = Desktop::start(paths.clone(), TunnelChoice::Named, Err(why), || {}).await;
         assert!(
             desktop.exit_requested(),

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::app::{Desktop, DesktopError};
 use super::view::View;
 use crate::devices::Decision;
+use crate::supervisor::release::ReleaseId;
 use crate::supervisor::status::Action;
 use crate::tunnel::TunnelChoice;
 
@@ -29,12 +30,12 @@ pub enum Ask {
     /// one is not approved blind).
     ApproveDeploy {
         /// The release shown; `None`: whichever waits.
-        release: Option<String>,
+        release: Option<ReleaseId>,
     },
     /// `refuse_deploy`, as [`Ask::ApproveDeploy`].
     RefuseDeploy {
         /// The release shown; `None`: whichever waits.
-        release: Option<String>,
+        release: Option<ReleaseId>,
     },
     /// `set_tunnel`: switch the tunnel, and remember the choice.
     SetTunnel {
@@ -309,7 +310,7 @@ mod tests {
             panic!("a sentence")
         };
         assert_eq!(said, "done: Restart");
-        let release = Some("r-7".to_owned());
+        let release = Some("r-7".into());
         let Reply::Said(said) = answer(Ask::ApproveDeploy { release }).await.unwrap() else {
             panic!("a sentence")
         };

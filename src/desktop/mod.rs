@@ -74,6 +74,7 @@ impl Boot {
         } = args;
         let tunnel = start.tunnel.unwrap_or(Settings::load(&paths).tunnel);
         let launch = crate::launch::worker_binary()
+            .map_err(LaunchError::from)
             .and_then(|installed| start.launch(home, paths.clone(), tunnel, installed));
         Self {
             paths,

@@ -7,15 +7,25 @@ use std::path::Path;
 use super::{Rule, RuleStore, RulesError};
 use crate::store::Paths;
 
+/// The rules kept with one session (in its record), as the list shows them. The
+/// session module reads them ([`crate::session::rules_listing`]): rules know no session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRules<'a> {
+    /// Its working directory.
+    pub cwd: &'a Path,
+    /// Its id.
+    pub session_id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its rules.
+    pub rules: &'a [Rule],
+}
+
 /// What `chroxy rules list` prints: the project rules (every session in the directory),
 /// then those kept to one session (saved with it).
-pub fn list_text(paths: &Paths) -> Result<String, RulesError> {
+pub fn list_text(paths: &Paths, sessions: &[SessionRules<'_>]) -> Result<String, RulesError> {
     let file = RuleStore::new(paths).load()?;
-    let sessions: Vec<_> = crate::session::read_all(&paths.sessions_dir())
-        .into_iter()
-        .filter_map(|(_, rec)| rec.ok())
-        .filter(|rec| !rec.rules.is_empty())
-        .collect();
+    let sessions: Vec<_> = sessions.iter().filter(|s| !s.rules.is_empty()).collect();
     let mut out = String::new();
     if file.projects.is_empty() && sessions.is_empty() {
         out.push_str("no rules (phones add them with \"Always\" on a permission prompt)\n");
@@ -43,7 +53,7 @@ pub fn list_text(paths: &Paths) -> Result<String, RulesError> {
             rec.session_id,
             rec.name
         );
-        show(heading, &rec.rules);
+        show(heading, rec.rules);
     }
     Ok(out)
 }
@@ -75,7 +85,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path().join("home"));
         let project = dir.path().canonicalize().unwrap();
-        assert!(list_text(&paths).unwrap().starts_with("no rules"));
+        assert!(list_text(&paths, &[]).unwrap().starts_with("no rules"));
 
         let rule = Rule {
             tool: "Bash".into(),
@@ -84,7 +94,7 @@ mod tests {
         };
         let text = rule.to_string();
         RuleStore::new(&paths).add(&project, rule).unwrap();
-        let listed = list_text(&paths).unwrap();
+        let listed = list_text(&paths, &[]).unwrap();
         assert_eq!(
             listed,
             format!("{} (every session in it)\n  {text}\n", project.display())
@@ -100,6 +110,6 @@ mod tests {
         );
 
         assert_eq!(remove(&paths, &text, Some(dir.path())).unwrap(), 1);
-        assert!(list_text(&paths).unwrap().starts_with("no rules"));
+        assert!(list_text(&paths, &[]).unwrap().starts_with("no rules"));
     }
 }

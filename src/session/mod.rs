@@ -20,6 +20,25 @@ pub use clients::{
 pub use prompts::PromptIndex;
 pub use record::{read_all, RecordError, SessionRecord};
 
+/// What `chroxy rules list` prints: the project rules, then those kept with each saved
+/// session (read here, since the rules module knows no session).
+pub fn rules_listing(paths: &crate::store::Paths) -> Result<String, crate::rules::RulesError> {
+    let records: Vec<SessionRecord> = read_all(&paths.sessions_dir())
+        .into_iter()
+        .filter_map(|(_, rec)| rec.ok())
+        .collect();
+    let sessions: Vec<crate::rules::SessionRules<'_>> = records
+        .iter()
+        .map(|rec| crate::rules::SessionRules {
+            cwd: &rec.cwd,
+            session_id: &rec.session_id,
+            name: &rec.name,
+            rules: &rec.rules,
+        })
+        .collect();
+    crate::rules::list_text(paths, &sessions)
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

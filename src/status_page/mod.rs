@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::devices::{Decision, Devices, DevicesError};
 use crate::supervisor::handle::{ActionError, Handle};
+use crate::supervisor::release::ReleaseId;
 use crate::supervisor::status::{Action, DeployOrigin};
 use crate::token::ApiToken;
 
@@ -130,13 +131,13 @@ async fn method_not_allowed() -> Response {
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
     /// A release id; absent or null means known-good.
-    to: Option<String>,
+    to: Option<ReleaseId>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeployBody {
-    release: String,
+    release: ReleaseId,
     /// Absent means `remote`: only a caller that says it is at the desk skips approval.
     #[serde(default)]
     origin: DeployOrigin,
@@ -146,7 +147,7 @@ struct DeployBody {
 #[serde(deny_unknown_fields)]
 struct AnswerBody {
     /// The pending release the person saw; absent or null means whichever waits.
-    release: Option<String>,
+    release: Option<ReleaseId>,
 }
 
 /// An empty body, or a JSON object of type `T`; the error is what the 4xx says.
@@ -225,7 +226,7 @@ async fn refuse_deploy(
 async fn answer_deploy(
     page: &StatusPage,
     bytes: Result<Bytes, BytesRejection>,
-    action: fn(Option<String>) -> Action,
+    action: fn(Option<ReleaseId>) -> Action,
 ) -> Response {
     match body::<AnswerBody>(bytes) {
         Ok(b) => act(page, action(b.and_then(|b| b.release))).await,

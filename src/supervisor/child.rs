@@ -19,7 +19,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::health::{self, GateFailure};
-use super::release::Releases;
+use super::release::{ReleaseId, Releases};
 use crate::control::{to_line, token_line, FatalCause, SupervisorCommand, WorkerEvent};
 use crate::process;
 use crate::protocol::ShutdownReason;
@@ -146,6 +146,17 @@ pub struct WorkerRef {
 }
 
 impl WorkerRef {
+    /// A reference to worker `id`, and where the commands sent to it arrive.
+    pub fn new(id: u64) -> (Self, mpsc::UnboundedReceiver<WorkerCommand>) {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let worker = Self {
+            id,
+            exited: CancellationToken::new(),
+            commands,
+        };
+        (worker, rx)
+    }
+
     /// Sends a command; a worker that is already gone needs none.
     pub fn send(&self, cmd: WorkerCommand) {
         let _ = self.commands.send(cmd);
@@ -157,12 +168,11 @@ impl WorkerRef {
 pub fn launch(
     spec: LaunchSpec,
     id: u64,
-    release: String,
+    release: ReleaseId,
     after: Vec<CancellationToken>,
     reports: mpsc::UnboundedSender<Report>,
 ) -> WorkerRef {
-    let exited = CancellationToken::new();
-    let (commands, rx) = mpsc::unbounded_channel();
+    let (worker, rx) = WorkerRef::new(id);
     let task = Task {
         spec,
         id,
@@ -172,7 +182,7 @@ pub fn launch(
         stdin: None,
         last_words: None,
     };
-    let done = exited.clone();
+    let done = worker.exited.clone();
     let reports = task.reports.clone();
     let mark = task.mark();
     tokio::spawn(async move {
@@ -196,17 +206,13 @@ pub fn launch(
         done.cancel();
         let _ = reports.send(Report { id, what: last });
     });
-    WorkerRef {
-        id,
-        exited,
-        commands,
-    }
+    worker
 }
 
 struct Task {
     spec: LaunchSpec,
     id: u64,
-    release: String,
+    release: ReleaseId,
     reports: mpsc::UnboundedSender<Report>,
     commands: mpsc::UnboundedReceiver<WorkerCommand>,
     /// Kept out of the `Child`: tokio closes a child's stdin when it is waited for,

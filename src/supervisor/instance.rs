@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::process::Reach;
 use crate::store::{atomic_write, ensure_private_dir, remove_stale_temp_files, Paths, StoreError};
 
 /// A temporary file this old is nobody's write in progress.
@@ -214,20 +215,8 @@ fn stop_leftover_workers(pids: &[u32]) {
         ?alive,
         "stopping workers left behind by a supervisor that died"
     );
-    for &pid in &alive {
-        signal(pid, nix::sys::signal::Signal::SIGTERM);
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < deadline && alive.iter().any(|&p| is_supervised_worker(p)) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for &pid in alive.iter().filter(|&&p| is_supervised_worker(p)) {
-        signal(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+    let grace = Duration::from_secs(5);
+    crate::process::stop_left_behind(&alive, Reach::Process, grace, is_supervised_worker);
 }
 
 fn is_supervised_worker(pid: u32) -> bool {

@@ -10,6 +10,7 @@ pub mod instance;
 mod loopback;
 pub mod proxy;
 pub mod release;
+pub mod release_id;
 pub mod remote;
 mod runner;
 pub mod state;
@@ -23,16 +24,25 @@ pub use runner::{Options, Supervisor, SupervisorError};
 /// `config` (a leaf that knows nothing above it) nor in `state` (rules that know no file).
 impl From<&crate::config::SupervisorConfig> for state::Policy {
     fn from(config: &crate::config::SupervisorConfig) -> Self {
-        let backoff = config.backoff();
+        let failed_retry = config.failed_retry();
         Self {
-            backoff_floor: backoff.floor,
-            backoff_cap: backoff.cap,
+            backoff: config.backoff(),
             healthy_reset: config.healthy_reset(),
             crash_budget: config.crash_budget,
             crash_window: config.crash_window(),
             canary_window: config.canary_window(),
             canary_error_limit: config.canary_error_limit,
-            failed_retry: config.failed_retry(),
+            failed_retry: crate::backoff::Backoff {
+                floor: failed_retry,
+                cap: state::FAILED_RETRY_CAP.max(failed_retry),
+            },
         }
+    }
+}
+
+/// The rules with the settings' defaults: one copy of the numbers, in `config`.
+impl Default for state::Policy {
+    fn default() -> Self {
+        Self::from(&crate::config::SupervisorConfig::default())
     }
 }

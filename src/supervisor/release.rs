@@ -13,11 +13,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use super::release_id::{ReleaseId, INSTALLED};
 use super::status::{ReleaseInfo, ReleasesStatus};
 use crate::store::{atomic_write, ensure_private_dir, FileLock, Paths, StoreError};
 
-/// The installed binary's release id.
-pub const INSTALLED: &str = "0";
 /// File name of a stored release's binary.
 const BINARY: &str = "chroxy";
 const MANIFEST: &str = "manifest.json";
@@ -30,8 +29,8 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    /// `0` for the installed binary, then `<n>-<first 8 hex of sha256>`.
-    pub id: String,
+    /// Its id.
+    pub id: ReleaseId,
     /// What `chroxy --version` says.
     pub version: String,
     /// Git commit it was built from.
@@ -66,7 +65,7 @@ impl ReleaseInfo {
     /// A release that cannot be described (its manifest is unreadable or missing).
     fn damaged(id: &str, why: String) -> Self {
         ReleaseInfo {
-            id: id.to_owned(),
+            id: id.into(),
             version: String::new(),
             commit: String::new(),
             built_at: 0,
@@ -207,7 +206,7 @@ impl Releases {
             let dir = self.dir.join(&id);
             let (size, built_at) = stat(&binary)?;
             let manifest = Manifest {
-                id: id.clone(),
+                id: id.as_str().into(),
                 version: version.clone(),
                 commit: commit.clone(),
                 built_at,
@@ -252,7 +251,7 @@ impl Releases {
     pub fn verify(&self, id: &str) -> Result<PathBuf, ReleaseError> {
         let m = self.check(valid(id)?)?;
         if hash(&m.binary)? != m.sha256 {
-            return Err(ReleaseError::ChecksumMismatch(m.id));
+            return Err(ReleaseError::ChecksumMismatch(m.id.to_string()));
         }
         Ok(m.binary)
     }
@@ -262,26 +261,26 @@ impl Releases {
         let m = self.read_manifest(id)?;
         match std::fs::metadata(&m.binary) {
             Ok(meta) if meta.is_file() && (m.size == 0 || meta.len() == m.size) => Ok(m),
-            Ok(meta) if meta.is_file() => Err(ReleaseError::ChecksumMismatch(m.id)),
+            Ok(meta) if meta.is_file() => Err(ReleaseError::ChecksumMismatch(m.id.to_string())),
             _ => Err(ReleaseError::MissingBinary {
-                id: m.id,
+                id: m.id.to_string(),
                 path: m.binary,
             }),
         }
     }
 
     /// The release the supervisor runs.
-    pub fn current(&self) -> Result<String, ReleaseError> {
+    pub fn current(&self) -> Result<ReleaseId, ReleaseError> {
         Ok(self
             .read_pointer("current")
-            .unwrap_or_else(|| INSTALLED.into()))
+            .map_or_else(ReleaseId::installed, ReleaseId::from))
     }
 
     /// The release to fall back to.
-    pub fn known_good(&self) -> Result<String, ReleaseError> {
+    pub fn known_good(&self) -> Result<ReleaseId, ReleaseError> {
         Ok(self
             .read_pointer("known_good")
-            .unwrap_or_else(|| INSTALLED.into()))
+            .map_or_else(ReleaseId::installed, ReleaseId::from))
     }
 
     /// Points `current` at `id` (which must exist, undamaged).
@@ -465,7 +464,7 @@ fn describe(binary: &Path, id: String, run: PathBuf) -> Result<Manifest, Release
     let (version, commit) = version_of(binary)?;
     let (size, built_at) = stat(binary)?;
     Ok(Manifest {
-        id,
+        id: id.into(),
         version,
         commit,
         built_at,
@@ -656,8 +655,8 @@ mod tests {
             .output()
             .unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("chroxy 2.0.0"));
-        let ids: Vec<String> = r.list().unwrap().into_iter().map(|m| m.id).collect();
-        assert_eq!(ids, ["0".to_owned(), a.id.clone(), b.id.clone()]);
+        let ids: Vec<ReleaseId> = r.list().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["0".into(), a.id.clone(), b.id.clone()]);
         assert_eq!(r.current().unwrap(), "0", "adding moves no pointer");
         r.set_current(&b.id).unwrap();
         r.set_known_good(&a.id).unwrap();
@@ -704,7 +703,9 @@ mod tests {
         r.ensure_installed(&installed).unwrap();
         let m = r.add(&fake_chroxy(dir.path(), "new", "2.0.0")).unwrap();
         std::fs::write(&m.binary, "#!/bin/sh\necho 'chroxy 6.6.6 (evil)'\n").unwrap();
-        assert!(matches!(r.verify(&m.id), Err(ReleaseError::ChecksumMismatch(id)) if id == m.id));
+        assert!(
+            matches!(r.verify(&m.id), Err(ReleaseError::ChecksumMismatch(id)) if m.id == id.as_str())
+        );
     }
 
     #[test]
@@ -728,7 +729,7 @@ mod tests {
         let stripped = r.add(&new).unwrap();
         let resized = r.add(&new).unwrap();
         let intact = r.add(&new).unwrap();
-        std::fs::write(r.dir.join(&garbled.id).join(MANIFEST), b"{not json").unwrap();
+        std::fs::write(r.dir.join(garbled.id.as_str()).join(MANIFEST), b"{not json").unwrap();
         std::fs::remove_file(&stripped.binary).unwrap();
         std::fs::write(&resized.binary, b"#!/bin/sh\n").unwrap();
         std::fs::create_dir(r.dir.join("9-nomanifest")).unwrap();
@@ -743,11 +744,11 @@ mod tests {
             (&garbled.id, "manifest"),
             (&stripped.id, "missing"),
             (&resized.id, "checksum"),
-            (&"9-nomanifest".to_owned(), "no manifest"),
+            (&"9-nomanifest".into(), "no manifest"),
         ] {
             let why = damage
                 .iter()
-                .find(|(i, _)| i == id)
+                .find(|(i, _)| *i == id.as_str())
                 .and_then(|(_, d)| *d)
                 .unwrap_or_else(|| panic!("{id} not marked: {damage:?}"));
             assert!(why.contains(what) && why.contains(id.as_str()), "{why}");
@@ -782,13 +783,10 @@ mod tests {
         let added: Vec<Manifest> = (0..4).map(|_| r.add(&new).unwrap()).collect();
         r.set_known_good(&added[0].id).unwrap();
         let removed = r.prune(1, &[added[0].id.as_str()]).unwrap();
-        assert_eq!(removed, [added[1].id.clone(), added[2].id.clone()]);
-        let left: Vec<String> = r.list().unwrap().into_iter().map(|i| i.id).collect();
-        assert_eq!(
-            left,
-            ["0".to_owned(), added[0].id.clone(), added[3].id.clone()]
-        );
-        assert!(!r.dir.join(&added[1].id).exists());
+        assert_eq!(removed, [added[1].id.to_string(), added[2].id.to_string()]);
+        let left: Vec<ReleaseId> = r.list().unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(left, ["0".into(), added[0].id.clone(), added[3].id.clone()]);
+        assert!(!r.dir.join(added[1].id.as_str()).exists());
         r.verify(&added[3].id).unwrap();
     }
 }

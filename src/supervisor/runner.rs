@@ -22,21 +22,22 @@ use super::child::{self, LaunchSpec, Report, WorkerCommand, WorkerRef, WorkerRep
 use super::handle::{ActionError, Handle, Request};
 use super::instance::{Instance, InstanceError};
 use super::proxy::{self, Route};
-use super::release::{ReleaseError, Releases, INSTALLED};
-use super::state::{self, Effect, Event, Machine, State};
+use super::release::{ReleaseError, ReleaseId, Releases, INSTALLED};
+use super::state::{self, Effect, Event, Machine};
 use super::status::{
     Action, CanaryStatus, DeployOrigin, PendingDeployStatus, StateName, Status, WorkerStatus,
 };
 use super::switch::{self, Switch};
 use crate::config::SupervisorConfig;
-use crate::protocol::ShutdownReason;
-use crate::status_page::{self, StatusPage};
 use crate::store::Paths;
 use crate::token::ApiToken;
 use crate::tunnel::{TunnelMode, TunnelState, TunnelStatus};
 
 /// What phones are told to expect when a worker is replaced on purpose.
 const RESTART_ETA_MS: u64 = 2_000;
+
+/// What phones are told to expect when asked to reconnect to the same worker.
+const RECONNECT_ETA_MS: u64 = 500;
 
 /// Everything a supervisor needs; the shells (CLI, tray app) fill it in.
 #[derive(Debug, Clone)]
@@ -49,8 +50,6 @@ pub struct Options {
     pub status_addr: SocketAddr,
     /// The API token, handed to workers in their environment.
     pub token: ApiToken,
-    /// The admin token the status page's actions require.
-    pub admin: ApiToken,
     /// `[supervisor]` settings.
     pub config: SupervisorConfig,
     /// The workers' heartbeat interval (`[worker] heartbeat_ms`).
@@ -122,11 +121,21 @@ impl Supervisor {
     /// Claims the instance, binds both ports, registers the installed binary as
     /// release zero, starts the current release, and returns at once. Cancel
     /// `shutdown` for an orderly stop; cancel `force` too to stop waiting for drains.
-    pub async fn start(
+    ///
+    /// `page` serves the status port, given its listener, the supervisor's handle and
+    /// a token cancelled once everything else has stopped: the shell says what the page
+    /// is (the supervisor knows no view), the supervisor keeps it up for its whole life,
+    /// so it tells the truth while no worker runs.
+    pub async fn start<P, F>(
         opts: Options,
+        page: P,
         shutdown: CancellationToken,
         force: CancellationToken,
-    ) -> Result<Self, SupervisorError> {
+    ) -> Result<Self, SupervisorError>
+    where
+        P: FnOnce(TcpListener, Handle, CancellationToken) -> F,
+        F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    {
         let paths = opts.paths.clone();
         let mut instance = tokio::task::spawn_blocking(move || Instance::acquire(&paths)).await??;
         let public = bind(opts.public_addr, "public port", "--port").await?;
@@ -150,7 +159,7 @@ impl Supervisor {
             let mut damaged: BTreeMap<String, String> = listing
                 .list
                 .iter()
-                .filter_map(|r| Some((r.id.clone(), r.damaged.clone()?)))
+                .filter_map(|r| Some((r.id.to_string(), r.damaged.clone()?)))
                 .collect();
             for id in [&current, &known_good, INSTALLED] {
                 if damaged.contains_key(id) {
@@ -197,20 +206,13 @@ impl Supervisor {
             connections.clone(),
         ));
         let page_stop = CancellationToken::new();
-        let registry = crate::devices::Devices::new(&opts.paths);
         tokio::spawn(super::devices::follow(
-            registry.clone(),
+            crate::devices::Devices::new(&opts.paths),
             opts.approve_new_devices,
             status_tx.clone(),
             page_stop.clone(),
         ));
-        let page = StatusPage {
-            handle: handle.clone(),
-            admin: opts.admin.clone(),
-            port: status_port,
-            devices: registry,
-        };
-        let page_task = tokio::spawn(status_page::serve(status_listener, page, page_stop.clone()));
+        let page_task = tokio::spawn(page(status_listener, handle.clone(), page_stop.clone()));
         tracing::info!(
             public_port,
             status_port,
@@ -231,8 +233,7 @@ impl Supervisor {
         let (machine, mut first) =
             Machine::start(state::Policy::from(&opts.config), current, known_good);
         first.splice(0..0, plan.effects);
-        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-        let mut runner = Runner {
+        let (mut runner, reports_rx) = Runner::new(Parts {
             spec: LaunchSpec {
                 releases: releases.clone(),
                 args: opts.worker_args.clone(),
@@ -250,23 +251,14 @@ impl Supervisor {
             machine,
             releases,
             instance,
-            workers: HashMap::new(),
-            stopping: HashMap::new(),
-            next_id: 0,
-            routed: None,
-            timer: None,
-            expiry: None,
             route_tx,
             status_tx,
-            reports_tx,
-            clients: 0,
-            sessions: 0,
-            exiting: false,
             tunnel,
             secrets: opts.secrets.clone(),
             tunnels: opts.tunnels.clone(),
             keep_releases: opts.config.keep_releases,
-        };
+            workers: Box::new(Processes),
+        });
         runner.switch_tunnel(opts.tunnel.clone()).await;
         let task = tokio::spawn(async move {
             let tunnel = runner
@@ -431,7 +423,7 @@ async fn next_change(
 
 /// A worker the machine knows about.
 struct Live {
-    release: String,
+    release: ReleaseId,
     worker: WorkerRef,
     pid: Option<u32>,
     port: Option<u16>,
@@ -440,7 +432,7 @@ struct Live {
 
 /// A worker on its way out; its `exited` token gates its successor.
 struct Leaving {
-    release: String,
+    release: ReleaseId,
     worker: WorkerRef,
     pid: Option<u32>,
     planned: bool,
@@ -449,15 +441,64 @@ struct Leaving {
     handover: bool,
 }
 
-struct Runner {
+/// How the runner starts a worker: as a `chroxy worker` process ([`Processes`]), or,
+/// in its tests, as a script the test plays (as watchexec's supervisor swaps in a test
+/// child). Mirrors [`child::launch`].
+trait StartWorker: Send + Sync {
+    /// Starts worker `id` of `release` once every `after` is cancelled; it reports to
+    /// `reports`.
+    fn start(
+        &mut self,
+        spec: LaunchSpec,
+        id: u64,
+        release: ReleaseId,
+        after: Vec<CancellationToken>,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> WorkerRef;
+}
+
+/// Workers as processes: the real thing.
+struct Processes;
+
+impl StartWorker for Processes {
+    fn start(
+        &mut self,
+        spec: LaunchSpec,
+        id: u64,
+        release: ReleaseId,
+        after: Vec<CancellationToken>,
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> WorkerRef {
+        child::launch(spec, id, release, after, reports)
+    }
+}
+
+/// What a runner is made of; the rest of it starts empty.
+struct Parts {
     spec: LaunchSpec,
     machine: Machine,
     releases: Arc<Releases>,
     instance: Instance,
-    workers: HashMap<String, Live>,
+    route_tx: watch::Sender<Route>,
+    status_tx: watch::Sender<Status>,
+    tunnel: TunnelSlot,
+    secrets: Option<crate::secrets::Secrets>,
+    tunnels: crate::tunnel::TunnelResolver,
+    keep_releases: usize,
+    workers: Box<dyn StartWorker>,
+}
+
+struct Runner {
+    /// Starts workers.
+    starter: Box<dyn StartWorker>,
+    spec: LaunchSpec,
+    machine: Machine,
+    releases: Arc<Releases>,
+    instance: Instance,
+    workers: HashMap<ReleaseId, Live>,
     stopping: HashMap<u64, Leaving>,
     next_id: u64,
-    routed: Option<String>,
+    routed: Option<ReleaseId>,
     timer: Option<Instant>,
     /// When the pending deploy's request expires (a timer beside `timer`).
     expiry: Option<Instant>,
@@ -475,6 +516,35 @@ struct Runner {
 }
 
 impl Runner {
+    /// A runner with no worker yet, and the receiving end of its workers' reports.
+    fn new(parts: Parts) -> (Self, mpsc::UnboundedReceiver<Report>) {
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let runner = Self {
+            starter: parts.workers,
+            spec: parts.spec,
+            machine: parts.machine,
+            releases: parts.releases,
+            instance: parts.instance,
+            workers: HashMap::new(),
+            stopping: HashMap::new(),
+            next_id: 0,
+            routed: None,
+            timer: None,
+            expiry: None,
+            route_tx: parts.route_tx,
+            status_tx: parts.status_tx,
+            reports_tx,
+            clients: 0,
+            sessions: 0,
+            exiting: false,
+            tunnel: parts.tunnel,
+            secrets: parts.secrets,
+            tunnels: parts.tunnels,
+            keep_releases: parts.keep_releases,
+        };
+        (runner, reports_rx)
+    }
+
     async fn run(
         mut self,
         first: Vec<Effect>,
@@ -556,15 +626,19 @@ impl Runner {
     }
 
     /// [`Runner::step`] for a person's request: the machine's refusal, if it says one,
-    /// is the answer.
-    async fn step_answering(&mut self, event: Event) -> Result<(), ActionError> {
+    /// is the answer; else its reply, if it gives one.
+    async fn step_answering(&mut self, event: Event) -> Result<String, ActionError> {
         let fx = self.machine.step(event, Instant::now());
-        let refusal = fx.iter().find_map(|e| match e {
-            Effect::Refuse(why) => Some(why.clone()),
-            _ => None,
-        });
+        let mut answer = Ok(String::new());
+        for effect in &fx {
+            match effect {
+                Effect::Refuse(why) => answer = Err(ActionError::Refused(why.clone())),
+                Effect::Reply(text) if answer.is_ok() => answer = Ok(text.clone()),
+                _ => {}
+            }
+        }
         self.apply(fx).await;
-        refusal.map_or(Ok(()), |why| Err(ActionError::Refused(why)))
+        answer
     }
 
     async fn on_report(&mut self, report: Report) {
@@ -655,16 +729,12 @@ impl Runner {
         }
         match action {
             Action::Restart => {
-                self.record("restart_requested", "restart requested".into());
                 self.step(Event::Restart).await;
                 Ok("restarting the worker".into())
             }
             Action::Rollback { to } => {
                 let target = self.check_release(Switch::Rollback(to)).await?;
-                self.step(Event::Rollback {
-                    to: Some(target.clone()),
-                })
-                .await;
+                self.step(Event::Rollback { to: target.clone() }).await;
                 Ok(format!("rolling back to release {target}"))
             }
             Action::ReloadToken => {
@@ -714,13 +784,13 @@ impl Runner {
                 let waiting = self.machine.pending_deploy().map(|p| p.release.clone());
                 self.step_answering(Event::ApproveDeploy { release })
                     .await?;
-                let waiting = waiting.unwrap_or_default();
+                let waiting = waiting.map(|r| r.to_string()).unwrap_or_default();
                 Ok(format!("approved: deploying release {waiting} as a canary"))
             }
             Action::RefuseDeploy { release } => {
                 let waiting = self.machine.pending_deploy().map(|p| p.release.clone());
                 self.step_answering(Event::RefuseDeploy { release }).await?;
-                let waiting = waiting.unwrap_or_default();
+                let waiting = waiting.map(|r| r.to_string()).unwrap_or_default();
                 Ok(format!("refused the deploy of release {waiting}"))
             }
             Action::Tunnel { choice } => {
@@ -736,42 +806,15 @@ impl Runner {
                 self.record("tunnel", message.clone());
                 Ok(message)
             }
-            Action::Reconnect => {
-                // The tunnel is the usual culprit when a phone cannot get through.
-                self.tunnel.restart();
-                let routed = self.routed.as_ref().and_then(|r| self.workers.get(r));
-                match routed {
-                    Some(w) => {
-                        w.worker.send(WorkerCommand::Reconnect {
-                            restart_eta_ms: 500,
-                        });
-                        self.record(
-                            "reconnect",
-                            "phones told to reconnect now; health gate re-run".into(),
-                        );
-                        Ok("phones told to reconnect; health gate re-run".into())
-                    }
-                    None if matches!(self.machine.state(), State::Starting { .. }) => Ok(
-                        "a worker is starting; phones reconnect as soon as it is healthy".into(),
-                    ),
-                    None => {
-                        self.record(
-                            "reconnect",
-                            "no worker was serving: starting one now".into(),
-                        );
-                        self.step(Event::Restart).await;
-                        Ok("no worker was serving; starting one now".into())
-                    }
-                }
-            }
+            Action::Reconnect => self.step_answering(Event::Reconnect).await,
         }
     }
 
     /// The release an action switches to, checked by the store's one rule before
     /// anything is stopped.
-    async fn check_release(&self, switch: Switch) -> Result<String, ActionError> {
+    async fn check_release(&self, switch: Switch) -> Result<ReleaseId, ActionError> {
         let releases = self.releases.clone();
-        let known_good = self.machine.known_good().to_owned();
+        let known_good = self.machine.known_good().clone();
         match tokio::task::spawn_blocking(move || switch::check(&releases, &switch, &known_good))
             .await
         {
@@ -792,17 +835,15 @@ impl Runner {
                     self.routed = port.map(|_| release);
                     self.route(port);
                 }
-                Effect::Stop { release, drain } => {
-                    let reason = if self.exiting || matches!(self.machine.state(), State::Stopping)
-                    {
-                        ShutdownReason::Shutdown
-                    } else {
-                        ShutdownReason::Restart
-                    };
+                Effect::Stop {
+                    release,
+                    drain,
+                    notice,
+                } => {
                     if let Some(w) = self.workers.get(&release) {
                         w.worker.send(WorkerCommand::Stop {
                             drain,
-                            reason,
+                            reason: notice,
                             restart_eta_ms: RESTART_ETA_MS,
                         });
                     }
@@ -818,15 +859,23 @@ impl Runner {
                 Effect::PruneReleases => self.prune().await,
                 Effect::ArmTimer(at) => self.timer = Some(at),
                 Effect::ArmDeployExpiry(at) => self.expiry = Some(at),
-                // The caller of `step_answering` answers with it.
-                Effect::Refuse(_) => {}
+                Effect::Reconnect { release } => {
+                    if let Some(w) = self.workers.get(&release) {
+                        w.worker.send(WorkerCommand::Reconnect {
+                            restart_eta_ms: RECONNECT_ETA_MS,
+                        });
+                    }
+                }
+                Effect::RestartTunnel => self.tunnel.restart(),
+                // The caller of `step_answering` answers with them.
+                Effect::Refuse(_) | Effect::Reply(_) => {}
                 Effect::Record { kind, message } => self.record(kind, message),
                 Effect::Exit => self.exiting = true,
             }
         }
     }
 
-    fn spawn(&mut self, release: String) {
+    fn spawn(&mut self, release: ReleaseId) {
         // A worker of the same release still in the table is replaced, never doubled.
         self.retire(&release, true);
         self.next_id += 1;
@@ -835,7 +884,7 @@ impl Runner {
             .values()
             .map(|l| l.worker.exited.clone())
             .collect();
-        let worker = child::launch(
+        let worker = self.starter.start(
             self.spec.clone(),
             self.next_id,
             release.clone(),
@@ -879,14 +928,7 @@ impl Runner {
 
     fn route(&self, port: Option<u16>) {
         let state = self.machine.state_name();
-        let retry_after_secs = match self.machine.state() {
-            State::Backoff { until, .. } => {
-                until.saturating_duration_since(Instant::now()).as_secs() + 1
-            }
-            // Nothing will change until a person acts; phones needn't hammer.
-            State::Failed { .. } | State::Misconfigured { .. } => 30,
-            _ => 1,
-        };
+        let retry_after_secs = self.machine.retry_after(Instant::now()).as_secs();
         let voucher = port.map(|_| self.spec.voucher.clone());
         self.route_tx.send_replace(Route {
             port,
@@ -896,7 +938,7 @@ impl Runner {
         });
     }
 
-    async fn move_pointer(&mut self, id: String, known_good: bool) {
+    async fn move_pointer(&mut self, id: ReleaseId, known_good: bool) {
         let releases = self.releases.clone();
         let target = id.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -942,14 +984,14 @@ impl Runner {
         self.publish();
         let releases = self.releases.clone();
         let keep = self.keep_releases;
-        let mut protect: Vec<String> = vec![
-            self.machine.current().to_owned(),
-            self.machine.known_good().to_owned(),
+        let mut protect: Vec<ReleaseId> = vec![
+            self.machine.current().clone(),
+            self.machine.known_good().clone(),
         ];
         protect.extend(self.workers.keys().cloned());
         protect.extend(self.stopping.values().map(|l| l.release.clone()));
         let result = tokio::task::spawn_blocking(move || {
-            let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
+            let protect: Vec<&str> = protect.iter().map(|id| id.as_str()).collect();
             let removed = releases.prune(keep, &protect)?;
             Ok::<_, ReleaseError>((removed, releases.status()?))
         })
@@ -1081,5 +1123,302 @@ impl Runner {
                     s.pending_deploy.clone(),
                 )
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use super::*;
+    use crate::protocol::ShutdownReason;
+
+    /// A worker the test plays: what it was started as, and the commands it is sent.
+    struct Started {
+        id: u64,
+        release: ReleaseId,
+        commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    }
+
+    /// Workers that are only a reference: each start is handed to the test.
+    struct Scripted(mpsc::UnboundedSender<Started>);
+
+    impl StartWorker for Scripted {
+        fn start(
+            &mut self,
+            _spec: LaunchSpec,
+            id: u64,
+            release: ReleaseId,
+            _after: Vec<CancellationToken>,
+            _reports: mpsc::UnboundedSender<Report>,
+        ) -> WorkerRef {
+            let (worker, commands) = WorkerRef::new(id);
+            let _ = self.0.send(Started {
+                id,
+                release,
+                commands,
+            });
+            worker
+        }
+    }
+
+    /// A runner over scripted workers, running release "0" (known-good), and the test's
+    /// ends of everything it talks to.
+    struct Rig {
+        _home: tempfile::TempDir,
+        handle: Handle,
+        route: watch::Receiver<Route>,
+        reports: mpsc::UnboundedSender<Report>,
+        starts: mpsc::UnboundedReceiver<Started>,
+        shutdown: CancellationToken,
+        task: JoinHandle<()>,
+    }
+
+    /// What the test waits for, or a failure naming it: never a hang.
+    async fn within<T>(what: &str, wait: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    impl Rig {
+        async fn start() -> Self {
+            let home = tempfile::tempdir().unwrap();
+            let paths = Paths::under(home.path());
+            let (status_tx, status_rx) = watch::channel(Status::new(0, 0, true, "file"));
+            let (actions_tx, actions_rx) = mpsc::channel(16);
+            let (route_tx, route) = watch::channel(Route {
+                port: None,
+                voucher: None,
+                state: StateName::Starting,
+                retry_after_secs: 1,
+            });
+            let (starts_tx, starts) = mpsc::unbounded_channel();
+            let releases = Arc::new(Releases::open(&paths));
+            let tunnel = TunnelSlot::new(
+                CancellationToken::new(),
+                0,
+                watch::channel(None).0,
+                crate::tunnel::record_file(&paths),
+            );
+            let (machine, first) = Machine::start(state::Policy::default(), "0".into(), "0".into());
+            let (runner, reports_rx) = Runner::new(Parts {
+                spec: LaunchSpec {
+                    releases: releases.clone(),
+                    args: vec![],
+                    env: vec![],
+                    token: ApiToken::new("test-token"),
+                    voucher: crate::forwarded::Voucher::generate().unwrap(),
+                    gate_timeout: Duration::from_secs(5),
+                    heartbeat: Duration::from_secs(1),
+                    heartbeat_misses: 3,
+                    probe_interval: Duration::from_secs(30),
+                    drain_idle: Duration::from_secs(1),
+                    stop_grace: Duration::from_secs(1),
+                    marks: "test".into(),
+                },
+                machine,
+                releases,
+                instance: Instance::acquire(&paths).unwrap(),
+                route_tx,
+                status_tx,
+                tunnel,
+                secrets: None,
+                tunnels: crate::tunnel::TunnelResolver::new(
+                    Default::default(),
+                    paths.config_file(),
+                    crate::secrets::Secrets::files(&paths),
+                    None,
+                ),
+                keep_releases: 3,
+                workers: Box::new(Scripted(starts_tx)),
+            });
+            let reports = runner.reports_tx.clone();
+            let shutdown = CancellationToken::new();
+            let inbox = Inbox {
+                reports: reports_rx,
+                actions: actions_rx,
+            };
+            let stop = shutdown.clone();
+            let (force, accepting) = (CancellationToken::new(), CancellationToken::new());
+            let task = tokio::spawn(async move {
+                runner.run(first, inbox, stop, force, accepting).await;
+            });
+            Self {
+                _home: home,
+                handle: Handle::new(status_rx, actions_tx),
+                route,
+                reports,
+                starts,
+                shutdown,
+                task,
+            }
+        }
+
+        async fn next_start(&mut self) -> Started {
+            within("a worker to start", self.starts.recv())
+                .await
+                .expect("the runner is gone")
+        }
+
+        fn report(&self, id: u64, what: WorkerReport) {
+            self.reports.send(Report { id, what }).unwrap();
+        }
+
+        /// Starts worker `id` listening on `port` and passes its gate.
+        fn up(&self, id: u64, port: u16) {
+            self.report(id, WorkerReport::Started { pid: 4000, port });
+            self.report(id, WorkerReport::Healthy);
+        }
+
+        async fn routed_to(&mut self, port: Option<u16>) -> Route {
+            let seen = within(
+                "the public port's route",
+                self.route.wait_for(|r| r.port == port),
+            );
+            seen.await.unwrap().clone()
+        }
+
+        async fn state(&self, state: StateName) {
+            let mut status = self.handle.watch();
+            within("the status", status.wait_for(|s| s.state == state))
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn command(worker: &mut Started) -> WorkerCommand {
+        within("a command to the worker", worker.commands.recv())
+            .await
+            .expect("the runner dropped the worker")
+    }
+
+    #[tokio::test]
+    async fn a_healthy_worker_is_routed_and_a_reconnect_reaches_its_phones() {
+        let mut rig = Rig::start().await;
+        let mut worker = rig.next_start().await;
+        assert_eq!((worker.id, worker.release.as_str()), (1, "0"));
+        let route = rig.route.borrow().clone();
+        assert_eq!((route.port, route.state), (None, StateName::Starting));
+
+        rig.up(1, 4242);
+        let route = rig.routed_to(Some(4242)).await;
+        assert_eq!(route.state, StateName::Healthy);
+        assert!(route.voucher.is_some(), "a routed worker gets the voucher");
+        rig.state(StateName::Healthy).await;
+
+        let answer = rig.handle.act(Action::Reconnect).await.unwrap();
+        assert_eq!(answer, "phones told to reconnect; health gate re-run");
+        assert_eq!(
+            command(&mut worker).await,
+            WorkerCommand::Reconnect {
+                restart_eta_ms: RECONNECT_ETA_MS
+            }
+        );
+        let events = rig.handle.status().events;
+        assert!(events.iter().any(|e| e.kind == "reconnect"), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn a_crash_unroutes_asks_phones_to_wait_and_starts_the_release_again() {
+        let mut rig = Rig::start().await;
+        rig.next_start().await;
+        rig.up(1, 4242);
+        rig.routed_to(Some(4242)).await;
+
+        rig.report(
+            1,
+            WorkerReport::Exited {
+                status: "exit status 1".into(),
+            },
+        );
+        let restarting = rig
+            .route
+            .wait_for(|r| r.port.is_none() && r.state == StateName::Restarting);
+        let route = within("the route to say restarting", restarting)
+            .await
+            .unwrap()
+            .clone();
+        assert_eq!(route.retry_after_secs, 1, "0.5 s of backoff, rounded up");
+        let again = rig.next_start().await;
+        assert_eq!((again.id, again.release.as_str()), (2, "0"));
+        rig.up(2, 4343);
+        rig.routed_to(Some(4343)).await;
+        assert_eq!(rig.handle.status().worker.restarts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_restart_replaces_the_worker_and_the_old_ones_late_exit_changes_nothing() {
+        let mut rig = Rig::start().await;
+        let mut first = rig.next_start().await;
+        rig.up(1, 4242);
+        rig.routed_to(Some(4242)).await;
+
+        rig.handle.act(Action::Restart).await.unwrap();
+        assert_eq!(
+            command(&mut first).await,
+            WorkerCommand::Stop {
+                drain: true,
+                reason: ShutdownReason::Restart,
+                restart_eta_ms: RESTART_ETA_MS
+            },
+            "phones are told to come back"
+        );
+        let second = rig.next_start().await;
+        assert_eq!(second.id, 2);
+        rig.report(
+            1,
+            WorkerReport::Exited {
+                status: "exit status 0".into(),
+            },
+        );
+        rig.up(2, 4343);
+        rig.routed_to(Some(4343)).await;
+        rig.state(StateName::Healthy).await;
+        let events = rig.handle.status().events;
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "restart_requested").count(),
+            1,
+            "{kinds:?}"
+        );
+        assert!(kinds.contains(&"worker_stopped"), "{kinds:?}");
+        assert!(
+            !kinds.contains(&"worker_exited"),
+            "a planned stop is no crash: {kinds:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_tells_phones_it_is_for_good_and_ends_only_after_the_exit() {
+        let mut rig = Rig::start().await;
+        let mut worker = rig.next_start().await;
+        rig.up(1, 4242);
+        rig.routed_to(Some(4242)).await;
+
+        rig.shutdown.cancel();
+        assert_eq!(
+            command(&mut worker).await,
+            WorkerCommand::Stop {
+                drain: true,
+                reason: ShutdownReason::Shutdown,
+                restart_eta_ms: RESTART_ETA_MS
+            }
+        );
+        rig.state(StateName::Draining).await;
+        assert_eq!(
+            rig.handle.act(Action::Restart).await,
+            Err(ActionError::Stopping),
+            "nothing is started while stopping"
+        );
+        assert!(!rig.task.is_finished(), "it waits for the worker's exit");
+        rig.report(
+            1,
+            WorkerReport::Exited {
+                status: "exit status 0".into(),
+            },
+        );
+        within("the runner to end", rig.task).await.unwrap();
+        assert!(rig.starts.try_recv().is_err(), "no worker started after");
     }
 }

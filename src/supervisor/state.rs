@@ -10,17 +10,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::release::INSTALLED;
+use super::release::{ReleaseId, INSTALLED};
 use super::status::{DeployOrigin, StateName};
+use crate::backoff::Backoff;
+use crate::protocol::ShutdownReason;
 
-/// The numbers behind the rules (issue "Supervisor": 0.5 s → 10 s backoff, reset after
-/// 60 s healthy, more than 5 crashes in 2 min rolls back, 60 s canary, > 10 faults).
+/// The numbers behind the rules, from the `[supervisor]` settings (their defaults, in
+/// `config`, are the one copy: 0.5 s → 10 s backoff, reset after 60 s healthy, more than
+/// 5 crashes in 2 min rolls back, 60 s canary, > 10 faults).
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// First restart delay; doubles per consecutive crash.
-    pub backoff_floor: Duration,
-    /// Longest restart delay.
-    pub backoff_cap: Duration,
+    /// Restart delays: doubling per consecutive crash, from its floor to its cap.
+    pub backoff: Backoff,
     /// Healthy this long and the backoff starts over.
     pub healthy_reset: Duration,
     /// More crashes than this within `crash_window` rolls back (or gives up).
@@ -32,9 +33,10 @@ pub struct Policy {
     /// More server faults than this in the canary window rolls back.
     pub canary_error_limit: u64,
     /// `failed` reached through failed probes or a hung worker (not exits) is retried
-    /// after this long, doubling per retry up to [`FAILED_RETRY_CAP`]: a probe can fail
-    /// for reasons that pass (a loaded machine), and the owner may be far from the desk.
-    pub failed_retry: Duration,
+    /// after these delays, doubling per retry (up to [`FAILED_RETRY_CAP`], or the floor if
+    /// that is longer): a probe can fail for reasons that pass (a loaded machine), and
+    /// the owner may be far from the desk.
+    pub failed_retry: Backoff,
 }
 
 /// How long a deploy from away from the desk waits for a person before it is dropped:
@@ -42,32 +44,11 @@ pub struct Policy {
 /// get approved by someone who no longer remembers what it was.
 pub const DEPLOY_APPROVAL_WINDOW: Duration = Duration::from_secs(600);
 
+/// What phones are told to wait while nothing will change until a person acts.
+pub const RETRY_AFTER_FAILED: Duration = Duration::from_secs(30);
+
 /// The longest wait between retries out of `failed`.
 pub const FAILED_RETRY_CAP: Duration = Duration::from_secs(3600);
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            backoff_floor: Duration::from_millis(500),
-            backoff_cap: Duration::from_secs(10),
-            healthy_reset: Duration::from_secs(60),
-            crash_budget: 5,
-            crash_window: Duration::from_secs(120),
-            canary_window: Duration::from_secs(60),
-            canary_error_limit: 10,
-            failed_retry: Duration::from_secs(300),
-        }
-    }
-}
-
-impl Policy {
-    /// Delay before restart number `attempt` (0-based).
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        self.backoff_floor
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.backoff_cap)
-    }
-}
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,12 +56,12 @@ pub enum Event {
     /// A worker passed its health gate.
     Healthy {
         /// Its release.
-        release: String,
+        release: ReleaseId,
     },
     /// A worker failed its health gate (the runner has stopped it).
     Unhealthy {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// The gate step that failed.
         step: String,
         /// What went wrong there.
@@ -89,19 +70,19 @@ pub enum Event {
     /// A worker exited.
     Exited {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// How (exit code or signal).
         status: String,
     },
     /// The serving worker stopped sending heartbeats (the runner has killed it).
     Hung {
         /// Its release.
-        release: String,
+        release: ReleaseId,
     },
     /// A worker would not start because the settings file is invalid (it has exited).
     ConfigInvalid {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// Its error: the file, the line, what to do.
         message: String,
     },
@@ -109,7 +90,7 @@ pub enum Event {
     /// last heartbeat.
     ServerFaults {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// How many.
         count: u64,
     },
@@ -119,25 +100,28 @@ pub enum Event {
     Restart,
     /// A person (or `chroxy rollback`) asked to switch releases.
     Rollback {
-        /// The target; `None` = known-good.
-        to: Option<String>,
+        /// The target, already checked against the store ([`super::switch::check`]
+        /// resolves "known-good" to a release, so only one place does).
+        to: ReleaseId,
     },
+    /// A person asked phones to reconnect (the window, the tray, the status page).
+    Reconnect,
     /// `chroxy deploy` added a release and wants it promoted.
     Deploy {
         /// The new release.
-        release: String,
+        release: ReleaseId,
         /// Where it was asked for: a remote deploy waits for a person's approval.
         origin: DeployOrigin,
     },
     /// A person approved the deploy waiting for it.
     ApproveDeploy {
         /// The release they saw; `None`: whichever waits.
-        release: Option<String>,
+        release: Option<ReleaseId>,
     },
     /// A person refused the deploy waiting for approval.
     RefuseDeploy {
         /// As for `ApproveDeploy`.
-        release: Option<String>,
+        release: Option<ReleaseId>,
     },
     /// The timer armed by `ArmDeployExpiry` fired.
     DeployExpiry,
@@ -153,24 +137,34 @@ pub enum Effect {
     /// "restarting".
     Spawn {
         /// The release to run.
-        release: String,
+        release: ReleaseId,
     },
     /// Send the public port's new connections to this release's (healthy) worker.
     Route {
         /// The release whose worker serves.
-        release: String,
+        release: ReleaseId,
     },
     /// Stop a worker.
     Stop {
         /// The release whose worker stops.
-        release: String,
+        release: ReleaseId,
         /// Drained first (phones told, sessions saved) when true, killed otherwise.
         drain: bool,
+        /// What its phones are told: back in a moment, or gone for good.
+        notice: ShutdownReason,
     },
+    /// Tell the phones of this release's (serving) worker to reconnect now, and re-run
+    /// its health probe.
+    Reconnect {
+        /// The serving release.
+        release: ReleaseId,
+    },
+    /// Restart the tunnel (cloudflared), keeping its mode and address where it can.
+    RestartTunnel,
     /// Move the store's `current` pointer.
-    SetCurrent(String),
+    SetCurrent(ReleaseId),
     /// Move the store's `known_good` pointer.
-    SetKnownGood(String),
+    SetKnownGood(ReleaseId),
     /// Remove old releases from the store (a release was just promoted: the store
     /// keeps the newest few, current, known-good and release 0).
     PruneReleases,
@@ -182,6 +176,9 @@ pub enum Effect {
     /// The request fed in this step is refused, for this reason (worded for a person).
     /// Whoever asked gets it as the answer; nothing else is done for it.
     Refuse(String),
+    /// The request fed in this step is answered with this (worded for a person), when
+    /// what was done depends on the state.
+    Reply(String),
     /// An entry for the status page's event list.
     Record {
         /// Event kind (`worker_exited`, `rollback`, …).
@@ -199,14 +196,14 @@ pub enum State {
     /// A worker is starting and being gated; nothing is routed.
     Starting {
         /// Its release.
-        release: String,
+        release: ReleaseId,
         /// How views call this start (starting, restarting, rolling back).
         name: StateName,
     },
     /// A release serves phones, watched as a canary if it is not known-good yet.
     Serving {
         /// The serving release.
-        release: String,
+        release: ReleaseId,
         /// Serving since.
         since: Instant,
         /// The canary watch, while it lasts.
@@ -215,16 +212,16 @@ pub enum State {
     /// A release serves while a deploy's candidate starts beside it.
     Deploying {
         /// The serving release.
-        release: String,
+        release: ReleaseId,
         /// Serving since.
         since: Instant,
         /// The release being gated.
-        candidate: String,
+        candidate: ReleaseId,
     },
     /// Waiting to restart a release.
     Backoff {
         /// The release to restart.
-        release: String,
+        release: ReleaseId,
         /// When.
         until: Instant,
     },
@@ -241,7 +238,7 @@ pub enum State {
     /// the release is tried again now and then, so a fixed file is picked up by itself.
     Misconfigured {
         /// The release to start.
-        release: String,
+        release: ReleaseId,
         /// Why, for every view: the worker's error, naming the file and line.
         reason: String,
         /// When to try again.
@@ -266,7 +263,7 @@ pub struct Canary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingDeploy {
     /// The release that would be deployed.
-    pub release: String,
+    pub release: ReleaseId,
     /// When it was asked for.
     pub requested_at: Instant,
     /// When it is dropped unless answered.
@@ -278,8 +275,8 @@ pub struct PendingDeploy {
 pub struct Machine {
     policy: Policy,
     state: State,
-    current: String,
-    known_good: String,
+    current: ReleaseId,
+    known_good: ReleaseId,
     crashes: VecDeque<Instant>,
     attempt: u32,
     restarts: u32,
@@ -294,7 +291,7 @@ pub struct Machine {
 
 impl Machine {
     /// A machine about to start `current`; returns it with the first effects.
-    pub fn start(policy: Policy, current: String, known_good: String) -> (Self, Vec<Effect>) {
+    pub fn start(policy: Policy, current: ReleaseId, known_good: ReleaseId) -> (Self, Vec<Effect>) {
         let effects = vec![Effect::Spawn {
             release: current.clone(),
         }];
@@ -334,7 +331,7 @@ impl Machine {
     }
 
     /// The release on trial and its watch, while a canary serves.
-    pub fn canary(&self) -> Option<(&str, &Canary)> {
+    pub fn canary(&self) -> Option<(&ReleaseId, &Canary)> {
         match &self.state {
             State::Serving {
                 release,
@@ -358,18 +355,31 @@ impl Machine {
         }
     }
 
+    /// How long phones turned away at the public port should wait before trying again.
+    pub fn retry_after(&self, now: Instant) -> Duration {
+        match &self.state {
+            // Rounded up: a phone told 0 would come straight back.
+            State::Backoff { until, .. } => {
+                Duration::from_secs(until.saturating_duration_since(now).as_secs() + 1)
+            }
+            // Nothing will change until a person acts; phones needn't hammer.
+            State::Failed { .. } | State::Misconfigured { .. } => RETRY_AFTER_FAILED,
+            _ => Duration::from_secs(1),
+        }
+    }
+
     /// Restarts so far (crashes and requests).
     pub fn restarts(&self) -> u32 {
         self.restarts
     }
 
     /// The release `current` points at.
-    pub fn current(&self) -> &str {
+    pub fn current(&self) -> &ReleaseId {
         &self.current
     }
 
     /// The release `known_good` points at.
-    pub fn known_good(&self) -> &str {
+    pub fn known_good(&self) -> &ReleaseId {
         &self.known_good
     }
 
@@ -387,42 +397,14 @@ impl Machine {
         effects
     }
 
+    /// Routes the event to the rules of the state it arrives in. What holds in every
+    /// state comes first: a stop wins over everything, a remote deploy and the answers
+    /// to it live beside the state, and a reconnect is answered wherever it lands.
     fn transition(&mut self, state: State, event: Event, now: Instant) -> (State, Vec<Effect>) {
         use Event as E;
         match (state, event) {
-            // ---- stopping wins over everything --------------------------------------
             (State::Stopping, _) => (State::Stopping, vec![]),
-            (state, E::Shutdown) => {
-                let mut fx = Vec::new();
-                match &state {
-                    State::Serving { release, .. } | State::Starting { release, .. } => {
-                        fx.push(Effect::Stop {
-                            release: release.clone(),
-                            drain: true,
-                        });
-                    }
-                    State::Deploying {
-                        release, candidate, ..
-                    } => {
-                        fx.push(Effect::Stop {
-                            release: candidate.clone(),
-                            drain: false,
-                        });
-                        fx.push(Effect::Stop {
-                            release: release.clone(),
-                            drain: true,
-                        });
-                    }
-                    State::Backoff { .. }
-                    | State::Failed { .. }
-                    | State::Misconfigured { .. }
-                    | State::Stopping => {}
-                }
-                fx.push(Effect::Exit);
-                (State::Stopping, fx)
-            }
-
-            // ---- a deploy from away from the desk waits for a person, whatever serves -----
+            (state, E::Shutdown) => shut_down(state),
             (
                 state,
                 E::Deploy {
@@ -433,15 +415,52 @@ impl Machine {
             (state, E::ApproveDeploy { release }) => self.approve_deploy(state, release, now),
             (state, E::RefuseDeploy { release }) => (state, self.refuse_deploy(release)),
             (state, E::DeployExpiry) => (state, self.expire_deploy(now)),
-            (state @ State::Deploying { .. }, E::Deploy { .. }) => (
-                state,
-                vec![Effect::Refuse(
-                    "a deploy is already in progress; wait for it to finish".into(),
-                )],
-            ),
+            (state, E::Reconnect) => self.reconnect(state, now),
+            (State::Starting { release, name }, event) => self.starting(release, name, event, now),
+            (
+                State::Serving {
+                    release,
+                    since,
+                    canary,
+                },
+                event,
+            ) => self.serving(release, since, canary, event, now),
+            (
+                State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                },
+                event,
+            ) => self.deploying(release, since, candidate, event, now),
+            (State::Backoff { release, until }, event) => {
+                self.backing_off(release, until, event, now)
+            }
+            (
+                State::Misconfigured {
+                    release,
+                    reason,
+                    until,
+                },
+                event,
+            ) => self.waiting_for_settings(release, reason, until, event, now),
+            (State::Failed { reason, retry_at }, event) => {
+                self.failed(reason, retry_at, event, now)
+            }
+        }
+    }
 
-            // ---- starting -------------------------------------------------------------
-            (State::Starting { release, .. }, E::Healthy { release: r }) if r == release => {
+    /// A worker is starting and being gated; nothing is routed.
+    fn starting(
+        &mut self,
+        release: ReleaseId,
+        name: StateName,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Healthy { release: r } if r == release => {
                 self.failed_retries = 0;
                 self.config_error = None;
                 let mut fx = vec![
@@ -458,126 +477,96 @@ impl Machine {
                     fx.push(Effect::ArmTimer(until));
                     Canary { until, errors: 0 }
                 });
-                (
-                    State::Serving {
-                        release,
-                        since: now,
-                        canary,
-                    },
-                    fx,
-                )
+                let state = State::Serving {
+                    release,
+                    since: now,
+                    canary,
+                };
+                (state, fx)
             }
-            (
-                State::Starting { release, .. },
-                E::Unhealthy {
-                    release: r,
-                    step,
-                    detail,
-                },
-            ) if r == release => {
+            E::Unhealthy {
+                release: r,
+                step,
+                detail,
+            } if r == release => {
                 let why = format!("release {release} failed its health gate at {step}: {detail}");
                 self.crashed(release, now, "health_failed", why)
             }
-            (State::Starting { release, .. }, E::Exited { release: r, status }) if r == release => {
+            E::Exited { release: r, status } if r == release => {
                 let why = format!("release {release} exited while starting ({status})");
                 self.crashed(release, now, "worker_exited", why)
             }
-            (
-                State::Starting { release, .. },
-                E::ConfigInvalid {
-                    release: r,
-                    message,
-                },
-            ) if r == release => self.misconfigured(release, message, now),
+            E::ConfigInvalid {
+                release: r,
+                message,
+            } if r == release => self.misconfigured(release, message, now),
+            E::Restart => self.restart_unserved(release),
+            E::Rollback { to } => self.roll_back_after(stop(release, false), to, "requested"),
+            E::Deploy {
+                release: candidate, ..
+            } => self.deploy_unserved(release, candidate),
+            event => ignored(State::Starting { release, name }, event),
+        }
+    }
 
-            // ---- serving ----------------------------------------------------------------
-            (
-                State::Serving {
-                    release,
-                    since,
-                    canary,
-                },
-                E::Exited { release: r, status },
-            ) if r == release => self.lost_serving(
+    /// A release serves phones, watched as a canary if it is not known-good yet.
+    fn serving(
+        &mut self,
+        release: ReleaseId,
+        since: Instant,
+        canary: Option<Canary>,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        let in_canary = canary.is_some();
+        match event {
+            E::Exited { release: r, status } if r == release => self.lost_serving(
                 release,
                 since,
-                canary.is_some(),
+                in_canary,
                 now,
                 "worker_exited",
                 format!("exited ({status})"),
             ),
-            (
-                State::Serving {
-                    release,
-                    since,
-                    canary,
-                },
-                E::Hung { release: r },
-            ) if r == release => self.lost_serving(
+            E::Hung { release: r } if r == release => self.lost_serving(
                 release,
                 since,
-                canary.is_some(),
+                in_canary,
                 now,
                 "worker_hung",
                 "stopped sending heartbeats and was killed".into(),
             ),
-            (
-                State::Serving {
-                    release,
-                    since,
-                    canary,
-                },
-                E::Unhealthy {
-                    release: r,
-                    step,
-                    detail,
-                },
-            ) if r == release => self.lost_serving(
+            E::Unhealthy {
+                release: r,
+                step,
+                detail,
+            } if r == release => self.lost_serving(
                 release,
                 since,
-                canary.is_some(),
+                in_canary,
                 now,
                 "health_failed",
                 format!("failed a health probe at {step}: {detail}"),
             ),
-            (
-                State::Serving {
-                    release,
-                    since,
-                    canary: Some(mut c),
-                },
-                E::ServerFaults { release: r, count },
-            ) if r == release => {
-                c.errors += count;
-                if c.errors > self.policy.canary_error_limit {
+            E::ServerFaults { release: r, count } if r == release && in_canary => {
+                let errors = canary.as_ref().map_or(0, |c| c.errors) + count;
+                if errors > self.policy.canary_error_limit {
                     let why = format!(
-                        "{} server faults within the canary window (limit {})",
-                        c.errors, self.policy.canary_error_limit
+                        "{errors} server faults within the canary window (limit {})",
+                        self.policy.canary_error_limit
                     );
-                    let mut fx = vec![Effect::Stop {
-                        release: release.clone(),
-                        drain: true,
-                    }];
-                    fx.extend(self.roll_back(None, &why));
-                    return (self.rolling_back_state(), fx);
+                    let to = self.known_good.clone();
+                    return self.roll_back_after(stop(release, true), to, &why);
                 }
-                (
-                    State::Serving {
-                        release,
-                        since,
-                        canary: Some(c),
-                    },
-                    vec![],
-                )
-            }
-            (
-                State::Serving {
+                let state = State::Serving {
                     release,
                     since,
-                    canary: Some(c),
-                },
-                E::Timer,
-            ) if now >= c.until => {
+                    canary: canary.map(|c| Canary { errors, ..c }),
+                };
+                (state, vec![])
+            }
+            E::Timer if canary.as_ref().is_some_and(|c| now >= c.until) => {
                 // The event first: a view that sees the new known-good pointer must
                 // also see why it moved.
                 let fx = vec![
@@ -591,67 +580,40 @@ impl Machine {
                     Effect::PruneReleases,
                 ];
                 self.known_good = release.clone();
-                (
-                    State::Serving {
-                        release,
-                        since,
-                        canary: None,
-                    },
-                    fx,
-                )
+                let state = State::Serving {
+                    release,
+                    since,
+                    canary: None,
+                };
+                (state, fx)
             }
-            (State::Serving { release, .. }, E::Restart) => {
+            E::Restart => {
                 self.restarts += 1;
-                respawn(
-                    vec![
-                        Effect::Record {
-                            kind: "restart_requested",
-                            message: format!("restarting release {release} on request"),
-                        },
-                        Effect::Stop {
-                            release: release.clone(),
-                            drain: true,
-                        },
-                    ],
-                    release,
-                )
+                let fx = vec![restart_requested(&release), stop(release.clone(), true)];
+                respawn(fx, release)
             }
-            (State::Serving { release, .. }, E::Rollback { to }) => {
-                let mut fx = vec![Effect::Stop {
-                    release,
-                    drain: true,
-                }];
-                fx.extend(self.roll_back(to, "requested"));
-                (self.rolling_back_state(), fx)
-            }
-            (
-                State::Serving {
+            E::Rollback { to } => self.roll_back_after(stop(release, true), to, "requested"),
+            E::Deploy {
+                release: candidate, ..
+            } if candidate == release => {
+                let message = format!("release {candidate} is already serving");
+                let fx = vec![
+                    Effect::Record {
+                        kind: "deploy_refused",
+                        message: message.clone(),
+                    },
+                    Effect::Refuse(message),
+                ];
+                let state = State::Serving {
                     release,
                     since,
                     canary,
-                },
-                E::Deploy {
-                    release: candidate, ..
-                },
-            ) => {
-                if candidate == release {
-                    let message = format!("release {candidate} is already serving");
-                    let fx = vec![
-                        Effect::Record {
-                            kind: "deploy_refused",
-                            message: message.clone(),
-                        },
-                        Effect::Refuse(message),
-                    ];
-                    return (
-                        State::Serving {
-                            release,
-                            since,
-                            canary,
-                        },
-                        fx,
-                    );
-                }
+                };
+                (state, fx)
+            }
+            E::Deploy {
+                release: candidate, ..
+            } => {
                 let fx = vec![
                     Effect::Record {
                         kind: "deploying",
@@ -661,110 +623,103 @@ impl Machine {
                         release: candidate.clone(),
                     },
                 ];
-                (
-                    State::Deploying {
-                        release,
-                        since,
-                        candidate,
-                    },
-                    fx,
-                )
+                let state = State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                };
+                (state, fx)
             }
-
-            // ---- deploying: the old release serves until the candidate proves itself -
-            (
-                State::Deploying {
-                    release, candidate, ..
+            event => ignored(
+                State::Serving {
+                    release,
+                    since,
+                    canary,
                 },
-                E::Healthy { release: r },
-            ) if r == candidate => {
+                event,
+            ),
+        }
+    }
+
+    /// A release serves while a deploy's candidate is gated beside it: the old release
+    /// serves until the candidate proves itself.
+    fn deploying(
+        &mut self,
+        release: ReleaseId,
+        since: Instant,
+        candidate: ReleaseId,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Deploy { .. } => {
+                let why = "a deploy is already in progress; wait for it to finish";
+                let state = State::Deploying {
+                    release,
+                    since,
+                    candidate,
+                };
+                (state, vec![Effect::Refuse(why.into())])
+            }
+            E::Healthy { release: r } if r == candidate => {
                 self.current = candidate.clone();
                 let until = now + self.policy.canary_window;
                 let fx = vec![
-                    Effect::Route { release: candidate.clone() },
+                    Effect::Route {
+                        release: candidate.clone(),
+                    },
                     Effect::SetCurrent(candidate.clone()),
-                    Effect::Stop { release: release.clone(), drain: true },
-                    Effect::Record { kind: "deployed", message: format!("release {candidate} passed its health gate and now serves; watching it for {} s", self.policy.canary_window.as_secs()) },
+                    stop(release, true),
+                    Effect::Record {
+                        kind: "deployed",
+                        message: format!(
+                            "release {candidate} passed its health gate and now serves; watching it for {} s",
+                            self.policy.canary_window.as_secs()
+                        ),
+                    },
                     Effect::ArmTimer(until),
                 ];
-                (
-                    State::Serving {
-                        release: candidate,
-                        since: now,
-                        canary: Some(Canary { until, errors: 0 }),
-                    },
-                    fx,
-                )
+                let state = State::Serving {
+                    release: candidate,
+                    since: now,
+                    canary: Some(Canary { until, errors: 0 }),
+                };
+                (state, fx)
             }
-            (
-                State::Deploying {
-                    release,
-                    since,
-                    candidate,
-                },
-                E::Unhealthy {
-                    release: r,
-                    step,
-                    detail,
-                },
-            ) if r == candidate => {
+            E::Unhealthy {
+                release: r,
+                step,
+                detail,
+            } if r == candidate => {
                 let why = format!("was not promoted: health gate failed at {step}: {detail}");
                 candidate_failed(release, since, &candidate, "health_failed", why)
             }
-            (
-                State::Deploying {
-                    release,
-                    since,
-                    candidate,
-                },
-                E::ConfigInvalid {
-                    release: r,
-                    message,
-                },
-            ) if r == candidate => {
+            E::ConfigInvalid {
+                release: r,
+                message,
+            } if r == candidate => {
                 let why = format!("cannot start: {message}");
                 candidate_failed(release, since, &candidate, "config_invalid", why)
             }
-            (
-                State::Deploying {
-                    release,
-                    since,
-                    candidate,
-                },
-                E::Exited { release: r, status },
-            ) if r == candidate => {
+            E::Exited { release: r, status } if r == candidate => {
                 let why = format!("exited before its health gate passed ({status})");
                 candidate_failed(release, since, &candidate, "worker_exited", why)
             }
-            (
-                State::Deploying {
-                    release, candidate, ..
-                },
-                E::Exited { release: r, status },
-            ) if r == release => {
+            E::Exited { release: r, status } if r == release => {
                 // The old one died while the new one starts: the candidate will serve if
                 // it passes; meanwhile nothing is routed.
                 let fx = vec![Effect::Record {
                     kind: "worker_exited",
                     message: format!("release {release} exited ({status}) during a deploy"),
                 }];
-                (
-                    State::Starting {
-                        release: candidate,
-                        name: StateName::Restarting,
-                    },
-                    fx,
-                )
+                let state = State::Starting {
+                    release: candidate,
+                    name: StateName::Restarting,
+                };
+                (state, fx)
             }
-
-            (
-                State::Deploying {
-                    release,
-                    since,
-                    candidate,
-                },
-                event @ (E::Rollback { .. } | E::Restart),
-            ) => {
+            event @ (E::Rollback { .. } | E::Restart) => {
                 // A person acts while a candidate is being gated: drop the candidate and
                 // do what they asked of the release that serves.
                 let mut fx = vec![
@@ -772,96 +727,81 @@ impl Machine {
                         kind: "deploy_abandoned",
                         message: format!("deploy of release {candidate} abandoned on request"),
                     },
-                    Effect::Stop {
-                        release: candidate,
-                        drain: false,
-                    },
+                    stop(candidate, false),
                 ];
-                let serving = State::Serving {
-                    release,
-                    since,
-                    canary: None,
-                };
-                let (state, more) = self.transition(serving, event, now);
+                let (state, more) = self.serving(release, since, None, event, now);
                 fx.extend(more);
                 (state, fx)
             }
-
-            // ---- waiting ------------------------------------------------------------------
-            (State::Backoff { release, until }, E::Timer) if now >= until => {
-                respawn(vec![], release)
-            }
-            (State::Backoff { release, .. } | State::Starting { release, .. }, E::Restart) => {
-                self.restarts += 1;
-                respawn(
-                    vec![Effect::Stop {
-                        release: release.clone(),
-                        drain: false,
-                    }],
+            event => ignored(
+                State::Deploying {
                     release,
-                )
-            }
-            (
-                State::Backoff { release, .. } | State::Starting { release, .. },
-                E::Rollback { to },
-            ) => {
-                let mut fx = vec![Effect::Stop {
-                    release,
-                    drain: false,
-                }];
-                fx.extend(self.roll_back(to, "requested"));
-                (self.rolling_back_state(), fx)
-            }
-
-            (
-                State::Backoff { release, .. } | State::Starting { release, .. },
-                E::Deploy {
-                    release: candidate, ..
-                },
-            ) => {
-                let mut fx = vec![Effect::Stop {
-                    release,
-                    drain: false,
-                }];
-                fx.extend(self.deploy_now(candidate));
-                (self.restarting_state(), fx)
-            }
-            (
-                State::Failed { .. },
-                E::Deploy {
-                    release: candidate, ..
-                },
-            ) => {
-                self.crashes.clear();
-                self.attempt = 0;
-                let fx = self.deploy_now(candidate);
-                (self.restarting_state(), fx)
-            }
-
-            // ---- misconfigured: retried; a person's action is taken as from failed -------
-            (State::Misconfigured { release, until, .. }, E::Timer) if now >= until => {
-                respawn(vec![], release)
-            }
-            (
-                State::Misconfigured { reason, .. },
-                event @ (E::Restart | E::Rollback { .. } | E::Deploy { .. }),
-            ) => self.transition(
-                State::Failed {
-                    reason,
-                    retry_at: None,
+                    since,
+                    candidate,
                 },
                 event,
-                now,
             ),
+        }
+    }
 
-            // ---- failed: a person gets it going again, or the retry a probe failure earns -
-            (
-                State::Failed {
-                    retry_at: Some(at),
+    /// Waiting to restart a release after a crash.
+    fn backing_off(
+        &mut self,
+        release: ReleaseId,
+        until: Instant,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Timer if now >= until => respawn(vec![], release),
+            E::Restart => self.restart_unserved(release),
+            E::Rollback { to } => self.roll_back_after(stop(release, false), to, "requested"),
+            E::Deploy {
+                release: candidate, ..
+            } => self.deploy_unserved(release, candidate),
+            event => ignored(State::Backoff { release, until }, event),
+        }
+    }
+
+    /// The settings file is invalid: retried now and then; a person's action is taken
+    /// as from `failed`.
+    fn waiting_for_settings(
+        &mut self,
+        release: ReleaseId,
+        reason: String,
+        until: Instant,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Timer if now >= until => respawn(vec![], release),
+            event @ (E::Restart | E::Rollback { .. } | E::Deploy { .. }) => {
+                self.failed(reason, None, event, now)
+            }
+            event => ignored(
+                State::Misconfigured {
+                    release,
                     reason,
+                    until,
                 },
-                E::Timer,
-            ) if now >= at => {
+                event,
+            ),
+        }
+    }
+
+    /// Gave up: a person gets it going again, or the retry a probe failure earns.
+    fn failed(
+        &mut self,
+        reason: String,
+        retry_at: Option<Instant>,
+        event: Event,
+        now: Instant,
+    ) -> (State, Vec<Effect>) {
+        use Event as E;
+        match event {
+            E::Timer if retry_at.is_some_and(|at| now >= at) => {
                 self.failed_retries += 1;
                 self.restarts += 1;
                 let message = format!(
@@ -870,30 +810,102 @@ impl Machine {
                 );
                 self.start_over("retry", message)
             }
-            (State::Failed { .. }, E::Restart) => {
+            E::Restart => {
                 let message = format!("restarting release {} on request", self.current);
                 self.start_over("restart_requested", message)
             }
-            (State::Failed { .. }, E::Rollback { to }) => {
+            E::Rollback { to } => {
                 self.crashes.clear();
                 self.attempt = 0;
                 let fx = self.roll_back(to, "requested");
                 (self.rolling_back_state(), fx)
             }
+            E::Deploy {
+                release: candidate, ..
+            } => {
+                self.crashes.clear();
+                self.attempt = 0;
+                let fx = self.deploy_now(candidate);
+                (self.restarting_state(), fx)
+            }
+            event => ignored(State::Failed { reason, retry_at }, event),
+        }
+    }
 
-            // ---- anything else changes nothing (late reports of replaced workers) ------
-            (state, event) => {
-                tracing::debug!(?state, ?event, "event ignored in this state");
-                (state, vec![])
+    /// A person asks phones to reconnect. The tunnel is the usual culprit when a phone
+    /// cannot get through, so it restarts whatever the state; a serving worker tells its
+    /// phones and re-runs its probe; with nothing serving or starting, one starts.
+    fn reconnect(&mut self, state: State, now: Instant) -> (State, Vec<Effect>) {
+        let mut fx = vec![Effect::RestartTunnel];
+        match &state {
+            State::Serving { release, .. } | State::Deploying { release, .. } => {
+                fx.push(Effect::Reconnect {
+                    release: release.clone(),
+                });
+                fx.push(Effect::Record {
+                    kind: "reconnect",
+                    message: "phones told to reconnect now; health gate re-run".into(),
+                });
+                fx.push(Effect::Reply(
+                    "phones told to reconnect; health gate re-run".into(),
+                ));
+                (state, fx)
+            }
+            State::Starting { .. } => {
+                fx.push(Effect::Reply(
+                    "a worker is starting; phones reconnect as soon as it is healthy".into(),
+                ));
+                (state, fx)
+            }
+            State::Backoff { .. }
+            | State::Failed { .. }
+            | State::Misconfigured { .. }
+            | State::Stopping => {
+                fx.push(Effect::Record {
+                    kind: "reconnect",
+                    message: "no worker was serving: starting one now".into(),
+                });
+                fx.push(Effect::Reply(
+                    "no worker was serving; starting one now".into(),
+                ));
+                let (state, more) = self.transition(state, Event::Restart, now);
+                fx.extend(more);
+                (state, fx)
             }
         }
+    }
+
+    /// A restart asked for while nothing serves: whatever is starting is killed.
+    fn restart_unserved(&mut self, release: ReleaseId) -> (State, Vec<Effect>) {
+        self.restarts += 1;
+        let fx = vec![restart_requested(&release), stop(release.clone(), false)];
+        respawn(fx, release)
+    }
+
+    /// A deploy asked for while nothing serves: whatever is starting is killed and the
+    /// candidate starts in its place.
+    fn deploy_unserved(
+        &mut self,
+        release: ReleaseId,
+        candidate: ReleaseId,
+    ) -> (State, Vec<Effect>) {
+        let mut fx = vec![stop(release, false)];
+        fx.extend(self.deploy_now(candidate));
+        (self.restarting_state(), fx)
+    }
+
+    /// After `stop`, a rollback to `to` for `why`.
+    fn roll_back_after(&mut self, stop: Effect, to: ReleaseId, why: &str) -> (State, Vec<Effect>) {
+        let mut fx = vec![stop];
+        fx.extend(self.roll_back(to, why));
+        (self.rolling_back_state(), fx)
     }
 
     /// The serving worker is gone. In its canary window that is a verdict on the
     /// release; otherwise a crash like any other.
     fn lost_serving(
         &mut self,
-        release: String,
+        release: ReleaseId,
         since: Instant,
         in_canary: bool,
         now: Instant,
@@ -906,7 +918,8 @@ impl Machine {
                 kind,
                 message: why.clone(),
             }];
-            fx.extend(self.roll_back(None, &why));
+            let to = self.known_good.clone();
+            fx.extend(self.roll_back(to, &why));
             return (self.rolling_back_state(), fx);
         }
         if now.duration_since(since) >= self.policy.healthy_reset {
@@ -924,14 +937,14 @@ impl Machine {
     /// trying again at the longest restart delay. Not a crash.
     fn misconfigured(
         &mut self,
-        release: String,
+        release: ReleaseId,
         message: String,
         now: Instant,
     ) -> (State, Vec<Effect>) {
-        let until = now + self.policy.backoff_cap;
+        let until = now + self.policy.backoff.cap;
         let reason = format!(
             "release {release} cannot start: {message} (Chroxy tries again every {:?}, or at once on a restart)",
-            self.policy.backoff_cap
+            self.policy.backoff.cap
         );
         let mut fx = Vec::new();
         if self.config_error.as_ref() != Some(&message) {
@@ -956,7 +969,7 @@ impl Machine {
     /// when even the known-good release keeps failing.
     fn crashed(
         &mut self,
-        release: String,
+        release: ReleaseId,
         now: Instant,
         kind: &'static str,
         why: String,
@@ -982,20 +995,15 @@ impl Machine {
                 );
                 self.crashes.clear();
                 self.attempt = 0;
-                fx.extend(self.roll_back(None, &reason));
+                let to = self.known_good.clone();
+                fx.extend(self.roll_back(to, &reason));
                 return (self.rolling_back_state(), fx);
             }
             // An exit is the worker's own verdict; a failed probe or a missed heartbeat
             // may be the machine's passing state, so those earn a retry, later and
             // later, while the owner is away.
-            let retry_at = (kind != "worker_exited").then(|| {
-                let wait = self
-                    .policy
-                    .failed_retry
-                    .saturating_mul(1u32 << self.failed_retries.min(16))
-                    .min(FAILED_RETRY_CAP.max(self.policy.failed_retry));
-                now + wait
-            });
+            let retry_at = (kind != "worker_exited")
+                .then(|| now + self.policy.failed_retry.delay(self.failed_retries));
             let then = match retry_at {
                 Some(at) => format!(
                     "it is tried again by itself in {} s",
@@ -1015,7 +1023,7 @@ impl Machine {
             fx.extend(retry_at.map(Effect::ArmTimer));
             return (State::Failed { reason, retry_at }, fx);
         }
-        let until = now + self.policy.backoff(self.attempt);
+        let until = now + self.policy.backoff.delay(self.attempt);
         self.attempt += 1;
         self.restarts += 1;
         fx.push(Effect::ArmTimer(until));
@@ -1030,9 +1038,8 @@ impl Machine {
         respawn(vec![Effect::Record { kind, message }], release)
     }
 
-    /// Point `current` at `to` (default known-good) and start it.
-    fn roll_back(&mut self, to: Option<String>, why: &str) -> Vec<Effect> {
-        let target = to.unwrap_or_else(|| self.known_good.clone());
+    /// Point `current` at `to` and start it.
+    fn roll_back(&mut self, target: ReleaseId, why: &str) -> Vec<Effect> {
         let from = std::mem::replace(&mut self.current, target.clone());
         self.restarts += 1;
         vec![
@@ -1048,7 +1055,7 @@ impl Machine {
     /// A remote deploy: kept for a person to answer. A second one while one waits is
     /// refused, not swapped in: what a person is about to approve must not change under
     /// their click, and a busy script must not push out the request they were shown.
-    fn hold_deploy(&mut self, release: String, now: Instant) -> Vec<Effect> {
+    fn hold_deploy(&mut self, release: ReleaseId, now: Instant) -> Vec<Effect> {
         if let Some(waiting) = &self.pending {
             let why = format!(
                 "release {} already awaits approval; release {release} was not queued: approve or refuse that one first (the Chroxy window, the status page, or `chroxy deploy --approve`/`--refuse` at a terminal), then deploy again",
@@ -1082,12 +1089,12 @@ impl Machine {
     }
 
     /// The pending deploy a person answers, if it is the one they saw.
-    fn answered(&self, seen: Option<&str>) -> Result<&PendingDeploy, String> {
+    fn answered(&self, seen: Option<&ReleaseId>) -> Result<&PendingDeploy, String> {
         let Some(waiting) = &self.pending else {
             return Err("no deploy awaits approval".into());
         };
         match seen {
-            Some(seen) if seen != waiting.release => Err(format!(
+            Some(seen) if *seen != waiting.release => Err(format!(
                 "the deploy awaiting approval is release {}, not {seen}; look again before answering",
                 waiting.release
             )),
@@ -1099,10 +1106,10 @@ impl Machine {
     fn approve_deploy(
         &mut self,
         state: State,
-        seen: Option<String>,
+        seen: Option<ReleaseId>,
         now: Instant,
     ) -> (State, Vec<Effect>) {
-        let release = match self.answered(seen.as_deref()) {
+        let release = match self.answered(seen.as_ref()) {
             Ok(waiting) => waiting.release.clone(),
             Err(why) => return (state, vec![Effect::Refuse(why)]),
         };
@@ -1127,8 +1134,8 @@ impl Machine {
         (state, fx)
     }
 
-    fn refuse_deploy(&mut self, seen: Option<String>) -> Vec<Effect> {
-        let release = match self.answered(seen.as_deref()) {
+    fn refuse_deploy(&mut self, seen: Option<ReleaseId>) -> Vec<Effect> {
+        let release = match self.answered(seen.as_ref()) {
             Ok(waiting) => waiting.release.clone(),
             Err(why) => return vec![Effect::Refuse(why)],
         };
@@ -1161,7 +1168,7 @@ impl Machine {
 
     /// Nothing healthy serves, so a deploy cannot run beside it: switch and start the
     /// candidate directly; it is a canary like any release that is not known-good.
-    fn deploy_now(&mut self, candidate: String) -> Vec<Effect> {
+    fn deploy_now(&mut self, candidate: ReleaseId) -> Vec<Effect> {
         let from = std::mem::replace(&mut self.current, candidate.clone());
         self.restarts += 1;
         vec![
@@ -1195,9 +1202,9 @@ impl Machine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartPlan {
     /// The release to run.
-    pub current: String,
+    pub current: ReleaseId,
     /// The release to fall back to.
-    pub known_good: String,
+    pub known_good: ReleaseId,
     /// Pointer moves and events, before the machine's first effects.
     pub effects: Vec<Effect>,
 }
@@ -1228,7 +1235,7 @@ pub fn start_plan(
         })
         .collect();
     if fallback != known_good {
-        effects.push(Effect::SetKnownGood(fallback.to_owned()));
+        effects.push(Effect::SetKnownGood(fallback.into()));
         effects.push(Effect::Record {
             kind: "rollback",
             message: format!(
@@ -1237,21 +1244,68 @@ pub fn start_plan(
         });
     }
     if run != current {
-        effects.push(Effect::SetCurrent(run.to_owned()));
+        effects.push(Effect::SetCurrent(run.into()));
         effects.push(Effect::Record {
             kind: "rollback",
             message: format!("release {current} is damaged; starting release {run} instead"),
         });
     }
     StartPlan {
-        current: run.to_owned(),
-        known_good: fallback.to_owned(),
+        current: run.into(),
+        known_good: fallback.into(),
         effects,
     }
 }
 
+/// Stop everything in order: drain what serves or starts, kill a deploy's candidate,
+/// tell phones it is for good, then exit.
+fn shut_down(state: State) -> (State, Vec<Effect>) {
+    let for_good = |release: &ReleaseId, drain| Effect::Stop {
+        release: release.clone(),
+        drain,
+        notice: ShutdownReason::Shutdown,
+    };
+    let mut fx = match &state {
+        State::Serving { release, .. } | State::Starting { release, .. } => {
+            vec![for_good(release, true)]
+        }
+        State::Deploying {
+            release, candidate, ..
+        } => vec![for_good(candidate, false), for_good(release, true)],
+        State::Backoff { .. }
+        | State::Failed { .. }
+        | State::Misconfigured { .. }
+        | State::Stopping => vec![],
+    };
+    fx.push(Effect::Exit);
+    (State::Stopping, fx)
+}
+
+/// Stops `release`'s worker on the way to another (its phones are told to come back).
+fn stop(release: ReleaseId, drain: bool) -> Effect {
+    Effect::Stop {
+        release,
+        drain,
+        notice: ShutdownReason::Restart,
+    }
+}
+
+/// The event of a restart a person asked for.
+fn restart_requested(release: &str) -> Effect {
+    Effect::Record {
+        kind: "restart_requested",
+        message: format!("restarting release {release} on request"),
+    }
+}
+
+/// An event that changes nothing here (a late report about a replaced worker).
+fn ignored(state: State, event: Event) -> (State, Vec<Effect>) {
+    tracing::debug!(?state, ?event, "event ignored in this state");
+    (state, vec![])
+}
+
 /// After `fx`, starts `release` again: the way back from a crash, a request or `failed`.
-fn respawn(mut fx: Vec<Effect>, release: String) -> (State, Vec<Effect>) {
+fn respawn(mut fx: Vec<Effect>, release: ReleaseId) -> (State, Vec<Effect>) {
     fx.push(Effect::Spawn {
         release: release.clone(),
     });
@@ -1267,7 +1321,7 @@ fn respawn(mut fx: Vec<Effect>, release: String) -> (State, Vec<Effect>) {
 /// A deploy's candidate failed before serving: nothing changes for the phones, and the
 /// event says so.
 fn candidate_failed(
-    release: String,
+    release: ReleaseId,
     since: Instant,
     candidate: &str,
     kind: &'static str,
@@ -1325,7 +1379,9 @@ mod tests {
     #[test]
     fn backoff_doubles_from_the_floor_to_the_cap() {
         let p = Policy::default();
-        let got: Vec<u64> = (0..7).map(|a| p.backoff(a).as_millis() as u64).collect();
+        let got: Vec<u64> = (0..7)
+            .map(|a| p.backoff.delay(a).as_millis() as u64)
+            .collect();
         assert_eq!(got, [500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
     }
 
@@ -1544,7 +1600,8 @@ mod tests {
         );
         assert!(fx.contains(&Effect::Stop {
             release: "1-new".into(),
-            drain: true
+            drain: true,
+            notice: ShutdownReason::Restart
         }));
         assert_eq!(spawns(&fx), ["0-good"]);
         let reason = fx.iter().find_map(|e| {
@@ -1618,7 +1675,8 @@ mod tests {
                 Effect::SetCurrent("3-ok".into()),
                 Effect::Stop {
                     release: "0-good".into(),
-                    drain: true
+                    drain: true,
+                    notice: ShutdownReason::Restart
                 }
             ]
         );
@@ -1629,12 +1687,18 @@ mod tests {
     fn rollback_and_restart_on_request_work_from_any_state() {
         let (mut m, t0) = machine();
         m.step(healthy("1-new"), t0);
-        let fx = m.step(Event::Rollback { to: None }, t0 + S);
+        let fx = m.step(
+            Event::Rollback {
+                to: "0-good".into(),
+            },
+            t0 + S,
+        );
         assert_eq!(
             fx[0],
             Effect::Stop {
                 release: "1-new".into(),
-                drain: true
+                drain: true,
+                notice: ShutdownReason::Restart
             }
         );
         assert_eq!(spawns(&fx), ["0-good"]);
@@ -1642,12 +1706,7 @@ mod tests {
         let fx = m.step(Event::Restart, t0 + 3 * S);
         assert_eq!(spawns(&fx), ["0-good"]);
         assert_eq!(m.state_name(), StateName::Restarting);
-        let fx = m.step(
-            Event::Rollback {
-                to: Some("1-new".into()),
-            },
-            t0 + 4 * S,
-        );
+        let fx = m.step(Event::Rollback { to: "1-new".into() }, t0 + 4 * S);
         assert_eq!(spawns(&fx), ["1-new"]);
     }
 
@@ -1661,7 +1720,8 @@ mod tests {
             vec![
                 Effect::Stop {
                     release: "1-new".into(),
-                    drain: true
+                    drain: true,
+                    notice: ShutdownReason::Shutdown
                 },
                 Effect::Exit
             ]
@@ -1728,10 +1788,16 @@ mod tests {
             },
             t0 + S,
         );
-        let fx = m.step(Event::Rollback { to: None }, t0 + 2 * S);
+        let fx = m.step(
+            Event::Rollback {
+                to: "0-good".into(),
+            },
+            t0 + 2 * S,
+        );
         assert!(fx.contains(&Effect::Stop {
             release: "1-new".into(),
-            drain: false
+            drain: false,
+            notice: ShutdownReason::Restart
         }));
         assert_eq!(spawns(&fx), ["0-good"]);
         assert_eq!(m.current(), "0-good");
@@ -1743,7 +1809,12 @@ mod tests {
     fn late_reports_about_replaced_workers_are_ignored() {
         let (mut m, t0) = machine();
         m.step(healthy("1-new"), t0);
-        m.step(Event::Rollback { to: None }, t0 + S);
+        m.step(
+            Event::Rollback {
+                to: "0-good".into(),
+            },
+            t0 + S,
+        );
         assert_eq!(
             m.step(exited("1-new"), t0 + 2 * S),
             vec![],
@@ -1795,13 +1866,13 @@ mod tests {
                 "{case}: each damaged release is reported"
             );
             assert_eq!(
-                plan.effects.contains(&Effect::SetCurrent(run.to_string())),
+                plan.effects.contains(&Effect::SetCurrent((*run).into())),
                 run != current,
                 "{case}: current moves only when it must"
             );
             assert_eq!(
                 plan.effects
-                    .contains(&Effect::SetKnownGood(fallback.to_string())),
+                    .contains(&Effect::SetKnownGood((*fallback).into())),
                 fallback != known_good,
                 "{case}"
             );
@@ -1821,7 +1892,7 @@ mod tests {
             release: r.into(),
             message: "config.toml line 4: unknown field `bakcoff_ms`; fix the file".into(),
         };
-        let cap = Policy::default().backoff_cap;
+        let cap = Policy::default().backoff.cap;
         let mut now = t0;
         let mut recorded = 0;
         // Far more failures than the crash budget allows.
@@ -1856,7 +1927,10 @@ mod tests {
             assert_eq!(spawns(&m.step(Event::Timer, now)), ["1-new"], "tried again");
         }
         assert_eq!(recorded, 1, "the same error is recorded once");
-        assert_eq!((m.current(), m.known_good()), ("1-new", "0-good"));
+        assert_eq!(
+            (m.current().as_str(), m.known_good().as_str()),
+            ("1-new", "0-good")
+        );
         // Fixed: it serves, and a crash later is counted from zero.
         m.step(healthy("1-new"), now);
         assert_eq!(m.state_name(), StateName::Healthy);
@@ -1898,13 +1972,13 @@ mod tests {
 
     fn approve(r: Option<&str>) -> Event {
         Event::ApproveDeploy {
-            release: r.map(str::to_owned),
+            release: r.map(ReleaseId::from),
         }
     }
 
     fn refuse(r: Option<&str>) -> Event {
         Event::RefuseDeploy {
-            release: r.map(str::to_owned),
+            release: r.map(ReleaseId::from),
         }
     }
 
@@ -2258,7 +2332,7 @@ mod tests {
         let fx = m.step(healthy("1-new"), t0 + MIN + S);
         assert!(fx.contains(&Effect::SetCurrent("1-new".into())));
         assert!(fx.contains(&Effect::ArmTimer(t0 + 2 * MIN + S)), "{fx:?}");
-        assert_eq!(m.canary().map(|(r, _)| r), Some("1-new"));
+        assert_eq!(m.canary().map(|(r, _)| r.as_str()), Some("1-new"));
         assert_eq!(m.known_good(), "0-good");
 
         // Approved while failed: started in place of the release that is not serving.
@@ -2277,5 +2351,165 @@ mod tests {
         let fx = m.step(approve(None), now);
         assert_eq!(spawns(&fx), ["1-fix"]);
         assert!(fx.contains(&Effect::SetCurrent("1-fix".into())));
+    }
+
+    /// A machine in each state a person can find it in, with the time it got there.
+    fn in_every_state() -> Vec<(&'static str, Machine, Instant)> {
+        let (starting, t0) = machine();
+        let (mut serving, _) = machine();
+        serving.step(healthy("1-new"), t0);
+        let (mut deploying, _) = machine();
+        deploying.step(healthy("1-new"), t0);
+        deploying.step(
+            Event::Deploy {
+                release: "2-next".into(),
+                origin: DeployOrigin::Desk,
+            },
+            t0,
+        );
+        let (mut backoff, _) = machine();
+        backoff.step(exited("1-new"), t0);
+        let (failed, t_failed, _) = fail_known_good(|| exited("0-good"));
+        let (mut misconfigured, _) = machine();
+        misconfigured.step(
+            Event::ConfigInvalid {
+                release: "1-new".into(),
+                message: "config.toml line 3: unknown key".into(),
+            },
+            t0,
+        );
+        vec![
+            ("starting", starting, t0),
+            ("serving", serving, t0),
+            ("deploying", deploying, t0),
+            ("backoff", backoff, t0),
+            ("failed", failed, t_failed),
+            ("misconfigured", misconfigured, t0),
+        ]
+    }
+
+    fn reply(fx: &[Effect]) -> Option<&str> {
+        fx.iter().find_map(|e| match e {
+            Effect::Reply(text) => Some(text.as_str()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_reconnect_restarts_the_tunnel_and_tells_phones_or_starts_a_worker_by_state() {
+        // (state, the worker told to reconnect, the release started, the answer's start)
+        let table = [
+            ("starting", None, None, "a worker is starting"),
+            ("serving", Some("1-new"), None, "phones told to reconnect"),
+            ("deploying", Some("1-new"), None, "phones told to reconnect"),
+            ("backoff", None, Some("1-new"), "no worker was serving"),
+            ("failed", None, Some("0-good"), "no worker was serving"),
+            (
+                "misconfigured",
+                None,
+                Some("1-new"),
+                "no worker was serving",
+            ),
+        ];
+        for ((name, mut m, t), (want, told, started, answer)) in
+            in_every_state().into_iter().zip(table)
+        {
+            assert_eq!(name, want);
+            let fx = m.step(Event::Reconnect, t + S);
+            assert_eq!(fx.first(), Some(&Effect::RestartTunnel), "{name}: {fx:?}");
+            let reconnected: Vec<&str> = fx
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Reconnect { release } => Some(release.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(reconnected, Vec::from_iter(told), "{name}: {fx:?}");
+            assert_eq!(spawns(&fx), Vec::from_iter(started), "{name}: {fx:?}");
+            let said = reply(&fx).unwrap_or_default();
+            assert!(said.starts_with(answer), "{name}: {said}");
+        }
+    }
+
+    #[test]
+    fn a_requested_restart_is_recorded_once_in_every_state() {
+        for (name, mut m, t) in in_every_state() {
+            let fx = m.step(Event::Restart, t + S);
+            let recorded = fx
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::Record {
+                            kind: "restart_requested",
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(recorded, 1, "{name}: {fx:?}");
+            assert_eq!(spawns(&fx).len(), 1, "{name}: {fx:?}");
+        }
+    }
+
+    #[test]
+    fn phones_are_told_a_stop_is_for_good_only_on_shutdown() {
+        let notices = |fx: &[Effect]| -> Vec<ShutdownReason> {
+            fx.iter()
+                .filter_map(|e| match e {
+                    Effect::Stop { notice, .. } => Some(*notice),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (name, mut m, t) in in_every_state() {
+            let mut restarted = m.clone();
+            let fx = restarted.step(Event::Restart, t + S);
+            assert!(
+                notices(&fx).iter().all(|n| *n == ShutdownReason::Restart),
+                "{name}: {fx:?}"
+            );
+            let fx = m.step(Event::Shutdown, t + S);
+            assert!(
+                notices(&fx).iter().all(|n| *n == ShutdownReason::Shutdown),
+                "{name}: {fx:?}"
+            );
+        }
+        let (_, mut deploying, t) = in_every_state().swap_remove(2);
+        let fx = deploying.step(Event::Shutdown, t + S);
+        assert_eq!(notices(&fx), [ShutdownReason::Shutdown; 2], "{fx:?}");
+    }
+
+    #[test]
+    fn phones_turned_away_wait_for_the_restart_or_long_while_a_person_must_act() {
+        let table = [
+            ("starting", Duration::from_secs(1)),
+            ("serving", Duration::from_secs(1)),
+            ("deploying", Duration::from_secs(1)),
+            // The first backoff is 0.5 s: rounded up to a whole second.
+            ("backoff", Duration::from_secs(1)),
+            ("failed", RETRY_AFTER_FAILED),
+            ("misconfigured", RETRY_AFTER_FAILED),
+        ];
+        for ((name, m, t), (want, wait)) in in_every_state().into_iter().zip(table) {
+            assert_eq!(name, want);
+            assert_eq!(m.retry_after(t), wait, "{name}");
+        }
+        // Later in a longer backoff, the wait is what is left of it, rounded up.
+        let (mut m, t0) = machine();
+        let mut now = t0;
+        for _ in 0..4 {
+            m.step(exited("1-new"), now);
+            now += 20 * S;
+            m.step(Event::Timer, now);
+        }
+        m.step(exited("1-new"), now);
+        assert_eq!(m.state_name(), StateName::Restarting);
+        let until = match m.state() {
+            State::Backoff { until, .. } => *until,
+            other => panic!("not backing off: {other:?}"),
+        };
+        assert_eq!(until - now, 8 * S, "the fifth crash waits 8 s");
+        assert_eq!(m.retry_after(now + 3 * S), 6 * S);
     }
 }

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::release_id::ReleaseId;
 use crate::tunnel::TunnelStatus;
 
 /// The supervisor's state as views name it.
@@ -33,7 +34,7 @@ pub struct WorkerStatus {
     /// OS process id, while running.
     pub pid: Option<u32>,
     /// Release id it runs.
-    pub release: Option<String>,
+    pub release: Option<ReleaseId>,
     /// Its private loopback port.
     pub port: Option<u16>,
     /// Milliseconds since the epoch.
@@ -47,7 +48,7 @@ pub struct WorkerStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseInfo {
     /// Release id (directory name under `releases/`).
-    pub id: String,
+    pub id: ReleaseId,
     /// Version of the binary.
     pub version: String,
     /// Git commit it was built from.
@@ -67,9 +68,9 @@ pub struct ReleaseInfo {
 #[serde(rename_all = "camelCase")]
 pub struct ReleasesStatus {
     /// The release the supervisor runs.
-    pub current: Option<String>,
+    pub current: Option<ReleaseId>,
     /// The last release that survived its canary window.
-    pub known_good: Option<String>,
+    pub known_good: Option<ReleaseId>,
     /// Every release in the store, oldest first.
     pub list: Vec<ReleaseInfo>,
 }
@@ -81,7 +82,7 @@ pub struct ReleasesStatus {
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
     /// The release being watched.
-    pub release: String,
+    pub release: ReleaseId,
     /// When it becomes known-good if nothing goes wrong (milliseconds since the epoch).
     pub ends_at: u64,
     /// Server faults (what the worker itself got wrong, never a client's mistakes)
@@ -146,7 +147,7 @@ impl DeployOrigin {
 #[serde(rename_all = "camelCase")]
 pub struct PendingDeployStatus {
     /// The release that would be deployed.
-    pub release: String,
+    pub release: ReleaseId,
     /// Its version (from its manifest), or empty when the listing does not have it.
     pub version: String,
     /// When it was asked for (milliseconds since the epoch).
@@ -330,15 +331,15 @@ impl Status {
         let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         line(format!(
             "worker:       release {} pid {} port {} restarts {}",
-            or_dash(w.release.clone()),
+            or_dash(w.release.as_ref().map(|r| r.to_string())),
             or_dash(w.pid.map(|p| p.to_string())),
             or_dash(w.port.map(|p| p.to_string())),
             w.restarts
         ));
         line(format!(
             "releases:     current {} known-good {}",
-            or_dash(self.releases.current.clone()),
-            or_dash(self.releases.known_good.clone())
+            or_dash(self.releases.current.as_ref().map(|r| r.to_string())),
+            or_dash(self.releases.known_good.as_ref().map(|r| r.to_string()))
         ));
         if let Some(c) = &self.canary {
             line(format!("canary:       {}", c.describe(now)));
@@ -372,7 +373,7 @@ pub enum Action {
     /// Switch to the known-good release (or the given one) and restart.
     Rollback {
         /// A specific release; `None` means known-good.
-        to: Option<String>,
+        to: Option<ReleaseId>,
     },
     /// Restart the worker (drain, stop, start, health gate).
     Restart,
@@ -393,7 +394,7 @@ pub enum Action {
     /// away from the desk, only once a person approves it.
     Deploy {
         /// Its id.
-        release: String,
+        release: ReleaseId,
         /// Where it was asked for.
         origin: DeployOrigin,
     },
@@ -402,12 +403,12 @@ pub enum Action {
     ApproveDeploy {
         /// The release the person saw; refused if another one waits now. `None`:
         /// whichever waits.
-        release: Option<String>,
+        release: Option<ReleaseId>,
     },
     /// Drop the deploy awaiting approval; its release stays in the store, unpromoted.
     RefuseDeploy {
         /// As for [`Action::ApproveDeploy`].
-        release: Option<String>,
+        release: Option<ReleaseId>,
     },
 }
 

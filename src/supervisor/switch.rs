@@ -4,23 +4,23 @@
 //! the `current` pointer for the next start. Without it the two would drift, and a
 //! stopped Chroxy could be pointed at a release a running one would refuse.
 
-use super::release::{ReleaseError, Releases};
+use super::release::{ReleaseError, ReleaseId, Releases};
 
 /// A person's request to change the release that runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Switch {
     /// Run this release (added to the store by `chroxy deploy`) as a canary.
-    Deploy(String),
+    Deploy(ReleaseId),
     /// Go back to this release; `None` goes to known-good.
-    Rollback(Option<String>),
+    Rollback(Option<ReleaseId>),
 }
 
 impl Switch {
     /// The release this switches to; a rollback without one goes to `known_good`.
-    pub fn target(&self, known_good: &str) -> String {
+    pub fn target(&self, known_good: &ReleaseId) -> ReleaseId {
         match self {
             Switch::Deploy(id) | Switch::Rollback(Some(id)) => id.clone(),
-            Switch::Rollback(None) => known_good.to_owned(),
+            Switch::Rollback(None) => known_good.clone(),
         }
     }
 }
@@ -32,19 +32,19 @@ impl Switch {
 pub fn check(
     releases: &Releases,
     switch: &Switch,
-    known_good: &str,
-) -> Result<String, ReleaseError> {
+    known_good: &ReleaseId,
+) -> Result<ReleaseId, ReleaseError> {
     let target = switch.target(known_good);
-    releases.verify(&target)?;
+    releases.verify(target.as_str())?;
     Ok(target)
 }
 
 /// With no supervisor running: points `current` at what `switch` goes to, checked as
 /// [`check`] does, so the next `chroxy start` runs it. `known_good` stays where it is,
 /// so a deployed release starts as a canary. Returns the release. Blocking.
-pub fn switch_stopped(releases: &Releases, switch: &Switch) -> Result<String, ReleaseError> {
+pub fn switch_stopped(releases: &Releases, switch: &Switch) -> Result<ReleaseId, ReleaseError> {
     let target = check(releases, switch, &releases.known_good()?)?;
-    releases.set_current(&target)?;
+    releases.set_current(target.as_str())?;
     Ok(target)
 }
 
@@ -69,7 +69,7 @@ mod tests {
     }
 
     /// A store with the installed release 0 and one deployed release (its id).
-    fn store() -> (tempfile::TempDir, Releases, String) {
+    fn store() -> (tempfile::TempDir, Releases, ReleaseId) {
         let dir = tempfile::tempdir().unwrap();
         let releases = Releases::open(&Paths::under(dir.path().join("home")));
         releases
@@ -81,9 +81,10 @@ mod tests {
 
     #[test]
     fn a_rollback_goes_to_the_named_release_or_else_to_known_good() {
-        assert_eq!(Switch::Rollback(None).target("3-abc"), "3-abc");
-        assert_eq!(Switch::Rollback(Some("0".into())).target("3-abc"), "0");
-        assert_eq!(Switch::Deploy("4-def".into()).target("3-abc"), "4-def");
+        let known_good = ReleaseId::from("3-abc");
+        assert_eq!(Switch::Rollback(None).target(&known_good), "3-abc");
+        assert_eq!(Switch::Rollback(Some("0".into())).target(&known_good), "0");
+        assert_eq!(Switch::Deploy("4-def".into()).target(&known_good), "4-def");
     }
 
     #[test]
@@ -126,7 +127,7 @@ mod tests {
         std::fs::write(&binary, bytes).unwrap();
         let tampered = switch_stopped(&releases, &Switch::Deploy(id.clone()));
         assert!(
-            matches!(&tampered, Err(ReleaseError::ChecksumMismatch(bad)) if *bad == id),
+            matches!(&tampered, Err(ReleaseError::ChecksumMismatch(bad)) if id == bad.as_str()),
             "{tampered:?}"
         );
         assert_eq!(releases.current().unwrap(), "0", "nothing moved");

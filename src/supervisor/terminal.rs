@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::instance::{self, InstanceInfo};
-use super::release::{short_sha, ReleaseError, Releases};
+use super::release::{short_sha, ReleaseError, ReleaseId, Releases};
 use super::remote::{self, RemoteError};
 use super::status::DeployOrigin;
 use super::switch::{self, Switch};
@@ -45,6 +45,9 @@ pub enum TerminalError {
     /// `deploy --approve|--refuse` with no supervisor running.
     #[error("Chroxy is not running: no deploy awaits approval")]
     NoPendingDeploy,
+    /// `token set-tunnel` with nothing on standard input.
+    #[error("no token on standard input; use `chroxy token set-tunnel < token.txt`")]
+    NoTunnelToken,
     /// The output could not be written.
     #[error(transparent)]
     Output(#[from] std::io::Error),
@@ -148,7 +151,7 @@ pub async fn answer_deploy(
 pub async fn rollback(
     paths: &Paths,
     secrets: &Secrets,
-    to: Option<String>,
+    to: Option<ReleaseId>,
     out: &mut impl Write,
 ) -> Result<(), TerminalError> {
     match instance::running(paths) {
@@ -179,6 +182,41 @@ pub async fn rotate_token(
     }
 }
 
+/// `chroxy token set-tunnel`: stores the named tunnel's token, read from `input` (a file
+/// or a pipe: never a command-line argument, which every user of the machine can read).
+pub fn set_tunnel_token(
+    secrets: &Secrets,
+    mut input: impl std::io::Read,
+    out: &mut impl Write,
+) -> Result<(), TerminalError> {
+    let mut token = String::new();
+    input.read_to_string(&mut token)?;
+    if token.trim().is_empty() {
+        return Err(TerminalError::NoTunnelToken);
+    }
+    secrets.set_tunnel_token(&token)?;
+    writeln!(
+        out,
+        "stored the named tunnel's token; start with `chroxy start --tunnel named`"
+    )?;
+    Ok(())
+}
+
+/// `chroxy token show [--admin]`: the API token (or the status page's admin token).
+pub fn show_token(
+    secrets: &Secrets,
+    admin: bool,
+    out: &mut impl Write,
+) -> Result<(), TerminalError> {
+    let token = if admin {
+        secrets.admin_token()?
+    } else {
+        secrets.api_token()?
+    };
+    writeln!(out, "{}", token.expose())?;
+    Ok(())
+}
+
 /// `chroxy pair --format <format>`: the pairing for this home, written as asked. Its
 /// URL is the running supervisor's tunnel's if it has one, else the configured public
 /// URL, else its public port (or the default one).
@@ -201,7 +239,7 @@ pub async fn pair(
         config.tunnel.public_url.as_deref(),
         port,
     );
-    let pairing = Pairing::new(&url, crate::launch::api_token(secrets)?)?
+    let pairing = Pairing::new(&url, crate::environment::api_token(secrets)?)?
         .with_fresh_code(&Devices::new(paths), crate::protocol::now_ms())?;
     writeln!(out, "{}", pairing.render(format)?)?;
     Ok(())
@@ -224,6 +262,34 @@ async fn act(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tunnel_token_is_stored_from_input_and_an_empty_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Secrets::files(&Paths::under(dir.path()));
+        let mut out = Vec::new();
+        let empty = set_tunnel_token(&secrets, &b"  \n"[..], &mut out).unwrap_err();
+        assert!(matches!(empty, TerminalError::NoTunnelToken), "{empty}");
+        assert!(
+            empty.to_string().contains("set-tunnel < token.txt"),
+            "{empty}"
+        );
+        assert!(secrets.tunnel_token().unwrap().is_none(), "nothing stored");
+
+        set_tunnel_token(&secrets, &b"cf-token\n"[..], &mut out).unwrap();
+        let stored = secrets.tunnel_token().unwrap().expect("stored");
+        assert_eq!(stored.expose(), "cf-token");
+        let said = String::from_utf8(out).unwrap();
+        assert!(
+            !said.contains("cf-token"),
+            "the token is never echoed: {said}"
+        );
+
+        let mut out = Vec::new();
+        show_token(&secrets, false, &mut out).unwrap();
+        let shown = String::from_utf8(out).unwrap();
+        assert_eq!(shown.trim(), secrets.api_token().unwrap().expose());
+    }
 
     #[tokio::test]
     async fn with_no_supervisor_status_says_so_and_json_lists_the_releases() {

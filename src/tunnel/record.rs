@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::process;
+use crate::process::{self, Reach};
 use crate::store::{atomic_write, Paths};
 
 /// Where a supervisor of `paths` records the cloudflared it runs.
@@ -84,15 +84,8 @@ pub fn stop_leftover(file: &std::path::Path) {
             pid = old.pid,
             "stopping the cloudflared a previous supervisor left running"
         );
-        let group = nix::unistd::Pid::from_raw(old.pid as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while old.is_alive() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if old.is_alive() {
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-        }
+        let grace = Duration::from_secs(5);
+        process::stop_left_behind(&[old.pid], Reach::Group, grace, |_| old.is_alive());
     }
     let _ = std::fs::remove_file(file);
 }

@@ -16,10 +16,11 @@ use crate::agent::AgentEnv;
 use crate::config::{Config, ConfigError};
 use crate::control::{FatalCause, WorkerEvent};
 use crate::demo::DemoError;
+use crate::environment::{claude_binary, env_token, session_dir, EnvironmentError};
 use crate::forwarded::Voucher;
-use crate::launch::{claude_binary, env_token, session_dir, StopSignals};
 use crate::secrets::{Secrets, SecretsError};
 use crate::session::{Hub, SessionsConfig};
+use crate::signals::StopSignals;
 use crate::store::Paths;
 use crate::token::ApiToken;
 
@@ -90,7 +91,7 @@ pub enum LaunchError {
     NoHandedToken,
     /// The session directory does not exist.
     #[error(transparent)]
-    SessionDir(#[from] crate::launch::LaunchError),
+    SessionDir(#[from] EnvironmentError),
     /// The port is taken.
     #[error("cannot listen on {addr}; is another Chroxy running? choose another port with --port")]
     Listen {

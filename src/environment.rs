@@ -1,14 +1,33 @@
 //! What the environment says (README "Environment"): `CHROXY_TOKEN`, `CHROXY_CLAUDE`,
-//! `CHROXY_CLOUDFLARED`, and where the `chroxy` program workers run is. Read here, in
-//! one place, by the shells' launchers (`chroxy start`, `chroxy worker`, `chroxy
-//! doctor`, the tray app), so each variable means the same everywhere.
+//! `CHROXY_CLOUDFLARED`, the session directory, and where the `chroxy` program workers
+//! run is. Read here, in one place, by everything that starts something (`chroxy start`,
+//! `chroxy worker`, `chroxy doctor`, `chroxy pair`, the tray app), so each variable means
+//! the same everywhere. A leaf: it knows the settings, the token and the secrets, and
+//! nothing that runs.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::LaunchError;
 use crate::config::WorkerConfig;
+use crate::secrets::{Secrets, SecretsError};
 use crate::token::ApiToken;
+
+/// What the environment names is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentError {
+    /// The session directory does not exist.
+    #[error("the session directory {0} does not exist")]
+    NoSessionDir(PathBuf),
+    /// This program's own path is unknown, so the `chroxy` beside it cannot be found.
+    #[error("cannot find this program: {0}")]
+    ThisProgram(#[source] std::io::Error),
+    /// No `chroxy` program to run workers with.
+    #[error("the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`", beside.display())]
+    NoWorkerBinary {
+        /// Where it was looked for first.
+        beside: PathBuf,
+    },
+}
 
 /// `CHROXY_TOKEN`, when set and not blank: a person's choice (then visible to the whole
 /// process tree, README "Environment"), pinned for this run (rotation cannot apply).
@@ -39,19 +58,41 @@ fn env_path(key: &str) -> Option<PathBuf> {
 /// The `chroxy` program workers run (it has the `worker` command), for a shell that is
 /// not it (the tray app): beside this program, as the release build and the packages
 /// install it, else on `PATH`.
-pub fn worker_binary() -> Result<PathBuf, LaunchError> {
-    let this_program = std::env::current_exe().map_err(LaunchError::ThisProgram)?;
+pub fn worker_binary() -> Result<PathBuf, EnvironmentError> {
+    let this_program = std::env::current_exe().map_err(EnvironmentError::ThisProgram)?;
     worker_binary_for(&this_program, std::env::var_os("PATH"))
 }
 
 /// [`worker_binary`] for `this_program`, with `path` as `PATH`.
-fn worker_binary_for(this_program: &Path, path: Option<OsString>) -> Result<PathBuf, LaunchError> {
+fn worker_binary_for(
+    this_program: &Path,
+    path: Option<OsString>,
+) -> Result<PathBuf, EnvironmentError> {
     let beside = this_program.with_file_name("chroxy");
     if beside.is_file() {
         return Ok(beside);
     }
     let cwd = std::env::current_dir().unwrap_or_default();
-    which::which_in("chroxy", path, cwd).map_err(|_| LaunchError::NoWorkerBinary { beside })
+    which::which_in("chroxy", path, cwd).map_err(|_| EnvironmentError::NoWorkerBinary { beside })
+}
+
+/// `--cwd`, or the current directory, as an absolute path that exists.
+pub fn session_dir(cwd: Option<PathBuf>) -> Result<PathBuf, EnvironmentError> {
+    let cwd = match cwd {
+        Some(dir) => dir,
+        None => std::env::current_dir().map_err(|_| EnvironmentError::NoSessionDir(".".into()))?,
+    };
+    cwd.canonicalize()
+        .map_err(|_| EnvironmentError::NoSessionDir(cwd))
+}
+
+/// `CHROXY_TOKEN` (how the supervisor hands it to a worker: in the environment, never on
+/// a command line, where every user of the machine could read it), else the stored one.
+pub fn api_token(secrets: &Secrets) -> Result<ApiToken, SecretsError> {
+    match env_token() {
+        Some(token) => Ok(token),
+        None => secrets.api_token(),
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +132,20 @@ mod tests {
         assert_eq!(
             worker_binary_for(&app, on_path()).unwrap(),
             app_dir.join("chroxy")
+        );
+    }
+
+    #[test]
+    fn a_session_directory_that_does_not_exist_is_named() {
+        let err = session_dir(Some("/nonexistent/project".into())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the session directory /nonexistent/project does not exist"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            session_dir(Some(dir.path().into())).unwrap(),
+            dir.path().canonicalize().unwrap()
         );
     }
 }
