@@ -5,7 +5,8 @@
 //! the same everywhere. A leaf: it knows the settings, the token and the secrets, and
 //! nothing that runs.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use crate::config::WorkerConfig;
 use crate::secrets::{Secrets, SecretsError};
@@ -58,13 +59,21 @@ fn env_path(key: &str) -> Option<PathBuf> {
 /// not it (the tray app): beside this program, as the release build and the packages
 /// install it, else on `PATH`.
 pub fn worker_binary() -> Result<PathBuf, EnvironmentError> {
-    let beside = std::env::current_exe()
-        .map_err(EnvironmentError::ThisProgram)?
-        .with_file_name("chroxy");
+    let this_program = std::env::current_exe().map_err(EnvironmentError::ThisProgram)?;
+    worker_binary_for(&this_program, std::env::var_os("PATH"))
+}
+
+/// [`worker_binary`] for `this_program`, with `path` as `PATH`.
+fn worker_binary_for(
+    this_program: &Path,
+    path: Option<OsString>,
+) -> Result<PathBuf, EnvironmentError> {
+    let beside = this_program.with_file_name("chroxy");
     if beside.is_file() {
         return Ok(beside);
     }
-    which::which("chroxy").map_err(|_| EnvironmentError::NoWorkerBinary { beside })
+    let cwd = std::env::current_dir().unwrap_or_default();
+    which::which_in("chroxy", path, cwd).map_err(|_| EnvironmentError::NoWorkerBinary { beside })
 }
 
 /// `--cwd`, or the current directory, as an absolute path that exists.
@@ -88,7 +97,43 @@ pub fn api_token(secrets: &Secrets) -> Result<ApiToken, SecretsError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+
+    fn executable(path: &Path) {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn the_workers_chroxy_is_the_one_beside_the_app_else_the_one_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app_dir, bin_dir) = (dir.path().join("app"), dir.path().join("bin"));
+        std::fs::create_dir_all(&app_dir).unwrap();
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        let app = app_dir.join("chroxy-desktop");
+        let on_path = || Some(OsString::from(&bin_dir));
+
+        let err = worker_binary_for(&app, on_path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`",
+                app_dir.join("chroxy").display()
+            )
+        );
+        executable(&bin_dir.join("chroxy"));
+        assert_eq!(
+            worker_binary_for(&app, on_path()).unwrap(),
+            bin_dir.join("chroxy")
+        );
+        executable(&app_dir.join("chroxy"));
+        assert_eq!(
+            worker_binary_for(&app, on_path()).unwrap(),
+            app_dir.join("chroxy")
+        );
+    }
 
     #[test]
     fn a_session_directory_that_does_not_exist_is_named() {

@@ -20,31 +20,18 @@ pub use pairing::{follow_pairing, print_pairing};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, TunnelConfig};
+use crate::config::{Config, ConfigError};
 use crate::pairing::Pairing;
 use crate::secrets::{Secrets, SecretsError};
 use crate::status_page::{self, StatusPage};
 use crate::store::Paths;
 use crate::supervisor::{Supervisor, SupervisorError};
 use crate::token::ApiToken;
-use crate::tunnel::{Mode, TunnelSpec};
-
-/// How phones reach this machine from elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TunnelChoice {
-    /// A Cloudflare quick tunnel: no account needed, a new trycloudflare.com URL each start.
-    Quick,
-    /// Your named Cloudflare tunnel (`[tunnel] hostname` in the config, token stored with
-    /// `chroxy token set-tunnel`).
-    Named,
-    /// Local only: 127.0.0.1.
-    None,
-}
+pub use crate::tunnel::TunnelChoice;
+use crate::tunnel::{ChoiceError, TunnelResolver};
 
 /// Why Chroxy could not start; each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +42,9 @@ pub enum LaunchError {
     /// The keyring (or its fallback files) failed.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    /// A named tunnel without its hostname.
-    #[error("a named tunnel needs its hostname: add `[tunnel]` `hostname = \"chroxy.example.com\"` to {0}")]
-    NamedWithoutHostname(PathBuf),
-    /// A named tunnel without its token.
-    #[error("a named tunnel needs its token: `chroxy token set-tunnel < token.txt` (from the Cloudflare dashboard)")]
-    NamedWithoutToken,
+    /// The tunnel chosen cannot run (a named tunnel without its hostname or token).
+    #[error(transparent)]
+    Tunnel(#[from] ChoiceError),
     /// The supervisor itself refused to start (port taken, another instance, store).
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
@@ -148,10 +132,6 @@ pub struct Started {
     pub pairing: watch::Receiver<Option<Pairing>>,
     /// The status page's admin token (for the views that show it).
     pub admin: ApiToken,
-    /// This home's secrets (named tunnel token, rotation).
-    pub secrets: Secrets,
-    /// The settings file as read at start.
-    pub config: Config,
 }
 
 impl std::fmt::Debug for Started {
@@ -161,32 +141,6 @@ impl std::fmt::Debug for Started {
             .field("status_port", &self.supervisor.status_port())
             .finish_non_exhaustive()
     }
-}
-
-/// What `choice` needs to run: `None` for local only. The port is the supervisor's to
-/// fill; `cloudflared` is `CHROXY_CLOUDFLARED`, else found on `PATH` at each start.
-pub fn tunnel_spec(
-    paths: &Paths,
-    secrets: &Secrets,
-    config: &TunnelConfig,
-    choice: TunnelChoice,
-) -> Result<Option<TunnelSpec>, LaunchError> {
-    let mode = match choice {
-        TunnelChoice::None => return Ok(None),
-        TunnelChoice::Quick => Mode::Quick,
-        TunnelChoice::Named => {
-            let hostname = config
-                .hostname
-                .clone()
-                .ok_or_else(|| LaunchError::NamedWithoutHostname(paths.config_file()))?;
-            let token = secrets
-                .tunnel_token()?
-                .ok_or(LaunchError::NamedWithoutToken)?;
-            Mode::Named { hostname, token }
-        }
-    };
-    let binary = cloudflared_binary();
-    Ok(Some(TunnelSpec::new(mode, binary, 0, config)))
 }
 
 /// This home's secrets, opened off the async runtime (the keyring runs its own).
@@ -217,7 +171,15 @@ pub async fn start(
     } = launch;
     let config = Config::load(&paths.config_file())?;
     let secrets = open_secrets(&paths, home.as_deref()).await;
-    let tunnel = tunnel_spec(&paths, &secrets, &config.tunnel, tunnel)?;
+    // What a tunnel chosen now or later becomes: the supervisor keeps it, so a change of
+    // choice reads the named tunnel's token there, never in a view.
+    let tunnels = TunnelResolver::new(
+        config.tunnel.clone(),
+        paths.config_file(),
+        secrets.clone(),
+        cloudflared_binary(),
+    );
+    let tunnel = tunnels.spec(tunnel)?;
     let token = api_token(&secrets)?;
     let admin = secrets.admin_token()?;
     let mut worker_args: Vec<std::ffi::OsString> = vec!["--cwd".into(), cwd.into()];
@@ -242,6 +204,7 @@ pub async fn start(
         demo,
         secrets_backend: secrets.backend_name().into(),
         tunnel,
+        tunnels,
         secrets: rotation_source.clone(),
         approve_new_devices: config.security.approve_new_devices,
     };
@@ -268,64 +231,5 @@ pub async fn start(
         supervisor,
         pairing,
         admin,
-        secrets,
-        config,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn home() -> (tempfile::TempDir, Paths, Secrets) {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::under(dir.path());
-        let secrets = Secrets::files(&paths);
-        (dir, paths, secrets)
-    }
-
-    #[test]
-    fn each_tunnel_choice_becomes_what_it_needs_or_says_what_is_missing() {
-        let (_dir, paths, secrets) = home();
-        let mut config = TunnelConfig {
-            backoff_floor_ms: 1234,
-            ..TunnelConfig::default()
-        };
-        let none = tunnel_spec(&paths, &secrets, &config, TunnelChoice::None).unwrap();
-        assert!(none.is_none(), "local only: no tunnel");
-
-        let quick = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Quick)
-            .unwrap()
-            .unwrap();
-        assert_eq!(quick.mode, Mode::Quick);
-        assert_eq!(
-            quick.backoff.floor,
-            std::time::Duration::from_millis(1234),
-            "the settings apply"
-        );
-
-        let err = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Named).unwrap_err();
-        assert!(
-            matches!(&err, LaunchError::NamedWithoutHostname(file) if *file == paths.config_file()),
-            "{err}"
-        );
-        assert!(err.to_string().contains("hostname = "), "{err}");
-
-        config.hostname = Some("chroxy.example.com".into());
-        let err = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Named).unwrap_err();
-        assert!(matches!(err, LaunchError::NamedWithoutToken), "{err}");
-        assert!(err.to_string().contains("chroxy token set-tunnel"), "{err}");
-
-        secrets.set_tunnel_token("cf-tunnel-token").unwrap();
-        let named = tunnel_spec(&paths, &secrets, &config, TunnelChoice::Named)
-            .unwrap()
-            .unwrap();
-        match named.mode {
-            Mode::Named { hostname, token } => {
-                assert_eq!(hostname, "chroxy.example.com");
-                assert_eq!(token.expose(), "cf-tunnel-token");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
 }

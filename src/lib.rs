@@ -12,8 +12,10 @@
 //!   say; [`signals`]: how a process is asked to stop.
 //! - [`supervisor`]: keeps a healthy worker behind the public port; [`launch`]: starts it
 //!   from what a person chose (`chroxy start`, the tray app); [`tunnel`], [`pairing`].
+//! - [`desktop`]: the tray app's window and menu as data, and its actions on the
+//!   supervisor it runs in-process.
 //!
-//! The `chroxy` binary is a thin shell over this library.
+//! The `chroxy` binary and the tray app (`src-tauri`) are thin shells over this library.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,6 +26,7 @@ pub mod backoff;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod desktop;
 pub mod devices;
 pub mod doctor;
 pub mod environment;

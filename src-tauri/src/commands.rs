@@ -1,122 +1,60 @@
-//! The window's commands, one line each over [`Desktop`] (the supervisor's actions) or a
-//! plugin. The tray's items that do the same thing call these same functions.
+//! The window's commands and the tray's items, carried out: `chroxy::desktop` answers what
+//! each asks ([`Ask`]); here only what needs the desktop (clipboard, opener, window, login).
 
-use chroxy::devices::Decision;
-use chroxy::launch::TunnelChoice;
-use chroxy::supervisor::release::ReleaseId;
-use chroxy::supervisor::status::Action;
-use tauri::ipc::Invoke;
-use tauri::{AppHandle, Manager, Runtime, State};
+use anyhow::anyhow;
+use chroxy::desktop::{Ask, Desktop, Reply};
+use tauri::ipc::{Invoke, InvokeBody, InvokeError};
+use tauri::{AppHandle, Manager, Runtime};
+use tauri_plugin_autostart::ManagerExt as _;
 use tauri_plugin_clipboard_manager::ClipboardExt as _;
 use tauri_plugin_opener::OpenerExt as _;
 
-use crate::app::Desktop;
-use crate::error::ShellError;
-use crate::view::View;
-
-/// Every command the window may call, by name.
-pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'static {
-    tauri::generate_handler![
-        view,
-        rollback,
-        reconnect,
-        restart,
-        approve_deploy,
-        refuse_deploy,
-        set_tunnel,
-        admin_token,
-        copy_link,
-        open_status_page,
-        decide_device,
-    ]
+/// The window's `invoke(name, args)`, answered off the main thread (a refusal as its
+/// sentence); `false` (Tauri's "not found") for a name that is no command of the window.
+pub fn handler<R: Runtime>(invoke: Invoke<R>) -> bool {
+    let (message, resolver) = (invoke.message, invoke.resolver);
+    let InvokeBody::Json(args) = message.payload() else {
+        return false; // the window sends its arguments as JSON, always
+    };
+    let Some(ask) = Ask::from_window(message.command(), args) else {
+        return false;
+    };
+    let app = message.webview().app_handle().clone();
+    resolver.respond_async(async move {
+        let answer = async { perform(&app, ask?).await }.await;
+        answer.map_err(|err| InvokeError::from(err.to_string()))
+    });
+    true
 }
 
-#[tauri::command]
-fn view(desktop: State<'_, Desktop>) -> View {
-    desktop.view()
-}
-
-#[tauri::command]
-pub async fn rollback<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellError> {
-    app.state::<Desktop>()
-        .act(Action::Rollback { to: None })
-        .await
-}
-
-#[tauri::command]
-pub async fn reconnect<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellError> {
-    app.state::<Desktop>().act(Action::Reconnect).await
-}
-
-#[tauri::command]
-pub async fn restart<R: Runtime>(app: AppHandle<R>) -> Result<String, ShellError> {
-    app.state::<Desktop>().act(Action::Restart).await
-}
-
-/// `release`: the pending deploy the window showed (so a newer one is not approved blind).
-#[tauri::command]
-pub async fn approve_deploy<R: Runtime>(
-    app: AppHandle<R>,
-    release: Option<ReleaseId>,
-) -> Result<String, ShellError> {
-    let action = Action::ApproveDeploy { release };
-    app.state::<Desktop>().act(action).await
-}
-
-#[tauri::command]
-pub async fn refuse_deploy<R: Runtime>(
-    app: AppHandle<R>,
-    release: Option<ReleaseId>,
-) -> Result<String, ShellError> {
-    let action = Action::RefuseDeploy { release };
-    app.state::<Desktop>().act(action).await
-}
-
-#[tauri::command]
-pub async fn set_tunnel<R: Runtime>(
-    app: AppHandle<R>,
-    choice: TunnelChoice,
-) -> Result<String, ShellError> {
-    let answer = app.state::<Desktop>().set_tunnel(choice).await;
-    // The status may have changed before the choice was stored, and a clicked check item
-    // has toggled itself: draw the tray again whatever happened.
-    crate::tray::refresh(&app, &app.state::<Desktop>().view());
-    answer
-}
-
-/// Approve, refuse or revoke a device (the window's device buttons). Off the main
-/// thread: it reads and writes the registry file.
-#[tauri::command(async)]
-fn decide_device(
-    desktop: State<'_, Desktop>,
-    decision: Decision,
-    id: String,
-) -> Result<String, ShellError> {
-    desktop.decide_device(decision, &id)
-}
-
-#[tauri::command]
-fn admin_token(desktop: State<'_, Desktop>) -> Result<String, ShellError> {
-    desktop.admin_token()
-}
-
-#[tauri::command]
-fn copy_link<R: Runtime>(
-    app: AppHandle<R>,
-    desktop: State<'_, Desktop>,
-) -> Result<String, ShellError> {
-    let link = desktop.link()?;
-    app.clipboard().write_text(link)?;
-    Ok("pairing link copied".into())
-}
-
-#[tauri::command]
-pub fn open_status_page<R: Runtime>(app: AppHandle<R>) -> Result<(), ShellError> {
-    let url = app.state::<Desktop>().status_page()?;
-    app.opener()
-        .open_url(url, None::<&str>)
-        .map_err(|source| ShellError::Open {
-            what: "the status page".into(),
-            source: Box::new(source),
-        })
+/// Carries out `ask`: the app's answer, with what only the desktop can do for it done.
+pub async fn perform<R: Runtime>(app: &AppHandle<R>, ask: Ask) -> anyhow::Result<Reply> {
+    let redraw = ask.redraws_tray();
+    let done = async {
+        match app.state::<Desktop>().answer(ask).await? {
+            Reply::Copy(link) => {
+                let copied = app.clipboard().write_text(link);
+                copied.map_err(|err| anyhow!("cannot copy to the clipboard: {err}"))?;
+                return Ok(Reply::Said("pairing link copied".into()));
+            }
+            Reply::Open { what, target } => {
+                let opened = app.opener().open_url(target, None::<&str>);
+                opened.map_err(|err| anyhow!("cannot open {what}: {err}"))?;
+            }
+            Reply::Show { qr } => crate::show_window(app, qr),
+            Reply::ToggleAutostart => {
+                let login = app.autolaunch();
+                let on = login.is_enabled().unwrap_or(false);
+                let done = if on { login.disable() } else { login.enable() };
+                done.map_err(|err| anyhow!("cannot change Start at login: {err}"))?;
+            }
+            said => return Ok(said),
+        }
+        Ok(Reply::Done)
+    };
+    let done = done.await;
+    if redraw {
+        crate::tray::show(app, &app.state::<Desktop>().view(), true);
+    }
+    done
 }

@@ -1,83 +1,36 @@
-//! Chroxy's tray app: a thin shell over the library. It runs the same supervisor as
-//! `chroxy start`, in-process, and wires it to a window (QR code, status, releases,
-//! buttons) and a tray icon with a menu. Window commands and tray items map one-to-one
-//! onto supervisor actions; supervisor changes reach the window as events.
-//!
-//! [`run_app`] builds what is the same on every Tauri runtime (the supervisor as managed
-//! state, the window's commands, the window, the events), so a test builds it on the mock
-//! runtime; [`run`] adds what needs a desktop session: the single-instance, autostart,
-//! clipboard and opener plugins, the tray icon and the signal handlers.
+//! Chroxy's tray app: Tauri wired to `chroxy::desktop`, the app itself (the supervisor
+//! `chroxy start` runs, in-process; what the window and the tray show; what each of their
+//! clicks asks). [`run_app`] builds what every Tauri runtime shares (the app as managed
+//! state, the window and its commands, the events), so a test builds it on the mock
+//! runtime; [`run`] adds the desktop session's plugins, the tray icon and the signals.
 
 #![forbid(unsafe_code)]
 
-mod app;
 mod commands;
-mod error;
-mod logging;
-mod settings;
 mod tray;
-mod view;
-mod window;
-
-use std::path::PathBuf;
 
 use anyhow::Context;
-use chroxy::launch::{Launch, StartArgs, TunnelChoice};
+use chroxy::desktop::{Args, Boot, Desktop};
 use chroxy::store::Paths;
 use clap::Parser;
-use tauri::{App, AppHandle, Manager, RunEvent, Runtime};
+use tauri::{App, AppHandle, Emitter, Manager, RunEvent, Runtime, WebviewWindowBuilder};
 
-use app::{Changes, Desktop};
-use settings::Settings;
-
-/// Chroxy in the tray: scan the QR code with your phone, watch and steer Claude Code.
-#[derive(Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    /// Keep every file (config, token, sessions, logs) under this directory.
-    #[arg(long, env = "CHROXY_HOME")]
-    home: Option<PathBuf>,
-    #[command(flatten)]
-    start: StartArgs,
-    /// Start with the window hidden: only the tray icon (how "Start at login" starts it).
-    #[arg(long)]
-    minimized: bool,
-}
-
-/// What the app starts with.
-pub struct Boot {
-    /// The home's directories.
-    pub paths: Paths,
-    /// The tunnel it starts with (the Tunnel menu's choice).
-    pub tunnel: TunnelChoice,
-    /// What to start, or why there is nothing to start (no `chroxy` binary, no session
-    /// directory): shown in the window like any other failure.
-    pub launch: Result<Launch, String>,
-    /// Whether the window starts hidden.
-    pub minimized: bool,
-}
+/// The window's label in `tauri.conf.json`, where its events go.
+const MAIN: &str = "main";
 
 /// The app as a user starts it: from the command line, on the desktop, until Quit.
 pub fn run() -> anyhow::Result<()> {
     chroxy::process::keep_memory_private();
-    let cli = Cli::parse();
-    let paths = Paths::resolve(cli.home.clone())?;
-    let _log_guard = logging::init(&paths);
-    let tunnel = cli.start.tunnel.unwrap_or(Settings::load(&paths).tunnel);
-    let launch = worker_binary().and_then(|installed| {
-        cli.start
-            .launch(cli.home, paths.clone(), tunnel, installed)
-            .map_err(|err| err.to_string())
-    });
-    let boot = Boot {
-        paths,
-        tunnel,
-        launch,
-        minimized: cli.minimized,
-    };
+    let args = Args::parse();
+    let paths = Paths::resolve(args.home.clone())?;
+    let _log_guard = chroxy::desktop::init_logging(&paths);
+    let boot = Boot::new(args, paths);
     let session = tauri::Builder::default()
         // First: a second launch hands over to this one and exits 0 before doing anything.
-        .plugin(tauri_plugin_single_instance::init(second_launch))
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            tracing::info!("a second launch asked for the window");
+            show_window(app, false);
+        }))
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
             Some(vec!["--minimized"]),
@@ -86,116 +39,81 @@ pub fn run() -> anyhow::Result<()> {
         .plugin(tauri_plugin_opener::init());
     run_app(session, boot, |app| {
         tray::install(app)?;
-        quit_on_signals(app.clone());
+        tauri::async_runtime::spawn(app.state::<Desktop>().quit_on_signals());
         Ok(())
     })?
-    .run(on_run_event);
+    .run(|app, event| {
+        // Exit only once the supervisor has drained and stopped; it calls exit again then.
+        if let RunEvent::ExitRequested { api, .. } = event {
+            if !app.state::<Desktop>().exit_requested() {
+                api.prevent_exit();
+            }
+        }
+    });
     Ok(())
 }
 
-/// Builds the app on `builder` (and the plugins it carries). Its setup, once the event
-/// loop runs, starts the supervisor (after the plugins, so a second launch has handed
-/// over before anything starts), makes the window, calls `ready`, then follows the
-/// supervisor's changes.
+/// Builds the app on `builder` (and its plugins). Its setup starts the supervisor (after the
+/// plugins: a second launch has handed over), then the window (its commands' state is in
+/// place), calls `ready`, then follows the app's changes.
 pub fn run_app<R: Runtime>(
     builder: tauri::Builder<R>,
     boot: Boot,
     ready: impl FnOnce(&AppHandle<R>) -> tauri::Result<()> + Send + 'static,
 ) -> anyhow::Result<App<R>> {
-    let Boot {
-        paths,
-        tunnel,
-        launch,
-        minimized,
-    } = boot;
     builder
-        .invoke_handler(commands::handler())
+        .invoke_handler(commands::handler)
         .setup(move |app| {
             let exit = app.handle().clone();
-            let desktop =
-                tauri::async_runtime::block_on(Desktop::start(paths, tunnel, launch, move || {
-                    exit.exit(0)
-                }));
+            let start = Desktop::start(boot.paths, boot.tunnel, boot.launch, move || exit.exit(0));
+            let desktop = tauri::async_runtime::block_on(start);
             let changes = desktop.changes();
             app.manage(desktop);
-            window::open(app.handle(), !minimized)?;
+            let windows = &app.config().app.windows;
+            let window = windows
+                .first()
+                .context("tauri.conf.json defines no window")?;
+            let window = WebviewWindowBuilder::from_config(app.handle(), window)?;
+            window.visible(!boot.minimized).build()?;
             ready(app.handle())?;
-            // Changes since `changes()` was taken are not missed: they wake the loop.
-            if let Some(changes) = changes {
-                follow(app.handle().clone(), changes);
-            }
+            let app = app.handle().clone();
+            // The view, whole, to the window and the tray at every change.
+            tauri::async_runtime::spawn(changes.each(move || {
+                let view = app.state::<Desktop>().view();
+                tray::show(&app, &view, false);
+                if let Err(err) = app.emit_to(MAIN, "view", &view) {
+                    tracing::warn!(%err, "cannot update the window");
+                }
+            }));
             Ok(())
         })
-        .on_window_event(window::hide_on_close)
+        // Closing the window hides it: the supervisor keeps serving the phones.
+        .on_window_event(|window, event| {
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                api.prevent_close();
+                let _ = window.hide();
+            }
+        })
         .build(tauri::generate_context!("../tauri.conf.json"))
         .context("starting the window system (is there a display?)")
 }
 
-/// Exit only once the supervisor has drained and stopped; it calls exit again then.
-fn on_run_event<R: Runtime>(app: &AppHandle<R>, event: RunEvent) {
-    if let RunEvent::ExitRequested { api, .. } = event {
-        let desktop = app.state::<Desktop>();
-        if !desktop.stopped() {
-            api.prevent_exit();
-            desktop.quit();
-        }
+/// Brings the window up, in front; `qr`: scrolled to the QR code, which flashes.
+fn show_window<R: Runtime>(app: &AppHandle<R>, qr: bool) {
+    if let Some(window) = app.get_webview_window(MAIN) {
+        let _ = window.show();
+        let _ = window.unminimize();
+        let _ = window.set_focus();
     }
-}
-
-/// The supervisor's changes become window events and tray updates.
-fn follow<R: Runtime>(app: AppHandle<R>, mut changes: Changes) {
-    tauri::async_runtime::spawn(async move {
-        while changes.next().await {
-            window::publish(&app);
-        }
-    });
-}
-
-fn second_launch<R: Runtime>(app: &AppHandle<R>, _args: Vec<String>, _cwd: String) {
-    tracing::info!("a second launch asked for the window");
-    window::show(app);
-}
-
-/// SIGTERM / Ctrl-C (a logout, `kill`, a terminal): the same orderly stop as Quit.
-fn quit_on_signals<R: Runtime>(app: AppHandle<R>) {
-    tauri::async_runtime::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot listen for SIGTERM and SIGINT");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            app.state::<Desktop>().quit();
-        }
-    });
-}
-
-/// The `chroxy` binary workers run (it has the `worker` command): beside this one, as
-/// the release build and the packages install it, else on `PATH`.
-fn worker_binary() -> Result<PathBuf, String> {
-    let beside = std::env::current_exe()
-        .map_err(|err| format!("cannot find this program: {err}"))?
-        .with_file_name("chroxy");
-    if beside.is_file() {
-        return Ok(beside);
+    if qr {
+        let _ = app.emit_to(MAIN, "show-qr", ());
     }
-    which::which("chroxy").map_err(|_| {
-        format!(
-            "the `chroxy` program (it runs the workers) is neither beside {} nor on PATH; build it with `cargo build --release -p chroxy`",
-            beside.display()
-        )
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use chroxy::launch::{EnvironmentError, LaunchError};
+    use chroxy::tunnel::TunnelChoice;
     use serde_json::{json, Value};
     use tauri::ipc::{CallbackFn, InvokeBody};
     use tauri::test::{get_ipc_response, mock_builder, MockRuntime, INVOKE_KEY};
@@ -224,10 +142,14 @@ mod tests {
         // Tauri makes the webview's data directory in $XDG_DATA_HOME: the test's, not the
         // real home's. (No other test here reads the environment.)
         std::env::set_var("XDG_DATA_HOME", home.path().join("data"));
+        let missing = LaunchError::from(EnvironmentError::NoWorkerBinary {
+            beside: "/opt/chroxy/chroxy".into(),
+        });
+        let why = missing.to_string();
         let boot = Boot {
             paths: Paths::under(home.path()),
             tunnel: TunnelChoice::None,
-            launch: Err("port 8765 is in use".into()),
+            launch: Err(missing),
             minimized: true,
         };
         let mut app = run_app(mock_builder(), boot, |_| Ok(())).unwrap();
@@ -241,15 +163,13 @@ mod tests {
 
         let view = invoke(&window, "view", json!({})).unwrap();
         assert_eq!(view["look"], "failed", "{view}");
-        assert_eq!(view["error"], "port 8765 is in use", "{view}");
-        assert_eq!(
-            view["summary"],
-            "Chroxy could not start: port 8765 is in use"
-        );
+        assert!(why.contains("cargo build --release -p chroxy"), "{why}");
+        assert_eq!(view["error"], why.as_str(), "{view}");
+        assert_eq!(view["summary"], format!("Chroxy could not start: {why}"));
         assert_eq!(view["tunnelChoice"], "none", "{view}");
         assert_eq!(view["status"], Value::Null, "{view}");
 
-        let not_running = || Err(json!("Chroxy is not running: port 8765 is in use"));
+        let not_running = || Err(json!(format!("Chroxy is not running: {why}")));
         for cmd in [
             "rollback",
             "reconnect",
@@ -269,8 +189,24 @@ mod tests {
             invoke(&window, "open_status_page", json!({})),
             Err(json!("the status page is not running"))
         );
+        // The device registry answers even so, and a command's arguments are named.
+        let device = json!({"decision": "approve", "id": "nobody"});
+        let refused = invoke(&window, "decide_device", device).unwrap_err();
+        assert!(
+            refused.to_string().contains("no device `nobody`"),
+            "{refused}"
+        );
+        let bad = invoke(&window, "set_tunnel", json!({})).unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("`choice` for command `set_tunnel`"),
+            "{bad}"
+        );
         // A command the app does not have is refused as such: the ones above are there.
-        let missing = invoke(&window, "deploy", json!({})).unwrap_err();
-        assert!(missing.to_string().contains("not found"), "{missing}");
+        // (A tray item, Quit, is no command of the window.)
+        for cmd in ["deploy", "quit"] {
+            let missing = invoke(&window, cmd, json!({})).unwrap_err();
+            assert!(missing.to_string().contains("not found"), "{missing}");
+        }
     }
 }

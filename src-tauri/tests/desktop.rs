@@ -569,6 +569,32 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         s["tunnel"]["mode"] == "quick" && s["tunnel"]["state"] == "up"
     })
     .await;
+    // Tunnel ▸ Named, with no hostname configured: the supervisor refuses it and says
+    // what to add; the quick tunnel keeps serving, Quick stays checked and remembered.
+    menu.click("Named (your hostname)").await;
+    eventually("the refusal, said", async || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        holds(
+            text.contains("a named tunnel needs its hostname"),
+            "no refusal in the log",
+        )
+    })
+    .await;
+    eventually("Quick still checked", async || {
+        let entries = menu.entries().await;
+        let toggle = |label| entries.iter().find(|e| e.label == label)?.toggle;
+        holds(
+            toggle("Named (your hostname)") == Some(0)
+                && toggle("Quick (trycloudflare.com)") == Some(1),
+            format!("{entries:?}"),
+        )
+    })
+    .await;
+    assert!(std::fs::read_to_string(&saved)
+        .unwrap()
+        .contains("\"quick\""));
+    let s = sup.status().await;
+    assert_eq!(s["tunnel"]["mode"], "quick", "{s}");
 
     // Start at login: an autostart entry that starts the app minimized, and back off.
     // (auto-launch writes under $HOME/.config, whatever XDG_CONFIG_HOME says.)

@@ -66,6 +66,8 @@ pub struct Options {
     pub secrets_backend: String,
     /// The tunnel to keep up (its port is set to the public port); `None` = local only.
     pub tunnel: Option<crate::tunnel::TunnelSpec>,
+    /// What a tunnel chosen later ([`Action::Tunnel`]) becomes, its secret included.
+    pub tunnels: crate::tunnel::TunnelResolver,
     /// Where a rotated API token is read back from; `None` when the token was given
     /// (`CHROXY_TOKEN`) and rotation does not apply.
     pub secrets: Option<crate::secrets::Secrets>,
@@ -253,6 +255,7 @@ impl Supervisor {
             status_tx,
             tunnel,
             secrets: opts.secrets.clone(),
+            tunnels: opts.tunnels.clone(),
             keep_releases: opts.config.keep_releases,
             workers: Box::new(Processes),
         });
@@ -480,6 +483,7 @@ struct Parts {
     status_tx: watch::Sender<Status>,
     tunnel: TunnelSlot,
     secrets: Option<crate::secrets::Secrets>,
+    tunnels: crate::tunnel::TunnelResolver,
     keep_releases: usize,
     workers: Box<dyn StartWorker>,
 }
@@ -508,6 +512,7 @@ struct Runner {
     exiting: bool,
     tunnel: TunnelSlot,
     secrets: Option<crate::secrets::Secrets>,
+    tunnels: crate::tunnel::TunnelResolver,
     /// `[supervisor] keep_releases`.
     keep_releases: usize,
 }
@@ -537,6 +542,7 @@ impl Runner {
             exiting: false,
             tunnel: parts.tunnel,
             secrets: parts.secrets,
+            tunnels: parts.tunnels,
             keep_releases: parts.keep_releases,
         };
         (runner, reports_rx)
@@ -792,7 +798,13 @@ impl Runner {
                 let waiting = waiting.map(|r| r.to_string()).unwrap_or_default();
                 Ok(format!("refused the deploy of release {waiting}"))
             }
-            Action::Tunnel { spec } => {
+            Action::Tunnel { choice } => {
+                // A named tunnel's token is read here, off the async threads.
+                let tunnels = self.tunnels.clone();
+                let spec = tokio::task::spawn_blocking(move || tunnels.spec(choice))
+                    .await
+                    .map_err(|e| ActionError::Refused(e.to_string()))?
+                    .map_err(|e| ActionError::Refused(e.to_string()))?;
                 let mode = spec.as_ref().map_or(TunnelMode::None, |s| s.mode.kind());
                 self.switch_tunnel(spec).await;
                 let message = format!("tunnel switched to {mode}");
@@ -1222,6 +1234,12 @@ mod tests {
                 status_tx,
                 tunnel,
                 secrets: None,
+                tunnels: crate::tunnel::TunnelResolver::new(
+                    Default::default(),
+                    paths.config_file(),
+                    crate::secrets::Secrets::files(&paths),
+                    None,
+                ),
                 keep_releases: 3,
                 workers: Box::new(Scripted(starts_tx)),
             });

@@ -385,10 +385,12 @@ pub enum Action {
     /// Restart the tunnel, tell every phone to reconnect now, re-run the health gate.
     Reconnect,
     /// Replace the tunnel (the tray's Tunnel menu); `None` serves this machine only.
-    /// Workers and the phones connected through them are not touched.
+    /// Workers and the phones connected through them are not touched. The supervisor
+    /// resolves the choice (a named tunnel's token included) and refuses one that
+    /// cannot run, keeping the tunnel it has.
     Tunnel {
-        /// The new tunnel, port filled in by the supervisor.
-        spec: Option<crate::tunnel::TunnelSpec>,
+        /// The person's choice.
+        choice: crate::tunnel::TunnelChoice,
     },
     /// The API token was rotated in the store: start workers with the new one (phones
     /// holding the old one get `auth_fail` and must pair again).

@@ -22,9 +22,11 @@ use crate::config::TunnelConfig;
 use crate::process;
 use crate::token::ApiToken;
 
+mod choice;
 mod record;
 mod status;
 
+pub use choice::{ChoiceError, TunnelChoice, TunnelResolver};
 pub use record::{record_file, stop_leftover};
 pub use status::{TunnelMode, TunnelState, TunnelStatus};
 

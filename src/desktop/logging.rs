@@ -1,18 +1,19 @@
-//! The tray app's log: stderr, and a daily file in the log directory ("Open logs").
+//! The tray app's log: stderr, and a daily file in the log directory ("Open logs"),
+//! kept 7 days.
 
-use chroxy::store::Paths;
+use crate::store::Paths;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
 /// Starts logging; the file's writer stops with the guard (keep it until the app exits).
-pub fn init(paths: &Paths) -> Option<WorkerGuard> {
+pub fn init_logging(paths: &Paths) -> Option<WorkerGuard> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter());
     let dir = paths.logs_dir();
-    let file = chroxy::store::ensure_private_dir(&dir)
+    let file = crate::store::ensure_private_dir(&dir)
         .map_err(|err| eprintln!("cannot create the log directory: {err}"))
         .ok()
         .and_then(|()| {

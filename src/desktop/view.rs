@@ -1,10 +1,11 @@
 //! What the window and the tray show, derived from the supervisor's status and the
 //! current pairing alone, so the icon, the tooltip and the window never disagree.
 
-use chroxy::launch::TunnelChoice;
-use chroxy::pairing::Pairing;
-use chroxy::supervisor::status::{StateName, Status};
 use serde::Serialize;
+
+use crate::pairing::Pairing;
+use crate::supervisor::status::{StateName, Status};
+use crate::tunnel::TunnelChoice;
 
 /// Everything the window renders, sent whole on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -199,7 +200,7 @@ pub(crate) mod tests {
             summary(Some(&s), None),
             "Chroxy: healthy, 2 phones connected"
         );
-        s.tunnel.state = chroxy::tunnel::TunnelState::Down;
+        s.tunnel.state = crate::tunnel::TunnelState::Down;
         assert!(summary(Some(&s), None).contains("phones elsewhere cannot connect"));
         s.state = StateName::Failed;
         s.failed_reason = Some("crash loop on the known-good release".into());

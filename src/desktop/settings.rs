@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
-use chroxy::launch::TunnelChoice;
-use chroxy::store::Paths;
 use serde::{Deserialize, Serialize};
+
+use crate::store::Paths;
+use crate::tunnel::TunnelChoice;
 
 /// The remembered choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,11 +46,11 @@ impl Settings {
     }
 
     /// Saves them for the next start.
-    pub fn save(&self, paths: &Paths) -> Result<(), chroxy::store::StoreError> {
-        chroxy::store::ensure_private_dir(paths.state_dir())?;
+    pub fn save(&self, paths: &Paths) -> Result<(), crate::store::StoreError> {
+        crate::store::ensure_private_dir(paths.state_dir())?;
         // A struct of one enum always serializes.
         let json = serde_json::to_vec_pretty(self).unwrap_or_default();
-        chroxy::store::atomic_write(&file(paths), &json)
+        crate::store::atomic_write(&file(paths), &json)
     }
 }
 

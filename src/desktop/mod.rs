@@ -1,0 +1,86 @@
+//! The tray app's side of the library: everything the app shows and does that is not
+//! Tauri, so its shell (`src-tauri`) only wires a window and a tray icon to these calls.
+//!
+//! - [`Args`], [`Boot`]: the app's command line, and what it starts with (that, and what
+//!   it remembers); [`init_logging`] (`logging.rs`): its log.
+//! - [`Desktop`] (`app.rs`): the running app — the in-process supervisor and its
+//!   actions; [`Ask`] (`ask.rs`): what the window's commands and the tray's items ask of
+//!   it, and its [`Reply`] (with the jobs only the shell can do).
+//! - [`View`] (`view.rs`): what the window and the tray show; [`tray`]: the tray's menu
+//!   and what it shows, as a pure plan; [`Settings`] (`settings.rs`): what the app
+//!   remembers between runs.
+
+use std::path::PathBuf;
+
+use crate::launch::{Launch, LaunchError, StartArgs};
+use crate::store::Paths;
+use crate::tunnel::TunnelChoice;
+
+mod app;
+mod ask;
+mod logging;
+mod settings;
+pub mod tray;
+mod view;
+
+pub use app::{Changes, Desktop, DesktopError};
+pub use ask::{Ask, Reply};
+pub use logging::init_logging;
+pub use settings::Settings;
+pub use view::{Look, PairingView, View};
+
+/// The tray app's command line (`chroxy-desktop --help`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "chroxy-desktop",
+    version,
+    about = "Chroxy in the tray: scan the QR code with your phone, watch and steer Claude Code.",
+    long_about = None
+)]
+pub struct Args {
+    /// Keep every file (config, token, sessions, logs) under this directory.
+    #[arg(long, env = "CHROXY_HOME")]
+    pub home: Option<PathBuf>,
+    /// `chroxy start`'s options.
+    #[command(flatten)]
+    pub start: StartArgs,
+    /// Start with the window hidden: only the tray icon (how "Start at login" starts it).
+    #[arg(long)]
+    pub minimized: bool,
+}
+
+/// What the app starts with.
+pub struct Boot {
+    /// The home's directories.
+    pub paths: Paths,
+    /// The tunnel it starts with (the Tunnel menu's choice).
+    pub tunnel: TunnelChoice,
+    /// What to start, or why there is nothing to start (no `chroxy` binary, no session
+    /// directory): shown in the window like any other failure.
+    pub launch: Result<Launch, LaunchError>,
+    /// Whether the window starts hidden.
+    pub minimized: bool,
+}
+
+impl Boot {
+    /// From the app's command line and its home's `paths`: `chroxy start`'s options,
+    /// with the tunnel the Tunnel menu last chose when none is given, and the workers'
+    /// `chroxy` ([`crate::launch::worker_binary`]).
+    pub fn new(args: Args, paths: Paths) -> Self {
+        let Args {
+            home,
+            start,
+            minimized,
+        } = args;
+        let tunnel = start.tunnel.unwrap_or(Settings::load(&paths).tunnel);
+        let launch = crate::launch::worker_binary()
+            .map_err(LaunchError::from)
+            .and_then(|installed| start.launch(home, paths.clone(), tunnel, installed));
+        Self {
+            paths,
+            tunnel,
+            launch,
+            minimized,
+        }
+    }
+}
