@@ -160,6 +160,28 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         "auth_ok",
         "approved with a click"
     );
+    // The owner names it in the window; it shows as connected while it is.
+    let item = Value::String(format!("#device-list li[data-device='{id}']"));
+    w.click(&format!(
+        "{} button[data-decision=rename]",
+        item.as_str().unwrap()
+    ))
+    .await;
+    w.js(&format!(
+        "const i = document.querySelector({item} + ' input'); i.value = \"Anna's phone\"; \
+         i.dispatchEvent(new Event('input')); i.form.requestSubmit(); return true"
+    ))
+    .await;
+    w.until(
+        "the new name, and connected now",
+        &format!(
+            "const t = document.querySelector({item})?.textContent ?? ''; \
+             return t.startsWith(\"Anna's phone (\") && t.includes('connected now')"
+        ),
+    )
+    .await;
+    let (_, listed, _) = cli(&home, &["devices", "list"]).await;
+    assert!(listed.contains("Anna's phone"), "{listed}");
     w.js("window.scrollTo(0, 0); return true").await;
     let shown = w.js(&js_of("qr", "dataset.link")).await;
     let code = chroxy::pairing::decode_link(shown.as_str().unwrap())

@@ -204,6 +204,15 @@ impl Desktop {
         Ok(self.devices.decide(decision, id, now)?)
     }
 
+    /// The owner names a device as they know it, worded for a person. Off the main
+    /// thread, as [`Desktop::decide_device`].
+    pub(super) fn rename_device(&self, id: &str, name: &str) -> Result<String, DesktopError> {
+        let now = crate::protocol::now_ms();
+        let device = self.devices.rename(id, name, now)?;
+        let name = device.name.unwrap_or_default();
+        Ok(format!("device {} is now called \"{name}\"", device.id))
+    }
+
     /// A receiver that wakes on every change of the status or the pairing, and every
     /// [`REDRAW_EVERY`] (never, when the supervisor could not start).
     pub fn changes(&self) -> Changes {
@@ -375,6 +384,21 @@ pub(super) mod tests {
             err.to_string().contains("there is no device `nobody`"),
             "{err}"
         );
+        // And its names: a device is renamed, an empty name is refused by name.
+        let registry = Devices::new(&paths);
+        let id = match registry
+            .admit(&crate::devices::Knock::default(), crate::protocol::now_ms())
+            .unwrap()
+        {
+            crate::devices::Admission::Pending { id, .. } => id,
+            other => panic!("a device without key waits: {other:?}"),
+        };
+        let said = desktop.rename_device(&id, "Anna's phone").unwrap();
+        assert_eq!(said, format!("device {id} is now called \"Anna's phone\""));
+        let err = desktop.rename_device(&id, " \n ").unwrap_err();
+        assert!(err.to_string().contains("visible character"), "{err}");
+        let listed = registry.list(crate::protocol::now_ms()).unwrap();
+        assert_eq!(listed[0].name.as_deref(), Some("Anna's phone"));
     }
 
     #[tokio::test]

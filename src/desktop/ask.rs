@@ -55,6 +55,13 @@ pub enum Ask {
         /// The device's id.
         id: String,
     },
+    /// `rename_device`: the window's device names.
+    RenameDevice {
+        /// The device's id.
+        id: String,
+        /// Its new name.
+        name: String,
+    },
     /// The tray's "Show window" (the window has no such command, nor the four below).
     ShowWindow,
     /// "Show QR code": the window, scrolled to the QR code.
@@ -92,6 +99,10 @@ impl Ask {
                 "decide_device" => Ask::DecideDevice {
                     decision: arg("decision").read()?,
                     id: arg("id").read()?,
+                },
+                "rename_device" => Ask::RenameDevice {
+                    id: arg("id").read()?,
+                    name: arg("name").read()?,
                 },
                 _ => return Ok(None),
             }))
@@ -199,6 +210,7 @@ impl Desktop {
                 target: self.status_page()?,
             },
             Ask::DecideDevice { decision, id } => Reply::Said(self.decide_device(decision, &id)?),
+            Ask::RenameDevice { id, name } => Reply::Said(self.rename_device(&id, &name)?),
             Ask::ShowWindow => Reply::Show { qr: false },
             Ask::ShowQr => Reply::Show { qr: true },
             Ask::ToggleAutostart => Reply::ToggleAutostart,
@@ -263,6 +275,14 @@ mod tests {
                 Ask::DecideDevice {
                     decision: Decision::Revoke,
                     id: "d-1".into(),
+                },
+            ),
+            (
+                "rename_device",
+                json!({"id": "d-1", "name": "Anna's phone"}),
+                Ask::RenameDevice {
+                    id: "d-1".into(),
+                    name: "Anna's phone".into(),
                 },
             ),
         ];

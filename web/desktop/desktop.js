@@ -10,6 +10,8 @@ const $ = (id) => document.getElementById(id);
 const LOOK_WORDS = { healthy: 'healthy', restarting: 'restarting', 'tunnel-down': 'tunnel down', failed: 'failed' };
 let current = null;
 let shownLink = null;
+/** The device being renamed and the name typed so far: kept across redraws. */
+let renaming = null;
 
 function text(id, value) {
   $(id).textContent = value ?? '';
@@ -129,7 +131,8 @@ function render(view) {
   renderUptime();
 }
 
-/** Waiting devices first, each with its buttons: Approve/Refuse, or Revoke when approved. */
+/** Waiting devices first, each with its buttons: Approve/Refuse, or Revoke when approved,
+ * and Rename; "connected now" while it has a connection. */
 function renderDevices(d) {
   if (!d) return;
   $('devices-open').hidden = d.approveNew !== false;
@@ -143,7 +146,12 @@ function renderDevices(d) {
     li.dataset.device = device.id;
     li.className = device.state;
     const state = device.state === 'pending' ? 'waiting for approval' : device.state;
-    const seen = device.lastSeen ? `, last seen ${new Date(device.lastSeen).toLocaleString()}` : '';
+    const connected = (d.connected ?? []).includes(device.id);
+    const seen = connected ? ', connected now' : device.lastSeen ? `, last seen ${new Date(device.lastSeen).toLocaleString()}` : '';
+    if (renaming?.id === device.id) {
+      li.append(renameForm(device));
+      return li;
+    }
     const label = document.createElement('span');
     label.textContent = `${device.name ?? 'unnamed'} (${device.platform ?? '?'}) — device ${device.id}: ${state}${seen}`;
     li.append(label);
@@ -155,8 +163,47 @@ function renderDevices(d) {
       button.addEventListener('click', (e) => command(e.currentTarget, 'decide_device', { decision, id: device.id }));
       li.append(' ', button);
     }
+    const rename = document.createElement('button');
+    rename.type = 'button';
+    rename.dataset.decision = 'rename';
+    rename.textContent = 'Rename';
+    rename.addEventListener('click', () => {
+      renaming = { id: device.id, draft: device.name ?? '' };
+      renderDevices(current?.status?.devices);
+      document.querySelector(`#device-list li[data-device='${device.id}'] input`)?.focus();
+    });
+    li.append(' ', rename);
     return li;
   }));
+}
+
+/** The name field of the device being renamed, with Save and Cancel. */
+function renameForm(device) {
+  const form = document.createElement('form');
+  form.className = 'rename';
+  const input = document.createElement('input');
+  input.value = renaming.draft;
+  input.maxLength = 64;
+  input.setAttribute('aria-label', `A name for device ${device.id}`);
+  input.addEventListener('input', () => { renaming.draft = input.value; });
+  const save = document.createElement('button');
+  save.type = 'submit';
+  save.textContent = 'Save';
+  const cancel = document.createElement('button');
+  cancel.type = 'button';
+  cancel.textContent = 'Cancel';
+  const done = () => {
+    renaming = null;
+    renderDevices(current?.status?.devices);
+  };
+  cancel.addEventListener('click', done);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    await command(save, 'rename_device', { id: device.id, name: input.value });
+    if ($('answer').className === 'ok') done();
+  });
+  form.append(input, ' ', save, ' ', cancel);
+  return form;
 }
 
 function answer(result) {
