@@ -288,12 +288,16 @@ mod tests {
         // Stands for a pid reused by something else: `alive` says it is not ours.
         let mut other = spawn("exec sleep 600");
         let (p, d, o) = (polite.id(), deaf.id(), other.id());
-        // The shell must have installed its trap before the SIGTERM comes.
+        // The shell must have installed its trap before the SIGTERM comes: the TERM bit
+        // of its ignored-signals mask (other bits may be inherited, SIGPIPE's from us).
+        let term = 1u64 << (Signal::SIGTERM as i32 - 1);
         let ignoring = || {
-            std::fs::read_to_string(format!("/proc/{d}/status")).is_ok_and(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("SigIgn:") && !l.ends_with("0000000000000000"))
-            })
+            let status = std::fs::read_to_string(format!("/proc/{d}/status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .is_some_and(|mask| mask & term != 0)
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !ignoring() {

@@ -46,6 +46,15 @@ async fn devices(home: &Home, args: &[&str]) -> String {
     out
 }
 
+/// The one-time code of the QR `chroxy pair` shows (a fresh one each time).
+async fn pairing_code(home: &Home) -> String {
+    let (ok, link, err) = cli(home, &["pair"]).await;
+    assert!(ok.success(), "{err}");
+    chroxy::pairing::decode_link(link.trim())
+        .and_then(|p| p.code)
+        .expect("`chroxy pair` shows a code")
+}
+
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
@@ -142,11 +151,7 @@ async fn refused_stays_refused_and_revoked_is_refused_at_the_next_connection() {
 async fn revoking_a_device_closes_its_open_connections_and_no_one_else_notices() {
     let home = Home::new();
     let w = worker(&home).await;
-    let (ok, link, err) = cli(&home, &["pair"]).await;
-    assert!(ok.success(), "{err}");
-    let code = chroxy::pairing::decode_link(link.trim())
-        .and_then(|p| p.code)
-        .expect("`chroxy pair` shows a code");
+    let code = pairing_code(&home).await;
     // A lost phone, connected twice (two tabs), and the owner's own phone.
     let (paired, mut lost) = answer(w.port, json!({"pairingCode": code})).await;
     assert_eq!(paired["type"], "auth_ok", "{paired}");
@@ -183,11 +188,7 @@ async fn revoking_a_device_closes_its_open_connections_and_no_one_else_notices()
 async fn a_pairing_code_pairs_one_device_once_and_only_while_it_is_fresh() {
     let home = Home::new();
     let w = worker(&home).await;
-    let (ok, link, err) = cli(&home, &["pair"]).await;
-    assert!(ok.success(), "{err}");
-    let code = chroxy::pairing::decode_link(link.trim())
-        .and_then(|p| p.code)
-        .expect("`chroxy pair` shows a code");
+    let code = pairing_code(&home).await;
     assert_eq!(code.len(), 32);
 
     let (paired, mut phone) = answer(w.port, json!({"pairingCode": code})).await;
@@ -320,12 +321,7 @@ async fn the_status_lists_devices_without_keys_or_codes_and_its_buttons_decide()
     let home = Home::new();
     let sup = Sup::start(&home, WorkerOpts::missing_cli()).await;
     sup.healthy().await;
-    let (ok, link, _) = cli(&home, &["pair"]).await;
-    assert!(ok.success());
-    let code = chroxy::pairing::decode_link(link.trim())
-        .unwrap()
-        .code
-        .unwrap();
+    let code = pairing_code(&home).await;
     let (pending, _) = answer(sup.public, json!({})).await;
     let (id, key) = (str_of(&pending, "deviceId"), str_of(&pending, "deviceKey"));
 

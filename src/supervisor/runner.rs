@@ -852,11 +852,13 @@ impl Runner {
                             restart_eta_ms: RESTART_ETA_MS,
                         });
                     }
-                    let successor_serves = self.routed.as_ref().is_some_and(|r| *r != release);
-                    let id = self.workers.get(&release).map(|w| w.worker.id);
                     self.retire(&release, true);
-                    if let Some(l) = id.and_then(|id| self.stopping.get_mut(&id)) {
-                        l.handover = drain && successor_serves;
+                }
+                Effect::Handover { from } => {
+                    // The newest of `from`'s leaving workers: the one just stopped.
+                    let leaving = self.stopping.iter_mut().filter(|(_, l)| l.release == from);
+                    if let Some((_, l)) = leaving.max_by_key(|(id, _)| **id) {
+                        l.handover = true;
                     }
                 }
                 Effect::SetCurrent(id) => self.move_pointer(id, false).await,

@@ -161,6 +161,13 @@ pub enum Effect {
     },
     /// Restart the tunnel (cloudflared), keeping its mode and address where it can.
     RestartTunnel,
+    /// `from`'s worker, just stopped with a drain, hands its sessions over to the worker
+    /// that already serves: once it has saved them and exited, the serving one re-reads
+    /// them (a deploy; any other successor starts after the exit and reads them then).
+    Handover {
+        /// The release whose worker is leaving.
+        from: ReleaseId,
+    },
     /// Move the store's `current` pointer.
     SetCurrent(ReleaseId),
     /// Move the store's `known_good` pointer.
@@ -500,11 +507,21 @@ impl Machine {
                 release: r,
                 message,
             } if r == release => self.misconfigured(release, message, now),
-            E::Restart => self.restart_unserved(release),
+            // A person acts while nothing serves: what is starting is killed, and what
+            // they asked for starts in its place.
+            E::Restart => {
+                self.restarts += 1;
+                let fx = vec![restart_requested(&release), stop(release.clone(), false)];
+                respawn(fx, release)
+            }
             E::Rollback { to } => self.roll_back_after(stop(release, false), to, "requested"),
             E::Deploy {
                 release: candidate, ..
-            } => self.deploy_unserved(release, candidate),
+            } => {
+                let mut fx = vec![stop(release, false)];
+                fx.extend(self.deploy_now(candidate));
+                (self.restarting_state(), fx)
+            }
             event => ignored(State::Starting { release, name }, event),
         }
     }
@@ -670,7 +687,8 @@ impl Machine {
                         release: candidate.clone(),
                     },
                     Effect::SetCurrent(candidate.clone()),
-                    stop(release, true),
+                    stop(release.clone(), true),
+                    Effect::Handover { from: release },
                     Effect::Record {
                         kind: "deployed",
                         message: format!(
@@ -755,11 +773,10 @@ impl Machine {
         use Event as E;
         match event {
             E::Timer if now >= until => respawn(vec![], release),
-            E::Restart => self.restart_unserved(release),
-            E::Rollback { to } => self.roll_back_after(stop(release, false), to, "requested"),
-            E::Deploy {
-                release: candidate, ..
-            } => self.deploy_unserved(release, candidate),
+            // Nothing serves here either: a person's request is taken as while starting.
+            event @ (E::Restart | E::Rollback { .. } | E::Deploy { .. }) => {
+                self.starting(release, StateName::Restarting, event, now)
+            }
             event => ignored(State::Backoff { release, until }, event),
         }
     }
@@ -873,25 +890,6 @@ impl Machine {
                 (state, fx)
             }
         }
-    }
-
-    /// A restart asked for while nothing serves: whatever is starting is killed.
-    fn restart_unserved(&mut self, release: ReleaseId) -> (State, Vec<Effect>) {
-        self.restarts += 1;
-        let fx = vec![restart_requested(&release), stop(release.clone(), false)];
-        respawn(fx, release)
-    }
-
-    /// A deploy asked for while nothing serves: whatever is starting is killed and the
-    /// candidate starts in its place.
-    fn deploy_unserved(
-        &mut self,
-        release: ReleaseId,
-        candidate: ReleaseId,
-    ) -> (State, Vec<Effect>) {
-        let mut fx = vec![stop(release, false)];
-        fx.extend(self.deploy_now(candidate));
-        (self.restarting_state(), fx)
     }
 
     /// After `stop`, a rollback to `to` for `why`.
@@ -1680,6 +1678,13 @@ mod tests {
                 }
             ]
         );
+        assert_eq!(
+            fx[3],
+            Effect::Handover {
+                from: "0-good".into()
+            },
+            "the old worker's sessions go to the one already serving"
+        );
         assert_eq!(m.known_good(), "0-good", "known-good only after the window");
     }
 
@@ -2449,6 +2454,9 @@ mod tests {
                 .count();
             assert_eq!(recorded, 1, "{name}: {fx:?}");
             assert_eq!(spawns(&fx).len(), 1, "{name}: {fx:?}");
+            // The successor starts after the exit and reads the sessions then.
+            let handover = fx.iter().any(|e| matches!(e, Effect::Handover { .. }));
+            assert!(!handover, "{name}: {fx:?}");
         }
     }
 
