@@ -58,7 +58,7 @@ async function loseConnection(c, states) {
   return states.at(-1);
 }
 
-test("backoff doubles from 0.5 s with jitter, capped at 30 s, and never gives up", async () => {
+test("the first retry goes at once, then backoff doubles from 0.5 s with jitter, capped at 30 s, and never gives up", async () => {
   mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
   const { c, states } = connection();
   c.connect();
@@ -70,9 +70,10 @@ test("backoff doubles from 0.5 s with jitter, capped at 30 s, and never gives up
     mock.timers.tick(s.retryInMs);
     assert.equal(c.state, "connecting", "it tried again when it said it would");
   }
-  const bases = [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000];
-  delays.forEach((d, i) => {
-    assert.ok(d >= bases[i] * 0.8 && d <= Math.min(bases[i] * 1.2, 30000), `retry ${i}: ${d} ms`);
+  assert.ok(delays[0] <= 50, `the first retry at once: ${delays[0]} ms`);
+  const bases = [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000];
+  delays.slice(1).forEach((d, i) => {
+    assert.ok(d >= bases[i] * 0.8 && d <= Math.min(bases[i] * 1.2, 30000), `retry ${i + 1}: ${d} ms`);
   });
   c.close();
   mock.timers.reset();
@@ -307,6 +308,40 @@ test("a device revoked while connected is told so, forgets its key and does not 
   assert.equal(c.pairing.deviceId, "k7m2qp", "the id the owner saw stays shown");
   mock.timers.tick(600000);
   assert.equal(FakeSocket.last, socket, "no retry");
+  c.close();
+  mock.timers.reset();
+});
+
+test("shown again, a connection is checked at once and a dead one replaced", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c } = connection();
+  c.connect();
+  let socket = FakeSocket.last;
+  socket.open();
+  socket.receive({ type: "auth_ok" });
+  // It answers: nothing changes.
+  c.resume();
+  assert.equal(socket.sent.at(-1).type, "ping", "checked at once");
+  socket.receive({ type: "pong", serverTs: 0 });
+  mock.timers.tick(5000);
+  assert.equal(c.state, "connected");
+  // It died while the phone slept: no pong within 3 s, and it is replaced.
+  c.resume();
+  mock.timers.tick(2999);
+  assert.equal(c.state, "connected", "given its time");
+  mock.timers.tick(1);
+  await settle();
+  assert.equal(c.state, "reconnecting");
+  mock.timers.tick(50);
+  assert.notEqual(FakeSocket.last, socket, "a new socket at once");
+  // Waiting for a later try: shown again, it tries now.
+  socket = FakeSocket.last;
+  socket.drop();
+  await settle();
+  assert.equal(c.state, "reconnecting");
+  c.resume();
+  assert.notEqual(FakeSocket.last, socket, "tried at once");
+  assert.equal(c.state, "connecting");
   c.close();
   mock.timers.reset();
 });

@@ -513,6 +513,7 @@ $("pair-form").addEventListener("submit", async (e) => {
   if (outcome === "added" || outcome === "known") $("pair-link").value = "";
 });
 window.addEventListener("online", () => ui.conn?.state !== "connected" && ui.conn?.reconnectNow());
+document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && ui.conn?.resume());
 
 /// A pairing link (the address bar's or a pasted one), applied only as pairing.offer
 /// allows: checked, and confirmed by the person when it changes anything.

@@ -3,7 +3,7 @@
 //
 //   connecting → authenticating → connected
 //        ↑              │              │ socket lost / 2 pongs missed
-//        └── reconnecting (backoff 0.5 s doubling, jitter, cap 30 s) ←┘
+//        └── reconnecting (at once, then backoff 0.5 s doubling, jitter, cap 30 s) ←┘
 //        └── server_restarting (the ETA the server announced)
 //   token_rejected: every token the pairing holds was refused (rotated); waits for a
 //   new pairing or a "Reconnect now".
@@ -26,6 +26,12 @@
 const PING_EVERY_MS = 15000;
 const MISSED_PONGS = 2;
 const BACKOFF_FLOOR_MS = 500;
+/// The first try after a loss goes at once, spread over this much so that every phone
+/// of a restarted machine does not arrive in the same millisecond.
+const FIRST_RETRY_JITTER_MS = 50;
+/// After the page is shown again (a phone unlocked), how long a pong may take before
+/// the connection is taken for dead.
+const RESUME_PONG_MS = 3000;
 const BACKOFF_CAP_MS = 30000;
 const RESET_AFTER_MS = 60000;
 const PENDING_RETRY_MS = 3000;
@@ -41,6 +47,7 @@ export class Connection extends EventTarget {
     this.timer = null;
     this.pinger = null;
     this.missed = 0;
+    this.checking = null; // the resume check's deadline
     this.connectedAt = 0;
     this.tokens = [pairing.token, pairing.previousToken].filter(Boolean);
     this.using = 0; // index in `tokens`; stays on the one that last worked
@@ -129,6 +136,7 @@ export class Connection extends EventTarget {
         break;
       case "pong":
         this.missed = 0;
+        clearTimeout(this.checking);
         break;
       case "server_shutdown": {
         const eta = Math.max(500, Math.min(msg.restartEtaMs ?? 2000, BACKOFF_CAP_MS));
@@ -164,8 +172,15 @@ export class Connection extends EventTarget {
       this.timer = setTimeout(() => this.connect(), restarting);
       return;
     }
-    const base = Math.min(BACKOFF_FLOOR_MS * 2 ** this.attempt, BACKOFF_CAP_MS);
-    const delay = Math.min(Math.round(base * (0.8 + Math.random() * 0.4)), BACKOFF_CAP_MS);
+    // A crash the supervisor has already covered costs the phone a blink: the first try
+    // goes at once; only the ones after it back off.
+    const delay =
+      this.attempt === 0
+        ? Math.round(Math.random() * FIRST_RETRY_JITTER_MS)
+        : Math.min(
+            Math.round(Math.min(BACKOFF_FLOOR_MS * 2 ** (this.attempt - 1), BACKOFF_CAP_MS) * (0.8 + Math.random() * 0.4)),
+            BACKOFF_CAP_MS,
+          );
     this.attempt++;
     this.set("reconnecting", { retryInMs: delay });
     this.timer = setTimeout(() => this.connect(), delay);
@@ -207,6 +222,23 @@ export class Connection extends EventTarget {
   stopPinging() {
     clearInterval(this.pinger);
     this.pinger = null;
+    clearTimeout(this.checking);
+  }
+
+  /// The page is shown again (a phone unlocked, a tab brought back): a connection that
+  /// may have died while it slept is checked at once rather than at the next two missed
+  /// pings, and a wait for the next try is cut short.
+  resume() {
+    if (this.state === "connected") {
+      clearTimeout(this.checking);
+      this.checking = setTimeout(() => {
+        this.teardown();
+        this.retry();
+      }, RESUME_PONG_MS);
+      this.send({ type: "ping" });
+    } else if (this.state === "reconnecting") {
+      this.connect();
+    }
   }
 
   teardown() {
