@@ -26,6 +26,7 @@ const ui = {
   resent: [], // those sent on reconnect, shown again after the history replay
   busy: new Set(), // sessions with a turn running
   banner: null,
+  spent: 0, // the cost of the turns shown in the conversation, in USD
 };
 
 function el(tag, className, text) {
@@ -105,6 +106,27 @@ function toolCard(msg) {
   scrollDown();
 }
 
+/// A finished turn's cost, time and tokens, with what the conversation has cost so far.
+function turnCost(msg) {
+  const parts = [];
+  const cost = Number(msg.cost);
+  if (Number.isFinite(cost)) {
+    ui.spent += cost;
+    parts.push(`$${cost.toFixed(4)}`);
+  }
+  if (Number.isFinite(msg.duration)) parts.push(`${(msg.duration / 1000).toFixed(1)} s`);
+  const u = msg.usage ?? {};
+  const tokens = (...keys) => keys.reduce((n, k) => n + (Number.isFinite(u[k]) ? u[k] : 0), 0);
+  const input = tokens("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens");
+  const output = tokens("output_tokens");
+  if (input || output) parts.push(`${input.toLocaleString()} in / ${output.toLocaleString()} out tokens`);
+  if (!parts.length) return;
+  if (Number.isFinite(cost)) parts.push(`this conversation $${ui.spent.toFixed(4)}`);
+  const line = el("div", "cost", parts.join(" · "));
+  $("conversation").append(line);
+  scrollDown();
+}
+
 function toolResult(msg) {
   const card = ui.tools.get(msg.toolUseId);
   if (!card) return;
@@ -118,6 +140,7 @@ function toolResult(msg) {
 
 function clearConversation() {
   $("conversation").replaceChildren();
+  ui.spent = 0;
   ui.streams.clear();
   ui.tools.clear();
   for (const q of ui.queue) addMessage("user_input", q, "queued");
@@ -396,6 +419,10 @@ function onMessage(msg) {
       break;
     case "tool_result":
       if (mine) toolResult(msg);
+      break;
+    case "result":
+      // Sent (and replayed) only to the phones on its session: the turn's cost.
+      turnCost(msg);
       break;
     case "agent_busy":
       ui.busy.add(msg.sessionId);
