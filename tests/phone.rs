@@ -182,6 +182,32 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.until("two sessions, the new one empty", "return document.getElementById('session').options.length === 2 && document.querySelectorAll('.msg.assistant').length === 0")
         .await;
     a.shot("6-new-session").await;
+
+    // The new one renamed, then closed from the session sheet (asked twice first).
+    a.click("#session-menu").await;
+    let name = a.find("#session-name").await;
+    name.clear().await.unwrap();
+    name.send_keys("Refactor <i>x</i>").await.unwrap();
+    a.click("#session-rename button[type=submit]").await;
+    a.until(
+        "the new name in the list, as text",
+        "return [...document.getElementById('session').options].some(o => o.textContent === 'Refactor <i>x</i>') && document.getElementById('session-sheet').hidden",
+    )
+    .await;
+    a.click("#session-menu").await;
+    a.click("#session-close").await;
+    a.until(
+        "asked before closing",
+        "return document.getElementById('session-close-text').textContent.startsWith('Close \"Refactor <i>x</i>\"?') && document.getElementById('session').options.length === 2",
+    )
+    .await;
+    a.shot("6b-close-session").await;
+    a.click("#session-close-yes").await;
+    a.until(
+        "one session left",
+        "return document.getElementById('session').options.length === 1",
+    )
+    .await;
     let first = a
         .js("return document.getElementById('session').options[0].value")
         .await;

@@ -257,7 +257,7 @@ impl Supervisor {
             secrets: opts.secrets.clone(),
             tunnels: opts.tunnels.clone(),
             keep_releases: opts.config.keep_releases,
-            workers: Box::new(Processes),
+            starter: Box::new(Processes),
         });
         runner.switch_tunnel(opts.tunnel.clone()).await;
         let task = tokio::spawn(async move {
@@ -485,7 +485,7 @@ struct Parts {
     secrets: Option<crate::secrets::Secrets>,
     tunnels: crate::tunnel::TunnelResolver,
     keep_releases: usize,
-    workers: Box<dyn StartWorker>,
+    starter: Box<dyn StartWorker>,
 }
 
 struct Runner {
@@ -522,7 +522,7 @@ impl Runner {
     fn new(parts: Parts) -> (Self, mpsc::UnboundedReceiver<Report>) {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let runner = Self {
-            starter: parts.workers,
+            starter: parts.starter,
             spec: parts.spec,
             machine: parts.machine,
             releases: parts.releases,
@@ -1243,7 +1243,7 @@ mod tests {
                     None,
                 ),
                 keep_releases: 3,
-                workers: Box::new(Scripted(starts_tx)),
+                starter: Box::new(Scripted(starts_tx)),
             });
             let reports = runner.reports_tx.clone();
             let shutdown = CancellationToken::new();

@@ -379,6 +379,7 @@ function onMessage(msg) {
       refreshSessions();
       break;
     case "session_switched":
+      if (ui.active !== msg.sessionId) showSessionSheet(false);
       ui.active = msg.sessionId;
       refreshSessions();
       break;
@@ -507,6 +508,37 @@ $("input").addEventListener("keydown", (e) => {
 $("interrupt").addEventListener("click", () => send({ type: "interrupt" }));
 $("reconnect").addEventListener("click", () => ui.conn?.reconnectNow());
 $("new-session").addEventListener("click", () => send({ type: "create_session" }));
+
+// ---- the session sheet: rename or close the active session ------------------------------
+
+function showSessionSheet(open) {
+  const s = ui.sessions.find((x) => x.sessionId === ui.active);
+  $("session-sheet").hidden = !(open && s);
+  $("session-menu").setAttribute("aria-expanded", String(open && !!s));
+  $("session-close-confirm").hidden = true;
+  $("session-close").hidden = false;
+  if (open && s) $("session-name").value = s.name ?? "";
+}
+
+$("session-menu").addEventListener("click", () => showSessionSheet($("session-sheet").hidden));
+$("session-rename").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const name = $("session-name").value.trim();
+  if (!name || !ui.active) return;
+  send({ type: "rename_session", sessionId: ui.active, name });
+  showSessionSheet(false);
+});
+// Closing stops the session's agent and forgets its conversation: asked twice.
+$("session-close").addEventListener("click", () => {
+  $("session-close-text").textContent = `Close "${sessionName(ui.active)}"? Its agent stops and its conversation is gone.`;
+  $("session-close").hidden = true;
+  $("session-close-confirm").hidden = false;
+});
+$("session-close-no").addEventListener("click", () => showSessionSheet(false));
+$("session-close-yes").addEventListener("click", () => {
+  if (ui.active) send({ type: "destroy_session", sessionId: ui.active });
+  showSessionSheet(false);
+});
 $("session").addEventListener("change", (e) => send({ type: "switch_session", sessionId: e.target.value }));
 $("model").addEventListener("change", (e) => send({ type: "set_model", model: e.target.value }));
 $("mode").addEventListener("change", (e) => {
