@@ -411,8 +411,10 @@ async fn a_connection_that_stops_answering_is_declared_dead_by_its_missed_pongs(
     )
     .await;
     a.shot("1-dead-connection").await;
-    nix::sys::signal::kill(worker, Signal::SIGCONT).unwrap();
+    // "Reconnect now" while it is still frozen (the page's own first retry goes at once
+    // and waits on it too), then it thaws and answers.
     a.click("#reconnect").await;
+    nix::sys::signal::kill(worker, Signal::SIGCONT).unwrap();
     a.until(
         "connected again",
         "return document.body.dataset.connection === 'connected'",
