@@ -57,12 +57,17 @@ pub struct SecurityConfig {
     /// owner's approval (README "Pairing and approving devices"). `false`: the API
     /// token alone lets any device in, as before; the status page and window say so.
     pub approve_new_devices: bool,
+    /// Version 1's token `auth` is accepted from phones too, for clients that cannot
+    /// speak protocol v2 (docs/protocol.md "Version 2"). Off by default: with it, the
+    /// tunnel sees the token and every frame; views say so in amber.
+    pub allow_token_auth: bool,
 }
 
 impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             approve_new_devices: true,
+            allow_token_auth: false,
         }
     }
 }
@@ -395,12 +400,17 @@ mod tests {
             c.security.approve_new_devices,
             "new devices need approval by default"
         );
+        assert!(
+            !c.security.allow_token_auth,
+            "phones must speak protocol v2 by default"
+        );
         let off = Config::parse(
             Path::new("c.toml"),
-            "[security]\napprove_new_devices = false\n",
+            "[security]\napprove_new_devices = false\nallow_token_auth = true\n",
         )
         .unwrap();
         assert!(!off.security.approve_new_devices);
+        assert!(off.security.allow_token_auth);
     }
 
     #[test]

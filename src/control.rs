@@ -1,10 +1,11 @@
 //! The supervisor ↔ worker control channel: JSON lines on the worker's stdout (events)
 //! and stdin (commands). The only type the two share besides the protocol. A closed
 //! stdin means the supervisor is gone, and the worker stops by itself, so no orphan
-//! ever holds a port. Before any command, stdin carries the API token ([`token_line`]).
+//! ever holds a port. Before any command, stdin carries the API token and keys ([`token_line`]).
 
 use serde::{Deserialize, Serialize};
 
+use crate::channel::KeyPair;
 use crate::forwarded::Voucher;
 use crate::protocol::ShutdownReason;
 use crate::token::ApiToken;
@@ -112,25 +113,57 @@ impl WorkerEvent {
 }
 
 /// The first line a supervisor writes on a worker's stdin, before any command: the API
-/// token, alone. Not an environment variable: a start environment stays readable in
-/// `/proc/<pid>/environ` for the process's whole life, by every process of the same
-/// user — the worker's agents and their tools included.
-pub fn token_line(token: &ApiToken, voucher: &Voucher) -> String {
-    format!("{} {}\n", token.expose(), voucher.expose_hex())
+/// token, the supervisor's signing key and the desktop's identity key. Not an
+/// environment variable: a start environment stays readable in `/proc/<pid>/environ`
+/// for the process's whole life, by every process of the same user — the worker's
+/// agents and their tools included.
+pub fn token_line(token: &ApiToken, voucher: &Voucher, identity: &KeyPair) -> String {
+    format!(
+        "{} {} {}\n",
+        token.expose(),
+        voucher.expose_hex(),
+        identity.expose_secret()
+    )
 }
 
-/// The token in the first line of a worker's stdin, if it holds one, and the
-/// supervisor's signing key ([`crate::forwarded`]) after it, if it came.
-pub fn token_from_line(line: &str) -> Option<(ApiToken, Option<Voucher>)> {
-    let line = line.trim();
-    let (token, voucher) = match line.rsplit_once(' ') {
+/// What the first line of a supervised worker's stdin hands it.
+#[derive(Debug, Clone)]
+pub struct Handed {
+    /// The API token.
+    pub token: ApiToken,
+    /// The supervisor's signing key ([`crate::forwarded`]), if it came.
+    pub voucher: Option<Voucher>,
+    /// The desktop's identity key, if it came (a supervisor from before protocol v2
+    /// hands none: the worker then reads it from the keyring).
+    pub identity: Option<KeyPair>,
+}
+
+/// The first line of a worker's stdin, if it holds a token. Read from the right: a
+/// token given in `CHROXY_TOKEN` may hold spaces, the keys never do.
+pub fn token_from_line(line: &str) -> Option<Handed> {
+    let mut rest = line.trim();
+    let mut identity = None;
+    if let Some((head, last)) = rest.rsplit_once(' ') {
+        let voucher_before = head
+            .rsplit_once(' ')
+            .is_some_and(|(_, v)| Voucher::from_hex(v).is_some());
+        if let (true, Ok(key)) = (voucher_before, KeyPair::from_secret(last)) {
+            identity = Some(key);
+            rest = head;
+        }
+    }
+    let (token, voucher) = match rest.rsplit_once(' ') {
         Some((token, key)) => match Voucher::from_hex(key) {
             Some(voucher) => (token.trim(), Some(voucher)),
-            None => (line, None),
+            None => (rest, None),
         },
-        None => (line, None),
+        None => (rest, None),
     };
-    (!token.is_empty()).then(|| (ApiToken::new(token), voucher))
+    (!token.is_empty()).then(|| Handed {
+        token: ApiToken::new(token),
+        voucher,
+        identity,
+    })
 }
 
 #[cfg(test)]
@@ -189,16 +222,31 @@ mod tests {
 
     #[test]
     fn the_token_line_round_trips_and_an_empty_one_is_none() {
-        let token = ApiToken::new("s3cret");
+        let token = ApiToken::new("s3 cret");
         let voucher = Voucher::generate().unwrap();
-        let line = token_line(&token, &voucher);
-        assert_eq!(line, format!("s3cret {}\n", voucher.expose_hex()));
-        assert_eq!(token_from_line(&line), Some((token.clone(), Some(voucher))));
+        let identity = KeyPair::generate().unwrap();
+        let line = token_line(&token, &voucher, &identity);
         assert_eq!(
-            token_from_line("s3cret\n"),
-            Some((token, None)),
-            "a token alone"
+            line,
+            format!(
+                "s3 cret {} {}\n",
+                voucher.expose_hex(),
+                identity.expose_secret()
+            )
         );
-        assert_eq!(token_from_line(" \n"), None);
+        let handed = token_from_line(&line).unwrap();
+        assert_eq!(handed.token, token);
+        assert_eq!(handed.voucher, Some(voucher.clone()));
+        assert_eq!(handed.identity.unwrap().public(), identity.public());
+        // A supervisor from before protocol v2: token and voucher.
+        let old = token_from_line(&format!("s3 cret {}\n", voucher.expose_hex())).unwrap();
+        assert_eq!((old.token, old.voucher), (token.clone(), Some(voucher)));
+        assert!(old.identity.is_none());
+        let alone = token_from_line("s3cret\n").unwrap();
+        assert_eq!(
+            (alone.token, alone.voucher),
+            (ApiToken::new("s3cret"), None)
+        );
+        assert!(token_from_line(" \n").is_none());
     }
 }

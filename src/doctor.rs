@@ -99,6 +99,7 @@ pub fn run(inputs: &Inputs, secrets: &Secrets) -> Vec<Check> {
         claude(inputs.claude.as_deref()),
         cloudflared(inputs.cloudflared.as_deref()),
         keyring(secrets),
+        identity(secrets),
         writable(&inputs.paths),
         ports(inputs.ports, running.as_ref()),
         match &running {
@@ -169,6 +170,20 @@ fn keyring(secrets: &Secrets) -> Check {
                 "no usable OS keyring ({why}): tokens are kept in 0600 files in the config directory; run Chroxy in a desktop session with a Secret Service (e.g. gnome-keyring) to use the keyring"
             ),
         },
+    }
+}
+
+/// The desktop's key, as a person compares it with what the phone shows.
+fn identity(secrets: &Secrets) -> Check {
+    match secrets.identity() {
+        Ok(key) => ok(
+            "identity",
+            format!(
+                "this machine's key is {}: a paired phone shows the same under ⋯, and talks to it end-to-end encrypted",
+                key.fingerprint()
+            ),
+        ),
+        Err(e) => fail("identity", e.to_string()),
     }
 }
 

@@ -182,6 +182,7 @@ pub async fn start(
     let tunnel = tunnels.spec(tunnel)?;
     let token = api_token(&secrets)?;
     let admin = secrets.admin_token()?;
+    let identity = secrets.identity()?;
     let mut worker_args: Vec<std::ffi::OsString> = vec!["--cwd".into(), cwd.into()];
     if demo {
         worker_args.push("--demo".into());
@@ -207,6 +208,8 @@ pub async fn start(
         tunnels,
         secrets: rotation_source.clone(),
         approve_new_devices: config.security.approve_new_devices,
+        identity: identity.clone(),
+        allow_token_auth: config.security.allow_token_auth,
     };
     let devices = crate::devices::Devices::new(&opts.paths);
     let page_admin = admin.clone();
@@ -226,6 +229,8 @@ pub async fn start(
         token,
         rotation_source,
         config.tunnel.public_url.clone(),
+        *identity.public(),
+        config.security.allow_token_auth,
     );
     Ok(Started {
         supervisor,

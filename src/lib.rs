@@ -6,7 +6,7 @@
 //!   [`agent`]: the Claude Code CLI driver.
 //! - [`store`]: paths and atomic, locked files; [`config`]: the settings file;
 //!   [`token`]: the API token as a value; [`secrets`]: where tokens are kept;
-//!   [`devices`]: which devices may connect;
+//!   [`devices`]: which devices may connect; [`channel`]: protocol v2's encryption;
 //!   [`control`]: worker → supervisor messages;
 //!   [`process`]: owned child processes; [`environment`]: what the `CHROXY_*` variables
 //!   say; [`signals`]: how a process is asked to stop.
@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod channel;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -1,12 +1,14 @@
 //! Pairing a phone (docs/protocol.md "Pairing link"): the link the QR code carries, and the
 //! QR itself as SVG (the window) and as terminal text (`chroxy start`, `chroxy pair`).
 //!
-//! The link is `https://<host>/#pair=<base64url JSON {"v":1,"url":"wss://<host>/ws","token":…,"code":…}>`:
-//! the token rides in the fragment, which browsers never send to any server, and the
-//! phone client removes it from the address bar once stored. A link holds the token, so
-//! it is printed for the user and never logged. Every QR shown carries a fresh one-time
-//! pairing code ([`crate::devices`]): the phone that scans it is paired at once, without
-//! waiting for the owner's approval, since only someone at the computer could see it.
+//! The link is `https://<host>/#pair=<base64url JSON {"v":2,"url":"wss://<host>/ws","key":…,"code":…}>`:
+//! the desktop's public key, which the phone pins (protocol v2), and a one-time pairing
+//! code ride in the fragment, which browsers never send to any server; the phone client
+//! removes it from the address bar once stored. Every QR shown carries a fresh code
+//! ([`crate::devices`]): the phone that scans it is paired at once, without waiting for
+//! the owner's approval, since only someone at the computer could see it. The API token
+//! is in the link only while `[security] allow_token_auth` lets v1 clients in. A link
+//! holds a code (and maybe the token), so it is printed for the user and never logged.
 
 use std::fmt;
 
@@ -27,17 +29,25 @@ pub enum PairingError {
     /// The link does not fit in a QR code (cannot happen with real tokens and hosts).
     #[error("the pairing link is too long for a QR code")]
     TooLong,
+    /// A `chroxy://` link was asked for, but the Chroxy app authenticates with the
+    /// token (protocol v1), which this machine refuses.
+    #[error("the Chroxy app's link carries the API token, which this machine does not accept from phones; set `[security] allow_token_auth = true` in the config to use that app (the tunnel then sees the token)")]
+    TokenAuthOff,
 }
 
 /// What the fragment of a pairing link decodes to.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
-    /// Format version: 1.
+    /// Format version: 2 (1: the token, no key).
     pub v: u32,
     /// The WebSocket URL.
     pub url: String,
-    /// The API token.
-    pub token: String,
+    /// The desktop's public key, base64url: what the phone pins (v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The API token, only while v1 clients are let in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// The one-time pairing code, when the link was made to be shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
@@ -66,12 +76,16 @@ pub enum Format {
     Terminal,
 }
 
-/// A public URL plus the token (and, once shown, a pairing code): everything a phone needs.
+/// A public URL plus the desktop's key (and, once shown, a pairing code): everything a
+/// phone needs.
 #[derive(Clone)]
 pub struct Pairing {
     secure: bool,
     host: String,
+    key: [u8; 32],
     token: ApiToken,
+    /// The token goes in the link too (`[security] allow_token_auth`).
+    with_token: bool,
     code: Option<PairingCode>,
 }
 
@@ -84,8 +98,9 @@ impl fmt::Debug for Pairing {
 }
 
 impl Pairing {
-    /// From the public URL phones use (a tunnel's `https://…`, or `http://host:port`).
-    pub fn new(public_url: &str, token: ApiToken) -> Result<Self, PairingError> {
+    /// From the public URL phones use (a tunnel's `https://…`, or `http://host:port`),
+    /// the API token and the desktop's public key.
+    pub fn new(public_url: &str, token: ApiToken, key: [u8; 32]) -> Result<Self, PairingError> {
         let bad = || PairingError::BadUrl(public_url.chars().take(200).collect());
         let (secure, rest) = if let Some(rest) = public_url.strip_prefix("https://") {
             (true, rest)
@@ -105,9 +120,18 @@ impl Pairing {
         Ok(Self {
             secure,
             host: host.to_owned(),
+            key,
             token,
+            with_token: false,
             code: None,
         })
+    }
+
+    /// Puts the token in the link too, for clients that speak only v1
+    /// (`[security] allow_token_auth`).
+    pub fn allowing_tokens(mut self, allow: bool) -> Self {
+        self.with_token = allow;
+        self
     }
 
     /// This pairing with a fresh one-time code in its link, for a QR about to be shown
@@ -122,9 +146,13 @@ impl Pairing {
         self
     }
 
-    /// Same machine, same token (whatever the code).
+    /// Same machine, same key and token (whatever the code).
     fn is_same(&self, other: &Pairing) -> bool {
-        self.secure == other.secure && self.host == other.host && self.token == other.token
+        self.secure == other.secure
+            && self.host == other.host
+            && self.key == other.key
+            && self.token == other.token
+            && self.with_token == other.with_token
     }
 
     /// The pairing code in its link, if any.
@@ -153,9 +181,10 @@ impl Pairing {
     /// `https://host/#pair=…`: what the QR encodes.
     pub fn link(&self) -> String {
         let payload = Payload {
-            v: 1,
+            v: 2,
             url: self.ws_url(),
-            token: self.token.expose().to_owned(),
+            key: Some(crate::channel::encode_key(&self.key)),
+            token: self.with_token.then(|| self.token.expose().to_owned()),
             code: self.code.as_ref().map(|c| c.expose().to_owned()),
         };
         // A struct of strings always serializes.
@@ -164,15 +193,23 @@ impl Pairing {
         format!("{}/#pair={encoded}", self.public_url())
     }
 
-    /// `chroxy://host?token=…`, for the Chroxy mobile app.
-    pub fn chroxy_link(&self) -> String {
+    /// `chroxy://host?token=…`, for the Chroxy mobile app (protocol v1: only while
+    /// tokens are accepted).
+    pub fn chroxy_link(&self) -> Result<String, PairingError> {
+        if !self.with_token {
+            return Err(PairingError::TokenAuthOff);
+        }
         // Tokens are base64url and codes hex: nothing in them needs escaping in a query.
         let code = self
             .code
             .as_ref()
             .map(|c| format!("&code={}", c.expose()))
             .unwrap_or_default();
-        format!("chroxy://{}?token={}{code}", self.host, self.token.expose())
+        Ok(format!(
+            "chroxy://{}?token={}{code}",
+            self.host,
+            self.token.expose()
+        ))
     }
 
     fn qr(&self) -> Result<QrCode, PairingError> {
@@ -205,7 +242,7 @@ impl Pairing {
     pub fn render(&self, format: Format) -> Result<String, PairingError> {
         match format {
             Format::Url => Ok(self.link()),
-            Format::Chroxy => Ok(self.chroxy_link()),
+            Format::Chroxy => self.chroxy_link(),
             Format::Svg => self.svg(),
             Format::Terminal => self.terminal(),
         }
@@ -289,24 +326,39 @@ pub fn decode_link(link: &str) -> Option<Payload> {
 mod tests {
     use super::*;
 
+    const KEY: [u8; 32] = [7; 32];
+
+    fn pairing(url: &str, token: &str) -> Pairing {
+        Pairing::new(url, ApiToken::new(token), KEY).unwrap()
+    }
+
     #[test]
-    fn links_carry_the_websocket_url_and_the_token_in_the_fragment() {
-        let p = Pairing::new(
+    fn links_carry_the_websocket_url_and_the_key_and_the_token_only_when_allowed() {
+        let v2 = pairing(
             "https://tender-quiet-words-1.trycloudflare.com/",
-            ApiToken::new("tok_en-1"),
-        )
-        .unwrap();
+            "tok_en-1",
+        );
+        let payload = decode_link(&v2.link()).unwrap();
+        assert_eq!(payload.v, 2);
+        assert_eq!(
+            payload.key.as_deref(),
+            Some(crate::channel::encode_key(&KEY).as_str())
+        );
+        assert_eq!(payload.token, None, "no token unless v1 clients are let in");
+        assert!(!v2.link().contains("tok_en"));
+        assert_eq!(v2.chroxy_link(), Err(PairingError::TokenAuthOff));
+
+        let p = v2.allowing_tokens(true);
         let link = p.link();
         assert!(link.starts_with("https://tender-quiet-words-1.trycloudflare.com/#pair="));
         let payload = decode_link(&link).unwrap();
-        assert_eq!(payload.v, 1);
         assert_eq!(
             payload.url,
             "wss://tender-quiet-words-1.trycloudflare.com/ws"
         );
-        assert_eq!(payload.token, "tok_en-1");
+        assert_eq!(payload.token.as_deref(), Some("tok_en-1"));
         assert_eq!(
-            p.chroxy_link(),
+            p.chroxy_link().unwrap(),
             "chroxy://tender-quiet-words-1.trycloudflare.com?token=tok_en-1"
         );
         assert!(!format!("{p:?} {payload:?}").contains("tok_en"));
@@ -318,10 +370,11 @@ mod tests {
         assert_eq!(payload.code.as_deref(), Some(code.expose()));
         assert!(shown
             .chroxy_link()
+            .unwrap()
             .ends_with(&format!("&code={}", code.expose())));
         assert!(!format!("{shown:?} {payload:?}").contains(code.expose()));
 
-        let local = Pairing::new("http://127.0.0.1:8765", ApiToken::new("t")).unwrap();
+        let local = pairing("http://127.0.0.1:8765", "t");
         assert_eq!(local.ws_url(), "ws://127.0.0.1:8765/ws");
     }
 
@@ -329,7 +382,7 @@ mod tests {
     fn a_shown_code_stays_until_it_is_used_or_about_to_expire() {
         let dir = tempfile::tempdir().unwrap();
         let devices = Devices::new(&crate::store::Paths::under(dir.path()));
-        let base = Pairing::new("http://127.0.0.1:8765", ApiToken::new("t")).unwrap();
+        let base = pairing("http://127.0.0.1:8765", "t");
         let mut shown = ShownPairing::default();
         let t0 = 1_764_600_000_000;
         let code = |p: &Pairing| p.code().unwrap().expose().to_owned();
@@ -357,10 +410,9 @@ mod tests {
         let third = code(&shown.current(&base, &devices, renew).unwrap());
         assert_ne!(third, second);
         // A rotated token is a new pairing: a new code with it.
-        let rotated = Pairing::new("http://127.0.0.1:8765", ApiToken::new("u")).unwrap();
+        let rotated = pairing("http://127.0.0.1:8765", "u");
         let fourth = shown.current(&rotated, &devices, renew + 1).unwrap();
         assert_ne!(code(&fourth), third);
-        assert_eq!(decode_link(&fourth.link()).unwrap().token, "u");
     }
 
     #[test]
@@ -372,14 +424,14 @@ mod tests {
             "https://a b",
             "https://x/#y",
         ] {
-            let err = Pairing::new(bad, ApiToken::new("t")).unwrap_err();
+            let err = Pairing::new(bad, ApiToken::new("t"), KEY).unwrap_err();
             assert!(err.to_string().contains("public_url"), "{bad}: {err}");
         }
     }
 
     #[test]
     fn the_qr_renders_as_svg_and_text() {
-        let p = Pairing::new("http://127.0.0.1:8765", ApiToken::new("t")).unwrap();
+        let p = pairing("http://127.0.0.1:8765", "t");
         let svg = p.svg().unwrap();
         assert!(svg.starts_with("<?xml") && svg.contains("<svg"));
         let text = p.terminal().unwrap();

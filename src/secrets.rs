@@ -1,5 +1,6 @@
 //! Secrets and where they are kept (DESIGN.md "Secrets"): the API token phones pair
-//! with, the admin token of the status page's actions, and a named tunnel's token.
+//! with, the admin token of the status page's actions, a named tunnel's token, and the
+//! desktop's identity key (protocol v2, [`crate::channel`]).
 //!
 //! They live in the OS keyring (Secret Service on Linux, Keychain, Credential Manager).
 //! Where no keyring is usable — no Secret Service on the bus, a locked one that cannot
@@ -15,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::channel::KeyPair;
 use crate::store::{atomic_write, FileLock, Paths, StoreError};
 use crate::token::{ApiToken, NoRandomness};
 
@@ -33,6 +35,10 @@ pub enum SecretsError {
     /// A secret file exists but is empty.
     #[error("the secret file {0} is empty; run `chroxy token rotate` to make a new token")]
     EmptyFile(PathBuf),
+    /// The identity key kept is not a key; it is left as it is, since a new one would
+    /// make every paired phone refuse this machine.
+    #[error("the desktop's identity key kept in the {0} is damaged; if it cannot be restored, remove it (every phone must then be paired again)")]
+    DamagedIdentity(&'static str),
     /// The keyring answered with an error after it was found usable.
     #[error("the OS keyring failed while {action} the {what}: {detail}")]
     Keyring {
@@ -51,6 +57,7 @@ enum Kind {
     Api,
     Admin,
     Tunnel,
+    Identity,
 }
 
 impl Kind {
@@ -60,6 +67,7 @@ impl Kind {
             Kind::Api => "token",
             Kind::Admin => "admin-token",
             Kind::Tunnel => "tunnel-token",
+            Kind::Identity => "identity-key",
         }
     }
 
@@ -68,6 +76,7 @@ impl Kind {
             Kind::Api => "API token",
             Kind::Admin => "admin token",
             Kind::Tunnel => "named tunnel's token",
+            Kind::Identity => "identity key",
         }
     }
 }
@@ -152,6 +161,18 @@ impl Secrets {
     /// from the API token so that pairing a phone never grants rollbacks.
     pub fn admin_token(&self) -> Result<ApiToken, SecretsError> {
         self.get_or_create(Kind::Admin)
+    }
+
+    /// The desktop's identity key pair, made on first use: its secret is 32 random
+    /// bytes as base64url, made like a token and kept like one.
+    pub fn identity(&self) -> Result<KeyPair, SecretsError> {
+        let secret = self.get_or_create(Kind::Identity)?;
+        KeyPair::from_secret(secret.expose()).map_err(|_| {
+            SecretsError::DamagedIdentity(match self.backend {
+                Backend::Keyring(_) => "OS keyring",
+                Backend::File(_) => "secret file",
+            })
+        })
     }
 
     /// The named tunnel's token, if the user stored one.
@@ -304,6 +325,12 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let identity = s.identity().unwrap();
+        assert_eq!(
+            s.identity().unwrap().public(),
+            identity.public(),
+            "made once"
+        );
         let rotated = s.rotate_api_token().unwrap();
         assert_ne!(rotated, a);
         assert_eq!(s.api_token().unwrap(), rotated);
@@ -311,6 +338,19 @@ mod tests {
             s.admin_token().unwrap(),
             admin,
             "rotation touches only the API token"
+        );
+        assert_eq!(s.identity().unwrap().public(), identity.public());
+        std::fs::write(paths.config_dir().join("identity-key"), "not a key").unwrap();
+        assert!(
+            matches!(
+                s.identity(),
+                Err(SecretsError::DamagedIdentity("secret file"))
+            ),
+            "a damaged key is an error, never silently replaced"
+        );
+        assert_eq!(
+            std::fs::read_to_string(paths.config_dir().join("identity-key")).unwrap(),
+            "not a key"
         );
     }
 

@@ -92,6 +92,12 @@ async fn the_agents_own_bash_tool_finds_no_token_and_chroxy_refuses_it_the_token
     }
     let sup = Sup::start(&home, opts).await;
     assert_eq!(sup.healthy().await["secretsBackend"], "keyring");
+    let identity = keyring.lookup(&home, "identity-key").await;
+    assert_eq!(
+        identity.len(),
+        43,
+        "the desktop's key, made by the supervisor"
+    );
     let mut phone = Client::connect(sup.public).await;
     assert_eq!(phone.auth(&token).await["type"], "auth_ok");
     phone.until_type("history_replay_end").await;
@@ -154,6 +160,10 @@ async fn the_agents_own_bash_tool_finds_no_token_and_chroxy_refuses_it_the_token
         assert!(
             !text.contains(&admin),
             "the agent found the admin token in {name}"
+        );
+        assert!(
+            !text.contains(&identity),
+            "the agent found the desktop's identity key in {name}"
         );
     }
     let private: Vec<&str> = env

@@ -10,6 +10,7 @@ use std::path::Path;
 /// something (a supervisor, a worker, a shell's launcher, a view).
 const LEAVES: &[&str] = &[
     "backoff",
+    "channel",
     "config",
     "environment",
     "protocol",

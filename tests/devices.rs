@@ -266,6 +266,7 @@ async fn a_worker_run_by_hand_lets_no_one_pass_as_the_probe_to_skip_approval() {
     let mut probe = Client {
         ws,
         seen: Vec::new(),
+        sealed: None,
     };
     probe
         .send(json!({"type": "auth", "token": TOKEN, "deviceInfo": {

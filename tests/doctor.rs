@@ -46,7 +46,7 @@ async fn without_claude_and_cloudflared_doctor_names_both_with_how_to_install_th
 async fn with_everything_in_place_doctor_passes_and_sees_the_running_supervisor() {
     let home = Home::new();
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
-    sup.healthy().await;
+    let fingerprint = sup.healthy().await["identity"]["fingerprint"].clone();
     let claude = claude_bin();
     let (ok, out, err) = cli_env(
         &home,
@@ -63,6 +63,13 @@ async fn with_everything_in_place_doctor_passes_and_sees_the_running_supervisor(
         "{out}"
     );
     assert!(out.contains(&format!("pid {}", sup.pid())), "{out}");
+    // The key a person compares with the phone's: the one the supervisor serves.
+    let fingerprint = fingerprint.as_str().unwrap();
+    assert_eq!(fingerprint.len(), 19, "{fingerprint}");
+    assert!(
+        out.contains(&format!("this machine's key is {fingerprint}")),
+        "{out}"
+    );
     assert!(
         out.contains(&format!("{} and {}", sup.public, sup.status)),
         "{out}"

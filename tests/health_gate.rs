@@ -52,7 +52,8 @@ impl Supervised {
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("starting the worker");
         let mut stdin = child.stdin.take().unwrap();
-        let line = token_line(&token(), &voucher());
+        let identity = chroxy::channel::KeyPair::generate().unwrap();
+        let line = token_line(&token(), &voucher(), &identity);
         stdin.write_all(line.as_bytes()).await.unwrap();
         let events = BufReader::new(child.stdout.take().unwrap()).lines();
         let pid = child.id().unwrap();

@@ -5,18 +5,37 @@ mod common;
 
 use std::path::Path;
 
+use chroxy::channel::KeyPair;
 use common::keyring::SecretService;
 use common::supervisor::{cli_env, events, Sup};
 use common::{Client, Home, WorkerOpts};
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 async fn authenticates(port: u16, token: &str) -> bool {
     let mut c = Client::connect(port).await;
     c.auth(token).await["type"] == "auth_ok"
 }
 
+/// The desktop's key and a fresh code, from the link `chroxy pair` prints.
+async fn pairing(home: &Home, keyring: &SecretService) -> ([u8; 32], String) {
+    let (ok, link, err) = cli_env(home, &["pair"], &keyring.env()).await;
+    assert!(ok.success(), "{err}");
+    let payload = chroxy::pairing::decode_link(link.trim()).unwrap();
+    let key = chroxy::channel::decode_key(payload.key.as_deref().unwrap()).unwrap();
+    (key, payload.code.unwrap())
+}
+
+/// A protocol v2 phone's `auth` answer.
+async fn v2(port: u16, phone: &KeyPair, server: &[u8; 32], code: Option<&str>) -> Value {
+    Client::connect(port)
+        .await
+        .auth_v2(phone, server, code)
+        .await
+}
+
 fn no_secret_files(home: &Home) {
-    for name in ["token", "admin-token", "tunnel-token"] {
+    for name in ["token", "admin-token", "tunnel-token", "identity-key"] {
         let path = home.chroxy().join("config").join(name);
         assert!(
             !Path::new(&path).exists(),
@@ -43,6 +62,17 @@ async fn tokens_live_in_the_keyring_across_supervisor_runs_crashes_rollbacks_and
     let s = sup.healthy().await;
     assert_eq!(s["secretsBackend"], "keyring");
     assert!(authenticates(sup.public, &token).await);
+    // The desktop's identity key is a secret like the tokens; a v2 phone pairs with it.
+    let identity = keyring.lookup(&home, "identity-key").await;
+    assert_eq!(identity.len(), 43);
+    let (server, code) = pairing(&home, &keyring).await;
+    let phone = KeyPair::generate().unwrap();
+    let paired = v2(sup.public, &phone, &server, Some(&code)).await;
+    assert_eq!(paired["type"], "auth_ok", "{paired}");
+    assert_eq!(
+        s["identity"]["fingerprint"],
+        chroxy::channel::fingerprint(&server).as_str()
+    );
     // The worker got the token on stdin: not on its command line (readable by every
     // process), not in its environment (readable by root here; by nobody else, as the
     // worker is non-dumpable).
@@ -53,10 +83,12 @@ async fn tokens_live_in_the_keyring_across_supervisor_runs_crashes_rollbacks_and
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
             Err(e) => panic!("reading the worker's {what}: {e}"),
         };
-        assert!(
-            !String::from_utf8_lossy(&text).contains(&token),
-            "the token is in a worker's {what}"
-        );
+        for secret in [&token, &identity] {
+            assert!(
+                !String::from_utf8_lossy(&text).contains(secret.as_str()),
+                "a secret is in a worker's {what}"
+            );
+        }
     }
     let admin = keyring.lookup(&home, "admin-token").await;
     assert_eq!(admin.len(), 43);
@@ -101,7 +133,13 @@ async fn tokens_live_in_the_keyring_across_supervisor_runs_crashes_rollbacks_and
     assert_eq!(std::fs::read_to_string(&cf_state).unwrap().trim(), "11");
     assert_eq!(keyring.lookup(&home, "token").await, token);
     assert_eq!(keyring.lookup(&home, "admin-token").await, admin);
+    assert_eq!(keyring.lookup(&home, "identity-key").await, identity);
     assert!(authenticates(sup.public, &token).await);
+    let back = v2(sup.public, &phone, &server, None).await;
+    assert_eq!(
+        back["type"], "auth_ok",
+        "the paired phone finds the same machine: {back}"
+    );
     no_secret_files(&home);
 
     // Rotation is the one thing that replaces the token: phones must pair again.
@@ -117,10 +155,19 @@ async fn tokens_live_in_the_keyring_across_supervisor_runs_crashes_rollbacks_and
     let refused = old.auth(&token).await;
     assert_eq!(refused["type"], "auth_fail");
     assert_eq!(refused["reason"], "invalid_token");
-    assert!(authenticates(sup.public, &rotated).await);
-    // No token in any log line or any child's command line, old or new.
+    // Every device was revoked with it, whichever protocol it speaks; the desktop's key
+    // stays, and a fresh QR pairs the phone again.
+    let refused = Client::connect(sup.public).await.auth(&rotated).await;
+    assert_eq!(refused["reason"], "device_refused", "{refused}");
+    let refused = v2(sup.public, &phone, &server, None).await;
+    assert_eq!(refused["reason"], "device_refused", "{refused}");
+    assert_eq!(keyring.lookup(&home, "identity-key").await, identity);
+    let (_, code) = pairing(&home, &keyring).await;
+    let again = v2(sup.public, &phone, &server, Some(&code)).await;
+    assert_eq!(again["type"], "auth_ok", "{again}");
+    // No secret in any log line or any child's command line, old or new.
     let cf_argv = std::fs::read_to_string(&cf_log).unwrap();
-    for secret in [&token, &rotated, &admin] {
+    for secret in [&token, &rotated, &admin, &identity] {
         assert!(
             !sup.log_text().contains(secret.as_str()),
             "a token reached the log"

@@ -2,6 +2,9 @@
 //! Claude Code CLI and the scripted model. Screenshots go to target/test-output/phone/.
 
 mod common;
+// Its own module, not the shared harness's: the tray app's tests share that, without axum.
+#[path = "common/mitm.rs"]
+mod mitm;
 
 use std::time::Duration;
 
@@ -68,7 +71,7 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     let home = Home::new();
     let model = Model::start().await;
     let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
-    sup.healthy().await;
+    let fingerprint = sup.healthy().await["identity"]["fingerprint"].clone();
     let link = pairing_link(&home).await;
     let driver = Driver::start().await;
     let a = driver.browser("phone").await;
@@ -83,9 +86,18 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
         stored[0]["url"].as_str().unwrap().ends_with("/ws"),
         "{stored}"
     );
-    // The QR's code paired it: it keeps the key it was given, and the code is spent.
-    assert!(stored[0]["deviceKey"].is_string(), "{stored}");
+    // The QR's code paired it: it keeps the machine's key it pinned (its own key is a
+    // non-extractable CryptoKey, never in localStorage), and the code is spent.
+    assert!(stored[0]["key"].is_string(), "{stored}");
+    assert!(stored[0].get("deviceKey").is_none(), "{stored}");
     assert!(stored[0].get("code").is_none(), "{stored}");
+    a.until(
+        "end-to-end encrypted, under the key the window shows",
+        &format!(
+            "return document.body.dataset.encrypted === 'true' && document.getElementById('machine-fingerprint').textContent.includes({fingerprint})"
+        ),
+    )
+    .await;
     a.shot("1-paired").await;
     // Installable: the manifest and every icon it names are served.
     let (code, manifest) =
@@ -353,12 +365,13 @@ async fn settings_dark_mode_a_rotated_token_safe_markdown_and_several_machines()
     a.until("auto on", "return document.getElementById('mode').value === 'auto' && document.querySelectorAll('#prompts .prompt').length === 0")
         .await;
 
-    // The token is rotated: the phone is told plainly, and keeps its pairing.
+    // The token is rotated, which revokes every device: the phone is told plainly to
+    // pair again, and keeps its pairing.
     let (ok, out, err) = common::supervisor::cli_env(&home, &["token", "rotate"], &env).await;
     assert!(ok.success(), "{out}{err}");
     a.until(
-        "told the token was rotated",
-        "return document.body.dataset.connection === 'token_rejected' && /token was rotated/.test(document.getElementById('banner-text').textContent)",
+        "told to pair again",
+        "return document.body.dataset.connection === 'device_refused' && /pair again by scanning the QR code/.test(document.getElementById('banner-text').textContent)",
     )
     .await;
     a.shot("2-token-rotated").await;
@@ -379,10 +392,7 @@ async fn settings_dark_mode_a_rotated_token_safe_markdown_and_several_machines()
         1,
         "one machine: {pairings}"
     );
-    assert!(
-        pairings[0].get("previousToken").is_none(),
-        "the old token is forgotten once the new one works"
-    );
+    assert!(pairings[0]["key"].is_string(), "{pairings}");
     let errors = a.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }
@@ -437,9 +447,18 @@ async fn crafted_pairing_links_change_nothing_without_the_owner_and_the_page_run
     let home = Home::new();
     let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
     sup.healthy().await;
-    let link = pairing_link(&home).await;
     let page = format!("http://127.0.0.1:{}", sup.public);
     let own_ws = format!("ws://127.0.0.1:{}/ws", sup.public);
+    // A v1 pairing (the token and a code, no key), as clients that cannot do v2 use
+    // while `allow_token_auth` is on: the token steps below are about it.
+    let code = home
+        .devices()
+        .mint_code(chroxy::protocol::now_ms())
+        .unwrap();
+    let link = crafted(
+        &page,
+        &serde_json::json!({"v": 1, "url": own_ws, "token": common::TOKEN, "code": code.expose()}),
+    );
     // The attacker's machine: a port on loopback nobody serves.
     let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let elsewhere = format!("127.0.0.1:{}", elsewhere.local_addr().unwrap().port());
@@ -692,9 +711,15 @@ async fn a_phone_with_only_the_token_waits_for_the_owner_and_a_refused_one_pairs
     )
     .await;
     b.shot("2-refused").await;
-    // The owner shows a fresh QR; the same phone scans it: paired, no question asked
-    // (same machine, same token).
+    // The owner shows a fresh QR; the same phone scans it: the same machine and token,
+    // and now its key, which the person agrees to use: paired, end-to-end encrypted.
     b.goto(&pairing_link(&home).await).await;
+    b.until(
+        "asked to use the machine's key",
+        "return document.getElementById('pair-offer').dataset.kind === 'key' && !document.getElementById('pair-offer').hidden",
+    )
+    .await;
+    b.click("#pair-offer-yes").await;
     b.until(
         "paired again from the QR",
         "return document.body.dataset.connection === 'connected'",
@@ -704,4 +729,144 @@ async fn a_phone_with_only_the_token_waits_for_the_owner_and_a_refused_one_pairs
         let errors = phone.console_errors().await;
         assert!(errors.is_empty(), "console errors: {errors:?}");
     }
+}
+
+/// The link `chroxy pair` printed, made to go through `port` (where a tunnel would be).
+fn through(link: &str, port: u16) -> String {
+    let payload = chroxy::pairing::decode_link(link).expect("a pairing link");
+    let url = payload.url.clone();
+    let (_, rest) = url.split_once("://").unwrap();
+    let (host, _) = rest.split_once('/').unwrap();
+    let moved = format!("127.0.0.1:{port}");
+    let mut json = serde_json::to_value(&payload).unwrap();
+    json["url"] = Value::String(url.replace(host, &moved));
+    crafted(&format!("http://{moved}"), &json)
+}
+
+/// The phone has made a new connection since `before` and is connected on it.
+async fn came_back(b: &Browser, mitm: &mitm::Mitm, before: usize, what: &str) {
+    eventually(what, async || {
+        holds(mitm.websockets() > before, mitm.websockets())
+    })
+    .await;
+    b.until(
+        what,
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_tunnel_sees_only_ciphertext_and_cannot_alter_replay_drop_or_impersonate() {
+    let home = Home::new();
+    home.config("[security]\nallow_token_auth = false\n");
+    let model = Model::start().await;
+    let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    sup.healthy().await;
+    let mitm = mitm::Mitm::start(sup.public).await;
+    let link = pairing_link(&home).await;
+    let code = chroxy::pairing::decode_link(&link).unwrap().code.unwrap();
+    let driver = Driver::start().await;
+    let a = driver.browser("phone-mitm").await;
+
+    // Pairing, a turn and a permission, all through the man in the middle.
+    paired(&a, &through(&link, mitm.port)).await;
+    a.until(
+        "connected end to end encrypted",
+        "return document.body.dataset.encrypted === 'true'",
+    )
+    .await;
+    a.say("REPLY the secret word is PAPAYA-42").await;
+    a.until(
+        "the answer",
+        &assistant_says("the secret word is PAPAYA-42"),
+    )
+    .await;
+    a.until("turn over", IDLE).await;
+    a.say("PLEASE_BASH").await;
+    let prompt = "return !!document.querySelector('#prompts button[data-decision=allow]')";
+    a.until("the permission prompt", prompt).await;
+    a.click("#prompts button[data-decision=allow]").await;
+    a.until("prompt gone", NO_PROMPTS).await;
+    a.until("turn over", IDLE).await;
+
+    // The man in the middle alters, replays or drops one frame of the channel: the
+    // phone (or the worker) finds out at that frame, the phone reconnects with a new
+    // handshake, and the conversation is whole.
+    let faults = [
+        (mitm::Dir::ToPhone, mitm::Fault::Flip, "MANGO-7"),
+        (mitm::Dir::ToServer, mitm::Fault::Replay, "KIWI-3"),
+        (mitm::Dir::ToPhone, mitm::Fault::Drop, "LIME-9"),
+    ];
+    for (dir, fault, word) in faults {
+        let before = mitm.websockets();
+        mitm.arm(dir, fault);
+        a.say(&format!("REPLY after a fault {word}")).await;
+        came_back(&a, &mitm, before, &format!("back after {fault:?} {dir:?}")).await;
+        assert!(!mitm.armed());
+        a.until(
+            &format!("the answer after {fault:?}"),
+            &assistant_says(&format!("after a fault {word}")),
+        )
+        .await;
+        a.until("turn over", IDLE).await;
+        let sent = a
+            .js(&format!(
+                "return [...document.querySelectorAll('.msg.user_input')].filter(m => m.textContent.includes('{word}')).length"
+            ))
+            .await;
+        assert_eq!(sent, 1, "the input went in exactly once after {fault:?}");
+    }
+
+    // Nothing the session said, and no credential, is in what the tunnel saw.
+    let capture = mitm.capture();
+    let text = String::from_utf8_lossy(&capture);
+    assert!(text.contains("GET /ws"), "the capture holds the session");
+    assert!(capture.len() > 20_000, "{} bytes captured", capture.len());
+    let (_, token, _) = cli(&home, &["token", "show"]).await;
+    let (_, admin, _) = cli(&home, &["token", "show", "--admin"]).await;
+    let identity = std::fs::read_to_string(home.chroxy().join("config/identity-key"))
+        .expect("the identity key (file backend in tests)");
+    let project = home.project().display().to_string();
+    let secrets = [
+        "PAPAYA-42",
+        "MANGO-7",
+        "KIWI-3",
+        "LIME-9",
+        "secret word",
+        "chroxy-demo.txt",
+        "PLEASE_BASH",
+        project.as_str(),
+        token.trim(),
+        admin.trim(),
+        identity.trim(),
+        code.as_str(),
+    ];
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(
+            !capture
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
+            "the tunnel saw {secret:?}"
+        );
+    }
+
+    // A server without the desktop's key: the phone refuses it and says why, and tries
+    // nothing more until asked.
+    mitm.impostor(true);
+    let before = mitm.websockets();
+    a.goto(&format!("http://127.0.0.1:{}/", mitm.port)).await;
+    a.until(
+        "refused the impostor",
+        "return document.body.dataset.connection === 'wrong_machine' && document.getElementById('banner-text').textContent.includes('This is not the machine you paired with')",
+    )
+    .await;
+    a.shot("9-wrong-machine").await;
+    assert_eq!(mitm.websockets(), before + 1, "no retry on its own");
+    mitm.impostor(false);
+    a.click("#reconnect").await;
+    came_back(&a, &mitm, before + 1, "back with the real machine").await;
+    a.until("the conversation", &assistant_says("after a fault LIME-9"))
+        .await;
 }

@@ -143,7 +143,11 @@ async fn connect_with(port: u16, headers: &[(&str, &str)]) -> Client {
     })
     .unwrap();
     let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    Client { ws, seen: vec![] }
+    Client {
+        ws,
+        seen: vec![],
+        sealed: None,
+    }
 }
 
 #[tokio::test]

@@ -123,6 +123,19 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         Some(true)
     );
 
+    // The machine's key, as phones pin it and show it; tokens are refused by default,
+    // but this home lets the test's v1 phone in, and the window says so.
+    let status = sup.healthy().await;
+    let fingerprint = status["identity"]["fingerprint"].as_str().unwrap();
+    w.until(
+        "the key's fingerprint, and the warning that tokens are let in",
+        &format!(
+            "return document.getElementById('fingerprint').textContent === {} && !document.getElementById('token-auth').hidden",
+            Value::String(fingerprint.into())
+        ),
+    )
+    .await;
+
     // A phone with only the token waits; one click in the window lets it in, and the
     // window's own code (scanned by another phone) pairs at once and is replaced.
     let mut stranger = common::Client::connect(sup.public).await;

@@ -364,7 +364,11 @@ pub(super) mod tests {
     async fn the_qr_and_the_copied_link_carry_one_code_kept_across_redraws() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path());
-        let base = Pairing::new("https://a.trycloudflare.com", ApiToken::new("api-token"));
+        let base = Pairing::new(
+            "https://a.trycloudflare.com",
+            ApiToken::new("api-token"),
+            [3; 32],
+        );
         let desktop = running(paths.clone(), Some(base.unwrap()));
 
         let shown = desktop

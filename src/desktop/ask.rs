@@ -322,7 +322,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path());
         let token = ApiToken::new("secret-api-token");
-        let pairing = Pairing::new("https://a.trycloudflare.com", token).unwrap();
+        let pairing = Pairing::new("https://a.trycloudflare.com", token, [3; 32]).unwrap();
         let desktop = running(paths.clone(), Some(pairing));
         let answer = |ask| desktop.answer(ask);
 

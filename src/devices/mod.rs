@@ -262,8 +262,13 @@ pub struct About<'a> {
 /// A device asking to come in: its key and pairing code, when it has them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Knock<'a> {
-    /// `auth.deviceKey`.
+    /// `auth.deviceKey` (v1), or the public key the device proved in its handshake
+    /// (v2, with `proven`).
     pub key: Option<&'a DeviceKey>,
+    /// Protocol v2: `key` is the device's own public key, proven by the handshake. It
+    /// is kept as the device's key when a code pairs it (none is minted), and with no
+    /// token behind it, a key without a code never waits for approval.
+    pub proven: bool,
     /// `auth.pairingCode`.
     pub code: Option<&'a PairingCode>,
     /// What it says about itself.
@@ -293,6 +298,11 @@ pub enum Admission {
     Refused {
         /// The device.
         id: String,
+    },
+    /// A proven key (v2) that is not an approved device, without an open code.
+    NotPaired {
+        /// It sent a pairing code that was unknown, used or expired.
+        code_refused: bool,
     },
 }
 
@@ -404,6 +414,13 @@ impl Devices {
                 if let Some(i) = known {
                     file.devices.remove(i);
                 }
+                if let (true, Some(key)) = (knock.proven, knock.key) {
+                    let device = file.add(key, knock.about, DeviceState::Approved, now)?;
+                    return Ok(Admission::Approved {
+                        id: device.id,
+                        new_key: None,
+                    });
+                }
                 let key = DeviceKey::generate()?;
                 let device = file.add(&key, knock.about, DeviceState::Approved, now)?;
                 return Ok(Admission::Approved {
@@ -412,6 +429,14 @@ impl Devices {
                 });
             }
             let code_refused = knock.code.is_some();
+            if knock.proven {
+                return Ok(match known.map(|i| &file.devices[i].device) {
+                    Some(device) if device.state == DeviceState::Refused => Admission::Refused {
+                        id: device.id.clone(),
+                    },
+                    _ => Admission::NotPaired { code_refused },
+                });
+            }
             match (known, knock.key) {
                 (Some(i), Some(key)) => {
                     let device = &file.devices[i].device;
@@ -494,6 +519,21 @@ impl Devices {
             decision.done(),
             device.id
         ))
+    }
+
+    /// Takes every approved device's access away (`chroxy token rotate`: every phone
+    /// pairs again); how many were.
+    pub fn revoke_all(&self, now: u64) -> Result<usize, DevicesError> {
+        self.modify(now, |file| {
+            let mut revoked = 0;
+            for entry in &mut file.devices {
+                if entry.device.state == DeviceState::Approved {
+                    entry.device.state = DeviceState::Refused;
+                    revoked += 1;
+                }
+            }
+            Ok(revoked)
+        })
     }
 
     /// Names a device (as the owner knows it).

@@ -185,6 +185,7 @@ fn a_refused_device_pairs_again_only_with_a_fresh_code_from_the_desk() {
         key: Some(&key),
         code: Some(&code),
         about: phone(),
+        proven: false,
     };
     let Admission::Approved {
         new_key: Some(new_key),
@@ -379,4 +380,91 @@ fn the_cli_lists_and_decides_in_words() {
     assert!(approved.contains("approved"), "{approved}");
     let err = run_command(&paths, DevicesCommand::Refuse { id }, T0).unwrap_err();
     assert!(err.to_string().contains("revoke"), "{err}");
+}
+
+/// A v2 knock: the device's own public key, proven in the handshake, maybe a code.
+fn proven(devices: &Devices, key: &DeviceKey, code: Option<&PairingCode>, now: u64) -> Admission {
+    let knock = Knock {
+        key: Some(key),
+        proven: true,
+        code,
+        about: phone(),
+    };
+    devices.admit(&knock, now).unwrap()
+}
+
+#[test]
+fn a_proven_key_pairs_with_a_code_once_and_is_kept_not_minted() {
+    let (_dir, devices) = registry();
+    let key = DeviceKey::new(crate::channel::encode_key(&[9; 32]));
+    let code = devices.mint_code(T0).unwrap();
+    let Admission::Approved { id, new_key: None } = proven(&devices, &key, Some(&code), T0 + MIN)
+    else {
+        panic!("the code did not pair the key");
+    };
+    // From now on the key alone is the device.
+    assert_eq!(
+        proven(&devices, &key, None, T0 + 2 * MIN),
+        Admission::Approved {
+            id: id.clone(),
+            new_key: None
+        }
+    );
+    // The same code again, from another device: not paired, and nobody waits.
+    let thief = DeviceKey::new(crate::channel::encode_key(&[10; 32]));
+    assert_eq!(
+        proven(&devices, &thief, Some(&code), T0 + 2 * MIN),
+        Admission::NotPaired { code_refused: true }
+    );
+    // A code 10 minutes old is dead.
+    let late = devices.mint_code(T0).unwrap();
+    assert_eq!(
+        proven(&devices, &thief, Some(&late), T0 + CODE_LIFETIME_MS),
+        Admission::NotPaired { code_refused: true }
+    );
+    // A stranger without a code never joins the list of devices waiting.
+    assert_eq!(
+        proven(&devices, &thief, None, T0 + 3 * MIN),
+        Admission::NotPaired {
+            code_refused: false
+        }
+    );
+    assert_eq!(devices.list(T0 + 3 * MIN).unwrap().len(), 1);
+    // Revoked: refused with its id, until a fresh code pairs it again.
+    devices.revoke(&id, T0 + 4 * MIN).unwrap();
+    assert_eq!(
+        proven(&devices, &key, None, T0 + 5 * MIN),
+        Admission::Refused { id: id.clone() }
+    );
+    let fresh = devices.mint_code(T0 + 6 * MIN).unwrap();
+    assert!(matches!(
+        proven(&devices, &key, Some(&fresh), T0 + 6 * MIN),
+        Admission::Approved { new_key: None, .. }
+    ));
+}
+
+#[test]
+fn revoking_all_refuses_every_approved_device() {
+    let (_dir, devices) = registry();
+    let (pending, _) = ask(&devices, T0);
+    for n in [1u8, 2] {
+        let code = devices.mint_code(T0).unwrap();
+        let key = DeviceKey::new(crate::channel::encode_key(&[n; 32]));
+        proven(&devices, &key, Some(&code), T0);
+    }
+    assert_eq!(devices.revoke_all(T0 + MIN).unwrap(), 2);
+    let states: Vec<_> = devices
+        .list(T0 + MIN)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id == pending, d.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (true, DeviceState::Pending),
+            (false, DeviceState::Refused),
+            (false, DeviceState::Refused)
+        ]
+    );
 }

@@ -15,12 +15,15 @@ use crate::tunnel::TunnelMode;
 
 /// The pairing phones need, now and after every change of the tunnel's URL or of the
 /// token (`chroxy token rotate` makes the old link dead). With a tunnel, only its URL
-/// reaches a phone elsewhere, so until it has one the pairing is `None`.
+/// reaches a phone elsewhere, so until it has one the pairing is `None`. `key`: the
+/// desktop's public key; `with_token`: `[security] allow_token_auth`.
 pub fn follow_pairing(
     handle: Handle,
     mut token: ApiToken,
     secrets: Option<Secrets>,
     configured: Option<String>,
+    key: [u8; 32],
+    with_token: bool,
 ) -> watch::Receiver<Option<Pairing>> {
     let (tx, rx) = watch::channel(None);
     let mut status = handle.watch();
@@ -47,7 +50,8 @@ pub fn follow_pairing(
             let next = usable.then(|| (public, token.clone()));
             if next != sent {
                 let pairing = next.as_ref().and_then(|(public, token)| {
-                    Pairing::new(public, token.clone())
+                    Pairing::new(public, token.clone(), key)
+                        .map(|p| p.allowing_tokens(with_token))
                         .map_err(|err| tracing::error!(%err, "cannot make a pairing link"))
                         .ok()
                 });
@@ -137,8 +141,9 @@ mod tests {
     }
 
     fn token_of(pairing: &Pairing) -> String {
-        let link = pairing.chroxy_link();
-        link.rsplit_once("token=").unwrap().1.to_owned()
+        crate::pairing::decode_link(&pairing.link())
+            .and_then(|p| p.token)
+            .unwrap()
     }
 
     async fn next_token(pairing: &mut watch::Receiver<Option<Pairing>>) -> String {
@@ -154,7 +159,14 @@ mod tests {
         let (_dir, secrets) = home();
         let old = secrets.api_token().unwrap();
         let (handle, _status) = handle(Ok("restarting the worker with the new token".into()));
-        let mut pairing = follow_pairing(handle.clone(), old.clone(), Some(secrets.clone()), None);
+        let mut pairing = follow_pairing(
+            handle.clone(),
+            old.clone(),
+            Some(secrets.clone()),
+            None,
+            [1; 32],
+            true,
+        );
         assert_eq!(next_token(&mut pairing).await, old.expose());
 
         let new = secrets.rotate_api_token().unwrap();
@@ -167,7 +179,14 @@ mod tests {
         let (_dir, secrets) = home();
         let old = secrets.api_token().unwrap();
         let (handle, _status) = handle(Err(ActionError::Refused("given in CHROXY_TOKEN".into())));
-        let mut pairing = follow_pairing(handle.clone(), old.clone(), Some(secrets.clone()), None);
+        let mut pairing = follow_pairing(
+            handle.clone(),
+            old.clone(),
+            Some(secrets.clone()),
+            None,
+            [1; 32],
+            true,
+        );
         assert_eq!(next_token(&mut pairing).await, old.expose());
 
         secrets.rotate_api_token().unwrap();

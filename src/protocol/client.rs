@@ -55,6 +55,26 @@ pub struct Auth {
     pub pairing_code: Option<Token>,
 }
 
+/// Protocol v2's `auth`, the first message inside the encrypted channel: no token and
+/// no device key, since the device is the key it proved in the handshake.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "auth", rename_all = "camelCase")]
+pub struct SealedAuth {
+    /// Optional description of the device.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
+    pub device_info: Option<DeviceInfo>,
+    /// Protocol version the client speaks (2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<u32>,
+    /// The one-time code of the QR code the device is being paired with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing_code: Option<Token>,
+}
+
 /// Reads an optional struct that must be written as a JSON object. serde also accepts a
 /// struct written as an array, fields by position (`["Pixel","phone"]`); docs/protocol.md makes
 /// that a wrongly typed field, and taking it would put values in whichever field comes

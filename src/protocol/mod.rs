@@ -16,8 +16,10 @@ pub use client::*;
 pub use parse::{parse_client_frame, FrameError};
 pub use server::*;
 
-/// Protocol version spoken by this build.
+/// Protocol version of the token `auth` (and of the supervisor's probe).
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version of the encrypted channel ([`crate::channel`]); the newest spoken.
+pub const PROTOCOL_V2: u32 = 2;
 /// Largest text frame accepted, in bytes; larger frames get `TOO_LARGE`.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Longest `input.data`, in characters.

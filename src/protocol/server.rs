@@ -51,6 +51,11 @@ pub enum AuthFailReason {
     /// The owner refused or revoked this device; only pairing again from a fresh QR
     /// code lets it in.
     DeviceRefused,
+    /// v2: the key is no device of this machine's and came without an open pairing
+    /// code (`message` says whether the code was used or expired).
+    NotPaired,
+    /// A v1 token `auth` on the public port while `[security] allow_token_auth` is off.
+    TokenAuthDisabled,
 }
 
 /// A connected device, as others see it.

@@ -39,6 +39,8 @@ pub struct LaunchSpec {
     pub token: ApiToken,
     /// The supervisor's signing key, handed over with the token ([`crate::forwarded`]).
     pub voucher: crate::forwarded::Voucher,
+    /// The desktop's identity key (protocol v2), handed over with the token.
+    pub identity: crate::channel::KeyPair,
     /// Ready line plus the whole health gate must come within this.
     pub gate_timeout: Duration,
     /// The worker's heartbeat interval.
@@ -280,7 +282,7 @@ impl Task {
         self.stdin = child.stdin.take();
         if let Some(stdin) = self.stdin.as_mut() {
             // A worker that cannot read it exits, which the ready loop below reports.
-            let line = token_line(&self.spec.token, &self.spec.voucher);
+            let line = token_line(&self.spec.token, &self.spec.voucher, &self.spec.identity);
             let _ = async {
                 stdin.write_all(line.as_bytes()).await?;
                 stdin.flush().await

@@ -13,11 +13,12 @@ use crate::devices::Devices;
 /// How often the registry is read again.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// Publishes the registry into `status` until `stop`. `approve_new`: the workers'
-/// `[security] approve_new_devices`.
+/// Publishes the registry into `status` until `stop`. `approve_new` and
+/// `allow_token_auth`: the workers' `[security]` settings.
 pub(crate) async fn follow(
     devices: Devices,
     approve_new: bool,
+    allow_token_auth: bool,
     status: watch::Sender<Status>,
     stop: CancellationToken,
 ) {
@@ -37,6 +38,7 @@ pub(crate) async fn follow(
             let connected = s.devices.connected.clone();
             let shown = DevicesStatus {
                 approve_new,
+                allow_token_auth,
                 list,
                 error,
                 connected,

@@ -73,6 +73,10 @@ pub struct Options {
     pub secrets: Option<crate::secrets::Secrets>,
     /// `[security] approve_new_devices`, as workers apply it (shown in the status).
     pub approve_new_devices: bool,
+    /// The desktop's identity key, handed to workers with the token.
+    pub identity: crate::channel::KeyPair,
+    /// `[security] allow_token_auth`, as workers apply it (shown in the status).
+    pub allow_token_auth: bool,
 }
 
 /// Why a supervisor could not start (or stopped badly).
@@ -178,6 +182,7 @@ impl Supervisor {
 
         let mut status = Status::new(public_port, status_port, opts.demo, &opts.secrets_backend);
         status.releases = listing;
+        status.identity.fingerprint = opts.identity.fingerprint();
         let (status_tx, status_rx) = watch::channel(status);
         let (actions_tx, actions_rx) = mpsc::channel(16);
         let handle = Handle::new(status_rx, actions_tx);
@@ -209,6 +214,7 @@ impl Supervisor {
         tokio::spawn(super::devices::follow(
             crate::devices::Devices::new(&opts.paths),
             opts.approve_new_devices,
+            opts.allow_token_auth,
             status_tx.clone(),
             page_stop.clone(),
         ));
@@ -240,6 +246,7 @@ impl Supervisor {
                 env: opts.worker_env.clone(),
                 token: opts.token.clone(),
                 voucher: voucher.clone(),
+                identity: opts.identity.clone(),
                 gate_timeout: opts.config.gate_timeout(),
                 heartbeat: opts.heartbeat,
                 heartbeat_misses: opts.config.heartbeat_misses,
@@ -1221,6 +1228,7 @@ mod tests {
                     env: vec![],
                     token: ApiToken::new("test-token"),
                     voucher: crate::forwarded::Voucher::generate().unwrap(),
+                    identity: crate::channel::KeyPair::generate().unwrap(),
                     gate_timeout: Duration::from_secs(5),
                     heartbeat: Duration::from_secs(1),
                     heartbeat_misses: 3,

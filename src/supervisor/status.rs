@@ -188,6 +188,10 @@ pub struct DevicesStatus {
     /// New devices need a pairing code or approval (`[security] approve_new_devices`);
     /// `false`: the API token alone lets any device in, and views say so.
     pub approve_new: bool,
+    /// Version 1's token `auth` is accepted on the public port too (`[security]
+    /// allow_token_auth`): views show it in amber, since the tunnel then sees the token.
+    #[serde(default)]
+    pub allow_token_auth: bool,
     /// Every device, oldest first.
     pub list: Vec<crate::devices::Device>,
     /// Why the registry cannot be read (then no device gets in until it is fixed).
@@ -202,11 +206,20 @@ impl Default for DevicesStatus {
     fn default() -> Self {
         Self {
             approve_new: true,
+            allow_token_auth: false,
             list: Vec::new(),
             error: None,
             connected: Vec::new(),
         }
     }
+}
+
+/// `identity` of the status JSON: the desktop's key as phones pin it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityStatus {
+    /// [`crate::channel::fingerprint`] of the public key: what the phone shows too.
+    pub fingerprint: String,
 }
 
 /// One entry of the recent-events list, newest last.
@@ -254,6 +267,9 @@ pub struct Status {
     /// The devices that may connect or wait to.
     #[serde(default)]
     pub devices: DevicesStatus,
+    /// The desktop's identity (protocol v2).
+    #[serde(default)]
+    pub identity: IdentityStatus,
     /// Where secrets are kept: `keyring` or `file`.
     pub secrets_backend: String,
     /// Answers come from the built-in scripted model, not Anthropic's API.
@@ -286,6 +302,7 @@ impl Status {
             connections: ConnectionsStatus::default(),
             sessions: 0,
             devices: DevicesStatus::default(),
+            identity: IdentityStatus::default(),
             secrets_backend: secrets_backend.to_owned(),
             demo,
             public_port,

@@ -168,14 +168,16 @@ pub async fn rollback(
 }
 
 /// `chroxy token rotate`: a new API token in the store, which a running supervisor's
-/// workers are restarted with (every paired phone must pair again).
+/// workers are restarted with, and every device revoked: every paired phone must pair
+/// again, whichever protocol it speaks (a v2 phone holds no token to replace).
 pub async fn rotate_token(
     paths: &Paths,
     secrets: &Secrets,
     out: &mut impl Write,
 ) -> Result<(), TerminalError> {
     secrets.rotate_api_token()?;
-    writeln!(out, "the API token was replaced; paired phones must scan the new QR code (`chroxy pair --format terminal`)")?;
+    let revoked = Devices::new(paths).revoke_all(crate::protocol::now_ms())?;
+    writeln!(out, "the API token was replaced and {revoked} paired device(s) revoked; phones must scan the new QR code (`chroxy pair --format terminal`)")?;
     match instance::running(paths) {
         Some(info) => act(&info, secrets, "reload-token", None, out).await,
         None => Ok(()),
@@ -239,7 +241,9 @@ pub async fn pair(
         config.tunnel.public_url.as_deref(),
         port,
     );
-    let pairing = Pairing::new(&url, crate::environment::api_token(secrets)?)?
+    let key = *secrets.identity()?.public();
+    let pairing = Pairing::new(&url, crate::environment::api_token(secrets)?, key)?
+        .allowing_tokens(config.security.allow_token_auth)
         .with_fresh_code(&Devices::new(paths), crate::protocol::now_ms())?;
     writeln!(out, "{}", pairing.render(format)?)?;
     Ok(())

@@ -1,5 +1,6 @@
-//! One WebSocket connection: auth, then a read loop feeding the hub while a writer
-//! task drains the client's bounded queue onto the socket.
+//! One WebSocket connection: auth (a token, or protocol v2's handshake and sealed
+//! `auth`), then a read loop feeding the hub while a writer task drains the client's
+//! bounded queue onto the socket, sealing each frame on a v2 connection.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -14,14 +15,15 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::admit::{admit, Admitted, Refusal};
+use super::admit::{admit, Admitted, Presented, Refusal};
 use super::auth::Verdict;
 use super::revocation::{self, REVOKED};
 use super::routes::{Client, Unauthenticated};
 use super::{Shared, COMMIT, VERSION};
+use crate::channel::{self, Opener, Sealer};
 use crate::protocol::{
-    parse_client_frame, AuthFailReason, ClientInfo, ClientMsg, DeviceInfo, ServerMsg,
-    ShutdownReason, Token, PROTOCOL_VERSION,
+    parse_client_frame, AuthFailReason, ClientInfo, ClientMsg, DeviceInfo, SealedAuth, ServerMsg,
+    ShutdownReason, Token, PROTOCOL_V2, PROTOCOL_VERSION,
 };
 use crate::session::{frame, new_id, queue, Audience, Outbound, QueueRx, QueueTx};
 
@@ -43,10 +45,6 @@ const BAD_FRAMES_PER_MINUTE: usize = 5;
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
-fn text(msg: &ServerMsg) -> Message {
-    Message::Text(Utf8Bytes::from(msg.to_json()))
-}
-
 fn close_msg(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
@@ -60,123 +58,280 @@ pub(crate) async fn run(
     pending: Unauthenticated,
     s: Arc<Shared>,
 ) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
+    let mut out = Out { sink, seal: None };
     let addr = client.addr;
-    let device = authenticate(&mut sink, &mut stream, client, pending, &s).await;
-    let Some((device, admitted)) = device else {
+    let Some(authed) = authenticate(&mut out, &mut stream, client, pending, &s).await else {
         return;
     };
     let client_id = new_id("c");
     let span = tracing::info_span!("client", client = %client_id, %addr);
-    serve_client(sink, stream, client_id, device, admitted, client.direct, s)
+    serve_client(out, stream, client_id, authed, client.direct, s)
         .instrument(span)
         .await;
 }
 
-/// Waits for `auth` within the deadline, then asks the device registry. `None`: the
-/// connection was refused and closed.
-/// `pending` is this connection's place among those still to authenticate: given back
-/// as soon as the outcome is known, before a wrong token waits out its delay.
-async fn authenticate(
-    sink: &mut Sink,
+/// Where a connection writes: plain text frames (v1), or binary frames sealed by the
+/// encrypted channel (v2). Control frames (ping, close) are never sealed: they carry
+/// nothing of the conversation.
+struct Out {
+    sink: Sink,
+    seal: Option<Sealer>,
+}
+
+impl Out {
+    fn frame(&mut self, text: &str) -> Result<Message, WriteFailed> {
+        Ok(match &mut self.seal {
+            None => Message::Text(Utf8Bytes::from(text)),
+            Some(sealer) => Message::Binary(sealer.seal(text).map_err(|_| WriteFailed)?.into()),
+        })
+    }
+
+    async fn send_text(&mut self, text: &str) -> Result<(), WriteFailed> {
+        let frame = self.frame(text)?;
+        send_msg(&mut self.sink, frame).await
+    }
+
+    async fn send_msg(&mut self, msg: &ServerMsg) -> Result<(), WriteFailed> {
+        self.send_text(&msg.to_json()).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let _ = self.sink.send(close_msg(code, reason)).await;
+    }
+}
+
+/// A connection let in: who it is, and its channel's reading half when it is v2.
+struct Authed {
+    device: DeviceInfo,
+    admitted: Admitted,
+    opener: Option<Opener>,
+}
+
+/// What arrived before authentication, once the deadline, the stop and control
+/// frames are dealt with. `None`: the connection is over.
+async fn next_frame(
+    out: &mut Out,
     stream: &mut Stream,
-    client: Client,
-    pending: Unauthenticated,
+    deadline: &mut std::pin::Pin<&mut tokio::time::Sleep>,
     s: &Shared,
-) -> Option<(DeviceInfo, Admitted)> {
-    let addr = client.addr;
-    let deadline = tokio::time::sleep(s.cfg.auth_timeout());
-    tokio::pin!(deadline);
+) -> Option<Message> {
     loop {
         let msg = tokio::select! {
-            _ = &mut deadline => {
-                refuse(sink, AuthFailReason::Timeout, close::AUTH).await;
+            _ = deadline.as_mut() => {
+                refuse(out, AuthFailReason::Timeout, close::AUTH).await;
                 return None;
             }
             _ = s.stop.cancelled() => return None,
             msg = stream.next() => msg,
         };
-        let frame = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Binary(_))) => {
-                refuse(sink, AuthFailReason::NotAuthenticated, close::AUTH).await;
-                return None;
-            }
+        match msg {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => return None,
             Some(Err(err)) => {
                 if too_big(err) {
-                    let _ = sink
-                        .send(close_msg(close::MESSAGE_TOO_BIG, "frame too large"))
-                        .await;
+                    out.close(close::MESSAGE_TOO_BIG, "frame too large").await;
                 }
                 return None;
             }
-            Some(Ok(Message::Close(_))) | None => return None,
+            Some(Ok(frame)) => return Some(frame),
+        }
+    }
+}
+
+/// Waits for `auth` within the deadline: a text `auth` with the token (v1) or a
+/// binary Noise handshake (v2) then the sealed `auth`; then asks the device registry.
+/// `None`: the connection was refused and closed.
+/// `pending` is this connection's place among those still to authenticate: given back
+/// as soon as the outcome is known, before a wrong token waits out its delay.
+async fn authenticate(
+    out: &mut Out,
+    stream: &mut Stream,
+    client: Client,
+    pending: Unauthenticated,
+    s: &Shared,
+) -> Option<Authed> {
+    let addr = client.addr;
+    let deadline = tokio::time::sleep(s.cfg.auth_timeout());
+    tokio::pin!(deadline);
+    let frame = next_frame(out, stream, &mut deadline, s).await?;
+    let text = match frame {
+        Message::Text(t) => t,
+        Message::Binary(hello) => {
+            return handshake(out, stream, &hello, client, pending, &mut deadline, s).await;
+        }
+        _ => return None,
+    };
+    let auth = match parse_client_frame(text.as_str()) {
+        Ok(ClientMsg::Auth(auth)) => auth,
+        // Anything else first — even a malformed frame — is not authentication.
+        Ok(_) | Err(_) => {
+            refuse(out, AuthFailReason::NotAuthenticated, close::AUTH).await;
+            return None;
+        }
+    };
+    // The private port is the supervisor's probe's, which always speaks v1.
+    if !client.direct && !s.allow_token_auth {
+        drop(pending);
+        let refused = ServerMsg::AuthFail {
+            reason: AuthFailReason::TokenAuthDisabled,
+            message: Some(TOKEN_AUTH_DISABLED.into()),
+            device_id: None,
+            device_key: None,
         };
-        match parse_client_frame(frame.as_str()) {
-            Ok(ClientMsg::Auth(auth)) => {
-                if s.token.matches(&auth.token.0) {
-                    // The supervisor's probe comes straight to this port from
-                    // 127.0.0.1 every few seconds: its success must not wipe the
-                    // backoff of whoever else reaches the public port from there.
-                    if !client.direct {
-                        s.auth.succeeded(addr);
-                    }
-                    return match admit(s, &auth, client).await {
-                        Ok(admitted) => Some((auth.device_info.unwrap_or_default(), admitted)),
-                        Err(refusal) => {
-                            drop(pending);
-                            match refusal {
-                                Refusal::Told(msg) => {
-                                    let _ = sink.send(text(&msg)).await;
-                                    let _ = sink
-                                        .send(close_msg(close::AUTH, "device not approved"))
-                                        .await;
-                                }
-                                Refusal::Unavailable => {
-                                    let _ = sink
-                                        .send(close_msg(
-                                            close::INTERNAL_ERROR,
-                                            "device list unreadable; retry later",
-                                        ))
-                                        .await;
-                                }
-                            }
-                            None
-                        }
-                    };
-                }
-                drop(pending);
-                match s.auth.failed(addr) {
-                    (Verdict::RateLimited, _) => {
-                        tracing::warn!(%addr, "too many authentication attempts in flight");
-                        refuse(sink, AuthFailReason::RateLimited, close::RATE_LIMITED).await;
-                    }
-                    (Verdict::DelayThenFail(delay), in_flight) => {
-                        tracing::warn!(%addr, delay_ms = delay.as_millis() as u64, "wrong token");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = s.stop.cancelled() => {}
-                        }
-                        drop(in_flight);
-                        refuse(sink, AuthFailReason::InvalidToken, close::AUTH).await;
-                    }
-                }
-                return None;
+        let _ = out.send_msg(&refused).await;
+        out.close(close::AUTH, "authentication failed").await;
+        return None;
+    }
+    if !s.token.matches(&auth.token.0) {
+        drop(pending);
+        let limited = failed_attempt(s, addr, "wrong token").await;
+        match limited {
+            true => refuse(out, AuthFailReason::RateLimited, close::RATE_LIMITED).await,
+            false => refuse(out, AuthFailReason::InvalidToken, close::AUTH).await,
+        }
+        return None;
+    }
+    // The supervisor's probe comes straight to this port from 127.0.0.1 every few
+    // seconds: its success must not wipe the backoff of whoever else reaches the
+    // public port from there.
+    if !client.direct {
+        s.auth.succeeded(addr);
+    }
+    let presented = Presented::token(&auth);
+    let device = presented.device_info().clone();
+    let admitted = admitted(out, admit(s, presented, client).await, pending, s, addr).await?;
+    Some(Authed {
+        device,
+        admitted,
+        opener: None,
+    })
+}
+
+/// Protocol v2: answers the handshake, then reads the sealed `auth` and asks the
+/// registry. A handshake that does not verify is a failed attempt of the address, and
+/// closes with 4002 without a word (there is no channel to say it in).
+async fn handshake(
+    out: &mut Out,
+    stream: &mut Stream,
+    hello: &[u8],
+    client: Client,
+    pending: Unauthenticated,
+    deadline: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+    s: &Shared,
+) -> Option<Authed> {
+    let addr = client.addr;
+    let accepted = match channel::accept(&s.identity, hello) {
+        Ok(accepted) => accepted,
+        Err(err) => {
+            drop(pending);
+            failed_attempt(s, addr, "handshake did not verify").await;
+            tracing::debug!(%err, "refused handshake");
+            out.close(channel::CLOSE_CODE, "handshake failed").await;
+            return None;
+        }
+    };
+    if send_msg(&mut out.sink, Message::Binary(accepted.reply.into()))
+        .await
+        .is_err()
+    {
+        return None;
+    }
+    out.seal = Some(accepted.sealer);
+    let mut opener = accepted.opener;
+    let sealed = match next_frame(out, stream, deadline, s).await? {
+        Message::Binary(sealed) => opener.open(&sealed),
+        _ => Err(channel::ChannelError::Broken(
+            "a text frame inside the encrypted channel",
+        )),
+    };
+    let auth = match sealed {
+        Ok(text) => serde_json::from_str::<SealedAuth>(&text),
+        Err(err) => {
+            tracing::debug!(%err, "the sealed auth did not open");
+            out.close(channel::CLOSE_CODE, "encrypted channel broken")
+                .await;
+            return None;
+        }
+    };
+    let Ok(auth) = auth else {
+        refuse(out, AuthFailReason::NotAuthenticated, close::AUTH).await;
+        return None;
+    };
+    let presented = Presented::proven(&auth, &accepted.remote);
+    let device = presented.device_info().clone();
+    let admitted = admitted(out, admit(s, presented, client).await, pending, s, addr).await?;
+    if !client.direct {
+        s.auth.succeeded(addr);
+    }
+    Some(Authed {
+        device,
+        admitted,
+        opener: Some(opener),
+    })
+}
+
+/// Carries out the registry's answer: let in, or told why and closed.
+async fn admitted(
+    out: &mut Out,
+    decided: Result<Admitted, Refusal>,
+    pending: Unauthenticated,
+    s: &Shared,
+    addr: std::net::IpAddr,
+) -> Option<Admitted> {
+    let refusal = match decided {
+        Ok(admitted) => return Some(admitted),
+        Err(refusal) => refusal,
+    };
+    drop(pending);
+    match refusal {
+        Refusal::Told(msg) => {
+            let _ = out.send_msg(&msg).await;
+            out.close(close::AUTH, "device not approved").await;
+        }
+        Refusal::Stranger(msg) => {
+            if failed_attempt(s, addr, "a key that is no device").await {
+                refuse(out, AuthFailReason::RateLimited, close::RATE_LIMITED).await;
+            } else {
+                let _ = out.send_msg(&msg).await;
+                out.close(close::AUTH, "device not paired").await;
             }
-            // Anything else first — even a malformed frame — is not authentication.
-            Ok(_) | Err(_) => {
-                refuse(sink, AuthFailReason::NotAuthenticated, close::AUTH).await;
-                return None;
+        }
+        Refusal::Unavailable => {
+            out.close(close::INTERNAL_ERROR, "device list unreadable; retry later")
+                .await;
+        }
+    }
+    None
+}
+
+/// What a v1 client hears while tokens are refused.
+const TOKEN_AUTH_DISABLED: &str = "This computer accepts only paired phones that speak Chroxy's encrypted protocol (v2). Scan a fresh QR code on the computer with the phone's browser; for a client that cannot do v2, the owner can set `[security] allow_token_auth = true`.";
+
+/// Counts a failed attempt of `addr` and waits out its backoff (docs/protocol.md
+/// "Connecting" step 3); whether the address is over its limit instead.
+async fn failed_attempt(s: &Shared, addr: std::net::IpAddr, what: &'static str) -> bool {
+    match s.auth.failed(addr) {
+        (Verdict::RateLimited, _) => {
+            tracing::warn!(%addr, "too many authentication attempts in flight");
+            true
+        }
+        (Verdict::DelayThenFail(delay), in_flight) => {
+            tracing::warn!(%addr, delay_ms = delay.as_millis() as u64, "{what}");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = s.stop.cancelled() => {}
             }
+            drop(in_flight);
+            false
         }
     }
 }
 
 /// Answers `auth_fail` and closes with `code`.
-async fn refuse(sink: &mut Sink, reason: AuthFailReason, code: u16) {
-    let _ = sink.send(text(&ServerMsg::auth_fail(reason))).await;
-    let _ = sink.send(close_msg(code, "authentication failed")).await;
+async fn refuse(out: &mut Out, reason: AuthFailReason, code: u16) {
+    let _ = out.send_msg(&ServerMsg::auth_fail(reason)).await;
+    out.close(code, "authentication failed").await;
 }
 
 /// Why the connection ends, decided by the reader and carried out by the writer.
@@ -189,14 +344,19 @@ enum Ending {
 }
 
 async fn serve_client(
-    mut sink: Sink,
+    mut out: Out,
     mut stream: Stream,
     client_id: String,
-    device: DeviceInfo,
-    admitted: Admitted,
+    authed: Authed,
     direct: bool,
     s: Arc<Shared>,
 ) {
+    let Authed {
+        device,
+        admitted,
+        mut opener,
+    } = authed;
+    let sealed = opener.is_some();
     // After the registry let it in (and wrote so): a later reading must list it.
     let admitted_at = tokio::time::Instant::now();
     let device_id = admitted.device_id.clone();
@@ -215,14 +375,18 @@ async fn serve_client(
         server_commit: COMMIT.into(),
         cwd: s.cwd.clone(),
         connected_clients: others,
-        encryption: "disabled".into(),
-        protocol_version: PROTOCOL_VERSION,
+        encryption: if sealed { "noise" } else { "disabled" }.into(),
+        protocol_version: if sealed {
+            PROTOCOL_V2
+        } else {
+            PROTOCOL_VERSION
+        },
         min_protocol_version: PROTOCOL_VERSION,
-        max_protocol_version: PROTOCOL_VERSION,
+        max_protocol_version: PROTOCOL_V2,
         device_id: admitted.device_id,
         device_key: admitted.new_key.map(|k| Token(k.expose().to_owned())),
     };
-    if sink.send(text(&ok)).await.is_err() {
+    if out.send_msg(&ok).await.is_err() {
         return;
     }
     // Only a connection straight to the private port may be the supervisor's probe: a
@@ -253,7 +417,7 @@ async fn serve_client(
     let (end_tx, end_rx) = tokio::sync::watch::channel(None::<Ending>);
     let writer = tokio::spawn(
         write_loop(
-            sink,
+            out,
             rx,
             kick.clone(),
             end_rx,
@@ -265,8 +429,18 @@ async fn serve_client(
     );
 
     let mut approved = s.approved.clone();
-    let revoked = revocation::revoked(approved.as_mut(), device_id.as_deref(), admitted_at);
-    let ending = read_loop(&mut stream, &client_id, &tx, &kick, &pong_seen, revoked, &s).await;
+    let revoked = revocation::revoked(&mut approved, device_id.as_deref(), admitted_at);
+    let ending = read_loop(
+        &mut stream,
+        &mut opener,
+        &client_id,
+        &tx,
+        &kick,
+        &pong_seen,
+        revoked,
+        &s,
+    )
+    .await;
     let _ = end_tx.send(Some(ending));
     let _ = writer.await;
 
@@ -282,8 +456,10 @@ async fn serve_client(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     stream: &mut Stream,
+    opener: &mut Option<Opener>,
     client_id: &String,
     tx: &QueueTx,
     kick: &CancellationToken,
@@ -335,6 +511,13 @@ async fn read_loop(
                 return Ending::Close(close::AUTH, "device revoked");
             }
             msg = stream.next() => msg,
+        };
+        let msg = match unseal(opener, msg) {
+            Ok(msg) => msg,
+            Err(err) => {
+                tracing::info!(%err, "closing the connection ({})", channel::CLOSE_CODE);
+                return Ending::Close(channel::CLOSE_CODE, "encrypted channel broken");
+            }
         };
         let frame_error = match msg {
             Some(Ok(Message::Text(t))) => match parse_client_frame(t.as_str()) {
@@ -408,11 +591,32 @@ async fn read_loop(
     }
 }
 
+/// A frame as v1 reads it: a v2 connection's binary frame opened to its text. A text
+/// frame inside the encrypted channel, or one that does not open, breaks it.
+fn unseal(
+    opener: &mut Option<Opener>,
+    msg: Option<Result<Message, axum::Error>>,
+) -> Result<Option<Result<Message, axum::Error>>, channel::ChannelError> {
+    let Some(opener) = opener else {
+        return Ok(msg);
+    };
+    match msg {
+        Some(Ok(Message::Binary(sealed))) => {
+            let text = opener.open(&sealed)?;
+            Ok(Some(Ok(Message::Text(Utf8Bytes::from(text)))))
+        }
+        Some(Ok(Message::Text(_))) => Err(channel::ChannelError::Broken(
+            "a text frame inside the encrypted channel",
+        )),
+        other => Ok(other),
+    }
+}
+
 /// Every write has a deadline: a peer that stops reading fills its socket buffer, and a
 /// write to it would wait forever, holding the socket and the queue behind it. Past
 /// `write_timeout` the connection is simply dropped.
 async fn write_loop(
-    mut sink: Sink,
+    mut out: Out,
     mut rx: QueueRx,
     kick: CancellationToken,
     mut end: tokio::sync::watch::Receiver<Option<Ending>>,
@@ -424,9 +628,9 @@ async fn write_loop(
     let t = write_timeout;
     loop {
         tokio::select! {
-            out = rx.recv() => {
-                let Some(out) = out else { break };
-                if timed(t, send_out(&mut sink, out)).await.is_err() {
+            out_msg = rx.recv() => {
+                let Some(queued) = out_msg else { break };
+                if timed(t, send_out(&mut out, queued)).await.is_err() {
                     return;
                 }
             }
@@ -434,15 +638,15 @@ async fn write_loop(
                 // docs/protocol.md "Keepalive": a peer that did not answer the last ping is gone.
                 if !pong_seen.swap(false, Ordering::Relaxed) {
                     tracing::info!("no pong since the last ping; dropping the client");
-                    let _ = timed(t, send_msg(&mut sink, close_msg(close::GOING_AWAY, "keepalive timeout"))).await;
+                    let _ = timed(t, send_msg(&mut out.sink, close_msg(close::GOING_AWAY, "keepalive timeout"))).await;
                     return;
                 }
-                if timed(t, send_msg(&mut sink, Message::Ping(Default::default()))).await.is_err() {
+                if timed(t, send_msg(&mut out.sink, Message::Ping(Default::default()))).await.is_err() {
                     return;
                 }
             }
             _ = kick.cancelled() => {
-                let _ = timed(t, send_msg(&mut sink, close_msg(close::TRY_AGAIN_LATER, "client too slow"))).await;
+                let _ = timed(t, send_msg(&mut out.sink, close_msg(close::TRY_AGAIN_LATER, "client too slow"))).await;
                 return;
             }
             changed = end.changed() => {
@@ -450,18 +654,18 @@ async fn write_loop(
                 if let Some(Ending::Close(code, reason)) = ending {
                     // Whatever was queued before the decision (e.g. the error that caused
                     // it) goes out first.
-                    while let Some(out) = rx.try_recv() {
-                        if timed(t, send_out(&mut sink, out)).await.is_err() {
+                    while let Some(queued) = rx.try_recv() {
+                        if timed(t, send_out(&mut out, queued)).await.is_err() {
                             return;
                         }
                     }
-                    let _ = timed(t, send_msg(&mut sink, close_msg(code, reason))).await;
+                    let _ = timed(t, send_msg(&mut out.sink, close_msg(code, reason))).await;
                 }
                 break;
             }
         }
     }
-    let _ = timed(t, async { sink.close().await.map_err(|_| WriteFailed) }).await;
+    let _ = timed(t, async { out.sink.close().await.map_err(|_| WriteFailed) }).await;
 }
 
 /// The WebSocket layer refused a frame past its limit (twice the protocol's): the peer
@@ -493,22 +697,15 @@ async fn send_msg(sink: &mut Sink, msg: Message) -> Result<(), WriteFailed> {
     sink.send(msg).await.map_err(|_| WriteFailed)
 }
 
-async fn send_out(sink: &mut Sink, out: Outbound) -> Result<(), WriteFailed> {
-    let sent = match out {
-        Outbound::Frame(f) => sink.send(Message::Text(Utf8Bytes::from(&*f))).await,
+async fn send_out(out: &mut Out, queued: Outbound) -> Result<(), WriteFailed> {
+    match queued {
+        Outbound::Frame(f) => out.send_text(&f).await,
         Outbound::Batch(frames) => {
-            let mut fed = Ok(());
             for f in frames {
-                fed = sink.feed(Message::Text(Utf8Bytes::from(&*f))).await;
-                if fed.is_err() {
-                    break;
-                }
+                let frame = out.frame(&f)?;
+                out.sink.feed(frame).await.map_err(|_| WriteFailed)?;
             }
-            match fed {
-                Ok(()) => sink.flush().await,
-                err => err,
-            }
+            out.sink.flush().await.map_err(|_| WriteFailed)
         }
-    };
-    sent.map_err(|_| WriteFailed)
+    }
 }

@@ -17,12 +17,10 @@ use crate::config::{Config, ConfigError};
 use crate::control::{FatalCause, WorkerEvent};
 use crate::demo::DemoError;
 use crate::environment::{claude_binary, env_token, session_dir, EnvironmentError};
-use crate::forwarded::Voucher;
 use crate::secrets::{Secrets, SecretsError};
 use crate::session::{Hub, SessionsConfig};
 use crate::signals::StopSignals;
 use crate::store::Paths;
-use crate::token::ApiToken;
 
 /// The options of `chroxy worker`.
 #[derive(Debug, Clone, clap::Args)]
@@ -149,14 +147,24 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
     let config = Config::load(&paths.config_file())?;
     // A supervised worker never opens the keyring (a release being tried out gets no
     // more than it needs): its supervisor hands it the token on stdin.
-    let (token, voucher) = match env_token() {
+    let (token, voucher, identity) = match env_token() {
         // A person's choice, or a supervisor from before the hand-over on stdin.
-        Some(token) => (token, None),
-        None if supervised => blocking(read_handed_token).await?,
+        Some(token) => (token, None, None),
+        None if supervised => {
+            let handed = blocking(read_handed_token).await?;
+            (handed.token, handed.voucher, handed.identity)
+        }
         None => {
-            let paths = paths.clone();
+            let (paths, home) = (paths.clone(), home.clone());
             let token = blocking(move || Secrets::open(&paths, home.as_deref()).api_token());
-            (token.await?, None)
+            (token.await?, None, None)
+        }
+    };
+    let identity = match identity {
+        Some(identity) => identity,
+        None => {
+            let (paths, home) = (paths.clone(), home.clone());
+            blocking(move || Secrets::open(&paths, home.as_deref()).identity()).await?
         }
     };
     let claude = claude_binary(&config.worker);
@@ -228,9 +236,14 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
     let served = super::serve(
         listener,
         hub.clone(),
-        Credentials::new(token, voucher).approving(
-            (config.security.approve_new_devices).then(|| crate::devices::Devices::new(&paths)),
-        ),
+        Credentials::new(
+            token,
+            voucher,
+            identity,
+            crate::devices::Devices::new(&paths),
+        )
+        .approving(config.security.approve_new_devices)
+        .allowing_tokens(config.security.allow_token_auth),
         config.worker,
         cwd.display().to_string(),
         signals,
@@ -265,10 +278,10 @@ where
     }
 }
 
-/// The token (and signing key) a supervisor writes as the first line on a supervised
-/// worker's stdin (blocking). The rest of stdin, the supervisor's commands, stays
-/// buffered for `follow_supervisor`: both read through the process's one stdin buffer.
-fn read_handed_token() -> Result<(ApiToken, Option<Voucher>), LaunchError> {
+/// The token (and keys) a supervisor writes as the first line on a supervised worker's
+/// stdin (blocking). The rest of stdin, the supervisor's commands, stays buffered for
+/// `follow_supervisor`: both read through the process's one stdin buffer.
+fn read_handed_token() -> Result<crate::control::Handed, LaunchError> {
     use std::io::{BufRead, Read};
     let mut line = String::new();
     std::io::stdin()

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::channel::KeyPair;
 use crate::config::WorkerConfig;
 use crate::devices::Devices;
 use crate::forwarded::Voucher;
@@ -117,28 +118,48 @@ pub struct Credentials {
     /// supervisor's own probe. With the token's own key any token holder could pass
     /// as the probe, so a worker run by hand lets no connection skip device approval.
     pub probe_is_supervisors: bool,
-    /// Devices must be approved (`[security] approve_new_devices`); `None`: the token
-    /// alone lets a device in.
-    pub devices: Option<Devices>,
+    /// The registry of devices: who is approved, paired by a code, revoked.
+    pub devices: Devices,
+    /// v1 devices must be approved (`[security] approve_new_devices`); `false`: the
+    /// token alone lets a v1 device in. A v2 device is always one of the registry's.
+    pub approve_new: bool,
+    /// The desktop's identity: protocol v2 handshakes are answered with it.
+    pub identity: KeyPair,
+    /// `[security] allow_token_auth`: v1's token `auth` is accepted on the public port.
+    /// The private port (the supervisor's probe) always accepts it.
+    pub allow_token_auth: bool,
 }
 
 impl Credentials {
-    /// `voucher`: the supervisor's key, `None` for a worker run by hand. Devices are
-    /// not checked until [`Credentials::approving`] says where they are kept.
-    pub fn new(token: ApiToken, voucher: Option<Voucher>) -> Self {
+    /// `voucher`: the supervisor's key, `None` for a worker run by hand.
+    pub fn new(
+        token: ApiToken,
+        voucher: Option<Voucher>,
+        identity: KeyPair,
+        devices: Devices,
+    ) -> Self {
         let probe_is_supervisors = voucher.is_some();
         let voucher = voucher.unwrap_or_else(|| Voucher::new(&token));
         Self {
             token,
             voucher,
             probe_is_supervisors,
-            devices: None,
+            devices,
+            approve_new: true,
+            identity,
+            allow_token_auth: false,
         }
     }
 
-    /// Only devices `devices` approves get in (`None`: any token holder does).
-    pub fn approving(mut self, devices: Option<Devices>) -> Self {
-        self.devices = devices;
+    /// Whether v1's token `auth` is accepted on the public port.
+    pub fn allowing_tokens(mut self, allow: bool) -> Self {
+        self.allow_token_auth = allow;
+        self
+    }
+
+    /// Whether v1 devices need approval (`false`: any token holder gets in).
+    pub fn approving(mut self, approve_new: bool) -> Self {
+        self.approve_new = approve_new;
         self
     }
 }
@@ -151,10 +172,16 @@ pub(crate) struct Shared {
     /// See [`Credentials::probe_is_supervisors`].
     pub probe_is_supervisors: bool,
     /// See [`Credentials::devices`].
-    pub devices: Option<Devices>,
+    pub devices: Devices,
+    /// See [`Credentials::approve_new`].
+    pub approve_new: bool,
+    /// See [`Credentials::identity`].
+    pub identity: KeyPair,
+    /// See [`Credentials::allow_token_auth`].
+    pub allow_token_auth: bool,
     /// The approved devices, read again whenever the registry changes: a connection
     /// of one no longer there is closed.
-    pub approved: Option<watch::Receiver<revocation::Approved>>,
+    pub approved: watch::Receiver<revocation::Approved>,
     /// WebSocket connections that have not authenticated yet.
     pub unauthenticated: AtomicUsize,
     pub cfg: WorkerConfig,
@@ -183,8 +210,11 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         voucher: credentials.voucher,
         probe_is_supervisors: credentials.probe_is_supervisors,
-        approved: (credentials.devices.clone()).map(|d| revocation::watch(d, stop.clone())),
+        approved: revocation::watch(credentials.devices.clone(), stop.clone()),
         devices: credentials.devices,
+        approve_new: credentials.approve_new,
+        identity: credentials.identity,
+        allow_token_auth: credentials.allow_token_auth,
         unauthenticated: AtomicUsize::new(0),
         token: credentials.token,
         cfg,

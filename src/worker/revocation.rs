@@ -90,11 +90,11 @@ fn approved_ids(devices: &Devices) -> Option<Arc<BTreeSet<String>>> {
 /// Resolves once a reading of the registry made after `admitted_at` no longer lists
 /// `device` as approved; never without a device (devices unchecked, or the probe).
 pub(crate) async fn revoked(
-    approved: Option<&mut watch::Receiver<Approved>>,
+    rx: &mut watch::Receiver<Approved>,
     device: Option<&str>,
     admitted_at: Instant,
 ) {
-    let (Some(rx), Some(device)) = (approved, device) else {
+    let Some(device) = device else {
         return std::future::pending().await;
     };
     loop {

@@ -146,6 +146,7 @@ impl Home {
                 chroxy::protocol::now_ms(),
             )
             .unwrap();
+        home.config("");
         home
     }
     /// This home's device registry.
@@ -164,11 +165,21 @@ impl Home {
     pub fn sessions_dir(&self) -> PathBuf {
         self.chroxy().join("state/sessions")
     }
-    /// Writes CHROXY_HOME/config/config.toml.
+    /// Writes CHROXY_HOME/config/config.toml. [`Client`] speaks protocol v1 (the
+    /// token), so unless `toml` says otherwise the file lets tokens in; protocol v2 is
+    /// what the phone client speaks (every browser test) and `tests/encryption.rs`.
     pub fn config(&self, toml: &str) {
         let dir = self.chroxy().join("config");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("config.toml"), toml).unwrap();
+        // Added last, so a test's own line numbers stay as it wrote them.
+        let text = if toml.contains("allow_token_auth") {
+            toml.to_owned()
+        } else if toml.contains("[security]\n") {
+            toml.replacen("[security]\n", "[security]\nallow_token_auth = true\n", 1)
+        } else {
+            format!("{toml}\n[security]\nallow_token_auth = true\n")
+        };
+        std::fs::write(dir.join("config.toml"), text).unwrap();
     }
 }
 
@@ -498,11 +509,24 @@ pub fn descendants_of(pid: u32) -> Vec<u32> {
     out
 }
 
-/// A WebSocket client speaking the protocol.
+/// A WebSocket client speaking the protocol: v1 (text frames) unless
+/// [`Client::handshake`] set up v2's encrypted channel, after which every frame is
+/// sealed and opened by it.
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Every frame received so far, in order.
     pub seen: Vec<Value>,
+    /// v2: both halves of the channel.
+    pub sealed: Option<(chroxy::channel::Sealer, chroxy::channel::Opener)>,
+}
+
+/// Why [`Client::handshake`] did not set up the channel.
+#[derive(Debug)]
+pub enum HandshakeFailed {
+    /// The server closed, with this code.
+    Closed(Option<u16>),
+    /// Its answer did not verify: not the machine whose key was pinned.
+    Refused(chroxy::channel::ChannelError),
 }
 
 #[derive(Debug)]
@@ -519,11 +543,62 @@ impl Client {
         Self {
             ws,
             seen: Vec::new(),
+            sealed: None,
         }
     }
 
+    /// Protocol v2's handshake as `device`, with the server that must hold `server`'s
+    /// key; what the phone does before its sealed `auth`.
+    pub async fn handshake(
+        &mut self,
+        device: &chroxy::channel::KeyPair,
+        server: &[u8; 32],
+    ) -> Result<(), HandshakeFailed> {
+        let (hello, initiating) =
+            chroxy::channel::initiate(device, server).map_err(HandshakeFailed::Refused)?;
+        self.ws.send(Message::binary(hello)).await.unwrap();
+        let reply = loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => break b,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Err(HandshakeFailed::Closed(frame.map(|f| u16::from(f.code))))
+                }
+                other => panic!("no handshake reply: {other:?}"),
+            }
+        };
+        self.sealed = Some(
+            initiating
+                .finish(&reply)
+                .map_err(HandshakeFailed::Refused)?,
+        );
+        Ok(())
+    }
+
+    /// Protocol v2: the handshake, then the sealed `auth` (with `code` while pairing);
+    /// the server's answer.
+    pub async fn auth_v2(
+        &mut self,
+        device: &chroxy::channel::KeyPair,
+        server: &[u8; 32],
+        code: Option<&str>,
+    ) -> Value {
+        self.handshake(device, server).await.unwrap();
+        let mut auth = json!({"type": "auth", "protocolVersion": 2,
+            "deviceInfo": {"deviceName": "v2 phone", "deviceType": "phone", "platform": "test"}});
+        if let Some(code) = code {
+            auth["pairingCode"] = json!(code);
+        }
+        self.send(auth).await;
+        self.recv().await
+    }
+
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.unwrap();
+        let frame = match &mut self.sealed {
+            Some((sealer, _)) => Message::binary(sealer.seal(&v.to_string()).unwrap()),
+            None => Message::text(v.to_string()),
+        };
+        self.ws.send(frame).await.unwrap();
     }
 
     pub async fn send_raw(&mut self, m: Message) {
@@ -543,6 +618,13 @@ impl Client {
                         tail(&self.seen)
                     )
                 });
+            let m = match (m, &mut self.sealed) {
+                (Some(Ok(Message::Binary(b))), Some((_, opener))) => {
+                    let text = opener.open(&b).expect("a frame that opens");
+                    Some(Ok(Message::text(text)))
+                }
+                (m, _) => m,
+            };
             match m {
                 Some(Ok(Message::Text(t))) => {
                     let v: Value = serde_json::from_str(t.as_str()).unwrap();

@@ -13,11 +13,13 @@ class FakeSocket {
     this.sent = [];
     FakeSocket.last = this;
   }
-  send(text) {
-    this.sent.push(JSON.parse(text));
+  /// Text frames as the objects they carry; binary ones as bytes.
+  send(data) {
+    this.sent.push(typeof data === "string" ? JSON.parse(data) : new Uint8Array(data));
   }
-  close() {
+  close(code) {
     this.readyState = 3;
+    this.closedWith = code;
   }
   open() {
     this.readyState = 1;
@@ -26,9 +28,14 @@ class FakeSocket {
   receive(msg) {
     this.onmessage?.({ data: JSON.stringify(msg) });
   }
-  drop() {
+  /// A binary frame, as a socket whose binaryType is "arraybuffer" hands it over.
+  receiveBinary(bytes) {
+    assert.equal(this.binaryType, "arraybuffer");
+    this.onmessage?.({ data: Uint8Array.from(bytes).buffer });
+  }
+  drop(code) {
     this.readyState = 3;
-    this.onclose?.();
+    this.onclose?.({ code });
   }
 }
 
@@ -343,5 +350,295 @@ test("shown again, a connection is checked at once and a dead one replaced", asy
   assert.notEqual(FakeSocket.last, socket, "tried at once");
   assert.equal(c.state, "connecting");
   c.close();
+  mock.timers.reset();
+});
+
+// ---- version 2: the encrypted channel ----------------------------------------------------
+
+const { Responder } = await import("./noise-responder.mjs");
+const noise = await import("../../web/phone/js/noise.js");
+const { keyStore } = await import("../../web/phone/js/device-keys.js");
+
+/// IndexedDB's part, in memory.
+function memoryStore() {
+  const keys = new Map();
+  return {
+    get: async (url) => keys.get(url),
+    add: async (url, pair) => !keys.has(url) && !!keys.set(url, pair),
+    delete: async (url) => void keys.delete(url),
+  };
+}
+
+/// Waits until `ready()`: WebCrypto answers in its own time, not the fake clock's.
+async function until(ready, what) {
+  const deadline = performance.now() + 5000;
+  while (!ready()) {
+    if (performance.now() > deadline) assert.fail(`still waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/// A machine with its own key, and a connection whose pairing pins it.
+async function pinned(pairing = {}, options = {}) {
+  const machineKey = await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", machineKey.publicKey));
+  const keys = keyStore(memoryStore());
+  const c = new Connection(
+    { url: "ws://machine/ws", key: Buffer.from(raw).toString("base64url"), ...pairing },
+    { deviceName: "test" },
+    { keys, ...options },
+  );
+  const states = [];
+  c.addEventListener("state", (e) => states.push(e.detail));
+  const messages = [];
+  c.addEventListener("message", (e) => messages.push(e.detail));
+  return { c, states, messages, machineKey, keys, fingerprint: await noise.fingerprint(raw) };
+}
+
+/// The next frame the phone sent on `socket`.
+async function nextFrame(socket) {
+  socket.read ??= 0;
+  await until(() => socket.sent.length > socket.read, "a frame from the phone");
+  return socket.sent[socket.read++];
+}
+
+/// Opens the newest socket and plays the machine's side of the handshake: resolves to
+/// the machine's end of the channel, the sealed auth it read and the device key it saw.
+async function handshake(machineKey) {
+  const socket = FakeSocket.last;
+  socket.open();
+  const machine = await Responder.create(machineKey);
+  const message1 = await nextFrame(socket);
+  assert.ok(message1 instanceof Uint8Array && message1.length === 96, "message 1 is one binary frame of 96 bytes");
+  const device = await machine.readMessage1(message1);
+  socket.receiveBinary(await machine.writeMessage2());
+  const auth = JSON.parse(await machine.open(await nextFrame(socket)));
+  return { socket, machine, auth, device };
+}
+
+/// The machine sends `msg`, sealed.
+async function tell(socket, machine, msg) {
+  socket.receiveBinary(await machine.seal(JSON.stringify(msg)));
+}
+
+const AUTH_OK = { type: "auth_ok", deviceId: "k7m2qp", encryption: "noise", protocolVersion: 2 };
+
+test("version 2: a handshake, a sealed auth with no token, sealed messages both ways, the same device key each time", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states, messages, machineKey, keys, fingerprint } = await pinned({ token: "t", code: CODE });
+  c.connect();
+  let { socket, machine, auth, device } = await handshake(machineKey);
+  assert.equal(c.state, "authenticating");
+  assert.deepEqual(auth, { type: "auth", protocolVersion: 2, deviceInfo: { deviceName: "test" }, pairingCode: CODE });
+  const stored = await keys.deviceKey("ws://machine/ws");
+  assert.deepEqual(device, await noise.rawPublicKey(stored), "the device is the key kept for this machine");
+  assert.equal(stored.privateKey.extractable, false);
+
+  await tell(socket, machine, AUTH_OK);
+  await until(() => c.state === "connected", "auth_ok");
+  assert.deepEqual(states.at(-1), { state: "connected", previousToken: false, fingerprint });
+  assert.equal(c.encrypted, true);
+  await tell(socket, machine, { type: "message", messageType: "assistant", content: "hello" });
+  await until(() => messages.at(-1).type === "message", "a sealed message");
+  assert.equal(messages.at(-1).content, "hello");
+
+  // Sends stay in order, a big one ahead of small ones included, and all are sealed.
+  const sent = [{ type: "input", data: "x".repeat(200000) }, ...Array.from({ length: 8 }, (_, i) => ({ type: "input", data: `${i}` }))];
+  for (const msg of sent) assert.equal(c.send(msg), true);
+  for (const msg of sent) assert.deepEqual(JSON.parse(await machine.open(await nextFrame(socket))), msg);
+  // Keepalive pings are sealed too.
+  mock.timers.tick(15000);
+  assert.deepEqual(JSON.parse(await machine.open(await nextFrame(socket))), { type: "ping" });
+  assert.ok(socket.sent.every((frame) => frame instanceof Uint8Array), "no text frame ever");
+
+  // Lost: a new handshake with the same device key, and the code is not sent again.
+  socket.drop(1006);
+  await until(() => c.state === "reconnecting", "the loss");
+  mock.timers.tick(states.at(-1).retryInMs);
+  ({ socket, machine, auth, device } = await handshake(machineKey));
+  assert.equal(auth.pairingCode, undefined, "a code is used once");
+  assert.deepEqual(device, await noise.rawPublicKey(stored));
+  await tell(socket, machine, AUTH_OK);
+  await until(() => c.state === "connected", "auth_ok again");
+  c.close();
+  mock.timers.reset();
+});
+
+test("a frame that does not open, or a text frame, breaks the channel: closed with 4002, then a new handshake", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states, machineKey } = await pinned();
+  c.connect();
+  let { socket, machine } = await handshake(machineKey);
+  await tell(socket, machine, AUTH_OK);
+  await until(() => c.state === "connected", "auth_ok");
+  const altered = await machine.seal('{"type":"pong","serverTs":0}');
+  altered[20] ^= 0x01;
+  socket.receiveBinary(altered);
+  await until(() => c.state === "reconnecting", "the broken frame");
+  assert.equal(socket.closedWith, 4002);
+  assert.equal(states.at(-1).handshakeRefused, undefined, "an ordinary loss");
+
+  mock.timers.tick(states.at(-1).retryInMs);
+  assert.notEqual(FakeSocket.last, socket, "a new socket");
+  ({ socket, machine } = await handshake(machineKey));
+  await tell(socket, machine, AUTH_OK);
+  await until(() => c.state === "connected", "in again, with new keys");
+  socket.receive({ type: "pong", serverTs: 0 }); // text
+  await until(() => c.state === "reconnecting", "the text frame");
+  assert.equal(socket.closedWith, 4002);
+  c.close();
+  mock.timers.reset();
+});
+
+test("what the machine says before it closes is read before the close is", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states, machineKey } = await pinned();
+  c.connect();
+  let { socket, machine } = await handshake(machineKey);
+  await tell(socket, machine, AUTH_OK);
+  await until(() => c.state === "connected", "auth_ok");
+  // The close arrives while the notice is still being opened.
+  await tell(socket, machine, { type: "server_shutdown", reason: "restart", restartEtaMs: 2500 });
+  socket.drop(1001);
+  await until(() => c.state !== "connected", "the notice");
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(states.at(-1), { state: "server_restarting", retryInMs: 2500, reason: "restart" });
+  c.close();
+  mock.timers.reset();
+});
+
+test("not_paired stops like a refused device: the code is spent, the machine's words shown, nothing retried", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states, machineKey } = await pinned({ code: CODE });
+  const told = [];
+  c.addEventListener("device", (e) => told.push(e.detail));
+  c.connect();
+  const { socket, machine } = await handshake(machineKey);
+  const message = "This pairing code was already used. Scan a fresh QR code.";
+  await tell(socket, machine, { type: "auth_fail", reason: "not_paired", message });
+  socket.drop(4001);
+  await until(() => c.state === "not_paired", "not_paired");
+  assert.deepEqual(states.at(-1), { state: "not_paired", message });
+  assert.equal(c.pairing.code, undefined);
+  assert.equal(told.length, 1, "the store is told the code is spent");
+  assert.equal(c.waitingForPerson, true);
+  mock.timers.tick(600000);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(FakeSocket.last, socket, "no retry");
+  c.close();
+  mock.timers.reset();
+});
+
+test("a message 2 that does not decrypt is the wrong machine: said with the pinned fingerprint, not retried until asked", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states, machineKey, fingerprint } = await pinned({ token: "t" });
+  c.connect();
+  const socket = FakeSocket.last;
+  socket.open();
+  await nextFrame(socket);
+  socket.receiveBinary(crypto.getRandomValues(new Uint8Array(48)));
+  await until(() => c.state === "wrong_machine", "wrong_machine");
+  assert.deepEqual(states.at(-1), { state: "wrong_machine", fingerprint });
+  assert.equal(socket.closedWith, 4002);
+  assert.equal(socket.sent.length, 1, "nothing but message 1, and no token");
+  assert.equal(c.waitingForPerson, true);
+  mock.timers.tick(600000);
+  c.resume();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(FakeSocket.last, socket, "no retry, not even when the page is shown again");
+
+  c.reconnectNow();
+  assert.notEqual(FakeSocket.last, socket);
+  const next = await handshake(machineKey);
+  await tell(next.socket, next.machine, AUTH_OK);
+  await until(() => c.state === "connected", "the right machine again");
+  c.close();
+  mock.timers.reset();
+});
+
+test("a machine that cannot read message 1 (closes with 4002) is retried as after any loss, saying so", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states } = await pinned();
+  c.connect();
+  const socket = FakeSocket.last;
+  socket.open();
+  await nextFrame(socket);
+  socket.drop(4002);
+  await until(() => c.state === "reconnecting", "the retry");
+  assert.equal(states.at(-1).handshakeRefused, true);
+  mock.timers.tick(states.at(-1).retryInMs);
+  assert.notEqual(FakeSocket.last, socket, "tried again");
+  c.close();
+  mock.timers.reset();
+});
+
+test("token_auth_disabled stops a token-only pairing and waits for a fresh QR code", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states } = pairedWith({ token: "t" });
+  c.connect();
+  const socket = FakeSocket.last;
+  socket.open();
+  const message = "This computer accepts only paired phones that speak Chroxy's encrypted protocol (v2).";
+  socket.receive({ type: "auth_fail", reason: "token_auth_disabled", message });
+  socket.drop(4001);
+  await settle();
+  assert.deepEqual(states.at(-1), { state: "token_auth_disabled", message, cannotEncrypt: undefined });
+  mock.timers.tick(600000);
+  assert.equal(FakeSocket.last, socket, "no retry");
+  c.close();
+  mock.timers.reset();
+});
+
+const NO_X25519 = "its WebCrypto has no X25519 keys (a current browser has them)";
+const withoutX25519 = { noise: { ...noise, unsupportedReason: async () => NO_X25519 } };
+
+test("a browser that cannot encrypt uses the pairing's token over v1 and says so at every step", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states } = await pinned({ token: "t" }, withoutX25519);
+  c.connect();
+  let socket = FakeSocket.last;
+  socket.open();
+  const auth = await nextFrame(socket);
+  assert.deepEqual([auth.type, auth.token, auth.protocolVersion], ["auth", "t", 1]);
+  socket.receive({ type: "auth_ok" });
+  assert.deepEqual(states.at(-1), { state: "connected", previousToken: false, cannotEncrypt: NO_X25519 });
+  assert.equal(c.encrypted, false);
+  assert.equal(c.send({ type: "ping" }), true);
+  assert.deepEqual(socket.sent.at(-1), { type: "ping" }, "in the clear: a text frame");
+
+  // A machine that lets no token in: stopped, and the reason is both.
+  socket.drop();
+  await settle();
+  mock.timers.tick(states.at(-1).retryInMs);
+  socket = FakeSocket.last;
+  socket.open();
+  await nextFrame(socket);
+  socket.receive({ type: "auth_fail", reason: "token_auth_disabled", message: "v2 only" });
+  assert.deepEqual(states.at(-1), { state: "token_auth_disabled", message: "v2 only", cannotEncrypt: NO_X25519 });
+  c.close();
+  mock.timers.reset();
+});
+
+test("a browser that cannot encrypt, with no token to fall back on, stops and says why", async () => {
+  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"] });
+  const { c, states } = await pinned({}, withoutX25519);
+  c.connect();
+  const socket = FakeSocket.last;
+  socket.open();
+  await until(() => c.state === "no_crypto", "no_crypto");
+  assert.deepEqual(states.at(-1), { state: "no_crypto", cannotEncrypt: NO_X25519 });
+  assert.deepEqual(socket.sent, [], "nothing sent");
+  mock.timers.tick(600000);
+  assert.equal(FakeSocket.last, socket, "no retry");
+
+  // A device key that cannot be kept (no IndexedDB) is the same dead end.
+  const broken = { get: async () => Promise.reject(new Error("IndexedDB is off")) };
+  const { c: d, states: dStates } = await pinned({}, { keys: keyStore(broken) });
+  d.connect();
+  FakeSocket.last.open();
+  await until(() => d.state === "no_crypto", "no_crypto");
+  assert.match(dStates.at(-1).cannotEncrypt, /could not keep this phone's key \(IndexedDB is off\)/);
+  c.close();
+  d.close();
   mock.timers.reset();
 });

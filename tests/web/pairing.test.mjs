@@ -120,7 +120,9 @@ test("crafted links are refused, each with its reason, without asking or storing
     ["no address", link(OWNER, { v: 1, token: TOKEN }), /names no machine/],
     ["a huge payload", link(OWNER, { v: 1, url: "wss://owner.example/ws", token: huge }), /characters long, far more than a real one/],
     ["a huge link with a tiny payload", `${OWNER}/${huge}#pair=e30`, /characters long/],
-    ["a newer format", link(OWNER, { v: 2, url: "wss://owner.example/ws", token: TOKEN }), /format this page does not know/],
+    ["a newer format", link(OWNER, { v: 3, url: "wss://owner.example/ws", token: TOKEN }), /format this page does not know/],
+    ["version 2 without the machine's key", link(OWNER, { v: 2, url: "wss://owner.example/ws", token: TOKEN }),
+      /machine's key in it is missing or malformed/],
     ["no format", link(OWNER, { url: "wss://owner.example/ws", token: TOKEN }), /format this page does not know/],
     ["not base64url", `${OWNER}/#pair=<script>alert(1)</script>`, /damaged/],
     ["not JSON", link(OWNER, "alert(1)"), /damaged/],
@@ -220,4 +222,118 @@ test("a malformed pairing code refuses the link", async () => {
     assert.match(result.error, /pairing code/);
   }
   assert.deepEqual(pairings.all(), []);
+});
+
+// ---- version 2: the machine's key ------------------------------------------------------
+
+/// A machine's public key as a v2 link carries it, and its fingerprint.
+const KEY = Buffer.alloc(32, 7).toString("base64url");
+const OTHER_KEY = Buffer.alloc(32, 9).toString("base64url");
+const { createHash } = await import("node:crypto");
+const fingerprintOf = (key) =>
+  createHash("sha256").update(Buffer.from(key, "base64url")).digest("hex").slice(0, 16).match(/.{4}/g).join("-");
+const v2Link = (fields = {}) => link(OWNER, { v: 2, url: "wss://owner.example/ws", key: KEY, code: CODE, ...fields });
+
+test("a version 2 link pins the machine's key; its fingerprint is shown before anything is stored", async () => {
+  const no = person(false);
+  assert.equal((await pairings.offer(v2Link(), no.confirm)).outcome, "declined");
+  assert.deepEqual(no.asked, [
+    { kind: "new", host: "owner.example", url: "wss://owner.example/ws", fingerprint: fingerprintOf(KEY) },
+  ]);
+  assert.deepEqual(pairings.all(), []);
+
+  assert.equal((await pairings.offer(v2Link(), person(true).confirm)).outcome, "added");
+  const p = pairings.current();
+  assert.deepEqual([p.url, p.key, p.code, p.token], ["wss://owner.example/ws", KEY, CODE, undefined]);
+
+  // The same machine and key again, with a fresh code: no question.
+  const fresh = "fedcba9876543210fedcba9876543210";
+  const quiet = person(true);
+  assert.equal((await pairings.offer(v2Link({ code: fresh }), quiet.confirm)).outcome, "known");
+  assert.deepEqual(quiet.asked, []);
+  assert.equal(pairings.current().code, fresh);
+});
+
+test("a version 2 link may carry the token too (a machine still letting v1 in), or no code", async () => {
+  assert.equal((await pairings.offer(v2Link({ token: TOKEN }), person(true).confirm)).outcome, "added");
+  assert.deepEqual([pairings.current().key, pairings.current().token], [KEY, TOKEN]);
+  const again = person(true);
+  assert.equal((await pairings.offer(v2Link({ code: undefined }), again.confirm)).outcome, "known");
+  assert.deepEqual(again.asked, [], "the same key: nothing to ask, the token kept");
+  assert.equal(pairings.current().token, TOKEN);
+});
+
+test("another key for a known machine is asked about, with both fingerprints; declining changes nothing", async () => {
+  await pairings.offer(v2Link(), person(true).confirm);
+  const before = localStorage.snapshot();
+  const no = person(false);
+  assert.equal((await pairings.offer(v2Link({ key: OTHER_KEY }), no.confirm)).outcome, "declined");
+  assert.deepEqual(no.asked, [{
+    kind: "key", host: "owner.example", url: "wss://owner.example/ws",
+    fingerprint: fingerprintOf(OTHER_KEY), previous: fingerprintOf(KEY),
+  }]);
+  assert.equal(localStorage.snapshot(), before);
+
+  assert.equal((await pairings.offer(v2Link({ key: OTHER_KEY }), person(true).confirm)).outcome, "added");
+  assert.equal(pairings.current().key, OTHER_KEY);
+  assert.equal(pairings.all().length, 1);
+});
+
+test("a machine paired with a token gets its first key only once the person agrees", async () => {
+  await pairings.offer(ownLink(), person(true).confirm);
+  const asked = person(true);
+  assert.equal((await pairings.offer(v2Link(), asked.confirm)).outcome, "added");
+  assert.deepEqual(asked.asked, [
+    { kind: "key", host: "owner.example", url: "wss://owner.example/ws", fingerprint: fingerprintOf(KEY) },
+  ]);
+  assert.deepEqual([pairings.current().key, pairings.current().token], [KEY, TOKEN], "the token is kept");
+});
+
+test("a version 1 link never unpins a machine's key", async () => {
+  await pairings.offer(v2Link({ token: TOKEN }), person(true).confirm);
+  const quiet = person(true);
+  assert.equal((await pairings.offer(ownLink(), quiet.confirm)).outcome, "known");
+  assert.deepEqual(quiet.asked, []);
+  assert.equal(pairings.current().key, KEY);
+  const asked = person(true);
+  assert.equal((await pairings.offer(ownLink("new-token-0123456789"), asked.confirm)).outcome, "added");
+  assert.equal(asked.asked[0].kind, "token");
+  assert.deepEqual([pairings.current().key, pairings.current().token], [KEY, "new-token-0123456789"]);
+});
+
+test("a version 2 link's key must be exactly 32 bytes of canonical base64url", async () => {
+  const bytes = Buffer.alloc(32, 7);
+  const cases = [
+    ["no key", undefined],
+    ["a number", 5],
+    ["padded", `${KEY}=`],
+    ["a + of standard base64", bytes.toString("base64").replace(/=+$/, "").replace(/.$/, "+")],
+    ["31 bytes", Buffer.alloc(31, 7).toString("base64url")],
+    ["33 bytes", Buffer.alloc(33, 7).toString("base64url")],
+    ["a spare bit set", KEY.slice(0, -1) + String.fromCharCode(KEY.charCodeAt(42) + 1)],
+    ["spaces", ` ${KEY.slice(1)}`],
+  ];
+  for (const [what, key] of cases) {
+    const p = person(true);
+    const result = await pairings.offer(v2Link({ key }), p.confirm);
+    assert.equal(result.outcome, "refused", what);
+    assert.match(result.error, /machine's key in it is missing or malformed/, what);
+    assert.deepEqual(p.asked, [], what);
+  }
+  const badToken = await pairings.offer(v2Link({ token: "a b" }), person(true).confirm);
+  assert.match(badToken.error, /token is missing or malformed/);
+  assert.deepEqual(pairings.all(), []);
+});
+
+test("where this page has no WebCrypto (not a secure context), a key is still pinned, without a fingerprint", async () => {
+  const real = Object.getOwnPropertyDescriptor(globalThis, "crypto");
+  Object.defineProperty(globalThis, "crypto", { value: {}, configurable: true });
+  try {
+    const asked = person(true);
+    assert.equal((await pairings.offer(v2Link(), asked.confirm)).outcome, "added");
+    assert.equal(asked.asked[0].fingerprint, null);
+    assert.equal(pairings.current().key, KEY);
+  } finally {
+    Object.defineProperty(globalThis, "crypto", real);
+  }
 });

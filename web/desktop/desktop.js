@@ -120,6 +120,7 @@ function render(view) {
     return li;
   }));
   renderDevices(s.devices);
+  text('fingerprint', s.identity?.fingerprint ?? '');
   $('events').replaceChildren(...s.events.slice(-8).reverse().map((e) => {
     const li = document.createElement('li');
     const at = document.createElement('time');
@@ -136,6 +137,7 @@ function render(view) {
 function renderDevices(d) {
   if (!d) return;
   $('devices-open').hidden = d.approveNew !== false;
+  $('token-auth').hidden = d.allowTokenAuth !== true;
   $('devices-error').hidden = !d.error;
   text('devices-error', d.error ?? '');
   const order = { pending: 0, approved: 1, refused: 2 };

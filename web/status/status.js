@@ -108,6 +108,7 @@ function render(s) {
   );
   $("events").replaceChildren(...[...s.events].reverse().map((e) => row([when(e.at), e.kind, e.message])));
   renderDevices(s.devices);
+  $("fingerprint").textContent = s.identity?.fingerprint ?? "";
 }
 
 /// Each device, with the decisions that apply to it: approve or refuse one that waits,
@@ -115,6 +116,7 @@ function render(s) {
 function renderDevices(d) {
   if (!d) return;
   $("devices-open").hidden = d.approveNew !== false;
+  $("token-auth").hidden = d.allowTokenAuth !== true;
   $("devices-error").hidden = !d.error;
   $("devices-error").textContent = d.error ?? "";
   const decisions = { pending: ["approve", "refuse"], approved: ["revoke"], refused: [] };

@@ -428,6 +428,8 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
         ("not_authenticated", AuthFailReason::NotAuthenticated),
         ("device_pending", AuthFailReason::DevicePending),
         ("device_refused", AuthFailReason::DeviceRefused),
+        ("not_paired", AuthFailReason::NotPaired),
+        ("token_auth_disabled", AuthFailReason::TokenAuthDisabled),
     ] {
         cases.push((
             json!({"type": "auth_fail", "reason": ty}),

@@ -5,6 +5,8 @@
 import * as pairings from "./pairing.js";
 import * as pairPrompt from "./pair-prompt.js";
 import { Connection } from "./connection.js";
+import { keyStore } from "./device-keys.js";
+import { decodePublicKey, fingerprint } from "./noise.js";
 import { render as markdown } from "./markdown.js";
 import { cut, describeChange } from "./change.js";
 
@@ -27,7 +29,12 @@ const ui = {
   busy: new Set(), // sessions with a turn running
   banner: null,
   spent: 0, // the cost of the turns shown in the conversation, in USD
+  fingerprint: null, // the current machine's pinned key's, as the Chroxy window shows it
+  cannotEncrypt: null, // why this browser cannot encrypt, once a connection found out
 };
+
+/// This phone's device keys, one per machine, in IndexedDB.
+const keys = keyStore();
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -330,20 +337,55 @@ function setBanner(text, bad = false) {
   }
 }
 
-function onState({ state, retryInMs, previousToken, deviceId }) {
+/// The words after "this browser cannot do end-to-end encryption: ".
+const cannotEncryptText = (reason) => `This browser cannot do end-to-end encryption: ${reason}.`;
+
+/// The machine's key, in the session sheet: its fingerprint, for the person to compare
+/// with the Chroxy window's, and whether this connection is encrypted to it.
+function showMachineKey() {
+  const line = $("machine-key");
+  const pairing = ui.conn?.pairing;
+  line.hidden = !pairing;
+  if (!pairing) return;
+  if (!pairing.key) {
+    line.replaceChildren("Not end-to-end encrypted: this machine was paired from an older QR code. Scan a new one to encrypt.");
+    return;
+  }
+  const code = el("code", "", ui.fingerprint ?? "not shown (this page was not opened over https://)");
+  code.id = "machine-fingerprint";
+  let how = "";
+  if (ui.cannotEncrypt) how = ` — not end-to-end encrypted. ${cannotEncryptText(ui.cannotEncrypt)}`;
+  else if (ui.conn.encrypted) how = " — end-to-end encrypted.";
+  line.replaceChildren("Machine key ", code, how);
+}
+
+function onState({ state, retryInMs, previousToken, deviceId, fingerprint: pinned, cannotEncrypt, message, handshakeRefused }) {
   document.body.dataset.connection = state;
   const until = Date.now() + (retryInMs ?? 0);
   const left = () => Math.max(0, Math.ceil((until - Date.now()) / 1000));
+  if (cannotEncrypt) ui.cannotEncrypt = cannotEncrypt;
+  if (state === "connected") document.body.dataset.encrypted = String(ui.conn.encrypted);
+  showMachineKey();
+  const told = message ? ` (${message})` : "";
   switch (state) {
-    case "connected":
-      setBanner(previousToken ? "Connected with the previous token: this machine refused the newer one." : null);
+    case "connected": {
+      const notes = [];
+      if (cannotEncrypt) notes.push(`Not end-to-end encrypted. ${cannotEncryptText(cannotEncrypt)}`);
+      if (previousToken) notes.push("Connected with the previous token: this machine refused the newer one.");
+      setBanner(notes.join(" ") || null);
       break;
+    }
     case "connecting":
     case "authenticating":
       setBanner("Connecting…");
       break;
     case "reconnecting":
-      setBanner(() => `Connection lost — reconnecting in ${left()} s`);
+      if (handshakeRefused) {
+        setBanner(() => `The machine did not accept the encrypted handshake — retrying in ${left()} s. ` +
+          "If this goes on, it no longer has the key you paired with: scan its QR code again.");
+      } else {
+        setBanner(() => `Connection lost — reconnecting in ${left()} s`);
+      }
       break;
     case "server_restarting":
       setBanner(() => `Server restarting — back in about ${left()} s`);
@@ -357,6 +399,21 @@ function onState({ state, retryInMs, previousToken, deviceId }) {
     case "device_refused":
       setBanner("This computer refused this phone: pair again by scanning the QR code on the computer.", true);
       break;
+    case "not_paired":
+      setBanner(`This computer does not know this phone${told}: pair again by scanning the QR code on the computer.`, true);
+      break;
+    case "wrong_machine":
+      setBanner(`This is not the machine you paired with: it does not hold the key ${pinned ?? "you paired with"}, so nothing was sent to it. ` +
+        "If Chroxy was set up anew on your computer, scan the QR code it shows now.", true);
+      break;
+    case "token_auth_disabled":
+      setBanner(cannotEncrypt
+        ? `${cannotEncryptText(cannotEncrypt)} This computer accepts only encrypted connections, so this phone cannot connect from this browser.`
+        : "This computer accepts only end-to-end encrypted connections now: scan its new QR code to pair again.", true);
+      break;
+    case "no_crypto":
+      setBanner(`${cannotEncryptText(cannotEncrypt)} This computer can only be reached encrypted, so this phone cannot connect from this browser.`, true);
+      break;
   }
 }
 
@@ -364,7 +421,8 @@ function onMessage(msg) {
   const mine = !msg.sessionId || msg.sessionId === ui.active;
   switch (msg.type) {
     case "auth_ok": {
-      pairings.confirmed(ui.conn.pairing.url, ui.conn.token);
+      // A token is confirmed only when it was what got this phone in (v1).
+      if (!ui.conn.encrypted) pairings.confirmed(ui.conn.pairing.url, ui.conn.token);
       // Typed while away: sent now, in order; the replay that follows predates them.
       ui.resent = ui.queue.splice(0);
       for (const data of ui.resent) send({ type: "input", data });
@@ -466,17 +524,38 @@ function onMessage(msg) {
   }
 }
 
+/// The fingerprint of `pairing`'s pinned key, or null where this page cannot compute one.
+async function pinnedFingerprint(pairing) {
+  try {
+    return await fingerprint(decodePublicKey(pairing.key));
+  } catch {
+    return null;
+  }
+}
+
 function start() {
   ui.conn?.close();
+  ui.conn = null;
   const pairing = pairings.current();
   refreshMachines();
   $("pair").hidden = !!pairing;
+  ui.fingerprint = null;
+  ui.cannotEncrypt = null;
+  delete document.body.dataset.encrypted;
   if (!pairing) {
     setBanner(null);
+    showMachineKey();
     return;
   }
+  if (pairing.key) {
+    pinnedFingerprint(pairing).then((fp) => {
+      if (ui.conn?.pairing !== pairing) return; // another machine since
+      ui.fingerprint = fp;
+      showMachineKey();
+    });
+  }
   const device = { deviceName: "Phone", deviceType: "phone", platform: navigator.platform || "web" };
-  ui.conn = new Connection(pairing, device);
+  ui.conn = new Connection(pairing, device, { keys });
   ui.conn.addEventListener("state", (e) => onState(e.detail));
   ui.conn.addEventListener("message", (e) => onMessage(e.detail));
   ui.conn.addEventListener("device", (e) => pairings.setDevice(e.detail.url, e.detail));
@@ -559,6 +638,8 @@ $("machine").addEventListener("change", (e) => {
     refreshMachines();
     confirmPrompt("forget", `Forget ${current.name}?`, "You will need to scan its QR code again.", "Forget", () => {
       pairings.remove(current.url);
+      // Its device key goes too: pairing again makes a new one.
+      keys.forget(current.url).catch(() => {});
       start();
     });
   } else {
@@ -571,7 +652,11 @@ $("pair-form").addEventListener("submit", async (e) => {
   const outcome = await takeLink($("pair-link").value);
   if (outcome === "added" || outcome === "known") $("pair-link").value = "";
 });
-window.addEventListener("online", () => ui.conn?.state !== "connected" && ui.conn?.reconnectNow());
+// Back online, a connection that was waiting for the network tries now; one waiting for
+// the person (a wrong machine, a refused phone) still waits.
+window.addEventListener("online", () => {
+  if (ui.conn && ui.conn.state !== "connected" && !ui.conn.waitingForPerson) ui.conn.reconnectNow();
+});
 document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && ui.conn?.resume());
 
 /// A pairing link (the address bar's or a pasted one), applied only as pairing.offer

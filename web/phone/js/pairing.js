@@ -1,9 +1,14 @@
-// Pairings (machine URL + token) kept in localStorage. A pairing is removed only by the
-// user: a failed reconnect, a server that is down, even a rotated token never erase it.
+// Pairings (machine URL, the machine's pinned public key and/or token) kept in
+// localStorage: nothing secret to the phone is in them (its device keys live in
+// IndexedDB, device-keys.js). A pairing is removed only by the user: a failed reconnect,
+// a server that is down, even a rotated token never erase it.
 //
 // A `#pair=` link is untrusted input: anyone can send the owner one. It is checked
-// against what Chroxy itself makes (docs/protocol.md "Pairing link") and, when it would
-// add a machine or change a known one's token, applied only after the person agreed.
+// against what Chroxy itself makes (docs/protocol.md "Pairing link", and "Pairing link,
+// v2" for links with the machine's key) and, when it would add a machine or change a
+// known one's key or token, applied only after the person agreed.
+
+import { decodePublicKey, fingerprint } from "./noise.js";
 
 const KEY = "chroxy.pairings";
 const CURRENT = "chroxy.current";
@@ -47,10 +52,12 @@ function decodePayload(fragment) {
 
 const refused = (error) => ({ error: `This pairing link was not used: ${error}` });
 
-/// The pairing a link carries, as `{pairing: {url, token, code?}}`, or `{error}` saying why
-/// it cannot be used. Only what `chroxy pair` makes passes: `<page>/#pair=<payload>`
-/// whose payload's `url` is the WebSocket of that same page's host (`https` ↔ `wss`),
-/// so a link can never send this page's owner to another machine than the one it opens.
+/// The pairing a link carries, as `{pairing: {url, key?, token?, code?}}` (v1: a token;
+/// v2: the machine's key, and a token only while the machine still lets v1 in), or
+/// `{error}` saying why it cannot be used. Only what `chroxy pair` makes passes:
+/// `<page>/#pair=<payload>` whose payload's `url` is the WebSocket of that same page's
+/// host (`https` ↔ `wss`), so a link can never send this page's owner to another machine
+/// than the one it opens.
 function parseLink(link) {
   const at = link.indexOf("#pair=");
   if (at < 0) return { error: "That is not a Chroxy pairing link (it has no #pair= part)." };
@@ -64,8 +71,8 @@ function parseLink(link) {
   }
   const p = decodePayload(fragment);
   if (!p) return refused("it is damaged (its #pair= part does not decode). Scan the QR code again.");
-  if (p.v !== 1) {
-    return refused("it is in a format this page does not know (version 1 expected). Update Chroxy and scan its QR code again.");
+  if (p.v !== 1 && p.v !== 2) {
+    return refused("it is in a format this page does not know (version 1 or 2 expected). Update Chroxy and scan its QR code again.");
   }
   if (typeof p.url !== "string") return refused("it names no machine to connect to.");
   const url = parseUrl(p.url);
@@ -82,13 +89,20 @@ function parseLink(link) {
   if (SOCKET_SCHEME[page.protocol] !== url.protocol) {
     return refused(`it opens ${page.protocol}// but would connect with ${url.protocol}//. Links made by Chroxy never do that.`);
   }
-  if (typeof p.token !== "string" || p.token.length > MAX_TOKEN || !TOKEN_FORM.test(p.token)) {
-    return refused("its token is missing or malformed.");
+  const pairing = { url: url.href };
+  if (p.v === 2) {
+    if (!decodePublicKey(p.key)) return refused("the machine's key in it is missing or malformed.");
+    pairing.key = p.key;
+  }
+  if (p.v === 1 || p.token !== undefined) {
+    if (typeof p.token !== "string" || p.token.length > MAX_TOKEN || !TOKEN_FORM.test(p.token)) {
+      return refused("its token is missing or malformed.");
+    }
+    pairing.token = p.token;
   }
   if (p.code !== undefined && (typeof p.code !== "string" || !CODE_FORM.test(p.code))) {
     return refused("its pairing code is malformed.");
   }
-  const pairing = { url: url.href, token: p.token };
   if (p.code !== undefined) pairing.code = p.code;
   return { pairing };
 }
@@ -120,23 +134,28 @@ export function select(url) {
   localStorage.setItem(CURRENT, url);
 }
 
-/// Adds (or updates the token of) the machine at `url`, and makes it current. The token
-/// that last worked is kept aside as `previousToken` until the new one has authenticated
-/// once, so a wrong or premature link never strands the phone.
-export function add({ url, token, code }) {
+/// Adds (or updates the key or token of) the machine at `url`, and makes it current. The
+/// token that last worked is kept aside as `previousToken` until the new one has
+/// authenticated once, so a wrong or premature link never strands the phone. A key is
+/// only ever replaced by another (the person confirmed it): a link without one (v1)
+/// never unpins it, so nobody can talk the phone out of encryption.
+export function add({ url, key, token, code }) {
   const list = all();
   const existing = list.find((p) => p.url === url);
   if (existing) {
     // A fresh QR's one-time code: the machine pairs this phone with it (again).
     if (code) existing.code = code;
-    if (existing.token !== token) {
+    if (key) existing.key = key;
+    if (token !== undefined && existing.token !== token) {
       // An unconfirmed token is replaced; the one that worked stays aside.
-      if (!existing.previousToken) existing.previousToken = existing.token;
+      if (!existing.previousToken && existing.token) existing.previousToken = existing.token;
       existing.token = token;
       if (existing.previousToken === token) delete existing.previousToken;
     }
   } else {
-    const added = { url, token, name: hostOf(url), addedAt: Date.now() };
+    const added = { url, name: hostOf(url), addedAt: Date.now() };
+    if (key) added.key = key;
+    if (token) added.token = token;
     if (code) added.code = code;
     list.push(added);
   }
@@ -171,23 +190,48 @@ export function remove(url) {
   save(all().filter((p) => p.url !== url));
 }
 
-/// Applies the pairing `link` carries, asking `confirm({kind, host, url})` (resolving to
-/// true or false) first whenever it would add a machine (`kind: "new"`) or change a
-/// known one's token (`kind: "token"`). Resolves to `{outcome, url?, error?}`:
+/// What applying `pairing` would change about `known` (its stored pairing, if any):
+/// `new`, `key` (another key than the pinned one, or a first one), `token`, or null.
+function changeOf(known, pairing) {
+  if (!known) return "new";
+  if (pairing.key && pairing.key !== known.key) return "key";
+  if (pairing.token && pairing.token !== known.token) return "token";
+  return null;
+}
+
+/// The fingerprint of a key as links carry it, or null where this page cannot compute
+/// one (no WebCrypto on a page that is not a secure context).
+async function fingerprintOf(key) {
+  try {
+    return await fingerprint(decodePublicKey(key));
+  } catch {
+    return null;
+  }
+}
+
+/// Applies the pairing `link` carries, asking `confirm({kind, host, url, fingerprint?,
+/// previous?})` (resolving to true or false) first whenever it would add a machine
+/// (`kind: "new"`), pin a key for a known one other than the one pinned (`kind: "key"`;
+/// `previous` is the pinned key's fingerprint, absent when none was pinned) or change a
+/// known one's token (`kind: "token"`). `fingerprint` is the link's key's, when it has
+/// one (null when this page cannot compute it). Resolves to `{outcome, url?, error?}`:
 /// `refused` (with the reason; nothing changed), `declined` (nothing changed), `known`
 /// (the same pairing was already stored; made current) or `added`.
 export async function offer(link, confirm) {
   const { pairing, error } = parseLink(link);
   if (error) return { outcome: "refused", error };
   const known = all().find((p) => p.url === pairing.url);
-  if (known && known.token === pairing.token) {
-    // The same machine and token: a fresh code needs no question (it only ever pairs
-    // this phone with the machine it already trusts).
+  const kind = changeOf(known, pairing);
+  if (!kind) {
+    // The same machine, key and token: a fresh code needs no question (it only ever
+    // pairs this phone with the machine it already trusts).
     if (pairing.code) add(pairing);
     select(pairing.url);
     return { outcome: "known", url: pairing.url };
   }
-  const change = { kind: known ? "token" : "new", host: hostOf(pairing.url), url: pairing.url };
+  const change = { kind, host: hostOf(pairing.url), url: pairing.url };
+  if (pairing.key) change.fingerprint = await fingerprintOf(pairing.key);
+  if (kind === "key" && known.key) change.previous = await fingerprintOf(known.key);
   if (!(await confirm(change))) return { outcome: "declined" };
   add(pairing);
   return { outcome: "added", url: pairing.url };
