@@ -13,6 +13,8 @@ use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use chroxy::channel::{KeyPair, Opener, Sealer};
+
 /// The API token every bench system is started with.
 pub const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
 /// The key of the phone every bench home has approved (new devices need approval).
@@ -60,6 +62,11 @@ pub struct Client {
     pub name: String,
     /// The last frames other than deltas, for panic messages and `active_session`.
     seen: VecDeque<Value>,
+    /// Protocol v2: both halves of the encrypted channel.
+    sealed: Option<(Sealer, Opener)>,
+    /// The session of the last `session_switched` (a long history replay pushes it out
+    /// of `seen`).
+    active: Option<String>,
 }
 
 impl Client {
@@ -110,22 +117,76 @@ impl Client {
         }
     }
 
-    fn wrap(ws: Ws, name: &str) -> Self {
+    /// Connects and authenticates with protocol v2 as `device` (with `code` while
+    /// pairing), the machine holding `server`'s key; returns after the welcome, with the
+    /// time from opening the socket to `auth_ok`.
+    pub async fn phone_v2(
+        port: u16,
+        name: &str,
+        server: &[u8; 32],
+        device: &KeyPair,
+        code: Option<&str>,
+    ) -> (Self, Duration) {
+        let started = Instant::now();
+        let ws = open(port)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: cannot connect to port {port}: {e}"));
+        let mut c = Self::wrap(ws, name);
+        let (hello, initiating) =
+            chroxy::channel::initiate(device, server).unwrap_or_else(|e| panic!("{name}: {e}"));
+        c.ws.send(Message::binary(hello))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: sending the handshake: {e}"));
+        let reply = loop {
+            match timeout_at(Instant::now() + STEP, c.ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => break b,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                other => panic!("{name}: no handshake reply: {other:?}"),
+            }
+        };
+        c.sealed = Some(
+            initiating
+                .finish(&reply)
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
+        );
+        let mut auth = json!({"type": "auth", "protocolVersion": 2,
+            "deviceInfo": {"deviceName": name, "deviceType": "phone", "platform": "bench"}});
+        if let Some(code) = code {
+            auth["pairingCode"] = json!(code);
+        }
+        c.send(auth).await;
+        let ok = c.frame(Instant::now() + STEP, "auth_ok").await.0;
+        let took = started.elapsed();
+        assert_eq!(ok["type"], "auth_ok", "{name}: authentication failed: {ok}");
+        assert_eq!(ok["encryption"], "noise", "{name}: {ok}");
+        c.until_type("history_replay_end", "the welcome").await;
+        (c, took)
+    }
+
+    /// A client on an open socket, not authenticated yet.
+    pub fn wrap(ws: Ws, name: &str) -> Self {
         Self {
             ws,
             name: name.to_owned(),
             seen: VecDeque::new(),
+            sealed: None,
+            active: None,
         }
     }
 
     pub async fn send(&mut self, v: Value) {
-        timeout_at(
-            Instant::now() + STEP,
-            self.ws.send(Message::text(v.to_string())),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{}: send blocked for {STEP:?}", self.name))
-        .unwrap_or_else(|e| panic!("{}: send failed: {e}", self.name));
+        let frame = match &mut self.sealed {
+            Some((sealer, _)) => Message::binary(
+                sealer
+                    .seal(&v.to_string())
+                    .unwrap_or_else(|e| panic!("{}: {e}", self.name)),
+            ),
+            None => Message::text(v.to_string()),
+        };
+        timeout_at(Instant::now() + STEP, self.ws.send(frame))
+            .await
+            .unwrap_or_else(|_| panic!("{}: send blocked for {STEP:?}", self.name))
+            .unwrap_or_else(|e| panic!("{}: send failed: {e}", self.name));
     }
 
     /// The next text frame, or the end of the connection.
@@ -139,11 +200,24 @@ impl Client {
                         self.name, self.seen
                     )
                 });
+            let msg = match (msg, &mut self.sealed) {
+                (Some(Ok(Message::Binary(b))), Some((_, opener))) => {
+                    let text = opener
+                        .open(&b)
+                        .unwrap_or_else(|e| panic!("{}: {e}", self.name));
+                    Some(Ok(Message::text(text)))
+                }
+                (msg, _) => msg,
+            };
+            // Opening is part of what a phone pays before it can show the frame.
             let at = now_ns();
             match msg {
                 Some(Ok(Message::Text(t))) => {
                     let v: Value = serde_json::from_str(t.as_str())
                         .unwrap_or_else(|e| panic!("{}: frame is not JSON ({e}): {t}", self.name));
+                    if v["type"] == "session_switched" {
+                        self.active = v["sessionId"].as_str().map(str::to_owned);
+                    }
                     if v["type"] != "stream_delta" {
                         self.seen.push_back(v.clone());
                         if self.seen.len() > 16 {
@@ -252,13 +326,9 @@ impl Client {
 
     /// The active session, from the last `session_switched`.
     pub fn active_session(&self) -> String {
-        let switched = self
-            .seen
-            .iter()
-            .rev()
-            .find(|v| v["type"] == "session_switched")
-            .unwrap_or_else(|| panic!("{}: no session_switched seen", self.name));
-        str_field(switched, "sessionId")
+        self.active
+            .clone()
+            .unwrap_or_else(|| panic!("{}: no session_switched seen", self.name))
     }
 
     /// Reads one `BENCH n` turn through `agent_idle`, checking that every delta arrives

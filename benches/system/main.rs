@@ -16,7 +16,8 @@
 //! - `client.rs`: a phone (auth, reconnect, deadlines, `BENCH` stream checks).
 //! - `recovery.rs`: kill -9 and rollback → phone re-authenticated.
 //! - `memory.rs`: supervisor + worker RSS.
-//! - `stream.rs`: CLI line → phone frame; fan-out to 50 phones.
+//! - `stream.rs`: CLI line → phone frame (plain and end-to-end encrypted); fan-out to 50 phones.
+//! - `encryption.rs`: protocol v2's handshake and the cost of sealing a frame.
 //! - `permissions.rs`: the permission round trip, timed by `fake-claude`.
 //! - `hostile.rs`: 10 000 hostile frames.
 //! - `flood.rs`: the owner's phone during a flood of 3 000 hostile sockets.
@@ -27,6 +28,7 @@
 mod common;
 
 mod client;
+mod encryption;
 mod flood;
 mod hostile;
 mod machine;
@@ -70,6 +72,10 @@ pub struct Plan {
     /// Turns of `throughput_deltas` deltas written as fast as the pipe takes them.
     pub throughput_runs: usize,
     pub throughput_deltas: u64,
+    /// Connections timed from socket open to `auth_ok`, per protocol.
+    pub handshakes: usize,
+    /// Frames sealed and opened in process.
+    pub sealed_frames: usize,
 }
 
 impl Plan {
@@ -88,6 +94,8 @@ impl Plan {
             flood_hold: std::time::Duration::from_secs(30),
             throughput_runs: 8,
             throughput_deltas: 100_000,
+            handshakes: 200,
+            sealed_frames: 100_000,
         };
         if std::env::var("CHROXY_BENCH_QUICK").is_ok_and(|v| v == "1") {
             Self {
@@ -103,6 +111,8 @@ impl Plan {
                 flood_hold: std::time::Duration::from_secs(3),
                 throughput_runs: 2,
                 throughput_deltas: 20_000,
+                handshakes: 20,
+                sealed_frames: 10_000,
                 ..full
             }
         } else {
@@ -222,7 +232,9 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     // Timing, with fake-claude.
     let fake = Agent::Fake;
     let sys = System::start("timing", &fake, TIMING).await;
-    let line = stream::line_to_frame(&sys, plan, fake.label()).await;
+    let line = stream::line_to_frame(&sys, plan, fake.label(), false).await;
+    let sealed_line = stream::line_to_frame(&sys, plan, fake.label(), true).await;
+    let handshakes = encryption::handshake(&sys, plan, fake.label()).await;
     let prompts = permissions::round_trip(&sys, plan, fake.label()).await;
     let fan_out = stream::fan_out(&sys, plan, fake.label()).await;
     sys.stop().await;
@@ -239,7 +251,17 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     sys.stop().await;
 
     let figures = vec![
-        kills, rollbacks, line, prompts, fan_out, memory, throughput, hostile, flood,
+        kills,
+        rollbacks,
+        line,
+        sealed_line,
+        handshakes,
+        prompts,
+        fan_out,
+        memory,
+        throughput,
+        hostile,
+        flood,
     ];
     (figures, crashes)
 }

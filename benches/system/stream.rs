@@ -18,9 +18,24 @@ const FAN_OUT: usize = 50;
 /// 500 deltas/s.
 const FAN_OUT_INTERVAL_US: u64 = 2_000;
 
-pub async fn line_to_frame(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
+/// `encrypted`: the phone speaks protocol v2, so every frame is sealed by the worker
+/// and opened by the phone before it counts as arrived.
+pub async fn line_to_frame(
+    sys: &System,
+    plan: &Plan,
+    agent: &'static str,
+    encrypted: bool,
+) -> Figure {
     let (n, us) = (plan.lines, plan.line_interval_us);
-    let mut phone = sys.phone("latency phone").await;
+    let mut phone = match encrypted {
+        false => sys.phone("latency phone").await,
+        true => {
+            let device = chroxy::channel::KeyPair::generate().expect("a device key");
+            sys.phone_v2("encrypted latency phone", &device, true)
+                .await
+                .0
+        }
+    };
     // The first input starts the CLI; measure a warm one.
     phone.turn("warm up", None).await;
     phone
@@ -35,8 +50,13 @@ pub async fn line_to_frame(sys: &System, plan: &Plan, agent: &'static str) -> Fi
     let mut figure = Figure::default();
     figure.rows.push(Row::percentiles(
         format!(
-            "CLI output line → phone frame, coalescing off, {} lines/s",
-            1_000_000 / us.max(1)
+            "CLI output line → phone frame, coalescing off, {} lines/s{}",
+            1_000_000 / us.max(1),
+            if encrypted {
+                ", end-to-end encrypted (v2)"
+            } else {
+                ""
+            }
         ),
         agent,
         format!("{} lines", thousands(n)),

@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
+use chroxy::channel::KeyPair;
 use chroxy::supervisor::status::{StateName, Status};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
@@ -200,6 +202,27 @@ impl System {
 
     pub async fn phone(&self, name: &str) -> Client {
         Client::phone(self.public, name).await
+    }
+
+    /// The desktop's public key, as the pairing link carries it (the system keeps its
+    /// secrets in files: its environment has no session bus).
+    pub fn identity(&self) -> [u8; 32] {
+        *chroxy::secrets::Secrets::files(&self.paths())
+            .identity()
+            .expect("the system's identity key")
+            .public()
+    }
+
+    /// A phone speaking protocol v2 as `device`, paired now with a fresh code (as a
+    /// scanned QR does) unless it is paired already.
+    pub async fn phone_v2(&self, name: &str, device: &KeyPair, pair: bool) -> (Client, Duration) {
+        let code = pair.then(|| {
+            chroxy::devices::Devices::new(&self.paths())
+                .mint_code(chroxy::protocol::now_ms())
+                .expect("minting a pairing code")
+        });
+        let code = code.as_ref().map(|c| c.expose());
+        Client::phone_v2(self.public, name, &self.identity(), device, code).await
     }
 
     pub fn log_tail(&self) -> String {
