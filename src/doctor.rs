@@ -44,6 +44,10 @@ pub struct Inputs {
     pub cloudflared: Option<PathBuf>,
     /// The ports `chroxy start` would take.
     pub ports: [u16; 2],
+    /// `[tunnel] public_url`: where pairing links point without a tunnel.
+    pub public_url: Option<String>,
+    /// `[security] allow_token_auth`.
+    pub allow_token_auth: bool,
 }
 
 /// Why `chroxy doctor` failed.
@@ -70,6 +74,8 @@ impl Inputs {
             claude: crate::environment::claude_binary(&config.worker),
             cloudflared: crate::environment::cloudflared_binary(),
             ports,
+            public_url: config.tunnel.public_url.clone(),
+            allow_token_auth: config.security.allow_token_auth,
         })
     }
 }
@@ -100,6 +106,7 @@ pub fn run(inputs: &Inputs, secrets: &Secrets) -> Vec<Check> {
         cloudflared(inputs.cloudflared.as_deref()),
         keyring(secrets),
         identity(secrets),
+        encryption(inputs),
         writable(&inputs.paths),
         ports(inputs.ports, running.as_ref()),
         match &running {
@@ -187,6 +194,37 @@ fn identity(secrets: &Secrets) -> Check {
     }
 }
 
+/// Whether phones talk to this machine end to end encrypted, and can at the address
+/// pairing links name when no tunnel runs.
+fn encryption(inputs: &Inputs) -> Check {
+    let name = "encryption";
+    if inputs.allow_token_auth {
+        return Check {
+            name,
+            verdict: Verdict::Warn,
+            detail: "`[security] allow_token_auth = true`: phones may also connect with the token, not end-to-end encrypted (the tunnel sees the token and what they say)".into(),
+        };
+    }
+    let lan = inputs.public_url.as_deref().filter(|url| {
+        crate::pairing::Pairing::new(url, crate::token::ApiToken::new(""), [0; 32])
+            .is_ok_and(|p| !p.browsers_can_encrypt())
+    });
+    match lan {
+        Some(url) => Check {
+            name,
+            verdict: Verdict::Warn,
+            detail: format!(
+                "`[tunnel] public_url` is {url}: {}",
+                crate::pairing::UNENCRYPTABLE
+            ),
+        },
+        None => ok(
+            name,
+            "phones connect end-to-end encrypted (protocol v2)".into(),
+        ),
+    }
+}
+
 fn writable(paths: &Paths) -> Check {
     for dir in [paths.config_dir(), paths.state_dir()] {
         let probe = dir.join(".doctor-probe");
@@ -260,4 +298,50 @@ fn version(binary: &Path) -> Option<String> {
     crate::process::version_line(binary, Duration::from_secs(10))
         .ok()
         .filter(|l| !l.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(public_url: Option<&str>, allow_token_auth: bool) -> Inputs {
+        Inputs {
+            paths: Paths::under("/nonexistent"),
+            claude: None,
+            cloudflared: None,
+            ports: [0, 0],
+            public_url: public_url.map(str::to_owned),
+            allow_token_auth,
+        }
+    }
+
+    #[test]
+    fn a_plain_lan_address_without_tokens_is_named_as_unusable() {
+        let lan = encryption(&inputs(Some("http://192.168.1.20:8765"), false));
+        assert_eq!(lan.verdict, Verdict::Warn);
+        assert!(
+            lan.detail.contains("http://192.168.1.20:8765"),
+            "{}",
+            lan.detail
+        );
+        assert!(lan.detail.contains("--tunnel quick"), "{}", lan.detail);
+        for fine in [
+            None,
+            Some("https://chroxy.example.com"),
+            Some("http://127.0.0.1:8765"),
+        ] {
+            assert_eq!(
+                encryption(&inputs(fine, false)).verdict,
+                Verdict::Ok,
+                "{fine:?}"
+            );
+        }
+        let tokens = encryption(&inputs(Some("http://192.168.1.20:8765"), true));
+        assert_eq!(tokens.verdict, Verdict::Warn);
+        assert!(
+            tokens.detail.contains("not end-to-end encrypted"),
+            "{}",
+            tokens.detail
+        );
+    }
 }

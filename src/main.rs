@@ -16,7 +16,7 @@ use chroxy::supervisor::release::ReleaseId;
 use chroxy::supervisor::terminal::{self, Presence};
 
 /// Said by `chroxy start` instead of the pairing when its output is not a terminal.
-const PAIRING_ON_TERMINALS_ONLY: &str = "The pairing link and QR code hold the token, so they are printed only to a terminal (this output is not one, and may be kept in a log): run `chroxy pair --format terminal` in a terminal, or open the tray app's window.";
+const PAIRING_ON_TERMINALS_ONLY: &str = "The pairing link and QR code hold a one-time pairing code (and the token, while `allow_token_auth` is on), so they are printed only to a terminal (this output is not one, and may be kept in a log): run `chroxy pair --format terminal` in a terminal, or open the tray app's window.";
 
 /// Supervise Claude Code on this machine from your phone.
 #[derive(Parser)]

@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::devices::{Devices, DevicesError, PairingCode};
 use crate::token::ApiToken;
 
+/// Said wherever a pairing names a plain `http://` address of the LAN while tokens are
+/// refused: no phone could use it.
+pub const UNENCRYPTABLE: &str = "Phones cannot connect at this address: a browser encrypts only on https:// or on this machine itself, and this machine accepts only encrypted phones. Start a tunnel (`chroxy start --tunnel quick`), or set `[security] allow_token_auth = true` to let phones in with the token, unencrypted.";
+
 /// Why no link could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PairingError {
@@ -153,6 +157,23 @@ impl Pairing {
             && self.key == other.key
             && self.token == other.token
             && self.with_token == other.with_token
+    }
+
+    /// Whether a phone's browser opening this page can speak protocol v2: browsers
+    /// offer their cryptography only to secure pages, `https://` or this machine's own
+    /// loopback address, never a plain `http://` LAN address.
+    pub fn browsers_can_encrypt(&self) -> bool {
+        let host = self
+            .host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(self.host.as_str(), |(host, _)| host);
+        self.secure || ["127.0.0.1", "localhost", "[::1]"].contains(&host)
+    }
+
+    /// Whether phones can use this pairing at all: encrypted, or with the token.
+    pub fn usable_by_browsers(&self) -> bool {
+        self.with_token || self.browsers_can_encrypt()
     }
 
     /// The pairing code in its link, if any.
@@ -426,6 +447,23 @@ mod tests {
         ] {
             let err = Pairing::new(bad, ApiToken::new("t"), KEY).unwrap_err();
             assert!(err.to_string().contains("public_url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn browsers_encrypt_on_https_and_loopback_only() {
+        for (url, can) in [
+            ("https://a.trycloudflare.com", true),
+            ("http://127.0.0.1:8765", true),
+            ("http://localhost:8765", true),
+            ("http://[::1]:8765", true),
+            ("http://192.168.1.20:8765", false),
+            ("http://desk.lan", false),
+        ] {
+            let p = pairing(url, "t");
+            assert_eq!(p.browsers_can_encrypt(), can, "{url}");
+            assert_eq!(p.usable_by_browsers(), can, "{url}");
+            assert!(p.allowing_tokens(true).usable_by_browsers(), "{url}");
         }
     }
 

@@ -852,6 +852,13 @@ async fn the_tunnel_sees_only_ciphertext_and_cannot_alter_replay_drop_or_imperso
         );
     }
 
+    // Nor does the supervisor's log or its status JSON hold the code or the key.
+    let (_, status) = common::supervisor::http(sup.status, "GET", "/api/status", &[], "").await;
+    for secret in [identity.trim(), code.as_str()] {
+        assert!(!sup.log_text().contains(secret), "a secret in the log");
+        assert!(!status.contains(secret), "a secret in the status JSON");
+    }
+
     // A server without the desktop's key: the phone refuses it and says why, and tries
     // nothing more until asked.
     mitm.impostor(true);

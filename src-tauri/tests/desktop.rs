@@ -325,6 +325,8 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         ),
     )
     .await;
+    // The clicks above scrolled the window down to the devices; the QR is at the top.
+    w.js("window.scrollTo(0, 0); return true").await;
     let png = w.shot("5-reconnected").await;
     let (_, pair, _) = cli(&home, &["pair"]).await;
     assert!(!pair.trim().starts_with(&first_page));

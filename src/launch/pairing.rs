@@ -99,6 +99,9 @@ pub async fn print_pairing(
                             shown.link()
                         );
                         let _ = writeln!(out, "{PAIRING_CODE_NOTE}");
+                        if !shown.usable_by_browsers() {
+                            let _ = writeln!(out, "{}", crate::pairing::UNENCRYPTABLE);
+                        }
                     }
                     Err(err) => {
                         let _ = writeln!(out, "cannot show a pairing code: {err}");
