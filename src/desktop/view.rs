@@ -51,8 +51,9 @@ impl View {
     }
 }
 
-/// The pairing as the window shows it. The link holds the API token: it goes to the
-/// window (which shows it as a QR code and copies it) and nowhere else.
+/// The pairing as the window shows it. The link holds a pairing code (and the token
+/// while tokens are let in): it goes to the window (which shows it as a QR code and
+/// copies it) and nowhere else.
 #[derive(Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PairingView {
@@ -62,6 +63,8 @@ pub struct PairingView {
     pub public_url: String,
     /// The QR code.
     pub svg: String,
+    /// Why no phone could use it, when none could ([`crate::pairing::UNENCRYPTABLE`]).
+    pub unusable: Option<&'static str>,
 }
 
 impl std::fmt::Debug for PairingView {
@@ -79,6 +82,7 @@ impl PairingView {
             link: pairing.link(),
             public_url: pairing.public_url(),
             svg: pairing.svg().ok()?,
+            unusable: (!pairing.usable_by_browsers()).then_some(crate::pairing::UNENCRYPTABLE),
         })
     }
 }
@@ -212,5 +216,21 @@ pub(crate) mod tests {
             summary(None, Some("port 8765 is in use")),
             "Chroxy could not start: port 8765 is in use"
         );
+    }
+
+    #[test]
+    fn a_pairing_no_phone_could_use_says_why() {
+        let token = crate::token::ApiToken::new("t");
+        let lan = Pairing::new("http://192.168.1.20:8765", token.clone(), [1; 32]).unwrap();
+        let shown = PairingView::new(&lan).unwrap();
+        assert_eq!(shown.unusable, Some(crate::pairing::UNENCRYPTABLE));
+        assert_eq!(
+            PairingView::new(&lan.allowing_tokens(true))
+                .unwrap()
+                .unusable,
+            None
+        );
+        let tunnel = Pairing::new("https://a.trycloudflare.com", token, [1; 32]).unwrap();
+        assert_eq!(PairingView::new(&tunnel).unwrap().unusable, None);
     }
 }

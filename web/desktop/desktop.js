@@ -91,6 +91,8 @@ function render(view) {
 
   showQr(view.pairing);
   text('public-url', view.pairing?.publicUrl ?? '');
+  $('unusable').hidden = !view.pairing?.unusable;
+  text('unusable', view.pairing?.unusable ?? '');
   $('copy').disabled = !view.pairing;
   const waiting = $('waiting');
   waiting.hidden = !!view.pairing || !s;
