@@ -457,12 +457,27 @@ async fn failed_is_red_and_both_buttons_still_act() {
         &sup.wait_for("failed again", |s| s["state"] == "failed")
             .await,
     );
+    w.until(
+        "the rollback button can be pressed",
+        "return !document.getElementById('rollback').disabled",
+    )
+    .await;
+    // The reconnect's answer is still shown: clear it, so the rollback's is the one read.
+    w.js("const a = document.getElementById('answer'); a.textContent = ''; a.className = ''; return true")
+        .await;
     w.click("#rollback").await;
     w.until(
         "the rollback answered",
-        "return document.getElementById('answer').className === 'ok'",
+        "return document.getElementById('answer').textContent !== ''",
     )
     .await;
+    let answer = w.js("const a = document.getElementById('answer'); return a.className + ': ' + a.textContent").await;
+    assert!(
+        answer
+            .as_str()
+            .is_some_and(|a| a.starts_with("ok: rolling back to release")),
+        "{answer}"
+    );
     sup.wait_for("a worker started after the rollback", |s| {
         acted_then_tried(s, t, "rollback")
     })
