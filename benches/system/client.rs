@@ -132,23 +132,8 @@ impl Client {
             .await
             .unwrap_or_else(|e| panic!("{name}: cannot connect to port {port}: {e}"));
         let mut c = Self::wrap(ws, name);
-        let (hello, initiating) =
-            chroxy::channel::initiate(device, server).unwrap_or_else(|e| panic!("{name}: {e}"));
-        c.ws.send(Message::binary(hello))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: sending the handshake: {e}"));
-        let reply = loop {
-            match timeout_at(Instant::now() + STEP, c.ws.next()).await {
-                Ok(Some(Ok(Message::Binary(b)))) => break b,
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                other => panic!("{name}: no handshake reply: {other:?}"),
-            }
-        };
-        c.sealed = Some(
-            initiating
-                .finish(&reply)
-                .unwrap_or_else(|e| panic!("{name}: {e}")),
-        );
+        let sealed = crate::common::handshake_on(&mut c.ws, device, server, STEP).await;
+        c.sealed = Some(sealed.unwrap_or_else(|e| panic!("{name}: handshake failed: {e:?}")));
         let mut auth = json!({"type": "auth", "protocolVersion": 2,
             "deviceInfo": {"deviceName": name, "deviceType": "phone", "platform": "bench"}});
         if let Some(code) = code {

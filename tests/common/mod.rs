@@ -520,6 +520,31 @@ pub struct Client {
     pub sealed: Option<(chroxy::channel::Sealer, chroxy::channel::Opener)>,
 }
 
+/// Protocol v2's handshake on `ws` as `device`, with the machine that must hold
+/// `server`'s key: message 1 out, message 2 back (each read within `wait`). The tests'
+/// [`Client`] and the bench's phone both start their channel here.
+pub async fn handshake_on(
+    ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>,
+    device: &chroxy::channel::KeyPair,
+    server: &[u8; 32],
+    wait: Duration,
+) -> Result<(chroxy::channel::Sealer, chroxy::channel::Opener), HandshakeFailed> {
+    let (hello, initiating) =
+        chroxy::channel::initiate(device, server).map_err(HandshakeFailed::Refused)?;
+    ws.send(Message::binary(hello)).await.unwrap();
+    let reply = loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => break b,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Err(HandshakeFailed::Closed(frame.map(|f| u16::from(f.code))))
+            }
+            other => panic!("no handshake reply: {other:?}"),
+        }
+    };
+    initiating.finish(&reply).map_err(HandshakeFailed::Refused)
+}
+
 /// Why [`Client::handshake`] did not set up the channel.
 #[derive(Debug)]
 pub enum HandshakeFailed {
@@ -554,24 +579,7 @@ impl Client {
         device: &chroxy::channel::KeyPair,
         server: &[u8; 32],
     ) -> Result<(), HandshakeFailed> {
-        let (hello, initiating) =
-            chroxy::channel::initiate(device, server).map_err(HandshakeFailed::Refused)?;
-        self.ws.send(Message::binary(hello)).await.unwrap();
-        let reply = loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await {
-                Ok(Some(Ok(Message::Binary(b)))) => break b,
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Err(HandshakeFailed::Closed(frame.map(|f| u16::from(f.code))))
-                }
-                other => panic!("no handshake reply: {other:?}"),
-            }
-        };
-        self.sealed = Some(
-            initiating
-                .finish(&reply)
-                .map_err(HandshakeFailed::Refused)?,
-        );
+        self.sealed = Some(handshake_on(&mut self.ws, device, server, WAIT).await?);
         Ok(())
     }
 
