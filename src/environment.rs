@@ -29,6 +29,20 @@ pub enum EnvironmentError {
     },
 }
 
+/// The variable both programs (`chroxy` and the tray app) take their log filter from:
+/// `CHROXY_LOG=debug`, or per module, `CHROXY_LOG=info,chroxy::supervisor=debug`.
+pub const LOG_FILTER: &str = "CHROXY_LOG";
+
+/// Whether log lines on stderr are coloured: only on a terminal, and never while
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+pub fn log_colour(stderr_is_terminal: bool) -> bool {
+    colour(stderr_is_terminal, std::env::var_os("NO_COLOR"))
+}
+
+fn colour(terminal: bool, no_color: Option<OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// `CHROXY_TOKEN`, when set and not blank: a person's choice (then visible to the whole
 /// process tree, README "Environment"), pinned for this run (rotation cannot apply).
 pub fn env_token() -> Option<ApiToken> {
@@ -100,6 +114,17 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(
+            colour(true, Some(OsString::new())),
+            "NO_COLOR= (empty) is unset"
+        );
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None), "a pipe or a file");
+    }
 
     fn executable(path: &Path) {
         std::fs::write(path, "#!/bin/sh\n").unwrap();

@@ -281,11 +281,17 @@ async fn run_supervisor(launch: Launch) -> Result<()> {
 }
 
 fn init_logging() {
+    use chroxy::environment::{log_colour, LOG_FILTER};
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CHROXY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env(LOG_FILTER).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(log_colour(std::io::stderr().is_terminal()))
+        // A worker's stderr is a pipe to its supervisor: once that dies, a line that
+        // cannot be written must be dropped, not reported with `eprintln!` (which
+        // panics on the same broken pipe, in whichever task was logging — the one
+        // that notices the supervisor is gone and stops the worker, say).
+        .log_internal_errors(false)
         .init();
 }

@@ -689,6 +689,20 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         )
     })
     .await;
+    // What that folder holds tells the worker's side too, not only the supervisor's.
+    eventually("the worker's own lines in the tray's log", async || {
+        let text: String = std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+            .collect();
+        let forwarded = text
+            .lines()
+            .any(|l| l.contains(" worker: ") && l.contains("worker ready"));
+        holds(forwarded, format!("{} bytes of log", text.len()))
+    })
+    .await;
 
     // Show QR code: the window (still) shows.
     menu.click("Show QR code").await;

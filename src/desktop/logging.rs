@@ -8,9 +8,15 @@ use tracing_subscriber::EnvFilter;
 
 /// Starts logging; the file's writer stops with the guard (keep it until the app exits).
 pub fn init_logging(paths: &Paths) -> Option<WorkerGuard> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use crate::environment::{log_colour, LOG_FILTER};
+    use std::io::IsTerminal;
+    let filter = || EnvFilter::try_from_env(LOG_FILTER).unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(log_colour(std::io::stderr().is_terminal()))
+        // Nobody may be reading stderr: a line it cannot take is dropped, not a panic
+        // (see the `chroxy` binary's logging).
+        .log_internal_errors(false)
         .with_filter(filter());
     let dir = paths.logs_dir();
     let file = crate::store::ensure_private_dir(&dir)

@@ -279,6 +279,9 @@ impl Task {
                 return self.never_started("spawn", detail);
             }
         };
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_stderr(stderr, self.release.clone(), self.id));
+        }
         self.stdin = child.stdin.take();
         if let Some(stdin) = self.stdin.as_mut() {
             // A worker that cannot read it exits, which the ready loop below reports.
@@ -401,7 +404,7 @@ impl Task {
             .env(process::WORKER_MARK, self.mark())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         process::own(&mut cmd);
         cmd.spawn()
     }
@@ -600,5 +603,21 @@ fn exit_text(status: std::io::Result<std::process::ExitStatus>) -> String {
     match status {
         Ok(status) => process::describe(&status),
         Err(err) => format!("could not be waited for: {err}"),
+    }
+}
+
+/// A worker's stderr (its log, and a panic's message) goes into the supervisor's log,
+/// line by line, so one log (`chroxy start`'s stderr, the tray app's "Open logs") tells
+/// the whole story. Ends when the worker closes it, i.e. exits.
+async fn forward_stderr(stderr: tokio::process::ChildStderr, release: ReleaseId, worker: u64) {
+    /// A longer line is cut: one runaway line must not fill the log.
+    const MAX_LINE: usize = 4096;
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = match line.char_indices().nth(MAX_LINE) {
+            Some((cut, _)) => &line[..cut],
+            None => line.as_str(),
+        };
+        tracing::info!(target: "worker", %release, worker, "{line}");
     }
 }
