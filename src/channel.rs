@@ -250,13 +250,14 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// One message as one binary frame: its pieces sealed under the next counters.
+    /// One message as one binary frame: its pieces sealed under the next counters,
+    /// each written straight into the frame (no buffer of Noise's maximum per frame:
+    /// this runs for every message the worker sends).
     pub fn seal(&mut self, text: &str) -> Result<Vec<u8>, ChannelError> {
         let bytes = text.as_bytes();
         let pieces = bytes.len().div_ceil(PIECE).max(1);
         let mut frame = Vec::with_capacity(bytes.len() + pieces * (TAG + 1));
-        let mut plain = Vec::with_capacity(PIECE + 1);
-        let mut sealed = vec![0u8; NOISE_MAX];
+        let mut plain = Vec::with_capacity(bytes.len().min(PIECE) + 1);
         for (i, chunk) in bytes
             .chunks(PIECE)
             .chain(bytes.is_empty().then_some(&[][..]))
@@ -265,12 +266,14 @@ impl Sealer {
             plain.clear();
             plain.push(if i + 1 < pieces { MORE } else { LAST });
             plain.extend_from_slice(chunk);
+            let start = frame.len();
+            frame.resize(start + plain.len() + TAG, 0);
             let n = self
                 .transport
-                .write_message(self.next, &plain, &mut sealed)
+                .write_message(self.next, &plain, &mut frame[start..])
                 .map_err(|_| ChannelError::Broken("this end ran out of nonces"))?;
             self.next += 1;
-            frame.extend_from_slice(&sealed[..n]);
+            frame.truncate(start + n);
         }
         Ok(frame)
     }
@@ -295,27 +298,31 @@ impl Opener {
     }
 
     fn open_pieces(&mut self, frame: &[u8]) -> Result<String, ChannelError> {
+        // Each piece opens straight into the message; its flag byte is then moved out.
         let mut text = Vec::with_capacity(frame.len());
-        let mut plain = vec![0u8; NOISE_MAX];
         let mut pieces = frame.chunks(NOISE_MAX).peekable();
         if pieces.peek().is_none() {
             return Err(ChannelError::Broken("an empty frame"));
         }
         while let Some(piece) = pieces.next() {
+            let start = text.len();
+            text.resize(start + piece.len(), 0);
             let n = self
                 .transport
-                .read_message(self.next, piece, &mut plain)
+                .read_message(self.next, piece, &mut text[start..])
                 .map_err(|_| {
                     ChannelError::Broken(
                         "a frame did not decrypt (altered, replayed, reordered, or one before it was dropped)",
                     )
                 })?;
             self.next += 1;
-            let (flag, body) = plain[..n]
-                .split_first()
-                .ok_or(ChannelError::Broken("a piece without its flag"))?;
-            text.extend_from_slice(body);
-            match (*flag, pieces.peek().is_some()) {
+            if n == 0 {
+                return Err(ChannelError::Broken("a piece without its flag"));
+            }
+            let flag = text[start];
+            text.copy_within(start + 1..start + n, start);
+            text.truncate(start + n - 1);
+            match (flag, pieces.peek().is_some()) {
                 (LAST, false) | (MORE, true) => {}
                 (LAST, true) => {
                     return Err(ChannelError::Broken(

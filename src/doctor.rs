@@ -202,13 +202,13 @@ fn encryption(inputs: &Inputs) -> Check {
         return Check {
             name,
             verdict: Verdict::Warn,
-            detail: "`[security] allow_token_auth = true`: phones may also connect with the token, not end-to-end encrypted (the tunnel sees the token and what they say)".into(),
+            detail: "`[security] allow_token_auth = true`: phones may also connect with the token, which the tunnel then sees; what they say is hidden only from a tunnel that merely records (Chroxy's own clients' envelope) or not at all (other v1 clients)".into(),
         };
     }
-    let lan = inputs.public_url.as_deref().filter(|url| {
-        crate::pairing::Pairing::new(url, crate::token::ApiToken::new(""), [0; 32])
-            .is_ok_and(|p| !p.browsers_can_encrypt())
-    });
+    let lan = inputs
+        .public_url
+        .as_deref()
+        .filter(|url| crate::pairing::url_is_encryptable(url) == Ok(false));
     match lan {
         Some(url) => Check {
             name,
@@ -339,7 +339,7 @@ mod tests {
         let tokens = encryption(&inputs(Some("http://192.168.1.20:8765"), true));
         assert_eq!(tokens.verdict, Verdict::Warn);
         assert!(
-            tokens.detail.contains("not end-to-end encrypted"),
+            tokens.detail.contains("the tunnel then sees"),
             "{}",
             tokens.detail
         );

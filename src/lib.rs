@@ -7,7 +7,7 @@
 //! - [`store`]: paths and atomic, locked files; [`config`]: the settings file;
 //!   [`token`]: the API token as a value; [`secrets`]: where tokens are kept;
 //!   [`devices`]: which devices may connect; [`channel`]: protocol v2's encryption;
-//!   [`control`]: worker → supervisor messages;
+//!   [`envelope`]: Chroxy's own clients' encryption; [`control`]: worker → supervisor messages;
 //!   [`process`]: owned child processes; [`environment`]: what the `CHROXY_*` variables
 //!   say; [`signals`]: how a process is asked to stop.
 //! - [`supervisor`]: keeps a healthy worker behind the public port; [`launch`]: starts it
@@ -30,6 +30,7 @@ pub mod demo;
 pub mod desktop;
 pub mod devices;
 pub mod doctor;
+pub mod envelope;
 pub mod environment;
 pub mod forwarded;
 pub mod launch;

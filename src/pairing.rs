@@ -105,25 +105,10 @@ impl Pairing {
     /// From the public URL phones use (a tunnel's `https://…`, or `http://host:port`),
     /// the API token and the desktop's public key.
     pub fn new(public_url: &str, token: ApiToken, key: [u8; 32]) -> Result<Self, PairingError> {
-        let bad = || PairingError::BadUrl(public_url.chars().take(200).collect());
-        let (secure, rest) = if let Some(rest) = public_url.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = public_url.strip_prefix("http://") {
-            (false, rest)
-        } else {
-            return Err(bad());
-        };
-        let host = rest.trim_end_matches('/');
-        let valid = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
-        if !valid {
-            return Err(bad());
-        }
+        let (secure, host) = parse_url(public_url)?;
         Ok(Self {
             secure,
-            host: host.to_owned(),
+            host,
             key,
             token,
             with_token: false,
@@ -163,12 +148,7 @@ impl Pairing {
     /// offer their cryptography only to secure pages, `https://` or this machine's own
     /// loopback address, never a plain `http://` LAN address.
     pub fn browsers_can_encrypt(&self) -> bool {
-        let host = self
-            .host
-            .rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map_or(self.host.as_str(), |(host, _)| host);
-        self.secure || ["127.0.0.1", "localhost", "[::1]"].contains(&host)
+        encryptable(self.secure, &self.host)
     }
 
     /// Whether phones can use this pairing at all: encrypted, or with the token.
@@ -343,6 +323,43 @@ pub fn decode_link(link: &str) -> Option<Payload> {
     serde_json::from_slice(&json).ok()
 }
 
+/// Whether a phone's browser could speak protocol v2 with the page at `public_url`
+/// (see [`Pairing::browsers_can_encrypt`]), for checks that have a URL and no pairing.
+pub fn url_is_encryptable(public_url: &str) -> Result<bool, PairingError> {
+    let (secure, host) = parse_url(public_url)?;
+    Ok(encryptable(secure, &host))
+}
+
+/// `https://host[:port]` or `http://host[:port]`: whether it is https, and the host.
+fn parse_url(public_url: &str) -> Result<(bool, String), PairingError> {
+    let bad = || PairingError::BadUrl(public_url.chars().take(200).collect());
+    let (secure, rest) = if let Some(rest) = public_url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = public_url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(bad());
+    };
+    let host = rest.trim_end_matches('/');
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    if !valid {
+        return Err(bad());
+    }
+    Ok((secure, host.to_owned()))
+}
+
+/// WebCrypto's X25519 exists only in a secure context: https, or this machine.
+fn encryptable(secure: bool, host: &str) -> bool {
+    let name = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(name, _)| name);
+    secure || ["127.0.0.1", "localhost", "[::1]"].contains(&name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,6 +479,7 @@ mod tests {
         ] {
             let p = pairing(url, "t");
             assert_eq!(p.browsers_can_encrypt(), can, "{url}");
+            assert_eq!(url_is_encryptable(url), Ok(can), "{url}");
             assert_eq!(p.usable_by_browsers(), can, "{url}");
             assert!(p.allowing_tokens(true).usable_by_browsers(), "{url}");
         }

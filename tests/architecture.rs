@@ -12,6 +12,7 @@ const LEAVES: &[&str] = &[
     "backoff",
     "channel",
     "config",
+    "envelope",
     "environment",
     "protocol",
     "secrets",

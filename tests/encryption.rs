@@ -205,3 +205,153 @@ async fn revoking_a_device_closes_both_its_connections_while_another_keeps_strea
     refused(c, &answer, "device_refused").await;
     assert_eq!(answer["deviceId"], id.as_str());
 }
+
+/// Chroxy's own clients' side of the `encrypted` envelope, computed by tweetnacl (the
+/// library those clients use) in a Node process: tests/web/envelope-client.mjs.
+struct Tweetnacl {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Tweetnacl {
+    fn start() -> Self {
+        let package = std::env::var_os("CHROXY_TEST_TWEETNACL")
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/tools/tweetnacl/node_modules/tweetnacl"));
+        assert!(
+            package.exists(),
+            "tweetnacl not found at {}; run ./scripts/test (it installs the pinned version) or set CHROXY_TEST_TWEETNACL",
+            package.display()
+        );
+        let mut child = tokio::process::Command::new("node")
+            .arg(repo_root().join("tests/web/envelope-client.mjs"))
+            .env("CHROXY_TEST_TWEETNACL", package)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        Self {
+            _child: child,
+            stdin,
+            stdout: tokio::io::AsyncBufReadExt::lines(stdout),
+        }
+    }
+
+    async fn ask(&mut self, request: Value) -> Value {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{request}\n").as_bytes())
+            .await
+            .unwrap();
+        let line = tokio::time::timeout(WAIT, self.stdout.next_line())
+            .await
+            .expect("tweetnacl answers")
+            .unwrap()
+            .expect("tweetnacl is running");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    async fn seal(&mut self, v: Value) -> Value {
+        self.ask(json!({"op": "seal", "text": v.to_string()})).await
+    }
+
+    /// The next frame from the worker, which must be an envelope that opens.
+    async fn open_next(&mut self, c: &mut Client, raw: &mut Vec<String>) -> Value {
+        let frame = c.recv().await;
+        raw.push(frame.to_string());
+        let opened = self.ask(json!({"op": "open", "frame": frame})).await;
+        let text = opened["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{opened}"));
+        serde_json::from_str(text).unwrap()
+    }
+}
+
+/// A Chroxy client's `auth`: the token, with its half of the eager exchange.
+fn eager_auth(hello: &Value) -> Value {
+    json!({"type": "auth", "token": TOKEN, "deviceKey": DEVICE_KEY,
+        "deviceInfo": {"deviceName": "Chroxy app", "deviceType": "phone", "platform": "ios"},
+        "eagerPublicKey": hello["eagerPublicKey"], "eagerSalt": hello["eagerSalt"]})
+}
+
+#[tokio::test]
+async fn a_chroxy_client_gets_its_encrypted_envelope_beside_token_auth_and_tampering_ends_it() {
+    let home = Home::new(); // the harness allows token auth
+    let w = Worker::start_with(&home, WorkerOpts::fake_cli()).await;
+    let mut nacl = Tweetnacl::start();
+    let hello = nacl.ask(json!({"op": "hello"})).await;
+    let mut c = w.connect().await;
+    c.send(eager_auth(&hello)).await;
+    let ok = c.recv().await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    assert_eq!(ok["encryption"], "required", "{ok}");
+    nacl.ask(json!({"op": "keyed", "serverPublicKey": ok["serverPublicKey"]}))
+        .await;
+
+    // Everything after auth_ok is an envelope that tweetnacl opens, in order.
+    let mut raw = Vec::new();
+    while nacl.open_next(&mut c, &mut raw).await["type"] != "history_replay_end" {}
+    let secret = "a prompt only the phone and this machine may read";
+    let input = nacl.seal(json!({"type": "input", "data": secret})).await;
+    c.send(input.clone()).await;
+    let mut streamed = String::new();
+    loop {
+        let frame = nacl.open_next(&mut c, &mut raw).await;
+        if frame["type"] == "stream_delta" {
+            streamed += frame["delta"].as_str().unwrap();
+        }
+        if frame["type"] == "agent_idle" {
+            break;
+        }
+    }
+    assert_eq!(streamed, secret, "the fake CLI echoes the prompt");
+    for frame in &raw {
+        let v: Value = serde_json::from_str(frame).unwrap();
+        assert_eq!(v["type"], "encrypted", "{frame}");
+        assert!(
+            !frame.contains("prompt only"),
+            "plaintext on the wire: {frame}"
+        );
+    }
+    // The recorded input sent again: the counter says replay, and the worker closes.
+    c.send(input).await;
+    assert_eq!(c.closed().await, Some(4002));
+}
+
+#[tokio::test]
+async fn a_bad_exchange_a_plain_frame_after_it_or_tokens_refused_keep_a_chroxy_client_out() {
+    let home = Home::new();
+    let w = Worker::start_with(&home, WorkerOpts::fake_cli()).await;
+    let mut nacl = Tweetnacl::start();
+    let hello = nacl.ask(json!({"op": "hello"})).await;
+
+    // A key that is not 32 bytes: refused, and the reason names the field.
+    let mut bad = eager_auth(&hello);
+    bad["eagerPublicKey"] = json!("c2hvcnQ=");
+    let mut c = w.connect().await;
+    c.send(bad).await;
+    let answer = c.recv().await;
+    let message = refused(c, &answer, "not_authenticated").await;
+    assert!(message.contains("eagerPublicKey"), "{message}");
+
+    // A plain frame once the envelope is agreed: the worker does not downgrade.
+    let mut c = w.connect().await;
+    c.send(eager_auth(&hello)).await;
+    assert_eq!(c.recv().await["encryption"], "required");
+    c.send(json!({"type": "ping"})).await;
+    assert_eq!(c.closed().await, Some(4002));
+    drop(w);
+
+    // With tokens refused (the default), the envelope is no way around it.
+    let home = Home::new();
+    let w = worker(&home).await;
+    let mut c = w.connect().await;
+    c.send(eager_auth(&hello)).await;
+    let answer = c.recv().await;
+    refused(c, &answer, "token_auth_disabled").await;
+}

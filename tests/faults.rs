@@ -204,6 +204,7 @@ async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
                 ClientMsg::Input(Input {
                     data: "PERMISSION".into(),
                     session_id: Some(id.clone()),
+                    client_message_id: None,
                 }),
             )
             .await;

@@ -793,9 +793,13 @@ async fn the_tunnel_sees_only_ciphertext_and_cannot_alter_replay_drop_or_imperso
     // The man in the middle alters, replays or drops one frame of the channel: the
     // phone (or the worker) finds out at that frame, the phone reconnects with a new
     // handshake, and the conversation is whole.
+    // An input the worker never got (flipped or dropped on its way) is sent again
+    // under its id; one it got is not run twice.
     let faults = [
         (mitm::Dir::ToPhone, mitm::Fault::Flip, "MANGO-7"),
         (mitm::Dir::ToServer, mitm::Fault::Replay, "KIWI-3"),
+        (mitm::Dir::ToServer, mitm::Fault::Flip, "GUAVA-5"),
+        (mitm::Dir::ToServer, mitm::Fault::Drop, "PLUM-8"),
         (mitm::Dir::ToPhone, mitm::Fault::Drop, "LIME-9"),
     ];
     for (dir, fault, word) in faults {
@@ -832,6 +836,8 @@ async fn the_tunnel_sees_only_ciphertext_and_cannot_alter_replay_drop_or_imperso
         "PAPAYA-42",
         "MANGO-7",
         "KIWI-3",
+        "GUAVA-5",
+        "PLUM-8",
         "LIME-9",
         "secret word",
         "chroxy-demo.txt",

@@ -529,3 +529,73 @@ async fn inputs_queue_behind_a_busy_agent_up_to_ten() {
     let expected: Vec<String> = (0..10).map(|n| format!("queued {n}")).collect();
     assert_eq!(got, expected);
 }
+
+/// The phone sends an input again when it cannot know that it arrived (its connection
+/// dropped first): by its `clientMessageId` the worker takes it once, and says so each
+/// time, even from a new worker after a crash.
+#[tokio::test]
+async fn an_input_sent_again_by_its_id_runs_once_even_after_a_crash() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let mut w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let accepted = |id: &'static str| {
+        move |v: &Value| v["type"] == "input_accepted" && v["clientMessageId"] == id
+    };
+    let input =
+        |data: &str, id: &str| json!({"type": "input", "data": data, "clientMessageId": id});
+
+    c.send(input("REPLY only once", "m-1")).await;
+    c.until(accepted("m-1")).await;
+    c.until_type("agent_idle").await;
+    // While busy, a queued input and its copy.
+    c.send(input("SLOW 300 a b c", "m-2")).await;
+    c.until_type("stream_delta").await;
+    c.send(input("REPLY queued once", "m-3")).await;
+    c.until(accepted("m-3")).await;
+    c.send(input("REPLY queued once", "m-3")).await;
+    c.until(accepted("m-3")).await;
+    c.send(input("REPLY only once", "m-1")).await;
+    c.until(accepted("m-1")).await;
+    while !streamed_text(&c.seen).contains("queued once") {
+        c.recv().await;
+    }
+    c.until_type("agent_idle").await;
+
+    // The worker dies; its successor remembers what it took.
+    w.kill9().await;
+    let w2 = Worker::start(&home, &model).await;
+    let mut c2 = w2.client().await;
+    let turns = model.handle.turns_seen();
+    c2.send(input("REPLY queued once", "m-3")).await;
+    c2.until(accepted("m-3")).await;
+    // A new input runs; the copies never did.
+    c2.send(input("REPLY new", "m-4")).await;
+    let new: Vec<Value> = {
+        c2.until(accepted("m-4")).await;
+        c2.until_type("agent_idle").await;
+        c2.seen.clone()
+    };
+    assert!(streamed_text(&new).ends_with("new"), "{new:?}");
+    assert_eq!(
+        model.handle.turns_seen(),
+        turns + 1,
+        "only m-4 reached the model"
+    );
+    let all = [c.seen.as_slice(), c2.seen.as_slice()].concat();
+    assert_eq!(streamed_text(&all).matches("only once").count(), 1);
+    assert_eq!(streamed_text(&all).matches("queued once").count(), 1);
+
+    // Refused with an id: the error names it, so the phone stops sending it.
+    c2.send(json!({"type": "input", "data": "x", "sessionId": "s-nope", "clientMessageId": "m-5"}))
+        .await;
+    let err = c2.until_type("error").await;
+    assert_eq!(err["code"], "SESSION_NOT_FOUND", "{err}");
+    assert_eq!(err["requestId"], "m-5", "{err}");
+    c2.send(input("x", &"m".repeat(65))).await;
+    let err = c2.until_type("error").await;
+    assert!(
+        err["message"].as_str().unwrap().contains("clientMessageId"),
+        "{err}"
+    );
+}

@@ -185,15 +185,8 @@ impl Client {
                         self.name, self.seen
                     )
                 });
-            let msg = match (msg, &mut self.sealed) {
-                (Some(Ok(Message::Binary(b))), Some((_, opener))) => {
-                    let text = opener
-                        .open(&b)
-                        .unwrap_or_else(|e| panic!("{}: {e}", self.name));
-                    Some(Ok(Message::text(text)))
-                }
-                (msg, _) => msg,
-            };
+            let msg = crate::common::unsealed(msg, &mut self.sealed)
+                .unwrap_or_else(|e| panic!("{}: {e}", self.name));
             // Opening is part of what a phone pays before it can show the frame.
             let at = now_ns();
             match msg {

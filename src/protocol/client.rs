@@ -53,6 +53,13 @@ pub struct Auth {
     /// The one-time code of the QR code the device was paired with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pairing_code: Option<Token>,
+    /// Chroxy's own clients: an ephemeral X25519 public key (base64) asking for the
+    /// `encrypted` envelope (src/envelope.rs). Only honoured with `eagerSalt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eager_public_key: Option<String>,
+    /// The 32-byte salt (base64) that goes with `eagerPublicKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eager_salt: Option<String>,
 }
 
 /// Protocol v2's `auth`, the first message inside the encrypted channel: no token and
@@ -118,6 +125,11 @@ pub struct Input {
     /// Target session; default the client's active one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The client's name for this input (≤ 64 characters), so it can send it again
+    /// after a dropped connection without it running twice: answered by
+    /// `input_accepted`, and the same id again is accepted without running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<String>,
 }
 
 /// A message whose only field is an optional target session (`interrupt`).

@@ -26,6 +26,8 @@ pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 pub const MAX_INPUT_CHARS: usize = 100_000;
 /// Longest session name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// An input's `clientMessageId`.
+pub const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 64;
 /// Longest `permission_response.directory`, in characters (PATH_MAX on Linux).
 pub const MAX_DIRECTORY_CHARS: usize = 4096;
 /// Most sessions a worker keeps at once.

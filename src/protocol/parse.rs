@@ -4,7 +4,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    ClientMsg, ErrorCode, MAX_DIRECTORY_CHARS, MAX_FRAME_BYTES, MAX_INPUT_CHARS, MAX_NAME_CHARS,
+    ClientMsg, ErrorCode, MAX_CLIENT_MESSAGE_ID_CHARS, MAX_DIRECTORY_CHARS, MAX_FRAME_BYTES,
+    MAX_INPUT_CHARS, MAX_NAME_CHARS,
 };
 
 /// Why a frame was refused. `message` names the field or limit and never echoes a
@@ -197,7 +198,12 @@ fn check_limits(msg: &ClientMsg) -> Result<(), String> {
         }
     };
     match msg {
-        ClientMsg::Input(m) => over("data", &m.data, MAX_INPUT_CHARS),
+        ClientMsg::Input(m) => {
+            over("data", &m.data, MAX_INPUT_CHARS).and_then(|()| match &m.client_message_id {
+                Some(id) => over("clientMessageId", id, MAX_CLIENT_MESSAGE_ID_CHARS),
+                None => Ok(()),
+            })
+        }
         ClientMsg::RenameSession(m) => over("name", &m.name, MAX_NAME_CHARS),
         ClientMsg::CreateSession(m) => match &m.name {
             Some(name) => over("name", name, MAX_NAME_CHARS),

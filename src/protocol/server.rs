@@ -164,6 +164,10 @@ pub enum ServerMsg {
         device_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device_key: Option<Token>,
+        /// The worker's half of a Chroxy client's eager exchange (`encryption`
+        /// "required"): every frame after this one is an `encrypted` envelope.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server_public_key: Option<String>,
     },
     AuthFail {
         reason: AuthFailReason,
@@ -240,6 +244,15 @@ pub enum ServerMsg {
         message_type: MessageType,
         content: String,
         timestamp: u64,
+        session_id: String,
+        /// A `user_input`'s id from its sender (`input.clientMessageId`), if it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_message_id: Option<String>,
+    },
+    /// The sender's input with this id was taken (run, queued, or already taken
+    /// before): it need not be sent again.
+    InputAccepted {
+        client_message_id: String,
         session_id: String,
     },
     /// `sessionId` here is the agent's own session id (docs/protocol.md); the Chroxy session

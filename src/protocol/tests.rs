@@ -78,16 +78,21 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 protocol_version: Some(1),
                 device_key: None,
                 pairing_code: None,
+                eager_public_key: None,
+                eager_salt: None,
             }),
         ),
         (
-            json!({"type": "auth", "token": "tok-123", "deviceKey": "dk-1", "pairingCode": "c0de"}),
+            json!({"type": "auth", "token": "tok-123", "deviceKey": "dk-1", "pairingCode": "c0de",
+                   "eagerPublicKey": "B6N8vBQg=", "eagerSalt": "gIGC"}),
             ClientMsg::Auth(Auth {
                 token: Token(s("tok-123")),
                 device_info: None,
                 protocol_version: None,
                 device_key: Some(Token(s("dk-1"))),
                 pairing_code: Some(Token(s("c0de"))),
+                eager_public_key: Some(s("B6N8vBQg=")),
+                eager_salt: Some(s("gIGC")),
             }),
         ),
         (
@@ -98,14 +103,17 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 protocol_version: None,
                 device_key: None,
                 pairing_code: None,
+                eager_public_key: None,
+                eager_salt: None,
             }),
         ),
         (json!({"type": "ping"}), ClientMsg::Ping(Empty {})),
         (
-            json!({"type": "input", "data": "fix the tests", "sessionId": "s-1"}),
+            json!({"type": "input", "data": "fix the tests", "sessionId": "s-1", "clientMessageId": "m-7"}),
             ClientMsg::Input(Input {
                 data: s("fix the tests"),
                 session_id: some("s-1"),
+                client_message_id: some("m-7"),
             }),
         ),
         (
@@ -113,6 +121,7 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
             ClientMsg::Input(Input {
                 data: s("héllo\n\"quoted\" ✓"),
                 session_id: None,
+                client_message_id: None,
             }),
         ),
         (

@@ -65,6 +65,8 @@ pub(crate) enum Cmd {
     /// A user turn.
     Input {
         text: String,
+        /// The sender's `clientMessageId`: the same id twice runs once.
+        id: Option<String>,
         from: ClientId,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
@@ -289,6 +291,7 @@ impl Session {
             content: content.into(),
             timestamp: now_ms(),
             session_id: self.rec.session_id.clone(),
+            client_message_id: None,
         };
         self.record(msg);
     }
@@ -333,8 +336,13 @@ impl Session {
     async fn on_cmd(&mut self, cmd: Cmd) -> ControlFlow<()> {
         match cmd {
             Cmd::Attach { client, notice } => self.attach(&client, notice),
-            Cmd::Input { text, from, reply } => {
-                let result = self.input(text, &from).await;
+            Cmd::Input {
+                text,
+                id,
+                from,
+                reply,
+            } => {
+                let result = self.input(text, id, &from).await;
                 let _ = reply.send(result);
             }
             Cmd::Interrupt => self.interrupt().await,
@@ -425,6 +433,7 @@ impl Session {
                 content,
                 timestamp: now_ms(),
                 session_id: id.clone(),
+                client_message_id: None,
             }));
         }
         if self.busy {
@@ -461,7 +470,11 @@ impl Session {
         self.clients.send_to(client, Outbound::Batch(frames));
     }
 
-    async fn input(&mut self, text: String, from: &str) -> Result<(), Refusal> {
+    async fn input(&mut self, text: String, id: Option<String>, from: &str) -> Result<(), Refusal> {
+        // Sent again after a dropped connection, though it had arrived: taken already.
+        if id.as_deref().is_some_and(|id| self.took(id)) {
+            return Ok(());
+        }
         if self.busy || !self.queue.is_empty() {
             if self.queue.len() >= MAX_QUEUED_INPUTS {
                 return Err(Refusal::new(
@@ -469,25 +482,38 @@ impl Session {
                     format!("{MAX_QUEUED_INPUTS} inputs are already waiting for this session; wait for the current turn to finish"),
                 ));
             }
-            self.accept_input(&text, from);
+            self.accept_input(&text, id, from);
             self.queue.push_back(text);
             self.persist().await;
             return Ok(());
         }
         // Start the agent first: if it cannot start, the input is refused, not half-taken.
         self.ensure_agent().await?;
-        self.accept_input(&text, from);
+        self.accept_input(&text, id, from);
         self.persist().await;
         self.start_turn(text).await;
         Ok(())
     }
 
-    fn accept_input(&mut self, text: &str, from: &str) {
+    /// Whether an input with this `clientMessageId` is in the history (the history is
+    /// persisted, so this holds across a worker's restart).
+    fn took(&self, id: &str) -> bool {
+        self.rec.history.iter().rev().any(|m| {
+            matches!(&**m, ServerMsg::Message {
+                message_type: MessageType::UserInput,
+                client_message_id: Some(taken),
+                ..
+            } if taken == id)
+        })
+    }
+
+    fn accept_input(&mut self, text: &str, id: Option<String>, from: &str) {
         let msg = ServerMsg::Message {
             message_type: MessageType::UserInput,
             content: text.to_owned(),
             timestamp: now_ms(),
             session_id: self.rec.session_id.clone(),
+            client_message_id: id,
         };
         // The sender already shows what it typed; everyone else on the session sees it.
         self.publish(Audience::ActiveExcept(&self.rec.session_id, from), &msg);
@@ -935,6 +961,7 @@ impl Session {
                 content: text,
                 timestamp: now_ms(),
                 session_id: sid,
+                client_message_id: None,
             });
         }
     }

@@ -48,7 +48,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{
-    now_ms, ClientMsg, ErrorCode, ModelInfo, PermissionMode, ServerMsg, SessionInfo, MAX_SESSIONS,
+    now_ms, ClientMsg, ErrorCode, Input, ModelInfo, PermissionMode, ServerMsg, SessionInfo,
+    MAX_SESSIONS,
 };
 use actor::{Cmd, InfoCell, Session};
 
@@ -321,6 +322,25 @@ impl Hub {
         }
     }
 
+    /// Hands an input to its session; the session it went to.
+    async fn input(&self, client: &ClientId, m: Input) -> Result<SessionId, Refusal> {
+        if self.draining.is_cancelled() {
+            return Err(draining());
+        }
+        let (session_id, tx) = self.target(client, m.session_id)?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(Cmd::Input {
+            text: m.data,
+            id: m.client_message_id,
+            from: client.clone(),
+            reply,
+        })
+        .await
+        .map_err(|_| draining())?;
+        answer.await.map_err(|_| draining())??;
+        Ok(session_id)
+    }
+
     fn target(
         &self,
         client: &str,
@@ -339,12 +359,6 @@ impl Hub {
     }
 
     async fn dispatch(&self, client: &ClientId, msg: ClientMsg) -> Result<(), Refusal> {
-        let draining = || {
-            Refusal::new(
-                ErrorCode::Draining,
-                "the server is shutting down; reconnect in a moment",
-            )
-        };
         match msg {
             ClientMsg::Auth(_) => {
                 return Err(Refusal::new(
@@ -369,19 +383,23 @@ impl Hub {
                 );
             }
             ClientMsg::Input(m) => {
-                if self.draining.is_cancelled() {
-                    return Err(draining());
-                }
-                let (_, tx) = self.target(client, m.session_id)?;
-                let (reply, answer) = oneshot::channel();
-                tx.send(Cmd::Input {
-                    text: m.data,
-                    from: client.clone(),
-                    reply,
-                })
-                .await
-                .map_err(|_| draining())?;
-                answer.await.map_err(|_| draining())??;
+                let Some(id) = m.client_message_id.clone() else {
+                    return self.input(client, m).await.map(drop);
+                };
+                // With an id, the client is told either way, by that id: it keeps the
+                // input to send again until then.
+                let told = match self.input(client, m).await {
+                    Ok(session_id) => ServerMsg::InputAccepted {
+                        client_message_id: id,
+                        session_id,
+                    },
+                    Err(refusal) => ServerMsg::Error {
+                        code: refusal.code,
+                        message: refusal.message,
+                        request_id: Some(id),
+                    },
+                };
+                self.clients.send_msg(client, &told);
             }
             ClientMsg::Interrupt(m) => {
                 let (_, tx) = self.target(client, m.session_id)?;
@@ -646,4 +664,12 @@ fn dir_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
+}
+
+/// What a request gets once the worker has begun to shut down.
+fn draining() -> Refusal {
+    Refusal::new(
+        ErrorCode::Draining,
+        "the server is shutting down; reconnect in a moment",
+    )
 }

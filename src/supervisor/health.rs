@@ -198,6 +198,8 @@ async fn walk(
         protocol_version: Some(PROTOCOL_VERSION),
         device_key: None,
         pairing_code: None,
+        eager_public_key: None,
+        eager_salt: None,
     });
     send(&mut ws, &auth, Step::Auth).await?;
     match expect(&mut ws, Step::Auth, |m| {

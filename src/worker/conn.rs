@@ -1,6 +1,7 @@
 //! One WebSocket connection: auth (a token, or protocol v2's handshake and sealed
 //! `auth`), then a read loop feeding the hub while a writer task drains the client's
-//! bounded queue onto the socket, sealing each frame on a v2 connection.
+//! bounded queue onto the socket, sealing each frame on a v2 connection (or in the
+//! `encrypted` envelope of Chroxy's own clients).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -20,7 +21,8 @@ use super::auth::Verdict;
 use super::revocation::{self, REVOKED};
 use super::routes::{Client, Unauthenticated};
 use super::{Shared, COMMIT, VERSION};
-use crate::channel::{self, Opener, Sealer};
+use crate::channel;
+use crate::envelope;
 use crate::protocol::{
     parse_client_frame, AuthFailReason, ClientInfo, ClientMsg, DeviceInfo, SealedAuth, ServerMsg,
     ShutdownReason, Token, PROTOCOL_V2, PROTOCOL_VERSION,
@@ -71,25 +73,42 @@ pub(crate) async fn run(
         .await;
 }
 
-/// Where a connection writes: plain text frames (v1), or binary frames sealed by the
-/// encrypted channel (v2). Control frames (ping, close) are never sealed: they carry
-/// nothing of the conversation.
+/// How a connection's frames are sealed: by protocol v2's channel (binary frames), or
+/// in the `encrypted` envelope of Chroxy's own clients (text frames).
+enum Seal {
+    Channel(channel::Sealer),
+    Envelope(envelope::Sealer),
+}
+
+/// The reading half of [`Seal`].
+enum Open {
+    Channel(channel::Opener),
+    Envelope(envelope::Opener),
+}
+
+/// Where a connection writes: plain text frames (v1), or sealed ones. Control frames
+/// (ping, close) are never sealed: they carry nothing of the conversation.
 struct Out {
     sink: Sink,
-    seal: Option<Sealer>,
+    seal: Option<Seal>,
 }
 
 impl Out {
     fn frame(&mut self, text: &str) -> Result<Message, WriteFailed> {
         Ok(match &mut self.seal {
             None => Message::Text(Utf8Bytes::from(text)),
-            Some(sealer) => Message::Binary(sealer.seal(text).map_err(|_| WriteFailed)?.into()),
+            Some(Seal::Channel(sealer)) => {
+                Message::Binary(sealer.seal(text).map_err(|_| WriteFailed)?.into())
+            }
+            Some(Seal::Envelope(sealer)) => {
+                Message::Text(sealer.seal(text).map_err(|_| WriteFailed)?.into())
+            }
         })
     }
 
     async fn send_text(&mut self, text: &str) -> Result<(), WriteFailed> {
         let frame = self.frame(text)?;
-        send_msg(&mut self.sink, frame).await
+        send_frame(&mut self.sink, frame).await
     }
 
     async fn send_msg(&mut self, msg: &ServerMsg) -> Result<(), WriteFailed> {
@@ -101,11 +120,14 @@ impl Out {
     }
 }
 
-/// A connection let in: who it is, and its channel's reading half when it is v2.
+/// A connection let in: who it is, and its reading half when it is sealed.
 struct Authed {
     device: DeviceInfo,
     admitted: Admitted,
-    opener: Option<Opener>,
+    opener: Option<Open>,
+    /// A Chroxy client's envelope: `auth_ok` goes out in the clear with the worker's
+    /// key, everything after it sealed.
+    envelope: Option<(String, envelope::Sealer)>,
 }
 
 /// What arrived before authentication, once the deadline, the stop and control
@@ -173,14 +195,8 @@ async fn authenticate(
     // The private port is the supervisor's probe's, which always speaks v1.
     if !client.direct && !s.allow_token_auth {
         drop(pending);
-        let refused = ServerMsg::AuthFail {
-            reason: AuthFailReason::TokenAuthDisabled,
-            message: Some(TOKEN_AUTH_DISABLED.into()),
-            device_id: None,
-            device_key: None,
-        };
-        let _ = out.send_msg(&refused).await;
-        out.close(close::AUTH, "authentication failed").await;
+        let reason = AuthFailReason::TokenAuthDisabled;
+        refuse_saying(out, reason, TOKEN_AUTH_DISABLED.into()).await;
         return None;
     }
     if !s.token.matches(&auth.token.0) {
@@ -198,13 +214,34 @@ async fn authenticate(
     if !client.direct {
         s.auth.succeeded(addr);
     }
+    let exchange = match (&auth.eager_public_key, &auth.eager_salt) {
+        (Some(key), Some(salt)) => match envelope::accept(key, salt) {
+            Ok(accepted) => Some(accepted),
+            Err(err) => {
+                drop(pending);
+                refuse_saying(out, AuthFailReason::NotAuthenticated, err.to_string()).await;
+                return None;
+            }
+        },
+        // Only both together ask for the envelope (as the clients define it).
+        _ => None,
+    };
     let presented = Presented::token(&auth);
     let device = presented.device_info().clone();
     let admitted = admitted(out, admit(s, presented, client).await, pending, s, addr).await?;
-    Some(Authed {
-        device,
-        admitted,
-        opener: None,
+    Some(match exchange {
+        None => Authed {
+            device,
+            admitted,
+            opener: None,
+            envelope: None,
+        },
+        Some(accepted) => Authed {
+            device,
+            admitted,
+            opener: Some(Open::Envelope(accepted.opener)),
+            envelope: Some((accepted.server_public, accepted.sealer)),
+        },
     })
 }
 
@@ -231,13 +268,13 @@ async fn handshake(
             return None;
         }
     };
-    if send_msg(&mut out.sink, Message::Binary(accepted.reply.into()))
+    if send_frame(&mut out.sink, Message::Binary(accepted.reply.into()))
         .await
         .is_err()
     {
         return None;
     }
-    out.seal = Some(accepted.sealer);
+    out.seal = Some(Seal::Channel(accepted.sealer));
     let mut opener = accepted.opener;
     let sealed = match next_frame(out, stream, deadline, s).await? {
         Message::Binary(sealed) => opener.open(&sealed),
@@ -267,7 +304,8 @@ async fn handshake(
     Some(Authed {
         device,
         admitted,
-        opener: Some(opener),
+        opener: Some(Open::Channel(opener)),
+        envelope: None,
     })
 }
 
@@ -334,6 +372,18 @@ async fn refuse(out: &mut Out, reason: AuthFailReason, code: u16) {
     out.close(code, "authentication failed").await;
 }
 
+/// Answers `auth_fail` with a message saying why and what to do, and closes with 4001.
+async fn refuse_saying(out: &mut Out, reason: AuthFailReason, message: String) {
+    let refused = ServerMsg::AuthFail {
+        reason,
+        message: Some(message),
+        device_id: None,
+        device_key: None,
+    };
+    let _ = out.send_msg(&refused).await;
+    out.close(close::AUTH, "authentication failed").await;
+}
+
 /// Why the connection ends, decided by the reader and carried out by the writer.
 #[derive(Debug, Clone)]
 enum Ending {
@@ -355,8 +405,14 @@ async fn serve_client(
         device,
         admitted,
         mut opener,
+        envelope,
     } = authed;
-    let sealed = opener.is_some();
+    let (encryption, protocol_version) = match (&opener, &envelope) {
+        (Some(Open::Channel(_)), _) => ("noise", PROTOCOL_V2),
+        (_, Some(_)) => ("required", PROTOCOL_VERSION),
+        _ => ("disabled", PROTOCOL_VERSION),
+    };
+    let (server_public_key, envelope) = envelope.unzip();
     // After the registry let it in (and wrote so): a later reading must list it.
     let admitted_at = tokio::time::Instant::now();
     let device_id = admitted.device_id.clone();
@@ -375,19 +431,19 @@ async fn serve_client(
         server_commit: COMMIT.into(),
         cwd: s.cwd.clone(),
         connected_clients: others,
-        encryption: if sealed { "noise" } else { "disabled" }.into(),
-        protocol_version: if sealed {
-            PROTOCOL_V2
-        } else {
-            PROTOCOL_VERSION
-        },
+        encryption: encryption.into(),
+        protocol_version,
         min_protocol_version: PROTOCOL_VERSION,
         max_protocol_version: PROTOCOL_V2,
         device_id: admitted.device_id,
         device_key: admitted.new_key.map(|k| Token(k.expose().to_owned())),
+        server_public_key,
     };
     if out.send_msg(&ok).await.is_err() {
         return;
+    }
+    if let Some(sealer) = envelope {
+        out.seal = Some(Seal::Envelope(sealer));
     }
     // Only a connection straight to the private port may be the supervisor's probe: a
     // token holder through the public port who says so is still listed to every phone.
@@ -459,7 +515,7 @@ async fn serve_client(
 #[allow(clippy::too_many_arguments)]
 async fn read_loop(
     stream: &mut Stream,
-    opener: &mut Option<Opener>,
+    opener: &mut Option<Open>,
     client_id: &String,
     tx: &QueueTx,
     kick: &CancellationToken,
@@ -591,25 +647,27 @@ async fn read_loop(
     }
 }
 
-/// A frame as v1 reads it: a v2 connection's binary frame opened to its text. A text
-/// frame inside the encrypted channel, or one that does not open, breaks it.
+/// A frame as v1 reads it: a sealed frame opened to its text. A frame of the wrong
+/// kind (text in v2's channel, binary in an envelope connection), or one that does not
+/// open, breaks the connection: what broke, for the log.
 fn unseal(
-    opener: &mut Option<Opener>,
+    opener: &mut Option<Open>,
     msg: Option<Result<Message, axum::Error>>,
-) -> Result<Option<Result<Message, axum::Error>>, channel::ChannelError> {
-    let Some(opener) = opener else {
-        return Ok(msg);
-    };
-    match msg {
-        Some(Ok(Message::Binary(sealed))) => {
-            let text = opener.open(&sealed)?;
-            Ok(Some(Ok(Message::Text(Utf8Bytes::from(text)))))
+) -> Result<Option<Result<Message, axum::Error>>, String> {
+    let text = match (opener, msg) {
+        (None, msg) => return Ok(msg),
+        (Some(Open::Channel(opener)), Some(Ok(Message::Binary(sealed)))) => {
+            opener.open(&sealed).map_err(|e| e.to_string())?
         }
-        Some(Ok(Message::Text(_))) => Err(channel::ChannelError::Broken(
-            "a text frame inside the encrypted channel",
-        )),
-        other => Ok(other),
-    }
+        (Some(Open::Envelope(opener)), Some(Ok(Message::Text(sealed)))) => {
+            opener.open(sealed.as_str()).map_err(|e| e.to_string())?
+        }
+        (Some(_), Some(Ok(Message::Text(_) | Message::Binary(_)))) => {
+            return Err("a frame of the wrong kind inside the encrypted connection".into());
+        }
+        (Some(_), other) => return Ok(other),
+    };
+    Ok(Some(Ok(Message::Text(Utf8Bytes::from(text)))))
 }
 
 /// Every write has a deadline: a peer that stops reading fills its socket buffer, and a
@@ -638,15 +696,15 @@ async fn write_loop(
                 // docs/protocol.md "Keepalive": a peer that did not answer the last ping is gone.
                 if !pong_seen.swap(false, Ordering::Relaxed) {
                     tracing::info!("no pong since the last ping; dropping the client");
-                    let _ = timed(t, send_msg(&mut out.sink, close_msg(close::GOING_AWAY, "keepalive timeout"))).await;
+                    let _ = timed(t, send_frame(&mut out.sink, close_msg(close::GOING_AWAY, "keepalive timeout"))).await;
                     return;
                 }
-                if timed(t, send_msg(&mut out.sink, Message::Ping(Default::default()))).await.is_err() {
+                if timed(t, send_frame(&mut out.sink, Message::Ping(Default::default()))).await.is_err() {
                     return;
                 }
             }
             _ = kick.cancelled() => {
-                let _ = timed(t, send_msg(&mut out.sink, close_msg(close::TRY_AGAIN_LATER, "client too slow"))).await;
+                let _ = timed(t, send_frame(&mut out.sink, close_msg(close::TRY_AGAIN_LATER, "client too slow"))).await;
                 return;
             }
             changed = end.changed() => {
@@ -659,7 +717,7 @@ async fn write_loop(
                             return;
                         }
                     }
-                    let _ = timed(t, send_msg(&mut out.sink, close_msg(code, reason))).await;
+                    let _ = timed(t, send_frame(&mut out.sink, close_msg(code, reason))).await;
                 }
                 break;
             }
@@ -693,7 +751,7 @@ async fn timed(
     }
 }
 
-async fn send_msg(sink: &mut Sink, msg: Message) -> Result<(), WriteFailed> {
+async fn send_frame(sink: &mut Sink, msg: Message) -> Result<(), WriteFailed> {
     sink.send(msg).await.map_err(|_| WriteFailed)
 }
 

@@ -545,6 +545,20 @@ pub async fn handshake_on(
     initiating.finish(&reply).map_err(HandshakeFailed::Refused)
 }
 
+/// A frame as a v1 reader sees it: on a v2 connection (`sealed`), the binary frame
+/// opened to its text. The tests' [`Client`] and the bench's phone both read through it.
+pub fn unsealed<E>(
+    msg: Option<Result<Message, E>>,
+    sealed: &mut Option<(chroxy::channel::Sealer, chroxy::channel::Opener)>,
+) -> Result<Option<Result<Message, E>>, chroxy::channel::ChannelError> {
+    Ok(match (msg, sealed) {
+        (Some(Ok(Message::Binary(b))), Some((_, opener))) => {
+            Some(Ok(Message::text(opener.open(&b)?)))
+        }
+        (msg, _) => msg,
+    })
+}
+
 /// Why [`Client::handshake`] did not set up the channel.
 #[derive(Debug)]
 pub enum HandshakeFailed {
@@ -626,13 +640,7 @@ impl Client {
                         tail(&self.seen)
                     )
                 });
-            let m = match (m, &mut self.sealed) {
-                (Some(Ok(Message::Binary(b))), Some((_, opener))) => {
-                    let text = opener.open(&b).expect("a frame that opens");
-                    Some(Ok(Message::text(text)))
-                }
-                (m, _) => m,
-            };
+            let m = unsealed(m, &mut self.sealed).expect("a frame that opens");
             match m {
                 Some(Ok(Message::Text(t))) => {
                     let v: Value = serde_json::from_str(t.as_str()).unwrap();

@@ -327,13 +327,13 @@ test("shown again, a connection is checked at once and a dead one replaced", asy
   socket.open();
   socket.receive({ type: "auth_ok" });
   // It answers: nothing changes.
-  c.resume();
+  c.check();
   assert.equal(socket.sent.at(-1).type, "ping", "checked at once");
   socket.receive({ type: "pong", serverTs: 0 });
   mock.timers.tick(5000);
   assert.equal(c.state, "connected");
   // It died while the phone slept: no pong within 3 s, and it is replaced.
-  c.resume();
+  c.check();
   mock.timers.tick(2999);
   assert.equal(c.state, "connected", "given its time");
   mock.timers.tick(1);
@@ -346,7 +346,7 @@ test("shown again, a connection is checked at once and a dead one replaced", asy
   socket.drop();
   await settle();
   assert.equal(c.state, "reconnecting");
-  c.resume();
+  c.check();
   assert.notEqual(FakeSocket.last, socket, "tried at once");
   assert.equal(c.state, "connecting");
   c.close();
@@ -543,7 +543,7 @@ test("a message 2 that does not decrypt is the wrong machine: said with the pinn
   assert.equal(socket.sent.length, 1, "nothing but message 1, and no token");
   assert.equal(c.waitingForPerson, true);
   mock.timers.tick(600000);
-  c.resume();
+  c.check();
   await new Promise((r) => setImmediate(r));
   assert.equal(FakeSocket.last, socket, "no retry, not even when the page is shown again");
 

@@ -225,14 +225,23 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                         protocol_version,
                         device_key: None,
                         pairing_code: None,
+                        eager_public_key: None,
+                        eager_salt: None,
                     })
                 }
             ),
         (
             prop::collection::vec(any::<char>(), 0..300).prop_map(String::from_iter),
+            opt(text()),
             opt(text())
         )
-            .prop_map(|(data, session_id)| ClientMsg::Input(Input { data, session_id })),
+            .prop_map(
+                |(data, session_id, client_message_id)| ClientMsg::Input(Input {
+                    data,
+                    session_id,
+                    client_message_id
+                })
+            ),
         opt(text()).prop_map(|session_id| ClientMsg::Interrupt(SessionTarget { session_id })),
         (text(), opt(text()))
             .prop_map(|(model, session_id)| ClientMsg::SetModel(SetModel { model, session_id })),

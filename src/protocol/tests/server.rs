@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-const SERVER_TYPES: [&str; 31] = [
+const SERVER_TYPES: [&str; 32] = [
     "auth_ok",
     "auth_fail",
     "pong",
@@ -23,6 +23,7 @@ const SERVER_TYPES: [&str; 31] = [
     "tool_start",
     "tool_result",
     "message",
+    "input_accepted",
     "result",
     "permission_request",
     "permission_resolved",
@@ -59,6 +60,7 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::ToolStart { .. } => "tool_start",
         ServerMsg::ToolResult { .. } => "tool_result",
         ServerMsg::Message { .. } => "message",
+        ServerMsg::InputAccepted { .. } => "input_accepted",
         ServerMsg::Result { .. } => "result",
         ServerMsg::PermissionRequest { .. } => "permission_request",
         ServerMsg::PermissionResolved { .. } => "permission_resolved",
@@ -113,14 +115,16 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                 max_protocol_version: 1,
                 device_id: None,
                 device_key: None,
+                server_public_key: None,
             },
         ),
         (
             json!({"type": "auth_ok", "clientId": "c-1", "serverMode": "cli",
                    "serverVersion": "0.3.1", "latestVersion": null, "serverCommit": "abc1234",
-                   "cwd": "/p", "connectedClients": [], "encryption": "disabled",
+                   "cwd": "/p", "connectedClients": [], "encryption": "required",
                    "protocolVersion": 1, "minProtocolVersion": 1, "maxProtocolVersion": 1,
-                   "deviceId": "k7m2qp", "deviceKey": "key-for-the-phone"}),
+                   "deviceId": "k7m2qp", "deviceKey": "key-for-the-phone",
+                   "serverPublicKey": "eaYx7t4b+cmPEgMs3q3Q56B5OY/HhriMyEbsia+FpRo="}),
             ServerMsg::AuthOk {
                 client_id: s("c-1"),
                 server_mode: s("cli"),
@@ -129,12 +133,13 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                 server_commit: s("abc1234"),
                 cwd: s("/p"),
                 connected_clients: vec![],
-                encryption: s("disabled"),
+                encryption: s("required"),
                 protocol_version: 1,
                 min_protocol_version: 1,
                 max_protocol_version: 1,
                 device_id: Some(s("k7m2qp")),
                 device_key: Some(Token(s("key-for-the-phone"))),
+                server_public_key: Some(s("eaYx7t4b+cmPEgMs3q3Q56B5OY/HhriMyEbsia+FpRo=")),
             },
         ),
         (
@@ -471,9 +476,28 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                 content: s("text"),
                 timestamp: 1_700_000_000_000,
                 session_id: s("s-1"),
+                client_message_id: None,
             },
         ));
     }
+    cases.push((
+        json!({"type": "message", "messageType": "user_input", "content": "fix it",
+               "timestamp": 1_700_000_000_000u64, "sessionId": "s-1", "clientMessageId": "m-7"}),
+        ServerMsg::Message {
+            message_type: MessageType::UserInput,
+            content: s("fix it"),
+            timestamp: 1_700_000_000_000,
+            session_id: s("s-1"),
+            client_message_id: some("m-7"),
+        },
+    ));
+    cases.push((
+        json!({"type": "input_accepted", "clientMessageId": "m-7", "sessionId": "s-1"}),
+        ServerMsg::InputAccepted {
+            client_message_id: s("m-7"),
+            session_id: s("s-1"),
+        },
+    ));
     for (ty, reason) in [
         ("restart", ShutdownReason::Restart),
         ("shutdown", ShutdownReason::Shutdown),

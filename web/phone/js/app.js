@@ -12,6 +12,8 @@ import { cut, describeChange } from "./change.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_QUEUED = 10;
+/// How long an input may go unconfirmed before the connection is checked.
+const ACCEPT_WAIT_MS = 4000;
 /// Lines of a change drawn at most (the rest is counted, never drawn: a huge Write must
 /// not freeze the page), and from how many a change is folded until opened.
 const CHANGE_LINES = 200;
@@ -24,8 +26,11 @@ const ui = {
   streams: new Map(), // messageId → {el, text}
   tools: new Map(), // toolUseId → element
   prompts: new Map(), // requestId / toolUseId → {el, timer}
-  queue: [], // inputs typed while disconnected
-  resent: [], // those sent on reconnect, shown again after the history replay
+  // Inputs the computer has not confirmed ({id, data, sessionId, sent}): typed while
+  // disconnected, or sent on a connection that may have dropped them. Each is sent again
+  // on every reconnect under its id; the worker runs an id once (`input_accepted`).
+  outbox: [],
+  replayed: new Set(), // the clientMessageIds in the history being replayed
   busy: new Set(), // sessions with a turn running
   banner: null,
   spent: 0, // the cost of the turns shown in the conversation, in USD
@@ -150,7 +155,35 @@ function clearConversation() {
   ui.spent = 0;
   ui.streams.clear();
   ui.tools.clear();
-  for (const q of ui.queue) addMessage("user_input", q, "queued");
+  ui.replayed.clear();
+  for (const e of ui.outbox) if (!e.sent && forActive(e)) addMessage("user_input", e.data, "queued");
+}
+
+function forActive(entry) {
+  return !entry.sessionId || entry.sessionId === ui.active;
+}
+
+/// A random id for an input (crypto.randomUUID exists only on https or this machine).
+function newId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return "m-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/// Sends an outbox entry; whether it went. Unconfirmed after a few seconds, the
+/// connection is checked: a channel that lost it (a frame dropped on the way) is found
+/// out now, and the entry goes again on the reconnect.
+function deliver(entry) {
+  const msg = { type: "input", data: entry.data, clientMessageId: entry.id };
+  if (entry.sessionId) msg.sessionId = entry.sessionId;
+  entry.sent = send(msg);
+  if (entry.sent) {
+    setTimeout(() => ui.outbox.includes(entry) && ui.conn?.check(), ACCEPT_WAIT_MS);
+  }
+  return entry.sent;
+}
+
+function settled(id) {
+  ui.outbox = ui.outbox.filter((e) => e.id !== id);
 }
 
 // ---- prompts ---------------------------------------------------------------------------
@@ -423,9 +456,9 @@ function onMessage(msg) {
     case "auth_ok": {
       // A token is confirmed only when it was what got this phone in (v1).
       if (!ui.conn.encrypted) pairings.confirmed(ui.conn.pairing.url, ui.conn.token);
-      // Typed while away: sent now, in order; the replay that follows predates them.
-      ui.resent = ui.queue.splice(0);
-      for (const data of ui.resent) send({ type: "input", data });
+      // Typed while away or unconfirmed: sent now, in order, under their ids (the
+      // worker runs an id once). The replay that follows shows those that had arrived.
+      for (const e of ui.outbox) deliver(e);
       break;
     }
     case "session_list":
@@ -445,7 +478,13 @@ function onMessage(msg) {
       if (mine) clearConversation();
       break;
     case "history_replay_end":
-      if (mine) for (const data of ui.resent.splice(0)) addMessage("user_input", data);
+      if (!mine) break;
+      for (const e of ui.outbox) {
+        if (e.sent && forActive(e) && !ui.replayed.has(e.id)) addMessage("user_input", e.data);
+      }
+      break;
+    case "input_accepted":
+      settled(msg.clientMessageId);
       break;
     case "available_models":
       $("model").replaceChildren(...(msg.models ?? []).map((m) => {
@@ -456,7 +495,9 @@ function onMessage(msg) {
       refreshSettings();
       break;
     case "message":
-      if (mine) addMessage(msg.messageType, msg.content ?? "");
+      if (!mine) break;
+      if (msg.clientMessageId) ui.replayed.add(msg.clientMessageId);
+      addMessage(msg.messageType, msg.content ?? "");
       break;
     case "stream_start":
       if (mine) ui.streams.set(msg.messageId, { el: addMessage("assistant", ""), text: "" });
@@ -516,6 +557,8 @@ function onMessage(msg) {
       if (mine) addMessage("error", msg.message ?? "");
       break;
     case "error":
+      // An input refused for good (QUEUE_FULL, a session gone) is not sent again.
+      if (msg.requestId) settled(msg.requestId);
       addMessage("error", msg.message ?? msg.code ?? "error");
       break;
     case "rate_limited":
@@ -569,10 +612,12 @@ $("composer").addEventListener("submit", (e) => {
   const data = $("input").value.trim();
   if (!data) return;
   $("input").value = "";
-  if (send({ type: "input", data })) {
+  const entry = { id: newId(), data, sessionId: ui.active };
+  if (deliver(entry)) {
+    ui.outbox.push(entry);
     addMessage("user_input", data);
-  } else if (ui.queue.length < MAX_QUEUED) {
-    ui.queue.push(data);
+  } else if (ui.outbox.length < MAX_QUEUED) {
+    ui.outbox.push(entry);
     addMessage("user_input", data, "queued");
   } else {
     addMessage("error", `Not connected, and ${MAX_QUEUED} messages are already waiting.`);
@@ -657,7 +702,7 @@ $("pair-form").addEventListener("submit", async (e) => {
 window.addEventListener("online", () => {
   if (ui.conn && ui.conn.state !== "connected" && !ui.conn.waitingForPerson) ui.conn.reconnectNow();
 });
-document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && ui.conn?.resume());
+document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && ui.conn?.check());
 
 /// A pairing link (the address bar's or a pasted one), applied only as pairing.offer
 /// allows: checked, and confirmed by the person when it changes anything.

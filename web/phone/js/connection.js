@@ -51,7 +51,7 @@ const BACKOFF_FLOOR_MS = 500;
 const FIRST_RETRY_JITTER_MS = 50;
 /// After the page is shown again (a phone unlocked), how long a pong may take before
 /// the connection is taken for dead.
-const RESUME_PONG_MS = 3000;
+const CHECK_PONG_MS = 3000;
 const BACKOFF_CAP_MS = 30000;
 const RESET_AFTER_MS = 60000;
 const PENDING_RETRY_MS = 3000;
@@ -414,16 +414,16 @@ export class Connection extends EventTarget {
     clearTimeout(this.checking);
   }
 
-  /// The page is shown again (a phone unlocked, a tab brought back): a connection that
-  /// may have died while it slept is checked at once rather than at the next two missed
-  /// pings, and a wait for the next try is cut short.
-  resume() {
+  /// Something says the connection may be dead (the page is shown again after the phone
+  /// slept, or an input went unanswered): it is checked at once rather than at the next
+  /// two missed pings, and a wait for the next try is cut short.
+  check() {
     if (this.state === "connected") {
       clearTimeout(this.checking);
       this.checking = setTimeout(() => {
         this.teardown();
         this.retry();
-      }, RESUME_PONG_MS);
+      }, CHECK_PONG_MS);
       this.send({ type: "ping" });
     } else if (this.state === "reconnecting") {
       this.connect();
