@@ -283,6 +283,13 @@ pub struct WorkerConfig {
     pub permission_timeout_ms: u64,
     /// An agent that ignores `interrupt` this long is stopped (and resumed on the next input).
     pub interrupt_grace_ms: u64,
+    /// Claude Code CLIs started ahead of input for the sessions phones most recently
+    /// opened, so a first input reaches a process that is already up (each costs
+    /// ~200–300 MB while it waits); 0 starts a CLI only when input arrives.
+    pub warm_clis: usize,
+    /// A CLI with no turn for this long is stopped; the next input resumes its
+    /// conversation (`--resume`). 0: never.
+    pub cli_idle_secs: u64,
     /// Path of the `claude` binary; default: `CHROXY_CLAUDE`, then `PATH`.
     pub claude: Option<PathBuf>,
     /// What phones may choose in `set_model`.
@@ -310,6 +317,8 @@ impl Default for WorkerConfig {
             max_unauthenticated: 256,
             permission_timeout_ms: 5 * 60 * 1000,
             interrupt_grace_ms: 10_000,
+            warm_clis: 2,
+            cli_idle_secs: 600,
             claude: None,
             models: vec![
                 model("sonnet", "Sonnet"),
@@ -357,6 +366,11 @@ impl WorkerConfig {
     /// `interrupt_grace_ms` as a duration.
     pub fn interrupt_grace(&self) -> Duration {
         Duration::from_millis(self.interrupt_grace_ms)
+    }
+
+    /// `cli_idle_secs` as a duration; `None` for never.
+    pub fn cli_idle(&self) -> Option<Duration> {
+        (self.cli_idle_secs > 0).then(|| Duration::from_secs(self.cli_idle_secs))
     }
 
     /// `coalesce_ms` as a duration.

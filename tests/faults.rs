@@ -174,6 +174,8 @@ async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
         agent_env: Default::default(),
         permission_timeout: Duration::from_secs(300),
         interrupt_grace: Duration::from_secs(10),
+        warm_clis: 2,
+        cli_idle: Some(Duration::from_secs(600)),
         rules: chroxy::rules::RuleStore::new(&paths),
         allow_bypass: false,
         welcome_notice: None,

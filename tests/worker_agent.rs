@@ -599,3 +599,72 @@ async fn an_input_sent_again_by_its_id_runs_once_even_after_a_crash() {
         "{err}"
     );
 }
+
+/// The CLI of a session a phone opens is started before any input, so the first turn
+/// does not wait for it; only the sessions opened last keep theirs (`warm_clis`), and
+/// one idle for `cli_idle_secs` is stopped, its conversation resumed on the next input.
+#[tokio::test]
+async fn the_cli_of_an_opened_session_starts_before_input_and_only_the_last_two_stay_warm() {
+    let home = Home::new();
+    home.config("[worker]\ncli_idle_secs = 3\n");
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let one = |what: &str| {
+        let agents = w.children();
+        holds(agents.len() == 1, format!("{what}: {agents:?}"))?;
+        Ok::<u32, String>(agents[0])
+    };
+    let warmed = eventually("a CLI for the opened session", async || one("warm")).await;
+    let frames = c.turn("REPLY remember the word papaya").await;
+    assert_eq!(streamed_text(&frames), "remember the word papaya");
+    assert_eq!(
+        w.children(),
+        vec![warmed],
+        "the first turn ran on the warm CLI"
+    );
+
+    // Idle past cli_idle_secs: stopped.
+    eventually("the idle CLI stopped", async || {
+        holds(w.children().is_empty(), format!("{:?}", w.children()))
+    })
+    .await;
+    // The next input starts one again, on the same conversation.
+    let before = model.handle.turns_seen();
+    let frames = c.turn("REPLY what was the word").await;
+    assert_eq!(streamed_text(&frames), "what was the word");
+    let conversation = model.conversation_after(before).await;
+    assert!(
+        conversation.contains("remember the word papaya"),
+        "not resumed: {conversation}"
+    );
+
+    // Three sessions opened in turn: the two opened last keep a CLI, no more.
+    for name in ["second", "third"] {
+        c.send(json!({"type": "create_session", "name": name}))
+            .await;
+        c.until(|v| v["type"] == "session_switched" && v["name"] == name)
+            .await;
+    }
+    eventually("two warm CLIs", async || {
+        let agents = w.children();
+        holds(agents.len() == 2, format!("{agents:?}"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_warm_clis_0_a_cli_starts_only_for_input() {
+    let home = Home::new();
+    home.config("[worker]\nwarm_clis = 0\n");
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    // A command the session itself answers, so it comes after the session's part of
+    // the welcome (where the CLI would have been started): nothing was.
+    c.send(json!({"type": "set_model", "model": "haiku"})).await;
+    c.until_type("model_changed").await;
+    assert_eq!(w.children(), Vec::<u32>::new());
+    c.turn("REPLY now").await;
+    assert_eq!(w.children().len(), 1);
+}

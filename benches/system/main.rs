@@ -29,6 +29,7 @@ mod common;
 
 mod client;
 mod encryption;
+mod first_turn;
 mod flood;
 mod hostile;
 mod machine;
@@ -76,6 +77,8 @@ pub struct Plan {
     pub handshakes: usize,
     /// Frames sealed and opened in process.
     pub sealed_frames: usize,
+    /// New sessions whose first turn is timed, each way.
+    pub first_turns: usize,
 }
 
 impl Plan {
@@ -96,6 +99,7 @@ impl Plan {
             throughput_deltas: 100_000,
             handshakes: 200,
             sealed_frames: 100_000,
+            first_turns: 20,
         };
         if std::env::var("CHROXY_BENCH_QUICK").is_ok_and(|v| v == "1") {
             Self {
@@ -113,6 +117,7 @@ impl Plan {
                 throughput_deltas: 20_000,
                 handshakes: 20,
                 sealed_frames: 10_000,
+                first_turns: 3,
                 ..full
             }
         } else {
@@ -218,10 +223,11 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     let memory = memory::run(&sys, plan, real.label()).await;
     let kills = recovery::kills(&sys, plan, real.label()).await;
     let rollbacks = recovery::rollbacks(&sys, plan, real.label()).await;
+    let first_turns = first_turn::run(&sys, plan, real.label()).await;
     sys.stop().await;
     // Every real-CLI turn above reached the scripted model (a CLI that cannot reach it
     // answers "Not logged in" instead, which would make these figures meaningless).
-    let turns = (memory::SESSIONS * 3 + plan.kills + plan.rollbacks) as u64;
+    let turns = (memory::SESSIONS * 3 + plan.kills + plan.rollbacks + 2 * plan.first_turns) as u64;
     assert!(
         model.turns_seen() >= turns,
         "the scripted model saw {} turns, expected at least {turns}",
@@ -253,6 +259,7 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     let figures = vec![
         kills,
         rollbacks,
+        first_turns,
         line,
         sealed_line,
         handshakes,

@@ -61,7 +61,11 @@ pub(crate) enum Cmd {
         client: ClientId,
         /// Shown after the history (the welcome's notice), never stored.
         notice: Option<String>,
+        /// Start the CLI now, so the first input finds it up.
+        warm: bool,
     },
+    /// Stop the CLI if it is idle (it is no longer among the warm ones).
+    Cool,
     /// A user turn.
     Input {
         text: String,
@@ -146,6 +150,8 @@ pub(crate) struct Session {
     history_bytes: usize,
     /// When an unanswered `interrupt` gives up on the agent.
     interrupt_deadline: Option<Instant>,
+    /// When an idle CLI is stopped (`cli_idle` after it last went idle).
+    idle_deadline: Option<Instant>,
     /// The open text block: our message id and its full text so far.
     open_text: Option<(String, String)>,
     /// Text not yet sent, and when it must be.
@@ -193,6 +199,7 @@ impl Session {
             queue: VecDeque::new(),
             history_bytes,
             interrupt_deadline: None,
+            idle_deadline: None,
             open_text: None,
             coalesced: String::new(),
             flush_at: None,
@@ -237,6 +244,7 @@ impl Session {
             let flush_at = self.flush_at;
             let prompt_deadline = self.prompts.next_deadline();
             let interrupt_deadline = self.interrupt_deadline;
+            let idle_deadline = self.idle_deadline;
             tokio::select! {
                 cmd = self.cmds.recv() => match cmd {
                     Some(cmd) => {
@@ -256,6 +264,9 @@ impl Session {
                 }
                 _ = tokio::time::sleep_until(interrupt_deadline.unwrap_or_else(Instant::now)), if interrupt_deadline.is_some() => {
                     self.agent_unresponsive().await;
+                }
+                _ = tokio::time::sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() => {
+                    self.cool("idle").await;
                 }
             }
         }
@@ -335,7 +346,17 @@ impl Session {
 
     async fn on_cmd(&mut self, cmd: Cmd) -> ControlFlow<()> {
         match cmd {
-            Cmd::Attach { client, notice } => self.attach(&client, notice),
+            Cmd::Attach {
+                client,
+                notice,
+                warm,
+            } => {
+                self.attach(&client, notice);
+                if warm {
+                    self.warm().await;
+                }
+            }
+            Cmd::Cool => self.cool("no longer among the warm sessions").await,
             Cmd::Input {
                 text,
                 id,
@@ -521,6 +542,44 @@ impl Session {
         self.rec.last_activity_at = now_ms();
     }
 
+    /// Starts the CLI ahead of input. Failing is not an error yet: the first input
+    /// tries again and tells the phone why.
+    async fn warm(&mut self) {
+        if self.agent.is_some() {
+            return;
+        }
+        match self.ensure_agent().await {
+            Ok(()) => {
+                tracing::debug!("CLI started ahead of input");
+                self.went_idle();
+            }
+            Err(refusal) => {
+                tracing::debug!(why = %refusal.message, "could not start the CLI ahead of input")
+            }
+        }
+    }
+
+    /// The CLI has nothing to do from now: it is stopped after `cli_idle`.
+    fn went_idle(&mut self) {
+        self.idle_deadline = self.cfg.cli_idle.map(|idle| Instant::now() + idle);
+    }
+
+    /// Stops the CLI if nothing needs it: no turn, nothing queued, no prompt waiting.
+    /// Its conversation resumes (`--resume`) on the next input.
+    async fn cool(&mut self, why: &str) {
+        self.idle_deadline = None;
+        // Every waiting prompt has a deadline.
+        if self.busy || !self.queue.is_empty() || self.prompts.next_deadline().is_some() {
+            return;
+        }
+        if let Some(agent) = self.agent.take() {
+            tracing::info!(why, "stopping an idle CLI");
+            agent.shutdown().await;
+            self.agent_ready = false;
+            self.pending.clear();
+        }
+    }
+
     async fn ensure_agent(&mut self) -> Result<(), Refusal> {
         if self.agent.is_some() {
             return Ok(());
@@ -558,6 +617,7 @@ impl Session {
 
     async fn start_turn(&mut self, text: String) {
         self.busy = true;
+        self.idle_deadline = None;
         self.interrupted = false;
         self.publish(
             Audience::All,
@@ -872,6 +932,7 @@ impl Session {
         self.interrupt_deadline = None;
         self.interrupted = false;
         self.current_input = None;
+        self.went_idle();
         self.rec.last_activity_at = now_ms();
         // On disk before the phones hear the turn is over.
         self.persist().await;

@@ -73,6 +73,10 @@ pub struct SessionsConfig {
     /// An agent still busy this long after `interrupt` is stopped, so no session stays
     /// busy forever.
     pub interrupt_grace: Duration,
+    /// CLIs started ahead of input, for the sessions most recently opened.
+    pub warm_clis: usize,
+    /// An idle CLI is stopped after this long (`None`: never).
+    pub cli_idle: Option<Duration>,
     /// "Allow always" rules.
     pub rules: crate::rules::RuleStore,
     /// Whether agents may be switched to `auto` (see [`crate::agent::AgentSpec`]).
@@ -102,6 +106,9 @@ pub struct Hub {
     prompts: PromptIndex,
     /// Woken whenever a session's summary changes (busy → idle among others).
     changed: Arc<tokio::sync::Notify>,
+    /// The sessions phones opened most recently, newest last: the ones whose CLI is
+    /// kept started (at most `warm_clis`).
+    warm: Arc<Mutex<std::collections::VecDeque<SessionId>>>,
 }
 
 impl Hub {
@@ -116,6 +123,7 @@ impl Hub {
             draining: CancellationToken::new(),
             prompts: PromptIndex::default(),
             changed: Default::default(),
+            warm: Default::default(),
         };
         let dir = hub.cfg.sessions_dir.clone();
         let records = tokio::task::spawn_blocking(move || record::load_all(&dir))
@@ -267,15 +275,40 @@ impl Hub {
     }
 
     async fn attach_with(&self, client: &str, session: &str, notice: Option<String>) -> bool {
-        match self.sender(session) {
-            Some(tx) => tx
-                .send(Cmd::Attach {
-                    client: client.to_owned(),
-                    notice,
-                })
-                .await
-                .is_ok(),
-            None => false,
+        let Some(tx) = self.sender(session) else {
+            return false;
+        };
+        let warm = self.cfg.warm_clis > 0;
+        let attached = tx
+            .send(Cmd::Attach {
+                client: client.to_owned(),
+                notice,
+                warm,
+            })
+            .await
+            .is_ok();
+        if attached && warm {
+            self.keep_warm(session);
+        }
+        attached
+    }
+
+    /// `session` was opened just now: it is the newest of the warm ones, and the oldest
+    /// beyond `warm_clis` is asked to stop its CLI (a session in a turn keeps it; its
+    /// idle timeout stops it later).
+    fn keep_warm(&self, session: &str) {
+        let cooled: Vec<SessionId> = {
+            let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+            warm.retain(|s| s != session);
+            warm.push_back(session.to_owned());
+            let over = warm.len().saturating_sub(self.cfg.warm_clis);
+            warm.drain(..over).collect()
+        };
+        for id in cooled {
+            if let Some(tx) = self.sender(&id) {
+                // Full means busy with commands: it is in use, not one to cool.
+                let _ = tx.try_send(Cmd::Cool);
+            }
         }
     }
 

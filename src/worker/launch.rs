@@ -200,6 +200,8 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
         agent_env,
         permission_timeout: config.worker.permission_timeout(),
         interrupt_grace: config.worker.interrupt_grace(),
+        warm_clis: config.worker.warm_clis,
+        cli_idle: config.worker.cli_idle(),
         rules: crate::rules::RuleStore::new(&paths),
         allow_bypass: crate::agent::bypass_allowed(
             nix::unistd::geteuid().is_root(),
