@@ -2,7 +2,7 @@
 //! the pure [`plan`] of what it shows); [`install`] and [`show`] only draw plans, and a
 //! click carries out what its item asks ([`Item::ask`]).
 
-use chroxy::desktop::tray::{plan, Drawn, Entry, Item, MENU, TUNNELS};
+use chroxy::desktop::tray::{plan, version_line, Drawn, Entry, Item, MENU, TUNNELS};
 use chroxy::desktop::{Desktop, Reply, View};
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
@@ -17,6 +17,8 @@ struct Tray<R: Runtime> {
     icon: TrayIcon<R>,
     /// The check items, each with what it is.
     items: Vec<(Item, CheckMenuItem<R>)>,
+    /// The status line.
+    status: MenuItem<R>,
     drawn: Drawn,
 }
 
@@ -35,8 +37,14 @@ pub fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
         Ok(Box::new(check))
     };
     let menu = Menu::new(app)?;
+    // Disabled: lines to read, not to click.
+    let status = MenuItem::new(app, &now.status, false, None::<&str>)?;
     for entry in MENU {
         match entry {
+            Entry::Status => menu.append(&status)?,
+            Entry::Version => {
+                menu.append(&MenuItem::new(app, version_line(), false, None::<&str>)?)?
+            }
             Entry::One(one, label) => menu.append(item(one, label)?.as_ref())?,
             Entry::Separator => menu.append(&PredefinedMenuItem::separator(app)?)?,
             Entry::Tunnels => {
@@ -68,7 +76,12 @@ pub fn install<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
         })
         .build(app)?;
     let (items, drawn) = (checks, Drawn::new(now));
-    app.manage(Tray { icon, items, drawn });
+    app.manage(Tray {
+        icon,
+        items,
+        status,
+        drawn,
+    });
     Ok(())
 }
 
@@ -84,6 +97,7 @@ pub fn show<R: Runtime>(app: &AppHandle<R>, view: &View, whole: bool) {
             tray.icon.set_icon(Some(Image::from_bytes(icon)?))?;
         }
         tray.icon.set_tooltip(Some(&now.tooltip))?;
+        tray.status.set_text(&now.status)?;
         let mut checks = tray.items.iter();
         checks.try_for_each(|(item, check)| check.set_checked(now.check(*item) == Some(true)))
     });

@@ -561,6 +561,11 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         Some(1)
     );
     assert_eq!(menu.icon_colour().await, GREEN, "healthy: the green icon");
+    // The panel shows no tooltip: the menu's first line says the state, and a line
+    // before Quit the version, as `chroxy --version` does.
+    assert_eq!(labels[0], "Healthy · 0 phones · tunnel up", "{labels:?}");
+    let version = format!("Chroxy {} (", env!("CARGO_PKG_VERSION"));
+    assert!(labels.iter().any(|l| l.starts_with(&version)), "{labels:?}");
 
     // Started minimized: no window until asked for.
     assert!(!window_shown(&desk.display, "Chroxy").await);
@@ -581,6 +586,14 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
 
     // Force reconnect: the phone is told to reconnect.
     let mut phone = sup.client().await;
+    eventually("the status line counts the phone", async || {
+        let first = menu.entries().await.into_iter().next().map(|e| e.label);
+        holds(
+            first.as_deref() == Some("Healthy · 1 phone · tunnel up"),
+            format!("{first:?}"),
+        )
+    })
+    .await;
     menu.click("Force reconnect").await;
     let bye = phone.until_type("server_shutdown").await;
     assert_eq!(bye["reason"], "restart", "{bye}");

@@ -37,6 +37,11 @@ pub enum Item {
 /// A line of the menu.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
+    /// The state in a few words ([`TrayPlan::status`]), not clickable: Linux panels
+    /// show no tooltip, so the menu says it.
+    Status,
+    /// "Chroxy 0.1.0 (abc1234)" ([`version_line`]), not clickable.
+    Version,
     /// An item with its label.
     One(Item, &'static str),
     /// A separator.
@@ -53,7 +58,9 @@ pub const TUNNELS: [(TunnelChoice, &str); 3] = [
 ];
 
 /// The menu, top to bottom.
-pub const MENU: [Entry; 13] = [
+pub const MENU: [Entry; 16] = [
+    Entry::Status,
+    Entry::Separator,
     Entry::One(Item::Show, "Show window"),
     Entry::One(Item::ShowQr, "Show QR code"),
     Entry::Separator,
@@ -66,8 +73,18 @@ pub const MENU: [Entry; 13] = [
     Entry::One(Item::StatusPage, "Open status page"),
     Entry::One(Item::Logs, "Open logs"),
     Entry::Separator,
+    Entry::Version,
     Entry::One(Item::Quit, "Quit Chroxy"),
 ];
+
+/// The version line of the menu, as `chroxy --version` says it.
+pub fn version_line() -> String {
+    format!(
+        "Chroxy {} ({})",
+        crate::worker::VERSION,
+        crate::worker::COMMIT
+    )
+}
 
 impl Item {
     /// Its menu id, what a click reports ([`Item::from_id`] reads it back).
@@ -100,7 +117,7 @@ impl Item {
     fn all() -> impl Iterator<Item = Item> {
         MENU.iter().flat_map(|entry| match entry {
             Entry::One(item, _) => vec![*item],
-            Entry::Separator => vec![],
+            Entry::Separator | Entry::Status | Entry::Version => vec![],
             Entry::Tunnels => TUNNELS.map(|(choice, _)| Item::Tunnel(choice)).to_vec(),
         })
     }
@@ -113,6 +130,8 @@ pub struct TrayPlan {
     pub look: Look,
     /// The tooltip.
     pub tooltip: String,
+    /// The menu's first line.
+    pub status: String,
     /// The checked Tunnel ▸ item.
     pub tunnel: TunnelChoice,
     /// Whether Start at login is checked.
@@ -124,6 +143,7 @@ pub fn plan(view: &View, autostart: bool) -> TrayPlan {
     TrayPlan {
         look: view.look,
         tooltip: view.summary.clone(),
+        status: view.status_line.clone(),
         tunnel: view.tunnel_choice,
         autostart,
     }
@@ -204,6 +224,7 @@ mod tests {
                 "up",
                 green,
                 "Chroxy: healthy, 0 phones connected".to_owned(),
+                "Healthy · 0 phones · tunnel up",
             ),
             (
                 StateName::Healthy,
@@ -211,6 +232,7 @@ mod tests {
                 "off",
                 green,
                 "Chroxy: healthy, 0 phones connected".to_owned(),
+                "Healthy · 0 phones · this machine only",
             ),
             (
                 StateName::Healthy,
@@ -218,6 +240,7 @@ mod tests {
                 "reconnecting",
                 grey,
                 "Chroxy: tunnel reconnecting — phones elsewhere cannot connect".to_owned(),
+                "Healthy · 0 phones · tunnel reconnecting",
             ),
             (
                 StateName::Starting,
@@ -225,6 +248,7 @@ mod tests {
                 "off",
                 amber,
                 phones_wait("starting"),
+                "Starting · phones wait",
             ),
             (
                 StateName::Restarting,
@@ -232,6 +256,7 @@ mod tests {
                 "up",
                 amber,
                 phones_wait("restarting"),
+                "Restarting · phones wait",
             ),
             (
                 StateName::RollingBack,
@@ -239,6 +264,7 @@ mod tests {
                 "up",
                 amber,
                 phones_wait("rolling back"),
+                "Rolling back · phones wait",
             ),
             (
                 StateName::Draining,
@@ -246,6 +272,7 @@ mod tests {
                 "up",
                 amber,
                 phones_wait("stopping"),
+                "Stopping · phones wait",
             ),
             (
                 StateName::Failed,
@@ -253,15 +280,17 @@ mod tests {
                 "up",
                 red,
                 "Chroxy: failed — see the window".to_owned(),
+                "Failed · see the window",
             ),
         ];
-        for (state, mode, tunnel, icon, tooltip) in cases {
+        for (state, mode, tunnel, icon, tooltip, line) in cases {
             for ((choice, _), autostart) in TUNNELS.into_iter().zip([false, true, false]) {
                 let view = View::running(status(state, mode, tunnel), None, choice);
                 let plan = plan(&view, autostart);
                 let case = format!("{state:?}, tunnel {mode}/{tunnel}, {choice:?}");
                 assert!(plan.icon() == icon, "the wrong icon for {case}");
                 assert_eq!(plan.tooltip, tooltip, "{case}");
+                assert_eq!(plan.status, line, "{case}");
                 let checked: Vec<Item> = Item::all()
                     .filter(|item| plan.check(*item) == Some(true))
                     .collect();
@@ -276,7 +305,15 @@ mod tests {
         );
         assert!(plan.icon() == red, "could not start: the red icon");
         assert_eq!(plan.tooltip, "Chroxy could not start: port 8765 is in use");
+        assert_eq!(plan.status, "Could not start · see the window");
         assert_eq!(plan.check(Item::Tunnel(TunnelChoice::Quick)), Some(true));
+        let mut one = status(StateName::Healthy, "named", "up");
+        one.clients = 1;
+        let view = View::running(one, None, TunnelChoice::Named);
+        assert_eq!(
+            super::plan(&view, false).status,
+            "Healthy · 1 phone · tunnel up"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::pairing::Pairing;
 use crate::supervisor::status::{StateName, Status};
-use crate::tunnel::TunnelChoice;
+use crate::tunnel::{TunnelChoice, TunnelMode};
 
 /// Everything the window renders, sent whole on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +23,9 @@ pub struct View {
     pub look: Look,
     /// The tooltip's text.
     pub summary: String,
+    /// The tray menu's first line, the tooltip in a few words ("Healthy · 2 phones ·
+    /// tunnel up"): Linux panels show no tooltip.
+    pub status_line: String,
 }
 
 impl View {
@@ -31,6 +34,7 @@ impl View {
         Self {
             look: Look::of(Some(&status)),
             summary: summary(Some(&status), None),
+            status_line: status_line(Some(&status)),
             status: Some(status),
             error: None,
             pairing: pairing.and_then(PairingView::new),
@@ -44,6 +48,7 @@ impl View {
             status: None,
             look: Look::Failed,
             summary: summary(None, Some(error)),
+            status_line: status_line(None),
             error: Some(error.to_owned()),
             pairing: None,
             tunnel_choice,
@@ -127,10 +132,7 @@ fn summary(status: Option<&Status>, error: Option<&str>) -> String {
             error.unwrap_or("unknown error")
         );
     };
-    let phones = match s.clients {
-        1 => "1 phone".to_owned(),
-        n => format!("{n} phones"),
-    };
+    let phones = phones(s.clients);
     match Look::of(Some(s)) {
         Look::Healthy => format!("Chroxy: healthy, {phones} connected"),
         Look::Restarting => format!("Chroxy: {} — phones wait", state_words(s.state)),
@@ -142,6 +144,39 @@ fn summary(status: Option<&Status>, error: Option<&str>) -> String {
             "Chroxy: failed — {}",
             s.failed_reason.as_deref().unwrap_or("see the window")
         ),
+    }
+}
+
+fn status_line(status: Option<&Status>) -> String {
+    let Some(s) = status else {
+        return "Could not start · see the window".into();
+    };
+    let tunnel = match s.tunnel.mode {
+        TunnelMode::None => "this machine only".to_owned(),
+        TunnelMode::Quick | TunnelMode::Named => format!("tunnel {}", s.tunnel.state),
+    };
+    match Look::of(Some(s)) {
+        Look::Healthy | Look::TunnelDown => {
+            format!("Healthy · {} · {tunnel}", phones(s.clients))
+        }
+        Look::Restarting => {
+            let words = state_words(s.state);
+            let mut first = words.chars();
+            let head = first.next().map(|c| c.to_ascii_uppercase());
+            format!(
+                "{}{} · phones wait",
+                head.unwrap_or_default(),
+                first.as_str()
+            )
+        }
+        Look::Failed => "Failed · see the window".into(),
+    }
+}
+
+fn phones(n: u32) -> String {
+    match n {
+        1 => "1 phone".to_owned(),
+        n => format!("{n} phones"),
     }
 }
 
