@@ -316,6 +316,54 @@ mod tests {
         );
     }
 
+    /// Where an icon is white (the drawing, not the state's colour).
+    fn drawing(png: &[u8]) -> Vec<bool> {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut buf).unwrap();
+        let step = frame.color_type.samples();
+        buf[..frame.buffer_size()]
+            .chunks(step)
+            .map(|px| px[..3].iter().all(|&c| c > 200) && px.get(3).is_none_or(|&a| a > 128))
+            .collect()
+    }
+
+    #[test]
+    fn the_states_icons_differ_in_shape_not_only_colour() {
+        let looks = [
+            Look::Healthy,
+            Look::Restarting,
+            Look::TunnelDown,
+            Look::Failed,
+        ];
+        let shapes: Vec<(Look, Vec<bool>)> = looks
+            .iter()
+            .map(|&look| {
+                let icon = TrayPlan {
+                    look,
+                    tooltip: String::new(),
+                    status: String::new(),
+                    tunnel: TunnelChoice::Quick,
+                    autostart: false,
+                }
+                .icon();
+                (look, drawing(icon))
+            })
+            .collect();
+        for (i, (a, sa)) in shapes.iter().enumerate() {
+            for (b, sb) in &shapes[i + 1..] {
+                let differ = sa.iter().zip(sb).filter(|(x, y)| x != y).count();
+                // Told apart without colour: by a badge, dozens of pixels, not a speck.
+                assert!(
+                    differ > 40,
+                    "{a:?} and {b:?} differ in {differ} pixels of the drawing"
+                );
+            }
+        }
+    }
+
     #[test]
     fn each_item_asks_what_its_label_says() {
         let asks: Vec<(Item, Ask)> = Item::all().map(|item| (item, item.ask())).collect();
