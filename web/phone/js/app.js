@@ -7,7 +7,7 @@ import * as pairPrompt from "./pair-prompt.js";
 import { Connection } from "./connection.js";
 import { keyStore } from "./device-keys.js";
 import { decodePublicKey, fingerprint } from "./noise.js";
-import { render as markdown } from "./markdown.js";
+import { render as markdown, Streamed } from "./markdown.js";
 import { cut, describeChange } from "./change.js";
 
 const $ = (id) => document.getElementById(id);
@@ -500,13 +500,13 @@ function onMessage(msg) {
       addMessage(msg.messageType, msg.content ?? "");
       break;
     case "stream_start":
-      if (mine) ui.streams.set(msg.messageId, { el: addMessage("assistant", ""), text: "" });
+      if (mine) ui.streams.set(msg.messageId, { view: new Streamed(addMessage("assistant", "")), text: "" });
       break;
     case "stream_delta": {
       const s = ui.streams.get(msg.messageId);
       if (s) {
         s.text += msg.delta;
-        markdown(s.el, s.text);
+        s.view.update(s.text);
         scrollDown();
       }
       break;

@@ -1,5 +1,10 @@
 // A small Markdown renderer that builds DOM nodes: text always goes in through
-// textContent, so nothing the model writes can become markup or script.
+// textContent, so nothing the model writes can become markup or script. Paragraphs,
+// headings, fenced code, lists (nested by indentation), block quotes and pipe tables.
+//
+// A streamed answer grows by deltas; rendering it whole at each delta costs the square
+// of its length. `Streamed` renders a part once it can no longer change (it ends before
+// a blank line outside a code fence) and redraws only the part after it.
 
 function inline(parent, text) {
   // `code`, **bold**, *em*, [label](https://…)
@@ -32,43 +37,138 @@ function inline(parent, text) {
   if (last < text.length) parent.append(text.slice(last));
 }
 
-/// Renders `source` into `into` (replacing its content).
-export function render(into, source) {
-  into.replaceChildren();
-  const lines = source.split("\n");
-  let list = null;
-  let para = null;
-  for (let i = 0; i < lines.length; i++) {
+const FENCE = /^\s*```/;
+const ITEM = /^(\s*)([-*+]|\d+[.)])\s+(.*)$/;
+const QUOTE = /^\s*>\s?(.*)$/;
+const TABLE_RULE = /^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$/;
+
+function cells(line) {
+  let row = line.trim();
+  if (row.startsWith("|")) row = row.slice(1);
+  if (row.endsWith("|") && !row.endsWith("\\|")) row = row.slice(0, -1);
+  return row.split("|").map((c) => c.trim());
+}
+
+function isTableStart(lines, i) {
+  return lines[i].includes("|") && i + 1 < lines.length && TABLE_RULE.test(lines[i + 1]) && lines[i + 1].includes("-");
+}
+
+function table(into, lines, i) {
+  const wrap = document.createElement("div");
+  wrap.className = "table";
+  const t = document.createElement("table");
+  const head = document.createElement("thead");
+  const row = document.createElement("tr");
+  const align = cells(lines[i + 1]).map((c) => (c.endsWith(":") ? (c.startsWith(":") ? "center" : "right") : ""));
+  cells(lines[i]).forEach((text, k) => {
+    const th = document.createElement("th");
+    if (align[k]) th.style.textAlign = align[k];
+    inline(th, text);
+    row.append(th);
+  });
+  head.append(row);
+  t.append(head);
+  const body = document.createElement("tbody");
+  let j = i + 2;
+  for (; j < lines.length && lines[j].includes("|") && lines[j].trim(); j++) {
+    const tr = document.createElement("tr");
+    cells(lines[j]).forEach((text, k) => {
+      const td = document.createElement("td");
+      if (align[k]) td.style.textAlign = align[k];
+      inline(td, text);
+      tr.append(td);
+    });
+    body.append(tr);
+  }
+  t.append(body);
+  wrap.append(t);
+  into.append(wrap);
+  return j;
+}
+
+/// Lists from line `i` on: deeper indentation nests a list in the item above it.
+function lists(into, lines, i) {
+  const stack = []; // {indent, list, item}
+  for (; i < lines.length; i++) {
     const line = lines[i];
-    if (line.startsWith("```")) {
+    const m = line.match(ITEM);
+    if (!m) {
+      // An indented line goes on in the item above; anything else ends the lists.
+      if (stack.length && line.trim() && /^\s+/.test(line) && !FENCE.test(line)) {
+        const item = stack[stack.length - 1].item;
+        item.append(document.createElement("br"));
+        inline(item, line.trim());
+        continue;
+      }
+      break;
+    }
+    const [, space, marker, text] = m;
+    const indent = space.replace(/\t/g, "    ").length;
+    const ordered = /\d/.test(marker);
+    while (stack.length && indent < stack[stack.length - 1].indent) stack.pop();
+    let top = stack[stack.length - 1];
+    if (!top || indent > top.indent || (top.list.tagName === "OL") !== ordered) {
+      const list = document.createElement(ordered ? "ol" : "ul");
+      if (ordered && parseInt(marker, 10) !== 1) list.start = parseInt(marker, 10);
+      if (top && indent > top.indent) top.item.append(list);
+      else {
+        if (top) stack.pop();
+        into.append(list);
+      }
+      top = { indent, list, item: null };
+      stack.push(top);
+    }
+    const li = document.createElement("li");
+    inline(li, text);
+    top.list.append(li);
+    top.item = li;
+  }
+  return i;
+}
+
+/// Renders Markdown `source` and appends it to `into`.
+function blocks(into, source) {
+  const lines = source.split("\n");
+  let para = null;
+  for (let i = 0; i < lines.length; ) {
+    const line = lines[i];
+    if (FENCE.test(line)) {
       const code = [];
-      for (i++; i < lines.length && !lines[i].startsWith("```"); i++) code.push(lines[i]);
+      for (i++; i < lines.length && !FENCE.test(lines[i]); i++) code.push(lines[i]);
+      i++;
       const pre = document.createElement("pre");
       const c = document.createElement("code");
       c.textContent = code.join("\n");
       pre.append(c);
       into.append(pre);
-      list = para = null;
-      continue;
-    }
-    const item = line.match(/^\s*(?:[-*]|\d+\.)\s+(.*)$/);
-    if (item) {
-      if (!list) {
-        list = document.createElement(/^\s*\d/.test(line) ? "ol" : "ul");
-        into.append(list);
-      }
-      const li = document.createElement("li");
-      inline(li, item[1]);
-      list.append(li);
       para = null;
       continue;
     }
-    list = null;
+    if (ITEM.test(line)) {
+      i = lists(into, lines, i);
+      para = null;
+      continue;
+    }
+    if (QUOTE.test(line)) {
+      const inner = [];
+      for (; i < lines.length && QUOTE.test(lines[i]); i++) inner.push(lines[i].match(QUOTE)[1]);
+      const quote = document.createElement("blockquote");
+      blocks(quote, inner.join("\n"));
+      into.append(quote);
+      para = null;
+      continue;
+    }
+    if (isTableStart(lines, i)) {
+      i = table(into, lines, i);
+      para = null;
+      continue;
+    }
+    i++;
     if (!line.trim()) {
       para = null;
       continue;
     }
-    const heading = line.match(/^(#{1,3})\s+(.*)$/);
+    const heading = line.match(/^(#{1,6})\s+(.*)$/);
     if (heading) {
       const h = document.createElement("strong");
       const p = document.createElement("p");
@@ -85,5 +185,47 @@ export function render(into, source) {
       para.append(document.createElement("br"));
     }
     inline(para, line);
+  }
+}
+
+/// Renders `source` into `into` (replacing its content).
+export function render(into, source) {
+  into.replaceChildren();
+  blocks(into, source);
+}
+
+/// An answer as it streams into `into`: `update(text)` with the whole text so far.
+export class Streamed {
+  constructor(into) {
+    this.into = into;
+    this.done = 0; // source before this is rendered for good, into `this.into`
+    this.scanned = 0; // where the search for the next cut goes on
+    this.fenced = false; // whether `scanned` is inside a code fence
+    this.live = document.createElement("div"); // the part after `done`, redrawn
+    this.live.className = "live";
+    into.replaceChildren(this.live);
+  }
+
+  update(source) {
+    // Cut after the last blank line outside a fence: everything before it is final.
+    let cut = this.done;
+    let at = this.scanned;
+    while (true) {
+      const end = source.indexOf("\n", at);
+      if (end < 0) break;
+      const line = source.slice(at, end);
+      if (FENCE.test(line)) this.fenced = !this.fenced;
+      else if (!this.fenced && !line.trim()) cut = end + 1;
+      at = end + 1;
+    }
+    this.scanned = at;
+    if (cut > this.done) {
+      const final = document.createDocumentFragment();
+      blocks(final, source.slice(this.done, cut));
+      this.into.insertBefore(final, this.live);
+      this.done = cut;
+    }
+    this.live.replaceChildren();
+    blocks(this.live, source.slice(this.done));
   }
 }
