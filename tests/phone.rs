@@ -130,6 +130,24 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     .await;
     a.shot("2-streamed").await;
 
+    // Typing `/` offers the CLI's own slash commands (from its answer to initialize); a
+    // tap puts one in the message.
+    a.js("const i = document.getElementById('input'); i.value = '/comp'; i.dispatchEvent(new Event('input')); return true")
+        .await;
+    a.until(
+        "the slash commands offered",
+        "return !!document.querySelector('#slash button[data-command=compact]')",
+    )
+    .await;
+    a.click("#slash button[data-command=compact]").await;
+    a.until(
+        "the command in the message",
+        "return document.getElementById('input').value === '/compact ' && document.getElementById('slash').hidden",
+    )
+    .await;
+    a.js("document.getElementById('input').value = ''; return true")
+        .await;
+
     // A second phone (a fresh QR: each code pairs one phone); a permission prompt shows
     // on both, answered on one, gone on both.
     let b = driver.browser("phone-second").await;

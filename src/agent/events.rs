@@ -420,6 +420,7 @@ fn turn_result(v: &Value) -> TurnResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn fixtures_dir() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/claude-cli")
@@ -530,6 +531,41 @@ mod tests {
         assert!(events
             .iter()
             .any(|e| matches!(e, AgentEvent::ControlResponse { outcome: Ok(_), .. })));
+    }
+
+    #[test]
+    fn the_slash_commands_come_from_the_answer_to_initialize() {
+        let initialized = parse_fixture("control-modes.jsonl")
+            .into_iter()
+            .find_map(|e| match e {
+                AgentEvent::ControlResponse {
+                    request_id,
+                    outcome: Ok(v),
+                } if request_id == "req_init" => Some(v),
+                _ => None,
+            })
+            .expect("the answer to initialize");
+        let commands = crate::agent::slash_commands(&initialized);
+        let compact = commands.iter().find(|c| c.name == "compact").unwrap();
+        assert!(!compact.description.is_empty());
+        assert!(commands.len() > 10, "{commands:?}");
+
+        // What a CLI (or a plugin's command) could put there is cut to size or left out.
+        let mut many: Vec<Value> = (0..300)
+            .map(|i| json!({"name": format!("c{i}"), "description": "d".repeat(1000)}))
+            .collect();
+        many.insert(0, json!({"name": "<b>x</b>"}));
+        many.insert(0, json!({"name": ""}));
+        many.insert(0, json!({"name": 7}));
+        let cut = crate::agent::slash_commands(&json!({ "commands": many }));
+        assert_eq!(cut.len(), 200);
+        assert_eq!(cut[0].name, "c0");
+        assert_eq!(
+            cut[0].description.chars().count(),
+            201,
+            "200 and an ellipsis"
+        );
+        assert!(crate::agent::slash_commands(&json!({"commands": "nope"})).is_empty());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::process;
-use crate::protocol::PermissionMode;
+use crate::protocol::{PermissionMode, SlashCommand};
 
 /// How to install the CLI, for every message that says it is missing.
 pub const INSTALL_HINT: &str =
@@ -75,6 +75,41 @@ pub fn find_claude(configured: Option<&Path>) -> Result<PathBuf, AgentError> {
             searched: "on PATH".into(),
         }),
     }
+}
+
+/// At most this many slash commands are passed on, and so much of each description.
+const MAX_COMMANDS: usize = 200;
+const MAX_DESCRIPTION: usize = 200;
+
+/// The slash commands in the CLI's answer to `initialize` (`commands`: name,
+/// description, argumentHint). What is not a plain name is left out: the list goes to
+/// every phone, which shows it as text, and a name is what the person sends back.
+pub fn slash_commands(initialized: &Value) -> Vec<SlashCommand> {
+    let text = |v: &Value, key: &str, limit: usize| -> String {
+        let s = v[key].as_str().unwrap_or_default();
+        match s.char_indices().nth(limit) {
+            Some((cut, _)) => format!("{}…", &s[..cut]),
+            None => s.to_owned(),
+        }
+    };
+    let plain = |name: &str| {
+        (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c))
+    };
+    initialized["commands"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"].as_str().is_some_and(plain))
+        .take(MAX_COMMANDS)
+        .map(|c| SlashCommand {
+            name: text(c, "name", 64),
+            description: text(c, "description", MAX_DESCRIPTION),
+            argument_hint: text(c, "argumentHint", MAX_DESCRIPTION),
+        })
+        .collect()
 }
 
 /// The CLI's name for a permission mode.

@@ -91,6 +91,21 @@ pub struct SessionInfo {
     pub last_activity_at: u64,
 }
 
+/// One of the CLI's slash commands, as `claude_ready` lists them for the phone to offer
+/// when a person types `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlashCommand {
+    /// Without the slash: `compact`.
+    pub name: String,
+    /// What it does, in the CLI's words (shortened).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// What goes after it, e.g. `<file>`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub argument_hint: String,
+}
+
 /// One entry of `available_models`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -204,6 +219,9 @@ pub enum ServerMsg {
     },
     ClaudeReady {
         session_id: String,
+        /// The CLI's slash commands, once a CLI of the session has said them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        slash_commands: Vec<SlashCommand>,
     },
     AgentBusy {
         session_id: String,

@@ -20,7 +20,7 @@ use super::SessionsConfig;
 use crate::agent::{self, Agent, AgentEvent, AgentOutput, AgentSpec, TurnResult};
 use crate::protocol::{
     now_ms, ErrorCode, MessageType, PermissionMode, PermissionResponse, ServerMsg, SessionInfo,
-    HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
+    SlashCommand, HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
 };
 
 /// Replayable history is also bounded in bytes: 500 messages of a chatty agent (whole
@@ -152,6 +152,8 @@ pub(crate) struct Session {
     interrupt_deadline: Option<Instant>,
     /// When an idle CLI is stopped (`cli_idle` after it last went idle).
     idle_deadline: Option<Instant>,
+    /// What the last CLI said its slash commands are (for phones that attach later).
+    slash_commands: Vec<SlashCommand>,
     /// The open text block: our message id and its full text so far.
     open_text: Option<(String, String)>,
     /// Text not yet sent, and when it must be.
@@ -200,6 +202,7 @@ impl Session {
             history_bytes,
             interrupt_deadline: None,
             idle_deadline: None,
+            slash_commands: Vec::new(),
             open_text: None,
             coalesced: String::new(),
             flush_at: None,
@@ -481,6 +484,7 @@ impl Session {
         match agent::find_claude(self.cfg.claude.as_deref()) {
             Ok(_) => frames.push(frame(&ServerMsg::ClaudeReady {
                 session_id: id.clone(),
+                slash_commands: self.slash_commands.clone(),
             })),
             Err(err) => frames.push(frame(&ServerMsg::SessionError {
                 message: err.to_string(),
@@ -840,12 +844,14 @@ impl Session {
             return;
         };
         match (pending, outcome) {
-            (Pending::Initialize, Ok(_)) => {
+            (Pending::Initialize, Ok(initialized)) => {
                 self.agent_ready = true;
+                self.slash_commands = agent::slash_commands(&initialized);
                 self.publish(
                     Audience::Active(&self.rec.session_id),
                     &ServerMsg::ClaudeReady {
                         session_id: self.rec.session_id.clone(),
+                        slash_commands: self.slash_commands.clone(),
                     },
                 );
             }

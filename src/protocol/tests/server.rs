@@ -451,6 +451,7 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
         }),
         ("claude_ready", |session_id| ServerMsg::ClaudeReady {
             session_id,
+            slash_commands: vec![],
         }),
         ("agent_busy", |session_id| ServerMsg::AgentBusy {
             session_id,
@@ -462,6 +463,26 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
     for (ty, make) in session_only {
         cases.push((json!({"type": ty, "sessionId": "s-1"}), make(s("s-1"))));
     }
+    cases.push((
+        json!({"type": "claude_ready", "sessionId": "s-1", "slashCommands": [
+            {"name": "compact", "description": "Clear the history, keep a summary"},
+            {"name": "review", "argumentHint": "<pr>"}]}),
+        ServerMsg::ClaudeReady {
+            session_id: s("s-1"),
+            slash_commands: vec![
+                SlashCommand {
+                    name: s("compact"),
+                    description: s("Clear the history, keep a summary"),
+                    argument_hint: String::new(),
+                },
+                SlashCommand {
+                    name: s("review"),
+                    description: String::new(),
+                    argument_hint: s("<pr>"),
+                },
+            ],
+        },
+    ));
     for (ty, message_type) in [
         ("user_input", MessageType::UserInput),
         ("assistant", MessageType::Assistant),

@@ -31,6 +31,7 @@ const ui = {
   // on every reconnect under its id; the worker runs an id once (`input_accepted`).
   outbox: [],
   replayed: new Set(), // the clientMessageIds in the history being replayed
+  commands: new Map(), // sessionId → the slash commands its CLI offers
   busy: new Set(), // sessions with a turn running
   banner: null,
   spent: 0, // the cost of the turns shown in the conversation, in USD
@@ -483,6 +484,9 @@ function onMessage(msg) {
         if (e.sent && forActive(e) && !ui.replayed.has(e.id)) addMessage("user_input", e.data);
       }
       break;
+    case "claude_ready":
+      if (msg.slashCommands?.length) ui.commands.set(msg.sessionId, msg.slashCommands);
+      break;
     case "input_accepted":
       settled(msg.clientMessageId);
       break;
@@ -612,6 +616,7 @@ $("composer").addEventListener("submit", (e) => {
   const data = $("input").value.trim();
   if (!data) return;
   $("input").value = "";
+  $("slash").hidden = true;
   const entry = { id: newId(), data, sessionId: ui.active };
   if (deliver(entry)) {
     ui.outbox.push(entry);
@@ -623,6 +628,30 @@ $("composer").addEventListener("submit", (e) => {
     addMessage("error", `Not connected, and ${MAX_QUEUED} messages are already waiting.`);
   }
 });
+/// While the message is `/` and the start of a name, the active session's slash commands
+/// that start so; a tap puts one in the message.
+function offerCommands() {
+  const typed = $("input").value.match(/^\/([\w:.-]*)$/);
+  const offered = typed ? (ui.commands.get(ui.active) ?? []).filter((c) => c.name.startsWith(typed[1])).slice(0, 8) : [];
+  $("slash").hidden = offered.length === 0;
+  $("slash").replaceChildren(...offered.map((c) => {
+    const button = el("button", "", "");
+    button.type = "button";
+    button.dataset.command = c.name;
+    button.append(el("strong", "", `/${c.name}`));
+    if (c.argumentHint) button.append(" ", el("span", "hint", c.argumentHint));
+    if (c.description) button.append(el("span", "what", c.description));
+    button.addEventListener("click", () => {
+      $("input").value = `/${c.name} `;
+      $("slash").hidden = true;
+      $("input").focus();
+    });
+    const item = el("li");
+    item.append(button);
+    return item;
+  }));
+}
+$("input").addEventListener("input", offerCommands);
 $("input").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) {
     e.preventDefault();
