@@ -668,3 +668,32 @@ async fn with_warm_clis_0_a_cli_starts_only_for_input() {
     c.turn("REPLY now").await;
     assert_eq!(w.children().len(), 1);
 }
+
+/// The CLI's `total_cost_usd` counts from the start of its process; a phone is told
+/// what each turn cost, also after the CLI was replaced (a resumed CLI counts from 0).
+#[tokio::test]
+async fn each_result_carries_what_its_own_turn_cost() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let cost = async |c: &mut Client, text: &str| {
+        let frames = c.turn(text).await;
+        let result = frames.iter().find(|v| v["type"] == "result").unwrap();
+        result["cost"].as_f64().unwrap()
+    };
+    let first = cost(&mut c, "REPLY one").await;
+    assert!(first > 0.0);
+    // Turns of the same size cost about the same; running totals would grow 2×, 3×.
+    for text in ["REPLY two", "REPLY six"] {
+        let turn = cost(&mut c, text).await;
+        assert!(turn > 0.0 && turn < first * 1.5, "{turn} after {first}");
+    }
+    kill_agent(&w);
+    c.until_type("session_error").await;
+    let resumed = cost(&mut c, "REPLY four").await;
+    assert!(
+        resumed > 0.0 && resumed < first * 1.5,
+        "{resumed} after {first}"
+    );
+}

@@ -154,6 +154,9 @@ pub(crate) struct Session {
     idle_deadline: Option<Instant>,
     /// What the last CLI said its slash commands are (for phones that attach later).
     slash_commands: Vec<SlashCommand>,
+    /// `total_cost_usd` of the last result, and of which CLI (its generation): the CLI
+    /// counts from its start, so a turn's cost is the difference.
+    cost_so_far: Option<(u64, f64)>,
     /// The open text block: our message id and its full text so far.
     open_text: Option<(String, String)>,
     /// Text not yet sent, and when it must be.
@@ -203,6 +206,7 @@ impl Session {
             interrupt_deadline: None,
             idle_deadline: None,
             slash_commands: Vec::new(),
+            cost_so_far: None,
             open_text: None,
             coalesced: String::new(),
             flush_at: None,
@@ -922,8 +926,17 @@ impl Session {
                 self.notice(MessageType::Error, text);
             }
         }
+        // The CLI reports what its process has cost so far; the phone is told the turn's.
+        let cost = result.cost.map(|total| {
+            let before = match self.cost_so_far {
+                Some((generation, before)) if generation == self.generation => before,
+                _ => 0.0,
+            };
+            self.cost_so_far = Some((self.generation, total));
+            (total - before).max(0.0)
+        });
         self.record(ServerMsg::Result {
-            cost: result.cost,
+            cost,
             duration: result.duration_ms,
             usage: result.usage,
             session_id: result.session_id,
