@@ -48,6 +48,8 @@ pub struct Inputs {
     pub public_url: Option<String>,
     /// `[security] allow_token_auth`.
     pub allow_token_auth: bool,
+    /// `ANTHROPIC_API_KEY` is set: Claude Code bills that key rather than a login.
+    pub api_key: bool,
 }
 
 /// Why `chroxy doctor` failed.
@@ -76,6 +78,7 @@ impl Inputs {
             ports,
             public_url: config.tunnel.public_url.clone(),
             allow_token_auth: config.security.allow_token_auth,
+            api_key: std::env::var_os("ANTHROPIC_API_KEY").is_some_and(|k| !k.is_empty()),
         })
     }
 }
@@ -107,6 +110,7 @@ pub fn run(inputs: &Inputs, secrets: &Secrets) -> Vec<Check> {
         keyring(secrets),
         identity(secrets),
         encryption(inputs),
+        billing(inputs),
         writable(&inputs.paths),
         ports(inputs.ports, running.as_ref()),
         match &running {
@@ -225,6 +229,17 @@ fn encryption(inputs: &Inputs) -> Check {
     }
 }
 
+/// Which account pays for the turns: the question every subscriber asks first. The
+/// agents get this process's environment, so what it holds is what they use.
+fn billing(inputs: &Inputs) -> Check {
+    let detail = if inputs.api_key {
+        "`ANTHROPIC_API_KEY` is set, so Claude Code bills that key's Anthropic Console account per token (the key takes precedence over a Claude subscription login); the cost the phone shows is what you pay"
+    } else {
+        "Claude Code runs on its own login (`claude`, then /login): with a Pro or Max subscription, the `claude -p` turns Chroxy runs count against the plan's usage limits like interactive use (Anthropic's terms as of mid-2026; your plan's usage page has the figures), and the cost the phone shows is what the same tokens would cost on the API, not a bill. Set `ANTHROPIC_API_KEY` to pay per token instead"
+    };
+    ok("billing", detail.into())
+}
+
 fn writable(paths: &Paths) -> Check {
     for dir in [paths.config_dir(), paths.state_dir()] {
         let probe = dir.join(".doctor-probe");
@@ -312,7 +327,21 @@ mod tests {
             ports: [0, 0],
             public_url: public_url.map(str::to_owned),
             allow_token_auth,
+            api_key: false,
         }
+    }
+
+    #[test]
+    fn billing_names_the_account_that_pays() {
+        let login = billing(&inputs(None, false));
+        assert!(login.detail.contains("usage limits"), "{}", login.detail);
+        assert!(login.detail.contains("not a bill"), "{}", login.detail);
+        let key = billing(&Inputs {
+            api_key: true,
+            ..inputs(None, false)
+        });
+        assert!(key.detail.contains("per token"), "{}", key.detail);
+        assert!(key.detail.contains("is what you pay"), "{}", key.detail);
     }
 
     #[test]

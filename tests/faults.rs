@@ -177,6 +177,7 @@ async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
         warm_clis: 2,
         cli_idle: Some(Duration::from_secs(600)),
         rules: chroxy::rules::RuleStore::new(&paths),
+        spend: chroxy::session::spend::Spend::new(&paths),
         allow_bypass: false,
         welcome_notice: None,
     })

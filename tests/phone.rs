@@ -125,7 +125,7 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.until("turn over", IDLE).await;
     a.until(
         "the turn's cost, time and tokens under it",
-        r"return /^\$\d+\.\d{4} · \d+\.\d s · [\d,]+ in \/ [\d,]+ out tokens · this conversation \$\d+\.\d{4}$/.test(document.querySelector('#conversation .cost')?.textContent ?? '')",
+        r"return /^\$\d+\.\d{4} · \d+\.\d s · [\d,]+ in \/ [\d,]+ out tokens · this conversation \$\d+\.\d{4} · today \$\d+\.\d{2}$/.test(document.querySelector('#conversation .cost')?.textContent ?? '')",
     )
     .await;
     a.shot("2-streamed").await;

@@ -697,3 +697,37 @@ async fn each_result_carries_what_its_own_turn_cost() {
         "{resumed} after {first}"
     );
 }
+
+/// The day's total over every session reaches every phone after each turn and with
+/// the welcome, and a new worker (after a crash) goes on from it.
+#[tokio::test]
+async fn todays_total_adds_up_every_sessions_turns_and_survives_the_worker() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let mut w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let welcome = c.seen_or_until(|v| v["type"] == "today_cost").await;
+    assert_eq!(welcome["costUsd"], 0.0, "{welcome}");
+    let mut spent = 0.0;
+    for session in ["first", "second"] {
+        if session == "second" {
+            c.send(json!({"type": "create_session", "name": session}))
+                .await;
+            c.until(|v| v["type"] == "session_switched" && v["name"] == session)
+                .await;
+        }
+        let frames = c.turn("REPLY a turn that costs").await;
+        let at = |ty: &str| frames.iter().position(|v| v["type"] == ty).unwrap();
+        spent += frames[at("result")]["cost"].as_f64().unwrap();
+        assert!(at("today_cost") < at("result"), "the total comes first");
+        let today = frames[at("today_cost")]["costUsd"].as_f64().unwrap();
+        assert!((today - spent).abs() < 1e-9, "{today} vs {spent}");
+    }
+    w.kill9().await;
+    let w2 = Worker::start(&home, &model).await;
+    let mut c2 = w2.client().await;
+    let welcome = c2.seen_or_until(|v| v["type"] == "today_cost").await;
+    let today = welcome["costUsd"].as_f64().unwrap();
+    assert!((today - spent).abs() < 1e-9, "{today} vs {spent}");
+    assert_eq!(welcome["day"], chroxy::session::spend::local_day());
+}

@@ -267,6 +267,11 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_message_id: Option<String>,
     },
+    /// What the turns of every session have cost today (the machine's local day).
+    TodayCost {
+        day: String,
+        cost_usd: f64,
+    },
     /// The sender's input with this id was taken (run, queued, or already taken
     /// before): it need not be sent again.
     InputAccepted {

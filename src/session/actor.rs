@@ -935,6 +935,20 @@ impl Session {
             self.cost_so_far = Some((self.generation, total));
             (total - before).max(0.0)
         });
+        // Every phone keeps the day's total, whichever session it looks at; it has the
+        // new one before the result that shows it.
+        if let Some(cost) = cost {
+            match self.cfg.spend.add(&super::spend::local_day(), cost) {
+                Ok(today) => self.publish(
+                    Audience::All,
+                    &ServerMsg::TodayCost {
+                        day: today.day,
+                        cost_usd: today.cost_usd,
+                    },
+                ),
+                Err(err) => tracing::warn!(%err, "cannot keep the day's spend"),
+            }
+        }
         self.record(ServerMsg::Result {
             cost,
             duration: result.duration_ms,

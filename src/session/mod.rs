@@ -11,6 +11,7 @@ mod clients;
 mod prompts;
 mod record;
 mod saver;
+pub mod spend;
 
 pub use actor::Refusal;
 pub use clients::{
@@ -79,6 +80,8 @@ pub struct SessionsConfig {
     pub cli_idle: Option<Duration>,
     /// "Allow always" rules.
     pub rules: crate::rules::RuleStore,
+    /// What the turns have cost today, over every session.
+    pub spend: spend::Spend,
     /// Whether agents may be switched to `auto` (see [`crate::agent::AgentSpec`]).
     pub allow_bypass: bool,
     /// Told to every phone right after its welcome (as a `system` message of the
@@ -319,6 +322,15 @@ impl Hub {
             client,
             &ServerMsg::SessionList {
                 sessions: self.session_infos(),
+            },
+        );
+        let day = spend::local_day();
+        let today = self.cfg.spend.on(&day);
+        self.clients.send_msg(
+            client,
+            &ServerMsg::TodayCost {
+                day: today.day,
+                cost_usd: today.cost_usd,
             },
         );
         let active = self.most_recent();

@@ -203,6 +203,7 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
         warm_clis: config.worker.warm_clis,
         cli_idle: config.worker.cli_idle(),
         rules: crate::rules::RuleStore::new(&paths),
+        spend: crate::session::spend::Spend::new(&paths),
         allow_bypass: crate::agent::bypass_allowed(
             nix::unistd::geteuid().is_root(),
             std::env::var_os("IS_SANDBOX").as_deref(),

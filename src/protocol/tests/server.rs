@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-const SERVER_TYPES: [&str; 32] = [
+const SERVER_TYPES: [&str; 33] = [
     "auth_ok",
     "auth_fail",
     "pong",
@@ -24,6 +24,7 @@ const SERVER_TYPES: [&str; 32] = [
     "tool_result",
     "message",
     "input_accepted",
+    "today_cost",
     "result",
     "permission_request",
     "permission_resolved",
@@ -61,6 +62,7 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::ToolResult { .. } => "tool_result",
         ServerMsg::Message { .. } => "message",
         ServerMsg::InputAccepted { .. } => "input_accepted",
+        ServerMsg::TodayCost { .. } => "today_cost",
         ServerMsg::Result { .. } => "result",
         ServerMsg::PermissionRequest { .. } => "permission_request",
         ServerMsg::PermissionResolved { .. } => "permission_resolved",
@@ -510,6 +512,13 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
             timestamp: 1_700_000_000_000,
             session_id: s("s-1"),
             client_message_id: some("m-7"),
+        },
+    ));
+    cases.push((
+        json!({"type": "today_cost", "day": "2026-12-02", "costUsd": 1.25}),
+        ServerMsg::TodayCost {
+            day: s("2026-12-02"),
+            cost_usd: 1.25,
         },
     ));
     cases.push((

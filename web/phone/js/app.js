@@ -32,6 +32,8 @@ const ui = {
   outbox: [],
   replayed: new Set(), // the clientMessageIds in the history being replayed
   commands: new Map(), // sessionId → the slash commands its CLI offers
+  today: null, // what every session's turns cost today, in USD, as the computer counts
+  replaying: false, // between history_replay_start and _end of the active session
   busy: new Set(), // sessions with a turn running
   banner: null,
   spent: 0, // the cost of the turns shown in the conversation, in USD
@@ -135,6 +137,8 @@ function turnCost(msg) {
   if (input || output) parts.push(`${input.toLocaleString()} in / ${output.toLocaleString()} out tokens`);
   if (!parts.length) return;
   if (Number.isFinite(cost)) parts.push(`this conversation $${ui.spent.toFixed(4)}`);
+  // Today's total belongs to a turn that just ended, not to one replayed from history.
+  if (ui.today !== null && !ui.replaying) parts.push(`today $${ui.today.toFixed(2)}`);
   const line = el("div", "cost", parts.join(" · "));
   $("conversation").append(line);
   scrollDown();
@@ -476,13 +480,19 @@ function onMessage(msg) {
       refreshSessions();
       break;
     case "history_replay_start":
-      if (mine) clearConversation();
+      if (!mine) break;
+      clearConversation();
+      ui.replaying = true;
       break;
     case "history_replay_end":
       if (!mine) break;
+      ui.replaying = false;
       for (const e of ui.outbox) {
         if (e.sent && forActive(e) && !ui.replayed.has(e.id)) addMessage("user_input", e.data);
       }
+      break;
+    case "today_cost":
+      if (Number.isFinite(msg.costUsd)) ui.today = msg.costUsd;
       break;
     case "claude_ready":
       if (msg.slashCommands?.length) ui.commands.set(msg.sessionId, msg.slashCommands);
