@@ -233,9 +233,9 @@ fn encryption(inputs: &Inputs) -> Check {
 /// agents get this process's environment, so what it holds is what they use.
 fn billing(inputs: &Inputs) -> Check {
     let detail = if inputs.api_key {
-        "`ANTHROPIC_API_KEY` is set, so Claude Code bills that key's Anthropic Console account per token (the key takes precedence over a Claude subscription login); the cost the phone shows is what you pay"
+        "`ANTHROPIC_API_KEY` is set here, so a Chroxy started from this environment has Claude Code bill that key's Anthropic Console account per token (the key takes precedence over a Claude subscription login); the cost the phone shows is what you pay"
     } else {
-        "Claude Code runs on its own login (`claude`, then /login): with a Pro or Max subscription, the `claude -p` turns Chroxy runs count against the plan's usage limits like interactive use (Anthropic's terms as of mid-2026; your plan's usage page has the figures), and the cost the phone shows is what the same tokens would cost on the API, not a bill. Set `ANTHROPIC_API_KEY` to pay per token instead"
+        "no `ANTHROPIC_API_KEY` here, so a Chroxy started from this environment has Claude Code run on its own login (`claude`, then /login): with a Pro or Max subscription, the `claude -p` turns Chroxy runs count against the plan's usage limits like interactive use (Anthropic's terms as of mid-2026; your plan's usage page has the figures), and the cost the phone shows is what the same tokens would cost on the API, not a bill. Set `ANTHROPIC_API_KEY` to pay per token instead"
     };
     ok("billing", detail.into())
 }

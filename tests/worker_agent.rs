@@ -731,3 +731,29 @@ async fn todays_total_adds_up_every_sessions_turns_and_survives_the_worker() {
     assert!((today - spent).abs() < 1e-9, "{today} vs {spent}");
     assert_eq!(welcome["day"], chroxy::session::spend::local_day());
 }
+
+/// An input dropped by the message budget, or refused before it is read, is named by its
+/// `clientMessageId`, so the phone knows to send it again (or not at all).
+#[tokio::test]
+async fn an_input_refused_at_the_door_is_named_by_its_id() {
+    let home = Home::new();
+    let w = Worker::start_with(&home, WorkerOpts::fake_cli()).await;
+    let mut c = w.client().await;
+    for n in 0..30 {
+        c.send(json!({"type": "input", "data": "SLOW 50 x", "clientMessageId": format!("m-{n}")}))
+            .await;
+    }
+    let limited = c.until_type("rate_limited").await;
+    let id = limited["requestId"].as_str().unwrap_or_default();
+    assert!(
+        id.starts_with("m-2"),
+        "the burst is 20, so an input past it: {limited}"
+    );
+    let too_long = "x".repeat(100_001);
+    c.send(json!({"type": "input", "data": too_long, "clientMessageId": "m-long"}))
+        .await;
+    let refused = c
+        .until(|v| v["type"] == "error" && v["code"] == "TOO_LARGE")
+        .await;
+    assert_eq!(refused["requestId"], "m-long", "{refused}");
+}

@@ -35,6 +35,9 @@ pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
     }
     let (mut warm, mut at_once) = (Vec::new(), Vec::new());
     for i in 0..plan.first_turns {
+        // A phone per run, as a person opens sessions minutes apart: one connection
+        // opening 40 in a row would meet its message budget (100 a minute).
+        phone = sys.phone("first-turn phone").await;
         for wait_until_up in [true, false] {
             let name = format!("first turn {i} {wait_until_up}");
             phone

@@ -67,9 +67,13 @@ pub fn parse_client_frame(text: &str) -> Result<ClientMsg, FrameError> {
             format!("frame must be a JSON object, got {}", json_kind(&value)),
         ));
     };
+    // An input is named by its `clientMessageId`: its refusal must say which, or the
+    // phone keeps it to send again (docs/protocol.md, `input`).
     let request_id = obj
         .get("requestId")
+        .or_else(|| obj.get("clientMessageId"))
         .and_then(Value::as_str)
+        .filter(|id| id.chars().count() <= crate::protocol::MAX_CLIENT_MESSAGE_ID_CHARS)
         .map(str::to_owned);
     let ty = match obj.get("type") {
         Some(Value::String(ty)) => ty.clone(),

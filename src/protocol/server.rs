@@ -338,6 +338,9 @@ pub enum ServerMsg {
     RateLimited {
         retry_after_ms: u64,
         message: String,
+        /// The refused frame's `requestId` (an input's `clientMessageId`), if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     ServerShutdown {
         reason: ShutdownReason,

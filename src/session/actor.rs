@@ -273,7 +273,7 @@ impl Session {
                     self.agent_unresponsive().await;
                 }
                 _ = tokio::time::sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() => {
-                    self.cool("idle").await;
+                    self.cool("idle");
                 }
             }
         }
@@ -363,7 +363,7 @@ impl Session {
                     self.warm().await;
                 }
             }
-            Cmd::Cool => self.cool("no longer among the warm sessions").await,
+            Cmd::Cool => self.cool("no longer among the warm sessions"),
             Cmd::Input {
                 text,
                 id,
@@ -574,7 +574,7 @@ impl Session {
 
     /// Stops the CLI if nothing needs it: no turn, nothing queued, no prompt waiting.
     /// Its conversation resumes (`--resume`) on the next input.
-    async fn cool(&mut self, why: &str) {
+    fn cool(&mut self, why: &str) {
         self.idle_deadline = None;
         // Every waiting prompt has a deadline.
         if self.busy || !self.queue.is_empty() || self.prompts.next_deadline().is_some() {
@@ -582,7 +582,10 @@ impl Session {
         }
         if let Some(agent) = self.agent.take() {
             tracing::info!(why, "stopping an idle CLI");
-            agent.shutdown().await;
+            // Its exit (seconds, for a CLI slow to go) is not this session's to wait
+            // for: an input meanwhile starts the next CLI at once. Its last words
+            // carry an old generation and are ignored.
+            tokio::spawn(agent.shutdown());
             self.agent_ready = false;
             self.pending.clear();
         }
@@ -938,7 +941,14 @@ impl Session {
         // Every phone keeps the day's total, whichever session it looks at; it has the
         // new one before the result that shows it.
         if let Some(cost) = cost {
-            match self.cfg.spend.add(&super::spend::local_day(), cost) {
+            // A locked, fsynced file: not on the runtime's threads.
+            let spend = self.cfg.spend.clone();
+            let day = super::spend::local_day();
+            let added = tokio::task::spawn_blocking(move || spend.add(&day, cost)).await;
+            match added
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            {
                 Ok(today) => self.publish(
                     Audience::All,
                     &ServerMsg::TodayCost {

@@ -281,7 +281,8 @@ impl Hub {
         let Some(tx) = self.sender(session) else {
             return false;
         };
-        let warm = self.cfg.warm_clis > 0;
+        // Nothing new is started on a worker that is stopping.
+        let warm = self.cfg.warm_clis > 0 && !self.draining.is_cancelled();
         let attached = tx
             .send(Cmd::Attach {
                 client: client.to_owned(),
@@ -309,8 +310,11 @@ impl Hub {
         };
         for id in cooled {
             if let Some(tx) = self.sender(&id) {
-                // Full means busy with commands: it is in use, not one to cool.
-                let _ = tx.try_send(Cmd::Cool);
+                // Not waited for here (the caller is attaching a phone), but never
+                // dropped: a session it does not reach would keep its CLI.
+                tokio::spawn(async move {
+                    let _ = tx.send(Cmd::Cool).await;
+                });
             }
         }
     }
@@ -324,8 +328,13 @@ impl Hub {
                 sessions: self.session_infos(),
             },
         );
-        let day = spend::local_day();
-        let today = self.cfg.spend.on(&day);
+        let spend = self.cfg.spend.clone();
+        let today = tokio::task::spawn_blocking(move || spend.on(&spend::local_day()))
+            .await
+            .unwrap_or_else(|_| spend::Today {
+                day: spend::local_day(),
+                cost_usd: 0.0,
+            });
         self.clients.send_msg(
             client,
             &ServerMsg::TodayCost {
@@ -605,6 +614,11 @@ impl Hub {
                 .ok_or_else(|| not_found(id))?;
             sessions.remove(pos)
         };
+        // A closed session holds no place among the warm ones.
+        self.warm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| s != id);
         let watchers = self.clients.on_session(id);
         stop_entry(entry, Some(&self.cfg.sessions_dir)).await;
         if self.session_count() == 0 {

@@ -593,6 +593,11 @@ async fn read_loop(
                                 "more than {} messages per minute; this message was dropped",
                                 s.cfg.messages_per_minute
                             ),
+                            // An input's id: the phone sends it again after the wait.
+                            request_id: match &msg {
+                                ClientMsg::Input(input) => input.client_message_id.clone(),
+                                _ => None,
+                            },
                         });
                         continue;
                     }

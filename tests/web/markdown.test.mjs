@@ -136,3 +136,18 @@ test("streaming costs work linear in the answer's length", () => {
   const [small, big] = [count(100), count(200)];
   assert.ok(big < small * 2.2, `${small} elements for 100 paragraphs, ${big} for 200`);
 });
+
+test("hostile shapes render as text instead of running away", () => {
+  // Thousands of nested quotes: the depth stops at 8, the rest is text.
+  const deep = new Node("div");
+  render(deep, ">".repeat(5000) + " deep");
+  let depth = 0;
+  for (let n = deep.children[0]; n && n.tagName === "BLOCKQUOTE"; n = n.children[0]) depth++;
+  assert.equal(depth, 8);
+  assert.ok(deep.textContent.endsWith(" deep"));
+  // Lines that would make the formatting expressions backtrack are left unformatted.
+  const brackets = "[".repeat(100000);
+  assert.equal(shown(brackets), `<p>${brackets}</p>`);
+  const rule = "|" + " ".repeat(100000) + "-";
+  assert.ok(shown(`a | b\n${rule}`).startsWith("<p>a | b<br></br>|"));
+});

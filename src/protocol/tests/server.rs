@@ -409,10 +409,11 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
             },
         ),
         (
-            json!({"type": "rate_limited", "retryAfterMs": 1500, "message": "slow down"}),
+            json!({"type": "rate_limited", "retryAfterMs": 1500, "message": "slow down", "requestId": "m-7"}),
             ServerMsg::RateLimited {
                 retry_after_ms: 1500,
                 message: s("slow down"),
+                request_id: some("m-7"),
             },
         ),
         (

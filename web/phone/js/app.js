@@ -12,6 +12,8 @@ import { cut, describeChange } from "./change.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_QUEUED = 10;
+/// docs/protocol.md: an input's `data` (the computer refuses longer ones).
+const MAX_INPUT_CHARS = 100000;
 /// How long an input may go unconfirmed before the connection is checked.
 const ACCEPT_WAIT_MS = 4000;
 /// Lines of a change drawn at most (the rest is counted, never drawn: a huge Write must
@@ -570,14 +572,28 @@ function onMessage(msg) {
     case "session_error":
       if (mine) addMessage("error", msg.message ?? "");
       break;
-    case "error":
+    case "error": {
+      const entry = ui.outbox.find((e) => e.id === msg.requestId);
+      if (entry && msg.code === "DRAINING") {
+        // The computer is restarting: it goes again on the next connection.
+        entry.sent = false;
+        break;
+      }
       // An input refused for good (QUEUE_FULL, a session gone) is not sent again.
-      if (msg.requestId) settled(msg.requestId);
+      if (entry) settled(entry.id);
       addMessage("error", msg.message ?? msg.code ?? "error");
       break;
-    case "rate_limited":
+    }
+    case "rate_limited": {
+      const entry = ui.outbox.find((e) => e.id === msg.requestId);
+      if (entry) {
+        // Sent again once the budget allows; a reconnect meanwhile sends it too.
+        entry.sent = false;
+        setTimeout(() => ui.outbox.includes(entry) && !entry.sent && deliver(entry), msg.retryAfterMs ?? 1000);
+      }
       addMessage("system", msg.message ?? "Slow down a little.");
       break;
+    }
   }
 }
 
@@ -625,6 +641,10 @@ $("composer").addEventListener("submit", (e) => {
   e.preventDefault();
   const data = $("input").value.trim();
   if (!data) return;
+  if (data.length > MAX_INPUT_CHARS) {
+    addMessage("error", `That message is ${data.length.toLocaleString()} characters; the limit is ${MAX_INPUT_CHARS.toLocaleString()}.`);
+    return;
+  }
   $("input").value = "";
   $("slash").hidden = true;
   const entry = { id: newId(), data, sessionId: ui.active };

@@ -7,6 +7,10 @@
 // a blank line outside a code fence) and redraws only the part after it.
 
 function inline(parent, text) {
+  if (text.length > MAX_FORMATTED_LINE) {
+    parent.append(text);
+    return;
+  }
   // `code`, **bold**, *em*, [label](https://…)
   const re = /(`[^`]+`|\*\*[^*]+\*\*|\*[^*\s][^*]*\*|\[[^\]]+\]\(https?:\/\/[^)\s]+\))/g;
   let last = 0;
@@ -38,6 +42,10 @@ function inline(parent, text) {
 }
 
 const FENCE = /^\s*```/;
+/// Past these, text is shown as it is: the model's output (which a prompt injection can
+/// shape) must not make the page's regular expressions or recursion run away.
+const MAX_QUOTE_DEPTH = 8;
+const MAX_FORMATTED_LINE = 4000;
 const ITEM = /^(\s*)([-*+]|\d+[.)])\s+(.*)$/;
 const QUOTE = /^\s*>\s?(.*)$/;
 const TABLE_RULE = /^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$/;
@@ -50,7 +58,8 @@ function cells(line) {
 }
 
 function isTableStart(lines, i) {
-  return lines[i].includes("|") && i + 1 < lines.length && TABLE_RULE.test(lines[i + 1]) && lines[i + 1].includes("-");
+  const rule = lines[i + 1];
+  return lines[i].includes("|") && rule !== undefined && rule.length <= MAX_FORMATTED_LINE && rule.includes("-") && TABLE_RULE.test(rule);
 }
 
 function table(into, lines, i) {
@@ -126,8 +135,9 @@ function lists(into, lines, i) {
   return i;
 }
 
-/// Renders Markdown `source` and appends it to `into`.
-function blocks(into, source) {
+/// Renders Markdown `source` and appends it to `into`; `depth` counts the block quotes
+/// it is in.
+function blocks(into, source, depth = 0) {
   const lines = source.split("\n");
   let para = null;
   for (let i = 0; i < lines.length; ) {
@@ -149,11 +159,11 @@ function blocks(into, source) {
       para = null;
       continue;
     }
-    if (QUOTE.test(line)) {
+    if (depth < MAX_QUOTE_DEPTH && QUOTE.test(line)) {
       const inner = [];
       for (; i < lines.length && QUOTE.test(lines[i]); i++) inner.push(lines[i].match(QUOTE)[1]);
       const quote = document.createElement("blockquote");
-      blocks(quote, inner.join("\n"));
+      blocks(quote, inner.join("\n"), depth + 1);
       into.append(quote);
       para = null;
       continue;
