@@ -66,29 +66,23 @@ function table(into, lines, i) {
   const wrap = document.createElement("div");
   wrap.className = "table";
   const t = document.createElement("table");
-  const head = document.createElement("thead");
-  const row = document.createElement("tr");
   const align = cells(lines[i + 1]).map((c) => (c.endsWith(":") ? (c.startsWith(":") ? "center" : "right") : ""));
-  cells(lines[i]).forEach((text, k) => {
-    const th = document.createElement("th");
-    if (align[k]) th.style.textAlign = align[k];
-    inline(th, text);
-    row.append(th);
-  });
-  head.append(row);
+  const row = (line, cell) => {
+    const tr = document.createElement("tr");
+    cells(line).forEach((text, k) => {
+      const c = document.createElement(cell);
+      if (align[k]) c.style.textAlign = align[k];
+      inline(c, text);
+      tr.append(c);
+    });
+    return tr;
+  };
+  const head = document.createElement("thead");
+  head.append(row(lines[i], "th"));
   t.append(head);
   const body = document.createElement("tbody");
   let j = i + 2;
-  for (; j < lines.length && lines[j].includes("|") && lines[j].trim(); j++) {
-    const tr = document.createElement("tr");
-    cells(lines[j]).forEach((text, k) => {
-      const td = document.createElement("td");
-      if (align[k]) td.style.textAlign = align[k];
-      inline(td, text);
-      tr.append(td);
-    });
-    body.append(tr);
-  }
+  for (; j < lines.length && lines[j].includes("|") && lines[j].trim(); j++) body.append(row(lines[j], "td"));
   t.append(body);
   wrap.append(t);
   into.append(wrap);
