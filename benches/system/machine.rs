@@ -134,3 +134,45 @@ fn utc_now() -> String {
         now
     }
 }
+
+/// The machine's CPU time so far (the first line of /proc/stat), to say how much of a
+/// phase the hypervisor took: on a VM, "steal" is time a vCPU was ready to run and the
+/// host ran something else, which no change to Chroxy can win back.
+#[derive(Clone, Copy)]
+pub struct CpuTime {
+    steal: u64,
+    total: u64,
+}
+
+impl CpuTime {
+    pub fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("cpu "))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|f| f.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            // user nice system idle iowait irq softirq steal guest guest_nice; guest
+            // time is already inside user.
+            steal: fields.get(7).copied().unwrap_or(0),
+            total: fields.iter().take(8).sum(),
+        }
+    }
+
+    /// `what: x % of the CPU time since `self` was stolen by the hypervisor`.
+    pub fn stolen_since(self, what: &str) -> String {
+        let now = Self::now();
+        let total = now.total.saturating_sub(self.total).max(1);
+        let steal = now.steal.saturating_sub(self.steal);
+        format!(
+            "{what}: {:.1} % of the machine's CPU time was stolen by the hypervisor (/proc/stat)",
+            100.0 * steal as f64 / total as f64
+        )
+    }
+}

@@ -196,7 +196,12 @@ pub fn table(rows: &[Row]) -> String {
 /// How every figure is taken; fixed text, part of BENCHMARKS.md.
 pub const METHOD: &str = "\
 - Tail percentiles (p99) on a 2-core machine move with whatever else runs on it; the
-  load averages above say how busy it was.
+  load averages above say how busy it was. On a VM the host matters as much: the
+  share of CPU time the hypervisor stole during each phase is below the table. The
+  millisecond figures run first, on a machine nothing in the bench has disturbed yet.
+  Runs on this 2-core VM put the line → frame p99 at 0.4–1 ms with steal under 2 %
+  and at 7–30 ms with steal around 30 %, on the same commit: compare p99s only
+  between runs whose steal is alike.
 - Everything runs on 127.0.0.1: a real `chroxy start --tunnel none` (supervisor, public port,
   status page, a supervised worker) on a temporary CHROXY_HOME, phones are WebSocket
   clients in the bench process that go through the supervisor's public port, as a
