@@ -7,15 +7,15 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::desktop::{app_args, window_shown, Desk, TrayMenu};
+use common::desktop::{app_args, clipboard, window_shown, Desk, TrayMenu};
 use common::supervisor::{
     bad_worker_bin, chroxy_bin, cli, cli_at_terminal, events, fake_cloudflared_bin, Sup,
 };
 use common::{eventually, holds, Home, Model, WorkerOpts};
 use serde_json::Value;
 
-/// The window's QR and `chroxy pair` name the same machine and token, each with a
-/// one-time code of its own.
+/// The window's QR (or copied link) and `chroxy pair` name the same machine and token,
+/// each with a one-time code of its own.
 fn same_pairing(shown: &str, printed: &str) {
     let (a, b) = (
         chroxy::pairing::decode_link(shown).expect("the window's QR is a pairing link"),
@@ -539,6 +539,7 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     for want in [
         "Show window",
         "Show QR code",
+        "Copy pairing link",
         "Force reconnect",
         "Roll back to known-good",
         "Restart worker",
@@ -716,6 +717,22 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
         holds(forwarded, format!("{} bytes of log", text.len()))
     })
     .await;
+
+    // Copy pairing link: on the clipboard, the link `chroxy pair` prints (for a phone
+    // that cannot scan: paste it into a message to yourself).
+    menu.click("Copy pairing link").await;
+    let (ok, pair, err) = cli(&home, &["pair"]).await;
+    assert!(ok.success(), "{err}");
+    eventually("a pairing link on the clipboard", async || {
+        let copied = clipboard(&desk.display).await;
+        let link = chroxy::pairing::decode_link(copied.trim());
+        holds(
+            link.is_some(),
+            format!("{} bytes on the clipboard", copied.len()),
+        )
+    })
+    .await;
+    same_pairing(clipboard(&desk.display).await.trim(), pair.trim());
 
     // Show QR code: the window (still) shows.
     menu.click("Show QR code").await;

@@ -16,6 +16,9 @@ pub enum Item {
     Show,
     /// Shows the window at the QR code.
     ShowQr,
+    /// Copies the pairing link to the clipboard (for a phone that cannot scan: paste
+    /// it into a message to yourself).
+    CopyLink,
     /// Force reconnect.
     Reconnect,
     /// Roll back to the known-good release.
@@ -58,11 +61,12 @@ pub const TUNNELS: [(TunnelChoice, &str); 3] = [
 ];
 
 /// The menu, top to bottom.
-pub const MENU: [Entry; 16] = [
+pub const MENU: [Entry; 17] = [
     Entry::Status,
     Entry::Separator,
     Entry::One(Item::Show, "Show window"),
     Entry::One(Item::ShowQr, "Show QR code"),
+    Entry::One(Item::CopyLink, "Copy pairing link"),
     Entry::Separator,
     Entry::One(Item::Reconnect, "Force reconnect"),
     Entry::One(Item::Rollback, "Roll back to known-good"),
@@ -102,6 +106,7 @@ impl Item {
         match self {
             Item::Show => Ask::ShowWindow,
             Item::ShowQr => Ask::ShowQr,
+            Item::CopyLink => Ask::CopyLink,
             Item::Reconnect => Ask::Reconnect,
             Item::Rollback => Ask::Rollback,
             Item::Restart => Ask::Restart,
@@ -373,6 +378,7 @@ mod tests {
             [
                 (Item::Show, Ask::ShowWindow),
                 (Item::ShowQr, Ask::ShowQr),
+                (Item::CopyLink, Ask::CopyLink),
                 (Item::Reconnect, Ask::Reconnect),
                 (Item::Rollback, Ask::Rollback),
                 (Item::Restart, Ask::Restart),
@@ -396,7 +402,7 @@ mod tests {
     #[test]
     fn a_click_names_its_item_and_nothing_else() {
         let items: Vec<Item> = Item::all().collect();
-        assert_eq!(items.len(), 12, "every item once: {items:?}");
+        assert_eq!(items.len(), 13, "every item once: {items:?}");
         for item in &items {
             assert_eq!(Item::from_id(&item.id()), Some(*item));
         }

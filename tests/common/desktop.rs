@@ -492,3 +492,14 @@ pub fn app_args<'a>(tunnel: &'a str, project: &'a std::path::Path) -> Vec<&'a st
         project.to_str().unwrap(),
     ]
 }
+
+/// The text on `display`'s clipboard (empty when nothing is on it).
+pub async fn clipboard(display: &Display) -> String {
+    let out = Command::new("xclip")
+        .args(["-selection", "clipboard", "-o"])
+        .env("DISPLAY", &display.name)
+        .output()
+        .await
+        .expect("xclip is missing: run ./scripts/test");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
