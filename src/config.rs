@@ -298,10 +298,7 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        let model = |id: &str, label: &str| ModelInfo {
-            id: id.into(),
-            label: label.into(),
-        };
+        let model = ModelInfo::alias;
         Self {
             auth_timeout_ms: 10_000,
             auth_backoff_base_ms: 1_000,

@@ -102,7 +102,7 @@ async fn a_slow_phone_is_closed_with_1013_and_the_others_get_everything() {
     let replayed = back
         .seen
         .iter()
-        .find(|v| v["type"] == "message" && v["messageType"] == "assistant")
+        .find(|v| v["type"] == "message" && v["messageType"] == "response")
         .unwrap();
     assert_eq!(
         replayed["content"].as_str().unwrap().matches(';').count(),
@@ -179,6 +179,7 @@ async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
         rules: chroxy::rules::RuleStore::new(&paths),
         spend: chroxy::session::spend::Spend::new(&paths),
         allow_bypass: false,
+        claude_config_dir: None,
         welcome_notice: None,
     })
     .await;

@@ -694,6 +694,28 @@ async fn a_question_answered_from_the_phone_reaches_the_model() {
     c.until_type("permission_expired").await;
 }
 
+/// Chroxy's clients answer "Other" with the option's label and what was typed under it
+/// (`freeformText`): Claude is told the text, not the word "Other".
+#[tokio::test]
+async fn text_typed_under_other_reaches_the_model_instead_of_the_label() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut c = w.client().await;
+    let q = ask(&mut c, "PLEASE_ASK", "user_question").await;
+    c.send(
+        json!({"type": "user_question_response", "toolUseId": q["toolUseId"],
+                  "answer": "Other", "freeformText": "Teal, like the sea"}),
+    )
+    .await;
+    c.until_type("agent_idle").await;
+    let last = model.handle.requests().last().unwrap().body.to_string();
+    assert!(
+        last.contains(r#"\"Which color should the button be?\"=\"Teal, like the sea\""#),
+        "typed answer not received: {last}"
+    );
+}
+
 #[tokio::test]
 async fn a_phone_arriving_while_a_prompt_waits_gets_it_after_the_replay() {
     let home = Home::new();

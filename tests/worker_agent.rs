@@ -45,22 +45,45 @@ async fn a_turn_streams_to_every_client_and_replays_to_late_ones() {
     assert_eq!(start[0]["messageId"], end[0]["messageId"]);
     let result = of_type(&frames, "result");
     assert_eq!(result.len(), 1);
-    assert!(
-        result[0]["sessionId"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty()),
-        "result carries the agent's session id"
-    );
+    // Like every other frame's: Chroxy's session, not Claude Code's.
+    assert_eq!(result[0]["sessionId"], start[0]["sessionId"], "{frames:#?}");
 
-    // The other phone saw the same turn, including the input it did not type.
+    // The other phone saw the same turn, including the input it did not type: live as
+    // a `user_input` frame that names the sender, as Chroxy's clients expect it.
     b.until_type("agent_idle").await;
     assert_eq!(streamed_text(&b.seen), said);
-    let input = b
+    let input = b.seen.iter().find(|v| v["type"] == "user_input").unwrap();
+    assert_eq!(input["text"], format!("REPLY {said}"));
+    let auth_ok = a.seen.iter().find(|v| v["type"] == "auth_ok").unwrap();
+    assert_eq!(input["clientId"], auth_ok["clientId"], "{input}");
+    assert_eq!(input["sessionId"], start[0]["sessionId"]);
+    assert!(
+        !a.seen.iter().any(|v| v["type"] == "user_input"),
+        "the sender already shows what it typed"
+    );
+    // The history replays it as a `message`, and the answer as a `response`.
+    let mut c = w.client().await;
+    c.send(json!({"type": "switch_session", "sessionId": created["sessionId"]}))
+        .await;
+    c.until(|v| v["type"] == "history_replay_end" && v["sessionId"] == created["sessionId"])
+        .await;
+    let replay = c
         .seen
         .iter()
-        .find(|v| v["type"] == "message" && v["messageType"] == "user_input")
+        .rposition(|v| v["type"] == "history_replay_start")
         .unwrap();
-    assert_eq!(input["content"], format!("REPLY {said}"));
+    let replayed = |t: &str| {
+        c.seen[replay..]
+            .iter()
+            .find(|v| v["type"] == "message" && v["messageType"] == t)
+            .cloned()
+    };
+    assert_eq!(
+        replayed("user_input").unwrap()["content"],
+        format!("REPLY {said}")
+    );
+    assert_eq!(replayed("response").unwrap()["content"], said);
+    assert_eq!(c.seen[replay]["fullHistory"], true, "{}", c.seen[replay]);
 
     // A tool call: Write needs approval; the phone denies it and the model is told.
     let start = a.seen.len();
@@ -756,4 +779,139 @@ async fn an_input_refused_at_the_door_is_named_by_its_id() {
         .until(|v| v["type"] == "error" && v["code"] == "TOO_LARGE")
         .await;
     assert_eq!(refused["requestId"], "m-long", "{refused}");
+}
+
+/// What Chroxy's own clients ask beyond the main loop, answered as Chroxy answers it
+/// (docs/protocol.md "Lists Chroxy's clients ask for"), with the real CLI.
+#[tokio::test]
+async fn chroxy_clients_lists_are_answered_and_a_terminal_resize_is_taken_quietly() {
+    let home = Home::new();
+    let write = |dir: std::path::PathBuf, file: &str, text: &str| {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), text).unwrap();
+    };
+    write(
+        home.project().join(".claude/agents"),
+        "reviewer.md",
+        "---\nname: reviewer\ndescription: Reviews diffs\n---\nYou review diffs.\n",
+    );
+    write(
+        home.user_home().join(".claude/agents"),
+        "writer.md",
+        "---\nname: writer\ndescription: Writes docs\n---\nYou write docs.\n",
+    );
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut a = w.client().await;
+
+    // Right after auth: the permission modes as a picker needs them, on auth_ok and in
+    // their own message, and every model with a full id.
+    let ok = a
+        .seen
+        .iter()
+        .find(|v| v["type"] == "auth_ok")
+        .unwrap()
+        .clone();
+    let ids = |modes: &Value| -> Vec<String> {
+        let modes = modes.as_array().unwrap();
+        assert!(modes
+            .iter()
+            .all(|m| m["label"].as_str().is_some_and(|l| !l.is_empty())));
+        modes
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = ["approve", "acceptEdits", "auto", "plan"];
+    assert_eq!(ids(&ok["availablePermissionModes"]), all, "{ok}");
+    // (The welcome sends them before the session's replay ends: already here.)
+    let welcome = |ty: &str| a.seen.iter().find(|v| v["type"] == ty).cloned().unwrap();
+    let modes = welcome("available_permission_modes");
+    assert_eq!(ids(&modes["modes"]), all);
+    let models = welcome("available_models");
+    let models = models["models"].as_array().unwrap();
+    assert!(!models.is_empty());
+    assert!(
+        models
+            .iter()
+            .all(|m| m["fullId"].as_str().is_some_and(|f| !f.is_empty())),
+        "{models:?}"
+    );
+
+    // A turn, so the session has its CLI and a conversation.
+    let session = a.active_session();
+    a.turn("REPLY hello there").await;
+
+    let start = a.seen.len();
+    a.send(json!({"type": "list_providers"})).await;
+    let providers = a.until_type("provider_list").await;
+    assert_eq!(
+        providers["providers"][0]["name"], "claude-cli",
+        "{providers}"
+    );
+    assert_eq!(providers["providers"][0]["capabilities"]["terminal"], false);
+
+    a.send(json!({"type": "list_slash_commands"})).await;
+    let commands = a.until_type("slash_commands").await;
+    assert_eq!(commands["sessionId"], session.as_str());
+    assert!(
+        commands["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "compact"),
+        "{commands}"
+    );
+
+    a.send(json!({"type": "list_agents"})).await;
+    let agents = a.until_type("agent_list").await;
+    let agents: Vec<(String, String)> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().into(),
+                a["source"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        agents,
+        [
+            ("reviewer".into(), "project".into()),
+            ("writer".into(), "user".into())
+        ]
+    );
+
+    a.send(json!({"type": "list_conversations"})).await;
+    let listed = a.until_type("conversations_list").await;
+    let conversations = listed["conversations"].as_array().unwrap();
+    assert_eq!(
+        conversations.len(),
+        1,
+        "only the session that talked: {listed}"
+    );
+    assert_eq!(conversations[0]["sessionId"], session.as_str());
+    assert_eq!(conversations[0]["preview"], "REPLY hello there");
+    assert!(conversations[0]["conversationId"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty() && c != session));
+
+    // No terminal here: the resize is taken without an answer, and the connection goes on.
+    a.send(json!({"type": "terminal_resize", "sessionId": session, "cols": 80, "rows": 24}))
+        .await;
+    a.send(json!({"type": "ping"})).await;
+    a.until_type("pong").await;
+    let refused: Vec<&Value> = a.seen[start..]
+        .iter()
+        .filter(|v| v["type"] == "error")
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // A list for a session that does not exist is refused by its id.
+    a.send(json!({"type": "list_agents", "sessionId": "s-nope"}))
+        .await;
+    let err = a.until_type("error").await;
+    assert_eq!(err["code"], "SESSION_NOT_FOUND", "{err}");
 }

@@ -8,6 +8,7 @@
 
 mod env;
 mod events;
+pub mod subagents;
 
 pub use env::{agent_ancestor, MARK};
 pub use events::{AgentEvent, LineError, StreamParser, TurnResult};
@@ -110,6 +111,25 @@ pub fn slash_commands(initialized: &Value) -> Vec<SlashCommand> {
             argument_hint: text(c, "argumentHint", MAX_DESCRIPTION),
         })
         .collect()
+}
+
+/// `provider_list`'s one provider: Claude Code's CLI, and what Chroxy's clients may
+/// offer with it (no terminal view, no thinking-level setting here).
+pub fn providers() -> Value {
+    serde_json::json!([{
+        "name": "claude-cli",
+        "capabilities": {
+            "permissions": true,
+            "modelSwitch": true,
+            "permissionModeSwitch": true,
+            "planMode": true,
+            "resume": true,
+            "streaming": true,
+            "sessionRules": true,
+            "terminal": false,
+            "thinkingLevel": false,
+        },
+    }])
 }
 
 /// The CLI's name for a permission mode.

@@ -229,10 +229,72 @@ pub struct UserQuestionResponse {
     pub tool_use_id: String,
     /// The chosen label (single question).
     pub answer: String,
-    /// Question text → chosen label, for several questions; the labels of a
-    /// multi-select question are joined with `, ` (as Claude Code expects them).
+    /// Question text → the chosen label, or the labels of a multi-select question.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub answers: Option<std::collections::BTreeMap<String, String>>,
+    pub answers: Option<std::collections::BTreeMap<String, Chosen>>,
+    /// What the person typed under "Other" (`answer` then names that option): the
+    /// agent receives the text, not the word "Other".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeform_text: Option<String>,
+}
+
+/// One question's answer in `answers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Chosen {
+    /// A label.
+    One(String),
+    /// The labels of a multi-select question.
+    Many(Vec<String>),
+}
+
+impl UserQuestionResponse {
+    /// What Claude Code receives: question text → answer, the labels of a multi-select
+    /// joined with `, ` (as Claude Code expects them), and the "Other" option's label
+    /// replaced by what was typed under it. `None` when only `answer` was given.
+    pub fn resolved(&self) -> (String, Option<std::collections::BTreeMap<String, String>>) {
+        let typed = self
+            .freeform_text
+            .as_deref()
+            .filter(|t| !t.trim().is_empty());
+        let said = |label: &str| match typed {
+            Some(text) if label == self.answer => text.to_owned(),
+            _ => label.to_owned(),
+        };
+        let answers = self.answers.as_ref().map(|answers| {
+            answers
+                .iter()
+                .map(|(question, chosen)| {
+                    let text = match chosen {
+                        Chosen::One(label) => said(label),
+                        Chosen::Many(labels) => labels
+                            .iter()
+                            .map(|l| said(l))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    };
+                    (question.clone(), text)
+                })
+                .collect()
+        });
+        (said(&self.answer), answers)
+    }
+}
+
+/// `terminal_resize`: Chroxy's clients send it for a terminal view this server does
+/// not have; taken and ignored, so that they see no error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminalResize {
+    /// The session whose terminal it would be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u32>,
+    /// Rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u32>,
 }
 
 /// `create_session`.
@@ -293,6 +355,16 @@ pub enum ClientMsg {
     DestroySession(SessionRef),
     /// See [`RenameSession`].
     RenameSession(RenameSession),
+    /// Answered by `provider_list`.
+    ListProviders(Empty),
+    /// Answered by `slash_commands`.
+    ListSlashCommands(SessionTarget),
+    /// Answered by `agent_list`.
+    ListAgents(SessionTarget),
+    /// Answered by `conversations_list`.
+    ListConversations(Empty),
+    /// See [`TerminalResize`].
+    TerminalResize(TerminalResize),
 }
 
 impl ClientMsg {

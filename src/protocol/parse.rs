@@ -117,6 +117,11 @@ fn decode(ty: &str, v: &Value) -> Result<ClientMsg, FrameError> {
         "create_session" => ClientMsg::CreateSession(body(v, ty)?),
         "destroy_session" => ClientMsg::DestroySession(body(v, ty)?),
         "rename_session" => ClientMsg::RenameSession(body(v, ty)?),
+        "list_providers" => ClientMsg::ListProviders(body(v, ty)?),
+        "list_slash_commands" => ClientMsg::ListSlashCommands(body(v, ty)?),
+        "list_agents" => ClientMsg::ListAgents(body(v, ty)?),
+        "list_conversations" => ClientMsg::ListConversations(body(v, ty)?),
+        "terminal_resize" => ClientMsg::TerminalResize(body(v, ty)?),
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(FrameError::field(
@@ -215,6 +220,10 @@ fn check_limits(msg: &ClientMsg) -> Result<(), String> {
         },
         ClientMsg::PermissionResponse(m) => match &m.directory {
             Some(dir) => over("directory", dir, MAX_DIRECTORY_CHARS),
+            None => Ok(()),
+        },
+        ClientMsg::UserQuestionResponse(m) => match &m.freeform_text {
+            Some(text) => over("freeformText", text, MAX_INPUT_CHARS),
             None => Ok(()),
         },
         _ => Ok(()),

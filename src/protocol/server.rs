@@ -106,13 +106,119 @@ pub struct SlashCommand {
     pub argument_hint: String,
 }
 
-/// One entry of `available_models`.
+/// One entry of `available_models` (and of `[worker] models` in config.toml).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ModelEntry")]
 pub struct ModelInfo {
     /// What `set_model` takes and the CLI's `--model` receives.
     pub id: String,
     /// Human label.
     pub label: String,
+    /// The model's full name where the configuration gives one (`claude-sonnet-4-5`);
+    /// otherwise `id` again, which the CLI resolves. Chroxy's clients show the model
+    /// picker only for entries that have it.
+    #[serde(rename = "fullId")]
+    pub full_id: String,
+}
+
+/// A [`ModelInfo`] as written, where the full name may be left out.
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+    label: String,
+    #[serde(default, rename = "fullId", alias = "full_id")]
+    full_id: Option<String>,
+}
+
+impl From<ModelEntry> for ModelInfo {
+    fn from(e: ModelEntry) -> Self {
+        let full_id = e.full_id.filter(|f| !f.is_empty()).unwrap_or(e.id.clone());
+        Self {
+            id: e.id,
+            label: e.label,
+            full_id,
+        }
+    }
+}
+
+impl ModelInfo {
+    /// An entry whose full name is its id (an alias the CLI resolves).
+    pub fn alias(id: &str, label: &str) -> Self {
+        Self {
+            id: id.into(),
+            label: label.into(),
+            full_id: id.into(),
+        }
+    }
+}
+
+/// One entry of `availablePermissionModes`: the mode, and how a picker names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionModeInfo {
+    /// The mode, as `set_permission_mode` takes it.
+    pub id: PermissionMode,
+    /// Its name in a picker.
+    pub label: String,
+    /// What it does, in a sentence.
+    pub description: String,
+}
+
+impl PermissionModeInfo {
+    /// Every mode, in the order phones list them.
+    pub fn all() -> Vec<Self> {
+        PermissionMode::ALL
+            .into_iter()
+            .map(|id| {
+                let (label, description) = match id {
+                    PermissionMode::Approve => ("Approve", "Ask before every tool use"),
+                    PermissionMode::AcceptEdits => (
+                        "Accept Edits",
+                        "Edit files without asking; ask for the rest",
+                    ),
+                    PermissionMode::Auto => (
+                        "Auto (skip all prompts)",
+                        "Run every tool without asking; needs confirming",
+                    ),
+                    PermissionMode::Plan => ("Plan", "Plan only: no edits, no commands"),
+                };
+                Self {
+                    id,
+                    label: label.into(),
+                    description: description.into(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One entry of `agent_list`: a Claude Code subagent defined in a Markdown file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Its `name:`.
+    pub name: String,
+    /// Its `description:` (shortened).
+    pub description: String,
+    /// `project` (the session's `.claude/agents/`) or `user` (`~/.claude/agents/`).
+    pub source: String,
+}
+
+/// One entry of `conversations_list`: a Claude Code conversation one of this
+/// machine's sessions holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationInfo {
+    /// Claude Code's session id (what `--resume` takes).
+    pub conversation_id: String,
+    /// The Chroxy session that holds it.
+    pub session_id: String,
+    /// The last part of `cwd`.
+    pub project_name: String,
+    /// The session's working directory.
+    pub cwd: String,
+    /// Milliseconds since the epoch.
+    pub modified_at_ms: u64,
+    /// The first words of its first input.
+    pub preview: Option<String>,
 }
 
 /// `message.messageType`.
@@ -121,7 +227,9 @@ pub struct ModelInfo {
 pub enum MessageType {
     /// Something a user typed (on any device).
     UserInput,
-    /// A complete assistant text.
+    /// A complete assistant text: `response` on the wire, as Chroxy sends it;
+    /// `assistant` (this protocol's first name for it) is still read from saved history.
+    #[serde(rename = "response", alias = "assistant")]
     Assistant,
     /// A notice from Chroxy.
     System,
@@ -183,6 +291,8 @@ pub enum ServerMsg {
         /// "required"): every frame after this one is an `encrypted` envelope.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         server_public_key: Option<String>,
+        #[serde(default)]
+        available_permission_modes: Vec<PermissionModeInfo>,
     },
     AuthFail {
         reason: AuthFailReason,
@@ -213,6 +323,9 @@ pub enum ServerMsg {
     },
     HistoryReplayStart {
         session_id: String,
+        /// Always true: the whole history follows, so a client replaces what it shows
+        /// for the session instead of appending (no replay from a cursor).
+        full_history: bool,
     },
     HistoryReplayEnd {
         session_id: String,
@@ -267,6 +380,16 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_message_id: Option<String>,
     },
+    /// Another device's input, live, to every other phone (whichever session it looks
+    /// at); history replays it as a `message` of type `user_input`.
+    UserInput {
+        session_id: String,
+        client_id: String,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+        timestamp: u64,
+    },
     /// What the turns of every session have cost today (the machine's local day).
     TodayCost {
         day: String,
@@ -278,8 +401,7 @@ pub enum ServerMsg {
         client_message_id: String,
         session_id: String,
     },
-    /// `sessionId` here is the agent's own session id (docs/protocol.md); the Chroxy session
-    /// is named by the `agent_idle` that follows.
+    /// `sessionId` is Chroxy's session, like every other message's.
     Result {
         cost: Option<f64>,
         duration: Option<u64>,
@@ -320,6 +442,27 @@ pub enum ServerMsg {
     },
     AvailableModels {
         models: Vec<ModelInfo>,
+    },
+    AvailablePermissionModes {
+        modes: Vec<PermissionModeInfo>,
+    },
+    /// The answer to `list_providers`: one provider, Claude Code's CLI, and what it can do.
+    ProviderList {
+        providers: Value,
+    },
+    /// The answer to `list_slash_commands`: the session's CLI's commands.
+    SlashCommands {
+        commands: Vec<SlashCommand>,
+        session_id: String,
+    },
+    /// The answer to `list_agents`.
+    AgentList {
+        agents: Vec<AgentInfo>,
+        session_id: String,
+    },
+    /// The answer to `list_conversations`, newest first.
+    ConversationsList {
+        conversations: Vec<ConversationInfo>,
     },
     PermissionModeChanged {
         mode: PermissionMode,

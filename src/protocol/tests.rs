@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::*;
 
 /// Every client `type` docs/protocol.md lists; `client_type` keeps it in step with `ClientMsg`.
-const CLIENT_TYPES: [&str; 13] = [
+const CLIENT_TYPES: [&str; 18] = [
     "auth",
     "ping",
     "input",
@@ -29,6 +29,11 @@ const CLIENT_TYPES: [&str; 13] = [
     "create_session",
     "destroy_session",
     "rename_session",
+    "list_providers",
+    "list_slash_commands",
+    "list_agents",
+    "list_conversations",
+    "terminal_resize",
 ];
 
 /// The wire `type` of a client message. No wildcard arm: a new variant does not compile
@@ -48,6 +53,11 @@ fn client_type(msg: &ClientMsg) -> &'static str {
         ClientMsg::CreateSession(_) => "create_session",
         ClientMsg::DestroySession(_) => "destroy_session",
         ClientMsg::RenameSession(_) => "rename_session",
+        ClientMsg::ListProviders(_) => "list_providers",
+        ClientMsg::ListSlashCommands(_) => "list_slash_commands",
+        ClientMsg::ListAgents(_) => "list_agents",
+        ClientMsg::ListConversations(_) => "list_conversations",
+        ClientMsg::TerminalResize(_) => "terminal_resize",
     }
 }
 
@@ -224,9 +234,27 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 answers: Some(
                     [("Which language?", "Rust"), ("Which editor?", "Helix")]
                         .into_iter()
-                        .map(|(q, a)| (s(q), s(a)))
+                        .map(|(q, a)| (s(q), Chosen::One(s(a))))
                         .collect(),
                 ),
+                freeform_text: None,
+            }),
+        ),
+        (
+            json!({"type": "user_question_response", "toolUseId": "tu-3", "answer": "Other",
+                   "answers": {"Which checks?": ["Lint", "Other"]}, "freeformText": "fuzzing"}),
+            ClientMsg::UserQuestionResponse(UserQuestionResponse {
+                tool_use_id: s("tu-3"),
+                answer: s("Other"),
+                answers: Some(
+                    [(
+                        s("Which checks?"),
+                        Chosen::Many(vec![s("Lint"), s("Other")]),
+                    )]
+                    .into_iter()
+                    .collect(),
+                ),
+                freeform_text: some("fuzzing"),
             }),
         ),
         (
@@ -235,6 +263,7 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 tool_use_id: s("tu-2"),
                 answer: s("yes"),
                 answers: None,
+                freeform_text: None,
             }),
         ),
         (
@@ -272,6 +301,32 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
             ClientMsg::RenameSession(RenameSession {
                 session_id: s("s-1"),
                 name: s("backend"),
+            }),
+        ),
+        (
+            json!({"type": "list_providers"}),
+            ClientMsg::ListProviders(Empty {}),
+        ),
+        (
+            json!({"type": "list_slash_commands", "sessionId": "s-1"}),
+            ClientMsg::ListSlashCommands(SessionTarget {
+                session_id: some("s-1"),
+            }),
+        ),
+        (
+            json!({"type": "list_agents"}),
+            ClientMsg::ListAgents(SessionTarget::default()),
+        ),
+        (
+            json!({"type": "list_conversations"}),
+            ClientMsg::ListConversations(Empty {}),
+        ),
+        (
+            json!({"type": "terminal_resize", "sessionId": "s-1", "cols": 80, "rows": 24}),
+            ClientMsg::TerminalResize(TerminalResize {
+                session_id: some("s-1"),
+                cols: Some(80),
+                rows: Some(24),
             }),
         ),
     ]

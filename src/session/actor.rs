@@ -19,14 +19,16 @@ use super::record::SessionRecord;
 use super::SessionsConfig;
 use crate::agent::{self, Agent, AgentEvent, AgentOutput, AgentSpec, TurnResult};
 use crate::protocol::{
-    now_ms, ErrorCode, MessageType, PermissionMode, PermissionResponse, ServerMsg, SessionInfo,
-    SlashCommand, HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
+    now_ms, ConversationInfo, ErrorCode, MessageType, PermissionMode, PermissionResponse,
+    ServerMsg, SessionInfo, SlashCommand, HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
 };
 
 /// Replayable history is also bounded in bytes: 500 messages of a chatty agent (whole
 /// files written by a tool, long answers) must not grow a worker without limit.
 const HISTORY_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 /// Longest a session waits for its state to reach the disk before telling phones.
+/// How much of a conversation's first input `conversations_list` shows.
+const PREVIEW_CHARS: usize = 120;
 const PERSIST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A request refused with a protocol error, for the client that asked.
@@ -100,6 +102,12 @@ pub(crate) enum Cmd {
     },
     /// Send this session's waiting prompts to a phone that is looking at another session.
     SendPrompts { client: ClientId },
+    /// Send a phone `slash_commands`: what this session's CLI offers.
+    SendSlashCommands { client: ClientId },
+    /// The Claude Code conversation this session holds, if it has one yet.
+    Conversation {
+        reply: oneshot::Sender<Option<ConversationInfo>>,
+    },
     /// The record on disk, written by the worker this one replaced after this one had
     /// loaded it: take it if nothing happened here since, and show it to the phones.
     Resync { rec: Box<SessionRecord> },
@@ -393,6 +401,16 @@ impl Session {
                 from,
             } => self.answer_question(id, answer, answers, &from).await,
             Cmd::Resync { rec } => self.resync(*rec),
+            Cmd::SendSlashCommands { client } => self.clients.send_msg(
+                &client,
+                &ServerMsg::SlashCommands {
+                    commands: self.slash_commands.clone(),
+                    session_id: self.rec.session_id.clone(),
+                },
+            ),
+            Cmd::Conversation { reply } => {
+                let _ = reply.send(self.conversation());
+            }
             Cmd::SendPrompts { client } => {
                 let now = Instant::now();
                 let frames: Vec<_> = self.prompts.messages(now).iter().map(frame).collect();
@@ -411,6 +429,31 @@ impl Session {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    fn conversation(&self) -> Option<ConversationInfo> {
+        let conversation_id = self.rec.agent_session_id.clone()?;
+        let preview = self.rec.history.iter().find_map(|m| match &**m {
+            ServerMsg::Message {
+                message_type: MessageType::UserInput,
+                content,
+                ..
+            } => Some(content.chars().take(PREVIEW_CHARS).collect()),
+            _ => None,
+        });
+        Some(ConversationInfo {
+            conversation_id,
+            session_id: self.rec.session_id.clone(),
+            project_name: self
+                .rec
+                .cwd
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cwd: self.rec.cwd.display().to_string(),
+            modified_at_ms: self.rec.last_activity_at,
+            preview,
+        })
     }
 
     fn resync(&mut self, rec: SessionRecord) {
@@ -449,6 +492,7 @@ impl Session {
             }),
             frame(&ServerMsg::HistoryReplayStart {
                 session_id: id.clone(),
+                full_history: true,
             }),
         ];
         frames.extend(self.rec.history.iter().map(|m| frame(m)));
@@ -537,16 +581,26 @@ impl Session {
     }
 
     fn accept_input(&mut self, text: &str, id: Option<String>, from: &str) {
-        let msg = ServerMsg::Message {
+        let timestamp = now_ms();
+        // The sender already shows what it typed; every other phone is told, whichever
+        // session it looks at (Chroxy's clients show it where it belongs).
+        self.publish(
+            Audience::AllExcept(from),
+            &ServerMsg::UserInput {
+                session_id: self.rec.session_id.clone(),
+                client_id: from.to_owned(),
+                text: text.to_owned(),
+                message_id: id.clone(),
+                timestamp,
+            },
+        );
+        self.remember(ServerMsg::Message {
             message_type: MessageType::UserInput,
             content: text.to_owned(),
-            timestamp: now_ms(),
+            timestamp,
             session_id: self.rec.session_id.clone(),
             client_message_id: id,
-        };
-        // The sender already shows what it typed; everyone else on the session sees it.
-        self.publish(Audience::ActiveExcept(&self.rec.session_id, from), &msg);
-        self.remember(msg);
+        });
         self.rec.last_activity_at = now_ms();
     }
 
@@ -963,7 +1017,7 @@ impl Session {
             cost,
             duration: result.duration_ms,
             usage: result.usage,
-            session_id: result.session_id,
+            session_id: self.rec.session_id.clone(),
             queue_length: Some(self.queue.len()),
         });
         self.end_turn(&sid).await;

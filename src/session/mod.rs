@@ -49,8 +49,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{
-    now_ms, ClientMsg, ErrorCode, Input, ModelInfo, PermissionMode, ServerMsg, SessionInfo,
-    MAX_SESSIONS,
+    now_ms, ClientMsg, ErrorCode, Input, ModelInfo, PermissionMode, PermissionModeInfo, ServerMsg,
+    SessionInfo, MAX_SESSIONS,
 };
 use actor::{Cmd, InfoCell, Session};
 
@@ -84,6 +84,9 @@ pub struct SessionsConfig {
     pub spend: spend::Spend,
     /// Whether agents may be switched to `auto` (see [`crate::agent::AgentSpec`]).
     pub allow_bypass: bool,
+    /// Claude Code's user settings directory (`CLAUDE_CONFIG_DIR`, else `~/.claude`),
+    /// where the user's subagents are.
+    pub claude_config_dir: Option<PathBuf>,
     /// Told to every phone right after its welcome (as a `system` message of the
     /// active session, never stored): e.g. that answers come from the demo model.
     pub welcome_notice: Option<String>,
@@ -353,6 +356,12 @@ impl Hub {
                 models: self.cfg.models.clone(),
             },
         );
+        self.clients.send_msg(
+            client,
+            &ServerMsg::AvailablePermissionModes {
+                modes: PermissionModeInfo::all(),
+            },
+        );
         // Prompts of the other sessions too: any phone may answer any prompt.
         let others: Vec<_> = self
             .lock()
@@ -492,10 +501,11 @@ impl Hub {
                 self.route_answer(client, &id, cmd).await;
             }
             ClientMsg::UserQuestionResponse(m) => {
+                let (answer, answers) = m.resolved();
                 let cmd = Cmd::AnswerQuestion {
                     id: m.tool_use_id.clone(),
-                    answer: m.answer,
-                    answers: m.answers,
+                    answer,
+                    answers,
                     from: client.clone(),
                 };
                 self.route_answer(client, &m.tool_use_id, cmd).await;
@@ -523,6 +533,49 @@ impl Hub {
                 let _ = renamed.await;
                 self.broadcast_list();
             }
+            ClientMsg::ListProviders(_) => {
+                self.clients.send_msg(
+                    client,
+                    &ServerMsg::ProviderList {
+                        providers: crate::agent::providers(),
+                    },
+                );
+            }
+            ClientMsg::ListSlashCommands(m) => {
+                let (_, tx) = self.target(client, m.session_id)?;
+                let client = client.clone();
+                let _ = tx.send(Cmd::SendSlashCommands { client }).await;
+            }
+            ClientMsg::ListAgents(m) => {
+                let (session_id, _) = self.target(client, m.session_id)?;
+                let cwd = self
+                    .session_infos()
+                    .into_iter()
+                    .find(|s| s.session_id == session_id)
+                    .map(|s| PathBuf::from(s.cwd));
+                let home = self.cfg.claude_config_dir.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    crate::agent::subagents::find(cwd.as_deref(), home.as_deref())
+                });
+                let agents = found.await.unwrap_or_default();
+                self.clients
+                    .send_msg(client, &ServerMsg::AgentList { agents, session_id });
+            }
+            ClientMsg::ListConversations(_) => {
+                let senders: Vec<_> = self.lock().iter().map(|e| e.tx.clone()).collect();
+                let mut conversations = Vec::new();
+                for tx in senders {
+                    let (reply, answer) = oneshot::channel();
+                    if tx.send(Cmd::Conversation { reply }).await.is_ok() {
+                        conversations.extend(answer.await.ok().flatten());
+                    }
+                }
+                conversations.sort_by_key(|c| std::cmp::Reverse(c.modified_at_ms));
+                self.clients
+                    .send_msg(client, &ServerMsg::ConversationsList { conversations });
+            }
+            // No terminal here to resize (docs/protocol.md).
+            ClientMsg::TerminalResize(_) => {}
         }
         Ok(())
     }

@@ -438,6 +438,7 @@ async fn serve_client(
         device_id: admitted.device_id,
         device_key: admitted.new_key.map(|k| Token(k.expose().to_owned())),
         server_public_key,
+        available_permission_modes: crate::protocol::PermissionModeInfo::all(),
     };
     if out.send_msg(&ok).await.is_err() {
         return;

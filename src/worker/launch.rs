@@ -191,6 +191,14 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
             .push(("CLAUDE_CONFIG_DIR".into(), claude_dir.display().to_string()));
         tracing::info!(model = %model.base_url(), "demo mode: answers come from Chroxy's scripted model");
     }
+    // Where the CLI keeps the user's settings, as it finds it.
+    let claude_config_dir = agent_env
+        .set
+        .iter()
+        .find(|(key, _)| key == "CLAUDE_CONFIG_DIR")
+        .map(|(_, dir)| PathBuf::from(dir))
+        .or_else(|| std::env::var_os("CLAUDE_CONFIG_DIR").map(PathBuf::from))
+        .or_else(|| directories::BaseDirs::new().map(|b| b.home_dir().join(".claude")));
     let hub = Hub::start(SessionsConfig {
         sessions_dir: paths.sessions_dir(),
         claude,
@@ -208,6 +216,7 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
             nix::unistd::geteuid().is_root(),
             std::env::var_os("IS_SANDBOX").as_deref(),
         ),
+        claude_config_dir,
         welcome_notice: demo.then(|| crate::demo::NOTICE.to_owned()),
     })
     .await;

@@ -102,8 +102,18 @@ fn optional_fields_left_out_are_omitted_not_null() {
                 tool_use_id: s("t"),
                 answer: s("a"),
                 answers: None,
+                freeform_text: None,
             }),
             "answers",
+        ),
+        (
+            ClientMsg::UserQuestionResponse(UserQuestionResponse {
+                tool_use_id: s("t"),
+                answer: s("a"),
+                answers: None,
+                freeform_text: None,
+            }),
+            "freeformText",
         ),
         (ClientMsg::CreateSession(CreateSession::default()), "name"),
         (ClientMsg::CreateSession(CreateSession::default()), "cwd"),
@@ -207,4 +217,85 @@ fn only_answers_and_keepalives_ride_the_priority_budget() {
     .into_iter()
     .collect();
     assert_eq!(priority, want);
+}
+
+#[test]
+fn question_answers_reach_the_agent_as_text_with_other_and_multi_select_resolved() {
+    let answer = |v: Value| match parse_client_frame(&v.to_string()).unwrap() {
+        ClientMsg::UserQuestionResponse(m) => m.resolved(),
+        other => panic!("{other:?}"),
+    };
+    let map = |pairs: &[(&str, &str)]| {
+        Some(
+            pairs
+                .iter()
+                .map(|(q, a)| (s(q), s(a)))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+    };
+    // A label, as chosen.
+    assert_eq!(
+        answer(json!({"type": "user_question_response", "toolUseId": "t", "answer": "Blue"})),
+        (s("Blue"), None)
+    );
+    // "Other" with text typed under it: the text, not the word.
+    assert_eq!(
+        answer(
+            json!({"type": "user_question_response", "toolUseId": "t", "answer": "Other",
+                      "freeformText": "teal, like the sea"})
+        ),
+        (s("teal, like the sea"), None)
+    );
+    // A blank text under "Other" leaves the label.
+    assert_eq!(
+        answer(
+            json!({"type": "user_question_response", "toolUseId": "t", "answer": "Other",
+                      "freeformText": "  "})
+        ),
+        (s("Other"), None)
+    );
+    // Multi-select as an array, joined as Claude Code reads it; "Other" inside it too.
+    assert_eq!(
+        answer(
+            json!({"type": "user_question_response", "toolUseId": "t", "answer": "Other",
+                      "answers": {"Which checks?": ["Lint", "Other"], "Which editor?": "Helix"},
+                      "freeformText": "fuzzing"})
+        ),
+        (
+            s("fuzzing"),
+            map(&[
+                ("Which checks?", "Lint, fuzzing"),
+                ("Which editor?", "Helix")
+            ])
+        )
+    );
+}
+
+#[test]
+fn a_question_answer_of_the_wrong_shape_is_refused_with_its_field() {
+    for (frame, field) in [
+        (
+            json!({"type": "user_question_response", "toolUseId": "t", "answer": "a", "answers": {"q": 3}}),
+            "answers.q",
+        ),
+        (
+            json!({"type": "user_question_response", "toolUseId": "t", "answer": "a", "answers": {"q": [1]}}),
+            "answers.q",
+        ),
+        (
+            json!({"type": "user_question_response", "toolUseId": "t", "answer": "a", "freeformText": 7}),
+            "freeformText",
+        ),
+    ] {
+        let err = parse_client_frame(&frame.to_string()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidMessage, "{frame}");
+        assert!(err.message.contains(field), "{frame}: {}", err.message);
+    }
+    let long = "x".repeat(MAX_INPUT_CHARS + 1);
+    let err = parse_client_frame(
+        &json!({"type": "user_question_response", "toolUseId": "t", "answer": "Other", "freeformText": long})
+            .to_string(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge);
 }

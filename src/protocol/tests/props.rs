@@ -271,13 +271,22 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (
             text(),
             text(),
-            prop::option::of(prop::collection::btree_map(text(), text(), 0..4))
+            prop::option::of(prop::collection::btree_map(
+                text(),
+                prop_oneof![
+                    text().prop_map(Chosen::One),
+                    prop::collection::vec(text(), 0..4).prop_map(Chosen::Many),
+                ],
+                0..4
+            )),
+            opt(text()),
         )
-            .prop_map(|(tool_use_id, answer, answers)| {
+            .prop_map(|(tool_use_id, answer, answers, freeform_text)| {
                 ClientMsg::UserQuestionResponse(UserQuestionResponse {
                     tool_use_id,
                     answer,
                     answers,
+                    freeform_text,
                 })
             }),
         (opt(name()), opt(text()), opt(text()), opt(text())).prop_map(

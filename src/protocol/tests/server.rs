@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-const SERVER_TYPES: [&str; 33] = [
+const SERVER_TYPES: [&str; 39] = [
     "auth_ok",
     "auth_fail",
     "pong",
@@ -32,6 +32,12 @@ const SERVER_TYPES: [&str; 33] = [
     "user_question",
     "model_changed",
     "available_models",
+    "available_permission_modes",
+    "provider_list",
+    "slash_commands",
+    "agent_list",
+    "conversations_list",
+    "user_input",
     "permission_mode_changed",
     "confirm_permission_mode",
     "client_joined",
@@ -70,6 +76,12 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::UserQuestion { .. } => "user_question",
         ServerMsg::ModelChanged { .. } => "model_changed",
         ServerMsg::AvailableModels { .. } => "available_models",
+        ServerMsg::AvailablePermissionModes { .. } => "available_permission_modes",
+        ServerMsg::ProviderList { .. } => "provider_list",
+        ServerMsg::SlashCommands { .. } => "slash_commands",
+        ServerMsg::AgentList { .. } => "agent_list",
+        ServerMsg::ConversationsList { .. } => "conversations_list",
+        ServerMsg::UserInput { .. } => "user_input",
         ServerMsg::PermissionModeChanged { .. } => "permission_mode_changed",
         ServerMsg::ConfirmPermissionMode { .. } => "confirm_permission_mode",
         ServerMsg::ClientJoined { .. } => "client_joined",
@@ -102,7 +114,12 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                    "connectedClients": [{"clientId": "c-9z", "deviceName": "Ana's phone",
                                          "deviceType": "phone", "platform": "iOS 18"}],
                    "encryption": "disabled", "protocolVersion": 1,
-                   "minProtocolVersion": 1, "maxProtocolVersion": 1}),
+                   "minProtocolVersion": 1, "maxProtocolVersion": 1,
+                   "availablePermissionModes": [
+                       {"id": "approve", "label": "Approve", "description": "Ask before every tool use"},
+                       {"id": "acceptEdits", "label": "Accept Edits", "description": "Edit files without asking; ask for the rest"},
+                       {"id": "auto", "label": "Auto (skip all prompts)", "description": "Run every tool without asking; needs confirming"},
+                       {"id": "plan", "label": "Plan", "description": "Plan only: no edits, no commands"}]}),
             ServerMsg::AuthOk {
                 client_id: s("c-1a2b"),
                 server_mode: s("cli"),
@@ -118,6 +135,7 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                 device_id: None,
                 device_key: None,
                 server_public_key: None,
+                available_permission_modes: PermissionModeInfo::all(),
             },
         ),
         (
@@ -126,7 +144,8 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                    "cwd": "/p", "connectedClients": [], "encryption": "required",
                    "protocolVersion": 1, "minProtocolVersion": 1, "maxProtocolVersion": 1,
                    "deviceId": "k7m2qp", "deviceKey": "key-for-the-phone",
-                   "serverPublicKey": "eaYx7t4b+cmPEgMs3q3Q56B5OY/HhriMyEbsia+FpRo="}),
+                   "serverPublicKey": "eaYx7t4b+cmPEgMs3q3Q56B5OY/HhriMyEbsia+FpRo=",
+                   "availablePermissionModes": []}),
             ServerMsg::AuthOk {
                 client_id: s("c-1"),
                 server_mode: s("cli"),
@@ -142,6 +161,7 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                 device_id: Some(s("k7m2qp")),
                 device_key: Some(Token(s("key-for-the-phone"))),
                 server_public_key: Some(s("eaYx7t4b+cmPEgMs3q3Q56B5OY/HhriMyEbsia+FpRo=")),
+                available_permission_modes: vec![],
             },
         ),
         (
@@ -279,22 +299,22 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
         (
             json!({"type": "result", "cost": 0.0123, "duration": 4200,
                    "usage": {"input_tokens": 10, "output_tokens": 20},
-                   "sessionId": "agent-abc", "queueLength": 2}),
+                   "sessionId": "s-1", "queueLength": 2}),
             ServerMsg::Result {
                 cost: Some(0.0123),
                 duration: Some(4200),
                 usage: json!({"input_tokens": 10, "output_tokens": 20}),
-                session_id: s("agent-abc"),
+                session_id: s("s-1"),
                 queue_length: Some(2),
             },
         ),
         (
-            json!({"type": "result", "cost": null, "duration": null, "usage": {}, "sessionId": "agent-abc"}),
+            json!({"type": "result", "cost": null, "duration": null, "usage": {}, "sessionId": "s-1"}),
             ServerMsg::Result {
                 cost: None,
                 duration: None,
                 usage: json!({}),
-                session_id: s("agent-abc"),
+                session_id: s("s-1"),
                 queue_length: None,
             },
         ),
@@ -368,18 +388,84 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
             },
         ),
         (
-            json!({"type": "available_models", "models": [{"id": "sonnet", "label": "Sonnet"}, {"id": "opus", "label": "Opus"}]}),
+            json!({"type": "available_models", "models": [
+                {"id": "sonnet", "label": "Sonnet", "fullId": "sonnet"},
+                {"id": "opus", "label": "Opus", "fullId": "claude-opus-4-8"}]}),
             ServerMsg::AvailableModels {
                 models: vec![
-                    ModelInfo {
-                        id: s("sonnet"),
-                        label: s("Sonnet"),
-                    },
+                    ModelInfo::alias("sonnet", "Sonnet"),
                     ModelInfo {
                         id: s("opus"),
                         label: s("Opus"),
+                        full_id: s("claude-opus-4-8"),
                     },
                 ],
+            },
+        ),
+        (
+            json!({"type": "available_permission_modes", "modes": [
+                {"id": "plan", "label": "Plan", "description": "Plan only"}]}),
+            ServerMsg::AvailablePermissionModes {
+                modes: vec![PermissionModeInfo {
+                    id: PermissionMode::Plan,
+                    label: s("Plan"),
+                    description: s("Plan only"),
+                }],
+            },
+        ),
+        (
+            json!({"type": "provider_list", "providers": [{"name": "claude-cli", "capabilities": {"resume": true}}]}),
+            ServerMsg::ProviderList {
+                providers: json!([{"name": "claude-cli", "capabilities": {"resume": true}}]),
+            },
+        ),
+        (
+            json!({"type": "slash_commands", "commands": [{"name": "compact"}], "sessionId": "s-1"}),
+            ServerMsg::SlashCommands {
+                commands: vec![SlashCommand {
+                    name: s("compact"),
+                    description: String::new(),
+                    argument_hint: String::new(),
+                }],
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "agent_list", "agents": [
+                {"name": "reviewer", "description": "Reviews diffs", "source": "project"}], "sessionId": "s-1"}),
+            ServerMsg::AgentList {
+                agents: vec![AgentInfo {
+                    name: s("reviewer"),
+                    description: s("Reviews diffs"),
+                    source: s("project"),
+                }],
+                session_id: s("s-1"),
+            },
+        ),
+        (
+            json!({"type": "conversations_list", "conversations": [
+                {"conversationId": "0b6f-agent", "sessionId": "s-1", "projectName": "api",
+                 "cwd": "/home/dev/api", "modifiedAtMs": 1_700_000_000_000u64, "preview": "fix the build"}]}),
+            ServerMsg::ConversationsList {
+                conversations: vec![ConversationInfo {
+                    conversation_id: s("0b6f-agent"),
+                    session_id: s("s-1"),
+                    project_name: s("api"),
+                    cwd: s("/home/dev/api"),
+                    modified_at_ms: 1_700_000_000_000,
+                    preview: some("fix the build"),
+                }],
+            },
+        ),
+        (
+            json!({"type": "user_input", "sessionId": "s-1", "clientId": "c-2", "text": "run the tests",
+                   "messageId": "m-9", "timestamp": 1_700_000_000_000u64}),
+            ServerMsg::UserInput {
+                session_id: s("s-1"),
+                client_id: s("c-2"),
+                text: s("run the tests"),
+                message_id: some("m-9"),
+                timestamp: 1_700_000_000_000,
             },
         ),
         (
@@ -445,10 +531,7 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
         ));
     }
     type SessionOnly = fn(String) -> ServerMsg;
-    let session_only: [(&str, SessionOnly); 5] = [
-        ("history_replay_start", |session_id| {
-            ServerMsg::HistoryReplayStart { session_id }
-        }),
+    let session_only: [(&str, SessionOnly); 4] = [
         ("history_replay_end", |session_id| {
             ServerMsg::HistoryReplayEnd { session_id }
         }),
@@ -466,6 +549,13 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
     for (ty, make) in session_only {
         cases.push((json!({"type": ty, "sessionId": "s-1"}), make(s("s-1"))));
     }
+    cases.push((
+        json!({"type": "history_replay_start", "sessionId": "s-1", "fullHistory": true}),
+        ServerMsg::HistoryReplayStart {
+            session_id: s("s-1"),
+            full_history: true,
+        },
+    ));
     cases.push((
         json!({"type": "claude_ready", "sessionId": "s-1", "slashCommands": [
             {"name": "compact", "description": "Clear the history, keep a summary"},
@@ -488,7 +578,7 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
     ));
     for (ty, message_type) in [
         ("user_input", MessageType::UserInput),
-        ("assistant", MessageType::Assistant),
+        ("response", MessageType::Assistant),
         ("system", MessageType::System),
         ("error", MessageType::Error),
     ] {
@@ -671,4 +761,22 @@ fn text_with_quotes_and_control_characters_survives_to_json() {
     };
     let back: ServerMsg = serde_json::from_str(&msg.to_json()).expect("to_json gives JSON");
     assert_eq!(back, msg);
+}
+
+#[test]
+fn assistant_text_saved_under_its_old_name_still_reads_and_goes_out_as_response() {
+    let saved = json!({"type": "message", "messageType": "assistant", "content": "hi",
+                       "timestamp": 1_700_000_000_000u64, "sessionId": "s-1"});
+    let msg: ServerMsg = serde_json::from_value(saved).unwrap();
+    assert!(matches!(
+        msg,
+        ServerMsg::Message {
+            message_type: MessageType::Assistant,
+            ..
+        }
+    ));
+    assert_eq!(
+        serde_json::to_value(&msg).unwrap()["messageType"],
+        "response"
+    );
 }

@@ -513,7 +513,12 @@ function onMessage(msg) {
     case "message":
       if (!mine) break;
       if (msg.clientMessageId) ui.replayed.add(msg.clientMessageId);
-      addMessage(msg.messageType, msg.content ?? "");
+      // The assistant's text is `response` on the wire (Chroxy's name for it).
+      addMessage(msg.messageType === "response" ? "assistant" : msg.messageType, msg.content ?? "");
+      break;
+    case "user_input":
+      // Typed on another device, live; the history replays it as a `message`.
+      if (mine) addMessage("user_input", msg.text ?? "");
       break;
     case "stream_start":
       if (mine) ui.streams.set(msg.messageId, { view: new Streamed(addMessage("assistant", "")), text: "" });
