@@ -39,6 +39,7 @@ pub mod process;
 pub mod protocol;
 pub mod rules;
 pub mod secrets;
+pub mod service;
 pub mod session;
 pub mod signals;
 pub mod status_page;

@@ -94,6 +94,33 @@ enum Command {
         #[command(subcommand)]
         action: chroxy::devices::DevicesCommand,
     },
+    /// Run Chroxy as a systemd user service (a machine without a desktop).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Write the unit (`~/.config/systemd/user/chroxy.service`) for this home, with the
+    /// paths of chroxy, claude and cloudflared as this shell finds them, then enable and
+    /// start it. Arguments after `--` go to `chroxy start` (e.g. `-- --tunnel named`).
+    Install {
+        /// The directory Claude Code works in (default: the current one).
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// Only write the unit; do not ask systemd to start it.
+        #[arg(long)]
+        no_start: bool,
+        /// More `chroxy start` arguments.
+        #[arg(last = true)]
+        start_args: Vec<String>,
+    },
+    /// Stop and disable the service, and remove its unit.
+    Uninstall,
+    /// Whether the service is installed and running, and what it runs.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +165,9 @@ impl Command {
             | Command::Doctor { .. }
             | Command::Rules {
                 action: RulesAction::List,
+            }
+            | Command::Service {
+                action: ServiceAction::Status,
             } => None,
             Command::Start(_) => Some("start"),
             Command::Deploy { .. } => Some("deploy"),
@@ -147,6 +177,8 @@ impl Command {
             Command::Token { .. } => Some("token"),
             Command::Rules { .. } => Some("rules remove"),
             Command::Devices { .. } => Some("devices"),
+            // An agent must not make itself a process that outlives its session.
+            Command::Service { .. } => Some("service"),
         }
     }
 }
@@ -211,6 +243,25 @@ fn main() -> Result<()> {
             println!("removed {removed} rule(s)");
             Ok(())
         }
+        Command::Service { action } => {
+            let unit = chroxy::service::unit_path(&config_home()?);
+            let said = match action {
+                ServiceAction::Install {
+                    cwd,
+                    no_start,
+                    start_args,
+                } => {
+                    let spec = service_spec(&paths, home.clone(), cwd, start_args)?;
+                    chroxy::service::install(&unit, &spec, !no_start)?
+                }
+                ServiceAction::Uninstall => chroxy::service::uninstall(&unit)?,
+                ServiceAction::Status => chroxy::service::status(&unit),
+            };
+            for line in said {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::Devices { action } => {
             let now = chroxy::protocol::now_ms();
             println!("{}", chroxy::devices::run_command(&paths, action, now)?);
@@ -230,6 +281,52 @@ fn main() -> Result<()> {
             action: TokenAction::Show { admin },
         } => Ok(terminal::show_token(&secrets(), admin, out)?),
     }
+}
+
+/// Where the user's configuration lives (`XDG_CONFIG_HOME`, else `~/.config`).
+fn config_home() -> Result<PathBuf> {
+    let dirs =
+        directories::BaseDirs::new().context("finding your home directory (is HOME set?)")?;
+    Ok(dirs.config_dir().to_path_buf())
+}
+
+/// The service's unit, from what this shell finds: the binary running now, `claude`
+/// and `cloudflared` as `chroxy start` would find them, PATH, and a stop timeout
+/// longer than this home's drain.
+fn service_spec(
+    paths: &Paths,
+    home: Option<PathBuf>,
+    cwd: Option<PathBuf>,
+    start_args: Vec<String>,
+) -> Result<chroxy::service::UnitSpec> {
+    let env_path = |var: &str| std::env::var_os(var).map(PathBuf::from);
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let cwd = match cwd {
+        Some(dir) => dir,
+        None => std::env::current_dir().context("finding the current directory")?,
+    };
+    let cwd = cwd.canonicalize().with_context(|| {
+        format!(
+            "{} is not a directory Claude Code can work in",
+            cwd.display()
+        )
+    })?;
+    let config = chroxy::config::Config::load(&paths.config_file())?;
+    let drain = config.supervisor.drain_idle() + config.supervisor.stop_grace();
+    Ok(chroxy::service::UnitSpec {
+        chroxy: std::env::current_exe().context("finding the chroxy binary")?,
+        home: home.map(absolute),
+        cwd,
+        claude: chroxy::agent::find_claude(env_path("CHROXY_CLAUDE").as_deref())
+            .ok()
+            .map(absolute),
+        cloudflared: chroxy::tunnel::find_cloudflared(env_path("CHROXY_CLOUDFLARED").as_deref())
+            .ok()
+            .map(absolute),
+        path: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+        start_args,
+        stop_timeout: drain + std::time::Duration::from_secs(15),
+    })
 }
 
 /// Refuses `chroxy <what>` when a Claude Code agent's command runs it: an agent that

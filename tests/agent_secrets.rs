@@ -25,6 +25,8 @@ const REFUSED: &[&str] = &[
     r#"rules remove "Bash(touch x)""#,
     "devices list",
     "devices approve abc234",
+    // A process that would outlive the agent's session, with the machine's keys.
+    "service install --no-start",
 ];
 
 /// The probe script. `out` receives `env.txt` (its own environment), `proc.txt` (every

@@ -31,18 +31,64 @@ pub struct InstanceInfo {
     /// Worker processes it runs now (for the next supervisor to clean up after a crash).
     #[serde(default)]
     pub workers: Vec<u32>,
+    /// What runs it, so that a second one can say how to stop it.
+    #[serde(default)]
+    pub runs_as: RunsAs,
+}
+
+/// What a supervisor runs as: the tray app and the systemd service never run both for
+/// one home (the lock), and the one refused says which one holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RunsAs {
+    /// `chroxy start` in a terminal (or under some other process manager).
+    #[default]
+    Terminal,
+    /// The tray app.
+    TrayApp,
+    /// A systemd service (`chroxy service install`).
+    Service,
+}
+
+impl RunsAs {
+    /// This process: systemd gives each service it starts an `INVOCATION_ID`; the tray
+    /// app is the `chroxy-desktop` binary.
+    pub fn this_process() -> Self {
+        if std::env::var_os("INVOCATION_ID").is_some() {
+            return Self::Service;
+        }
+        let exe = std::env::current_exe().ok();
+        let name = exe.as_deref().and_then(Path::file_name);
+        match name.and_then(|n| n.to_str()) {
+            Some(n) if n.starts_with("chroxy-desktop") => Self::TrayApp,
+            _ => Self::Terminal,
+        }
+    }
+
+    /// What it is, and how a person stops it.
+    pub fn how_to_stop(self) -> &'static str {
+        match self {
+            Self::Terminal => "`chroxy start`: Ctrl-C in its terminal",
+            Self::TrayApp => "the tray app: Quit Chroxy in its tray menu",
+            Self::Service => {
+                "the systemd service: `systemctl --user stop chroxy` (or `chroxy service uninstall`)"
+            }
+        }
+    }
 }
 
 /// Why the instance could not be claimed.
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
     /// Another supervisor holds the lock.
-    #[error("Chroxy is already running for {home} ({who}); stop it first (Ctrl-C in its terminal, or quit the tray app), or use another CHROXY_HOME")]
+    #[error("Chroxy is already running for {home} ({who}); stop it first ({how}), or use another CHROXY_HOME")]
     Running {
         /// The state directory both would share.
         home: PathBuf,
         /// "pid 123, public port 8765, status page http://127.0.0.1:8766" when known.
         who: String,
+        /// What it runs as and how to stop it ([`RunsAs::how_to_stop`]).
+        how: &'static str,
     },
     /// The lock or the instance file could not be used.
     #[error(transparent)]
@@ -76,12 +122,18 @@ impl Instance {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
+                    let info = read_info(&info_path);
                     return Err(InstanceError::Running {
                         home: paths.state_dir().to_path_buf(),
-                        who: read_info(&info_path)
-                            .map(|i| describe(&i))
+                        who: info
+                            .as_ref()
+                            .map(describe)
                             .unwrap_or_else(|| "its details are not written yet".into()),
-                    })
+                        how: match info {
+                            Some(i) => i.runs_as.how_to_stop(),
+                            None => "Ctrl-C in its terminal, quit the tray app, or `systemctl --user stop chroxy`",
+                        },
+                    });
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(StoreError::io("locking", &lock_path, e).into())
@@ -121,6 +173,7 @@ impl Instance {
                 status_port: 0,
                 started_at: crate::protocol::now_ms(),
                 workers: Vec::new(),
+                runs_as: RunsAs::this_process(),
             },
         })
     }
@@ -243,7 +296,8 @@ mod tests {
         assert!(
             err.contains(&format!("pid {}", std::process::id()))
                 && err.contains("18765")
-                && err.contains("18766"),
+                && err.contains("18766")
+                && err.contains("Ctrl-C in its terminal"),
             "{err}"
         );
         assert_eq!(running(&paths).map(|i| i.public_port), Some(18765));
@@ -269,5 +323,21 @@ mod tests {
         assert_eq!(running(&paths), None);
         // pid 1 is not a Chroxy worker: it must not be signalled (we would die trying).
         let _held = Instance::acquire(&paths).unwrap();
+    }
+
+    #[test]
+    fn the_one_refused_is_told_how_to_stop_the_service_or_the_tray_app_holding_the_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let mut first = Instance::acquire(&paths).unwrap();
+        for (runs_as, said) in [
+            (RunsAs::Service, "systemctl --user stop chroxy"),
+            (RunsAs::TrayApp, "Quit Chroxy in its tray menu"),
+        ] {
+            first.info.runs_as = runs_as;
+            first.set_ports(1, 2).unwrap();
+            let err = Instance::acquire(&paths).unwrap_err().to_string();
+            assert!(err.contains(said), "{err}");
+        }
     }
 }
