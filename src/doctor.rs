@@ -10,6 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::secrets::{Backend, Secrets};
 use crate::store::Paths;
 use crate::supervisor::instance;
+use crate::tunnel::TunnelChoice;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +112,7 @@ pub fn run(inputs: &Inputs, secrets: &Secrets) -> Vec<Check> {
         identity(secrets),
         encryption(inputs),
         billing(inputs),
+        address(crate::desktop::Settings::load(&inputs.paths).tunnel),
         writable(&inputs.paths),
         ports(inputs.ports, running.as_ref()),
         match &running {
@@ -152,7 +154,7 @@ fn claude(configured: Option<&Path>) -> Check {
 
 fn cloudflared(configured: Option<&Path>) -> Check {
     let name = "cloudflared";
-    match crate::tunnel::find_cloudflared(configured) {
+    match crate::tunnel::Program::Cloudflared.find(configured) {
         Ok(path) => ok(
             name,
             format!(
@@ -262,6 +264,22 @@ fn writable(paths: &Paths) -> Check {
     )
 }
 
+/// Whether the address phones were paired with survives a restart, for the tunnel the
+/// tray app will use (the one its menu last chose; `chroxy start`'s default is quick).
+fn address(tray: TunnelChoice) -> Check {
+    let name = "address";
+    match tray {
+        TunnelChoice::Quick => Check {
+            name,
+            verdict: Verdict::Warn,
+            detail: "a quick tunnel (the tray app's choice, and `chroxy start`'s default) gets a new address at every start, and every phone must scan again; for one that stays: Tunnel ▸ Tailscale or Named in the tray menu (`--tunnel tailscale` or `--tunnel named` for `chroxy start`), see the README".into(),
+        },
+        TunnelChoice::Named => ok(name, "the tray app uses your named tunnel: the address stays the same across restarts".into()),
+        TunnelChoice::Tailscale => ok(name, "the tray app uses Tailscale: https://<machine>.<tailnet>.ts.net stays the same across restarts".into()),
+        TunnelChoice::None => ok(name, "the tray app uses no tunnel: phones reach this machine on its own network only".into()),
+    }
+}
+
 fn ports(ports: [u16; 2], running: Option<&instance::InstanceInfo>) -> Check {
     if let Some(info) = running {
         return ok(
@@ -328,6 +346,25 @@ mod tests {
             public_url: public_url.map(str::to_owned),
             allow_token_auth,
             api_key: false,
+        }
+    }
+
+    #[test]
+    fn only_a_quick_tunnel_is_warned_of_an_address_that_changes_and_told_how_to_keep_one() {
+        let quick = address(TunnelChoice::Quick);
+        assert_eq!(quick.verdict, Verdict::Warn);
+        assert!(
+            quick.detail.contains("new address at every start")
+                && quick.detail.contains("--tunnel tailscale"),
+            "{}",
+            quick.detail
+        );
+        for stays in [
+            TunnelChoice::Named,
+            TunnelChoice::Tailscale,
+            TunnelChoice::None,
+        ] {
+            assert_eq!(address(stays).verdict, Verdict::Ok, "{stays:?}");
         }
     }
 

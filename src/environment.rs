@@ -63,6 +63,11 @@ pub fn cloudflared_binary() -> Option<PathBuf> {
     env_path("CHROXY_CLOUDFLARED")
 }
 
+/// The `tailscale` to run: `CHROXY_TAILSCALE` (else, at each start, `PATH`).
+pub fn tailscale_binary() -> Option<PathBuf> {
+    env_path("CHROXY_TAILSCALE")
+}
+
 fn env_path(key: &str) -> Option<PathBuf> {
     std::env::var_os(key)
         .filter(|v| !v.is_empty())

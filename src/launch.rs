@@ -178,6 +178,7 @@ pub async fn start(
         paths.config_file(),
         secrets.clone(),
         cloudflared_binary(),
+        crate::environment::tailscale_binary(),
     );
     let tunnel = tunnels.spec(tunnel)?;
     let token = api_token(&secrets)?;

@@ -320,7 +320,12 @@ fn service_spec(
         claude: chroxy::agent::find_claude(env_path("CHROXY_CLAUDE").as_deref())
             .ok()
             .map(absolute),
-        cloudflared: chroxy::tunnel::find_cloudflared(env_path("CHROXY_CLOUDFLARED").as_deref())
+        cloudflared: chroxy::tunnel::Program::Cloudflared
+            .find(env_path("CHROXY_CLOUDFLARED").as_deref())
+            .ok()
+            .map(absolute),
+        tailscale: chroxy::tunnel::Program::Tailscale
+            .find(env_path("CHROXY_TAILSCALE").as_deref())
             .ok()
             .map(absolute),
         path: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),

@@ -32,6 +32,8 @@ pub struct UnitSpec {
     pub claude: Option<PathBuf>,
     /// `CHROXY_CLOUDFLARED`, when `cloudflared` was found.
     pub cloudflared: Option<PathBuf>,
+    /// `CHROXY_TAILSCALE`, when `tailscale` was found.
+    pub tailscale: Option<PathBuf>,
     /// PATH for Chroxy and Claude Code's tools.
     pub path: OsString,
     /// More `chroxy start` arguments (`--tunnel none`, `--port 9000`).
@@ -122,6 +124,12 @@ pub fn unit_text(spec: &UnitSpec) -> Result<String, ServiceError> {
             absolute("cloudflared", cloudflared)?,
         )?);
     }
+    if let Some(tailscale) = &spec.tailscale {
+        env.push(env_line(
+            "CHROXY_TAILSCALE",
+            absolute("tailscale", tailscale)?,
+        )?);
+    }
     Ok(format!(
         "# Written by `chroxy service install`; `chroxy service uninstall` removes it.\n\
          # Install again after moving chroxy, claude or cloudflared, or changing the drain.\n\
@@ -200,13 +208,25 @@ pub fn install(path: &Path, spec: &UnitSpec, start: bool) -> Result<Vec<String>,
     if build_output {
         said.push(format!("{} is a build output: a rebuild or `cargo clean` changes or removes it under the running service; install the package (or copy the binary somewhere stable) and install the service from there", spec.chroxy.display()));
     }
-    let no_tunnel = spec
+    // The tunnel `chroxy start` will run (quick unless the arguments say otherwise),
+    // and whether the program it needs was found.
+    let chosen = spec
         .start_args
-        .windows(2)
-        .any(|w| w[0] == "--tunnel" && w[1] == "none")
-        || spec.start_args.iter().any(|a| a == "--tunnel=none");
-    if spec.cloudflared.is_none() && !no_tunnel {
-        said.push("cloudflared was not found: no tunnel until it is installed (then install the service again), or pass `-- --tunnel none`".into());
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix("--tunnel") {
+            Some("") => spec.start_args.get(i + 1).map(String::as_str),
+            Some(value) => value.strip_prefix('='),
+            None => None,
+        })
+        .unwrap_or("quick");
+    let missing = match chosen {
+        "quick" | "named" if spec.cloudflared.is_none() => Some("cloudflared"),
+        "tailscale" if spec.tailscale.is_none() => Some("tailscale"),
+        _ => None,
+    };
+    if let Some(program) = missing {
+        said.push(format!("{program} was not found: no tunnel until it is installed (then install the service again), or pass `-- --tunnel none`"));
     }
     if !start {
         said.push(format!("not started (--no-start): {START_BY_HAND}"));
@@ -359,6 +379,7 @@ mod tests {
             cwd: cwd.into(),
             claude: Some("/home/ana/.local/bin/claude".into()),
             cloudflared: None,
+            tailscale: Some("/usr/bin/tailscale".into()),
             path: "/home/ana/.local/bin:/usr/bin:/bin".into(),
             start_args: vec!["--tunnel".into(), "none".into()],
             stop_timeout: Duration::from_secs(50),
@@ -375,6 +396,7 @@ mod tests {
         for line in [
             "Environment=\"CHROXY_HOME=/home/ana/.local/share/chroxy\"",
             "Environment=\"CHROXY_CLAUDE=/home/ana/.local/bin/claude\"",
+            "Environment=\"CHROXY_TAILSCALE=/usr/bin/tailscale\"",
             "Environment=\"PATH=/home/ana/.local/bin:/usr/bin:/bin\"",
             "Restart=on-failure",
             "KillMode=mixed",

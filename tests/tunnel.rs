@@ -538,3 +538,106 @@ async fn stop_in_order(child: &mut tokio::process::Child) {
         .expect("chroxy start stops on SIGTERM")
         .unwrap();
 }
+
+fn fake_tailscale(home: &Home) -> (WorkerOpts, PathBuf) {
+    let log = home.dir.path().join("tailscale.log");
+    let opts = WorkerOpts::fake_cli()
+        .env("CHROXY_TAILSCALE", env!("CARGO_BIN_EXE_fake-tailscale"))
+        .env(
+            "FAKE_TS_STATE",
+            home.dir.path().join("tailscale.runs").to_str().unwrap(),
+        )
+        .env("FAKE_TS_LOG", log.to_str().unwrap());
+    (opts, log)
+}
+
+const TAILNET_URL: &str = "https://box.tail2527fa.ts.net";
+
+/// `--tunnel tailscale`: Tailscale Serve in the foreground in front of the public port,
+/// its fixed address in the status and the pairing link; a tailnet where Serve is not
+/// enabled says so (with the link), and it comes up once it is.
+#[tokio::test]
+async fn tailscale_serves_the_public_port_at_its_fixed_address_and_says_what_stands_in_its_way() {
+    let home = Home::new();
+    home.config("[tunnel]\nbackoff_floor_ms = 10\nbackoff_cap_ms = 40\n");
+    let (opts, log) = fake_tailscale(&home);
+    let sup = Sup::start_args(
+        &home,
+        opts.env("FAKE_TS_NOT_ENABLED_RUNS", "2"),
+        &["--tunnel", "tailscale"],
+    )
+    .await;
+    let s = sup
+        .wait_for("tailscale up", |s| s["tunnel"]["state"] == "up")
+        .await;
+    assert_eq!(s["tunnel"]["mode"], "tailscale");
+    assert_eq!(s["tunnel"]["url"], TAILNET_URL);
+    // The two refusals before: the reason, with the link a person follows to fix it.
+    let said: Vec<String> = events(&s)
+        .into_iter()
+        .filter(|(k, m)| k == "tunnel" && m.contains("tailscale exited"))
+        .map(|(_, m)| m)
+        .collect();
+    assert!(
+        said.first()
+            .is_some_and(|m| m.contains("Serve is not enabled on your tailnet")
+                && m.contains("https://login.tailscale.com/f/serve?node=nFAKE1CNTRL")),
+        "{:?}",
+        events(&s)
+    );
+    // Serve (tailnet only), in front of the public port, nothing secret in argv.
+    let runs = runs(&log);
+    assert_eq!(runs.len(), 3);
+    let origin = format!("http://127.0.0.1:{}", sup.public);
+    assert_eq!(
+        runs[2]["argv"],
+        serde_json::json!(["serve", "--https=443", origin])
+    );
+    // The pairing link points at the tailnet address, over wss.
+    let link = pair(&home, "url").await;
+    assert!(link.starts_with(&format!("{TAILNET_URL}/#pair=")), "{link}");
+    let payload = chroxy::pairing::decode_link(&link).unwrap();
+    assert_eq!(payload.url, "wss://box.tail2527fa.ts.net/ws");
+}
+
+#[tokio::test]
+async fn a_tailscale_serve_that_dies_is_started_again_at_the_same_address() {
+    let home = Home::new();
+    home.config("[tunnel]\nbackoff_floor_ms = 10\nbackoff_cap_ms = 40\ntailscale_funnel = true\n");
+    let (opts, log) = fake_tailscale(&home);
+    let opts = opts
+        .env("FAKE_TS_DIE_RUNS", "3")
+        .env("FAKE_TS_DIE_AFTER_MS", "50");
+    let sup = Sup::start_args(&home, opts, &["--tunnel", "tailscale"]).await;
+    let s = sup
+        .wait_for("the fourth run up and staying", |s| {
+            s["tunnel"]["state"] == "up" && runs(&log).len() == 4
+        })
+        .await;
+    assert_eq!(s["tunnel"]["url"], TAILNET_URL);
+    // Funnel, as configured.
+    assert_eq!(runs(&log)[3]["argv"][0], "funnel");
+    let died = events(&s)
+        .into_iter()
+        .filter(|(k, m)| k == "tunnel" && m.contains("lost connection to tailscaled"))
+        .count();
+    assert!(died >= 3, "{:?}", events(&s));
+    assert_eq!(s["worker"]["restarts"], 0, "the worker never noticed");
+}
+
+#[tokio::test]
+async fn without_tailscale_the_status_says_how_to_set_it_up() {
+    let home = Home::new();
+    let opts = WorkerOpts::fake_cli().env("CHROXY_TAILSCALE", "/nonexistent/tailscale");
+    let sup = Sup::start_args(&home, opts, &["--tunnel", "tailscale"]).await;
+    let s = sup
+        .wait_for("tunnel down", |s| s["tunnel"]["state"] == "down")
+        .await;
+    let error = s["tunnel"]["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("tailscale not found at /nonexistent/tailscale")
+            && error.contains("tailscale up"),
+        "{error}"
+    );
+    sup.healthy().await;
+}

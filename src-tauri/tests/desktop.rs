@@ -114,6 +114,15 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         Value::String(link.split("/#").next().unwrap().to_owned()),
         "the public URL, without the token"
     );
+    // A quick tunnel's address: the window says it will not survive a restart.
+    let note = w
+        .js("const n = document.getElementById('address-note'); return n.hidden ? '' : n.textContent")
+        .await;
+    assert!(
+        note.as_str()
+            .is_some_and(|n| n.contains("changes each time Chroxy starts")),
+        "{note}"
+    );
     assert_eq!(w.js(&js_of("phones", "textContent")).await, "0");
     assert_eq!(
         w.js(&js_of("secrets", "textContent"))

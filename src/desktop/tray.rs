@@ -54,9 +54,10 @@ pub enum Entry {
 }
 
 /// The Tunnel ▸ submenu's choices, with their labels.
-pub const TUNNELS: [(TunnelChoice, &str); 3] = [
+pub const TUNNELS: [(TunnelChoice, &str); 4] = [
     (TunnelChoice::Quick, "Quick (trycloudflare.com)"),
     (TunnelChoice::Named, "Named (your hostname)"),
+    (TunnelChoice::Tailscale, "Tailscale (your tailnet)"),
     (TunnelChoice::None, "None (this machine only)"),
 ];
 
@@ -390,6 +391,10 @@ mod tests {
                     Item::Tunnel(TunnelChoice::Named),
                     choice(TunnelChoice::Named)
                 ),
+                (
+                    Item::Tunnel(TunnelChoice::Tailscale),
+                    choice(TunnelChoice::Tailscale)
+                ),
                 (Item::Tunnel(TunnelChoice::None), choice(TunnelChoice::None)),
                 (Item::Autostart, Ask::ToggleAutostart),
                 (Item::StatusPage, Ask::OpenStatusPage),
@@ -402,7 +407,7 @@ mod tests {
     #[test]
     fn a_click_names_its_item_and_nothing_else() {
         let items: Vec<Item> = Item::all().collect();
-        assert_eq!(items.len(), 13, "every item once: {items:?}");
+        assert_eq!(items.len(), 14, "every item once: {items:?}");
         for item in &items {
             assert_eq!(Item::from_id(&item.id()), Some(*item));
         }

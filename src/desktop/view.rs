@@ -26,7 +26,12 @@ pub struct View {
     /// The tray menu's first line, the tooltip in a few words ("Healthy · 2 phones ·
     /// tunnel up"): Linux panels show no tooltip.
     pub status_line: String,
+    /// Under the address, while it is a quick tunnel's: it will not survive a restart.
+    pub address_note: Option<&'static str>,
 }
+
+/// What the window says under a quick tunnel's address.
+pub const QUICK_ADDRESS_NOTE: &str = "This address changes each time Chroxy starts, and phones must scan again. For one that stays: Tunnel ▸ Named or Tailscale in the tray menu.";
 
 impl View {
     /// The view of a running supervisor.
@@ -35,6 +40,7 @@ impl View {
             look: Look::of(Some(&status)),
             summary: summary(Some(&status), None),
             status_line: status_line(Some(&status)),
+            address_note: (status.tunnel.mode == TunnelMode::Quick).then_some(QUICK_ADDRESS_NOTE),
             status: Some(status),
             error: None,
             pairing: pairing.and_then(PairingView::new),
@@ -49,6 +55,7 @@ impl View {
             look: Look::Failed,
             summary: summary(None, Some(error)),
             status_line: status_line(None),
+            address_note: None,
             error: Some(error.to_owned()),
             pairing: None,
             tunnel_choice,
@@ -153,7 +160,9 @@ fn status_line(status: Option<&Status>) -> String {
     };
     let tunnel = match s.tunnel.mode {
         TunnelMode::None => "this machine only".to_owned(),
-        TunnelMode::Quick | TunnelMode::Named => format!("tunnel {}", s.tunnel.state),
+        TunnelMode::Quick | TunnelMode::Named | TunnelMode::Tailscale => {
+            format!("tunnel {}", s.tunnel.state)
+        }
     };
     match Look::of(Some(s)) {
         Look::Healthy | Look::TunnelDown => {
@@ -251,6 +260,25 @@ pub(crate) mod tests {
             summary(None, Some("port 8765 is in use")),
             "Chroxy could not start: port 8765 is in use"
         );
+    }
+
+    #[test]
+    fn only_a_quick_tunnels_address_is_said_to_change_at_the_next_start() {
+        for (mode, tunnel, note) in [
+            ("quick", "up", Some(QUICK_ADDRESS_NOTE)),
+            ("quick", "reconnecting", Some(QUICK_ADDRESS_NOTE)),
+            ("named", "up", None),
+            ("tailscale", "up", None),
+            ("none", "off", None),
+        ] {
+            let view = View::running(
+                status(StateName::Healthy, mode, tunnel),
+                None,
+                TunnelChoice::Quick,
+            );
+            assert_eq!(view.address_note, note, "{mode}");
+        }
+        assert_eq!(View::failed("x", TunnelChoice::Quick).address_note, None);
     }
 
     #[test]

@@ -1249,6 +1249,7 @@ mod tests {
                     paths.config_file(),
                     crate::secrets::Secrets::files(&paths),
                     None,
+                    None,
                 ),
                 keep_releases: 3,
                 starter: Box::new(Scripted(starts_tx)),

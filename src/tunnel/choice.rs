@@ -23,6 +23,9 @@ pub enum TunnelChoice {
     /// Your named Cloudflare tunnel (`[tunnel] hostname` in the config, token stored with
     /// `chroxy token set-tunnel`).
     Named,
+    /// Tailscale Serve: `https://<machine>.<tailnet>.ts.net`, the same every start, for
+    /// the tailnet's devices (or anyone, with `[tunnel] tailscale_funnel = true`).
+    Tailscale,
     /// Local only: 127.0.0.1.
     None,
 }
@@ -52,21 +55,26 @@ pub struct TunnelResolver {
     secrets: Secrets,
     /// `cloudflared` to run; `None`: found on `PATH` at each start.
     binary: Option<PathBuf>,
+    /// `tailscale` to run; `None`: found on `PATH` at each start.
+    tailscale: Option<PathBuf>,
 }
 
 impl TunnelResolver {
-    /// A resolver over these settings and secrets.
+    /// A resolver over these settings and secrets; `binary` and `tailscale` are the
+    /// programs' paths where given (`CHROXY_CLOUDFLARED`, `CHROXY_TAILSCALE`).
     pub fn new(
         config: TunnelConfig,
         config_file: PathBuf,
         secrets: Secrets,
         binary: Option<PathBuf>,
+        tailscale: Option<PathBuf>,
     ) -> Self {
         Self {
             config,
             config_file,
             secrets,
             binary,
+            tailscale,
         }
     }
 
@@ -87,8 +95,15 @@ impl TunnelResolver {
                     .ok_or(ChoiceError::NamedWithoutToken)?;
                 Mode::Named { hostname, token }
             }
+            TunnelChoice::Tailscale => Mode::Tailscale {
+                funnel: self.config.tailscale_funnel,
+            },
         };
-        let spec = TunnelSpec::new(mode, self.binary.clone(), 0, &self.config);
+        let binary = match mode.program() {
+            super::Program::Cloudflared => self.binary.clone(),
+            super::Program::Tailscale => self.tailscale.clone(),
+        };
+        let spec = TunnelSpec::new(mode, binary, 0, &self.config);
         Ok(Some(spec))
     }
 }
@@ -115,6 +130,7 @@ mod tests {
                 paths.config_file(),
                 secrets.clone(),
                 Some("/opt/cloudflared".into()),
+                Some("/opt/tailscale".into()),
             )
         };
         let none = resolver(&config).spec(TunnelChoice::None).unwrap();
@@ -144,6 +160,24 @@ mod tests {
         let err = named.spec(TunnelChoice::Named).unwrap_err();
         assert!(matches!(err, ChoiceError::NamedWithoutToken), "{err}");
         assert!(err.to_string().contains("chroxy token set-tunnel"), "{err}");
+
+        let tailscale = resolver(&config)
+            .spec(TunnelChoice::Tailscale)
+            .unwrap()
+            .unwrap();
+        assert_eq!(tailscale.mode, Mode::Tailscale { funnel: false });
+        assert_eq!(
+            tailscale.binary,
+            Some("/opt/tailscale".into()),
+            "its own program"
+        );
+        config.tailscale_funnel = true;
+        let funnel = resolver(&config)
+            .spec(TunnelChoice::Tailscale)
+            .unwrap()
+            .unwrap();
+        assert_eq!(funnel.mode, Mode::Tailscale { funnel: true });
+        config.tailscale_funnel = false;
 
         // A token stored after the resolver was made (`chroxy token set-tunnel` while
         // the tray app runs) is the one a later switch uses.

@@ -1,5 +1,5 @@
-//! The way in from anywhere: `cloudflared`, a child of the supervisor pointed at the
-//! public port, so worker restarts never touch it. It is kept up forever: a tunnel that
+//! The way in from anywhere: `cloudflared` (or `tailscale serve`), a child of the
+//! supervisor pointed at the public port, so worker restarts never touch it. It is kept up forever: a tunnel that
 //! dies, or does not come up within its deadline, is restarted after a backoff (by
 //! default 1 s doubling to 60 s, reset once it has been up for 5 minutes: `[tunnel]`
 //! in [`TunnelConfig`]) — never given up on, because a user away from the desk has no
@@ -42,6 +42,13 @@ pub enum Mode {
         /// The tunnel's token (handed to cloudflared in `TUNNEL_TOKEN`, never argv).
         token: ApiToken,
     },
+    /// Tailscale Serve in the foreground: `https://<machine>.<tailnet>.ts.net`, the same
+    /// every start; reachable from the tailnet's devices only, or from anywhere with
+    /// Funnel. Ended with the process, so no serve config outlives Chroxy.
+    Tailscale {
+        /// `tailscale funnel` instead of `tailscale serve`: public on the internet.
+        funnel: bool,
+    },
 }
 
 impl Mode {
@@ -50,6 +57,60 @@ impl Mode {
         match self {
             Mode::Quick => TunnelMode::Quick,
             Mode::Named { .. } => TunnelMode::Named,
+            Mode::Tailscale { .. } => TunnelMode::Tailscale,
+        }
+    }
+
+    /// The program that carries it.
+    pub fn program(&self) -> Program {
+        match self {
+            Mode::Quick | Mode::Named { .. } => Program::Cloudflared,
+            Mode::Tailscale { .. } => Program::Tailscale,
+        }
+    }
+}
+
+/// A program that carries a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// Cloudflare's `cloudflared` (quick and named tunnels).
+    Cloudflared,
+    /// `tailscale` (its daemon, `tailscaled`, running and logged in).
+    Tailscale,
+}
+
+impl Program {
+    /// Its name on `PATH`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::Cloudflared => "cloudflared",
+            Program::Tailscale => "tailscale",
+        }
+    }
+
+    /// The variable that points at it.
+    pub fn variable(self) -> &'static str {
+        match self {
+            Program::Cloudflared => "CHROXY_CLOUDFLARED",
+            Program::Tailscale => "CHROXY_TAILSCALE",
+        }
+    }
+
+    /// How to install it.
+    pub fn install_hint(self) -> &'static str {
+        match self {
+            Program::Cloudflared => INSTALL_HINT,
+            Program::Tailscale => "install Tailscale (https://tailscale.com/download/linux), log this machine in with `sudo tailscale up`, enable HTTPS for your tailnet in its admin console, or point CHROXY_TAILSCALE at it",
+        }
+    }
+
+    /// The configured path (its variable) if given, else `PATH`. The error says how to
+    /// install it.
+    pub fn find(self, configured: Option<&Path>) -> Result<PathBuf, TunnelError> {
+        match configured {
+            Some(path) if path.is_file() => Ok(path.to_path_buf()),
+            Some(path) => Err(TunnelError::NotFoundAt(self, path.to_path_buf())),
+            None => which::which(self.name()).map_err(|_| TunnelError::NotOnPath(self)),
         }
     }
 }
@@ -59,7 +120,8 @@ impl Mode {
 pub struct TunnelSpec {
     /// Quick or named.
     pub mode: Mode,
-    /// `cloudflared` to run: `CHROXY_CLOUDFLARED`, else found on `PATH` at each start.
+    /// The program to run ([`Mode::program`]): its variable (`CHROXY_CLOUDFLARED`,
+    /// `CHROXY_TAILSCALE`), else found on `PATH` at each start.
     pub binary: Option<PathBuf>,
     /// The supervisor's public port, on 127.0.0.1.
     pub port: u16,
@@ -97,12 +159,12 @@ pub const INSTALL_HINT: &str = "install cloudflared (https://developers.cloudfla
 /// will change until a person installs it.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
-    /// `CHROXY_CLOUDFLARED` names no file.
-    #[error("cloudflared not found at {} (CHROXY_CLOUDFLARED); {INSTALL_HINT}", .0.display())]
-    NotFoundAt(PathBuf),
-    /// No `cloudflared` on `PATH`.
-    #[error("cloudflared not found on PATH; {INSTALL_HINT}")]
-    NotOnPath,
+    /// Its variable (`CHROXY_CLOUDFLARED`, `CHROXY_TAILSCALE`) names no file.
+    #[error("{} not found at {} ({}); {}", .0.name(), .1.display(), .0.variable(), .0.install_hint())]
+    NotFoundAt(Program, PathBuf),
+    /// Not on `PATH`.
+    #[error("{} not found on PATH; {}", .0.name(), .0.install_hint())]
+    NotOnPath(Program),
     /// It is there but would not start.
     #[error("cannot run {}: {source}", binary.display())]
     Spawn {
@@ -112,16 +174,20 @@ pub enum TunnelError {
         source: std::io::Error,
     },
     /// It ran but showed no tunnel within the start deadline.
-    #[error("cloudflared showed no tunnel within {} s{}", timeout.as_secs(), last_words(last, " (last: ", ")"))]
+    #[error("{} showed no tunnel within {} s{}", program.name(), timeout.as_secs(), last_words(last, " (last: ", ")"))]
     NoTunnel {
+        /// Which program.
+        program: Program,
         /// The deadline.
         timeout: Duration,
         /// Its last `ERR` line, if any.
         last: Option<String>,
     },
     /// It exited.
-    #[error("cloudflared exited ({how}){}", last_words(last, ": ", ""))]
+    #[error("{} exited ({how}){}", program.name(), last_words(last, ": ", ""))]
     Exited {
+        /// Which program.
+        program: Program,
         /// Exit code or signal.
         how: String,
         /// Its last `ERR` line, if any.
@@ -133,7 +199,7 @@ impl TunnelError {
     /// Where the tunnel is while this stands in its way.
     fn state(&self) -> TunnelState {
         match self {
-            TunnelError::NotFoundAt(_) | TunnelError::NotOnPath => TunnelState::Down,
+            TunnelError::NotFoundAt(..) | TunnelError::NotOnPath(_) => TunnelState::Down,
             TunnelError::Spawn { .. }
             | TunnelError::NoTunnel { .. }
             | TunnelError::Exited { .. } => TunnelState::Reconnecting,
@@ -277,16 +343,6 @@ enum Outcome {
     },
 }
 
-/// Finds cloudflared: the configured path (`CHROXY_CLOUDFLARED`) if given, else `PATH`.
-/// The error says how to install it.
-pub fn find_cloudflared(configured: Option<&Path>) -> Result<PathBuf, TunnelError> {
-    match configured {
-        Some(path) if path.is_file() => Ok(path.to_path_buf()),
-        Some(path) => Err(TunnelError::NotFoundAt(path.to_path_buf())),
-        None => which::which("cloudflared").map_err(|_| TunnelError::NotOnPath),
-    }
-}
-
 /// Publishes a running cloudflared's pid, and takes it back however `run_once` ends.
 struct PidGuard<'a>(&'a tokio::sync::watch::Sender<Option<u32>>);
 
@@ -313,7 +369,8 @@ async fn run_once(
     if stop.is_cancelled() {
         return Outcome::Stopped;
     }
-    let binary = match find_cloudflared(spec.binary.as_deref()) {
+    let program = spec.mode.program();
+    let binary = match program.find(spec.binary.as_deref()) {
         Ok(b) => b,
         Err(error) => {
             return Outcome::Failed {
@@ -334,6 +391,12 @@ async fn run_once(
             // The hostname's ingress (set in the Cloudflare dashboard) points at `origin`.
             cmd.args(["tunnel", "--no-autoupdate", "run"])
                 .env("TUNNEL_TOKEN", token.expose());
+        }
+        Mode::Tailscale { funnel } => {
+            // In the foreground (no `--bg`): the serve config lives as long as this
+            // process, so a Chroxy that stops, however it stops, leaves nothing served.
+            let verb = if *funnel { "funnel" } else { "serve" };
+            cmd.args([verb, "--https=443", &origin]);
         }
     }
     cmd.stdin(Stdio::null())
@@ -413,21 +476,27 @@ async fn run_once(
                 let _ = process::kill_group(&mut child).await;
                 return Outcome::Failed {
                     up_for: Duration::ZERO,
-                    error: TunnelError::NoTunnel { timeout: spec.start_timeout, last: last_error },
+                    error: TunnelError::NoTunnel { program, timeout: spec.start_timeout, last: last_error },
                 };
             }
             exit = child.wait() => {
+                // Its last words may still be in the pipes: read them, for a while (a
+                // process it left behind may hold the pipes open).
+                let rest = async {
+                    while let Some(line) = lines.recv().await {
+                        note_error(&spec.mode, &line, &mut last_error);
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_millis(500), rest).await;
                 let how = exit.map(|s| process::describe(&s)).unwrap_or_else(|e| e.to_string());
                 return Outcome::Failed {
                     up_for: up_since.map(|t| t.elapsed()).unwrap_or_default(),
-                    error: TunnelError::Exited { how, last: last_error },
+                    error: TunnelError::Exited { program, how, last: last_error },
                 };
             }
             Some(line) = lines.recv() => {
-                tracing::debug!(target: "chroxy::tunnel::cloudflared", "{line}");
-                if let Some(e) = error_of(&line) {
-                    last_error = Some(e);
-                }
+                tracing::debug!(target: "chroxy::tunnel::program", program = program.name(), "{line}");
+                note_error(&spec.mode, &line, &mut last_error);
                 if up_since.is_some() {
                     continue;
                 }
@@ -436,6 +505,7 @@ async fn run_once(
                     Mode::Named { hostname, .. } => line
                         .contains("Registered tunnel connection")
                         .then(|| format!("https://{hostname}")),
+                    Mode::Tailscale { .. } => tailscale_url(&line),
                 };
                 if let Some(url) = url {
                     tracing::info!(%url, "tunnel up");
@@ -511,11 +581,59 @@ pub fn quick_url(line: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The message of an `ERR` line, for `last_error`.
-fn error_of(line: &str) -> Option<String> {
-    let (_, rest) = line.split_once(" ERR ")?;
-    Some(rest.trim().chars().take(300).collect())
+/// Keeps what `line` says of an error in `last`. tailscale says one thing over several
+/// lines ("Serve is not enabled on your tailnet." "To enable, visit:" <link>): those
+/// are kept together.
+fn note_error(mode: &Mode, line: &str, last: &mut Option<String>) {
+    let Some(said) = error_of(mode, line) else {
+        return;
+    };
+    match last {
+        Some(before) if mode.program() == Program::Tailscale => {
+            before.push(' ');
+            before.push_str(&said);
+            // The latest words matter most.
+            let over = before.chars().count().saturating_sub(MAX_ERROR_CHARS);
+            *before = before.chars().skip(over).collect();
+        }
+        _ => *last = Some(said),
+    }
 }
+
+/// The address `tailscale serve` (or `funnel`) prints once it serves:
+/// `https://<machine>.<tailnet>.ts.net/` on a line of its own.
+pub fn tailscale_url(line: &str) -> Option<String> {
+    let url = line.trim().trim_end_matches('/');
+    let host = url.strip_prefix("https://")?.strip_suffix(".ts.net")?;
+    let plain = |part: &str| {
+        !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    (host.split('.').count() == 2 && host.split('.').all(plain)).then(|| url.to_owned())
+}
+
+/// The message of an error line, for `last_error`: cloudflared's `ERR` lines; any
+/// line of tailscale's but what it says when it serves (its errors are plain text,
+/// e.g. "Serve is not enabled on your tailnet" with the link to enable it).
+fn error_of(mode: &Mode, line: &str) -> Option<String> {
+    let text = match mode {
+        Mode::Quick | Mode::Named { .. } => line.split_once(" ERR ")?.1,
+        Mode::Tailscale { .. } => {
+            let serving = ["Available ", "|--", "Press Ctrl+C"];
+            let line = line.trim();
+            if line.is_empty()
+                || serving.iter().any(|s| line.starts_with(s))
+                || tailscale_url(line).is_some()
+            {
+                return None;
+            }
+            line
+        }
+    };
+    Some(text.trim().chars().take(MAX_ERROR_CHARS).collect())
+}
+
+/// The longest `last_error` kept.
+const MAX_ERROR_CHARS: usize = 300;
 
 #[cfg(test)]
 mod tests {
@@ -542,15 +660,27 @@ mod tests {
 
     #[test]
     fn only_a_missing_cloudflared_leaves_the_tunnel_down_and_the_message_says_how_to_fix_it() {
-        let missing = find_cloudflared(Some(Path::new("/nonexistent/cloudflared"))).unwrap_err();
+        let missing = Program::Cloudflared
+            .find(Some(Path::new("/nonexistent/cloudflared")))
+            .unwrap_err();
         assert_eq!(missing.state(), TunnelState::Down);
         let text = missing.to_string();
         assert!(
             text.contains("/nonexistent/cloudflared") && text.contains("install cloudflared"),
             "{text}"
         );
-        assert_eq!(TunnelError::NotOnPath.state(), TunnelState::Down);
+        assert_eq!(
+            TunnelError::NotOnPath(Program::Cloudflared).state(),
+            TunnelState::Down
+        );
+        let tailscale = TunnelError::NotOnPath(Program::Tailscale).to_string();
+        assert!(
+            tailscale.starts_with("tailscale not found on PATH")
+                && tailscale.contains("tailscale up"),
+            "{tailscale}"
+        );
         let died = TunnelError::Exited {
+            program: Program::Cloudflared,
             how: "exit status: 1".into(),
             last: Some("failed to dial to edge".into()),
         };
@@ -560,6 +690,7 @@ mod tests {
             "cloudflared exited (exit status: 1): failed to dial to edge"
         );
         let silent = TunnelError::NoTunnel {
+            program: Program::Cloudflared,
             timeout: Duration::from_secs(30),
             last: None,
         };
@@ -612,9 +743,43 @@ mod tests {
     #[test]
     fn errors_are_taken_from_err_lines() {
         assert_eq!(
-            error_of("2026-11-25T00:00:01Z ERR failed to serve tunnel connection error=\"x\""),
+            error_of(
+                &Mode::Quick,
+                "2026-11-25T00:00:01Z ERR failed to serve tunnel connection error=\"x\""
+            ),
             Some("failed to serve tunnel connection error=\"x\"".into())
         );
-        assert_eq!(error_of("INF all good"), None);
+        assert_eq!(error_of(&Mode::Quick, "INF all good"), None);
+        let ts = Mode::Tailscale { funnel: false };
+        for serving in [
+            "Available within your tailnet:",
+            "",
+            "|-- proxy http://127.0.0.1:8765",
+            "Press Ctrl+C to exit.",
+        ] {
+            assert_eq!(error_of(&ts, serving), None, "{serving:?}");
+        }
+        assert_eq!(
+            error_of(&ts, "Serve is not enabled on your tailnet."),
+            Some("Serve is not enabled on your tailnet.".into())
+        );
+    }
+
+    #[test]
+    fn the_tailscale_address_is_a_ts_net_machine_and_nothing_else() {
+        assert_eq!(
+            tailscale_url("https://box.tail2527fa.ts.net/"),
+            Some("https://box.tail2527fa.ts.net".into())
+        );
+        for not in [
+            "https://login.tailscale.com/f/serve?node=nABCDEF",
+            "https://box.tail2527fa.ts.net.evil.com/",
+            "https://ts.net/",
+            "https://a.b.c.ts.net/",
+            "|-- proxy http://127.0.0.1:8765",
+            "https://box.tail/../x.ts.net/",
+        ] {
+            assert_eq!(tailscale_url(not), None, "{not}");
+        }
     }
 }

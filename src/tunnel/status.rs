@@ -60,6 +60,8 @@ pub enum TunnelMode {
     Quick,
     /// A named tunnel of the user's Cloudflare account.
     Named,
+    /// Tailscale Serve (or Funnel).
+    Tailscale,
 }
 
 /// Where the tunnel is, as views name it.
@@ -85,6 +87,7 @@ impl TunnelMode {
             TunnelMode::None => "none",
             TunnelMode::Quick => "quick",
             TunnelMode::Named => "named",
+            TunnelMode::Tailscale => "tailscale",
         }
     }
 }

@@ -91,6 +91,8 @@ function render(view) {
 
   showQr(view.pairing);
   text('public-url', view.pairing?.publicUrl ?? '');
+  $('address-note').hidden = !view.addressNote;
+  text('address-note', view.addressNote ?? '');
   $('unusable').hidden = !view.pairing?.unusable;
   text('unusable', view.pairing?.unusable ?? '');
   $('copy').disabled = !view.pairing;
