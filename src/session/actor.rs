@@ -1003,13 +1003,7 @@ impl Session {
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
             {
-                Ok(today) => self.publish(
-                    Audience::All,
-                    &ServerMsg::TodayCost {
-                        day: today.day,
-                        cost_usd: today.cost_usd,
-                    },
-                ),
+                Ok(today) => self.publish(Audience::All, &today.message()),
                 Err(err) => tracing::warn!(%err, "cannot keep the day's spend"),
             }
         }

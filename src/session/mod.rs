@@ -331,20 +331,12 @@ impl Hub {
                 sessions: self.session_infos(),
             },
         );
-        let spend = self.cfg.spend.clone();
-        let today = tokio::task::spawn_blocking(move || spend.on(&spend::local_day()))
+        let (spend, day) = (self.cfg.spend.clone(), spend::local_day());
+        let asked = day.clone();
+        let today = tokio::task::spawn_blocking(move || spend.on(&asked))
             .await
-            .unwrap_or_else(|_| spend::Today {
-                day: spend::local_day(),
-                cost_usd: 0.0,
-            });
-        self.clients.send_msg(
-            client,
-            &ServerMsg::TodayCost {
-                day: today.day,
-                cost_usd: today.cost_usd,
-            },
-        );
+            .unwrap_or_else(|_| spend::Today::none(&day));
+        self.clients.send_msg(client, &today.message());
         let active = self.most_recent();
         if let Some(session) = &active {
             self.attach_with(client, session, self.cfg.welcome_notice.clone())

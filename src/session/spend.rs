@@ -19,6 +19,24 @@ pub struct Today {
     pub cost_usd: f64,
 }
 
+impl Today {
+    /// Nothing spent yet on `day`.
+    pub fn none(day: &str) -> Self {
+        Self {
+            day: day.to_owned(),
+            cost_usd: 0.0,
+        }
+    }
+
+    /// What every phone is told of it.
+    pub fn message(self) -> crate::protocol::ServerMsg {
+        crate::protocol::ServerMsg::TodayCost {
+            day: self.day,
+            cost_usd: self.cost_usd,
+        }
+    }
+}
+
 /// The spend file of a Chroxy home.
 #[derive(Debug, Clone)]
 pub struct Spend {
@@ -43,10 +61,7 @@ impl Spend {
             || Ok(self.load()),
             |today: &mut Today| {
                 if today.day != day {
-                    *today = Today {
-                        day: day.to_owned(),
-                        cost_usd: 0.0,
-                    };
+                    *today = Today::none(day);
                 }
                 if cost_usd.is_finite() && cost_usd > 0.0 {
                     today.cost_usd += cost_usd;
@@ -62,10 +77,7 @@ impl Spend {
         if today.day == day {
             today
         } else {
-            Today {
-                day: day.to_owned(),
-                cost_usd: 0.0,
-            }
+            Today::none(day)
         }
     }
 
