@@ -306,6 +306,11 @@ pub enum ServerMsg {
     Pong {
         server_ts: u64,
     },
+    /// Always `cli` (Claude Code's CLI drives every session); Chroxy's clients show
+    /// their model and mode bar only once told so.
+    ServerMode {
+        mode: String,
+    },
     SessionList {
         sessions: Vec<SessionInfo>,
     },

@@ -325,6 +325,8 @@ impl Hub {
     /// Called once a client has authenticated: what docs/protocol.md "Connecting" step 4
     /// says it gets, in that order.
     pub async fn welcome(&self, client: &ClientId) {
+        self.clients
+            .send_msg(client, &ServerMsg::ServerMode { mode: "cli".into() });
         self.clients.send_msg(
             client,
             &ServerMsg::SessionList {

@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-const SERVER_TYPES: [&str; 39] = [
+const SERVER_TYPES: [&str; 40] = [
     "auth_ok",
     "auth_fail",
     "pong",
+    "server_mode",
     "session_list",
     "session_switched",
     "session_error",
@@ -53,6 +54,7 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::AuthOk { .. } => "auth_ok",
         ServerMsg::AuthFail { .. } => "auth_fail",
         ServerMsg::Pong { .. } => "pong",
+        ServerMsg::ServerMode { .. } => "server_mode",
         ServerMsg::SessionList { .. } => "session_list",
         ServerMsg::SessionSwitched { .. } => "session_switched",
         ServerMsg::SessionError { .. } => "session_error",
@@ -456,6 +458,10 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                     preview: some("fix the build"),
                 }],
             },
+        ),
+        (
+            json!({"type": "server_mode", "mode": "cli"}),
+            ServerMsg::ServerMode { mode: s("cli") },
         ),
         (
             json!({"type": "user_input", "sessionId": "s-1", "clientId": "c-2", "text": "run the tests",
