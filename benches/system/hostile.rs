@@ -448,12 +448,14 @@ async fn authenticate(ws: &mut Ws, deadline: Instant) {
     )
     .await
     .expect("sending auth");
-    let (mut models, mut ready) = (false, false);
-    while !(models && ready) {
+    // The hub's part of the welcome ends with the permission modes; the session's
+    // with `claude_ready`.
+    let (mut modes, mut ready) = (false, false);
+    while !(modes && ready) {
         match read(ws, deadline).await {
             Incoming::Frame(v, _) => match v["type"].as_str() {
                 Some("auth_fail") => panic!("an attacker's auth was refused: {v}"),
-                Some("available_models") => models = true,
+                Some("available_permission_modes") => modes = true,
                 Some("claude_ready" | "session_error") => ready = true,
                 _ => {}
             },
@@ -471,9 +473,11 @@ async fn answer(ws: &mut Ws, deadline: Instant) -> String {
             Incoming::Frame(v, _) => {
                 let ty = v["type"].as_str().unwrap_or("?").to_owned();
                 match ty.as_str() {
-                    "client_joined" | "client_left" | "claude_ready" | "available_models" => {
-                        continue
-                    }
+                    "client_joined"
+                    | "client_left"
+                    | "claude_ready"
+                    | "available_models"
+                    | "available_permission_modes" => continue,
                     "error" => return format!("error {}", v["code"].as_str().unwrap_or("?")),
                     "auth_fail" => {
                         return format!("auth_fail {}", v["reason"].as_str().unwrap_or("?"))

@@ -16,6 +16,8 @@
 //! - `client.rs`: a phone (auth, reconnect, deadlines, `BENCH` stream checks).
 //! - `recovery.rs`: kill -9 and rollback → phone re-authenticated.
 //! - `memory.rs`: supervisor + worker RSS.
+//! - `first_turn.rs`, `warm_turn.rs`: a new session's first turn; a warm turn through
+//!   Chroxy and by the bare CLI (the floor).
 //! - `stream.rs`: CLI line → phone frame (plain and end-to-end encrypted); fan-out to 50 phones.
 //! - `encryption.rs`: protocol v2's handshake and the cost of sealing a frame.
 //! - `permissions.rs`: the permission round trip, timed by `fake-claude`.
@@ -39,6 +41,7 @@ mod recovery;
 mod report;
 mod stream;
 mod system;
+mod warm_turn;
 
 use std::time::Instant;
 
@@ -79,6 +82,8 @@ pub struct Plan {
     pub sealed_frames: usize,
     /// New sessions whose first turn is timed, each way.
     pub first_turns: usize,
+    /// Warm turns timed through Chroxy, and by the bare CLI.
+    pub warm_turns: usize,
 }
 
 impl Plan {
@@ -100,6 +105,7 @@ impl Plan {
             handshakes: 200,
             sealed_frames: 100_000,
             first_turns: 20,
+            warm_turns: 20,
         };
         if std::env::var("CHROXY_BENCH_QUICK").is_ok_and(|v| v == "1") {
             Self {
@@ -118,6 +124,7 @@ impl Plan {
                 handshakes: 20,
                 sealed_frames: 10_000,
                 first_turns: 3,
+                warm_turns: 3,
                 ..full
             }
         } else {
@@ -229,9 +236,10 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
         .expect("binding the scripted model");
     let (model, _task) =
         chroxy::demo::spawn(listener, model_stop.clone()).expect("starting the scripted model");
+    let (claude, cli_env) = (common::claude_bin(), model.cli_env());
     let real = Agent::Real {
-        claude: common::claude_bin(),
-        env: model.cli_env(),
+        claude: claude.clone(),
+        env: cli_env.clone(),
     };
     let stolen = machine::CpuTime::now();
     let sys = System::start("whole system", &real, WHOLE).await;
@@ -239,13 +247,18 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     let kills = recovery::kills(&sys, plan, real.label()).await;
     let rollbacks = recovery::rollbacks(&sys, plan, real.label()).await;
     let mut first_turns = first_turn::run(&sys, plan, real.label()).await;
+    let warm_turns = warm_turn::run(&sys, plan, real.label(), &claude, &cli_env).await;
     sys.stop().await;
     first_turns
         .details
         .push(stolen.stolen_since("whole-system figures"));
     // Every real-CLI turn above reached the scripted model (a CLI that cannot reach it
     // answers "Not logged in" instead, which would make these figures meaningless).
-    let turns = (memory::SESSIONS * 3 + plan.kills + plan.rollbacks + 2 * plan.first_turns) as u64;
+    let turns = (memory::SESSIONS * 3
+        + plan.kills
+        + plan.rollbacks
+        + 2 * plan.first_turns
+        + 2 * (plan.warm_turns + 1)) as u64;
     assert!(
         model.turns_seen() >= turns,
         "the scripted model saw {} turns, expected at least {turns}",
@@ -268,6 +281,7 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
         kills,
         rollbacks,
         first_turns,
+        warm_turns,
         line,
         sealed_line,
         handshakes,
