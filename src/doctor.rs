@@ -113,6 +113,7 @@ pub fn run(inputs: &Inputs, secrets: &Secrets) -> Vec<Check> {
         encryption(inputs),
         billing(inputs),
         address(crate::desktop::Settings::load(&inputs.paths).tunnel),
+        tray(crate::desktop::tray_host::probe()),
         writable(&inputs.paths),
         ports(inputs.ports, running.as_ref()),
         match &running {
@@ -280,6 +281,15 @@ fn address(tray: TunnelChoice) -> Check {
     }
 }
 
+fn tray(host: crate::desktop::tray_host::TrayHost) -> Check {
+    let (fine, detail) = crate::desktop::tray_host::advice(host);
+    Check {
+        name: "tray",
+        verdict: if fine { Verdict::Ok } else { Verdict::Warn },
+        detail: detail.into(),
+    }
+}
+
 fn ports(ports: [u16; 2], running: Option<&instance::InstanceInfo>) -> Check {
     if let Some(info) = running {
         return ok(
@@ -366,6 +376,16 @@ mod tests {
         ] {
             assert_eq!(address(stays).verdict, Verdict::Ok, "{stays:?}");
         }
+    }
+
+    #[test]
+    fn a_desktop_without_tray_icons_is_warned_of_and_told_what_to_install() {
+        use crate::desktop::tray_host::TrayHost;
+        let absent = tray(TrayHost::Absent);
+        assert_eq!(absent.verdict, Verdict::Warn);
+        assert!(absent.detail.contains("AppIndicator"), "{}", absent.detail);
+        assert_eq!(tray(TrayHost::Present).verdict, Verdict::Ok);
+        assert_eq!(tray(TrayHost::Unknown).verdict, Verdict::Ok);
     }
 
     #[test]

@@ -917,3 +917,35 @@ async fn without_the_chroxy_binary_the_window_says_what_to_build() {
         .await;
     app.window.shot("1-no-chroxy").await;
 }
+
+/// A desktop that shows no tray icons (no StatusNotifierWatcher: stock GNOME): an app
+/// started `--minimized` (at login) would be invisible with no way to open it, so it
+/// shows its window, and says why in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_tray_on_the_desktop_minimized_still_shows_the_window() {
+    let home = Home::new();
+    let desk = Desk::without_tray(&home).await;
+    let project = home.project();
+    let mut args = app_args("none", &project);
+    args.push("--minimized");
+    let (mut cmd, log) = desk.command(&home, &WorkerOpts::fake_cli(), &args);
+    let mut app = cmd.spawn().unwrap();
+    let sup = Sup::attach(&home, log.clone()).await;
+    sup.healthy().await;
+    eventually("the window shows", async || {
+        holds(window_shown(&desk.display, "Chroxy").await, "hidden")
+    })
+    .await;
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(said.contains("shows no tray icons"), "{said}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(app.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exit = tokio::time::timeout(common::WAIT, app.wait())
+        .await
+        .expect("the app did not stop on SIGTERM")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{said}");
+}

@@ -21,6 +21,7 @@ mod ask;
 mod logging;
 mod settings;
 pub mod tray;
+pub mod tray_host;
 mod view;
 
 pub use app::{Changes, Desktop, DesktopError};
@@ -73,6 +74,15 @@ impl Boot {
             minimized,
         } = args;
         let tunnel = start.tunnel.unwrap_or(Settings::load(&paths).tunnel);
+        // Hidden with no tray to show the icon in, the app could not be found at all.
+        let minimized = minimized
+            && {
+                let host = tray_host::probe();
+                if host == tray_host::TrayHost::Absent {
+                    tracing::warn!("--minimized, but this desktop shows no tray icons (no StatusNotifierWatcher on the session bus): showing the window; `chroxy doctor` says how to get tray icons");
+                }
+                host != tray_host::TrayHost::Absent
+            };
         let launch = crate::launch::worker_binary()
             .map_err(LaunchError::from)
             .and_then(|installed| start.launch(home, paths.clone(), tunnel, installed));

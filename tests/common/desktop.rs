@@ -88,15 +88,52 @@ impl Drop for Bus {
     }
 }
 
+/// A panel's StatusNotifierWatcher on `bus` (`fake-tray-host`), as a desktop that shows
+/// tray icons has; gone with this value.
+pub struct TrayHost(tokio::process::Child);
+
+impl TrayHost {
+    async fn start(bus: &Bus) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = Command::new(super::package_bin(
+            "fake-tray-host",
+            option_env!("CARGO_BIN_EXE_fake-tray-host"),
+        ))
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting fake-tray-host");
+        let mut ready = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let said = tokio::time::timeout(super::WAIT, ready.next_line()).await;
+        assert!(
+            matches!(said, Ok(Ok(Some(ref l))) if l == "ready"),
+            "fake-tray-host did not take the watcher's name: {said:?}"
+        );
+        Self(child)
+    }
+}
+
 /// Everything the app needs on this display and bus, with the test's home and agent.
 pub struct Desk {
+    /// `None`: a desktop that shows no tray icons (stock GNOME). First, so that it goes
+    /// before its bus.
+    pub tray_host: Option<TrayHost>,
     pub display: Display,
     pub bus: Bus,
     pub xdg: PathBuf,
 }
 
 impl Desk {
+    /// A desktop whose panel shows tray icons.
     pub async fn start(home: &Home) -> Self {
+        let mut desk = Self::without_tray(home).await;
+        desk.tray_host = Some(TrayHost::start(&desk.bus).await);
+        desk
+    }
+
+    /// A desktop with no tray host on its session bus.
+    pub async fn without_tray(home: &Home) -> Self {
         let xdg = home.dir.path().join("xdg");
         for sub in ["config", "data", "cache", "runtime"] {
             std::fs::create_dir_all(xdg.join(sub)).unwrap();
@@ -107,6 +144,7 @@ impl Desk {
         )
         .unwrap();
         Self {
+            tray_host: None,
             display: Display::start().await,
             bus: Bus::start().await,
             xdg,
