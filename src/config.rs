@@ -89,9 +89,6 @@ pub struct TunnelConfig {
     /// The public URL pairing links use when there is no tunnel (e.g. your LAN address,
     /// `http://192.168.1.20:8765`); default `http://127.0.0.1:<port>`.
     pub public_url: Option<String>,
-    /// `--tunnel tailscale` with Funnel: reachable from the whole internet, not only
-    /// from the tailnet's devices.
-    pub tailscale_funnel: bool,
 }
 
 impl Default for TunnelConfig {
@@ -106,7 +103,6 @@ impl Default for TunnelConfig {
             backoff_cap_ms: 60_000,
             healthy_reset_ms: 300_000,
             public_url: None,
-            tailscale_funnel: false,
         }
     }
 }

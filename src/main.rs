@@ -254,7 +254,12 @@ fn main() -> Result<()> {
                     let spec = service_spec(&paths, home.clone(), cwd, start_args)?;
                     chroxy::service::install(&unit, &spec, !no_start)?
                 }
-                ServiceAction::Uninstall => chroxy::service::uninstall(&unit)?,
+                ServiceAction::Uninstall => {
+                    let home = home
+                        .as_deref()
+                        .map(|h| std::path::absolute(h).unwrap_or(h.into()));
+                    chroxy::service::uninstall(&unit, home.as_deref())?
+                }
                 ServiceAction::Status => chroxy::service::status(&unit),
             };
             for line in said {

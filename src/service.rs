@@ -18,6 +18,10 @@ use std::time::Duration;
 /// The unit's name.
 pub const UNIT: &str = "chroxy.service";
 
+/// Set (to [`UNIT`]) in the service's environment: what runs the supervisor
+/// ([`crate::supervisor::instance::RunsAs`]).
+pub const SERVICE_VARIABLE: &str = "CHROXY_SERVICE";
+
 /// Everything the unit says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitSpec {
@@ -111,7 +115,8 @@ pub fn unit_text(spec: &UnitSpec) -> Result<String, ServiceError> {
             what: "PATH",
             value: PathBuf::from(&spec.path),
         })?;
-    let mut env = vec![env_line("PATH", path)?];
+    // What runs it, for messages that tell a person how to stop it.
+    let mut env = vec![env_line("PATH", path)?, env_line(SERVICE_VARIABLE, UNIT)?];
     if let Some(home) = &spec.home {
         env.push(env_line("CHROXY_HOME", absolute("CHROXY_HOME", home)?)?);
     }
@@ -135,8 +140,6 @@ pub fn unit_text(spec: &UnitSpec) -> Result<String, ServiceError> {
          # Install again after moving chroxy, claude or cloudflared, or changing the drain.\n\
          [Unit]\n\
          Description=Chroxy: Claude Code on this machine, supervised from your phone\n\
-         After=network-online.target\n\
-         Wants=network-online.target\n\
          \n\
          [Service]\n\
          Type=simple\n\
@@ -232,7 +235,11 @@ pub fn install(path: &Path, spec: &UnitSpec, start: bool) -> Result<Vec<String>,
         said.push(format!("not started (--no-start): {START_BY_HAND}"));
         return Ok(said);
     }
-    let started = systemctl(&["daemon-reload"]).and_then(|_| systemctl(&["enable", "--now", UNIT]));
+    // Restarted, not only started: a unit installed again (other arguments, a moved
+    // binary) must run as now written, and `enable --now` leaves a running one be.
+    let started = systemctl(&["daemon-reload"])
+        .and_then(|_| systemctl(&["enable", UNIT]))
+        .and_then(|_| systemctl(&["restart", UNIT]));
     said.push(match started {
         Ok(_) => "started and enabled at login: `chroxy status` shows it, `journalctl --user -u chroxy` its log".to_owned(),
         Err(why) => format!("systemd --user is not reachable here ({why}): {START_BY_HAND}"),
@@ -240,8 +247,18 @@ pub fn install(path: &Path, spec: &UnitSpec, start: bool) -> Result<Vec<String>,
     Ok(said)
 }
 
-/// `chroxy service uninstall`: stops and disables the unit, then removes it.
-pub fn uninstall(path: &Path) -> Result<Vec<String>, ServiceError> {
+/// `chroxy service uninstall`: stops and disables the unit of `home` (`None`: the
+/// usual directories), then removes it; another home's unit is left alone.
+pub fn uninstall(path: &Path, home: Option<&Path>) -> Result<Vec<String>, ServiceError> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let ours = home.map(|h| h.display().to_string());
+        if let Some(other) = Some(home_of(&text)).filter(|theirs| *theirs != ours) {
+            return Err(ServiceError::OtherHome {
+                path: path.to_owned(),
+                other: other.unwrap_or_else(|| "the usual directories".into()),
+            });
+        }
+    }
     // Stopped first: a unit removed while it runs keeps running, orphaned from its file.
     let stopped = systemctl(&["disable", "--now", UNIT]);
     let removed = remove_unit(path)?;

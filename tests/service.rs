@@ -144,7 +144,6 @@ async fn the_unit_verifies_runs_as_systemd_runs_it_refuses_a_second_chroxy_and_s
     run.args(&exec[1..])
         .env_clear()
         .env("HOME", home.user_home())
-        .env("INVOCATION_ID", "0f2c9a3e5b7d41e8a6c4b2d0e9f8a7b6")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -253,4 +252,8 @@ async fn a_bad_directory_is_refused_and_another_homes_unit_is_not_taken_over() {
     assert!(err.contains("another home"), "{err}");
     let after = std::fs::read_to_string(config.join("systemd/user/chroxy.service")).unwrap();
     assert_eq!(before, after, "the first home's unit is untouched");
+    // Nor removed by that other home's `uninstall`.
+    let (ok, _, err) = service(&other, &config, &["uninstall"]).await;
+    assert!(!ok && err.contains("another home"), "{err}");
+    assert!(config.join("systemd/user/chroxy.service").exists());
 }

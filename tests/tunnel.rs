@@ -603,7 +603,7 @@ async fn tailscale_serves_the_public_port_at_its_fixed_address_and_says_what_sta
 #[tokio::test]
 async fn a_tailscale_serve_that_dies_is_started_again_at_the_same_address() {
     let home = Home::new();
-    home.config("[tunnel]\nbackoff_floor_ms = 10\nbackoff_cap_ms = 40\ntailscale_funnel = true\n");
+    home.config("[tunnel]\nbackoff_floor_ms = 10\nbackoff_cap_ms = 40\n");
     let (opts, log) = fake_tailscale(&home);
     let opts = opts
         .env("FAKE_TS_DIE_RUNS", "3")
@@ -615,8 +615,6 @@ async fn a_tailscale_serve_that_dies_is_started_again_at_the_same_address() {
         })
         .await;
     assert_eq!(s["tunnel"]["url"], TAILNET_URL);
-    // Funnel, as configured.
-    assert_eq!(runs(&log)[3]["argv"][0], "funnel");
     let died = events(&s)
         .into_iter()
         .filter(|(k, m)| k == "tunnel" && m.contains("lost connection to tailscaled"))

@@ -800,6 +800,9 @@ async fn chroxy_clients_lists_are_answered_and_a_terminal_resize_is_taken_quietl
         "writer.md",
         "---\nname: writer\ndescription: Writes docs\n---\nYou write docs.\n",
     );
+    home.config(
+        "[worker]\nmodels = [{ id = \"sonnet\", label = \"Sonnet\", fullId = \"claude-sonnet-4-5\" }, { id = \"haiku\", label = \"Haiku\" }]\n",
+    );
     let model = Model::start().await;
     let w = Worker::start(&home, &model).await;
     let mut a = w.client().await;
@@ -831,12 +834,13 @@ async fn chroxy_clients_lists_are_answered_and_a_terminal_resize_is_taken_quietl
     let models = welcome("available_models");
     let models = models["models"].as_array().unwrap();
     assert!(!models.is_empty());
-    assert!(
-        models
-            .iter()
-            .all(|m| m["fullId"].as_str().is_some_and(|f| !f.is_empty())),
-        "{models:?}"
-    );
+    assert_eq!(models[0]["fullId"], "claude-sonnet-4-5", "as configured");
+    assert_eq!(models[1]["fullId"], "haiku", "none configured: the alias");
+    // A client may pick a model by its full name.
+    a.send(json!({"type": "set_model", "model": "claude-sonnet-4-5"}))
+        .await;
+    let changed = a.until_type("model_changed").await;
+    assert_eq!(changed["model"], "sonnet", "{changed}");
 
     // A turn, so the session has its CLI and a conversation.
     let session = a.active_session();

@@ -41,15 +41,25 @@ fn in_dir(dir: &Path, source: &str) -> Vec<AgentInfo> {
     };
     entries
         .flatten()
-        .take(MAX_FILES)
         .filter(|e| e.path().extension().is_some_and(|x| x == "md"))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .take(MAX_FILES)
+        // Followed through links (agents kept in a dotfiles repository), but only files:
+        // a FIFO would block the read.
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
         .filter_map(|e| {
-            let mut header = String::new();
+            let mut header = Vec::new();
             let file = std::fs::File::open(e.path()).ok()?;
-            // Not UTF-8 (or unreadable): not an agent definition.
-            file.take(HEADER_BYTES).read_to_string(&mut header).ok()?;
-            let (name, description) = front_matter(&header)?;
+            file.take(HEADER_BYTES).read_to_end(&mut header).ok()?;
+            // The cut may fall inside a character; what comes before it is whole. A
+            // header that is not UTF-8 is no agent definition.
+            let text = match std::str::from_utf8(&header) {
+                Ok(text) => text,
+                Err(e) if e.error_len().is_none() => {
+                    std::str::from_utf8(&header[..e.valid_up_to()]).ok()?
+                }
+                Err(_) => return None,
+            };
+            let (name, description) = front_matter(text)?;
             Some(AgentInfo {
                 name,
                 description,
@@ -139,10 +149,13 @@ mod tests {
         write(&dir, "binary.md", b"---\nname: \xff\xfe\n---\n");
         let long = format!("---\nname: long\ndescription: {}\n---\n", "d".repeat(5000));
         write(&dir, "long.md", long.as_bytes());
+        // A long body whose 8 KiB cut falls inside a character: the header still reads.
+        let cut = format!("---\nname: cut\n---\n{}", "é".repeat(HEADER_BYTES as usize));
+        write(&dir, "cut.md", cut.as_bytes());
         let found = find(Some(tmp.path()), None);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].name, "long");
-        assert_eq!(found[0].description.chars().count(), MAX_DESCRIPTION);
+        let names: Vec<&str> = found.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["cut", "long"], "{found:?}");
+        assert_eq!(found[1].description.chars().count(), MAX_DESCRIPTION);
         // Nowhere to look: nothing, not an error.
         assert!(find(Some(&tmp.path().join("missing")), None).is_empty());
     }

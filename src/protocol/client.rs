@@ -267,11 +267,20 @@ impl UserQuestionResponse {
                 .map(|(question, chosen)| {
                     let text = match chosen {
                         Chosen::One(label) => said(label),
-                        Chosen::Many(labels) => labels
-                            .iter()
-                            .map(|l| said(l))
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        Chosen::Many(labels) => {
+                            // An option is chosen once, however often it is named.
+                            let mut chosen: Vec<&String> = Vec::new();
+                            for label in labels {
+                                if !chosen.contains(&label) {
+                                    chosen.push(label);
+                                }
+                            }
+                            chosen
+                                .iter()
+                                .map(|l| said(l))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
                     };
                     (question.clone(), text)
                 })

@@ -26,6 +26,14 @@ pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 pub const MAX_INPUT_CHARS: usize = 100_000;
 /// Longest session name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// `user_question_response.answers`: questions answered at once, labels chosen for
+/// one, and a label's length (Claude Code asks at most 4 questions of at most 4
+/// options; the bounds keep what the answer becomes small whatever a client sends).
+pub const MAX_ANSWERS: usize = 16;
+/// See [`MAX_ANSWERS`].
+pub const MAX_LABELS: usize = 32;
+/// See [`MAX_ANSWERS`].
+pub const MAX_LABEL_CHARS: usize = 1_000;
 /// An input's `clientMessageId`.
 pub const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 64;
 /// Longest `permission_response.directory`, in characters (PATH_MAX on Linux).

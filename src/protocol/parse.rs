@@ -4,8 +4,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    ClientMsg, ErrorCode, MAX_CLIENT_MESSAGE_ID_CHARS, MAX_DIRECTORY_CHARS, MAX_FRAME_BYTES,
-    MAX_INPUT_CHARS, MAX_NAME_CHARS,
+    Chosen, ClientMsg, ErrorCode, MAX_ANSWERS, MAX_CLIENT_MESSAGE_ID_CHARS, MAX_DIRECTORY_CHARS,
+    MAX_FRAME_BYTES, MAX_INPUT_CHARS, MAX_LABELS, MAX_LABEL_CHARS, MAX_NAME_CHARS,
 };
 
 /// Why a frame was refused. `message` names the field or limit and never echoes a
@@ -222,10 +222,34 @@ fn check_limits(msg: &ClientMsg) -> Result<(), String> {
             Some(dir) => over("directory", dir, MAX_DIRECTORY_CHARS),
             None => Ok(()),
         },
-        ClientMsg::UserQuestionResponse(m) => match &m.freeform_text {
-            Some(text) => over("freeformText", text, MAX_INPUT_CHARS),
-            None => Ok(()),
-        },
+        ClientMsg::UserQuestionResponse(m) => {
+            if let Some(text) = &m.freeform_text {
+                over("freeformText", text, MAX_INPUT_CHARS)?;
+            }
+            over("answer", &m.answer, MAX_LABEL_CHARS)?;
+            let answers = m.answers.iter().flatten();
+            if answers.clone().count() > MAX_ANSWERS {
+                return Err(format!(
+                    "field `answers` answers more than {MAX_ANSWERS} questions"
+                ));
+            }
+            for (question, chosen) in answers {
+                over("answers", question, MAX_INPUT_CHARS)?;
+                let labels = match chosen {
+                    Chosen::One(label) => std::slice::from_ref(label),
+                    Chosen::Many(labels) if labels.len() > MAX_LABELS => {
+                        return Err(format!(
+                        "field `answers` chooses more than {MAX_LABELS} options for one question"
+                    ))
+                    }
+                    Chosen::Many(labels) => labels.as_slice(),
+                };
+                for label in labels {
+                    over("answers", label, MAX_LABEL_CHARS)?;
+                }
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

@@ -464,8 +464,8 @@ impl Hub {
             }
             ClientMsg::SetModel(m) => {
                 let (_, tx) = self.target(client, m.session_id)?;
-                self.check_model(&m.model)?;
-                let _ = tx.send(Cmd::SetModel { model: m.model }).await;
+                let model = self.check_model(&m.model)?;
+                let _ = tx.send(Cmd::SetModel { model }).await;
             }
             ClientMsg::SetPermissionMode(m) => {
                 let (_, tx) = self.target(client, m.session_id)?;
@@ -593,9 +593,16 @@ impl Hub {
         }
     }
 
-    fn check_model(&self, model: &str) -> Result<(), Refusal> {
-        if self.cfg.models.iter().any(|m| m.id == model) {
-            return Ok(());
+    /// The id of the model `model` names, by its id or (as Chroxy's clients may) its
+    /// full name.
+    fn check_model(&self, model: &str) -> Result<String, Refusal> {
+        if let Some(known) = self
+            .cfg
+            .models
+            .iter()
+            .find(|m| m.id == model || m.full_id == model)
+        {
+            return Ok(known.id.clone());
         }
         let known: Vec<&str> = self.cfg.models.iter().map(|m| m.id.as_str()).collect();
         Err(Refusal::new(
@@ -634,9 +641,11 @@ impl Hub {
             }
             None => self.cfg.default_cwd.clone(),
         };
-        if let Some(model) = &m.model {
-            self.check_model(model)?;
-        }
+        let model = m
+            .model
+            .as_deref()
+            .map(|m| self.check_model(m))
+            .transpose()?;
         let mode = m.permission_mode.as_deref().map(parse_mode).transpose()?;
         if mode == Some(PermissionMode::Auto) {
             return Err(Refusal::new(ErrorCode::InvalidMode, "a session cannot be created in auto mode; create it, then switch with set_permission_mode and confirmed: true"));
@@ -646,7 +655,7 @@ impl Hub {
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| dir_name(&cwd));
         let mut rec = SessionRecord::new(new_id("s"), name, cwd, now_ms());
-        rec.model = m.model;
+        rec.model = model;
         rec.permission_mode = mode.unwrap_or(PermissionMode::Approve);
         Ok(self.spawn_session(rec, true))
     }

@@ -51,17 +51,28 @@ pub enum RunsAs {
 }
 
 impl RunsAs {
-    /// This process: systemd gives each service it starts an `INVOCATION_ID`; the tray
-    /// app is the `chroxy-desktop` binary.
+    /// This process: the tray app is the `chroxy-desktop` binary (whatever started it:
+    /// a login session's autostart runs it as a systemd unit too); the service is
+    /// `chroxy start` in the `chroxy.service` unit (its cgroup says so, and the unit
+    /// sets [`crate::service::SERVICE_VARIABLE`]).
     pub fn this_process() -> Self {
-        if std::env::var_os("INVOCATION_ID").is_some() {
-            return Self::Service;
-        }
         let exe = std::env::current_exe().ok();
         let name = exe.as_deref().and_then(Path::file_name);
-        match name.and_then(|n| n.to_str()) {
-            Some(n) if n.starts_with("chroxy-desktop") => Self::TrayApp,
-            _ => Self::Terminal,
+        if name
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("chroxy-desktop"))
+        {
+            return Self::TrayApp;
+        }
+        let unit = format!("/{}", crate::service::UNIT);
+        let in_unit = std::fs::read_to_string("/proc/self/cgroup")
+            .is_ok_and(|c| c.lines().any(|l| l.trim_end().ends_with(&unit)));
+        let marked = std::env::var_os(crate::service::SERVICE_VARIABLE)
+            .is_some_and(|v| v == crate::service::UNIT);
+        if in_unit || marked {
+            Self::Service
+        } else {
+            Self::Terminal
         }
     }
 

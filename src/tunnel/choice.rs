@@ -24,7 +24,7 @@ pub enum TunnelChoice {
     /// `chroxy token set-tunnel`).
     Named,
     /// Tailscale Serve: `https://<machine>.<tailnet>.ts.net`, the same every start, for
-    /// the tailnet's devices (or anyone, with `[tunnel] tailscale_funnel = true`).
+    /// the tailnet's devices.
     Tailscale,
     /// Local only: 127.0.0.1.
     None,
@@ -95,9 +95,7 @@ impl TunnelResolver {
                     .ok_or(ChoiceError::NamedWithoutToken)?;
                 Mode::Named { hostname, token }
             }
-            TunnelChoice::Tailscale => Mode::Tailscale {
-                funnel: self.config.tailscale_funnel,
-            },
+            TunnelChoice::Tailscale => Mode::Tailscale,
         };
         let binary = match mode.program() {
             super::Program::Cloudflared => self.binary.clone(),
@@ -165,19 +163,12 @@ mod tests {
             .spec(TunnelChoice::Tailscale)
             .unwrap()
             .unwrap();
-        assert_eq!(tailscale.mode, Mode::Tailscale { funnel: false });
+        assert_eq!(tailscale.mode, Mode::Tailscale);
         assert_eq!(
             tailscale.binary,
             Some("/opt/tailscale".into()),
             "its own program"
         );
-        config.tailscale_funnel = true;
-        let funnel = resolver(&config)
-            .spec(TunnelChoice::Tailscale)
-            .unwrap()
-            .unwrap();
-        assert_eq!(funnel.mode, Mode::Tailscale { funnel: true });
-        config.tailscale_funnel = false;
 
         // A token stored after the resolver was made (`chroxy token set-tunnel` while
         // the tray app runs) is the one a later switch uses.

@@ -43,12 +43,11 @@ pub enum Mode {
         token: ApiToken,
     },
     /// Tailscale Serve in the foreground: `https://<machine>.<tailnet>.ts.net`, the same
-    /// every start; reachable from the tailnet's devices only, or from anywhere with
-    /// Funnel. Ended with the process, so no serve config outlives Chroxy.
-    Tailscale {
-        /// `tailscale funnel` instead of `tailscale serve`: public on the internet.
-        funnel: bool,
-    },
+    /// every start, reachable from the tailnet's devices only. Ended with the process,
+    /// so no serve config outlives Chroxy. (Not Funnel: every connection comes from
+    /// tailscaled on 127.0.0.1, so the public port's per-address limits would put the
+    /// whole internet under one address, the owner's phone included.)
+    Tailscale,
 }
 
 impl Mode {
@@ -57,7 +56,7 @@ impl Mode {
         match self {
             Mode::Quick => TunnelMode::Quick,
             Mode::Named { .. } => TunnelMode::Named,
-            Mode::Tailscale { .. } => TunnelMode::Tailscale,
+            Mode::Tailscale => TunnelMode::Tailscale,
         }
     }
 
@@ -65,7 +64,7 @@ impl Mode {
     pub fn program(&self) -> Program {
         match self {
             Mode::Quick | Mode::Named { .. } => Program::Cloudflared,
-            Mode::Tailscale { .. } => Program::Tailscale,
+            Mode::Tailscale => Program::Tailscale,
         }
     }
 }
@@ -380,7 +379,8 @@ async fn run_once(
         }
     };
     let mut cmd = Command::new(&binary);
-    cmd.env_clear().envs(cloudflared_env(std::env::vars_os()));
+    cmd.env_clear()
+        .envs(program_env(program, std::env::vars_os()));
     let origin = format!("http://127.0.0.1:{}", spec.port);
     match &spec.mode {
         Mode::Quick => {
@@ -392,11 +392,10 @@ async fn run_once(
             cmd.args(["tunnel", "--no-autoupdate", "run"])
                 .env("TUNNEL_TOKEN", token.expose());
         }
-        Mode::Tailscale { funnel } => {
+        Mode::Tailscale => {
             // In the foreground (no `--bg`): the serve config lives as long as this
             // process, so a Chroxy that stops, however it stops, leaves nothing served.
-            let verb = if *funnel { "funnel" } else { "serve" };
-            cmd.args([verb, "--https=443", &origin]);
+            cmd.args(["serve", "--https=443", &origin]);
         }
     }
     cmd.stdin(Stdio::null())
@@ -455,6 +454,8 @@ async fn run_once(
 
     let deadline = Instant::now() + spec.start_timeout;
     let mut up_since: Option<Instant> = None;
+    // tailscale: its address counts only under its "Available …" header.
+    let mut announced = false;
     let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
@@ -500,16 +501,19 @@ async fn run_once(
                 if up_since.is_some() {
                     continue;
                 }
+                announced |= line.trim_start().starts_with("Available ");
                 let url = match &spec.mode {
                     Mode::Quick => quick_url(&line),
                     Mode::Named { hostname, .. } => line
                         .contains("Registered tunnel connection")
                         .then(|| format!("https://{hostname}")),
-                    Mode::Tailscale { .. } => tailscale_url(&line),
+                    Mode::Tailscale => tailscale_url(&line).filter(|_| announced),
                 };
                 if let Some(url) = url {
                     tracing::info!(%url, "tunnel up");
                     up_since = Some(Instant::now());
+                    // What it said before it was up is not why it may stop later.
+                    last_error = None;
                     status.modify(|s| {
                         s.state = TunnelState::Up;
                         s.url = Some(url);
@@ -555,16 +559,20 @@ const CLOUDFLARED_ENV: &[&str] = &[
     "COMSPEC",
 ];
 
-/// The part of `vars` (this process's environment) that cloudflared gets.
-fn cloudflared_env(
+/// The part of `vars` (this process's environment) that `program` gets: cloudflared
+/// also its own `TUNNEL_*` settings, tailscale none of them.
+fn program_env(
+    program: Program,
     vars: impl Iterator<Item = (OsString, OsString)>,
 ) -> impl Iterator<Item = (OsString, OsString)> {
-    vars.filter(|(name, _)| {
+    vars.filter(move |(name, _)| {
         // Upper-cased: proxies are often lower case, and Windows ignores case.
         let name = name.to_string_lossy().to_ascii_uppercase();
-        CLOUDFLARED_ENV.contains(&name.as_str())
-            || name.starts_with("LC_")
-            || (name.starts_with("TUNNEL_") && name != "TUNNEL_TOKEN")
+        let own = match program {
+            Program::Cloudflared => name.starts_with("TUNNEL_") && name != "TUNNEL_TOKEN",
+            Program::Tailscale => false,
+        };
+        CLOUDFLARED_ENV.contains(&name.as_str()) || name.starts_with("LC_") || own
     })
 }
 
@@ -600,7 +608,7 @@ fn note_error(mode: &Mode, line: &str, last: &mut Option<String>) {
     }
 }
 
-/// The address `tailscale serve` (or `funnel`) prints once it serves:
+/// The address `tailscale serve` prints once it serves:
 /// `https://<machine>.<tailnet>.ts.net/` on a line of its own.
 pub fn tailscale_url(line: &str) -> Option<String> {
     let url = line.trim().trim_end_matches('/');
@@ -617,7 +625,7 @@ pub fn tailscale_url(line: &str) -> Option<String> {
 fn error_of(mode: &Mode, line: &str) -> Option<String> {
     let text = match mode {
         Mode::Quick | Mode::Named { .. } => line.split_once(" ERR ")?.1,
-        Mode::Tailscale { .. } => {
+        Mode::Tailscale => {
             let serving = ["Available ", "|--", "Press Ctrl+C"];
             let line = line.trim();
             if line.is_empty()
@@ -702,7 +710,7 @@ mod tests {
     }
 
     #[test]
-    fn cloudflared_gets_what_it_needs_and_none_of_the_secrets_around_it() {
+    fn the_tunnel_programs_get_what_they_need_and_none_of_the_secrets_around_them() {
         let vars = [
             "PATH=/usr/bin",
             "HOME=/home/me",
@@ -723,7 +731,7 @@ mod tests {
             let (k, v) = v.split_once('=').unwrap();
             (OsString::from(k), OsString::from(v))
         });
-        let kept: Vec<String> = cloudflared_env(given)
+        let kept: Vec<String> = program_env(Program::Cloudflared, given.clone())
             .map(|(k, _)| k.to_string_lossy().into_owned())
             .collect();
         assert_eq!(
@@ -738,6 +746,14 @@ mod tests {
                 "TUNNEL_TRANSPORT_PROTOCOL"
             ]
         );
+        // tailscale: not even cloudflared's settings.
+        let kept: Vec<String> = program_env(Program::Tailscale, given)
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            kept,
+            ["PATH", "HOME", "LANG", "LC_ALL", "https_proxy", "NO_PROXY"]
+        );
     }
 
     #[test]
@@ -750,7 +766,7 @@ mod tests {
             Some("failed to serve tunnel connection error=\"x\"".into())
         );
         assert_eq!(error_of(&Mode::Quick, "INF all good"), None);
-        let ts = Mode::Tailscale { funnel: false };
+        let ts = Mode::Tailscale;
         for serving in [
             "Available within your tailnet:",
             "",

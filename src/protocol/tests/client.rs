@@ -291,6 +291,36 @@ fn a_question_answer_of_the_wrong_shape_is_refused_with_its_field() {
         assert_eq!(err.code, ErrorCode::InvalidMessage, "{frame}");
         assert!(err.message.contains(field), "{frame}: {}", err.message);
     }
+    // An answer that would grow without bound once the typed text stands in for each
+    // label: refused before anything is built.
+    let many = vec![""; MAX_LABELS + 1];
+    let err = parse_client_frame(
+        &json!({"type": "user_question_response", "toolUseId": "t", "answer": "", "answers": {"q": many}})
+            .to_string(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge, "{}", err.message);
+    let questions: serde_json::Map<String, Value> = (0..=MAX_ANSWERS)
+        .map(|i| (format!("q{i}"), json!("a")))
+        .collect();
+    let err = parse_client_frame(
+        &json!({"type": "user_question_response", "toolUseId": "t", "answer": "a", "answers": questions})
+            .to_string(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge, "{}", err.message);
+    // The same option named twice is chosen once.
+    let twice = match parse_client_frame(
+        &json!({"type": "user_question_response", "toolUseId": "t", "answer": "Other",
+                "answers": {"q": ["Other", "Other", "Lint"]}, "freeformText": "fuzz"})
+        .to_string(),
+    )
+    .unwrap()
+    {
+        ClientMsg::UserQuestionResponse(m) => m.resolved().1.unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(twice["q"], "fuzz, Lint");
     let long = "x".repeat(MAX_INPUT_CHARS + 1);
     let err = parse_client_frame(
         &json!({"type": "user_question_response", "toolUseId": "t", "answer": "Other", "freeformText": long})
