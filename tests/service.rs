@@ -66,6 +66,9 @@ fn environment(unit: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `chroxy start` on this machine only, on ports of its own.
+const LOCAL: [&str; 6] = ["--tunnel", "none", "--port", "0", "--status-port", "0"];
+
 fn setting<'a>(unit: &'a str, key: &str) -> &'a str {
     unit.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
@@ -79,24 +82,14 @@ async fn the_unit_verifies_runs_as_systemd_runs_it_refuses_a_second_chroxy_and_s
     // A directory whose name needs every kind of quoting a unit has.
     let project = home.dir.path().join(r#"my "100%" $project \ dir"#);
     std::fs::create_dir_all(&project).unwrap();
-    let (ok, out, err) = service(
-        &home,
-        &config,
-        &[
-            "install",
-            "--no-start",
-            "--cwd",
-            project.to_str().unwrap(),
-            "--",
-            "--tunnel",
-            "none",
-            "--port",
-            "0",
-            "--status-port",
-            "0",
-        ],
-    )
-    .await;
+    let install = [
+        "install",
+        "--no-start",
+        "--cwd",
+        project.to_str().unwrap(),
+        "--",
+    ];
+    let (ok, out, err) = service(&home, &config, &[&install[..], &LOCAL].concat()).await;
     assert!(ok, "{out}{err}");
     let unit_file = config.join("systemd/user/chroxy.service");
     assert!(
@@ -164,19 +157,7 @@ async fn the_unit_verifies_runs_as_systemd_runs_it_refuses_a_second_chroxy_and_s
 
     // A second Chroxy for the same home (the tray app, a `chroxy start`) is refused and
     // told that the service holds it, and how to stop that.
-    let (second, _, err) = cli(
-        &home,
-        &[
-            "start",
-            "--tunnel",
-            "none",
-            "--port",
-            "0",
-            "--status-port",
-            "0",
-        ],
-    )
-    .await;
+    let (second, _, err) = cli(&home, &[&["start"][..], &LOCAL].concat()).await;
     assert!(!second.success());
     assert!(err.contains("systemctl --user stop chroxy"), "{err}");
 
