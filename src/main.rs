@@ -316,6 +316,26 @@ fn service_spec(
             cwd.display()
         )
     })?;
+    // Checked now, as `chroxy start` will read them: a unit that cannot start would
+    // only fail over and over where nobody looks.
+    #[derive(Parser)]
+    struct Start {
+        #[command(flatten)]
+        _start: StartArgs,
+    }
+    if let Some(taken) = start_args
+        .iter()
+        .find(|a| ["--cwd", "--home"].contains(&a.split('=').next().unwrap_or_default()))
+    {
+        anyhow::bail!("`{taken}` cannot follow `--`: give the directory with `chroxy service install --cwd DIR`, and the home with CHROXY_HOME or --home before `service`");
+    }
+    let words = std::iter::once("chroxy start").chain(start_args.iter().map(String::as_str));
+    Start::try_parse_from(words).map_err(|e| {
+        anyhow::anyhow!(
+            "the arguments after `--` are not `chroxy start`'s: {}",
+            e.render().to_string().trim()
+        )
+    })?;
     let config = chroxy::config::Config::load(&paths.config_file())?;
     let drain = config.supervisor.drain_idle() + config.supervisor.stop_grace();
     Ok(chroxy::service::UnitSpec {

@@ -140,6 +140,10 @@ pub fn unit_text(spec: &UnitSpec) -> Result<String, ServiceError> {
          # Install again after moving chroxy, claude or cloudflared, or changing the drain.\n\
          [Unit]\n\
          Description=Chroxy: Claude Code on this machine, supervised from your phone\n\
+         # Restarted after a failure, but not forever: five failed starts in five\n\
+         # minutes (another Chroxy holds the home, a program was moved) leave it failed.\n\
+         StartLimitIntervalSec=300\n\
+         StartLimitBurst=5\n\
          \n\
          [Service]\n\
          Type=simple\n\

@@ -221,8 +221,31 @@ async fn a_bad_directory_is_refused_and_another_homes_unit_is_not_taken_over() {
     assert!(!ok);
     assert!(err.contains("no-such-dir"), "{err}");
     assert!(!config.join("systemd/user/chroxy.service").exists());
-
+    // Arguments `chroxy start` would refuse, or that the unit sets itself: refused now
+    // rather than failing in a loop where nobody looks.
     let project = home.project();
+    for (wrong, said) in [
+        (&["--tunnel", "bogus"][..], "not `chroxy start`'s"),
+        (&["--port", "many"][..], "not `chroxy start`'s"),
+        (&["--cwd", "/tmp"][..], "cannot follow `--`"),
+        (&["--home=/srv/x"][..], "cannot follow `--`"),
+    ] {
+        let args = [
+            &[
+                "install",
+                "--no-start",
+                "--cwd",
+                project.to_str().unwrap(),
+                "--",
+            ][..],
+            wrong,
+        ]
+        .concat();
+        let (ok, _, err) = service(&home, &config, &args).await;
+        assert!(!ok && err.contains(said), "{wrong:?}: {err}");
+        assert!(!config.join("systemd/user/chroxy.service").exists());
+    }
+
     let args = ["install", "--no-start", "--cwd", project.to_str().unwrap()];
     let (ok, _, err) = service(&home, &config, &args).await;
     assert!(ok, "{err}");
