@@ -22,20 +22,16 @@ const WATCHER: &str = "org.kde.StatusNotifierWatcher";
 pub fn probe() -> TrayHost {
     #[cfg(target_os = "linux")]
     {
-        use dbus::blocking::Connection;
-        let Ok(bus) = Connection::new_session() else {
-            return TrayHost::Unknown;
+        let asked = || -> zbus::Result<bool> {
+            let bus = zbus::blocking::Connection::session()?;
+            let daemon = zbus::blocking::fdo::DBusProxy::new(&bus)?;
+            daemon
+                .name_has_owner(WATCHER.try_into()?)
+                .map_err(zbus::Error::from)
         };
-        let daemon = bus.with_proxy(
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            std::time::Duration::from_secs(1),
-        );
-        let owned: Result<(bool,), _> =
-            daemon.method_call("org.freedesktop.DBus", "NameHasOwner", (WATCHER,));
-        match owned {
-            Ok((true,)) => TrayHost::Present,
-            Ok((false,)) => TrayHost::Absent,
+        match asked() {
+            Ok(true) => TrayHost::Present,
+            Ok(false) => TrayHost::Absent,
             Err(_) => TrayHost::Unknown,
         }
     }
