@@ -226,10 +226,11 @@ pub const METHOD: &str = "\
   the session's `claude_ready` says its CLI is up, or the instant the session opens.
   Clock: input sent → `result` on the phone.
 - Warm turn: on a session whose CLI already answered once, `REPLY the warm answer`,
-  input sent → `result` on the phone, 20 times; then the same CLI binary started by the
-  bench alone (the arguments Chroxy gives it, a home of its own, the same scripted
-  model), the same turn 20 times, its stdin line written → its `result` line read. The
-  third row is the difference of the two medians: what Chroxy adds to a turn.
+  input sent → `result` on the phone; and the same CLI binary started by the bench
+  alone (the arguments Chroxy gives it, a home of its own, the same scripted model,
+  one turn already answered), the same turn, its stdin line written → its `result`
+  line read. 20 of each, turn about, so that whatever else the machine does falls on
+  both alike. The third row is the difference of the two medians: what Chroxy adds.
 - Line → frame: `fake-claude` writes each delta's number and CLOCK_MONOTONIC time into
   its text right before writing the line; the phone's receive time minus that, on the
   same clock. Every delta must arrive once, in order. Coalescing off (`coalesce_ms =

@@ -1,7 +1,7 @@
 //! A warm turn and its floor: the same turn (`REPLY …`, answered by the scripted
 //! model) through the whole system, input → `result` on the phone, and by the bare
-//! CLI with nothing around it, its stdin line → its `result` line, in the same run on
-//! the same machine. The difference of the medians is what Chroxy adds to a turn.
+//! CLI with nothing around it, its stdin line → its `result` line, turn about in the
+//! same run. The difference of the medians is what Chroxy adds to a turn.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -28,14 +28,6 @@ pub async fn run(
     // Through Chroxy: a phone on a session whose CLI already answered once.
     let mut phone = sys.phone("warm-turn phone").await;
     phone.turn("REPLY warm up", None).await;
-    let mut chroxy = Vec::with_capacity(plan.warm_turns);
-    for _ in 0..plan.warm_turns {
-        let sent = Instant::now();
-        phone.send(json!({"type": "input", "data": TURN})).await;
-        phone.until_type("result", "the warm turn's result").await;
-        chroxy.push(sent.elapsed().as_secs_f64());
-        phone.until_type("agent_idle", "the warm turn's end").await;
-    }
 
     // The bare CLI, started as Chroxy starts it, in a home and directory of its own.
     let dir = tempfile::tempdir().expect("a directory for the bare CLI");
@@ -55,7 +47,7 @@ pub async fn run(
         .expect("starting the bare CLI");
     let mut stdin = cli.stdin.take().expect("its stdin");
     let mut lines = BufReader::new(cli.stdout.take().expect("its stdout")).lines();
-    let mut turn = async |text: &str| -> f64 {
+    let mut bare_turn = async |text: &str| -> f64 {
         let line = json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": text}]}});
         let sent = Instant::now();
         stdin
@@ -75,10 +67,17 @@ pub async fn run(
             }
         }
     };
-    turn("REPLY warm up").await;
-    let mut bare = Vec::with_capacity(plan.warm_turns);
+    bare_turn("REPLY warm up").await;
+
+    // Turn about, so that whatever else the machine does falls on both alike.
+    let (mut chroxy, mut bare) = (Vec::new(), Vec::new());
     for _ in 0..plan.warm_turns {
-        bare.push(turn(TURN).await);
+        let sent = Instant::now();
+        phone.send(json!({"type": "input", "data": TURN})).await;
+        phone.until_type("result", "the warm turn's result").await;
+        chroxy.push(sent.elapsed().as_secs_f64());
+        phone.until_type("agent_idle", "the warm turn's end").await;
+        bare.push(bare_turn(TURN).await);
     }
     drop(stdin);
     let _ = cli.wait().await;
