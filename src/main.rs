@@ -295,16 +295,15 @@ fn config_home() -> Result<PathBuf> {
     Ok(dirs.config_dir().to_path_buf())
 }
 
-/// The service's unit, from what this shell finds: the binary running now, `claude`
-/// and `cloudflared` as `chroxy start` would find them, PATH, and a stop timeout
-/// longer than this home's drain.
+/// The service's unit, from what this shell finds: the binary running now, `claude`,
+/// `cloudflared` and `tailscale` as `chroxy start` would find them, PATH, and a stop
+/// timeout longer than this home's drain.
 fn service_spec(
     paths: &Paths,
     home: Option<PathBuf>,
     cwd: Option<PathBuf>,
     start_args: Vec<String>,
 ) -> Result<chroxy::service::UnitSpec> {
-    let env_path = |var: &str| std::env::var_os(var).map(PathBuf::from);
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let cwd = match cwd {
         Some(dir) => dir,
@@ -321,7 +320,7 @@ fn service_spec(
     #[derive(Parser)]
     struct Start {
         #[command(flatten)]
-        _start: StartArgs,
+        start: StartArgs,
     }
     if let Some(taken) = start_args
         .iter()
@@ -330,31 +329,34 @@ fn service_spec(
         anyhow::bail!("`{taken}` cannot follow `--`: give the directory with `chroxy service install --cwd DIR`, and the home with CHROXY_HOME or --home before `service`");
     }
     let words = std::iter::once("chroxy start").chain(start_args.iter().map(String::as_str));
-    Start::try_parse_from(words).map_err(|e| {
+    let parsed = Start::try_parse_from(words).map_err(|e| {
         anyhow::anyhow!(
             "the arguments after `--` are not `chroxy start`'s: {}",
             e.render().to_string().trim()
         )
     })?;
     let config = chroxy::config::Config::load(&paths.config_file())?;
+    use chroxy::environment::{claude_binary, cloudflared_binary, tailscale_binary};
+    use chroxy::tunnel::Program;
     let drain = config.supervisor.drain_idle() + config.supervisor.stop_grace();
     Ok(chroxy::service::UnitSpec {
         chroxy: std::env::current_exe().context("finding the chroxy binary")?,
         home: home.map(absolute),
         cwd,
-        claude: chroxy::agent::find_claude(env_path("CHROXY_CLAUDE").as_deref())
+        claude: chroxy::agent::find_claude(claude_binary(&config.worker).as_deref())
             .ok()
             .map(absolute),
-        cloudflared: chroxy::tunnel::Program::Cloudflared
-            .find(env_path("CHROXY_CLOUDFLARED").as_deref())
+        cloudflared: Program::Cloudflared
+            .find(cloudflared_binary().as_deref())
             .ok()
             .map(absolute),
-        tailscale: chroxy::tunnel::Program::Tailscale
-            .find(env_path("CHROXY_TAILSCALE").as_deref())
+        tailscale: Program::Tailscale
+            .find(tailscale_binary().as_deref())
             .ok()
             .map(absolute),
         path: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
         start_args,
+        tunnel: parsed.start.tunnel.unwrap_or(TunnelChoice::Quick),
         stop_timeout: drain + std::time::Duration::from_secs(15),
     })
 }

@@ -42,6 +42,8 @@ pub struct UnitSpec {
     pub path: OsString,
     /// More `chroxy start` arguments (`--tunnel none`, `--port 9000`).
     pub start_args: Vec<String>,
+    /// The tunnel those arguments choose (`chroxy start`'s default when none).
+    pub tunnel: crate::tunnel::TunnelChoice,
     /// systemd's `TimeoutStopSec`: longer than a drain, so a stop never cuts a turn's
     /// save short.
     pub stop_timeout: Duration,
@@ -117,23 +119,16 @@ pub fn unit_text(spec: &UnitSpec) -> Result<String, ServiceError> {
         })?;
     // What runs it, for messages that tell a person how to stop it.
     let mut env = vec![env_line("PATH", path)?, env_line(SERVICE_VARIABLE, UNIT)?];
-    if let Some(home) = &spec.home {
-        env.push(env_line("CHROXY_HOME", absolute("CHROXY_HOME", home)?)?);
-    }
-    if let Some(claude) = &spec.claude {
-        env.push(env_line("CHROXY_CLAUDE", absolute("claude", claude)?)?);
-    }
-    if let Some(cloudflared) = &spec.cloudflared {
-        env.push(env_line(
-            "CHROXY_CLOUDFLARED",
-            absolute("cloudflared", cloudflared)?,
-        )?);
-    }
-    if let Some(tailscale) = &spec.tailscale {
-        env.push(env_line(
-            "CHROXY_TAILSCALE",
-            absolute("tailscale", tailscale)?,
-        )?);
+    let paths = [
+        ("CHROXY_HOME", &spec.home),
+        ("CHROXY_CLAUDE", &spec.claude),
+        ("CHROXY_CLOUDFLARED", &spec.cloudflared),
+        ("CHROXY_TAILSCALE", &spec.tailscale),
+    ];
+    for (variable, found) in paths {
+        if let Some(found) = found {
+            env.push(env_line(variable, absolute(variable, found)?)?);
+        }
     }
     Ok(format!(
         "# Written by `chroxy service install`; `chroxy service uninstall` removes it.\n\
@@ -175,17 +170,25 @@ pub fn home_of(unit: &str) -> Option<String> {
     })
 }
 
+/// Refuses when the unit at `path` runs another home than `home` (as [`home_of`]
+/// says it): installing would take it over, uninstalling would remove it.
+fn refuse_other_home(path: &Path, home: Option<String>) -> Result<(), ServiceError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(()); // no unit yet
+    };
+    let theirs = home_of(&text);
+    if theirs == home {
+        return Ok(());
+    }
+    Err(ServiceError::OtherHome {
+        path: path.to_owned(),
+        other: theirs.unwrap_or_else(|| "the usual directories".into()),
+    })
+}
+
 /// Writes the unit (taking over only a unit of the same home).
 pub fn write_unit(path: &Path, text: &str) -> Result<(), ServiceError> {
-    if let Ok(old) = std::fs::read_to_string(path) {
-        let (old_home, new_home) = (home_of(&old), home_of(text));
-        if old_home != new_home {
-            return Err(ServiceError::OtherHome {
-                path: path.to_owned(),
-                other: old_home.unwrap_or_else(|| "the usual directories".into()),
-            });
-        }
-    }
+    refuse_other_home(path, home_of(text))?;
     let file = |what, source| ServiceError::File {
         what,
         path: path.to_owned(),
@@ -215,21 +218,13 @@ pub fn install(path: &Path, spec: &UnitSpec, start: bool) -> Result<Vec<String>,
     if build_output {
         said.push(format!("{} is a build output: a rebuild or `cargo clean` changes or removes it under the running service; install the package (or copy the binary somewhere stable) and install the service from there", spec.chroxy.display()));
     }
-    // The tunnel `chroxy start` will run (quick unless the arguments say otherwise),
-    // and whether the program it needs was found.
-    let chosen = spec
-        .start_args
-        .iter()
-        .enumerate()
-        .find_map(|(i, a)| match a.strip_prefix("--tunnel") {
-            Some("") => spec.start_args.get(i + 1).map(String::as_str),
-            Some(value) => value.strip_prefix('='),
-            None => None,
-        })
-        .unwrap_or("quick");
-    let missing = match chosen {
-        "quick" | "named" if spec.cloudflared.is_none() => Some("cloudflared"),
-        "tailscale" if spec.tailscale.is_none() => Some("tailscale"),
+    // Whether the program the chosen tunnel needs was found.
+    use crate::tunnel::TunnelChoice;
+    let missing = match spec.tunnel {
+        TunnelChoice::Quick | TunnelChoice::Named if spec.cloudflared.is_none() => {
+            Some("cloudflared")
+        }
+        TunnelChoice::Tailscale if spec.tailscale.is_none() => Some("tailscale"),
         _ => None,
     };
     if let Some(program) = missing {
@@ -254,15 +249,7 @@ pub fn install(path: &Path, spec: &UnitSpec, start: bool) -> Result<Vec<String>,
 /// `chroxy service uninstall`: stops and disables the unit of `home` (`None`: the
 /// usual directories), then removes it; another home's unit is left alone.
 pub fn uninstall(path: &Path, home: Option<&Path>) -> Result<Vec<String>, ServiceError> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let ours = home.map(|h| h.display().to_string());
-        if let Some(other) = Some(home_of(&text)).filter(|theirs| *theirs != ours) {
-            return Err(ServiceError::OtherHome {
-                path: path.to_owned(),
-                other: other.unwrap_or_else(|| "the usual directories".into()),
-            });
-        }
-    }
+    refuse_other_home(path, home.map(|h| h.display().to_string()))?;
     // Stopped first: a unit removed while it runs keeps running, orphaned from its file.
     let stopped = systemctl(&["disable", "--now", UNIT]);
     let removed = remove_unit(path)?;
@@ -403,6 +390,7 @@ mod tests {
             tailscale: Some("/usr/bin/tailscale".into()),
             path: "/home/ana/.local/bin:/usr/bin:/bin".into(),
             start_args: vec!["--tunnel".into(), "none".into()],
+            tunnel: crate::tunnel::TunnelChoice::None,
             stop_timeout: Duration::from_secs(50),
         }
     }
