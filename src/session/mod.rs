@@ -542,11 +542,10 @@ impl Hub {
             }
             ClientMsg::ListAgents(m) => {
                 let (session_id, _) = self.target(client, m.session_id)?;
-                let cwd = self
-                    .session_infos()
-                    .into_iter()
-                    .find(|s| s.session_id == session_id)
-                    .map(|s| PathBuf::from(s.cwd));
+                let cwd = self.lock().iter().find(|e| e.id == session_id).map(|e| {
+                    let info = e.info.lock().unwrap_or_else(|p| p.into_inner());
+                    PathBuf::from(&info.cwd)
+                });
                 let home = self.cfg.claude_config_dir.clone();
                 let found = tokio::task::spawn_blocking(move || {
                     crate::agent::subagents::find(cwd.as_deref(), home.as_deref())

@@ -525,12 +525,13 @@ async fn run_once(
     }
 }
 
-/// What cloudflared may inherit: what any program needs to run, find its files, speak
-/// the locale and reach the network (proxies, certificates), and cloudflared's own
-/// `TUNNEL_*` settings (e.g. `TUNNEL_TRANSPORT_PROTOCOL=http2` where UDP is blocked).
-/// Nothing else: not Chroxy's variables nor the API keys of the person's shell. An
-/// inherited `TUNNEL_TOKEN` is dropped too: only a named tunnel gets one, set by us.
-const CLOUDFLARED_ENV: &[&str] = &[
+/// What a tunnel program may inherit: what any program needs to run, find its files,
+/// speak the locale and reach the network (proxies, certificates); cloudflared also
+/// its own `TUNNEL_*` settings ([`program_env`]; e.g. `TUNNEL_TRANSPORT_PROTOCOL=http2`
+/// where UDP is blocked). Nothing else: not Chroxy's variables nor the API keys of the
+/// person's shell. An inherited `TUNNEL_TOKEN` is dropped too: only a named tunnel gets
+/// one, set by us.
+const PROGRAM_ENV: &[&str] = &[
     "PATH",
     "HOME",
     "USER",
@@ -572,7 +573,7 @@ fn program_env(
             Program::Cloudflared => name.starts_with("TUNNEL_") && name != "TUNNEL_TOKEN",
             Program::Tailscale => false,
         };
-        CLOUDFLARED_ENV.contains(&name.as_str()) || name.starts_with("LC_") || own
+        PROGRAM_ENV.contains(&name.as_str()) || name.starts_with("LC_") || own
     })
 }
 
