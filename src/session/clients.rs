@@ -129,8 +129,6 @@ pub enum Audience<'a> {
     AllExcept(&'a str),
     /// Clients whose active session is this one.
     Active(&'a str),
-    /// Active clients but one.
-    ActiveExcept(&'a str, &'a str),
 }
 
 struct Slot {
@@ -285,7 +283,6 @@ impl Clients {
                 Audience::All => true,
                 Audience::AllExcept(x) => id != x,
                 Audience::Active(s) => slot.active.as_deref() == Some(s),
-                Audience::ActiveExcept(s, x) => slot.active.as_deref() == Some(s) && id != x,
             };
             if wanted {
                 push(slot, Outbound::Frame(frame.clone()));
