@@ -39,7 +39,10 @@ pub fn run() -> anyhow::Result<()> {
         .plugin(tauri_plugin_opener::init());
     run_app(session, boot, |app| {
         tray::install(app)?;
-        tauri::async_runtime::spawn(app.state::<Desktop>().quit_on_signals());
+        // Listening before `run_app` shows the window: a SIGTERM from then on (a logout
+        // while the app starts) is a Quit, never the default death that would leave the
+        // supervisor's workers behind.
+        tauri::async_runtime::block_on(app.state::<Desktop>().quit_on_signals());
         Ok(())
     })?
     .run(|app, event| {
@@ -54,8 +57,8 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// Builds the app on `builder` (and its plugins). Its setup starts the supervisor (after the
-/// plugins: a second launch has handed over), then the window (its commands' state is in
-/// place), calls `ready`, then follows the app's changes.
+/// plugins: a second launch has handed over), calls `ready`, then makes the window (its
+/// commands' state is in place), then follows the app's changes.
 pub fn run_app<R: Runtime>(
     builder: tauri::Builder<R>,
     boot: Boot,
@@ -73,9 +76,10 @@ pub fn run_app<R: Runtime>(
             let window = windows
                 .first()
                 .context("tauri.conf.json defines no window")?;
+            // The tray and the signals first: once the window shows, both are there.
+            ready(app.handle())?;
             let window = WebviewWindowBuilder::from_config(app.handle(), window)?;
             window.visible(!boot.minimized).build()?;
-            ready(app.handle())?;
             let app = app.handle().clone();
             // The view, whole, to the window and the tray at every change.
             tauri::async_runtime::spawn(changes.each(move || {
