@@ -784,7 +784,7 @@ async fn status_json_follows_each_transition_and_actions_need_the_admin_token() 
     assert_eq!(code, 200);
     let notice = phone.until_type("server_shutdown").await;
     assert_eq!(notice["reason"], "restart");
-    sup.client().await;
+    sup.client_coming_back().await;
 
     // The status CLI agrees with the page.
     let (ok, out, _) = cli(&home, &["status", "--json"]).await;

@@ -576,14 +576,17 @@ pub enum Next {
 
 impl Client {
     pub async fn connect(port: u16) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
-            .await
-            .unwrap();
-        Self {
+        Self::try_connect(port).await.unwrap()
+    }
+
+    /// [`Client::connect`], saying why it could not.
+    pub async fn try_connect(port: u16) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await?;
+        Ok(Self {
             ws,
             seen: Vec::new(),
             sealed: None,
-        }
+        })
     }
 
     /// Protocol v2's handshake as `device`, with the server that must hold `server`'s

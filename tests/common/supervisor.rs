@@ -240,7 +240,27 @@ impl Sup {
 
     /// A phone: connected through the public port, authenticated, welcome read.
     pub async fn client(&self) -> Client {
-        let mut c = Client::connect(self.public).await;
+        self.authenticated(Client::connect(self.public).await).await
+    }
+
+    /// A phone told `server_shutdown` coming back: like every client, it tries again
+    /// when a connection is cut before it is set up (the sweep that told it to come
+    /// back may still be closing sockets), until WAIT.
+    pub async fn client_coming_back(&self) -> Client {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match Client::try_connect(self.public).await {
+                Ok(c) => return self.authenticated(c).await,
+                Err(err) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("a connection coming back was cut ({err}); trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(err) => panic!("no way back in: {err}; log:\n{}", self.log_text()),
+            }
+        }
+    }
+
+    async fn authenticated(&self, mut c: Client) -> Client {
         let ok = c.auth(TOKEN).await;
         assert_eq!(ok["type"], "auth_ok", "{ok}");
         c.until_type("history_replay_end").await;
