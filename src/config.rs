@@ -47,6 +47,45 @@ pub struct Config {
     pub tunnel: TunnelConfig,
     /// `[security]`.
     pub security: SecurityConfig,
+    /// `[push]`.
+    pub push: PushConfig,
+}
+
+/// `[push]`: notifications to phones that are not looking (README "Notifications").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// `false`: nothing is pushed, and phones are told notifications are off.
+    pub enabled: bool,
+    /// A prompt unanswered this long with no phone on screen is pushed.
+    pub grace_secs: u64,
+    /// A turn that ran at least this long is pushed when it is done, if no phone is on
+    /// its session.
+    pub long_turn_secs: u64,
+    /// Who runs this server, as push services ask (RFC 8292): a `mailto:` or
+    /// `https:` URL. Apple's service refuses pushes without a valid one.
+    pub contact: String,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            grace_secs: 15,
+            long_turn_secs: 60,
+            contact: "mailto:chroxy@localhost".into(),
+        }
+    }
+}
+
+impl PushConfig {
+    /// What the worker applies.
+    pub fn alerts(&self) -> crate::push::AlertsConfig {
+        crate::push::AlertsConfig {
+            grace: Duration::from_secs(self.grace_secs),
+            long_turn: Duration::from_secs(self.long_turn_secs),
+        }
+    }
 }
 
 /// `[security]`: who may connect besides the owner's approved devices.

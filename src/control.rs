@@ -53,6 +53,12 @@ pub enum WorkerEvent {
     },
     /// Drained: sessions saved, phones told; the process exits next.
     DrainDone,
+    /// Phones should be notified of this ([`crate::push`]): the supervisor, which
+    /// holds the signing key, delivers it. Supervisors older than the event ignore it.
+    Notify {
+        /// What to tell them.
+        notice: crate::push::Notice,
+    },
     /// Stopping on an error; the process exits next. Said so that the supervisor can
     /// tell a person why (and whose fault it is), not only an exit status.
     Fatal {

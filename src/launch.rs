@@ -152,6 +152,26 @@ pub async fn open_secrets(paths: &Paths, home: Option<&Path>) -> Secrets {
     }
 }
 
+/// What sends this home's notifications, if it can: a keyring that cannot give the
+/// signing key costs the notifications (phones are told), never the start.
+fn pusher(
+    paths: &Paths,
+    secrets: &Secrets,
+    cfg: &crate::config::PushConfig,
+) -> Option<crate::push::Pusher> {
+    if !cfg.enabled {
+        return None;
+    }
+    let made = secrets
+        .push_key()
+        .map_err(|e| e.to_string())
+        .and_then(|key| {
+            crate::push::Pusher::new(paths, key.expose(), &cfg.contact).map_err(|e| e.to_string())
+        });
+    made.map_err(|err| tracing::warn!(%err, "notifications to phones are off"))
+        .ok()
+}
+
 /// Starts the supervisor (and its tunnel, status page and first worker) and the pairing
 /// follower. Stops when `shutdown` is cancelled; `force` stops waiting for drains.
 pub async fn start(
@@ -184,6 +204,7 @@ pub async fn start(
     let token = api_token(&secrets)?;
     let admin = secrets.admin_token()?;
     let identity = secrets.identity()?;
+    let push = pusher(&paths, &secrets, &config.push);
     let mut worker_args: Vec<std::ffi::OsString> = vec!["--cwd".into(), cwd.into()];
     if demo {
         worker_args.push("--demo".into());
@@ -211,6 +232,7 @@ pub async fn start(
         approve_new_devices: config.security.approve_new_devices,
         identity: identity.clone(),
         allow_token_auth: config.security.allow_token_auth,
+        push,
     };
     let devices = crate::devices::Devices::new(&opts.paths);
     let page_admin = admin.clone();

@@ -9,7 +9,8 @@
 //!   [`devices`]: which devices may connect; [`channel`]: protocol v2's encryption;
 //!   [`envelope`]: Chroxy's own clients' encryption; [`control`]: worker → supervisor messages;
 //!   [`process`]: owned child processes; [`environment`]: what the `CHROXY_*` variables
-//!   say; [`signals`]: how a process is asked to stop.
+//!   say; [`signals`]: how a process is asked to stop; [`push`]: notifications to phones
+//!   that are not looking (Web Push).
 //! - [`supervisor`]: keeps a healthy worker behind the public port; [`launch`]: starts it
 //!   from what a person chose (`chroxy start`, the tray app); [`tunnel`], [`pairing`].
 //! - [`desktop`]: the tray app's window and menu as data, and its actions on the
@@ -37,6 +38,7 @@ pub mod launch;
 pub mod pairing;
 pub mod process;
 pub mod protocol;
+pub mod push;
 pub mod rules;
 pub mod secrets;
 pub mod service;

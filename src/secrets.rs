@@ -58,6 +58,7 @@ enum Kind {
     Admin,
     Tunnel,
     Identity,
+    Push,
 }
 
 impl Kind {
@@ -68,6 +69,7 @@ impl Kind {
             Kind::Admin => "admin-token",
             Kind::Tunnel => "tunnel-token",
             Kind::Identity => "identity-key",
+            Kind::Push => "push-key",
         }
     }
 
@@ -77,6 +79,7 @@ impl Kind {
             Kind::Admin => "admin token",
             Kind::Tunnel => "named tunnel's token",
             Kind::Identity => "identity key",
+            Kind::Push => "push signing key",
         }
     }
 }
@@ -173,6 +176,13 @@ impl Secrets {
                 Backend::File(_) => "secret file",
             })
         })
+    }
+
+    /// The secret half of the VAPID key pushes are signed with ([`crate::push`]),
+    /// made on first use: 32 random bytes as base64url, kept like a token. Phones
+    /// subscribe with its public half, so it is never replaced.
+    pub fn push_key(&self) -> Result<ApiToken, SecretsError> {
+        self.get_or_create(Kind::Push)
     }
 
     /// The named tunnel's token, if the user stored one.

@@ -181,6 +181,7 @@ async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
         allow_bypass: false,
         claude_config_dir: None,
         welcome_notice: None,
+        push: chroxy::push::WorkerPush::new(&paths, &Default::default(), false, None).0,
     })
     .await;
     let mut phone = Phone::join(&hub);

@@ -334,6 +334,73 @@ pub struct RenameSession {
     pub name: String,
 }
 
+/// Which events a device is pushed about (all by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PushEvents {
+    /// A permission prompt or a question waits, and no phone is looking.
+    pub prompts: bool,
+    /// A long turn is done, and no phone is on its session.
+    pub turns: bool,
+    /// The supervisor gave up (`failed`) or rolled a release back.
+    pub supervisor: bool,
+}
+
+impl Default for PushEvents {
+    fn default() -> Self {
+        Self {
+            prompts: true,
+            turns: true,
+            supervisor: true,
+        }
+    }
+}
+
+/// A browser's `PushSubscription.keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushKeys {
+    /// The browser's P-256 public key (base64url).
+    pub p256dh: String,
+    /// Its authentication secret (base64url).
+    pub auth: String,
+}
+
+/// A browser's `PushSubscription.toJSON()` (its `expirationTime` is not used).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSubscriptionJson {
+    /// Where pushes are posted.
+    pub endpoint: String,
+    /// The keys a push is encrypted for.
+    pub keys: PushKeys,
+}
+
+/// `push_subscribe`: push to this device (replacing its previous subscription).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushSubscribe {
+    /// What `pushManager.subscribe` gave.
+    pub subscription: PushSubscriptionJson,
+    /// What to push about; default what the device chose before, else everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<PushEvents>,
+}
+
+/// `push_events`: change what this device is pushed about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPushEvents {
+    /// The new choice.
+    pub events: PushEvents,
+}
+
+/// `presence`: whether the page is on screen. A phone that is connected but hidden
+/// (locked, in a pocket) is not looking, and is pushed to; a client that never says
+/// counts as looking while it is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// `document.visibilityState === "visible"`.
+    pub visible: bool,
+}
+
 /// Every message a client may send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -374,6 +441,16 @@ pub enum ClientMsg {
     ListConversations(Empty),
     /// See [`TerminalResize`].
     TerminalResize(TerminalResize),
+    /// See [`PushSubscribe`].
+    PushSubscribe(PushSubscribe),
+    /// Stop pushing to this device.
+    PushUnsubscribe(Empty),
+    /// See [`SetPushEvents`].
+    PushEvents(SetPushEvents),
+    /// Answered by `push_settings`.
+    GetPushSettings(Empty),
+    /// See [`Presence`].
+    Presence(Presence),
 }
 
 impl ClientMsg {

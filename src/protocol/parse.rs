@@ -122,6 +122,11 @@ fn decode(ty: &str, v: &Value) -> Result<ClientMsg, FrameError> {
         "list_agents" => ClientMsg::ListAgents(body(v, ty)?),
         "list_conversations" => ClientMsg::ListConversations(body(v, ty)?),
         "terminal_resize" => ClientMsg::TerminalResize(body(v, ty)?),
+        "push_subscribe" => ClientMsg::PushSubscribe(body(v, ty)?),
+        "push_unsubscribe" => ClientMsg::PushUnsubscribe(body(v, ty)?),
+        "push_events" => ClientMsg::PushEvents(body(v, ty)?),
+        "get_push_settings" => ClientMsg::GetPushSettings(body(v, ty)?),
+        "presence" => ClientMsg::Presence(body(v, ty)?),
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(FrameError::field(

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     AgentUnavailable,
     /// The worker is stopping.
     Draining,
+    /// Notifications cannot be set up here (the message says why).
+    PushUnavailable,
 }
 
 /// Why `auth` failed.
@@ -493,6 +495,23 @@ pub enum ServerMsg {
     ServerShutdown {
         reason: ShutdownReason,
         restart_eta_ms: u64,
+    },
+    /// This device's notification settings: sent after `auth_ok` and as the answer to
+    /// every `push_*` request.
+    PushSettings {
+        /// Whether this server can push at all (a supervisor handed it a VAPID key and
+        /// the connection belongs to a paired device).
+        available: bool,
+        /// The VAPID public key to subscribe with (base64url), when available.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        application_server_key: Option<String>,
+        /// Whether this device has a subscription stored.
+        subscribed: bool,
+        /// What it is pushed about.
+        events: super::PushEvents,
+        /// Why pushes are not available, for a person.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Error {
         code: ErrorCode,

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::*;
 
 /// Every client `type` docs/protocol.md lists; `client_type` keeps it in step with `ClientMsg`.
-const CLIENT_TYPES: [&str; 18] = [
+const CLIENT_TYPES: [&str; 23] = [
     "auth",
     "ping",
     "input",
@@ -34,6 +34,11 @@ const CLIENT_TYPES: [&str; 18] = [
     "list_agents",
     "list_conversations",
     "terminal_resize",
+    "push_subscribe",
+    "push_unsubscribe",
+    "push_events",
+    "get_push_settings",
+    "presence",
 ];
 
 /// The wire `type` of a client message. No wildcard arm: a new variant does not compile
@@ -58,6 +63,11 @@ fn client_type(msg: &ClientMsg) -> &'static str {
         ClientMsg::ListAgents(_) => "list_agents",
         ClientMsg::ListConversations(_) => "list_conversations",
         ClientMsg::TerminalResize(_) => "terminal_resize",
+        ClientMsg::PushSubscribe(_) => "push_subscribe",
+        ClientMsg::PushUnsubscribe(_) => "push_unsubscribe",
+        ClientMsg::PushEvents(_) => "push_events",
+        ClientMsg::GetPushSettings(_) => "get_push_settings",
+        ClientMsg::Presence(_) => "presence",
     }
 }
 
@@ -328,6 +338,48 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 cols: Some(80),
                 rows: Some(24),
             }),
+        ),
+        (
+            json!({"type": "push_subscribe", "subscription": {
+                "endpoint": "https://push.example.com/x",
+                "keys": {"p256dh": "BNc", "auth": "tBH"}},
+                "events": {"prompts": true, "turns": false, "supervisor": true}}),
+            ClientMsg::PushSubscribe(PushSubscribe {
+                subscription: PushSubscriptionJson {
+                    endpoint: s("https://push.example.com/x"),
+                    keys: PushKeys {
+                        p256dh: s("BNc"),
+                        auth: s("tBH"),
+                    },
+                },
+                events: Some(PushEvents {
+                    prompts: true,
+                    turns: false,
+                    supervisor: true,
+                }),
+            }),
+        ),
+        (
+            json!({"type": "push_unsubscribe"}),
+            ClientMsg::PushUnsubscribe(Empty {}),
+        ),
+        (
+            json!({"type": "push_events", "events": {"prompts": true, "turns": true, "supervisor": false}}),
+            ClientMsg::PushEvents(SetPushEvents {
+                events: PushEvents {
+                    prompts: true,
+                    turns: true,
+                    supervisor: false,
+                },
+            }),
+        ),
+        (
+            json!({"type": "get_push_settings"}),
+            ClientMsg::GetPushSettings(Empty {}),
+        ),
+        (
+            json!({"type": "presence", "visible": false}),
+            ClientMsg::Presence(Presence { visible: false }),
         ),
     ]
 }

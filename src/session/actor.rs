@@ -22,6 +22,7 @@ use crate::protocol::{
     now_ms, ConversationInfo, ErrorCode, MessageType, PermissionMode, PermissionResponse,
     ServerMsg, SessionInfo, SlashCommand, HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
 };
+use crate::push::{Notice, NoticeKind};
 
 /// Replayable history is also bounded in bytes: 500 messages of a chatty agent (whole
 /// files written by a tool, long answers) must not grow a worker without limit.
@@ -1006,6 +1007,13 @@ impl Session {
                 Ok(today) => self.publish(Audience::All, &today.message()),
                 Err(err) => tracing::warn!(%err, "cannot keep the day's spend"),
             }
+        }
+        // A long turn nobody watched is news; one a person interrupted is not.
+        if !self.interrupted {
+            let done = Notice::about(NoticeKind::TurnDone, &sid, &self.rec.name);
+            let took = std::time::Duration::from_millis(result.duration_ms.unwrap_or(0));
+            let looking = self.clients.looking_at(&sid);
+            self.cfg.push.alerts.turn_done(done, took, looking);
         }
         self.record(ServerMsg::Result {
             cost,

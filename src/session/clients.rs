@@ -138,6 +138,8 @@ struct Slot {
     /// Its device in the registry (`None` when devices are not checked).
     device: Option<String>,
     active: Option<SessionId>,
+    /// Its page is on screen (`presence`); a client that never says is.
+    visible: bool,
     /// The supervisor's health probe: answered, but no phone. Counting or listing it
     /// would show a phantom phone every probe interval.
     probe: bool,
@@ -191,6 +193,7 @@ impl Clients {
             info,
             device,
             active: None,
+            visible: true,
             probe,
         };
         self.lock().insert(id, slot);
@@ -206,6 +209,31 @@ impl Clients {
         if let Some(slot) = self.lock().get_mut(id) {
             slot.active = Some(session.to_owned());
         }
+    }
+
+    /// Whether the client's page is on screen (`presence`).
+    pub fn set_visible(&self, id: &str, visible: bool) {
+        if let Some(slot) = self.lock().get_mut(id) {
+            slot.visible = visible;
+        }
+    }
+
+    /// Whether a phone is on screen: it shows every session's prompts, so nobody need
+    /// be woken for one.
+    pub fn anyone_looking(&self) -> bool {
+        self.lock().values().any(|s| !s.probe && s.visible)
+    }
+
+    /// Whether a phone on screen has `session` open.
+    pub fn looking_at(&self, session: &str) -> bool {
+        self.lock()
+            .values()
+            .any(|s| !s.probe && s.visible && s.active.as_deref() == Some(session))
+    }
+
+    /// The client's device in the registry.
+    pub fn device(&self, id: &str) -> Option<String> {
+        self.lock().get(id).and_then(|s| s.device.clone())
     }
 
     /// The client's active session.

@@ -9,6 +9,7 @@
 mod actor;
 mod clients;
 mod prompts;
+mod push;
 mod record;
 mod saver;
 pub mod spend;
@@ -90,6 +91,8 @@ pub struct SessionsConfig {
     /// Told to every phone right after its welcome (as a `system` message of the
     /// active session, never stored): e.g. that answers come from the demo model.
     pub welcome_notice: Option<String>,
+    /// Web Push: phones' subscriptions, and whether a prompt or turn is news.
+    pub push: crate::push::WorkerPush,
 }
 
 struct Entry {
@@ -356,6 +359,8 @@ impl Hub {
                 modes: PermissionModeInfo::all(),
             },
         );
+        let push = self.push_settings(client).await;
+        self.clients.send_msg(client, &push);
         // Prompts of the other sessions too: any phone may answer any prompt.
         let others: Vec<_> = self
             .lock()
@@ -569,6 +574,11 @@ impl Hub {
             }
             // No terminal here to resize (docs/protocol.md).
             ClientMsg::TerminalResize(_) => {}
+            ClientMsg::Presence(m) => self.clients.set_visible(client, m.visible),
+            ClientMsg::PushSubscribe(_)
+            | ClientMsg::PushUnsubscribe(_)
+            | ClientMsg::PushEvents(_)
+            | ClientMsg::GetPushSettings(_) => self.push_request(client, msg).await?,
         }
         Ok(())
     }

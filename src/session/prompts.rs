@@ -113,6 +113,11 @@ impl Prompts {
         }
     }
 
+    /// The index every session shares: whether a prompt still waits, from anywhere.
+    pub fn index(&self) -> PromptIndex {
+        self.index.clone()
+    }
+
     /// Registers a prompt; returns it with its deadline set. The id phones see is the
     /// agent's own unless another waiting prompt (of any session) already uses it: ids
     /// come from separate processes, and an answer must never reach the wrong one.

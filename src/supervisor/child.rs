@@ -125,6 +125,8 @@ pub enum WorkerReport {
         /// The devices connected now (registry ids).
         devices: Vec<String>,
     },
+    /// Its phones should hear of this ([`crate::push`]).
+    Notify(crate::push::Notice),
     /// It missed its heartbeats and was killed.
     Hung,
     /// It stopped because the settings file is invalid (a person must fix it).
@@ -434,9 +436,13 @@ impl Task {
                 status = child.wait() => return Ending::Exited(exit_text(status)),
                 line = lines.next_line() => match line {
                     Ok(Some(line)) => {
-                        if let Some(WorkerEvent::Heartbeat { clients, sessions, server_faults, devices, .. }) = self.hear(&line) {
-                            last_beat = Instant::now();
-                            self.report(WorkerReport::Beat { clients, sessions, server_faults, devices });
+                        match self.hear(&line) {
+                            Some(WorkerEvent::Heartbeat { clients, sessions, server_faults, devices, .. }) => {
+                                last_beat = Instant::now();
+                                self.report(WorkerReport::Beat { clients, sessions, server_faults, devices });
+                            }
+                            Some(WorkerEvent::Notify { notice }) => self.report(WorkerReport::Notify(notice)),
+                            _ => {}
                         }
                     }
                     Ok(None) | Err(_) => return Ending::Exited(exit_text(child.wait().await)),

@@ -39,6 +39,16 @@ const RESTART_ETA_MS: u64 = 2_000;
 /// What phones are told to expect when asked to reconnect to the same worker.
 const RECONNECT_ETA_MS: u64 = 500;
 
+/// What workers are started with: the shell's choices, and the public half of the
+/// push key, which phones subscribe with.
+fn worker_env(opts: &Options) -> Vec<(OsString, OsString)> {
+    let mut env = opts.worker_env.clone();
+    if let Some(push) = &opts.push {
+        env.push((crate::push::PUBLIC_KEY_VAR.into(), push.public_key().into()));
+    }
+    env
+}
+
 /// Everything a supervisor needs; the shells (CLI, tray app) fill it in.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -77,6 +87,9 @@ pub struct Options {
     pub identity: crate::channel::KeyPair,
     /// `[security] allow_token_auth`, as workers apply it (shown in the status).
     pub allow_token_auth: bool,
+    /// Sends notifications to phones ([`crate::push`]); `None`: none are sent, and
+    /// workers tell phones so.
+    pub push: Option<crate::push::Pusher>,
 }
 
 /// Why a supervisor could not start (or stopped badly).
@@ -243,7 +256,7 @@ impl Supervisor {
             spec: LaunchSpec {
                 releases: releases.clone(),
                 args: opts.worker_args.clone(),
-                env: opts.worker_env.clone(),
+                env: worker_env(&opts),
                 token: opts.token.clone(),
                 voucher: voucher.clone(),
                 identity: opts.identity.clone(),
@@ -265,6 +278,7 @@ impl Supervisor {
             tunnels: opts.tunnels.clone(),
             keep_releases: opts.config.keep_releases,
             starter: Box::new(Processes),
+            push: opts.push.clone(),
         });
         runner.switch_tunnel(opts.tunnel.clone()).await;
         let task = tokio::spawn(async move {
@@ -493,6 +507,7 @@ struct Parts {
     tunnels: crate::tunnel::TunnelResolver,
     keep_releases: usize,
     starter: Box<dyn StartWorker>,
+    push: Option<crate::push::Pusher>,
 }
 
 struct Runner {
@@ -522,6 +537,8 @@ struct Runner {
     tunnels: crate::tunnel::TunnelResolver,
     /// `[supervisor] keep_releases`.
     keep_releases: usize,
+    /// Sends notifications to phones.
+    push: Option<crate::push::Outbox>,
 }
 
 impl Runner {
@@ -551,6 +568,7 @@ impl Runner {
             secrets: parts.secrets,
             tunnels: parts.tunnels,
             keep_releases: parts.keep_releases,
+            push: parts.push.map(crate::push::Pusher::outbox),
         };
         (runner, reports_rx)
     }
@@ -686,6 +704,7 @@ impl Runner {
                 self.save_pids();
             }
             WorkerReport::Healthy => self.step(Event::Healthy { release }).await,
+            WorkerReport::Notify(notice) => self.notify(notice),
             WorkerReport::Beat {
                 clients,
                 sessions,
@@ -884,6 +903,7 @@ impl Runner {
                 // The caller of `step_answering` answers with them.
                 Effect::Refuse(_) | Effect::Reply(_) => {}
                 Effect::Record { kind, message } => self.record(kind, message),
+                Effect::Notify(kind) => self.notify(crate::push::Notice::supervisor(kind)),
                 Effect::Exit => self.exiting = true,
             }
         }
@@ -1026,6 +1046,14 @@ impl Runner {
                 self.record("store_error", format!("cannot remove old releases: {err}"))
             }
             Err(err) => self.record("store_error", format!("cannot remove old releases: {err}")),
+        }
+    }
+
+    /// Pushes `notice` to the phones that want it, in the background and in order: a
+    /// slow push service never holds up the supervisor.
+    fn notify(&self, notice: crate::push::Notice) {
+        if let Some(push) = &self.push {
+            push.send(notice);
         }
     }
 
@@ -1253,6 +1281,7 @@ mod tests {
                 ),
                 keep_releases: 3,
                 starter: Box::new(Scripted(starts_tx)),
+                push: None,
             });
             let reports = runner.reports_tx.clone();
             let shutdown = CancellationToken::new();

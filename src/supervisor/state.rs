@@ -14,6 +14,10 @@ use super::release::{ReleaseId, INSTALLED};
 use super::status::{DeployOrigin, StateName};
 use crate::backoff::Backoff;
 use crate::protocol::ShutdownReason;
+use crate::push::NoticeKind;
+
+/// Why a rollback a person asked for is made.
+const REQUESTED: &str = "requested";
 
 /// The numbers behind the rules, from the `[supervisor]` settings (their defaults, in
 /// `config`, are the one copy: 0.5 s → 10 s backoff, reset after 60 s healthy, more than
@@ -186,6 +190,8 @@ pub enum Effect {
     /// The request fed in this step is answered with this (worded for a person), when
     /// what was done depends on the state.
     Reply(String),
+    /// Phones should hear of this even when none is looking ([`crate::push`]).
+    Notify(NoticeKind),
     /// An entry for the status page's event list.
     Record {
         /// Event kind (`worker_exited`, `rollback`, …).
@@ -834,7 +840,7 @@ impl Machine {
             E::Rollback { to } => {
                 self.crashes.clear();
                 self.attempt = 0;
-                let fx = self.roll_back(to, "requested");
+                let fx = self.roll_back(to, REQUESTED);
                 (self.rolling_back_state(), fx)
             }
             E::Deploy {
@@ -1018,6 +1024,10 @@ impl Machine {
                 kind: "failed",
                 message: reason.clone(),
             });
+            // Once, not at each of its own later retries.
+            if self.failed_retries == 0 {
+                fx.push(Effect::Notify(NoticeKind::Failed));
+            }
             fx.extend(retry_at.map(Effect::ArmTimer));
             return (State::Failed { reason, retry_at }, fx);
         }
@@ -1040,14 +1050,19 @@ impl Machine {
     fn roll_back(&mut self, target: ReleaseId, why: &str) -> Vec<Effect> {
         let from = std::mem::replace(&mut self.current, target.clone());
         self.restarts += 1;
-        vec![
+        let mut fx = vec![
             Effect::SetCurrent(target.clone()),
             Effect::Record {
                 kind: "rollback",
                 message: format!("rolling back from {from} to {target}: {why}"),
             },
             Effect::Spawn { release: target },
-        ]
+        ];
+        // The person who asked for it knows already.
+        if why != REQUESTED {
+            fx.push(Effect::Notify(NoticeKind::RolledBack));
+        }
+        fx
     }
 
     /// A remote deploy: kept for a person to answer. A second one while one waits is
@@ -1429,6 +1444,7 @@ mod tests {
         // The sixth within two minutes rolls back to known-good.
         let fx = m.step(exited("1-new"), now);
         assert!(fx.contains(&Effect::SetCurrent("0-good".into())));
+        assert!(fx.contains(&Effect::Notify(NoticeKind::RolledBack)));
         assert_eq!(spawns(&fx), ["0-good"]);
         assert_eq!(m.state_name(), StateName::RollingBack);
         // Known-good crashing the same way ends in Failed, with no more spawns.
@@ -1449,6 +1465,7 @@ mod tests {
         }
         let fx = m.step(exited("0-good"), now);
         assert_eq!(m.state_name(), StateName::Failed);
+        assert!(fx.contains(&Effect::Notify(NoticeKind::Failed)), "{fx:?}");
         assert!(spawns(&fx).is_empty());
         assert!(m.failed_reason().unwrap().contains("0-good"));
         assert_eq!(
@@ -1505,6 +1522,10 @@ mod tests {
             let fx = m.step(probe(), now);
             if m.state_name() == StateName::Failed {
                 assert_eq!(timer(&fx).unwrap() - now, 600 * S);
+                assert!(
+                    !fx.contains(&Effect::Notify(NoticeKind::Failed)),
+                    "phones heard of `failed` once, not at each retry"
+                );
                 break;
             }
             now += 10 * S;
@@ -1707,6 +1728,10 @@ mod tests {
             }
         );
         assert_eq!(spawns(&fx), ["0-good"]);
+        assert!(
+            !fx.iter().any(|e| matches!(e, Effect::Notify(_))),
+            "the person who asked is not notified: {fx:?}"
+        );
         m.step(healthy("0-good"), t0 + 2 * S);
         let fx = m.step(Event::Restart, t0 + 3 * S);
         assert_eq!(spawns(&fx), ["0-good"]);

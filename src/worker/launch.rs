@@ -199,6 +199,14 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
         .map(|(_, dir)| PathBuf::from(dir))
         .or_else(|| std::env::var_os("CLAUDE_CONFIG_DIR").map(PathBuf::from))
         .or_else(|| directories::BaseDirs::new().map(|b| b.home_dir().join(".claude")));
+    // Pushes go through the supervisor, which keeps the signing key and hands this
+    // worker only its public half.
+    let (push, notices) = crate::push::WorkerPush::new(
+        &paths,
+        &config.push,
+        supervised,
+        std::env::var(crate::push::PUBLIC_KEY_VAR).ok(),
+    );
     let hub = Hub::start(SessionsConfig {
         sessions_dir: paths.sessions_dir(),
         claude,
@@ -218,6 +226,7 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
         ),
         claude_config_dir,
         welcome_notice: demo.then(|| crate::demo::NOTICE.to_owned()),
+        push,
     })
     .await;
 
@@ -242,6 +251,7 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
             hub.clone(),
             signals.clone(),
             config.worker.heartbeat(),
+            notices,
             stop.clone(),
         ))
     });

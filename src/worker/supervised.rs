@@ -46,6 +46,7 @@ pub async fn follow_supervisor(
     hub: Hub,
     signals: WorkerSignals,
     heartbeat: Duration,
+    mut notices: tokio::sync::mpsc::Receiver<crate::push::Notice>,
     stop: CancellationToken,
 ) {
     let mut commands = FramedRead::new(input, LinesCodec::new_with_max_length(64 * 1024));
@@ -54,6 +55,12 @@ pub async fn follow_supervisor(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
+            Some(notice) = notices.recv() => {
+                let line = to_line(&WorkerEvent::Notify { notice });
+                // A supervisor that stopped reading is noticed at the next heartbeat.
+                let _ = output.write_all(line.as_bytes()).await;
+                let _ = output.flush().await;
+            }
             _ = beat.tick() => {
                 let infos = hub.session_infos();
                 let server_faults = signals.take_server_faults();

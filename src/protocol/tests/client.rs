@@ -329,3 +329,27 @@ fn a_question_answer_of_the_wrong_shape_is_refused_with_its_field() {
     .unwrap_err();
     assert_eq!(err.code, ErrorCode::TooLarge);
 }
+
+#[test]
+fn a_browsers_subscription_parses_as_it_gives_it_and_events_left_out_stay_on() {
+    let frame = json!({"type": "push_subscribe", "subscription": {
+        "endpoint": "https://push.example.com/x", "expirationTime": null,
+        "keys": {"p256dh": "BNc", "auth": "tBH"}}});
+    let Ok(ClientMsg::PushSubscribe(m)) = parse_client_frame(&frame.to_string()) else {
+        panic!("not a push_subscribe");
+    };
+    assert_eq!(m.subscription.endpoint, "https://push.example.com/x");
+    assert_eq!(m.events, None, "the device's earlier choice is kept");
+    let frame = json!({"type": "push_events", "events": {"turns": false}});
+    let Ok(ClientMsg::PushEvents(m)) = parse_client_frame(&frame.to_string()) else {
+        panic!("not a push_events");
+    };
+    assert_eq!(
+        m.events,
+        PushEvents {
+            prompts: true,
+            turns: false,
+            supervisor: true
+        }
+    );
+}

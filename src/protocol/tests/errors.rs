@@ -459,3 +459,32 @@ fn error_messages_stay_short_even_when_the_bad_value_is_huge() {
         );
     }
 }
+
+#[test]
+fn push_frames_of_the_wrong_shape_name_their_field() {
+    assert_refused(
+        r#"{"type":"push_subscribe","subscription":{"endpoint":"https://p.example/x"}}"#,
+        ErrorCode::InvalidMessage,
+        &["subscription"],
+    );
+    assert_refused(
+        r#"{"type":"push_subscribe","subscription":{"endpoint":7,"keys":{"p256dh":"a","auth":"b"}}}"#,
+        ErrorCode::InvalidMessage,
+        &["subscription.endpoint"],
+    );
+    assert_refused(
+        r#"{"type":"push_events","events":{"prompts":"yes"}}"#,
+        ErrorCode::InvalidMessage,
+        &["events.prompts"],
+    );
+    assert_refused(
+        r#"{"type":"presence","visible":"hidden"}"#,
+        ErrorCode::InvalidMessage,
+        &["visible"],
+    );
+    assert_refused(
+        r#"{"type":"presence"}"#,
+        ErrorCode::InvalidMessage,
+        &["visible"],
+    );
+}

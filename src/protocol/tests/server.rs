@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-const SERVER_TYPES: [&str; 40] = [
+const SERVER_TYPES: [&str; 41] = [
     "auth_ok",
     "auth_fail",
     "pong",
@@ -45,6 +45,7 @@ const SERVER_TYPES: [&str; 40] = [
     "client_left",
     "rate_limited",
     "server_shutdown",
+    "push_settings",
     "error",
 ];
 
@@ -90,6 +91,7 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::ClientLeft { .. } => "client_left",
         ServerMsg::RateLimited { .. } => "rate_limited",
         ServerMsg::ServerShutdown { .. } => "server_shutdown",
+        ServerMsg::PushSettings { .. } => "push_settings",
         ServerMsg::Error { .. } => "error",
     }
 }
@@ -638,6 +640,33 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
             },
         ));
     }
+    cases.push((
+        json!({"type": "push_settings", "available": true, "applicationServerKey": "BAec9",
+               "subscribed": true, "events": {"prompts": true, "turns": false, "supervisor": true}}),
+        ServerMsg::PushSettings {
+            available: true,
+            application_server_key: some("BAec9"),
+            subscribed: true,
+            events: PushEvents {
+                prompts: true,
+                turns: false,
+                supervisor: true,
+            },
+            reason: None,
+        },
+    ));
+    cases.push((
+        json!({"type": "push_settings", "available": false, "subscribed": false,
+               "events": {"prompts": true, "turns": true, "supervisor": true},
+               "reason": "notifications need Chroxy started with `chroxy start` or the tray app"}),
+        ServerMsg::PushSettings {
+            available: false,
+            application_server_key: None,
+            subscribed: false,
+            events: PushEvents::default(),
+            reason: some("notifications need Chroxy started with `chroxy start` or the tray app"),
+        },
+    ));
     cases
 }
 

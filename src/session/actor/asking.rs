@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::super::prompts::{Ask, Prompt};
 use super::Session;
 use crate::protocol::{Decision, ErrorCode, MessageType, PermissionResponse, RuleScope, ServerMsg};
+use crate::push::{Notice, NoticeKind};
 use crate::rules::{Offer, Rule, RulesError};
 use crate::session::clients::Audience;
 
@@ -37,11 +38,12 @@ impl Session {
         let sid = self.rec.session_id.clone();
         if tool == "AskUserQuestion" {
             let id = field("tool_use_id").unwrap_or_else(|| request_id.clone());
-            let msg = self
+            let prompt = self
                 .prompts
-                .add(id, request_id, Ask::Question { input }, Instant::now())
-                .to_msg(&sid, Instant::now());
+                .add(id, request_id, Ask::Question { input }, Instant::now());
+            let (msg, id) = (prompt.to_msg(&sid, Instant::now()), prompt.id.clone());
             self.publish(Audience::All, &msg);
+            self.push_waiting(NoticeKind::Question, id, None);
             return;
         }
         // A rule remembered with "Always" (this session's, then the project's) answers
@@ -104,16 +106,31 @@ impl Session {
             .or_else(|| field("display_name"))
             .unwrap_or_else(|| tool.clone());
         let ask = Ask::Permission {
-            tool,
+            tool: tool.clone(),
             description,
             input,
             offer,
         };
-        let msg = self
+        let prompt = self
             .prompts
-            .add(request_id.clone(), request_id, ask, Instant::now())
-            .to_msg(&sid, Instant::now());
+            .add(request_id.clone(), request_id, ask, Instant::now());
+        let (msg, id) = (prompt.to_msg(&sid, Instant::now()), prompt.id.clone());
         self.publish(Audience::All, &msg);
+        self.push_waiting(NoticeKind::Permission, id, Some(tool));
+    }
+
+    /// A prompt waits: phones that are not looking are woken if it still waits after
+    /// the grace period (its name and tool only: what it asks stays on the computer).
+    fn push_waiting(&self, kind: NoticeKind, id: String, tool: Option<String>) {
+        let mut notice = Notice::about(kind, &self.rec.session_id, &self.rec.name);
+        notice.tool = tool;
+        notice.prompt_id = Some(id.clone());
+        let (index, clients) = (self.prompts.index(), self.clients.clone());
+        self.cfg.push.alerts.prompt_waiting(
+            notice,
+            move || index.session_of(&id).is_some(),
+            move || clients.anyone_looking(),
+        );
     }
 
     /// A phone's answer. The prompt is taken out of the map before anything is sent, so
