@@ -63,8 +63,12 @@ pub struct PushConfig {
     /// its session.
     pub long_turn_secs: u64,
     /// Who runs this server, as push services ask (RFC 8292): a `mailto:` or
-    /// `https:` URL. Apple's service refuses pushes without a valid one.
+    /// `https:` URL. Apple's service refuses pushes whose contact is not a real
+    /// address (`@localhost` among them): set your own.
     pub contact: String,
+    /// Also accept a push service on this machine's loopback over plain http (a
+    /// self-hosted one; the tests' own). Off: only `https://` to public addresses.
+    pub loopback_push_service: bool,
 }
 
 impl Default for PushConfig {
@@ -73,12 +77,45 @@ impl Default for PushConfig {
             enabled: true,
             grace_secs: 15,
             long_turn_secs: 60,
-            contact: "mailto:chroxy@localhost".into(),
+            contact: DEFAULT_CONTACT.into(),
+            loopback_push_service: false,
         }
     }
 }
 
+/// What push services are told runs this server when the owner has not said: a real
+/// domain (Apple refuses `localhost`) that reaches nobody, hence the README's advice
+/// to set `[push] contact`.
+const DEFAULT_CONTACT: &str = "mailto:chroxy@users.noreply.github.com";
+
 impl PushConfig {
+    /// Which push services phones may subscribe with.
+    pub fn reach(&self) -> crate::push::Reach {
+        if self.loopback_push_service {
+            crate::push::Reach::AlsoLoopback
+        } else {
+            crate::push::Reach::Public
+        }
+    }
+
+    /// A contact push services accept: `mailto:` or `https:`, not on `localhost`.
+    fn check(&self) -> Result<(), String> {
+        let c = self.contact.trim().to_ascii_lowercase();
+        if !(c.starts_with("mailto:") || c.starts_with("https://")) {
+            return Err(format!(
+                "[push] contact = {:?} must be a mailto: or https:// address (RFC 8292)",
+                self.contact
+            ));
+        }
+        if c.contains("localhost") {
+            return Err(format!(
+                "[push] contact = {:?}: Apple's push service refuses a localhost contact; give a real e-mail address or web page",
+                self.contact
+            ));
+        }
+        Ok(())
+    }
+
     /// What the worker applies.
     pub fn alerts(&self) -> crate::push::AlertsConfig {
         crate::push::AlertsConfig {
@@ -429,16 +466,36 @@ impl Config {
     }
 
     fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message: e.to_string().trim().to_owned(),
-        })
+            message,
+        };
+        let config: Self =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_owned()))?;
+        config.push.check().map_err(invalid)?;
+        Ok(config)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_push_contact_push_services_refuse_is_named_at_load() {
+        let path = Path::new("config.toml");
+        for bad in [
+            "mailto:me@localhost",
+            "me@example.com",
+            "http://example.com",
+        ] {
+            let err = Config::parse(path, &format!("[push]\ncontact = {bad:?}\n")).unwrap_err();
+            assert!(err.to_string().contains("[push] contact"), "{err}");
+        }
+        let ok = Config::parse(path, "[push]\ncontact = \"mailto:ana@example.com\"\n").unwrap();
+        assert_eq!(ok.push.contact, "mailto:ana@example.com");
+        assert!(Config::default().push.check().is_ok());
+    }
 
     #[test]
     fn missing_file_means_defaults() {

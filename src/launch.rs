@@ -166,7 +166,8 @@ fn pusher(
         .push_key()
         .map_err(|e| e.to_string())
         .and_then(|key| {
-            crate::push::Pusher::new(paths, key.expose(), &cfg.contact).map_err(|e| e.to_string())
+            crate::push::Pusher::new(paths, key.expose(), &cfg.contact, cfg.reach())
+                .map_err(|e| e.to_string())
         });
     made.map_err(|err| tracing::warn!(%err, "notifications to phones are off"))
         .ok()

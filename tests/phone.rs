@@ -901,3 +901,140 @@ async fn the_tunnel_sees_only_ciphertext_and_cannot_alter_replay_drop_or_imperso
     a.until("the conversation", &assistant_says("after a fault LIME-9"))
         .await;
 }
+
+/// The service worker shows what the computer pushes and a tap opens the waiting
+/// prompt; the app opens from its kept copy with no network and says so. (A real push
+/// subscription needs the browser vendor's push service, which this machine cannot
+/// reach: the page's "Turn on" is shown refusing plainly, and the push itself is
+/// handed to the service worker by DevTools, as Chromium's push service would.)
+#[tokio::test]
+async fn a_push_is_shown_by_the_service_worker_and_its_tap_opens_the_prompt_even_offline_the_app_opens(
+) {
+    let home = Home::new();
+    home.config("[push]\ngrace_secs = 0\n");
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    let link = pairing_link(&home).await;
+    let driver = Driver::start().await;
+    let a = driver.browser("phone-push").await;
+    paired(&a, &link).await;
+    let origin = format!("http://127.0.0.1:{}", sup.public);
+    a.devtools(
+        "Browser.grantPermissions",
+        serde_json::json!({"permissions": ["notifications"], "origin": origin}),
+    )
+    .await;
+    a.until(
+        "the service worker controls the page",
+        "return !!navigator.serviceWorker.controller",
+    )
+    .await;
+
+    // The settings say what can be done here.
+    a.click("#session-menu").await;
+    a.until(
+        "notifications offered",
+        "return !document.getElementById('notify').hidden && document.getElementById('notify-state').textContent === 'Off for this phone.' && document.getElementById('notify-toggle').textContent === 'Turn on'",
+    )
+    .await;
+    a.shot("p0-notifications-off").await;
+    a.click("#notify-toggle").await;
+    a.until(
+        "the refusal said plainly",
+        "return document.getElementById('notify-state').textContent.startsWith('Not turned on: ')",
+    )
+    .await;
+    a.shot("p1-push-service-unreachable").await;
+    a.click("#session-menu").await;
+
+    // Claude waits for a permission, asked from another device; the phone is pushed.
+    let mut other = sup.client().await;
+    other
+        .send(serde_json::json!({"type": "input", "data": "PERMISSION"}))
+        .await;
+    let asked = other.until_type("permission_request").await;
+    let notice = serde_json::json!({
+        "kind": "permission", "sessionId": asked["sessionId"], "session": "project",
+        "tool": "Bash", "promptId": asked["requestId"],
+    });
+    // The first registration of a fresh profile is number 0. DevTools learns of it
+    // after `enable`, in its own time, and drops a push for a registration it does not
+    // know yet: delivered again until shown (the same prompt's notification replaces
+    // the one before, so a second delivery cannot make two).
+    a.devtools("ServiceWorker.enable", serde_json::json!({}))
+        .await;
+    let shown = "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(ns => arguments[0](ns.map(n => ({title: n.title, body: n.body, url: n.data.url}))))";
+    let notes = eventually("the notification is shown", async || {
+        a.devtools(
+            "ServiceWorker.deliverPushMessage",
+            serde_json::json!({"origin": origin, "registrationId": "0", "data": notice.to_string()}),
+        )
+        .await;
+        let notes = a.js_async(shown).await;
+        holds(notes.as_array().is_some_and(|n| n.len() == 1), &notes)?;
+        Ok::<_, String>(notes)
+    })
+    .await;
+    assert_eq!(
+        notes[0]["title"], "Claude is waiting for your OK",
+        "{notes}"
+    );
+    assert!(
+        notes[0]["body"].as_str().unwrap().contains("Bash"),
+        "{notes}"
+    );
+    let url = notes[0]["url"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with(&origin)
+            && url.contains(asked["requestId"].as_str().unwrap())
+            && url.contains(asked["sessionId"].as_str().unwrap()),
+        "{url}"
+    );
+
+    // A tap with no Chroxy page open opens this address: the waiting prompt, in view.
+    a.goto(&url).await;
+    a.until(
+        "the prompt opened",
+        &format!(
+            "return document.querySelector('#prompts .prompt.opened')?.dataset.id === {}",
+            asked["requestId"]
+        ),
+    )
+    .await;
+    assert!(
+        !a.js("return location.search")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("prompt"),
+        "the address bar is plain again"
+    );
+    a.shot("p2-opened-from-notification").await;
+    a.click_prompt_button("Allow once").await;
+    other.until(|v| v["type"] == "agent_idle").await;
+
+    // No network: the kept copy opens and says what it is.
+    a.devtools("Network.enable", serde_json::json!({})).await;
+    a.devtools(
+        "Network.emulateNetworkConditions",
+        serde_json::json!({"offline": true, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+    )
+    .await;
+    a.client.refresh().await.unwrap();
+    a.until(
+        "the kept copy, saying so",
+        "return !!document.getElementById('composer') && document.getElementById('banner-text').textContent.startsWith('Offline: this is the copy of Chroxy kept on this phone')",
+    )
+    .await;
+    a.shot("p3-offline").await;
+    a.devtools(
+        "Network.emulateNetworkConditions",
+        serde_json::json!({"offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+    )
+    .await;
+    a.until(
+        "back online by itself",
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+}

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 /// A home whose prompts and turns are news at once (no grace, any turn is long).
 fn home() -> Home {
     let home = Home::new();
-    home.config("[push]\ngrace_secs = 0\nlong_turn_secs = 0\n");
+    home.config("[push]\ngrace_secs = 0\nlong_turn_secs = 0\nloopback_push_service = true\n");
     home
 }
 
@@ -182,7 +182,15 @@ async fn subscriptions_that_are_not_a_browsers_are_refused_with_the_reason_and_n
     let err = refused(plain).await;
     assert_eq!(err["code"], "INVALID_MESSAGE");
     assert!(
-        err["message"].as_str().unwrap().contains("loopback"),
+        err["message"].as_str().unwrap().contains("plain http"),
+        "{err}"
+    );
+    // A paired device cannot make the supervisor post into the owner's network.
+    let mut inside = browser.subscription();
+    inside["endpoint"] = json!("https://169.254.169.254/latest/meta-data");
+    let err = refused(inside).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("private address"),
         "{err}"
     );
     let mut file = browser.subscription();
@@ -242,7 +250,7 @@ async fn a_rollback_and_then_failed_are_pushed_to_a_revoked_device_never() {
     let service = PushService::start().await;
     let home = Home::new();
     home.config(
-        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
+        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n[push]\nloopback_push_service = true\n",
     );
     // Two crashing releases: a known-good one and a newer current one.
     let paths = chroxy::store::Paths::under(home.chroxy());
@@ -273,7 +281,8 @@ async fn a_rollback_and_then_failed_are_pushed_to_a_revoked_device_never() {
     for (device, browser) in [(&phone, &mine), (&other.id, &theirs)] {
         let sent: chroxy::protocol::PushSubscriptionJson =
             serde_json::from_value(browser.subscription()).unwrap();
-        let sub = chroxy::push::Subscription::parse(&sent).unwrap();
+        let sub =
+            chroxy::push::Subscription::parse(&sent, chroxy::push::Reach::AlsoLoopback).unwrap();
         subs.subscribe(device, sub, None).unwrap();
     }
 

@@ -357,7 +357,7 @@ impl Default for PushEvents {
 }
 
 /// A browser's `PushSubscription.keys`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushKeys {
     /// The browser's P-256 public key (base64url).
     pub p256dh: String,
@@ -366,12 +366,26 @@ pub struct PushKeys {
 }
 
 /// A browser's `PushSubscription.toJSON()` (its `expirationTime` is not used).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushSubscriptionJson {
     /// Where pushes are posted.
     pub endpoint: String,
     /// The keys a push is encrypted for.
     pub keys: PushKeys,
+}
+
+// An endpoint is a capability (whoever holds it can push to the phone) and `auth` a
+// secret: a `debug!(?msg)` of a frame shows neither.
+impl std::fmt::Debug for PushKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushKeys(..)")
+    }
+}
+
+impl std::fmt::Debug for PushSubscriptionJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushSubscriptionJson(..)")
+    }
 }
 
 /// `push_subscribe`: push to this device (replacing its previous subscription).

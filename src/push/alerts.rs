@@ -150,8 +150,23 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_supervisor_nothing_is_pushed_or_spawned() {
-        let alerts = Alerts::off();
-        alerts.turn_done(notice(), Duration::MAX, false);
-        alerts.prompt_waiting(notice(), || panic!("asked"), || panic!("asked"));
+        let off = Alerts::off();
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = tasks();
+        off.turn_done(notice(), Duration::MAX, false);
+        off.prompt_waiting(notice(), || true, || false);
+        assert_eq!(
+            tasks(),
+            before,
+            "a task was spawned for alerts that go nowhere"
+        );
+        // The same prompt with a supervisor does spawn one: the count would see it.
+        let (on, _rx) = alerts(10_000, 0);
+        on.prompt_waiting(notice(), || true, || false);
+        assert_eq!(tasks(), before + 1);
     }
 }

@@ -20,7 +20,7 @@ use web_push_native::jwt_simple::algorithms::{
 use web_push_native::jwt_simple::claims::Claims;
 use web_push_native::WebPushBuilder;
 
-use super::store::{Entry, Subscriptions};
+use super::store::{Entry, Reach, Subscriptions};
 use super::Notice;
 use crate::devices::{DeviceState, Devices};
 use crate::protocol::now_ms;
@@ -58,6 +58,7 @@ pub struct Pusher {
     key: std::sync::Arc<ES256KeyPair>,
     public: String,
     contact: String,
+    reach: Reach,
     subscriptions: Subscriptions,
     devices: Devices,
     client: Client<Https, Full<Bytes>>,
@@ -75,32 +76,39 @@ impl Pusher {
     /// A pusher signing with `secret` (32 bytes, base64url, from
     /// [`crate::secrets::Secrets::push_key`]) and naming `contact` (a `mailto:` or
     /// `https:` URL) to push services, as RFC 8292 asks.
-    pub fn new(paths: &Paths, secret: &str, contact: &str) -> Result<Self, DeliverError> {
+    pub fn new(
+        paths: &Paths,
+        secret: &str,
+        contact: &str,
+        reach: Reach,
+    ) -> Result<Self, DeliverError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(secret.trim())
             .map_err(|_| DeliverError::DamagedKey)?;
         let key = ES256KeyPair::from_bytes(&bytes).map_err(|_| DeliverError::DamagedKey)?;
         let public = URL_SAFE_NO_PAD.encode(key.public_key().public_key().to_bytes_uncompressed());
-        let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(builder) => builder.https_or_http().enable_http1().build(),
+        let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(builder) => builder,
             Err(err) => {
                 // Pushes to https services then fail one by one, each saying so.
                 tracing::warn!(%err, "no CA certificates found: pushes to phones' push services will fail");
-                hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(
-                        rustls::ClientConfig::builder()
-                            .with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth(),
-                    )
-                    .https_or_http()
-                    .enable_http1()
-                    .build()
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                )
             }
+        };
+        // Plain http only where a loopback push service is allowed at all.
+        let connector = match reach {
+            Reach::Public => builder.https_only().enable_http1().build(),
+            Reach::AlsoLoopback => builder.https_or_http().enable_http1().build(),
         };
         Ok(Self {
             key: std::sync::Arc::new(key),
             public,
             contact: contact.to_owned(),
+            reach,
             subscriptions: Subscriptions::new(paths),
             devices: Devices::new(paths),
             client: Client::builder(TokioExecutor::new()).build(connector),
@@ -166,14 +174,19 @@ impl Pusher {
                 .filter(|d| d.state == DeviceState::Approved)
                 .map(|d| d.id)
                 .collect();
-            let entries = subs.all().map_err(|e| e.to_string())?;
-            // A revoked device is not pushed to, whatever it subscribed before.
-            Ok::<_, String>(
-                entries
-                    .into_iter()
-                    .filter(|e| approved.contains(&e.device))
-                    .collect::<Vec<_>>(),
-            )
+            // A device revoked (or forgotten) since it subscribed is never pushed to,
+            // and its subscription goes.
+            let (keep, gone): (Vec<Entry>, Vec<Entry>) = subs
+                .all()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .partition(|e| approved.contains(&e.device));
+            for entry in gone {
+                if let Err(err) = subs.forget(&entry.device, &entry.subscription.endpoint) {
+                    tracing::warn!(%err, "cannot forget a revoked device's push subscription");
+                }
+            }
+            Ok::<_, String>(keep)
         })
         .await;
         match read {
@@ -192,14 +205,11 @@ impl Pusher {
     async fn post(&self, entry: &Entry, notice: &Notice) -> Result<(), Failure> {
         let sub = &entry.subscription;
         let other = |why: String| Failure::Other(why);
-        let endpoint: http::Uri = sub
-            .endpoint
-            .parse()
-            .map_err(|_| other("a stored endpoint is not a URL".into()))?;
+        let endpoint = sub.uri(self.reach).map_err(|e| other(e.to_string()))?;
         let public = sub.public_key().map_err(|e| other(e.to_string()))?;
         let auth = sub.auth_secret().map_err(|e| other(e.to_string()))?;
         // Plain data always serializes.
-        let payload = serde_json::to_vec(notice).unwrap_or_default();
+        let payload = serde_json::to_vec(&notice.bounded()).unwrap_or_default();
         let ttl = Duration::from_secs(notice.kind.ttl_secs());
         let request = WebPushBuilder::new(endpoint.clone(), public, auth)
             .with_valid_duration(ttl)
@@ -224,6 +234,11 @@ impl Pusher {
         match response.status().as_u16() {
             200..=299 => Ok(()),
             404 | 410 => Err(Failure::Gone),
+            // Apple's answer to a contact it does not take (RFC 8292's `sub`).
+            403 => Err(other(format!(
+                "the push service refused this server (403); if it is Apple's, set `[push] contact` to your own e-mail address (it has {:?})",
+                self.contact
+            ))),
             status => Err(other(format!("the push service answered {status}"))),
         }
     }

@@ -26,7 +26,7 @@ mod store;
 
 pub use alerts::{Alerts, AlertsConfig};
 pub use deliver::{DeliverError, Delivery, Outbox, Pusher};
-pub use store::{Subscription, SubscriptionError, Subscriptions};
+pub use store::{Reach, Subscription, SubscriptionError, Subscriptions};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,11 @@ use crate::protocol::PushEvents;
 /// notifications need `chroxy start` or the tray app.
 pub const PUBLIC_KEY_VAR: &str = "CHROXY_PUSH_PUBLIC_KEY";
 
+/// Why a worker cannot push, as phones are told.
+const OFF: &str = "notifications are turned off on the computer ([push] enabled = false)";
+const UNSUPERVISED: &str = "notifications need Chroxy started with `chroxy start` or the tray app";
+const NO_KEY: &str = "the running Chroxy gave this server no push key: its log says why (an older Chroxy cannot push; restart it after an update)";
+
 /// What the worker needs for Web Push.
 #[derive(Debug, Clone)]
 pub struct WorkerPush {
@@ -48,6 +53,8 @@ pub struct WorkerPush {
     pub public_key: Option<String>,
     /// Why there is no key, for phones to show.
     pub off_because: &'static str,
+    /// Which push services phones may subscribe with.
+    pub reach: Reach,
     /// Whether to push.
     pub alerts: Alerts,
 }
@@ -64,21 +71,9 @@ impl WorkerPush {
     ) -> (Self, tokio::sync::mpsc::Receiver<Notice>) {
         let (alerts, notices) = Alerts::new(cfg.alerts());
         let (public_key, off_because, alerts) = match (cfg.enabled, supervised, key) {
-            (false, _, _) => (
-                None,
-                "notifications are turned off on the computer ([push] enabled = false)",
-                Alerts::off(),
-            ),
-            (true, false, _) => (
-                None,
-                "notifications need Chroxy started with `chroxy start` or the tray app",
-                Alerts::off(),
-            ),
-            (true, true, None) => (
-                None,
-                "the computer could not read its push signing key; `chroxy doctor` says why",
-                Alerts::off(),
-            ),
+            (false, _, _) => (None, OFF, Alerts::off()),
+            (true, false, _) => (None, UNSUPERVISED, Alerts::off()),
+            (true, true, None) => (None, NO_KEY, Alerts::off()),
             (true, true, Some(key)) => (Some(key), "", alerts),
         };
         (
@@ -86,6 +81,7 @@ impl WorkerPush {
                 subscriptions: Subscriptions::new(paths),
                 public_key,
                 off_because,
+                reach: cfg.reach(),
                 alerts,
             },
             notices,
@@ -170,6 +166,19 @@ impl Notice {
             session: Some(name.chars().take(MAX_NAME_CHARS).collect()),
             tool: None,
             prompt_id: None,
+        }
+    }
+
+    /// This notice with every field cut to a size that fits a push (at most 4 KiB
+    /// travel): whatever a worker sent, the supervisor posts no more.
+    pub fn bounded(&self) -> Self {
+        let cut = |s: &Option<String>, n: usize| s.as_ref().map(|s| s.chars().take(n).collect());
+        Self {
+            kind: self.kind,
+            session_id: cut(&self.session_id, 64),
+            session: cut(&self.session, MAX_NAME_CHARS),
+            tool: cut(&self.tool, 64),
+            prompt_id: cut(&self.prompt_id, 128),
         }
     }
 

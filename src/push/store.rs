@@ -47,8 +47,9 @@ pub enum SubscriptionError {
     Auth,
 }
 
-/// A browser's push subscription (`PushSubscription.toJSON()`), checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A browser's push subscription (`PushSubscription.toJSON()`), checked, its keys
+/// in canonical base64url (whatever padding or spacing the phone sent).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     /// Where pushes are posted (a capability: never logged).
@@ -59,60 +60,56 @@ pub struct Subscription {
     pub auth: String,
 }
 
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("host", &self.host())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which push services are reachable: a phone's own (`https://` to a public address),
+/// and — only where `[push] loopback_push_service` says so, as the tests do — one on
+/// this machine's loopback over plain `http://`. A paired device choosing its endpoint
+/// must not make the supervisor post to the owner's private network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Public push services only.
+    Public,
+    /// Those, and `http://` to loopback.
+    AlsoLoopback,
+}
+
 impl Subscription {
-    /// Checks what a phone sent. Endpoints are `https://` — or `http://` to this
-    /// machine's loopback (a push service on the same computer, as the tests run one):
-    /// plain HTTP elsewhere would hand the push service's address and the encrypted
-    /// payload to anyone on the way.
-    pub fn parse(sent: &PushSubscriptionJson) -> Result<Self, SubscriptionError> {
+    /// Checks what a phone sent.
+    pub fn parse(sent: &PushSubscriptionJson, reach: Reach) -> Result<Self, SubscriptionError> {
         let endpoint = sent.endpoint.trim();
-        if endpoint.len() > MAX_ENDPOINT_BYTES {
-            return Err(SubscriptionError::Endpoint("it is longer than 2048 bytes"));
-        }
-        let https = endpoint.starts_with("https://");
-        if !https && !endpoint.starts_with("http://") {
-            return Err(SubscriptionError::Endpoint("it is not an https URL"));
-        }
-        let uri: http::Uri = endpoint
-            .parse()
-            .map_err(|_| SubscriptionError::Endpoint("it is not a URL"))?;
-        let authority = uri
-            .authority()
-            .filter(|a| !a.host().is_empty())
-            .ok_or(SubscriptionError::Endpoint("it names no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(SubscriptionError::Endpoint("it carries a user name"));
-        }
-        if !https && !is_loopback(authority.host()) {
-            return Err(SubscriptionError::Endpoint(
-                "plain http is accepted only to this machine's loopback",
-            ));
-        }
-        let sub = Self {
+        check_endpoint(endpoint, reach)?;
+        let p256dh = canonical(&sent.keys.p256dh, 65).ok_or(SubscriptionError::PublicKey)?;
+        p256::PublicKey::from_sec1_bytes(&p256dh).map_err(|_| SubscriptionError::PublicKey)?;
+        let auth = canonical(&sent.keys.auth, 16).ok_or(SubscriptionError::Auth)?;
+        Ok(Self {
             endpoint: endpoint.to_owned(),
-            p256dh: sent.keys.p256dh.trim().to_owned(),
-            auth: sent.keys.auth.trim().to_owned(),
-        };
-        sub.public_key()?;
-        sub.auth_secret()?;
-        Ok(sub)
+            p256dh: URL_SAFE_NO_PAD.encode(p256dh),
+            auth: URL_SAFE_NO_PAD.encode(auth),
+        })
+    }
+
+    /// The endpoint, checked again at delivery: the file may have been written by
+    /// another release, or by hand.
+    pub fn uri(&self, reach: Reach) -> Result<http::Uri, SubscriptionError> {
+        check_endpoint(&self.endpoint, reach)
     }
 
     /// The browser's public key.
     pub fn public_key(&self) -> Result<p256::PublicKey, SubscriptionError> {
-        let bytes = decode(&self.p256dh).ok_or(SubscriptionError::PublicKey)?;
-        if bytes.len() != 65 {
-            return Err(SubscriptionError::PublicKey);
-        }
+        let bytes = canonical(&self.p256dh, 65).ok_or(SubscriptionError::PublicKey)?;
         p256::PublicKey::from_sec1_bytes(&bytes).map_err(|_| SubscriptionError::PublicKey)
     }
 
     /// The browser's authentication secret.
     pub fn auth_secret(&self) -> Result<web_push_native::Auth, SubscriptionError> {
-        let bytes = decode(&self.auth).ok_or(SubscriptionError::Auth)?;
-        if bytes.len() != 16 {
-            return Err(SubscriptionError::Auth);
-        }
+        let bytes = canonical(&self.auth, 16).ok_or(SubscriptionError::Auth)?;
         Ok(web_push_native::Auth::clone_from_slice(&bytes))
     }
 
@@ -126,17 +123,84 @@ impl Subscription {
     }
 }
 
-fn decode(text: &str) -> Option<Vec<u8>> {
-    // Browsers give base64url without padding; some libraries pad it.
-    URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()
+/// `text` as exactly `len` bytes of base64url (padding tolerated, as some libraries
+/// add it); a longer text is refused before it is decoded.
+fn canonical(text: &str, len: usize) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if text.len() > len.div_ceil(3) * 4 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()?;
+    (bytes.len() == len).then_some(bytes)
+}
+
+fn check_endpoint(endpoint: &str, reach: Reach) -> Result<http::Uri, SubscriptionError> {
+    if endpoint.len() > MAX_ENDPOINT_BYTES {
+        return Err(SubscriptionError::Endpoint("it is longer than 2048 bytes"));
+    }
+    let https = endpoint.starts_with("https://");
+    if !https && !endpoint.starts_with("http://") {
+        return Err(SubscriptionError::Endpoint("it is not an https URL"));
+    }
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|_| SubscriptionError::Endpoint("it is not a URL"))?;
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or(SubscriptionError::Endpoint("it names no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(SubscriptionError::Endpoint("it carries a user name"));
+    }
+    let host = authority.host();
+    let loopback = is_loopback(host);
+    if loopback && reach == Reach::AlsoLoopback {
+        return Ok(uri);
+    }
+    if !https {
+        return Err(SubscriptionError::Endpoint(
+            "plain http is not accepted (only https, to a public push service)",
+        ));
+    }
+    if loopback || is_private(host) {
+        return Err(SubscriptionError::Endpoint(
+            "it names this machine or a private address, not a push service",
+        ));
+    }
+    Ok(uri)
+}
+
+fn ip(host: &str) -> Option<std::net::IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || ip(host).is_some_and(|ip| ip.is_loopback())
+}
+
+/// An address literal no public push service has (names are not resolved here).
+fn is_private(host: &str) -> bool {
+    match ip(host) {
+        Some(std::net::IpAddr::V4(v4)) => {
+            v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // CGNAT, Tailscale
+        }
+        Some(std::net::IpAddr::V6(v6)) => {
+            v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link-local
+                || v6.to_ipv4_mapped().is_some()
+        }
+        None => false,
+    }
 }
 
 /// One device's entry.
@@ -297,58 +361,99 @@ mod tests {
     }
 
     #[test]
-    fn push_services_and_loopback_are_accepted() {
+    fn push_services_are_accepted_and_loopback_only_where_allowed() {
         for endpoint in [
             "https://fcm.googleapis.com/fcm/send/abc:def",
             "https://updates.push.services.mozilla.com/wpush/v2/gAAA",
             "https://web.push.apple.com/QGm9",
+        ] {
+            let sub = Subscription::parse(&sent(endpoint), Reach::Public)
+                .unwrap_or_else(|e| panic!("{endpoint}: {e}"));
+            assert_eq!(sub.endpoint, endpoint);
+        }
+        for endpoint in [
             "http://127.0.0.1:8123/push/1",
             "http://[::1]:8123/push/1",
             "http://localhost/push",
         ] {
-            let sub =
-                Subscription::parse(&sent(endpoint)).unwrap_or_else(|e| panic!("{endpoint}: {e}"));
-            assert_eq!(sub.endpoint, endpoint);
+            assert!(Subscription::parse(&sent(endpoint), Reach::AlsoLoopback).is_ok());
+            assert!(matches!(
+                Subscription::parse(&sent(endpoint), Reach::Public),
+                Err(SubscriptionError::Endpoint(_))
+            ));
         }
     }
 
     #[test]
     fn endpoints_that_would_leak_or_reach_elsewhere_are_refused_with_the_reason() {
-        let refused = |endpoint: &str| match Subscription::parse(&sent(endpoint)) {
-            Err(SubscriptionError::Endpoint(why)) => why,
-            other => panic!("{endpoint}: {other:?}"),
-        };
-        assert!(refused("http://push.example.com/x").contains("loopback"));
-        assert!(refused("http://192.168.1.2/x").contains("loopback"));
+        let refused =
+            |endpoint: &str| match Subscription::parse(&sent(endpoint), Reach::AlsoLoopback) {
+                Err(SubscriptionError::Endpoint(why)) => why,
+                other => panic!("{endpoint}: {other:?}"),
+            };
+        assert!(refused("http://push.example.com/x").contains("plain http"));
+        assert!(refused("http://192.168.1.2/x").contains("plain http"));
+        for private in [
+            "https://192.168.1.2/x",
+            "https://10.0.0.1/x",
+            "https://169.254.169.254/latest/meta-data",
+            "https://100.101.102.103/x",
+            "https://[fd00::1]/x",
+            "https://[fe80::1]/x",
+            "https://[::ffff:10.0.0.1]/x",
+            "https://0.0.0.0/x",
+        ] {
+            assert!(refused(private).contains("private"), "{private}");
+        }
         assert!(refused("file:///etc/passwd").contains("https"));
         assert!(refused("javascript:alert(1)").contains("https"));
         refused("https:///nohost");
         assert!(refused("https://user:pw@push.example.com/x").contains("user"));
-        assert!(refused("not a url").contains("URL"));
+        assert!(refused("https://push example.com/x").contains("URL"));
         assert!(
             refused(&format!("https://push.example.com/{}", "a".repeat(3000))).contains("2048")
         );
     }
 
     #[test]
-    fn keys_that_are_not_a_browsers_are_refused() {
+    fn keys_that_are_not_a_browsers_are_refused_and_good_ones_kept_canonical() {
+        let parse = |s: &PushSubscriptionJson| Subscription::parse(s, Reach::Public);
         let mut s = sent("https://push.example.com/x");
         s.keys.p256dh = URL_SAFE_NO_PAD.encode([4u8; 65]); // not on the curve
-        assert!(matches!(
-            Subscription::parse(&s),
-            Err(SubscriptionError::PublicKey)
-        ));
+        assert!(matches!(parse(&s), Err(SubscriptionError::PublicKey)));
         s.keys.p256dh = "not base64!".into();
-        assert!(matches!(
-            Subscription::parse(&s),
-            Err(SubscriptionError::PublicKey)
-        ));
+        assert!(matches!(parse(&s), Err(SubscriptionError::PublicKey)));
         let mut s = sent("https://push.example.com/x");
         s.keys.auth = URL_SAFE_NO_PAD.encode([1u8; 15]);
-        assert!(matches!(
-            Subscription::parse(&s),
-            Err(SubscriptionError::Auth)
-        ));
+        assert!(matches!(parse(&s), Err(SubscriptionError::Auth)));
+        // A megabyte of padding behind a good key is refused, not stored.
+        let mut s = sent("https://push.example.com/x");
+        s.keys.auth = format!(
+            "{}{}",
+            URL_SAFE_NO_PAD.encode([1u8; 16]),
+            "=".repeat(1 << 20)
+        );
+        assert!(matches!(parse(&s), Err(SubscriptionError::Auth)));
+        // Padding within reason is taken, and stored without it.
+        let mut s = sent("https://push.example.com/x");
+        let good = s.keys.auth.clone();
+        s.keys.auth = format!("{good}==");
+        assert_eq!(parse(&s).unwrap().auth, good);
+    }
+
+    #[test]
+    fn neither_the_endpoint_nor_the_keys_are_in_a_debug_print() {
+        let s = sent("https://push.example.com/secret-capability");
+        let sub = Subscription::parse(&s, Reach::Public).unwrap();
+        for shown in [
+            format!("{s:?}"),
+            format!("{sub:?}"),
+            format!("{:?}", s.keys),
+        ] {
+            assert!(!shown.contains("secret-capability"), "{shown}");
+            assert!(!shown.contains(&s.keys.auth), "{shown}");
+        }
+        assert!(format!("{sub:?}").contains("push.example.com"));
     }
 
     #[test]
@@ -356,7 +461,8 @@ mod tests {
     {
         let dir = tempfile::tempdir().unwrap();
         let store = Subscriptions::new(&Paths::under(dir.path()));
-        let first = Subscription::parse(&sent("https://push.example.com/1")).unwrap();
+        let first =
+            Subscription::parse(&sent("https://push.example.com/1"), Reach::Public).unwrap();
         let events = PushEvents {
             prompts: true,
             turns: false,
@@ -364,7 +470,8 @@ mod tests {
         };
         store.subscribe("d1", first.clone(), Some(events)).unwrap();
         // The browser renewed its subscription: the new one replaces it, same events.
-        let second = Subscription::parse(&sent("https://push.example.com/2")).unwrap();
+        let second =
+            Subscription::parse(&sent("https://push.example.com/2"), Reach::Public).unwrap();
         let entry = store.subscribe("d1", second.clone(), None).unwrap();
         assert_eq!(entry.events, events);
         assert_eq!(store.all().unwrap().len(), 1);
@@ -384,7 +491,7 @@ mod tests {
         std::fs::create_dir_all(paths.state_dir()).unwrap();
         let file = paths.state_dir().join("push.json");
         std::fs::write(&file, "{ not json").unwrap();
-        let sub = Subscription::parse(&sent("https://push.example.com/1")).unwrap();
+        let sub = Subscription::parse(&sent("https://push.example.com/1"), Reach::Public).unwrap();
         let err = store.subscribe("d1", sub, None).unwrap_err();
         assert!(err.to_string().contains("push.json"), "{err}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "{ not json");

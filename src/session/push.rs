@@ -15,6 +15,12 @@ impl Hub {
         msg: ClientMsg,
     ) -> Result<(), Refusal> {
         let push = &self.cfg.push;
+        // Asking is always answered, with why notifications are off when they are.
+        if let ClientMsg::GetPushSettings(_) = msg {
+            let settings = self.push_settings(client).await;
+            self.clients.send_msg(client, &settings);
+            return Ok(());
+        }
         let unavailable = |why: &str| Refusal::new(ErrorCode::PushUnavailable, why);
         if push.public_key.is_none() {
             return Err(unavailable(push.off_because));
@@ -25,7 +31,7 @@ impl Hub {
         let subs = push.subscriptions.clone();
         match msg {
             ClientMsg::PushSubscribe(m) => {
-                let sub = Subscription::parse(&m.subscription)
+                let sub = Subscription::parse(&m.subscription, push.reach)
                     .map_err(|e| Refusal::new(ErrorCode::InvalidMessage, e.to_string()))?;
                 let id = device.clone();
                 blocking(move || subs.subscribe(&device, sub, m.events).map(|_| ())).await?;

@@ -16,9 +16,6 @@ use crate::backoff::Backoff;
 use crate::protocol::ShutdownReason;
 use crate::push::NoticeKind;
 
-/// Why a rollback a person asked for is made.
-const REQUESTED: &str = "requested";
-
 /// The numbers behind the rules, from the `[supervisor]` settings (their defaults, in
 /// `config`, are the one copy: 0.5 s → 10 s backoff, reset after 60 s healthy, more than
 /// 5 crashes in 2 min rolls back, 60 s canary, > 10 faults).
@@ -295,6 +292,9 @@ pub struct Machine {
     restarts: u32,
     /// Retries out of `failed` since a worker was last healthy.
     failed_retries: u32,
+    /// Phones were told of `failed`; told again only after a healthy worker or a
+    /// person's restart or rollback.
+    failed_notified: bool,
     /// The last settings error recorded, so a retry that fails the same way adds no
     /// event; cleared once a worker is healthy.
     config_error: Option<String>,
@@ -321,6 +321,7 @@ impl Machine {
             attempt: 0,
             restarts: 0,
             failed_retries: 0,
+            failed_notified: false,
             config_error: None,
             pending: None,
         };
@@ -475,6 +476,7 @@ impl Machine {
         match event {
             E::Healthy { release: r } if r == release => {
                 self.failed_retries = 0;
+                self.failed_notified = false;
                 self.config_error = None;
                 let mut fx = vec![
                     Effect::Route {
@@ -520,7 +522,7 @@ impl Machine {
                 let fx = vec![restart_requested(&release), stop(release.clone(), false)];
                 respawn(fx, release)
             }
-            E::Rollback { to } => self.roll_back_after(stop(release, false), to, "requested"),
+            E::Rollback { to } => self.roll_back_after(stop(release, false), to, None),
             E::Deploy {
                 release: candidate, ..
             } => {
@@ -580,7 +582,7 @@ impl Machine {
                         self.policy.canary_error_limit
                     );
                     let to = self.known_good.clone();
-                    return self.roll_back_after(stop(release, true), to, &why);
+                    return self.roll_back_after(stop(release, true), to, Some(&why));
                 }
                 let state = State::Serving {
                     release,
@@ -615,7 +617,7 @@ impl Machine {
                 let fx = vec![restart_requested(&release), stop(release.clone(), true)];
                 respawn(fx, release)
             }
-            E::Rollback { to } => self.roll_back_after(stop(release, true), to, "requested"),
+            E::Rollback { to } => self.roll_back_after(stop(release, true), to, None),
             E::Deploy {
                 release: candidate, ..
             } if candidate == release => {
@@ -834,13 +836,16 @@ impl Machine {
                 self.start_over("retry", message)
             }
             E::Restart => {
+                // A person acted: a failure after this is news again.
+                self.failed_notified = false;
                 let message = format!("restarting release {} on request", self.current);
                 self.start_over("restart_requested", message)
             }
             E::Rollback { to } => {
+                self.failed_notified = false;
                 self.crashes.clear();
                 self.attempt = 0;
-                let fx = self.roll_back(to, REQUESTED);
+                let fx = self.roll_back(to, None);
                 (self.rolling_back_state(), fx)
             }
             E::Deploy {
@@ -898,8 +903,13 @@ impl Machine {
         }
     }
 
-    /// After `stop`, a rollback to `to` for `why`.
-    fn roll_back_after(&mut self, stop: Effect, to: ReleaseId, why: &str) -> (State, Vec<Effect>) {
+    /// After `stop`, a rollback to `to` (see [`Machine::roll_back`] for `why`).
+    fn roll_back_after(
+        &mut self,
+        stop: Effect,
+        to: ReleaseId,
+        why: Option<&str>,
+    ) -> (State, Vec<Effect>) {
         let mut fx = vec![stop];
         fx.extend(self.roll_back(to, why));
         (self.rolling_back_state(), fx)
@@ -923,7 +933,7 @@ impl Machine {
                 message: why.clone(),
             }];
             let to = self.known_good.clone();
-            fx.extend(self.roll_back(to, &why));
+            fx.extend(self.roll_back(to, Some(&why)));
             return (self.rolling_back_state(), fx);
         }
         if now.duration_since(since) >= self.policy.healthy_reset {
@@ -1000,7 +1010,7 @@ impl Machine {
                 self.crashes.clear();
                 self.attempt = 0;
                 let to = self.known_good.clone();
-                fx.extend(self.roll_back(to, &reason));
+                fx.extend(self.roll_back(to, Some(&reason)));
                 return (self.rolling_back_state(), fx);
             }
             // An exit is the worker's own verdict; a failed probe or a missed heartbeat
@@ -1025,7 +1035,8 @@ impl Machine {
                 message: reason.clone(),
             });
             // Once, not at each of its own later retries.
-            if self.failed_retries == 0 {
+            if !self.failed_notified {
+                self.failed_notified = true;
                 fx.push(Effect::Notify(NoticeKind::Failed));
             }
             fx.extend(retry_at.map(Effect::ArmTimer));
@@ -1046,20 +1057,24 @@ impl Machine {
         respawn(vec![Effect::Record { kind, message }], release)
     }
 
-    /// Point `current` at `to` and start it.
-    fn roll_back(&mut self, target: ReleaseId, why: &str) -> Vec<Effect> {
+    /// Point `current` at `to` and start it: because of `why`, or (`None`) because a
+    /// person asked.
+    fn roll_back(&mut self, target: ReleaseId, why: Option<&str>) -> Vec<Effect> {
         let from = std::mem::replace(&mut self.current, target.clone());
         self.restarts += 1;
         let mut fx = vec![
             Effect::SetCurrent(target.clone()),
             Effect::Record {
                 kind: "rollback",
-                message: format!("rolling back from {from} to {target}: {why}"),
+                message: format!(
+                    "rolling back from {from} to {target}: {}",
+                    why.unwrap_or("requested")
+                ),
             },
             Effect::Spawn { release: target },
         ];
         // The person who asked for it knows already.
-        if why != REQUESTED {
+        if why.is_some() {
             fx.push(Effect::Notify(NoticeKind::RolledBack));
         }
         fx
@@ -1489,6 +1504,22 @@ mod tests {
             now += 10 * S;
             m.step(Event::Timer, now);
         }
+    }
+
+    #[test]
+    fn phones_hear_of_failed_once_and_again_after_a_person_restarts() {
+        let (mut m, mut now, fx) = fail_known_good(|| exited("0-good"));
+        assert!(fx.contains(&Effect::Notify(NoticeKind::Failed)));
+        assert_eq!(spawns(&m.step(Event::Restart, now)), ["0-good"]);
+        let fx = loop {
+            let fx = m.step(exited("0-good"), now);
+            if m.state_name() == StateName::Failed {
+                break fx;
+            }
+            now += 10 * S;
+            m.step(Event::Timer, now);
+        };
+        assert!(fx.contains(&Effect::Notify(NoticeKind::Failed)), "{fx:?}");
     }
 
     fn timer(fx: &[Effect]) -> Option<Instant> {

@@ -135,11 +135,13 @@ impl Drop for Unauthenticated {
 /// markup that ever slipped into the page (a model's answer, a crafted pairing link)
 /// could not run script, and no other site can frame it to trick a tap. Sockets go to
 /// this machine (`'self'`) and to the other machines the phone was paired with, whose
-/// hosts only the phone knows, hence the bare `ws:`/`wss:` schemes.
+/// hosts only the phone knows, hence the bare `ws:`/`wss:` schemes. One Trusted Types
+/// policy exists, `chroxy-sw`, and it passes exactly one script URL: the service
+/// worker's (`js/notify.js`).
 const PHONE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self'; manifest-src 'self'; connect-src 'self' wss: ws:; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'; \
-    trusted-types 'none'";
+    trusted-types chroxy-sw";
 
 /// Sent with every file of the phone client, and with its 404: besides the policy,
 /// no MIME sniffing (a file is only ever what its type says) and no `Referer` leaving

@@ -133,15 +133,29 @@ impl Browser {
 
     /// Makes the page see `prefers-color-scheme: dark` (or light).
     pub async fn color_scheme(&self, scheme: &str) {
-        // A Chrome DevTools command, through chromedriver.
+        self.devtools(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        )
+        .await;
+    }
+
+    /// A Chrome DevTools Protocol command, through chromedriver; its result.
+    pub async fn devtools(&self, cmd: &str, params: Value) -> Value {
         let cmd = DriverCommand {
             path: "goog/cdp/execute",
-            body: json!({
-                "cmd": "Emulation.setEmulatedMedia",
-                "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
-            }),
+            body: json!({"cmd": cmd, "params": params}),
         };
-        self.client.issue_cmd(cmd).await.unwrap();
+        self.client
+            .issue_cmd(cmd)
+            .await
+            .unwrap_or_else(|e| panic!("DevTools refused: {e}"))
+    }
+
+    /// Evaluates `script` (a function body whose last argument is the callback to
+    /// call with the result) in the page, waiting for it.
+    pub async fn js_async(&self, script: &str) -> Value {
+        self.client.execute_async(script, vec![]).await.unwrap()
     }
 
     pub async fn goto(&self, url: &str) {

@@ -9,6 +9,7 @@ import { keyStore } from "./device-keys.js";
 import { decodePublicKey, fingerprint } from "./noise.js";
 import { render as markdown, Streamed } from "./markdown.js";
 import { cut, describeChange } from "./change.js";
+import * as notify from "./notify.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_QUEUED = 10;
@@ -41,6 +42,8 @@ const ui = {
   spent: 0, // the cost of the turns shown in the conversation, in USD
   fingerprint: null, // the current machine's pinned key's, as the Chroxy window shows it
   cannotEncrypt: null, // why this browser cannot encrypt, once a connection found out
+  push: null, // this device's last `push_settings`
+  opening: null, // {sessionId, promptId} a tapped notification asked to show
 };
 
 /// This phone's device keys, one per machine, in IndexedDB.
@@ -407,6 +410,11 @@ function onState({ state, retryInMs, previousToken, deviceId, fingerprint: pinne
   if (state === "connected") document.body.dataset.encrypted = String(ui.conn.encrypted);
   showMachineKey();
   const told = message ? ` (${message})` : "";
+  // The service worker's copy opens the app with no network: say that is what this is.
+  if (!navigator.onLine && state !== "connected") {
+    setBanner("Offline: this is the copy of Chroxy kept on this phone. It connects by itself when the network is back.");
+    return;
+  }
   switch (state) {
     case "connected": {
       const notes = [];
@@ -466,8 +474,13 @@ function onMessage(msg) {
       // Typed while away or unconfirmed: sent now, in order, under their ids (the
       // worker runs an id once). The replay that follows shows those that had arrived.
       for (const e of ui.outbox) deliver(e);
+      sendPresence();
       break;
     }
+    case "push_settings":
+      ui.push = msg;
+      refreshNotify();
+      break;
     case "session_list":
       ui.sessions = msg.sessions ?? [];
       for (const s of ui.sessions) {
@@ -475,11 +488,13 @@ function onMessage(msg) {
         else ui.busy.delete(s.sessionId);
       }
       refreshSessions();
+      showOpening();
       break;
     case "session_switched":
       if (ui.active !== msg.sessionId) showSessionSheet(false);
       ui.active = msg.sessionId;
       refreshSessions();
+      showOpening();
       break;
     case "history_replay_start":
       if (!mine) break;
@@ -555,13 +570,16 @@ function onMessage(msg) {
       break;
     case "permission_request":
       permissionPrompt(msg);
+      showOpening();
       break;
     case "user_question":
       questionPrompt(msg);
+      showOpening();
       break;
     case "permission_resolved":
     case "permission_expired":
       removePrompt(msg.requestId);
+      if (ui.opening?.promptId === msg.requestId) ui.opening = null;
       if (msg.type === "permission_expired" && mine && msg.message) addMessage("system", msg.message);
       break;
     case "model_changed":
@@ -766,7 +784,100 @@ $("pair-form").addEventListener("submit", async (e) => {
 window.addEventListener("online", () => {
   if (ui.conn && ui.conn.state !== "connected" && !ui.conn.waitingForPerson) ui.conn.reconnectNow();
 });
-document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && ui.conn?.check());
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") ui.conn?.check();
+  sendPresence();
+});
+
+// ---- notifications ---------------------------------------------------------------------
+
+/// Whether this page is on screen: a phone in a pocket is the one to notify.
+function sendPresence() {
+  send({ type: "presence", visible: document.visibilityState === "visible" });
+}
+
+/// Why this page cannot turn notifications on for the machine it is connected to.
+function notifyBlocked() {
+  if (!ui.push?.available) return `Off: ${ui.push?.reason ?? "this computer cannot notify"}.`;
+  const why = notify.unsupported();
+  if (why) return `Not available here: ${why}.`;
+  // A browser's subscription belongs to the address the page came from (the pairing's
+  // is its socket's: ws(s)://host/ws).
+  if (ui.conn && new URL(ui.conn.pairing.url).host !== location.host) {
+    return "Notifications come only from the computer this page was opened from: open this machine's own link to get them.";
+  }
+  return null;
+}
+
+function refreshNotify() {
+  const box = $("notify");
+  box.hidden = !ui.push;
+  if (!ui.push) return;
+  const blocked = notifyBlocked();
+  const on = ui.push.subscribed && !blocked;
+  $("notify-state").textContent = blocked ?? (on ? "On for this phone." : "Off for this phone.");
+  $("notify-toggle").hidden = !!blocked;
+  $("notify-toggle").textContent = on ? "Turn off" : "Turn on";
+  for (const what of ["prompts", "turns", "supervisor"]) {
+    const box = $(`notify-${what}`);
+    box.checked = ui.push.events?.[what] !== false;
+    box.disabled = !on;
+  }
+}
+
+function chosenEvents() {
+  return {
+    prompts: $("notify-prompts").checked,
+    turns: $("notify-turns").checked,
+    supervisor: $("notify-supervisor").checked,
+  };
+}
+
+$("notify-toggle").addEventListener("click", async () => {
+  const button = $("notify-toggle");
+  button.disabled = true;
+  try {
+    if (ui.push?.subscribed) {
+      await notify.unsubscribe();
+      send({ type: "push_unsubscribe" });
+    } else {
+      const subscription = await notify.subscribe(ui.push.applicationServerKey);
+      send({ type: "push_subscribe", subscription, events: chosenEvents() });
+    }
+  } catch (err) {
+    $("notify-state").textContent = `Not turned on: ${err.message}.`;
+  } finally {
+    button.disabled = false;
+  }
+});
+for (const what of ["prompts", "turns", "supervisor"]) {
+  $(`notify-${what}`).addEventListener("change", () => send({ type: "push_events", events: chosenEvents() }));
+}
+
+/// A tapped notification: its session, then its prompt, once they are here.
+notify.onOpen((opening) => {
+  ui.opening = opening;
+  showOpening();
+});
+
+function showOpening() {
+  const o = ui.opening;
+  if (!o || !ui.conn) return;
+  if (o.sessionId && o.sessionId !== ui.active && ui.sessions.some((s) => s.sessionId === o.sessionId)) {
+    send({ type: "switch_session", sessionId: o.sessionId });
+    return;
+  }
+  // Kept until the prompt is answered: a replay draws its card anew.
+  const prompt = o.promptId && ui.prompts.get(o.promptId);
+  if (prompt) {
+    prompt.el.scrollIntoView({ block: "center" });
+    prompt.el.classList.add("opened");
+    prompt.el.querySelector("button")?.focus();
+  }
+  if (!o.promptId) ui.opening = null;
+}
+
+notify.registerWorker();
 
 /// A pairing link (the address bar's or a pasted one), applied only as pairing.offer
 /// allows: checked, and confirmed by the person when it changes anything.
