@@ -89,15 +89,6 @@ impl Default for PushConfig {
 const DEFAULT_CONTACT: &str = "mailto:chroxy@users.noreply.github.com";
 
 impl PushConfig {
-    /// Which push services phones may subscribe with.
-    pub fn reach(&self) -> crate::push::Reach {
-        if self.loopback_push_service {
-            crate::push::Reach::AlsoLoopback
-        } else {
-            crate::push::Reach::Public
-        }
-    }
-
     /// A contact push services accept: `mailto:` or `https:`, not on `localhost`.
     fn check(&self) -> Result<(), String> {
         let c = self.contact.trim().to_ascii_lowercase();
@@ -114,14 +105,6 @@ impl PushConfig {
             ));
         }
         Ok(())
-    }
-
-    /// What the worker applies.
-    pub fn alerts(&self) -> crate::push::AlertsConfig {
-        crate::push::AlertsConfig {
-            grace: Duration::from_secs(self.grace_secs),
-            long_turn: Duration::from_secs(self.long_turn_secs),
-        }
     }
 }
 

@@ -38,6 +38,26 @@ use crate::protocol::PushEvents;
 /// notifications need `chroxy start` or the tray app.
 pub const PUBLIC_KEY_VAR: &str = "CHROXY_PUSH_PUBLIC_KEY";
 
+// `[push]` as this module applies it (config stays a leaf that knows no push type).
+impl crate::config::PushConfig {
+    /// Which push services phones may subscribe with.
+    pub fn reach(&self) -> Reach {
+        if self.loopback_push_service {
+            Reach::AlsoLoopback
+        } else {
+            Reach::Public
+        }
+    }
+
+    /// What the worker applies.
+    pub fn alerts(&self) -> AlertsConfig {
+        AlertsConfig {
+            grace: std::time::Duration::from_secs(self.grace_secs),
+            long_turn: std::time::Duration::from_secs(self.long_turn_secs),
+        }
+    }
+}
+
 /// Why a worker cannot push, as phones are told.
 const OFF: &str = "notifications are turned off on the computer ([push] enabled = false)";
 const UNSUPERVISED: &str = "notifications need Chroxy started with `chroxy start` or the tray app";

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 let made = 0;
+let written = 0; // characters put into the tree, as text
 
 class Node {
   constructor(tag) {
@@ -16,6 +17,7 @@ class Node {
     this.className = "";
   }
   set textContent(text) {
+    written += String(text).length;
     this.children = [String(text)];
   }
   get textContent() {
@@ -23,6 +25,7 @@ class Node {
   }
   append(...nodes) {
     for (const n of nodes) {
+      if (typeof n === "string") written += n.length;
       if (n instanceof Node && n.tagName === "#FRAGMENT") this.children.push(...n.children.splice(0));
       else this.children.push(n);
     }
@@ -52,7 +55,7 @@ const { render, Streamed } = await import("../../web/phone/js/markdown.js");
 function html(node) {
   if (typeof node === "string") return node;
   const inner = node.children.map(html).join("");
-  if (node.className === "live") return inner;
+  if (node.className === "live" || node.className === "part") return inner;
   const tag = node.tagName.toLowerCase();
   const attrs = [
     node.className && ` class="${node.className}"`,
@@ -135,6 +138,25 @@ test("streaming costs work linear in the answer's length", () => {
   // would make four times as many).
   const [small, big] = [count(100), count(200)];
   assert.ok(big < small * 2.2, `${small} elements for 100 paragraphs, ${big} for 200`);
+});
+
+test("a long code block streams in work linear in its length", () => {
+  const count = (lines) => {
+    const answer = "Here it is:\n```rust\n" + "let x = compute(1, 2, 3); // a line of code\n".repeat(lines) + "```\nDone.\n";
+    written = 0;
+    made = 0;
+    const into = new Node("div");
+    const view = new Streamed(into);
+    for (let n = 7; n < answer.length; n += 7) view.update(answer.slice(0, n));
+    view.update(answer);
+    assert.equal(into.children.map(html).join(""), shown(answer));
+    return { written, made };
+  };
+  // Redrawing the block at each delta would put four times the text in for twice the
+  // lines; adding each line once, about twice.
+  const [small, big] = [count(1000), count(2000)];
+  assert.ok(big.written < small.written * 2.2, `${small.written} characters for 1000 lines, ${big.written} for 2000`);
+  assert.ok(big.made < small.made * 2.2, `${small.made} elements for 1000 lines, ${big.made} for 2000`);
 });
 
 test("hostile shapes render as text instead of running away", () => {

@@ -4,7 +4,9 @@
 //
 // A streamed answer grows by deltas; rendering it whole at each delta costs the square
 // of its length. `Streamed` renders a part once it can no longer change (it ends before
-// a blank line outside a code fence) and redraws only the part after it.
+// a blank line outside a code fence, or before a fence) and redraws only the part after
+// it; inside a code fence each whole line is added once, so a long code block streams
+// in linear time too.
 
 function inline(parent, text) {
   if (text.length > MAX_FORMATTED_LINE) {
@@ -204,32 +206,66 @@ export class Streamed {
     this.into = into;
     this.done = 0; // source before this is rendered for good, into `this.into`
     this.scanned = 0; // where the search for the next cut goes on
-    this.fenced = false; // whether `scanned` is inside a code fence
+    this.code = null; // the fenced code block being streamed: {lines, tail}
     this.live = document.createElement("div"); // the part after `done`, redrawn
     this.live.className = "live";
     into.replaceChildren(this.live);
   }
 
   update(source) {
-    // Cut after the last blank line outside a fence: everything before it is final.
-    let cut = this.done;
     let at = this.scanned;
     while (true) {
       const end = source.indexOf("\n", at);
       if (end < 0) break;
       const line = source.slice(at, end);
-      if (FENCE.test(line)) this.fenced = !this.fenced;
-      else if (!this.fenced && !line.trim()) cut = end + 1;
+      if (FENCE.test(line)) {
+        if (this.code) {
+          // The fence closes: the block stands as it is.
+          this.code.tail.textContent = "";
+          this.code = null;
+        } else {
+          // A fence starts a block of its own: whatever came before is final.
+          this.settle(source, at);
+          this.code = this.openCode();
+        }
+        this.done = end + 1;
+      } else if (this.code) {
+        // A whole line of code is final: added once, never redrawn.
+        this.code.lines.append(this.code.empty ? line : "\n" + line);
+        this.code.empty = false;
+        this.done = end + 1;
+      } else if (!line.trim()) {
+        this.settle(source, end + 1);
+      }
       at = end + 1;
     }
     this.scanned = at;
-    if (cut > this.done) {
-      const final = document.createDocumentFragment();
-      blocks(final, source.slice(this.done, cut));
-      this.into.insertBefore(final, this.live);
-      this.done = cut;
-    }
     this.live.replaceChildren();
-    blocks(this.live, source.slice(this.done));
+    const rest = source.slice(this.done);
+    if (this.code) this.code.tail.textContent = rest && (this.code.empty ? rest : "\n" + rest);
+    else blocks(this.live, rest);
+  }
+
+  /// Renders the source up to `upto` for good (a block ended there).
+  settle(source, upto) {
+    if (upto <= this.done) return;
+    const final = document.createDocumentFragment();
+    blocks(final, source.slice(this.done, upto));
+    this.into.insertBefore(final, this.live);
+    this.done = upto;
+  }
+
+  /// A code block the streamed lines go into (what `blocks` draws for a fence, its
+  /// text in two parts: the lines that are whole, then the one still arriving).
+  openCode() {
+    const pre = document.createElement("pre");
+    const code = document.createElement("code");
+    const lines = document.createElement("span");
+    const tail = document.createElement("span");
+    lines.className = tail.className = "part";
+    code.append(lines, tail);
+    pre.append(code);
+    this.into.insertBefore(pre, this.live);
+    return { lines, tail, empty: true };
   }
 }
