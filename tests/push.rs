@@ -1,15 +1,17 @@
 //! "Tell me when Claude waits": Web Push end to end. A real supervisor and worker, the
 //! phone speaking the protocol, and a push service on loopback that checks every push
 //! as a real one would (VAPID JWT, `aes128gcm` for the browser's keys) and decrypts it
-//! (`common::push_service`). The agent is `fake-claude`, which asks for a permission on
+//! (`tests/common/push_service.rs`). The agent is `fake-claude`, which asks for a permission on
 //! cue. Pushes are delivered one at a time, in order, so "nothing was pushed for X" is
 //! shown by the next push being the one for Y.
 
 mod common;
+#[path = "common/push_service.rs"]
+mod push_service;
 
-use common::push_service::{PushBrowser, PushService};
 use common::supervisor::Sup;
 use common::*;
+use push_service::{PushBrowser, PushService};
 use serde_json::{json, Value};
 
 /// A home whose prompts and turns are news at once (no grace, any turn is long).
@@ -55,7 +57,7 @@ async fn hidden(phone: &mut Client, hidden: bool) {
     phone.until_type("push_settings").await;
 }
 
-fn kinds(pushes: &[common::push_service::Push]) -> Vec<String> {
+fn kinds(pushes: &[push_service::Push]) -> Vec<String> {
     pushes
         .iter()
         .map(|p| p.payload["kind"].as_str().unwrap_or("?").to_owned())

@@ -39,6 +39,15 @@ pub fn run() -> anyhow::Result<()> {
         .plugin(tauri_plugin_opener::init());
     run_app(session, boot, |app| {
         tray::install(app)?;
+        // What phones are told of that the desk should see too; a click opens the window.
+        let clicked = app.clone();
+        let shown = app.state::<Desktop>().desktop_notifications(move || {
+            tracing::info!("a desktop notification was clicked: showing the window");
+            show_window(&clicked, false);
+        });
+        if let Some(shown) = shown {
+            tauri::async_runtime::spawn(shown);
+        }
         // Listening before `run_app` shows the window: a SIGTERM from then on (a logout
         // while the app starts) is a Quit, never the default death that would leave the
         // supervisor's workers behind.

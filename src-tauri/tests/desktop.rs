@@ -949,3 +949,77 @@ async fn with_no_tray_on_the_desktop_minimized_still_shows_the_window() {
         .unwrap();
     assert_eq!(exit.code(), Some(0), "{said}");
 }
+
+/// The desk hears of what the phones hear of that needs a person there: a rollback the
+/// supervisor made by itself, and `failed`. A click on the notification opens the
+/// window of an app that sat in the tray.
+#[tokio::test]
+async fn a_rollback_and_failed_show_on_the_desktop_and_a_click_opens_the_window() {
+    let home = Home::new();
+    home.config(
+        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
+    );
+    // Known-good and current are both releases that crash at once.
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    releases
+        .ensure_installed(std::path::Path::new(chroxy_bin()))
+        .unwrap();
+    let good = releases
+        .add(std::path::Path::new(bad_worker_bin()))
+        .unwrap();
+    releases.set_known_good(&good.id).unwrap();
+    let newest = releases
+        .add(std::path::Path::new(bad_worker_bin()))
+        .unwrap();
+    releases.set_current(&newest.id).unwrap();
+
+    let mut desk = Desk::clicking(&home).await;
+    let project = home.project();
+    let mut args = app_args("none", &project);
+    args.push("--minimized");
+    let opts = WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", "crash");
+    let (mut cmd, log) = desk.command(&home, &opts, &args);
+    let mut app = cmd.spawn().unwrap();
+    let sup = Sup::attach(&home, log.clone()).await;
+    let host = desk.tray_host.as_mut().unwrap();
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let first = host
+        .notified()
+        .await
+        .unwrap_or_else(|| panic!("no desktop notification; the app said:\n{}", said()));
+    assert_eq!(first["summary"], "Chroxy rolled back a release", "{first}");
+    assert!(
+        first["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("default")),
+        "a notification one can click: {first}"
+    );
+    let second = host
+        .notified()
+        .await
+        .unwrap_or_else(|| panic!("no second notification; the app said:\n{}", said()));
+    assert_eq!(second["summary"], "Chroxy stopped serving", "{second}");
+    sup.wait_for("failed", |s| s["state"] == "failed").await;
+    // The app started in the tray; the click brought its window up.
+    eventually("the window shows", async || {
+        holds(window_shown(&desk.display, "Chroxy").await, "hidden")
+    })
+    .await;
+    let said = said();
+    assert!(
+        said.contains("a desktop notification was clicked"),
+        "{said}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(app.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exit = tokio::time::timeout(common::WAIT, app.wait())
+        .await
+        .expect("the app did not stop on SIGTERM")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}

@@ -222,6 +222,36 @@ impl Desktop {
         })
     }
 
+    /// What shows the supervisor's notices on the desktop ([`super::notify`]) for as
+    /// long as it runs: to be spawned by the shell, which opens the window on a click.
+    /// `None` when the supervisor could not start.
+    pub fn desktop_notifications(
+        &self,
+        on_click: impl Fn() + Send + 'static,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let handle = self.running().ok()?.handle.clone();
+        let mut notices = handle.notices();
+        Some(async move {
+            let Some(notifier) = super::notify::Notifier::connect(on_click).await else {
+                return;
+            };
+            loop {
+                let notice = match notices.recv().await {
+                    Ok(notice) => notice,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "desktop notifications fell behind");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let phones = handle.status().clients;
+                if let Some((summary, body)) = super::notify::words(&notice, phones) {
+                    notifier.show(&summary, &body).await;
+                }
+            }
+        })
+    }
+
     fn running(&self) -> Result<&Running, DesktopError> {
         match &self.core {
             Core::Running(r) => Ok(r),

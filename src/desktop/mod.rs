@@ -5,7 +5,8 @@
 //!   it remembers); [`init_logging`] (`logging.rs`): its log.
 //! - [`Desktop`] (`app.rs`): the running app — the in-process supervisor and its
 //!   actions; [`Ask`] (`ask.rs`): what the window's commands and the tray's items ask of
-//!   it, and its [`Reply`] (with the jobs only the shell can do).
+//!   it, and its [`Reply`] (with the jobs only the shell can do); [`notify`]: what it
+//!   shows as desktop notifications.
 //! - [`View`] (`view.rs`): what the window and the tray show; [`tray`]: the tray's menu
 //!   and what it shows, as a pure plan; [`Settings`] (`settings.rs`): what the app
 //!   remembers between runs.
@@ -19,6 +20,7 @@ use crate::tunnel::TunnelChoice;
 mod app;
 mod ask;
 mod logging;
+pub mod notify;
 mod settings;
 pub mod tray;
 pub mod tray_host;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::status::{Action, Status};
 
@@ -43,18 +43,48 @@ pub struct Handle {
     /// link reads the token again on each, so that no dead link is shown after a
     /// rotation. A count, not the token: the status views must never hold the secret.
     token_reloads: Arc<watch::Sender<u64>>,
+    /// What phones are notified of ([`crate::push`]), for views that notify too (the
+    /// tray app's desktop notifications).
+    notices: broadcast::Sender<crate::push::Notice>,
+    /// The receiver made with the channel, which has every notice since the start: the
+    /// first view to ask gets it (the tray app, which asks once its window is up, would
+    /// otherwise miss a rollback made while it started).
+    first_notices: Arc<std::sync::Mutex<Option<broadcast::Receiver<crate::push::Notice>>>>,
     started: std::time::Instant,
 }
+
+/// Notices a slow view may fall behind by before it misses the oldest.
+const NOTICES_KEPT: usize = 16;
 
 impl Handle {
     /// Wraps the two channels (the supervisor makes these; tests make their own).
     pub fn new(status: watch::Receiver<Status>, actions: mpsc::Sender<Request>) -> Self {
+        let (notices, first) = broadcast::channel(NOTICES_KEPT);
         Self {
             status,
             actions,
             token_reloads: Arc::new(watch::Sender::new(0)),
+            notices,
+            first_notices: Arc::new(std::sync::Mutex::new(Some(first))),
             started: std::time::Instant::now(),
         }
+    }
+
+    /// The notices phones are notified of: the first caller gets every one since the
+    /// supervisor started (up to [`NOTICES_KEPT`] it has not read), later ones those
+    /// from now on.
+    pub fn notices(&self) -> broadcast::Receiver<crate::push::Notice> {
+        let first = self
+            .first_notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        first.unwrap_or_else(|| self.notices.subscribe())
+    }
+
+    /// Where the supervisor tells its views of a notice.
+    pub(crate) fn notice_sender(&self) -> broadcast::Sender<crate::push::Notice> {
+        self.notices.clone()
     }
 
     /// The status now, with the uptime and the canary's sentence as of this call.

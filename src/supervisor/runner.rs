@@ -279,6 +279,7 @@ impl Supervisor {
             keep_releases: opts.config.keep_releases,
             starter: Box::new(Processes),
             push: opts.push.clone(),
+            notices: handle.notice_sender(),
         });
         runner.switch_tunnel(opts.tunnel.clone()).await;
         let task = tokio::spawn(async move {
@@ -508,6 +509,7 @@ struct Parts {
     keep_releases: usize,
     starter: Box<dyn StartWorker>,
     push: Option<crate::push::Pusher>,
+    notices: tokio::sync::broadcast::Sender<crate::push::Notice>,
 }
 
 struct Runner {
@@ -539,6 +541,8 @@ struct Runner {
     keep_releases: usize,
     /// Sends notifications to phones.
     push: Option<crate::push::Outbox>,
+    /// Tells the views of each notice (the tray app shows some on the desktop).
+    notices: tokio::sync::broadcast::Sender<crate::push::Notice>,
 }
 
 impl Runner {
@@ -569,6 +573,7 @@ impl Runner {
             tunnels: parts.tunnels,
             keep_releases: parts.keep_releases,
             push: parts.push.map(crate::push::Pusher::outbox),
+            notices: parts.notices,
         };
         (runner, reports_rx)
     }
@@ -1052,6 +1057,8 @@ impl Runner {
     /// Pushes `notice` to the phones that want it, in the background and in order: a
     /// slow push service never holds up the supervisor.
     fn notify(&self, notice: crate::push::Notice) {
+        // No view listening is no error.
+        let _ = self.notices.send(notice.clone());
         if let Some(push) = &self.push {
             push.send(notice);
         }
@@ -1282,6 +1289,7 @@ mod tests {
                 keep_releases: 3,
                 starter: Box::new(Scripted(starts_tx)),
                 push: None,
+                notices: tokio::sync::broadcast::Sender::new(4),
             });
             let reports = runner.reports_tx.clone();
             let shutdown = CancellationToken::new();

@@ -88,29 +88,45 @@ impl Drop for Bus {
     }
 }
 
-/// A panel's StatusNotifierWatcher on `bus` (`fake-tray-host`), as a desktop that shows
-/// tray icons has; gone with this value.
-pub struct TrayHost(tokio::process::Child);
+/// A panel's StatusNotifierWatcher and a notification server on `bus`
+/// (`fake-tray-host`), as a desktop that shows tray icons has; gone with this value.
+pub struct TrayHost {
+    _child: tokio::process::Child,
+    said: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
 
 impl TrayHost {
-    async fn start(bus: &Bus) -> Self {
+    /// `click`: a person clicks each notification as it shows.
+    async fn start(bus: &Bus, click: bool) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut child = Command::new(super::package_bin(
             "fake-tray-host",
             option_env!("CARGO_BIN_EXE_fake-tray-host"),
         ))
         .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("FAKE_NOTIFICATIONS_CLICK", if click { "1" } else { "0" })
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("starting fake-tray-host");
-        let mut ready = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let said = tokio::time::timeout(super::WAIT, ready.next_line()).await;
+        let mut said = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(super::WAIT, said.next_line()).await;
         assert!(
-            matches!(said, Ok(Ok(Some(ref l))) if l == "ready"),
-            "fake-tray-host did not take the watcher's name: {said:?}"
+            matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"),
+            "fake-tray-host did not take the watcher's name: {ready:?}"
         );
-        Self(child)
+        Self {
+            _child: child,
+            said,
+        }
+    }
+
+    /// The next notification the desktop showed (`{summary, body, actions}`), within
+    /// WAIT.
+    pub async fn notified(&mut self) -> Option<serde_json::Value> {
+        let line = tokio::time::timeout(super::WAIT, self.said.next_line()).await;
+        let line = line.ok()?.unwrap().expect("fake-tray-host is gone");
+        Some(serde_json::from_str(&line).unwrap())
     }
 }
 
@@ -128,7 +144,14 @@ impl Desk {
     /// A desktop whose panel shows tray icons.
     pub async fn start(home: &Home) -> Self {
         let mut desk = Self::without_tray(home).await;
-        desk.tray_host = Some(TrayHost::start(&desk.bus).await);
+        desk.tray_host = Some(TrayHost::start(&desk.bus, false).await);
+        desk
+    }
+
+    /// [`Desk::start`], with a person who clicks every notification at once.
+    pub async fn clicking(home: &Home) -> Self {
+        let mut desk = Self::without_tray(home).await;
+        desk.tray_host = Some(TrayHost::start(&desk.bus, true).await);
         desk
     }
 

@@ -9,7 +9,6 @@ pub mod clock;
 pub mod desktop;
 pub mod flood;
 pub mod keyring;
-pub mod push_service;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! A phone's push service on loopback, as RFC 8030 describes one, checking what a real
+//! (Its own module, not the shared harness's: the tray app's tests share that, without
+//! axum.) A phone's push service on loopback, as RFC 8030 describes one, checking what a real
 //! one checks: every push must carry a VAPID JWT (RFC 8292) signed by the key it names,
 //! for this service's origin, not expiring beyond 24 hours, with a contact; its body
 //! must be `aes128gcm` that decrypts (RFC 8291) with the keys of the browser it is
@@ -20,7 +21,7 @@ use wpn::jwt_simple::prelude::{
 };
 use wpn::p256;
 
-use super::WAIT;
+use crate::common::WAIT;
 
 /// One push as the service took it.
 #[derive(Debug, Clone)]
@@ -77,7 +78,6 @@ struct Shared {
 
 pub struct PushService {
     shared: Shared,
-    pub port: u16,
     next: std::sync::atomic::AtomicU32,
 }
 
@@ -96,7 +96,6 @@ impl PushService {
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
             shared,
-            port,
             next: Default::default(),
         }
     }
