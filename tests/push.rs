@@ -9,7 +9,7 @@ mod common;
 #[path = "common/push_service.rs"]
 mod push_service;
 
-use common::supervisor::Sup;
+use common::supervisor::{bad_releases, Sup, CRASH_FAST};
 use common::*;
 use push_service::{PushBrowser, PushService};
 use serde_json::{json, Value};
@@ -251,20 +251,12 @@ async fn a_worker_run_by_hand_says_notifications_need_a_supervisor() {
 async fn a_rollback_and_then_failed_are_pushed_to_a_revoked_device_never() {
     let service = PushService::start().await;
     let home = Home::new();
-    home.config(
-        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n[push]\nloopback_push_service = true\n",
-    );
+    home.config(&format!(
+        "{CRASH_FAST}[push]\nloopback_push_service = true\n"
+    ));
     // Two crashing releases: a known-good one and a newer current one.
+    bad_releases(&home);
     let paths = chroxy::store::Paths::under(home.chroxy());
-    let releases = chroxy::supervisor::release::Releases::open(&paths);
-    releases
-        .ensure_installed(std::path::Path::new(chroxy_bin()))
-        .unwrap();
-    let bad = std::path::Path::new(common::supervisor::bad_worker_bin());
-    let good = releases.add(bad).unwrap();
-    releases.set_known_good(&good.id).unwrap();
-    let newest = releases.add(bad).unwrap();
-    releases.set_current(&newest.id).unwrap();
     // The test phone subscribed earlier, from a worker that once served; a second
     // device subscribed too, then was revoked.
     let now = chroxy::protocol::now_ms();

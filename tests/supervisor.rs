@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::supervisor::{
     alive, bad_worker_bin, chroxy_bin, cli, cli_at_terminal, cpu_ticks, events,
-    fake_cloudflared_bin, files_under, http, Sup,
+    fake_cloudflared_bin, files_under, http, Sup, CRASH_FAST,
 };
 use common::{
     children_of, eventually, holds, streamed_text, Client, Home, Model, WorkerOpts, TOKEN,
@@ -514,9 +514,7 @@ async fn a_tampered_release_is_refused() {
 #[tokio::test]
 async fn a_crash_loop_rolls_back_then_fails_when_known_good_crashes_too_and_then_stays_idle() {
     let home = Home::new();
-    home.config(
-        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
-    );
+    home.config(CRASH_FAST);
     // Two bad releases added while nothing runs: one is made known-good (as if it had
     // once survived its window), the newer one is current.
     let paths = chroxy::store::Paths::under(home.chroxy());
@@ -932,9 +930,7 @@ async fn a_damaged_current_release_falls_back_to_known_good_then_to_release_zero
 #[tokio::test]
 async fn in_failed_one_sigterm_stops_the_supervisor_at_once_and_in_order() {
     let home = Home::new();
-    home.config(
-        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
-    );
+    home.config(CRASH_FAST);
     let paths = chroxy::store::Paths::under(home.chroxy());
     let releases = chroxy::supervisor::release::Releases::open(&paths);
     let good = add_release(&home, bad_worker_bin());

@@ -9,7 +9,8 @@ mod common;
 
 use common::desktop::{app_args, clipboard, window_shown, Desk, TrayMenu};
 use common::supervisor::{
-    bad_worker_bin, chroxy_bin, cli, cli_at_terminal, events, fake_cloudflared_bin, Sup,
+    bad_releases, bad_worker_bin, chroxy_bin, cli, cli_at_terminal, events, fake_cloudflared_bin,
+    Sup, CRASH_FAST,
 };
 use common::{eventually, holds, Home, Model, WorkerOpts};
 use serde_json::Value;
@@ -387,9 +388,7 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_is_red_and_both_buttons_still_act() {
     let home = Home::new();
-    home.config(
-        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
-    );
+    home.config(CRASH_FAST);
     // Known-good and current are both releases that crash at once.
     let paths = chroxy::store::Paths::under(home.chroxy());
     let releases = chroxy::supervisor::release::Releases::open(&paths);
@@ -956,23 +955,9 @@ async fn with_no_tray_on_the_desktop_minimized_still_shows_the_window() {
 #[tokio::test]
 async fn a_rollback_and_failed_show_on_the_desktop_and_a_click_opens_the_window() {
     let home = Home::new();
-    home.config(
-        "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n",
-    );
+    home.config(CRASH_FAST);
     // Known-good and current are both releases that crash at once.
-    let paths = chroxy::store::Paths::under(home.chroxy());
-    let releases = chroxy::supervisor::release::Releases::open(&paths);
-    releases
-        .ensure_installed(std::path::Path::new(chroxy_bin()))
-        .unwrap();
-    let good = releases
-        .add(std::path::Path::new(bad_worker_bin()))
-        .unwrap();
-    releases.set_known_good(&good.id).unwrap();
-    let newest = releases
-        .add(std::path::Path::new(bad_worker_bin()))
-        .unwrap();
-    releases.set_current(&newest.id).unwrap();
+    bad_releases(&home);
 
     let mut desk = Desk::clicking(&home).await;
     let project = home.project();

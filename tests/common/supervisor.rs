@@ -36,6 +36,25 @@ pub fn fake_cloudflared_bin() -> &'static str {
     )
 }
 
+/// Settings under which a release that keeps crashing is rolled back (and then fails)
+/// within a second: two crashes allowed, 50–100 ms apart.
+pub const CRASH_FAST: &str = "[supervisor]\nbackoff_floor_ms = 50\nbackoff_cap_ms = 100\ncrash_budget = 2\ncrash_window_ms = 60000\n";
+
+/// Two releases of `bad-worker` added to `home`'s store beside release 0 (the installed
+/// `chroxy`): the older known-good, the newer current. With `CHROXY_BAD_MODE=crash`, a
+/// supervisor rolls back from the one to the other, then fails. Returns their ids.
+pub fn bad_releases(home: &Home) -> (String, String) {
+    let paths = chroxy::store::Paths::under(home.chroxy());
+    let releases = chroxy::supervisor::release::Releases::open(&paths);
+    releases.ensure_installed(Path::new(chroxy_bin())).unwrap();
+    let bad = Path::new(bad_worker_bin());
+    let good = releases.add(bad).unwrap();
+    releases.set_known_good(&good.id).unwrap();
+    let newest = releases.add(bad).unwrap();
+    releases.set_current(&newest.id).unwrap();
+    (good.id.to_string(), newest.id.to_string())
+}
+
 /// `chroxy <args>` on `home`, as a user would run it; returns (status, stdout, stderr).
 pub async fn cli(home: &Home, args: &[&str]) -> (ExitStatus, String, String) {
     cli_env(home, args, &[]).await
