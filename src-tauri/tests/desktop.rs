@@ -937,6 +937,11 @@ async fn with_no_tray_on_the_desktop_minimized_still_shows_the_window() {
     .await;
     let said = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(said.contains("shows no tray icons"), "{said}");
+    stops_on_sigterm(&mut app, &said).await;
+}
+
+/// SIGTERM (a logout) stops the app in order: exit status 0.
+async fn stops_on_sigterm(app: &mut tokio::process::Child, said: &str) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(app.id().unwrap() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -997,14 +1002,5 @@ async fn a_rollback_and_failed_show_on_the_desktop_and_a_click_opens_the_window(
         said.contains("a desktop notification was clicked"),
         "{said}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(app.id().unwrap() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let exit = tokio::time::timeout(common::WAIT, app.wait())
-        .await
-        .expect("the app did not stop on SIGTERM")
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    stops_on_sigterm(&mut app, &said).await;
 }
