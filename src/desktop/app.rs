@@ -231,12 +231,19 @@ impl Desktop {
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let handle = self.running().ok()?.handle.clone();
         let mut notices = handle.notices();
+        let stopping = self.stop.shutdown();
         Some(async move {
             let Some(notifier) = super::notify::Notifier::connect(on_click).await else {
                 return;
             };
             loop {
-                let notice = match notices.recv().await {
+                let next = tokio::select! {
+                    // The app stops: so do its notifications (the notifier's click
+                    // listener with it).
+                    _ = stopping.cancelled() => return,
+                    next = notices.recv() => next,
+                };
+                let notice = match next {
                     Ok(notice) => notice,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "desktop notifications fell behind");

@@ -48,6 +48,24 @@ pub fn words(notice: &Notice, phones: u32) -> Option<(String, String)> {
 pub struct Notifier {
     proxy: NotificationsProxy<'static>,
     shown: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
+    /// Listens for clicks; stopped with the notifier.
+    clicks: tokio::task::JoinHandle<()>,
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.clicks.abort();
+    }
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+/// `text` as plain text in a notification body, which servers may read as markup
+/// (`<b>`, `<a href>`, `<img>`): a session's name or a tool's is somebody else's words.
+fn plain(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The server's interface, as far as the app uses it.
@@ -104,7 +122,7 @@ impl Notifier {
         tracing::info!("desktop notifications go to the session's notification server");
         let shown = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         let ours = shown.clone();
-        tokio::spawn(async move {
+        let clicks = tokio::spawn(async move {
             while let Some(click) = clicks.next().await {
                 let Ok(args) = click.args() else { continue };
                 let mine = ours
@@ -116,7 +134,11 @@ impl Notifier {
                 }
             }
         });
-        Some(Self { proxy, shown })
+        Some(Self {
+            proxy,
+            shown,
+            clicks,
+        })
     }
 
     /// Shows one notification (its "default" action is a click on it).
@@ -128,7 +150,7 @@ impl Notifier {
                 0,
                 "",
                 summary,
-                body,
+                &plain(body),
                 &["default", "Open Chroxy"],
                 std::collections::HashMap::new(),
                 -1,
@@ -182,5 +204,18 @@ mod tests {
         assert_eq!(words(&question, 3), None);
         let done = Notice::about(NoticeKind::TurnDone, "s-1", "backend");
         assert_eq!(words(&done, 0), None);
+    }
+
+    #[test]
+    fn a_name_is_never_markup_in_a_notification_body() {
+        let mut asked = Notice::about(NoticeKind::Permission, "s-1", "<a href=\"x\">pay</a> & co");
+        asked.tool = Some("<img src=x>".into());
+        let (_, body) = words(&asked, 0).unwrap();
+        let shown = plain(&body);
+        assert!(!shown.contains('<') && !shown.contains('>'), "{shown}");
+        assert!(
+            shown.contains("&lt;a href=\"x\"&gt;pay&lt;/a&gt; &amp; co"),
+            "{shown}"
+        );
     }
 }

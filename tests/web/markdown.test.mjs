@@ -140,6 +140,16 @@ test("streaming costs work linear in the answer's length", () => {
   assert.ok(big < small * 2.2, `${small} elements for 100 paragraphs, ${big} for 200`);
 });
 
+test("an answer that ends on its closing fence shows no fence, streamed or ended", () => {
+  const answer = "Look:\n```\nlet x = 1;\n```";
+  const into = new Node("div");
+  const view = new Streamed(into);
+  for (let n = 1; n <= answer.length; n++) view.update(answer.slice(0, n));
+  assert.ok(!into.textContent.includes("```"), into.textContent);
+  view.end(answer);
+  assert.equal(into.children.map(html).join(""), shown(answer));
+});
+
 test("a long code block streams in work linear in its length", () => {
   const count = (lines) => {
     const answer = "Here it is:\n```rust\n" + "let x = compute(1, 2, 3); // a line of code\n".repeat(lines) + "```\nDone.\n";

@@ -513,6 +513,7 @@ function onMessage(msg) {
       break;
     case "claude_ready":
       if (msg.slashCommands?.length) ui.commands.set(msg.sessionId, msg.slashCommands);
+      promptGone(msg.sessionId);
       break;
     case "input_accepted":
       settled(msg.clientMessageId);
@@ -547,9 +548,12 @@ function onMessage(msg) {
       }
       break;
     }
-    case "stream_end":
+    case "stream_end": {
+      const s = ui.streams.get(msg.messageId);
+      s?.view.end(s.text);
       ui.streams.delete(msg.messageId);
       break;
+    }
     case "tool_start":
       if (mine) toolCard(msg);
       break;
@@ -594,6 +598,7 @@ function onMessage(msg) {
       break;
     case "session_error":
       if (mine) addMessage("error", msg.message ?? "");
+      promptGone(msg.sessionId);
       break;
     case "error": {
       const entry = ui.outbox.find((e) => e.id === msg.requestId);
@@ -860,10 +865,21 @@ notify.onOpen((opening) => {
   showOpening();
 });
 
+/// A session's attach ends with its waiting prompts, then `claude_ready`: a tapped
+/// notification's prompt not among them is over (answered elsewhere, timed out).
+function promptGone(sessionId) {
+  const o = ui.opening;
+  if (o?.promptId && (o.sessionId ?? ui.active) === sessionId && sessionId === ui.active && !ui.prompts.has(o.promptId)) {
+    ui.opening = null;
+  }
+}
+
 function showOpening() {
   const o = ui.opening;
   if (!o || !ui.conn) return;
-  if (o.sessionId && o.sessionId !== ui.active && ui.sessions.some((s) => s.sessionId === o.sessionId)) {
+  if (!o.switched && o.sessionId && o.sessionId !== ui.active && ui.sessions.some((s) => s.sessionId === o.sessionId)) {
+    // Once: the person may go to another session before answering.
+    o.switched = true;
     send({ type: "switch_session", sessionId: o.sessionId });
     return;
   }
@@ -872,7 +888,9 @@ function showOpening() {
   if (prompt) {
     prompt.el.scrollIntoView({ block: "center" });
     prompt.el.classList.add("opened");
-    prompt.el.querySelector("button")?.focus();
+    // The card, not a button: a stray Enter must not answer it.
+    prompt.el.tabIndex = -1;
+    prompt.el.focus();
   }
   if (!o.promptId) ui.opening = null;
 }

@@ -242,8 +242,15 @@ export class Streamed {
     this.scanned = at;
     this.live.replaceChildren();
     const rest = source.slice(this.done);
-    if (this.code) this.code.tail.textContent = rest && (this.code.empty ? rest : "\n" + rest);
+    // A closing fence still without its newline (an answer's last line) shows as one.
+    if (this.code) this.code.tail.textContent = !rest || FENCE.test(rest) ? "" : this.code.empty ? rest : "\n" + rest;
     else blocks(this.live, rest);
+  }
+
+  /// The answer is whole: drawn as `render` draws it (once, in one linear pass), so
+  /// nothing only a streamed answer shows (a last line without its newline) stays.
+  end(source) {
+    render(this.into, source);
   }
 
   /// Renders the source up to `upto` for good (a block ended there).
