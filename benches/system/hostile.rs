@@ -448,14 +448,14 @@ async fn authenticate(ws: &mut Ws, deadline: Instant) {
     )
     .await
     .expect("sending auth");
-    // The hub's part of the welcome ends with the permission modes; the session's
-    // with `claude_ready`.
-    let (mut modes, mut ready) = (false, false);
-    while !(modes && ready) {
+    // The hub's part of the welcome ends with the notification settings; the
+    // session's with `claude_ready`.
+    let (mut settled, mut ready) = (false, false);
+    while !(settled && ready) {
         match read(ws, deadline).await {
             Incoming::Frame(v, _) => match v["type"].as_str() {
                 Some("auth_fail") => panic!("an attacker's auth was refused: {v}"),
-                Some("available_permission_modes") => modes = true,
+                Some("push_settings") => settled = true,
                 Some("claude_ready" | "session_error") => ready = true,
                 _ => {}
             },
@@ -477,7 +477,8 @@ async fn answer(ws: &mut Ws, deadline: Instant) -> String {
                     | "client_left"
                     | "claude_ready"
                     | "available_models"
-                    | "available_permission_modes" => continue,
+                    | "available_permission_modes"
+                    | "push_settings" => continue,
                     "error" => return format!("error {}", v["code"].as_str().unwrap_or("?")),
                     "auth_fail" => {
                         return format!("auth_fail {}", v["reason"].as_str().unwrap_or("?"))
