@@ -136,8 +136,10 @@ impl Pusher {
     /// Pushes `notice` to every approved device that subscribed and wants it.
     pub async fn deliver(&self, notice: &Notice) -> Delivery {
         let mut done = Delivery::default();
+        // Plain data always serializes; encrypted anew for each device.
+        let payload = serde_json::to_vec(&notice.bounded()).unwrap_or_default();
         for entry in self.recipients(notice).await {
-            match self.post(&entry, notice).await {
+            match self.post(&entry, notice, &payload).await {
                 Ok(()) => done.sent += 1,
                 Err(Failure::Gone) => {
                     done.gone += 1;
@@ -176,17 +178,7 @@ impl Pusher {
                 .collect();
             // A device revoked (or forgotten) since it subscribed is never pushed to,
             // and its subscription goes.
-            let (keep, gone): (Vec<Entry>, Vec<Entry>) = subs
-                .all()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .partition(|e| approved.contains(&e.device));
-            for entry in gone {
-                if let Err(err) = subs.forget(&entry.device, &entry.subscription.endpoint) {
-                    tracing::warn!(%err, "cannot forget a revoked device's push subscription");
-                }
-            }
-            Ok::<_, String>(keep)
+            subs.keep_devices(&approved).map_err(|e| e.to_string())
         })
         .await;
         match read {
@@ -202,14 +194,12 @@ impl Pusher {
         }
     }
 
-    async fn post(&self, entry: &Entry, notice: &Notice) -> Result<(), Failure> {
+    async fn post(&self, entry: &Entry, notice: &Notice, payload: &[u8]) -> Result<(), Failure> {
         let sub = &entry.subscription;
         let other = |why: String| Failure::Other(why);
         let endpoint = sub.uri(self.reach).map_err(|e| other(e.to_string()))?;
         let public = sub.public_key().map_err(|e| other(e.to_string()))?;
         let auth = sub.auth_secret().map_err(|e| other(e.to_string()))?;
-        // Plain data always serializes.
-        let payload = serde_json::to_vec(&notice.bounded()).unwrap_or_default();
         let ttl = Duration::from_secs(notice.kind.ttl_secs());
         let request = WebPushBuilder::new(endpoint.clone(), public, auth)
             .with_valid_duration(ttl)

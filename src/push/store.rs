@@ -309,6 +309,15 @@ impl Subscriptions {
         })
     }
 
+    /// Keeps only the subscriptions of `devices` (the approved ones), in one write;
+    /// returns them.
+    pub fn keep_devices(&self, devices: &[String]) -> Result<Vec<Entry>, SubscriptionError> {
+        self.modify(|file| {
+            file.devices.retain(|e| devices.contains(&e.device));
+            Ok(file.devices.clone())
+        })
+    }
+
     /// Forgets `device`'s subscription if it is still `endpoint` (the push service
     /// said it is gone; a phone that subscribed again meanwhile keeps its new one).
     pub fn forget(&self, device: &str, endpoint: &str) -> Result<bool, SubscriptionError> {
@@ -481,6 +490,13 @@ mod tests {
         assert!(store.forget("d1", &second.endpoint).unwrap());
         assert!(store.of("d1").unwrap().is_none());
         assert!(store.set_events("d1", events).unwrap().is_none());
+        // Only the approved devices' subscriptions stay.
+        store.subscribe("d1", first.clone(), None).unwrap();
+        store.subscribe("d2", second, None).unwrap();
+        let kept = store.keep_devices(&["d2".to_owned()]).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].device, "d2");
+        assert_eq!(store.all().unwrap(), kept);
     }
 
     #[test]

@@ -6,6 +6,9 @@ use super::{ClientId, Hub, Refusal};
 use crate::protocol::{ClientMsg, ErrorCode, PushEvents, ServerMsg};
 use crate::push::{Subscription, SubscriptionError};
 
+/// Why a connection of no device cannot have notifications.
+const NO_DEVICE: &str = "notifications belong to a paired device, and this connection has none (the computer does not check devices)";
+
 impl Hub {
     /// `push_subscribe`, `push_unsubscribe`, `push_events`, `get_push_settings`: each
     /// answered with the device's `push_settings`.
@@ -25,9 +28,10 @@ impl Hub {
         if push.public_key.is_none() {
             return Err(unavailable(push.off_because));
         }
-        let device = self.clients.device(client).ok_or_else(|| {
-            unavailable("notifications belong to a paired device, and this connection has none (the computer does not check devices)")
-        })?;
+        let device = self
+            .clients
+            .device(client)
+            .ok_or_else(|| unavailable(NO_DEVICE))?;
         let subs = push.subscriptions.clone();
         match msg {
             ClientMsg::PushSubscribe(m) => {
@@ -70,7 +74,7 @@ impl Hub {
             return off(push.off_because);
         };
         let Some(device) = self.clients.device(client) else {
-            return off("notifications belong to a paired device, and this connection has none");
+            return off(NO_DEVICE);
         };
         let subs = push.subscriptions.clone();
         match blocking(move || subs.of(&device)).await {
