@@ -869,7 +869,8 @@ notify.onOpen((opening) => {
 /// notification's prompt not among them is over (answered elsewhere, timed out).
 function promptGone(sessionId) {
   const o = ui.opening;
-  if (o?.promptId && (o.sessionId ?? ui.active) === sessionId && sessionId === ui.active && !ui.prompts.has(o.promptId)) {
+  const its = !o?.sessionId || o.sessionId === sessionId;
+  if (o?.promptId && its && sessionId === ui.active && !ui.prompts.has(o.promptId)) {
     ui.opening = null;
   }
 }
