@@ -213,3 +213,24 @@ impl Notice {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_a_release_makes_as_large_as_it_likes_is_posted_within_a_push() {
+        let huge = "x".repeat(1 << 20);
+        let notice = Notice {
+            kind: NoticeKind::Permission,
+            session_id: Some(huge.clone()),
+            session: Some(huge.clone()),
+            tool: Some(huge.clone()),
+            prompt_id: Some(huge),
+        };
+        let posted = serde_json::to_vec(&notice.bounded()).unwrap();
+        // RFC 8291's record leaves 3 993 bytes of a 4 096-byte push for the payload.
+        assert!(posted.len() < 3993, "{} bytes", posted.len());
+        assert_eq!(notice.bounded().kind, NoticeKind::Permission);
+    }
+}
