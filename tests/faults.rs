@@ -210,6 +210,7 @@ async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
                     data: "PERMISSION".into(),
                     session_id: Some(id.clone()),
                     client_message_id: None,
+                    attachments: vec![],
                 }),
             )
             .await;

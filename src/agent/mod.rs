@@ -328,11 +328,16 @@ impl Agent {
             .map_err(|_| AgentError::Gone)
     }
 
-    /// Sends a user turn.
-    pub async fn send_user(&self, text: &str) -> Result<(), AgentError> {
+    /// Sends a user turn: the files' content blocks first (Claude reads images best
+    /// before the question about them), then the typed text, if any.
+    pub async fn send_user(&self, text: &str, files: &[Value]) -> Result<(), AgentError> {
+        let mut content = files.to_vec();
+        if !text.is_empty() || content.is_empty() {
+            content.push(json!({"type": "text", "text": text}));
+        }
         self.write(json!({
             "type": "user",
-            "message": {"role": "user", "content": [{"type": "text", "text": text}]},
+            "message": {"role": "user", "content": content},
         }))
         .await
     }

@@ -2,7 +2,9 @@
 //! deserialize it directly and report the exact field at fault (serde loses the field
 //! path when it goes through an internally tagged enum).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::MAX_ATTACHMENT_BYTES;
 
 /// A secret token as it travels in `auth`. Its `Debug` never shows the value, so a
 /// `debug!(?msg)` of a parsed frame cannot leak it into a log.
@@ -130,6 +132,98 @@ pub struct Input {
     /// `input_accepted`, and the same id again is accepted without running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_message_id: Option<String>,
+    /// Files sent with the text (≤ [`MAX_ATTACHMENTS`]): images go to Claude as image
+    /// blocks, PDFs as document blocks, text files as text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// One file of an `input`, in the shape Chroxy's clients send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    /// `image` or `document`.
+    #[serde(rename = "type")]
+    pub kind: AttachmentKind,
+    /// One of [`IMAGE_TYPES`] for an image, [`DOCUMENT_TYPES`] for a document.
+    pub media_type: String,
+    /// The file's bytes, base64 on the wire (≤ [`MAX_ATTACHMENT_BYTES`] decoded).
+    pub data: Base64Data,
+    /// The file's name as the phone had it (≤ [`MAX_ATTACHMENT_NAME_CHARS`]); shown,
+    /// never used as a path.
+    pub name: String,
+}
+
+/// What an [`Attachment`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachmentKind {
+    /// A picture Claude looks at.
+    Image,
+    /// A PDF or a text file Claude reads.
+    Document,
+}
+
+/// Image types Claude accepts. SVG is not one: it is a script container, and the phones
+/// that replay it would be showing markup.
+pub const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+/// Document types: PDF, and text that is passed on as text.
+pub const DOCUMENT_TYPES: [&str; 5] = [
+    "application/pdf",
+    "text/plain",
+    "text/markdown",
+    "text/csv",
+    "application/json",
+];
+
+/// Whether a media type's bytes are passed to Claude as text.
+pub fn is_text(media_type: &str) -> bool {
+    media_type.starts_with("text/") || media_type == "application/json"
+}
+
+/// Bytes carried as base64 text. Decoding refuses oversized text before decoding it,
+/// so a client cannot make the worker allocate more than the frame limit allows.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Base64Data(pub Vec<u8>);
+
+impl std::fmt::Debug for Base64Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl Serialize for Base64Data {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64Data {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        use serde::de::{Error, Unexpected};
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        if text.len() > MAX_ATTACHMENT_BYTES.div_ceil(3) * 4 {
+            let expected = format!("base64 of at most {MAX_ATTACHMENT_BYTES} bytes");
+            return Err(D::Error::invalid_length(text.len(), &expected.as_str()));
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(Base64Data)
+            .map_err(|_| D::Error::invalid_value(Unexpected::Other("text"), &"standard base64"))
+    }
+}
+
+/// `get_attachment`: the bytes of a file sent earlier, for a phone replaying history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetAttachment {
+    /// Its session; default the client's active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// `attachments[].id` of the `message` that carried it.
+    pub attachment_id: String,
 }
 
 /// A message whose only field is an optional target session (`interrupt`).
@@ -459,6 +553,8 @@ pub enum ClientMsg {
     PushSubscribe(PushSubscribe),
     /// Stop pushing to this device.
     PushUnsubscribe(Empty),
+    /// See [`GetAttachment`].
+    GetAttachment(GetAttachment),
     /// See [`SetPushEvents`].
     PushEvents(SetPushEvents),
     /// Answered by `push_settings`.

@@ -24,6 +24,14 @@ pub const PROTOCOL_V2: u32 = 2;
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Longest `input.data`, in characters.
 pub const MAX_INPUT_CHARS: usize = 100_000;
+/// Most files one `input` carries.
+pub const MAX_ATTACHMENTS: usize = 4;
+/// Largest file an `input` carries, decoded: its base64 and the rest of the frame fit
+/// in [`MAX_FRAME_BYTES`], which also bounds the sum of several. The phone shrinks
+/// photos to well under it.
+pub const MAX_ATTACHMENT_BYTES: usize = 720 * 1024;
+/// Longest attachment name, in characters.
+pub const MAX_ATTACHMENT_NAME_CHARS: usize = 200;
 /// Longest session name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 /// `user_question_response.answers`: questions answered at once, labels chosen for

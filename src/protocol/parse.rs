@@ -4,7 +4,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    Chosen, ClientMsg, ErrorCode, MAX_ANSWERS, MAX_CLIENT_MESSAGE_ID_CHARS, MAX_DIRECTORY_CHARS,
+    is_text, Attachment, AttachmentKind, Chosen, ClientMsg, ErrorCode, DOCUMENT_TYPES, IMAGE_TYPES,
+    MAX_ATTACHMENTS, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENT_NAME_CHARS, MAX_ANSWERS, MAX_CLIENT_MESSAGE_ID_CHARS, MAX_DIRECTORY_CHARS,
     MAX_FRAME_BYTES, MAX_INPUT_CHARS, MAX_LABELS, MAX_LABEL_CHARS, MAX_NAME_CHARS,
 };
 
@@ -96,8 +97,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientMsg, FrameError> {
         e.request_id = request_id.clone();
         e
     })?;
-    check_limits(&msg)
-        .map_err(|message| FrameError::field(ErrorCode::TooLarge, message, request_id))?;
+    check_limits(&msg).map_err(|(code, message)| FrameError::field(code, message, request_id))?;
     Ok(msg)
 }
 
@@ -124,6 +124,7 @@ fn decode(ty: &str, v: &Value) -> Result<ClientMsg, FrameError> {
         "terminal_resize" => ClientMsg::TerminalResize(body(v, ty)?),
         "push_subscribe" => ClientMsg::PushSubscribe(body(v, ty)?),
         "push_unsubscribe" => ClientMsg::PushUnsubscribe(body(v, ty)?),
+        "get_attachment" => ClientMsg::GetAttachment(body(v, ty)?),
         "push_events" => ClientMsg::PushEvents(body(v, ty)?),
         "get_push_settings" => ClientMsg::GetPushSettings(body(v, ty)?),
         "presence" => ClientMsg::Presence(body(v, ty)?),
@@ -200,12 +201,16 @@ fn value_at<'v>(root: &'v Value, path: &serde_path_to_error::Path) -> Option<&'v
     })
 }
 
-fn check_limits(msg: &ClientMsg) -> Result<(), String> {
+/// What is over a limit (`TOO_LARGE`) or not accepted (`INVALID_MESSAGE`), in words.
+type Refused = (ErrorCode, String);
+
+fn check_limits(msg: &ClientMsg) -> Result<(), Refused> {
     let over = |field: &str, s: &str, limit: usize| {
         let n = s.chars().count();
         if n > limit {
-            Err(format!(
-                "field `{field}` is {n} characters; the limit is {limit}"
+            Err((
+                ErrorCode::TooLarge,
+                format!("field `{field}` is {n} characters; the limit is {limit}"),
             ))
         } else {
             Ok(())
@@ -213,11 +218,13 @@ fn check_limits(msg: &ClientMsg) -> Result<(), String> {
     };
     match msg {
         ClientMsg::Input(m) => {
-            over("data", &m.data, MAX_INPUT_CHARS).and_then(|()| match &m.client_message_id {
-                Some(id) => over("clientMessageId", id, MAX_CLIENT_MESSAGE_ID_CHARS),
-                None => Ok(()),
-            })
+            over("data", &m.data, MAX_INPUT_CHARS)?;
+            if let Some(id) = &m.client_message_id {
+                over("clientMessageId", id, MAX_CLIENT_MESSAGE_ID_CHARS)?;
+            }
+            check_attachments(&m.attachments)
         }
+        ClientMsg::GetAttachment(m) => over("attachmentId", &m.attachment_id, 64),
         ClientMsg::RenameSession(m) => over("name", &m.name, MAX_NAME_CHARS),
         ClientMsg::CreateSession(m) => match &m.name {
             Some(name) => over("name", name, MAX_NAME_CHARS),
@@ -234,8 +241,9 @@ fn check_limits(msg: &ClientMsg) -> Result<(), String> {
             over("answer", &m.answer, MAX_LABEL_CHARS)?;
             let answers = m.answers.iter().flatten();
             if answers.clone().count() > MAX_ANSWERS {
-                return Err(format!(
-                    "field `answers` answers more than {MAX_ANSWERS} questions"
+                return Err((
+                    ErrorCode::TooLarge,
+                    format!("field `answers` answers more than {MAX_ANSWERS} questions"),
                 ));
             }
             for (question, chosen) in answers {
@@ -243,9 +251,10 @@ fn check_limits(msg: &ClientMsg) -> Result<(), String> {
                 let labels = match chosen {
                     Chosen::One(label) => std::slice::from_ref(label),
                     Chosen::Many(labels) if labels.len() > MAX_LABELS => {
-                        return Err(format!(
-                        "field `answers` chooses more than {MAX_LABELS} options for one question"
-                    ))
+                        return Err((
+                            ErrorCode::TooLarge,
+                            format!("field `answers` chooses more than {MAX_LABELS} options for one question"),
+                        ))
                     }
                     Chosen::Many(labels) => labels.as_slice(),
                 };
@@ -257,6 +266,52 @@ fn check_limits(msg: &ClientMsg) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// An input's files: how many, how large, of which types. The type a phone names is
+/// all the worker goes by (the bytes are passed on, never opened here), so it must be
+/// one Claude accepts for that kind.
+fn check_attachments(attachments: &[Attachment]) -> Result<(), Refused> {
+    let large = |message| Err((ErrorCode::TooLarge, message));
+    let invalid = |message| Err((ErrorCode::InvalidMessage, message));
+    if attachments.len() > MAX_ATTACHMENTS {
+        return large(format!(
+            "field `attachments` has {} files; the limit is {MAX_ATTACHMENTS}",
+            attachments.len()
+        ));
+    }
+    for (i, a) in attachments.iter().enumerate() {
+        let n = a.name.chars().count();
+        if n > MAX_ATTACHMENT_NAME_CHARS {
+            return large(format!(
+                "field `attachments[{i}].name` is {n} characters; the limit is {MAX_ATTACHMENT_NAME_CHARS}"
+            ));
+        }
+        if a.data.0.len() > MAX_ATTACHMENT_BYTES {
+            return large(format!(
+                "attachment {i} is {} bytes; the limit is {MAX_ATTACHMENT_BYTES} bytes",
+                a.data.0.len()
+            ));
+        }
+        let allowed: &[&str] = match a.kind {
+            AttachmentKind::Image => &IMAGE_TYPES,
+            AttachmentKind::Document => &DOCUMENT_TYPES,
+        };
+        if !allowed.contains(&a.media_type.as_str()) {
+            let shown: String = a.media_type.chars().take(64).collect();
+            return invalid(format!(
+                "field `attachments[{i}].mediaType`: `{shown}` is not accepted; use one of {}",
+                allowed.join(", ")
+            ));
+        }
+        if is_text(&a.media_type) && std::str::from_utf8(&a.data.0).is_err() {
+            return invalid(format!(
+                "attachment {i} says it is {} but is not UTF-8 text",
+                a.media_type
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn json_kind(v: &Value) -> &'static str {

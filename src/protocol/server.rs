@@ -33,6 +33,10 @@ pub enum ErrorCode {
     Draining,
     /// Notifications cannot be set up here (the message says why).
     PushUnavailable,
+    /// `get_attachment` names a file this session no longer keeps (or never had).
+    AttachmentNotFound,
+    /// An input's files could not be stored (a full disk); the input was not taken.
+    AttachmentNotStored,
 }
 
 /// Why `auth` failed.
@@ -223,6 +227,21 @@ pub struct ConversationInfo {
     pub preview: Option<String>,
 }
 
+/// A file sent with an input, as the conversation lists it (the bytes come with
+/// `get_attachment`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentInfo {
+    /// The worker's name for it (`a-` and 32 hex digits).
+    pub id: String,
+    /// The name the phone gave it.
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Bytes.
+    pub size: u64,
+}
+
 /// `message.messageType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -386,6 +405,9 @@ pub enum ServerMsg {
         /// A `user_input`'s id from its sender (`input.clientMessageId`), if it gave one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_message_id: Option<String>,
+        /// The files a `user_input` carried; `get_attachment` fetches one.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<AttachmentInfo>,
     },
     /// Another device's input, live, to every other phone (whichever session it looks
     /// at); history replays it as a `message` of type `user_input`.
@@ -396,6 +418,18 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message_id: Option<String>,
         timestamp: u64,
+        /// Its files, as in `message`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<AttachmentInfo>,
+    },
+    /// The answer to `get_attachment`: one file sent earlier, whole.
+    Attachment {
+        session_id: String,
+        attachment_id: String,
+        name: String,
+        media_type: String,
+        /// base64.
+        data: super::Base64Data,
     },
     /// What the turns of every session have cost today (the machine's local day).
     TodayCost {

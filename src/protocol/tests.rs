@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::*;
 
 /// Every client `type` docs/protocol.md lists; `client_type` keeps it in step with `ClientMsg`.
-const CLIENT_TYPES: [&str; 23] = [
+const CLIENT_TYPES: [&str; 24] = [
     "auth",
     "ping",
     "input",
@@ -39,6 +39,7 @@ const CLIENT_TYPES: [&str; 23] = [
     "push_events",
     "get_push_settings",
     "presence",
+    "get_attachment",
 ];
 
 /// The wire `type` of a client message. No wildcard arm: a new variant does not compile
@@ -67,6 +68,7 @@ fn client_type(msg: &ClientMsg) -> &'static str {
         ClientMsg::PushUnsubscribe(_) => "push_unsubscribe",
         ClientMsg::PushEvents(_) => "push_events",
         ClientMsg::GetPushSettings(_) => "get_push_settings",
+        ClientMsg::GetAttachment(_) => "get_attachment",
         ClientMsg::Presence(_) => "presence",
     }
 }
@@ -134,6 +136,38 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 data: s("fix the tests"),
                 session_id: some("s-1"),
                 client_message_id: some("m-7"),
+                attachments: vec![],
+            }),
+        ),
+        (
+            json!({"type": "input", "data": "what is this?", "attachments": [
+                {"type": "image", "mediaType": "image/png", "data": "iVBORw==", "name": "shot.png"},
+                {"type": "document", "mediaType": "text/csv", "data": "eCx5Cg==", "name": "a.csv"}]}),
+            ClientMsg::Input(Input {
+                data: s("what is this?"),
+                session_id: None,
+                client_message_id: None,
+                attachments: vec![
+                    Attachment {
+                        kind: AttachmentKind::Image,
+                        media_type: s("image/png"),
+                        data: Base64Data(vec![0x89, b'P', b'N', b'G']),
+                        name: s("shot.png"),
+                    },
+                    Attachment {
+                        kind: AttachmentKind::Document,
+                        media_type: s("text/csv"),
+                        data: Base64Data(b"x,y\n".to_vec()),
+                        name: s("a.csv"),
+                    },
+                ],
+            }),
+        ),
+        (
+            json!({"type": "get_attachment", "sessionId": "s-1", "attachmentId": "a-0123"}),
+            ClientMsg::GetAttachment(GetAttachment {
+                session_id: some("s-1"),
+                attachment_id: s("a-0123"),
             }),
         ),
         (
@@ -142,6 +176,7 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
                 data: s("héllo\n\"quoted\" ✓"),
                 session_id: None,
                 client_message_id: None,
+                attachments: vec![],
             }),
         ),
         (

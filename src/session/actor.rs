@@ -15,11 +15,12 @@ use tokio::time::Instant;
 
 use super::clients::{frame, Audience, ClientId, Clients, Outbound};
 use super::prompts::{PromptIndex, Prompts};
+use super::attachments::{AttachmentStore, Kept};
 use super::record::SessionRecord;
 use super::SessionsConfig;
 use crate::agent::{self, Agent, AgentEvent, AgentOutput, AgentSpec, TurnResult};
 use crate::protocol::{
-    now_ms, ConversationInfo, ErrorCode, MessageType, PermissionMode, PermissionResponse,
+    now_ms, Attachment, AttachmentInfo, Base64Data, ConversationInfo, ErrorCode, MessageType, PermissionMode, PermissionResponse,
     ServerMsg, SessionInfo, SlashCommand, HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
 };
 use crate::push::{Notice, NoticeKind};
@@ -57,6 +58,13 @@ impl Refusal {
 }
 
 /// Requests to a session task.
+/// An input as Claude Code is sent it: the typed text and its files' content blocks.
+#[derive(Debug)]
+struct UserTurn {
+    text: String,
+    blocks: Vec<Value>,
+}
+
 #[derive(Debug)]
 pub(crate) enum Cmd {
     /// Make this the client's active session and replay the history to it.
@@ -72,11 +80,15 @@ pub(crate) enum Cmd {
     /// A user turn.
     Input {
         text: String,
+        /// Files sent with it (already checked by the parser).
+        attachments: Vec<Attachment>,
         /// The sender's `clientMessageId`: the same id twice runs once.
         id: Option<String>,
         from: ClientId,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
+    /// Send a phone a file of this session's history (`get_attachment`).
+    GetAttachment { id: String, client: ClientId },
     /// Stop the current turn.
     Interrupt,
     /// Change the model (already validated).
@@ -153,8 +165,10 @@ pub(crate) struct Session {
     busy: bool,
     interrupted: bool,
     /// The input of the running turn, kept to retry it if `--resume` fails.
-    current_input: Option<String>,
-    queue: VecDeque<String>,
+    current_input: Option<UserTurn>,
+    queue: VecDeque<UserTurn>,
+    /// The files phones sent with their inputs.
+    files: AttachmentStore,
     /// Approximate size of `rec.history`, kept under [`HISTORY_BUDGET_BYTES`].
     history_bytes: usize,
     /// When an unanswered `interrupt` gives up on the agent.
@@ -193,6 +207,7 @@ impl Session {
         let (events_tx, events) = mpsc::channel(256);
         let history_bytes = rec.history.iter().map(|m| approx_size(m)).sum();
         let prompts = Prompts::new(rec.session_id.clone(), cfg.permission_timeout, index);
+        let files = AttachmentStore::new(&cfg.sessions_dir, &rec.session_id);
         let mut session = Self {
             rec,
             cfg,
@@ -211,6 +226,7 @@ impl Session {
             interrupted: false,
             current_input: None,
             queue: VecDeque::new(),
+            files,
             history_bytes,
             interrupt_deadline: None,
             idle_deadline: None,
@@ -308,6 +324,10 @@ impl Session {
         {
             if let Some(old) = self.rec.history.pop_front() {
                 self.history_bytes = self.history_bytes.saturating_sub(approx_size(&old));
+                // A file nobody can replay any more is let go with its entry.
+                if let ServerMsg::Message { attachments, .. } = &*old {
+                    self.files.forget(attachments.iter().map(|a| a.id.clone()));
+                }
             }
         }
     }
@@ -319,6 +339,7 @@ impl Session {
             timestamp: now_ms(),
             session_id: self.rec.session_id.clone(),
             client_message_id: None,
+            attachments: Vec::new(),
         };
         self.record(msg);
     }
@@ -375,13 +396,15 @@ impl Session {
             Cmd::Cool => self.cool("no longer among the warm sessions"),
             Cmd::Input {
                 text,
+                attachments,
                 id,
                 from,
                 reply,
             } => {
-                let result = self.input(text, id, &from).await;
+                let result = self.input(text, attachments, id, &from).await;
                 let _ = reply.send(result);
             }
+            Cmd::GetAttachment { id, client } => self.send_attachment(id, &client).await,
             Cmd::Interrupt => self.interrupt().await,
             Cmd::SetModel { model } => self.set_model(model).await,
             Cmd::SetMode { mode } => self.set_mode(mode).await,
@@ -507,6 +530,7 @@ impl Session {
                 timestamp: now_ms(),
                 session_id: id.clone(),
                 client_message_id: None,
+                attachments: Vec::new(),
             }));
         }
         if self.busy {
@@ -544,29 +568,85 @@ impl Session {
         self.clients.send_to(client, Outbound::Batch(frames));
     }
 
-    async fn input(&mut self, text: String, id: Option<String>, from: &str) -> Result<(), Refusal> {
+    async fn input(
+        &mut self,
+        text: String,
+        attachments: Vec<Attachment>,
+        id: Option<String>,
+        from: &str,
+    ) -> Result<(), Refusal> {
         // Sent again after a dropped connection, though it had arrived: taken already.
         if id.as_deref().is_some_and(|id| self.took(id)) {
             return Ok(());
         }
-        if self.busy || !self.queue.is_empty() {
-            if self.queue.len() >= MAX_QUEUED_INPUTS {
-                return Err(Refusal::new(
-                    ErrorCode::QueueFull,
-                    format!("{MAX_QUEUED_INPUTS} inputs are already waiting for this session; wait for the current turn to finish"),
-                ));
-            }
-            self.accept_input(&text, id, from);
-            self.queue.push_back(text);
-            self.persist().await;
-            return Ok(());
+        let queued = self.busy || !self.queue.is_empty();
+        if queued && self.queue.len() >= MAX_QUEUED_INPUTS {
+            return Err(Refusal::new(
+                ErrorCode::QueueFull,
+                format!("{MAX_QUEUED_INPUTS} inputs are already waiting for this session; wait for the current turn to finish"),
+            ));
         }
-        // Start the agent first: if it cannot start, the input is refused, not half-taken.
-        self.ensure_agent().await?;
-        self.accept_input(&text, id, from);
+        if !queued {
+            // Start the agent first: if it cannot start, the input is refused, not
+            // half-taken.
+            self.ensure_agent().await?;
+        }
+        let kept = self.keep_files(attachments).await?;
+        let (infos, blocks) = kept.into_iter().map(|k| (k.info, k.block)).unzip();
+        self.accept_input(&text, infos, id, from);
         self.persist().await;
-        self.start_turn(text).await;
+        let turn = UserTurn { text, blocks };
+        if queued {
+            self.queue.push_back(turn);
+        } else {
+            self.start_turn(turn).await;
+        }
         Ok(())
+    }
+
+    /// Stores an input's files; a disk that refuses them refuses the input (the phone
+    /// still has it, and is told why).
+    async fn keep_files(&self, attachments: Vec<Attachment>) -> Result<Vec<Kept>, Refusal> {
+        if attachments.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.files.keep(attachments).await.map_err(|err| {
+            tracing::warn!(%err, "could not store an input's attachments");
+            Refusal::new(
+                ErrorCode::AttachmentNotStored,
+                format!("the attached files could not be stored on the computer, so the message was not sent: {err}"),
+            )
+        })
+    }
+
+    /// Answers `get_attachment` with the file, if the history still lists it and the
+    /// folder still has it.
+    async fn send_attachment(&self, id: String, client: &str) {
+        let info = self.rec.history.iter().rev().find_map(|m| match &**m {
+            ServerMsg::Message { attachments, .. } => {
+                attachments.iter().find(|a| a.id == id).cloned()
+            }
+            _ => None,
+        });
+        let bytes = match &info {
+            Some(_) => self.files.read(&id).await,
+            None => None,
+        };
+        let msg = match (info, bytes) {
+            (Some(info), Some(bytes)) => ServerMsg::Attachment {
+                session_id: self.rec.session_id.clone(),
+                attachment_id: info.id,
+                name: info.name,
+                media_type: info.media_type,
+                data: Base64Data(bytes),
+            },
+            _ => ServerMsg::Error {
+                code: ErrorCode::AttachmentNotFound,
+                message: "this session no longer keeps that attachment (older files are let go past 64 MiB per session)".into(),
+                request_id: Some(id),
+            },
+        };
+        self.clients.send_msg(client, &msg);
     }
 
     /// Whether an input with this `clientMessageId` is in the history (the history is
@@ -581,7 +661,13 @@ impl Session {
         })
     }
 
-    fn accept_input(&mut self, text: &str, id: Option<String>, from: &str) {
+    fn accept_input(
+        &mut self,
+        text: &str,
+        attachments: Vec<AttachmentInfo>,
+        id: Option<String>,
+        from: &str,
+    ) {
         let timestamp = now_ms();
         // The sender already shows what it typed; every other phone is told, whichever
         // session it looks at (Chroxy's clients show it where it belongs).
@@ -593,6 +679,7 @@ impl Session {
                 text: text.to_owned(),
                 message_id: id.clone(),
                 timestamp,
+                attachments: attachments.clone(),
             },
         );
         self.remember(ServerMsg::Message {
@@ -601,6 +688,7 @@ impl Session {
             timestamp,
             session_id: self.rec.session_id.clone(),
             client_message_id: id,
+            attachments,
         });
         self.rec.last_activity_at = now_ms();
     }
@@ -681,7 +769,7 @@ impl Session {
         Ok(())
     }
 
-    async fn start_turn(&mut self, text: String) {
+    async fn start_turn(&mut self, turn: UserTurn) {
         self.busy = true;
         self.idle_deadline = None;
         self.interrupted = false;
@@ -693,10 +781,10 @@ impl Session {
         );
         self.refresh_info();
         let sent = match &self.agent {
-            Some(agent) => agent.send_user(&text).await.is_ok(),
+            Some(agent) => agent.send_user(&turn.text, &turn.blocks).await.is_ok(),
             None => false,
         };
-        self.current_input = Some(text);
+        self.current_input = Some(turn);
         if !sent {
             // The process died between start and now; its Exited event ends the turn.
             tracing::warn!("agent input closed before the turn could be sent");
@@ -704,10 +792,10 @@ impl Session {
     }
 
     async fn next_from_queue(&mut self) {
-        while let Some(text) = self.queue.pop_front() {
+        while let Some(turn) = self.queue.pop_front() {
             match self.ensure_agent().await {
                 Ok(()) => {
-                    self.start_turn(text).await;
+                    self.start_turn(turn).await;
                     return;
                 }
                 Err(refusal) => {
@@ -797,6 +885,7 @@ impl Session {
             // Nothing more to save; the hub removes the file once the saver is done, so
             // no late write can bring a destroyed session back.
             self.saver.send_replace(None);
+            self.files.remove_all();
         } else {
             self.save();
         }
@@ -955,13 +1044,13 @@ impl Session {
                 "The earlier Claude Code conversation could not be resumed; starting a new one.",
             );
             self.save();
-            if let Some(text) = self.current_input.take() {
+            if let Some(turn) = self.current_input.take() {
                 match self.ensure_agent().await {
                     Ok(()) => {
                         if let Some(agent) = &self.agent {
-                            let _ = agent.send_user(&text).await;
+                            let _ = agent.send_user(&turn.text, &turn.blocks).await;
                         }
-                        self.current_input = Some(text);
+                        self.current_input = Some(turn);
                         return;
                     }
                     Err(refusal) => self.session_error(Some(refusal.code), refusal.message),
@@ -1122,6 +1211,7 @@ impl Session {
                 timestamp: now_ms(),
                 session_id: sid,
                 client_message_id: None,
+                attachments: Vec::new(),
             });
         }
     }

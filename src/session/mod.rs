@@ -7,6 +7,7 @@
 //! into.
 
 mod actor;
+mod attachments;
 mod clients;
 mod prompts;
 mod push;
@@ -393,6 +394,7 @@ impl Hub {
         let (reply, answer) = oneshot::channel();
         tx.send(Cmd::Input {
             text: m.data,
+            attachments: m.attachments,
             id: m.client_message_id,
             from: client.clone(),
             reply,
@@ -571,6 +573,15 @@ impl Hub {
                 conversations.sort_by_key(|c| std::cmp::Reverse(c.modified_at_ms));
                 self.clients
                     .send_msg(client, &ServerMsg::ConversationsList { conversations });
+            }
+            ClientMsg::GetAttachment(m) => {
+                let (_, tx) = self.target(client, m.session_id)?;
+                let _ = tx
+                    .send(Cmd::GetAttachment {
+                        id: m.attachment_id,
+                        client: client.clone(),
+                    })
+                    .await;
             }
             // No terminal here to resize (docs/protocol.md).
             ClientMsg::TerminalResize(_) => {}

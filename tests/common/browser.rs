@@ -193,8 +193,24 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no `{css}` in the page: {e}"))
     }
 
+    /// Clicks the element `css` finds. The page may draw that element anew between the
+    /// find and the click (a list redrawn when a device connects): then it is found
+    /// again, as a person's second tap would, until [`WAIT`] runs out.
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
+        super::eventually(&format!("`{css}` clicked"), async || {
+            match self.find(css).await.click().await {
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    Err(e.to_string())
+                }
+                done => {
+                    done.unwrap_or_else(|e| panic!("clicking `{css}` failed: {e}"));
+                    Ok(())
+                }
+            }
+        })
+        .await;
     }
 
     /// Waits for a prompt button labelled `label`, then clicks it.

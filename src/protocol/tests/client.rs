@@ -40,6 +40,7 @@ fn optional_fields_left_out_are_omitted_not_null() {
                 data: s("hi"),
                 session_id: None,
                 client_message_id: None,
+                attachments: vec![],
             }),
             "sessionId",
         ),

@@ -239,7 +239,8 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                 |(data, session_id, client_message_id)| ClientMsg::Input(Input {
                     data,
                     session_id,
-                    client_message_id
+                    client_message_id,
+                    attachments: vec![],
                 })
             ),
         opt(text()).prop_map(|session_id| ClientMsg::Interrupt(SessionTarget { session_id })),

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-const SERVER_TYPES: [&str; 41] = [
+const SERVER_TYPES: [&str; 42] = [
     "auth_ok",
     "auth_fail",
     "pong",
@@ -46,6 +46,7 @@ const SERVER_TYPES: [&str; 41] = [
     "rate_limited",
     "server_shutdown",
     "push_settings",
+    "attachment",
     "error",
 ];
 
@@ -92,6 +93,7 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::RateLimited { .. } => "rate_limited",
         ServerMsg::ServerShutdown { .. } => "server_shutdown",
         ServerMsg::PushSettings { .. } => "push_settings",
+        ServerMsg::Attachment { .. } => "attachment",
         ServerMsg::Error { .. } => "error",
     }
 }
@@ -474,6 +476,18 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                 text: s("run the tests"),
                 message_id: some("m-9"),
                 timestamp: 1_700_000_000_000,
+                attachments: vec![],
+            },
+        ),
+        (
+            json!({"type": "attachment", "sessionId": "s-1", "attachmentId": "a-1", "name": "shot.png",
+                   "mediaType": "image/png", "data": "iVBORw=="}),
+            ServerMsg::Attachment {
+                session_id: s("s-1"),
+                attachment_id: s("a-1"),
+                name: s("shot.png"),
+                media_type: s("image/png"),
+                data: Base64Data(vec![0x89, b'P', b'N', b'G']),
             },
         ),
         (
@@ -599,18 +613,26 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
                 timestamp: 1_700_000_000_000,
                 session_id: s("s-1"),
                 client_message_id: None,
+                attachments: vec![],
             },
         ));
     }
     cases.push((
         json!({"type": "message", "messageType": "user_input", "content": "fix it",
-               "timestamp": 1_700_000_000_000u64, "sessionId": "s-1", "clientMessageId": "m-7"}),
+               "timestamp": 1_700_000_000_000u64, "sessionId": "s-1", "clientMessageId": "m-7",
+               "attachments": [{"id": "a-1", "name": "shot.png", "mediaType": "image/png", "size": 4}]}),
         ServerMsg::Message {
             message_type: MessageType::UserInput,
             content: s("fix it"),
             timestamp: 1_700_000_000_000,
             session_id: s("s-1"),
             client_message_id: some("m-7"),
+            attachments: vec![AttachmentInfo {
+                id: s("a-1"),
+                name: s("shot.png"),
+                media_type: s("image/png"),
+                size: 4,
+            }],
         },
     ));
     cases.push((
@@ -774,6 +796,9 @@ fn error_codes_use_the_protocol_names() {
         (ErrorCode::InvalidCwd, "INVALID_CWD"),
         (ErrorCode::AgentUnavailable, "AGENT_UNAVAILABLE"),
         (ErrorCode::Draining, "DRAINING"),
+        (ErrorCode::PushUnavailable, "PUSH_UNAVAILABLE"),
+        (ErrorCode::AttachmentNotFound, "ATTACHMENT_NOT_FOUND"),
+        (ErrorCode::AttachmentNotStored, "ATTACHMENT_NOT_STORED"),
     ];
     for (code, name) in codes {
         let json: Value =
