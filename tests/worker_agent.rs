@@ -919,3 +919,127 @@ async fn chroxy_clients_lists_are_answered_and_a_terminal_resize_is_taken_quietl
     let err = a.until_type("error").await;
     assert_eq!(err["code"], "SESSION_NOT_FOUND", "{err}");
 }
+
+/// A picture and a text file sent with an input reach Claude Code (the picture as an
+/// image block the model sees), stay in the session's history for a phone that comes
+/// back, are fetched again whole, and go with the session when it is closed.
+#[tokio::test]
+async fn attachments_reach_claude_replay_to_a_phone_that_comes_back_and_go_with_the_session() {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut a = w.client().await;
+    a.send(json!({"type": "create_session", "name": "pictures"}))
+        .await;
+    a.until(|v| v["type"] == "session_switched" && v["name"] == "pictures")
+        .await;
+    let session = a.active_session();
+    let picture = gradient_png(32, 24);
+    a.send(json!({"type": "input", "data": "ATTACHED", "clientMessageId": "m-pic", "attachments": [
+        {"type": "image", "mediaType": "image/png", "data": b64(&picture), "name": "IMG_0001.png"},
+        {"type": "document", "mediaType": "text/markdown", "data": b64(b"# notes\n"), "name": "../notes.md"}
+    ]}))
+    .await;
+    a.until(|v| v["type"] == "input_accepted" && v["clientMessageId"] == "m-pic")
+        .await;
+    a.until_type("agent_idle").await;
+    let answer = streamed_text(&a.seen);
+    assert!(
+        answer.starts_with("Attached: image/png, "),
+        "the model was sent the picture: {answer}"
+    );
+    // What Claude Code kept of the text file: its words, under its name.
+    transcript_contains(&home, "The attached file `notes.md`").await;
+
+    // A phone that comes back sees the input with its files listed, and fetches one.
+    let mut b = w.client().await;
+    b.send(json!({"type": "switch_session", "sessionId": session}))
+        .await;
+    let replayed = b
+        .until(|v| v["type"] == "message" && v["clientMessageId"] == "m-pic")
+        .await;
+    let files = replayed["attachments"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{replayed}");
+    assert_eq!(files[0]["name"], "IMG_0001.png");
+    assert_eq!(files[0]["mediaType"], "image/png");
+    assert_eq!(files[0]["size"], picture.len());
+    assert_eq!(files[1]["name"], "notes.md", "no path from the phone is kept");
+    let id = files[0]["id"].as_str().unwrap();
+    b.send(json!({"type": "get_attachment", "attachmentId": id}))
+        .await;
+    let got = b.until_type("attachment").await;
+    assert_eq!(got["data"], b64(&picture), "the same bytes");
+    assert_eq!(got["sessionId"], session.as_str());
+
+    // Only ids this session's history lists are read: not another file of the folder,
+    // not a path.
+    let folder = home.sessions_dir().join(format!("{session}.files"));
+    assert!(folder.join(id).is_file());
+    for bad in ["../../config.toml", "a-000000000000000000000000000000000"] {
+        b.send(json!({"type": "get_attachment", "attachmentId": bad}))
+            .await;
+        let refused = b
+            .until(|v| v["type"] == "error" && v["requestId"] == bad)
+            .await;
+        assert_eq!(refused["code"], "ATTACHMENT_NOT_FOUND", "{refused}");
+    }
+
+    // Closed: the files go too.
+    a.send(json!({"type": "destroy_session", "sessionId": session}))
+        .await;
+    eventually("the closed session's files deleted", async || {
+        holds(!folder.exists(), folder.display())
+    })
+    .await;
+}
+
+/// Files that cannot be stored (here the session's folder cannot be made, as on a full
+/// disk) refuse the input whole, by its id, with the reason; nothing of it runs or
+/// enters the history, and the session takes the next input.
+#[tokio::test]
+async fn an_input_whose_files_cannot_be_stored_is_refused_whole_and_says_why() {
+    use base64::Engine;
+    let home = Home::new();
+    let model = Model::start().await;
+    let w = Worker::start(&home, &model).await;
+    let mut a = w.client().await;
+    let session = a.active_session();
+    std::fs::write(
+        home.sessions_dir().join(format!("{session}.files")),
+        b"in the way",
+    )
+    .unwrap();
+    let data = base64::engine::general_purpose::STANDARD.encode(gradient_png(4, 4));
+    a.send(json!({"type": "input", "data": "REPLY never", "clientMessageId": "m-x", "attachments": [
+        {"type": "image", "mediaType": "image/png", "data": data, "name": "x.png"}]}))
+        .await;
+    let refused = a
+        .until(|v| v["type"] == "error" && v["requestId"] == "m-x")
+        .await;
+    assert_eq!(refused["code"], "ATTACHMENT_NOT_STORED", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("the message was not sent"),
+        "{refused}"
+    );
+    let frames = a.turn("REPLY still here").await;
+    assert_eq!(streamed_text(&frames), "still here");
+    assert!(
+        !a.seen.iter().any(|v| v["type"] == "input_accepted" && v["clientMessageId"] == "m-x"),
+        "the refused input was never taken"
+    );
+    let b = w.client().await;
+    assert!(
+        b.seen.iter().any(|v| v["content"] == "REPLY still here"),
+        "the history replayed: {:?}",
+        b.seen
+    );
+    assert!(
+        !b.seen.iter().any(|v| v["content"] == "REPLY never"),
+        "not in the history"
+    );
+}

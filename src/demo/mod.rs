@@ -27,6 +27,7 @@
 //! | `PLEASE_ASK` | a short text, then an `AskUserQuestion` tool_use: "Which color should the button be?", options Red / Blue |
 //! | `SLOW [ms] [text]` | `<text>` (default: counting to 40) word by word, waiting `ms` (default 200, at most 60000) before each delta; stops when the client hangs up |
 //! | `API_ERROR [status] [retry]` | HTTP `status` (default 500) with the API's error JSON (`api_error`, `overloaded_error` for 529, ...). Without `retry` the response carries `x-should-retry: false` |
+//! | `ATTACHED` | `Attached: image/png, 1234 bytes; …` for each image or document block of the message, or `Nothing is attached.` |
 //! | a tool_result (the last user message carries one) | `Tool result: <content>`, or `Tool error: <content>` when `is_error` (a denial is one) |
 //! | anything else | a friendly note that this is Chroxy's demo model, echoing the question and listing the directives |
 //!

@@ -67,9 +67,30 @@ pub enum Block {
         #[serde(default)]
         is_error: bool,
     },
-    /// Images, tool_use, thinking, documents ...
+    /// A picture the user sent.
+    Image {
+        /// Where its bytes are.
+        source: Source,
+    },
+    /// A PDF (or other document) the user sent.
+    Document {
+        /// Where its bytes are.
+        source: Source,
+    },
+    /// tool_use, thinking ...
     #[serde(other)]
     Other,
+}
+
+/// An image's or document's bytes, as the API takes them inline.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Source {
+    /// `image/png`, `application/pdf` ...
+    #[serde(default)]
+    pub media_type: String,
+    /// base64.
+    #[serde(default)]
+    pub data: String,
 }
 
 /// A tool result's content: the CLI sends a string for most tools.
@@ -194,6 +215,32 @@ impl MessagesRequest {
         prompt.map_or(LastUser::Nothing, LastUser::Prompt)
     }
 
+    /// The images and documents of the last user message, each as "image/png, 1234
+    /// bytes" (what `ATTACHED` answers), in order.
+    pub fn last_user_files(&self) -> Vec<String> {
+        let Some(Message {
+            content: Content::Blocks(blocks),
+            ..
+        }) = self.messages.iter().rev().find(|m| m.role == "user")
+        else {
+            return Vec::new();
+        };
+        blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Image { source } | Block::Document { source } => Some(source),
+                _ => None,
+            })
+            .map(|source| {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(&source.data)
+                    .map_or(0, |b| b.len());
+                format!("{}, {bytes} bytes", source.media_type)
+            })
+            .collect()
+    }
+
     /// The directory the CLI runs in, as its system prompt states it.
     pub fn working_dir(&self) -> Option<String> {
         let texts: Vec<&str> = match self.system.as_ref()? {
@@ -234,7 +281,8 @@ impl Block {
         match self {
             Block::Text { text } => text.len(),
             Block::ToolResult { content, .. } => content.as_ref().map_or(0, |c| c.text().len()),
-            Block::Other => 64,
+            // The API counts an image by its pixels; a flat guess serves the demo.
+            Block::Image { .. } | Block::Document { .. } | Block::Other => 64,
         }
     }
 }

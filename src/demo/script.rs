@@ -118,6 +118,15 @@ pub fn script_turn(request: &MessagesRequest, tool_id: &str) -> Turn {
             };
             Turn::Message(ScriptedMessage::text(format!("{label}: {content}")))
         }
+        LastUser::Prompt(prompt) if split_word(&prompt).0 == "ATTACHED" => {
+            let files = request.last_user_files();
+            let text = if files.is_empty() {
+                "Nothing is attached.".to_owned()
+            } else {
+                format!("Attached: {}.", files.join("; "))
+            };
+            Turn::Message(ScriptedMessage::text(text))
+        }
         LastUser::Prompt(prompt) => script_prompt(&prompt, request.working_dir(), tool_id),
         LastUser::Nothing => Turn::Message(ScriptedMessage::text(default_answer(""))),
     }
@@ -290,7 +299,8 @@ pub fn default_answer(prompt: &str) -> String {
          - `PLEASE_BASH <command>`: I ask to run a shell command\n\
          - `PLEASE_ASK`: I ask you a multiple-choice question\n\
          - `SLOW <ms> <text>`: I type slowly, so you can try interrupting me\n\
-         - `API_ERROR <status>`: I fail the way the real API does\n\n\
+         - `API_ERROR <status>`: I fail the way the real API does\n\
+         - `ATTACHED`: I list the images and documents you sent with it\n\n\
          For real answers, start Chroxy without `--demo` where Claude Code is signed in."
     )
 }
@@ -345,6 +355,25 @@ mod tests {
         }))
         .expect("test request parses");
         script_turn(&req, "toolu_demo_1")
+    }
+
+    #[test]
+    fn attached_lists_the_images_and_documents_sent_before_the_prompt() {
+        let req: MessagesRequest = serde_json::from_value(json!({
+            "model": "m",
+            "tools": [{"name": "Write"}],
+            "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw=="}},
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERg=="}},
+                {"type": "text", "text": "ATTACHED"}
+            ]}]
+        }))
+        .unwrap();
+        assert_eq!(
+            only_text(script_turn(&req, "t")),
+            "Attached: image/png, 4 bytes; application/pdf, 4 bytes."
+        );
+        assert_eq!(only_text(turn_for("ATTACHED")), "Nothing is attached.");
     }
 
     fn only_text(turn: Turn) -> String {

@@ -746,3 +746,19 @@ fn tail(seen: &[Value]) -> &[Value] {
 pub fn close_code(c: CloseCode) -> u16 {
     u16::from(c)
 }
+
+/// A real PNG of `w`×`h` pixels in a gradient (so an image decoder has something to
+/// decode and a screenshot shows it).
+pub fn gradient_png(w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    let pixels: Vec<u8> = (0..h)
+        .flat_map(|y| (0..w).flat_map(move |x| [(x * 255 / w) as u8, (y * 255 / h) as u8, 160]))
+        .collect();
+    writer.write_image_data(&pixels).unwrap();
+    writer.finish().unwrap();
+    out
+}
