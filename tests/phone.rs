@@ -139,6 +139,7 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
         "return !!document.querySelector('#slash button[data-command=compact]')",
     )
     .await;
+    a.shot("2b-slash-commands").await;
     a.click("#slash button[data-command=compact]").await;
     a.until(
         "the command in the message",
@@ -1088,6 +1089,131 @@ async fn a_five_thousand_line_answer_streams_without_freezing_the_page() {
         .await;
     assert_eq!(lines, 5000, "one code block of every line");
     a.shot("1-five-thousand-lines").await;
+    let errors = a.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
+/// Picks files as the file picker hands them to the page.
+async fn pick(b: &Browser, files: &[(&str, &str, &[u8])]) {
+    use base64::Engine;
+    let files: Vec<Value> = files
+        .iter()
+        .map(|(name, ty, bytes)| {
+            serde_json::json!([
+                name,
+                ty,
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ])
+        })
+        .collect();
+    b.js(&format!(
+        "const dt = new DataTransfer(); \
+         for (const [name, type, data] of {}) \
+           dt.items.add(new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], name, {{type}})); \
+         const input = document.getElementById('files'); input.files = dt.files; \
+         input.dispatchEvent(new Event('change')); return true",
+        Value::Array(files)
+    ))
+    .await;
+}
+
+/// A picture and a file go with a message from the phone: Claude is sent the picture,
+/// the conversation shows both, and after a reload (history replayed) the picture is
+/// fetched from the computer and shown again. A camera-sized photo is made to fit
+/// first; a file of a kind Claude cannot take is refused on the phone, saying which
+/// kinds go. A table in an answer is drawn as a table.
+#[tokio::test]
+async fn a_picture_sent_from_the_phone_reaches_claude_and_shows_again_after_a_reload() {
+    let home = Home::new();
+    let model = Model::start().await;
+    let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
+    sup.healthy().await;
+    let link = pairing_link(&home).await;
+    let driver = Driver::start().await;
+    let a = driver.browser("phone-attach").await;
+    paired(&a, &link).await;
+
+    let picture = common::gradient_png(64, 48);
+    pick(
+        &a,
+        &[
+            ("IMG_0001.png", "image/png", &picture),
+            ("notes.md", "", b"# notes\n- one\n"),
+            ("tool.exe", "application/x-msdownload", b"MZ"),
+        ],
+    )
+    .await;
+    a.until(
+        "two files picked, the third refused by kind",
+        "return document.querySelectorAll('#picked button').length === 2 && \
+         [...document.querySelectorAll('.msg.error')].some(m => m.textContent.startsWith('tool.exe: only pictures'))",
+    )
+    .await;
+    a.shot("a1-picked").await;
+    a.say("ATTACHED").await;
+    let shown = "const m = [...document.querySelectorAll('.msg.user_input')].find(m => m.textContent.startsWith('ATTACHED')); \
+                 const img = m?.querySelector('.files img'); \
+                 return !!img && img.complete && img.naturalWidth === 64 && m.textContent.includes('📄 notes.md')";
+    a.until("the picture and the file under the message", shown)
+        .await;
+    a.until(
+        "Claude was sent the picture",
+        &assistant_says(&format!("Attached: image/png, {} bytes.", picture.len())),
+    )
+    .await;
+    a.until(
+        "nothing left picked",
+        "return document.getElementById('picked').hidden",
+    )
+    .await;
+    a.shot("a2-sent").await;
+
+    // A reload replays the history: the picture comes back from the computer.
+    a.js("location.reload(); return true").await;
+    a.until(
+        "connected again",
+        "return document.body.dataset.connection === 'connected'",
+    )
+    .await;
+    a.until("the picture again, fetched from the computer", shown)
+        .await;
+    a.shot("a3-replayed").await;
+
+    // A 12-megapixel photo (noise: the hardest to compress) is shrunk to fit before
+    // it goes.
+    let fitted = a
+        .js_async(
+            "const done = arguments[0]; \
+             const c = document.createElement('canvas'); c.width = 4000; c.height = 3000; \
+             const g = c.getContext('2d'); const px = g.createImageData(4000, 3000); \
+             for (let i = 0; i < px.data.length; i += 65536) \
+               crypto.getRandomValues(new Uint8Array(px.data.buffer, i, Math.min(65536, px.data.length - i))); \
+             for (let i = 3; i < px.data.length; i += 4) px.data[i] = 255; \
+             g.putImageData(px, 0, 0); \
+             c.toBlob(async (blob) => { \
+               const m = await import('./js/attach.js'); \
+               const r = await m.prepare(new File([blob], 'photo.png', {type: 'image/png'})); \
+               done({big: blob.size, type: r.attachment?.mediaType, size: r.bytes?.length, error: r.error}); \
+             }, 'image/png');",
+        )
+        .await;
+    assert!(fitted["big"].as_u64().unwrap() > 720 * 1024, "{fitted}");
+    assert_eq!(fitted["type"], "image/jpeg", "{fitted}");
+    assert!(fitted["size"].as_u64().unwrap() <= 720 * 1024, "{fitted}");
+
+    // A table in an answer.
+    a.js("const i = document.getElementById('input'); \
+          i.value = 'REPLY | file | lines |\\n|---|--:|\\n| app.js | 920 |\\n| attach.js | 180 |'; \
+          document.getElementById('composer').requestSubmit(); return true")
+        .await;
+    a.until(
+        "a table with its header and two rows",
+        "const t = document.querySelector('.msg.assistant table'); \
+         return !!t && t.querySelectorAll('th').length === 2 && t.querySelectorAll('tbody tr').length === 2 \
+           && t.querySelector('tbody td').textContent === 'app.js'",
+    )
+    .await;
+    a.shot("a4-table").await;
     let errors = a.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }

@@ -965,7 +965,10 @@ async fn attachments_reach_claude_replay_to_a_phone_that_comes_back_and_go_with_
     assert_eq!(files[0]["name"], "IMG_0001.png");
     assert_eq!(files[0]["mediaType"], "image/png");
     assert_eq!(files[0]["size"], picture.len());
-    assert_eq!(files[1]["name"], "notes.md", "no path from the phone is kept");
+    assert_eq!(
+        files[1]["name"], "notes.md",
+        "no path from the phone is kept"
+    );
     let id = files[0]["id"].as_str().unwrap();
     b.send(json!({"type": "get_attachment", "attachmentId": id}))
         .await;
@@ -1012,9 +1015,11 @@ async fn an_input_whose_files_cannot_be_stored_is_refused_whole_and_says_why() {
     )
     .unwrap();
     let data = base64::engine::general_purpose::STANDARD.encode(gradient_png(4, 4));
-    a.send(json!({"type": "input", "data": "REPLY never", "clientMessageId": "m-x", "attachments": [
-        {"type": "image", "mediaType": "image/png", "data": data, "name": "x.png"}]}))
-        .await;
+    a.send(
+        json!({"type": "input", "data": "REPLY never", "clientMessageId": "m-x", "attachments": [
+        {"type": "image", "mediaType": "image/png", "data": data, "name": "x.png"}]}),
+    )
+    .await;
     let refused = a
         .until(|v| v["type"] == "error" && v["requestId"] == "m-x")
         .await;
@@ -1029,7 +1034,9 @@ async fn an_input_whose_files_cannot_be_stored_is_refused_whole_and_says_why() {
     let frames = a.turn("REPLY still here").await;
     assert_eq!(streamed_text(&frames), "still here");
     assert!(
-        !a.seen.iter().any(|v| v["type"] == "input_accepted" && v["clientMessageId"] == "m-x"),
+        !a.seen
+            .iter()
+            .any(|v| v["type"] == "input_accepted" && v["clientMessageId"] == "m-x"),
         "the refused input was never taken"
     );
     let b = w.client().await;

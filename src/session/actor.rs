@@ -13,15 +13,16 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::attachments::{AttachmentStore, Kept};
 use super::clients::{frame, Audience, ClientId, Clients, Outbound};
 use super::prompts::{PromptIndex, Prompts};
-use super::attachments::{AttachmentStore, Kept};
 use super::record::SessionRecord;
 use super::SessionsConfig;
 use crate::agent::{self, Agent, AgentEvent, AgentOutput, AgentSpec, TurnResult};
 use crate::protocol::{
-    now_ms, Attachment, AttachmentInfo, Base64Data, ConversationInfo, ErrorCode, MessageType, PermissionMode, PermissionResponse,
-    ServerMsg, SessionInfo, SlashCommand, HISTORY_LIMIT, MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
+    now_ms, Attachment, AttachmentInfo, Base64Data, ConversationInfo, ErrorCode, MessageType,
+    PermissionMode, PermissionResponse, ServerMsg, SessionInfo, SlashCommand, HISTORY_LIMIT,
+    MAX_QUEUED_INPUTS, MAX_TOOL_RESULT_CHARS,
 };
 use crate::push::{Notice, NoticeKind};
 

@@ -222,7 +222,12 @@ mod tests {
             "sent to Claude as an image block"
         );
         // Only names the store made are ever looked up.
-        for bad in ["../s-1.json", "a-../../x", "", "a-0123456789abcdef0123456789abcdeF"] {
+        for bad in [
+            "../s-1.json",
+            "a-../../x",
+            "",
+            "a-0123456789abcdef0123456789abcdeF",
+        ] {
             assert_eq!(store.read(bad).await, None, "{bad}");
         }
         store.remove_all();
@@ -236,7 +241,12 @@ mod tests {
         let kept = store
             .keep(vec![
                 file(AttachmentKind::Document, "text/csv", "a.csv", b"x,y\n1,2\n"),
-                file(AttachmentKind::Document, "application/pdf", "b.pdf", b"%PDF-1.4"),
+                file(
+                    AttachmentKind::Document,
+                    "application/pdf",
+                    "b.pdf",
+                    b"%PDF-1.4",
+                ),
             ])
             .await
             .unwrap();
@@ -256,7 +266,12 @@ mod tests {
         let mut ids = Vec::new();
         for _ in 0..3 {
             let kept = store
-                .keep(vec![file(AttachmentKind::Image, "image/png", "p.png", &[0; 100])])
+                .keep(vec![file(
+                    AttachmentKind::Image,
+                    "image/png",
+                    "p.png",
+                    &[0; 100],
+                )])
                 .await
                 .unwrap();
             ids.push(kept[0].info.id.clone());
@@ -281,7 +296,12 @@ mod tests {
         std::fs::write(dir.path().join("s-1.files"), b"").unwrap();
         let store = AttachmentStore::new(dir.path(), "s-1");
         let err = store
-            .keep(vec![file(AttachmentKind::Image, "image/png", "p.png", b"x")])
+            .keep(vec![file(
+                AttachmentKind::Image,
+                "image/png",
+                "p.png",
+                b"x",
+            )])
             .await
             .unwrap_err();
         assert!(err.to_string().contains("s-1.files"), "{err}");

@@ -139,7 +139,7 @@ impl Drop for Unauthenticated {
 /// policy exists, `chroxy-sw`, and it passes exactly one script URL: the service
 /// worker's (`js/notify.js`).
 const PHONE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self'; manifest-src 'self'; connect-src 'self' wss: ws:; base-uri 'none'; \
+    img-src 'self' blob:; manifest-src 'self'; connect-src 'self' wss: ws:; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'; \
     trusted-types chroxy-sw";
 

@@ -6,7 +6,7 @@
 // id and name, a tool's name, a prompt's id — encrypted for this browser; every word
 // shown is built here from those, never markup.
 
-const SHELL = "chroxy-shell-v1";
+const SHELL = "chroxy-shell-v2";
 const FILES = [
   "./",
   "app.css",
@@ -14,6 +14,7 @@ const FILES = [
   "icon.svg",
   "icon-192.png",
   "js/app.js",
+  "js/attach.js",
   "js/change.js",
   "js/connection.js",
   "js/device-keys.js",

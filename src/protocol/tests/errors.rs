@@ -518,19 +518,37 @@ fn attachments_are_refused_for_what_is_wrong_with_them_and_never_quoted_back() {
         ErrorCode::InvalidMessage,
         &["attachments[0].mediaType", "image/png"],
     );
-    let as_doc = json!([{"type": "document", "mediaType": "image/png", "data": b64(b"x"), "name": "x"}]);
-    assert_refused(&with_files(as_doc), ErrorCode::InvalidMessage, &["application/pdf"]);
+    let as_doc =
+        json!([{"type": "document", "mediaType": "image/png", "data": b64(b"x"), "name": "x"}]);
+    assert_refused(
+        &with_files(as_doc),
+        ErrorCode::InvalidMessage,
+        &["application/pdf"],
+    );
     // Chroxy's `file_ref` (a path on this machine, read by the server) is not taken.
     let file_ref = json!([{"type": "file_ref", "path": "../../.ssh/id_ed25519"}]);
-    assert_refused(&with_files(file_ref), ErrorCode::InvalidMessage, &["`image`"]);
+    assert_refused(
+        &with_files(file_ref),
+        ErrorCode::InvalidMessage,
+        &["`image`"],
+    );
     // Text that is not text.
     let latin1 = json!([{"type": "document", "mediaType": "text/plain", "data": b64(b"caf\xe9"), "name": "t.txt"}]);
     assert_refused(&with_files(latin1), ErrorCode::InvalidMessage, &["UTF-8"]);
     // Too many, too large, a name too long.
-    let five: Vec<Value> = (0..5).map(|i| png(&format!("{i}.png"), &b64(b"x"))).collect();
-    assert_refused(&with_files(json!(five)), ErrorCode::TooLarge, &["5 files", "4"]);
+    let five: Vec<Value> = (0..5)
+        .map(|i| png(&format!("{i}.png"), &b64(b"x")))
+        .collect();
+    assert_refused(
+        &with_files(json!(five)),
+        ErrorCode::TooLarge,
+        &["5 files", "4"],
+    );
     let big = b64(&vec![0u8; MAX_ATTACHMENT_BYTES + 1]);
-    assert!(big.len() < MAX_FRAME_BYTES, "the size check, not the frame's");
+    assert!(
+        big.len() < MAX_FRAME_BYTES,
+        "the size check, not the frame's"
+    );
     assert_refused(
         &with_files(json!([png("big.png", &big)])),
         ErrorCode::InvalidMessage,
@@ -543,7 +561,9 @@ fn attachments_are_refused_for_what_is_wrong_with_them_and_never_quoted_back() {
         &["attachments[0].name", "200"],
     );
     // At the limits, taken.
-    let four: Vec<Value> = (0..4).map(|i| png(&format!("{i}.png"), &b64(b"x"))).collect();
+    let four: Vec<Value> = (0..4)
+        .map(|i| png(&format!("{i}.png"), &b64(b"x")))
+        .collect();
     assert!(parse_client_frame(&with_files(json!(four))).is_ok());
     let exact = b64(&vec![0u8; MAX_ATTACHMENT_BYTES]);
     assert!(parse_client_frame(&with_files(json!([png("ok.png", &exact)]))).is_ok());

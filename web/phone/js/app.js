@@ -10,6 +10,7 @@ import { decodePublicKey, fingerprint } from "./noise.js";
 import { render as markdown, Streamed } from "./markdown.js";
 import { cut, describeChange } from "./change.js";
 import * as notify from "./notify.js";
+import * as attach from "./attach.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_QUEUED = 10;
@@ -44,6 +45,7 @@ const ui = {
   cannotEncrypt: null, // why this browser cannot encrypt, once a connection found out
   push: null, // this device's last `push_settings`
   opening: null, // {sessionId, promptId} a tapped notification asked to show
+  picked: [], // files chosen for the next message: {attachment, bytes}
 };
 
 /// This phone's device keys, one per machine, in IndexedDB.
@@ -166,7 +168,25 @@ function clearConversation() {
   ui.streams.clear();
   ui.tools.clear();
   ui.replayed.clear();
-  for (const e of ui.outbox) if (!e.sent && forActive(e)) addMessage("user_input", e.data, "queued");
+  attach.clear();
+  for (const e of ui.outbox) if (!e.sent && forActive(e)) showInput(e, "queued");
+}
+
+/// An input of this phone's, with the files it carries.
+function showInput(entry, extra = "") {
+  const node = addMessage("user_input", entry.data, extra);
+  if (entry.files?.length) attach.show(node, entry.files, fetchAttachment);
+  return node;
+}
+
+/// A `message` or `user_input` from the computer: its files are fetched by id.
+function showSent(text, files) {
+  const node = addMessage("user_input", text);
+  if (files?.length) attach.show(node, files, fetchAttachment);
+}
+
+function fetchAttachment(id) {
+  send({ type: "get_attachment", sessionId: ui.active, attachmentId: id });
 }
 
 function forActive(entry) {
@@ -185,6 +205,7 @@ function newId() {
 function deliver(entry) {
   const msg = { type: "input", data: entry.data, clientMessageId: entry.id };
   if (entry.sessionId) msg.sessionId = entry.sessionId;
+  if (entry.files?.length) msg.attachments = entry.files.map((f) => f.attachment);
   entry.sent = send(msg);
   if (entry.sent) {
     setTimeout(() => ui.outbox.includes(entry) && ui.conn?.check(), ACCEPT_WAIT_MS);
@@ -505,7 +526,7 @@ function onMessage(msg) {
       if (!mine) break;
       ui.replaying = false;
       for (const e of ui.outbox) {
-        if (e.sent && forActive(e) && !ui.replayed.has(e.id)) addMessage("user_input", e.data);
+        if (e.sent && forActive(e) && !ui.replayed.has(e.id)) showInput(e);
       }
       break;
     case "today_cost":
@@ -529,12 +550,16 @@ function onMessage(msg) {
     case "message":
       if (!mine) break;
       if (msg.clientMessageId) ui.replayed.add(msg.clientMessageId);
+      if (msg.messageType === "user_input") showSent(msg.content ?? "", msg.attachments);
       // The assistant's text is `response` on the wire (Chroxy's name for it).
-      addMessage(msg.messageType === "response" ? "assistant" : msg.messageType, msg.content ?? "");
+      else addMessage(msg.messageType === "response" ? "assistant" : msg.messageType, msg.content ?? "");
       break;
     case "user_input":
       // Typed on another device, live; the history replays it as a `message`.
-      if (mine) addMessage("user_input", msg.text ?? "");
+      if (mine) showSent(msg.text ?? "", msg.attachments);
+      break;
+    case "attachment":
+      attach.arrived(msg);
       break;
     case "stream_start":
       if (mine) ui.streams.set(msg.messageId, { view: new Streamed(addMessage("assistant", "")), text: "" });
@@ -601,6 +626,7 @@ function onMessage(msg) {
       promptGone(msg.sessionId);
       break;
     case "error": {
+      if (msg.code === "ATTACHMENT_NOT_FOUND" && attach.gone(msg.requestId)) break;
       const entry = ui.outbox.find((e) => e.id === msg.requestId);
       if (entry && msg.code === "DRAINING") {
         // The computer is restarting: it goes again on the next connection.
@@ -668,24 +694,63 @@ function start() {
 $("composer").addEventListener("submit", (e) => {
   e.preventDefault();
   const data = $("input").value.trim();
-  if (!data) return;
+  if (!data && !ui.picked.length) return;
   if (data.length > MAX_INPUT_CHARS) {
     addMessage("error", `That message is ${data.length.toLocaleString()} characters; the limit is ${MAX_INPUT_CHARS.toLocaleString()}.`);
     return;
   }
   $("input").value = "";
   $("slash").hidden = true;
-  const entry = { id: newId(), data, sessionId: ui.active };
+  const files = ui.picked.map(({ attachment, bytes }) => ({
+    attachment, bytes, name: attachment.name, mediaType: attachment.mediaType,
+  }));
+  const entry = { id: newId(), data, sessionId: ui.active, files };
+  setPicked([]);
   if (deliver(entry)) {
     ui.outbox.push(entry);
-    addMessage("user_input", data);
+    showInput(entry);
   } else if (ui.outbox.length < MAX_QUEUED) {
     ui.outbox.push(entry);
-    addMessage("user_input", data, "queued");
+    showInput(entry, "queued");
   } else {
     addMessage("error", `Not connected, and ${MAX_QUEUED} messages are already waiting.`);
   }
 });
+// ---- files -------------------------------------------------------------------------
+
+$("files").accept = attach.ACCEPT;
+$("attach").addEventListener("click", () => $("files").click());
+$("files").addEventListener("change", async () => {
+  const chosen = [...$("files").files];
+  $("files").value = "";
+  const picked = [...ui.picked];
+  for (const file of chosen) {
+    if (picked.length >= attach.MAX_FILES) {
+      addMessage("error", `At most ${attach.MAX_FILES} files go with one message.`);
+      break;
+    }
+    const ready = await attach.prepare(file);
+    if (ready.error) addMessage("error", ready.error);
+    else picked.push(ready);
+  }
+  setPicked(picked);
+});
+
+/// The files that go with the next message, shown above it; a tap on one takes it out.
+function setPicked(picked) {
+  ui.picked = picked;
+  $("picked").hidden = picked.length === 0;
+  $("picked").replaceChildren(...picked.map((p, i) => {
+    const li = el("li");
+    const b = el("button", "", `${p.attachment.name} ✕`);
+    b.type = "button";
+    b.setAttribute("aria-label", `Remove ${p.attachment.name}`);
+    b.addEventListener("click", () => setPicked(ui.picked.filter((_, j) => j !== i)));
+    li.append(b);
+    return li;
+  }));
+}
+
 /// While the message is `/` and the start of a name, the active session's slash commands
 /// that start so; a tap puts one in the message.
 function offerCommands() {
