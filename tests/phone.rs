@@ -904,7 +904,8 @@ async fn the_tunnel_sees_only_ciphertext_and_cannot_alter_replay_drop_or_imperso
 }
 
 /// The service worker shows what the computer pushes and a tap opens the waiting
-/// prompt; the app opens from its kept copy with no network and says so. (A real push
+/// prompt; an answered prompt's notification closes; the app opens from its kept copy
+/// with no network, or when the computer answers 503 (`failed`), and says which. (A real push
 /// subscription needs the browser vendor's push service, which this machine cannot
 /// reach: the page's "Turn on" is shown refusing plainly, and the push itself is
 /// handed to the service worker by DevTools, as Chromium's push service would.)
@@ -1013,6 +1014,13 @@ async fn a_push_is_shown_by_the_service_worker_and_its_tap_opens_the_prompt_even
     a.shot("p2-opened-from-notification").await;
     a.click_prompt_button("Allow once").await;
     other.until(|v| v["type"] == "agent_idle").await;
+    // The prompt is over, so its notification goes (it was not tapped: the address
+    // was opened instead).
+    a.until(
+        "the answered prompt's notification closed",
+        "return navigator.serviceWorker.ready.then(r => r.getNotifications()).then(ns => ns.length === 0)",
+    )
+    .await;
 
     // No network: the kept copy opens and says what it is.
     a.devtools("Network.enable", serde_json::json!({})).await;
@@ -1038,6 +1046,35 @@ async fn a_push_is_shown_by_the_service_worker_and_its_tap_opens_the_prompt_even
         "return document.body.dataset.connection === 'connected'",
     )
     .await;
+
+    // The computer answers but cannot serve (every release crashes: `failed`, and the
+    // public port's pages are 503): a reload opens the kept copy, which says why.
+    let port = sup.public;
+    let mut sup = sup;
+    sup.signal(Signal::SIGTERM);
+    sup.exited().await;
+    home.config(&format!(
+        "{}[push]\ngrace_secs = 0\n",
+        common::supervisor::CRASH_FAST
+    ));
+    common::supervisor::bad_releases(&home);
+    let sup = Sup::start_args(
+        &home,
+        WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", "crash"),
+        &["--port", &port.to_string()],
+    )
+    .await;
+    sup.wait_for("failed", |s| s["state"] == "failed").await;
+    let (code, _) = common::supervisor::http(port, "GET", "/", &[], "").await;
+    assert_eq!(code, 503, "the public port cannot serve the page");
+    a.client.refresh().await.unwrap();
+    a.until(
+        "the kept copy, saying the computer cannot serve",
+        "return !!document.getElementById('composer') && !document.getElementById('banner').hidden \
+         && document.getElementById('banner-text').textContent.startsWith('Chroxy on the computer stopped serving')",
+    )
+    .await;
+    a.shot("p4-server-failed-kept-copy").await;
 }
 
 /// A 5 000-line answer streams into the page without freezing it: the page's frame

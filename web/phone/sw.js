@@ -39,8 +39,10 @@ self.addEventListener("activate", (event) => {
 });
 
 // The network first, so a new release's files are used as soon as they are there; the
-// kept copy when there is no network. Only the client's own files: the socket and
-// anything else go by untouched.
+// kept copy when there is no network, or when the computer answers but cannot serve
+// (a 5xx: the supervisor's "restarting" page while no worker is up), so the app opens,
+// says what is wrong and keeps what is typed. Only the client's own files: the socket
+// and anything else go by untouched.
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== self.location.origin) return;
@@ -55,6 +57,7 @@ self.addEventListener("fetch", (event) => {
           const copy = response.clone();
           caches.open(SHELL).then((c) => c.put(key, copy));
         }
+        if (response.status >= 500) return caches.match(key).then((kept) => kept ?? response);
         return response;
       })
       .catch(() => caches.match(key).then((kept) => kept ?? Response.error())),

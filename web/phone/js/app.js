@@ -423,7 +423,7 @@ function showMachineKey() {
   line.replaceChildren("Machine key ", code, how);
 }
 
-function onState({ state, retryInMs, previousToken, deviceId, fingerprint: pinned, cannotEncrypt, message, handshakeRefused }) {
+function onState({ state, retryInMs, previousToken, deviceId, fingerprint: pinned, cannotEncrypt, message, handshakeRefused, serverState }) {
   document.body.dataset.connection = state;
   const until = Date.now() + (retryInMs ?? 0);
   const left = () => Math.max(0, Math.ceil((until - Date.now()) / 1000));
@@ -457,7 +457,11 @@ function onState({ state, retryInMs, previousToken, deviceId, fingerprint: pinne
       }
       break;
     case "server_restarting":
-      setBanner(() => `Server restarting — back in about ${left()} s`);
+      if (serverState === "failed") {
+        setBanner(() => `Chroxy on the computer stopped serving: its releases keep failing. Restart or roll back there (tray menu or status page); trying again in ${left()} s.`);
+      } else {
+        setBanner(() => `Server restarting — back in about ${left()} s`);
+      }
       break;
     case "token_rejected":
       setBanner("This machine's token was rotated: scan the new QR code to pair again.", true);
@@ -516,6 +520,7 @@ function onMessage(msg) {
       ui.active = msg.sessionId;
       refreshSessions();
       showOpening();
+      seenTurns();
       break;
     case "history_replay_start":
       if (!mine) break;
@@ -608,6 +613,8 @@ function onMessage(msg) {
     case "permission_resolved":
     case "permission_expired":
       removePrompt(msg.requestId);
+      // Answered here or anywhere else: its notification would only mislead.
+      notify.dismiss(msg.requestId);
       if (ui.opening?.promptId === msg.requestId) ui.opening = null;
       if (msg.type === "permission_expired" && mine && msg.message) addMessage("system", msg.message);
       break;
@@ -855,9 +862,17 @@ window.addEventListener("online", () => {
   if (ui.conn && ui.conn.state !== "connected" && !ui.conn.waitingForPerson) ui.conn.reconnectNow();
 });
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible") ui.conn?.check();
+  if (document.visibilityState === "visible") {
+    ui.conn?.check();
+    seenTurns();
+  }
   sendPresence();
 });
+
+/// The active session is on screen: a notification that its turn finished is read.
+function seenTurns() {
+  if (ui.active && document.visibilityState === "visible") notify.dismiss(`turn_done:${ui.active}`);
+}
 
 // ---- notifications ---------------------------------------------------------------------
 

@@ -357,8 +357,8 @@ export class Connection extends EventTarget {
     const restarting = await this.restartingFor();
     if (this.ws || this.state === "idle") return; // superseded meanwhile
     if (restarting !== null) {
-      this.set("server_restarting", { retryInMs: restarting });
-      this.timer = setTimeout(() => this.connect(), restarting);
+      this.set("server_restarting", { retryInMs: restarting.ms, serverState: restarting.state });
+      this.timer = setTimeout(() => this.connect(), restarting.ms);
       return;
     }
     // A crash the supervisor has already covered costs the phone a blink: the first try
@@ -375,7 +375,8 @@ export class Connection extends EventTarget {
     this.timer = setTimeout(() => this.connect(), delay);
   }
 
-  /// Milliseconds until the restarting server expects us, or null.
+  /// When the restarting server expects us (`ms`) and the supervisor's state (`failed`
+  /// means no release serves until a person acts), or null.
   async restartingFor() {
     const health = this.pairing.url.replace(/^ws/, "http").replace(/\/ws$/, "/health");
     // Only the page's own machine can be asked: another's answer is unreadable (no CORS)
@@ -387,7 +388,8 @@ export class Connection extends EventTarget {
       const body = await response.json();
       if (body.status !== "restarting") return null;
       const after = Number(response.headers.get("Retry-After") ?? "1");
-      return Math.max(500, Math.min(after * 1000, BACKOFF_CAP_MS));
+      const state = typeof body.state === "string" ? body.state : null;
+      return { ms: Math.max(500, Math.min(after * 1000, BACKOFF_CAP_MS)), state };
     } catch {
       return null;
     }

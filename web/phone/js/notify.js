@@ -84,6 +84,14 @@ export async function unsubscribe() {
   await subscription?.unsubscribe();
 }
 
+/// Closes this phone's notifications tagged `tag` (as the service worker tags them: a
+/// prompt's id, or `turn_done:<sessionId>`): what they announced is over or seen.
+export async function dismiss(tag) {
+  const registration = await navigator.serviceWorker?.getRegistration().catch(() => null);
+  const shown = (await registration?.getNotifications({ tag }).catch(() => null)) ?? [];
+  for (const n of shown) n.close();
+}
+
 /// Calls `open({sessionId, promptId})` when a tapped notification asks this page to
 /// show its prompt, and once now if the page was opened by such a tap (`?session=`).
 export function onOpen(open) {
