@@ -1022,6 +1022,22 @@ async fn a_push_is_shown_by_the_service_worker_and_its_tap_opens_the_prompt_even
     )
     .await;
 
+    // A notification's address that names no session or prompt of this machine (an
+    // old one, or a crafted link) opens the app as usual, on the session it had.
+    let active = a
+        .js("return document.getElementById('session').value")
+        .await;
+    a.goto(&format!("{origin}/?session=s-nope&prompt=../../x<b>")).await;
+    a.until(
+        "connected, on the same session, nothing opened",
+        &format!(
+            "return document.body.dataset.connection === 'connected' \
+             && document.getElementById('session').value === {active} \
+             && !document.querySelector('#prompts .prompt') && !location.search"
+        ),
+    )
+    .await;
+
     // No network: the kept copy opens and says what it is.
     a.devtools("Network.enable", serde_json::json!({})).await;
     a.devtools(

@@ -164,6 +164,48 @@ async fn a_phone_not_looking_is_pushed_each_waiting_prompt_and_long_turn_and_one
     assert!(!log.contains(secret.trim()), "the signing key was logged");
 }
 
+/// A push service that refuses this server (403) or never answers costs that one push:
+/// the subscription is kept, the log says what to do about a 403, and the pushes
+/// after a hung one still go (each post gives up after 10 s).
+#[tokio::test]
+async fn a_push_service_that_refuses_or_never_answers_costs_only_that_push() {
+    let service = PushService::start().await;
+    let home = home();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    sup.healthy().await;
+    let mut phone = sup.client().await;
+    let browser = service.browser();
+    subscribe(&mut phone, &browser, Some(json!({"turns": false})))
+        .await;
+    hidden(&mut phone, true).await;
+
+    service.refuse(&browser, 403);
+    let asked = ask(&mut phone).await;
+    service.until_tried(&browser, 1).await;
+    answer(&mut phone, &asked).await;
+    eventually("the refusal logged with what to do", async || {
+        let log = sup.log_text();
+        holds(
+            log.contains("refused this server (403)") && log.contains("[push] contact"),
+            "not yet",
+        )
+    })
+    .await;
+
+    service.hang(&browser);
+    let asked = ask(&mut phone).await;
+    service.until_tried(&browser, 2).await;
+    answer(&mut phone, &asked).await;
+    service.take_again(&browser);
+    let asked = ask(&mut phone).await;
+    // Delivered after the hung post gave up.
+    let pushes = service.until(&browser, 1).await;
+    assert_eq!(pushes[0].payload["promptId"], asked["requestId"]);
+    answer(&mut phone, &asked).await;
+    let subs = chroxy::push::Subscriptions::new(&chroxy::store::Paths::under(home.chroxy()));
+    assert_eq!(subs.all().unwrap().len(), 1, "the subscription is kept");
+}
+
 #[tokio::test]
 async fn subscriptions_that_are_not_a_browsers_are_refused_with_the_reason_and_nothing_is_stored() {
     let home = home();

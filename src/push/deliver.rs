@@ -20,6 +20,7 @@ use web_push_native::jwt_simple::algorithms::{
 use web_push_native::jwt_simple::claims::Claims;
 use web_push_native::WebPushBuilder;
 
+use super::resolve::PublicOnly;
 use super::store::{Entry, Reach, Subscriptions};
 use super::Notice;
 use crate::devices::{DeviceState, Devices};
@@ -50,7 +51,7 @@ pub struct Delivery {
     pub failed: usize,
 }
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+type Https = hyper_rustls::HttpsConnector<HttpConnector<PublicOnly>>;
 
 /// Sends the notices of one Chroxy home. Cheap to clone.
 #[derive(Clone)]
@@ -99,10 +100,13 @@ impl Pusher {
                 )
             }
         };
-        // Plain http only where a loopback push service is allowed at all.
+        // Names are resolved to allowed addresses only; plain http only where a
+        // loopback push service is allowed at all.
+        let mut http = HttpConnector::new_with_resolver(PublicOnly::new(reach));
+        http.enforce_http(false);
         let connector = match reach {
-            Reach::Public => builder.https_only().enable_http1().build(),
-            Reach::AlsoLoopback => builder.https_or_http().enable_http1().build(),
+            Reach::Public => builder.https_only().enable_http1().wrap_connector(http),
+            Reach::AlsoLoopback => builder.https_or_http().enable_http1().wrap_connector(http),
         };
         Ok(Self {
             key: std::sync::Arc::new(key),

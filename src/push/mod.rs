@@ -22,6 +22,7 @@
 
 mod alerts;
 mod deliver;
+mod resolve;
 mod store;
 
 pub use alerts::{Alerts, AlertsConfig};

@@ -183,24 +183,37 @@ fn is_loopback(host: &str) -> bool {
         || ip(host).is_some_and(|ip| ip.is_loopback())
 }
 
-/// An address literal no public push service has (names are not resolved here).
+/// An address literal no public push service has. Names are checked when they are
+/// resolved, at delivery ([`reachable`]).
 fn is_private(host: &str) -> bool {
-    match ip(host) {
-        Some(std::net::IpAddr::V4(v4)) => {
+    ip(host).is_some_and(private_ip)
+}
+
+fn private_ip(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
             v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // CGNAT, Tailscale
         }
-        Some(std::net::IpAddr::V6(v6)) => {
+        std::net::IpAddr::V6(v6) => {
             v6.is_unspecified()
                 || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
                 || (v6.segments()[0] & 0xffc0) == 0xfe80 // link-local
                 || v6.to_ipv4_mapped().is_some()
         }
-        None => false,
     }
+}
+
+/// Whether a push may be posted to `ip`, an address a push service's name resolved
+/// to: a public one, or loopback where `reach` allows it.
+pub(super) fn reachable(ip: std::net::IpAddr, reach: Reach) -> bool {
+    if ip.is_loopback() {
+        return reach == Reach::AlsoLoopback;
+    }
+    !private_ip(ip)
 }
 
 /// One device's entry.

@@ -61,10 +61,23 @@ impl PushBrowser {
     }
 }
 
+/// How the service answers a browser's pushes, other than taking them.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// 410: the subscription expired.
+    Gone,
+    /// This status, without looking at the push.
+    Refuse(StatusCode),
+    /// Never: the request is held until the sender gives up.
+    Hang,
+}
+
 #[derive(Default)]
 struct Inner {
     browsers: HashMap<String, (p256::SecretKey, [u8; 16])>,
-    gone: HashSet<String>,
+    answers: HashMap<String, Answer>,
+    /// Per browser, how many pushes were posted, taken or not.
+    tried: HashMap<String, usize>,
     /// Per browser, what arrived: a push, or why it was refused.
     got: HashMap<String, Vec<Result<Push, String>>>,
 }
@@ -119,7 +132,46 @@ impl PushService {
 
     /// From now on the browser's subscription is expired: 410 Gone.
     pub fn expire(&self, browser: &PushBrowser) {
-        self.lock().gone.insert(browser.id.clone());
+        self.answer(browser, Some(Answer::Gone));
+    }
+
+    /// From now on the browser's pushes are refused with `status`.
+    pub fn refuse(&self, browser: &PushBrowser, status: u16) {
+        let status = StatusCode::from_u16(status).unwrap();
+        self.answer(browser, Some(Answer::Refuse(status)));
+    }
+
+    /// From now on the browser's pushes are never answered.
+    pub fn hang(&self, browser: &PushBrowser) {
+        self.answer(browser, Some(Answer::Hang));
+    }
+
+    /// From now on the browser's pushes are taken again.
+    pub fn take_again(&self, browser: &PushBrowser) {
+        self.answer(browser, None);
+    }
+
+    fn answer(&self, browser: &PushBrowser, answer: Option<Answer>) {
+        let mut inner = self.lock();
+        match answer {
+            Some(answer) => inner.answers.insert(browser.id.clone(), answer),
+            None => inner.answers.remove(&browser.id),
+        };
+    }
+
+    /// Waits (under WAIT) until `n` pushes were posted for `browser`, taken or not.
+    pub async fn until_tried(&self, browser: &PushBrowser, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            let tried = self.lock().tried.get(&browser.id).copied().unwrap_or(0);
+            if tried >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!("{tried} pushes of {n} were posted");
+            }
+        }
     }
 
     /// Every push `browser` got so far (a refused one fails the test, saying why).
@@ -168,15 +220,20 @@ async fn take(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> StatusCode {
-    let (keys, gone) = {
-        let inner = shared.inner.lock().unwrap();
-        (inner.browsers.get(&id).cloned(), inner.gone.contains(&id))
+    let (keys, answer) = {
+        let mut inner = shared.inner.lock().unwrap();
+        *inner.tried.entry(id.clone()).or_default() += 1;
+        (inner.browsers.get(&id).cloned(), inner.answers.get(&id).copied())
     };
+    shared.arrived.notify_waiters();
     let Some((secret, auth)) = keys else {
         return StatusCode::NOT_FOUND;
     };
-    if gone {
-        return StatusCode::GONE;
+    match answer {
+        Some(Answer::Gone) => return StatusCode::GONE,
+        Some(Answer::Refuse(status)) => return status,
+        Some(Answer::Hang) => std::future::pending::<()>().await,
+        None => {}
     }
     let checked = check(&shared.origin, &headers, body.to_vec(), &secret, &auth);
     let status = if checked.is_ok() {
