@@ -1027,7 +1027,8 @@ async fn a_push_is_shown_by_the_service_worker_and_its_tap_opens_the_prompt_even
     let active = a
         .js("return document.getElementById('session').value")
         .await;
-    a.goto(&format!("{origin}/?session=s-nope&prompt=../../x<b>")).await;
+    a.goto(&format!("{origin}/?session=s-nope&prompt=../../x<b>"))
+        .await;
     a.until(
         "connected, on the same session, nothing opened",
         &format!(

@@ -175,8 +175,7 @@ async fn a_push_service_that_refuses_or_never_answers_costs_only_that_push() {
     sup.healthy().await;
     let mut phone = sup.client().await;
     let browser = service.browser();
-    subscribe(&mut phone, &browser, Some(json!({"turns": false})))
-        .await;
+    subscribe(&mut phone, &browser, Some(json!({"turns": false}))).await;
     hidden(&mut phone, true).await;
 
     service.refuse(&browser, 403);

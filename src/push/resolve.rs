@@ -79,7 +79,14 @@ mod tests {
 
     #[test]
     fn private_and_link_local_answers_are_dropped_public_ones_kept() {
-        for ip in ["169.254.169.254", "10.0.0.1", "192.168.1.20", "100.64.0.1", "fd00::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "169.254.169.254",
+            "10.0.0.1",
+            "192.168.1.20",
+            "100.64.0.1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(!reachable(ip.parse().unwrap(), Reach::AlsoLoopback), "{ip}");
         }
         for ip in ["142.250.74.110", "2a00:1450:4001::200e"] {

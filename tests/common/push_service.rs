@@ -223,7 +223,10 @@ async fn take(
     let (keys, answer) = {
         let mut inner = shared.inner.lock().unwrap();
         *inner.tried.entry(id.clone()).or_default() += 1;
-        (inner.browsers.get(&id).cloned(), inner.answers.get(&id).copied())
+        (
+            inner.browsers.get(&id).cloned(),
+            inner.answers.get(&id).copied(),
+        )
     };
     shared.arrived.notify_waiters();
     let Some((secret, auth)) = keys else {
