@@ -198,17 +198,16 @@ mod tests {
         }
     }
 
+    fn png(name: &str, data: &[u8]) -> Attachment {
+        file(AttachmentKind::Image, "image/png", name, data)
+    }
+
     #[tokio::test]
     async fn a_kept_file_reads_back_under_its_own_id_whatever_name_the_phone_gave() {
         let dir = tempfile::tempdir().unwrap();
         let store = AttachmentStore::new(dir.path(), "s-1");
         let kept = store
-            .keep(vec![file(
-                AttachmentKind::Image,
-                "image/png",
-                "../../../etc/passwd\u{7}",
-                b"\x89PNG",
-            )])
+            .keep(vec![png("../../../etc/passwd\u{7}", b"\x89PNG")])
             .await
             .unwrap();
         let info = &kept[0].info;
@@ -265,15 +264,7 @@ mod tests {
         let store = AttachmentStore::new(dir.path(), "s-1");
         let mut ids = Vec::new();
         for _ in 0..3 {
-            let kept = store
-                .keep(vec![file(
-                    AttachmentKind::Image,
-                    "image/png",
-                    "p.png",
-                    &[0; 100],
-                )])
-                .await
-                .unwrap();
+            let kept = store.keep(vec![png("p.png", &[0; 100])]).await.unwrap();
             ids.push(kept[0].info.id.clone());
             // Ids carry milliseconds: the next one must be younger.
             let now = crate::protocol::now_ms();
@@ -295,15 +286,7 @@ mod tests {
         // The session's folder cannot be made: a file is in its place.
         std::fs::write(dir.path().join("s-1.files"), b"").unwrap();
         let store = AttachmentStore::new(dir.path(), "s-1");
-        let err = store
-            .keep(vec![file(
-                AttachmentKind::Image,
-                "image/png",
-                "p.png",
-                b"x",
-            )])
-            .await
-            .unwrap_err();
+        let err = store.keep(vec![png("p.png", b"x")]).await.unwrap_err();
         assert!(err.to_string().contains("s-1.files"), "{err}");
     }
 }
