@@ -1,5 +1,6 @@
 //! The tray app as a user starts it: launch → QR code visible in the window, and what
-//! it holds in memory once idle. The real app on a virtual display, started by
+//! it holds in memory once idle; and as a user installs it: the package's size, and
+//! `dpkg -i` of the .deb → the installed app's QR code visible. The real app on a virtual display, started by
 //! tauri-driver (the session's creation launches it; the clock starts there), its
 //! supervisor and worker inside, `fake-claude` as the agent, no tunnel (the QR code
 //! then carries the local URL at once: what is measured is the app, not Cloudflare).
@@ -12,7 +13,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::desktop::{app_args, Desk};
+use common::desktop::{app_args, Desk, Driven};
+use common::package;
 use common::supervisor::Sup;
 use common::{Home, WorkerOpts};
 
@@ -24,12 +26,19 @@ fn main() {
     let started = Instant::now();
     let mut to_qr = Vec::new();
     let mut memory = Vec::new();
-    runtime.block_on(async {
+    let mut install_to_qr = Vec::new();
+    let built = runtime.block_on(async {
         for _ in 0..runs {
             let (qr, rss) = one_start().await;
             to_qr.push(qr);
             memory.push(rss);
         }
+        // The packages of the binaries measured above (debug ones in the quick run).
+        let built = package::build(&package::profile()).await;
+        for _ in 0..runs {
+            install_to_qr.push(one_install(package::deb(&built)).await);
+        }
+        built
     });
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
@@ -56,6 +65,16 @@ fn main() {
     .enumerate()
     {
         row(what, memory.iter().map(|m| m[i]).collect());
+    }
+    row("dpkg -i of the .deb → QR code visible (ms)", install_to_qr);
+    for path in &built {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        println!(
+            "package {:<40} {:>9.1} MB ({} binaries)",
+            path.file_name().unwrap().to_string_lossy(),
+            size as f64 / 1e6,
+            package::profile()
+        );
     }
 }
 
@@ -91,19 +110,7 @@ async fn one_start() -> (f64, [f64; 3]) {
             "bench-desktop",
         )
         .await;
-    let deadline = Instant::now() + common::WAIT;
-    loop {
-        let seen = app
-            .window
-            .js("return !!document.querySelector('#qr svg')")
-            .await;
-        if seen == serde_json::Value::Bool(true) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the QR code never showed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let to_qr = app.launched.elapsed().as_secs_f64() * 1000.0;
+    let to_qr = until_qr(&app).await.as_secs_f64() * 1000.0;
 
     // Idle: healthy, nothing connected, nothing happening for a few seconds.
     let sup = Sup::attach(&home, app.log.clone()).await;
@@ -131,6 +138,44 @@ async fn one_start() -> (f64, [f64; 3]) {
         median(&mut samples[2]),
     ];
     (to_qr, rss)
+}
+
+/// The app's launch → its QR code shown.
+async fn until_qr(app: &Driven) -> Duration {
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let seen = app
+            .window
+            .js("return !!document.querySelector('#qr svg')")
+            .await;
+        if seen == serde_json::Value::Bool(true) {
+            return app.launched.elapsed();
+        }
+        assert!(Instant::now() < deadline, "the QR code never showed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One install as a person does it: `dpkg -i` of the .deb (into a root of the bench's
+/// own), then the installed app started: milliseconds of both, to its QR code.
+async fn one_install(deb: &std::path::Path) -> f64 {
+    let home = Home::new();
+    let root = home.dir.path().join("root");
+    let started = Instant::now();
+    package::dpkg(&root, &["--install", deb.to_str().unwrap()]);
+    let installing = started.elapsed();
+    let desk = Desk::start(&home).await;
+    let project = home.project();
+    let app = desk
+        .drive_app(
+            root.join("usr/bin/chroxy-desktop").to_str().unwrap(),
+            &home,
+            &WorkerOpts::fake_cli(),
+            &app_args("none", &project),
+            "bench-desktop-installed",
+        )
+        .await;
+    (installing + until_qr(&app).await).as_secs_f64() * 1000.0
 }
 
 fn comm(pid: u32) -> String {

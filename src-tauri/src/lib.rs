@@ -107,7 +107,7 @@ pub fn run_app<R: Runtime>(
                 let _ = window.hide();
             }
         })
-        .build(tauri::generate_context!("../tauri.conf.json"))
+        .build(tauri::generate_context!())
         .context("starting the window system (is there a display?)")
 }
 

@@ -8,6 +8,7 @@
 mod common;
 
 use common::desktop::{app_args, clipboard, window_shown, Desk, TrayMenu};
+use common::package;
 use common::supervisor::{
     bad_releases, bad_worker_bin, chroxy_bin, cli, cli_at_terminal, events, fake_cloudflared_bin,
     Sup, CRASH_FAST,
@@ -1003,4 +1004,106 @@ async fn a_rollback_and_failed_show_on_the_desktop_and_a_click_opens_the_window(
         "{said}"
     );
     stops_on_sigterm(&mut app, &said).await;
+}
+
+/// The package as a person installs it: `scripts/package` bundles this build's binaries
+/// into a .deb; dpkg installs it (into a root of the test's own: a test never installs
+/// into the machine's `/usr`) and the installed app, started from there, runs workers
+/// with the `chroxy` installed beside it, shows a QR code that pairs and a healthy
+/// status page, records its installed path for Start at login, and stops on SIGTERM;
+/// `dpkg -r` then leaves no file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deb_installs_pairs_and_removes_without_a_trace() {
+    let home = Home::new();
+    let built = package::build(&package::profile()).await;
+    let deb = package::deb(&built);
+    let name = package::field(deb, "Package");
+    let files = package::contents(deb);
+    for wanted in [
+        "usr/bin/chroxy-desktop",
+        "usr/bin/chroxy",
+        "usr/share/applications/Chroxy.desktop",
+    ] {
+        assert!(files.iter().any(|f| f == wanted), "{wanted} in {files:?}");
+    }
+    for size in [
+        "16x16", "24x24", "32x32", "48x48", "64x64", "128x128", "256x256", "512x512",
+    ] {
+        let icon = format!("usr/share/icons/hicolor/{size}/apps/chroxy-desktop.png");
+        assert!(files.contains(&icon), "{icon} in {files:?}");
+    }
+    // Everything it depends on is a package this machine has (the app ran here).
+    package::depends_installed(&package::field(deb, "Depends"));
+
+    let root = home.dir.path().join("root");
+    package::dpkg(&root, &["--install", deb.to_str().unwrap()]);
+    let installed = root.join("usr/bin/chroxy-desktop");
+    let beside = root.join("usr/bin/chroxy");
+    assert!(installed.is_file() && beside.is_file());
+    let entry =
+        std::fs::read_to_string(root.join("usr/share/applications/Chroxy.desktop")).unwrap();
+    assert!(entry.contains("Exec=chroxy-desktop"), "{entry}");
+
+    let desk = Desk::start(&home).await;
+    let project = home.project();
+    let app = desk
+        .drive_app(
+            installed.to_str().unwrap(),
+            &home,
+            &WorkerOpts::fake_cli(),
+            &app_args("none", &project),
+            "desktop-installed",
+        )
+        .await;
+    let w = &app.window;
+    w.until("a QR code", "return !!document.querySelector('#qr svg')")
+        .await;
+    let png = w.shot("1-installed").await;
+    let (ok, pair, err) = cli(&home, &["pair"]).await;
+    assert!(ok.success(), "{err}");
+    same_pairing(&qr_in(&png), pair.trim());
+    let sup = Sup::attach(&home, app.log.clone()).await;
+    let status = sup.healthy().await;
+    // The worker is the installed `chroxy` (run from the release store it was added to).
+    let worker = status["worker"]["pid"].as_u64().expect("a worker pid") as u32;
+    let running = std::fs::read(format!("/proc/{worker}/exe")).unwrap();
+    assert!(
+        running == std::fs::read(&beside).unwrap(),
+        "the worker runs the chroxy installed beside the app"
+    );
+
+    // Start at login starts the installed app, not a build tree's.
+    let menu = TrayMenu::find(&desk.bus, sup.pid()).await;
+    menu.click("Start at login").await;
+    let autostart = home.user_home().join(".config/autostart");
+    let exec = eventually("an autostart entry", async || {
+        let found = std::fs::read_dir(&autostart)
+            .ok()
+            .and_then(|d| d.flatten().next())
+            .and_then(|f| std::fs::read_to_string(f.path()).ok());
+        found.ok_or(format!("nothing in {}", autostart.display()))
+    })
+    .await;
+    assert!(
+        exec.lines()
+            .any(|l| l.starts_with("Exec=") && l.contains(installed.to_str().unwrap())),
+        "{exec}"
+    );
+
+    // SIGTERM (a logout): the app and everything it started are gone.
+    let pid = nix::unistd::Pid::from_raw(sup.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    eventually("the app and its worker stop", async || {
+        let left: Vec<u32> = [sup.pid(), worker]
+            .into_iter()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        holds(left.is_empty(), format!("still running: {left:?}"))
+    })
+    .await;
+    drop(app);
+
+    package::dpkg(&root, &["--remove", &name]);
+    let left = package::files_outside_dpkg(&root);
+    assert!(left.is_empty(), "left behind by dpkg -r: {left:?}");
 }

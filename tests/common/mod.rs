@@ -9,6 +9,7 @@ pub mod clock;
 pub mod desktop;
 pub mod flood;
 pub mod keyring;
+pub mod package;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};
