@@ -1,9 +1,12 @@
-//! The tray app as a user starts it: launch → QR code visible in the window, and what
-//! it holds in memory once idle; and as a user installs it: the package's size, and
-//! `dpkg -i` of the .deb → the installed app's QR code visible. The real app on a virtual display, started by
-//! tauri-driver (the session's creation launches it; the clock starts there), its
-//! supervisor and worker inside, `fake-claude` as the agent, no tunnel (the QR code
-//! then carries the local URL at once: what is measured is the app, not Cloudflare).
+//! The tray app as a user starts it: launch → QR code visible in the window (started by
+//! tauri-driver: the session's creation launches it, and the clock starts there); as
+//! Start at login runs it (in the tray, started directly), what it holds in memory with
+//! the window never opened, open, and closed again, and Show window (clicked in its
+//! menu) → the QR code decoded from the window's pixels; as a user installs it, the
+//! packages' sizes and `dpkg -i` of the .deb → the installed app's QR code. The real
+//! app on a virtual display, its supervisor and worker inside, `fake-claude` as the
+//! agent, no tunnel (the QR code then carries the local URL at once: what is measured is
+//! the app, not Cloudflare).
 //!
 //! `cargo bench -p chroxy-desktop --bench desktop`; `CHROXY_BENCH_QUICK=1` runs once
 //! (CI, so it never rots). Every wait is on a condition under a deadline.
@@ -13,9 +16,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::desktop::{app_args, Desk, Driven};
+use common::desktop::{app_args, Desk, Driven, TrayMenu};
 use common::package;
 use common::supervisor::Sup;
+use common::x11;
 use common::{Home, WorkerOpts};
 
 fn main() {
@@ -25,13 +29,12 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let started = Instant::now();
     let mut to_qr = Vec::new();
-    let mut memory = Vec::new();
+    let mut trays = Vec::new();
     let mut install_to_qr = Vec::new();
     let built = runtime.block_on(async {
         for _ in 0..runs {
-            let (qr, rss) = one_start().await;
-            to_qr.push(qr);
-            memory.push(rss);
+            to_qr.push(one_start().await);
+            trays.push(one_tray().await);
         }
         // The packages of the binaries measured above (debug ones in the quick run).
         let built = package::build(&package::profile()).await;
@@ -56,15 +59,31 @@ fn main() {
         "figure", "p50", "p95", "max", "runs"
     );
     row("cold start → QR code visible (ms)", to_qr);
-    for (i, what) in [
-        "app RSS idle: window + supervisor (MB)",
-        "  its WebKit processes (MB)",
-        "  its worker, agent excluded (MB)",
-    ]
-    .iter()
-    .enumerate()
-    {
-        row(what, memory.iter().map(|m| m[i]).collect());
+    row(
+        "in the tray: Show window → QR code visible (ms)",
+        trays.iter().map(|t| t.open_ms).collect(),
+    );
+    row(
+        "  closed, then shown again → QR visible (ms)",
+        trays.iter().map(|t| t.reopen_ms).collect(),
+    );
+    for (state, pick) in [
+        ("idle, window never opened", 0),
+        ("idle, window open", 1),
+        ("idle, window closed again", 2),
+    ] {
+        println!("RSS {state}:");
+        for (i, what) in [
+            "  app: tray + supervisor (MB)",
+            "  its WebKit processes (MB)",
+            "  its worker, agent excluded (MB)",
+            "  every process it owns, agent excluded (MB)",
+        ]
+        .iter()
+        .enumerate()
+        {
+            row(what, trays.iter().map(|t| t.rss[pick][i]).collect());
+        }
     }
     row("dpkg -i of the .deb → QR code visible (ms)", install_to_qr);
     for path in &built {
@@ -97,8 +116,8 @@ fn build_worker_binaries() {
     assert!(status.success(), "building chroxy and fake-claude failed");
 }
 
-/// One cold start: milliseconds to the QR code, then [app, WebKit, worker] RSS in MB.
-async fn one_start() -> (f64, [f64; 3]) {
+/// One cold start: milliseconds to the QR code.
+async fn one_start() -> f64 {
     let home = Home::new();
     let desk = Desk::start(&home).await;
     let project = home.project();
@@ -110,34 +129,90 @@ async fn one_start() -> (f64, [f64; 3]) {
             "bench-desktop",
         )
         .await;
-    let to_qr = until_qr(&app).await.as_secs_f64() * 1000.0;
+    until_qr(&app).await.as_secs_f64() * 1000.0
+}
 
-    // Idle: healthy, nothing connected, nothing happening for a few seconds.
-    let sup = Sup::attach(&home, app.log.clone()).await;
-    let status = sup.healthy().await;
+/// The app as Start at login runs it: in the tray, window closed.
+struct Tray {
+    /// Show window → the QR code in the window's pixels.
+    open_ms: f64,
+    /// The same after closing the window.
+    reopen_ms: f64,
+    /// RSS (MB) never opened, open, closed again: app, WebKit, worker, all three.
+    rss: [[f64; 4]; 3],
+}
+
+async fn one_tray() -> Tray {
+    let home = Home::new();
+    let desk = Desk::start(&home).await;
+    let project = home.project();
+    let mut args = app_args("none", &project);
+    args.push("--minimized");
+    let (mut cmd, log) = desk.command(&home, &WorkerOpts::fake_cli(), &args);
+    let _app = cmd.spawn().unwrap();
+    let sup = Sup::attach(&home, log).await;
+    let worker = sup.healthy().await["worker"]["pid"].as_u64().unwrap() as u32;
+    let menu = TrayMenu::find(&desk.bus, sup.pid()).await;
+    let display = desk.display.name.clone();
+    let shown = async |menu: &TrayMenu| {
+        let clicked = Instant::now();
+        menu.click("Show window").await;
+        common::eventually("the window's QR code", async || {
+            x11::picture(&display, "Chroxy")
+                .and_then(|p| p.qr())
+                .ok_or("not yet")
+        })
+        .await;
+        clicked.elapsed().as_secs_f64() * 1000.0
+    };
+    let never = idle_rss(sup.pid(), worker).await;
+    let open_ms = shown(&menu).await;
+    let open = idle_rss(sup.pid(), worker).await;
+    // Clicked until it goes: a click in the window's first instants can go unheard.
+    common::eventually("the window and its page process gone", async || {
+        let shown = x11::close(&display, "Chroxy");
+        let web = common::webkit_of(sup.pid())
+            .into_iter()
+            .any(|p| common::comm(p).starts_with("WebKitWebProc"));
+        if web || shown > 0 {
+            Err("still there")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let closed = idle_rss(sup.pid(), worker).await;
+    let reopen_ms = shown(&menu).await;
+    Tray {
+        open_ms,
+        reopen_ms,
+        rss: [never, open, closed],
+    }
+}
+
+/// After a few quiet seconds, the median of ten samples of the RSS of the app, its
+/// WebKit processes, its worker, and their sum (MB).
+async fn idle_rss(app: u32, worker: u32) -> [f64; 4] {
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let worker = status["worker"]["pid"].as_u64().unwrap() as u32;
-    let webkit: Vec<u32> = common::descendants_of(sup.pid())
-        .into_iter()
-        .filter(|p| comm(*p).starts_with("WebKit"))
-        .collect();
-    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    let mut samples = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..10 {
-        samples[0].push(rss_mb(sup.pid()));
-        samples[1].push(webkit.iter().map(|p| rss_mb(*p)).sum());
-        samples[2].push(rss_mb(worker));
+        let parts = [
+            rss_mb(app),
+            common::webkit_of(app)
+                .iter()
+                .fold(0.0, |sum, p| sum + rss_mb(*p)),
+            rss_mb(worker),
+        ];
+        for (i, part) in parts.iter().enumerate() {
+            samples[i].push(*part);
+        }
+        samples[3].push(parts.iter().sum());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let median = |v: &mut Vec<f64>| {
+    samples.map(|mut v| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
-    };
-    let rss = [
-        median(&mut samples[0]),
-        median(&mut samples[1]),
-        median(&mut samples[2]),
-    ];
-    (to_qr, rss)
+    })
 }
 
 /// The app's launch → its QR code shown.
@@ -176,13 +251,6 @@ async fn one_install(deb: &std::path::Path) -> f64 {
         )
         .await;
     (installing + until_qr(&app).await).as_secs_f64() * 1000.0
-}
-
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
 }
 
 fn rss_mb(pid: u32) -> f64 {

@@ -55,9 +55,12 @@ pub fn run() -> anyhow::Result<()> {
         Ok(())
     })?
     .run(|app, event| {
-        // Exit only once the supervisor has drained and stopped; it calls exit again then.
-        if let RunEvent::ExitRequested { api, .. } = event {
-            if !app.state::<Desktop>().exit_requested() {
+        if let RunEvent::ExitRequested { api, code, .. } = event {
+            // No code: the last window closed. The app lives on in the tray.
+            if code.is_none() {
+                api.prevent_exit();
+            // Exit only once the supervisor has drained and stopped; it calls exit again then.
+            } else if !app.state::<Desktop>().exit_requested() {
                 api.prevent_exit();
             }
         }
@@ -81,43 +84,68 @@ pub fn run_app<R: Runtime>(
             let desktop = tauri::async_runtime::block_on(start);
             let changes = desktop.changes();
             app.manage(desktop);
-            let windows = &app.config().app.windows;
-            let window = windows
-                .first()
-                .context("tauri.conf.json defines no window")?;
             // The tray and the signals first: once the window shows, both are there.
             ready(app.handle())?;
-            let window = WebviewWindowBuilder::from_config(app.handle(), window)?;
-            window.visible(!boot.minimized).build()?;
+            if !boot.minimized {
+                open_window(app.handle(), false)?;
+            }
             let app = app.handle().clone();
-            // The view, whole, to the window and the tray at every change.
+            // The view, whole, to the window (when there is one) and the tray at every change.
             tauri::async_runtime::spawn(changes.each(move || {
                 let view = app.state::<Desktop>().view();
                 tray::show(&app, &view, false);
-                if let Err(err) = app.emit_to(MAIN, "view", &view) {
-                    tracing::warn!(%err, "cannot update the window");
+                if app.get_webview_window(MAIN).is_some() {
+                    if let Err(err) = app.emit_to(MAIN, "view", &view) {
+                        tracing::warn!(%err, "cannot update the window");
+                    }
                 }
             }));
             Ok(())
         })
-        // Closing the window hides it: the supervisor keeps serving the phones.
+        // Closing the window destroys it, webview and all: WebKit's processes weigh
+        // hundreds of megabytes, and the app spends its life in the tray. The supervisor
+        // keeps serving the phones; Show window makes a new one (`run`'s loop keeps the
+        // app alive with no window).
         .on_window_event(|window, event| {
-            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
-                api.prevent_close();
-                let _ = window.hide();
+            if let tauri::WindowEvent::Destroyed = event {
+                tracing::info!(
+                    label = window.label(),
+                    "window closed: its webview is gone until shown again"
+                );
             }
         })
         .build(tauri::generate_context!())
         .context("starting the window system (is there a display?)")
 }
 
-/// Brings the window up, in front; `qr`: scrolled to the QR code, which flashes.
-fn show_window<R: Runtime>(app: &AppHandle<R>, qr: bool) {
-    if let Some(window) = app.get_webview_window(MAIN) {
-        let _ = window.show();
-        let _ = window.unminimize();
-        let _ = window.set_focus();
+/// Makes the window from its declaration in tauri.conf.json and shows it; `qr`: its
+/// page flashes the QR code once loaded.
+fn open_window<R: Runtime>(app: &AppHandle<R>, qr: bool) -> tauri::Result<()> {
+    let declared = app.config().app.windows.first().cloned();
+    let Some(declared) = declared else {
+        return Err(tauri::Error::WindowNotFound);
+    };
+    let mut window = WebviewWindowBuilder::from_config(app, &declared)?.visible(true);
+    if qr {
+        // Read by the page's script at its start, after which an event could be missed.
+        window = window.initialization_script("window.chroxyShowQr = true;");
     }
+    window.build()?;
+    Ok(())
+}
+
+/// Brings the window up, in front (made anew if it was closed); `qr`: scrolled to the
+/// QR code, which flashes.
+fn show_window<R: Runtime>(app: &AppHandle<R>, qr: bool) {
+    let Some(window) = app.get_webview_window(MAIN) else {
+        if let Err(err) = open_window(app, qr) {
+            tracing::error!(%err, "cannot open the window");
+        }
+        return;
+    };
+    let _ = window.show();
+    let _ = window.unminimize();
+    let _ = window.set_focus();
     if qr {
         let _ = app.emit_to(MAIN, "show-qr", ());
     }
@@ -163,7 +191,7 @@ mod tests {
             paths: Paths::under(home.path()),
             tunnel: TunnelChoice::None,
             launch: Err(missing),
-            minimized: true,
+            minimized: false,
         };
         let mut app = run_app(mock_builder(), boot, |_| Ok(())).unwrap();
         // Runs setup (and one turn of the mock's event loop, which does nothing): the

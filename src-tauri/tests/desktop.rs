@@ -13,6 +13,7 @@ use common::supervisor::{
     bad_releases, bad_worker_bin, chroxy_bin, cli, cli_at_terminal, events, fake_cloudflared_bin,
     Sup, CRASH_FAST,
 };
+use common::x11::{self, Picture};
 use common::{eventually, holds, Home, Model, WorkerOpts};
 use serde_json::Value;
 
@@ -37,14 +38,19 @@ fn qr_in(png: &[u8]) -> String {
     let mut buf = vec![0; reader.output_buffer_size()];
     let frame = reader.next_frame(&mut buf).unwrap();
     let step = frame.color_type.samples();
-    let (w, h) = (frame.width as usize, frame.height as usize);
-    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
-        let px = &buf[(y * w + x) * step..][..3.min(step)];
-        (px.iter().map(|&c| c as u32).sum::<u32>() / px.len() as u32) as u8
-    });
-    let grids = img.detect_grids();
-    assert_eq!(grids.len(), 1, "one QR code in the window");
-    grids[0].decode().unwrap().1
+    let grey = buf[..frame.buffer_size()]
+        .chunks_exact(step)
+        .map(|px| {
+            let px = &px[..3.min(step)];
+            (px.iter().map(|&c| c as u32).sum::<u32>() / px.len() as u32) as u8
+        })
+        .collect();
+    let picture = Picture {
+        width: frame.width as usize,
+        height: frame.height as usize,
+        grey,
+    };
+    picture.qr().expect("one QR code in the window")
 }
 
 /// The tray icon's colours (icons/src/glyph.svg.in, scripts/icons).
@@ -325,7 +331,7 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     let bye = phone.until_type("server_shutdown").await;
     assert_eq!(bye["reason"], "restart", "{bye}");
     assert!(phone.closed().await.is_some(), "the socket is closed");
-    let mut again = sup.client().await;
+    let mut again = sup.client_coming_back().await;
     again.send(serde_json::json!({"type": "ping"})).await;
     again.until_type("pong").await;
     w.until(
@@ -1003,6 +1009,71 @@ async fn a_rollback_and_failed_show_on_the_desktop_and_a_click_opens_the_window(
         said.contains("a desktop notification was clicked"),
         "{said}"
     );
+    stops_on_sigterm(&mut app, &said).await;
+}
+
+/// The app spends its life in the tray, so it holds no webview there: started
+/// minimized it has no window and no WebKit process; Show window makes one that shows
+/// the QR code; its close button ends the window and its page's WebKit process while
+/// the supervisor serves on; Show QR code makes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_window_leaves_no_webkit_behind_and_comes_back_with_its_qr() {
+    let home = Home::new();
+    let desk = Desk::start(&home).await;
+    let project = home.project();
+    let mut args = app_args("none", &project);
+    args.push("--minimized");
+    let (mut cmd, log) = desk.command(&home, &WorkerOpts::fake_cli(), &args);
+    let mut app = cmd.spawn().unwrap();
+    let sup = Sup::attach(&home, log.clone()).await;
+    let worker = sup.healthy().await["worker"]["pid"].clone();
+    let menu = TrayMenu::find(&desk.bus, sup.pid()).await;
+    assert_eq!(
+        common::webkit_of(sup.pid()),
+        Vec::<u32>::new(),
+        "WebKit running with no window"
+    );
+    // The page's process. (WebKit's network process stays once started: Tauri keeps
+    // its web context for the app's life on Linux, tauri#14626.)
+    let webkit = || {
+        let all = common::webkit_of(sup.pid()).into_iter();
+        all.filter(|p| common::comm(*p).starts_with("WebKitWebProc"))
+            .collect::<Vec<u32>>()
+    };
+    let (ok, pair, err) = cli(&home, &["pair"]).await;
+    assert!(ok.success(), "{err}");
+    let display = &desk.display.name;
+
+    for item in ["Show window", "Show QR code"] {
+        menu.click(item).await;
+        let shown = eventually("the window shows a QR code", async || {
+            let picture = x11::picture(display, "Chroxy").ok_or("no window shown")?;
+            picture.qr().ok_or("no QR code in it")
+        })
+        .await;
+        same_pairing(&shown, pair.trim());
+        assert!(!webkit().is_empty(), "a window with no WebKit?");
+
+        // A close button clicked in the window's first instants can go unheard (tao
+        // wires up a window's events just after showing it): a person clicks again,
+        // and so does this, until no window is left to close.
+        eventually("the window and its WebKit web process gone", async || {
+            let shown = x11::close(display, "Chroxy");
+            let left = webkit();
+            holds(
+                left.is_empty() && shown == 0,
+                format!(
+                    "after {item}: windows still shown: {shown}, WebKit web processes: {left:?}; the app said:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ),
+            )
+        })
+        .await;
+        // The app and its worker carry on.
+        assert!(app.try_wait().unwrap().is_none(), "the app exited");
+        assert_eq!(sup.healthy().await["worker"]["pid"], worker);
+    }
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
     stops_on_sigterm(&mut app, &said).await;
 }
 

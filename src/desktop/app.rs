@@ -142,8 +142,8 @@ impl Desktop {
         &self.paths
     }
 
-    /// An exit was asked for (the last window closed, the event loop's `exit`): whether
-    /// it may go ahead now. If not, this quits, and `on_stopped` exits once the
+    /// An exit was asked for (the event loop's `exit`, not a closed window): whether it
+    /// may go ahead now. If not, this quits, and `on_stopped` exits once the
     /// supervisor has drained and stopped.
     pub fn exit_requested(&self) -> bool {
         let stopped = self.stopped.load(Ordering::SeqCst);

@@ -11,6 +11,7 @@ pub mod flood;
 pub mod keyring;
 pub mod package;
 pub mod supervisor;
+pub mod x11;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -508,6 +509,22 @@ pub fn descendants_of(pid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// A process's name (`/proc/<pid>/comm`; empty once it is gone).
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The WebKit processes (web, network) below `pid`.
+pub fn webkit_of(pid: u32) -> Vec<u32> {
+    descendants_of(pid)
+        .into_iter()
+        .filter(|p| comm(*p).starts_with("WebKit"))
+        .collect()
 }
 
 /// A WebSocket client speaking the protocol: v1 (text frames) unless

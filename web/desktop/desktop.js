@@ -260,13 +260,18 @@ $('admin-toggle').addEventListener('click', async (e) => {
 
 await listen('view', (e) => render(e.payload));
 await listen('answer', (e) => answer(e.payload));
-await listen('show-qr', () => {
+/// Show QR code (the tray's item): the QR code scrolled into view, flashing once.
+function flashQr() {
   const box = $('qr');
   box.scrollIntoView({ block: 'center' });
   box.classList.add('flash');
   setTimeout(() => box.classList.remove('flash'), 1500);
-});
+}
+
+await listen('show-qr', flashQr);
 render(await invoke('view'));
+// A window made for Show QR code is told so before its page runs (open_window).
+if (window.chroxyShowQr) flashQr();
 // Only the uptime's text moves with the clock (and a canary's, see `tick`); the data
 // arrives as events.
 setInterval(tick, 1000);
