@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::desktop::{app_args, Desk, Driven, TrayMenu};
 use common::package;
-use common::supervisor::Sup;
 use common::x11;
 use common::{Home, WorkerOpts};
 
@@ -145,12 +144,7 @@ struct Tray {
 async fn one_tray() -> Tray {
     let home = Home::new();
     let desk = Desk::start(&home).await;
-    let project = home.project();
-    let mut args = app_args("none", &project);
-    args.push("--minimized");
-    let (mut cmd, log) = desk.command(&home, &WorkerOpts::fake_cli(), &args);
-    let _app = cmd.spawn().unwrap();
-    let sup = Sup::attach(&home, log).await;
+    let (_app, sup) = desk.at_login(&home, &WorkerOpts::fake_cli()).await;
     let worker = sup.healthy().await["worker"]["pid"].as_u64().unwrap() as u32;
     let menu = TrayMenu::find(&desk.bus, sup.pid()).await;
     let display = desk.display.name.clone();

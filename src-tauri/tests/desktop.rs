@@ -931,18 +931,13 @@ async fn without_the_chroxy_binary_the_window_says_what_to_build() {
 async fn with_no_tray_on_the_desktop_minimized_still_shows_the_window() {
     let home = Home::new();
     let desk = Desk::without_tray(&home).await;
-    let project = home.project();
-    let mut args = app_args("none", &project);
-    args.push("--minimized");
-    let (mut cmd, log) = desk.command(&home, &WorkerOpts::fake_cli(), &args);
-    let mut app = cmd.spawn().unwrap();
-    let sup = Sup::attach(&home, log.clone()).await;
+    let (mut app, sup) = desk.at_login(&home, &WorkerOpts::fake_cli()).await;
     sup.healthy().await;
     eventually("the window shows", async || {
         holds(window_shown(&desk.display, "Chroxy").await, "hidden")
     })
     .await;
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let said = sup.log_text();
     assert!(said.contains("shows no tray icons"), "{said}");
     stops_on_sigterm(&mut app, &said).await;
 }
@@ -972,15 +967,10 @@ async fn a_rollback_and_failed_show_on_the_desktop_and_a_click_opens_the_window(
     bad_releases(&home);
 
     let mut desk = Desk::clicking(&home).await;
-    let project = home.project();
-    let mut args = app_args("none", &project);
-    args.push("--minimized");
     let opts = WorkerOpts::fake_cli().env("CHROXY_BAD_MODE", "crash");
-    let (mut cmd, log) = desk.command(&home, &opts, &args);
-    let mut app = cmd.spawn().unwrap();
-    let sup = Sup::attach(&home, log.clone()).await;
+    let (mut app, sup) = desk.at_login(&home, &opts).await;
     let host = desk.tray_host.as_mut().unwrap();
-    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let said = || sup.log_text();
     let first = host
         .notified()
         .await
@@ -1020,12 +1010,7 @@ async fn a_rollback_and_failed_show_on_the_desktop_and_a_click_opens_the_window(
 async fn a_closed_window_leaves_no_webkit_behind_and_comes_back_with_its_qr() {
     let home = Home::new();
     let desk = Desk::start(&home).await;
-    let project = home.project();
-    let mut args = app_args("none", &project);
-    args.push("--minimized");
-    let (mut cmd, log) = desk.command(&home, &WorkerOpts::fake_cli(), &args);
-    let mut app = cmd.spawn().unwrap();
-    let sup = Sup::attach(&home, log.clone()).await;
+    let (mut app, sup) = desk.at_login(&home, &WorkerOpts::fake_cli()).await;
     let worker = sup.healthy().await["worker"]["pid"].clone();
     let menu = TrayMenu::find(&desk.bus, sup.pid()).await;
     assert_eq!(
@@ -1064,7 +1049,7 @@ async fn a_closed_window_leaves_no_webkit_behind_and_comes_back_with_its_qr() {
                 left.is_empty() && shown == 0,
                 format!(
                     "after {item}: windows still shown: {shown}, WebKit web processes: {left:?}; the app said:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
+                    sup.log_text()
                 ),
             )
         })
@@ -1073,7 +1058,7 @@ async fn a_closed_window_leaves_no_webkit_behind_and_comes_back_with_its_qr() {
         assert!(app.try_wait().unwrap().is_none(), "the app exited");
         assert_eq!(sup.healthy().await["worker"]["pid"], worker);
     }
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let said = sup.log_text();
     stops_on_sigterm(&mut app, &said).await;
 }
 

@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::browser::Browser;
+use super::supervisor::Sup;
 use super::{eventually, log_file, package_bin, test_env, Home, WorkerOpts, WAIT};
 
 /// The tray app's binary (built by `cargo test --workspace`).
@@ -205,6 +206,17 @@ impl Desk {
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true);
         (cmd, log)
+    }
+
+    /// The app as Start at login runs it (`--minimized`, no tunnel, on the test's
+    /// project), started directly; with its supervisor, once that is up.
+    pub async fn at_login(&self, home: &Home, opts: &WorkerOpts) -> (Child, Sup) {
+        let project = home.project();
+        let mut args = app_args("none", &project);
+        args.push("--minimized");
+        let (mut cmd, log) = self.command(home, opts, &args);
+        let app = cmd.spawn().unwrap();
+        (app, Sup::attach(home, log).await)
     }
 
     /// The app started by tauri-driver; its window is the returned session.
