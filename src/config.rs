@@ -448,7 +448,8 @@ impl Config {
         }
     }
 
-    fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+    /// `text` as the config at `path` (named in errors).
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,

@@ -94,10 +94,37 @@ enum Command {
         #[command(subcommand)]
         action: chroxy::devices::DevicesCommand,
     },
+    /// A named Cloudflare tunnel: an address for phones that stays the same.
+    Tunnel {
+        #[command(subcommand)]
+        action: TunnelAction,
+    },
     /// Run Chroxy as a systemd user service (a machine without a desktop).
     Service {
         #[command(subcommand)]
         action: ServiceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TunnelAction {
+    /// Set up a named tunnel: says what to create in the Cloudflare dashboard, takes its
+    /// Public Hostname and token (the token from a terminal, unseen, or from standard
+    /// input: `--hostname H < token.txt`), writes `[tunnel] hostname`, stores the token,
+    /// and checks that the hostname reaches this machine.
+    Setup {
+        /// The tunnel's Public Hostname, e.g. chroxy.example.com (asked for at a terminal).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// The public port the Public Hostname's service points at, as for `chroxy start`.
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// Only write the settings: do not start cloudflared to check the hostname.
+        #[arg(long)]
+        no_check: bool,
+        /// Fetch the check from this URL instead of https://<hostname> (for tests).
+        #[arg(long, hide = true)]
+        check_url: Option<String>,
     },
 }
 
@@ -179,6 +206,8 @@ impl Command {
             Command::Devices { .. } => Some("devices"),
             // An agent must not make itself a process that outlives its session.
             Command::Service { .. } => Some("service"),
+            // It stores a secret, and starts cloudflared with it.
+            Command::Tunnel { .. } => Some("tunnel"),
         }
     }
 }
@@ -272,6 +301,23 @@ fn main() -> Result<()> {
             println!("{}", chroxy::devices::run_command(&paths, action, now)?);
             Ok(())
         }
+        Command::Tunnel {
+            action:
+                TunnelAction::Setup {
+                    hostname,
+                    port,
+                    no_check,
+                    check_url,
+                },
+        } => tunnel_setup(
+            &paths,
+            &secrets(),
+            hostname,
+            port,
+            !no_check,
+            check_url,
+            out,
+        ),
         Command::Token {
             action: TokenAction::SetTunnel,
         } => Ok(terminal::set_tunnel_token(
@@ -285,6 +331,93 @@ fn main() -> Result<()> {
         Command::Token {
             action: TokenAction::Show { admin },
         } => Ok(terminal::show_token(&secrets(), admin, out)?),
+    }
+}
+
+/// `chroxy tunnel setup`: the settings at the terminal (or from a pipe), then the check.
+fn tunnel_setup(
+    paths: &Paths,
+    secrets: &Secrets,
+    hostname: Option<String>,
+    port: u16,
+    check: bool,
+    check_url: Option<String>,
+    out: &mut std::io::Stdout,
+) -> Result<()> {
+    use chroxy::tunnel::setup;
+    use std::io::Write;
+    writeln!(out, "{}", setup::instructions(port))?;
+    let mut answers = StdinAnswers {
+        terminal: std::io::stdin().is_terminal(),
+    };
+    let done = setup::configure(
+        &paths.config_file(),
+        secrets,
+        hostname.as_deref(),
+        &mut answers,
+        out,
+    )?;
+    if check {
+        let spec = setup::CheckSpec {
+            hostname: done.hostname.clone(),
+            token: done.token,
+            port,
+            cloudflared: chroxy::environment::cloudflared_binary(),
+            tunnel: done.config.tunnel,
+            url: check_url,
+            running_port: chroxy::supervisor::instance::running(paths).map(|i| i.public_port),
+        };
+        let base = spec.base_url();
+        block_on(setup::check(&spec, out)).with_context(|| {
+            format!(
+                "the hostname and token are saved, but {base} was not shown to reach this machine"
+            )
+        })?;
+        writeln!(
+            out,
+            "Checked: {base} reaches this machine through your tunnel."
+        )?;
+    } else {
+        writeln!(out, "Skipped the check (--no-check).")?;
+    }
+    writeln!(out, "{}", setup::next_steps(&done.hostname, port))?;
+    Ok(())
+}
+
+/// `chroxy tunnel setup`'s answers from standard input: at a terminal one line each,
+/// the token unseen; from a pipe, the whole input is the token.
+struct StdinAnswers {
+    terminal: bool,
+}
+
+impl chroxy::tunnel::setup::Answers for StdinAnswers {
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+
+    fn line(&mut self) -> std::io::Result<Option<String>> {
+        let mut line = String::new();
+        Ok((std::io::stdin().read_line(&mut line)? > 0).then_some(line))
+    }
+
+    fn secret(&mut self) -> std::io::Result<String> {
+        let stdin = std::io::stdin();
+        if !self.terminal {
+            let mut all = String::new();
+            std::io::Read::read_to_string(&mut stdin.lock(), &mut all)?;
+            return Ok(all);
+        }
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        // Echo off (the newline still shows), for one line; back on however it ends.
+        let before = tcgetattr(&stdin)?;
+        let mut quiet = before.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+        let mut line = String::new();
+        let read = stdin.read_line(&mut line);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &before);
+        read.map(|_| line)
     }
 }
 
