@@ -47,6 +47,8 @@ pub struct Inputs {
     pub ports: [u16; 2],
     /// `[tunnel] public_url`: where pairing links point without a tunnel.
     pub public_url: Option<String>,
+    /// `[tunnel] hostname`: a named tunnel's address.
+    pub hostname: Option<String>,
     /// `[security] allow_token_auth`.
     pub allow_token_auth: bool,
     /// `ANTHROPIC_API_KEY` is set: Claude Code bills that key rather than a login.
@@ -78,6 +80,7 @@ impl Inputs {
             cloudflared: crate::environment::cloudflared_binary(),
             ports,
             public_url: config.tunnel.public_url.clone(),
+            hostname: config.tunnel.hostname.clone(),
             allow_token_auth: config.security.allow_token_auth,
             api_key: std::env::var_os("ANTHROPIC_API_KEY").is_some_and(|k| !k.is_empty()),
         })
@@ -113,6 +116,10 @@ pub fn run(inputs: &Inputs, secrets: &Secrets) -> Vec<Check> {
         encryption(inputs),
         billing(inputs),
         address(crate::desktop::Settings::load(&inputs.paths).tunnel),
+        named_tunnel(
+            inputs.hostname.as_deref(),
+            secrets.tunnel_token().map(|t| t.is_some()),
+        ),
         tray(crate::desktop::tray_host::probe()),
         writable(&inputs.paths),
         ports(inputs.ports, running.as_ref()),
@@ -281,6 +288,31 @@ fn address(tray: TunnelChoice) -> Check {
     }
 }
 
+/// Whether a named tunnel has both halves: the hostname in the config and the token in
+/// the keyring. One without the other is a set-up left half done, found here rather
+/// than when `--tunnel named` (or the tray's Tunnel ▸ Named) refuses to start.
+fn named_tunnel(
+    hostname: Option<&str>,
+    token_stored: Result<bool, crate::secrets::SecretsError>,
+) -> Check {
+    let name = "named tunnel";
+    let stored = match token_stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            return warn(
+                name,
+                format!("cannot tell whether a tunnel token is stored: {e}"),
+            )
+        }
+    };
+    match (hostname, stored) {
+        (Some(host), true) => ok(name, format!("https://{host}, its token stored (`chroxy start --tunnel named`)")),
+        (None, false) => ok(name, "none set up (`chroxy tunnel setup` makes one: an address that stays the same)".into()),
+        (Some(host), false) => warn(name, format!("`[tunnel] hostname` is {host} but no tunnel token is stored, so `--tunnel named` cannot start: run `chroxy tunnel setup`")),
+        (None, true) => warn(name, "a tunnel token is stored but the config has no `[tunnel] hostname`, so `--tunnel named` cannot start: run `chroxy tunnel setup`".into()),
+    }
+}
+
 fn tray(host: crate::desktop::tray_host::TrayHost) -> Check {
     let (fine, detail) = crate::desktop::tray_host::advice(host);
     Check {
@@ -328,6 +360,14 @@ fn ok(name: &'static str, detail: String) -> Check {
     }
 }
 
+fn warn(name: &'static str, detail: String) -> Check {
+    Check {
+        name,
+        verdict: Verdict::Warn,
+        detail,
+    }
+}
+
 fn fail(name: &'static str, detail: String) -> Check {
     Check {
         name,
@@ -354,6 +394,7 @@ mod tests {
             cloudflared: None,
             ports: [0, 0],
             public_url: public_url.map(str::to_owned),
+            hostname: None,
             allow_token_auth,
             api_key: false,
         }
@@ -376,6 +417,38 @@ mod tests {
         ] {
             assert_eq!(address(stays).verdict, Verdict::Ok, "{stays:?}");
         }
+    }
+
+    #[test]
+    fn a_named_tunnel_half_set_up_is_warned_of_and_pointed_at_tunnel_setup() {
+        let host = named_tunnel(Some("chroxy.example.com"), Ok(false));
+        assert_eq!(host.verdict, Verdict::Warn);
+        assert!(
+            host.detail.contains("chroxy.example.com")
+                && host.detail.contains("no tunnel token is stored")
+                && host.detail.contains("chroxy tunnel setup"),
+            "{}",
+            host.detail
+        );
+        let token = named_tunnel(None, Ok(true));
+        assert_eq!(token.verdict, Verdict::Warn);
+        assert!(
+            token.detail.contains("no `[tunnel] hostname`")
+                && token.detail.contains("chroxy tunnel setup"),
+            "{}",
+            token.detail
+        );
+        assert_eq!(
+            named_tunnel(Some("a.example.com"), Ok(true)).verdict,
+            Verdict::Ok
+        );
+        let none = named_tunnel(None, Ok(false));
+        assert_eq!(none.verdict, Verdict::Ok);
+        assert!(
+            none.detail.contains("chroxy tunnel setup"),
+            "{}",
+            none.detail
+        );
     }
 
     #[test]

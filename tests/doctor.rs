@@ -75,3 +75,25 @@ async fn with_everything_in_place_doctor_passes_and_sees_the_running_supervisor(
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_named_tunnel_hostname_without_its_token_is_pointed_at_tunnel_setup() {
+    let home = Home::new();
+    home.config("[tunnel]\nhostname = \"chroxy.example.com\"\n");
+    let (_, out, _) = cli_env(
+        &home,
+        &["doctor", "--port", "0", "--status-port", "0"],
+        &[("CHROXY_CLOUDFLARED", env!("CARGO_BIN_EXE_fake-cloudflared"))],
+    )
+    .await;
+    let line = out
+        .lines()
+        .find(|l| l.contains("named tunnel"))
+        .unwrap_or_else(|| panic!("no named tunnel line in:\n{out}"));
+    assert!(
+        line.starts_with("warn")
+            && line.contains("no tunnel token is stored")
+            && line.contains("chroxy tunnel setup"),
+        "{line}"
+    );
+}
