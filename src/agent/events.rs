@@ -1,7 +1,7 @@
 //! Claude Code's stdout (stream-json) → [`AgentEvent`]s.
 //!
 //! The parser is a pure, stateful fold over lines so it can be tested against the
-//! recorded transcripts in `shared/fixtures/claude-cli/` without a process. It keeps just
+//! recorded transcripts in `tests/fixtures/claude-cli/` without a process. It keeps just
 //! enough state to tell text blocks from tool blocks across `stream_event` lines. Unknown
 //! line types and fields are ignored: newer CLIs add them, and that must never break a
 //! session.
@@ -423,7 +423,7 @@ mod tests {
     use serde_json::json;
 
     fn fixtures_dir() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/claude-cli")
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/claude-cli")
     }
 
     /// Every stdout line of every recorded transcript, through one parser per file.
@@ -449,7 +449,7 @@ mod tests {
     #[test]
     fn every_fixture_parses_without_error() {
         let mut count = 0;
-        for entry in std::fs::read_dir(fixtures_dir()).expect("shared/fixtures beside the repo") {
+        for entry in std::fs::read_dir(fixtures_dir()).expect("tests/fixtures/claude-cli") {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if name.ends_with(".jsonl") {
                 let events = parse_fixture(&name);
