@@ -49,6 +49,75 @@ pub struct Config {
     pub security: SecurityConfig,
     /// `[push]`.
     pub push: PushConfig,
+    /// `[deploy]`.
+    pub deploy: DeployConfig,
+}
+
+/// `[deploy]`: how `chroxy deploy --source` builds and checks a source tree (README
+/// "Deploy from a source tree"). Read again for each build, so a change applies to the
+/// next one without a restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeployConfig {
+    /// The cargo profile the binary is built with.
+    pub profile: String,
+    /// The command (program, then arguments) run in the checked-out tree after the
+    /// build; the release is stored only if it succeeds. `cargo` as the program is the
+    /// `cargo` of the build. Unset: the library's unit tests in the build's profile. An
+    /// empty list runs no check (the release's manifest says so).
+    pub check: Option<Vec<String>>,
+    /// The build is stopped (and fails) after this long.
+    pub build_timeout_secs: u64,
+    /// The check is stopped (and fails) after this long.
+    pub check_timeout_secs: u64,
+    /// `cargo` to build with; unset: found on PATH, else in `~/.cargo/bin`.
+    pub cargo: Option<PathBuf>,
+    /// Where builds keep their compiled artifacts between deploys (so the second build
+    /// is incremental); unset: `builds/target` in the state directory.
+    pub target_dir: Option<PathBuf>,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            profile: "release".into(),
+            check: None,
+            build_timeout_secs: 30 * 60,
+            check_timeout_secs: 15 * 60,
+            cargo: None,
+            target_dir: None,
+        }
+    }
+}
+
+impl DeployConfig {
+    /// The check command: the configured one, else `cargo test --lib` in the build's
+    /// profile (so it reuses what the build compiled).
+    pub fn check_command(&self) -> Vec<String> {
+        self.check.clone().unwrap_or_else(|| {
+            [
+                "cargo",
+                "test",
+                "--locked",
+                "--lib",
+                "--profile",
+                &self.profile,
+            ]
+            .map(String::from)
+            .into_iter()
+            .collect()
+        })
+    }
+
+    /// `build_timeout_secs` as a duration.
+    pub fn build_timeout(&self) -> Duration {
+        Duration::from_secs(self.build_timeout_secs)
+    }
+
+    /// `check_timeout_secs` as a duration.
+    pub fn check_timeout(&self) -> Duration {
+        Duration::from_secs(self.check_timeout_secs)
+    }
 }
 
 /// `[push]`: notifications to phones that are not looking (README "Notifications").

@@ -44,8 +44,18 @@ enum Command {
     /// anything but an interactive terminal, it waits for a person's approval.
     Deploy {
         /// The new `chroxy` binary.
-        #[arg(required_unless_present_any = ["approve", "refuse"])]
+        #[arg(required_unless_present_any = ["approve", "refuse", "source"])]
         binary: Option<PathBuf>,
+        /// Build the binary from this source tree (a git checkout of Chroxy) in a
+        /// worktree of its own, check it, then deploy it.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["binary", "approve", "refuse"])]
+        source: Option<PathBuf>,
+        /// With --source: the revision to build (default: HEAD).
+        #[arg(long, requires = "source")]
+        rev: Option<String>,
+        /// With --source: build the tree's uncommitted changes too (the release says so).
+        #[arg(long, requires = "source", conflicts_with = "rev")]
+        allow_dirty: bool,
         /// Approve the deploy awaiting approval (at a terminal).
         #[arg(long, conflicts_with_all = ["binary", "refuse"])]
         approve: bool,
@@ -245,6 +255,21 @@ fn main() -> Result<()> {
             binary: Some(binary),
             ..
         } => block_on(terminal::deploy(&paths, &secrets(), &binary, out)),
+        Command::Deploy {
+            source: Some(source),
+            rev,
+            allow_dirty,
+            ..
+        } => {
+            let source = std::path::absolute(&source)
+                .with_context(|| format!("finding {}", source.display()))?;
+            let request = chroxy::build::Request {
+                source,
+                rev,
+                allow_dirty,
+            };
+            block_on(terminal::deploy_source(&paths, &secrets(), request, out))
+        }
         Command::Deploy { approve, .. } => {
             block_on(terminal::answer_deploy(&paths, &secrets(), approve, out))
         }

@@ -42,6 +42,17 @@ impl ApiToken {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// `text` with every occurrence of the token replaced by `label`: for what a child
+    /// process printed (a broken worker, cloudflared, a build) before it reaches a log,
+    /// a status or an error message.
+    pub fn redact(&self, text: String, label: &str) -> String {
+        if !self.0.is_empty() && text.contains(&self.0) {
+            text.replace(&self.0, label)
+        } else {
+            text
+        }
+    }
 }
 
 impl fmt::Debug for ApiToken {

@@ -24,7 +24,7 @@ const MAX_DEPTH: usize = 64;
 
 /// Whether the variable `name` is Chroxy's own, or a secret Chroxy hands on, which an
 /// agent must not inherit.
-fn is_private(name: &OsStr) -> bool {
+pub(crate) fn is_private(name: &OsStr) -> bool {
     // Upper-cased: on Windows `chroxy_token` is the same variable.
     let name = name.to_string_lossy().to_ascii_uppercase();
     name.starts_with("CHROXY_") || name == "TUNNEL_TOKEN"

@@ -10,6 +10,7 @@ mod env;
 mod events;
 pub mod subagents;
 
+pub(crate) use env::is_private;
 pub use env::{agent_ancestor, MARK};
 pub use events::{AgentEvent, LineError, StreamParser, TurnResult};
 

@@ -70,6 +70,7 @@ pub fn router(page: StatusPage) -> Router {
         .route("/api/restart", post(restart))
         .route("/api/reconnect", post(reconnect))
         .route("/api/deploy", post(deploy))
+        .route("/api/deploy/source", post(deploy_source))
         .route("/api/deploy/approve", post(approve_deploy))
         .route("/api/deploy/refuse", post(refuse_deploy))
         .route("/api/reload-token", post(reload_token))
@@ -145,6 +146,20 @@ struct DeployBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SourceBody {
+    /// The source tree (absolute: the supervisor's working directory is not the caller's).
+    source: std::path::PathBuf,
+    #[serde(default)]
+    rev: Option<String>,
+    #[serde(default)]
+    allow_dirty: bool,
+    /// As for [`DeployBody`].
+    #[serde(default)]
+    origin: DeployOrigin,
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AnswerBody {
     /// The pending release the person saw; absent or null means whichever waits.
@@ -204,6 +219,39 @@ async fn deploy(State(page): State<StatusPage>, bytes: Result<Bytes, BytesReject
         Ok(None) => refuse(
             StatusCode::BAD_REQUEST,
             "deploy needs {\"release\": \"<id>\"}; `chroxy deploy <binary>` adds the release and sends it",
+        ),
+        Err((code, why)) => refuse(code, &why),
+    }
+}
+
+async fn deploy_source(
+    State(page): State<StatusPage>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body::<SourceBody>(bytes) {
+        Ok(Some(b)) if b.source.is_absolute() => {
+            let requested_by = match b.origin {
+                DeployOrigin::Desk => "terminal",
+                DeployOrigin::Remote => "a script",
+            };
+            let action = Action::DeploySource {
+                request: crate::build::Request {
+                    source: b.source,
+                    rev: b.rev,
+                    allow_dirty: b.allow_dirty,
+                },
+                origin: b.origin,
+                requested_by: requested_by.into(),
+            };
+            act(&page, action).await
+        }
+        Ok(Some(_)) => refuse(
+            StatusCode::BAD_REQUEST,
+            "source must be an absolute path (the supervisor does not run in your directory)",
+        ),
+        Ok(None) => refuse(
+            StatusCode::BAD_REQUEST,
+            "deploy/source needs {\"source\": \"/path/to/chroxy\"}; `chroxy deploy --source DIR` sends it",
         ),
         Err((code, why)) => refuse(code, &why),
     }

@@ -64,6 +64,12 @@ impl Paths {
         self.state.join("sessions")
     }
 
+    /// Source builds (`chroxy deploy --source`): the checked-out tree of the one running,
+    /// its record, and the compiled artifacts kept for the next build.
+    pub fn builds_dir(&self) -> PathBuf {
+        self.state.join("builds")
+    }
+
     /// Advisory lock files live beside what they guard.
     pub fn lock_file(&self, name: &str) -> PathBuf {
         self.state.join(format!("{name}.lock"))
@@ -99,6 +105,7 @@ mod tests {
             p.sessions_dir(),
             p.lock_file("x"),
             p.logs_dir(),
+            p.builds_dir(),
         ] {
             assert!(path.starts_with("/tmp/ch"), "{path:?} escaped CHROXY_HOME");
         }

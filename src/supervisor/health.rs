@@ -164,10 +164,7 @@ pub fn is_local(err: &std::io::Error) -> bool {
 
 /// Whatever a broken worker echoes back, the token never reaches a report.
 fn redact(mut failure: GateFailure, token: &ApiToken) -> GateFailure {
-    let secret = token.expose();
-    if !secret.is_empty() && failure.detail.contains(secret) {
-        failure.detail = failure.detail.replace(secret, "<token>");
-    }
+    failure.detail = token.redact(failure.detail, "<token>");
     failure
 }
 

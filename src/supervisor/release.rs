@@ -46,6 +46,45 @@ pub struct Manifest {
     /// Size in bytes (with `built_at`, tells whether the installed binary changed).
     #[serde(default)]
     pub size: u64,
+    /// How `chroxy deploy --source` made it; `None` for a binary deployed as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<BuiltFrom>,
+}
+
+/// What a release built from a source tree records of its making: what was built, in
+/// what state, and what vouched for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuiltFrom {
+    /// The source tree's directory.
+    pub dir: PathBuf,
+    /// The commit checked out (for a dirty tree: a snapshot commit of its changes on
+    /// top of `HEAD`, which is `base`).
+    pub commit: String,
+    /// The tree had uncommitted changes, deployed with `--allow-dirty`.
+    pub dirty: bool,
+    /// With `dirty`, the commit the changes were made on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The check command and its outcome: `passed`, or `skipped` when none is set.
+    pub check: String,
+    /// How long the build took, in milliseconds.
+    pub build_ms: u64,
+    /// How long the check took, in milliseconds.
+    pub check_ms: u64,
+}
+
+impl BuiltFrom {
+    /// One line for a person: `abc123456789 (dirty), check passed, built in 83 s`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}{}, check {}, built in {} s",
+            self.commit.get(..12).unwrap_or(&self.commit),
+            if self.dirty { " (dirty)" } else { "" },
+            self.check,
+            self.build_ms.div_ceil(1000)
+        )
+    }
 }
 
 impl From<&Manifest> for ReleaseInfo {
@@ -57,6 +96,7 @@ impl From<&Manifest> for ReleaseInfo {
             built_at: m.built_at,
             sha256: m.sha256.clone(),
             damaged: None,
+            source: m.source.clone(),
         }
     }
 }
@@ -71,6 +111,7 @@ impl ReleaseInfo {
             built_at: 0,
             sha256: String::new(),
             damaged: Some(why),
+            source: None,
         }
     }
 }
@@ -176,6 +217,15 @@ impl Releases {
     /// Copies `binary` in as a new release (pointers unchanged). A half-copied release
     /// never appears: it is built in a temporary directory and renamed into place.
     pub fn add(&self, binary: &Path) -> Result<Manifest, ReleaseError> {
+        self.add_built(binary, None)
+    }
+
+    /// [`Releases::add`] for a binary built from a source tree, recorded in its manifest.
+    pub fn add_built(
+        &self,
+        binary: &Path,
+        source: Option<BuiltFrom>,
+    ) -> Result<Manifest, ReleaseError> {
         let binary = binary.canonicalize().map_err(|e| ReleaseError::NotChroxy {
             path: binary.to_path_buf(),
             detail: e.to_string(),
@@ -214,6 +264,7 @@ impl Releases {
                 added_at: crate::protocol::now_ms(),
                 binary: dir.join(BINARY),
                 size,
+                source,
             };
             write_manifest(partial.path(), &manifest)?;
             let partial = partial.keep();
@@ -414,6 +465,15 @@ impl ReleasesStatus {
                     short_sha(&r.sha256)
                 ),
             };
+            if let Some(source) = &r.source {
+                let _ = writeln!(
+                    out,
+                    "{:<12} from {}: {}",
+                    "",
+                    source.dir.display(),
+                    source.describe()
+                );
+            }
         }
         out
     }
@@ -472,6 +532,7 @@ fn describe(binary: &Path, id: String, run: PathBuf) -> Result<Manifest, Release
         added_at: crate::protocol::now_ms(),
         binary: run,
         size,
+        source: None,
     })
 }
 
@@ -569,6 +630,7 @@ mod tests {
             built_at: 0,
             sha256: "0123456789abcdef".into(),
             damaged: damaged.map(Into::into),
+            source: None,
         };
         let status = ReleasesStatus {
             current: Some("2-aa".into()),
@@ -576,14 +638,26 @@ mod tests {
             list: vec![
                 info("0", None),
                 info("1-bb", Some("its binary is missing")),
-                info("2-aa", None),
+                ReleaseInfo {
+                    source: Some(BuiltFrom {
+                        dir: "/src/chroxy".into(),
+                        commit: "fedcba9876543210".into(),
+                        dirty: true,
+                        base: Some("abcdef123456".into()),
+                        check: "passed".into(),
+                        build_ms: 82_100,
+                        check_ms: 20_000,
+                    }),
+                    ..info("2-aa", None)
+                },
             ],
         };
         assert_eq!(
             status.to_text(),
             "0            chroxy 0.1.0      abcdef123456   sha256 0123456789ab  known-good\n\
              1-bb         DAMAGED: its binary is missing  \n\
-             2-aa         chroxy 0.1.0      abcdef123456   sha256 0123456789ab  current\n"
+             2-aa         chroxy 0.1.0      abcdef123456   sha256 0123456789ab  current\n\
+             \x20            from /src/chroxy: fedcba987654 (dirty), check passed, built in 83 s\n"
         );
     }
 

@@ -155,6 +155,8 @@ impl Supervisor {
     {
         let paths = opts.paths.clone();
         let mut instance = tokio::task::spawn_blocking(move || Instance::acquire(&paths)).await??;
+        // A build this home's last supervisor died in the middle of is removed first.
+        crate::build::sweep(&opts.paths).await;
         let public = bind(opts.public_addr, "public port", "--port").await?;
         let status_listener = bind(opts.status_addr, "status page", "--status-port").await?;
         let public_port = public.local_addr().map(|a| a.port()).unwrap_or_default();
@@ -253,6 +255,7 @@ impl Supervisor {
             Machine::start(state::Policy::from(&opts.config), current, known_good);
         first.splice(0..0, plan.effects);
         let (mut runner, reports_rx) = Runner::new(Parts {
+            paths: opts.paths.clone(),
             spec: LaunchSpec {
                 releases: releases.clone(),
                 args: opts.worker_args.clone(),
@@ -495,8 +498,37 @@ impl StartWorker for Processes {
     }
 }
 
+/// A source build the supervisor runs.
+struct RunningBuild {
+    /// Stops it (the supervisor is stopping).
+    cancel: CancellationToken,
+    /// Its progress, then its end.
+    events: mpsc::UnboundedReceiver<BuildEvent>,
+    /// Where it was asked for: a remote request's release waits for approval.
+    origin: DeployOrigin,
+}
+
+/// What a build's task tells the runner.
+enum BuildEvent {
+    /// The build's status changed.
+    Progress(crate::build::BuildStatus),
+    /// It ended: the release it added, or why not (worded for a person).
+    Done(Result<ReleaseId, String>),
+}
+
+/// The running build's next event; never, while none runs.
+async fn next_build_event(build: &mut Option<RunningBuild>) -> BuildEvent {
+    match build {
+        Some(build) => build.events.recv().await.unwrap_or_else(|| {
+            BuildEvent::Done(Err("the build stopped unexpectedly; see the log".into()))
+        }),
+        None => std::future::pending().await,
+    }
+}
+
 /// What a runner is made of; the rest of it starts empty.
 struct Parts {
+    paths: Paths,
     spec: LaunchSpec,
     machine: Machine,
     releases: Arc<Releases>,
@@ -513,6 +545,10 @@ struct Parts {
 }
 
 struct Runner {
+    /// Where everything lives.
+    paths: Paths,
+    /// The source build running ([`Action::DeploySource`]); one at a time.
+    build: Option<RunningBuild>,
     /// Starts workers.
     starter: Box<dyn StartWorker>,
     spec: LaunchSpec,
@@ -550,6 +586,8 @@ impl Runner {
     fn new(parts: Parts) -> (Self, mpsc::UnboundedReceiver<Report>) {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let runner = Self {
+            paths: parts.paths,
+            build: None,
             starter: parts.starter,
             spec: parts.spec,
             machine: parts.machine,
@@ -594,7 +632,11 @@ impl Runner {
         self.publish();
         let mut forced = false;
         loop {
-            if self.exiting && self.workers.is_empty() && self.stopping.is_empty() {
+            if self.exiting
+                && self.workers.is_empty()
+                && self.stopping.is_empty()
+                && self.build.is_none()
+            {
                 break;
             }
             let (timer, expiry) = (self.timer, self.expiry);
@@ -602,6 +644,10 @@ impl Runner {
                 _ = shutdown.cancelled(), if !self.exiting => {
                     // Order: stop accepting, then drain and wait for the worker's exit.
                     accepting.cancel();
+                    // A build stops and removes its tree; the loop waits for that.
+                    if let Some(build) = &self.build {
+                        build.cancel.cancel();
+                    }
                     let fx = self.machine.step(Event::Shutdown, Instant::now());
                     self.apply(fx).await;
                 }
@@ -613,6 +659,7 @@ impl Runner {
                 }
                 Some(report) = reports.recv() => self.on_report(report).await,
                 Some(request) = actions.recv() => self.on_action(request).await,
+                event = next_build_event(&mut self.build) => self.on_build(event).await,
                 _ = sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
                     self.timer = None;
                     let fx = self.machine.step(Event::Timer, Instant::now());
@@ -754,6 +801,141 @@ impl Runner {
         }
     }
 
+    /// Promotes a release in the store as a canary; from away from the desk, once a
+    /// person approves it.
+    async fn deploy(
+        &mut self,
+        release: ReleaseId,
+        origin: DeployOrigin,
+    ) -> Result<String, ActionError> {
+        let release = self.check_release(Switch::Deploy(release)).await?;
+        // Listed before anything else is shown about it (its version, for one).
+        self.refresh_listing().await;
+        self.step_answering(Event::Deploy {
+            release: release.clone(),
+            origin,
+        })
+        .await?;
+        Ok(match origin {
+            DeployOrigin::Desk => format!("deploying release {release} as a canary"),
+            DeployOrigin::Remote => format!(
+                "release {release} awaits approval at the desk (the Chroxy window, the status page, or `chroxy deploy --approve` at a terminal); nothing changes until then"
+            ),
+        })
+    }
+
+    /// Starts a source build in a task of its own; its progress and end come back as
+    /// [`BuildEvent`]s. A second request while one runs is refused, naming it.
+    fn start_build(
+        &mut self,
+        request: crate::build::Request,
+        origin: DeployOrigin,
+        requested_by: String,
+    ) -> Result<String, ActionError> {
+        if self.build.is_some() {
+            let status = self.status_tx.borrow();
+            let running = status.build.as_ref().map_or_else(String::new, |b| {
+                let step = b.running_step().map(|s| s.to_string()).unwrap_or_default();
+                format!(
+                    " ({} at {} for {}, now at its {step} step)",
+                    b.source.display(),
+                    b.rev,
+                    b.requested_by
+                )
+            });
+            return Err(ActionError::Refused(format!(
+                "a build is already running{running}; wait for it to finish"
+            )));
+        }
+        // Read now: a change to [deploy] applies to the next build without a restart.
+        let config = crate::config::Config::load(&self.paths.config_file())
+            .map_err(|e| ActionError::Refused(e.to_string()))?;
+        let builder = crate::build::Builder::new(
+            self.paths.clone(),
+            config.deploy,
+            format!("{}-build", self.spec.marks),
+            vec![self.spec.token.clone()],
+        );
+        let claim = builder
+            .claim()
+            .map_err(|e| ActionError::Refused(e.to_string()))?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let what = format!(
+            "{} at {}",
+            request.source.display(),
+            request.rev.as_deref().unwrap_or("HEAD")
+        );
+        self.record(
+            "build_started",
+            format!("building {what} for {requested_by}"),
+        );
+        tokio::spawn(async move {
+            let progress = tx.clone();
+            let mut report = move |status: &crate::build::BuildStatus| {
+                let _ = progress.send(BuildEvent::Progress(status.clone()));
+            };
+            let built = builder
+                .run(&claim, &request, &requested_by, &mut report, &stop)
+                .await;
+            drop(claim);
+            let _ = tx.send(BuildEvent::Done(
+                built.map(|m| m.id).map_err(|e| e.to_string()),
+            ));
+        });
+        self.build = Some(RunningBuild {
+            cancel,
+            events,
+            origin,
+        });
+        Ok(format!(
+            "building {what}; `chroxy status` follows it, and the release is deployed as a canary if it builds and passes its check"
+        ))
+    }
+
+    /// A source build's progress, or its end: its release is deployed as a canary.
+    async fn on_build(&mut self, event: BuildEvent) {
+        let (release, origin) = match event {
+            BuildEvent::Progress(status) => {
+                self.status_tx.send_modify(|s| s.build = Some(status));
+                return;
+            }
+            BuildEvent::Done(result) => {
+                let Some(build) = self.build.take() else {
+                    return;
+                };
+                match result {
+                    Ok(release) => (release, build.origin),
+                    Err(why) => {
+                        self.record("build_failed", why);
+                        return;
+                    }
+                }
+            }
+        };
+        self.record("build_stored", format!("built release {release}"));
+        let answer = if self.exiting {
+            Err(format!("not deployed: Chroxy was stopping; `chroxy deploy` at a terminal can still send release {release}"))
+        } else {
+            self.deploy(release, origin)
+                .await
+                .map_err(|err| format!("not deployed: {err}"))
+        };
+        let answer = crate::build::DeployAnswer {
+            ok: answer.is_ok(),
+            message: answer.unwrap_or_else(|why| why),
+        };
+        if !answer.ok {
+            self.record("deploy_refused", answer.message.clone());
+        }
+        self.status_tx.send_modify(|s| {
+            if let Some(build) = &mut s.build {
+                build.deploy = Some(answer);
+            }
+        });
+    }
+
     async fn on_action(&mut self, Request { action, reply }: Request) {
         let answer = self.act(action).await;
         let _ = reply.send(answer);
@@ -795,22 +977,12 @@ impl Runner {
                 self.step(Event::Restart).await;
                 Ok("restarting the worker with the new token".into())
             }
-            Action::Deploy { release, origin } => {
-                let release = self.check_release(Switch::Deploy(release)).await?;
-                // Listed before anything else is shown about it (its version, for one).
-                self.refresh_listing().await;
-                self.step_answering(Event::Deploy {
-                    release: release.clone(),
-                    origin,
-                })
-                .await?;
-                Ok(match origin {
-                    DeployOrigin::Desk => format!("deploying release {release} as a canary"),
-                    DeployOrigin::Remote => format!(
-                        "release {release} awaits approval at the desk (the Chroxy window, the status page, or `chroxy deploy --approve` at a terminal); nothing changes until then"
-                    ),
-                })
-            }
+            Action::Deploy { release, origin } => self.deploy(release, origin).await,
+            Action::DeploySource {
+                request,
+                origin,
+                requested_by,
+            } => self.start_build(request, origin, requested_by),
             Action::ApproveDeploy { release } => {
                 // Checked again: the binary may have changed while it waited.
                 if let Some(waiting) = self.machine.pending_deploy() {
@@ -1257,6 +1429,7 @@ mod tests {
             );
             let (machine, first) = Machine::start(state::Policy::default(), "0".into(), "0".into());
             let (runner, reports_rx) = Runner::new(Parts {
+                paths: paths.clone(),
                 spec: LaunchSpec {
                     releases: releases.clone(),
                     args: vec![],

@@ -61,6 +61,9 @@ pub struct ReleaseInfo {
     /// changed); `None` while it is intact. A damaged release is listed, never run.
     #[serde(default)]
     pub damaged: Option<String>,
+    /// How `chroxy deploy --source` built it, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<super::release::BuiltFrom>,
 }
 
 /// `releases` of the status JSON.
@@ -230,7 +233,8 @@ pub struct StatusEvent {
     pub at: u64,
     /// `worker_started`, `worker_exited`, `health_failed`, `rollback`, `deployed`,
     /// `promoted`, `failed`, `restart_requested`, `reconnect`, `tunnel`, `deploy_pending`,
-    /// `deploy_approved`, `deploy_refused`, `deploy_expired`,
+    /// `deploy_approved`, `deploy_refused`, `deploy_expired`, `build_started`,
+    /// `build_failed`, `build_stored`,
     /// `release_damaged`, `config_invalid`, `releases_pruned`, …
     pub kind: String,
     /// Human-readable, secret-free detail (exit status, failing health step, reason).
@@ -255,6 +259,9 @@ pub struct Status {
     /// A deploy waiting for a person's approval.
     #[serde(default)]
     pub pending_deploy: Option<PendingDeployStatus>,
+    /// The running source build (`chroxy deploy --source`), or the last one.
+    #[serde(default)]
+    pub build: Option<crate::build::BuildStatus>,
     /// The tunnel.
     pub tunnel: TunnelStatus,
     /// Phones connected (from the worker's heartbeat).
@@ -297,6 +304,7 @@ impl Status {
             releases: ReleasesStatus::default(),
             canary: None,
             pending_deploy: None,
+            build: None,
             tunnel: TunnelStatus::default(),
             clients: 0,
             connections: ConnectionsStatus::default(),
@@ -370,6 +378,13 @@ impl Status {
             let left = p.expires_at.saturating_sub(now) / 1000;
             line(format!("pending:      deploy of release {} awaits approval for {left} s more (`chroxy deploy --approve` or `--refuse`)", p.release));
         }
+        if let Some(build) = &self.build {
+            let mut lines = build.describe().into_iter();
+            if let Some(first) = lines.next() {
+                line(format!("build:        {first}"));
+            }
+            lines.for_each(|l| line(format!("              {l}")));
+        }
         line(format!(
             "clients:      {}   sessions: {}",
             self.clients, self.sessions
@@ -431,6 +446,16 @@ pub enum Action {
     RefuseDeploy {
         /// As for [`Action::ApproveDeploy`].
         release: Option<ReleaseId>,
+    },
+    /// Build a source tree into a release ([`crate::build`]), then deploy it as
+    /// [`Action::Deploy`] does from `origin`. One build at a time.
+    DeploySource {
+        /// What to build.
+        request: crate::build::Request,
+        /// Where it was asked for.
+        origin: DeployOrigin,
+        /// Who asked, as the views name them (`terminal`, `window`, a device's name).
+        requested_by: String,
     },
 }
 

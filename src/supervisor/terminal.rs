@@ -48,6 +48,12 @@ pub enum TerminalError {
     /// `token set-tunnel` with nothing on standard input.
     #[error("no token on standard input; use `chroxy token set-tunnel < token.txt`")]
     NoTunnelToken,
+    /// A source build could not start, or failed.
+    #[error(transparent)]
+    Build(#[from] crate::build::BuildError),
+    /// The running supervisor's build failed (its words).
+    #[error("{0}")]
+    BuildFailed(String),
     /// The output could not be written.
     #[error(transparent)]
     Output(#[from] std::io::Error),
@@ -127,6 +133,167 @@ pub async fn deploy(
             Ok(())
         }
     }
+}
+
+/// How often `chroxy deploy --source` looks at the running supervisor's build.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `chroxy deploy --source DIR`: the running supervisor builds, checks and deploys the
+/// tree, and this follows it to its end; with none running, the build runs here and
+/// its release is made the one the next start tries, as `chroxy deploy` does.
+pub async fn deploy_source(
+    paths: &Paths,
+    secrets: &Secrets,
+    request: crate::build::Request,
+    out: &mut (impl Write + Send),
+) -> Result<(), TerminalError> {
+    let origin = DeployOrigin::of_this_terminal();
+    let Some(info) = instance::running(paths) else {
+        return build_here(paths, request, origin, out).await;
+    };
+    let asked_at = crate::protocol::now_ms();
+    let body = serde_json::json!({
+        "source": request.source,
+        "rev": request.rev,
+        "allowDirty": request.allow_dirty,
+        "origin": origin,
+    });
+    act(&info, secrets, "deploy/source", Some(body), out).await?;
+    let mut shown = Vec::new();
+    loop {
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        let status = remote::status(info.status_port).await?;
+        let Some(build) = status.build.filter(|b| b.started_at >= asked_at) else {
+            continue;
+        };
+        show_new(&build, &mut shown, out)?;
+        match build.outcome {
+            crate::build::Outcome::Running => {}
+            crate::build::Outcome::Stored => match build.deploy {
+                None => {}
+                Some(answer) if answer.ok => {
+                    writeln!(out, "{}", answer.message)?;
+                    return Ok(());
+                }
+                Some(answer) => return Err(TerminalError::BuildFailed(answer.message)),
+            },
+            _ => {
+                show_failure(&build, out)?;
+                return Err(TerminalError::BuildFailed(build.error.unwrap_or_default()));
+            }
+        }
+    }
+}
+
+/// The build without a supervisor: in this process, stopped by Ctrl-C.
+async fn build_here(
+    paths: &Paths,
+    request: crate::build::Request,
+    origin: DeployOrigin,
+    out: &mut (impl Write + Send),
+) -> Result<(), TerminalError> {
+    let config = Config::load(&paths.config_file())?;
+    let mark = format!(
+        "cli-{}-{}-build",
+        std::process::id(),
+        crate::protocol::now_ms()
+    );
+    let builder = crate::build::Builder::new(paths.clone(), config.deploy, mark, Vec::new());
+    let claim = builder.claim()?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stop.cancel();
+        }
+    });
+    let requested_by = match origin {
+        DeployOrigin::Desk => "terminal",
+        DeployOrigin::Remote => "a script",
+    };
+    let mut shown = Vec::new();
+    let mut last = None;
+    let mut report = |status: &crate::build::BuildStatus| {
+        // The status is shown as it changes; a broken pipe only loses the display.
+        let _ = show_new(status, &mut shown, out);
+        last = Some(status.clone());
+    };
+    let built = builder
+        .run(&claim, &request, requested_by, &mut report, &cancel)
+        .await;
+    let manifest = match built {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            if let Some(last) = &last {
+                show_failure(last, out)?;
+            }
+            return Err(err.into());
+        }
+    };
+    writeln!(
+        out,
+        "added release {} ({})",
+        manifest.id,
+        manifest
+            .source
+            .as_ref()
+            .map(|s| s.describe())
+            .unwrap_or_default()
+    )?;
+    let releases = Releases::open(paths);
+    if origin == DeployOrigin::Desk {
+        let id = switch::switch_stopped(&releases, &Switch::Deploy(manifest.id))?;
+        writeln!(
+            out,
+            "Chroxy is not running: release {id} will start as a canary at the next `chroxy start`"
+        )?;
+    } else {
+        writeln!(out, "Chroxy is not running, and this was not run at a terminal: release {} was added but not made current; run `chroxy deploy` at a terminal to deploy it", manifest.id)?;
+    }
+    Ok(())
+}
+
+/// Prints each step's state once it changes: `build: running`, `build: passed (83.0 s)`.
+fn show_new(
+    build: &crate::build::BuildStatus,
+    shown: &mut Vec<(crate::build::StepName, crate::build::StepState)>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    use crate::build::StepState;
+    for step in &build.steps {
+        let now = (step.name, step.state);
+        if step.state == StepState::Waiting || shown.contains(&now) {
+            continue;
+        }
+        shown.push(now);
+        let state = serde_json::to_value(step.state).unwrap_or_default();
+        let state = state.as_str().unwrap_or_default();
+        match step.state {
+            StepState::Running => writeln!(out, "{}: {state}…", step.name)?,
+            _ => writeln!(
+                out,
+                "{}: {state} ({:.1} s)",
+                step.name,
+                step.duration_ms as f64 / 1000.0
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// The failed step's last lines, for the person to see why.
+fn show_failure(build: &crate::build::BuildStatus, out: &mut impl Write) -> std::io::Result<()> {
+    let failed = build
+        .steps
+        .iter()
+        .find(|s| s.state == crate::build::StepState::Failed);
+    if let Some(step) = failed {
+        writeln!(out, "last lines of the {} step:", step.name)?;
+        for line in &step.tail {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    Ok(())
 }
 
 /// `chroxy deploy --approve|--refuse`: a person at the desk answers a remote deploy.

@@ -584,11 +584,7 @@ fn program_env(
 /// one that did (a future version's debug output, a wrapper script) must not carry it.
 fn redact(mode: &Mode, line: String) -> String {
     match mode {
-        Mode::Named { token, .. }
-            if !token.expose().is_empty() && line.contains(token.expose()) =>
-        {
-            line.replace(token.expose(), "[tunnel token]")
-        }
+        Mode::Named { token, .. } => token.redact(line, "[tunnel token]"),
         _ => line,
     }
 }
