@@ -59,6 +59,20 @@ pub enum WorkerEvent {
         /// What to tell them.
         notice: crate::push::Notice,
     },
+    /// A phone asked to build and deploy a session's directory (`deploy_source`).
+    /// Supervisors older than the event ignore it.
+    Deploy {
+        /// The directory.
+        source: std::path::PathBuf,
+        /// The device's name, for the views.
+        requested_by: String,
+        /// The person marked the device as allowed to deploy (`chroxy devices
+        /// allow-deploy`): its release needs no approval at the desk.
+        allowed: bool,
+        /// Build the directory's uncommitted changes too.
+        #[serde(default)]
+        allow_dirty: bool,
+    },
     /// Stopping on an error; the process exits next. Said so that the supervisor can
     /// tell a person why (and whose fault it is), not only an exit status.
     Fatal {
@@ -101,6 +115,18 @@ pub enum SupervisorCommand {
     },
     /// The worker this one replaced has saved its last state and exited: re-read it.
     Resync,
+    /// Tell every phone how a source build and its deploy go (`deploy_status`).
+    DeployNews(DeployNews),
+}
+
+/// What phones hear of a source build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployNews {
+    /// The build's status changed.
+    Status(Box<crate::protocol::deploy::BuildStatus>),
+    /// A phone's request was refused (a build already runs, the config is invalid…).
+    Refused(String),
 }
 
 /// One JSON line (with the newline).

@@ -11,8 +11,8 @@
 //!   [`process`]: owned child processes; [`environment`]: what the `CHROXY_*` variables
 //!   say; [`signals`]: how a process is asked to stop; [`push`]: notifications to phones
 //!   that are not looking (Web Push).
-//! - [`supervisor`]: keeps a healthy worker behind the public port; [`build`]: turns
-//!   a source tree into a release (`chroxy deploy --source`); [`launch`]: starts it
+//! - [`supervisor`]: keeps a healthy worker behind the public port, and turns a source
+//!   tree into a release (`chroxy deploy --source`); [`launch`]: starts it
 //!   from what a person chose (`chroxy start`, the tray app); [`tunnel`], [`pairing`].
 //! - [`desktop`]: the tray app's window and menu as data, and its actions on the
 //!   supervisor it runs in-process.
@@ -25,7 +25,6 @@
 
 pub mod agent;
 pub mod backoff;
-pub mod build;
 pub mod channel;
 pub mod config;
 pub mod control;

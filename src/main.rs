@@ -263,7 +263,7 @@ fn main() -> Result<()> {
         } => {
             let source = std::path::absolute(&source)
                 .with_context(|| format!("finding {}", source.display()))?;
-            let request = chroxy::build::Request {
+            let request = chroxy::protocol::deploy::BuildRequest {
                 source,
                 rev,
                 allow_dirty,

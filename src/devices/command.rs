@@ -24,6 +24,17 @@ pub enum DevicesCommand {
         /// Its id.
         id: String,
     },
+    /// Let an approved device deploy from the phone (a build of a session's
+    /// directory) without your approval at the computer.
+    AllowDeploy {
+        /// Its id.
+        id: String,
+    },
+    /// Make a device's deploys wait for your approval at the computer again.
+    DenyDeploy {
+        /// Its id.
+        id: String,
+    },
     /// Give a device a name you will recognise.
     Rename {
         /// Its id.
@@ -63,6 +74,20 @@ pub fn run_command(
             "{}: its next connection is refused (one open now lasts until it reconnects; `chroxy token rotate` ends every connection)",
             devices.decide(Decision::Revoke, &id, now)?
         ),
+        DevicesCommand::AllowDeploy { id } => {
+            let d = devices.allow_deploy(&id, true, now)?;
+            format!(
+                "device {} may now deploy from the phone without approval here (`chroxy devices deny-deploy {}` takes it back)",
+                d.id, d.id
+            )
+        }
+        DevicesCommand::DenyDeploy { id } => {
+            let d = devices.allow_deploy(&id, false, now)?;
+            format!(
+                "device {}'s deploys now wait for your approval at the computer",
+                d.id
+            )
+        }
         DevicesCommand::Rename { id, name } => {
             let d = devices.rename(&id, &name, now)?;
             format!(
@@ -94,8 +119,9 @@ fn line(d: &Device, now: u64) -> String {
         (Some(at), None) => format!("last seen {}", ago(at)),
         _ => format!("asked {}", ago(d.added_at)),
     };
+    let deploys = if d.may_deploy { "  may deploy" } else { "" };
     format!(
-        "{:<8} {:<9} {:<24} {:<12} {seen}",
+        "{:<8} {:<9} {:<24} {:<12} {seen}{deploys}",
         d.id,
         state,
         d.name.as_deref().unwrap_or("unnamed"),

@@ -124,6 +124,10 @@ pub struct Device {
     pub last_seen: Option<u64>,
     /// The address of that connection, as the public port vouched for it.
     pub last_address: Option<IpAddr>,
+    /// The owner lets it deploy a source build without approval at the desk
+    /// (`chroxy devices allow-deploy`).
+    #[serde(default)]
+    pub may_deploy: bool,
 }
 
 /// One device in the file.
@@ -222,6 +226,7 @@ impl RegistryFile {
             paired_at: approved.then_some(now),
             last_seen: approved.then_some(now),
             last_address: about.address.filter(|_| approved),
+            may_deploy: false,
         };
         self.devices.push(Entry {
             device: device.clone(),
@@ -533,6 +538,23 @@ impl Devices {
                 }
             }
             Ok(revoked)
+        })
+    }
+
+    /// Lets an approved device deploy from the phone without approval at the desk, or
+    /// takes that away.
+    pub fn allow_deploy(&self, id: &str, allow: bool, now: u64) -> Result<Device, DevicesError> {
+        self.modify(now, |file| {
+            let device = file.by_id(id)?;
+            if allow && device.state != DeviceState::Approved {
+                return Err(DevicesError::WrongState {
+                    id: id.to_owned(),
+                    state: device.state,
+                    hint: "only an approved device may deploy; approve it first",
+                });
+            }
+            device.may_deploy = allow;
+            Ok(device.clone())
         })
     }
 

@@ -468,3 +468,34 @@ fn revoking_all_refuses_every_approved_device() {
         ]
     );
 }
+
+#[test]
+fn only_an_approved_device_may_be_let_deploy_and_the_list_says_which_may() {
+    let (dir, devices) = registry();
+    let (id, _) = ask(&devices, T0);
+    let err = devices.allow_deploy(&id, true, T0).unwrap_err();
+    assert!(err.to_string().contains("approve it first"), "{err}");
+    assert!(!devices.list(T0).unwrap()[0].may_deploy);
+
+    devices.approve(&id, T0).unwrap();
+    assert!(
+        devices
+            .allow_deploy(&id, true, T0 + MIN)
+            .unwrap()
+            .may_deploy
+    );
+    let paths = Paths::under(dir.path());
+    let listed = command::run_command(&paths, command::DevicesCommand::List, T0 + MIN).unwrap();
+    assert!(listed.ends_with("may deploy"), "{listed}");
+
+    let said = command::run_command(
+        &paths,
+        command::DevicesCommand::DenyDeploy { id: id.clone() },
+        T0 + 2 * MIN,
+    )
+    .unwrap();
+    assert!(said.contains("wait for your approval"), "{said}");
+    assert!(!devices.list(T0).unwrap()[0].may_deploy);
+    let unknown = devices.allow_deploy("nope", true, T0).unwrap_err();
+    assert!(unknown.to_string().contains("nope"), "{unknown}");
+}

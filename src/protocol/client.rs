@@ -428,6 +428,17 @@ pub struct RenameSession {
     pub name: String,
 }
 
+/// `deploy_source`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploySource {
+    /// The session whose directory is built.
+    pub session_id: String,
+    /// Build its uncommitted changes too (refused without: the release says so).
+    #[serde(default)]
+    pub allow_dirty: bool,
+}
+
 /// Which events a device is pushed about (all by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -559,6 +570,9 @@ pub enum ClientMsg {
     PushEvents(SetPushEvents),
     /// Answered by `push_settings`.
     GetPushSettings(Empty),
+    /// Build the session's directory (a checkout of Chroxy) and deploy it: answered by
+    /// `deploy_requested`, then `deploy_status` as the build goes.
+    DeploySource(DeploySource),
     /// See [`Presence`].
     Presence(Presence),
 }

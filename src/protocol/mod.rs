@@ -7,6 +7,7 @@
 //! and a message that names the field or limit at fault.
 
 mod client;
+pub mod deploy;
 mod parse;
 mod server;
 #[cfg(test)]

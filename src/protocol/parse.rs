@@ -129,6 +129,7 @@ fn decode(ty: &str, v: &Value) -> Result<ClientMsg, FrameError> {
         "push_events" => ClientMsg::PushEvents(body(v, ty)?),
         "get_push_settings" => ClientMsg::GetPushSettings(body(v, ty)?),
         "presence" => ClientMsg::Presence(body(v, ty)?),
+        "deploy_source" => ClientMsg::DeploySource(body(v, ty)?),
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(FrameError::field(

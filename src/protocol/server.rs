@@ -37,6 +37,8 @@ pub enum ErrorCode {
     AttachmentNotFound,
     /// An input's files could not be stored (a full disk); the input was not taken.
     AttachmentNotStored,
+    /// `deploy_source` cannot be done here (the message says why).
+    DeployUnavailable,
 }
 
 /// Why `auth` failed.
@@ -546,6 +548,22 @@ pub enum ServerMsg {
         /// Why pushes are not available, for a person.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+    },
+    /// `deploy_source` was handed to the supervisor: the build of `source` starts (or
+    /// is refused, in a `deploy_status`). `needsApproval`: this device may not deploy by
+    /// itself, so the built release waits for a person at the computer.
+    DeployRequested {
+        session_id: String,
+        source: String,
+        needs_approval: bool,
+    },
+    /// A source build and its deploy, as it goes (to every phone): the build's status
+    /// (docs/protocol.md "Deploy from the phone"), or why a request was refused.
+    DeployStatus {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        build: Option<Box<super::deploy::BuildStatus>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
     },
     Error {
         code: ErrorCode,

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::*;
 
 /// Every client `type` docs/protocol.md lists; `client_type` keeps it in step with `ClientMsg`.
-const CLIENT_TYPES: [&str; 24] = [
+const CLIENT_TYPES: [&str; 25] = [
     "auth",
     "ping",
     "input",
@@ -39,6 +39,7 @@ const CLIENT_TYPES: [&str; 24] = [
     "push_events",
     "get_push_settings",
     "presence",
+    "deploy_source",
     "get_attachment",
 ];
 
@@ -70,6 +71,7 @@ fn client_type(msg: &ClientMsg) -> &'static str {
         ClientMsg::GetPushSettings(_) => "get_push_settings",
         ClientMsg::GetAttachment(_) => "get_attachment",
         ClientMsg::Presence(_) => "presence",
+        ClientMsg::DeploySource(_) => "deploy_source",
     }
 }
 
@@ -415,6 +417,13 @@ fn client_cases() -> Vec<(Value, ClientMsg)> {
         (
             json!({"type": "presence", "visible": false}),
             ClientMsg::Presence(Presence { visible: false }),
+        ),
+        (
+            json!({"type": "deploy_source", "sessionId": "s1", "allowDirty": true}),
+            ClientMsg::DeploySource(DeploySource {
+                session_id: "s1".into(),
+                allow_dirty: true,
+            }),
         ),
     ]
 }

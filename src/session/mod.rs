@@ -9,6 +9,7 @@
 mod actor;
 mod attachments;
 mod clients;
+mod deploy;
 mod prompts;
 mod push;
 mod record;
@@ -20,6 +21,7 @@ pub use clients::{
     frame, queue, Audience, ClientId, Clients, Frame, Outbound, QueueFull, QueueRx, QueueTx,
     SessionId,
 };
+pub use deploy::{DeployAsk, DeployLink};
 pub use prompts::PromptIndex;
 pub use record::{read_all, RecordError, SessionRecord};
 
@@ -94,6 +96,8 @@ pub struct SessionsConfig {
     pub welcome_notice: Option<String>,
     /// Web Push: phones' subscriptions, and whether a prompt or turn is news.
     pub push: crate::push::WorkerPush,
+    /// How phones' deploy requests reach the supervisor; `None` without one.
+    pub deploy: Option<deploy::DeployLink>,
 }
 
 struct Entry {
@@ -362,6 +366,9 @@ impl Hub {
         );
         let push = self.push_settings(client).await;
         self.clients.send_msg(client, &push);
+        if let Some(news) = self.recent_deploy_news() {
+            self.clients.send_msg(client, &news);
+        }
         // Prompts of the other sessions too: any phone may answer any prompt.
         let others: Vec<_> = self
             .lock()
@@ -590,6 +597,7 @@ impl Hub {
             | ClientMsg::PushUnsubscribe(_)
             | ClientMsg::PushEvents(_)
             | ClientMsg::GetPushSettings(_) => self.push_request(client, msg).await?,
+            ClientMsg::DeploySource(m) => self.deploy_request(client, m).await?,
         }
         Ok(())
     }

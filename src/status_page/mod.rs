@@ -235,7 +235,7 @@ async fn deploy_source(
                 DeployOrigin::Remote => "a script",
             };
             let action = Action::DeploySource {
-                request: crate::build::Request {
+                request: crate::protocol::deploy::BuildRequest {
                     source: b.source,
                     rev: b.rev,
                     allow_dirty: b.allow_dirty,

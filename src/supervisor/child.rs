@@ -82,6 +82,8 @@ pub enum WorkerCommand {
     },
     /// Re-read the sessions the worker it replaced saved.
     Resync,
+    /// Tell its phones how a source build goes.
+    DeployNews(crate::control::DeployNews),
     /// Stop waiting politely (a second Ctrl-C): SIGKILL now.
     Kill,
 }
@@ -127,6 +129,17 @@ pub enum WorkerReport {
     },
     /// Its phones should hear of this ([`crate::push`]).
     Notify(crate::push::Notice),
+    /// A phone asked for a source build of this directory.
+    Deploy {
+        /// The directory.
+        source: PathBuf,
+        /// The device's name.
+        requested_by: String,
+        /// The device may deploy without approval.
+        allowed: bool,
+        /// Build its uncommitted changes too.
+        allow_dirty: bool,
+    },
     /// It missed its heartbeats and was killed.
     Hung,
     /// It stopped because the settings file is invalid (a person must fix it).
@@ -389,7 +402,11 @@ impl Task {
             None | Some(WorkerCommand::Kill) => Some(Ending::Kill),
             // Not serving yet: nothing to drain.
             Some(WorkerCommand::Stop { .. }) => Some(Ending::Kill),
-            Some(WorkerCommand::Reconnect { .. } | WorkerCommand::Resync) => None,
+            Some(
+                WorkerCommand::Reconnect { .. }
+                | WorkerCommand::Resync
+                | WorkerCommand::DeployNews(_),
+            ) => None,
         }
     }
 
@@ -442,6 +459,9 @@ impl Task {
                                 self.report(WorkerReport::Beat { clients, sessions, server_faults, devices });
                             }
                             Some(WorkerEvent::Notify { notice }) => self.report(WorkerReport::Notify(notice)),
+                            Some(WorkerEvent::Deploy { source, requested_by, allowed, allow_dirty }) => {
+                                self.report(WorkerReport::Deploy { source, requested_by, allowed, allow_dirty });
+                            }
                             _ => {}
                         }
                     }
@@ -480,6 +500,9 @@ impl Task {
                         }
                     }
                     Some(WorkerCommand::Resync) => self.send_line(&SupervisorCommand::Resync).await,
+                    Some(WorkerCommand::DeployNews(news)) => {
+                        self.send_line(&SupervisorCommand::DeployNews(news)).await;
+                    }
                     Some(WorkerCommand::Stop { drain, reason, restart_eta_ms }) => {
                         return Ending::Stop { drain: drain && healthy, reason, restart_eta_ms };
                     }

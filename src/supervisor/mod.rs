@@ -2,6 +2,7 @@
 //! restarts (DESIGN.md "Supervisor"). Both shells — `chroxy start` and the tray app —
 //! run this, so every user gets the same restart policy.
 
+pub mod build;
 pub mod child;
 mod devices;
 pub mod handle;

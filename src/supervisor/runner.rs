@@ -29,6 +29,7 @@ use super::status::{
 };
 use super::switch::{self, Switch};
 use crate::config::SupervisorConfig;
+use crate::control::DeployNews;
 use crate::store::Paths;
 use crate::token::ApiToken;
 use crate::tunnel::{TunnelMode, TunnelState, TunnelStatus};
@@ -156,7 +157,7 @@ impl Supervisor {
         let paths = opts.paths.clone();
         let mut instance = tokio::task::spawn_blocking(move || Instance::acquire(&paths)).await??;
         // A build this home's last supervisor died in the middle of is removed first.
-        crate::build::sweep(&opts.paths).await;
+        super::build::sweep(&opts.paths).await;
         let public = bind(opts.public_addr, "public port", "--port").await?;
         let status_listener = bind(opts.status_addr, "status page", "--status-port").await?;
         let public_port = public.local_addr().map(|a| a.port()).unwrap_or_default();
@@ -511,7 +512,7 @@ struct RunningBuild {
 /// What a build's task tells the runner.
 enum BuildEvent {
     /// The build's status changed.
-    Progress(crate::build::BuildStatus),
+    Progress(Box<crate::protocol::deploy::BuildStatus>),
     /// It ended: the release it added, or why not (worded for a person).
     Done(Result<ReleaseId, String>),
 }
@@ -757,6 +758,32 @@ impl Runner {
             }
             WorkerReport::Healthy => self.step(Event::Healthy { release }).await,
             WorkerReport::Notify(notice) => self.notify(notice),
+            WorkerReport::Deploy {
+                source,
+                requested_by,
+                allowed,
+                allow_dirty,
+            } => {
+                // Only phones of the worker that serves: a leaving or gated one has none.
+                if self.routed.as_deref() != Some(release.as_str()) {
+                    return;
+                }
+                // Marked by the person as allowed to deploy: as if asked at the desk.
+                let origin = if allowed {
+                    DeployOrigin::Desk
+                } else {
+                    DeployOrigin::Remote
+                };
+                let request = crate::protocol::deploy::BuildRequest {
+                    source,
+                    rev: None,
+                    allow_dirty,
+                };
+                if let Err(err) = self.start_build(request, origin, requested_by) {
+                    let news = crate::control::DeployNews::Refused(err.to_string());
+                    self.tell_phones(news);
+                }
+            }
             WorkerReport::Beat {
                 clients,
                 sessions,
@@ -828,7 +855,7 @@ impl Runner {
     /// [`BuildEvent`]s. A second request while one runs is refused, naming it.
     fn start_build(
         &mut self,
-        request: crate::build::Request,
+        request: crate::protocol::deploy::BuildRequest,
         origin: DeployOrigin,
         requested_by: String,
     ) -> Result<String, ActionError> {
@@ -850,7 +877,7 @@ impl Runner {
         // Read now: a change to [deploy] applies to the next build without a restart.
         let config = crate::config::Config::load(&self.paths.config_file())
             .map_err(|e| ActionError::Refused(e.to_string()))?;
-        let builder = crate::build::Builder::new(
+        let builder = super::build::Builder::new(
             self.paths.clone(),
             config.deploy,
             format!("{}-build", self.spec.marks),
@@ -873,8 +900,8 @@ impl Runner {
         );
         tokio::spawn(async move {
             let progress = tx.clone();
-            let mut report = move |status: &crate::build::BuildStatus| {
-                let _ = progress.send(BuildEvent::Progress(status.clone()));
+            let mut report = move |status: &crate::protocol::deploy::BuildStatus| {
+                let _ = progress.send(BuildEvent::Progress(Box::new(status.clone())));
             };
             let built = builder
                 .run(&claim, &request, &requested_by, &mut report, &stop)
@@ -898,7 +925,8 @@ impl Runner {
     async fn on_build(&mut self, event: BuildEvent) {
         let (release, origin) = match event {
             BuildEvent::Progress(status) => {
-                self.status_tx.send_modify(|s| s.build = Some(status));
+                self.tell_phones(DeployNews::Status(status.clone()));
+                self.status_tx.send_modify(|s| s.build = Some(*status));
                 return;
             }
             BuildEvent::Done(result) => {
@@ -922,18 +950,25 @@ impl Runner {
                 .await
                 .map_err(|err| format!("not deployed: {err}"))
         };
-        let answer = crate::build::DeployAnswer {
+        let answer = crate::protocol::deploy::DeployAnswer {
             ok: answer.is_ok(),
             message: answer.unwrap_or_else(|why| why),
+            event: None,
         };
         if !answer.ok {
             self.record("deploy_refused", answer.message.clone());
         }
+        let mut told = None;
         self.status_tx.send_modify(|s| {
             if let Some(build) = &mut s.build {
                 build.deploy = Some(answer);
+                build.summarize();
+                told = Some(build.clone());
             }
         });
+        if let Some(build) = told {
+            self.tell_phones(DeployNews::Status(Box::new(build)));
+        }
     }
 
     async fn on_action(&mut self, Request { action, reply }: Request) {
@@ -1238,7 +1273,25 @@ impl Runner {
 
     fn record(&self, kind: &str, message: String) {
         tracing::info!(kind, "{message}");
-        self.status_tx.send_modify(|s| s.push_event(kind, message));
+        let mut followed = None;
+        self.status_tx.send_modify(|s| {
+            if let Some(build) = &mut s.build {
+                if build.follow(kind, &message) {
+                    followed = Some(build.clone());
+                }
+            }
+            s.push_event(kind, message);
+        });
+        if let Some(build) = followed {
+            self.tell_phones(DeployNews::Status(Box::new(build)));
+        }
+    }
+
+    /// Tells the phones of the serving worker how a source build goes.
+    fn tell_phones(&self, news: DeployNews) {
+        if let Some(w) = self.routed.as_ref().and_then(|r| self.workers.get(r)) {
+            w.worker.send(WorkerCommand::DeployNews(news));
+        }
     }
 
     fn save_pids(&mut self) {

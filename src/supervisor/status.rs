@@ -261,7 +261,7 @@ pub struct Status {
     pub pending_deploy: Option<PendingDeployStatus>,
     /// The running source build (`chroxy deploy --source`), or the last one.
     #[serde(default)]
-    pub build: Option<crate::build::BuildStatus>,
+    pub build: Option<crate::protocol::deploy::BuildStatus>,
     /// The tunnel.
     pub tunnel: TunnelStatus,
     /// Phones connected (from the worker's heartbeat).
@@ -447,11 +447,11 @@ pub enum Action {
         /// As for [`Action::ApproveDeploy`].
         release: Option<ReleaseId>,
     },
-    /// Build a source tree into a release ([`crate::build`]), then deploy it as
+    /// Build a source tree into a release ([`super::build`]), then deploy it as
     /// [`Action::Deploy`] does from `origin`. One build at a time.
     DeploySource {
         /// What to build.
-        request: crate::build::Request,
+        request: crate::protocol::deploy::BuildRequest,
         /// Where it was asked for.
         origin: DeployOrigin,
         /// Who asked, as the views name them (`terminal`, `window`, a device's name).

@@ -50,7 +50,7 @@ pub enum TerminalError {
     NoTunnelToken,
     /// A source build could not start, or failed.
     #[error(transparent)]
-    Build(#[from] crate::build::BuildError),
+    Build(#[from] super::build::BuildError),
     /// The running supervisor's build failed (its words).
     #[error("{0}")]
     BuildFailed(String),
@@ -144,7 +144,7 @@ const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 pub async fn deploy_source(
     paths: &Paths,
     secrets: &Secrets,
-    request: crate::build::Request,
+    request: crate::protocol::deploy::BuildRequest,
     out: &mut (impl Write + Send),
 ) -> Result<(), TerminalError> {
     let origin = DeployOrigin::of_this_terminal();
@@ -168,8 +168,8 @@ pub async fn deploy_source(
         };
         show_new(&build, &mut shown, out)?;
         match build.outcome {
-            crate::build::Outcome::Running => {}
-            crate::build::Outcome::Stored => match build.deploy {
+            crate::protocol::deploy::Outcome::Running => {}
+            crate::protocol::deploy::Outcome::Stored => match build.deploy {
                 None => {}
                 Some(answer) if answer.ok => {
                     writeln!(out, "{}", answer.message)?;
@@ -188,7 +188,7 @@ pub async fn deploy_source(
 /// The build without a supervisor: in this process, stopped by Ctrl-C.
 async fn build_here(
     paths: &Paths,
-    request: crate::build::Request,
+    request: crate::protocol::deploy::BuildRequest,
     origin: DeployOrigin,
     out: &mut (impl Write + Send),
 ) -> Result<(), TerminalError> {
@@ -198,7 +198,7 @@ async fn build_here(
         std::process::id(),
         crate::protocol::now_ms()
     );
-    let builder = crate::build::Builder::new(paths.clone(), config.deploy, mark, Vec::new());
+    let builder = super::build::Builder::new(paths.clone(), config.deploy, mark, Vec::new());
     let claim = builder.claim()?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let stop = cancel.clone();
@@ -213,7 +213,7 @@ async fn build_here(
     };
     let mut shown = Vec::new();
     let mut last = None;
-    let mut report = |status: &crate::build::BuildStatus| {
+    let mut report = |status: &crate::protocol::deploy::BuildStatus| {
         // The status is shown as it changes; a broken pipe only loses the display.
         let _ = show_new(status, &mut shown, out);
         last = Some(status.clone());
@@ -255,11 +255,14 @@ async fn build_here(
 
 /// Prints each step's state once it changes: `build: running`, `build: passed (83.0 s)`.
 fn show_new(
-    build: &crate::build::BuildStatus,
-    shown: &mut Vec<(crate::build::StepName, crate::build::StepState)>,
+    build: &crate::protocol::deploy::BuildStatus,
+    shown: &mut Vec<(
+        crate::protocol::deploy::StepName,
+        crate::protocol::deploy::StepState,
+    )>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    use crate::build::StepState;
+    use crate::protocol::deploy::StepState;
     for step in &build.steps {
         let now = (step.name, step.state);
         if step.state == StepState::Waiting || shown.contains(&now) {
@@ -282,11 +285,14 @@ fn show_new(
 }
 
 /// The failed step's last lines, for the person to see why.
-fn show_failure(build: &crate::build::BuildStatus, out: &mut impl Write) -> std::io::Result<()> {
+fn show_failure(
+    build: &crate::protocol::deploy::BuildStatus,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let failed = build
         .steps
         .iter()
-        .find(|s| s.state == crate::build::StepState::Failed);
+        .find(|s| s.state == crate::protocol::deploy::StepState::Failed);
     if let Some(step) = failed {
         writeln!(out, "last lines of the {} step:", step.name)?;
         for line in &step.tail {

@@ -207,6 +207,11 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
         supervised,
         std::env::var(crate::push::PUBLIC_KEY_VAR).ok(),
     );
+    // A phone's deploy request goes to the supervisor; one at a time is plenty.
+    let (deploy_asks, deploys) = tokio::sync::mpsc::channel(1);
+    let deploy = supervised.then(|| {
+        crate::session::DeployLink::new(deploy_asks, crate::devices::Devices::new(&paths))
+    });
     let hub = Hub::start(SessionsConfig {
         sessions_dir: paths.sessions_dir(),
         claude,
@@ -227,6 +232,7 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
         claude_config_dir,
         welcome_notice: demo.then(|| crate::demo::NOTICE.to_owned()),
         push,
+        deploy,
     })
     .await;
 
@@ -251,7 +257,7 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
             hub.clone(),
             signals.clone(),
             config.worker.heartbeat(),
-            notices,
+            super::Upward { notices, deploys },
             stop.clone(),
         ))
     });

@@ -15,7 +15,7 @@ mod supervised;
 
 pub use auth::{AuthLimiter, Verdict};
 pub use launch::{launch, Launch, LaunchError, WorkerArgs};
-pub use supervised::{count_panics, follow_supervisor, say_fatal};
+pub use supervised::{count_panics, follow_supervisor, say_fatal, Upward};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -38,6 +38,14 @@ pub fn say_fatal(cause: FatalCause, message: String) {
     let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
 }
 
+/// What the worker's sessions send up the control channel.
+pub struct Upward {
+    /// Notifications for phones that are not looking.
+    pub notices: tokio::sync::mpsc::Receiver<crate::push::Notice>,
+    /// Phones' deploy requests.
+    pub deploys: tokio::sync::mpsc::Receiver<crate::session::DeployAsk>,
+}
+
 /// Serves the control channel until the worker stops (`stop` cancelled) — by a `drain`
 /// command, by the supervisor's pipe closing, or by anything else that cancels `stop`.
 pub async fn follow_supervisor(
@@ -46,9 +54,13 @@ pub async fn follow_supervisor(
     hub: Hub,
     signals: WorkerSignals,
     heartbeat: Duration,
-    mut notices: tokio::sync::mpsc::Receiver<crate::push::Notice>,
+    upward: Upward,
     stop: CancellationToken,
 ) {
+    let Upward {
+        mut notices,
+        mut deploys,
+    } = upward;
     let mut commands = FramedRead::new(input, LinesCodec::new_with_max_length(64 * 1024));
     let mut beat = tokio::time::interval(heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -58,6 +70,16 @@ pub async fn follow_supervisor(
             Some(notice) = notices.recv() => {
                 let line = to_line(&WorkerEvent::Notify { notice });
                 // A supervisor that stopped reading is noticed at the next heartbeat.
+                let _ = output.write_all(line.as_bytes()).await;
+                let _ = output.flush().await;
+            }
+            Some(ask) = deploys.recv() => {
+                let line = to_line(&WorkerEvent::Deploy {
+                    source: ask.source,
+                    requested_by: ask.requested_by,
+                    allowed: ask.allowed,
+                    allow_dirty: ask.allow_dirty,
+                });
                 let _ = output.write_all(line.as_bytes()).await;
                 let _ = output.flush().await;
             }
@@ -90,6 +112,7 @@ pub async fn follow_supervisor(
                         signals.reconnect_all(restart_eta_ms);
                     }
                     Ok(SupervisorCommand::Resync) => hub.resync().await,
+                    Ok(SupervisorCommand::DeployNews(news)) => hub.deploy_news(news),
                     Err(err) => tracing::warn!(%err, "ignoring an unreadable control command"),
                 },
                 Some(Err(err)) => tracing::warn!(%err, "ignoring an unreadable control command"),

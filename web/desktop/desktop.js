@@ -117,6 +117,8 @@ function render(view) {
   text('current', s.releases.current ?? '—');
   text('known-good', s.releases.knownGood ?? '—');
   text('canary', s.canary?.summary ?? '—');
+  $('build-row').hidden = !s.build;
+  text('build', (s.build?.summary ?? []).join('\n'));
   $('release-list').replaceChildren(...s.releases.list.map((r) => {
     const li = document.createElement('li');
     const marks = [r.id === s.releases.current && 'current', r.id === s.releases.knownGood && 'known-good', r.damaged && `damaged: ${r.damaged}`].filter(Boolean);

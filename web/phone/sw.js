@@ -6,7 +6,7 @@
 // id and name, a tool's name, a prompt's id — encrypted for this browser; every word
 // shown is built here from those, never markup.
 
-const SHELL = "chroxy-shell-v2";
+const SHELL = "chroxy-shell-v3";
 const FILES = [
   "./",
   "app.css",
@@ -17,6 +17,7 @@ const FILES = [
   "js/attach.js",
   "js/change.js",
   "js/connection.js",
+  "js/deploy.js",
   "js/device-keys.js",
   "js/markdown.js",
   "js/noise.js",

@@ -89,6 +89,7 @@ function render(s) {
   text("known-good", s.releases.knownGood);
   const c = s.canary;
   text("canary", c ? c.summary : "");
+  text("build", (s.build?.summary ?? []).join("\n"));
   renderPending(s.pendingDeploy);
   renderTunnel(s.tunnel);
   text("clients", s.clients);

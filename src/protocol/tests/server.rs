@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-const SERVER_TYPES: [&str; 42] = [
+const SERVER_TYPES: [&str; 44] = [
     "auth_ok",
     "auth_fail",
     "pong",
@@ -46,6 +46,8 @@ const SERVER_TYPES: [&str; 42] = [
     "rate_limited",
     "server_shutdown",
     "push_settings",
+    "deploy_requested",
+    "deploy_status",
     "attachment",
     "error",
 ];
@@ -94,6 +96,8 @@ fn server_type(msg: &ServerMsg) -> &'static str {
         ServerMsg::ServerShutdown { .. } => "server_shutdown",
         ServerMsg::PushSettings { .. } => "push_settings",
         ServerMsg::Attachment { .. } => "attachment",
+        ServerMsg::DeployRequested { .. } => "deploy_requested",
+        ServerMsg::DeployStatus { .. } => "deploy_status",
         ServerMsg::Error { .. } => "error",
     }
 }
@@ -687,6 +691,37 @@ fn server_cases() -> Vec<(Value, ServerMsg)> {
             subscribed: false,
             events: PushEvents::default(),
             reason: some("notifications need Chroxy started with `chroxy start` or the tray app"),
+        },
+    ));
+    cases.push((
+        json!({"type": "deploy_requested", "sessionId": "s1", "source": "/src/chroxy",
+               "needsApproval": true}),
+        ServerMsg::DeployRequested {
+            session_id: "s1".into(),
+            source: "/src/chroxy".into(),
+            needs_approval: true,
+        },
+    ));
+    cases.push((
+        json!({"type": "deploy_status", "refused": "a build is already running"}),
+        ServerMsg::DeployStatus {
+            build: None,
+            refused: some("a build is already running"),
+        },
+    ));
+    let build = json!({
+        "source": "/src/chroxy", "rev": "HEAD", "commit": "abc", "dirty": false,
+        "requestedBy": "pixel", "startedAt": 1,
+        "steps": [{"name": "build", "state": "running", "durationMs": 5, "tail": ["Compiling chroxy"]}],
+        "outcome": "stored", "error": null, "release": "3-abcdef12",
+        "deploy": {"ok": true, "message": "deploying release 3-abcdef12 as a canary", "event": null},
+        "summary": ["build of /src/chroxy at HEAD (abc) for pixel: built"]
+    });
+    cases.push((
+        json!({"type": "deploy_status", "build": build}),
+        ServerMsg::DeployStatus {
+            build: Some(Box::new(serde_json::from_value(build).unwrap())),
+            refused: None,
         },
     ));
     cases

@@ -11,6 +11,7 @@ import { render as markdown, Streamed } from "./markdown.js";
 import { cut, describeChange } from "./change.js";
 import * as notify from "./notify.js";
 import * as attach from "./attach.js";
+import * as deploy from "./deploy.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_QUEUED = 10;
@@ -72,6 +73,17 @@ function addMessage(kind, content, extra = "") {
   $("conversation").append(node);
   scrollDown();
   return node;
+}
+
+/// A build's card in the conversation, drawn again at each status of the same build.
+function showDeploy(build) {
+  const key = deploy.buildKey(build);
+  if (ui.deploy?.key !== key || !ui.deploy.card.isConnected) {
+    ui.deploy = { key, card: el("div") };
+    $("conversation").append(ui.deploy.card);
+  }
+  deploy.draw(ui.deploy.card, build);
+  scrollDown();
 }
 
 function summarize(tool, input) {
@@ -645,6 +657,15 @@ function onMessage(msg) {
       addMessage("error", msg.message ?? msg.code ?? "error");
       break;
     }
+    case "deploy_requested":
+      addMessage("system", msg.needsApproval
+        ? `Deploy of ${msg.source} requested. This phone may not deploy by itself: once built, the release waits for approval at the computer.`
+        : `Deploy of ${msg.source} requested.`);
+      break;
+    case "deploy_status":
+      if (msg.refused) addMessage("error", `Deploy refused: ${msg.refused}`);
+      if (msg.build) showDeploy(msg.build);
+      break;
     case "rate_limited": {
       const entry = ui.outbox.find((e) => e.id === msg.requestId);
       if (entry) {
@@ -800,6 +821,8 @@ function showSessionSheet(open) {
   $("session-menu").setAttribute("aria-expanded", String(open && !!s));
   $("session-close-confirm").hidden = true;
   $("session-close").hidden = false;
+  $("deploy-confirm").hidden = true;
+  $("deploy").hidden = false;
   if (open && s) $("session-name").value = s.name ?? "";
 }
 
@@ -820,6 +843,19 @@ $("session-close").addEventListener("click", () => {
 $("session-close-no").addEventListener("click", () => showSessionSheet(false));
 $("session-close-yes").addEventListener("click", () => {
   if (ui.active) send({ type: "destroy_session", sessionId: ui.active });
+  showSessionSheet(false);
+});
+// Deploying replaces the server this phone talks to: asked twice, saying what is built.
+$("deploy").addEventListener("click", () => {
+  const s = ui.sessions.find((x) => x.sessionId === ui.active);
+  $("deploy-text").textContent = `Build ${s?.cwd ?? "this session's directory"}, run its checks, and deploy it as this computer's Chroxy? The conversation is kept.`;
+  $("deploy-dirty").checked = false;
+  $("deploy").hidden = true;
+  $("deploy-confirm").hidden = false;
+});
+$("deploy-no").addEventListener("click", () => showSessionSheet(false));
+$("deploy-yes").addEventListener("click", () => {
+  if (ui.active) send({ type: "deploy_source", sessionId: ui.active, allowDirty: $("deploy-dirty").checked });
   showSessionSheet(false);
 });
 $("session").addEventListener("change", (e) => send({ type: "switch_session", sessionId: e.target.value }));

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
 use super::*;
+use crate::protocol::deploy::StepStatus;
 
 const MAIN: &str = r#"fn main() {
     if std::env::args().nth(1).as_deref() == Some("--version") {
@@ -95,7 +96,7 @@ fn config() -> DeployConfig {
 async fn build_with(
     toy: &Toy,
     config: DeployConfig,
-    request: Request,
+    request: BuildRequest,
 ) -> (Result<Manifest, BuildError>, Vec<BuildStatus>) {
     let secret = ApiToken::new("tok-abcdefghijklmnop");
     // Marks are one supervisor's own: tests running side by side must not share one.
@@ -116,8 +117,8 @@ async fn build_with(
     (result, seen)
 }
 
-fn request(toy: &Toy) -> Request {
-    Request {
+fn request(toy: &Toy) -> BuildRequest {
+    BuildRequest {
         source: toy.repo.join("src"),
         rev: None,
         allow_dirty: false,
@@ -156,7 +157,7 @@ async fn a_clean_tree_is_built_checked_and_stored_and_the_persons_tree_is_left_a
 
     let last = seen.last().unwrap();
     assert_eq!(last.outcome, Outcome::Stored);
-    assert_eq!(last.release.as_ref(), Some(&manifest.id));
+    assert_eq!(last.release.as_deref(), Some(manifest.id.as_str()));
     assert!(
         last.steps.iter().all(|s| s.state == StepState::Passed),
         "{last:#?}"
@@ -207,7 +208,7 @@ async fn a_dirty_tree_is_refused_unless_allowed_and_then_exactly_its_changes_are
     assert_eq!(step(last, StepName::Build).state, StepState::Waiting);
     assert!(Releases::open(&toy.paths).list().unwrap().is_empty());
 
-    let allowed = Request {
+    let allowed = BuildRequest {
         allow_dirty: true,
         ..request(&toy)
     };
@@ -296,7 +297,7 @@ async fn a_named_revision_is_built_from_history_and_a_bad_one_is_refused() {
     commit_all(&toy.repo, "two");
     // Uncommitted changes do not matter to a named revision.
     write(&toy.repo, "src/lib.rs", "garbage");
-    let tagged = Request {
+    let tagged = BuildRequest {
         rev: Some("v1".into()),
         ..request(&toy)
     };
@@ -304,7 +305,7 @@ async fn a_named_revision_is_built_from_history_and_a_bad_one_is_refused() {
     assert_eq!(result.unwrap().version, "1.0.0");
 
     for rev in ["no-such-branch", "--output=/tmp/owned", "", "HEAD\nv1"] {
-        let bad = Request {
+        let bad = BuildRequest {
             rev: Some(rev.into()),
             ..request(&toy)
         };
@@ -416,4 +417,74 @@ async fn one_build_at_a_time_and_what_a_killed_build_left_is_swept() {
     let status = compiler.wait().unwrap();
     assert!(!status.success(), "the left-behind process was killed");
     assert!(builder.claim().is_ok());
+}
+
+#[tokio::test]
+async fn a_build_stopped_in_the_middle_kills_its_step_and_removes_its_tree() {
+    let toy = toy();
+    let slow = DeployConfig {
+        check: Some(vec!["sh".into(), "-c".into(), "sleep 300".into()]),
+        ..config()
+    };
+    let mark = format!("toy-build-{}", toy.paths.builds_dir().display());
+    let builder = Builder::new(toy.paths.clone(), slow, mark, Vec::new());
+    let claim = builder.claim().unwrap();
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let mut tree_seen = false;
+    let tree = toy.paths.builds_dir().join(TREE);
+    // As a supervisor told to stop does, once the check runs.
+    let mut report = |s: &BuildStatus| {
+        if s.running_step() == Some(StepName::Check) {
+            tree_seen |= tree.exists();
+            stop.cancel();
+        }
+    };
+    let result = builder
+        .run(&claim, &request(&toy), "test", &mut report, &cancel)
+        .await;
+    assert!(matches!(result, Err(BuildError::Cancelled)), "{result:?}");
+    assert!(tree_seen, "the tree existed while the check ran");
+    assert!(!tree.exists());
+    assert_eq!(worktrees(&toy.repo), 1);
+    assert!(Releases::open(&toy.paths).list().unwrap().is_empty());
+}
+
+#[test]
+fn a_deploys_story_follows_only_events_about_its_own_release() {
+    let mut status = BuildStatus::new(&request(&toy()), "test");
+    status.release = Some("1-ab".into());
+    assert!(
+        !status.follow("deployed", "release 1-ab passed its health gate"),
+        "no deploy asked yet"
+    );
+    status.deploy = Some(crate::protocol::deploy::DeployAnswer {
+        ok: true,
+        message: "deploying release 1-ab as a canary".into(),
+        event: None,
+    });
+    assert!(!status.follow(
+        "deployed",
+        "release 11-ab passed its health gate and now serves"
+    ));
+    assert!(
+        !status.follow("worker_started", "release 1-ab started"),
+        "not a deploy's event"
+    );
+    assert!(status.follow(
+        "deployed",
+        "release 1-ab passed its health gate and now serves"
+    ));
+    assert!(status.deploy.as_ref().unwrap().ok);
+    assert!(status.follow(
+        "rollback",
+        "release 1-ab failed its canary (3 errors); rolling back to 0"
+    ));
+    let answer = status.deploy.as_ref().unwrap();
+    assert!(!answer.ok && answer.event.as_deref() == Some("rollback"));
+    assert!(
+        status.summary.iter().any(|l| l.contains("rolling back")),
+        "{:?}",
+        status.summary
+    );
 }

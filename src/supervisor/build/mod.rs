@@ -22,15 +22,18 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::release::{BuiltFrom, Manifest, ReleaseError, Releases};
 use crate::config::DeployConfig;
+pub use crate::protocol::deploy::{
+    BuildRequest, BuildStatus, Outcome, StepName, StepState, TAIL_LINES,
+};
 use crate::store::{ensure_private_dir, Paths, StoreError};
-use crate::supervisor::release::{BuiltFrom, Manifest, ReleaseError, ReleaseId, Releases};
 use crate::token::ApiToken;
 use git::Git;
 use output::{Ended, Output};
 
-/// How many of a step's last output lines its status keeps.
-pub const TAIL_LINES: usize = 20;
+/// The longest line a step's tail keeps, in bytes.
+const MAX_TAIL_LINE: usize = 400;
 /// Output lines are reported at most this often (the log file gets every one).
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// How long processes a killed build left behind may take to die.
@@ -40,214 +43,6 @@ const RECORD: &str = "build.json";
 const TREE: &str = "tree";
 const INDEX: &str = "index";
 const TARGET: &str = "target";
-
-/// What to build.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Request {
-    /// A directory inside the source tree.
-    pub source: PathBuf,
-    /// The revision to build; `None`: the tree as it is (`HEAD`, and with
-    /// `allow_dirty` its uncommitted changes too).
-    #[serde(default)]
-    pub rev: Option<String>,
-    /// Build a tree with uncommitted changes (recorded in the manifest).
-    #[serde(default)]
-    pub allow_dirty: bool,
-}
-
-/// The steps, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepName {
-    /// Resolve the revision and check it out into a worktree of its own.
-    Checkout,
-    /// `cargo build` of the `chroxy` binary.
-    Build,
-    /// The check command.
-    Check,
-    /// Add the binary to the release store.
-    Store,
-}
-
-impl std::fmt::Display for StepName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StepName::Checkout => "checkout",
-            StepName::Build => "build",
-            StepName::Check => "check",
-            StepName::Store => "store",
-        })
-    }
-}
-
-/// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepState {
-    /// Not reached yet.
-    Waiting,
-    /// Running now.
-    Running,
-    /// Done, successfully.
-    Passed,
-    /// Failed: the build stops here.
-    Failed,
-    /// Not run: no check is configured.
-    Skipped,
-}
-
-/// One step of a build, as the views show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StepStatus {
-    /// Which step.
-    pub name: StepName,
-    /// Where it is.
-    pub state: StepState,
-    /// How long it ran (so far, while it runs), in milliseconds.
-    pub duration_ms: u64,
-    /// Its last output lines (at most [`TAIL_LINES`]), redacted.
-    pub tail: Vec<String>,
-}
-
-/// How a build ended, or that it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// A step runs.
-    Running,
-    /// A step failed; nothing was added to the store.
-    Failed,
-    /// The build was stopped (the supervisor stopped).
-    Cancelled,
-    /// The release was added to the store (what became of it is the deploy's story).
-    Stored,
-}
-
-/// A build, from its request to its outcome: `build` in the status JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BuildStatus {
-    /// The source directory asked for.
-    pub source: PathBuf,
-    /// The revision asked for (`HEAD` when none was).
-    pub rev: String,
-    /// The commit built, once resolved (for a dirty tree, the snapshot of its changes).
-    pub commit: Option<String>,
-    /// The tree's uncommitted changes are built (`--allow-dirty`).
-    pub dirty: bool,
-    /// Who asked: `terminal`, `window`, or a phone's device name.
-    pub requested_by: String,
-    /// When it started (milliseconds since the epoch).
-    pub started_at: u64,
-    /// The steps, every one from the start (waiting until reached).
-    pub steps: Vec<StepStatus>,
-    /// Where it is.
-    pub outcome: Outcome,
-    /// Why it failed, naming the step.
-    pub error: Option<String>,
-    /// The release it made.
-    pub release: Option<ReleaseId>,
-    /// What became of the release: the supervisor's answer to its deploy.
-    #[serde(default)]
-    pub deploy: Option<DeployAnswer>,
-}
-
-/// The supervisor's answer to a built release's deploy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeployAnswer {
-    /// It is deployed as a canary, or awaits approval.
-    pub ok: bool,
-    /// What a person reads.
-    pub message: String,
-}
-
-impl BuildStatus {
-    fn new(request: &Request, requested_by: &str) -> Self {
-        let step = |name| StepStatus {
-            name,
-            state: StepState::Waiting,
-            duration_ms: 0,
-            tail: Vec::new(),
-        };
-        Self {
-            source: request.source.clone(),
-            rev: request.rev.clone().unwrap_or_else(|| "HEAD".into()),
-            commit: None,
-            dirty: false,
-            requested_by: requested_by.into(),
-            started_at: crate::protocol::now_ms(),
-            steps: [
-                StepName::Checkout,
-                StepName::Build,
-                StepName::Check,
-                StepName::Store,
-            ]
-            .map(step)
-            .into(),
-            outcome: Outcome::Running,
-            error: None,
-            release: None,
-            deploy: None,
-        }
-    }
-
-    /// The step running now, if one does.
-    pub fn running_step(&self) -> Option<StepName> {
-        self.steps
-            .iter()
-            .find(|s| s.state == StepState::Running)
-            .map(|s| s.name)
-    }
-
-    fn step(&mut self, name: StepName) -> &mut StepStatus {
-        let at = self.steps.iter().position(|s| s.name == name).unwrap_or(0);
-        &mut self.steps[at]
-    }
-
-    /// Lines for a person (`chroxy status`, `chroxy deploy --source` as it goes).
-    pub fn describe(&self) -> Vec<String> {
-        let commit = self
-            .commit
-            .as_deref()
-            .map_or("…", |c| c.get(..12).unwrap_or(c));
-        let mut lines = vec![format!(
-            "build of {} at {} ({commit}{}) for {}: {}",
-            self.source.display(),
-            self.rev,
-            if self.dirty {
-                ", uncommitted changes"
-            } else {
-                ""
-            },
-            self.requested_by,
-            match self.outcome {
-                Outcome::Running => "running",
-                Outcome::Failed => "failed",
-                Outcome::Cancelled => "cancelled",
-                Outcome::Stored => "built",
-            }
-        )];
-        for step in &self.steps {
-            let state = serde_json::to_value(step.state).unwrap_or_default();
-            lines.push(format!(
-                "  {:<9} {:<8} {:>5.1} s",
-                step.name.to_string(),
-                state.as_str().unwrap_or_default(),
-                step.duration_ms as f64 / 1000.0
-            ));
-        }
-        if let Some(error) = &self.error {
-            lines.push(format!("  error: {error}"));
-        }
-        if let Some(deploy) = &self.deploy {
-            lines.push(format!("  deploy: {}", deploy.message));
-        }
-        lines
-    }
-}
 
 /// Why a build stopped; each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -384,13 +179,14 @@ impl Builder {
     pub async fn run(
         &self,
         _claim: &Claim,
-        request: &Request,
+        request: &BuildRequest,
         requested_by: &str,
         report: &mut (dyn FnMut(&BuildStatus) + Send),
         cancel: &CancellationToken,
     ) -> Result<Manifest, BuildError> {
         clean_up(&self.paths).await;
         let mut status = BuildStatus::new(request, requested_by);
+        status.summarize();
         report(&status);
         let mut build = Build {
             builder: self,
@@ -415,7 +211,7 @@ impl Builder {
             Err(_) => Outcome::Failed,
         };
         match &result {
-            Ok(manifest) => build.status.release = Some(manifest.id.clone()),
+            Ok(manifest) => build.status.release = Some(manifest.id.to_string()),
             Err(err) => build.status.error = Some(err.to_string()),
         }
         if let Some(git) = build.git.take() {
@@ -423,7 +219,7 @@ impl Builder {
                 .await;
         }
         let _ = std::fs::remove_file(self.paths.builds_dir().join(RECORD));
-        (build.report)(build.status);
+        build.tell();
         result
     }
 
@@ -489,7 +285,7 @@ struct Build<'a> {
 }
 
 impl Build<'_> {
-    async fn steps(&mut self, request: &Request) -> Result<Manifest, BuildError> {
+    async fn steps(&mut self, request: &BuildRequest) -> Result<Manifest, BuildError> {
         let b = self.builder;
         let dir = b.paths.builds_dir();
         ensure_private_dir(&dir)?;
@@ -590,7 +386,7 @@ impl Build<'_> {
     async fn revision(
         &mut self,
         git: &Git,
-        request: &Request,
+        request: &BuildRequest,
         dir: &Path,
     ) -> Result<(String, Option<String>), BuildError> {
         if let Some(rev) = &request.rev {
@@ -645,6 +441,7 @@ impl Build<'_> {
             if last_report.elapsed() >= REPORT_EVERY {
                 s.duration_ms = started.elapsed().as_millis() as u64;
                 last_report = Instant::now();
+                status.summarize();
                 report(status);
             }
         })
@@ -676,7 +473,7 @@ impl Build<'_> {
         let s = self.status.step(step);
         s.state = StepState::Running;
         s.duration_ms = 0;
-        (self.report)(self.status);
+        self.tell();
     }
 
     fn pass(&mut self, step: StepName) {
@@ -684,17 +481,33 @@ impl Build<'_> {
         let s = self.status.step(step);
         s.state = StepState::Passed;
         s.duration_ms = took;
+        self.tell();
+    }
+
+    /// Reports the status as it is now.
+    fn tell(&mut self) {
+        self.status.summarize();
         (self.report)(self.status);
     }
 
     fn say(&mut self, step: StepName, line: String) {
         let line = self.output.line(line);
         push_tail(&mut self.status.step(step).tail, line);
-        (self.report)(self.status);
+        self.tell();
     }
 }
 
-fn push_tail(tail: &mut Vec<String>, line: String) {
+fn push_tail(tail: &mut Vec<String>, mut line: String) {
+    // The status travels to workers in one control line (64 KiB at most) with every
+    // step's tail: a long line is cut here (the log keeps it whole).
+    if line.len() > MAX_TAIL_LINE {
+        let cut = (0..=MAX_TAIL_LINE)
+            .rev()
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
+        line.truncate(cut);
+        line.push('…');
+    }
     if tail.len() >= TAIL_LINES {
         tail.remove(0);
     }
