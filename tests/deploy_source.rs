@@ -10,38 +10,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
 use std::time::Duration;
 
+use common::deploy::{commit_all, git, toolchain_env, wrapper_crate, wrapper_repo};
 use common::supervisor::{cli, cli_at_terminal, events, Sup};
 use common::{eventually_within, holds, Home, WorkerOpts};
 use serde_json::Value;
 
 /// A build from scratch on a CI machine, with every dependency: generous.
 const BUILD_WAIT: Duration = Duration::from_secs(25 * 60);
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = StdCommand::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// This project's sources as they are on disk (tracked, and new files git does not
 /// ignore), committed into a new repository under `dir`.
@@ -72,36 +49,10 @@ fn scratch_repo(dir: &Path) -> PathBuf {
     repo
 }
 
-fn commit_all(repo: &Path, message: &str) -> String {
-    git(repo, &["add", "--all"]);
-    git(repo, &["commit", "-q", "-m", message]);
-    git(repo, &["rev-parse", "HEAD"]).trim().to_owned()
-}
-
 fn edit(repo: &Path, file: &str, change: impl FnOnce(String) -> String) {
     let path = repo.join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, change(text)).unwrap();
-}
-
-/// What cargo needs to find its toolchain and the downloaded crates: the test's HOME is
-/// a temporary one, so they are named (a user's supervisor finds them under ~).
-fn toolchain_env(opts: WorkerOpts) -> WorkerOpts {
-    let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
-    let var = |name: &str, default: PathBuf| std::env::var_os(name).map_or(default, PathBuf::from);
-    let mut opts = opts
-        .env(
-            "CARGO_HOME",
-            var("CARGO_HOME", home.join(".cargo")).to_str().unwrap(),
-        )
-        .env(
-            "RUSTUP_HOME",
-            var("RUSTUP_HOME", home.join(".rustup")).to_str().unwrap(),
-        );
-    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
-        opts = opts.env("RUSTUP_TOOLCHAIN", &toolchain);
-    }
-    opts
 }
 
 /// The build that started after `after` (ms since the epoch), once it has ended.
@@ -406,44 +357,6 @@ async fn a_source_tree_is_built_checked_and_deployed_and_a_bad_one_never_touches
     );
 }
 
-/// A crate whose `chroxy` binary runs the `chroxy` under test: built by the pipeline in
-/// seconds, and a release that really serves. `answer` is what its library's unit test
-/// (the default check) wants from `fn answer`, which says 42.
-fn wrapper_crate(repo: &Path, answer: u32) {
-    let write = |file: &str, text: String| {
-        let path = repo.join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
-    write(
-        "Cargo.toml",
-        "[package]\nname = \"chroxy\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n"
-            .into(),
-    );
-    write(
-        "Cargo.lock",
-        "version = 4\n\n[[package]]\nname = \"chroxy\"\nversion = \"0.1.0\"\n".into(),
-    );
-    write(".gitignore", "/target\n".into());
-    write(
-        "src/main.rs",
-        format!(
-            "use std::os::unix::process::CommandExt;\n\
-             const REAL: &str = {:?};\n\
-             fn main() {{\n    \
-                 let err = std::process::Command::new(REAL).args(std::env::args_os().skip(1)).exec();\n    \
-                 eprintln!(\"cannot run {{REAL}}: {{err}}\");\n    \
-                 std::process::exit(127);\n\
-             }}\n",
-            common::chroxy_bin()
-        ),
-    );
-    write(
-        "src/lib.rs",
-        format!("pub fn answer() -> u32 {{ 42 }}\n#[test]\nfn answers() {{ assert_eq!(answer(), {answer}); }}\n"),
-    );
-}
-
 /// The status a phone was last told of the build that started after `after`, once
 /// `done` holds for it.
 async fn told(phone: &mut common::Client, done: impl Fn(&Value) -> bool) -> Value {
@@ -463,9 +376,7 @@ async fn a_phone_deploys_its_sessions_directory_with_approval_unless_the_person_
     let home = Home::new();
     home.config("[deploy]\nprofile = \"dev\"\n\n[supervisor]\ncanary_window_ms = 1000\n");
     let repo = home.project();
-    git(&repo, &["init", "-q"]);
-    wrapper_crate(&repo, 42);
-    commit_all(&repo, "a wrapper");
+    wrapper_repo(&repo);
     let sup = Sup::start(&home, toolchain_env(WorkerOpts::fake_cli())).await;
     let before = sup.healthy().await;
     let mut phone = sup.client().await;

@@ -1271,3 +1271,58 @@ async fn a_picture_sent_from_the_phone_reaches_claude_and_shows_again_after_a_re
     let errors = a.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_asked_from_the_phone_shows_each_step_and_waits_for_the_desk() {
+    let home = Home::new();
+    home.config("[deploy]\nprofile = \"dev\"\n");
+    common::deploy::wrapper_repo(&home.project());
+    let sup = Sup::start(&home, common::deploy::toolchain_env(WorkerOpts::fake_cli())).await;
+    let before = sup.healthy().await;
+    let link = pairing_link(&home).await;
+    let driver = Driver::start().await;
+    let a = driver.browser("phone-deploy").await;
+    paired(&a, &link).await;
+
+    // Asked twice, saying what is built.
+    a.click("#session-menu").await;
+    a.click("#deploy").await;
+    let project = Value::String(home.project().display().to_string());
+    a.until(
+        "asked before deploying, naming the directory",
+        &format!("return !document.getElementById('deploy-confirm').hidden && document.getElementById('deploy-text').textContent.includes({project})"),
+    )
+    .await;
+    a.shot("7-deploy-asked").await;
+    a.click("#deploy-yes").await;
+
+    // The card follows the build; a phone not allowed to deploy waits for the desk.
+    a.until_within(
+        "the card says the release waits for approval",
+        "return [...document.querySelectorAll('.msg.deploy .outcome.good')].some(n => n.textContent.includes('awaits approval'))",
+        Duration::from_secs(300),
+    )
+    .await;
+    let steps = a
+        .js("return [...document.querySelectorAll('.msg.deploy .step')].map(s => s.textContent.split(' ')[0] + ' ' + s.textContent.split(' ')[1])")
+        .await;
+    assert_eq!(
+        steps,
+        serde_json::json!(["✓ checkout", "✓ build", "✓ check", "✓ store"]),
+        "every step passed"
+    );
+    let told = a
+        .js("return [...document.querySelectorAll('.msg.system')].some(n => n.textContent.includes('waits for approval at the computer'))")
+        .await;
+    assert_eq!(
+        told,
+        Value::Bool(true),
+        "the phone was told it needs approval"
+    );
+    a.shot("8-deploy-waits").await;
+    let waiting = sup.status().await;
+    assert!(!waiting["pendingDeploy"].is_null(), "{waiting:#}");
+    assert_eq!(waiting["worker"]["pid"], before["worker"]["pid"]);
+    let errors = a.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}

@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod clock;
+pub mod deploy;
 pub mod desktop;
 pub mod flood;
 pub mod keyring;

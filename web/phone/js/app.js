@@ -83,7 +83,20 @@ function showDeploy(build) {
     $("conversation").append(ui.deploy.card);
   }
   deploy.draw(ui.deploy.card, build);
+  // Refused for uncommitted changes only: the phone that asked may send them as they are.
+  if (ui.deployAsked && deploy.refusedAsDirty(build)) {
+    const session = ui.deployAsked;
+    const again = el("button", "", "Deploy them as they are");
+    again.type = "button";
+    again.addEventListener("click", () => askDeploy(session, true));
+    ui.deploy.card.append(again);
+  }
   scrollDown();
+}
+
+function askDeploy(sessionId, allowDirty) {
+  ui.deployAsked = sessionId;
+  send({ type: "deploy_source", sessionId, allowDirty });
 }
 
 function summarize(tool, input) {
@@ -855,7 +868,7 @@ $("deploy").addEventListener("click", () => {
 });
 $("deploy-no").addEventListener("click", () => showSessionSheet(false));
 $("deploy-yes").addEventListener("click", () => {
-  if (ui.active) send({ type: "deploy_source", sessionId: ui.active, allowDirty: $("deploy-dirty").checked });
+  if (ui.active) askDeploy(ui.active, $("deploy-dirty").checked);
   showSessionSheet(false);
 });
 $("session").addEventListener("change", (e) => send({ type: "switch_session", sessionId: e.target.value }));
