@@ -73,11 +73,15 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     // back from); slow backoffs make the in-between states last long enough to see.
     home.config(
         "[supervisor]\ncanary_window_ms = 600000\nbackoff_floor_ms = 2500\n\
-         [tunnel]\nbackoff_floor_ms = 5000\n",
+         [tunnel]\nbackoff_floor_ms = 5000\n[deploy]\nprofile = \"dev\"\n",
     );
     let model = Model::start().await;
     let desk = Desk::start(&home).await;
-    let opts = WorkerOpts::real_cli(&model)
+    // What the script deploys: a source tree, built by the app's supervisor.
+    let source = home.dir.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    common::deploy::wrapper_repo(&source);
+    let opts = common::deploy::toolchain_env(WorkerOpts::real_cli(&model))
         .env("CHROXY_CLOUDFLARED", fake_cloudflared_bin())
         .env(
             "FAKE_CF_STATE",
@@ -236,16 +240,29 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     )
     .await;
 
-    // Deploy a release from a script (no terminal): it waits for a click in the window,
-    // and nothing changes until then.
+    // Deploy a source tree from a script (no terminal): the window shows its build, then
+    // it waits for a click in the window, and nothing changes until then.
     let before = sup.healthy().await;
     let known_good = before["releases"]["knownGood"].as_str().unwrap().to_owned();
-    let (ok, out, err) = cli(&home, &["deploy", chroxy_bin()]).await;
+    let (ok, out, err) = cli(&home, &["deploy", "--source", source.to_str().unwrap()]).await;
     assert!(
         ok.success() && out.contains("awaits approval"),
         "{out}{err}"
     );
-    let waiting = out.split_whitespace().nth(2).unwrap().to_owned();
+    let waiting = out
+        .lines()
+        .find(|l| l.contains("awaits approval"))
+        .and_then(|l| l.split_once("release "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    w.until(
+        "the window shows the build and its steps",
+        &format!(
+            "const t = document.getElementById('build').textContent; return !document.getElementById('build-row').hidden && t.includes('for a script: built') && /store +passed/.test(t) && t.includes('release {waiting} awaits approval')"
+        ),
+    )
+    .await;
     w.until(
         "the window asks for approval of the deploy",
         &format!(
