@@ -18,6 +18,8 @@ use crate::token::ApiToken;
 pub(super) const MAX_LINE: usize = 2000;
 /// The most a build's log file holds.
 pub(super) const MAX_LOG: u64 = 16 * 1024 * 1024;
+/// How long the output is still read after the command exited.
+const LAST_LINES: Duration = Duration::from_secs(2);
 
 /// How a step's command ended when it did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +97,7 @@ pub(super) async fn run(
         .stderr(Stdio::piped());
     crate::process::own(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| Ended::NotStarted(e.to_string()))?;
+    let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
     let (tx, mut lines) = mpsc::channel(256);
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(read_lines(stdout, tx.clone()));
@@ -105,13 +108,28 @@ pub(super) async fn run(
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
     let mut open = true;
+    // Once the command has exited, what it left running may still hold its output
+    // open (a daemon a build script started): its lines are read for a moment more,
+    // not until the time limit.
+    let mut exited = None;
+    let late = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(late);
     let status = loop {
+        if !open {
+            if let Some(status) = exited.take() {
+                break status;
+            }
+        }
         tokio::select! {
             line = lines.recv(), if open => match line {
                 Some(line) => each(out.line(line)),
                 None => open = false,
             },
-            status = child.wait(), if !open => break status,
+            status = child.wait(), if exited.is_none() => {
+                exited = Some(status.map_err(|e| e.to_string()));
+                late.as_mut().reset(tokio::time::Instant::now() + LAST_LINES);
+            }
+            () = &mut late, if exited.is_some() => open = false,
             () = &mut deadline => {
                 let _ = crate::process::kill_group(&mut child).await;
                 return Err(Ended::TimedOut);
@@ -122,10 +140,14 @@ pub(super) async fn run(
             }
         }
     };
+    // What it left in its process group ends with it.
+    if let Some(group) = group {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
     match status {
         Ok(status) if status.success() => Ok(()),
         Ok(status) => Err(Ended::Failed(crate::process::describe(&status))),
-        Err(err) => Err(Ended::Failed(err.to_string())),
+        Err(err) => Err(Ended::Failed(err)),
     }
 }
 
@@ -226,6 +248,36 @@ mod tests {
         assert_eq!(lines[1], "after");
     }
 
+    /// Waits (bounded) for `pid` to be gone, or a zombie; whether it is.
+    fn dies(pid: u32) -> bool {
+        let alive = || crate::process::stat_of(pid).is_some_and(|s| s.state != 'Z');
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        !alive()
+    }
+
+    #[test]
+    fn a_daemon_holding_the_output_open_does_not_hold_the_step_nor_outlive_it() {
+        // The command exits at once; what it started keeps stdout open for 300 s.
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "echo started; (sleep 300 & echo $! > {}); exit 0",
+            pid_file.display()
+        );
+        let (result, lines, _) = collect(&script, Duration::from_secs(60));
+        assert_eq!(result, Ok(()));
+        assert_eq!(lines, ["started"]);
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(dies(pid), "the step's daemon outlived it");
+    }
+
     #[test]
     fn a_command_past_its_limit_is_killed_with_what_it_started() {
         let dir = tempfile::tempdir().unwrap();
@@ -239,14 +291,9 @@ mod tests {
             .parse()
             .unwrap();
         // The grandchild was in the group: killed too (a zombie at most, until init
-        // reaps it). SIGKILL is sent; its death is waited for, not assumed.
-        let alive = || crate::process::stat_of(pid as u32).is_some_and(|s| s.state != 'Z');
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while alive() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // reaps it).
         assert!(
-            !alive(),
+            dies(pid as u32),
             "the step's background process outlived the time limit"
         );
     }
