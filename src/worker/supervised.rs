@@ -14,6 +14,10 @@ use crate::control::{to_line, FatalCause, SupervisorCommand, WorkerEvent};
 use crate::protocol::ShutdownReason;
 use crate::session::Hub;
 
+/// The longest command line taken: a build's status, with every step's last lines
+/// (each escaped in JSON), is the largest, at under 100 KiB.
+const MAX_COMMAND: usize = 256 * 1024;
+
 /// How long running turns may finish when the supervisor itself has vanished.
 const ORPHAN_IDLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -61,7 +65,7 @@ pub async fn follow_supervisor(
         mut notices,
         mut deploys,
     } = upward;
-    let mut commands = FramedRead::new(input, LinesCodec::new_with_max_length(64 * 1024));
+    let mut commands = FramedRead::new(input, LinesCodec::new_with_max_length(MAX_COMMAND));
     let mut beat = tokio::time::interval(heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -498,8 +498,8 @@ impl Build<'_> {
 }
 
 fn push_tail(tail: &mut Vec<String>, mut line: String) {
-    // The status travels to workers in one control line (64 KiB at most) with every
-    // step's tail: a long line is cut here (the log keeps it whole).
+    // The status travels to workers in one control line with every step's tail, and
+    // to phones at each change: a long line is cut here (the log keeps it whole).
     if line.len() > MAX_TAIL_LINE {
         let cut = (0..=MAX_TAIL_LINE)
             .rev()
