@@ -224,10 +224,7 @@ async fn a_source_tree_is_built_checked_and_deployed_and_a_bad_one_never_touches
     let good = commit_all(&repo, "passes");
     let (ok, out, err) = cli_at_terminal(&home, &["deploy", "--source", source]).await;
     assert!(ok.success(), "{out}{err}");
-    assert!(
-        out.contains("check: passed") && out.contains("as a canary"),
-        "{out}"
-    );
+    assert!(out.contains("check: passed"), "{out}");
     let notice = phone.until_type("server_shutdown").await;
     assert_eq!(notice["reason"], "restart");
     let deployed = sup
@@ -250,6 +247,13 @@ async fn a_source_tree_is_built_checked_and_deployed_and_a_bad_one_never_touches
     assert_eq!(
         deployed["build"]["deploy"]["event"], "promoted",
         "{deployed:#}"
+    );
+    // The command returned once the release served, saying so.
+    assert!(
+        out.contains(&format!(
+            "release {id} passed its health gate and now serves"
+        )) || out.contains(&format!("release {id} survived its canary window")),
+        "{out}"
     );
     let mut phone = sup.client_coming_back().await;
     let said: Vec<_> = phone
@@ -277,7 +281,13 @@ async fn a_source_tree_is_built_checked_and_deployed_and_a_bad_one_never_touches
     let serving = sup.status().await;
     let asked = now();
     let (ok, out, err) = cli_at_terminal(&home, &["deploy", "--source", source]).await;
-    assert!(ok.success(), "the build itself succeeds: {out}{err}");
+    // The build succeeds; the command waits for the gate and says the deploy failed.
+    assert!(!ok.success(), "{out}{err}");
+    assert!(out.contains("store: passed"), "{out}");
+    assert!(
+        err.contains("exited before its health gate passed") && err.contains("keeps serving"),
+        "{err}"
+    );
     let failed = sup
         .wait_for("the canary to fail its gate", |s| {
             s["build"]["startedAt"].as_u64().is_some_and(|t| t >= asked)

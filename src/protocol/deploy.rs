@@ -146,16 +146,39 @@ pub struct DeployAnswer {
 }
 
 /// Events of a deploy that say it went wrong.
-const DEPLOY_FAILURES: [&str; 6] = [
+const DEPLOY_FAILURES: [&str; 7] = [
     "health_failed",
     "config_invalid",
     "worker_exited",
     "rollback",
     "deploy_refused",
     "deploy_expired",
+    "deploy_abandoned",
 ];
 /// Events of a deploy that say how far it got.
-const DEPLOY_PROGRESS: [&str; 4] = ["deploy_pending", "deploy_approved", "deployed", "promoted"];
+const DEPLOY_PROGRESS: [&str; 5] = [
+    "deploy_pending",
+    "deploy_approved",
+    "deployed",
+    "worker_started",
+    "promoted",
+];
+/// Events after which nothing more happens to a deploy until time or a person acts: it
+/// serves (`worker_started` when it replaced a worker that was not serving), or it
+/// waits for approval.
+const DEPLOY_SETTLED: [&str; 4] = ["deployed", "worker_started", "promoted", "deploy_pending"];
+
+impl DeployAnswer {
+    /// Whether the deploy has come to where someone following it may stop: it failed,
+    /// it serves, or it waits for a person. Before that its gate may still fail it.
+    pub fn settled(&self) -> bool {
+        !self.ok
+            || self
+                .event
+                .as_deref()
+                .is_some_and(|e| DEPLOY_SETTLED.contains(&e))
+    }
+}
 
 impl BuildStatus {
     /// A build of `request` as it starts: every step waiting.

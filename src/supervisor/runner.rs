@@ -507,6 +507,9 @@ struct RunningBuild {
     events: mpsc::UnboundedReceiver<BuildEvent>,
     /// Where it was asked for: a remote request's release waits for approval.
     origin: DeployOrigin,
+    /// Its last status, once it says the build ended: shown only when the build's task
+    /// is done, so nobody told "failed" can ask again and hear that one still runs.
+    ended: Option<Box<crate::protocol::deploy::BuildStatus>>,
 }
 
 /// What a build's task tells the runner.
@@ -862,9 +865,12 @@ impl Runner {
         if self.build.is_some() {
             let status = self.status_tx.borrow();
             let running = status.build.as_ref().map_or_else(String::new, |b| {
-                let step = b.running_step().map(|s| s.to_string()).unwrap_or_default();
+                let step = b
+                    .running_step()
+                    .map(|s| format!(", now at its {s} step"))
+                    .unwrap_or_default();
                 format!(
-                    " ({} at {} for {}, now at its {step} step)",
+                    " ({} at {} for {}{step})",
                     b.source.display(),
                     b.rev,
                     b.requested_by
@@ -915,6 +921,7 @@ impl Runner {
             cancel,
             events,
             origin,
+            ended: None,
         });
         Ok(format!(
             "building {what}; `chroxy status` follows it, and the release is deployed as a canary if it builds and passes its check"
@@ -925,18 +932,32 @@ impl Runner {
     async fn on_build(&mut self, event: BuildEvent) {
         let (release, origin) = match event {
             BuildEvent::Progress(status) => {
-                self.tell_phones(DeployNews::Status(status.clone()));
-                self.status_tx.send_modify(|s| s.build = Some(*status));
+                match &mut self.build {
+                    Some(build) if status.outcome != crate::protocol::deploy::Outcome::Running => {
+                        build.ended = Some(status);
+                    }
+                    _ => {
+                        self.tell_phones(DeployNews::Status(status.clone()));
+                        self.status_tx.send_modify(|s| s.build = Some(*status));
+                    }
+                }
                 return;
             }
             BuildEvent::Done(result) => {
                 let Some(build) = self.build.take() else {
                     return;
                 };
+                if let Some(ended) = build.ended {
+                    self.status_tx.send_modify(|s| s.build = Some(*ended));
+                }
                 match result {
                     Ok(release) => (release, build.origin),
                     Err(why) => {
                         self.record("build_failed", why);
+                        let ended = self.status_tx.borrow().build.clone();
+                        if let Some(ended) = ended {
+                            self.tell_phones(DeployNews::Status(Box::new(ended)));
+                        }
                         return;
                     }
                 }
@@ -950,10 +971,13 @@ impl Runner {
                 .await
                 .map_err(|err| format!("not deployed: {err}"))
         };
+        // From away from the desk, the deploy's pending event was recorded before this
+        // answer existed to follow it; the answer is that event.
+        let pending = answer.is_ok() && origin == DeployOrigin::Remote;
         let answer = crate::protocol::deploy::DeployAnswer {
             ok: answer.is_ok(),
             message: answer.unwrap_or_else(|why| why),
-            event: None,
+            event: pending.then(|| "deploy_pending".to_owned()),
         };
         if !answer.ok {
             self.record("deploy_refused", answer.message.clone());

@@ -139,7 +139,7 @@ pub async fn deploy(
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `chroxy deploy --source DIR`: the running supervisor builds, checks and deploys the
-/// tree, and this follows it to its end; with none running, the build runs here and
+/// tree, and this follows it until its release serves, failed, or awaits approval; with none running, the build runs here and
 /// its release is made the one the next start tries, as `chroxy deploy` does.
 pub async fn deploy_source(
     paths: &Paths,
@@ -160,6 +160,7 @@ pub async fn deploy_source(
     });
     act(&info, secrets, "deploy/source", Some(body), out).await?;
     let mut shown = Vec::new();
+    let mut told = String::new();
     loop {
         tokio::time::sleep(FOLLOW_EVERY).await;
         let status = remote::status(info.status_port).await?;
@@ -169,13 +170,22 @@ pub async fn deploy_source(
         show_new(&build, &mut shown, out)?;
         match build.outcome {
             crate::protocol::deploy::Outcome::Running => {}
+            // Followed until its gate has spoken: a release that dies at once must not
+            // be reported as deployed because this looked before it died.
             crate::protocol::deploy::Outcome::Stored => match build.deploy {
-                None => {}
-                Some(answer) if answer.ok => {
-                    writeln!(out, "{}", answer.message)?;
-                    return Ok(());
+                Some(answer) if !answer.ok => {
+                    return Err(TerminalError::BuildFailed(answer.message))
                 }
-                Some(answer) => return Err(TerminalError::BuildFailed(answer.message)),
+                Some(answer) => {
+                    if answer.message != told {
+                        writeln!(out, "{}", answer.message)?;
+                        told = answer.message.clone();
+                    }
+                    if answer.settled() {
+                        return Ok(());
+                    }
+                }
+                None => {}
             },
             _ => {
                 show_failure(&build, out)?;

@@ -468,23 +468,60 @@ fn a_deploys_story_follows_only_events_about_its_own_release() {
         "release 11-ab passed its health gate and now serves"
     ));
     assert!(
-        !status.follow("worker_started", "release 1-ab started"),
+        !status.follow("restart_requested", "restart of release 1-ab requested"),
         "not a deploy's event"
+    );
+    assert!(
+        !status.deploy.as_ref().unwrap().settled(),
+        "its gate has not spoken yet"
     );
     assert!(status.follow(
         "deployed",
         "release 1-ab passed its health gate and now serves"
     ));
-    assert!(status.deploy.as_ref().unwrap().ok);
+    let answer = status.deploy.as_ref().unwrap();
+    assert!(answer.ok && answer.settled());
     assert!(status.follow(
         "rollback",
         "release 1-ab failed its canary (3 errors); rolling back to 0"
     ));
     let answer = status.deploy.as_ref().unwrap();
     assert!(!answer.ok && answer.event.as_deref() == Some("rollback"));
+    assert!(answer.settled(), "a failure is where a follower stops");
     assert!(
         status.summary.iter().any(|l| l.contains("rolling back")),
         "{:?}",
         status.summary
     );
+}
+
+#[test]
+fn a_deploy_that_replaced_a_stopped_worker_or_waits_for_a_person_is_settled() {
+    let mut status = BuildStatus::new(&request(&toy()), "test");
+    status.release = Some("1-ab".into());
+    status.deploy = Some(crate::protocol::deploy::DeployAnswer {
+        ok: true,
+        message: "deploying release 1-ab as a canary".into(),
+        event: None,
+    });
+    assert!(status.follow(
+        "worker_exited",
+        "release 1-ab exited while starting (exit status: 7)"
+    ));
+    assert!(status.deploy.as_ref().unwrap().settled());
+    // Restarted within its bounds, it serves after all.
+    assert!(status.follow("worker_started", "release 1-ab is serving"));
+    let answer = status.deploy.as_ref().unwrap();
+    assert!(answer.ok && answer.settled());
+    let waiting = crate::protocol::deploy::DeployAnswer {
+        ok: true,
+        message: "release 1-ab awaits approval at the desk".into(),
+        event: Some("deploy_pending".into()),
+    };
+    assert!(waiting.settled());
+    assert!(status.follow(
+        "deploy_abandoned",
+        "deploy of release 1-ab abandoned on request"
+    ));
+    assert!(!status.deploy.as_ref().unwrap().ok);
 }
