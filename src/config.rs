@@ -298,6 +298,10 @@ pub struct SupervisorConfig {
     /// Releases kept in the store: the newest this many, plus current, known-good and
     /// release 0; older ones are removed once a new release is promoted.
     pub keep_releases: usize,
+    /// Keep a spare worker of the serving release started and health-gated beside it,
+    /// so a crash of the serving one is taken over at once instead of after a restart.
+    /// It costs one idle worker process (its memory is in the status).
+    pub standby: bool,
 }
 
 impl Default for SupervisorConfig {
@@ -319,6 +323,7 @@ impl Default for SupervisorConfig {
             max_connections: 1024,
             max_unauthenticated: 128,
             keep_releases: 5,
+            standby: true,
         }
     }
 }

@@ -114,7 +114,12 @@ pub enum SupervisorCommand {
         restart_eta_ms: u64,
     },
     /// The worker this one replaced has saved its last state and exited: re-read it.
-    Resync,
+    Resync {
+        /// This worker was a standby that served nobody: sessions no longer saved were
+        /// closed by the one it replaces. Absent (`false`) from older supervisors.
+        #[serde(default)]
+        closed_there: bool,
+    },
     /// Tell every phone how a source build and its deploy go (`deploy_status`).
     DeployNews(DeployNews),
 }
@@ -201,6 +206,27 @@ pub fn token_from_line(line: &str) -> Option<Handed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resync_is_understood_by_workers_and_supervisors_of_either_age() {
+        // A release from before standbys knew `resync` without a field.
+        #[derive(Debug, Deserialize, PartialEq)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Before {
+            Resync,
+        }
+        let now = to_line(&SupervisorCommand::Resync { closed_there: true });
+        assert_eq!(
+            serde_json::from_str::<Before>(&now).unwrap(),
+            Before::Resync
+        );
+        assert_eq!(
+            serde_json::from_str::<SupervisorCommand>(r#"{"type":"resync"}"#).unwrap(),
+            SupervisorCommand::Resync {
+                closed_there: false
+            }
+        );
+    }
 
     #[test]
     fn lines_round_trip() {

@@ -1306,3 +1306,198 @@ async fn the_real_clis_bash_commands_die_with_their_killed_worker() {
         assert!(!alive(pid), "the Bash command {pid} outlived its worker");
     }
 }
+
+/// One attempt of a phone coming back: connect through the public port and
+/// authenticate; what went wrong, if anything.
+async fn one_reconnect(port: u16) -> Result<(), String> {
+    let attempt = async {
+        let mut c = Client::try_connect(port)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        c.send(
+            json!({"type": "auth", "token": TOKEN, "deviceKey": common::DEVICE_KEY,
+            "deviceInfo": {"deviceName": "test", "deviceType": "phone", "platform": "test"}}),
+        )
+        .await;
+        let answer = c.recv().await;
+        if answer["type"] == "auth_ok" {
+            Ok(())
+        } else {
+            Err(format!("auth: {answer}"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 5 s".into()))
+}
+
+fn session_names(list: &Value) -> Vec<String> {
+    let mut names: Vec<String> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_serving_worker_is_taken_over_by_its_standby_and_a_phone_retrying_every_10_ms_only_reconnects(
+) {
+    let home = Home::new();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let ready = sup
+        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
+        .await;
+    let serving = worker_pid(&ready);
+    assert_ne!(Some(serving), ready["standby"]["pid"].as_u64());
+    assert!(
+        ready["standby"]["rssBytes"].as_u64().unwrap() > 0,
+        "its cost is shown: {ready:#}"
+    );
+
+    // A conversation, sessions the standby read when it started, one of them closed
+    // since, and one made since: it must take over all of it as the lost worker left it.
+    let mut phone = sup.client().await;
+    phone.turn("said before the kill").await;
+    let first = phone.active_session();
+    let mut create = async |name: &str| {
+        phone
+            .send(json!({"type": "create_session", "name": name}))
+            .await;
+        let made = phone.until_type("session_switched").await;
+        made["sessionId"].as_str().unwrap().to_owned()
+    };
+    create("made earlier").await;
+    let closed = create("closed later").await;
+    let sessions = home.sessions_dir();
+    let saved = async |n: usize| {
+        eventually("the sessions to be saved", async || {
+            let files = std::fs::read_dir(&sessions).map(|d| d.count()).unwrap_or(0);
+            holds(files == n, format!("{files} session files"))
+        })
+        .await
+    };
+    saved(3).await;
+    // A new standby reads them.
+    let standby = ready["standby"]["pid"].as_u64().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(standby as i32), Signal::SIGKILL).unwrap();
+    let ready = sup
+        .wait_for("a standby that read the sessions", |s| {
+            s["standby"]["ready"] == true && s["standby"]["pid"] != standby
+        })
+        .await;
+    let standby = ready["standby"]["pid"].as_u64().unwrap();
+    phone
+        .send(json!({"type": "destroy_session", "sessionId": closed}))
+        .await;
+    phone
+        .until(|v| v["type"] == "session_list" && v["sessions"].as_array().unwrap().len() == 2)
+        .await;
+    phone
+        .send(json!({"type": "create_session", "name": "made later"}))
+        .await;
+    phone.until_type("session_switched").await;
+    phone
+        .send(json!({"type": "switch_session", "sessionId": first}))
+        .await;
+    phone.until_type("history_replay_end").await;
+    saved(3).await;
+
+    // A phone that retries every 10 ms, from before the kill until well after it.
+    let port = sup.public;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let retrying = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut outcomes = Vec::new();
+            while !stop.is_cancelled() {
+                outcomes.push(one_reconnect(port).await);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            outcomes
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(serving as i32), Signal::SIGKILL).unwrap();
+    phone.closed().await;
+    let after = sup
+        .wait_for("the standby to serve and a new one to be ready", |s| {
+            s["worker"]["pid"] == standby
+                && s["standby"]["ready"] == true
+                && s["standby"]["pid"] != standby
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let outcomes = retrying.await.unwrap();
+    let failed: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(
+        outcomes.len() >= 20 && failed.is_empty(),
+        "{} attempts, failed: {failed:?}\nlog:\n{}",
+        outcomes.len(),
+        sup.log_text()
+    );
+    assert_eq!(after["state"], "healthy");
+    assert_eq!(after["worker"]["restarts"], 1);
+    assert!(
+        events(&after)
+            .iter()
+            .any(|(k, m)| k == "worker_exited" && m.contains("its standby took over")),
+        "{after:#}"
+    );
+
+    let mut back = sup.client().await;
+    let from = back.seen.len();
+    back.send(json!({"type": "switch_session", "sessionId": first}))
+        .await;
+    back.until_type("history_replay_end").await;
+    let replay = messages(&back.seen[from..]);
+    assert!(
+        replay.contains(&"said before the kill".to_owned()),
+        "{replay:?}"
+    );
+    back.send(json!({"type": "list_sessions"})).await;
+    let list = back.until_type("session_list").await;
+    let default = home
+        .project()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut expected = [default, "made earlier".to_owned(), "made later".to_owned()];
+    expected.sort();
+    assert_eq!(session_names(&list), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_that_dies_is_replaced_and_the_serving_worker_and_its_phones_never_notice() {
+    let home = Home::new();
+    let sup = Sup::start(&home, WorkerOpts::fake_cli()).await;
+    let ready = sup
+        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
+        .await;
+    let standby = ready["standby"]["pid"].as_u64().unwrap();
+    let mut phone = sup.client().await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(standby as i32), Signal::SIGKILL).unwrap();
+    let after = sup
+        .wait_for("a new standby to be ready", |s| {
+            s["standby"]["ready"] == true && s["standby"]["pid"] != standby
+        })
+        .await;
+    assert_eq!(after["worker"]["pid"], ready["worker"]["pid"]);
+    assert_eq!(after["worker"]["restarts"], 0);
+    assert!(
+        events(&after)
+            .iter()
+            .any(|(k, m)| k == "standby_lost" && m.contains("another is started")),
+        "{after:#}"
+    );
+    phone.turn("still here").await;
+    assert!(
+        !phone.seen.iter().any(|v| v["type"] == "server_shutdown"),
+        "{:?}",
+        phone.seen
+    );
+}

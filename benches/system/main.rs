@@ -255,7 +255,7 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     // Every real-CLI turn above reached the scripted model (a CLI that cannot reach it
     // answers "Not logged in" instead, which would make these figures meaningless).
     let turns = (memory::SESSIONS * 3
-        + plan.kills
+        + 2 * plan.kills
         + plan.rollbacks
         + 2 * plan.first_turns
         + 2 * (plan.warm_turns + 1)) as u64;

@@ -27,6 +27,14 @@ pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
     let worker = sys.worker_pid().await;
     let mut phone = sys.phone("memory phone").await;
     let idle = sample(supervisor, worker, plan.rss_samples).await;
+    // What the standby worker costs: the same binary, gated, serving nobody.
+    let standby = sys.standby_ready().await.standby.and_then(|s| s.pid);
+    let standby = standby.expect("a ready standby has a pid");
+    let spare: Vec<f64> = sample(supervisor, standby, plan.rss_samples)
+        .await
+        .iter()
+        .map(|(_, rss)| *rss as f64)
+        .collect();
 
     let mut sessions = vec![phone.active_session()];
     for i in 1..SESSIONS {
@@ -100,6 +108,14 @@ pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
         &sum(&idle),
         mb,
         Some((Pct::P99, 25e6, "25 MB")),
+    ));
+    figure.rows.push(Row::percentiles(
+        "RSS of the standby worker beside it (idle, gated)",
+        agent,
+        n.clone(),
+        &spare,
+        mb,
+        None,
     ));
     figure.rows.push(Row::percentiles(
         format!("RSS supervisor + worker, {SESSIONS} sessions × 3 turns, {WARM_CLIS} CLIs warm (excluded)"),

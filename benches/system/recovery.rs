@@ -25,8 +25,11 @@ const SLOW_TURN: &str = "SLOW 100 the worker is killed while this answer streams
 pub async fn kills(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
     let mut phone = sys.phone("kill phone").await;
     let (mut samples, mut orphans, mut lingered) = (Vec::new(), 0usize, Vec::new());
+    let mut answered = Vec::new();
+    let mut taken_over = 0;
     for i in 0..plan.kills {
-        let status = sys.serving().await;
+        // As a crash finds it, at the defaults: its standby started and gated.
+        let status = sys.standby_ready().await;
         let worker = status.worker.pid.expect("a serving worker has a pid");
         phone
             .send(json!({"type": "input", "data": SLOW_TURN}))
@@ -57,12 +60,21 @@ pub async fn kills(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
             Client::reconnect(sys.public, "kill phone", killed_at + STEP).await;
         samples.push((authenticated_at - killed_at).as_secs_f64());
         phone = again;
+        // What the person typed next is answered: the session's CLI is started again
+        // (`--resume`) by the worker that took over.
+        phone
+            .turn(&format!("REPLY answered after kill {i}"), None)
+            .await;
+        answered.push(killed_at.elapsed().as_secs_f64());
         let now = sys.status().await;
         assert_ne!(
             now.worker.pid,
             Some(worker),
             "kill {i}: authenticated, but the status page still names the killed worker"
         );
+        if now.worker.pid == status.standby.as_ref().and_then(|s| s.pid) {
+            taken_over += 1;
+        }
         // Not timed: the orphaned CLIs (their stdin is gone with the worker) exit by
         // themselves; the next kill must not pile on top of them.
         for pid in agents {
@@ -84,7 +96,19 @@ pub async fn kills(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
         format!("{} kills", plan.kills),
         &samples,
         secs,
-        Some((Pct::P95, 1.5, "1.5 s")),
+        Some((Pct::P95, 0.1, "100 ms")),
+    ));
+    figure.rows.push(Row::percentiles(
+        "worker kill -9 mid-turn → the phone's next input answered (agent_idle)",
+        agent,
+        format!("{} kills", plan.kills),
+        &answered,
+        secs,
+        Some((Pct::P95, 0.4, "400 ms")),
+    ));
+    figure.details.push(format!(
+        "kill: {taken_over} of {} kills were taken over by the standby worker (the rest, restarted after the backoff, mean the standby was not ready in time)",
+        plan.kills
     ));
     let s = crate::report::sorted(&lingered);
     if let Some(worst) = s.last() {

@@ -172,6 +172,25 @@ impl System {
 
     /// Waits until the status page says healthy with a worker pid, and a phone can
     /// authenticate through the public port; returns that status.
+    /// [`System::serving`], once its standby worker is ready to take over too.
+    pub async fn standby_ready(&self) -> Status {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let status = self.serving().await;
+            if status.standby.as_ref().is_some_and(|s| s.ready) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no standby ready; last status {:?}; log:\n{}",
+                self.name,
+                status.standby,
+                self.log_tail()
+            );
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
     pub async fn serving(&self) -> Status {
         let deadline = Instant::now() + STEP;
         loop {

@@ -425,7 +425,7 @@ impl Session {
                 answers,
                 from,
             } => self.answer_question(id, answer, answers, &from).await,
-            Cmd::Resync { rec } => self.resync(*rec),
+            Cmd::Resync { rec } => self.resync(*rec).await,
             Cmd::SendSlashCommands { client } => self.clients.send_msg(
                 &client,
                 &ServerMsg::SlashCommands {
@@ -481,9 +481,9 @@ impl Session {
         })
     }
 
-    fn resync(&mut self, rec: SessionRecord) {
-        let untouched =
-            self.saves == 0 && !self.busy && self.agent.is_none() && self.queue.is_empty();
+    async fn resync(&mut self, rec: SessionRecord) {
+        // A CLI started ahead of input (a phone looked at the session) changed nothing.
+        let untouched = self.saves == 0 && !self.busy && self.queue.is_empty();
         if !untouched {
             // Both workers changed it; this one's phones have seen this one's version.
             tracing::warn!("session changed here since it was loaded; keeping this worker's state");
@@ -496,12 +496,18 @@ impl Session {
             history = rec.history.len(),
             "taking the state the previous worker saved"
         );
+        // Started for the conversation as it was loaded: it would resume the wrong one.
+        let warm = self.agent.is_some();
+        self.cool("the previous worker's saved state replaces the one it was started for");
         self.history_bytes = rec.history.iter().map(|m| approx_size(m)).sum();
         self.rec = rec;
         self.leave_restored_auto();
         self.refresh_info();
         for client in self.clients.on_session(&self.rec.session_id) {
             self.attach(&client, None);
+        }
+        if warm {
+            self.warm().await;
         }
     }
 

@@ -162,13 +162,33 @@ impl Hub {
 
     /// Re-reads the saved sessions after the worker this one replaced has saved its
     /// last state (a deploy runs both for a moment): sessions untouched here take the
-    /// saved version, sessions created there meanwhile appear here.
-    pub async fn resync(&self) {
+    /// saved version, sessions created there meanwhile appear here. With `closed_there`
+    /// (this worker was a standby that served nobody), sessions no longer on disk were
+    /// closed there, and go here too.
+    pub async fn resync(&self, closed_there: bool) {
         let dir = self.cfg.sessions_dir.clone();
         let records = tokio::task::spawn_blocking(move || record::load_all(&dir))
             .await
             .unwrap_or_default();
-        let mut added = false;
+        let mut changed = false;
+        // A worker always keeps a session, so an empty listing says nothing was closed:
+        // the directory could not be read.
+        if closed_there && !records.is_empty() {
+            let _guard = self.structure.lock().await;
+            let gone: Vec<Entry> = {
+                let mut sessions = self.lock();
+                let (gone, kept) = std::mem::take(&mut *sessions)
+                    .into_iter()
+                    .partition(|e| !records.iter().any(|r| r.session_id == e.id));
+                *sessions = kept;
+                gone
+            };
+            for entry in gone {
+                tracing::info!(session = %entry.id, "session closed by the previous worker");
+                stop_entry(entry, Some(&self.cfg.sessions_dir)).await;
+                changed = true;
+            }
+        }
         for rec in records {
             match self.sender(&rec.session_id) {
                 Some(tx) => {
@@ -177,12 +197,12 @@ impl Hub {
                 None if self.session_count() < MAX_SESSIONS => {
                     tracing::info!(session = %rec.session_id, "session created by the previous worker");
                     self.spawn_session(rec, false);
-                    added = true;
+                    changed = true;
                 }
                 None => {}
             }
         }
-        if added {
+        if changed {
             self.clients.publish(
                 Audience::All,
                 &ServerMsg::SessionList {

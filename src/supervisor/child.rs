@@ -80,8 +80,12 @@ pub enum WorkerCommand {
         /// The ETA phones are told.
         restart_eta_ms: u64,
     },
-    /// Re-read the sessions the worker it replaced saved.
-    Resync,
+    /// Re-read the sessions the worker it replaced saved; `closed_there`: it was a
+    /// standby, and sessions no longer saved were closed there.
+    Resync {
+        /// See [`crate::control::SupervisorCommand::Resync`].
+        closed_there: bool,
+    },
     /// Tell its phones how a source build goes.
     DeployNews(crate::control::DeployNews),
     /// Stop waiting politely (a second Ctrl-C): SIGKILL now.
@@ -404,7 +408,7 @@ impl Task {
             Some(WorkerCommand::Stop { .. }) => Some(Ending::Kill),
             Some(
                 WorkerCommand::Reconnect { .. }
-                | WorkerCommand::Resync
+                | WorkerCommand::Resync { .. }
                 | WorkerCommand::DeployNews(_),
             ) => None,
         }
@@ -499,7 +503,9 @@ impl Task {
                             check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.voucher.clone(), self.spec.gate_timeout)));
                         }
                     }
-                    Some(WorkerCommand::Resync) => self.send_line(&SupervisorCommand::Resync).await,
+                    Some(WorkerCommand::Resync { closed_there }) => {
+                        self.send_line(&SupervisorCommand::Resync { closed_there }).await;
+                    }
                     Some(WorkerCommand::DeployNews(news)) => {
                         self.send_line(&SupervisorCommand::DeployNews(news)).await;
                     }

@@ -37,6 +37,7 @@ impl From<&crate::config::SupervisorConfig> for state::Policy {
                 floor: failed_retry,
                 cap: state::FAILED_RETRY_CAP.max(failed_retry),
             },
+            standby: config.standby,
         }
     }
 }

@@ -25,7 +25,8 @@ use super::proxy::{self, Route};
 use super::release::{ReleaseError, ReleaseId, Releases, INSTALLED};
 use super::state::{self, Effect, Event, Machine};
 use super::status::{
-    Action, CanaryStatus, DeployOrigin, PendingDeployStatus, StateName, Status, WorkerStatus,
+    Action, CanaryStatus, DeployOrigin, PendingDeployStatus, StandbyStatus, StateName, Status,
+    WorkerStatus,
 };
 use super::switch::{self, Switch};
 use crate::config::SupervisorConfig;
@@ -456,6 +457,18 @@ struct Live {
     started_at: Option<u64>,
 }
 
+impl Live {
+    fn new(release: ReleaseId, worker: WorkerRef) -> Self {
+        Self {
+            release,
+            worker,
+            pid: None,
+            port: None,
+            started_at: None,
+        }
+    }
+}
+
 /// A worker on its way out; its `exited` token gates its successor.
 struct Leaving {
     release: ReleaseId,
@@ -560,6 +573,11 @@ struct Runner {
     releases: Arc<Releases>,
     instance: Instance,
     workers: HashMap<ReleaseId, Live>,
+    /// The spare worker of the serving release ([`Effect::SpawnStandby`]); not in
+    /// `workers`, which holds one per release.
+    standby: Option<Live>,
+    /// Its resident memory as of its last heartbeat, in bytes.
+    standby_rss: Option<u64>,
     stopping: HashMap<u64, Leaving>,
     next_id: u64,
     routed: Option<ReleaseId>,
@@ -598,6 +616,8 @@ impl Runner {
             releases: parts.releases,
             instance: parts.instance,
             workers: HashMap::new(),
+            standby: None,
+            standby_rss: None,
             stopping: HashMap::new(),
             next_id: 0,
             routed: None,
@@ -638,6 +658,7 @@ impl Runner {
         loop {
             if self.exiting
                 && self.workers.is_empty()
+                && self.standby.is_none()
                 && self.stopping.is_empty()
                 && self.build.is_none()
             {
@@ -658,7 +679,7 @@ impl Runner {
                 _ = force.cancelled(), if !forced => {
                     forced = true;
                     tracing::warn!("forced stop: killing workers without waiting for their drain");
-                    for w in self.workers.values() { w.worker.send(WorkerCommand::Kill); }
+                    for w in self.workers.values().chain(&self.standby) { w.worker.send(WorkerCommand::Kill); }
                     for w in self.stopping.values() { w.worker.send(WorkerCommand::Kill); }
                 }
                 Some(report) = reports.recv() => self.on_report(report).await,
@@ -734,13 +755,22 @@ impl Runner {
                 }
                 if leaving.handover {
                     if let Some(w) = self.routed.as_ref().and_then(|r| self.workers.get(r)) {
-                        w.worker.send(WorkerCommand::Resync);
+                        w.worker.send(WorkerCommand::Resync {
+                            closed_there: false,
+                        });
                     }
                 }
                 self.stopping.remove(&report.id);
                 self.save_pids();
             }
             return;
+        }
+        if self
+            .standby
+            .as_ref()
+            .is_some_and(|s| s.worker.id == report.id)
+        {
+            return self.on_standby_report(report.what).await;
         }
         let Some(release) = self
             .workers
@@ -828,6 +858,56 @@ impl Runner {
                 self.stopping.remove(&report.id);
                 self.step(Event::Exited { release, status }).await;
             }
+        }
+    }
+
+    /// What the spare worker says: only whether it can take over matters. Its phones
+    /// (none) and faults (no traffic) are nobody's concern until it serves.
+    async fn on_standby_report(&mut self, what: WorkerReport) {
+        let Some(standby) = &mut self.standby else {
+            return;
+        };
+        let release = standby.release.clone();
+        let why = match what {
+            WorkerReport::Started { pid, port } => {
+                standby.pid = Some(pid);
+                standby.port = Some(port);
+                standby.started_at = Some(crate::protocol::now_ms());
+                self.standby_rss = resident_bytes(pid);
+                self.save_pids();
+                return;
+            }
+            WorkerReport::Healthy => return self.step(Event::StandbyHealthy { release }).await,
+            WorkerReport::Beat { .. } => {
+                self.standby_rss = standby.pid.and_then(resident_bytes);
+                return;
+            }
+            WorkerReport::Notify(_) | WorkerReport::Deploy { .. } => return,
+            WorkerReport::Unhealthy { step, detail } => {
+                format!("failed its health gate at {step}: {detail}")
+            }
+            WorkerReport::Hung => "stopped sending heartbeats and was killed".into(),
+            WorkerReport::ConfigInvalid { message } => format!("cannot start: {message}"),
+            WorkerReport::Exited { status } => format!("exited ({status})"),
+        };
+        self.retire_standby();
+        self.step(Event::StandbyLost { release, why }).await;
+    }
+
+    /// Moves the spare worker to the leaving ones (it is stopping or gone).
+    fn retire_standby(&mut self) {
+        self.standby_rss = None;
+        if let Some(live) = self.standby.take() {
+            self.stopping.insert(
+                live.worker.id,
+                Leaving {
+                    release: live.release,
+                    worker: live.worker,
+                    pid: live.pid,
+                    planned: false,
+                    handover: false,
+                },
+            );
         }
     }
 
@@ -1097,6 +1177,30 @@ impl Runner {
         for effect in effects {
             match effect {
                 Effect::Spawn { release } => self.spawn(release),
+                Effect::SpawnStandby { release } => {
+                    self.retire_standby();
+                    // Beside the serving worker, waiting for nobody that is leaving.
+                    let worker = self.start_worker(release.clone(), Vec::new());
+                    self.standby = Some(Live::new(release, worker));
+                }
+                Effect::StopStandby => {
+                    if let Some(s) = &self.standby {
+                        s.worker.send(WorkerCommand::Kill);
+                    }
+                    self.retire_standby();
+                }
+                Effect::PromoteStandby { release } => {
+                    // The lost worker was retired when its loss was reported.
+                    self.retire(&release, false);
+                    if let Some(live) = self.standby.take() {
+                        self.standby_rss = None;
+                        // Its sessions are as it read them at its start: the lost
+                        // worker's since then are on disk.
+                        live.worker
+                            .send(WorkerCommand::Resync { closed_there: true });
+                        self.workers.insert(release, live);
+                    }
+                }
                 Effect::Route { release } => {
                     let port = self.workers.get(&release).and_then(|w| w.port);
                     self.routed = port.map(|_| release);
@@ -1148,29 +1252,26 @@ impl Runner {
     fn spawn(&mut self, release: ReleaseId) {
         // A worker of the same release still in the table is replaced, never doubled.
         self.retire(&release, true);
-        self.next_id += 1;
         let after = self
             .stopping
             .values()
             .map(|l| l.worker.exited.clone())
             .collect();
-        let worker = self.starter.start(
+        let worker = self.start_worker(release.clone(), after);
+        self.workers
+            .insert(release.clone(), Live::new(release, worker));
+    }
+
+    /// Starts a worker of `release` once every `after` is cancelled.
+    fn start_worker(&mut self, release: ReleaseId, after: Vec<CancellationToken>) -> WorkerRef {
+        self.next_id += 1;
+        self.starter.start(
             self.spec.clone(),
             self.next_id,
-            release.clone(),
+            release,
             after,
             self.reports_tx.clone(),
-        );
-        self.workers.insert(
-            release.clone(),
-            Live {
-                release,
-                worker,
-                pid: None,
-                port: None,
-                started_at: None,
-            },
-        );
+        )
     }
 
     /// Moves a worker out of the table (it is stopping or gone); unroutes it.
@@ -1322,6 +1423,7 @@ impl Runner {
         let pids = self
             .workers
             .values()
+            .chain(&self.standby)
             .filter_map(|w| w.pid)
             .chain(self.stopping.values().filter_map(|l| l.pid))
             .collect();
@@ -1354,6 +1456,12 @@ impl Runner {
             started_at: shown.and_then(|w| w.started_at),
             restarts: self.machine.restarts(),
         };
+        let standby = self.standby.as_ref().map(|s| StandbyStatus {
+            release: s.release.clone(),
+            pid: s.pid,
+            ready: matches!(self.machine.standby(), Some(state::Standby::Ready(_))),
+            rss_bytes: self.standby_rss,
+        });
         let failed_reason = self.machine.failed_reason().map(str::to_owned);
         let (clients, sessions) = (self.clients, self.sessions);
         let connected = self.connected.clone();
@@ -1383,6 +1491,7 @@ impl Runner {
                 s.state,
                 s.failed_reason.clone(),
                 s.worker.clone(),
+                s.standby.clone(),
                 s.clients,
                 s.sessions,
                 s.canary.clone(),
@@ -1393,6 +1502,7 @@ impl Runner {
             s.devices.connected = connected;
             s.failed_reason = failed_reason;
             s.worker = worker;
+            s.standby = standby;
             s.clients = clients;
             s.sessions = sessions;
             s.canary = canary.map(|mut c| {
@@ -1419,6 +1529,7 @@ impl Runner {
                     s.state,
                     s.failed_reason.clone(),
                     s.worker.clone(),
+                    s.standby.clone(),
                     s.clients,
                     s.sessions,
                     s.canary.clone(),
@@ -1427,6 +1538,19 @@ impl Runner {
                 )
         });
     }
+}
+
+/// A process's resident memory, in bytes (Linux: `/proc/PID/statm`; elsewhere `None`).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // Every Linux Chroxy runs on uses 4 KiB pages but a few arm64 kernels (16/64 KiB);
+    // sysconf says which.
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| u64::try_from(p).ok())?;
+    Some(pages * page)
 }
 
 #[cfg(test)]
@@ -1485,7 +1609,16 @@ mod tests {
     }
 
     impl Rig {
+        /// Without a standby: the tests of restarts count every start.
         async fn start() -> Self {
+            let policy = state::Policy {
+                standby: false,
+                ..Default::default()
+            };
+            Self::with(policy).await
+        }
+
+        async fn with(policy: state::Policy) -> Self {
             let home = tempfile::tempdir().unwrap();
             let paths = Paths::under(home.path());
             let (status_tx, status_rx) = watch::channel(Status::new(0, 0, true, "file"));
@@ -1504,7 +1637,7 @@ mod tests {
                 watch::channel(None).0,
                 crate::tunnel::record_file(&paths),
             );
-            let (machine, first) = Machine::start(state::Policy::default(), "0".into(), "0".into());
+            let (machine, first) = Machine::start(policy, "0".into(), "0".into());
             let (runner, reports_rx) = Runner::new(Parts {
                 paths: paths.clone(),
                 spec: LaunchSpec {
@@ -1728,5 +1861,72 @@ mod tests {
         );
         within("the runner to end", rig.task).await.unwrap();
         assert!(rig.starts.try_recv().is_err(), "no worker started after");
+    }
+
+    #[tokio::test]
+    async fn a_crash_of_the_serving_worker_routes_its_standby_at_once_and_starts_another() {
+        let mut rig = Rig::with(state::Policy::default()).await;
+        let mut serving = rig.next_start().await;
+        rig.up(1, 4242);
+        rig.routed_to(Some(4242)).await;
+        let mut standby = rig.next_start().await;
+        assert_eq!((standby.id, standby.release.as_str()), (2, "0"));
+        rig.up(2, 4343);
+        let mut status = rig.handle.watch();
+        let ready = status.wait_for(|s| s.standby.as_ref().is_some_and(|s| s.ready));
+        within("the standby to be ready", ready).await.unwrap();
+        assert_eq!(
+            rig.route.borrow().port,
+            Some(4242),
+            "nothing is routed to it"
+        );
+
+        // The standby's own death is replaced; the serving worker hears nothing.
+        rig.report(
+            2,
+            WorkerReport::Exited {
+                status: "signal: 9 (SIGKILL)".into(),
+            },
+        );
+        standby = rig.next_start().await;
+        assert_eq!(standby.id, 3);
+        rig.up(3, 4444);
+        let ready = status.wait_for(|s| {
+            s.standby
+                .as_ref()
+                .is_some_and(|s| s.ready && s.pid == Some(4000))
+                && s.events.iter().any(|e| e.kind == "standby_lost")
+        });
+        within("the second standby to be ready", ready)
+            .await
+            .unwrap();
+        assert!(serving.commands.try_recv().is_err());
+
+        rig.report(
+            1,
+            WorkerReport::Exited {
+                status: "signal: 9 (SIGKILL)".into(),
+            },
+        );
+        let route = rig.routed_to(Some(4444)).await;
+        assert_eq!(route.state, StateName::Healthy);
+        assert_eq!(
+            command(&mut standby).await,
+            WorkerCommand::Resync { closed_there: true },
+            "it reads the sessions the lost worker saved"
+        );
+        let next = rig.next_start().await;
+        assert_eq!((next.id, next.release.as_str()), (4, "0"), "a new standby");
+        let status = rig.handle.status();
+        assert_eq!(status.worker.port, Some(4444));
+        assert_eq!(status.worker.restarts, 1);
+        assert!(
+            status
+                .events
+                .iter()
+                .any(|e| e.kind == "worker_exited" && e.message.contains("its standby took over")),
+            "{:?}",
+            status.events
+        );
     }
 }

@@ -38,7 +38,14 @@ pub struct Policy {
     /// that is longer): a probe can fail for reasons that pass (a loaded machine), and
     /// the owner may be far from the desk.
     pub failed_retry: Backoff,
+    /// Keep a spare worker of a trusted serving release ready to take over from it.
+    pub standby: bool,
 }
+
+/// Standby workers that may fail one after another before Chroxy goes on without one
+/// (until the serving worker is next replaced): a release whose second worker cannot
+/// start must not have one started again and again beside the one that serves.
+pub const STANDBY_TRIES: u32 = 3;
 
 /// How long a deploy from away from the desk waits for a person before it is dropped:
 /// long enough to walk to the machine, short enough that a forgotten request does not
@@ -95,6 +102,19 @@ pub enum Event {
         /// How many.
         count: u64,
     },
+    /// The standby worker passed its health gate.
+    StandbyHealthy {
+        /// Its release.
+        release: ReleaseId,
+    },
+    /// The standby worker failed its gate, exited, hung or could not start (the runner
+    /// has stopped it).
+    StandbyLost {
+        /// Its release.
+        release: ReleaseId,
+        /// What happened, for a person.
+        why: String,
+    },
     /// The armed timer fired.
     Timer,
     /// A person asked for a restart.
@@ -138,6 +158,20 @@ pub enum Effect {
     /// "restarting".
     Spawn {
         /// The release to run.
+        release: ReleaseId,
+    },
+    /// Start a spare worker of this release beside the serving one and health-gate it;
+    /// report `StandbyHealthy` or `StandbyLost`. Nothing is routed to it.
+    SpawnStandby {
+        /// The serving release.
+        release: ReleaseId,
+    },
+    /// Stop the spare worker (at once: no phone is on it).
+    StopStandby,
+    /// The spare worker becomes this release's worker in place of the one just lost,
+    /// and re-reads the sessions that one saved; a `Route` to it follows.
+    PromoteStandby {
+        /// The release it serves.
         release: ReleaseId,
     },
     /// Send the public port's new connections to this release's (healthy) worker.
@@ -258,6 +292,24 @@ pub enum State {
     Stopping,
 }
 
+/// The spare worker beside the serving one ([`Policy::standby`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standby {
+    /// Started; its health gate has not passed yet.
+    Starting(ReleaseId),
+    /// Gated and idle: it can take over.
+    Ready(ReleaseId),
+}
+
+impl Standby {
+    /// The release it runs.
+    pub fn release(&self) -> &ReleaseId {
+        match self {
+            Self::Starting(r) | Self::Ready(r) => r,
+        }
+    }
+}
+
 /// A release being watched before it is trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Canary {
@@ -300,6 +352,10 @@ pub struct Machine {
     config_error: Option<String>,
     /// A remote deploy waiting for approval.
     pending: Option<PendingDeploy>,
+    /// The spare worker, if one runs.
+    standby: Option<Standby>,
+    /// Standby workers lost one after another beside the same serving worker.
+    standby_failures: u32,
 }
 
 impl Machine {
@@ -324,6 +380,8 @@ impl Machine {
             failed_notified: false,
             config_error: None,
             pending: None,
+            standby: None,
+            standby_failures: 0,
         };
         (m, effects)
     }
@@ -402,13 +460,134 @@ impl Machine {
         self.pending.as_ref()
     }
 
+    /// The spare worker, if one runs.
+    pub fn standby(&self) -> Option<&Standby> {
+        self.standby.as_ref()
+    }
+
     /// Feeds one event; returns what to do.
     pub fn step(&mut self, event: Event, now: Instant) -> Vec<Effect> {
         tracing::trace!(state = ?self.state, ?event, "supervisor step");
         let state = std::mem::replace(&mut self.state, State::Stopping);
-        let (state, effects) = self.transition(state, event, now);
+        let (state, mut effects) = self.transition(state, event, now);
+        self.keep_standby(&state, &mut effects);
         self.state = state;
         effects
+    }
+
+    /// The standby follows the state, whatever led there: one worker of the serving
+    /// release while a trusted release serves, none otherwise. A canary has none: a
+    /// canary that crashes is rolled back, not taken over. So every rule above can
+    /// ignore it, and none can leave one running beside the wrong release.
+    fn keep_standby(&mut self, state: &State, fx: &mut Vec<Effect>) {
+        let serving = match state {
+            State::Serving {
+                release,
+                canary: None,
+                ..
+            } => Some(release),
+            State::Serving { .. } => None,
+            _ => {
+                // The next worker that serves gets its standby tries afresh.
+                self.standby_failures = 0;
+                None
+            }
+        };
+        let wanted =
+            serving.filter(|_| self.policy.standby && self.standby_failures < STANDBY_TRIES);
+        if self
+            .standby
+            .as_ref()
+            .is_some_and(|s| Some(s.release()) != wanted)
+        {
+            self.standby = None;
+            // Before anything else: on a shutdown it goes before the serving one drains.
+            fx.insert(0, Effect::StopStandby);
+        }
+        if let (None, Some(release)) = (&self.standby, wanted) {
+            fx.push(Effect::SpawnStandby {
+                release: release.clone(),
+            });
+            self.standby = Some(Standby::Starting(release.clone()));
+        }
+    }
+
+    /// The standby passed its gate: it can take over.
+    fn standby_ready(&mut self, release: ReleaseId) {
+        if self.standby == Some(Standby::Starting(release.clone())) {
+            self.standby = Some(Standby::Ready(release));
+            self.standby_failures = 0;
+        }
+    }
+
+    /// The standby is gone: another is started (by [`Machine::keep_standby`]) unless
+    /// too many were lost in a row.
+    fn standby_lost(&mut self, release: ReleaseId, why: String) -> Vec<Effect> {
+        if self.standby.as_ref().map(Standby::release) != Some(&release) {
+            return vec![];
+        }
+        self.standby = None;
+        self.standby_failures += 1;
+        let then = if self.standby_failures >= STANDBY_TRIES {
+            format!(
+                "{STANDBY_TRIES} in a row: Chroxy goes on without one until the serving worker is replaced"
+            )
+        } else {
+            "another is started".into()
+        };
+        vec![Effect::Record {
+            kind: "standby_lost",
+            message: format!("the standby worker of release {release} {why}; {then}"),
+        }]
+    }
+
+    /// The serving worker exited for the first time since it was last steady, and a
+    /// gated standby waits: it takes over at once, with no backoff. The loss still
+    /// counts toward the crash budget, and a second one before `healthy_reset` backs
+    /// off as any other; the budget spent, the usual rules decide. Only an exit: the
+    /// runner reports it once everything the worker started is gone, so no Claude Code
+    /// session runs twice; a hung or unhealthy worker is still being killed when it is
+    /// reported, and its successor waits for that, as ever.
+    fn take_over(
+        &mut self,
+        release: &ReleaseId,
+        now: Instant,
+        kind: &'static str,
+        what: &str,
+    ) -> Option<Vec<Effect>> {
+        let ready = matches!(&self.standby, Some(Standby::Ready(r)) if r == release);
+        self.forget_old_crashes(now);
+        let first = self.attempt == 0 && self.crashes.len() < self.policy.crash_budget;
+        if !ready || !first || kind != "worker_exited" {
+            return None;
+        }
+        self.crashes.push_back(now);
+        self.standby = None;
+        self.attempt = 1;
+        self.restarts += 1;
+        Some(vec![
+            Effect::Record {
+                kind,
+                message: format!("release {release} {what}; its standby took over"),
+            },
+            Effect::PromoteStandby {
+                release: release.clone(),
+            },
+            Effect::Route {
+                release: release.clone(),
+            },
+        ])
+    }
+
+    /// Crashes older than the crash window no longer count.
+    fn forget_old_crashes(&mut self, now: Instant) {
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.policy.crash_window)
+        {
+            self.crashes.pop_front();
+        }
     }
 
     /// Routes the event to the rules of the state it arrives in. What holds in every
@@ -430,6 +609,14 @@ impl Machine {
             (state, E::RefuseDeploy { release }) => (state, self.refuse_deploy(release)),
             (state, E::DeployExpiry) => (state, self.expire_deploy(now)),
             (state, E::Reconnect) => self.reconnect(state, now),
+            (state, E::StandbyHealthy { release }) => {
+                self.standby_ready(release);
+                (state, vec![])
+            }
+            (state, E::StandbyLost { release, why }) => {
+                let fx = self.standby_lost(release, why);
+                (state, fx)
+            }
             (State::Starting { release, name }, event) => self.starting(release, name, event, now),
             (
                 State::Serving {
@@ -939,6 +1126,14 @@ impl Machine {
         if now.duration_since(since) >= self.policy.healthy_reset {
             self.attempt = 0;
         }
+        if let Some(fx) = self.take_over(&release, now, kind, &what) {
+            let state = State::Serving {
+                release,
+                since: now,
+                canary: None,
+            };
+            return (state, fx);
+        }
         self.crashed(
             release.clone(),
             now,
@@ -989,13 +1184,7 @@ impl Machine {
         why: String,
     ) -> (State, Vec<Effect>) {
         self.crashes.push_back(now);
-        while self
-            .crashes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.policy.crash_window)
-        {
-            self.crashes.pop_front();
-        }
+        self.forget_old_crashes(now);
         let mut fx = vec![Effect::Record {
             kind,
             message: why.clone(),
@@ -1426,10 +1615,16 @@ mod tests {
         let fx = m.step(Event::Timer, t0 + 60 * S);
         assert!(fx.contains(&Effect::SetKnownGood("1-new".into())));
         assert_eq!(m.known_good(), "1-new");
+        assert!(
+            fx.contains(&Effect::PruneReleases),
+            "old releases go once a new one is trusted"
+        );
         assert_eq!(
             fx.last(),
-            Some(&Effect::PruneReleases),
-            "old releases go once a new one is trusted"
+            Some(&Effect::SpawnStandby {
+                release: "1-new".into()
+            }),
+            "a trusted release gets a standby; a canary had none"
         );
     }
 
@@ -2575,5 +2770,218 @@ mod tests {
         };
         assert_eq!(until - now, 8 * S, "the fifth crash waits 8 s");
         assert_eq!(m.retry_after(now + 3 * S), 6 * S);
+    }
+
+    fn standby_healthy(r: &str) -> Event {
+        Event::StandbyHealthy { release: r.into() }
+    }
+
+    fn spawns_standby(r: &str) -> Effect {
+        Effect::SpawnStandby { release: r.into() }
+    }
+
+    /// Known-good release "0-good" serving, with its standby gated.
+    fn serving_with_standby() -> (Machine, Instant) {
+        let (mut m, t0) = serving_known_good();
+        assert_eq!(m.standby(), Some(&Standby::Starting("0-good".into())));
+        assert_eq!(m.step(standby_healthy("0-good"), t0), vec![]);
+        assert_eq!(m.standby(), Some(&Standby::Ready("0-good".into())));
+        (m, t0)
+    }
+
+    #[test]
+    fn a_standby_takes_over_the_first_crash_at_once_and_repeated_crashes_back_off_as_before() {
+        let (mut m, _) = Machine::start(Policy::default(), "0-good".into(), "0-good".into());
+        let t0 = Instant::now();
+        let fx = m.step(healthy("0-good"), t0);
+        assert_eq!(fx.last(), Some(&spawns_standby("0-good")));
+        m.step(standby_healthy("0-good"), t0);
+
+        // A kill -9 of the serving worker: no backoff, the standby is routed at once and
+        // a new standby is started behind it.
+        let fx = m.step(exited("0-good"), t0 + S);
+        assert_eq!(
+            fx,
+            vec![
+                Effect::Record {
+                    kind: "worker_exited",
+                    message: "release 0-good exited (exit status 1); its standby took over".into()
+                },
+                Effect::PromoteStandby {
+                    release: "0-good".into()
+                },
+                Effect::Route {
+                    release: "0-good".into()
+                },
+                spawns_standby("0-good"),
+            ]
+        );
+        assert_eq!(m.state_name(), StateName::Healthy);
+        assert_eq!(m.restarts(), 1);
+        assert_eq!(m.standby(), Some(&Standby::Starting("0-good".into())));
+
+        // A second crash soon after, new standby ready or not: the rules as before.
+        m.step(standby_healthy("0-good"), t0 + 2 * S);
+        let fx = m.step(exited("0-good"), t0 + 3 * S);
+        assert_eq!(fx.first(), Some(&Effect::StopStandby), "{fx:?}");
+        assert!(
+            fx.contains(&Effect::ArmTimer(t0 + 4 * S)),
+            "1 s backoff: {fx:?}"
+        );
+        assert_eq!(m.state_name(), StateName::Restarting);
+        assert_eq!(m.standby(), None);
+
+        // Back, and steady for the reset time: the next crash is a first one again.
+        m.step(Event::Timer, t0 + 4 * S);
+        let fx = m.step(healthy("0-good"), t0 + 5 * S);
+        assert_eq!(fx.last(), Some(&spawns_standby("0-good")));
+        m.step(standby_healthy("0-good"), t0 + 6 * S);
+        let fx = m.step(exited("0-good"), t0 + 70 * S);
+        assert!(fx.contains(&Effect::PromoteStandby {
+            release: "0-good".into()
+        }));
+    }
+
+    #[test]
+    fn crashes_with_a_standby_still_roll_back_and_reach_failed_within_the_budget() {
+        let (mut m, t0) = serving_with_standby();
+        let mut now = t0;
+        // Each time the worker is back, its standby is ready before it crashes again.
+        let mut took_over = 0;
+        for _ in 0..6 {
+            now += S;
+            let fx = m.step(exited("0-good"), now);
+            if fx.contains(&Effect::PromoteStandby {
+                release: "0-good".into(),
+            }) {
+                took_over += 1;
+            }
+            if m.state_name() == StateName::Failed {
+                break;
+            }
+            if let Some(at) = timer(&fx) {
+                now = at;
+                m.step(Event::Timer, now);
+                m.step(healthy("0-good"), now);
+            }
+            m.step(standby_healthy("0-good"), now);
+        }
+        assert_eq!(took_over, 1, "only the first crash is taken over");
+        assert_eq!(
+            m.state_name(),
+            StateName::Failed,
+            "more than 5 crashes in 2 min: failed, as without a standby"
+        );
+        assert_eq!(m.standby(), None);
+    }
+
+    #[test]
+    fn a_lost_standby_is_replaced_without_touching_the_serving_worker_three_times_at_most() {
+        let (mut m, t0) = serving_known_good();
+        let lost = |why: &str| Event::StandbyLost {
+            release: "0-good".into(),
+            why: why.into(),
+        };
+        for round in 1..=2 {
+            let fx = m.step(lost("exited (signal: 9 (SIGKILL))"), t0 + round * S);
+            assert_eq!(
+                fx,
+                vec![
+                    Effect::Record {
+                        kind: "standby_lost",
+                        message: "the standby worker of release 0-good exited (signal: 9 (SIGKILL)); another is started".into()
+                    },
+                    spawns_standby("0-good"),
+                ],
+                "round {round}"
+            );
+            assert_eq!(m.state_name(), StateName::Healthy);
+        }
+        let fx = m.step(lost("failed its health gate at auth: refused"), t0 + 3 * S);
+        assert_eq!(fx.len(), 1, "no fourth: {fx:?}");
+        assert!(
+            matches!(&fx[0], Effect::Record { kind: "standby_lost", message } if message.contains("goes on without one")),
+            "{fx:?}"
+        );
+        assert_eq!(m.standby(), None);
+        // A late report about a standby that is gone changes nothing.
+        assert_eq!(m.step(standby_healthy("0-good"), t0 + 4 * S), vec![]);
+        assert_eq!(m.step(lost("exited"), t0 + 4 * S), vec![]);
+        // A crash without a standby backs off as ever; the next worker gets tries afresh.
+        let fx = m.step(exited("0-good"), t0 + 5 * S);
+        assert!(!fx.contains(&Effect::PromoteStandby {
+            release: "0-good".into()
+        }));
+        m.step(Event::Timer, t0 + 6 * S);
+        let fx = m.step(healthy("0-good"), t0 + 6 * S);
+        assert_eq!(fx.last(), Some(&spawns_standby("0-good")));
+    }
+
+    #[test]
+    fn the_standby_goes_first_whenever_the_serving_worker_is_replaced_or_stopped() {
+        let desk = |r: &str| Event::Deploy {
+            release: r.into(),
+            origin: DeployOrigin::Desk,
+        };
+        let cases: Vec<(&str, Event)> = vec![
+            ("shutdown", Event::Shutdown),
+            ("restart", Event::Restart),
+            (
+                "rollback",
+                Event::Rollback {
+                    to: "0-good".into(),
+                },
+            ),
+            ("deploy", desk("1-new")),
+        ];
+        for (name, event) in cases {
+            let (mut m, t0) = serving_with_standby();
+            let fx = m.step(event, t0 + S);
+            assert_eq!(fx.first(), Some(&Effect::StopStandby), "{name}: {fx:?}");
+            assert!(
+                !fx.iter().any(|e| matches!(e, Effect::SpawnStandby { .. })),
+                "{name}: {fx:?}"
+            );
+            assert_eq!(m.standby(), None, "{name}");
+        }
+        // The deployed release is a canary: no standby until it is trusted.
+        let (mut m, t0) = serving_with_standby();
+        m.step(desk("1-new"), t0);
+        let fx = m.step(healthy("1-new"), t0 + S);
+        assert!(!fx.iter().any(|e| matches!(e, Effect::SpawnStandby { .. })));
+        let fx = m.step(Event::Timer, t0 + 61 * S);
+        assert_eq!(fx.last(), Some(&spawns_standby("1-new")));
+    }
+
+    #[test]
+    fn a_hung_or_unhealthy_worker_is_not_taken_over_while_it_is_still_being_killed() {
+        let events = [
+            Event::Hung {
+                release: "0-good".into(),
+            },
+            Event::Unhealthy {
+                release: "0-good".into(),
+                step: "ping".into(),
+                detail: "no pong".into(),
+            },
+        ];
+        for event in events {
+            let (mut m, t0) = serving_with_standby();
+            let fx = m.step(event.clone(), t0 + S);
+            assert_eq!(fx.first(), Some(&Effect::StopStandby), "{event:?}: {fx:?}");
+            assert_eq!(m.state_name(), StateName::Restarting, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn no_standby_is_started_when_the_settings_turn_it_off() {
+        let policy = Policy {
+            standby: false,
+            ..Policy::default()
+        };
+        let (mut m, _) = Machine::start(policy, "0-good".into(), "0-good".into());
+        let fx = m.step(healthy("0-good"), Instant::now());
+        assert!(!fx.iter().any(|e| matches!(e, Effect::SpawnStandby { .. })));
+        assert_eq!(m.standby(), None);
     }
 }

@@ -43,6 +43,20 @@ pub struct WorkerStatus {
     pub restarts: u32,
 }
 
+/// The spare worker kept beside the serving one (`[supervisor] standby`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StandbyStatus {
+    /// Release id it runs (the serving one's).
+    pub release: ReleaseId,
+    /// OS process id, once started.
+    pub pid: Option<u32>,
+    /// It passed its health gate and can take over.
+    pub ready: bool,
+    /// Its resident memory as of its last heartbeat, in bytes: what it costs.
+    pub rss_bytes: Option<u64>,
+}
+
 /// One release in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -251,6 +265,9 @@ pub struct Status {
     pub failed_reason: Option<String>,
     /// The serving worker.
     pub worker: WorkerStatus,
+    /// The spare worker, while one runs.
+    #[serde(default)]
+    pub standby: Option<StandbyStatus>,
     /// The release store.
     pub releases: ReleasesStatus,
     /// The canary watch, while a deployed release is on trial.
@@ -301,6 +318,7 @@ impl Status {
             state: StateName::Starting,
             failed_reason: None,
             worker: WorkerStatus::default(),
+            standby: None,
             releases: ReleasesStatus::default(),
             canary: None,
             pending_deploy: None,
@@ -366,6 +384,18 @@ impl Status {
             or_dash(w.port.map(|p| p.to_string())),
             w.restarts
         ));
+        if let Some(s) = &self.standby {
+            let rss = s
+                .rss_bytes
+                .map(|b| format!(", {} MB", b / 1_000_000))
+                .unwrap_or_default();
+            let state = if s.ready { "ready" } else { "starting" };
+            line(format!(
+                "standby:      release {} pid {} {state}{rss}",
+                s.release,
+                or_dash(s.pid.map(|p| p.to_string()))
+            ));
+        }
         line(format!(
             "releases:     current {} known-good {}",
             or_dash(self.releases.current.as_ref().map(|r| r.to_string())),

@@ -115,7 +115,7 @@ pub async fn follow_supervisor(
                         tracing::info!("telling every phone to reconnect");
                         signals.reconnect_all(restart_eta_ms);
                     }
-                    Ok(SupervisorCommand::Resync) => hub.resync().await,
+                    Ok(SupervisorCommand::Resync { closed_there }) => hub.resync(closed_there).await,
                     Ok(SupervisorCommand::DeployNews(news)) => hub.deploy_news(news),
                     Err(err) => tracing::warn!(%err, "ignoring an unreadable control command"),
                 },

@@ -85,6 +85,13 @@ function render(s) {
       : `not running${w.release ? ` (last release ${w.release})` : ""}`,
   );
   text("restarts", w.restarts);
+  const sb = s.standby;
+  text(
+    "standby",
+    sb
+      ? `${sb.ready ? "ready to take over" : "starting"} (pid ${sb.pid ?? "?"}${sb.rssBytes ? `, ${Math.round(sb.rssBytes / 1e6)} MB` : ""})`
+      : "none",
+  );
   text("current", s.releases.current);
   text("known-good", s.releases.knownGood);
   const c = s.canary;

@@ -141,8 +141,10 @@ async fn handle(
         None => peer.ip(),
     };
     // Routed as of the moment the request arrived, not the moment the socket did.
-    let route = route.borrow().clone();
-    if let (Some(port), Some(voucher)) = (route.port, route.voucher.as_ref()) {
+    let mut routes = route;
+    let mut route = routes.borrow_and_update().clone();
+    let reroute_by = tokio::time::Instant::now() + REROUTE_WAIT;
+    while let (Some(port), Some(voucher)) = (route.port, route.voucher.as_ref()) {
         match TcpStream::connect(("127.0.0.1", port)).await {
             Ok(worker) => {
                 let _ = worker.set_nodelay(true);
@@ -154,12 +156,22 @@ async fn handle(
                 };
                 return splice::run(client, worker, first, ticket, watch, head_len).await;
             }
-            // Died between routing and now: the runner will notice; meanwhile say so.
             Err(err) => tracing::debug!(port, %err, "routed worker refused a connection"),
+        }
+        // It died between routing and now, and the runner is about to say what
+        // replaces it: its standby (a phone reconnecting at once gets in at once), or
+        // "restarting" with how long to wait. That word is worth a moment's wait.
+        let rerouted = routes.wait_for(|r| r.port != Some(port));
+        match tokio::time::timeout_at(reroute_by, rerouted).await {
+            Ok(Ok(now)) => route = now.clone(),
+            _ => break,
         }
     }
     answer_restarting(client, &head, &route).await
 }
+
+/// How long a request that found its worker gone waits for the route to change.
+const REROUTE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The phone behind our own tunnel, when this connection is cloudflared's and says
 /// which phone it carries.
