@@ -75,7 +75,7 @@ fn main() {
         for (i, what) in [
             "  app: tray + supervisor (MB)",
             "  its WebKit processes (MB)",
-            "  its worker, agent excluded (MB)",
+            "  its worker and standby worker, agent excluded (MB)",
             "  every process it owns, agent excluded (MB)",
         ]
         .iter()
@@ -137,7 +137,7 @@ struct Tray {
     open_ms: f64,
     /// The same after closing the window.
     reopen_ms: f64,
-    /// RSS (MB) never opened, open, closed again: app, WebKit, worker, all three.
+    /// RSS (MB) never opened, open, closed again: app, WebKit, workers, all three.
     rss: [[f64; 4]; 3],
 }
 
@@ -145,7 +145,12 @@ async fn one_tray() -> Tray {
     let home = Home::new();
     let desk = Desk::start(&home).await;
     let (_app, sup) = desk.at_login(&home, &WorkerOpts::fake_cli()).await;
-    let worker = sup.healthy().await["worker"]["pid"].as_u64().unwrap() as u32;
+    // As the app runs by default: a standby worker beside the serving one.
+    let ready = sup
+        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
+        .await;
+    let pid = |who: &str| ready[who]["pid"].as_u64().unwrap() as u32;
+    let workers = [pid("worker"), pid("standby")];
     let menu = TrayMenu::find(&desk.bus, sup.pid()).await;
     let display = desk.display.name.clone();
     let shown = async |menu: &TrayMenu| {
@@ -159,9 +164,9 @@ async fn one_tray() -> Tray {
         .await;
         clicked.elapsed().as_secs_f64() * 1000.0
     };
-    let never = idle_rss(sup.pid(), worker).await;
+    let never = idle_rss(sup.pid(), workers).await;
     let open_ms = shown(&menu).await;
-    let open = idle_rss(sup.pid(), worker).await;
+    let open = idle_rss(sup.pid(), workers).await;
     // Clicked until it goes: a click in the window's first instants can go unheard.
     common::eventually("the window and its page process gone", async || {
         let shown = x11::close(&display, "Chroxy");
@@ -175,7 +180,7 @@ async fn one_tray() -> Tray {
         }
     })
     .await;
-    let closed = idle_rss(sup.pid(), worker).await;
+    let closed = idle_rss(sup.pid(), workers).await;
     let reopen_ms = shown(&menu).await;
     Tray {
         open_ms,
@@ -185,8 +190,8 @@ async fn one_tray() -> Tray {
 }
 
 /// After a few quiet seconds, the median of ten samples of the RSS of the app, its
-/// WebKit processes, its worker, and their sum (MB).
-async fn idle_rss(app: u32, worker: u32) -> [f64; 4] {
+/// WebKit processes, its workers, and their sum (MB).
+async fn idle_rss(app: u32, workers: [u32; 2]) -> [f64; 4] {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut samples = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..10 {
@@ -195,7 +200,7 @@ async fn idle_rss(app: u32, worker: u32) -> [f64; 4] {
             common::webkit_of(app)
                 .iter()
                 .fold(0.0, |sum, p| sum + rss_mb(*p)),
-            rss_mb(worker),
+            workers.iter().map(|w| rss_mb(*w)).sum(),
         ];
         for (i, part) in parts.iter().enumerate() {
             samples[i].push(*part);

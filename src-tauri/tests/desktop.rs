@@ -367,15 +367,33 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     same_pairing(&qr_in(&png), pair.trim());
     drop(again);
 
-    // The worker is killed: the strip says so, then shows the new worker.
-    let serving = sup.healthy().await;
+    // The worker is killed: its standby takes over at once, and the strip shows it
+    // serving, never "restarting".
+    let serving = sup
+        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
+        .await;
     let pid = serving["worker"]["pid"].as_u64().unwrap() as i32;
+    let standby = serving["standby"]["pid"].as_u64().unwrap() as i32;
     let restarts = serving["worker"]["restarts"].as_u64().unwrap() + 1;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
+    let kill = |pid: i32| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap()
+    };
+    kill(pid);
+    w.until(
+        "the strip shows the standby serving",
+        &format!(
+            "{} && document.getElementById('worker-state').textContent.includes('pid {standby},') && document.getElementById('worker-state').textContent.includes('{restarts} restarts')",
+            look_is("healthy")
+        ),
     )
-    .unwrap();
+    .await;
+    w.shot("6-taken-over").await;
+    // Killed again before it is steady: restarted after the backoff, as ever.
+    kill(standby);
     w.until(
         "the strip says restarting",
         &format!(
@@ -384,16 +402,17 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
         ),
     )
     .await;
-    w.shot("6-restarting").await;
+    w.shot("7-restarting").await;
+    let restarts = restarts + 1;
     w.until(
         "the strip shows the new worker",
         &format!(
-            "{} && !document.getElementById('worker-state').textContent.includes('pid {pid}') && document.getElementById('worker-state').textContent.includes('{restarts} restarts')",
+            "{} && !document.getElementById('worker-state').textContent.includes('pid {standby},') && document.getElementById('worker-state').textContent.includes('{restarts} restarts')",
             look_is("healthy")
         ),
     )
     .await;
-    w.shot("7-back").await;
+    w.shot("8-back").await;
 
     // The admin token stays hidden until asked for.
     let admin = sup.admin();
