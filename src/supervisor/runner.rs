@@ -1178,6 +1178,10 @@ impl Runner {
             match effect {
                 Effect::Spawn { release } => self.spawn(release),
                 Effect::SpawnStandby { release } => {
+                    // Never two: the machine stops one before it asks for another.
+                    if let Some(old) = &self.standby {
+                        old.worker.send(WorkerCommand::Kill);
+                    }
                     self.retire_standby();
                     // Beside the serving worker, waiting for nobody that is leaving.
                     let worker = self.start_worker(release.clone(), Vec::new());
