@@ -261,10 +261,48 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.click("#interrupt").await;
     a.until("interrupted", IDLE).await;
 
-    // The worker dies: the page says the server is restarting, then comes back by itself
-    // with the conversation intact.
-    let pid = sup.status().await["worker"]["pid"].as_i64().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    // The worker dies: its standby takes over, and the phone sees a blink (at most a
+    // brief "reconnecting", never "Server restarting") with the conversation intact.
+    let serving = sup
+        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
+        .await;
+    let pid = serving["worker"]["pid"].as_i64().unwrap() as i32;
+    let standby = serving["standby"]["pid"].as_i64().unwrap() as i32;
+    let kill = |pid: i32| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap()
+    };
+    // Every state the page passes through from here on, in order.
+    a.js("window.__seen = []; new MutationObserver(() => window.__seen.push(document.body.dataset.connection)).observe(document.body, { attributes: true, attributeFilter: ['data-connection'] }); return true")
+        .await;
+    kill(pid);
+    sup.wait_for("the standby serving", |s| {
+        s["worker"]["pid"].as_i64() == Some(standby as i64) && s["state"] == "healthy"
+    })
+    .await;
+    a.until(
+        "back after the blink",
+        "return window.__seen.length > 0 && document.body.dataset.connection === 'connected'",
+    )
+    .await;
+    let seen = a.js("return window.__seen").await;
+    assert!(
+        seen.as_array().unwrap().iter().all(|s| [
+            "reconnecting",
+            "connecting",
+            "authenticating",
+            "connected"
+        ]
+        .contains(&s.as_str().unwrap())),
+        "the phone saw more than a blink: {seen}"
+    );
+    a.until(
+        "conversation intact",
+        &assistant_says("hello from the phone"),
+    )
+    .await;
+    // Killed again before it is steady: no standby takes over twice in a row, so the
+    // page says the server is restarting, then comes back by itself.
+    kill(standby);
     a.until("restarting shown", "return /Server restarting/.test(document.getElementById('banner-text').textContent) && !document.getElementById('banner').hidden")
         .await;
     a.shot("8-restarting").await;

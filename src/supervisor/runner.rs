@@ -1284,8 +1284,10 @@ impl Runner {
             return;
         };
         if self.routed.as_deref() == Some(release) {
+            // Unrouted when the event is handled, not now: a standby about to take over
+            // is routed in the same step, and a request waiting for the lost worker's
+            // successor must see it, never a moment of "restarting" in between.
             self.routed = None;
-            self.route(None);
             self.clients = 0;
             self.sessions = 0;
             self.connected.clear();
@@ -1439,14 +1441,17 @@ impl Runner {
     /// Pushes the current truth to every view (only if something changed).
     fn publish(&self) {
         let state = self.machine.state_name();
-        // While this is routed, the route's state word must follow the machine's.
-        if self.route_tx.borrow().state != state {
-            self.route(
-                self.routed
-                    .as_ref()
-                    .and_then(|r| self.workers.get(r))
-                    .and_then(|w| w.port),
-            );
+        // The route follows what is routed, and its state word the machine's.
+        let port = self
+            .routed
+            .as_ref()
+            .and_then(|r| self.workers.get(r))
+            .and_then(|w| w.port);
+        let route = self.route_tx.borrow();
+        let stale = route.state != state || route.port != port;
+        drop(route);
+        if stale {
+            self.route(port);
         }
         let shown = self
             .routed
