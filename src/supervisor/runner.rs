@@ -1441,23 +1441,17 @@ impl Runner {
     /// Pushes the current truth to every view (only if something changed).
     fn publish(&self) {
         let state = self.machine.state_name();
+        let serving = self.routed.as_ref().and_then(|r| self.workers.get(r));
         // The route follows what is routed, and its state word the machine's.
-        let port = self
-            .routed
-            .as_ref()
-            .and_then(|r| self.workers.get(r))
-            .and_then(|w| w.port);
-        let route = self.route_tx.borrow();
-        let stale = route.state != state || route.port != port;
-        drop(route);
+        let port = serving.and_then(|w| w.port);
+        let stale = {
+            let route = self.route_tx.borrow();
+            route.state != state || route.port != port
+        };
         if stale {
             self.route(port);
         }
-        let shown = self
-            .routed
-            .as_ref()
-            .and_then(|r| self.workers.get(r))
-            .or_else(|| self.workers.get(self.machine.current()));
+        let shown = serving.or_else(|| self.workers.get(self.machine.current()));
         let worker = WorkerStatus {
             pid: shown.and_then(|w| w.pid),
             release: shown.map(|w| w.release.clone()),
