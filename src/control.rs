@@ -119,9 +119,18 @@ pub enum SupervisorCommand {
         /// closed by the one it replaces. Absent (`false`) from older supervisors.
         #[serde(default)]
         closed_there: bool,
+        /// How many CLIs of the lost worker the supervisor handed over on the keeper
+        /// channel just before ([`crate::keeper`]): the sessions take them after the
+        /// re-read. Absent (0) from older supervisors.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        adopt: u32,
     },
     /// Tell every phone how a source build and its deploy go (`deploy_status`).
     DeployNews(DeployNews),
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What phones hear of a source build.
@@ -215,7 +224,10 @@ mod tests {
         enum Before {
             Resync,
         }
-        let now = to_line(&SupervisorCommand::Resync { closed_there: true });
+        let now = to_line(&SupervisorCommand::Resync {
+            closed_there: true,
+            adopt: 2,
+        });
         assert_eq!(
             serde_json::from_str::<Before>(&now).unwrap(),
             Before::Resync
@@ -223,7 +235,8 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<SupervisorCommand>(r#"{"type":"resync"}"#).unwrap(),
             SupervisorCommand::Resync {
-                closed_there: false
+                closed_there: false,
+                adopt: 0
             }
         );
     }

@@ -8,6 +8,7 @@
 //!   [`token`]: the API token as a value; [`secrets`]: where tokens are kept;
 //!   [`devices`]: which devices may connect; [`channel`]: protocol v2's encryption;
 //!   [`envelope`]: Chroxy's own clients' encryption; [`control`]: worker → supervisor messages;
+//!   [`keeper`]: the CLIs' pipes held by the supervisor, so a worker's death spares them;
 //!   [`process`]: owned child processes; [`environment`]: what the `CHROXY_*` variables
 //!   say; [`signals`]: how a process is asked to stop; [`push`]: notifications to phones
 //!   that are not looking (Web Push).
@@ -35,6 +36,7 @@ pub mod doctor;
 pub mod envelope;
 pub mod environment;
 pub mod forwarded;
+pub mod keeper;
 pub mod launch;
 pub mod pairing;
 pub mod process;

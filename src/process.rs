@@ -105,10 +105,30 @@ pub const WORKER_MARK: &str = "UNDER_CHROXY_WORKER";
 /// never touched; a process that cleared its environment is not found. Linux only
 /// (elsewhere there is no `/proc` to search, and nothing is done).
 pub async fn kill_marked(mark: &str, patience: Duration) -> Vec<u32> {
-    let entry = format!("{WORKER_MARK}={mark}").into_bytes();
+    let mark = mark.to_owned();
+    kill_matching(move |value| value == mark.as_bytes(), patience).await
+}
+
+/// Like [`kill_marked`], for a worker's whole tree: the worker's own mark, and the marks
+/// of the CLIs it started (`<mark>.<session>.<generation>`), except those in `spare`
+/// (CLIs its supervisor keeps for a successor, [`crate::keeper`]).
+pub async fn kill_worker_tree(mark: &str, spare: Vec<String>, patience: Duration) -> Vec<u32> {
+    let own = mark.as_bytes().to_vec();
+    let prefix = format!("{mark}.").into_bytes();
+    let matches = move |value: &[u8]| {
+        value == own.as_slice()
+            || (value.starts_with(&prefix) && !spare.iter().any(|s| s.as_bytes() == value))
+    };
+    kill_matching(matches, patience).await
+}
+
+async fn kill_matching(
+    matches: impl Fn(&[u8]) -> bool + Clone + Send + 'static,
+    patience: Duration,
+) -> Vec<u32> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        let wanted = entry.clone();
+        let wanted = matches.clone();
         let alive = tokio::task::spawn_blocking(move || marked(&wanted))
             .await
             .unwrap_or_default();
@@ -122,10 +142,12 @@ pub async fn kill_marked(mark: &str, patience: Duration) -> Vec<u32> {
     }
 }
 
-/// Living (not zombie) processes whose start environment holds `entry`, except this one.
+/// Living (not zombie) processes, except this one, whose start environment gives
+/// [`WORKER_MARK`] a value that `matches`.
 #[cfg(target_os = "linux")]
-fn marked(entry: &[u8]) -> Vec<u32> {
+fn marked(matches: &dyn Fn(&[u8]) -> bool) -> Vec<u32> {
     let me = std::process::id();
+    let name = format!("{WORKER_MARK}=").into_bytes();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -133,15 +155,17 @@ fn marked(entry: &[u8]) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid != me)
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == entry))
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0)
+                    .any(|var| var.strip_prefix(name.as_slice()).is_some_and(matches))
+            })
         })
         .filter(|&pid| stat_of(pid).is_some_and(|s| s.state != 'Z'))
         .collect()
 }
 
 #[cfg(not(target_os = "linux"))]
-fn marked(_entry: &[u8]) -> Vec<u32> {
+fn marked(_matches: &dyn Fn(&[u8]) -> bool) -> Vec<u32> {
     Vec::new()
 }
 
@@ -267,6 +291,37 @@ mod tests {
             "another mark is untouched"
         );
         kill_group(&mut other).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_workers_tree_is_killed_but_the_clis_it_spares_and_other_workers_are_not() {
+        let worker = format!("tree-{}", std::process::id());
+        let spawn = |mark: String| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("600").env(WORKER_MARK, mark);
+            own(&mut cmd);
+            cmd.spawn().unwrap()
+        };
+        let mut own_process = spawn(worker.clone());
+        let mut cli = spawn(format!("{worker}.s1.1"));
+        let mut kept = spawn(format!("{worker}.s2.1"));
+        // A worker whose mark starts like this one's is another worker.
+        let mut neighbour = spawn(format!("{worker}0.s1.1"));
+        let spare = vec![format!("{worker}.s2.1")];
+        let left = kill_worker_tree(&worker, spare, Duration::from_secs(5)).await;
+        assert!(left.is_empty(), "{left:?}");
+        for killed in [&mut own_process, &mut cli] {
+            assert!(killed
+                .wait()
+                .await
+                .unwrap()
+                .to_string()
+                .contains("signal: 9"));
+        }
+        for spared in [&mut kept, &mut neighbour] {
+            assert!(spared.try_wait().unwrap().is_none(), "spared");
+            kill_group(spared).await.unwrap();
+        }
     }
 
     /// Runs (and, as a zombie, has not yet been reaped)?

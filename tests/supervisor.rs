@@ -61,6 +61,9 @@ async fn worker_killed_20_times_during_turns_comes_back_on_the_same_port_with_th
     let mut said = Vec::new();
     for round in 0..20 {
         let mut c = sup.client().await;
+        // When the standby took over, it carries on with the killed turn's CLI: that
+        // turn finishes first.
+        until_idle(&mut c).await;
         let reply = format!("answer number {round}");
         let frames = c.turn(&format!("REPLY {reply}")).await;
         assert!(
@@ -100,6 +103,24 @@ async fn worker_killed_20_times_during_turns_comes_back_on_the_same_port_with_th
             .any(|(k, m)| k == "worker_exited" && m.contains("signal 9")),
         "{kinds:?}"
     );
+}
+
+/// Waits until no session of the worker runs a turn.
+async fn until_idle(c: &mut Client) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a turn still runs a minute later"
+        );
+        c.send(json!({"type": "list_sessions"})).await;
+        let list = c.until_type("session_list").await;
+        let sessions = list["sessions"].as_array().unwrap();
+        if sessions.iter().all(|s| s["isBusy"] == false) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn a_bad_release_is_never_promoted(mode: &str, step: &str) {
@@ -1056,6 +1077,9 @@ fn log_lines(log: &std::path::Path) -> Vec<Value> {
 async fn a_killed_workers_agents_and_their_children_are_gone_before_a_new_cli_resumes_the_session()
 {
     let home = Home::new();
+    // Without a standby nobody adopts the CLI (see `..._finishes_that_turn_...`): it
+    // goes with its worker.
+    home.config("[supervisor]\nstandby = false\n");
     let log = home.dir.path().join("claude.jsonl");
     let opts = WorkerOpts::fake_cli().env("FAKE_CLAUDE_LOG", log.to_str().unwrap());
     let sup = Sup::start(&home, opts).await;
@@ -1277,6 +1301,8 @@ fn processes_running(args: &[&str], home: &std::path::Path) -> Vec<u32> {
 #[tokio::test]
 async fn the_real_clis_bash_commands_die_with_their_killed_worker() {
     let home = Home::new();
+    // Nobody to adopt the CLI: it and its commands go with the worker.
+    home.config("[supervisor]\nstandby = false\n");
     let model = Model::start().await;
     let sup = Sup::start(&home, WorkerOpts::real_cli(&model)).await;
     let s = sup.healthy().await;
@@ -1469,6 +1495,117 @@ async fn a_killed_serving_worker_is_taken_over_by_its_standby_and_a_phone_retryi
     let mut expected = [default, "made earlier".to_owned(), "made later".to_owned()];
     expected.sort();
     assert_eq!(session_names(&list), expected);
+}
+
+/// The pids of the CLIs started so far, from `FAKE_CLAUDE_LOG`.
+fn cli_starts(log: &std::path::Path) -> Vec<u64> {
+    log_lines(log)
+        .iter()
+        .filter(|l| l["args"].is_array())
+        .filter_map(|l| l["pid"].as_u64())
+        .collect()
+}
+
+/// Kills the serving worker once its standby is ready, and waits until the standby
+/// serves; returns the phone, come back.
+async fn kill_the_serving_worker(
+    sup: &Sup,
+    phone: &mut common::Client,
+    serving: u64,
+) -> common::Client {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(serving as i32), Signal::SIGKILL).unwrap();
+    phone.closed().await;
+    let after = sup
+        .wait_for("the standby to serve", |s| {
+            s["state"] == "healthy" && s["worker"]["pid"].as_u64().is_some_and(|p| p != serving)
+        })
+        .await;
+    assert!(
+        events(&after)
+            .iter()
+            .any(|(k, m)| k == "worker_exited" && m.contains("its standby took over")),
+        "{after:#}"
+    );
+    sup.client_coming_back().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_in_the_middle_of_a_streamed_turn_leaves_its_cli_to_the_standby_which_finishes_that_turn(
+) {
+    let home = Home::new();
+    let log = home.dir.path().join("claude.jsonl");
+    let opts = WorkerOpts::fake_cli().env("FAKE_CLAUDE_LOG", log.to_str().unwrap());
+    let sup = Sup::start(&home, opts).await;
+    let ready = sup
+        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
+        .await;
+    let serving = worker_pid(&ready);
+    let mut phone = sup.client().await;
+    // 300 deltas 20 ms apart: six seconds of streaming, killed after the first.
+    phone
+        .send(json!({"type": "input", "data": "BENCH 300 20000"}))
+        .await;
+    phone.until(|v| v["type"] == "stream_delta").await;
+    let cli = cli_starts(&log);
+    assert_eq!(cli.len(), 1, "{cli:?}");
+    let mut back = kill_the_serving_worker(&sup, &mut phone, serving).await;
+    let from = back.seen.len();
+    // The turn goes on: streamed to the phone that came back, then its result.
+    let result = back.seen_or_until(|v| v["type"] == "result").await;
+    assert_eq!(result["sessionId"], back.active_session().as_str());
+    let streamed = back.seen[from..]
+        .iter()
+        .filter(|v| v["type"] == "stream_delta")
+        .count();
+    assert!(
+        streamed > 0,
+        "the rest of the turn streams to the phone: {:#?}",
+        &back.seen[from..]
+    );
+    back.seen_or_until(|v| v["type"] == "agent_idle").await;
+    // By the very process that began it, which serves the next turn too.
+    assert_eq!(cli_starts(&log), cli, "no other CLI was started");
+    assert!(alive(cli[0] as u32));
+    let frames = back.turn("after the kill").await;
+    assert_eq!(common::streamed_text(&frames), "after the kill");
+    assert_eq!(cli_starts(&log), cli, "no other CLI was started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permission_prompt_waiting_when_its_worker_is_killed_is_asked_again_and_the_same_cli_gets_the_answer(
+) {
+    let home = Home::new();
+    let log = home.dir.path().join("claude.jsonl");
+    let opts = WorkerOpts::fake_cli().env("FAKE_CLAUDE_LOG", log.to_str().unwrap());
+    let sup = Sup::start(&home, opts).await;
+    let ready = sup
+        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
+        .await;
+    let serving = worker_pid(&ready);
+    let mut phone = sup.client().await;
+    phone
+        .send(json!({"type": "input", "data": "PERMISSION"}))
+        .await;
+    let asked = phone.until_type("permission_request").await;
+    let cli = cli_starts(&log);
+    let mut back = kill_the_serving_worker(&sup, &mut phone, serving).await;
+    // The phone that comes back is shown the same prompt, still waiting, and busy.
+    let again = back
+        .seen_or_until(|v| v["type"] == "permission_request")
+        .await;
+    assert_eq!(again["requestId"], asked["requestId"]);
+    assert_eq!(again["tool"], "Bash");
+    assert!(again["remainingMs"].as_u64().unwrap() > 0);
+    back.send(json!({"type": "permission_response", "requestId": again["requestId"], "decision": "allow"}))
+        .await;
+    let start = back.seen.len();
+    back.until(|v| v["type"] == "agent_idle").await;
+    assert_eq!(
+        common::streamed_text(&back.seen[start..]),
+        "permission allow",
+        "the answer reached the CLI that asked"
+    );
+    assert_eq!(cli_starts(&log), cli, "no other CLI was started");
 }
 
 #[tokio::test(flavor = "multi_thread")]

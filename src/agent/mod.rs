@@ -20,14 +20,18 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
-use tokio::process::{ChildStdin, Command};
+use std::os::fd::AsFd;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::keeper::Link;
 use crate::process;
 use crate::protocol::{PermissionMode, SlashCommand};
 
@@ -234,6 +238,71 @@ pub struct Agent {
     task: Option<JoinHandle<()>>,
     pid: Option<u32>,
     next_request: u64,
+    /// The supervisor's keeper holds its pipes too (a supervised worker's CLI).
+    kept: Option<(Link, String)>,
+}
+
+/// A supervised worker's keeper, and the session a CLI is started for: the CLI's pipes
+/// are handed to the supervisor so that it can outlive this worker ([`crate::keeper`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Keep<'a> {
+    /// The keeper channel.
+    pub link: &'a Link,
+    /// Chroxy's session id.
+    pub session: &'a str,
+}
+
+/// The process behind an [`Agent`]: this worker's child, or a CLI adopted from a lost
+/// worker, which is nobody's child here: its end is seen as its stdout closing.
+enum Proc {
+    Child(tokio::process::Child),
+    Adopted {
+        pid: u32,
+        start_ticks: Option<u64>,
+        /// Cancelled when its stdout closes.
+        eof: CancellationToken,
+    },
+}
+
+impl Proc {
+    async fn wait(&mut self) -> String {
+        match self {
+            Proc::Child(child) => describe(child.wait().await),
+            Proc::Adopted { eof, .. } => {
+                eof.cancelled().await;
+                "exited (its output closed)".into()
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL, to its process group.
+    async fn stop(&mut self) -> String {
+        match self {
+            Proc::Child(child) => describe(process::stop_gracefully(child, TERM_GRACE).await),
+            Proc::Adopted {
+                pid, start_ticks, ..
+            } => {
+                let (pid, ticks) = (*pid, *start_ticks);
+                // Not our child: a pid that now names another process is left alone.
+                let alive = move |p: u32| {
+                    process::stat_of(p)
+                        .is_some_and(|s| s.state != 'Z' && ticks.is_none_or(|t| t == s.start_ticks))
+                };
+                let stop = move || {
+                    process::stop_left_behind(&[pid], process::Reach::Group, TERM_GRACE, alive)
+                };
+                let _ = tokio::task::spawn_blocking(stop).await;
+                "stopped".into()
+            }
+        }
+    }
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => process::describe(&s),
+        Err(e) => format!("unknown ({e})"),
+    }
 }
 
 impl Agent {
@@ -243,6 +312,7 @@ impl Agent {
         generation: u64,
         env: &AgentEnv,
         out: mpsc::Sender<(u64, AgentOutput)>,
+        keep: Option<Keep<'_>>,
     ) -> Result<Self, AgentError> {
         let mut cmd = Command::new(&spec.program);
         cmd.args(spec.args())
@@ -251,6 +321,15 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         env::confine(&mut cmd, env);
+        // Its own mark under this worker's: the supervisor can spare it (and its tools)
+        // when this worker dies, and kill it by it when nobody adopts it.
+        let mark = keep.and_then(|k| {
+            let worker = std::env::var(process::WORKER_MARK).ok()?;
+            Some(format!("{worker}.{}.{generation}", k.session))
+        });
+        if let Some(mark) = &mark {
+            cmd.env(process::WORKER_MARK, mark);
+        }
         process::own(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => AgentError::NotFound {
@@ -262,54 +341,167 @@ impl Agent {
             },
         })?;
         let pid = child.id();
-        let (stdin, stdout, stderr) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = child.start_kill();
+            return Err(AgentError::Spawn {
+                program: spec.program.clone(),
+                source: std::io::Error::other("its pipes were not set up"),
+            });
+        };
+        let kept = match (keep, mark, pid) {
+            (Some(k), Some(mark), Some(pid)) => {
+                let agent = crate::keeper::AgentId {
+                    mark: mark.clone(),
+                    session: k.session.to_owned(),
+                    pid,
+                    start_ticks: process::stat_of(pid).map(|s| s.start_ticks),
+                };
+                k.link
+                    .keep(agent, [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()]);
+                Some((k.link.clone(), mark))
+            }
+            _ => None,
+        };
+        tracing::info!(pid, generation, resume = spec.resume.is_some(), model = ?spec.model, "agent started");
+        let io = Io {
+            stdin,
+            stdout,
+            stderr,
+            partial_first: false,
+        };
+        Ok(Self::run(
+            Proc::Child(child),
+            pid,
+            io,
+            generation,
+            out,
+            kept,
+        ))
+    }
+
+    /// Carries on with a CLI a lost worker ran: its pipes come from the supervisor, and
+    /// its output goes on where that worker stopped reading (at the next whole line).
+    pub fn adopt(
+        kept: crate::keeper::Kept,
+        generation: u64,
+        out: mpsc::Sender<(u64, AgentOutput)>,
+        link: Option<&Link>,
+    ) -> std::io::Result<Self> {
+        let crate::keeper::Kept { agent, pipes, .. } = kept;
+        // Whatever happens next, the supervisor must let go when this worker does.
+        let kept = link.map(|l| (l.clone(), agent.mark.clone()));
+        let io = (|| {
+            Ok::<_, std::io::Error>(Io {
+                stdin: pipe::Sender::from_owned_fd(pipes.stdin)?,
+                stdout: pipe::Receiver::from_owned_fd(pipes.stdout)?,
+                stderr: pipe::Receiver::from_owned_fd(pipes.stderr)?,
+                partial_first: true,
+            })
+        })();
+        let io = match io {
+            Ok(io) => io,
+            Err(err) => {
+                if let Some((link, mark)) = &kept {
+                    link.release(mark);
+                }
+                return Err(err);
+            }
+        };
+        tracing::info!(
+            pid = agent.pid,
+            generation,
+            "agent adopted from the lost worker"
+        );
+        let proc = Proc::Adopted {
+            pid: agent.pid,
+            start_ticks: agent.start_ticks,
+            eof: CancellationToken::new(),
+        };
+        Ok(Self::run(proc, Some(agent.pid), io, generation, out, kept))
+    }
+
+    fn run<W, R, E>(
+        mut proc: Proc,
+        pid: Option<u32>,
+        io: Io<W, R, E>,
+        generation: u64,
+        out: mpsc::Sender<(u64, AgentOutput)>,
+        kept: Option<(Link, String)>,
+    ) -> Self
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+        R: AsyncRead + Unpin + Send + 'static,
+        E: AsyncRead + Unpin + Send + 'static,
+    {
         let (input, input_rx) = mpsc::channel::<String>(64);
         let stop = CancellationToken::new();
         let span = tracing::info_span!("agent", pid, generation);
-        tracing::info!(parent: &span, resume = spec.resume.is_some(), model = ?spec.model, "agent started");
-
+        let eof = match &proc {
+            Proc::Adopted { eof, .. } => eof.clone(),
+            Proc::Child(_) => CancellationToken::new(),
+        };
+        let release = kept.clone();
         let task_stop = stop.clone();
         let task = tokio::spawn(
             async move {
-                let writer =
-                    stdin.map(|s| tokio::spawn(write_lines(s, input_rx, task_stop.clone())));
-                let reader = stdout.map(|s| {
-                    tokio::spawn(read_events(s, generation, out.clone()).in_current_span())
-                });
-                let errlog = stderr.map(|s| tokio::spawn(log_stderr(s).in_current_span()));
+                let Io {
+                    stdin,
+                    stdout,
+                    stderr,
+                    partial_first,
+                } = io;
+                let writer = tokio::spawn(write_lines(stdin, input_rx, task_stop.clone()));
+                let reader = tokio::spawn(
+                    read_events(stdout, generation, out.clone(), partial_first, eof)
+                        .in_current_span(),
+                );
+                let errlog = tokio::spawn(log_stderr(stderr).in_current_span());
+                let let_go = || {
+                    if let Some((link, mark)) = &release {
+                        link.release(mark);
+                    }
+                };
                 let status = tokio::select! {
-                    status = child.wait() => status,
+                    status = proc.wait() => status,
                     _ = task_stop.cancelled() => {
-                        // The writer drops stdin on cancel; a CLI exits on EOF by itself.
-                        match tokio::time::timeout(EXIT_AFTER_EOF, child.wait()).await {
+                        // The writer drops stdin on cancel; a CLI exits on EOF by itself,
+                        // once the supervisor has let go of its copy too.
+                        let_go();
+                        match tokio::time::timeout(EXIT_AFTER_EOF, proc.wait()).await {
                             Ok(status) => status,
-                            Err(_) => process::stop_gracefully(&mut child, TERM_GRACE).await,
+                            Err(_) => proc.stop().await,
                         }
                     }
                 };
+                let_go();
                 task_stop.cancel();
-                for handle in [writer, reader, errlog].into_iter().flatten() {
+                for handle in [writer, reader, errlog] {
                     // Grandchildren may hold the pipes open; don't wait on them forever.
                     let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
                 }
-                let status = match status {
-                    Ok(s) => process::describe(&s),
-                    Err(e) => format!("unknown ({e})"),
-                };
                 tracing::info!(%status, "agent exited");
                 let _ = out.send((generation, AgentOutput::Exited { status })).await;
             }
             .instrument(span),
         );
-        Ok(Self {
+        Self {
             generation,
             input,
             stop,
             task: Some(task),
             pid,
             next_request: 0,
-        })
+            kept,
+        }
+    }
+
+    /// Tells the supervisor what a successor would need to carry on with this CLI.
+    pub fn note(&self, note: crate::keeper::AgentNote) {
+        if let Some((link, mark)) = &self.kept {
+            link.note(mark, note);
+        }
     }
 
     /// This process's generation number.
@@ -384,8 +576,17 @@ impl Drop for Agent {
     }
 }
 
+/// A CLI's three pipes, as this worker reads and writes them.
+struct Io<W, R, E> {
+    stdin: W,
+    stdout: R,
+    stderr: E,
+    /// Another worker read from stdout before: the first line may be the tail of one.
+    partial_first: bool,
+}
+
 async fn write_lines(
-    mut stdin: ChildStdin,
+    mut stdin: impl AsyncWrite + Unpin,
     mut rx: mpsc::Receiver<String>,
     stop: CancellationToken,
 ) {
@@ -413,12 +614,16 @@ async fn write_lines(
 }
 
 async fn read_events(
-    stdout: tokio::process::ChildStdout,
+    stdout: impl AsyncRead + Unpin,
     generation: u64,
     out: mpsc::Sender<(u64, AgentOutput)>,
+    partial_first: bool,
+    eof: CancellationToken,
 ) {
+    let _eof = eof.drop_guard();
     let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
     let mut parser = StreamParser::new(format!("g{generation}"));
+    let mut first = partial_first;
     while let Some(line) = lines.next().await {
         let line = match line {
             Ok(line) => line,
@@ -434,7 +639,12 @@ async fn read_events(
                 break;
             }
         };
-        match parser.feed(&line) {
+        let fed = parser.feed(&line);
+        if std::mem::take(&mut first) && fed.is_err() {
+            tracing::debug!("skipped the tail of a line the lost worker had begun to read");
+            continue;
+        }
+        match fed {
             Ok(events) => {
                 for event in events {
                     if out
@@ -451,7 +661,7 @@ async fn read_events(
     }
 }
 
-async fn log_stderr(stderr: tokio::process::ChildStderr) {
+async fn log_stderr(stderr: impl AsyncRead + Unpin) {
     let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(64 * 1024));
     while let Some(line) = lines.next().await {
         match line {

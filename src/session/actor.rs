@@ -128,6 +128,8 @@ pub(crate) enum Cmd {
     /// The worker is stopping: deny what waits and tell the phones, while they are
     /// still connected.
     Drain { done: oneshot::Sender<()> },
+    /// The CLI the lost worker ran for this session: carry on with it.
+    Adopt { kept: Box<crate::keeper::Kept> },
     /// Stop the agent, save (or delete) the state, end the task.
     Shutdown {
         delete: bool,
@@ -163,6 +165,11 @@ pub(crate) struct Session {
     pending: std::collections::HashMap<String, Pending>,
     /// Permission prompts and questions the agent is waiting on.
     prompts: Prompts,
+    /// The CLI's `can_use_tool` requests behind the waiting prompts, by request id, as
+    /// it sent them: what a successor needs to ask again ([`Self::sync_note`]).
+    asked: std::collections::HashMap<String, Value>,
+    /// What the supervisor was last told of the CLI (its key; `None`: nothing yet).
+    noted: Option<NoteKey>,
     busy: bool,
     interrupted: bool,
     /// The input of the running turn, kept to retry it if `--resume` fails.
@@ -223,6 +230,8 @@ impl Session {
             resuming: false,
             pending: Default::default(),
             prompts,
+            asked: Default::default(),
+            noted: None,
             busy: false,
             interrupted: false,
             current_input: None,
@@ -274,6 +283,7 @@ impl Session {
 
     pub(crate) async fn run(mut self) {
         loop {
+            self.sync_note();
             let flush_at = self.flush_at;
             let prompt_deadline = self.prompts.next_deadline();
             let interrupt_deadline = self.interrupt_deadline;
@@ -447,6 +457,7 @@ impl Session {
                 self.deny_all_prompts("the server is stopping").await;
                 let _ = done.send(());
             }
+            Cmd::Adopt { kept } => self.adopt(*kept).await,
             Cmd::Shutdown { delete, done } => {
                 self.shutdown(delete).await;
                 let _ = done.send(());
@@ -757,13 +768,19 @@ impl Session {
             allow_bypass: self.cfg.allow_bypass,
         };
         self.generation += 1;
+        let keep = self.cfg.keeper.as_ref().map(|link| agent::Keep {
+            link,
+            session: &self.rec.session_id,
+        });
         let mut agent = Agent::spawn(
             &spec,
             self.generation,
             &self.cfg.agent_env,
             self.events_tx.clone(),
+            keep,
         )
         .map_err(unavailable)?;
+        self.noted = None;
         self.resuming = spec.resume.is_some();
         self.agent_ready = false;
         match agent.control("initialize", json!({"hooks": null})).await {
@@ -774,6 +791,100 @@ impl Session {
         }
         self.agent = Some(agent);
         Ok(())
+    }
+
+    /// Carries on with the CLI the lost worker ran for this session, as that worker
+    /// last noted it: a turn still running, the prompts it waits on. A CLI started here
+    /// meanwhile (ahead of input) is stopped; a turn already started here wins, and the
+    /// lost worker's CLI is stopped instead.
+    async fn adopt(&mut self, kept: crate::keeper::Kept) {
+        let note = kept.note.clone();
+        let keeper = self.cfg.keeper.as_ref();
+        if self.busy {
+            tracing::warn!(
+                "a turn started here before the lost worker's CLI arrived; stopping that CLI"
+            );
+            if let Ok(agent) = Agent::adopt(kept, 0, self.events_tx.clone(), keeper) {
+                tokio::spawn(agent.shutdown());
+            }
+            return;
+        }
+        self.generation += 1;
+        let agent = match Agent::adopt(kept, self.generation, self.events_tx.clone(), keeper) {
+            Ok(agent) => agent,
+            Err(err) => {
+                tracing::warn!(%err, "cannot take over the lost worker's CLI");
+                return;
+            }
+        };
+        if let Some(own) = self.agent.replace(agent) {
+            // Started ahead of input here; the conversation is the adopted CLI's.
+            tokio::spawn(own.shutdown());
+        }
+        self.agent_ready = true;
+        self.resuming = false;
+        self.pending.clear();
+        self.noted = None;
+        self.slash_commands = note.commands;
+        self.cost_so_far = note.cost.map(|cost| (self.generation, cost));
+        self.idle_deadline = None;
+        if note.busy {
+            self.busy = true;
+            self.interrupted = false;
+            self.publish(
+                Audience::All,
+                &ServerMsg::AgentBusy {
+                    session_id: self.rec.session_id.clone(),
+                },
+            );
+            self.refresh_info();
+        } else {
+            self.went_idle();
+        }
+        for ask in note.asks {
+            self.on_control_request(ask.request_id, "can_use_tool", ask.request)
+                .await;
+        }
+    }
+
+    /// Tells the supervisor what a successor would need to carry on with this CLI, when
+    /// it changed: whether a turn runs, the prompts waiting, the slash commands, the cost.
+    fn sync_note(&mut self) {
+        let Some(agent) = &self.agent else {
+            return;
+        };
+        let asks: Vec<String> = self.prompts.cli_requests().map(str::to_owned).collect();
+        let cost = self
+            .cost_so_far
+            .filter(|(generation, _)| *generation == self.generation)
+            .map(|(_, cost)| cost);
+        let key = NoteKey {
+            busy: self.busy,
+            asks,
+            commands: self.slash_commands.len(),
+            cost: cost.map(f64::to_bits),
+        };
+        if self.noted.as_ref() == Some(&key) {
+            return;
+        }
+        self.asked.retain(|id, _| key.asks.contains(id));
+        let asks = key
+            .asks
+            .iter()
+            .filter_map(|id| {
+                Some(crate::keeper::Ask {
+                    request_id: id.clone(),
+                    request: self.asked.get(id)?.clone(),
+                })
+            })
+            .collect();
+        agent.note(crate::keeper::AgentNote {
+            busy: self.busy,
+            asks,
+            commands: self.slash_commands.clone(),
+            cost,
+        });
+        self.noted = Some(key);
     }
 
     async fn start_turn(&mut self, turn: UserTurn) {
@@ -932,6 +1043,18 @@ impl Session {
                 self.open_text = Some((message_id, String::new()));
             }
             AgentEvent::TextDelta { text } => {
+                if self.open_text.is_none() {
+                    // The block began while the lost worker read this CLI's output.
+                    let message_id = super::new_id("m");
+                    self.publish(
+                        Audience::Active(&sid),
+                        &ServerMsg::StreamStart {
+                            message_id: message_id.clone(),
+                            session_id: sid.clone(),
+                        },
+                    );
+                    self.open_text = Some((message_id, String::new()));
+                }
                 let Some((_, full)) = self.open_text.as_mut() else {
                     return;
                 };
@@ -1222,6 +1345,15 @@ impl Session {
             });
         }
     }
+}
+
+/// What changes a note ([`Session::sync_note`]), cheap to compare after every event.
+#[derive(Debug, PartialEq)]
+struct NoteKey {
+    busy: bool,
+    asks: Vec<String>,
+    commands: usize,
+    cost: Option<u64>,
 }
 
 /// Roughly what a history entry costs in memory and on disk.

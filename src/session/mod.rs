@@ -98,6 +98,8 @@ pub struct SessionsConfig {
     pub push: crate::push::WorkerPush,
     /// How phones' deploy requests reach the supervisor; `None` without one.
     pub deploy: Option<deploy::DeployLink>,
+    /// The supervisor's keeper, which holds the CLIs' pipes too; `None` without one.
+    pub keeper: Option<crate::keeper::Link>,
 }
 
 struct Entry {
@@ -158,6 +160,30 @@ impl Hub {
             hub.create_default();
         }
         hub
+    }
+
+    /// The CLI a lost worker ran for one of these sessions: the session carries on with
+    /// it. One for a session that is gone here is let go (it exits on its own).
+    pub async fn adopt(&self, kept: crate::keeper::Kept) {
+        let session = kept.agent.session.clone();
+        if let Some(tx) = self.sender(&session) {
+            let kept = Box::new(kept);
+            if let Err(mpsc::error::SendError(Cmd::Adopt { kept })) =
+                tx.send(Cmd::Adopt { kept }).await
+            {
+                self.let_go(*kept);
+            }
+            return;
+        }
+        tracing::info!(%session, "no such session here; letting its CLI go");
+        self.let_go(kept);
+    }
+
+    fn let_go(&self, kept: crate::keeper::Kept) {
+        if let Some(link) = &self.cfg.keeper {
+            link.release(&kept.agent.mark);
+        }
+        drop(kept);
     }
 
     /// Re-reads the saved sessions after the worker this one replaced has saved its

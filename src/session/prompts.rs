@@ -143,6 +143,11 @@ impl Prompts {
         self.waiting.entry(id).or_insert(prompt)
     }
 
+    /// The CLI request ids of the waiting prompts.
+    pub fn cli_requests(&self) -> impl Iterator<Item = &str> {
+        self.waiting.values().map(|p| p.cli_request.as_str())
+    }
+
     /// The waiting prompt with this id, left in place.
     pub fn get(&self, id: &str) -> Option<&Prompt> {
         self.waiting.get(id)

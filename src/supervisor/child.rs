@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::health::{self, GateFailure};
 use super::release::{ReleaseId, Releases};
 use crate::control::{to_line, token_line, FatalCause, SupervisorCommand, WorkerEvent};
+use crate::keeper::keeping::KeepingHandle;
+use crate::keeper::{Keeping, Orphans};
 use crate::process;
 use crate::protocol::ShutdownReason;
 use crate::token::ApiToken;
@@ -56,6 +58,10 @@ pub struct LaunchSpec {
     /// Names this supervisor among all processes (its pid and start time): worker `id`
     /// is marked `<marks>-<id>` ([`process::WORKER_MARK`]).
     pub marks: String,
+    /// Where each worker's keeper listens (`keeper-<id>.sock`): a private directory.
+    pub keeper_dir: PathBuf,
+    /// The CLIs of lost workers, waiting for the runner's verdict.
+    pub orphans: Arc<Orphans>,
 }
 
 /// How long the processes a dead worker left behind may take to die of SIGKILL.
@@ -85,6 +91,8 @@ pub enum WorkerCommand {
     Resync {
         /// See [`crate::control::SupervisorCommand::Resync`].
         closed_there: bool,
+        /// The lost worker whose CLIs it takes over ([`Orphans`]).
+        adopt_from: Option<u64>,
     },
     /// Tell its phones how a source build goes.
     DeployNews(crate::control::DeployNews),
@@ -196,7 +204,13 @@ pub fn launch(
     reports: mpsc::UnboundedSender<Report>,
 ) -> WorkerRef {
     let (worker, rx) = WorkerRef::new(id);
+    let path = spec.keeper_dir.join(format!("keeper-{id}.sock"));
+    let keeping = Keeping::listen(path.clone())
+        .map_err(|err| tracing::warn!(%err, "no keeper for this worker: its CLIs die with it"))
+        .ok();
+    let orphans = spec.orphans.clone();
     let task = Task {
+        keeper: keeping.as_ref().map(|k| (k.handle(), path)),
         spec,
         id,
         release,
@@ -211,18 +225,33 @@ pub fn launch(
     tokio::spawn(async move {
         // On its own task, so that even a panic in it ends in the `Exited` report the
         // runner waits for before it may stop (the process dies with the task).
-        let last = match tokio::spawn(task.run(after)).await {
+        let (last, died) = match tokio::spawn(task.run(after)).await {
             Ok(last) => last,
-            Err(err) => WorkerReport::Exited {
-                status: format!("killed: the task watching it failed ({err})"),
-            },
+            Err(err) => {
+                let status = format!("killed: the task watching it failed ({err})");
+                (WorkerReport::Exited { status }, false)
+            }
+        };
+        let kept = match keeping {
+            Some(keeping) => keeping.finish().await,
+            None => Vec::new(),
         };
         // Its agents (own process groups) and their tools (own sessions) run on after a
         // `kill -9` of the worker: they go before anyone may start its successor, which
-        // resumes their Claude Code sessions.
-        let left = process::kill_marked(&mark, LEFTOVER_PATIENCE).await;
+        // resumes their Claude Code sessions. Except the CLIs whose pipes are kept, when
+        // it died by itself: a standby may carry on with them, and the runner decides.
+        let spare = match died {
+            true => kept.iter().map(|k| k.agent.mark.clone()).collect(),
+            false => Vec::new(),
+        };
+        let left = process::kill_worker_tree(&mark, spare, LEFTOVER_PATIENCE).await;
         if !left.is_empty() {
             tracing::error!(?left, "processes of a stopped worker would not die");
+        }
+        match died {
+            true => orphans.leave(id, kept),
+            // Stopped, hung or failed: what it ran (adopted CLIs too) goes with it.
+            false => crate::keeper::keeping::end(kept).await,
         }
         // Cancelled first: a successor that waits on us may start the moment the runner
         // sees this report.
@@ -234,6 +263,8 @@ pub fn launch(
 
 struct Task {
     spec: LaunchSpec,
+    /// Its keeper, and where the worker finds it.
+    keeper: Option<(KeepingHandle, PathBuf)>,
     id: u64,
     release: ReleaseId,
     reports: mpsc::UnboundedSender<Report>,
@@ -271,13 +302,14 @@ impl Task {
 
     /// Starts, watches and ends the worker. Returns `Exited`, always and last: what went
     /// wrong before (a failed gate, a hang) is reported on the way, so the runner never
-    /// waits for an exit that will not come.
-    async fn run(mut self, after: Vec<CancellationToken>) -> WorkerReport {
+    /// waits for an exit that will not come. With it: whether the worker died by itself
+    /// (rather than being stopped or killed here).
+    async fn run(mut self, after: Vec<CancellationToken>) -> (WorkerReport, bool) {
         for predecessor in after {
             tokio::select! {
                 _ = predecessor.cancelled() => {}
                 cmd = self.commands.recv() => if matches!(cmd, None | Some(WorkerCommand::Stop { .. } | WorkerCommand::Kill)) {
-                    return WorkerReport::Exited { status: "stopped before it started".into() };
+                    return (WorkerReport::Exited { status: "stopped before it started".into() }, false);
                 }
             }
         }
@@ -289,15 +321,18 @@ impl Task {
         };
         let binary = match verified {
             Ok(path) => path,
-            Err(detail) => return self.never_started("checksum", detail),
+            Err(detail) => return (self.never_started("checksum", detail), false),
         };
         let mut child = match self.spawn(&binary) {
             Ok(child) => child,
             Err(err) => {
                 let detail = format!("cannot run {}: {err}", binary.display());
-                return self.never_started("spawn", detail);
+                return (self.never_started("spawn", detail), false);
             }
         };
+        if let (Some((keeper, _)), Some(pid)) = (&self.keeper, child.id()) {
+            keeper.expect(pid);
+        }
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_stderr(stderr, self.release.clone(), self.id));
         }
@@ -313,7 +348,7 @@ impl Task {
         }
         let Some(stdout) = child.stdout.take() else {
             let _ = process::kill_group(&mut child).await;
-            return self.never_started("spawn", "no stdout pipe".into());
+            return (self.never_started("spawn", "no stdout pipe".into()), false);
         };
         let mut lines = BufReader::new(stdout).lines();
         let started = Instant::now();
@@ -330,7 +365,7 @@ impl Task {
                         }
                     };
                     let _ = tokio::time::timeout(LAST_WORDS, rest).await;
-                    return self.exited(exit_text(status));
+                    return (self.exited(exit_text(status)), false);
                 }
                 line = lines.next_line() => match line {
                     Ok(Some(line)) => {
@@ -342,7 +377,7 @@ impl Task {
                     // stdout closed before ready: it is exiting; the next turn reaps it.
                     Ok(None) | Err(_) => {
                         let status = child.wait().await;
-                        return self.exited(exit_text(status));
+                        return (self.exited(exit_text(status)), false);
                     }
                 },
                 _ = sleep_until(deadline) => {
@@ -351,7 +386,7 @@ impl Task {
                         step: "ready".into(),
                         detail: format!("no ready line within {} ms", self.spec.gate_timeout.as_millis()),
                     });
-                    return WorkerReport::Exited { status };
+                    return (WorkerReport::Exited { status }, false);
                 }
                 cmd = self.commands.recv() => if let Some(ending) = self.early_stop(cmd) {
                     return self.finish(ending, &mut child, lines).await;
@@ -425,9 +460,13 @@ impl Task {
             .env_remove("CHROXY_TOKEN")
             .env_remove("TUNNEL_TOKEN")
             .env(process::WORKER_MARK, self.mark())
+            .env_remove(crate::keeper::KEEPER_VAR)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some((_, path)) = &self.keeper {
+            cmd.env(crate::keeper::KEEPER_VAR, path);
+        }
         process::own(&mut cmd);
         cmd.spawn()
     }
@@ -503,8 +542,9 @@ impl Task {
                             check = Some(Box::pin(gate_owned(port, token.clone(), self.spec.voucher.clone(), self.spec.gate_timeout)));
                         }
                     }
-                    Some(WorkerCommand::Resync { closed_there }) => {
-                        self.send_line(&SupervisorCommand::Resync { closed_there }).await;
+                    Some(WorkerCommand::Resync { closed_there, adopt_from }) => {
+                        let adopt = self.hand_over(adopt_from).await;
+                        self.send_line(&SupervisorCommand::Resync { closed_there, adopt }).await;
                     }
                     Some(WorkerCommand::DeployNews(news)) => {
                         self.send_line(&SupervisorCommand::DeployNews(news)).await;
@@ -514,6 +554,24 @@ impl Task {
                     }
                     Some(WorkerCommand::Kill) | None => return Ending::Kill,
                 },
+            }
+        }
+    }
+
+    /// Hands the CLIs that worker `from` left to this one, on the keeper channel (before
+    /// the resync line that tells how many came). Returns how many went.
+    async fn hand_over(&self, from: Option<u64>) -> u32 {
+        let kept = from
+            .map(|id| self.spec.orphans.take(id))
+            .unwrap_or_default();
+        if kept.is_empty() {
+            return 0;
+        }
+        match &self.keeper {
+            Some((keeper, _)) => keeper.adopt(kept).await as u32,
+            None => {
+                crate::keeper::keeping::end(kept).await;
+                0
             }
         }
     }
@@ -530,7 +588,8 @@ impl Task {
         ending: Ending,
         child: &mut Child,
         mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    ) -> WorkerReport {
+    ) -> (WorkerReport, bool) {
+        let died = matches!(ending, Ending::Exited(_));
         let mut stdin = self.stdin.take();
         let what = match ending {
             Ending::Exited(status) => self.exited(status),
@@ -599,12 +658,12 @@ impl Task {
         };
         drop(stdin);
         match &what {
-            WorkerReport::Exited { .. } => what,
+            WorkerReport::Exited { .. } => (what, died),
             // The failure first, then (after `exited`) the exit, so the runner learns both.
             _ => {
                 self.report(what);
                 let status = exit_text(child.wait().await);
-                WorkerReport::Exited { status }
+                (WorkerReport::Exited { status }, died)
             }
         }
     }

@@ -272,6 +272,8 @@ impl Supervisor {
                 drain_idle: opts.config.drain_idle(),
                 stop_grace: opts.config.stop_grace(),
                 marks: format!("{}-{}", std::process::id(), crate::protocol::now_ms()),
+                keeper_dir: opts.paths.state_dir().to_path_buf(),
+                orphans: Default::default(),
             },
             machine,
             releases,
@@ -592,6 +594,8 @@ struct Runner {
     /// The devices connected to the routed worker, as its last heartbeat said.
     connected: Vec<String>,
     exiting: bool,
+    /// The worker whose exit is being handled, while its CLIs wait for a verdict.
+    lost: Option<u64>,
     tunnel: TunnelSlot,
     secrets: Option<crate::secrets::Secrets>,
     tunnels: crate::tunnel::TunnelResolver,
@@ -630,6 +634,7 @@ impl Runner {
             sessions: 0,
             connected: Vec::new(),
             exiting: false,
+            lost: None,
             tunnel: parts.tunnel,
             secrets: parts.secrets,
             tunnels: parts.tunnels,
@@ -698,6 +703,8 @@ impl Runner {
             }
             self.publish();
         }
+        // Nothing a worker started outlives the supervisor.
+        self.spec.orphans.end_all().await;
         // The instance (lock and pid file) goes last, after every worker is reaped;
         // the caller stops the tunnel after that.
         drop(self.instance);
@@ -747,6 +754,19 @@ impl Runner {
     }
 
     async fn on_report(&mut self, report: Report) {
+        // A worker that died may have left CLIs ([`crate::keeper::Orphans`]): the
+        // standby that takes over in this step adopts them (`PromoteStandby` takes
+        // `lost`); otherwise they are killed now, before any other successor starts.
+        if matches!(report.what, WorkerReport::Exited { .. }) {
+            self.lost = Some(report.id);
+        }
+        self.handle_report(report).await;
+        if let Some(id) = self.lost.take() {
+            self.spec.orphans.abandon(id);
+        }
+    }
+
+    async fn handle_report(&mut self, report: Report) {
         if let Some(leaving) = self.stopping.get(&report.id) {
             if let WorkerReport::Exited { status } = &report.what {
                 if leaving.planned {
@@ -757,6 +777,7 @@ impl Runner {
                     if let Some(w) = self.routed.as_ref().and_then(|r| self.workers.get(r)) {
                         w.worker.send(WorkerCommand::Resync {
                             closed_there: false,
+                            adopt_from: None,
                         });
                     }
                 }
@@ -1200,8 +1221,11 @@ impl Runner {
                         self.standby_rss = None;
                         // Its sessions are as it read them at its start: the lost
                         // worker's since then are on disk.
-                        live.worker
-                            .send(WorkerCommand::Resync { closed_there: true });
+                        // And it carries on with the CLIs the lost worker ran.
+                        live.worker.send(WorkerCommand::Resync {
+                            closed_there: true,
+                            adopt_from: self.lost.take(),
+                        });
                         self.workers.insert(release, live);
                     }
                 }
@@ -1256,10 +1280,12 @@ impl Runner {
     fn spawn(&mut self, release: ReleaseId) {
         // A worker of the same release still in the table is replaced, never doubled.
         self.retire(&release, true);
+        // Nor before a lost worker's CLIs are dead: two would run one conversation.
         let after = self
             .stopping
             .values()
             .map(|l| l.worker.exited.clone())
+            .chain(self.spec.orphans.pending())
             .collect();
         let worker = self.start_worker(release.clone(), after);
         self.workers
@@ -1657,6 +1683,8 @@ mod tests {
                     drain_idle: Duration::from_secs(1),
                     stop_grace: Duration::from_secs(1),
                     marks: "test".into(),
+                    keeper_dir: paths.state_dir().to_path_buf(),
+                    orphans: Default::default(),
                 },
                 machine,
                 releases,
@@ -1915,7 +1943,10 @@ mod tests {
         assert_eq!(route.state, StateName::Healthy);
         assert_eq!(
             command(&mut standby).await,
-            WorkerCommand::Resync { closed_there: true },
+            WorkerCommand::Resync {
+                closed_there: true,
+                adopt_from: Some(1)
+            },
             "it reads the sessions the lost worker saved"
         );
         let next = rig.next_start().await;

@@ -212,6 +212,17 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
     let deploy = supervised.then(|| {
         crate::session::DeployLink::new(deploy_asks, crate::devices::Devices::new(&paths))
     });
+    // The supervisor holds the CLIs' pipes too, so that they outlive this worker.
+    let (keeper, adopted) = match std::env::var_os(crate::keeper::KEEPER_VAR) {
+        Some(path) if supervised => match crate::keeper::Link::connect(path.as_ref()).await {
+            Ok((link, adopted)) => (Some(link), Some(adopted)),
+            Err(err) => {
+                tracing::warn!(%err, "CLIs will not outlive this worker");
+                (None, None)
+            }
+        },
+        _ => (None, None),
+    };
     let hub = Hub::start(SessionsConfig {
         sessions_dir: paths.sessions_dir(),
         claude,
@@ -233,6 +244,7 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
         welcome_notice: demo.then(|| crate::demo::NOTICE.to_owned()),
         push,
         deploy,
+        keeper,
     })
     .await;
 
@@ -257,7 +269,11 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
             hub.clone(),
             signals.clone(),
             config.worker.heartbeat(),
-            super::Upward { notices, deploys },
+            super::Upward {
+                notices,
+                deploys,
+                adopted,
+            },
             stop.clone(),
         ))
     });

@@ -48,7 +48,13 @@ pub struct Upward {
     pub notices: tokio::sync::mpsc::Receiver<crate::push::Notice>,
     /// Phones' deploy requests.
     pub deploys: tokio::sync::mpsc::Receiver<crate::session::DeployAsk>,
+    /// The CLIs a lost worker left, handed over by the supervisor's keeper.
+    pub adopted: Option<tokio::sync::mpsc::Receiver<crate::keeper::Kept>>,
 }
+
+/// How long a resync waits for the CLIs it was told are coming on the keeper channel
+/// (sent before the resync line; this only covers a slow socket).
+const ADOPTION_WAIT: Duration = Duration::from_secs(1);
 
 /// Serves the control channel until the worker stops (`stop` cancelled) — by a `drain`
 /// command, by the supervisor's pipe closing, or by anything else that cancels `stop`.
@@ -64,6 +70,7 @@ pub async fn follow_supervisor(
     let Upward {
         mut notices,
         mut deploys,
+        mut adopted,
     } = upward;
     let mut commands = FramedRead::new(input, LinesCodec::new_with_max_length(MAX_COMMAND));
     let mut beat = tokio::time::interval(heartbeat);
@@ -115,7 +122,12 @@ pub async fn follow_supervisor(
                         tracing::info!("telling every phone to reconnect");
                         signals.reconnect_all(restart_eta_ms);
                     }
-                    Ok(SupervisorCommand::Resync { closed_there }) => hub.resync(closed_there).await,
+                    Ok(SupervisorCommand::Resync { closed_there, adopt }) => {
+                        hub.resync(closed_there).await;
+                        // After the re-read: the sessions the lost worker created meanwhile
+                        // are here now, and each takes its CLI over the state it saved.
+                        take_over_clis(&hub, adopted.as_mut(), adopt).await;
+                    }
                     Ok(SupervisorCommand::DeployNews(news)) => hub.deploy_news(news),
                     Err(err) => tracing::warn!(%err, "ignoring an unreadable control command"),
                 },
@@ -125,6 +137,31 @@ pub async fn follow_supervisor(
                     drain(&hub, &signals, ShutdownReason::Restart, 2_000, ORPHAN_IDLE_WAIT, &stop).await;
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// Gives each of the `count` CLIs handed over to its session.
+async fn take_over_clis(
+    hub: &Hub,
+    adopted: Option<&mut tokio::sync::mpsc::Receiver<crate::keeper::Kept>>,
+    count: u32,
+) {
+    let Some(adopted) = adopted else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + ADOPTION_WAIT;
+    for taken in 0..count {
+        match tokio::time::timeout_at(deadline, adopted.recv()).await {
+            Ok(Some(kept)) => hub.adopt(kept).await,
+            Ok(None) | Err(_) => {
+                tracing::warn!(
+                    taken,
+                    count,
+                    "fewer CLIs arrived than the supervisor handed over"
+                );
+                return;
             }
         }
     }

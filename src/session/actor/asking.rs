@@ -33,6 +33,8 @@ impl Session {
             return;
         }
         let field = |k: &str| request.get(k).and_then(Value::as_str).map(str::to_owned);
+        // Kept while it waits, for a worker that may have to ask it again.
+        self.asked.insert(request_id.clone(), request.clone());
         let tool = field("tool_name").unwrap_or_default();
         let input = request.get("input").cloned().unwrap_or_else(|| json!({}));
         let sid = self.rec.session_id.clone();
