@@ -129,6 +129,10 @@ pub enum SupervisorCommand {
     DeployNews(DeployNews),
 }
 
+/// In a standby worker's environment (`1`): its sessions take no input until its
+/// promotion's `resync`. (`CHROXY_*`: agents never inherit it.)
+pub const STANDBY_VAR: &str = "CHROXY_STANDBY";
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

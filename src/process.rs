@@ -174,6 +174,8 @@ fn marked(_matches: &dyn Fn(&[u8]) -> bool) -> Vec<u32> {
 pub struct ProcStat {
     /// `R`, `S`, `D`, `Z` (zombie: dead, not yet reaped), …
     pub state: char,
+    /// Its parent's pid.
+    pub parent: u32,
     /// When it started, in clock ticks since boot: with the pid, names one process
     /// for the machine's uptime (pids are reused, this pair is not).
     pub start_ticks: u64,
@@ -186,6 +188,7 @@ pub fn stat_of(pid: u32) -> Option<ProcStat> {
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
+        parent: fields.get(1)?.parse().ok()?,
         // Field 22 of the whole line, the 20th after the command.
         start_ticks: fields.get(19)?.parse().ok()?,
     })

@@ -184,6 +184,7 @@ async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
         push: chroxy::push::WorkerPush::new(&paths, &Default::default(), false, None).0,
         deploy: None,
         keeper: None,
+        standby: false,
     })
     .await;
     let mut phone = Phone::join(&hub);

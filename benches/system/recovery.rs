@@ -1,10 +1,10 @@
 //! How long a phone is without its machine when things go wrong: a worker killed with
-//! SIGKILL in the middle of a streamed turn, and a rollback to the known-good release.
+//! SIGKILL in the middle of a streamed turn (and between two), and a rollback to the
+//! known-good release.
 //! Both clocks stop when the phone itself, reconnecting through the public port, is
 //! authenticated again — what a user waits for, not what a log line claims.
 
 use std::path::Path;
-use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -24,9 +24,10 @@ const SLOW_TURN: &str = "SLOW 100 the worker is killed while this answer streams
 
 pub async fn kills(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
     let mut phone = sys.phone("kill phone").await;
-    let (mut samples, mut orphans, mut lingered) = (Vec::new(), 0usize, Vec::new());
-    let mut answered = Vec::new();
-    let mut taken_over = 0;
+    let (mut samples, mut answered) = (Vec::new(), Vec::new());
+    let (mut taken_over, mut finished_by_same_cli, mut killed_clis) = (0, 0, 0);
+    // CLIs a standby took over: the worker that adopted them is not their parent.
+    let mut carried: Vec<u32> = Vec::new();
     for i in 0..plan.kills {
         // As a crash finds it, at the defaults: its standby started and gated.
         let status = sys.standby_ready().await;
@@ -46,8 +47,12 @@ pub async fn kills(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
             !text.is_empty() && SLOW_TURN["SLOW 100 ".len()..].starts_with(text),
             "kill {i}: the turn is not the slow answer: {first}"
         );
-        // Every CLI of the worker about to die: they must not outlive it for long.
-        let agents = children_of(worker);
+        // The CLI streaming it: a child of the worker about to die, or one it adopted.
+        carried.retain(|&pid| alive(pid));
+        let agents: Vec<u32> = children_of(worker)
+            .into_iter()
+            .chain(carried.clone())
+            .collect();
         assert!(
             !agents.is_empty(),
             "kill {i}: the streaming turn has no CLI process"
@@ -60,12 +65,6 @@ pub async fn kills(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
             Client::reconnect(sys.public, "kill phone", killed_at + STEP).await;
         samples.push((authenticated_at - killed_at).as_secs_f64());
         phone = again;
-        // What the person typed next is answered: the session's CLI is started again
-        // (`--resume`) by the worker that took over.
-        phone
-            .turn(&format!("REPLY answered after kill {i}"), None)
-            .await;
-        answered.push(killed_at.elapsed().as_secs_f64());
         let now = sys.status().await;
         assert_ne!(
             now.worker.pid,
@@ -74,20 +73,36 @@ pub async fn kills(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
         );
         if now.worker.pid == status.standby.as_ref().and_then(|s| s.pid) {
             taken_over += 1;
-        }
-        // Not timed: the orphaned CLIs (their stdin is gone with the worker) exit by
-        // themselves; the next kill must not pile on top of them.
-        for pid in agents {
-            let deadline = killed_at + Duration::from_secs(20);
-            while alive(pid) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            // The standby carries on with the killed worker's CLI: the turn ends on
+            // the phone with its answer and its result.
+            let answer = rest_of_turn(&mut phone, i).await;
+            assert!(
+                SLOW_TURN.ends_with(answer.trim()) && !answer.trim().is_empty(),
+                "kill {i}: the turn ended without the rest of its answer: {answer:?}"
+            );
+            if agents.iter().all(|&pid| alive(pid)) {
+                finished_by_same_cli += 1;
             }
-            if alive(pid) {
-                orphans += 1;
-            } else {
-                lingered.push(killed_at.elapsed().as_secs_f64());
-            }
+            carried = agents;
+        } else {
+            // Restarted after the backoff: the CLIs were killed before it started.
+            killed_clis += agents.iter().filter(|&&pid| !alive(pid)).count();
         }
+
+        // Killed between turns: what the person typed next is answered, by the CLI
+        // the standby took over (or, restarted, by a new one that resumes).
+        let status = sys.standby_ready().await;
+        let worker = status.worker.pid.expect("a serving worker has a pid");
+        let killed_at = Instant::now();
+        kill(Pid::from_raw(worker as i32), Signal::SIGKILL)
+            .unwrap_or_else(|e| panic!("kill {i}: SIGKILL {worker}: {e}"));
+        phone.closed(killed_at + STEP).await;
+        let (again, _) = Client::reconnect(sys.public, "kill phone", killed_at + STEP).await;
+        phone = again;
+        phone
+            .turn(&format!("REPLY answered after kill {i}"), None)
+            .await;
+        answered.push(killed_at.elapsed().as_secs_f64());
     }
     let mut figure = Figure::default();
     figure.rows.push(Row::percentiles(
@@ -99,7 +114,7 @@ pub async fn kills(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
         Some((Pct::P95, 0.1, "100 ms")),
     ));
     figure.rows.push(Row::percentiles(
-        "worker kill -9 mid-turn → the phone's next input answered (agent_idle)",
+        "worker kill -9 between turns → the phone's next input answered (agent_idle)",
         agent,
         format!("{} kills", plan.kills),
         &answered,
@@ -107,19 +122,27 @@ pub async fn kills(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
         Some((Pct::P95, 0.4, "400 ms")),
     ));
     figure.details.push(format!(
-        "kill: {taken_over} of {} kills were taken over by the standby worker (the rest, restarted after the backoff, mean the standby was not ready in time)",
+        "kill: {taken_over} of {} mid-turn kills were taken over by the standby worker (the rest, restarted after the backoff, mean the standby was not ready in time); in {finished_by_same_cli} the CLI that was streaming lived on, adopted by the standby, and the turn's answer and result reached the phone (the answer's text block whole, once complete: the new worker joins the stream in the middle of it); {killed_clis} CLI processes of workers nobody took over were killed with them",
         plan.kills
     ));
-    let s = crate::report::sorted(&lingered);
-    if let Some(worst) = s.last() {
-        figure.details.push(format!(
-            "kill: the killed worker's CLI processes ({} in all) ran on by themselves after the kill and exited a median {} (at most {}) after it; {orphans} still ran 20 s after it",
-            lingered.len() + orphans,
-            secs(crate::report::pct(&s, 50.0)),
-            secs(*worst),
-        ));
-    }
     figure
+}
+
+/// Reads the rest of a turn a kill interrupted, now that the phone is back (it streams
+/// for seconds more, so it cannot have ended meanwhile); returns the text it got.
+async fn rest_of_turn(phone: &mut Client, i: usize) -> String {
+    let deadline = Instant::now() + STEP;
+    let mut answer = String::new();
+    loop {
+        let (v, _) = phone
+            .frame(deadline, &format!("kill {i}: the rest of the slow turn"))
+            .await;
+        match v["type"].as_str() {
+            Some("stream_delta") => answer.push_str(v["delta"].as_str().unwrap_or_default()),
+            Some("agent_idle") => return answer,
+            _ => {}
+        }
+    }
 }
 
 pub async fn rollbacks(sys: &System, plan: &Plan, agent: &'static str) -> Figure {

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 use tokio_util::sync::CancellationToken;
 
-use super::{kept, recv, send, AgentNote, Kept, Msg, WireError};
+use super::{kept, recv, send, AgentId, AgentNote, Kept, Msg, WireError};
 
 /// How long the processes of an abandoned CLI may take to die of SIGKILL.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -51,9 +51,10 @@ impl std::fmt::Debug for Op {
 }
 
 impl Keeping {
-    /// Listens at `path` (a stale socket there is replaced). The worker learns the path
-    /// from [`super::KEEPER_VAR`].
-    pub fn listen(path: PathBuf) -> std::io::Result<Self> {
+    /// Listens at `path` (a stale socket there is replaced) for the worker marked
+    /// `mark` ([`crate::process::WORKER_MARK`]). The worker learns the path from
+    /// [`super::KEEPER_VAR`].
+    pub fn listen(path: PathBuf, mark: String) -> std::io::Result<Self> {
         // Longer paths do not fit a socket address; say so rather than bind elsewhere.
         if path.as_os_str().len() > 100 {
             return Err(std::io::Error::new(
@@ -68,7 +69,7 @@ impl Keeping {
         }
         let listener = UnixSeqpacketListener::bind(&path)?;
         let (ops, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(serve(listener, path, rx));
+        let task = tokio::spawn(serve(listener, path, mark, rx));
         let handle = KeepingHandle { ops };
         Ok(Self { handle, task })
     }
@@ -116,6 +117,7 @@ impl KeepingHandle {
 async fn serve(
     listener: UnixSeqpacketListener,
     path: PathBuf,
+    mark: String,
     mut ops: mpsc::UnboundedReceiver<Op>,
 ) -> Vec<Kept> {
     let mut listener = Some(listener);
@@ -149,7 +151,7 @@ async fn serve(
                 link = admit(conn, pid, &mut listener, &path);
             }
             incoming = recv_from(link.as_ref()), if link.is_some() => {
-                if !apply(&mut table, incoming) {
+                if !apply(&mut table, &mark, pid.unwrap_or_default(), incoming) {
                     // The worker is gone; what it left stays held for the verdict.
                     link = None;
                 }
@@ -165,7 +167,12 @@ async fn serve(
             }
         }
         if let Some(socket) = &link {
-            while apply(&mut table, recv(socket).await) {}
+            while apply(
+                &mut table,
+                &mark,
+                pid.unwrap_or_default(),
+                recv(socket).await,
+            ) {}
         }
     };
     let _ = tokio::time::timeout(LAST_WORDS, last_words).await;
@@ -173,6 +180,36 @@ async fn serve(
         let _ = std::fs::remove_file(&path);
     }
     table.into_values().collect()
+}
+
+/// The most CLIs one worker may have held: far more than it runs (sessions are bounded),
+/// and a bound on the descriptors a bad release can make the supervisor hold.
+const MAX_KEPT: usize = 256;
+
+/// Whether a CLI the worker marked `worker` (pid `parent`) sends is one of its own: its
+/// mark is under the worker's (the supervisor kills by it, so a worker cannot name
+/// another's), and the pid names, since the same start, a child of the worker (a
+/// successor signals it).
+fn genuine(agent: &AgentId, worker: &str, parent: u32, held: usize) -> Result<(), WireError> {
+    if held >= MAX_KEPT {
+        return Err(WireError::Malformed("too many CLIs held for one worker"));
+    }
+    let under = agent
+        .mark
+        .strip_prefix(worker)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|rest| !rest.is_empty());
+    if !under {
+        return Err(WireError::Malformed("a mark that is not the worker's"));
+    }
+    let stat = crate::process::stat_of(agent.pid);
+    if stat.is_none_or(|s| Some(s.start_ticks) != agent.start_ticks) {
+        return Err(WireError::Malformed("no such process"));
+    }
+    if stat.is_none_or(|s| s.parent != parent) {
+        return Err(WireError::Malformed("not a process the worker started"));
+    }
+    Ok(())
 }
 
 /// How long a connection the worker made just before it exited may take to show up.
@@ -207,18 +244,25 @@ fn admit(
     }
 }
 
-/// Applies one message of the worker to the CLIs held; `false` once the link is done.
+/// Applies one message of the worker marked `worker` (pid `parent`) to the CLIs held;
+/// `false` once the link is done.
 fn apply(
     table: &mut HashMap<String, Kept>,
+    worker: &str,
+    parent: u32,
     incoming: Result<Option<(Msg, Vec<std::os::fd::OwnedFd>)>, WireError>,
 ) -> bool {
     match incoming {
-        Ok(Some((Msg::Keep { agent }, fds))) => match kept(agent, AgentNote::default(), fds) {
-            Ok(k) => {
-                table.insert(k.agent.mark.clone(), k);
+        Ok(Some((Msg::Keep { agent }, fds))) => {
+            let checked = genuine(&agent, worker, parent, table.len())
+                .and_then(|()| kept(agent, AgentNote::default(), fds));
+            match checked {
+                Ok(k) => {
+                    table.insert(k.agent.mark.clone(), k);
+                }
+                Err(err) => tracing::warn!(%err, "not keeping a CLI the worker sent"),
             }
-            Err(err) => tracing::warn!(%err, "ignoring a CLI the worker sent"),
-        },
+        }
         Ok(Some((Msg::Note { mark, note }, _))) => {
             if let Some(k) = table.get_mut(&mark) {
                 k.note = note;

@@ -33,25 +33,38 @@ fn cat(mark: &str) -> tokio::process::Child {
     cmd.spawn().unwrap()
 }
 
-/// A keeper expecting `pid`, and a link to it from this process.
+/// The worker mark of a test: unique to it among the tests running at once.
+fn worker(test: &str) -> String {
+    format!("{test}-{}", std::process::id())
+}
+
+/// A keeper expecting the worker `mark` as `pid`, and a link to it from this process.
 async fn keeper_and_link(
     dir: &tempfile::TempDir,
+    mark: &str,
     pid: u32,
 ) -> (Keeping, std::io::Result<(Link, mpsc::Receiver<Kept>)>) {
-    let keeping = Keeping::listen(dir.path().join("k.sock")).unwrap();
+    let keeping = Keeping::listen(dir.path().join("k.sock"), mark.to_owned()).unwrap();
     keeping.handle().expect(pid);
-    let link = UnixSeqpacket::connect(dir.path().join("k.sock"))
-        .await
-        .map(Link::over);
+    let path = dir.path().join("k.sock");
+    let link = UnixSeqpacket::connect(&path).await.map(Link::over);
+    if pid == std::process::id() {
+        // Admitted: the keeper takes its socket off the file system then.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while path.exists() {
+            assert!(tokio::time::Instant::now() < deadline, "not admitted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     (keeping, link)
 }
 
 #[tokio::test]
 async fn a_cli_whose_worker_let_go_of_its_pipes_carries_on_through_the_keepers() {
     let dir = tempfile::tempdir().unwrap();
-    let (keeping, link) = keeper_and_link(&dir, std::process::id()).await;
+    let (keeping, link) = keeper_and_link(&dir, &worker("keep"), std::process::id()).await;
     let (link, _adopted) = link.unwrap();
-    let mark = format!("keep-{}.s1.1", std::process::id());
+    let mark = format!("{}.s1.1", worker("keep"));
     let mut child = cat(&mark);
     let pid = child.id().unwrap();
     let (stdin, stdout, stderr) = (
@@ -92,9 +105,9 @@ async fn a_cli_whose_worker_let_go_of_its_pipes_carries_on_through_the_keepers()
 #[tokio::test]
 async fn a_cli_the_worker_released_is_no_longer_held_and_sees_its_stdin_close() {
     let dir = tempfile::tempdir().unwrap();
-    let (keeping, link) = keeper_and_link(&dir, std::process::id()).await;
+    let (keeping, link) = keeper_and_link(&dir, &worker("release"), std::process::id()).await;
     let (link, _adopted) = link.unwrap();
-    let mark = format!("release-{}.s1.1", std::process::id());
+    let mark = format!("{}.s1.1", worker("release"));
     let mut child = cat(&mark);
     let pid = child.id().unwrap();
     {
@@ -121,9 +134,9 @@ async fn a_cli_the_worker_released_is_no_longer_held_and_sees_its_stdin_close() 
 async fn nobody_but_the_worker_may_connect_and_what_a_stranger_sends_is_not_held() {
     let dir = tempfile::tempdir().unwrap();
     // The keeper waits for pid 1; this test process is a stranger (an agent's tool).
-    let (keeping, link) = keeper_and_link(&dir, 1).await;
+    let (keeping, link) = keeper_and_link(&dir, &worker("stranger"), 1).await;
     let (link, _adopted) = link.unwrap();
-    let mark = format!("stranger-{}.s1.1", std::process::id());
+    let mark = format!("{}.s1.1", worker("stranger"));
     let mut child = cat(&mark);
     {
         let (i, o, e) = (
@@ -142,6 +155,47 @@ async fn nobody_but_the_worker_may_connect_and_what_a_stranger_sends_is_not_held
         "a stranger's CLI is not held"
     );
     process::kill_group(&mut child).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_cannot_have_the_keeper_hold_what_is_not_its_own_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = worker("claims");
+    let (keeping, link) = keeper_and_link(&dir, &me, std::process::id()).await;
+    let (link, _adopted) = link.unwrap();
+    // A mark of another worker (the keeper would kill by it), a process that is not the
+    // worker's child, one whose start time is not its own, and a mark that is the
+    // worker's own rather than one of its CLIs'.
+    let other = format!("{me}x.s1.1");
+    let mut theirs = cat(&other);
+    let mut ours = cat(&format!("{me}.s1.1"));
+    // This test's own parent (whatever runs it) is no child of this "worker".
+    let stranger = nix::unistd::getppid().as_raw() as u32;
+    fn pipes(c: &tokio::process::Child) -> [std::os::fd::BorrowedFd<'_>; 3] {
+        [
+            c.stdin.as_ref().unwrap().as_fd(),
+            c.stdout.as_ref().unwrap().as_fd(),
+            c.stderr.as_ref().unwrap().as_fd(),
+        ]
+    }
+    link.keep(agent(&other, theirs.id().unwrap()), pipes(&theirs));
+    link.keep(agent(&format!("{me}.s1.2"), stranger), pipes(&ours));
+    let mut wrong_start = agent(&format!("{me}.s1.1"), ours.id().unwrap());
+    wrong_start.start_ticks = wrong_start.start_ticks.map(|t| t + 1);
+    link.keep(wrong_start, pipes(&ours));
+    link.keep(agent(&me, ours.id().unwrap()), pipes(&ours));
+    // And the one that is its own, to show the others were refused, not lost.
+    link.keep(
+        agent(&format!("{me}.s1.1"), ours.id().unwrap()),
+        pipes(&ours),
+    );
+    drop(link);
+    let kept = keeping.finish().await;
+    let marks: Vec<&str> = kept.iter().map(|k| k.agent.mark.as_str()).collect();
+    assert_eq!(marks, [format!("{me}.s1.1")]);
+    for child in [&mut theirs, &mut ours] {
+        process::kill_group(child).await.unwrap();
+    }
 }
 
 #[tokio::test]

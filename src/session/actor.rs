@@ -78,6 +78,8 @@ pub(crate) enum Cmd {
     },
     /// Stop the CLI if it is idle (it is no longer among the warm ones).
     Cool,
+    /// Start the CLI now, so the next input finds it up.
+    Warm,
     /// A user turn.
     Input {
         text: String,
@@ -405,6 +407,7 @@ impl Session {
                 }
             }
             Cmd::Cool => self.cool("no longer among the warm sessions"),
+            Cmd::Warm => self.warm().await,
             Cmd::Input {
                 text,
                 attachments,
@@ -1043,18 +1046,6 @@ impl Session {
                 self.open_text = Some((message_id, String::new()));
             }
             AgentEvent::TextDelta { text } => {
-                if self.open_text.is_none() {
-                    // The block began while the lost worker read this CLI's output.
-                    let message_id = super::new_id("m");
-                    self.publish(
-                        Audience::Active(&sid),
-                        &ServerMsg::StreamStart {
-                            message_id: message_id.clone(),
-                            session_id: sid.clone(),
-                        },
-                    );
-                    self.open_text = Some((message_id, String::new()));
-                }
                 let Some((_, full)) = self.open_text.as_mut() else {
                     return;
                 };

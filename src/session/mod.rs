@@ -100,6 +100,11 @@ pub struct SessionsConfig {
     pub deploy: Option<deploy::DeployLink>,
     /// The supervisor's keeper, which holds the CLIs' pipes too; `None` without one.
     pub keeper: Option<crate::keeper::Link>,
+    /// A standby worker's: phones are welcomed (and so served) only after
+    /// [`Hub::promoted`]. Its promotion re-reads the sessions and hands it the lost
+    /// worker's CLIs first; a phone quicker than that must not start a second CLI on a
+    /// conversation whose CLI is on its way.
+    pub standby: bool,
 }
 
 struct Entry {
@@ -125,6 +130,8 @@ pub struct Hub {
     /// The sessions phones opened most recently, newest last: the ones whose CLI is
     /// kept started (at most `warm_clis`).
     warm: Arc<Mutex<std::collections::VecDeque<SessionId>>>,
+    /// Cancelled once the sessions may take input (at once, except on a standby).
+    serving: CancellationToken,
 }
 
 impl Hub {
@@ -140,7 +147,11 @@ impl Hub {
             prompts: PromptIndex::default(),
             changed: Default::default(),
             warm: Default::default(),
+            serving: CancellationToken::new(),
         };
+        if !hub.cfg.standby {
+            hub.serving.cancel();
+        }
         let dir = hub.cfg.sessions_dir.clone();
         let records = tokio::task::spawn_blocking(move || record::load_all(&dir))
             .await
@@ -152,14 +163,34 @@ impl Hub {
                 "more saved sessions than the limit; the oldest stay on disk unused"
             );
         }
+        let mut cut = Vec::new();
         for rec in records.into_iter().take(MAX_SESSIONS) {
             tracing::info!(session = %rec.session_id, history = rec.history.len(), "restored session");
+            if rec.cut_short() {
+                cut.push(rec.session_id.clone());
+            }
             hub.spawn_session(rec, false);
+        }
+        // A turn the crash of the worker before cut short: its CLI is started again now
+        // (`--resume`), so the person's next input finds it up. A standby gets the lost
+        // worker's CLIs themselves instead.
+        if hub.serving.is_cancelled() && hub.cfg.warm_clis > 0 {
+            for session in cut.iter().take(hub.cfg.warm_clis) {
+                if let Some(tx) = hub.sender(session) {
+                    let _ = tx.send(Cmd::Warm).await;
+                    hub.keep_warm(session);
+                }
+            }
         }
         if hub.lock().is_empty() {
             hub.create_default();
         }
         hub
+    }
+
+    /// This standby now serves: its sessions take input (see [`SessionsConfig::standby`]).
+    pub fn promoted(&self) {
+        self.serving.cancel();
     }
 
     /// The CLI a lost worker ran for one of these sessions: the session carries on with
@@ -377,8 +408,11 @@ impl Hub {
     }
 
     /// Called once a client has authenticated: what docs/protocol.md "Connecting" step 4
-    /// says it gets, in that order.
+    /// says it gets, in that order. On a standby, only once it serves: a phone that comes
+    /// in the moment it is promoted sees the sessions as the lost worker left them, with
+    /// the CLIs it ran, and nothing it sends starts a second CLI on their conversations.
     pub async fn welcome(&self, client: &ClientId) {
+        self.serving.cancelled().await;
         self.clients
             .send_msg(client, &ServerMsg::ServerMode { mode: "cli".into() });
         self.clients.send_msg(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{PermissionMode, ServerMsg, HISTORY_LIMIT};
+use crate::protocol::{MessageType, PermissionMode, ServerMsg, HISTORY_LIMIT};
 use crate::rules::Rule;
 use crate::store::{atomic_write_with, StoreError};
 
@@ -68,6 +68,23 @@ pub enum RecordError {
 }
 
 impl SessionRecord {
+    /// Its last turn began (the input is saved) and never ended: the worker running it
+    /// died.
+    pub fn cut_short(&self) -> bool {
+        self.history
+            .iter()
+            .rev()
+            .find_map(|m| match &**m {
+                ServerMsg::Result { .. } => Some(false),
+                ServerMsg::Message {
+                    message_type: MessageType::UserInput,
+                    ..
+                } => Some(true),
+                _ => None,
+            })
+            .unwrap_or(false)
+    }
+
     /// The file a session lives in.
     pub fn path_in(dir: &Path, session_id: &str) -> PathBuf {
         dir.join(format!("{session_id}.json"))
@@ -159,4 +176,43 @@ pub fn load_all(dir: &Path) -> Vec<SessionRecord> {
     }
     records.sort_by_key(|r| std::cmp::Reverse(r.last_activity_at));
     records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: MessageType) -> Arc<ServerMsg> {
+        Arc::new(ServerMsg::Message {
+            message_type: kind,
+            content: "x".into(),
+            timestamp: 0,
+            session_id: "s".into(),
+            client_message_id: None,
+            attachments: Vec::new(),
+        })
+    }
+
+    fn result() -> Arc<ServerMsg> {
+        Arc::new(ServerMsg::Result {
+            cost: None,
+            duration: None,
+            usage: serde_json::Value::Null,
+            session_id: "s".into(),
+            queue_length: None,
+        })
+    }
+
+    #[test]
+    fn a_turn_is_cut_short_when_its_input_is_saved_and_no_result_follows() {
+        let mut rec = SessionRecord::new("s".into(), "n".into(), "/".into(), 0);
+        assert!(!rec.cut_short(), "nothing asked yet");
+        rec.history.push_back(message(MessageType::UserInput));
+        rec.history.push_back(message(MessageType::Assistant));
+        assert!(rec.cut_short(), "asked, answered in part, never ended");
+        rec.history.push_back(result());
+        assert!(!rec.cut_short(), "ended");
+        rec.history.push_back(message(MessageType::System));
+        assert!(!rec.cut_short(), "a notice after the end is no turn");
+    }
 }

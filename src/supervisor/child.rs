@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::{self, GateFailure};
 use super::release::{ReleaseId, Releases};
-use crate::control::{to_line, token_line, FatalCause, SupervisorCommand, WorkerEvent};
+use crate::control::{
+    to_line, token_line, FatalCause, SupervisorCommand, WorkerEvent, STANDBY_VAR,
+};
 use crate::keeper::keeping::KeepingHandle;
 use crate::keeper::{Keeping, Orphans};
 use crate::process;
@@ -62,6 +64,9 @@ pub struct LaunchSpec {
     pub keeper_dir: PathBuf,
     /// The CLIs of lost workers, waiting for the runner's verdict.
     pub orphans: Arc<Orphans>,
+    /// Started as the standby: its sessions take no input until its promotion's
+    /// `resync` (and the CLIs it adopts then) is done ([`STANDBY_VAR`]).
+    pub standby: bool,
 }
 
 /// How long the processes a dead worker left behind may take to die of SIGKILL.
@@ -205,7 +210,7 @@ pub fn launch(
 ) -> WorkerRef {
     let (worker, rx) = WorkerRef::new(id);
     let path = spec.keeper_dir.join(format!("keeper-{id}.sock"));
-    let keeping = Keeping::listen(path.clone())
+    let keeping = Keeping::listen(path.clone(), worker_mark(&spec.marks, id))
         .map_err(|err| tracing::warn!(%err, "no keeper for this worker: its CLIs die with it"))
         .ok();
     let orphans = spec.orphans.clone();
@@ -293,7 +298,7 @@ enum Ending {
 impl Task {
     /// This worker's [`process::WORKER_MARK`].
     fn mark(&self) -> String {
-        format!("{}-{}", self.spec.marks, self.id)
+        worker_mark(&self.spec.marks, self.id)
     }
 
     fn report(&self, what: WorkerReport) {
@@ -461,11 +466,15 @@ impl Task {
             .env_remove("TUNNEL_TOKEN")
             .env(process::WORKER_MARK, self.mark())
             .env_remove(crate::keeper::KEEPER_VAR)
+            .env_remove(STANDBY_VAR)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some((_, path)) = &self.keeper {
             cmd.env(crate::keeper::KEEPER_VAR, path);
+        }
+        if self.spec.standby {
+            cmd.env(STANDBY_VAR, "1");
         }
         process::own(&mut cmd);
         cmd.spawn()
@@ -667,6 +676,11 @@ impl Task {
             }
         }
     }
+}
+
+/// Worker `id`'s [`process::WORKER_MARK`].
+fn worker_mark(marks: &str, id: u64) -> String {
+    format!("{marks}-{id}")
 }
 
 async fn wait_for_kill(commands: &mut mpsc::UnboundedReceiver<WorkerCommand>) {

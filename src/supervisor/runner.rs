@@ -274,6 +274,7 @@ impl Supervisor {
                 marks: format!("{}-{}", std::process::id(), crate::protocol::now_ms()),
                 keeper_dir: opts.paths.state_dir().to_path_buf(),
                 orphans: Default::default(),
+                standby: false,
             },
             machine,
             releases,
@@ -1205,7 +1206,7 @@ impl Runner {
                     }
                     self.retire_standby();
                     // Beside the serving worker, waiting for nobody that is leaving.
-                    let worker = self.start_worker(release.clone(), Vec::new());
+                    let worker = self.start_worker(release.clone(), Vec::new(), true);
                     self.standby = Some(Live::new(release, worker));
                 }
                 Effect::StopStandby => {
@@ -1287,21 +1288,26 @@ impl Runner {
             .map(|l| l.worker.exited.clone())
             .chain(self.spec.orphans.pending())
             .collect();
-        let worker = self.start_worker(release.clone(), after);
+        let worker = self.start_worker(release.clone(), after, false);
         self.workers
             .insert(release.clone(), Live::new(release, worker));
     }
 
     /// Starts a worker of `release` once every `after` is cancelled.
-    fn start_worker(&mut self, release: ReleaseId, after: Vec<CancellationToken>) -> WorkerRef {
+    /// A `standby` takes no input until it is promoted ([`LaunchSpec::standby`]).
+    fn start_worker(
+        &mut self,
+        release: ReleaseId,
+        after: Vec<CancellationToken>,
+        standby: bool,
+    ) -> WorkerRef {
         self.next_id += 1;
-        self.starter.start(
-            self.spec.clone(),
-            self.next_id,
-            release,
-            after,
-            self.reports_tx.clone(),
-        )
+        let spec = LaunchSpec {
+            standby,
+            ..self.spec.clone()
+        };
+        self.starter
+            .start(spec, self.next_id, release, after, self.reports_tx.clone())
     }
 
     /// Moves a worker out of the table (it is stopping or gone); unroutes it.
@@ -1685,6 +1691,7 @@ mod tests {
                     marks: "test".into(),
                     keeper_dir: paths.state_dir().to_path_buf(),
                     orphans: Default::default(),
+                    standby: false,
                 },
                 machine,
                 releases,

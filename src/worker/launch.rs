@@ -245,6 +245,8 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
         push,
         deploy,
         keeper,
+        standby: supervised
+            && std::env::var_os(crate::control::STANDBY_VAR).is_some_and(|v| v == "1"),
     })
     .await;
 

@@ -127,6 +127,7 @@ pub async fn follow_supervisor(
                         // After the re-read: the sessions the lost worker created meanwhile
                         // are here now, and each takes its CLI over the state it saved.
                         take_over_clis(&hub, adopted.as_mut(), adopt).await;
+                        hub.promoted();
                     }
                     Ok(SupervisorCommand::DeployNews(news)) => hub.deploy_news(news),
                     Err(err) => tracing::warn!(%err, "ignoring an unreadable control command"),
