@@ -211,13 +211,16 @@ pub const METHOD: &str = "\
   scripted Messages API (`chroxy::demo`, in the bench process). *fake-claude*:
   `tests/fixtures/fake_claude.rs`, where the figure needs timing only a stand-in can
   give (timestamps written into the output, round trips timed on the CLI's side).
-- Kill: a phone sends a slow streamed turn; at its first `stream_delta` the worker
-  process gets SIGKILL. Clock: the kill → the same phone, reconnecting every 5 ms
-  through the public port (503 while no worker serves), has `auth_ok` from the new
-  worker. Each kill is an independent crash (`healthy_reset_ms = 0` and a crash budget
-  of 1 000, so the restart back-off is at its 0.5 s floor every time; a real crash loop
-  backs off further and rolls back, by design). The killed worker's CLI processes are
-  waited for (not timed) before the next kill.
+- Kill: once the standby is ready, a phone sends a slow streamed turn; at its first
+  `stream_delta` the worker process gets SIGKILL. Clock: the kill → the same phone,
+  reconnecting every 5 ms through the public port, has `auth_ok` from the new worker.
+  The rest of that turn (its answer and `agent_idle`) must then reach the phone, from
+  the CLI the standby adopted (checked, not timed). Then, the next standby ready, the
+  worker is killed again between turns, and the phone, back, sends `REPLY …`. Clock:
+  that kill → the answer's `agent_idle`. Each kill is an independent crash
+  (`healthy_reset_ms = 0` and a crash budget of 1 000, so a kill the standby does not
+  take over is restarted at the 0.5 s back-off floor; a real crash loop backs off
+  further and rolls back, by design).
 - Rollback: with a second release serving and its session's CLI running (one turn
   done), `chroxy rollback` is run as a process. Clock: command start → the phone,
   dropped by the drain, has `auth_ok` from the known-good release (checked on the status
