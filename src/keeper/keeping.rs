@@ -32,7 +32,7 @@ enum Op {
 #[derive(Debug)]
 pub struct Keeping {
     handle: KeepingHandle,
-    task: JoinHandle<Vec<Kept>>,
+    task: JoinHandle<Held>,
 }
 
 /// What the task watching the worker asks of its keeper.
@@ -79,8 +79,9 @@ impl Keeping {
         self.handle.clone()
     }
 
-    /// Stops listening and returns the CLIs still held.
-    pub async fn finish(self) -> Vec<Kept> {
+    /// Stops listening and returns the CLIs still held, and the marks of every CLI
+    /// handed to this worker (their tools carry a lost worker's mark, not this one's).
+    pub async fn finish(self) -> Held {
         drop(self.handle);
         self.task.await.unwrap_or_default()
     }
@@ -119,11 +120,12 @@ async fn serve(
     path: PathBuf,
     mark: String,
     mut ops: mpsc::UnboundedReceiver<Op>,
-) -> Vec<Kept> {
+) -> Held {
     let mut listener = Some(listener);
     let mut pid: Option<u32> = None;
     let mut link: Option<UnixSeqpacket> = None;
     let mut table: HashMap<String, Kept> = HashMap::new();
+    let mut adopted: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             biased;
@@ -136,6 +138,7 @@ async fn serve(
                         match hand(link.as_ref(), &k).await {
                             Ok(()) => {
                                 tracing::info!(session = %k.agent.session, pid = k.agent.pid, "CLI handed to the successor");
+                                adopted.push(k.agent.mark.clone());
                                 table.insert(k.agent.mark.clone(), k);
                             }
                             Err(err) => {
@@ -179,20 +182,44 @@ async fn serve(
     if listener.is_some() {
         let _ = std::fs::remove_file(&path);
     }
-    table.into_values().collect()
+    Held {
+        kept: table.into_values().collect(),
+        adopted,
+    }
 }
 
-/// The most CLIs one worker may have held: far more than it runs (sessions are bounded),
-/// and a bound on the descriptors a bad release can make the supervisor hold.
-const MAX_KEPT: usize = 256;
+/// What a worker's keeper holds when the worker is gone.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The CLIs it still held.
+    pub kept: Vec<Kept>,
+    /// The marks of the CLIs it was handed, held or not.
+    pub adopted: Vec<String>,
+}
+
+/// The most CLIs one worker may have held: more than it runs (at most 5 sessions, a CLI
+/// each, and a few on their way out), and a bound on the descriptors a bad release can
+/// make the supervisor hold.
+const MAX_KEPT: usize = 32;
+/// How long handing one CLI to a successor may take: a standby that does not read its
+/// keeper channel must not stall the task that watches it.
+const HAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether a CLI the worker marked `worker` (pid `parent`) sends is one of its own: its
 /// mark is under the worker's (the supervisor kills by it, so a worker cannot name
 /// another's), and the pid names, since the same start, a child of the worker (a
 /// successor signals it).
-fn genuine(agent: &AgentId, worker: &str, parent: u32, held: usize) -> Result<(), WireError> {
-    if held >= MAX_KEPT {
+fn genuine(
+    agent: &AgentId,
+    worker: &str,
+    parent: u32,
+    table: &HashMap<String, Kept>,
+) -> Result<(), WireError> {
+    if table.len() >= MAX_KEPT {
         return Err(WireError::Malformed("too many CLIs held for one worker"));
+    }
+    if table.values().any(|k| k.agent.pid == agent.pid) {
+        return Err(WireError::Malformed("that process is held already"));
     }
     let under = agent
         .mark
@@ -254,7 +281,7 @@ fn apply(
 ) -> bool {
     match incoming {
         Ok(Some((Msg::Keep { agent }, fds))) => {
-            let checked = genuine(&agent, worker, parent, table.len())
+            let checked = genuine(&agent, worker, parent, table)
                 .and_then(|()| kept(agent, AgentNote::default(), fds));
             match checked {
                 Ok(k) => {
@@ -307,7 +334,12 @@ async fn hand(link: Option<&UnixSeqpacket>, k: &Kept) -> Result<(), WireError> {
         agent: k.agent.clone(),
         note: k.note.clone(),
     };
-    send(socket, &msg, &fds).await
+    match tokio::time::timeout(HAND_TIMEOUT, send(socket, &msg, &fds)).await {
+        Ok(sent) => sent,
+        Err(_) => Err(WireError::Malformed(
+            "the successor did not take it in time",
+        )),
+    }
 }
 
 /// Lets go of the CLIs' pipes and kills their process trees (by their marks).
@@ -372,7 +404,12 @@ impl Orphans {
 
     /// For the standby that takes over from `worker`.
     pub fn take(&self, worker: u64) -> Vec<Kept> {
-        let Some(left) = self.lock().remove(&worker) else {
+        let mut waiting = self.lock();
+        // Already being killed (the deadline passed): its token says when they are gone.
+        if waiting.get(&worker).is_none_or(|left| left.kept.is_none()) {
+            return Vec::new();
+        }
+        let Some(left) = waiting.remove(&worker) else {
             return Vec::new();
         };
         left.gone.cancel();

@@ -8,7 +8,7 @@ use std::path::Path;
 use tokio::sync::mpsc;
 use tokio_seqpacket::UnixSeqpacket;
 
-use super::{kept, recv, send, AgentId, AgentNote, Kept, Msg};
+use super::{kept, recv, send, AgentId, AgentNote, Kept, Msg, WireError};
 
 /// The worker's handle on the keeper channel; cloned into every CLI it starts. Sending
 /// never blocks or fails for the caller: a supervisor that is gone needs nothing.
@@ -89,10 +89,12 @@ impl Link {
                         },
                         Ok(Some((other, _))) => tracing::warn!(?other, "unexpected keeper message; ignored"),
                         Ok(None) => return,
-                        Err(err) => {
+                        Err(WireError::Io(err)) => {
                             tracing::warn!(%err, "keeper channel failed; CLIs will not outlive this worker");
                             return;
                         }
+                        // One bad message; the channel itself is fine.
+                        Err(err) => tracing::warn!(%err, "ignoring a keeper message"),
                     },
                 }
             }

@@ -3,7 +3,7 @@
 //! not cost the CLIs. A CLI whose stdin and stdout stay open elsewhere sees no EOF and
 //! no broken pipe: it carries on, its output waiting in the pipe. When a standby takes
 //! over, the supervisor hands the pipes to it and the same process finishes its turn
-//! there (DESIGN.md "Adopting the CLIs"). Nobody adopts them otherwise: the supervisor
+//! there (docs/architecture.md, `keeper/`). Nobody adopts them otherwise: the supervisor
 //! kills them before any successor starts, so two CLIs never run one conversation.
 //!
 //! The channel is a Unix seqpacket socket (one message, with its file descriptors, per
@@ -134,12 +134,20 @@ pub struct Pipes {
 }
 
 impl Pipes {
+    /// Three pipes, or nothing: a worker must not make its supervisor hold (or hand a
+    /// successor) a socket, a file or its own control channel in their place.
     fn from_vec(fds: Vec<OwnedFd>) -> Option<Self> {
+        use std::os::unix::fs::FileTypeExt;
         let [stdin, stdout, stderr]: [OwnedFd; 3] = fds.try_into().ok()?;
+        let pipe = |fd: OwnedFd| {
+            let file = std::fs::File::from(fd);
+            let fifo = file.metadata().is_ok_and(|m| m.file_type().is_fifo());
+            fifo.then(|| OwnedFd::from(file))
+        };
         Some(Self {
-            stdin,
-            stdout,
-            stderr,
+            stdin: pipe(stdin)?,
+            stdout: pipe(stdout)?,
+            stderr: pipe(stderr)?,
         })
     }
 

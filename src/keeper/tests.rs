@@ -83,7 +83,7 @@ async fn a_cli_whose_worker_let_go_of_its_pipes_carries_on_through_the_keepers()
     link.note(&mark, note.clone());
     // The worker's own ends go (as in a `kill -9`), and so does its link.
     drop((stdin, stdout, stderr, link));
-    let mut kept = keeping.finish().await;
+    let mut kept = keeping.finish().await.kept;
     assert_eq!(kept.len(), 1, "{kept:?}");
     let kept = kept.pop().unwrap();
     assert_eq!(kept.agent, agent(&mark, pid));
@@ -127,7 +127,7 @@ async fn a_cli_the_worker_released_is_no_longer_held_and_sees_its_stdin_close() 
         .unwrap()
         .success());
     drop(link);
-    assert!(keeping.finish().await.is_empty());
+    assert!(keeping.finish().await.kept.is_empty());
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn nobody_but_the_worker_may_connect_and_what_a_stranger_sends_is_not_held
     }
     drop(link);
     assert!(
-        keeping.finish().await.is_empty(),
+        keeping.finish().await.kept.is_empty(),
         "a stranger's CLI is not held"
     );
     process::kill_group(&mut child).await.unwrap();
@@ -184,16 +184,28 @@ async fn a_worker_cannot_have_the_keeper_hold_what_is_not_its_own_cli() {
     wrong_start.start_ticks = wrong_start.start_ticks.map(|t| t + 1);
     link.keep(wrong_start, pipes(&ours));
     link.keep(agent(&me, ours.id().unwrap()), pipes(&ours));
-    // And the one that is its own, to show the others were refused, not lost.
+    // Its own child, but with files where its pipes should be.
+    let mut files = cat(&format!("{me}.s2.1"));
+    let file = tempfile::tempfile().unwrap();
+    link.keep(
+        agent(&format!("{me}.s2.1"), files.id().unwrap()),
+        [file.as_fd(), file.as_fd(), file.as_fd()],
+    );
+    // And the one that is its own, to show the others were refused, not lost; then the
+    // same process again under another mark.
     link.keep(
         agent(&format!("{me}.s1.1"), ours.id().unwrap()),
         pipes(&ours),
     );
+    link.keep(
+        agent(&format!("{me}.s1.3"), ours.id().unwrap()),
+        pipes(&ours),
+    );
     drop(link);
-    let kept = keeping.finish().await;
+    let kept = keeping.finish().await.kept;
     let marks: Vec<&str> = kept.iter().map(|k| k.agent.mark.as_str()).collect();
     assert_eq!(marks, [format!("{me}.s1.1")]);
-    for child in [&mut theirs, &mut ours] {
+    for child in [&mut theirs, &mut ours, &mut files] {
         process::kill_group(child).await.unwrap();
     }
 }
@@ -311,6 +323,10 @@ async fn orphans_are_adopted_or_killed_and_a_successor_waits_for_the_killing() {
     let gone = orphans.pending();
     orphans.abandon(8);
     orphans.abandon(8); // a second verdict changes nothing
+    assert!(
+        orphans.take(8).is_empty(),
+        "being killed: not to be adopted"
+    );
     tokio::time::timeout(Duration::from_secs(10), gone[0].cancelled())
         .await
         .expect("the orphans are killed");

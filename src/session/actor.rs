@@ -78,8 +78,6 @@ pub(crate) enum Cmd {
     },
     /// Stop the CLI if it is idle (it is no longer among the warm ones).
     Cool,
-    /// Start the CLI now, so the next input finds it up.
-    Warm,
     /// A user turn.
     Input {
         text: String,
@@ -407,7 +405,6 @@ impl Session {
                 }
             }
             Cmd::Cool => self.cool("no longer among the warm sessions"),
-            Cmd::Warm => self.warm().await,
             Cmd::Input {
                 text,
                 attachments,
@@ -831,7 +828,8 @@ impl Session {
         self.slash_commands = note.commands;
         self.cost_so_far = note.cost.map(|cost| (self.generation, cost));
         self.idle_deadline = None;
-        if note.busy {
+        // A turn whose result is saved is over, whatever the note (sent a moment before).
+        if note.busy && self.rec.cut_short() {
             self.busy = true;
             self.interrupted = false;
             self.publish(
@@ -1243,6 +1241,9 @@ impl Session {
         self.current_input = None;
         self.went_idle();
         self.rec.last_activity_at = now_ms();
+        // The supervisor first: a successor that takes the CLI over must not wait for a
+        // result it will never see.
+        self.sync_note();
         // On disk before the phones hear the turn is over.
         self.persist().await;
         self.publish(

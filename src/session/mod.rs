@@ -163,24 +163,9 @@ impl Hub {
                 "more saved sessions than the limit; the oldest stay on disk unused"
             );
         }
-        let mut cut = Vec::new();
         for rec in records.into_iter().take(MAX_SESSIONS) {
             tracing::info!(session = %rec.session_id, history = rec.history.len(), "restored session");
-            if rec.cut_short() {
-                cut.push(rec.session_id.clone());
-            }
             hub.spawn_session(rec, false);
-        }
-        // A turn the crash of the worker before cut short: its CLI is started again now
-        // (`--resume`), so the person's next input finds it up. A standby gets the lost
-        // worker's CLIs themselves instead.
-        if hub.serving.is_cancelled() && hub.cfg.warm_clis > 0 {
-            for session in cut.iter().take(hub.cfg.warm_clis) {
-                if let Some(tx) = hub.sender(session) {
-                    let _ = tx.send(Cmd::Warm).await;
-                    hub.keep_warm(session);
-                }
-            }
         }
         if hub.lock().is_empty() {
             hub.create_default();

@@ -68,8 +68,8 @@ pub enum RecordError {
 }
 
 impl SessionRecord {
-    /// Its last turn began (the input is saved) and never ended: the worker running it
-    /// died.
+    /// Its last turn began (the input is saved) and has no result saved: it is still
+    /// running, or the worker or CLI running it died.
     pub fn cut_short(&self) -> bool {
         self.history
             .iter()

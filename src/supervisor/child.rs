@@ -23,7 +23,7 @@ use super::release::{ReleaseId, Releases};
 use crate::control::{
     to_line, token_line, FatalCause, SupervisorCommand, WorkerEvent, STANDBY_VAR,
 };
-use crate::keeper::keeping::KeepingHandle;
+use crate::keeper::keeping::{Held, KeepingHandle};
 use crate::keeper::{Keeping, Orphans};
 use crate::process;
 use crate::protocol::ShutdownReason;
@@ -237,9 +237,9 @@ pub fn launch(
                 (WorkerReport::Exited { status }, false)
             }
         };
-        let kept = match keeping {
+        let Held { kept, adopted } = match keeping {
             Some(keeping) => keeping.finish().await,
-            None => Vec::new(),
+            None => Held::default(),
         };
         // Its agents (own process groups) and their tools (own sessions) run on after a
         // `kill -9` of the worker: they go before anyone may start its successor, which
@@ -249,7 +249,11 @@ pub fn launch(
             true => kept.iter().map(|k| k.agent.mark.clone()).collect(),
             false => Vec::new(),
         };
-        let left = process::kill_worker_tree(&mark, spare, LEFTOVER_PATIENCE).await;
+        let mut left = process::kill_worker_tree(&mark, spare.clone(), LEFTOVER_PATIENCE).await;
+        // The tools of CLIs it adopted carry their first worker's mark.
+        for foreign in adopted.iter().filter(|m| !spare.contains(m)) {
+            left.extend(process::kill_marked(foreign, LEFTOVER_PATIENCE).await);
+        }
         if !left.is_empty() {
             tracing::error!(?left, "processes of a stopped worker would not die");
         }

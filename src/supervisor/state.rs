@@ -545,9 +545,10 @@ impl Machine {
     /// gated standby waits: it takes over at once, with no backoff. The loss still
     /// counts toward the crash budget, and a second one before `healthy_reset` backs
     /// off as any other; the budget spent, the usual rules decide. Only an exit: the
-    /// runner reports it once everything the worker started is gone, so no Claude Code
-    /// session runs twice; a hung or unhealthy worker is still being killed when it is
-    /// reported, and its successor waits for that, as ever.
+    /// runner reports it once everything the worker started is gone but the CLIs it
+    /// kept for a successor, which the standby adopts (the same processes, so no Claude
+    /// Code session runs twice); a hung or unhealthy worker is still being killed when
+    /// it is reported, and its successor waits for that, as ever.
     fn take_over(
         &mut self,
         release: &ReleaseId,

@@ -74,10 +74,16 @@ pub async fn follow_supervisor(
     } = upward;
     let mut commands = FramedRead::new(input, LinesCodec::new_with_max_length(MAX_COMMAND));
     let mut beat = tokio::time::interval(heartbeat);
+    // CLIs the last resync was told of that had not arrived yet.
+    let mut missing = 0u32;
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
+            Some(kept) = late_cli(adopted.as_mut(), missing) => {
+                missing -= 1;
+                hub.adopt(kept).await;
+            }
             Some(notice) = notices.recv() => {
                 let line = to_line(&WorkerEvent::Notify { notice });
                 // A supervisor that stopped reading is noticed at the next heartbeat.
@@ -126,7 +132,7 @@ pub async fn follow_supervisor(
                         hub.resync(closed_there).await;
                         // After the re-read: the sessions the lost worker created meanwhile
                         // are here now, and each takes its CLI over the state it saved.
-                        take_over_clis(&hub, adopted.as_mut(), adopt).await;
+                        missing = take_over_clis(&hub, adopted.as_mut(), adopt).await;
                         hub.promoted();
                     }
                     Ok(SupervisorCommand::DeployNews(news)) => hub.deploy_news(news),
@@ -143,28 +149,43 @@ pub async fn follow_supervisor(
     }
 }
 
-/// Gives each of the `count` CLIs handed over to its session.
+/// Gives each of the `count` CLIs handed over to its session; returns how many had
+/// not arrived in time (they are given as they come).
 async fn take_over_clis(
     hub: &Hub,
     adopted: Option<&mut tokio::sync::mpsc::Receiver<crate::keeper::Kept>>,
     count: u32,
-) {
+) -> u32 {
     let Some(adopted) = adopted else {
-        return;
+        return 0;
     };
     let deadline = tokio::time::Instant::now() + ADOPTION_WAIT;
     for taken in 0..count {
         match tokio::time::timeout_at(deadline, adopted.recv()).await {
             Ok(Some(kept)) => hub.adopt(kept).await,
-            Ok(None) | Err(_) => {
+            Ok(None) => return 0,
+            Err(_) => {
                 tracing::warn!(
                     taken,
                     count,
                     "fewer CLIs arrived than the supervisor handed over"
                 );
-                return;
+                return count - taken;
             }
         }
+    }
+    0
+}
+
+/// The next CLI handed over, while some are `missing`; never otherwise (one that comes
+/// before its resync waits for it).
+async fn late_cli(
+    adopted: Option<&mut tokio::sync::mpsc::Receiver<crate::keeper::Kept>>,
+    missing: u32,
+) -> Option<crate::keeper::Kept> {
+    match adopted {
+        Some(adopted) if missing > 0 => adopted.recv().await,
+        _ => std::future::pending().await,
     }
 }
 
