@@ -1497,6 +1497,26 @@ fn cli_starts(log: &std::path::Path) -> Vec<u64> {
         .collect()
 }
 
+/// A home, and where `fake-claude` logs every start in it.
+fn fake_cli_home() -> (Home, std::path::PathBuf) {
+    let home = Home::new();
+    let log = home.dir.path().join("claude.jsonl");
+    (home, log)
+}
+
+/// `fake-claude`, logging to `log`.
+fn logged_fake_cli(log: &std::path::Path) -> WorkerOpts {
+    WorkerOpts::fake_cli().env("FAKE_CLAUDE_LOG", log.to_str().unwrap())
+}
+
+/// Once the standby is ready: the serving worker's pid, and a phone.
+async fn serving_beside_a_ready_standby(sup: &Sup) -> (u64, Client) {
+    let ready = sup
+        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
+        .await;
+    (worker_pid(&ready), sup.client().await)
+}
+
 /// Kills the serving worker once its standby is ready, and waits until the standby
 /// serves; returns the phone, come back.
 async fn kill_the_serving_worker(
@@ -1523,15 +1543,9 @@ async fn kill_the_serving_worker(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_in_the_middle_of_a_streamed_turn_leaves_its_cli_to_the_standby_which_finishes_that_turn(
 ) {
-    let home = Home::new();
-    let log = home.dir.path().join("claude.jsonl");
-    let opts = WorkerOpts::fake_cli().env("FAKE_CLAUDE_LOG", log.to_str().unwrap());
-    let sup = Sup::start(&home, opts).await;
-    let ready = sup
-        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
-        .await;
-    let serving = worker_pid(&ready);
-    let mut phone = sup.client().await;
+    let (home, log) = fake_cli_home();
+    let sup = Sup::start(&home, logged_fake_cli(&log)).await;
+    let (serving, mut phone) = serving_beside_a_ready_standby(&sup).await;
     // 300 deltas 20 ms apart: six seconds of streaming, killed after the first.
     phone
         .send(json!({"type": "input", "data": "BENCH 300 20000"}))
@@ -1562,15 +1576,9 @@ async fn a_worker_killed_in_the_middle_of_a_streamed_turn_leaves_its_cli_to_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permission_prompt_waiting_when_its_worker_is_killed_is_asked_again_and_the_same_cli_gets_the_answer(
 ) {
-    let home = Home::new();
-    let log = home.dir.path().join("claude.jsonl");
-    let opts = WorkerOpts::fake_cli().env("FAKE_CLAUDE_LOG", log.to_str().unwrap());
-    let sup = Sup::start(&home, opts).await;
-    let ready = sup
-        .wait_for("the standby to be ready", |s| s["standby"]["ready"] == true)
-        .await;
-    let serving = worker_pid(&ready);
-    let mut phone = sup.client().await;
+    let (home, log) = fake_cli_home();
+    let sup = Sup::start(&home, logged_fake_cli(&log)).await;
+    let (serving, mut phone) = serving_beside_a_ready_standby(&sup).await;
     phone
         .send(json!({"type": "input", "data": "PERMISSION"}))
         .await;

@@ -50,7 +50,9 @@ pub fn agent_ancestor() -> Option<u32> {
         if is_marked(pid) {
             return Some(pid);
         }
-        pid = parent_of(pid).filter(|&p| p > 1)?;
+        pid = crate::process::stat_of(pid)
+            .map(|s| s.parent)
+            .filter(|&p| p > 1)?;
     }
     None
 }
@@ -63,24 +65,11 @@ fn is_marked(pid: u32) -> bool {
         .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == mark.as_bytes()))
 }
 
-#[cfg(target_os = "linux")]
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid …"; comm may hold spaces and parentheses.
-    let after = stat.get(stat.rfind(')')? + 2..)?;
-    after.split(' ').nth(1)?.parse().ok()
-}
-
 // Without /proc only this process's own environment can be read: an agent's tool that
 // unsets the mark is not recognised there (README "What an attacker can do").
 #[cfg(not(target_os = "linux"))]
 fn is_marked(pid: u32) -> bool {
     pid == std::process::id() && std::env::var_os(MARK.0).is_some_and(|v| v == MARK.1)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn parent_of(_pid: u32) -> Option<u32> {
-    None
 }
 
 #[cfg(test)]

@@ -38,6 +38,15 @@ fn worker(test: &str) -> String {
     format!("{test}-{}", std::process::id())
 }
 
+/// A child's three pipes, as the worker that started it holds them.
+fn pipes(c: &tokio::process::Child) -> [std::os::fd::BorrowedFd<'_>; 3] {
+    [
+        c.stdin.as_ref().unwrap().as_fd(),
+        c.stdout.as_ref().unwrap().as_fd(),
+        c.stderr.as_ref().unwrap().as_fd(),
+    ]
+}
+
 /// A keeper expecting the worker `mark` as `pid`, and a link to it from this process.
 async fn keeper_and_link(
     dir: &tempfile::TempDir,
@@ -110,14 +119,7 @@ async fn a_cli_the_worker_released_is_no_longer_held_and_sees_its_stdin_close() 
     let mark = format!("{}.s1.1", worker("release"));
     let mut child = cat(&mark);
     let pid = child.id().unwrap();
-    {
-        let (i, o, e) = (
-            child.stdin.as_ref().unwrap(),
-            child.stdout.as_ref().unwrap(),
-            child.stderr.as_ref().unwrap(),
-        );
-        link.keep(agent(&mark, pid), [i.as_fd(), o.as_fd(), e.as_fd()]);
-    }
+    link.keep(agent(&mark, pid), pipes(&child));
     link.release(&mark);
     // The worker closes its end: with the keeper's copy gone, `cat` sees EOF and exits.
     drop(child.stdin.take());
@@ -138,17 +140,7 @@ async fn nobody_but_the_worker_may_connect_and_what_a_stranger_sends_is_not_held
     let (link, _adopted) = link.unwrap();
     let mark = format!("{}.s1.1", worker("stranger"));
     let mut child = cat(&mark);
-    {
-        let (i, o, e) = (
-            child.stdin.as_ref().unwrap(),
-            child.stdout.as_ref().unwrap(),
-            child.stderr.as_ref().unwrap(),
-        );
-        link.keep(
-            agent(&mark, child.id().unwrap()),
-            [i.as_fd(), o.as_fd(), e.as_fd()],
-        );
-    }
+    link.keep(agent(&mark, child.id().unwrap()), pipes(&child));
     drop(link);
     assert!(
         keeping.finish().await.kept.is_empty(),
@@ -171,13 +163,6 @@ async fn a_worker_cannot_have_the_keeper_hold_what_is_not_its_own_cli() {
     let mut ours = cat(&format!("{me}.s1.1"));
     // This test's own parent (whatever runs it) is no child of this "worker".
     let stranger = nix::unistd::getppid().as_raw() as u32;
-    fn pipes(c: &tokio::process::Child) -> [std::os::fd::BorrowedFd<'_>; 3] {
-        [
-            c.stdin.as_ref().unwrap().as_fd(),
-            c.stdout.as_ref().unwrap().as_fd(),
-            c.stderr.as_ref().unwrap().as_fd(),
-        ]
-    }
     link.keep(agent(&other, theirs.id().unwrap()), pipes(&theirs));
     link.keep(agent(&format!("{me}.s1.2"), stranger), pipes(&ours));
     let mut wrong_start = agent(&format!("{me}.s1.1"), ours.id().unwrap());
@@ -282,28 +267,11 @@ async fn orphans_are_adopted_or_killed_and_a_successor_waits_for_the_killing() {
     let mark = format!("orphan-{}.s1.1", std::process::id());
     let mut child = cat(&mark);
     let pid = child.id().unwrap();
+    let [stdin, stdout, stderr] = pipes(&child).map(|fd| fd.try_clone_to_owned().unwrap());
     let pipes = Pipes {
-        stdin: child
-            .stdin
-            .as_ref()
-            .unwrap()
-            .as_fd()
-            .try_clone_to_owned()
-            .unwrap(),
-        stdout: child
-            .stdout
-            .as_ref()
-            .unwrap()
-            .as_fd()
-            .try_clone_to_owned()
-            .unwrap(),
-        stderr: child
-            .stderr
-            .as_ref()
-            .unwrap()
-            .as_fd()
-            .try_clone_to_owned()
-            .unwrap(),
+        stdin,
+        stdout,
+        stderr,
     };
     let kept = |pipes| Kept {
         agent: agent(&mark, pid),

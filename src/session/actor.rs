@@ -830,15 +830,7 @@ impl Session {
         self.idle_deadline = None;
         // A turn whose result is saved is over, whatever the note (sent a moment before).
         if note.busy && self.rec.cut_short() {
-            self.busy = true;
-            self.interrupted = false;
-            self.publish(
-                Audience::All,
-                &ServerMsg::AgentBusy {
-                    session_id: self.rec.session_id.clone(),
-                },
-            );
-            self.refresh_info();
+            self.turn_began();
         } else {
             self.went_idle();
         }
@@ -888,7 +880,8 @@ impl Session {
         self.noted = Some(key);
     }
 
-    async fn start_turn(&mut self, turn: UserTurn) {
+    /// A turn runs from now: every phone is told.
+    fn turn_began(&mut self) {
         self.busy = true;
         self.idle_deadline = None;
         self.interrupted = false;
@@ -899,6 +892,10 @@ impl Session {
             },
         );
         self.refresh_info();
+    }
+
+    async fn start_turn(&mut self, turn: UserTurn) {
+        self.turn_began();
         let sent = match &self.agent {
             Some(agent) => agent.send_user(&turn.text, &turn.blocks).await.is_ok(),
             None => false,
