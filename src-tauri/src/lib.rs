@@ -1,121 +1,119 @@
-//! Chroxy's tray app: Tauri wired to `chroxy::desktop`, the app itself (the supervisor
-//! `chroxy start` runs, in-process; what the window and the tray show; what each of their
-//! clicks asks). [`run_app`] builds what every Tauri runtime shares (the app as managed
-//! state, the window and its commands, the events), so a test builds it on the mock
-//! runtime; [`run`] adds the desktop session's plugins, the tray icon and the signals.
+//! Chroxy's window: the QR code to scan, the status, one-click rollback and reconnect.
+//! A process of its own (`chroxy-desktop-window`), which the tray app (`chroxy-desktop`:
+//! `chroxy::desktop::run`, no toolkit) starts when the window is shown; closing the
+//! window ends it, and WebKit's hundreds of megabytes with it. Everything the page asks
+//! goes to the tray app over `chroxy::desktop::window`'s channel, and everything it is
+//! told (the view at each change, a tray click's answer, Show) comes back that way.
+//! [`build`] makes the app on any Tauri runtime, so a test builds it on the mock one.
 
 #![forbid(unsafe_code)]
 
-mod commands;
-mod tray;
-
 use anyhow::Context;
-use chroxy::desktop::{Args, Boot, Desktop};
-use chroxy::store::Paths;
+use chroxy::desktop::window::{Link, LinkFds, Told};
+use chroxy::desktop::Ask;
 use clap::Parser;
-use tauri::{App, AppHandle, Emitter, Manager, RunEvent, Runtime, WebviewWindowBuilder};
+use tauri::ipc::{Invoke, InvokeBody, InvokeError};
+use tauri::{App, AppHandle, Emitter, Manager, Runtime, WebviewWindowBuilder};
 
 /// The window's label in `tauri.conf.json`, where its events go.
 const MAIN: &str = "main";
 
-/// The app as a user starts it: from the command line, on the desktop, until Quit.
+/// The window's command line (the tray app gives it).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "chroxy-desktop-window",
+    version,
+    about = "Chroxy's window, started by the tray app (chroxy-desktop) when it is shown."
+)]
+struct Args {
+    /// Scrolled to the QR code, which flashes (the tray's Show QR code).
+    #[arg(long)]
+    qr: bool,
+}
+
+/// The window as the tray app starts it, until it is closed or the tray app quits.
 pub fn run() -> anyhow::Result<()> {
+    // Before anything else: nothing this process starts may inherit the channel.
+    let fds = Link::take_stdio()?;
     chroxy::process::keep_memory_private();
     let args = Args::parse();
-    let paths = Paths::resolve(args.home.clone())?;
-    let _log_guard = chroxy::desktop::init_logging(&paths);
-    let boot = Boot::new(args, paths);
-    let session = tauri::Builder::default()
-        // First: a second launch hands over to this one and exits 0 before doing anything.
-        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            tracing::info!("a second launch asked for the window");
-            show_window(app, false);
-        }))
-        .plugin(tauri_plugin_autostart::init(
-            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
-            Some(vec!["--minimized"]),
-        ))
-        .plugin(tauri_plugin_clipboard_manager::init())
-        .plugin(tauri_plugin_opener::init());
-    run_app(session, boot, |app| {
-        tray::install(app)?;
-        // What phones are told of that the desk should see too; a click opens the window.
-        let clicked = app.clone();
-        let shown = app.state::<Desktop>().desktop_notifications(move || {
-            tracing::info!("a desktop notification was clicked: showing the window");
-            show_window(&clicked, false);
-        });
-        if let Some(shown) = shown {
-            tauri::async_runtime::spawn(shown);
-        }
-        // Listening before `run_app` shows the window: a SIGTERM from then on (a logout
-        // while the app starts) is a Quit, never the default death that would leave the
-        // supervisor's workers behind.
-        tauri::async_runtime::block_on(app.state::<Desktop>().quit_on_signals());
-        Ok(())
-    })?
-    .run(|app, event| {
-        if let RunEvent::ExitRequested { api, code, .. } = event {
-            // No code: the last window closed. The app lives on in the tray.
-            if code.is_none() {
-                api.prevent_exit();
-            // Exit only once the supervisor has drained and stopped; it calls exit again then.
-            } else if !app.state::<Desktop>().exit_requested() {
-                api.prevent_exit();
-            }
-        }
-    });
+    chroxy::desktop::init_stderr_logging();
+    // The last window closed: the app exits (the default), and the tray app sees it go.
+    build(tauri::Builder::default(), fds, args.qr)?.run(|_, _| {});
     Ok(())
 }
 
-/// Builds the app on `builder` (and its plugins). Its setup starts the supervisor (after the
-/// plugins: a second launch has handed over), calls `ready`, then makes the window (its
-/// commands' state is in place), then follows the app's changes.
-pub fn run_app<R: Runtime>(
+/// Builds the window's app on `builder`: its setup speaks with the tray app over `fds`,
+/// then makes the window (`qr`: flashing the QR code).
+pub fn build<R: Runtime>(
     builder: tauri::Builder<R>,
-    boot: Boot,
-    ready: impl FnOnce(&AppHandle<R>) -> tauri::Result<()> + Send + 'static,
+    fds: LinkFds,
+    qr: bool,
 ) -> anyhow::Result<App<R>> {
     builder
-        .invoke_handler(commands::handler)
+        .invoke_handler(handler)
         .setup(move |app| {
-            let exit = app.handle().clone();
-            let start = Desktop::start(boot.paths, boot.tunnel, boot.launch, move || exit.exit(0));
-            let desktop = tauri::async_runtime::block_on(start);
-            let changes = desktop.changes();
-            app.manage(desktop);
-            // The tray and the signals first: once the window shows, both are there.
-            ready(app.handle())?;
-            if !boot.minimized {
-                open_window(app.handle(), false)?;
-            }
-            let app = app.handle().clone();
-            // The view, whole, to the window (when there is one) and the tray at every change.
-            tauri::async_runtime::spawn(changes.each(move || {
-                let view = app.state::<Desktop>().view();
-                tray::show(&app, &view, false);
-                if app.get_webview_window(MAIN).is_some() {
-                    if let Err(err) = app.emit_to(MAIN, "view", &view) {
-                        tracing::warn!(%err, "cannot update the window");
-                    }
-                }
-            }));
+            let handle = app.handle().clone();
+            let link = tauri::async_runtime::block_on(async move {
+                Link::start(fds, move |told| follow(&handle, told))
+            })?;
+            app.manage(link);
+            open_window(app.handle(), qr)?;
             Ok(())
-        })
-        // Closing the window destroys it, webview and all: WebKit's processes weigh
-        // hundreds of megabytes, and the app spends its life in the tray. The supervisor
-        // keeps serving the phones; Show window makes a new one (`run`'s loop keeps the
-        // app alive with no window).
-        .on_window_event(|window, event| {
-            if let tauri::WindowEvent::Destroyed = event {
-                tracing::info!(
-                    label = window.label(),
-                    "window closed: its webview is gone until shown again"
-                );
-            }
         })
         .build(tauri::generate_context!())
         .context("starting the window system (is there a display?)")
+}
+
+/// What the tray app tells the window.
+fn follow<R: Runtime>(app: &AppHandle<R>, told: Told) {
+    match told {
+        Told::Emit { event, payload } => {
+            if let Err(err) = app.emit_to(MAIN, &event, payload) {
+                tracing::warn!(%err, event, "cannot update the window");
+            }
+        }
+        // On the main thread: said to be shown once it is (a hung window says nothing,
+        // and the tray app starts a new one).
+        Told::Show { qr } => {
+            let on_main = app.clone();
+            let shown = app.run_on_main_thread(move || {
+                if show_window(&on_main, qr) {
+                    on_main.state::<Link>().shown();
+                } else {
+                    // Closing as the tray app asked: it sees this process end and
+                    // starts a new window.
+                    on_main.exit(0);
+                }
+            });
+            if let Err(err) = shown {
+                tracing::warn!(%err, "cannot show the window");
+            }
+        }
+        Told::Gone => {
+            tracing::info!("the tray app is gone: closing the window");
+            app.exit(0);
+        }
+    }
+}
+
+/// The page's `invoke(name, args)`, answered by the tray app; `false` (Tauri's "not
+/// found") for a name that is no command of the window.
+fn handler<R: Runtime>(invoke: Invoke<R>) -> bool {
+    let (message, resolver) = (invoke.message, invoke.resolver);
+    let InvokeBody::Json(args) = message.payload() else {
+        return false; // the window sends its arguments as JSON, always
+    };
+    let command = message.command().to_owned();
+    if Ask::from_window(&command, args).is_none() {
+        return false;
+    }
+    let (app, args) = (message.webview().app_handle().clone(), args.clone());
+    resolver.respond_async(async move {
+        let answer = app.state::<Link>().invoke(&command, args).await;
+        answer.map_err(InvokeError::from)
+    });
+    true
 }
 
 /// Makes the window from its declaration in tauri.conf.json and shows it; `qr`: its
@@ -134,14 +132,11 @@ fn open_window<R: Runtime>(app: &AppHandle<R>, qr: bool) -> tauri::Result<()> {
     Ok(())
 }
 
-/// Brings the window up, in front (made anew if it was closed); `qr`: scrolled to the
-/// QR code, which flashes.
-fn show_window<R: Runtime>(app: &AppHandle<R>, qr: bool) {
+/// Brings the window up, in front; `qr`: scrolled to the QR code, which flashes.
+/// `false`: there is no window (it was closed).
+fn show_window<R: Runtime>(app: &AppHandle<R>, qr: bool) -> bool {
     let Some(window) = app.get_webview_window(MAIN) else {
-        if let Err(err) = open_window(app, qr) {
-            tracing::error!(%err, "cannot open the window");
-        }
-        return;
+        return false;
     };
     let _ = window.show();
     let _ = window.unminimize();
@@ -149,12 +144,14 @@ fn show_window<R: Runtime>(app: &AppHandle<R>, qr: bool) {
     if qr {
         let _ = app.emit_to(MAIN, "show-qr", ());
     }
+    true
 }
 
 #[cfg(test)]
 mod tests {
-    use chroxy::launch::{EnvironmentError, LaunchError};
-    use chroxy::tunnel::TunnelChoice;
+    use std::io::{BufRead, Write};
+
+    use chroxy::desktop::window::{FromWindow, ToWindow};
     use serde_json::{json, Value};
     use tauri::ipc::{CallbackFn, InvokeBody};
     use tauri::test::{get_ipc_response, mock_builder, MockRuntime, INVOKE_KEY};
@@ -178,76 +175,70 @@ mod tests {
     }
 
     #[test]
-    fn on_the_mock_runtime_the_window_gets_its_view_and_every_command_says_why_not() {
+    fn on_the_mock_runtime_the_window_asks_the_tray_app_and_gives_its_answer_back() {
         let home = tempfile::tempdir().unwrap();
         // Tauri makes the webview's data directory in $XDG_DATA_HOME: the test's, not the
         // real home's. (No other test here reads the environment.)
         std::env::set_var("XDG_DATA_HOME", home.path().join("data"));
-        let missing = LaunchError::from(EnvironmentError::NoWorkerBinary {
-            beside: "/opt/chroxy/chroxy".into(),
+        let (from_tray, tray_says) = std::io::pipe().unwrap();
+        let (window_says, to_tray) = std::io::pipe().unwrap();
+        // The tray app, played here: every command it is asked is logged, and answered
+        // with its name and arguments, except `rollback`, refused.
+        let (asked, asks) = std::sync::mpsc::channel();
+        let (confirmed, confirmations) = std::sync::mpsc::channel();
+        let said_to_window = std::sync::Arc::new(std::sync::Mutex::new(tray_says));
+        let tray_says = said_to_window.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(window_says).lines() {
+                let message = serde_json::from_str(&line.unwrap());
+                let Ok(FromWindow::Invoke { id, command, args }) = message else {
+                    if let Ok(FromWindow::Shown) = message {
+                        confirmed.send(()).unwrap();
+                    }
+                    continue;
+                };
+                let answer = match command.as_str() {
+                    "rollback" => Err("Chroxy is not running: no `chroxy`".to_owned()),
+                    _ => Ok(json!({"command": command, "args": args})),
+                };
+                asked.send(command).unwrap();
+                let reply = serde_json::to_string(&ToWindow::Reply { id, answer }).unwrap();
+                writeln!(tray_says.lock().unwrap(), "{reply}").unwrap();
+            }
         });
-        let why = missing.to_string();
-        let boot = Boot {
-            paths: Paths::under(home.path()),
-            tunnel: TunnelChoice::None,
-            launch: Err(missing),
-            minimized: false,
-        };
-        let mut app = run_app(mock_builder(), boot, |_| Ok(())).unwrap();
+        let fds = LinkFds::new(from_tray.into(), to_tray.into());
+        let mut app = build(mock_builder(), fds, false).unwrap();
         // Runs setup (and one turn of the mock's event loop, which does nothing): the
         // deprecation warns against calling it in a loop.
         #[allow(deprecated)]
         app.run_iteration(|_, _| {});
         let window = app
-            .get_webview_window("main")
+            .get_webview_window(MAIN)
             .expect("setup makes the window");
 
-        let view = invoke(&window, "view", json!({})).unwrap();
-        assert_eq!(view["look"], "failed", "{view}");
-        assert!(why.contains("cargo build --release -p chroxy"), "{why}");
-        assert_eq!(view["error"], why.as_str(), "{view}");
-        assert_eq!(view["summary"], format!("Chroxy could not start: {why}"));
-        assert_eq!(view["tunnelChoice"], "none", "{view}");
-        assert_eq!(view["status"], Value::Null, "{view}");
-
-        let not_running = || Err(json!(format!("Chroxy is not running: {why}")));
-        for cmd in [
-            "rollback",
-            "reconnect",
-            "restart",
-            "approve_deploy",
-            "refuse_deploy",
-            "admin_token",
-            "copy_link",
-        ] {
-            assert_eq!(invoke(&window, cmd, json!({})), not_running(), "{cmd}");
-        }
+        let args = json!({"choice": "quick"});
         assert_eq!(
-            invoke(&window, "set_tunnel", json!({"choice": "quick"})),
-            not_running()
+            invoke(&window, "set_tunnel", args.clone()),
+            Ok(json!({"command": "set_tunnel", "args": args}))
         );
         assert_eq!(
-            invoke(&window, "open_status_page", json!({})),
-            Err(json!("the status page is not running"))
+            invoke(&window, "rollback", json!({})),
+            Err(json!("Chroxy is not running: no `chroxy`"))
         );
-        // The device registry answers even so, and a command's arguments are named.
-        let device = json!({"decision": "approve", "id": "nobody"});
-        let refused = invoke(&window, "decide_device", device).unwrap_err();
-        assert!(
-            refused.to_string().contains("no device `nobody`"),
-            "{refused}"
-        );
-        let bad = invoke(&window, "set_tunnel", json!({})).unwrap_err();
-        assert!(
-            bad.to_string()
-                .contains("`choice` for command `set_tunnel`"),
-            "{bad}"
-        );
-        // A command the app does not have is refused as such: the ones above are there.
-        // (A tray item, Quit, is no command of the window.)
+        // A command the window does not have is refused as such, and never reaches
+        // the tray app (a tray item, Quit, is no command of the window).
         for cmd in ["deploy", "quit"] {
             let missing = invoke(&window, cmd, json!({})).unwrap_err();
             assert!(missing.to_string().contains("not found"), "{missing}");
         }
+        let asked: Vec<String> = asks.try_iter().collect();
+        assert_eq!(asked, ["set_tunnel", "rollback"]);
+
+        // Show: brought up, and said so (the tray app's side reads it).
+        let mut tray_says = said_to_window.lock().unwrap();
+        writeln!(tray_says, r#"{{"op":"show","qr":true}}"#).unwrap();
+        drop(tray_says);
+        let shown = confirmations.recv_timeout(std::time::Duration::from_secs(20));
+        assert_eq!(shown.map(|_| ()), Ok(()), "the show was confirmed");
     }
 }

@@ -1,7 +1,9 @@
-//! Chroxy's tray app; see the `chroxy_desktop` library for what it is made of.
+//! Chroxy's tray app: the supervisor, the tray icon and its menu, with no toolkit
+//! (`chroxy::desktop::run`); it starts the window (`chroxy-desktop-window`, this
+//! package's library) as a process of its own while the window is shown.
 
 #![forbid(unsafe_code)]
 
 fn main() -> anyhow::Result<()> {
-    chroxy_desktop::run()
+    chroxy::desktop::run()
 }

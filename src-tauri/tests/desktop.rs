@@ -714,24 +714,26 @@ async fn the_tray_menu_acts_a_second_launch_focuses_the_first_and_quit_drains_a_
     assert_eq!(s["tunnel"]["mode"], "quick", "{s}");
 
     // Start at login: an autostart entry that starts the app minimized, and back off.
-    // (auto-launch writes under $HOME/.config, whatever XDG_CONFIG_HOME says.)
+    // (auto-launch writes under $HOME/.config, whatever XDG_CONFIG_HOME says.) Its name
+    // is the one earlier versions wrote: an entry a person turned on stays theirs.
     let autostart = home.user_home().join(".config/autostart");
     menu.click("Start at login").await;
     eventually("an autostart entry", async || {
-        let found = std::fs::read_dir(&autostart)
-            .map(|d| {
-                d.flatten().any(|f| {
-                    std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("--minimized"))
-                })
-            })
-            .unwrap_or(false);
+        let entry = std::fs::read_to_string(autostart.join("Chroxy.desktop"));
         holds(
-            found,
-            format!("none starting --minimized in {}", autostart.display()),
+            entry.is_ok_and(|t| t.contains("--minimized")),
+            format!(
+                "no Chroxy.desktop starting --minimized in {}",
+                autostart.display()
+            ),
         )
     })
     .await;
-    assert_eq!(menu.entry("Start at login").await.toggle, Some(1));
+    eventually("Start at login checked", async || {
+        let toggle = menu.entry("Start at login").await.toggle;
+        holds(toggle == Some(1), format!("{toggle:?}"))
+    })
+    .await;
     menu.click("Start at login").await;
     eventually("the autostart entry gone", async || {
         let left: Vec<_> = std::fs::read_dir(&autostart)
@@ -929,11 +931,14 @@ async fn with_chroxy_already_running_the_window_says_so_instead_of_a_second_supe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_chroxy_binary_the_window_says_what_to_build() {
     let home = Home::new();
-    // The app alone in a directory, and no `chroxy` on PATH.
+    // The app (and its window) alone in a directory, and no `chroxy` on PATH.
     let alone = home.dir.path().join("alone");
     std::fs::create_dir_all(&alone).unwrap();
     let app_bin = alone.join("chroxy-desktop");
-    std::fs::copy(common::desktop::desktop_bin(), &app_bin).unwrap();
+    let installed = std::path::Path::new(common::desktop::desktop_bin());
+    std::fs::copy(installed, &app_bin).unwrap();
+    let window = installed.with_file_name("chroxy-desktop-window");
+    std::fs::copy(window, alone.join("chroxy-desktop-window")).unwrap();
     assert!(
         which::which("chroxy").is_err(),
         "a chroxy on the test's PATH"
@@ -1040,8 +1045,8 @@ async fn a_rollback_and_failed_show_on_the_desktop_and_a_click_opens_the_window(
 
 /// The app spends its life in the tray, so it holds no webview there: started
 /// minimized it has no window and no WebKit process; Show window makes one that shows
-/// the QR code; its close button ends the window and its page's WebKit process while
-/// the supervisor serves on; Show QR code makes it again.
+/// the QR code; its close button ends the window's process and every WebKit process
+/// with it while the supervisor serves on; Show QR code makes it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_window_leaves_no_webkit_behind_and_comes_back_with_its_qr() {
     let home = Home::new();
@@ -1050,17 +1055,13 @@ async fn a_closed_window_leaves_no_webkit_behind_and_comes_back_with_its_qr() {
     let worker = sup.healthy().await["worker"]["pid"].clone();
     let menu = TrayMenu::find(&desk.bus, sup.pid()).await;
     assert_eq!(
-        common::webkit_of(sup.pid()),
+        common::window_of(sup.pid()),
         Vec::<u32>::new(),
-        "WebKit running with no window"
+        "a window's process or WebKit running with no window"
     );
-    // The page's process. (WebKit's network process stays once started: Tauri keeps
-    // its web context for the app's life on Linux, tauri#14626.)
-    let webkit = || {
-        let all = common::webkit_of(sup.pid()).into_iter();
-        all.filter(|p| common::comm(*p).starts_with("WebKitWebProc"))
-            .collect::<Vec<u32>>()
-    };
+    // The window's process and everything it started (WebKit's page and network
+    // processes): none of it may stay behind a closed window.
+    let webkit = || common::window_of(sup.pid());
     let (ok, pair, err) = cli(&home, &["pair"]).await;
     assert!(ok.success(), "{err}");
     let display = &desk.display.name;
@@ -1068,8 +1069,12 @@ async fn a_closed_window_leaves_no_webkit_behind_and_comes_back_with_its_qr() {
     for item in ["Show window", "Show QR code"] {
         menu.click(item).await;
         let shown = eventually("the window shows a QR code", async || {
-            let picture = x11::picture(display, "Chroxy").ok_or("no window shown")?;
-            picture.qr().ok_or("no QR code in it")
+            let said = || format!("the app said:\n{}", sup.log_text());
+            let picture = x11::picture(display, "Chroxy")
+                .ok_or_else(|| format!("no window shown; {}", said()))?;
+            picture
+                .qr()
+                .ok_or_else(|| format!("no QR code in it; {}", said()))
         })
         .await;
         same_pairing(&shown, pair.trim());
@@ -1078,13 +1083,13 @@ async fn a_closed_window_leaves_no_webkit_behind_and_comes_back_with_its_qr() {
         // A close button clicked in the window's first instants can go unheard (tao
         // wires up a window's events just after showing it): a person clicks again,
         // and so does this, until no window is left to close.
-        eventually("the window and its WebKit web process gone", async || {
+        eventually("the window, its process and WebKit's gone", async || {
             let shown = x11::close(display, "Chroxy");
             let left = webkit();
             holds(
                 left.is_empty() && shown == 0,
                 format!(
-                    "after {item}: windows still shown: {shown}, WebKit web processes: {left:?}; the app said:\n{}",
+                    "after {item}: windows still shown: {shown}, the window's processes: {left:?}; the app said:\n{}",
                     sup.log_text()
                 ),
             )
@@ -1113,6 +1118,7 @@ async fn the_deb_installs_pairs_and_removes_without_a_trace() {
     let files = package::contents(deb);
     for wanted in [
         "usr/bin/chroxy-desktop",
+        "usr/bin/chroxy-desktop-window",
         "usr/bin/chroxy",
         "usr/share/applications/Chroxy.desktop",
     ] {

@@ -30,6 +30,23 @@ pub(crate) fn is_private(name: &OsStr) -> bool {
     name.starts_with("CHROXY_") || name == "TUNNEL_TOKEN"
 }
 
+/// `cmd` without the private variables this process has, except those named in `keep`:
+/// for a program that is not an agent but needs none of Chroxy's secrets either (the
+/// tray app's window, the desktop's opener and the browser it starts).
+pub(crate) fn withhold_private(cmd: &mut tokio::process::Command, keep: &[&str]) {
+    withhold(cmd, std::env::vars_os().map(|(name, _)| name), keep);
+}
+
+fn withhold(
+    cmd: &mut tokio::process::Command,
+    inherited: impl Iterator<Item = std::ffi::OsString>,
+    keep: &[&str],
+) {
+    for name in inherited.filter(|n| is_private(n) && !keep.iter().any(|k| n == k)) {
+        cmd.env_remove(name);
+    }
+}
+
 /// The agent's environment: this process's without the private variables, plus `env`'s
 /// additions, plus the mark.
 pub(super) fn confine(cmd: &mut Command, env: &AgentEnv) {
@@ -75,6 +92,26 @@ fn is_marked(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_that_is_no_agent_is_given_what_it_keeps_and_no_other_private_variable() {
+        let mut cmd = tokio::process::Command::new("window");
+        let inherited = [
+            "CHROXY_TOKEN",
+            "TUNNEL_TOKEN",
+            "CHROXY_LOG",
+            "PATH",
+            "DISPLAY",
+        ];
+        withhold(&mut cmd, inherited.iter().map(Into::into), &["CHROXY_LOG"]);
+        let removed: Vec<&OsStr> = cmd
+            .as_std()
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(removed, ["CHROXY_TOKEN", "TUNNEL_TOKEN"]);
+    }
 
     #[test]
     fn chroxy_settings_and_tunnel_secrets_are_private_nothing_else() {

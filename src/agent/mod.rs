@@ -6,7 +6,7 @@
 //! number, so a session never mistakes a dead process's last words for the new one's.
 //! Everything the CLI prints on stderr goes to the log, never to a phone.
 
-mod env;
+pub(crate) mod env;
 mod events;
 pub mod subagents;
 

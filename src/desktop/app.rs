@@ -3,8 +3,7 @@
 //! tray's items onto its actions. Nothing here decides anything the supervisor decides.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -76,8 +75,6 @@ pub struct Desktop {
     tunnel: Mutex<TunnelChoice>,
     /// Quit, a signal and the exit request all press it: one way to stop.
     stop: StopSwitch,
-    /// Set once the supervisor has stopped (or never started): the app may exit.
-    stopped: Arc<AtomicBool>,
     /// The device registry the window's buttons decide in.
     devices: Devices,
     /// The QR on screen and its one-time code, kept across redraws.
@@ -96,7 +93,6 @@ impl Desktop {
         on_stopped: impl FnOnce() + Send + 'static,
     ) -> Self {
         let stop = StopSwitch::new();
-        let stopped = Arc::new(AtomicBool::new(false));
         let started = match launch {
             Ok(launch) => crate::launch::start(launch, stop.shutdown(), stop.force()).await,
             Err(err) => Err(err),
@@ -112,17 +108,20 @@ impl Desktop {
                     pairing,
                     admin,
                 };
-                let flag = stopped.clone();
                 tokio::spawn(async move {
                     supervisor.wait().await;
-                    flag.store(true, Ordering::SeqCst);
                     on_stopped();
                 });
                 Core::Running(Box::new(running))
             }
             Err(err) => {
                 tracing::error!(%err, "the supervisor could not start");
-                stopped.store(true, Ordering::SeqCst);
+                // Nothing to drain: Quit (or a signal) ends the app at once.
+                let quit = stop.shutdown();
+                tokio::spawn(async move {
+                    quit.cancelled().await;
+                    on_stopped();
+                });
                 Core::Failed(err.to_string())
             }
         };
@@ -133,24 +132,12 @@ impl Desktop {
             paths,
             tunnel: Mutex::new(tunnel),
             stop,
-            stopped,
         }
     }
 
     /// The directories of this home.
     pub(super) fn paths(&self) -> &Paths {
         &self.paths
-    }
-
-    /// An exit was asked for (the event loop's `exit`, not a closed window): whether it
-    /// may go ahead now. If not, this quits, and `on_stopped` exits once the
-    /// supervisor has drained and stopped.
-    pub fn exit_requested(&self) -> bool {
-        let stopped = self.stopped.load(Ordering::SeqCst);
-        if !stopped {
-            self.quit();
-        }
-        stopped
     }
 
     /// Quit: drain the worker, stop the tunnel, save state — the app exits when the
@@ -370,7 +357,6 @@ pub(super) mod tests {
             paths,
             tunnel: Mutex::new(TunnelChoice::Quick),
             stop: StopSwitch::new(),
-            stopped: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -449,11 +435,11 @@ pub(super) mod tests {
         let why = LaunchError::from(EnvironmentError::NoWorkerBinary {
             beside: "/opt/chroxy/chroxy".into(),
         });
-        let desktop = Desktop::start(paths.clone(), TunnelChoice::Named, Err(why), || {}).await;
-        assert!(
-            desktop.exit_requested(),
-            "nothing runs: the app may exit at once"
-        );
+        let (exit, exited) = tokio::sync::oneshot::channel();
+        let desktop = Desktop::start(paths.clone(), TunnelChoice::Named, Err(why), move || {
+            let _ = exit.send(());
+        })
+        .await;
         assert!(!desktop.changes().next().await, "nothing will change");
         let view = desktop.view();
         assert_eq!(view.status, None);
@@ -484,5 +470,8 @@ pub(super) mod tests {
             Err(DesktopError::NoStatusPage)
         ));
         assert_eq!(desktop.view().tunnel_choice, TunnelChoice::Named);
+        // Nothing runs, nothing to drain: Quit ends the app at once.
+        desktop.quit();
+        exited.await.expect("told the app to exit");
     }
 }

@@ -110,9 +110,9 @@ impl Ask {
         ask().transpose()
     }
 
-    /// Whether the tray is drawn whole again after this, whatever happened: a clicked
-    /// check item has toggled itself (and the status may have changed before a tunnel
-    /// choice was stored).
+    /// Whether the tray is drawn again after this, whatever happened: its checks follow
+    /// what the click changed (the tunnel choice is stored after the status changed, and
+    /// Start at login is no part of the view).
     pub fn redraws_tray(&self) -> bool {
         matches!(self, Ask::SetTunnel { .. } | Ask::ToggleAutostart)
     }

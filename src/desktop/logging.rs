@@ -1,6 +1,5 @@
 //! The tray app's log: stderr, and a daily file in the log directory ("Open logs"),
-//! kept 7 days.
-
+//! kept 7 days; its window's process logs to stderr, which is the tray app's.
 use crate::store::Paths;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::prelude::*;
@@ -8,16 +7,6 @@ use tracing_subscriber::EnvFilter;
 
 /// Starts logging; the file's writer stops with the guard (keep it until the app exits).
 pub fn init_logging(paths: &Paths) -> Option<WorkerGuard> {
-    use crate::environment::{log_colour, LOG_FILTER};
-    use std::io::IsTerminal;
-    let filter = || EnvFilter::try_from_env(LOG_FILTER).unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(log_colour(std::io::stderr().is_terminal()))
-        // Nobody may be reading stderr: a line it cannot take is dropped, not a panic
-        // (see the `chroxy` binary's logging).
-        .log_internal_errors(false)
-        .with_filter(filter());
     let dir = paths.logs_dir();
     let file = crate::store::ensure_private_dir(&dir)
         .map_err(|err| eprintln!("cannot create the log directory: {err}"))
@@ -43,8 +32,35 @@ pub fn init_logging(paths: &Paths) -> Option<WorkerGuard> {
         })
         .unzip();
     tracing_subscriber::registry()
-        .with(stderr)
+        .with(stderr())
         .with(file_layer)
         .init();
     guard
+}
+
+/// Starts logging to stderr only: the window's process, whose stderr is the tray
+/// app's.
+pub fn init_stderr_logging() {
+    tracing_subscriber::registry().with(stderr()).init();
+}
+
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_env(crate::environment::LOG_FILTER)
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+fn stderr<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(crate::environment::log_colour(
+            std::io::stderr().is_terminal(),
+        ))
+        // Nobody may be reading stderr: a line it cannot take is dropped, not a panic
+        // (see the `chroxy` binary's logging).
+        .log_internal_errors(false)
+        .with_filter(filter())
 }

@@ -1,11 +1,15 @@
-//! The tray app's side of the library: everything the app shows and does that is not
-//! Tauri, so its shell (`src-tauri`) only wires a window and a tray icon to these calls.
+//! The tray app's side of the library: everything the app shows and does, so its shell
+//! (`src-tauri`) is two `main`s: the tray app ([`run`]) and its window's process.
 //!
+//! - [`run`] (`tray_app.rs`): the tray app's process — the supervisor, the tray icon
+//!   (`tray_icon.rs`, StatusNotifierItem over D-Bus), the desktop's services (`desk.rs`:
+//!   clipboard, opener, Start at login, one app per user), no toolkit; the window is a
+//!   process of its own while it is shown ([`window`]: both ends of their channel).
 //! - [`Args`], [`Boot`]: the app's command line, and what it starts with (that, and what
 //!   it remembers); [`init_logging`] (`logging.rs`): its log.
 //! - [`Desktop`] (`app.rs`): the running app — the in-process supervisor and its
 //!   actions; [`Ask`] (`ask.rs`): what the window's commands and the tray's items ask of
-//!   it, and its [`Reply`] (with the jobs only the shell can do); [`notify`]: what it
+//!   it, and its [`Reply`] (with the jobs only the desktop can do); [`notify`]: what it
 //!   shows as desktop notifications.
 //! - [`View`] (`view.rs`): what the window and the tray show; [`tray`]: the tray's menu
 //!   and what it shows, as a pure plan; [`Settings`] (`settings.rs`): what the app
@@ -19,17 +23,22 @@ use crate::tunnel::TunnelChoice;
 
 mod app;
 mod ask;
+mod desk;
 mod logging;
 pub mod notify;
 mod settings;
 pub mod tray;
+mod tray_app;
 pub mod tray_host;
+mod tray_icon;
 mod view;
+pub mod window;
 
 pub use app::{Changes, Desktop, DesktopError};
 pub use ask::{Ask, Reply};
-pub use logging::init_logging;
+pub use logging::{init_logging, init_stderr_logging};
 pub use settings::Settings;
+pub use tray_app::run;
 pub use view::{Look, PairingView, View};
 
 /// The tray app's command line (`chroxy-desktop --help`).

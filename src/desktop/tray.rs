@@ -3,8 +3,6 @@
 //! from the view (the icon, the tooltip, which items are checked). The shell only draws
 //! plans and carries out what each item asks.
 
-use std::sync::Mutex;
-
 use super::ask::Ask;
 use super::view::{Look, View};
 use crate::tunnel::TunnelChoice;
@@ -92,16 +90,6 @@ pub fn version_line() -> String {
 }
 
 impl Item {
-    /// Its menu id, what a click reports ([`Item::from_id`] reads it back).
-    pub fn id(self) -> String {
-        format!("{self:?}")
-    }
-
-    /// The item a click on the menu id `id` means; `None` for any other id.
-    pub fn from_id(id: &str) -> Option<Item> {
-        Item::all().find(|item| item.id() == id)
-    }
-
     /// What a click on it asks of the app.
     pub fn ask(self) -> Ask {
         match self {
@@ -120,6 +108,7 @@ impl Item {
     }
 
     /// Every item, in menu order.
+    #[cfg(test)]
     fn all() -> impl Iterator<Item = Item> {
         MENU.iter().flat_map(|entry| match entry {
             Entry::One(item, _) => vec![*item],
@@ -165,48 +154,14 @@ impl TrayPlan {
         }
     }
 
-    /// The icon, a PNG.
-    pub fn icon(&self) -> &'static [u8] {
-        match self.look {
+    /// The icon of `look`, a PNG.
+    pub fn icon_of(look: Look) -> &'static [u8] {
+        match look {
             Look::Healthy => include_bytes!("../../icons/tray-healthy.png"),
             Look::Restarting => include_bytes!("../../icons/tray-restarting.png"),
             Look::TunnelDown => include_bytes!("../../icons/tray-tunnel-down.png"),
             Look::Failed => include_bytes!("../../icons/tray-failed.png"),
         }
-    }
-}
-
-/// The plan the tray shows, so that a new view draws only what changed: each change is
-/// a D-Bus round trip for the panel, and the status changes with every heartbeat.
-#[derive(Debug)]
-pub struct Drawn(Mutex<Option<TrayPlan>>);
-
-impl Drawn {
-    /// The tray as first drawn.
-    pub fn new(plan: TrayPlan) -> Self {
-        Self(Mutex::new(Some(plan)))
-    }
-
-    /// Draws `now` with `draw(icon, now)` unless it is what the tray shows already;
-    /// `icon` is the new icon, `None` when the icon has not changed. `whole` draws it
-    /// all, even what is drawn right: a check item toggles itself when clicked, whatever
-    /// the click then does. The lock is held while drawing, so draws never cross.
-    pub fn follow<E>(
-        &self,
-        now: TrayPlan,
-        whole: bool,
-        draw: impl FnOnce(Option<&'static [u8]>, &TrayPlan) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut shown = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let before = shown.take().filter(|_| !whole);
-        if before.as_ref() == Some(&now) {
-            *shown = before;
-            return Ok(());
-        }
-        let icon = (before.map(|b| b.look) != Some(now.look)).then(|| now.icon());
-        let drawn = draw(icon, &now);
-        *shown = Some(now);
-        drawn
     }
 }
 
@@ -294,7 +249,10 @@ mod tests {
                 let view = View::running(status(state, mode, tunnel), None, choice);
                 let plan = plan(&view, autostart);
                 let case = format!("{state:?}, tunnel {mode}/{tunnel}, {choice:?}");
-                assert!(plan.icon() == icon, "the wrong icon for {case}");
+                assert!(
+                    TrayPlan::icon_of(plan.look) == icon,
+                    "the wrong icon for {case}"
+                );
                 assert_eq!(plan.tooltip, tooltip, "{case}");
                 assert_eq!(plan.status, line, "{case}");
                 let checked: Vec<Item> = Item::all()
@@ -309,7 +267,10 @@ mod tests {
             &View::failed("port 8765 is in use", TunnelChoice::Quick),
             false,
         );
-        assert!(plan.icon() == red, "could not start: the red icon");
+        assert!(
+            TrayPlan::icon_of(plan.look) == red,
+            "could not start: the red icon"
+        );
         assert_eq!(plan.tooltip, "Chroxy could not start: port 8765 is in use");
         assert_eq!(plan.status, "Could not start · see the window");
         assert_eq!(plan.check(Item::Tunnel(TunnelChoice::Quick)), Some(true));
@@ -346,17 +307,7 @@ mod tests {
         ];
         let shapes: Vec<(Look, Vec<bool>)> = looks
             .iter()
-            .map(|&look| {
-                let icon = TrayPlan {
-                    look,
-                    tooltip: String::new(),
-                    status: String::new(),
-                    tunnel: TunnelChoice::Quick,
-                    autostart: false,
-                }
-                .icon();
-                (look, drawing(icon))
-            })
+            .map(|&look| (look, drawing(TrayPlan::icon_of(look))))
             .collect();
         for (i, (a, sa)) in shapes.iter().enumerate() {
             for (b, sb) in &shapes[i + 1..] {
@@ -402,65 +353,5 @@ mod tests {
                 (Item::Quit, Ask::Quit),
             ]
         );
-    }
-
-    #[test]
-    fn a_click_names_its_item_and_nothing_else() {
-        let items: Vec<Item> = Item::all().collect();
-        assert_eq!(items.len(), 14, "every item once: {items:?}");
-        for item in &items {
-            assert_eq!(Item::from_id(&item.id()), Some(*item));
-        }
-        assert_eq!(
-            Item::from_id("Tunnel(Named)"),
-            Some(Item::Tunnel(TunnelChoice::Named))
-        );
-        for other in ["", "quit", "Tunnel", "Tunnel(Carrier)", "Quit "] {
-            assert_eq!(Item::from_id(other), None, "{other:?}");
-        }
-    }
-
-    #[test]
-    fn only_what_changed_is_drawn_again_unless_the_whole_tray_is_asked_for() {
-        let healthy = |choice| {
-            let view = View::running(status(StateName::Healthy, "none", "off"), None, choice);
-            plan(&view, false)
-        };
-        let failed = plan(
-            &View::failed("port 8765 is in use", TunnelChoice::None),
-            false,
-        );
-        let drawn = Drawn::new(healthy(TunnelChoice::Quick));
-        // What `follow` draws: whether with a new icon, and the tunnel checked.
-        let follow = |now: TrayPlan, whole: bool| {
-            let mut draw = None;
-            let done = drawn.follow(now, whole, |icon, now| {
-                draw = Some((icon.is_some(), now.tunnel));
-                Ok::<_, ()>(())
-            });
-            assert_eq!(done, Ok(()));
-            draw
-        };
-        assert_eq!(
-            follow(healthy(TunnelChoice::Quick), false),
-            None,
-            "as shown"
-        );
-        assert_eq!(
-            follow(healthy(TunnelChoice::None), false),
-            Some((false, TunnelChoice::None)),
-            "a new check, the same icon"
-        );
-        assert_eq!(
-            follow(healthy(TunnelChoice::None), true),
-            Some((true, TunnelChoice::None)),
-            "asked for, all of it, the icon too"
-        );
-        assert_eq!(
-            follow(failed.clone(), false),
-            Some((true, TunnelChoice::None)),
-            "a new look, a new icon"
-        );
-        assert_eq!(follow(failed, false), None);
     }
 }

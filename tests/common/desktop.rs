@@ -39,6 +39,11 @@ impl Display {
                 "1280x1024x24",
                 "-nolisten",
                 "tcp",
+                // An X server resets when its last client leaves, and refuses
+                // connections meanwhile. A desktop never does (its window manager and
+                // panel stay); here the tray app holds no connection, so a window
+                // closed and shown again would meet the reset.
+                "-noreset",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -312,8 +317,11 @@ pub struct Driven {
 pub struct TrayMenu {
     bus: String,
     dest: String,
-    item: String,
 }
+
+/// Where a StatusNotifierItem served by `ksni` is, and its menu.
+const ITEM: &str = "/StatusNotifierItem";
+const MENU: &str = "/MenuBar";
 
 /// One entry of the menu.
 #[derive(Debug, Clone)]
@@ -387,8 +395,8 @@ impl TrayMenu {
             if owner.trim() != format!("(uint32 {pid},)") {
                 continue;
             }
-            // The app has several connections (GTK's, the single-instance check's):
-            // the tray item is on one of them.
+            // The app has several connections (the tray's, the single-instance
+            // check's, the keyring's): the tray item is on one of them.
             let Ok(tree) = Self::gdbus(
                 bus,
                 &[
@@ -397,25 +405,19 @@ impl TrayMenu {
                     "--dest",
                     name,
                     "--object-path",
-                    "/org/ayatana/NotificationItem",
+                    ITEM,
                 ],
             )
             .await
             else {
                 continue;
             };
-            let Some(node) = tree
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("node "))
-                .map(|n| n.trim_end_matches(" {").trim())
-                .find(|n| !n.starts_with('/'))
-            else {
+            if !tree.contains("org.kde.StatusNotifierItem") {
                 continue;
-            };
+            }
             return Some(Self {
                 bus: bus.to_owned(),
                 dest: name.to_owned(),
-                item: format!("/org/ayatana/NotificationItem/{node}"),
             });
         }
         None
@@ -443,11 +445,7 @@ impl TrayMenu {
     /// Every entry, submenus flattened (separators have no label and are left out).
     pub async fn entries(&self) -> Vec<MenuEntry> {
         let layout = self
-            .call(
-                &format!("{}/Menu", self.item),
-                "com.canonical.dbusmenu.GetLayout",
-                &["0", "-1", "[]"],
-            )
+            .call(MENU, "com.canonical.dbusmenu.GetLayout", &["0", "-1", "[]"])
             .await;
         // `<(7, {'label': <'Quit Chroxy'>, 'toggle-state': <1>, …}, @av [])>`
         let mut entries = Vec::new();
@@ -493,7 +491,7 @@ impl TrayMenu {
     pub async fn click(&self, label: &str) {
         let id = self.entry(label).await.id.to_string();
         self.call(
-            &format!("{}/Menu", self.item),
+            MENU,
             "com.canonical.dbusmenu.Event",
             &[&id, "clicked", "<0>", "0"],
         )
@@ -505,12 +503,12 @@ impl TrayMenu {
     pub async fn icon_colour(&self) -> [u8; 3] {
         let reply = self
             .call(
-                &self.item,
+                ITEM,
                 "org.freedesktop.DBus.Properties.Get",
                 &["org.kde.StatusNotifierItem", "IconName"],
             )
             .await;
-        // `(<'/run/user/…/tray-icon-chroxy-2.png'>,)`
+        // `(<'/run/user/…/chroxy-tray-…/chroxy-healthy.png'>,)`
         let path = reply.split('\'').nth(1).expect("an icon file");
         let png = std::fs::read(path).unwrap();
         let mut reader = png::Decoder::new(std::io::Cursor::new(png))

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod benchmarks_doc;
 pub mod browser;
 pub mod clock;
 pub mod deploy;
@@ -520,11 +521,14 @@ pub fn comm(pid: u32) -> String {
         .to_owned()
 }
 
-/// The WebKit processes (web, network) below `pid`.
-pub fn webkit_of(pid: u32) -> Vec<u32> {
+/// The tray app `pid`'s window: its process (`chroxy-desktop-window`) and WebKit's.
+pub fn window_of(pid: u32) -> Vec<u32> {
     descendants_of(pid)
         .into_iter()
-        .filter(|p| comm(*p).starts_with("WebKit"))
+        .filter(|p| {
+            let comm = comm(*p);
+            comm.starts_with("WebKit") || comm.starts_with("chroxy-desktop")
+        })
         .collect()
 }
 
