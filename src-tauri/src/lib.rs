@@ -38,17 +38,41 @@ pub fn run() -> anyhow::Result<()> {
     chroxy::process::keep_memory_private();
     let args = Args::parse();
     chroxy::desktop::init_stderr_logging();
+    let data = web_data()?;
     // The last window closed: the app exits (the default), and the tray app sees it go.
-    build(tauri::Builder::default(), fds, args.qr)?.run(|_, _| {});
-    Ok(())
+    let app = build(tauri::Builder::default(), fds, args.qr, data.path().into())?;
+    let code = app.run_return(|_, _| {});
+    // Returned, not exited: WebKit's data goes with the window.
+    drop(data);
+    std::process::exit(code);
+}
+
+/// WebKit's data for this window alone (its caches, its network process's databases),
+/// in the session's runtime directory and removed when the window ends: a window shown
+/// again loads nothing of the last one's, and nothing of it stays on disk.
+fn web_data() -> anyhow::Result<tempfile::TempDir> {
+    let parent = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("chroxy-window-")
+        .tempdir_in(&parent)
+        .with_context(|| {
+            format!(
+                "making the window's web data directory in {}",
+                parent.display()
+            )
+        })
 }
 
 /// Builds the window's app on `builder`: its setup speaks with the tray app over `fds`,
-/// then makes the window (`qr`: flashing the QR code).
+/// then makes the window (`qr`: flashing the QR code), WebKit's data in `data`.
 pub fn build<R: Runtime>(
     builder: tauri::Builder<R>,
     fds: LinkFds,
     qr: bool,
+    data: std::path::PathBuf,
 ) -> anyhow::Result<App<R>> {
     builder
         .invoke_handler(handler)
@@ -58,7 +82,7 @@ pub fn build<R: Runtime>(
                 Link::start(fds, move |told| follow(&handle, told))
             })?;
             app.manage(link);
-            open_window(app.handle(), qr)?;
+            open_window(app.handle(), qr, data)?;
             Ok(())
         })
         .build(tauri::generate_context!())
@@ -118,12 +142,18 @@ fn handler<R: Runtime>(invoke: Invoke<R>) -> bool {
 
 /// Makes the window from its declaration in tauri.conf.json and shows it; `qr`: its
 /// page flashes the QR code once loaded.
-fn open_window<R: Runtime>(app: &AppHandle<R>, qr: bool) -> tauri::Result<()> {
+fn open_window<R: Runtime>(
+    app: &AppHandle<R>,
+    qr: bool,
+    data: std::path::PathBuf,
+) -> tauri::Result<()> {
     let declared = app.config().app.windows.first().cloned();
     let Some(declared) = declared else {
         return Err(tauri::Error::WindowNotFound);
     };
-    let mut window = WebviewWindowBuilder::from_config(app, &declared)?.visible(true);
+    let mut window = WebviewWindowBuilder::from_config(app, &declared)?
+        .data_directory(data)
+        .visible(true);
     if qr {
         // Read by the page's script at its start, after which an event could be missed.
         window = window.initialization_script("window.chroxyShowQr = true;");
@@ -177,9 +207,6 @@ mod tests {
     #[test]
     fn on_the_mock_runtime_the_window_asks_the_tray_app_and_gives_its_answer_back() {
         let home = tempfile::tempdir().unwrap();
-        // Tauri makes the webview's data directory in $XDG_DATA_HOME: the test's, not the
-        // real home's. (No other test here reads the environment.)
-        std::env::set_var("XDG_DATA_HOME", home.path().join("data"));
         let (from_tray, tray_says) = std::io::pipe().unwrap();
         let (window_says, to_tray) = std::io::pipe().unwrap();
         // The tray app, played here: every command it is asked is logged, and answered
@@ -207,7 +234,7 @@ mod tests {
             }
         });
         let fds = LinkFds::new(from_tray.into(), to_tray.into());
-        let mut app = build(mock_builder(), fds, false).unwrap();
+        let mut app = build(mock_builder(), fds, false, home.path().join("web")).unwrap();
         // Runs setup (and one turn of the mock's event loop, which does nothing): the
         // deprecation warns against calling it in a loop.
         #[allow(deprecated)]
