@@ -1,5 +1,5 @@
 //! `chroxy deploy --source` end to end: a scratch git repository holding this project's
-//! sources is built (for real, by cargo), checked (the library's unit tests) and
+//! sources is built (for real, by cargo), checked (the library's unit tests of one module) and
 //! deployed by a running supervisor while a phone is in a conversation. A dirty tree,
 //! a change that breaks compilation, one that fails the check and one that fails the
 //! health gate each leave the serving release and the phone untouched, naming the step
@@ -134,7 +134,14 @@ async fn a_source_tree_is_built_checked_and_deployed_and_a_bad_one_never_touches
     let home = Home::new();
     // The test phone reads only when a step waits on it, so it answers no ping
     // during a build: pings far apart keep it connected, as a real phone stays.
-    let mut config = String::from("[deploy]\nprofile = \"dev\"\n");
+    // The check is the library's unit tests named `deploy_check`, the module the steps
+    // below add: the whole suite would run this project's tests a second time (ten
+    // minutes on CI, beside the other tests of this file), and some of them watch every
+    // process of the machine. The default check's command is the same but for the
+    // filter, and the deploy tests of the wrapper crate run it unchanged.
+    let mut config = String::from(
+        "[deploy]\nprofile = \"dev\"\ncheck = [\"cargo\", \"test\", \"--locked\", \"--lib\", \"--profile\", \"dev\", \"deploy_check\"]\n",
+    );
     // A developer running this again may keep the compiled dependencies.
     if let Some(dir) = std::env::var_os("CHROXY_TEST_DEPLOY_TARGET") {
         config += &format!("target_dir = {:?}\n", PathBuf::from(dir));

@@ -30,6 +30,7 @@ pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
     // What the standby worker costs: the same binary, gated, serving nobody.
     let standby = sys.standby_ready().await.standby.and_then(|s| s.pid);
     let standby = standby.expect("a ready standby has a pid");
+    let parts = [supervisor, worker, standby].map(rss_parts);
     let spare: Vec<f64> = sample(supervisor, standby, plan.rss_samples)
         .await
         .iter()
@@ -139,7 +140,20 @@ pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
         split(&five),
         split(&crowd)
     ));
+    figure.details.push(format!(
+        "RSS idle, file-backed + anonymous: supervisor {}, worker {}, standby {}. The file-backed part is almost all the `chroxy` binary's code: the same pages of the page cache in all three processes, counted again in each one's RSS",
+        parts[0], parts[1], parts[2],
+    ));
     figure
+}
+
+/// A process's RSS as "file-backed + anonymous".
+fn rss_parts(pid: u32) -> String {
+    format!(
+        "{} + {}",
+        mb(status_bytes(pid, "RssFile") as f64),
+        mb(status_bytes(pid, "RssAnon") as f64)
+    )
 }
 
 /// `n` samples of (supervisor, worker) VmRSS, [`EVERY`] apart.

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
+use crate::client::str_field;
 use crate::report::{pct, secs, sorted, Figure, Row};
 use crate::system::System;
 use crate::Plan;
@@ -25,9 +26,23 @@ pub async fn run(
     claude: &Path,
     env: &[(String, String)],
 ) -> Figure {
-    // Through Chroxy: a phone on a session whose CLI already answered once.
+    // Through Chroxy: a phone on a new session whose CLI already answered once. New, as
+    // the bare CLI's conversation is: every turn sends the model the whole conversation,
+    // so the older session the figures above used (some fifty turns) would time a longer
+    // conversation, not Chroxy.
     let mut phone = sys.phone("warm-turn phone").await;
-    phone.turn("REPLY warm up", None).await;
+    phone
+        .send(json!({"type": "create_session", "name": "warm turns"}))
+        .await;
+    let opened = phone
+        .until(
+            |v| v["type"] == "session_switched" && v["name"] == "warm turns",
+            "the warm-turn session",
+        )
+        .await;
+    phone
+        .turn("REPLY warm up", Some(&str_field(&opened, "sessionId")))
+        .await;
 
     // The bare CLI, started as Chroxy starts it, in a home and directory of its own.
     let dir = tempfile::tempdir().expect("a directory for the bare CLI");

@@ -90,6 +90,22 @@ impl Head {
         })
     }
 
+    /// A request the worker answers from its head alone, having done nothing before
+    /// its answer starts: a WebSocket upgrade (frames only follow its `101`), or a GET
+    /// or HEAD without a body. One whose worker closed without answering may be sent
+    /// to another.
+    pub fn is_replayable(&self) -> bool {
+        if self.is_upgrade() {
+            return true;
+        }
+        let method = self.text().split(' ').next().unwrap_or_default().to_owned();
+        let bodiless = self.header("transfer-encoding").is_none()
+            && self
+                .header("content-length")
+                .is_none_or(|n| n.parse() == Ok(0u64));
+        matches!(method.as_str(), "GET" | "HEAD") && bodiless
+    }
+
     /// The head as the worker gets it: the client's [`CLIENT_HEADER`] lines removed and
     /// `client_header` (the signed one) added. A plain request also gets
     /// `Connection: close`: every later request on the connection would reach the
@@ -176,5 +192,25 @@ mod tests {
         assert!(out.starts_with(
             "GET /app.js?v=1 HTTP/1.1\r\nConnection: close\r\nx-chroxy-client: 127.0.0.1 sig\r\n\r\n"
         ), "{out}");
+    }
+
+    #[test]
+    fn only_requests_answered_from_their_head_alone_may_be_sent_to_another_worker() {
+        for raw in [
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nFRAME",
+            "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            "HEAD / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(head(raw).is_replayable(), "{raw:?}");
+        }
+        for raw in [
+            "POST /api/deploy HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 12\r\n\r\n",
+            "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: twelve\r\n\r\n",
+            "get / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(!head(raw).is_replayable(), "{raw:?}");
+        }
     }
 }

@@ -146,15 +146,18 @@ async fn handle(
     let reroute_by = tokio::time::Instant::now() + REROUTE_WAIT;
     while let (Some(port), Some(voucher)) = (route.port, route.voucher.as_ref()) {
         match TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(worker) => {
+            Ok(mut worker) => {
                 let _ = worker.set_nodelay(true);
                 let first = head.forwarded(&voucher.header_value(client_ip));
-                let head_len = first.len() - head.rest.len();
-                let watch = splice::Watch {
-                    upgrade: head.is_upgrade(),
-                    preauth_bytes: PREAUTH_BYTES,
-                };
-                return splice::run(client, worker, first, ticket, watch, head_len).await;
+                if answers(&mut worker, &first, head.is_replayable()).await {
+                    let head_len = first.len() - head.rest.len();
+                    let watch = splice::Watch {
+                        upgrade: head.is_upgrade(),
+                        preauth_bytes: PREAUTH_BYTES,
+                    };
+                    return splice::run(client, worker, &first, ticket, watch, head_len).await;
+                }
+                tracing::debug!(port, "routed worker closed without answering");
             }
             Err(err) => tracing::debug!(port, %err, "routed worker refused a connection"),
         }
@@ -172,6 +175,32 @@ async fn handle(
 
 /// How long a request that found its worker gone waits for the route to change.
 const REROUTE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a request that may be sent again waits for its worker's first byte before
+/// it is spliced as it is (a worker that slow is alive, and answers in the splice).
+const FIRST_BYTE_WAIT: Duration = Duration::from_secs(10);
+
+/// Sends `first` (the forwarded head and what followed it) to `worker`. A request that
+/// may be sent again ([`Head::is_replayable`]) is held until the worker starts its
+/// answer: `false` when it closed the connection without a byte instead. That is a
+/// worker killed after the kernel accepted the connection for it, in the moment before
+/// the runner routes its standby; nothing reached anyone, so the request goes to the
+/// successor and the phone sees no failure.
+async fn answers(worker: &mut TcpStream, first: &[u8], replayable: bool) -> bool {
+    let sent = tokio::time::timeout(HEAD_TIMEOUT, worker.write_all(first)).await;
+    if !replayable {
+        // Spliced whatever happened: a failure ends the splice, as one later would.
+        return true;
+    }
+    if !matches!(sent, Ok(Ok(()))) {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTE_WAIT, worker.peek(&mut byte)).await {
+        Ok(Ok(0) | Err(_)) => false,
+        Ok(Ok(_)) | Err(_) => true,
+    }
+}
 
 /// The phone behind our own tunnel, when this connection is cloudflared's and says
 /// which phone it carries.
@@ -260,6 +289,7 @@ pub fn restarting_response(head: &[u8], route: &Route) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forwarded::Voucher;
 
     fn route() -> Route {
         Route {
@@ -296,5 +326,116 @@ mod tests {
             r.starts_with("HTTP/1.1 503 "),
             "garbage still gets an answer"
         );
+    }
+
+    /// The public port routed to `port`, and the sender that routes it elsewhere.
+    async fn public_port(port: u16) -> (u16, watch::Sender<Route>, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let public = listener.local_addr().unwrap().port();
+        let (routes, route) = watch::channel(Route {
+            port: Some(port),
+            voucher: Some(Voucher::generate().unwrap()),
+            state: StateName::Healthy,
+            retry_after_secs: 1,
+        });
+        let (_tunnel, tunnel) = watch::channel(None);
+        let (status, _) = watch::channel(Status::new(public, 0, false, "file"));
+        let limits = Limits {
+            max_connections: 16,
+            max_unauthenticated: 16,
+        };
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tokio::spawn(serve(
+            listener,
+            route,
+            tunnel,
+            limits,
+            status,
+            stop.clone(),
+            tracker,
+        ));
+        (public, routes, stop)
+    }
+
+    /// A worker killed as it was handed a connection: it takes it, reads the request
+    /// and closes it without a word; `closed` is told then.
+    async fn dying_worker() -> (u16, tokio::sync::oneshot::Receiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tell, closed) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            head::read(&mut conn, Duration::from_secs(10))
+                .await
+                .unwrap();
+            drop(conn);
+            let _ = tell.send(());
+        });
+        (port, closed)
+    }
+
+    /// Its successor, which answers every request "ok".
+    async fn answering_worker() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                head::read(&mut conn, Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                )
+                .await
+                .unwrap();
+            }
+        });
+        port
+    }
+
+    /// Sends `request` to the public port; everything it gets back.
+    async fn ask(public: u16, request: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut conn = TcpStream::connect(("127.0.0.1", public)).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_request_its_worker_closed_unanswered_is_answered_by_the_successor() {
+        let (dying, closed) = dying_worker().await;
+        let successor = answering_worker().await;
+        let (public, routes, stop) = public_port(dying).await;
+        let asked = tokio::spawn(ask(public, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+        // The runner routes the standby once it has seen the worker die.
+        closed.await.unwrap();
+        routes.send_modify(|r| r.port = Some(successor));
+        let answer = asked.await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("ok"),
+            "{answer:?}"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_request_that_may_have_done_something_is_never_sent_twice() {
+        let (dying, closed) = dying_worker().await;
+        let successor = answering_worker().await;
+        let (public, routes, stop) = public_port(dying).await;
+        let asked = tokio::spawn(ask(
+            public,
+            "POST /api/restart HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ));
+        closed.await.unwrap();
+        routes.send_modify(|r| r.port = Some(successor));
+        // The worker may have restarted something before it died: the client hears
+        // its connection end, and asks again if it wants to.
+        assert_eq!(asked.await.unwrap(), "");
+        stop.cancel();
     }
 }

@@ -43,12 +43,12 @@ enum Flow {
 }
 
 /// Copies until both directions end (or one ends and the other lingers too long, or
-/// the ticket is evicted, or the client sends too much unproven). `first` goes to the
-/// worker before anything else (the forwarded head and what followed it).
+/// the ticket is evicted, or the client sends too much unproven). `first` (the
+/// forwarded head and what followed it) was sent to the worker already.
 pub async fn run(
     client: TcpStream,
     worker: TcpStream,
-    first: Vec<u8>,
+    first: &[u8],
     ticket: &Ticket,
     watch: Watch,
     head_len: usize,
@@ -70,7 +70,6 @@ pub async fn run(
             ticket.progress(Progress::Authenticating);
             framed = true;
         }
-        write_all(&mut worker_tx, &first).await?;
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = client_rx.read(&mut buf).await?;
