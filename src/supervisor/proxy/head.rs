@@ -91,13 +91,10 @@ impl Head {
     }
 
     /// A request the worker answers from its head alone, having done nothing before
-    /// its answer starts: a WebSocket upgrade (frames only follow its `101`), or a GET
-    /// or HEAD without a body. One whose worker closed without answering may be sent
-    /// to another.
+    /// its answer starts: a GET or HEAD without a body (a WebSocket upgrade is a GET,
+    /// and its frames only follow the `101`). One whose worker closed without answering
+    /// may be sent to another.
     pub fn is_replayable(&self) -> bool {
-        if self.is_upgrade() {
-            return true;
-        }
         let method = self.text().split(' ').next().unwrap_or_default().to_owned();
         let bodiless = self.header("transfer-encoding").is_none()
             && self
@@ -209,6 +206,7 @@ mod tests {
             "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nContent-Length: twelve\r\n\r\n",
             "get / HTTP/1.1\r\n\r\n",
+            "POST /ws HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 5\r\n\r\n",
         ] {
             assert!(!head(raw).is_replayable(), "{raw:?}");
         }

@@ -143,13 +143,13 @@ async fn handle(
     // Routed as of the moment the request arrived, not the moment the socket did.
     let mut routes = route;
     let mut route = routes.borrow_and_update().clone();
-    let reroute_by = tokio::time::Instant::now() + REROUTE_WAIT;
+    let mut reroute_by = tokio::time::Instant::now() + REROUTE_WAIT;
     while let (Some(port), Some(voucher)) = (route.port, route.voucher.as_ref()) {
         match TcpStream::connect(("127.0.0.1", port)).await {
             Ok(mut worker) => {
                 let _ = worker.set_nodelay(true);
                 let first = head.forwarded(&voucher.header_value(client_ip));
-                if answers(&mut worker, &first, head.is_replayable()).await {
+                if answers(&mut worker, &first, head.is_replayable()).await? {
                     let head_len = first.len() - head.rest.len();
                     let watch = splice::Watch {
                         upgrade: head.is_upgrade(),
@@ -158,6 +158,9 @@ async fn handle(
                     return splice::run(client, worker, &first, ticket, watch, head_len).await;
                 }
                 tracing::debug!(port, "routed worker closed without answering");
+                // It may have taken its time to die: the wait for its successor
+                // starts now.
+                reroute_by = tokio::time::Instant::now() + REROUTE_WAIT;
             }
             Err(err) => tracing::debug!(port, %err, "routed worker refused a connection"),
         }
@@ -180,26 +183,28 @@ const REROUTE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// it is spliced as it is (a worker that slow is alive, and answers in the splice).
 const FIRST_BYTE_WAIT: Duration = Duration::from_secs(10);
 
-/// Sends `first` (the forwarded head and what followed it) to `worker`. A request that
-/// may be sent again ([`Head::is_replayable`]) is held until the worker starts its
-/// answer: `false` when it closed the connection without a byte instead. That is a
-/// worker killed after the kernel accepted the connection for it, in the moment before
-/// the runner routes its standby; nothing reached anyone, so the request goes to the
-/// successor and the phone sees no failure.
-async fn answers(worker: &mut TcpStream, first: &[u8], replayable: bool) -> bool {
-    let sent = tokio::time::timeout(HEAD_TIMEOUT, worker.write_all(first)).await;
+/// Sends `first` (the forwarded head and what followed it) to `worker`: `Ok(true)` to
+/// splice the rest. A request that may be sent again ([`Head::is_replayable`]) is held
+/// until the worker starts its answer, and is `Ok(false)` when it closed the connection
+/// without a byte instead: a worker killed after the kernel accepted the connection for
+/// it, in the moment before the runner routes its standby. Nothing reached anyone, so
+/// the request goes to the successor and the phone sees no failure. Any other request
+/// whose head could not be sent whole ends here: what the client sends next must never
+/// reach a worker after half a head.
+async fn answers(worker: &mut TcpStream, first: &[u8], replayable: bool) -> std::io::Result<bool> {
+    let sent = match tokio::time::timeout(HEAD_TIMEOUT, worker.write_all(first)).await {
+        Ok(sent) => sent,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    };
     if !replayable {
-        // Spliced whatever happened: a failure ends the splice, as one later would.
-        return true;
+        return sent.map(|()| true);
     }
-    if !matches!(sent, Ok(Ok(()))) {
-        return false;
+    if sent.is_err() {
+        return Ok(false);
     }
     let mut byte = [0u8; 1];
-    match tokio::time::timeout(FIRST_BYTE_WAIT, worker.peek(&mut byte)).await {
-        Ok(Ok(0) | Err(_)) => false,
-        Ok(Ok(_)) | Err(_) => true,
-    }
+    let answer = tokio::time::timeout(FIRST_BYTE_WAIT, worker.peek(&mut byte)).await;
+    Ok(!matches!(answer, Ok(Ok(0) | Err(_))))
 }
 
 /// The phone behind our own tunnel, when this connection is cloudflared's and says
@@ -290,6 +295,9 @@ pub fn restarting_response(head: &[u8], route: &Route) -> String {
 mod tests {
     use super::*;
     use crate::forwarded::Voucher;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::oneshot;
 
     fn route() -> Route {
         Route {
@@ -359,29 +367,36 @@ mod tests {
     }
 
     /// A worker killed as it was handed a connection: it takes it, reads the request
-    /// and closes it without a word; `closed` is told then.
-    async fn dying_worker() -> (u16, tokio::sync::oneshot::Receiver<()>) {
+    /// and says so (`took`); then, once `die` says so (the test has routed its
+    /// successor, as the runner does when it sees a worker die), it closes the
+    /// connection without a word.
+    async fn dying_worker() -> (u16, oneshot::Receiver<()>, oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (tell, closed) = tokio::sync::oneshot::channel();
+        let (tell, took) = oneshot::channel();
+        let (die, dying) = oneshot::channel();
         tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await.unwrap();
             head::read(&mut conn, Duration::from_secs(10))
                 .await
                 .unwrap();
-            drop(conn);
             let _ = tell.send(());
+            let _ = dying.await;
+            drop(conn);
         });
-        (port, closed)
+        (port, took, die)
     }
 
-    /// Its successor, which answers every request "ok".
-    async fn answering_worker() -> u16 {
+    /// Its successor, which answers every request "ok", and counts them.
+    async fn answering_worker() -> (u16, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
         tokio::spawn(async move {
             loop {
                 let (mut conn, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
                 head::read(&mut conn, Duration::from_secs(10))
                     .await
                     .unwrap();
@@ -392,7 +407,7 @@ mod tests {
                 .unwrap();
             }
         });
-        port
+        (port, asked)
     }
 
     /// Sends `request` to the public port; everything it gets back.
@@ -405,37 +420,48 @@ mod tests {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// `request` through a public port routed to a worker that dies with it unanswered,
+    /// then to that worker's successor: what the client got, and how many requests the
+    /// successor had.
+    async fn through_a_dying_worker(request: &'static str) -> (String, usize) {
+        let (dying, took, die) = dying_worker().await;
+        let (successor, asked) = answering_worker().await;
+        let (public, routes, stop) = public_port(dying).await;
+        let answer = tokio::spawn(ask(public, request));
+        took.await.unwrap();
+        routes.send_modify(|r| r.port = Some(successor));
+        die.send(()).unwrap();
+        let answer = answer.await.unwrap();
+        stop.cancel();
+        (answer, asked.load(Ordering::SeqCst))
+    }
+
     #[tokio::test]
     async fn a_request_its_worker_closed_unanswered_is_answered_by_the_successor() {
-        let (dying, closed) = dying_worker().await;
-        let successor = answering_worker().await;
-        let (public, routes, stop) = public_port(dying).await;
-        let asked = tokio::spawn(ask(public, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
-        // The runner routes the standby once it has seen the worker die.
-        closed.await.unwrap();
-        routes.send_modify(|r| r.port = Some(successor));
-        let answer = asked.await.unwrap();
-        assert!(
-            answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("ok"),
-            "{answer:?}"
-        );
-        stop.cancel();
+        for request in [
+            "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ] {
+            let (answer, asked) = through_a_dying_worker(request).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("ok"),
+                "{answer:?}"
+            );
+            assert_eq!(asked, 1);
+        }
     }
 
     #[tokio::test]
     async fn a_request_that_may_have_done_something_is_never_sent_twice() {
-        let (dying, closed) = dying_worker().await;
-        let successor = answering_worker().await;
-        let (public, routes, stop) = public_port(dying).await;
-        let asked = tokio::spawn(ask(
-            public,
+        for request in [
             "POST /api/restart HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-        ));
-        closed.await.unwrap();
-        routes.send_modify(|r| r.port = Some(successor));
-        // The worker may have restarted something before it died: the client hears
-        // its connection end, and asks again if it wants to.
-        assert_eq!(asked.await.unwrap(), "");
-        stop.cancel();
+            "POST /ws HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            // The worker may have done something before it died: the client hears its
+            // connection end, and asks again if it wants to.
+            let (answer, asked) = through_a_dying_worker(request).await;
+            assert_eq!(answer, "", "{request:?}");
+            assert_eq!(asked, 0, "{request:?}");
+        }
     }
 }
