@@ -267,6 +267,31 @@ pub fn describe(status: &ExitStatus) -> String {
 mod tests {
     use super::*;
 
+    /// `sleep 600` marked `mark`, once its environment shows the mark. The spawn
+    /// returns as the child's exec takes its new memory, and its environment is blank
+    /// to /proc until the exec has laid it out: on a loaded machine a scan in between
+    /// sees no mark (it made these tests wait out the sleeps on CI).
+    async fn marked_sleep(mark: &str) -> tokio::process::Child {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600").env(WORKER_MARK, mark);
+        own(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap();
+        let wanted = format!("{WORKER_MARK}={mark}").into_bytes();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if env.split(|&b| b == 0).any(|var| var == wanted.as_slice()) {
+                return child;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pid} never showed its mark"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     #[test]
     fn this_process_keeps_its_memory_to_itself() {
         keep_memory_private();
@@ -275,14 +300,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_process_with_the_mark_is_killed_and_no_other() {
-        let spawn = |mark: &str| {
-            let mut cmd = Command::new("sleep");
-            cmd.arg("600").env(WORKER_MARK, mark);
-            own(&mut cmd);
-            cmd.spawn().unwrap()
-        };
-        let mut ours = spawn("test-a");
-        let mut other = spawn("test-b");
+        let mut ours = marked_sleep("test-a").await;
+        let mut other = marked_sleep("test-b").await;
         let before = stat_of(ours.id().unwrap()).unwrap();
         assert_ne!(before.state, 'Z');
         assert!(before.start_ticks > 0);
@@ -299,17 +318,11 @@ mod tests {
     #[tokio::test]
     async fn a_workers_tree_is_killed_but_the_clis_it_spares_and_other_workers_are_not() {
         let worker = format!("tree-{}", std::process::id());
-        let spawn = |mark: String| {
-            let mut cmd = Command::new("sleep");
-            cmd.arg("600").env(WORKER_MARK, mark);
-            own(&mut cmd);
-            cmd.spawn().unwrap()
-        };
-        let mut own_process = spawn(worker.clone());
-        let mut cli = spawn(format!("{worker}.s1.1"));
-        let mut kept = spawn(format!("{worker}.s2.1"));
+        let mut own_process = marked_sleep(&worker).await;
+        let mut cli = marked_sleep(&format!("{worker}.s1.1")).await;
+        let mut kept = marked_sleep(&format!("{worker}.s2.1")).await;
         // A worker whose mark starts like this one's is another worker.
-        let mut neighbour = spawn(format!("{worker}0.s1.1"));
+        let mut neighbour = marked_sleep(&format!("{worker}0.s1.1")).await;
         let spare = vec![format!("{worker}.s2.1")];
         let left = kill_worker_tree(&worker, spare, Duration::from_secs(5)).await;
         assert!(left.is_empty(), "{left:?}");
