@@ -277,11 +277,9 @@ mod tests {
         own(&mut cmd);
         let child = cmd.spawn().unwrap();
         let pid = child.id().unwrap();
-        let wanted = format!("{WORKER_MARK}={mark}").into_bytes();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            if env.split(|&b| b == 0).any(|var| var == wanted.as_slice()) {
+            if marked(&|value| value == mark.as_bytes()).contains(&pid) {
                 return child;
             }
             assert!(
