@@ -2,7 +2,12 @@
 //! runs in its own process group, dies with its owner (`kill_on_drop`), and is stopped
 //! in two steps so it can finish writing first. What a worker started outlives a
 //! `kill -9` of the worker itself, so a worker's whole process tree carries a mark
-//! ([`WORKER_MARK`]) by which its supervisor finds and ends it ([`kill_marked`]).
+//! ([`WORKER_MARK`]) by which its supervisor finds and ends it ([`kill_marked`];
+//! `process/mark.rs`).
+
+mod mark;
+
+pub use mark::{kill_marked, kill_worker_tree, WORKER_MARK};
 
 use std::io;
 use std::process::ExitStatus;
@@ -92,83 +97,6 @@ pub async fn kill_group(child: &mut Child) -> io::Result<ExitStatus> {
     child.wait().await
 }
 
-/// In a worker's environment, and so in the start environment of everything it starts:
-/// its agents and their tools, whatever group or session they move to (Claude Code runs
-/// each Bash command in a session of its own) and wherever they are re-parented when
-/// their parent dies. The value names one worker of one supervisor, so no other process
-/// matches it, whatever pids are reused. (Not `CHROXY_*`: agents inherit none of those.)
-pub const WORKER_MARK: &str = "UNDER_CHROXY_WORKER";
-
-/// SIGKILLs every process whose start environment holds [`WORKER_MARK`]`=mark`, again
-/// until none is left alive (a dying shell may still fork), for at most `patience`.
-/// Returns the pids still alive then. Processes of other users cannot be read and are
-/// never touched; a process that cleared its environment is not found. Linux only
-/// (elsewhere there is no `/proc` to search, and nothing is done).
-pub async fn kill_marked(mark: &str, patience: Duration) -> Vec<u32> {
-    let mark = mark.to_owned();
-    kill_matching(move |value| value == mark.as_bytes(), patience).await
-}
-
-/// Like [`kill_marked`], for a worker's whole tree: the worker's own mark, and the marks
-/// of the CLIs it started (`<mark>.<session>.<generation>`), except those in `spare`
-/// (CLIs its supervisor keeps for a successor, [`crate::keeper`]).
-pub async fn kill_worker_tree(mark: &str, spare: Vec<String>, patience: Duration) -> Vec<u32> {
-    let own = mark.as_bytes().to_vec();
-    let prefix = format!("{mark}.").into_bytes();
-    let matches = move |value: &[u8]| {
-        value == own.as_slice()
-            || (value.starts_with(&prefix) && !spare.iter().any(|s| s.as_bytes() == value))
-    };
-    kill_matching(matches, patience).await
-}
-
-async fn kill_matching(
-    matches: impl Fn(&[u8]) -> bool + Clone + Send + 'static,
-    patience: Duration,
-) -> Vec<u32> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        let wanted = matches.clone();
-        let alive = tokio::task::spawn_blocking(move || marked(&wanted))
-            .await
-            .unwrap_or_default();
-        if alive.is_empty() || tokio::time::Instant::now() >= deadline {
-            return alive;
-        }
-        for &pid in &alive {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Living (not zombie) processes, except this one, whose start environment gives
-/// [`WORKER_MARK`] a value that `matches`.
-#[cfg(target_os = "linux")]
-fn marked(matches: &dyn Fn(&[u8]) -> bool) -> Vec<u32> {
-    let me = std::process::id();
-    let name = format!("{WORKER_MARK}=").into_bytes();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|&b| b == 0)
-                    .any(|var| var.strip_prefix(name.as_slice()).is_some_and(matches))
-            })
-        })
-        .filter(|&pid| stat_of(pid).is_some_and(|s| s.state != 'Z'))
-        .collect()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn marked(_matches: &dyn Fn(&[u8]) -> bool) -> Vec<u32> {
-    Vec::new()
-}
-
 /// What `/proc/<pid>/stat` says of a process (Linux).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {
@@ -179,7 +107,18 @@ pub struct ProcStat {
     /// When it started, in clock ticks since boot: with the pid, names one process
     /// for the machine's uptime (pids are reused, this pair is not).
     pub start_ticks: u64,
+    /// A kernel thread (`PF_KTHREAD`): it has no user memory, so its environment reads
+    /// blank for good.
+    pub kernel_thread: bool,
+    /// Where its start environment ends in its memory. 0 until an exec has laid the
+    /// environment out; also for a process with no memory (a kernel thread, one
+    /// exiting), one this process may not read, and on kernels before 3.5, which do not
+    /// say.
+    pub env_end: u64,
 }
+
+/// The flag of a kernel thread in `/proc/<pid>/stat` (`include/linux/sched.h`).
+const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// The stat of `pid`, if it exists (Linux; `None` elsewhere).
 pub fn stat_of(pid: u32) -> Option<ProcStat> {
@@ -191,6 +130,13 @@ pub fn stat_of(pid: u32) -> Option<ProcStat> {
         parent: fields.get(1)?.parse().ok()?,
         // Field 22 of the whole line, the 20th after the command.
         start_ticks: fields.get(19)?.parse().ok()?,
+        // Field 9, the flags.
+        kernel_thread: fields.get(6)?.parse::<u32>().ok()? & PF_KTHREAD != 0,
+        // Field 51.
+        env_end: fields
+            .get(48)
+            .and_then(|f| f.trim_end().parse().ok())
+            .unwrap_or(0),
     })
 }
 
@@ -267,75 +213,10 @@ pub fn describe(status: &ExitStatus) -> String {
 mod tests {
     use super::*;
 
-    /// `sleep 600` marked `mark`, once its environment shows the mark. The spawn
-    /// returns as the child's exec takes its new memory, and its environment is blank
-    /// to /proc until the exec has laid it out: on a loaded machine a scan in between
-    /// sees no mark (it made these tests wait out the sleeps on CI).
-    async fn marked_sleep(mark: &str) -> tokio::process::Child {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("600").env(WORKER_MARK, mark);
-        own(&mut cmd);
-        let child = cmd.spawn().unwrap();
-        let pid = child.id().unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if marked(&|value| value == mark.as_bytes()).contains(&pid) {
-                return child;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{pid} never showed its mark"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     #[test]
     fn this_process_keeps_its_memory_to_itself() {
         keep_memory_private();
         assert_eq!(nix::sys::prctl::get_dumpable(), Ok(false));
-    }
-
-    #[tokio::test]
-    async fn every_process_with_the_mark_is_killed_and_no_other() {
-        let mut ours = marked_sleep("test-a").await;
-        let mut other = marked_sleep("test-b").await;
-        let before = stat_of(ours.id().unwrap()).unwrap();
-        assert_ne!(before.state, 'Z');
-        assert!(before.start_ticks > 0);
-        let left = kill_marked("test-a", Duration::from_secs(5)).await;
-        assert!(left.is_empty(), "{left:?}");
-        assert!(ours.wait().await.unwrap().to_string().contains("signal: 9"));
-        assert!(
-            other.try_wait().unwrap().is_none(),
-            "another mark is untouched"
-        );
-        kill_group(&mut other).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_workers_tree_is_killed_but_the_clis_it_spares_and_other_workers_are_not() {
-        let worker = format!("tree-{}", std::process::id());
-        let mut own_process = marked_sleep(&worker).await;
-        let mut cli = marked_sleep(&format!("{worker}.s1.1")).await;
-        let mut kept = marked_sleep(&format!("{worker}.s2.1")).await;
-        // A worker whose mark starts like this one's is another worker.
-        let mut neighbour = marked_sleep(&format!("{worker}0.s1.1")).await;
-        let spare = vec![format!("{worker}.s2.1")];
-        let left = kill_worker_tree(&worker, spare, Duration::from_secs(5)).await;
-        assert!(left.is_empty(), "{left:?}");
-        for killed in [&mut own_process, &mut cli] {
-            assert!(killed
-                .wait()
-                .await
-                .unwrap()
-                .to_string()
-                .contains("signal: 9"));
-        }
-        for spared in [&mut kept, &mut neighbour] {
-            assert!(spared.try_wait().unwrap().is_none(), "spared");
-            kill_group(spared).await.unwrap();
-        }
     }
 
     /// Runs (and, as a zombie, has not yet been reaped)?
