@@ -88,8 +88,9 @@ struct Scan {
     /// Living processes, except this one, whose start environment gives
     /// [`WORKER_MARK`] a value that the kill's `matches` accepts.
     matched: Vec<u32>,
-    /// Processes whose environment read blank and that [`may_be_mid_exec`]: marked or
-    /// not, `/proc` cannot say yet.
+    /// Processes whose environment read blank, that [`may_be_mid_exec`], and whose
+    /// parent is marked (or cannot say: [`parent_may_mark`]): marked or not, `/proc`
+    /// cannot say yet.
     unsettled: Vec<u32>,
 }
 
@@ -105,6 +106,10 @@ fn scan(matches: &dyn Fn(&[u8]) -> bool) -> Scan {
     // Of unknown age (no uptime), as if old: the rule's other half still holds.
     let uptime = uptime();
     let age = |s: &ProcStat| uptime.map_or(Duration::MAX, |u| started_ago(s.start_ticks, u));
+    let is_marked = |env: &[u8]| {
+        env.split(|&b| b == 0)
+            .any(|var| var.strip_prefix(name.as_slice()).is_some_and(matches))
+    };
     let pids = dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
@@ -114,18 +119,33 @@ fn scan(matches: &dyn Fn(&[u8]) -> bool) -> Scan {
             continue;
         };
         if env.is_empty() {
-            if super::stat_of(pid).is_some_and(|s| may_be_mid_exec(&s, age(&s))) {
+            let unsettled = super::stat_of(pid).is_some_and(|s| {
+                may_be_mid_exec(&s, age(&s))
+                    && parent_may_mark(s.parent, me, || {
+                        std::fs::read(format!("/proc/{}/environ", s.parent))
+                            .is_ok_and(|env| is_marked(&env))
+                    })
+            });
+            if unsettled {
                 found.unsettled.push(pid);
             }
-        } else if env
-            .split(|&b| b == 0)
-            .any(|var| var.strip_prefix(name.as_slice()).is_some_and(matches))
-            && super::stat_of(pid).is_some_and(|s| s.state != 'Z')
-        {
+        } else if is_marked(&env) && super::stat_of(pid).is_some_and(|s| s.state != 'Z') {
             found.matched.push(pid);
         }
     }
     found
+}
+
+/// Whether a process mid-exec whose parent is `parent` may be starting with the mark.
+/// It inherits its environment from the parent that forked it, so a mark comes from a
+/// marked parent (`parent_marked`): a build's compiler or a shell's command elsewhere on
+/// the machine, exec'ing at the moment of the scan, holds up no kill (a worker's
+/// successor waits on this one). A parent that cannot say is counted: init (pid 1), to
+/// which a process whose parent died is re-parented, and the caller itself (its own
+/// children; a test's). (Re-parented to a subreaper instead, such as `systemd --user`,
+/// it is not waited for: its parent died within its exec.)
+fn parent_may_mark(parent: u32, me: u32, parent_marked: impl FnOnce() -> bool) -> bool {
+    parent == 1 || parent == me || parent_marked()
 }
 
 /// How long after its start a process whose environment is set but empty may still be

@@ -31,6 +31,19 @@ fn a_blank_process_is_waited_for_only_while_it_may_be_mid_exec() {
 }
 
 #[test]
+fn only_a_process_a_marked_parent_forked_may_be_starting_marked() {
+    let me = 4_000;
+    assert!(parent_may_mark(77, me, || true), "a marked parent");
+    assert!(
+        !parent_may_mark(77, me, || false),
+        "a build's compiler, say"
+    );
+    // Cannot say: re-parented to init, or our own child.
+    assert!(parent_may_mark(1, me, || false));
+    assert!(parent_may_mark(me, me, || false));
+}
+
+#[test]
 fn a_start_time_in_ticks_is_an_age() {
     let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .unwrap()
