@@ -110,6 +110,121 @@ async fn a_slow_phone_is_closed_with_1013_and_the_others_get_everything() {
     );
 }
 
+#[tokio::test]
+async fn an_input_its_cli_read_but_the_disk_never_saw_is_taken_once_by_the_successor() {
+    // A worker killed between writing an input to its CLI's stdin and having it on disk
+    // leaves a CLI running a turn that the saved record knows nothing of; the phone,
+    // never told `input_accepted`, sends the input again. The supervisor's note (sent
+    // before the stdin write) carries the input to the successor: the resend is taken,
+    // not run a second time, and the turn the CLI runs finishes here.
+    let dir = tempfile::tempdir().unwrap();
+    let paths = chroxy::store::Paths::under(dir.path().join("home"));
+    let project = dir.path().canonicalize().unwrap();
+    let hub = Hub::start(hub_config(&paths, project.clone())).await;
+    let mut phone = Phone::join(&hub);
+    hub.welcome(&phone.id).await;
+    let attached = phone.until(|v| v["type"] == "session_switched").await;
+    let session = attached["sessionId"].as_str().unwrap().to_owned();
+
+    // The lost worker's CLI, the input already on its stdin.
+    let mut cli = std::process::Command::new(fake_claude())
+        .current_dir(&project)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = cli.stdin.take().unwrap();
+    let line = json!({"type": "user", "message": {"role": "user",
+        "content": [{"type": "text", "text": "carried over"}]}});
+    std::io::Write::write_all(&mut stdin, format!("{line}\n").as_bytes()).unwrap();
+    let pid = cli.id();
+    let input = chroxy::protocol::ServerMsg::Message {
+        message_type: chroxy::protocol::MessageType::UserInput,
+        content: "carried over".into(),
+        timestamp: chroxy::protocol::now_ms(),
+        session_id: session.clone(),
+        client_message_id: Some("m1".into()),
+        attachments: vec![],
+    };
+    hub.adopt(chroxy::keeper::Kept {
+        agent: chroxy::keeper::AgentId {
+            mark: format!("lost.{session}.1"),
+            session: session.clone(),
+            pid,
+            start_ticks: chroxy::process::stat_of(pid).map(|s| s.start_ticks),
+        },
+        pipes: chroxy::keeper::Pipes {
+            stdin: stdin.into(),
+            stdout: cli.stdout.take().unwrap().into(),
+            stderr: cli.stderr.take().unwrap().into(),
+        },
+        note: chroxy::keeper::AgentNote {
+            busy: true,
+            input: Some(std::sync::Arc::new(input)),
+            ..Default::default()
+        },
+    })
+    .await;
+
+    let send = |data: &str, id: &str| {
+        ClientMsg::Input(Input {
+            data: data.into(),
+            session_id: Some(session.clone()),
+            client_message_id: Some(id.into()),
+            attachments: vec![],
+        })
+    };
+    hub.handle(&phone.id, send("carried over", "m1")).await;
+    phone
+        .until(|v| v["type"] == "input_accepted" && v["clientMessageId"] == "m1")
+        .await;
+    phone.until(|v| v["type"] == "result").await;
+    // The next input is the next turn: had the resend been run again, the CLI would
+    // answer it first.
+    hub.handle(&phone.id, send("next", "m2")).await;
+    phone.until(|v| v["type"] == "result").await;
+    assert_eq!(streamed_text(&phone.frames), "carried overnext");
+    hub.shutdown().await;
+    let _ = cli.wait();
+    // And the record on disk has each input once, in order.
+    let file = paths.sessions_dir().join(format!("{session}.json"));
+    let record: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let inputs: Vec<&str> = record["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["messageType"] == "user_input")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs, ["carried over", "next"]);
+}
+
+/// A hub of sessions run by `fake-claude` under `paths`, with no supervisor.
+fn hub_config(paths: &chroxy::store::Paths, project: PathBuf) -> SessionsConfig {
+    SessionsConfig {
+        sessions_dir: paths.sessions_dir(),
+        claude: Some(fake_claude()),
+        default_cwd: project,
+        coalesce: Duration::from_millis(50),
+        models: vec![],
+        agent_env: Default::default(),
+        permission_timeout: Duration::from_secs(300),
+        interrupt_grace: Duration::from_secs(10),
+        warm_clis: 2,
+        cli_idle: Some(Duration::from_secs(600)),
+        rules: chroxy::rules::RuleStore::new(paths),
+        spend: chroxy::session::spend::Spend::new(paths),
+        allow_bypass: false,
+        claude_config_dir: None,
+        welcome_notice: None,
+        push: chroxy::push::WorkerPush::new(paths, &Default::default(), false, None).0,
+        deploy: None,
+        keeper: None,
+        standby: false,
+    }
+}
+
 /// A phone registered directly with the hub; collects what the hub sends it.
 struct Phone {
     id: String,
@@ -165,28 +280,7 @@ async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let paths = chroxy::store::Paths::under(dir.path().join("home"));
     let project = dir.path().canonicalize().unwrap();
-    let hub = Hub::start(SessionsConfig {
-        sessions_dir: paths.sessions_dir(),
-        claude: Some(fake_claude()),
-        default_cwd: project.clone(),
-        coalesce: Duration::from_millis(50),
-        models: vec![],
-        agent_env: Default::default(),
-        permission_timeout: Duration::from_secs(300),
-        interrupt_grace: Duration::from_secs(10),
-        warm_clis: 2,
-        cli_idle: Some(Duration::from_secs(600)),
-        rules: chroxy::rules::RuleStore::new(&paths),
-        spend: chroxy::session::spend::Spend::new(&paths),
-        allow_bypass: false,
-        claude_config_dir: None,
-        welcome_notice: None,
-        push: chroxy::push::WorkerPush::new(&paths, &Default::default(), false, None).0,
-        deploy: None,
-        keeper: None,
-        standby: false,
-    })
-    .await;
+    let hub = Hub::start(hub_config(&paths, project.clone())).await;
     let mut phone = Phone::join(&hub);
     hub.welcome(&phone.id).await;
     let me = std::process::id();

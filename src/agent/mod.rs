@@ -498,10 +498,14 @@ impl Agent {
     }
 
     /// Tells the supervisor what a successor would need to carry on with this CLI.
-    pub fn note(&self, note: crate::keeper::AgentNote) {
-        if let Some((link, mark)) = &self.kept {
-            link.note(mark, note);
-        }
+    /// `None` when no supervisor keeps it; else resolves to whether the note went
+    /// ([`Link::note`]).
+    pub fn note(
+        &self,
+        note: crate::keeper::AgentNote,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        let (link, mark) = self.kept.as_ref()?;
+        Some(link.note(mark, note))
     }
 
     /// This process's generation number.

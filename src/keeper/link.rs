@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_seqpacket::UnixSeqpacket;
 
 use super::{kept, recv, send, AgentId, AgentNote, Kept, Msg, WireError};
@@ -14,8 +14,11 @@ use super::{kept, recv, send, AgentId, AgentNote, Kept, Msg, WireError};
 /// never blocks or fails for the caller: a supervisor that is gone needs nothing.
 #[derive(Debug, Clone)]
 pub struct Link {
-    out: mpsc::UnboundedSender<(Msg, Vec<OwnedFd>)>,
+    out: mpsc::UnboundedSender<Outgoing>,
 }
+
+/// A message on its way, and who wants to know once it is sent.
+type Outgoing = (Msg, Vec<OwnedFd>, Option<oneshot::Sender<bool>>);
 
 /// Why the link could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -67,15 +70,19 @@ impl Link {
 
     /// A link over a connected socket (the caller checked who is at the other end).
     pub(crate) fn over(socket: UnixSeqpacket) -> (Self, mpsc::Receiver<Kept>) {
-        let (out, mut outgoing) = mpsc::unbounded_channel::<(Msg, Vec<OwnedFd>)>();
+        let (out, mut outgoing) = mpsc::unbounded_channel::<Outgoing>();
         let (adopted_tx, adopted) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     next = outgoing.recv() => {
-                        let Some((msg, fds)) = next else { return };
-                        if let Err(err) = send(&socket, &msg, &fds).await {
+                        let Some((msg, fds, sent)) = next else { return };
+                        let result = send(&socket, &msg, &fds).await;
+                        if let Err(err) = &result {
                             tracing::warn!(%err, "cannot tell the supervisor about a CLI");
+                        }
+                        if let Some(sent) = sent {
+                            let _ = sent.send(result.is_ok());
                         }
                     }
                     incoming = recv(&socket) => match incoming {
@@ -110,21 +117,27 @@ impl Link {
             .collect();
         match fds {
             Ok(fds) => {
-                let _ = self.out.send((Msg::Keep { agent }, fds));
+                let _ = self.out.send((Msg::Keep { agent }, fds, None));
             }
             Err(err) => tracing::warn!(%err, "cannot hand a CLI's pipes to the supervisor"),
         }
     }
 
-    /// What a successor would need to carry on with the CLI.
-    pub fn note(&self, mark: &str, note: AgentNote) {
+    /// What a successor would need to carry on with the CLI. The answer says, once the
+    /// note is sent, whether the supervisor has it: from then on this worker's death
+    /// does not lose it (the keeper reads a dead worker's last words).
+    pub fn note(&self, mark: &str, note: AgentNote) -> oneshot::Receiver<bool> {
         let mark = mark.to_owned();
-        let _ = self.out.send((Msg::Note { mark, note }, Vec::new()));
+        let (sent, answer) = oneshot::channel();
+        let _ = self
+            .out
+            .send((Msg::Note { mark, note }, Vec::new(), Some(sent)));
+        answer
     }
 
     /// This worker ends the CLI itself: the supervisor lets go of its pipes.
     pub fn release(&self, mark: &str) {
         let mark = mark.to_owned();
-        let _ = self.out.send((Msg::Release { mark }, Vec::new()));
+        let _ = self.out.send((Msg::Release { mark }, Vec::new(), None));
     }
 }

@@ -23,13 +23,14 @@ pub use link::Link;
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_seqpacket::ancillary::{AncillaryMessageWriter, OwnedAncillaryMessage};
 use tokio_seqpacket::UnixSeqpacket;
 
-use crate::protocol::SlashCommand;
+use crate::protocol::{ServerMsg, SlashCommand};
 
 /// The environment variable that tells a supervised worker where its keeper listens.
 /// (`CHROXY_*`: agents never inherit it.)
@@ -64,12 +65,18 @@ pub struct Ask {
 }
 
 /// What a worker that takes a CLI over must know that is not on disk: whether a turn is
-/// running, what it waits on, the CLI's slash commands, and its cost so far (the CLI
-/// counts from its start; a turn's cost is the difference).
+/// running and the input it answers, what it waits on, the CLI's slash commands, and its
+/// cost so far (the CLI counts from its start; a turn's cost is the difference).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentNote {
     /// A turn is running.
     pub busy: bool,
+    /// The user's input the running turn answers, as the session's history keeps it.
+    /// The worker notes it before the CLI reads it and has it on disk only a moment
+    /// after: a successor whose saved record lacks it adds it, so that the phone, which
+    /// sends it again, is told it is taken rather than given the turn twice.
+    #[serde(default)]
+    pub input: Option<Arc<ServerMsg>>,
     /// Unanswered permission requests and questions.
     #[serde(default)]
     pub asks: Vec<Ask>,

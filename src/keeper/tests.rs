@@ -85,11 +85,24 @@ async fn a_cli_whose_worker_let_go_of_its_pipes_carries_on_through_the_keepers()
         agent(&mark, pid),
         [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
     );
+    // A note with the running turn's input, as a worker sends it just before the CLI
+    // reads that input: the supervisor has it whole.
     let note = AgentNote {
         busy: true,
+        input: Some(std::sync::Arc::new(crate::protocol::ServerMsg::Message {
+            message_type: crate::protocol::MessageType::UserInput,
+            content: "the input \u{1F600} of the running turn".into(),
+            timestamp: 1,
+            session_id: "s1".into(),
+            client_message_id: Some("m1".into()),
+            attachments: vec![],
+        })),
         ..Default::default()
     };
-    link.note(&mark, note.clone());
+    assert!(
+        link.note(&mark, note.clone()).await.unwrap(),
+        "the note went"
+    );
     // The worker's own ends go (as in a `kill -9`), and so does its link.
     drop((stdin, stdout, stderr, link));
     let mut kept = keeping.finish().await.kept;

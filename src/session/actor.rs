@@ -58,14 +58,22 @@ impl Refusal {
     }
 }
 
-/// Requests to a session task.
-/// An input as Claude Code is sent it: the typed text and its files' content blocks.
+/// An input as Claude Code is sent it: the typed text and its files' content blocks;
+/// and as the history keeps it.
 #[derive(Debug)]
 struct UserTurn {
     text: String,
     blocks: Vec<Value>,
+    entry: Arc<ServerMsg>,
+    /// Small enough to travel in the keeper's note ([`NOTED_INPUT_MAX`]).
+    notable: bool,
 }
 
+/// The largest input (as JSON) the supervisor is told of with its turn; a larger one is
+/// on disk before the CLI reads it. (A note is one packet, [`crate::keeper`].)
+const NOTED_INPUT_MAX: usize = 32 * 1024;
+
+/// Requests to a session task.
 #[derive(Debug)]
 pub(crate) enum Cmd {
     /// Make this the client's active session and replay the history to it.
@@ -170,6 +178,8 @@ pub(crate) struct Session {
     asked: std::collections::HashMap<String, Value>,
     /// What the supervisor was last told of the CLI (its key; `None`: nothing yet).
     noted: Option<NoteKey>,
+    /// Turns started, for [`NoteKey`].
+    turns: u64,
     busy: bool,
     interrupted: bool,
     /// The input of the running turn, kept to retry it if `--resume` fails.
@@ -235,6 +245,7 @@ impl Session {
             busy: false,
             interrupted: false,
             current_input: None,
+            turns: 0,
             queue: VecDeque::new(),
             files,
             history_bytes,
@@ -327,9 +338,10 @@ impl Session {
         self.remember(msg);
     }
 
-    fn remember(&mut self, msg: ServerMsg) {
+    fn remember(&mut self, msg: impl Into<Arc<ServerMsg>>) -> Arc<ServerMsg> {
+        let msg = msg.into();
         self.history_bytes += approx_size(&msg);
-        self.rec.history.push_back(Arc::new(msg));
+        self.rec.history.push_back(msg.clone());
         while self.rec.history.len() > 1
             && (self.rec.history.len() > HISTORY_LIMIT || self.history_bytes > HISTORY_BUDGET_BYTES)
         {
@@ -341,6 +353,7 @@ impl Session {
                 }
             }
         }
+        msg
     }
 
     fn notice(&mut self, kind: MessageType, content: impl Into<String>) {
@@ -380,10 +393,15 @@ impl Session {
 
     /// Saves and waits until it is on disk, for the moments a phone is told something
     /// it will rely on ("your input is taken", "the turn is over"): a worker killed
-    /// right after must not forget it. Bounded, so a stuck disk delays, never freezes.
+    /// right after must not forget it.
     async fn persist(&mut self) {
         self.save();
-        let number = self.saves;
+        self.saved(self.saves).await;
+    }
+
+    /// Waits until the record numbered `number` (or a later one) is on disk. Bounded, so
+    /// a stuck disk delays, never freezes.
+    async fn saved(&mut self, number: u64) {
         let on_disk = self.written.wait_for(|&w| w >= number);
         if tokio::time::timeout(PERSIST_WAIT, on_disk).await.is_err() {
             tracing::warn!("session state not on disk after {PERSIST_WAIT:?}; going on");
@@ -611,14 +629,24 @@ impl Session {
         }
         let kept = self.keep_files(attachments).await?;
         let (infos, blocks) = kept.into_iter().map(|k| (k.info, k.block)).unzip();
-        self.accept_input(&text, infos, id, from);
-        self.persist().await;
-        let turn = UserTurn { text, blocks };
+        let entry = self.accept_input(&text, infos, id, from);
+        // Written while the turn starts; on disk before the phone is told the input is
+        // taken (`start_turn` says why the CLI need not wait for it).
+        self.save();
+        let saving = self.saves;
+        let notable = serde_json::to_vec(&entry).is_ok_and(|j| j.len() <= NOTED_INPUT_MAX);
+        let turn = UserTurn {
+            text,
+            blocks,
+            entry,
+            notable,
+        };
         if queued {
             self.queue.push_back(turn);
         } else {
             self.start_turn(turn).await;
         }
+        self.saved(saving).await;
         Ok(())
     }
 
@@ -679,13 +707,14 @@ impl Session {
         })
     }
 
+    /// Tells the other phones of an input and adds it to the history; returns its entry.
     fn accept_input(
         &mut self,
         text: &str,
         attachments: Vec<AttachmentInfo>,
         id: Option<String>,
         from: &str,
-    ) {
+    ) -> Arc<ServerMsg> {
         let timestamp = now_ms();
         // The sender already shows what it typed; every other phone is told, whichever
         // session it looks at (Chroxy's clients show it where it belongs).
@@ -700,7 +729,7 @@ impl Session {
                 attachments: attachments.clone(),
             },
         );
-        self.remember(ServerMsg::Message {
+        let entry = self.remember(ServerMsg::Message {
             message_type: MessageType::UserInput,
             content: text.to_owned(),
             timestamp,
@@ -709,6 +738,7 @@ impl Session {
             attachments,
         });
         self.rec.last_activity_at = now_ms();
+        entry
     }
 
     /// Starts the CLI ahead of input. Failing is not an error yet: the first input
@@ -828,6 +858,15 @@ impl Session {
         self.slash_commands = note.commands;
         self.cost_so_far = note.cost.map(|cost| (self.generation, cost));
         self.idle_deadline = None;
+        if let Some(input) = note.input.filter(|_| note.busy) {
+            // The lost worker died between its CLI's stdin and the disk: what runs is
+            // this input's turn.
+            if !self.rec.history.iter().any(|m| **m == *input) {
+                tracing::info!("the lost worker's last input was not on disk; adding it");
+                self.remember(input);
+                self.save();
+            }
+        }
         // A turn whose result is saved is over, whatever the note (sent a moment before).
         if note.busy && self.rec.cut_short() {
             self.turn_began();
@@ -841,11 +880,10 @@ impl Session {
     }
 
     /// Tells the supervisor what a successor would need to carry on with this CLI, when
-    /// it changed: whether a turn runs, the prompts waiting, the slash commands, the cost.
-    fn sync_note(&mut self) {
-        let Some(agent) = &self.agent else {
-            return;
-        };
+    /// it changed: whether a turn runs and its input, the prompts waiting, the slash
+    /// commands, the cost. Returns whether it went, once it has, if it was sent.
+    fn sync_note(&mut self) -> Option<oneshot::Receiver<bool>> {
+        let agent = self.agent.as_ref()?;
         let asks: Vec<String> = self.prompts.cli_requests().map(str::to_owned).collect();
         let cost = self
             .cost_so_far
@@ -853,12 +891,13 @@ impl Session {
             .map(|(_, cost)| cost);
         let key = NoteKey {
             busy: self.busy,
+            turn: self.turns,
             asks,
             commands: self.slash_commands.len(),
             cost: cost.map(f64::to_bits),
         };
         if self.noted.as_ref() == Some(&key) {
-            return;
+            return None;
         }
         self.asked.retain(|id, _| key.asks.contains(id));
         let asks = key
@@ -871,13 +910,20 @@ impl Session {
                 })
             })
             .collect();
-        agent.note(crate::keeper::AgentNote {
+        let input = self
+            .current_input
+            .as_ref()
+            .filter(|turn| self.busy && turn.notable)
+            .map(|turn| turn.entry.clone());
+        let sent = agent.note(crate::keeper::AgentNote {
             busy: self.busy,
+            input,
             asks,
             commands: self.slash_commands.clone(),
             cost,
         });
         self.noted = Some(key);
+        sent
     }
 
     /// A turn runs from now: every phone is told.
@@ -896,11 +942,27 @@ impl Session {
 
     async fn start_turn(&mut self, turn: UserTurn) {
         self.turn_began();
-        let sent = match &self.agent {
-            Some(agent) => agent.send_user(&turn.text, &turn.blocks).await.is_ok(),
-            None => false,
-        };
+        let notable = turn.notable;
+        self.turns += 1;
         self.current_input = Some(turn);
+        // The CLI must not read an input that a successor could not know of: a worker
+        // killed right after would leave a CLI running a turn its successor has no
+        // record of, and the phone (never told the input was taken) would send it again
+        // for a second turn. The supervisor's note is a packet away; the disk is an
+        // fsync or two (most of a millisecond, more when the machine is busy), so the
+        // input waits for the disk only when the note cannot carry it.
+        let noted = match self.sync_note() {
+            Some(sent) if notable => sent.await.unwrap_or(false),
+            _ => false,
+        };
+        if !noted {
+            // Every save so far includes this input.
+            self.saved(self.saves).await;
+        }
+        let sent = match (&self.agent, &self.current_input) {
+            (Some(agent), Some(turn)) => agent.send_user(&turn.text, &turn.blocks).await.is_ok(),
+            _ => false,
+        };
         if !sent {
             // The process died between start and now; its Exited event ends the turn.
             tracing::warn!("agent input closed before the turn could be sent");
@@ -1340,6 +1402,8 @@ impl Session {
 #[derive(Debug, PartialEq)]
 struct NoteKey {
     busy: bool,
+    /// Which turn (its input travels with the note).
+    turn: u64,
     asks: Vec<String>,
     commands: usize,
     cost: Option<u64>,
