@@ -110,6 +110,9 @@ pub struct ProcStat {
     /// A kernel thread (`PF_KTHREAD`): it has no user memory, so its environment reads
     /// blank for good.
     pub kernel_thread: bool,
+    /// Dying (`PF_EXITING`): between a kill (or its exit) and becoming a zombie, it has
+    /// let go of its memory, and its environment reads blank.
+    pub exiting: bool,
     /// Where its start environment ends in its memory. 0 until an exec has laid the
     /// environment out; also for a process with no memory (a kernel thread, one
     /// exiting), one this process may not read, and on kernels before 3.5, which do not
@@ -119,19 +122,23 @@ pub struct ProcStat {
 
 /// The flag of a kernel thread in `/proc/<pid>/stat` (`include/linux/sched.h`).
 const PF_KTHREAD: u32 = 0x0020_0000;
+/// The flag of a process in its exit.
+const PF_EXITING: u32 = 0x0000_0004;
 
 /// The stat of `pid`, if it exists (Linux; `None` elsewhere).
 pub fn stat_of(pid: u32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state ppid …": comm may hold spaces and parentheses.
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    // Field 9.
+    let flags = fields.get(6)?.parse::<u32>().ok()?;
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
         parent: fields.get(1)?.parse().ok()?,
         // Field 22 of the whole line, the 20th after the command.
         start_ticks: fields.get(19)?.parse().ok()?,
-        // Field 9, the flags.
-        kernel_thread: fields.get(6)?.parse::<u32>().ok()? & PF_KTHREAD != 0,
+        kernel_thread: flags & PF_KTHREAD != 0,
+        exiting: flags & PF_EXITING != 0,
         // Field 51.
         env_end: fields
             .get(48)

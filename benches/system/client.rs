@@ -248,6 +248,18 @@ impl Client {
             .await
     }
 
+    /// Opens a session named `name` (this phone switches to it); returns its
+    /// `session_switched`.
+    pub async fn create_session(&mut self, name: &str) -> Value {
+        self.send(json!({"type": "create_session", "name": name}))
+            .await;
+        self.until(
+            |v| v["type"] == "session_switched" && v["name"] == name,
+            &format!("the new session {name}"),
+        )
+        .await
+    }
+
     /// Reads (and drops) frames until the connection ends; returns the close code.
     pub async fn closed(&mut self, deadline: Instant) -> Option<u16> {
         loop {

@@ -40,15 +40,7 @@ pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
         phone = sys.phone("first-turn phone").await;
         for wait_until_up in [true, false] {
             let name = format!("first turn {i} {wait_until_up}");
-            phone
-                .send(json!({"type": "create_session", "name": name}))
-                .await;
-            let opened = phone
-                .until(
-                    |v| v["type"] == "session_switched" && v["name"] == name.as_str(),
-                    "the new session",
-                )
-                .await;
+            let opened = phone.create_session(&name).await;
             let id = opened["sessionId"].clone();
             let ready = |v: &Value| v["type"] == "claude_ready" && v["sessionId"] == id;
             // The session's replay ends with a `claude_ready` saying a CLI can be run; the

@@ -39,10 +39,7 @@ pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
 
     let mut sessions = vec![phone.active_session()];
     for i in 1..SESSIONS {
-        phone
-            .send(json!({"type": "create_session", "name": format!("bench {i}")}))
-            .await;
-        let switched = phone.until_type("session_switched", "create_session").await;
+        let switched = phone.create_session(&format!("bench {i}")).await;
         sessions.push(str_field(&switched, "sessionId"));
     }
     // A little real work in each: a text turn, a Bash tool use whose permission prompt the

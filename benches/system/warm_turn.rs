@@ -31,15 +31,7 @@ pub async fn run(
     // so the older session the figures above used (some fifty turns) would time a longer
     // conversation, not Chroxy.
     let mut phone = sys.phone("warm-turn phone").await;
-    phone
-        .send(json!({"type": "create_session", "name": "warm turns"}))
-        .await;
-    let opened = phone
-        .until(
-            |v| v["type"] == "session_switched" && v["name"] == "warm turns",
-            "the warm-turn session",
-        )
-        .await;
+    let opened = phone.create_session("warm turns").await;
     phone
         .turn("REPLY warm up", Some(&str_field(&opened, "sessionId")))
         .await;

@@ -162,15 +162,19 @@ const FRESH: Duration = Duration::from_secs(1);
 /// the disk) and writing a pointer to each argument: until then that end (`env_end`) is
 /// 0 and the environment reads blank, whatever the process's age (a shell may fork long
 /// before it execs). Only an exec looks like that, or an exit between freeing the memory
-/// and becoming a zombie (a moment), or a kernel thread (no user memory, ever): zombies
-/// and kernel threads never count. While the kernel then writes a pointer to each
+/// and becoming a zombie, or a kernel thread (no user memory, ever): dying processes
+/// (a kill's own victims, each scan after the first), zombies and kernel threads never
+/// count. While the kernel then writes a pointer to each
 /// variable, the end equals the start and the environment reads blank too, as that of a
 /// process started with none (`env -i`) does for good. Only the age tells these
 /// apart, so that case counts while the process is [`FRESH`]: one that lives on with
 /// no environment delays no kill. A pid counts for a bounded time in any case
 /// ([`UNSETTLED_LIMIT`]).
 fn may_be_mid_exec(stat: &ProcStat, started_ago: Duration) -> bool {
-    stat.state != 'Z' && !stat.kernel_thread && (stat.env_end == 0 || started_ago < FRESH)
+    stat.state != 'Z'
+        && !stat.kernel_thread
+        && !stat.exiting
+        && (stat.env_end == 0 || started_ago < FRESH)
 }
 
 /// How long a process that started `start_ticks` after boot has run, `uptime` after boot.

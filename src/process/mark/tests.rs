@@ -8,6 +8,7 @@ fn stat(state: char, kernel_thread: bool, env_end: u64) -> ProcStat {
         parent: 1,
         start_ticks: 1_000,
         kernel_thread,
+        exiting: false,
         env_end,
     }
 }
@@ -28,6 +29,12 @@ fn a_blank_process_is_waited_for_only_while_it_may_be_mid_exec() {
     assert!(!may_be_mid_exec(&stat('S', true, 0), fresh));
     assert!(!may_be_mid_exec(&stat('I', true, 0), old));
     assert!(!may_be_mid_exec(&stat('Z', false, 0), fresh));
+    // Dying: its memory let go on its way to being a zombie (a kill's own victim).
+    let dying = ProcStat {
+        exiting: true,
+        ..stat('R', false, 0)
+    };
+    assert!(!may_be_mid_exec(&dying, fresh));
 }
 
 #[test]
