@@ -117,12 +117,13 @@ async fn an_input_its_cli_read_but_the_disk_never_saw_is_taken_once_by_the_succe
     // never told `input_accepted`, sends the input again. The supervisor's note (sent
     // before the stdin write) carries the input to the successor: the resend is taken,
     // not run a second time, and the turn the CLI runs finishes here.
-    let dir = tempfile::tempdir().unwrap();
-    let paths = chroxy::store::Paths::under(dir.path().join("home"));
-    let project = dir.path().canonicalize().unwrap();
-    let hub = Hub::start(hub_config(&paths, project.clone())).await;
-    let mut phone = Phone::join(&hub);
-    hub.welcome(&phone.id).await;
+    let HubScene {
+        paths,
+        project,
+        hub,
+        mut phone,
+        _dir,
+    } = HubScene::start().await;
     let attached = phone.until(|v| v["type"] == "session_switched").await;
     let session = attached["sessionId"].as_str().unwrap().to_owned();
 
@@ -200,28 +201,53 @@ async fn an_input_its_cli_read_but_the_disk_never_saw_is_taken_once_by_the_succe
     assert_eq!(inputs, ["carried over", "next"]);
 }
 
-/// A hub of sessions run by `fake-claude` under `paths`, with no supervisor.
-fn hub_config(paths: &chroxy::store::Paths, project: PathBuf) -> SessionsConfig {
-    SessionsConfig {
-        sessions_dir: paths.sessions_dir(),
-        claude: Some(fake_claude()),
-        default_cwd: project,
-        coalesce: Duration::from_millis(50),
-        models: vec![],
-        agent_env: Default::default(),
-        permission_timeout: Duration::from_secs(300),
-        interrupt_grace: Duration::from_secs(10),
-        warm_clis: 2,
-        cli_idle: Some(Duration::from_secs(600)),
-        rules: chroxy::rules::RuleStore::new(paths),
-        spend: chroxy::session::spend::Spend::new(paths),
-        allow_bypass: false,
-        claude_config_dir: None,
-        welcome_notice: None,
-        push: chroxy::push::WorkerPush::new(paths, &Default::default(), false, None).0,
-        deploy: None,
-        keeper: None,
-        standby: false,
+/// A hub of sessions run by `fake-claude` in a home of its own, with no supervisor, and
+/// a phone it has welcomed.
+struct HubScene {
+    paths: chroxy::store::Paths,
+    /// The sessions' default directory.
+    project: PathBuf,
+    hub: Hub,
+    phone: Phone,
+    _dir: tempfile::TempDir,
+}
+
+impl HubScene {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = chroxy::store::Paths::under(dir.path().join("home"));
+        let project = dir.path().canonicalize().unwrap();
+        let hub = Hub::start(SessionsConfig {
+            default_cwd: project.clone(),
+            sessions_dir: paths.sessions_dir(),
+            claude: Some(fake_claude()),
+            coalesce: Duration::from_millis(50),
+            models: vec![],
+            agent_env: Default::default(),
+            permission_timeout: Duration::from_secs(300),
+            interrupt_grace: Duration::from_secs(10),
+            warm_clis: 2,
+            cli_idle: Some(Duration::from_secs(600)),
+            rules: chroxy::rules::RuleStore::new(&paths),
+            spend: chroxy::session::spend::Spend::new(&paths),
+            allow_bypass: false,
+            claude_config_dir: None,
+            welcome_notice: None,
+            push: chroxy::push::WorkerPush::new(&paths, &Default::default(), false, None).0,
+            deploy: None,
+            keeper: None,
+            standby: false,
+        })
+        .await;
+        let phone = Phone::join(&hub);
+        hub.welcome(&phone.id).await;
+        Self {
+            paths,
+            project,
+            hub,
+            phone,
+            _dir: dir,
+        }
     }
 }
 
@@ -277,12 +303,13 @@ impl Phone {
 
 #[tokio::test]
 async fn two_hundred_sessions_with_pending_prompts_leave_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = chroxy::store::Paths::under(dir.path().join("home"));
-    let project = dir.path().canonicalize().unwrap();
-    let hub = Hub::start(hub_config(&paths, project.clone())).await;
-    let mut phone = Phone::join(&hub);
-    hub.welcome(&phone.id).await;
+    let HubScene {
+        paths,
+        hub,
+        mut phone,
+        _dir,
+        ..
+    } = HubScene::start().await;
     let me = std::process::id();
     for round in 0..50 {
         // Four sessions at a time beside the default one, each with a prompt waiting.
