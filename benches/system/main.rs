@@ -84,6 +84,8 @@ pub struct Plan {
     pub first_turns: usize,
     /// Warm turns timed through Chroxy, and by the bare CLI.
     pub warm_turns: usize,
+    /// Warm turns whose way through Chroxy `fake-claude` stamps.
+    pub bridge_turns: usize,
 }
 
 impl Plan {
@@ -105,7 +107,8 @@ impl Plan {
             handshakes: 200,
             sealed_frames: 100_000,
             first_turns: 20,
-            warm_turns: 20,
+            warm_turns: 100,
+            bridge_turns: 200,
         };
         if std::env::var("CHROXY_BENCH_QUICK").is_ok_and(|v| v == "1") {
             Self {
@@ -125,6 +128,7 @@ impl Plan {
                 sealed_frames: 10_000,
                 first_turns: 3,
                 warm_turns: 3,
+                bridge_turns: 10,
                 ..full
             }
         } else {
@@ -133,13 +137,24 @@ impl Plan {
     }
 }
 
-/// The system for the recovery and memory figures: its defaults, except that each kill
-/// counts as an independent crash (see report::METHOD).
-const WHOLE: &str = "[supervisor]\nhealthy_reset_ms = 0\ncrash_budget = 1000\n";
-/// The system for the timing figures: coalescing off (one frame per CLI line), and a
-/// message budget a phone answering 1 000 prompts in a row stays within.
-const TIMING: &str =
-    "[worker]\ncoalesce_ms = 0\nmessages_per_minute = 1000000\nmessage_burst = 100000\n";
+/// A message budget that hundreds of turns or prompts in a row stay within (the
+/// default is 100 a minute, the pace of a person).
+macro_rules! budget {
+    () => {
+        "[worker]\nmessages_per_minute = 1000000\nmessage_burst = 100000\n"
+    };
+}
+/// The system for the recovery, memory and turn figures: its defaults, except that each
+/// kill counts as an independent crash (see report::METHOD), and the message budget.
+const WHOLE: &str = concat!(
+    "[supervisor]\nhealthy_reset_ms = 0\ncrash_budget = 1000\n",
+    budget!()
+);
+/// The system for the timing figures: the message budget, and coalescing off (one
+/// frame per CLI line).
+const TIMING: &str = concat!(budget!(), "coalesce_ms = 0\n");
+/// The system for what Chroxy holds a turn for: its defaults but the message budget.
+const BUDGET: &str = budget!();
 /// The system under attack: all defaults.
 const DEFAULTS: &str = "";
 
@@ -275,6 +290,10 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     model_stop.cancel();
 
     // At the defaults: the attack on a fresh system, then throughput.
+    let sys = System::start("bridge", &fake, BUDGET).await;
+    let bridge = warm_turn::bridge(&sys, plan, fake.label()).await;
+    sys.stop().await;
+
     let sys = System::start("defaults", &fake, DEFAULTS).await;
     let (hostile, crashes) = hostile::storm(&sys, plan, fake.label()).await;
     let throughput = stream::throughput(&sys, plan, fake.label()).await;
@@ -290,6 +309,7 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
         rollbacks,
         first_turns,
         warm_turns,
+        bridge,
         line,
         sealed_line,
         handshakes,

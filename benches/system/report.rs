@@ -232,8 +232,19 @@ pub const METHOD: &str = "\
   input sent → `result` on the phone; and the same CLI binary started by the bench
   alone (the arguments Chroxy gives it, a home of its own, the same scripted model,
   one turn already answered), the same turn, its stdin line written → its `result`
-  line read. 20 of each, turn about, so that whatever else the machine does falls on
-  both alike. The third row is the difference of the two medians: what Chroxy adds.
+  line read. The system's message budget is raised past the default 100 a minute
+  (the limiter still runs) for 100 of each, turn about, so that whatever else the
+  machine does falls on both alike; fewer cannot resolve a millisecond, as the CLI's own turn varies by ten.
+  The third row is the difference of the two medians: what Chroxy adds.
+- What Chroxy holds a warm turn for, with no CLI in it: on the default configuration
+  but for a message budget they fit in (the default is 100 a minute), 200 turns of
+  `fake-claude`'s `STAMP 20` after one warm-up turn. Its stdin reader stamps the input
+  line (CLOCK_MONOTONIC); it answers 20 ms later (a model's time: what Chroxy does
+  beside a turn, such as writing the input to disk, is done by then, as with a real
+  turn) and stamps its result line right before writing it; each such turn reports a
+  cost, as a real turn does, so the day's spend is kept on the way out too. Way in:
+  the phone's send → the CLI's read; way out: the result line written → the phone's
+  `result`; and their sum, per turn.
 - Line → frame: `fake-claude` writes each delta's number and CLOCK_MONOTONIC time into
   its text right before writing the line; the phone's receive time minus that, on the
   same clock. Every delta must arrive once, in order. Coalescing off (`coalesce_ms =

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
-use crate::client::str_field;
+use crate::client::{now_ns, str_field};
 use crate::report::{pct, secs, sorted, Figure, Row};
 use crate::system::System;
 use crate::Plan;
@@ -119,6 +119,79 @@ pub async fn run(
         target: Some(("p50 < 2 ms".into(), overhead < 0.002)),
     });
     figure
+}
+
+/// A stamped turn, answered 20 ms after it was read: the time a real turn's model takes
+/// at least, for whatever Chroxy does beside a turn to be done as it would be.
+const STAMP: &str = "STAMP 20";
+
+/// What Chroxy holds a warm turn for, with no CLI time in it, on the default
+/// configuration: `fake-claude`'s `STAMP` turn says when its stdin reader had the input
+/// and when it wrote the result line, on the clock the phone reads. The way in is phone
+/// send → CLI read, the way out result line → phone `result`.
+pub async fn bridge(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
+    let mut phone = sys.phone("stamped-turn phone").await;
+    let opened = phone.create_session("stamped turns").await;
+    let session = str_field(&opened, "sessionId");
+    phone.turn("warm up", Some(&session)).await;
+    let (mut way_in, mut way_out, mut both) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..plan.bridge_turns {
+        let sent = now_ns();
+        phone
+            .send(json!({"type": "input", "data": STAMP, "sessionId": session}))
+            .await;
+        let deadline = Instant::now() + crate::client::STEP;
+        let mut text = String::new();
+        let (result, arrived) = loop {
+            let (v, at) = phone.frame(deadline, "the stamped turn's result").await;
+            match v["type"].as_str() {
+                Some("stream_delta") => text.push_str(v["delta"].as_str().unwrap_or_default()),
+                Some("result") => break (v, at),
+                _ => {}
+            }
+        };
+        let read: u64 = text
+            .strip_prefix("read=")
+            .and_then(|ns| ns.parse().ok())
+            .unwrap_or_else(|| panic!("the stamped turn's text is {text:?}"));
+        let written = result["usage"]["written_ns"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("the stamped turn's result has no written_ns: {result}"));
+        let (i, o) = (ns_secs(read - sent), ns_secs(arrived - written));
+        way_in.push(i);
+        way_out.push(o);
+        both.push(i + o);
+        phone
+            .until_type("agent_idle", "the stamped turn's end")
+            .await;
+    }
+    let runs = format!("{} turns", plan.bridge_turns);
+    let mut figure = Figure::default();
+    for (what, samples) in [
+        (
+            "a warm turn's way in: phone input → the CLI reads it",
+            &way_in,
+        ),
+        (
+            "a warm turn's way out: the CLI's result line → phone result",
+            &way_out,
+        ),
+        ("what Chroxy holds a warm turn for: the two together", &both),
+    ] {
+        figure.rows.push(Row::percentiles(
+            what,
+            agent,
+            runs.clone(),
+            samples,
+            secs,
+            None,
+        ));
+    }
+    figure
+}
+
+fn ns_secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
 }
 
 /// A difference of durations, with its sign.

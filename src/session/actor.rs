@@ -1263,16 +1263,23 @@ impl Session {
         // Every phone keeps the day's total, whichever session it looks at; it has the
         // new one before the result that shows it.
         if let Some(cost) = cost {
-            // A locked, fsynced file: not on the runtime's threads.
+            // A locked, fsynced file: not on the runtime's threads, and not on the
+            // turn's path either: the phones have the total once it is counted, and
+            // the write goes on without the result. (A write that fails after that
+            // is logged; the next turn counts from what the file has.)
             let spend = self.cfg.spend.clone();
             let day = super::spend::local_day();
-            let added = tokio::task::spawn_blocking(move || spend.add(&day, cost)).await;
-            match added
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-            {
-                Ok(today) => self.publish(Audience::All, &today.message()),
-                Err(err) => tracing::warn!(%err, "cannot keep the day's spend"),
+            let (counted, total) = oneshot::channel();
+            tokio::task::spawn_blocking(move || {
+                let tell = |today: &super::spend::Today| {
+                    let _ = counted.send(today.clone());
+                };
+                if let Err(err) = spend.add(&day, cost, tell) {
+                    tracing::warn!(%err, "cannot keep the day's spend");
+                }
+            });
+            if let Ok(today) = total.await {
+                self.publish(Audience::All, &today.message());
             }
         }
         // A long turn nobody watched is news; one a person interrupted is not.
