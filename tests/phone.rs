@@ -110,6 +110,14 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
         assert_eq!(code, 200, "{path}");
     }
 
+    // Another worker of this machine (a deploy's handover) ends a turn that costs $1.50
+    // after the phone was told the day's total: the cost line of the phone's next turn
+    // shows the computer's count, not only what the phone had.
+    let spend = chroxy::session::spend::Spend::new(&chroxy::store::Paths::under(home.chroxy()));
+    spend
+        .add(&chroxy::session::spend::local_day(), 1.5, |_| {})
+        .unwrap();
+
     // Input → streamed answer.
     a.say("REPLY hello from the **phone**").await;
     a.until(
@@ -125,7 +133,7 @@ async fn a_phone_pairs_drives_claude_and_finds_its_way_back() {
     a.until("turn over", IDLE).await;
     a.until(
         "the turn's cost, time and tokens under it",
-        r"return /^\$\d+\.\d{4} · \d+\.\d s · [\d,]+ in \/ [\d,]+ out tokens · this conversation \$\d+\.\d{4} · today \$\d+\.\d{2}$/.test(document.querySelector('#conversation .cost')?.textContent ?? '')",
+        r"return /^\$\d+\.\d{4} · \d+\.\d s · [\d,]+ in \/ [\d,]+ out tokens · this conversation \$\d+\.\d{4} · today \$1\.5\d$/.test(document.querySelector('#conversation .cost')?.textContent ?? '')",
     )
     .await;
     a.shot("2-streamed").await;

@@ -1260,13 +1260,29 @@ impl Session {
             self.cost_so_far = Some((self.generation, total));
             (total - before).max(0.0)
         });
-        // Every phone keeps the day's total, whichever session it looks at; it has the
-        // new one before the result that shows it.
+        // A long turn nobody watched is news; one a person interrupted is not.
+        if !self.interrupted {
+            let done = Notice::about(NoticeKind::TurnDone, &sid, &self.rec.name);
+            let took = std::time::Duration::from_millis(result.duration_ms.unwrap_or(0));
+            let looking = self.clients.looking_at(&sid);
+            self.cfg.push.alerts.turn_done(done, took, looking);
+        }
+        self.record(ServerMsg::Result {
+            cost,
+            duration: result.duration_ms,
+            usage: result.usage,
+            session_id: self.rec.session_id.clone(),
+            queue_length: Some(self.queue.len()),
+        });
+        // Every phone keeps the day's total, whichever session it looks at. It follows
+        // the result: counting it takes the spend file's lock and a blocking thread (a
+        // few hundred µs), which the result need not wait for (a phone shows the turn's
+        // cost added to the total it had, and takes this one as it comes).
         if let Some(cost) = cost {
-            // A locked, fsynced file: not on the runtime's threads, and not on the
-            // turn's path either: the phones have the total once it is counted, and
-            // the write goes on without the result. (A write that fails after that
-            // is logged; the next turn counts from what the file has.)
+            // A locked, fsynced file: not on the runtime's threads; the phones have the
+            // total once it is counted, and the write goes on without them (or
+            // `agent_idle`). A write that fails after that is logged; the next turn
+            // counts from what the file has.
             let spend = self.cfg.spend.clone();
             let day = super::spend::local_day();
             let (counted, total) = oneshot::channel();
@@ -1282,20 +1298,6 @@ impl Session {
                 self.publish(Audience::All, &today.message());
             }
         }
-        // A long turn nobody watched is news; one a person interrupted is not.
-        if !self.interrupted {
-            let done = Notice::about(NoticeKind::TurnDone, &sid, &self.rec.name);
-            let took = std::time::Duration::from_millis(result.duration_ms.unwrap_or(0));
-            let looking = self.clients.looking_at(&sid);
-            self.cfg.push.alerts.turn_done(done, took, looking);
-        }
-        self.record(ServerMsg::Result {
-            cost,
-            duration: result.duration_ms,
-            usage: result.usage,
-            session_id: self.rec.session_id.clone(),
-            queue_length: Some(self.queue.len()),
-        });
         self.end_turn(&sid).await;
         self.next_from_queue().await;
     }

@@ -38,6 +38,7 @@ const ui = {
   replayed: new Set(), // the clientMessageIds in the history being replayed
   commands: new Map(), // sessionId → the slash commands its CLI offers
   today: null, // what every session's turns cost today, in USD, as the computer counts
+  todayShown: null, // the element showing it under the last turn that ended here
   replaying: false, // between history_replay_start and _end of the active session
   busy: new Set(), // sessions with a turn running
   banner: null,
@@ -169,9 +170,15 @@ function turnCost(msg) {
   if (input || output) parts.push(`${input.toLocaleString()} in / ${output.toLocaleString()} out tokens`);
   if (!parts.length) return;
   if (Number.isFinite(cost)) parts.push(`this conversation $${ui.spent.toFixed(4)}`);
-  // Today's total belongs to a turn that just ended, not to one replayed from history.
-  if (ui.today !== null && !ui.replaying) parts.push(`today $${ui.today.toFixed(2)}`);
   const line = el("div", "cost", parts.join(" · "));
+  // Today's total belongs to a turn that just ended, not to one replayed from history.
+  // The computer's count (`today_cost`) follows the result; until it comes, the turn's
+  // cost is added to the total this phone had.
+  if (ui.today !== null && !ui.replaying) {
+    if (Number.isFinite(cost)) ui.today += cost;
+    ui.todayShown = el("span", "", `today $${ui.today.toFixed(2)}`);
+    line.append(" · ", ui.todayShown);
+  }
   $("conversation").append(line);
   scrollDown();
 }
@@ -560,7 +567,10 @@ function onMessage(msg) {
       }
       break;
     case "today_cost":
-      if (Number.isFinite(msg.costUsd)) ui.today = msg.costUsd;
+      if (Number.isFinite(msg.costUsd)) {
+        ui.today = msg.costUsd;
+        if (ui.todayShown) ui.todayShown.textContent = `today $${msg.costUsd.toFixed(2)}`;
+      }
       break;
     case "claude_ready":
       if (msg.slashCommands?.length) ui.commands.set(msg.sessionId, msg.slashCommands);
