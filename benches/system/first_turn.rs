@@ -2,16 +2,26 @@
 //! phone and type. Timed from the input to its `result`, two ways: typed once the phone
 //! has heard that the session's CLI is up (it is started as the session opens,
 //! `[worker] warm_clis`), and sent the instant the session opens, while the CLI is
-//! still starting (what every first turn cost before CLIs were started ahead).
+//! still starting (what every first turn cost before CLIs were started ahead). Turn
+//! about with the first, the bare CLI's own first turn once it is up: the floor.
+
+use std::path::Path;
 
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::report::{secs, Figure, Pct, Row};
+use crate::bare::BareCli;
+use crate::report::{pct, secs, sorted, Figure, Pct, Row};
 use crate::system::System;
 use crate::Plan;
 
-pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
+pub async fn run(
+    sys: &System,
+    plan: &Plan,
+    agent: &'static str,
+    claude: &Path,
+    env: &[(String, String)],
+) -> Figure {
     let mut phone = sys.phone("first-turn phone").await;
     // Room for a new session: the figures before this one left the limit's worth.
     phone.send(json!({"type": "list_sessions"})).await;
@@ -33,8 +43,12 @@ pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
             )
             .await;
     }
-    let (mut warm, mut at_once) = (Vec::new(), Vec::new());
+    let (mut warm, mut at_once, mut bare) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..plan.first_turns {
+        let mut cli = BareCli::start(claude, env);
+        cli.initialize().await;
+        bare.push(cli.turn("REPLY the first answer").await);
+        cli.stop().await;
         // A phone per run, as a person opens sessions minutes apart: one connection
         // opening 40 in a row would meet its message budget (100 a minute).
         phone = sys.phone("first-turn phone").await;
@@ -86,10 +100,29 @@ pub async fn run(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
     figure.rows.push(Row::percentiles(
         "first turn of a new session, sent the instant it opens: input → result",
         agent,
-        runs,
+        runs.clone(),
         &at_once,
         secs,
         None,
     ));
+    figure.rows.push(Row::percentiles(
+        "first turn of the bare CLI once up, the floor: stdin line → result line",
+        agent,
+        runs.clone(),
+        &bare,
+        secs,
+        None,
+    ));
+    let median = |xs: &[f64]| pct(&sorted(xs), 50.0);
+    figure.rows.push(Row {
+        figure: "what Chroxy adds to a first turn once its CLI is up (difference of the medians)"
+            .into(),
+        agent,
+        runs,
+        p50: crate::warm_turn::signed(median(&warm) - median(&bare)),
+        p95: "-".into(),
+        p99: "-".into(),
+        target: None,
+    });
     figure
 }

@@ -17,7 +17,7 @@
 //! - `recovery.rs`: kill -9 and rollback → phone re-authenticated.
 //! - `memory.rs`: supervisor + worker RSS.
 //! - `first_turn.rs`, `warm_turn.rs`: a new session's first turn; a warm turn through
-//!   Chroxy and by the bare CLI (the floor).
+//!   Chroxy; each beside the bare CLI's (`bare.rs`), the floor.
 //! - `stream.rs`: CLI line → phone frame (plain and end-to-end encrypted); fan-out to 50 phones.
 //! - `encryption.rs`: protocol v2's handshake and the cost of sealing a frame.
 //! - `permissions.rs`: the permission round trip, timed by `fake-claude`.
@@ -29,6 +29,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+mod bare;
 mod client;
 mod encryption;
 mod first_turn;
@@ -269,7 +270,7 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     let memory = memory::run(&sys, plan, real.label()).await;
     let kills = recovery::kills(&sys, plan, real.label()).await;
     let rollbacks = recovery::rollbacks(&sys, plan, real.label()).await;
-    let mut first_turns = first_turn::run(&sys, plan, real.label()).await;
+    let mut first_turns = first_turn::run(&sys, plan, real.label(), &claude, &cli_env).await;
     let warm_turns = warm_turn::run(&sys, plan, real.label(), &claude, &cli_env).await;
     sys.stop().await;
     first_turns
@@ -280,7 +281,7 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     let turns = (memory::SESSIONS * 3
         + 2 * plan.kills
         + plan.rollbacks
-        + 2 * plan.first_turns
+        + 3 * plan.first_turns
         + 2 * (plan.warm_turns + 1)) as u64;
     assert!(
         model.turns_seen() >= turns,

@@ -227,15 +227,19 @@ pub const METHOD: &str = "\
   page afterwards).
 - First turn: a phone opens a new session and sends `REPLY the first answer` either once
   the session's `claude_ready` says its CLI is up, or the instant the session opens.
-  Clock: input sent → `result` on the phone.
+  Clock: input sent → `result` on the phone. Turn about, the floor: the same CLI binary
+  started by the bench alone (the arguments Chroxy gives it, a home of its own, the
+  same scripted model), up once it answered `initialize` as Chroxy's CLIs are, then the
+  same first turn, its stdin line written → its `result` line read. The last row is
+  the difference of the medians of that and the first row.
 - Warm turn: on a session whose CLI already answered once, `REPLY the warm answer`,
-  input sent → `result` on the phone; and the same CLI binary started by the bench
-  alone (the arguments Chroxy gives it, a home of its own, the same scripted model,
-  one turn already answered), the same turn, its stdin line written → its `result`
-  line read. The system's message budget is raised past the default 100 a minute
-  (the limiter still runs) for 100 of each, turn about, so that whatever else the
-  machine does falls on both alike; fewer cannot resolve a millisecond, as the CLI's own turn varies by ten.
-  The third row is the difference of the two medians: what Chroxy adds.
+  input sent → `result` on the phone; and the bare CLI as above (`initialize`
+  answered, one turn already answered), the same turn, its stdin line written → its
+  `result` line read. The system's message budget is raised past the default 100 a
+  minute (the limiter still runs) for 100 of each, turn about, so that whatever else
+  the machine does falls on both alike; fewer cannot resolve a millisecond, as the
+  CLI's own turn varies by ten. The third row is the difference of the two medians:
+  what Chroxy adds.
 - What Chroxy holds a warm turn for, with no CLI in it: on the default configuration
   but for a message budget they fit in (the default is 100 a minute), 200 turns of
   `fake-claude`'s `STAMP 20` after one warm-up turn. Its stdin reader stamps the input

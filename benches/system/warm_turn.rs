@@ -4,11 +4,11 @@
 //! same run. The difference of the medians is what Chroxy adds to a turn.
 
 use std::path::Path;
-use std::process::Stdio;
 
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use serde_json::json;
 use tokio::time::Instant;
+
+use crate::bare::BareCli;
 
 use crate::client::{now_ns, str_field};
 use crate::report::{pct, secs, sorted, Figure, Row};
@@ -36,45 +36,10 @@ pub async fn run(
         .turn("REPLY warm up", Some(&str_field(&opened, "sessionId")))
         .await;
 
-    // The bare CLI, started as Chroxy starts it, in a home and directory of its own.
-    let dir = tempfile::tempdir().expect("a directory for the bare CLI");
-    let mut cli = tokio::process::Command::new(claude)
-        .args(chroxy::agent::STREAM_JSON_ARGS)
-        .args(["--permission-mode", "default"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the bare CLI");
-    let mut stdin = cli.stdin.take().expect("its stdin");
-    let mut lines = BufReader::new(cli.stdout.take().expect("its stdout")).lines();
-    let mut bare_turn = async |text: &str| -> f64 {
-        let line = json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": text}]}});
-        let sent = Instant::now();
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .expect("writing to the bare CLI");
-        loop {
-            let line = tokio::time::timeout(crate::client::STEP, lines.next_line())
-                .await
-                .expect("the bare CLI answered nothing in time")
-                .expect("reading the bare CLI")
-                .expect("the bare CLI exited");
-            let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["type"] == "result" {
-                assert_eq!(v["is_error"], false, "the bare CLI's turn failed: {line}");
-                return sent.elapsed().as_secs_f64();
-            }
-        }
-    };
-    bare_turn("REPLY warm up").await;
+    // The bare CLI, its conversation warmed up the same way.
+    let mut cli = BareCli::start(claude, env);
+    cli.initialize().await;
+    cli.turn("REPLY warm up").await;
 
     // Turn about, so that whatever else the machine does falls on both alike.
     let (mut chroxy, mut bare) = (Vec::new(), Vec::new());
@@ -84,10 +49,9 @@ pub async fn run(
         phone.until_type("result", "the warm turn's result").await;
         chroxy.push(sent.elapsed().as_secs_f64());
         phone.until_type("agent_idle", "the warm turn's end").await;
-        bare.push(bare_turn(TURN).await);
+        bare.push(cli.turn(TURN).await);
     }
-    drop(stdin);
-    let _ = cli.wait().await;
+    cli.stop().await;
 
     let runs = format!("{} turns", plan.warm_turns);
     let median = |xs: &[f64]| pct(&sorted(xs), 50.0);
@@ -195,7 +159,7 @@ fn ns_secs(ns: u64) -> f64 {
 }
 
 /// A difference of durations, with its sign.
-fn signed(s: f64) -> String {
+pub fn signed(s: f64) -> String {
     if s < 0.0 {
         format!("-{}", secs(-s))
     } else {
