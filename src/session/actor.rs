@@ -630,6 +630,10 @@ impl Session {
         let kept = self.keep_files(attachments).await?;
         let (infos, blocks) = kept.into_iter().map(|k| (k.info, k.block)).unzip();
         let entry = self.accept_input(&text, infos, id, from);
+        // Written while the turn starts; on disk before the phone is told the input is
+        // taken (`start_turn` says why the CLI need not wait for it).
+        self.save();
+        let saving = self.saves;
         let notable = serde_json::to_vec(&entry).is_ok_and(|j| j.len() <= NOTED_INPUT_MAX);
         let turn = UserTurn {
             text,
@@ -637,20 +641,12 @@ impl Session {
             entry,
             notable,
         };
-        // On disk before the phone is told the input is taken. A turn started now is
-        // written once its CLI has the input (`start_turn` says why it need not wait),
-        // so that writing it (the whole record, serialized) does not take a core from
-        // the way there.
-        let on_disk = match queued {
-            true => {
-                self.queue.push_back(turn);
-                false
-            }
-            false => self.start_turn(turn).await,
-        };
-        if !on_disk {
-            self.persist().await;
+        if queued {
+            self.queue.push_back(turn);
+        } else {
+            self.start_turn(turn).await;
         }
+        self.saved(saving).await;
         Ok(())
     }
 
@@ -944,8 +940,7 @@ impl Session {
         self.refresh_info();
     }
 
-    /// Returns whether the record, with the input, is on disk already.
-    async fn start_turn(&mut self, turn: UserTurn) -> bool {
+    async fn start_turn(&mut self, turn: UserTurn) {
         self.turn_began();
         let notable = turn.notable;
         self.turns += 1;
@@ -961,7 +956,8 @@ impl Session {
             _ => false,
         };
         if !noted {
-            self.persist().await;
+            // Every save so far includes this input.
+            self.saved(self.saves).await;
         }
         let sent = match (&self.agent, &self.current_input) {
             (Some(agent), Some(turn)) => agent.send_user(&turn.text, &turn.blocks).await.is_ok(),
@@ -971,14 +967,12 @@ impl Session {
             // The process died between start and now; its Exited event ends the turn.
             tracing::warn!("agent input closed before the turn could be sent");
         }
-        !noted
     }
 
     async fn next_from_queue(&mut self) {
         while let Some(turn) = self.queue.pop_front() {
             match self.ensure_agent().await {
                 Ok(()) => {
-                    // Its input was on disk before it was queued.
                     self.start_turn(turn).await;
                     return;
                 }
@@ -1280,11 +1274,6 @@ impl Session {
             session_id: self.rec.session_id.clone(),
             queue_length: Some(self.queue.len()),
         });
-        // The phones' connections write the result before this task goes on with its
-        // bookkeeping (the spend, the note, the disk): the last connection woken from
-        // here waits in this thread's next-task slot, which no other thread may take,
-        // until this task yields.
-        tokio::task::yield_now().await;
         // Every phone keeps the day's total, whichever session it looks at. It follows
         // the result: counting it takes the spend file's lock and a blocking thread (a
         // few hundred µs), which the result need not wait for (a phone shows the turn's
