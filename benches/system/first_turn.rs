@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::bare::BareCli;
-use crate::report::{pct, secs, sorted, Figure, Pct, Row};
+use crate::report::{secs, Figure, Pct, Row};
 use crate::system::System;
 use crate::Plan;
 
@@ -113,16 +113,12 @@ pub async fn run(
         secs,
         None,
     ));
-    let median = |xs: &[f64]| pct(&sorted(xs), 50.0);
-    figure.rows.push(Row {
-        figure: "what Chroxy adds to a first turn once its CLI is up (difference of the medians)"
-            .into(),
+    figure.rows.push(Row::difference_of_medians(
+        "what Chroxy adds to a first turn once its CLI is up (difference of the medians)",
         agent,
         runs,
-        p50: crate::warm_turn::signed(median(&warm) - median(&bare)),
-        p95: "-".into(),
-        p99: "-".into(),
-        target: None,
-    });
+        (&warm, &bare),
+        None,
+    ));
     figure
 }

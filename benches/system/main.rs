@@ -290,11 +290,12 @@ async fn run(plan: &Plan) -> (Vec<Figure>, u64) {
     );
     model_stop.cancel();
 
-    // At the defaults: the attack on a fresh system, then throughput.
+    // What Chroxy holds a turn for, at the defaults but the message budget.
     let sys = System::start("bridge", &fake, BUDGET).await;
     let bridge = warm_turn::bridge(&sys, plan, fake.label()).await;
     sys.stop().await;
 
+    // At the defaults: the attack on a fresh system, then throughput.
     let sys = System::start("defaults", &fake, DEFAULTS).await;
     let (hostile, crashes) = hostile::storm(&sys, plan, fake.label()).await;
     let throughput = stream::throughput(&sys, plan, fake.label()).await;

@@ -100,6 +100,29 @@ impl Row {
         }
     }
 
+    /// What `samples` add over `floor`, taken in the same run: the difference of their
+    /// medians, with its sign, checked against `limit` (strictly below; `shown` is how
+    /// the target reads).
+    pub fn difference_of_medians(
+        figure: impl Into<String>,
+        agent: &'static str,
+        runs: impl Into<String>,
+        (samples, floor): (&[f64], &[f64]),
+        target: Option<(f64, &str)>,
+    ) -> Self {
+        let median = |xs: &[f64]| pct(&sorted(xs), 50.0);
+        let added = median(samples) - median(floor);
+        Self {
+            figure: figure.into(),
+            agent,
+            runs: runs.into(),
+            p50: signed(added),
+            p95: "-".into(),
+            p99: "-".into(),
+            target: target.map(|(limit, shown)| (format!("p50 < {shown}"), added < limit)),
+        }
+    }
+
     /// A row with one value (a count) instead of percentiles.
     pub fn count(
         figure: impl Into<String>,
@@ -289,3 +312,12 @@ pub const METHOD: &str = "\
   phone on 127.0.0.1 connects every 100 ms: the figure is connect → `auth_ok`, retried at
   once when the public port drops the attempt. Restarts: the status page's count before
   and after, and the state must not have moved.";
+
+/// A difference of durations, with its sign.
+fn signed(s: f64) -> String {
+    if s < 0.0 {
+        format!("-{}", secs(-s))
+    } else {
+        format!("+{}", secs(s))
+    }
+}

@@ -9,9 +9,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::bare::BareCli;
-
 use crate::client::{now_ns, str_field};
-use crate::report::{pct, secs, sorted, Figure, Row};
+use crate::report::{secs, Figure, Row};
 use crate::system::System;
 use crate::Plan;
 
@@ -54,8 +53,6 @@ pub async fn run(
     cli.stop().await;
 
     let runs = format!("{} turns", plan.warm_turns);
-    let median = |xs: &[f64]| pct(&sorted(xs), 50.0);
-    let overhead = median(&chroxy) - median(&bare);
     let mut figure = Figure::default();
     figure.rows.push(Row::percentiles(
         "warm turn through Chroxy: input → result on the phone",
@@ -73,15 +70,13 @@ pub async fn run(
         secs,
         None,
     ));
-    figure.rows.push(Row {
-        figure: "what Chroxy adds to a warm turn (difference of the medians)".into(),
+    figure.rows.push(Row::difference_of_medians(
+        "what Chroxy adds to a warm turn (difference of the medians)",
         agent,
         runs,
-        p50: signed(overhead),
-        p95: "-".into(),
-        p99: "-".into(),
-        target: Some(("p50 < 2 ms".into(), overhead < 0.002)),
-    });
+        (&chroxy, &bare),
+        Some((0.002, "2 ms")),
+    ));
     figure
 }
 
@@ -156,13 +151,4 @@ pub async fn bridge(sys: &System, plan: &Plan, agent: &'static str) -> Figure {
 
 fn ns_secs(ns: u64) -> f64 {
     ns as f64 / 1e9
-}
-
-/// A difference of durations, with its sign.
-pub fn signed(s: f64) -> String {
-    if s < 0.0 {
-        format!("-{}", secs(-s))
-    } else {
-        format!("+{}", secs(s))
-    }
 }
