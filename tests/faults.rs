@@ -201,6 +201,66 @@ async fn an_input_its_cli_read_but_the_disk_never_saw_is_taken_once_by_the_succe
     assert_eq!(inputs, ["carried over", "next"]);
 }
 
+#[tokio::test]
+async fn a_prompt_is_in_the_supervisors_note_before_any_phone_is_shown_it() {
+    // The CLI asks once. Were the worker killed right after a phone was shown a prompt
+    // that the supervisor's note did not hold yet, its successor would take the CLI over
+    // without asking again: the phone's prompt gone, the CLI waiting until it times out.
+    // So the moment the phone has the prompt, the supervisor's end of the keeper channel
+    // must already hold it; it is read there and then, without waiting.
+    let (worker_end, supervisor_end) = tokio_seqpacket::UnixSeqpacket::pair().unwrap();
+    let (link, _adopted) = chroxy::keeper::Link::over(worker_end, "w1");
+    let supervisor = std::os::unix::net::UnixDatagram::from(
+        std::os::fd::AsFd::as_fd(&supervisor_end)
+            .try_clone_to_owned()
+            .unwrap(),
+    );
+    supervisor.set_nonblocking(true).unwrap();
+    let HubScene {
+        hub,
+        mut phone,
+        _dir,
+        ..
+    } = HubScene::start_with(Some(link)).await;
+    let attached = phone.until(|v| v["type"] == "session_switched").await;
+    let input = ClientMsg::Input(Input {
+        data: "PERMISSION".into(),
+        session_id: attached["sessionId"].as_str().map(str::to_owned),
+        client_message_id: Some("m1".into()),
+        attachments: vec![],
+    });
+    let phone_id = phone.id.clone();
+    // The phone is a task of its own: on this single-threaded runtime, tasks run in the
+    // order they were woken, so it runs before any task the session wakes after telling
+    // it (the link's, sending a note) and nothing runs between its frame and its read.
+    let phone = tokio::spawn(async move {
+        let asked = phone.until(|v| v["type"] == "permission_request").await;
+        let mut last_note = None;
+        let mut packet = vec![0u8; 256 * 1024];
+        loop {
+            match supervisor.recv(&mut packet) {
+                Ok(n) => {
+                    let msg: chroxy::keeper::Msg = serde_json::from_slice(&packet[..n]).unwrap();
+                    if let chroxy::keeper::Msg::Note { note, .. } = msg {
+                        last_note = Some(note);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("reading the supervisor's end: {e}"),
+            }
+        }
+        (asked, last_note)
+    });
+    hub.handle(&phone_id, input).await;
+    let (asked, last_note) = phone.await.unwrap();
+    let note = last_note.expect("the supervisor was told of the CLI");
+    assert!(note.busy, "{note:?}");
+    let asks: Vec<&str> = note.asks.iter().map(|a| a.request_id.as_str()).collect();
+    assert_eq!(asks, [asked["requestId"].as_str().unwrap()], "{note:?}");
+    assert_eq!(note.asks[0].request["tool_name"], "Bash");
+    hub.shutdown().await;
+}
+
 /// A hub of sessions run by `fake-claude` in a home of its own, with no supervisor, and
 /// a phone it has welcomed.
 struct HubScene {
@@ -214,6 +274,11 @@ struct HubScene {
 
 impl HubScene {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// With the CLIs' pipes and notes going to `keeper`, as under a supervisor.
+    async fn start_with(keeper: Option<chroxy::keeper::Link>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let paths = chroxy::store::Paths::under(dir.path().join("home"));
         let project = dir.path().canonicalize().unwrap();
@@ -235,7 +300,7 @@ impl HubScene {
             welcome_notice: None,
             push: chroxy::push::WorkerPush::new(&paths, &Default::default(), false, None).0,
             deploy: None,
-            keeper: None,
+            keeper,
             standby: false,
         })
         .await;

@@ -323,10 +323,9 @@ impl Agent {
         env::confine(&mut cmd, env);
         // Its own mark under this worker's: the supervisor can spare it (and its tools)
         // when this worker dies, and kill it by it when nobody adopts it.
-        let mark = keep.and_then(|k| {
-            let worker = std::env::var(process::WORKER_MARK).ok()?;
-            Some(format!("{worker}.{}.{generation}", k.session))
-        });
+        let mark = keep
+            .as_ref()
+            .map(|k| k.link.mark_for(k.session, generation));
         if let Some(mark) = &mark {
             cmd.env(process::WORKER_MARK, mark);
         }

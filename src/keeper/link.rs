@@ -15,6 +15,8 @@ use super::{kept, recv, send, AgentId, AgentNote, Kept, Msg, WireError};
 #[derive(Debug, Clone)]
 pub struct Link {
     out: mpsc::UnboundedSender<Outgoing>,
+    /// This worker's mark, under which its CLIs are marked.
+    worker: std::sync::Arc<str>,
 }
 
 /// A message on its way, and who wants to know once it is sent.
@@ -46,9 +48,12 @@ pub enum LinkError {
 
 impl Link {
     /// Connects to the supervisor's keeper at `path`, which must be held by this
-    /// process's parent. Returns the link and where the CLIs handed to this worker
-    /// arrive.
-    pub async fn connect(path: &Path) -> Result<(Self, mpsc::Receiver<Kept>), LinkError> {
+    /// process's parent, for the worker it marked `worker`. Returns the link and where
+    /// the CLIs handed to this worker arrive.
+    pub async fn connect(
+        path: &Path,
+        worker: &str,
+    ) -> Result<(Self, mpsc::Receiver<Kept>), LinkError> {
         let shown = path.display().to_string();
         let socket = UnixSeqpacket::connect(path)
             .await
@@ -65,11 +70,12 @@ impl Link {
                 expected,
             });
         }
-        Ok(Self::over(socket))
+        Ok(Self::over(socket, worker))
     }
 
-    /// A link over a connected socket (the caller checked who is at the other end).
-    pub(crate) fn over(socket: UnixSeqpacket) -> (Self, mpsc::Receiver<Kept>) {
+    /// A link over a connected socket for the worker marked `worker` (the caller
+    /// checked who is at the other end).
+    pub fn over(socket: UnixSeqpacket, worker: &str) -> (Self, mpsc::Receiver<Kept>) {
         let (out, mut outgoing) = mpsc::unbounded_channel::<Outgoing>();
         let (adopted_tx, adopted) = mpsc::channel(64);
         tokio::spawn(async move {
@@ -106,7 +112,13 @@ impl Link {
                 }
             }
         });
-        (Self { out }, adopted)
+        let worker = worker.into();
+        (Self { out, worker }, adopted)
+    }
+
+    /// The mark of a CLI this worker starts: `<worker mark>.<session>.<generation>`.
+    pub fn mark_for(&self, session: &str, generation: u64) -> String {
+        format!("{}.{session}.{generation}", self.worker)
     }
 
     /// The supervisor holds the CLI's pipes from now on (duplicates are sent).

@@ -56,7 +56,9 @@ async fn keeper_and_link(
     let keeping = Keeping::listen(dir.path().join("k.sock"), mark.to_owned()).unwrap();
     keeping.handle().expect(pid);
     let path = dir.path().join("k.sock");
-    let link = UnixSeqpacket::connect(&path).await.map(Link::over);
+    let link = UnixSeqpacket::connect(&path)
+        .await
+        .map(|socket| Link::over(socket, mark));
     if pid == std::process::id() {
         // Admitted: the keeper takes its socket off the file system then.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -214,12 +216,12 @@ async fn a_link_refuses_a_keeper_that_is_not_its_parent() {
     let path = dir.path().join("k.sock");
     // Bound by this process, which is not its own parent: an impostor's socket.
     let _listener = tokio_seqpacket::UnixSeqpacketListener::bind(&path).unwrap();
-    let err = Link::connect(&path).await.unwrap_err();
+    let err = Link::connect(&path, "w").await.unwrap_err();
     assert!(matches!(err, link::LinkError::Impostor { .. }), "{err}");
     assert!(err
         .to_string()
         .contains("not held by this worker's supervisor"));
-    let missing = Link::connect(&dir.path().join("none.sock"))
+    let missing = Link::connect(&dir.path().join("none.sock"), "w")
         .await
         .unwrap_err();
     assert!(

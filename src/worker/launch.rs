@@ -213,14 +213,19 @@ async fn run(launch: Launch) -> Result<(), LaunchError> {
         crate::session::DeployLink::new(deploy_asks, crate::devices::Devices::new(&paths))
     });
     // The supervisor holds the CLIs' pipes too, so that they outlive this worker.
-    let (keeper, adopted) = match std::env::var_os(crate::keeper::KEEPER_VAR) {
-        Some(path) if supervised => match crate::keeper::Link::connect(path.as_ref()).await {
-            Ok((link, adopted)) => (Some(link), Some(adopted)),
-            Err(err) => {
-                tracing::warn!(%err, "CLIs will not outlive this worker");
-                (None, None)
+    // Its CLIs are marked under this worker's mark, which the supervisor set.
+    let keeper_at = std::env::var_os(crate::keeper::KEEPER_VAR)
+        .zip(std::env::var(crate::process::WORKER_MARK).ok());
+    let (keeper, adopted) = match keeper_at {
+        Some((path, mark)) if supervised => {
+            match crate::keeper::Link::connect(path.as_ref(), &mark).await {
+                Ok((link, adopted)) => (Some(link), Some(adopted)),
+                Err(err) => {
+                    tracing::warn!(%err, "CLIs will not outlive this worker");
+                    (None, None)
+                }
             }
-        },
+        }
         _ => (None, None),
     };
     let hub = Hub::start(SessionsConfig {

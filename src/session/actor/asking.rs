@@ -44,6 +44,7 @@ impl Session {
                 .prompts
                 .add(id, request_id, Ask::Question { input }, Instant::now());
             let (msg, id) = (prompt.to_msg(&sid, Instant::now()), prompt.id.clone());
+            self.noted_before_told().await;
             self.publish(Audience::All, &msg);
             self.push_waiting(NoticeKind::Question, id, None);
             return;
@@ -117,8 +118,19 @@ impl Session {
             .prompts
             .add(request_id.clone(), request_id, ask, Instant::now());
         let (msg, id) = (prompt.to_msg(&sid, Instant::now()), prompt.id.clone());
+        self.noted_before_told().await;
         self.publish(Audience::All, &msg);
         self.push_waiting(NoticeKind::Permission, id, Some(tool));
+    }
+
+    /// A prompt the CLI waits on is in the supervisor's note before any phone hears of
+    /// it. The CLI asks once: a worker killed between telling the phones and the note
+    /// would leave a successor that never asks again, and a phone whose prompt vanished
+    /// with the CLI still waiting on it, until it times out. The note is a packet away.
+    async fn noted_before_told(&mut self) {
+        if let Some(sent) = self.sync_note() {
+            let _ = sent.await;
+        }
     }
 
     /// A prompt waits: phones that are not looking are woken if it still waits after
