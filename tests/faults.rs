@@ -202,20 +202,180 @@ async fn an_input_its_cli_read_but_the_disk_never_saw_is_taken_once_by_the_succe
 }
 
 #[tokio::test]
-async fn a_prompt_is_in_the_supervisors_note_before_any_phone_is_shown_it() {
-    // The CLI asks once. Were the worker killed right after a phone was shown a prompt
-    // that the supervisor's note did not hold yet, its successor would take the CLI over
-    // without asking again: the phone's prompt gone, the CLI waiting until it times out.
-    // So the moment the phone has the prompt, the supervisor's end of the keeper channel
-    // must already hold it; it is read there and then, without waiting.
+async fn a_turn_whose_end_the_phones_saw_but_the_disk_never_did_is_whole_on_the_successor() {
+    // A worker killed after telling its phones a turn was over and before its disk had
+    // it leaves an idle CLI and a saved record whose last input has no answer. The
+    // supervisor's note carries the turn's end: the successor is idle (not waiting for
+    // a result the CLI already gave), replays the turn once, and the CLI takes the next
+    // input.
+    let HubScene {
+        paths,
+        project,
+        hub,
+        mut phone,
+        _dir,
+    } = HubScene::start().await;
+    let attached = phone.until(|v| v["type"] == "session_switched").await;
+    let session = attached["sessionId"].as_str().unwrap().to_owned();
+    let mut cli = std::process::Command::new(fake_claude())
+        .current_dir(&project)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = cli.id();
+    let entry = |v: Value| -> std::sync::Arc<chroxy::protocol::ServerMsg> {
+        std::sync::Arc::new(serde_json::from_value(v).unwrap())
+    };
+    let now = chroxy::protocol::now_ms();
+    let ended = vec![
+        entry(
+            json!({"type": "message", "messageType": "user_input", "content": "the lost turn",
+            "timestamp": now, "sessionId": session, "clientMessageId": "m1"}),
+        ),
+        entry(
+            json!({"type": "message", "messageType": "response", "content": "its answer",
+            "timestamp": now, "sessionId": session}),
+        ),
+        entry(
+            json!({"type": "result", "cost": 0.01, "duration": 5, "usage": {},
+            "sessionId": session}),
+        ),
+    ];
+    hub.adopt(chroxy::keeper::Kept {
+        agent: chroxy::keeper::AgentId {
+            mark: format!("lost.{session}.1"),
+            session: session.clone(),
+            pid,
+            start_ticks: chroxy::process::stat_of(pid).map(|s| s.start_ticks),
+        },
+        pipes: chroxy::keeper::Pipes {
+            stdin: cli.stdin.take().unwrap().into(),
+            stdout: cli.stdout.take().unwrap().into(),
+            stderr: cli.stderr.take().unwrap().into(),
+        },
+        note: chroxy::keeper::AgentNote {
+            busy: false,
+            ended,
+            ..Default::default()
+        },
+    })
+    .await;
+
+    // A phone that comes now is shown the turn once, and an idle session.
+    let mut back = Phone::join(&hub);
+    hub.welcome(&back.id).await;
+    back.until(|v| v["type"] == "history_replay_end").await;
+    let count = |frames: &[Value], what: &str| {
+        frames
+            .iter()
+            .filter(|v| v["type"] == "message" && v["content"] == what)
+            .count()
+    };
+    assert_eq!(count(&back.frames, "the lost turn"), 1, "{:?}", back.frames);
+    assert_eq!(count(&back.frames, "its answer"), 1, "{:?}", back.frames);
+    let list = back
+        .frames
+        .iter()
+        .find(|v| v["type"] == "session_list")
+        .unwrap();
+    assert_eq!(list["sessions"][0]["isBusy"], false, "{list}");
+
+    // The same CLI takes the next input.
+    let next = ClientMsg::Input(Input {
+        data: "next".into(),
+        session_id: Some(session.clone()),
+        client_message_id: Some("m2".into()),
+        attachments: vec![],
+    });
+    hub.handle(&back.id, next).await;
+    back.until(|v| v["type"] == "result").await;
+    assert_eq!(streamed_text(&back.frames), "next");
+    hub.shutdown().await;
+    let _ = cli.wait();
+    let file = paths.sessions_dir().join(format!("{session}.json"));
+    let record: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let kinds: Vec<String> = record["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}",
+                m["type"].as_str().unwrap(),
+                m["content"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "message the lost turn",
+            "message its answer",
+            "result ",
+            "message next",
+            "message next",
+            "result "
+        ],
+        "{kinds:?}"
+    );
+}
+
+/// The supervisor's end of a keeper channel, read without waiting: what the worker had
+/// sent it by the moment of the read.
+struct SupervisorEnd {
+    socket: std::os::unix::net::UnixDatagram,
+    last: Option<chroxy::keeper::AgentNote>,
+}
+
+impl SupervisorEnd {
+    fn of(socket: &tokio_seqpacket::UnixSeqpacket) -> Self {
+        let own = std::os::fd::AsFd::as_fd(socket)
+            .try_clone_to_owned()
+            .unwrap();
+        let socket = std::os::unix::net::UnixDatagram::from(own);
+        socket.set_nonblocking(true).unwrap();
+        Self { socket, last: None }
+    }
+
+    /// The last note the worker sent so far.
+    fn note(&mut self) -> &chroxy::keeper::AgentNote {
+        let mut packet = vec![0u8; 256 * 1024];
+        loop {
+            match self.socket.recv(&mut packet) {
+                Ok(n) => {
+                    let msg: chroxy::keeper::Msg = serde_json::from_slice(&packet[..n]).unwrap();
+                    if let chroxy::keeper::Msg::Note { note, .. } = msg {
+                        self.last = Some(note);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("reading the supervisor's end: {e}"),
+            }
+        }
+        self.last
+            .as_ref()
+            .expect("the supervisor was told of the CLI")
+    }
+}
+
+fn content(msg: &chroxy::protocol::ServerMsg) -> Value {
+    serde_json::to_value(msg).unwrap()
+}
+
+#[tokio::test]
+async fn what_a_phone_is_shown_of_a_turn_is_in_the_supervisors_note_first() {
+    // Were the worker killed right after a phone was shown that a turn runs, that the
+    // CLI asks something, or that the turn is over, its successor, taking the CLI over
+    // with the supervisor's note and the disk, must know it too: a turn it knew nothing
+    // of would run twice, a prompt would never be asked again (the CLI asks once), and a
+    // successor that believed the CLI busy would wait for a result the CLI already gave
+    // and replay the conversation without it. So at each of these moments the
+    // supervisor's end of the keeper channel already holds it, read there and then.
     let (worker_end, supervisor_end) = tokio_seqpacket::UnixSeqpacket::pair().unwrap();
     let (link, _adopted) = chroxy::keeper::Link::over(worker_end, "w1");
-    let supervisor = std::os::unix::net::UnixDatagram::from(
-        std::os::fd::AsFd::as_fd(&supervisor_end)
-            .try_clone_to_owned()
-            .unwrap(),
-    );
-    supervisor.set_nonblocking(true).unwrap();
+    let mut supervisor = SupervisorEnd::of(&supervisor_end);
     let HubScene {
         hub,
         mut phone,
@@ -229,35 +389,42 @@ async fn a_prompt_is_in_the_supervisors_note_before_any_phone_is_shown_it() {
         client_message_id: Some("m1".into()),
         attachments: vec![],
     });
-    let phone_id = phone.id.clone();
-    // The phone is a task of its own: on this single-threaded runtime, tasks run in the
+    let (phone_id, answers) = (phone.id.clone(), hub.clone());
+    // The phone is a task of its own: on this single-threaded runtime tasks run in the
     // order they were woken, so it runs before any task the session wakes after telling
-    // it (the link's, sending a note) and nothing runs between its frame and its read.
+    // it (the link's, sending a note), and nothing runs between its frame and its read.
     let phone = tokio::spawn(async move {
+        phone.until(|v| v["type"] == "agent_busy").await;
+        let note = supervisor.note();
+        assert!(note.busy, "{note:?}");
+        let input = note.input.as_deref().map(content);
+        assert_eq!(input.unwrap()["content"], "PERMISSION", "{note:?}");
+
         let asked = phone.until(|v| v["type"] == "permission_request").await;
-        let mut last_note = None;
-        let mut packet = vec![0u8; 256 * 1024];
-        loop {
-            match supervisor.recv(&mut packet) {
-                Ok(n) => {
-                    let msg: chroxy::keeper::Msg = serde_json::from_slice(&packet[..n]).unwrap();
-                    if let chroxy::keeper::Msg::Note { note, .. } = msg {
-                        last_note = Some(note);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => panic!("reading the supervisor's end: {e}"),
-            }
-        }
-        (asked, last_note)
+        let note = supervisor.note();
+        let asks: Vec<&str> = note.asks.iter().map(|a| a.request_id.as_str()).collect();
+        assert_eq!(asks, [asked["requestId"].as_str().unwrap()], "{note:?}");
+        assert_eq!(note.asks[0].request["tool_name"], "Bash");
+
+        let allow = json!({"type": "permission_response", "requestId": asked["requestId"], "decision": "allow"});
+        answers
+            .handle(&phone.id, serde_json::from_value(allow).unwrap())
+            .await;
+        phone.until(|v| v["type"] == "result").await;
+        let note = supervisor.note();
+        assert!(!note.busy, "{note:?}");
+        let ended: Vec<Value> = note.ended.iter().map(|m| content(m)).collect();
+        assert_eq!(ended.first().unwrap()["content"], "PERMISSION", "{ended:?}");
+        assert!(
+            ended
+                .iter()
+                .any(|m| m["messageType"] == "response" && m["content"] == "permission allow"),
+            "{ended:?}"
+        );
+        assert_eq!(ended.last().unwrap()["type"], "result", "{ended:?}");
     });
     hub.handle(&phone_id, input).await;
-    let (asked, last_note) = phone.await.unwrap();
-    let note = last_note.expect("the supervisor was told of the CLI");
-    assert!(note.busy, "{note:?}");
-    let asks: Vec<&str> = note.asks.iter().map(|a| a.request_id.as_str()).collect();
-    assert_eq!(asks, [asked["requestId"].as_str().unwrap()], "{note:?}");
-    assert_eq!(note.asks[0].request["tool_name"], "Bash");
+    phone.await.unwrap();
     hub.shutdown().await;
 }
 

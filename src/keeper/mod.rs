@@ -86,6 +86,13 @@ pub struct AgentNote {
     /// `total_cost_usd` of its last result.
     #[serde(default)]
     pub cost: Option<f64>,
+    /// The turn that ended last (not busy), its input through its `result`, as the
+    /// session's history keeps them. The worker notes it before any phone hears the
+    /// turn is over and has it on disk only a moment after: a successor whose saved
+    /// record lacks the result adds them. Empty when the turn was too long to note (it
+    /// was on disk first then).
+    #[serde(default)]
+    pub ended: Vec<Arc<ServerMsg>>,
 }
 
 /// The messages of the keeper channel.

@@ -73,6 +73,11 @@ struct UserTurn {
 /// on disk before the CLI reads it. (A note is one packet, [`crate::keeper`].)
 const NOTED_INPUT_MAX: usize = 32 * 1024;
 
+/// The largest ended turn ([`approx_size`] of its entries) the supervisor is told of;
+/// a larger one is on disk before its `result` reaches a phone. Escaped as JSON it may
+/// grow, and still fits one note with room to spare.
+const NOTED_TURN_MAX: usize = 48 * 1024;
+
 /// Requests to a session task.
 #[derive(Debug)]
 pub(crate) enum Cmd {
@@ -184,6 +189,10 @@ pub(crate) struct Session {
     interrupted: bool,
     /// The input of the running turn, kept to retry it if `--resume` fails.
     current_input: Option<UserTurn>,
+    /// The turn that ended last, its input through its `result`, for the supervisor's
+    /// note until the next turn starts ([`Self::sync_note`]); empty when it would not
+    /// fit in one.
+    ended: Vec<Arc<ServerMsg>>,
     queue: VecDeque<UserTurn>,
     /// The files phones sent with their inputs.
     files: AttachmentStore,
@@ -245,6 +254,7 @@ impl Session {
             busy: false,
             interrupted: false,
             current_input: None,
+            ended: Vec::new(),
             turns: 0,
             queue: VecDeque::new(),
             files,
@@ -858,14 +868,37 @@ impl Session {
         self.slash_commands = note.commands;
         self.cost_so_far = note.cost.map(|cost| (self.generation, cost));
         self.idle_deadline = None;
-        if let Some(input) = note.input.filter(|_| note.busy) {
-            // The lost worker died between its CLI's stdin and the disk: what runs is
-            // this input's turn.
+        let input = match note.busy {
+            true => note.input.clone(),
+            false => note.ended.first().cloned(),
+        };
+        let mut changed = false;
+        if let Some(input) = input {
+            // The lost worker died between its CLI's stdin and the disk: what runs (or
+            // ran) is this input's turn.
             if !self.rec.history.iter().any(|m| **m == *input) {
                 tracing::info!("the lost worker's last input was not on disk; adding it");
                 self.remember(input);
-                self.save();
+                changed = true;
             }
+        }
+        // It may have died after telling the phones the turn was over and before the
+        // disk had all of it: the rest of the turn is the note's. (Inputs queued
+        // meanwhile are among its entries, and on disk already.)
+        let ended = note.ended.split_first().and_then(|(input, rest)| {
+            let at = self.rec.history.iter().rposition(|m| **m == **input)?;
+            Some((at + 1, rest))
+        });
+        if let Some((after, rest)) = ended {
+            for entry in rest {
+                if !self.rec.history.iter().skip(after).any(|m| **m == **entry) {
+                    self.remember(entry.clone());
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.save();
         }
         // A turn whose result is saved is over, whatever the note (sent a moment before).
         if note.busy && self.rec.cut_short() {
@@ -895,6 +928,7 @@ impl Session {
             asks,
             commands: self.slash_commands.len(),
             cost: cost.map(f64::to_bits),
+            ended: self.ended.len(),
         };
         if self.noted.as_ref() == Some(&key) {
             return None;
@@ -921,6 +955,7 @@ impl Session {
             asks,
             commands: self.slash_commands.clone(),
             cost,
+            ended: self.ended.clone(),
         });
         self.noted = Some(key);
         sent
@@ -941,10 +976,12 @@ impl Session {
     }
 
     async fn start_turn(&mut self, turn: UserTurn) {
-        self.turn_began();
+        // What the note says from now; the phones are told once it is safe (below).
+        self.busy = true;
         let notable = turn.notable;
         self.turns += 1;
         self.current_input = Some(turn);
+        self.ended.clear();
         // The CLI must not read an input that a successor could not know of: a worker
         // killed right after would leave a CLI running a turn its successor has no
         // record of, and the phone (never told the input was taken) would send it again
@@ -959,6 +996,9 @@ impl Session {
             // Every save so far includes this input.
             self.saved(self.saves).await;
         }
+        // Only now is any phone told: a successor of a worker killed after that knows
+        // of the turn.
+        self.turn_began();
         let sent = match (&self.agent, &self.current_input) {
             (Some(agent), Some(turn)) => agent.send_user(&turn.text, &turn.blocks).await.is_ok(),
             _ => false,
@@ -1267,25 +1307,49 @@ impl Session {
             let looking = self.clients.looking_at(&sid);
             self.cfg.push.alerts.turn_done(done, took, looking);
         }
-        self.record(ServerMsg::Result {
+        let result = self.remember(ServerMsg::Result {
             cost,
             duration: result.duration_ms,
             usage: result.usage,
             session_id: self.rec.session_id.clone(),
             queue_length: Some(self.queue.len()),
         });
+        // A successor must know the turn is over before any phone does: one that took
+        // the CLI over believing it busy would wait for a result the CLI already gave,
+        // and replay a conversation without it. The note is a packet away, the disk an
+        // fsync or two; the turn waits for the disk only when the note cannot carry it.
+        let input = self.turn_over();
+        self.ended = input
+            .and_then(|turn| self.since(&turn.entry))
+            .unwrap_or_default();
+        let noted = match self.sync_note() {
+            Some(sent) if !self.ended.is_empty() => sent.await.unwrap_or(false),
+            _ => false,
+        };
+        if !noted {
+            self.persist().await;
+        }
+        self.publish(Audience::Active(&sid), &result);
+        // The phones' connections write the result before this task goes on with its
+        // bookkeeping (the spend, the disk): the last connection woken from here waits
+        // in this thread's next-task slot, which no other thread may take, until this
+        // task yields.
+        tokio::task::yield_now().await;
         // Every phone keeps the day's total, whichever session it looks at. It follows
         // the result: counting it takes the spend file's lock and a blocking thread (a
         // few hundred µs), which the result need not wait for (a phone shows the turn's
         // cost added to the total it had, and takes this one as it comes).
+        let mut spent = None;
         if let Some(cost) = cost {
             // A locked, fsynced file: not on the runtime's threads; the phones have the
-            // total once it is counted, and the write goes on without them (or
-            // `agent_idle`). A write that fails after that is logged; the next turn
-            // counts from what the file has.
+            // total once it is counted, and the write goes on without them; `agent_idle`
+            // waits for it (a worker killed once a phone saw the turn settled must not
+            // forget its cost). A write that fails is logged; the next turn counts from
+            // what the file has.
             let spend = self.cfg.spend.clone();
             let day = super::spend::local_day();
             let (counted, total) = oneshot::channel();
+            let (written, on_disk) = oneshot::channel::<()>();
             tokio::task::spawn_blocking(move || {
                 let tell = |today: &super::spend::Today| {
                     let _ = counted.send(today.clone());
@@ -1293,27 +1357,60 @@ impl Session {
                 if let Err(err) = spend.add(&day, cost, tell) {
                     tracing::warn!(%err, "cannot keep the day's spend");
                 }
+                let _ = written.send(());
             });
             if let Ok(today) = total.await {
                 self.publish(Audience::All, &today.message());
             }
+            spent = Some(on_disk);
         }
-        self.end_turn(&sid).await;
+        if noted {
+            self.persist().await;
+        }
+        if let Some(on_disk) = spent {
+            if tokio::time::timeout(PERSIST_WAIT, on_disk).await.is_err() {
+                tracing::warn!("the day's spend not on disk after {PERSIST_WAIT:?}; going on");
+            }
+        }
+        self.told_idle(&sid);
         self.next_from_queue().await;
     }
 
-    async fn end_turn(&mut self, sid: &str) {
+    /// The turn is over: no longer busy or interrupted, and its input done with.
+    fn turn_over(&mut self) -> Option<UserTurn> {
         self.busy = false;
         self.interrupt_deadline = None;
         self.interrupted = false;
-        self.current_input = None;
         self.went_idle();
         self.rec.last_activity_at = now_ms();
+        self.current_input.take()
+    }
+
+    /// The history from `input` on (it included), if it is still there and small enough
+    /// for a note ([`NOTED_TURN_MAX`]).
+    fn since(&self, input: &Arc<ServerMsg>) -> Option<Vec<Arc<ServerMsg>>> {
+        let at = self
+            .rec
+            .history
+            .iter()
+            .rposition(|m| Arc::ptr_eq(m, input))?;
+        let turn = self.rec.history.range(at..);
+        let size: usize = turn.clone().map(|m| approx_size(m)).sum();
+        (size <= NOTED_TURN_MAX).then(|| turn.cloned().collect())
+    }
+
+    /// A turn ended without a result (its CLI is gone).
+    async fn end_turn(&mut self, sid: &str) {
+        self.turn_over();
         // The supervisor first: a successor that takes the CLI over must not wait for a
         // result it will never see.
         self.sync_note();
         // On disk before the phones hear the turn is over.
         self.persist().await;
+        self.told_idle(sid);
+    }
+
+    fn told_idle(&self, sid: &str) {
         self.publish(
             Audience::All,
             &ServerMsg::AgentIdle {
@@ -1416,6 +1513,8 @@ struct NoteKey {
     asks: Vec<String>,
     commands: usize,
     cost: Option<u64>,
+    /// Entries of the ended turn (they change only with `busy`).
+    ended: usize,
 }
 
 /// Roughly what a history entry costs in memory and on disk.
