@@ -186,6 +186,18 @@ async fn the_window_pairs_rolls_back_reconnects_and_follows_the_worker() {
     .await;
     w.shot("2b-device-waiting").await;
     w.click(&approve).await;
+    // The click is a command on its way to the supervisor: the phone comes back once the
+    // window shows the device approved (it offers Revoke then), as its owner would see.
+    w.until(
+        "the device shown approved",
+        &format!(
+            "return !!document.querySelector({})",
+            Value::String(format!(
+                "#device-list li[data-device='{id}'] button[data-decision=revoke]"
+            ))
+        ),
+    )
+    .await;
     let mut back = common::Client::connect(sup.public).await;
     back.send(serde_json::json!({"type": "auth", "token": common::TOKEN, "deviceKey": key}))
         .await;
