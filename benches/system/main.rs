@@ -108,7 +108,7 @@ impl Plan {
             handshakes: 200,
             sealed_frames: 100_000,
             first_turns: 20,
-            warm_turns: 100,
+            warm_turns: 200,
             bridge_turns: 200,
         };
         if std::env::var("CHROXY_BENCH_QUICK").is_ok_and(|v| v == "1") {

@@ -259,10 +259,12 @@ pub const METHOD: &str = "\
   input sent → `result` on the phone; and the bare CLI as above (`initialize`
   answered, one turn already answered), the same turn, its stdin line written → its
   `result` line read. The system's message budget is raised past the default 100 a
-  minute (the limiter still runs) for 100 of each, turn about, so that whatever else
-  the machine does falls on both alike; fewer cannot resolve a millisecond, as the
-  CLI's own turn varies by ten. The third row is the difference of the two medians:
-  what Chroxy adds.
+  minute (the limiter still runs) for 200 of each, turn about, so that whatever else
+  the machine does falls on both alike; which of the two goes first alternates, and
+  each is timed after 30 ms of quiet, so that what the other CLI still does after its
+  result line falls on neither. Fewer turns cannot resolve a millisecond, as the CLI's
+  own turn varies by ten. The third row is the difference of the two medians: what
+  Chroxy adds.
 - What Chroxy holds a warm turn for, with no CLI in it: on the default configuration
   but for a message budget they fit in (the default is 100 a minute), 200 turns of
   `fake-claude`'s `STAMP 20` after one warm-up turn. Its stdin reader stamps the input

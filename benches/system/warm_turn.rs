@@ -1,15 +1,17 @@
 //! A warm turn and its floor: the same turn (`REPLY …`, answered by the scripted
 //! model) through the whole system, input → `result` on the phone, and by the bare
 //! CLI with nothing around it, its stdin line → its `result` line, turn about in the
-//! same run. The difference of the medians is what Chroxy adds to a turn.
+//! same run (which of the two goes first alternating), each after a short quiet. The
+//! difference of the medians is what Chroxy adds to a turn.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::time::Instant;
 
 use crate::bare::BareCli;
-use crate::client::{now_ns, str_field};
+use crate::client::{now_ns, str_field, Client};
 use crate::report::{secs, Figure, Row};
 use crate::system::System;
 use crate::Plan;
@@ -17,6 +19,11 @@ use crate::Plan;
 /// The text of every timed turn: a short answer, so the turn is the bridge's and the
 /// CLI's, not the model's.
 const TURN: &str = "REPLY the warm answer";
+
+/// Quiet before each timed turn: what either CLI still does after its result line (its
+/// transcript, its own bookkeeping) is over before the next turn is timed, so that it
+/// falls on neither.
+const SETTLE: Duration = Duration::from_millis(30);
 
 pub async fn run(
     sys: &System,
@@ -40,15 +47,17 @@ pub async fn run(
     cli.initialize().await;
     cli.turn("REPLY warm up").await;
 
-    // Turn about, so that whatever else the machine does falls on both alike.
+    // Turn about, so that whatever else the machine does falls on both alike, and
+    // which goes first alternates, so that neither always follows the other.
     let (mut chroxy, mut bare) = (Vec::new(), Vec::new());
-    for _ in 0..plan.warm_turns {
-        let sent = Instant::now();
-        phone.send(json!({"type": "input", "data": TURN})).await;
-        phone.until_type("result", "the warm turn's result").await;
-        chroxy.push(sent.elapsed().as_secs_f64());
-        phone.until_type("agent_idle", "the warm turn's end").await;
-        bare.push(cli.turn(TURN).await);
+    for i in 0..plan.warm_turns {
+        if i % 2 == 0 {
+            chroxy.push(through_chroxy(&mut phone).await);
+            bare.push(bare_turn(&mut cli).await);
+        } else {
+            bare.push(bare_turn(&mut cli).await);
+            chroxy.push(through_chroxy(&mut phone).await);
+        }
     }
     cli.stop().await;
 
@@ -78,6 +87,24 @@ pub async fn run(
         Some((0.002, "2 ms")),
     ));
     figure
+}
+
+/// One timed turn through Chroxy: seconds from the input sent to its `result`; returns
+/// once the session is idle again.
+async fn through_chroxy(phone: &mut Client) -> f64 {
+    tokio::time::sleep(SETTLE).await;
+    let sent = Instant::now();
+    phone.send(json!({"type": "input", "data": TURN})).await;
+    phone.until_type("result", "the warm turn's result").await;
+    let took = sent.elapsed().as_secs_f64();
+    phone.until_type("agent_idle", "the warm turn's end").await;
+    took
+}
+
+/// One timed turn of the bare CLI.
+async fn bare_turn(cli: &mut BareCli) -> f64 {
+    tokio::time::sleep(SETTLE).await;
+    cli.turn(TURN).await
 }
 
 /// A stamped turn, answered 20 ms after it was read: the time a real turn's model takes
