@@ -162,9 +162,10 @@ async fn serve(
         }
     }
     // The worker has exited: what it sent before it died is still to be read (and a
-    // connection it made just before, still to be accepted).
+    // connection it made just before, still to be accepted, if none was: once one is
+    // admitted the listener is gone, and waiting for another cost every crash `LATE`).
     let last_words = async {
-        if link.is_none() && pid.is_some() {
+        if listener.is_some() && pid.is_some() {
             if let Ok(conn) = tokio::time::timeout(LATE, accept(listener.as_mut())).await {
                 link = admit(conn, pid, &mut listener, &path);
             }
