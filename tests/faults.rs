@@ -128,18 +128,11 @@ async fn an_input_its_cli_read_but_the_disk_never_saw_is_taken_once_by_the_succe
     let session = attached["sessionId"].as_str().unwrap().to_owned();
 
     // The lost worker's CLI, the input already on its stdin.
-    let mut cli = std::process::Command::new(fake_claude())
-        .current_dir(&project)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = cli.stdin.take().unwrap();
+    let mut cli = lost_cli(&project);
     let line = json!({"type": "user", "message": {"role": "user",
         "content": [{"type": "text", "text": "carried over"}]}});
-    std::io::Write::write_all(&mut stdin, format!("{line}\n").as_bytes()).unwrap();
-    let pid = cli.id();
+    let stdin = cli.stdin.as_mut().unwrap();
+    std::io::Write::write_all(stdin, format!("{line}\n").as_bytes()).unwrap();
     let input = chroxy::protocol::ServerMsg::Message {
         message_type: chroxy::protocol::MessageType::UserInput,
         content: "carried over".into(),
@@ -148,25 +141,12 @@ async fn an_input_its_cli_read_but_the_disk_never_saw_is_taken_once_by_the_succe
         client_message_id: Some("m1".into()),
         attachments: vec![],
     };
-    hub.adopt(chroxy::keeper::Kept {
-        agent: chroxy::keeper::AgentId {
-            mark: format!("lost.{session}.1"),
-            session: session.clone(),
-            pid,
-            start_ticks: chroxy::process::stat_of(pid).map(|s| s.start_ticks),
-        },
-        pipes: chroxy::keeper::Pipes {
-            stdin: stdin.into(),
-            stdout: cli.stdout.take().unwrap().into(),
-            stderr: cli.stderr.take().unwrap().into(),
-        },
-        note: chroxy::keeper::AgentNote {
-            busy: true,
-            input: Some(std::sync::Arc::new(input)),
-            ..Default::default()
-        },
-    })
-    .await;
+    let note = chroxy::keeper::AgentNote {
+        busy: true,
+        input: Some(std::sync::Arc::new(input)),
+        ..Default::default()
+    };
+    hand_over(&hub, &session, &mut cli, note).await;
 
     let send = |data: &str, id: &str| {
         ClientMsg::Input(Input {
@@ -201,6 +181,43 @@ async fn an_input_its_cli_read_but_the_disk_never_saw_is_taken_once_by_the_succe
     assert_eq!(inputs, ["carried over", "next"]);
 }
 
+/// A CLI as a lost worker left it: `fake-claude` in `project`, its pipes still to hand over.
+fn lost_cli(project: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(fake_claude())
+        .current_dir(project)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Hands `cli` to `hub` for `session` with what its lost worker noted, as the
+/// supervisor's keeper does.
+async fn hand_over(
+    hub: &Hub,
+    session: &str,
+    cli: &mut std::process::Child,
+    note: chroxy::keeper::AgentNote,
+) {
+    let pid = cli.id();
+    hub.adopt(chroxy::keeper::Kept {
+        agent: chroxy::keeper::AgentId {
+            mark: format!("lost.{session}.1"),
+            session: session.to_owned(),
+            pid,
+            start_ticks: chroxy::process::stat_of(pid).map(|s| s.start_ticks),
+        },
+        pipes: chroxy::keeper::Pipes {
+            stdin: cli.stdin.take().unwrap().into(),
+            stdout: cli.stdout.take().unwrap().into(),
+            stderr: cli.stderr.take().unwrap().into(),
+        },
+        note,
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_turn_whose_end_the_phones_saw_but_the_disk_never_did_is_whole_on_the_successor() {
     // A worker killed after telling its phones a turn was over and before its disk had
@@ -217,14 +234,7 @@ async fn a_turn_whose_end_the_phones_saw_but_the_disk_never_did_is_whole_on_the_
     } = HubScene::start().await;
     let attached = phone.until(|v| v["type"] == "session_switched").await;
     let session = attached["sessionId"].as_str().unwrap().to_owned();
-    let mut cli = std::process::Command::new(fake_claude())
-        .current_dir(&project)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = cli.id();
+    let mut cli = lost_cli(&project);
     let entry = |v: Value| -> std::sync::Arc<chroxy::protocol::ServerMsg> {
         std::sync::Arc::new(serde_json::from_value(v).unwrap())
     };
@@ -243,25 +253,12 @@ async fn a_turn_whose_end_the_phones_saw_but_the_disk_never_did_is_whole_on_the_
             "sessionId": session}),
         ),
     ];
-    hub.adopt(chroxy::keeper::Kept {
-        agent: chroxy::keeper::AgentId {
-            mark: format!("lost.{session}.1"),
-            session: session.clone(),
-            pid,
-            start_ticks: chroxy::process::stat_of(pid).map(|s| s.start_ticks),
-        },
-        pipes: chroxy::keeper::Pipes {
-            stdin: cli.stdin.take().unwrap().into(),
-            stdout: cli.stdout.take().unwrap().into(),
-            stderr: cli.stderr.take().unwrap().into(),
-        },
-        note: chroxy::keeper::AgentNote {
-            busy: false,
-            ended,
-            ..Default::default()
-        },
-    })
-    .await;
+    let note = chroxy::keeper::AgentNote {
+        busy: false,
+        ended,
+        ..Default::default()
+    };
+    hand_over(&hub, &session, &mut cli, note).await;
 
     // A phone that comes now is shown the turn once, and an idle session.
     let mut back = Phone::join(&hub);
