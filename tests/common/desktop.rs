@@ -144,6 +144,10 @@ pub struct Desk {
     pub display: Display,
     pub bus: Bus,
     pub xdg: PathBuf,
+    /// WebKit's compositing. The tests turn it off (`WEBKIT_DISABLE_COMPOSITING_MODE=1`,
+    /// as they always have: a virtual display has no GPU); the bench leaves it on, as
+    /// the app runs by default ([`Desk::as_shipped`]).
+    pub compositing: bool,
 }
 
 impl Desk {
@@ -151,6 +155,13 @@ impl Desk {
     pub async fn start(home: &Home) -> Self {
         let mut desk = Self::without_tray(home).await;
         desk.tray_host = Some(TrayHost::start(&desk.bus, false).await);
+        desk
+    }
+
+    /// [`Desk::start`], WebKit as the app runs by default: compositing on.
+    pub async fn as_shipped(home: &Home) -> Self {
+        let mut desk = Self::start(home).await;
+        desk.compositing = true;
         desk
     }
 
@@ -177,6 +188,7 @@ impl Desk {
             display: Display::start().await,
             bus: Bus::start().await,
             xdg,
+            compositing: false,
         }
     }
 
@@ -193,9 +205,11 @@ impl Desk {
             ("XDG_DATA_HOME".into(), self.xdg.join("data").into()),
             ("XDG_CACHE_HOME".into(), self.xdg.join("cache").into()),
             ("XDG_RUNTIME_DIR".into(), self.xdg.join("runtime").into()),
-            ("WEBKIT_DISABLE_COMPOSITING_MODE".into(), "1".into()),
             ("CHROXY_LOG".into(), "info,chroxy=debug".into()),
         ]);
+        if !self.compositing {
+            env.push(("WEBKIT_DISABLE_COMPOSITING_MODE".into(), "1".into()));
+        }
         env
     }
 
