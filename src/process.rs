@@ -29,6 +29,42 @@ pub fn keep_memory_private() {
     }
 }
 
+/// A child's stderr into its owner's log, line by line, each with the level the child
+/// logged it at (`<time>  LEVEL target: message`, our tracing format) or `None` for a
+/// line without one (a panic's message, a library's warning): `log` writes it. Ends
+/// when the child closes its stderr, i.e. exits. A line over 16 KiB or not UTF-8 is
+/// skipped: one runaway line must not fill memory or the log.
+pub async fn log_lines(
+    stderr: impl tokio::io::AsyncRead + Unpin,
+    mut log: impl FnMut(Option<tracing::Level>, &str),
+) {
+    use futures_util::StreamExt;
+    use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+    let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(16 * 1024));
+    while let Some(line) = lines.next().await {
+        let line = match line {
+            Ok(line) => line,
+            Err(LinesCodecError::MaxLineLengthExceeded) => continue,
+            Err(LinesCodecError::Io(err)) => {
+                // Not UTF-8 is one bad line; a closed pipe ends the stream by itself.
+                if err.kind() == io::ErrorKind::InvalidData {
+                    continue;
+                }
+                break;
+            }
+        };
+        let level = match line.split_whitespace().nth(1).unwrap_or_default() {
+            "ERROR" => Some(tracing::Level::ERROR),
+            "WARN" => Some(tracing::Level::WARN),
+            "INFO" => Some(tracing::Level::INFO),
+            "DEBUG" => Some(tracing::Level::DEBUG),
+            "TRACE" => Some(tracing::Level::TRACE),
+            _ => None,
+        };
+        log(level, &line);
+    }
+}
+
 /// Makes `cmd` a group leader that is killed if its owner drops it.
 pub fn own(cmd: &mut Command) -> &mut Command {
     cmd.kill_on_drop(true);

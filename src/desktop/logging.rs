@@ -1,5 +1,6 @@
 //! The tray app's log: stderr, and a daily file in the log directory ("Open logs"),
-//! kept 7 days; its window's process logs to stderr, which is the tray app's.
+//! kept 7 days; its window's process logs to stderr, which the tray app reads into its
+//! own log (`window::log_window_line`).
 use crate::store::Paths;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::prelude::*;
@@ -38,8 +39,8 @@ pub fn init_logging(paths: &Paths) -> Option<WorkerGuard> {
     guard
 }
 
-/// Starts logging to stderr only: the window's process, whose stderr is the tray
-/// app's.
+/// Starts logging to stderr only: the window's process, whose stderr the tray app
+/// reads into its log.
 pub fn init_stderr_logging() {
     tracing_subscriber::registry().with(stderr()).init();
 }

@@ -114,6 +114,19 @@ pub enum WindowError {
     },
 }
 
+/// A line of the window process's stderr into the tray app's log, so "Open logs" tells
+/// why a window failed: its own log at its level; a line without one (GTK's, WebKit's,
+/// a panic's) as a warning.
+fn log_window_line(level: Option<tracing::Level>, line: &str) {
+    use tracing::Level;
+    match level {
+        Some(Level::ERROR) => tracing::error!(target: "window", "{line}"),
+        Some(Level::INFO) => tracing::info!(target: "window", "{line}"),
+        Some(Level::DEBUG | Level::TRACE) => tracing::debug!(target: "window", "{line}"),
+        Some(Level::WARN) | None => tracing::warn!(target: "window", "{line}"),
+    }
+}
+
 /// Answers the page's commands: its name and arguments → what `invoke` resolves to.
 pub type Answerer =
     Arc<dyn Fn(String, Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
@@ -212,7 +225,7 @@ impl Window {
         cmd.args(qr.then_some("--qr"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         let failed = |source: std::io::Error| match source.kind() {
             std::io::ErrorKind::NotFound => WindowError::NoProgram {
                 program: self.program.clone(),
@@ -223,8 +236,10 @@ impl Window {
             },
         };
         let mut child = cmd.spawn().map_err(failed)?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            unreachable!("both piped above");
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            unreachable!("all three piped above");
         };
         let number = self.started.fetch_add(1, Ordering::SeqCst);
         let (to, outgoing) = mpsc::unbounded_channel();
@@ -232,6 +247,7 @@ impl Window {
         let kill = CancellationToken::new();
         tracing::info!(pid = child.id(), "window opened");
         tokio::spawn(write_lines(FramedWrite::new(stdin, codec()), outgoing));
+        tokio::spawn(crate::process::log_lines(stderr, log_window_line));
         tokio::spawn(answer_window(
             stdout,
             to.clone(),
@@ -474,6 +490,79 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "the window's program /nowhere/chroxy-desktop-window is missing: reinstall Chroxy (from source: `cargo build --release -p chroxy-desktop`)"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_a_window_says_on_stderr_is_in_the_tray_apps_log_at_its_level() {
+        use tracing_subscriber::fmt::MakeWriter;
+        /// The tray app's log, kept for the test to read.
+        #[derive(Clone, Default)]
+        struct Log(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl<'a> MakeWriter<'a> for Log {
+            type Writer = Log;
+            fn make_writer(&'a self) -> Log {
+                self.clone()
+            }
+        }
+        let log = Log::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        // This test's runtime has one thread: the tasks reading the window run on it.
+        let _logging = tracing::subscriber::set_default(subscriber);
+
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("window");
+        // A window that cannot start: its own log line, GTK's complaint, then gone.
+        let script = "#!/bin/sh\n\
+            echo '2026-12-04T23:40:00.000000Z ERROR chroxy_desktop: starting the window system (is there a display?)' >&2\n\
+            echo '(chroxy-desktop-window:42): Gtk-WARNING **: cannot open display: :9' >&2\n\
+            exit 1\n";
+        std::fs::write(&program, script).unwrap();
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let answer: Answerer = Arc::new(|_, _| Box::pin(async { Ok(Value::Null) }));
+        let window = Window::new(program, answer);
+        window.show(false).await.unwrap();
+        let logged = || String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !logged().contains("cannot open display") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not logged: {}",
+                logged()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let logged = logged();
+        let line = |needle: &str| {
+            logged
+                .lines()
+                .find(|l| l.contains(needle))
+                .unwrap()
+                .to_owned()
+        };
+        let own = line("is there a display?");
+        assert!(own.contains(" ERROR window: "), "at its level: {own}");
+        let gtk = line("cannot open display");
+        assert!(
+            gtk.contains(" WARN window: "),
+            "without one, a warning: {gtk}"
         );
     }
 

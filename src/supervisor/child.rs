@@ -719,35 +719,20 @@ fn exit_text(status: std::io::Result<std::process::ExitStatus>) -> String {
 }
 
 /// A worker's stderr (its log, and a panic's message) goes into the supervisor's log,
-/// line by line, so one log (`chroxy start`'s stderr, the tray app's "Open logs") tells
-/// the whole story, at the level the worker logged it. Ends when the worker closes it,
-/// i.e. exits.
+/// so one log (`chroxy start`'s stderr, the tray app's "Open logs") tells the whole
+/// story, at the level the worker logged it; a line without a level (a panic's) is an
+/// error.
 async fn forward_stderr(stderr: tokio::process::ChildStderr, release: ReleaseId, worker: u64) {
-    use futures_util::StreamExt;
-    use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
-    // A longer line is skipped: one runaway line must not fill memory or the log.
-    let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(16 * 1024));
-    while let Some(line) = lines.next().await {
-        let line = match line {
-            Ok(line) => line,
-            Err(LinesCodecError::MaxLineLengthExceeded) => continue,
-            Err(LinesCodecError::Io(err)) => {
-                // Not UTF-8 is one bad line; a closed pipe ends the stream by itself.
-                if err.kind() == std::io::ErrorKind::InvalidData {
-                    continue;
-                }
-                break;
-            }
-        };
-        // The worker's own format: `<time>  LEVEL target: message`. A panic's lines
-        // have no level: they are errors.
-        let level = line.split_whitespace().nth(1).unwrap_or_default();
-        match level {
-            "ERROR" => tracing::error!(target: "worker", %release, worker, "{line}"),
-            "WARN" => tracing::warn!(target: "worker", %release, worker, "{line}"),
-            "INFO" => tracing::info!(target: "worker", %release, worker, "{line}"),
-            "DEBUG" | "TRACE" => tracing::debug!(target: "worker", %release, worker, "{line}"),
-            _ => tracing::error!(target: "worker", %release, worker, "{line}"),
+    use tracing::Level;
+    process::log_lines(stderr, |level, line| match level {
+        Some(Level::WARN) => tracing::warn!(target: "worker", %release, worker, "{line}"),
+        Some(Level::INFO) => tracing::info!(target: "worker", %release, worker, "{line}"),
+        Some(Level::DEBUG | Level::TRACE) => {
+            tracing::debug!(target: "worker", %release, worker, "{line}")
         }
-    }
+        Some(Level::ERROR) | None => {
+            tracing::error!(target: "worker", %release, worker, "{line}")
+        }
+    })
+    .await
 }
