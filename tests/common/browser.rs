@@ -19,6 +19,9 @@ use super::WAIT;
 pub struct Driver {
     _child: super::Group,
     port: u16,
+    /// chromedriver's and Chromium's home: what they write outside a profile (crash
+    /// reports, caches) stays out of the real one.
+    _home: TempDir,
 }
 
 impl Driver {
@@ -31,9 +34,14 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        let home = tempfile::tempdir().unwrap();
         let child = super::Group::spawn(
             Command::new(driver)
                 .arg(format!("--port={port}"))
+                .env("HOME", home.path())
+                .env("XDG_CONFIG_HOME", home.path().join(".config"))
+                .env("XDG_CACHE_HOME", home.path().join(".cache"))
+                .env("XDG_DATA_HOME", home.path().join(".local/share"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
@@ -44,6 +52,7 @@ impl Driver {
         Self {
             _child: child,
             port,
+            _home: home,
         }
     }
 

@@ -70,9 +70,17 @@ pub struct Bus {
 }
 
 impl Bus {
-    pub async fn start() -> Self {
+    /// The bus, and every service it starts on demand (GTK's accessibility bus, for
+    /// one), in the test's `home` and `xdg` directories: none of them writes into the
+    /// real home.
+    pub async fn start(home: &Home, xdg: &std::path::Path) -> Self {
         let out = Command::new("dbus-daemon")
             .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .env("HOME", home.user_home())
+            .env("XDG_CONFIG_HOME", xdg.join("config"))
+            .env("XDG_DATA_HOME", xdg.join("data"))
+            .env("XDG_CACHE_HOME", xdg.join("cache"))
+            .env("XDG_RUNTIME_DIR", xdg.join("runtime"))
             .stderr(Stdio::null())
             .output()
             .await
@@ -186,7 +194,7 @@ impl Desk {
         Self {
             tray_host: None,
             display: Display::start().await,
-            bus: Bus::start().await,
+            bus: Bus::start(home, &xdg).await,
             xdg,
             compositing: false,
         }
